@@ -1,0 +1,93 @@
+//! The portal's sections. Each is a placeholder until its issue fills it; each says what it
+//! will hold so that a visitor knows where things are going.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+#[component]
+fn Section(title: &'static str, lead: &'static str, children: Children) -> impl IntoView {
+    view! {
+        <Title text=title/>
+        <section class="page">
+            <h1>{title}</h1>
+            <p class="lead">{lead}</p>
+            {children()}
+        </section>
+    }
+}
+
+#[component]
+pub fn Dashboard() -> impl IntoView {
+    view! {
+        <Section
+            title="Dashboard"
+            lead="Pending approvals, queue depth and the last day's decisions at a glance."
+        >
+            <ul class="cards">
+                <li class="card"><h2>"Pending approvals"</h2><p class="muted">"No approval queue yet."</p></li>
+                <li class="card"><h2>"Decisions (24 h)"</h2><p class="muted">"No audit trail yet."</p></li>
+                <li class="card"><h2>"Denied-operation alerts"</h2><p class="muted">"None."</p></li>
+            </ul>
+        </Section>
+    }
+}
+
+#[component]
+pub fn Approvals() -> impl IntoView {
+    view! {
+        <Section title="Approvals" lead="Requests waiting for a person: urgent first, then oldest.">
+            <p class="muted">"Nothing is waiting for approval."</p>
+        </Section>
+    }
+}
+
+#[component]
+pub fn Jobs() -> impl IntoView {
+    view! {
+        <Section title="Jobs" lead="Every approved job, from request to result.">
+            <p class="muted">"No jobs yet."</p>
+        </Section>
+    }
+}
+
+#[component]
+pub fn Audit() -> impl IntoView {
+    view! {
+        <Section title="Audit" lead="The append-only, hash-chained record of every decision and action.">
+            <p class="muted">"The audit explorer arrives with the audit store."</p>
+        </Section>
+    }
+}
+
+#[component]
+pub fn Reports() -> impl IntoView {
+    view! {
+        <Section title="Reports" lead="Signed compliance evidence: CSV, JSON Lines and PDF.">
+            <p class="muted">"Report exports arrive with the audit store."</p>
+        </Section>
+    }
+}
+
+#[component]
+pub fn Policies() -> impl IntoView {
+    view! {
+        <Section title="Policies" lead="The active policy: tools, operations, risk and capabilities.">
+            <p class="muted">"The policy viewer arrives with the enforcer."</p>
+        </Section>
+    }
+}
+
+#[component]
+pub fn NotFound() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    {
+        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+            response.set_status(http::StatusCode::NOT_FOUND);
+        }
+    }
+    view! {
+        <Section title="Not found" lead="There is no page at this address.">
+            <a href="/">"Back to the dashboard"</a>
+        </Section>
+    }
+}

@@ -1,0 +1,55 @@
+import { defineConfig } from '@playwright/test';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as fs from 'node:fs';
+
+// The server under test: the release binary built by scripts/build-site.sh, on a loopback port
+// chosen by scripts/test.sh (E2E_PORT), with a throw-away SQLite database.
+const port = Number(process.env.E2E_PORT ?? 3900);
+const baseURL = `http://127.0.0.1:${port}`;
+const root = path.resolve(__dirname, '..');
+const binary = process.env.E2E_BINARY ?? path.join(root, 'target', 'release', 'countersign');
+const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'countersign-e2e-'));
+
+export default defineConfig({
+  testDir: './tests',
+  timeout: 30_000,
+  expect: { timeout: 10_000 },
+  fullyParallel: true,
+  forbidOnly: !!process.env.CI,
+  retries: 0,
+  workers: 2,
+  reporter: [['list']],
+  use: {
+    baseURL,
+    trace: 'retain-on-failure',
+    launchOptions: {
+      executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+    },
+  },
+  projects: [{ name: 'chromium', use: { browserName: 'chromium' } }],
+  webServer: {
+    command: `${binary} serve`,
+    cwd: root,
+    url: `${baseURL}/readyz`,
+    reuseExistingServer: false,
+    timeout: 60_000,
+    stdout: 'pipe',
+    stderr: 'pipe',
+    env: {
+      COUNTERSIGN_BIND: `127.0.0.1:${port}`,
+      COUNTERSIGN_DATABASE_URL: `sqlite://${path.join(dataDir, 'e2e.db')}`,
+      COUNTERSIGN_LOG_LEVEL: 'info',
+      LEPTOS_SITE_ROOT: path.join(root, 'target', 'site'),
+    },
+  },
+});

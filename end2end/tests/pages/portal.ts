@@ -1,0 +1,39 @@
+import { expect, type Page, type Locator } from '@playwright/test';
+
+export const SECTIONS = ['Dashboard', 'Approvals', 'Jobs', 'Audit', 'Reports', 'Policies'] as const;
+
+/** The portal's frame: navigation, heading and the header's time-zone switch. */
+export class Portal {
+  readonly nav: Locator;
+  readonly heading: Locator;
+  readonly tzSwitch: Locator;
+
+  constructor(readonly page: Page) {
+    this.nav = page.getByRole('navigation', { name: 'Main' });
+    this.heading = page.getByRole('heading', { level: 1 });
+    this.tzSwitch = page.getByTestId('tz-switch');
+  }
+
+  /** Collect console errors and uncaught exceptions; a page that logs one fails the test. */
+  watchForErrors(): string[] {
+    const errors: string[] = [];
+    this.page.on('console', (msg) => {
+      if (msg.type() === 'error') errors.push(msg.text());
+    });
+    this.page.on('pageerror', (err) => errors.push(err.message));
+    return errors;
+  }
+
+  async open(path = '/') {
+    return this.page.goto(path);
+  }
+
+  /** Resolves once the WASM bundle has hydrated the page. */
+  async hydrated() {
+    await expect(this.page.locator('body')).toHaveAttribute('data-hydrated', 'true');
+  }
+
+  link(section: string): Locator {
+    return this.nav.getByRole('link', { name: section, exact: true });
+  }
+}

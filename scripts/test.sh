@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Quick-start command 2: every check and test, as CI runs them (.ci/run calls this script).
+# Formatting, clippy per target, unit and integration tests (SQLite and PostgreSQL), the release
+# site build, the Dockerfile's copy paths, and the Playwright suite in Debian's Chromium.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+trap print_phases EXIT
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Tests that need PostgreSQL use this server (trust auth); they create and drop their own schemas.
+export COUNTERSIGN_TEST_POSTGRES_URL="${COUNTERSIGN_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+
+phase "install build tools" "$ROOT/scripts/setup.sh" build
+phase "install e2e tools" "$ROOT/scripts/setup.sh" e2e
+phase "cargo fmt --check" cargo fmt --all --check
+phase "clippy: server + app (ssr)" cargo clippy -p server -p app --all-targets --locked -- -D warnings
+phase "clippy: enforcer (native)" cargo clippy -p enforcer --all-targets --locked -- -D warnings
+phase "clippy: enforcer (wasm32)" cargo clippy -p enforcer --target wasm32-unknown-unknown --locked -- -D warnings
+phase "clippy: frontend (hydrate, wasm32)" cargo clippy -p frontend --target wasm32-unknown-unknown --locked -- -D warnings
+phase "cargo test" cargo test -p enforcer -p app -p server --locked
+phase "release site build" "$ROOT/scripts/build-site.sh" --release
+phase "Dockerfile copy paths" "$ROOT/scripts/check-dockerfile.sh"
+# A free loopback port for the server Playwright starts (and stops) itself.
+E2E_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+export E2E_PORT
+phase "playwright (chromium)" bash -c 'cd end2end && npx playwright test'

@@ -1,0 +1,296 @@
+//! Countersign's one typed configuration.
+//!
+//! Sources, later ones winning: built-in defaults, an optional TOML file (`--config FILE`),
+//! `LEPTOS_SITE_ROOT`, then `COUNTERSIGN_*` environment variables (`COUNTERSIGN_BIND` sets
+//! `bind`, and so on). Unknown keys are refused so that a typo never silently falls back to a
+//! default. [`Config::load`] validates everything and names the setting at fault.
+
+use figment::{
+    providers::{Env, Format, Serialized, Toml},
+    Figment,
+};
+use serde::{Deserialize, Serialize};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+use thiserror::Error;
+
+/// The prefix of every environment variable Countersign reads.
+pub const ENV_PREFIX: &str = "COUNTERSIGN_";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub bind: SocketAddr,
+    /// `sqlite://PATH` (the embedded default) or `postgres://...` for several replicas.
+    pub database_url: String,
+    /// Upper bound on pooled database connections.
+    pub database_max_connections: u32,
+    /// Folder holding the built site (`pkg/countersign.{js,wasm,css}` and public assets).
+    pub site_root: PathBuf,
+    /// `text` for people, `json` for log shippers.
+    pub log_format: LogFormat,
+    /// A `tracing` filter such as `info` or `info,countersign=debug`.
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            database_url: "sqlite://countersign.db".to_string(),
+            database_max_connections: 8,
+            site_root: PathBuf::from("target/site"),
+            log_format: LogFormat::Text,
+            log_level: "info".to_string(),
+        }
+    }
+}
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("configuration file {path} does not exist")]
+    MissingFile { path: PathBuf },
+    #[error("invalid configuration: {0}")]
+    Source(String),
+    #[error("invalid setting {setting}: {message}")]
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Load from the process environment and an optional TOML file, then validate.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::from_figment(Self::figment(file)?)
+    }
+
+    /// The layered sources, exposed so tests can substitute the environment.
+    pub fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile {
+                    path: path.to_path_buf(),
+                });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        Ok(figment
+            .merge(
+                Env::raw()
+                    .only(&["LEPTOS_SITE_ROOT"])
+                    .map(|_| "site_root".into()),
+            )
+            // COUNTERSIGN_CONFIG names the file itself (read by the command line), not a setting.
+            .merge(Env::prefixed(ENV_PREFIX).ignore(&["config"])))
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(|errors| {
+            ConfigError::Source(
+                errors
+                    .into_iter()
+                    .map(|e| describe(&e))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.database_kind()?;
+        if self.database_max_connections == 0 {
+            return Err(invalid("database_max_connections", "must be at least 1"));
+        }
+        if self.log_level.trim().is_empty() {
+            return Err(invalid("log_level", "must not be empty (try `info`)"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .map_err(|e| invalid("log_level", format!("not a valid filter: {e}")))?;
+        Ok(())
+    }
+
+    /// The database named by `database_url`.
+    pub fn database_kind(&self) -> Result<DatabaseKind, ConfigError> {
+        let url = self.database_url.as_str();
+        if url.starts_with("sqlite:") {
+            if url
+                .trim_start_matches("sqlite:")
+                .trim_start_matches("//")
+                .is_empty()
+            {
+                return Err(invalid(
+                    "database_url",
+                    "a sqlite URL needs a file name, e.g. sqlite://countersign.db",
+                ));
+            }
+            Ok(DatabaseKind::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DatabaseKind::Postgres)
+        } else {
+            Err(invalid(
+                "database_url",
+                "must start with sqlite:// or postgres://",
+            ))
+        }
+    }
+
+    /// Check that the built site is where the server will look for it.
+    pub fn check_site_root(&self) -> Result<(), ConfigError> {
+        let bundle = self.site_root.join("pkg").join("countersign.js");
+        if bundle.is_file() {
+            Ok(())
+        } else {
+            Err(invalid(
+                "site_root",
+                format!(
+                    "{} has no pkg/countersign.js; build the site (scripts/build-site.sh) or point \
+                     LEPTOS_SITE_ROOT / COUNTERSIGN_SITE_ROOT at it",
+                    self.site_root.display()
+                ),
+            ))
+        }
+    }
+}
+
+fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        message: message.into(),
+    }
+}
+
+/// One figment error as a line that names the setting and where its value came from.
+fn describe(error: &figment::Error) -> String {
+    let setting = error.path.join(".");
+    let source = error
+        .metadata
+        .as_ref()
+        .map(|m| match &m.source {
+            Some(src) => format!(" (from {} {src})", m.name),
+            None => format!(" (from {})", m.name),
+        })
+        .unwrap_or_default();
+    if setting.is_empty() {
+        format!("{}{source}", error.kind)
+    } else {
+        format!("setting {setting}: {}{source}", error.kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_in(
+        jail_setup: impl FnOnce(&mut Jail) -> figment::error::Result<()>,
+    ) -> Result<Config, String> {
+        let mut out = Err(String::new());
+        Jail::expect_with(|jail| {
+            jail_setup(jail)?;
+            out = Config::load(None).map_err(|e| e.to_string());
+            Ok(())
+        });
+        out
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let config = load_in(|_| Ok(())).expect("defaults load");
+        assert_eq!(config.bind.to_string(), "127.0.0.1:3000");
+        assert_eq!(config.database_url, "sqlite://countersign.db");
+        assert_eq!(config.database_kind().ok(), Some(DatabaseKind::Sqlite));
+        assert_eq!(config.site_root, PathBuf::from("target/site"));
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let config = load_in(|jail| {
+            jail.set_env("COUNTERSIGN_BIND", "127.0.0.1:4100");
+            jail.set_env("COUNTERSIGN_DATABASE_URL", "postgres://localhost/test");
+            jail.set_env("COUNTERSIGN_LOG_FORMAT", "json");
+            jail.set_env("LEPTOS_SITE_ROOT", "/srv/site");
+            Ok(())
+        })
+        .expect("env loads");
+        assert_eq!(config.bind.port(), 4100);
+        assert_eq!(config.database_kind().ok(), Some(DatabaseKind::Postgres));
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.site_root, PathBuf::from("/srv/site"));
+    }
+
+    #[test]
+    fn a_bad_value_names_its_setting() {
+        let err = load_in(|jail| {
+            jail.set_env("COUNTERSIGN_BIND", "not-an-address");
+            Ok(())
+        })
+        .expect_err("bad bind");
+        assert!(err.contains("setting bind"), "{err}");
+        assert!(err.contains("COUNTERSIGN_"), "{err}");
+
+        let err = load_in(|jail| {
+            jail.set_env("COUNTERSIGN_DATABASE_URL", "mysql://x");
+            Ok(())
+        })
+        .expect_err("bad url");
+        assert!(err.contains("database_url"), "{err}");
+
+        let err = load_in(|jail| {
+            jail.set_env("COUNTERSIGN_LOG_FORMAT", "xml");
+            Ok(())
+        })
+        .expect_err("bad format");
+        assert!(err.contains("log_format"), "{err}");
+    }
+
+    #[test]
+    fn a_misspelt_setting_is_refused() {
+        let err = load_in(|jail| {
+            jail.set_env("COUNTERSIGN_BINDD", "127.0.0.1:1");
+            Ok(())
+        })
+        .expect_err("unknown key");
+        assert!(err.contains("bindd"), "{err}");
+    }
+
+    #[test]
+    fn the_file_is_read_and_the_environment_wins() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "countersign.toml",
+                "bind = \"127.0.0.1:5000\"\nlog_level = \"debug\"\n",
+            )?;
+            jail.set_env("COUNTERSIGN_LOG_LEVEL", "warn");
+            let config =
+                Config::load(Some(Path::new("countersign.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.bind.port(), 5000);
+            assert_eq!(config.log_level, "warn");
+            let missing = Config::load(Some(Path::new("nope.toml"))).expect_err("missing file");
+            assert!(missing.to_string().contains("nope.toml"));
+            Ok(())
+        });
+    }
+}

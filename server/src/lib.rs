@@ -1,0 +1,102 @@
+//! The `countersign` server: axum wiring for the portal, health probes and (later) the decision
+//! API. [`app`] builds the whole router so tests can drive it without a socket.
+
+pub mod config;
+pub mod db;
+pub mod telemetry;
+
+use app::{shell, App};
+use axum::{
+    extract::{FromRef, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use leptos::config::LeptosOptions;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use serde_json::json;
+use std::time::Duration;
+use tower_http::trace::TraceLayer;
+
+pub use config::Config;
+pub use db::Database;
+
+/// How long `/readyz` waits for the database before reporting it unreachable.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Everything a request handler may need.
+#[derive(Clone)]
+pub struct AppState {
+    pub leptos: LeptosOptions,
+    pub db: Database,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos.clone()
+    }
+}
+
+impl AppState {
+    pub fn new(config: &Config, db: Database) -> AppState {
+        AppState {
+            leptos: leptos_options(config),
+            db,
+        }
+    }
+}
+
+/// Leptos's options built from our configuration (no Cargo.toml needed at run time).
+pub fn leptos_options(config: &Config) -> LeptosOptions {
+    LeptosOptions::builder()
+        .output_name("countersign")
+        .site_root(config.site_root.to_string_lossy().as_ref())
+        .site_pkg_dir("pkg")
+        .site_addr(config.bind)
+        .build()
+}
+
+/// The complete router: probes, the portal's pages and server functions, and static files.
+pub fn app(state: AppState) -> Router {
+    let routes = generate_route_list(App);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .leptos_routes(&state, routes, {
+            let options = state.leptos.clone();
+            move || shell(options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// The process is alive and serving requests.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// The process can do its job: the database answers.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let database = match tokio::time::timeout(READY_TIMEOUT, state.db.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {READY_TIMEOUT:?}")),
+    };
+    match database {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "checks": { "database": "ok" } })),
+        )
+            .into_response(),
+        Err(detail) => {
+            tracing::warn!(%detail, "readiness check failed: database unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "unavailable", "checks": { "database": "unreachable" } })),
+            )
+                .into_response()
+        }
+    }
+}
