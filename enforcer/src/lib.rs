@@ -2,8 +2,85 @@
 //!
 //! This crate is pure: no I/O, no async runtime, no database or web framework. The server, the
 //! command line and the browser (compiled to wasm32) share it so that every place that shows or
-//! makes a decision agrees. The decision function arrives with the enforcer issue; this module
-//! holds the vocabulary the rest of the workspace already uses.
+//! makes a decision agrees. Modelled on Cedar's authorizer: one total function,
+//! [`evaluate`], with default deny. Loading a policy ([`PolicySet::load`]) is the only step that
+//! can fail.
+//!
+//! - [`shell`] reads command lines (quoting, escapes, substitutions) into words and commands;
+//! - [`analysis`] looks through wrappers (`sudo`, `env`, `sh -c`, ...) to what would run;
+//! - [`policy`] is the TOML policy model, validated and compiled into regex sets;
+//! - [`decision`] is the evaluation; [`approval`] the pure voting rules.
+
+pub mod analysis;
+pub mod approval;
+pub mod decision;
+pub mod policy;
+pub mod shell;
+
+pub use approval::{can_approve, Eligibility, PendingJob, Quorum, Verdict, Vote};
+pub use decision::{call_hash, evaluate, Decision, PatternMatch, Principal, Request};
+pub use policy::{ArgKind, Category, Operation, Pattern, PolicyError, PolicySet, Tool};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The default policy for IT-MCP's tools, as shipped in `policies/default.toml`.
+pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.toml");
+
+/// Load [`DEFAULT_POLICY`].
+pub fn default_policy() -> Result<PolicySet, PolicyError> {
+    PolicySet::load("policies/default.toml", DEFAULT_POLICY)
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for byte in digest {
+        out.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
+        out.push(char::from_digit(u32::from(byte & 0xf), 16).unwrap_or('0'));
+    }
+    out
+}
+
+/// JSON with object keys sorted and no insignificant whitespace: the form that is hashed.
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String((*key).clone()).to_string());
+                out.push(':');
+                if let Some(v) = map.get(*key) {
+                    write_canonical(v, out);
+                }
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -1,0 +1,438 @@
+//! The decision: one total function from a request, a principal and a policy to an answer.
+
+use crate::analysis::{self, Invocation};
+use crate::policy::{ArgKind, Category, Operation, Pattern, PolicySet};
+use crate::shell::Warning;
+use crate::{canonical_json, sha256_hex, Action, Risk};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+use std::ops::Range;
+
+/// A tool call someone wants to make.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    pub tool: String,
+    pub operation: String,
+    #[serde(default)]
+    pub args: Map<String, Value>,
+    /// The host or resource the call acts on, when the tool names one.
+    #[serde(default)]
+    pub target: Option<String>,
+}
+
+/// Who asks: an identity with roles and capabilities (from Keycloak or a local account).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Principal {
+    pub id: String,
+    #[serde(default)]
+    pub roles: BTreeSet<String>,
+    #[serde(default)]
+    pub capabilities: BTreeSet<String>,
+}
+
+/// A dangerous pattern found in an argument.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatternMatch {
+    pub id: String,
+    pub category: Category,
+    pub description: String,
+    /// The argument it was found in.
+    pub argument: String,
+    /// Byte span in that argument's original text.
+    pub span: Range<usize>,
+    /// The text at `span`.
+    pub text: String,
+}
+
+/// The enforcer's answer, with everything needed to explain and audit it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub action: Action,
+    pub risk: Risk,
+    /// Sentences a person understands, most important first.
+    pub reasons: Vec<String>,
+    pub required_capabilities: BTreeSet<String>,
+    pub missing_capabilities: BTreeSet<String>,
+    pub matched_patterns: Vec<PatternMatch>,
+    /// Distinct approvers needed (0 unless the action is `require_approval`).
+    pub approvals_required: u32,
+    /// Seconds a pending request may wait for approval.
+    pub ttl_secs: u64,
+    /// Seconds an approved job may wait to be executed.
+    pub approval_window_secs: u64,
+    pub interactive_only: bool,
+    pub executor: Option<String>,
+    pub policy_name: String,
+    pub policy_hash: String,
+    /// SHA-256 of the canonical (tool, operation, args, target): binds an approval to this call.
+    pub call_hash: String,
+}
+
+/// SHA-256 over the canonical JSON of the call (object keys sorted, no whitespace).
+pub fn call_hash(request: &Request) -> String {
+    let value = serde_json::json!({
+        "tool": request.tool,
+        "operation": request.operation,
+        "args": Value::Object(request.args.clone()),
+        "target": request.target,
+    });
+    sha256_hex(canonical_json(&value).as_bytes())
+}
+
+/// Decide. Never fails and never panics; anything unknown is denied.
+pub fn evaluate(request: &Request, principal: &Principal, policy: &PolicySet) -> Decision {
+    let mut decision = Decision {
+        action: Action::Deny,
+        risk: Risk::Critical,
+        reasons: Vec::new(),
+        required_capabilities: BTreeSet::new(),
+        missing_capabilities: BTreeSet::new(),
+        matched_patterns: Vec::new(),
+        approvals_required: 0,
+        ttl_secs: 0,
+        approval_window_secs: 0,
+        interactive_only: false,
+        executor: None,
+        policy_name: policy.name.clone(),
+        policy_hash: policy.hash().to_string(),
+        call_hash: call_hash(request),
+    };
+    let Some(tool) = policy.tools.get(&request.tool) else {
+        decision.reasons.push(format!(
+            "unknown tool `{}`: the policy does not allow it",
+            request.tool
+        ));
+        return decision;
+    };
+    let Some(operation) = tool.operations.get(&request.operation) else {
+        decision.reasons.push(format!(
+            "unknown operation `{}` of tool `{}`: the policy does not allow it",
+            request.operation, request.tool
+        ));
+        return decision;
+    };
+    decision.risk = operation.risk;
+    decision.interactive_only = operation.interactive_only;
+    decision.executor = operation.executor.clone();
+    decision.required_capabilities = operation.requires.clone();
+    decision.missing_capabilities = operation
+        .requires
+        .difference(&principal.capabilities)
+        .cloned()
+        .collect();
+
+    let inspection = inspect(request, operation, policy);
+    decision.matched_patterns = inspection.matches;
+    let escalated = decision
+        .matched_patterns
+        .iter()
+        .filter_map(|m| escalation(policy, &m.id))
+        .max();
+    if let Some(higher) = escalated.filter(|r| *r > decision.risk) {
+        decision.reasons.push(format!(
+            "risk raised from {} to {higher} by what the arguments do",
+            operation.risk
+        ));
+        decision.risk = higher;
+    }
+
+    let rule = policy.approvals.for_risk(decision.risk);
+    decision.ttl_secs = rule.request_ttl_secs;
+    decision.approval_window_secs = rule.approval_window_secs;
+
+    if !inspection.malformed.is_empty() {
+        decision.action = Action::Deny;
+        decision.reasons.insert(
+            0,
+            format!("malformed arguments: {}", inspection.malformed.join("; ")),
+        );
+        return decision;
+    }
+    if !decision.missing_capabilities.is_empty() {
+        decision.action = Action::Deny;
+        let missing: Vec<&str> = decision
+            .missing_capabilities
+            .iter()
+            .map(String::as_str)
+            .collect();
+        decision.reasons.insert(
+            0,
+            format!("missing required capabilities: {}", missing.join(", ")),
+        );
+        return decision;
+    }
+
+    let mut why_approval = Vec::new();
+    if operation.interactive_only {
+        why_approval.push(format!(
+            "{}.{} always needs a person's approval (interactive only)",
+            request.tool, request.operation
+        ));
+    }
+    if decision.risk == Risk::Critical {
+        why_approval.push("CRITICAL operations always need approval".to_string());
+    }
+    if decision.risk == Risk::High {
+        let categories: BTreeSet<Category> = decision
+            .matched_patterns
+            .iter()
+            .map(|m| m.category)
+            .collect();
+        if categories.contains(&Category::PrivilegeEscalation) {
+            why_approval.push("the command runs with elevated privileges (sudo)".to_string());
+        }
+        if categories.contains(&Category::ForceFlag) {
+            why_approval.push("a force or no-confirm flag is present".to_string());
+        }
+        let dangerous: Vec<&str> = decision
+            .matched_patterns
+            .iter()
+            .filter(|m| {
+                !matches!(
+                    m.category,
+                    Category::PrivilegeEscalation | Category::ForceFlag
+                )
+            })
+            .map(|m| m.id.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !dangerous.is_empty() {
+            why_approval.push(format!(
+                "dangerous patterns detected: {}",
+                dangerous.join(", ")
+            ));
+        }
+        if !inspection.warnings.is_empty() {
+            why_approval.push("the command could not be read completely (unbalanced quoting or too deeply nested)".to_string());
+        }
+    }
+    if why_approval.is_empty() {
+        decision.action = Action::Allow;
+        decision.reasons.push(match decision.risk {
+            Risk::Low | Risk::Medium => format!(
+                "{} risk: allowed for a caller with the required capabilities",
+                decision.risk
+            ),
+            _ => "HIGH risk with no dangerous pattern, sudo or force flag: allowed".to_string(),
+        });
+    } else {
+        decision.action = Action::RequireApproval;
+        decision.approvals_required = rule.quorum;
+        decision.reasons.extend(why_approval);
+        decision.reasons.push(format!(
+            "needs {} approval{} from people with the `{}` role",
+            rule.quorum,
+            if rule.quorum == 1 { "" } else { "s" },
+            policy.approvals.approver_role
+        ));
+    }
+    decision
+}
+
+fn escalation(policy: &PolicySet, id: &str) -> Option<Risk> {
+    policy
+        .patterns
+        .iter()
+        .find(|p| p.id == id)
+        .and_then(|p| p.escalate)
+}
+
+#[derive(Default)]
+struct Inspection {
+    matches: Vec<PatternMatch>,
+    warnings: Vec<Warning>,
+    malformed: Vec<String>,
+}
+
+/// Run the operation's arguments through the patterns for their kind.
+fn inspect(request: &Request, operation: &Operation, policy: &PolicySet) -> Inspection {
+    let mut out = Inspection::default();
+    for name in &operation.shell_args {
+        let Some(value) = request.args.get(name) else {
+            continue;
+        };
+        match texts(value) {
+            Some(texts) => {
+                for text in texts {
+                    let analysis = analysis::invocations(text);
+                    out.warnings.extend(analysis.warnings.iter().copied());
+                    for invocation in &analysis.invocations {
+                        match_invocation(policy, name, text, invocation, &mut out.matches);
+                    }
+                }
+            }
+            None => out.malformed.push(format!(
+                "argument `{name}` must be a string or a list of strings"
+            )),
+        }
+    }
+    for name in &operation.path_args {
+        let Some(value) = request.args.get(name) else {
+            continue;
+        };
+        match texts(value) {
+            Some(texts) => {
+                for text in texts {
+                    for index in policy.path_set.matches(text).iter() {
+                        if let Some(pattern) = policy
+                            .path_owner
+                            .get(index)
+                            .and_then(|&i| policy.patterns.get(i))
+                        {
+                            push_match(&mut out.matches, pattern, name, text, 0..text.len());
+                        }
+                    }
+                }
+            }
+            None => out
+                .malformed
+                .push(format!("argument `{name}` must be a path string")),
+        }
+    }
+    for name in &operation.flag_args {
+        let Some(value) = request.args.get(name) else {
+            continue;
+        };
+        if truthy(value) {
+            let shown = value.to_string();
+            for index in policy.flag_set.matches(name).iter() {
+                if let Some(pattern) = policy
+                    .flag_owner
+                    .get(index)
+                    .and_then(|&i| policy.patterns.get(i))
+                {
+                    push_match(&mut out.matches, pattern, name, &shown, 0..shown.len());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn texts(value: &Value) -> Option<Vec<&str>> {
+    match value {
+        Value::String(s) => Some(vec![s.as_str()]),
+        Value::Null => Some(Vec::new()),
+        Value::Array(items) => items.iter().map(Value::as_str).collect(),
+        _ => None,
+    }
+}
+
+fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !matches!(
+            s.trim().to_ascii_lowercase().as_str(),
+            "" | "false" | "0" | "no" | "off"
+        ),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        Value::Null => false,
+    }
+}
+
+fn match_invocation(
+    policy: &PolicySet,
+    argument: &str,
+    text: &str,
+    invocation: &Invocation,
+    out: &mut Vec<PatternMatch>,
+) {
+    let args_hits: BTreeSet<usize> = policy
+        .args_set
+        .matches(&invocation.args_text)
+        .iter()
+        .filter_map(|i| policy.args_owner.get(i).copied())
+        .collect();
+    for (index, pattern) in policy.patterns.iter().enumerate() {
+        if pattern.applies_to != ArgKind::Shell
+            || !command_matches(&pattern.commands, &invocation.name)
+        {
+            continue;
+        }
+        if pattern.args.is_some() && !args_hits.contains(&index) {
+            continue;
+        }
+        if !flags_match(pattern, invocation) {
+            continue;
+        }
+        if !pattern.piped_from.is_empty()
+            && !invocation
+                .upstream
+                .iter()
+                .any(|up| command_matches(&pattern.piped_from, up))
+        {
+            continue;
+        }
+        let mut span = invocation.span.clone();
+        if let Some(re) = &pattern.redirect_re {
+            match invocation
+                .redirects
+                .iter()
+                .find(|r| re.is_match(&r.target.text))
+            {
+                Some(redirect) => {
+                    span = span.start.min(redirect.target.span.start)
+                        ..span.end.max(redirect.target.span.end)
+                }
+                None => continue,
+            }
+        }
+        push_match(out, pattern, argument, text, span);
+    }
+}
+
+fn push_match(
+    out: &mut Vec<PatternMatch>,
+    pattern: &Pattern,
+    argument: &str,
+    text: &str,
+    span: Range<usize>,
+) {
+    let span = span.start.min(text.len())..span.end.min(text.len());
+    let snippet = text.get(span.clone()).unwrap_or_default().to_string();
+    if out
+        .iter()
+        .any(|m| m.id == pattern.id && m.argument == argument && m.span == span)
+    {
+        return;
+    }
+    out.push(PatternMatch {
+        id: pattern.id.clone(),
+        category: pattern.category,
+        description: pattern.description.clone(),
+        argument: argument.to_string(),
+        span,
+        text: snippet,
+    });
+}
+
+/// `rm`, `mkfs.*` (prefix) and `*` (anything).
+fn command_matches(patterns: &[String], name: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some("") => true,
+        Some(prefix) => name.starts_with(prefix),
+        None => p == name,
+    })
+}
+
+fn flags_match(pattern: &Pattern, invocation: &Invocation) -> bool {
+    if pattern.flags.is_empty() && pattern.any_flags.is_empty() {
+        return true;
+    }
+    let canonical = |flag: String| pattern.flag_aliases.get(&flag).cloned().unwrap_or(flag);
+    let present: BTreeSet<String> = invocation
+        .flags
+        .short
+        .iter()
+        .map(|c| canonical(c.to_string()))
+        .chain(invocation.flags.long.iter().map(|l| canonical(l.clone())))
+        .collect();
+    pattern.flags.iter().all(|f| present.contains(f))
+        && (pattern.any_flags.is_empty() || pattern.any_flags.iter().any(|f| present.contains(f)))
+}

@@ -1,0 +1,771 @@
+//! Policies are data: a TOML file loaded and validated once into a [`PolicySet`].
+//!
+//! Loading is the only fallible step in the enforcer. Every error names the file, the line and
+//! column, and the field at fault; once a [`PolicySet`] exists, evaluation cannot fail.
+
+use crate::{canonical_json, sha256_hex, Risk};
+use regex::{Regex, RegexSet, RegexSetBuilder};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+use toml::Spanned;
+
+/// The capabilities IT-MCP's reference note defines. A policy may declare more.
+pub const BUILTIN_CAPABILITIES: [&str; 10] = [
+    "local-shell",
+    "local-sudo",
+    "ssh-linux",
+    "ssh-mac",
+    "winrm",
+    "system-modify",
+    "service-control",
+    "firewall-admin",
+    "remote-exec",
+    "macos-wireless",
+];
+
+/// Why a policy file was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub file: String,
+    /// 1-based; 0 when the error concerns the file as a whole.
+    pub line: usize,
+    pub column: usize,
+    /// Dotted path of the setting at fault, when known (`tools.ssh-exec.operations.run.risk`).
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": {field}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+/// The kinds of danger a pattern can describe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Category {
+    Destructive,
+    ServiceDisruption,
+    Firewall,
+    RemoteCodeExecution,
+    Permissions,
+    ForceFlag,
+    PrivilegeEscalation,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Destructive => "destructive",
+            Category::ServiceDisruption => "service-disruption",
+            Category::Firewall => "firewall",
+            Category::RemoteCodeExecution => "remote-code-execution",
+            Category::Permissions => "permissions",
+            Category::ForceFlag => "force-flag",
+            Category::PrivilegeEscalation => "privilege-escalation",
+        }
+    }
+}
+
+/// What kind of operation argument a pattern inspects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArgKind {
+    /// A shell command line, read into commands first.
+    #[default]
+    Shell,
+    /// A file system path.
+    Path,
+    /// A named option such as `force = true`.
+    Flag,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file format.
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    name: String,
+    #[serde(default)]
+    description: String,
+    /// Extra capabilities beyond the built-in ten.
+    #[serde(default)]
+    capabilities: Vec<String>,
+    #[serde(default)]
+    approvals: ApprovalsFile,
+    tools: BTreeMap<String, ToolFile>,
+    #[serde(default)]
+    patterns: Vec<PatternFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalsFile {
+    #[serde(default = "default_approver_role")]
+    approver_role: String,
+    #[serde(default)]
+    risk: BTreeMap<Risk, RiskRuleFile>,
+}
+
+impl Default for ApprovalsFile {
+    fn default() -> Self {
+        ApprovalsFile {
+            approver_role: default_approver_role(),
+            risk: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_approver_role() -> String {
+    "approver".to_string()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RiskRuleFile {
+    quorum: Option<Spanned<u32>>,
+    request_ttl: Option<Spanned<String>>,
+    approval_window: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ToolFile {
+    #[serde(default)]
+    description: String,
+    operations: BTreeMap<String, OperationFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OperationFile {
+    risk: Risk,
+    requires: Vec<Spanned<String>>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    interactive_only: bool,
+    #[serde(default)]
+    shell_args: Vec<String>,
+    #[serde(default)]
+    path_args: Vec<String>,
+    #[serde(default)]
+    flag_args: Vec<String>,
+    #[serde(default)]
+    executor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatternFile {
+    id: Spanned<String>,
+    category: Category,
+    description: String,
+    #[serde(default)]
+    applies_to: ArgKind,
+    #[serde(default)]
+    commands: Vec<String>,
+    #[serde(default)]
+    flags: Vec<String>,
+    #[serde(default)]
+    any_flags: Vec<String>,
+    #[serde(default)]
+    flag_aliases: BTreeMap<String, String>,
+    args: Option<Spanned<String>>,
+    redirect: Option<Spanned<String>>,
+    #[serde(default)]
+    piped_from: Vec<String>,
+    value: Option<Spanned<String>>,
+    escalate: Option<Risk>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The compiled form.
+
+/// One operation of a tool, as the policy describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Operation {
+    pub risk: Risk,
+    pub requires: BTreeSet<String>,
+    pub description: String,
+    pub interactive_only: bool,
+    pub shell_args: Vec<String>,
+    pub path_args: Vec<String>,
+    pub flag_args: Vec<String>,
+    pub executor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tool {
+    pub description: String,
+    pub operations: BTreeMap<String, Operation>,
+}
+
+/// How approvals work for one risk level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RiskRule {
+    /// Distinct approvers needed.
+    pub quorum: u32,
+    /// How long a request may wait for approval before it expires.
+    pub request_ttl_secs: u64,
+    /// How long an approved job may wait to be executed before it expires.
+    pub approval_window_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApprovalRules {
+    pub approver_role: String,
+    pub by_risk: BTreeMap<Risk, RiskRule>,
+}
+
+impl ApprovalRules {
+    /// The rule for a risk level (every level has one after loading).
+    pub fn for_risk(&self, risk: Risk) -> RiskRule {
+        self.by_risk
+            .get(&risk)
+            .copied()
+            .unwrap_or_else(|| default_rule(risk))
+    }
+}
+
+fn default_rule(risk: Risk) -> RiskRule {
+    match risk {
+        Risk::Critical => RiskRule {
+            quorum: 2,
+            request_ttl_secs: 3_600,
+            approval_window_secs: 900,
+        },
+        Risk::High => RiskRule {
+            quorum: 1,
+            request_ttl_secs: 4 * 3_600,
+            approval_window_secs: 3_600,
+        },
+        Risk::Medium | Risk::Low => RiskRule {
+            quorum: 1,
+            request_ttl_secs: 24 * 3_600,
+            approval_window_secs: 4 * 3_600,
+        },
+    }
+}
+
+/// A dangerous-argument pattern, compiled.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pattern {
+    pub id: String,
+    pub category: Category,
+    pub description: String,
+    pub applies_to: ArgKind,
+    pub commands: Vec<String>,
+    pub flags: Vec<String>,
+    pub any_flags: Vec<String>,
+    pub flag_aliases: BTreeMap<String, String>,
+    pub args: Option<String>,
+    pub redirect: Option<String>,
+    pub piped_from: Vec<String>,
+    pub value: Option<String>,
+    pub escalate: Option<Risk>,
+    #[serde(skip)]
+    pub(crate) redirect_re: Option<Regex>,
+}
+
+/// A loaded, validated policy. Cheap to share; evaluation only reads it.
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    pub name: String,
+    pub description: String,
+    pub capabilities: BTreeSet<String>,
+    pub tools: BTreeMap<String, Tool>,
+    pub patterns: Vec<Pattern>,
+    pub approvals: ApprovalRules,
+    hash: String,
+    /// `args` regexes of shell patterns, one set: pattern index per member.
+    pub(crate) args_set: RegexSet,
+    pub(crate) args_owner: Vec<usize>,
+    /// `value` regexes of path patterns.
+    pub(crate) path_set: RegexSet,
+    pub(crate) path_owner: Vec<usize>,
+    /// `value` regexes of flag patterns (matched against the argument's name).
+    pub(crate) flag_set: RegexSet,
+    pub(crate) flag_owner: Vec<usize>,
+}
+
+impl PolicySet {
+    /// Parse and validate a policy. `file` names the source in error messages.
+    pub fn load(file: &str, source: &str) -> Result<PolicySet, PolicyError> {
+        let parsed: PolicyFile = toml::from_str(source).map_err(|e| {
+            let (line, column) = e.span().map_or((0, 0), |span| line_col(source, span.start));
+            PolicyError {
+                file: file.to_string(),
+                line,
+                column,
+                field: None,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        compile(file, source, parsed)
+    }
+
+    /// SHA-256 of the policy's canonical content (formatting and comments do not change it).
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    pub fn operation(&self, tool: &str, operation: &str) -> Option<&Operation> {
+        self.tools
+            .get(tool)
+            .and_then(|t| t.operations.get(operation))
+    }
+}
+
+fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(source.len());
+    let before = source.get(..offset).unwrap_or(source);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    source: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(
+        &self,
+        span: Option<Range<usize>>,
+        field: String,
+        message: impl Into<String>,
+    ) -> PolicyError {
+        let (line, column) = span.map_or((0, 0), |s| line_col(self.source, s.start));
+        PolicyError {
+            file: self.file.to_string(),
+            line,
+            column,
+            field: Some(field),
+            message: message.into(),
+        }
+    }
+
+    /// Best-effort position of a key for errors about values without spans of their own.
+    fn find(&self, needle: &str) -> Option<Range<usize>> {
+        self.source
+            .find(needle)
+            .map(|start| start..start + needle.len())
+    }
+
+    fn regex(&self, value: &Spanned<String>, field: String) -> Result<Regex, PolicyError> {
+        Regex::new(value.get_ref()).map_err(|e| {
+            self.err(
+                Some(value.span()),
+                field,
+                format!("invalid regular expression: {e}"),
+            )
+        })
+    }
+}
+
+fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, PolicyError> {
+    let ctx = Ctx { file, source };
+    let hash =
+        sha256_hex(canonical_json(&serde_json::to_value(&parsed).unwrap_or_default()).as_bytes());
+
+    if parsed.name.trim().is_empty() {
+        return Err(ctx.err(ctx.find("name"), "name".into(), "must not be empty"));
+    }
+    let mut capabilities: BTreeSet<String> =
+        BUILTIN_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    for extra in &parsed.capabilities {
+        if !is_identifier(extra) {
+            return Err(ctx.err(ctx.find(extra), "capabilities".into(), format!("`{extra}` is not a valid capability name (lowercase letters, digits and dashes)")));
+        }
+        capabilities.insert(extra.clone());
+    }
+
+    let mut tools = BTreeMap::new();
+    if parsed.tools.is_empty() {
+        return Err(ctx.err(
+            None,
+            "tools".into(),
+            "a policy must describe at least one tool",
+        ));
+    }
+    for (tool_name, tool) in parsed.tools {
+        if tool.operations.is_empty() {
+            return Err(ctx.err(
+                ctx.find(&tool_name),
+                format!("tools.{tool_name}.operations"),
+                "a tool needs at least one operation",
+            ));
+        }
+        let mut operations = BTreeMap::new();
+        for (op_name, op) in tool.operations {
+            let field = format!("tools.{tool_name}.operations.{op_name}");
+            let mut requires = BTreeSet::new();
+            for cap in &op.requires {
+                if !capabilities.contains(cap.get_ref()) {
+                    return Err(ctx.err(
+                        Some(cap.span()),
+                        format!("{field}.requires"),
+                        format!("unknown capability `{}` (declare it under `capabilities` or use one of: {})", cap.get_ref(), BUILTIN_CAPABILITIES.join(", ")),
+                    ));
+                }
+                requires.insert(cap.get_ref().clone());
+            }
+            let mut seen = BTreeSet::new();
+            for arg in op
+                .shell_args
+                .iter()
+                .chain(&op.path_args)
+                .chain(&op.flag_args)
+            {
+                if !seen.insert(arg) {
+                    return Err(ctx.err(
+                        ctx.find(&format!("\"{arg}\"")),
+                        field.clone(),
+                        format!("argument `{arg}` is listed under more than one kind"),
+                    ));
+                }
+            }
+            operations.insert(
+                op_name,
+                Operation {
+                    risk: op.risk,
+                    requires,
+                    description: op.description,
+                    interactive_only: op.interactive_only,
+                    shell_args: op.shell_args,
+                    path_args: op.path_args,
+                    flag_args: op.flag_args,
+                    executor: op.executor,
+                },
+            );
+        }
+        tools.insert(
+            tool_name,
+            Tool {
+                description: tool.description,
+                operations,
+            },
+        );
+    }
+
+    let mut by_risk = BTreeMap::new();
+    for risk in Risk::ALL {
+        let mut rule = default_rule(risk);
+        if let Some(file_rule) = parsed.approvals.risk.get(&risk) {
+            let field = format!("approvals.risk.{risk}");
+            if let Some(q) = &file_rule.quorum {
+                if *q.get_ref() == 0 {
+                    return Err(ctx.err(
+                        Some(q.span()),
+                        format!("{field}.quorum"),
+                        "must be at least 1",
+                    ));
+                }
+                rule.quorum = *q.get_ref();
+            }
+            if let Some(ttl) = &file_rule.request_ttl {
+                rule.request_ttl_secs = parse_duration(ttl.get_ref()).ok_or_else(|| {
+                    ctx.err(
+                        Some(ttl.span()),
+                        format!("{field}.request_ttl"),
+                        "not a duration (use e.g. 90s, 30m, 4h, 1d)",
+                    )
+                })?;
+            }
+            if let Some(window) = &file_rule.approval_window {
+                rule.approval_window_secs = parse_duration(window.get_ref()).ok_or_else(|| {
+                    ctx.err(
+                        Some(window.span()),
+                        format!("{field}.approval_window"),
+                        "not a duration (use e.g. 90s, 30m, 4h, 1d)",
+                    )
+                })?;
+            }
+        }
+        by_risk.insert(risk, rule);
+    }
+    if parsed.approvals.approver_role.trim().is_empty() {
+        return Err(ctx.err(
+            ctx.find("approver_role"),
+            "approvals.approver_role".into(),
+            "must not be empty",
+        ));
+    }
+
+    let mut patterns = Vec::new();
+    let mut ids = BTreeSet::new();
+    let (mut args_res, mut args_owner) = (Vec::new(), Vec::new());
+    let (mut path_res, mut path_owner) = (Vec::new(), Vec::new());
+    let (mut flag_res, mut flag_owner) = (Vec::new(), Vec::new());
+    for (index, p) in parsed.patterns.into_iter().enumerate() {
+        let id = p.id.get_ref().clone();
+        let field = format!("patterns[{index}] ({id})");
+        if !is_identifier(&id) {
+            return Err(ctx.err(
+                Some(p.id.span()),
+                format!("patterns[{index}].id"),
+                "ids are lowercase letters, digits and dashes",
+            ));
+        }
+        if !ids.insert(id.clone()) {
+            return Err(ctx.err(
+                Some(p.id.span()),
+                format!("patterns[{index}].id"),
+                format!("duplicate pattern id `{id}`"),
+            ));
+        }
+        let id_span = Some(p.id.span());
+        let redirect_re = match &p.redirect {
+            Some(r) => Some(ctx.regex(r, format!("{field}.redirect"))?),
+            None => None,
+        };
+        match p.applies_to {
+            ArgKind::Shell => {
+                if p.commands.is_empty() {
+                    return Err(ctx.err(
+                        id_span,
+                        format!("{field}.commands"),
+                        "a shell pattern needs `commands` (use [\"*\"] for any command)",
+                    ));
+                }
+                if p.value.is_some() {
+                    return Err(ctx.err(
+                        id_span,
+                        format!("{field}.value"),
+                        "`value` is for path and flag patterns; shell patterns use `args`",
+                    ));
+                }
+                if p.flags.is_empty()
+                    && p.any_flags.is_empty()
+                    && p.args.is_none()
+                    && p.redirect.is_none()
+                    && p.piped_from.is_empty()
+                    && p.commands.iter().any(|c| c == "*")
+                {
+                    return Err(ctx.err(id_span, field, "a pattern for any command must also require flags, args, a redirect or a pipe"));
+                }
+                if let Some(args) = &p.args {
+                    ctx.regex(args, format!("{field}.args"))?;
+                    args_res.push(args.get_ref().clone());
+                    args_owner.push(patterns.len());
+                }
+            }
+            ArgKind::Path | ArgKind::Flag => {
+                let Some(value) = &p.value else {
+                    return Err(ctx.err(
+                        id_span,
+                        format!("{field}.value"),
+                        "path and flag patterns need a `value` regular expression",
+                    ));
+                };
+                if !p.commands.is_empty()
+                    || !p.flags.is_empty()
+                    || !p.any_flags.is_empty()
+                    || p.args.is_some()
+                    || p.redirect.is_some()
+                    || !p.piped_from.is_empty()
+                {
+                    return Err(ctx.err(
+                        id_span,
+                        field,
+                        "path and flag patterns take only `value`",
+                    ));
+                }
+                ctx.regex(value, format!("{field}.value"))?;
+                if p.applies_to == ArgKind::Path {
+                    path_res.push(value.get_ref().clone());
+                    path_owner.push(patterns.len());
+                } else {
+                    flag_res.push(value.get_ref().clone());
+                    flag_owner.push(patterns.len());
+                }
+            }
+        }
+        patterns.push(Pattern {
+            id,
+            category: p.category,
+            description: p.description,
+            applies_to: p.applies_to,
+            commands: p.commands.iter().map(|c| c.to_ascii_lowercase()).collect(),
+            flags: p.flags,
+            any_flags: p.any_flags.iter().map(|f| canonical_flag_name(f)).collect(),
+            flag_aliases: p.flag_aliases,
+            args: p.args.map(|a| a.into_inner()),
+            redirect: p.redirect.map(|r| r.into_inner()),
+            piped_from: p
+                .piped_from
+                .iter()
+                .map(|c| c.to_ascii_lowercase())
+                .collect(),
+            value: p.value.map(|v| v.into_inner()),
+            escalate: p.escalate,
+            redirect_re,
+        });
+    }
+
+    let set = |res: &[String], what: &str| {
+        RegexSetBuilder::new(res).build().map_err(|e| PolicyError {
+            file: file.to_string(),
+            line: 0,
+            column: 0,
+            field: Some(format!("patterns ({what})")),
+            message: e.to_string(),
+        })
+    };
+    Ok(PolicySet {
+        name: parsed.name,
+        description: parsed.description,
+        capabilities,
+        tools,
+        approvals: ApprovalRules {
+            approver_role: parsed.approvals.approver_role,
+            by_risk,
+        },
+        args_set: set(&args_res, "args")?,
+        args_owner,
+        path_set: set(&path_res, "path values")?,
+        path_owner,
+        flag_set: set(&flag_res, "flag values")?,
+        flag_owner,
+        patterns,
+        hash,
+    })
+}
+
+fn canonical_flag_name(flag: &str) -> String {
+    if flag.chars().count() == 1 {
+        flag.to_string()
+    } else {
+        flag.to_ascii_lowercase()
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+}
+
+/// `90s`, `30m`, `4h`, `1d`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(pos) => text.split_at(pos),
+        None => (text, "s"),
+    };
+    let n: u64 = number.parse().ok()?;
+    let factor = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(factor).filter(|secs| *secs > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+name = "t"
+[tools.ssh-exec.operations.executeCommand]
+risk = "HIGH"
+requires = ["ssh-linux", "remote-exec"]
+shell_args = ["command"]
+"#;
+
+    #[test]
+    fn a_minimal_policy_loads_with_default_approval_rules() {
+        let policy = PolicySet::load("t.toml", MINIMAL).expect("loads");
+        assert_eq!(policy.approvals.for_risk(Risk::Critical).quorum, 2);
+        assert_eq!(policy.approvals.for_risk(Risk::High).quorum, 1);
+        assert_eq!(policy.hash().len(), 64);
+    }
+
+    #[test]
+    fn the_hash_ignores_formatting_but_not_content() {
+        let a = PolicySet::load("a", MINIMAL).expect("a");
+        let b = PolicySet::load(
+            "b",
+            &format!(
+                "# comment\n{}",
+                MINIMAL.replace("risk = \"HIGH\"", "risk   =   \"HIGH\"")
+            ),
+        )
+        .expect("b");
+        let c = PolicySet::load("c", &MINIMAL.replace("HIGH", "CRITICAL")).expect("c");
+        assert_eq!(a.hash(), b.hash());
+        assert_ne!(a.hash(), c.hash());
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let err = PolicySet::load("p.toml", &MINIMAL.replace("remote-exec", "remote-exce"))
+            .expect_err("bad cap");
+        assert_eq!(err.line, 5);
+        assert_eq!(
+            err.field.as_deref(),
+            Some("tools.ssh-exec.operations.executeCommand.requires")
+        );
+        assert!(err.to_string().starts_with("p.toml:5:"), "{err}");
+        assert!(err.message.contains("remote-exce"));
+
+        let err =
+            PolicySet::load("p.toml", &MINIMAL.replace("risk = ", "riks = ")).expect_err("typo");
+        assert_eq!(err.line, 4, "{err}");
+        assert!(err.message.contains("riks"), "{err}");
+
+        let err =
+            PolicySet::load("p.toml", &MINIMAL.replace("HIGH", "SEVERE")).expect_err("bad risk");
+        assert_eq!(err.line, 4, "{err}");
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        let bad_regex = format!("{MINIMAL}\n[[patterns]]\nid = \"x\"\ncategory = \"destructive\"\ndescription = \"d\"\ncommands = [\"rm\"]\nargs = \"(\"\n");
+        let err = PolicySet::load("p.toml", &bad_regex).expect_err("regex");
+        assert_eq!(err.line, 13, "{err}");
+        assert!(err.message.contains("regular expression"));
+
+        let any = format!("{MINIMAL}\n[[patterns]]\nid = \"x\"\ncategory = \"destructive\"\ndescription = \"d\"\ncommands = [\"*\"]\n");
+        assert!(
+            PolicySet::load("p.toml", &any).is_err(),
+            "a pattern matching every command is refused"
+        );
+
+        let dup = format!("{MINIMAL}\n[[patterns]]\nid = \"x\"\ncategory = \"destructive\"\ndescription = \"d\"\ncommands = [\"rm\"]\n[[patterns]]\nid = \"x\"\ncategory = \"destructive\"\ndescription = \"d\"\ncommands = [\"rm\"]\n");
+        assert!(PolicySet::load("p.toml", &dup)
+            .expect_err("dup")
+            .message
+            .contains("duplicate"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Some(90));
+        assert_eq!(parse_duration("30m"), Some(1_800));
+        assert_eq!(parse_duration("4h"), Some(14_400));
+        assert_eq!(parse_duration("2d"), Some(172_800));
+        assert_eq!(parse_duration("120"), Some(120));
+        assert_eq!(parse_duration("0s"), None);
+        assert_eq!(parse_duration("soon"), None);
+    }
+}

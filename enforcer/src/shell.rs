@@ -1,0 +1,622 @@
+//! A small, total shell reader: it splits a command line into pipelines of simple commands,
+//! removes quoting the way a POSIX shell would (`r''m`, `\rm`, `"rm"` and `$'\x72m'` are all
+//! `rm`), and follows command substitutions (`$(...)`, backticks, `<(...)`) into their own
+//! commands. It never fails: unbalanced quotes or substitutions end at the end of the input and
+//! are reported in [`Script::warnings`] so the caller can treat the text as suspicious.
+//!
+//! Every word keeps the byte span of its raw text in the original string, so a match can be
+//! highlighted exactly where a person will read it.
+
+use std::ops::Range;
+
+/// How deep substitutions and `sh -c` payloads are followed before giving up.
+pub const MAX_DEPTH: usize = 8;
+
+/// One word after quote removal, with the span of its raw text in the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Word {
+    pub text: String,
+    pub span: Range<usize>,
+}
+
+/// A redirection such as `> /dev/sda` (operator and target word).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub op: String,
+    pub target: Word,
+}
+
+/// A command with its words, before wrappers such as `sudo` are looked through.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimpleCommand {
+    pub words: Vec<Word>,
+    pub redirects: Vec<Redirect>,
+}
+
+/// Commands joined by `|` or `|&`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pipeline {
+    pub commands: Vec<SimpleCommand>,
+}
+
+/// Something about the text that prevented a complete reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Warning {
+    /// A quote, `$(`, `${` or backtick was never closed.
+    Unterminated,
+    /// Substitutions or `sh -c` payloads nest deeper than [`MAX_DEPTH`].
+    TooDeep,
+}
+
+/// Everything read from one command line, substitutions included.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Script {
+    pub pipelines: Vec<Pipeline>,
+    pub warnings: Vec<Warning>,
+}
+
+impl Script {
+    fn warn(&mut self, warning: Warning) {
+        if !self.warnings.contains(&warning) {
+            self.warnings.push(warning);
+        }
+    }
+}
+
+/// Read a command line. Total: any input gives a [`Script`].
+pub fn parse(src: &str) -> Script {
+    let mut script = Script::default();
+    parse_into(src, 0, 0, None, &mut script);
+    script
+}
+
+/// Read `src` (found at byte `base` of the original input) into `script`. When `pin` is set,
+/// every span is replaced by it: the text was unquoted first (an `sh -c` payload), so its own
+/// offsets do not map back to the original input.
+pub(crate) fn parse_into(
+    src: &str,
+    base: usize,
+    depth: usize,
+    pin: Option<Range<usize>>,
+    script: &mut Script,
+) {
+    if depth > MAX_DEPTH {
+        script.warn(Warning::TooDeep);
+        return;
+    }
+    let mut reader = Reader {
+        src,
+        bytes: src.as_bytes(),
+        pos: 0,
+        base,
+        depth,
+        pin,
+        nested: Vec::new(),
+    };
+    let mut pipelines = Vec::new();
+    let mut pipeline = Pipeline::default();
+    let mut command = SimpleCommand::default();
+    loop {
+        reader.skip_blanks();
+        let Some(c) = reader.peek() else { break };
+        match c {
+            b'#' => reader.skip_comment(),
+            b';' | b'\n' | b'(' | b')' => {
+                reader.pos += 1;
+                finish_pipeline(&mut pipelines, &mut pipeline, &mut command);
+            }
+            b'&' if reader.peek_at(1) == Some(b'>') => reader.redirect(&mut command, script),
+            b'&' => {
+                reader.pos += if reader.peek_at(1) == Some(b'&') {
+                    2
+                } else {
+                    1
+                };
+                finish_pipeline(&mut pipelines, &mut pipeline, &mut command);
+            }
+            b'|' if reader.peek_at(1) == Some(b'|') => {
+                reader.pos += 2;
+                finish_pipeline(&mut pipelines, &mut pipeline, &mut command);
+            }
+            b'|' => {
+                reader.pos += if reader.peek_at(1) == Some(b'&') {
+                    2
+                } else {
+                    1
+                };
+                finish_command(&mut pipeline, &mut command);
+            }
+            b'<' | b'>' if reader.peek_at(1) == Some(b'(') => {
+                // Process substitution: its commands run too.
+                if let Some(word) = reader.word(script) {
+                    command.words.push(word);
+                }
+            }
+            b'<' | b'>' => reader.redirect(&mut command, script),
+            b'0'..=b'9' if reader.is_fd_redirect() => reader.redirect(&mut command, script),
+            _ => {
+                if let Some(word) = reader.word(script) {
+                    command.words.push(word);
+                }
+            }
+        }
+    }
+    finish_pipeline(&mut pipelines, &mut pipeline, &mut command);
+    script.pipelines.extend(pipelines);
+    // Substitutions are read after the line that holds them, each as its own command list.
+    let nested = std::mem::take(&mut reader.nested);
+    for (inner, inner_base) in nested {
+        parse_into(
+            &src[inner.clone()],
+            inner_base,
+            depth + 1,
+            reader.pin.clone(),
+            script,
+        );
+    }
+}
+
+fn finish_command(pipeline: &mut Pipeline, command: &mut SimpleCommand) {
+    let done = std::mem::take(command);
+    if !done.words.is_empty() || !done.redirects.is_empty() {
+        pipeline.commands.push(done);
+    }
+}
+
+fn finish_pipeline(
+    pipelines: &mut Vec<Pipeline>,
+    pipeline: &mut Pipeline,
+    command: &mut SimpleCommand,
+) {
+    finish_command(pipeline, command);
+    let done = std::mem::take(pipeline);
+    if !done.commands.is_empty() {
+        pipelines.push(done);
+    }
+}
+
+struct Reader<'a> {
+    src: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+    base: usize,
+    depth: usize,
+    pin: Option<Range<usize>>,
+    /// Substitutions found while reading: (range in `src`, offset of that range in the input).
+    nested: Vec<(Range<usize>, usize)>,
+}
+
+fn is_blank(c: u8) -> bool {
+    c == b' ' || c == b'\t' || c == b'\r'
+}
+
+fn ends_word(c: u8) -> bool {
+    is_blank(c) || matches!(c, b'\n' | b';' | b'&' | b'|' | b'<' | b'>' | b'(' | b')')
+}
+
+impl Reader<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn peek_at(&self, ahead: usize) -> Option<u8> {
+        self.bytes.get(self.pos + ahead).copied()
+    }
+
+    fn span(&self, start: usize, end: usize) -> Range<usize> {
+        match &self.pin {
+            Some(pinned) => pinned.clone(),
+            None => self.base + start..self.base + end,
+        }
+    }
+
+    fn skip_blanks(&mut self) {
+        while let Some(c) = self.peek() {
+            if is_blank(c) {
+                self.pos += 1;
+            } else if c == b'\\' && self.peek_at(1) == Some(b'\n') {
+                self.pos += 2;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn skip_comment(&mut self) {
+        while let Some(c) = self.peek() {
+            if c == b'\n' {
+                break;
+            }
+            self.pos += 1;
+        }
+    }
+
+    /// `2>`, `1>>`, `0<`: a digit run directly followed by a redirection operator.
+    fn is_fd_redirect(&self) -> bool {
+        let mut i = self.pos;
+        while i < self.bytes.len() && self.bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        matches!(self.bytes.get(i), Some(b'<' | b'>'))
+    }
+
+    fn redirect(&mut self, command: &mut SimpleCommand, script: &mut Script) {
+        let start = self.pos;
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.pos += 1;
+        }
+        while self
+            .peek()
+            .is_some_and(|c| matches!(c, b'<' | b'>' | b'&' | b'|'))
+        {
+            self.pos += 1;
+            // `>&2`: the digit is the target, read below as a word.
+        }
+        let op = self.src[start..self.pos].to_string();
+        self.skip_blanks();
+        if let Some(target) = self.word(script) {
+            command.redirects.push(Redirect { op, target });
+        }
+    }
+
+    /// Text of the char starting at `pos` (the input is UTF-8; never split a char).
+    fn char_at(&self, pos: usize) -> (char, usize) {
+        match self.src[pos..].chars().next() {
+            Some(c) => (c, c.len_utf8()),
+            None => ('\0', 1),
+        }
+    }
+
+    /// Read one word with quote removal, registering the substitutions inside it.
+    fn word(&mut self, script: &mut Script) -> Option<Word> {
+        let start = self.pos;
+        let mut text = String::new();
+        while let Some(c) = self.peek() {
+            match c {
+                _ if ends_word(c) && !(c == b'<' || c == b'>') => break,
+                b'<' | b'>' if self.peek_at(1) == Some(b'(') => {
+                    self.pos += 1;
+                    self.dollar_paren(&mut text, script);
+                }
+                b'<' | b'>' => break,
+                b'\'' => {
+                    self.pos += 1;
+                    let from = self.pos;
+                    match self.src[from..].find('\'') {
+                        Some(len) => {
+                            text.push_str(&self.src[from..from + len]);
+                            self.pos = from + len + 1;
+                        }
+                        None => {
+                            text.push_str(&self.src[from..]);
+                            self.pos = self.bytes.len();
+                            script.warn(Warning::Unterminated);
+                        }
+                    }
+                }
+                b'"' => {
+                    self.pos += 1;
+                    self.double_quoted(&mut text, script);
+                }
+                b'\\' => {
+                    self.pos += 1;
+                    if self.pos < self.bytes.len() {
+                        let (ch, len) = self.char_at(self.pos);
+                        if ch != '\n' {
+                            text.push(ch);
+                        }
+                        self.pos += len;
+                    }
+                }
+                b'`' => self.backtick(&mut text, script),
+                b'$' => self.dollar(&mut text, script),
+                _ => {
+                    let (ch, len) = self.char_at(self.pos);
+                    text.push(ch);
+                    self.pos += len;
+                }
+            }
+        }
+        if self.pos == start {
+            // An operator character we do not treat specially: consume it so reading advances.
+            let (_, len) = self.char_at(self.pos);
+            self.pos += len;
+            return None;
+        }
+        Some(Word {
+            text,
+            span: self.span(start, self.pos),
+        })
+    }
+
+    fn double_quoted(&mut self, text: &mut String, script: &mut Script) {
+        while let Some(c) = self.peek() {
+            match c {
+                b'"' => {
+                    self.pos += 1;
+                    return;
+                }
+                b'\\' => match self.peek_at(1) {
+                    Some(next @ (b'"' | b'\\' | b'$' | b'`')) => {
+                        text.push(next as char);
+                        self.pos += 2;
+                    }
+                    Some(b'\n') => self.pos += 2,
+                    _ => {
+                        text.push('\\');
+                        self.pos += 1;
+                    }
+                },
+                b'`' => self.backtick(text, script),
+                b'$' => self.dollar(text, script),
+                _ => {
+                    let (ch, len) = self.char_at(self.pos);
+                    text.push(ch);
+                    self.pos += len;
+                }
+            }
+        }
+        script.warn(Warning::Unterminated);
+    }
+
+    /// `$`-forms: `$(...)`, `$((...))`, `${...}`, `$'...'`, `$NAME`.
+    fn dollar(&mut self, text: &mut String, script: &mut Script) {
+        match self.peek_at(1) {
+            Some(b'(') => {
+                self.pos += 1;
+                self.dollar_paren(text, script);
+            }
+            Some(b'{') => {
+                let start = self.pos;
+                match self.src[self.pos..].find('}') {
+                    Some(len) => self.pos += len + 1,
+                    None => {
+                        self.pos = self.bytes.len();
+                        script.warn(Warning::Unterminated);
+                    }
+                }
+                text.push_str(&self.src[start..self.pos]);
+            }
+            Some(b'\'') => {
+                self.pos += 2;
+                self.ansi_c(text, script);
+            }
+            _ => {
+                text.push('$');
+                self.pos += 1;
+            }
+        }
+    }
+
+    /// At `(` of `$(`, `<(` or `>(`: find the matching `)` and queue the inside for reading.
+    fn dollar_paren(&mut self, text: &mut String, script: &mut Script) {
+        let open = self.pos; // the '('
+        let mut depth = 0usize;
+        let mut i = open;
+        let mut quote: Option<u8> = None;
+        while i < self.bytes.len() {
+            let c = self.bytes[i];
+            match quote {
+                Some(q) => {
+                    if c == b'\\' && q == b'"' {
+                        i += 1;
+                    } else if c == q {
+                        quote = None;
+                    }
+                }
+                None => match c {
+                    b'\\' => i += 1,
+                    b'\'' | b'"' => quote = Some(c),
+                    b'(' => depth += 1,
+                    b')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                },
+            }
+            i += 1;
+        }
+        let inner_start = open + 1;
+        let (inner_end, after) = if i < self.bytes.len() {
+            (i, i + 1)
+        } else {
+            script.warn(Warning::Unterminated);
+            (self.bytes.len(), self.bytes.len())
+        };
+        let inner_end = inner_end.max(inner_start);
+        // `$((1+2))` is arithmetic, not a command.
+        let inner = &self.src[inner_start..inner_end];
+        if !(inner.starts_with('(') && inner.ends_with(')')) {
+            self.nested
+                .push((inner_start..inner_end, self.base + inner_start));
+        }
+        text.push_str(&self.src[open.saturating_sub(1)..after]);
+        self.pos = after;
+        if self.depth >= MAX_DEPTH {
+            script.warn(Warning::TooDeep);
+        }
+    }
+
+    fn backtick(&mut self, text: &mut String, script: &mut Script) {
+        let open = self.pos;
+        let inner_start = open + 1;
+        let mut i = inner_start;
+        while i < self.bytes.len() && self.bytes[i] != b'`' {
+            if self.bytes[i] == b'\\' {
+                i += 1;
+            }
+            i += 1;
+        }
+        let inner_end = i.min(self.bytes.len());
+        if i >= self.bytes.len() {
+            script.warn(Warning::Unterminated);
+        }
+        self.nested
+            .push((inner_start..inner_end, self.base + inner_start));
+        self.pos = (i + 1).min(self.bytes.len());
+        text.push_str(&self.src[open..self.pos]);
+    }
+
+    /// `$'...'` with C escapes (`\x72` is `r`).
+    fn ansi_c(&mut self, text: &mut String, script: &mut Script) {
+        while let Some(c) = self.peek() {
+            match c {
+                b'\'' => {
+                    self.pos += 1;
+                    return;
+                }
+                b'\\' => {
+                    self.pos += 1;
+                    let Some(e) = self.peek() else { break };
+                    self.pos += 1;
+                    match e {
+                        b'n' => text.push('\n'),
+                        b't' => text.push('\t'),
+                        b'r' => text.push('\r'),
+                        b'a' => text.push('\u{7}'),
+                        b'b' => text.push('\u{8}'),
+                        b'e' | b'E' => text.push('\u{1b}'),
+                        b'x' => {
+                            let digits = self.take_digits(2, 16);
+                            push_code(text, &digits, 16);
+                        }
+                        b'u' => {
+                            let digits = self.take_digits(4, 16);
+                            push_code(text, &digits, 16);
+                        }
+                        b'U' => {
+                            let digits = self.take_digits(8, 16);
+                            push_code(text, &digits, 16);
+                        }
+                        b'0'..=b'7' => {
+                            self.pos -= 1;
+                            let digits = self.take_digits(3, 8);
+                            push_code(text, &digits, 8);
+                        }
+                        other => text.push(other as char),
+                    }
+                }
+                _ => {
+                    let (ch, len) = self.char_at(self.pos);
+                    text.push(ch);
+                    self.pos += len;
+                }
+            }
+        }
+        script.warn(Warning::Unterminated);
+    }
+
+    fn take_digits(&mut self, max: usize, radix: u32) -> String {
+        let mut digits = String::new();
+        while digits.len() < max {
+            match self.peek() {
+                Some(c) if (c as char).is_digit(radix) => {
+                    digits.push(c as char);
+                    self.pos += 1;
+                }
+                _ => break,
+            }
+        }
+        digits
+    }
+}
+
+fn push_code(text: &mut String, digits: &str, radix: u32) {
+    if let Some(ch) = u32::from_str_radix(digits, radix)
+        .ok()
+        .and_then(char::from_u32)
+    {
+        text.push(ch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(src: &str) -> Vec<Vec<Vec<String>>> {
+        parse(src)
+            .pipelines
+            .iter()
+            .map(|p| {
+                p.commands
+                    .iter()
+                    .map(|c| c.words.iter().map(|w| w.text.clone()).collect())
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn quoting_is_removed() {
+        assert_eq!(
+            words(r#"r''m -rf "/tmp/a b" \/x $'\x72m'"#),
+            vec![vec![vec!["rm", "-rf", "/tmp/a b", "/x", "rm"]]]
+        );
+    }
+
+    #[test]
+    fn separators_and_pipes() {
+        let w = words("a 1; b && c || d | e & f\ng");
+        assert_eq!(w.len(), 6);
+        assert_eq!(w[3], vec![vec!["d"], vec!["e"]]);
+    }
+
+    #[test]
+    fn substitutions_become_commands() {
+        let script = parse("echo $(rm -rf /) `reboot` \"$(shutdown now)\"");
+        let names: Vec<&str> = script
+            .pipelines
+            .iter()
+            .map(|p| p.commands[0].words[0].text.as_str())
+            .collect();
+        assert_eq!(names, ["echo", "rm", "reboot", "shutdown"]);
+        // Spans point into the original text.
+        let src = "echo $(rm -rf /)";
+        let s = parse(src);
+        let rm = &s.pipelines[1].commands[0].words[0];
+        assert_eq!(&src[rm.span.clone()], "rm");
+    }
+
+    #[test]
+    fn redirections_are_kept_apart_from_words() {
+        let script = parse("echo x > /dev/sda 2>&1");
+        let cmd = &script.pipelines[0].commands[0];
+        assert_eq!(cmd.words.len(), 2);
+        assert_eq!(cmd.redirects[0].target.text, "/dev/sda");
+        assert_eq!(cmd.redirects[0].op, ">");
+    }
+
+    #[test]
+    fn unterminated_text_is_reported_not_fatal() {
+        let script = parse("rm -rf '/tmp");
+        assert_eq!(script.warnings, vec![Warning::Unterminated]);
+        assert_eq!(script.pipelines[0].commands[0].words[2].text, "/tmp");
+    }
+
+    #[test]
+    fn deep_nesting_is_reported() {
+        let mut src = String::from("x");
+        for _ in 0..20 {
+            src = format!("echo $({src})");
+        }
+        assert!(parse(&src).warnings.contains(&Warning::TooDeep));
+    }
+
+    #[test]
+    fn arithmetic_and_comments_are_not_commands() {
+        assert_eq!(
+            words("echo $((1+2)) # rm -rf /"),
+            vec![vec![vec!["echo", "$((1+2))"]]]
+        );
+    }
+
+    #[test]
+    fn multibyte_text_is_safe() {
+        let script = parse("echo 'é' \"ü\" ß $'\\u00e9' \\ä");
+        assert_eq!(script.pipelines[0].commands[0].words[1].text, "é");
+    }
+}
