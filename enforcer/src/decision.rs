@@ -39,7 +39,7 @@ pub struct PatternMatch {
     pub id: String,
     pub category: Category,
     pub description: String,
-    /// The argument it was found in.
+    /// The argument it was found in (`command`, or `command[2]` for an item of a list).
     pub argument: String,
     /// Byte span in that argument's original text.
     pub span: Range<usize>,
@@ -257,11 +257,11 @@ fn inspect(request: &Request, operation: &Operation, policy: &PolicySet) -> Insp
         };
         match texts(value) {
             Some(texts) => {
-                for text in texts {
+                for (label, text) in labelled(name, value, &texts) {
                     let analysis = analysis::invocations(text);
                     out.warnings.extend(analysis.warnings.iter().copied());
                     for invocation in &analysis.invocations {
-                        match_invocation(policy, name, text, invocation, &mut out.matches);
+                        match_invocation(policy, &label, text, invocation, &mut out.matches);
                     }
                 }
             }
@@ -276,14 +276,14 @@ fn inspect(request: &Request, operation: &Operation, policy: &PolicySet) -> Insp
         };
         match texts(value) {
             Some(texts) => {
-                for text in texts {
+                for (label, text) in labelled(name, value, &texts) {
                     for index in policy.path_set.matches(text).iter() {
                         if let Some(pattern) = policy
                             .path_owner
                             .get(index)
                             .and_then(|&i| policy.patterns.get(i))
                         {
-                            push_match(&mut out.matches, pattern, name, text, 0..text.len());
+                            push_match(&mut out.matches, pattern, &label, text, 0..text.len());
                         }
                     }
                 }
@@ -298,7 +298,10 @@ fn inspect(request: &Request, operation: &Operation, policy: &PolicySet) -> Insp
             continue;
         };
         if truthy(value) {
-            let shown = value.to_string();
+            let shown = match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
             for index in policy.flag_set.matches(name).iter() {
                 if let Some(pattern) = policy
                     .flag_owner
@@ -320,6 +323,25 @@ fn texts(value: &Value) -> Option<Vec<&str>> {
         Value::Array(items) => items.iter().map(Value::as_str).collect(),
         _ => None,
     }
+}
+
+/// Each text with the name it is reported under: `command`, or `command[1]` inside a list.
+fn labelled<'a>(name: &str, value: &Value, texts: &[&'a str]) -> Vec<(String, &'a str)> {
+    let listed = value.is_array();
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            (
+                if listed {
+                    format!("{name}[{i}]")
+                } else {
+                    name.to_string()
+                },
+                *text,
+            )
+        })
+        .collect()
 }
 
 fn truthy(value: &Value) -> bool {

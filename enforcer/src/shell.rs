@@ -471,6 +471,13 @@ impl Reader<'_> {
                 b'\\' => {
                     self.pos += 1;
                     let Some(e) = self.peek() else { break };
+                    if !e.is_ascii() {
+                        // `\` before a multi-byte character: the character itself.
+                        let (ch, len) = self.char_at(self.pos);
+                        text.push(ch);
+                        self.pos += len;
+                        continue;
+                    }
                     self.pos += 1;
                     match e {
                         b'n' => text.push('\n'),

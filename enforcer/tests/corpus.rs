@@ -115,10 +115,24 @@ fn corpus() {
             }
             // Every span points at real text in the argument it names.
             for m in &decision.matched_patterns {
-                let text = request.args.get(&m.argument).map(|v| match v {
+                let (name, item) = match m.argument.split_once('[') {
+                    Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+                    None => (m.argument.as_str(), None),
+                };
+                let value = request.args.get(name).and_then(|v| match item {
+                    Some(i) => v.get(i),
+                    None => Some(v),
+                });
+                let text = value.map(|v| match v {
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
                 });
+                if text.is_none() {
+                    failures.push(format!(
+                        "{label}\n   {} names argument {} which does not exist",
+                        m.id, m.argument
+                    ));
+                }
                 if let Some(text) = text {
                     if !text.is_char_boundary(m.span.start)
                         || !text.is_char_boundary(m.span.end)

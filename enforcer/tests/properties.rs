@@ -41,6 +41,31 @@ fn operations() -> Vec<(String, String)> {
         .collect()
 }
 
+/// How a payload is quoted when it is nested inside another command's argument.
+#[derive(Debug, Clone, Copy)]
+enum Quote {
+    None,
+    Single,
+    Double,
+}
+
+impl Quote {
+    /// Quote `text` the way a careful person would, so the payload means what it says.
+    fn apply(self, text: &str) -> String {
+        match self {
+            Quote::None => text.to_string(),
+            Quote::Single => text.replace('\'', "'\\''"),
+            Quote::Double => text.chars().fold(String::new(), |mut out, c| {
+                if matches!(c, '"' | '\\' | '$' | '`') {
+                    out.push('\\');
+                }
+                out.push(c);
+                out
+            }),
+        }
+    }
+}
+
 fn blank() -> impl Strategy<Value = String> {
     prop::collection::vec(prop::sample::select(vec![" ", "  ", "\t", " \t "]), 1..=1)
         .prop_map(|v| v.concat())
@@ -92,11 +117,12 @@ proptest! {
         name in prop::sample::select(vec!["rm", "/bin/rm", "/usr/bin/rm", "\\rm", "\"rm\"", "'rm'", "r''m", "r\"\"m", "$'\\x72m'", "$'rm'"]),
         flags in prop::sample::select(vec!["-rf", "-fr", "-r -f", "-f -r", "--recursive --force", "--force --recursive", "-R -f", "-Rf", "-r --force", "'-rf'", "\"-f\" -r", "-rfv", "-vrf"]),
         wrapper in prop::sample::select(vec!["", "sudo ", "sudo -u root ", "env ", "env A=1 ", "nohup ", "timeout 5 ", "nice -n 5 ", "xargs ", "command ", "exec ", "FOO=1 ", "busybox ", "time "]),
-        shell in prop::sample::select(vec![("", ""), ("sh -c '", "'"), ("bash -c \"", "\""), ("echo $(", ")"), ("true && ", ""), ("ls; ", ""), ("eval '", "'"), ("echo `", "`")]),
+        shell in prop::sample::select(vec![("", "", Quote::None), ("sh -c '", "'", Quote::Single), ("bash -c \"", "\"", Quote::Double), ("echo $(", ")", Quote::None), ("true && ", "", Quote::None), ("ls; ", "", Quote::None), ("eval '", "'", Quote::Single), ("echo `", "`", Quote::None), ("sudo su -c \"", "\"", Quote::Double)]),
         gap1 in blank(), gap2 in blank(),
         target in prop::sample::select(vec!["/tmp/x", "/srv/app", "\"/var/lib/some dir\"", "*"]),
     ) {
-        let command = format!("{}{wrapper}{name}{gap1}{flags}{gap2}{target}{}", shell.0, shell.1);
+        let inner = format!("{wrapper}{name}{gap1}{flags}{gap2}{target}");
+        let command = format!("{}{}{}", shell.0, shell.2.apply(&inner), shell.1);
         let decision = evaluate(&shell_request(&command), &admin(), policy());
         prop_assert!(
             decision.matched_patterns.iter().any(|m| m.id == "rm-recursive-force"),

@@ -34,6 +34,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A `tracing` filter such as `info` or `info,countersign=debug`.
     pub log_level: String,
+    /// Policy file (TOML); unset means the built-in default policy for IT-MCP's tools.
+    pub policy_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +54,7 @@ impl Default for Config {
             site_root: PathBuf::from("target/site"),
             log_format: LogFormat::Text,
             log_level: "info".to_string(),
+            policy_file: None,
         }
     }
 }

@@ -25,9 +25,15 @@ pub enum CliError {
     #[error("{0}")]
     Policy(#[from] enforcer::PolicyError),
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("invalid request{}: {message}", line.map(|l| format!(" on line {l}")).unwrap_or_default())]
-    Invalid { line: Option<usize>, message: String },
+    Invalid {
+        line: Option<usize>,
+        message: String,
+    },
     #[error("cannot write the decision: {0}")]
     Write(std::io::Error),
 }
@@ -36,17 +42,31 @@ pub enum CliError {
 pub fn load_policy(path: Option<&Path>) -> Result<PolicySet, CliError> {
     match path {
         Some(path) => {
-            let source = std::fs::read_to_string(path)
-                .map_err(|source| CliError::Read { path: path.display().to_string(), source })?;
+            let source = std::fs::read_to_string(path).map_err(|source| CliError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
             Ok(PolicySet::load(&path.display().to_string(), &source)?)
         }
         None => Ok(enforcer::default_policy()?),
     }
 }
 
-fn decide(policy: &PolicySet, text: &str, line: Option<usize>) -> Result<enforcer::Decision, CliError> {
-    let request: CliRequest = serde_json::from_str(text).map_err(|e| CliError::Invalid { line, message: e.to_string() })?;
-    let call = Request { tool: request.tool, operation: request.operation, args: request.args, target: request.target };
+fn decide(
+    policy: &PolicySet,
+    text: &str,
+    line: Option<usize>,
+) -> Result<enforcer::Decision, CliError> {
+    let request: CliRequest = serde_json::from_str(text).map_err(|e| CliError::Invalid {
+        line,
+        message: e.to_string(),
+    })?;
+    let call = Request {
+        tool: request.tool,
+        operation: request.operation,
+        args: request.args,
+        target: request.target,
+    };
     Ok(evaluate(&call, &request.caller, policy))
 }
 
@@ -59,17 +79,26 @@ pub fn evaluate_one(policy: &PolicySet, input: &str, out: &mut impl Write) -> Re
 
 /// Evaluate one request per line. Every good line gets its decision; bad lines are reported on
 /// `err` with their line number, and the first such error is returned at the end.
-pub fn evaluate_lines(policy: &PolicySet, input: impl BufRead, out: &mut impl Write, err: &mut impl Write) -> Result<usize, CliError> {
+pub fn evaluate_lines(
+    policy: &PolicySet,
+    input: impl BufRead,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<usize, CliError> {
     let mut first_error = None;
     let mut count = 0;
     for (index, line) in input.lines().enumerate() {
-        let line = line.map_err(|source| CliError::Read { path: "standard input".into(), source })?;
+        let line = line.map_err(|source| CliError::Read {
+            path: "standard input".into(),
+            source,
+        })?;
         if line.trim().is_empty() {
             continue;
         }
         match decide(policy, &line, Some(index + 1)) {
             Ok(decision) => {
-                let json = serde_json::to_string(&decision).map_err(|e| CliError::Write(e.into()))?;
+                let json =
+                    serde_json::to_string(&decision).map_err(|e| CliError::Write(e.into()))?;
                 writeln!(out, "{json}").map_err(CliError::Write)?;
                 count += 1;
             }
@@ -119,8 +148,12 @@ mod tests {
     #[test]
     fn malformed_input_is_a_clear_error() {
         let mut out = Vec::new();
-        let err = evaluate_one(&policy(), r#"{"tool":"x","operation":"y","caller":{"id":"a"},"bogus":1}"#, &mut out)
-            .expect_err("unknown field");
+        let err = evaluate_one(
+            &policy(),
+            r#"{"tool":"x","operation":"y","caller":{"id":"a"},"bogus":1}"#,
+            &mut out,
+        )
+        .expect_err("unknown field");
         assert!(err.to_string().contains("bogus"), "{err}");
         let err = evaluate_one(&policy(), "not json", &mut out).expect_err("not json");
         assert!(err.to_string().starts_with("invalid request"), "{err}");
@@ -132,7 +165,10 @@ mod tests {
         let input = format!("{good}\n{{broken\n\n{good}\n");
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let result = evaluate_lines(&policy(), input.as_bytes(), &mut out, &mut err);
-        assert!(matches!(result, Err(CliError::Invalid { line: Some(2), .. })));
+        assert!(matches!(
+            result,
+            Err(CliError::Invalid { line: Some(2), .. })
+        ));
         let lines: Vec<&str> = std::str::from_utf8(&out).expect("utf8").lines().collect();
         assert_eq!(lines.len(), 2);
         assert!(lines.iter().all(|l| l.contains("\"action\":\"allow\"")));

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod db;
+pub mod evaluate;
 pub mod telemetry;
 
 use app::{shell, App};
@@ -13,10 +14,11 @@ use axum::{
     routing::get,
     Json, Router,
 };
+use enforcer::PolicySet;
 use leptos::config::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use serde_json::json;
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 use tower_http::trace::TraceLayer;
 
 pub use config::Config;
@@ -30,6 +32,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct AppState {
     pub leptos: LeptosOptions,
     pub db: Database,
+    /// The active policy, loaded and validated at start-up.
+    pub policy: Arc<PolicySet>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -39,10 +43,11 @@ impl FromRef<AppState> for LeptosOptions {
 }
 
 impl AppState {
-    pub fn new(config: &Config, db: Database) -> AppState {
+    pub fn new(config: &Config, db: Database, policy: Arc<PolicySet>) -> AppState {
         AppState {
             leptos: leptos_options(config),
             db,
+            policy,
         }
     }
 }

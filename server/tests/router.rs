@@ -7,7 +7,12 @@ use axum::{
 };
 use http_body_util::BodyExt;
 use server::{app, AppState, Config, Database};
+use std::sync::Arc;
 use tower::ServiceExt;
+
+fn policy() -> Arc<enforcer::PolicySet> {
+    Arc::new(enforcer::default_policy().expect("default policy loads"))
+}
 
 struct TestApp {
     router: Router,
@@ -23,7 +28,7 @@ async fn sqlite_app() -> TestApp {
     let db = Database::connect(&config).await.expect("sqlite opens");
     db.migrate().await.expect("migrations apply");
     TestApp {
-        router: app(AppState::new(&config, db)),
+        router: app(AppState::new(&config, db, policy())),
         _dir: dir,
     }
 }
@@ -76,7 +81,7 @@ async fn readyz_fails_when_the_database_is_gone() {
     };
     let db = Database::connect(&config).await.expect("opens");
     db.close().await; // a closed pool answers nothing, like a database that went away
-    let router = app(AppState::new(&config, db));
+    let router = app(AppState::new(&config, db, policy()));
     let (status, body) = get(&router, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
@@ -149,6 +154,6 @@ async fn readyz_on_postgres() {
     let db = Database::connect(&config)
         .await
         .expect("postgres reachable on 127.0.0.1:5432");
-    let router = app(AppState::new(&config, db));
+    let router = app(AppState::new(&config, db, policy()));
     assert_eq!(get(&router, "/readyz").await.0, StatusCode::OK);
 }
