@@ -52,7 +52,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| evaluate(black_box(&req), black_box(&admin), black_box(&policy)))
     });
     group.finish();
-    c.bench_function("policy-load", |b| b.iter(|| enforcer::default_policy()));
+    c.bench_function("policy-load", |b| b.iter(enforcer::default_policy));
 }
 
 criterion_group!(benches, bench);

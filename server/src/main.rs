@@ -2,7 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use server::{app, config::Config, evaluate, telemetry, AppState, Database};
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Write};
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 #[derive(Debug, Parser)]
@@ -140,10 +140,10 @@ fn run_evaluate(args: &EvaluateArgs, config_file: Option<&std::path::Path>) -> E
 fn policy_check(file: &std::path::Path) -> ExitCode {
     match evaluate::load_policy(Some(file)) {
         Ok(policy) => {
-            println!(
-                "{}",
-                evaluate::describe_policy(&file.display().to_string(), &policy)
-            );
+            let line = evaluate::describe_policy(&file.display().to_string(), &policy);
+            if writeln!(std::io::stdout(), "{line}").is_err() {
+                return ExitCode::FAILURE;
+            }
             ExitCode::SUCCESS
         }
         Err(error) => {
