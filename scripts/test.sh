@@ -18,7 +18,9 @@ phase "clippy: server + app (ssr)" cargo clippy -p server -p app --all-targets -
 phase "clippy: enforcer (native)" cargo clippy -p enforcer --all-targets --locked -- -D warnings
 phase "clippy: enforcer (wasm32)" cargo clippy -p enforcer --target wasm32-unknown-unknown --locked -- -D warnings
 phase "clippy: frontend (hydrate, wasm32)" cargo clippy -p frontend --target wasm32-unknown-unknown --locked -- -D warnings
+phase "enforcer builds for wasm32" cargo build -p enforcer --target wasm32-unknown-unknown --locked
 phase "cargo test" cargo test -p enforcer -p app -p server --locked
+phase "fuzz enforcer (bounded)" "$ROOT/scripts/fuzz.sh" "${FUZZ_SECONDS:-20}"
 phase "release site build" "$ROOT/scripts/build-site.sh" --release
 phase "Dockerfile copy paths" "$ROOT/scripts/check-dockerfile.sh"
 # A free loopback port for the server Playwright starts (and stops) itself.

@@ -6,7 +6,7 @@
 use crate::{canonical_json, sha256_hex, Risk};
 use regex::{Regex, RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::ops::Range;
 use toml::Spanned;
@@ -291,6 +291,10 @@ pub struct PolicySet {
     pub patterns: Vec<Pattern>,
     pub approvals: ApprovalRules,
     hash: String,
+        /// Shell patterns by exact command name; `mkfs.*`-style prefixes; `*` patterns.
+    pub(crate) by_command: HashMap<String, Vec<usize>>,
+    pub(crate) by_prefix: Vec<(String, usize)>,
+    pub(crate) any_command: Vec<usize>,
     /// `args` regexes of shell patterns, one set: pattern index per member.
     pub(crate) args_set: RegexSet,
     pub(crate) args_owner: Vec<usize>,
@@ -627,7 +631,23 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
             message: e.to_string(),
         })
     };
+        let (mut by_command, mut by_prefix, mut any_command) = (HashMap::<String, Vec<usize>>::new(), Vec::new(), Vec::new());
+    for (index, pattern) in patterns.iter().enumerate() {
+        if pattern.applies_to != ArgKind::Shell {
+            continue;
+        }
+        for command in &pattern.commands {
+            match command.strip_suffix('*') {
+                Some("") => any_command.push(index),
+                Some(prefix) => by_prefix.push((prefix.to_string(), index)),
+                None => by_command.entry(command.clone()).or_default().push(index),
+            }
+        }
+    }
     Ok(PolicySet {
+        by_command,
+        by_prefix,
+        any_command,
         name: parsed.name,
         description: parsed.description,
         capabilities,
