@@ -366,9 +366,17 @@ fn match_invocation(
     out: &mut Vec<PatternMatch>,
 ) {
     // Only the patterns that name this command (or any command) can match it.
-    let mut candidates: Vec<usize> = policy.by_command.get(&invocation.name).cloned().unwrap_or_default();
+    let mut candidates: Vec<usize> = policy
+        .by_command
+        .get(&invocation.name)
+        .cloned()
+        .unwrap_or_default();
     candidates.extend(
-        policy.by_prefix.iter().filter(|(prefix, _)| invocation.name.starts_with(prefix.as_str())).map(|(_, i)| *i),
+        policy
+            .by_prefix
+            .iter()
+            .filter(|(prefix, _)| invocation.name.starts_with(prefix.as_str()))
+            .map(|(_, i)| *i),
     );
     candidates.extend(policy.any_command.iter().copied());
     if candidates.is_empty() {
@@ -377,27 +385,47 @@ fn match_invocation(
     candidates.sort_unstable();
     candidates.dedup();
     // One pass of the args RegexSet, and only when a candidate needs it.
-    let args_hits: Vec<usize> = if candidates.iter().any(|&i| policy.patterns.get(i).is_some_and(|p| p.args.is_some())) {
-        policy.args_set.matches(&invocation.args_text).iter().filter_map(|i| policy.args_owner.get(i).copied()).collect()
+    let args_hits: Vec<usize> = if candidates
+        .iter()
+        .any(|&i| policy.patterns.get(i).is_some_and(|p| p.args.is_some()))
+    {
+        policy
+            .args_set
+            .matches(&invocation.args_text)
+            .iter()
+            .filter_map(|i| policy.args_owner.get(i).copied())
+            .collect()
     } else {
         Vec::new()
     };
     for index in candidates {
-        let Some(pattern) = policy.patterns.get(index) else { continue };
+        let Some(pattern) = policy.patterns.get(index) else {
+            continue;
+        };
         if pattern.args.is_some() && !args_hits.contains(&index) {
             continue;
         }
         if !flags_match(pattern, invocation) {
             continue;
         }
-        if !pattern.piped_from.is_empty() && !invocation.upstream.iter().any(|up| command_matches(&pattern.piped_from, up)) {
+        if !pattern.piped_from.is_empty()
+            && !invocation
+                .upstream
+                .iter()
+                .any(|up| command_matches(&pattern.piped_from, up))
+        {
             continue;
         }
         let mut span = invocation.span.clone();
         if let Some(re) = &pattern.redirect_re {
-            match invocation.redirects.iter().find(|r| re.is_match(&r.target.text)) {
+            match invocation
+                .redirects
+                .iter()
+                .find(|r| re.is_match(&r.target.text))
+            {
                 Some(redirect) => {
-                    span = span.start.min(redirect.target.span.start)..span.end.max(redirect.target.span.end)
+                    span = span.start.min(redirect.target.span.start)
+                        ..span.end.max(redirect.target.span.end)
                 }
                 None => continue,
             }
@@ -444,11 +472,25 @@ fn flags_match(pattern: &Pattern, invocation: &Invocation) -> bool {
     if pattern.flags.is_empty() && pattern.any_flags.is_empty() {
         return true;
     }
-    let canonical = |flag: &str| -> String { pattern.flag_aliases.get(flag).cloned().unwrap_or_else(|| flag.to_string()) };
-    let mut present: Vec<String> = Vec::with_capacity(invocation.flags.short.len() + invocation.flags.long.len());
+    let canonical = |flag: &str| -> String {
+        pattern
+            .flag_aliases
+            .get(flag)
+            .cloned()
+            .unwrap_or_else(|| flag.to_string())
+    };
+    let mut present: Vec<String> =
+        Vec::with_capacity(invocation.flags.short.len() + invocation.flags.long.len());
     let mut buf = [0u8; 4];
-    present.extend(invocation.flags.short.iter().map(|c| canonical(c.encode_utf8(&mut buf))));
+    present.extend(
+        invocation
+            .flags
+            .short
+            .iter()
+            .map(|c| canonical(c.encode_utf8(&mut buf))),
+    );
     present.extend(invocation.flags.long.iter().map(|l| canonical(l)));
     let has = |f: &String| present.contains(f);
-    pattern.flags.iter().all(has) && (pattern.any_flags.is_empty() || pattern.any_flags.iter().any(has))
+    pattern.flags.iter().all(has)
+        && (pattern.any_flags.is_empty() || pattern.any_flags.iter().any(has))
 }

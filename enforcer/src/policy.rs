@@ -291,7 +291,7 @@ pub struct PolicySet {
     pub patterns: Vec<Pattern>,
     pub approvals: ApprovalRules,
     hash: String,
-        /// Shell patterns by exact command name; `mkfs.*`-style prefixes; `*` patterns.
+    /// Shell patterns by exact command name; `mkfs.*`-style prefixes; `*` patterns.
     pub(crate) by_command: HashMap<String, Vec<usize>>,
     pub(crate) by_prefix: Vec<(String, usize)>,
     pub(crate) any_command: Vec<usize>,
@@ -631,7 +631,8 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
             message: e.to_string(),
         })
     };
-        let (mut by_command, mut by_prefix, mut any_command) = (HashMap::<String, Vec<usize>>::new(), Vec::new(), Vec::new());
+    let (mut by_command, mut by_prefix, mut any_command) =
+        (HashMap::<String, Vec<usize>>::new(), Vec::new(), Vec::new());
     for (index, pattern) in patterns.iter().enumerate() {
         if pattern.applies_to != ArgKind::Shell {
             continue;
