@@ -1,7 +1,7 @@
 //! The decision: one total function from a request, a principal and a policy to an answer.
 
 use crate::analysis::{self, Invocation};
-use crate::policy::{ArgKind, Category, Operation, Pattern, PolicySet};
+use crate::policy::{Category, Operation, Pattern, PolicySet};
 use crate::shell::Warning;
 use crate::{canonical_json, sha256_hex, Action, Risk};
 use serde::{Deserialize, Serialize};
