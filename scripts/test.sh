@@ -9,7 +9,7 @@ trap print_phases EXIT
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # Tests that need PostgreSQL use this server (trust auth); they create and drop their own schemas.
-export COUNTERSIGN_TEST_POSTGRES_URL="${COUNTERSIGN_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+export CS_TEST_POSTGRES_URL="${CS_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 
 phase "install build tools" "$ROOT/scripts/setup.sh" build
 phase "install e2e tools" "$ROOT/scripts/setup.sh" e2e

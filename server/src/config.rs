@@ -213,6 +213,7 @@ mod tests {
     ) -> Result<Config, String> {
         let mut out = Err(String::new());
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail_setup(jail)?;
             out = Config::load(None).map_err(|e| e.to_string());
             Ok(())
@@ -284,6 +285,7 @@ mod tests {
     #[test]
     fn the_file_is_read_and_the_environment_wins() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.create_file(
                 "countersign.toml",
                 "bind = \"127.0.0.1:5000\"\nlog_level = \"debug\"\n",

@@ -145,7 +145,7 @@ async fn every_section_renders_and_unknown_pages_are_404() {
 /// PostgreSQL: the same probes against the server on 127.0.0.1:5432 (see scripts/test.sh).
 #[tokio::test]
 async fn readyz_on_postgres() {
-    let url = std::env::var("COUNTERSIGN_TEST_POSTGRES_URL")
+    let url = std::env::var("CS_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
     let config = Config {
         database_url: url,
