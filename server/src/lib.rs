@@ -4,6 +4,7 @@
 pub mod config;
 pub mod db;
 pub mod evaluate;
+pub mod store;
 pub mod telemetry;
 
 use app::{shell, App};

@@ -1,0 +1,98 @@
+//! The configured store, whichever database it is: delegates to the backend.
+
+use super::{
+    postgres::PgStore, sqlite::SqliteStore, AuditReceipt, AuditRecord, Job, JobOutcome,
+    NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
+};
+use crate::Database;
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl AnyStore {
+    pub fn new(db: &Database) -> AnyStore {
+        match db {
+            Database::Sqlite(pool) => AnyStore::Sqlite(SqliteStore::new(pool.clone())),
+            Database::Postgres(pool) => AnyStore::Postgres(PgStore::new(pool.clone())),
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            AnyStore::Sqlite($store) => $call.await,
+            AnyStore::Postgres($store) => $call.await,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn append_audit(
+        &self,
+        events: &[NewAuditEvent],
+    ) -> Result<Vec<AuditReceipt>, StoreError> {
+        delegate!(self, s => s.append_audit(events))
+    }
+    async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        delegate!(self, s => s.audit_page(after, limit))
+    }
+    async fn audit_head(&self) -> Result<(i64, String), StoreError> {
+        delegate!(self, s => s.audit_head())
+    }
+    async fn insert_job(&self, job: &NewJob) -> Result<Job, StoreError> {
+        delegate!(self, s => s.insert_job(job))
+    }
+    async fn job(&self, job_id: &str) -> Result<Job, StoreError> {
+        delegate!(self, s => s.job(job_id))
+    }
+    async fn votes(&self, job_id: &str) -> Result<Vec<VoteRecord>, StoreError> {
+        delegate!(self, s => s.votes(job_id))
+    }
+    async fn vote(&self, vote: &VoteRecord) -> Result<Job, StoreError> {
+        delegate!(self, s => s.vote(vote))
+    }
+    async fn claim(
+        &self,
+        agent_id: &str,
+        lease_secs: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Job>, StoreError> {
+        delegate!(self, s => s.claim(agent_id, lease_secs, now))
+    }
+    async fn start(
+        &self,
+        job_id: &str,
+        agent_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Job, StoreError> {
+        delegate!(self, s => s.start(job_id, agent_id, now))
+    }
+    async fn finish(
+        &self,
+        job_id: &str,
+        agent_id: &str,
+        outcome: &JobOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<Job, StoreError> {
+        delegate!(self, s => s.finish(job_id, agent_id, outcome, now))
+    }
+    async fn cancel(
+        &self,
+        job_id: &str,
+        requester: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Job, StoreError> {
+        delegate!(self, s => s.cancel(job_id, requester, now))
+    }
+    async fn expire_due(&self, now: DateTime<Utc>) -> Result<Vec<Job>, StoreError> {
+        delegate!(self, s => s.expire_due(now))
+    }
+    async fn reap_leases(&self, now: DateTime<Utc>) -> Result<Vec<Job>, StoreError> {
+        delegate!(self, s => s.reap_leases(now))
+    }
+}

@@ -1,0 +1,445 @@
+//! The store: the audit trail and the approval queue, on SQLite (embedded default) or
+//! PostgreSQL (several replicas). [`Store`] is the contract; [`sqlite::SqliteStore`] and
+//! [`postgres::PgStore`] implement it, and one conformance suite (`tests/store.rs`) runs against
+//! both. Every job state change is one conditional UPDATE inside a transaction, so concurrent
+//! approvals or claims have exactly one winner.
+
+pub mod any;
+pub mod audit;
+pub mod postgres;
+pub mod sqlite;
+
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use thiserror::Error;
+
+pub use any::AnyStore;
+pub use audit::{AuditWriter, ChainReport};
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A state change that the job's current state does not allow (or a lost race).
+    #[error("job {job_id} is {actual}; cannot {action}")]
+    Conflict {
+        job_id: String,
+        actual: String,
+        action: &'static str,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the audit writer has stopped")]
+    WriterGone,
+}
+
+/// What kind of event an audit row records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    Decision,
+    Approval,
+    Denial,
+    Execution,
+    Expiry,
+    SignIn,
+    SignOut,
+    Export,
+    Import,
+    PortalAction,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 10] = [
+        EventKind::Decision,
+        EventKind::Approval,
+        EventKind::Denial,
+        EventKind::Execution,
+        EventKind::Expiry,
+        EventKind::SignIn,
+        EventKind::SignOut,
+        EventKind::Export,
+        EventKind::Import,
+        EventKind::PortalAction,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Decision => "decision",
+            EventKind::Approval => "approval",
+            EventKind::Denial => "denial",
+            EventKind::Execution => "execution",
+            EventKind::Expiry => "expiry",
+            EventKind::SignIn => "sign-in",
+            EventKind::SignOut => "sign-out",
+            EventKind::Export => "export",
+            EventKind::Import => "import",
+            EventKind::PortalAction => "portal-action",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// One audit event to append. `id` is kept when given (imports), else a new UUID.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewAuditEvent {
+    pub id: Option<String>,
+    pub timestamp: DateTime<Utc>,
+    pub kind: EventKind,
+    pub caller_id: String,
+    pub tool: String,
+    pub operation: String,
+    pub decision_action: String,
+    pub decision_reason: String,
+    pub risk_level: String,
+    pub requires_approval: bool,
+    pub execution_status: Option<String>,
+    pub execution_duration_ms: Option<i64>,
+    pub side_effects: Option<String>,
+    pub error: Option<String>,
+    pub approver: Option<String>,
+    pub approved_at: Option<DateTime<Utc>>,
+    pub context: String,
+    pub decision: String,
+    pub job_id: Option<String>,
+    pub policy_hash: Option<String>,
+    pub call_hash: Option<String>,
+}
+
+impl NewAuditEvent {
+    /// An event with the required fields; the rest empty.
+    pub fn new(
+        kind: EventKind,
+        caller_id: &str,
+        tool: &str,
+        operation: &str,
+        action: &str,
+        reason: &str,
+        risk: &str,
+    ) -> Self {
+        NewAuditEvent {
+            id: None,
+            timestamp: Utc::now(),
+            kind,
+            caller_id: caller_id.to_string(),
+            tool: tool.to_string(),
+            operation: operation.to_string(),
+            decision_action: action.to_string(),
+            decision_reason: reason.to_string(),
+            risk_level: risk.to_string(),
+            requires_approval: action == "require_approval",
+            execution_status: None,
+            execution_duration_ms: None,
+            side_effects: None,
+            error: None,
+            approver: None,
+            approved_at: None,
+            context: "{}".to_string(),
+            decision: "{}".to_string(),
+            job_id: None,
+            policy_hash: None,
+            call_hash: None,
+        }
+    }
+}
+
+/// A stored audit row: the event, its place in the chain and its hashes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub id: String,
+    pub seq: i64,
+    #[serde(flatten)]
+    pub event: NewAuditEvent,
+    pub prev_hash: String,
+    pub row_hash: String,
+}
+
+/// What a writer is told once its row is durable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditReceipt {
+    pub id: String,
+    pub seq: i64,
+    pub row_hash: String,
+}
+
+/// The job states, in IT-MCP's words extended (see the module docs of `JobStatus::can_become`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Approved,
+    Picked,
+    Executing,
+    Completed,
+    Failed,
+    Timeout,
+    Denied,
+    Expired,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 10] = [
+        JobStatus::Queued,
+        JobStatus::Approved,
+        JobStatus::Picked,
+        JobStatus::Executing,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Timeout,
+        JobStatus::Denied,
+        JobStatus::Expired,
+        JobStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Approved => "approved",
+            JobStatus::Picked => "picked",
+            JobStatus::Executing => "executing",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Timeout => "timeout",
+            JobStatus::Denied => "denied",
+            JobStatus::Expired => "expired",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<JobStatus> {
+        JobStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// The legal transitions: queued → approved → picked → executing → completed | failed |
+    /// timeout; queued → denied | expired | cancelled; approved → expired | cancelled; a lapsed
+    /// lease returns picked or executing to approved (retry) or ends it failed or timeout.
+    pub fn can_become(self, next: JobStatus) -> bool {
+        use JobStatus::*;
+        matches!(
+            (self, next),
+            (Queued, Approved | Denied | Expired | Cancelled)
+                | (Approved, Picked | Expired | Cancelled)
+                | (Picked, Executing | Approved | Failed | Timeout)
+                | (Executing, Completed | Failed | Timeout | Approved)
+        )
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed
+                | JobStatus::Failed
+                | JobStatus::Timeout
+                | JobStatus::Denied
+                | JobStatus::Expired
+                | JobStatus::Cancelled
+        )
+    }
+}
+
+/// A job to queue for approval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewJob {
+    pub job_id: Option<String>,
+    pub tool_name: String,
+    pub operation: String,
+    pub params: String,
+    pub requested_capabilities: Vec<String>,
+    pub target: Option<String>,
+    pub target_agent_id: Option<String>,
+    pub priority: String,
+    pub requester: String,
+    pub requester_reason: Option<String>,
+    pub risk: String,
+    pub call_hash: String,
+    pub policy_hash: Option<String>,
+    pub approvals_required: i32,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// How long an approved job may wait to be executed.
+    pub approval_window_secs: i64,
+    pub max_retries: i32,
+    pub decision_audit_id: Option<String>,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub job_id: String,
+    pub tool_name: String,
+    pub operation: String,
+    pub params: String,
+    pub requested_capabilities: Vec<String>,
+    pub target: Option<String>,
+    pub target_agent_id: Option<String>,
+    pub status: JobStatus,
+    pub priority: String,
+    pub requester: String,
+    pub requester_reason: Option<String>,
+    pub risk: String,
+    pub call_hash: String,
+    pub policy_hash: Option<String>,
+    pub approvals_required: i32,
+    pub approval_window_secs: i64,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub approved_at: Option<DateTime<Utc>>,
+    pub approval_expires_at: Option<DateTime<Utc>>,
+    pub picked_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub retry_count: i32,
+    pub max_retries: i32,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub decision_audit_id: Option<String>,
+}
+
+/// One vote on a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteRecord {
+    pub job_id: String,
+    pub approver: String,
+    pub verdict: enforcer::Verdict,
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How a finished job ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOutcome {
+    pub status: JobStatus,
+    pub result: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The store contract. Both databases implement it; `tests/store.rs` holds them to it.
+pub trait Store: Clone + Send + Sync + 'static {
+    /// Append events to the hash chain in one transaction; returns once it is committed.
+    fn append_audit(
+        &self,
+        events: &[NewAuditEvent],
+    ) -> impl Future<Output = Result<Vec<AuditReceipt>, StoreError>> + Send;
+    /// Audit rows with `seq > after`, in chain order, at most `limit`.
+    fn audit_page(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
+    /// The chain head: last sequence number and its hash (0 and the zero hash when empty).
+    fn audit_head(&self) -> impl Future<Output = Result<(i64, String), StoreError>> + Send;
+
+    fn insert_job(&self, job: &NewJob) -> impl Future<Output = Result<Job, StoreError>> + Send;
+    fn job(&self, job_id: &str) -> impl Future<Output = Result<Job, StoreError>> + Send;
+    fn votes(
+        &self,
+        job_id: &str,
+    ) -> impl Future<Output = Result<Vec<VoteRecord>, StoreError>> + Send;
+    /// Record a vote and, in the same transaction, move the job: a denial → denied; the
+    /// approval that reaches the quorum → approved. Refuses a second vote by the same person and
+    /// any vote on a job that is no longer queued.
+    fn vote(&self, vote: &VoteRecord) -> impl Future<Output = Result<Job, StoreError>> + Send;
+    /// Lease the oldest, most urgent approved job (for `agent_id`, or unassigned).
+    fn claim(
+        &self,
+        agent_id: &str,
+        lease_secs: i64,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;
+    /// picked → executing, by the lease owner.
+    fn start(
+        &self,
+        job_id: &str,
+        agent_id: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Job, StoreError>> + Send;
+    /// picked | executing → completed | failed | timeout, by the lease owner.
+    fn finish(
+        &self,
+        job_id: &str,
+        agent_id: &str,
+        outcome: &JobOutcome,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Job, StoreError>> + Send;
+    /// queued | approved → cancelled, by the requester.
+    fn cancel(
+        &self,
+        job_id: &str,
+        requester: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Job, StoreError>> + Send;
+    /// Expire queued jobs past their TTL and approved jobs past their window; returns them.
+    fn expire_due(
+        &self,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
+    /// Return lapsed leases to approved (retry_count + 1) or fail them when retries run out.
+    fn reap_leases(
+        &self,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
+}
+
+/// Timestamps as the store keeps them: UTC, millisecond precision.
+pub fn truncate(ts: DateTime<Utc>) -> DateTime<Utc> {
+    ts.trunc_subsecs(3)
+}
+
+/// The text form (SQLite columns, hashes): `2026-11-25 11:42:07.123Z`. RFC 3339 with a space,
+/// which sorts and compares correctly against SQLite's `datetime('now', ...)`.
+pub fn format_ts(ts: DateTime<Utc>) -> String {
+    truncate(ts)
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+        .replacen('T', " ", 1)
+}
+
+pub fn parse_ts(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(&text.replacen(' ', "T", 1))
+        .or_else(|_| DateTime::parse_from_rfc3339(text))
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Invalid(format!("bad timestamp {text:?}: {e}")))
+}
+
+/// The zero hash that precedes the first row of a chain.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_and_sort_against_sqlite_datetime() {
+        let ts = parse_ts("2026-11-25 11:42:07.123Z").expect("parses");
+        assert_eq!(format_ts(ts), "2026-11-25 11:42:07.123Z");
+        // SQLite's datetime() gives '2026-11-25 11:42:07'; a later instant must sort after it.
+        assert!(format_ts(ts).as_str() > "2026-11-25 11:42:07");
+        assert!(format_ts(ts).as_str() < "2026-11-25 11:42:08");
+    }
+
+    #[test]
+    fn transitions() {
+        use JobStatus::*;
+        assert!(
+            Queued.can_become(Approved)
+                && Approved.can_become(Picked)
+                && Picked.can_become(Executing)
+        );
+        assert!(Executing.can_become(Completed) && Queued.can_become(Denied));
+        assert!(
+            !Denied.can_become(Approved)
+                && !Completed.can_become(Executing)
+                && !Queued.can_become(Picked)
+        );
+        assert!(JobStatus::ALL
+            .iter()
+            .all(|s| JobStatus::parse(s.as_str()) == Some(*s)));
+    }
+}

@@ -1,0 +1,542 @@
+//! The SQLite store: the embedded default. Write transactions start with `BEGIN IMMEDIATE`, so
+//! one writer at a time holds the database lock and every read-check-write is atomic.
+
+use super::{
+    audit, format_ts, parse_ts, AuditReceipt, AuditRecord, EventKind, Job, JobOutcome, JobStatus,
+    NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
+};
+use chrono::{DateTime, Duration, Utc};
+use enforcer::Verdict;
+use sqlx::{sqlite::SqliteRow, Row, Sqlite, SqlitePool, Transaction};
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub fn new(pool: SqlitePool) -> SqliteStore {
+        SqliteStore { pool }
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+fn opt_ts(value: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    value.as_deref().map(parse_ts).transpose()
+}
+
+fn audit_row(row: &SqliteRow) -> Result<AuditRecord, StoreError> {
+    let id: String = row.try_get("id")?;
+    let kind: String = row.try_get("event_kind")?;
+    Ok(AuditRecord {
+        seq: row.try_get("seq")?,
+        prev_hash: row.try_get("prev_hash")?,
+        row_hash: row.try_get("row_hash")?,
+        event: NewAuditEvent {
+            id: Some(id.clone()),
+            timestamp: parse_ts(&row.try_get::<String, _>("timestamp")?)?,
+            kind: EventKind::parse(&kind)
+                .ok_or_else(|| StoreError::Invalid(format!("unknown event kind {kind:?}")))?,
+            caller_id: row.try_get("caller_id")?,
+            tool: row.try_get("tool")?,
+            operation: row.try_get("operation")?,
+            decision_action: row.try_get("decision_action")?,
+            decision_reason: row.try_get("decision_reason")?,
+            risk_level: row.try_get("risk_level")?,
+            requires_approval: row.try_get("requires_approval")?,
+            execution_status: row.try_get("execution_status")?,
+            execution_duration_ms: row.try_get("execution_duration_ms")?,
+            side_effects: row.try_get("side_effects")?,
+            error: row.try_get("error")?,
+            approver: row.try_get("approver")?,
+            approved_at: opt_ts(row.try_get("approved_at")?)?,
+            context: row.try_get("context")?,
+            decision: row.try_get("decision")?,
+            job_id: row.try_get("job_id")?,
+            policy_hash: row.try_get("policy_hash")?,
+            call_hash: row.try_get("call_hash")?,
+        },
+        id,
+    })
+}
+
+fn job_row(row: &SqliteRow) -> Result<Job, StoreError> {
+    let status: String = row.try_get("status")?;
+    let caps: String = row.try_get("requested_capabilities")?;
+    Ok(Job {
+        job_id: row.try_get("job_id")?,
+        tool_name: row.try_get("tool_name")?,
+        operation: row.try_get("operation")?,
+        params: row.try_get("params")?,
+        requested_capabilities: serde_json::from_str(&caps).unwrap_or_default(),
+        target: row.try_get("target")?,
+        target_agent_id: row.try_get("target_agent_id")?,
+        status: JobStatus::parse(&status)
+            .ok_or_else(|| StoreError::Invalid(format!("unknown job status {status:?}")))?,
+        priority: row.try_get("priority")?,
+        requester: row.try_get("requester")?,
+        requester_reason: row.try_get("requester_reason")?,
+        risk: row.try_get("risk")?,
+        call_hash: row.try_get("call_hash")?,
+        policy_hash: row.try_get("policy_hash")?,
+        approvals_required: row.try_get("approvals_required")?,
+        approval_window_secs: row.try_get("approval_window_secs")?,
+        created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
+        expires_at: opt_ts(row.try_get("expires_at")?)?,
+        approved_at: opt_ts(row.try_get("approved_at")?)?,
+        approval_expires_at: opt_ts(row.try_get("approval_expires_at")?)?,
+        picked_at: opt_ts(row.try_get("picked_at")?)?,
+        completed_at: opt_ts(row.try_get("completed_at")?)?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_expires_at: opt_ts(row.try_get("lease_expires_at")?)?,
+        retry_count: row.try_get::<Option<i32>, _>("retry_count")?.unwrap_or(0),
+        max_retries: row.try_get::<Option<i32>, _>("max_retries")?.unwrap_or(3),
+        result: row.try_get("result")?,
+        error: row.try_get("error")?,
+        decision_audit_id: row.try_get("decision_audit_id")?,
+    })
+}
+
+async fn load_job(tx: &mut Transaction<'static, Sqlite>, job_id: &str) -> Result<Job, StoreError> {
+    let row = sqlx::query("SELECT * FROM command_queue WHERE job_id = $1")
+        .bind(job_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    job_row(&row)
+}
+
+/// After a conditional UPDATE matched no row: say why (missing job or wrong state).
+async fn conflict(
+    tx: &mut Transaction<'static, Sqlite>,
+    job_id: &str,
+    action: &'static str,
+) -> StoreError {
+    match load_job(tx, job_id).await {
+        Ok(job) => StoreError::Conflict {
+            job_id: job_id.to_string(),
+            actual: job.status.as_str().to_string(),
+            action,
+        },
+        Err(e) => e,
+    }
+}
+
+const PRIORITY_ORDER: &str =
+    "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END";
+
+impl Store for SqliteStore {
+    async fn append_audit(
+        &self,
+        events: &[NewAuditEvent],
+    ) -> Result<Vec<AuditReceipt>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.write().await?;
+        let head = sqlx::query("SELECT seq, row_hash FROM audit_head WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let records = audit::chain(
+            events,
+            head.try_get("seq")?,
+            &head.try_get::<String, _>("row_hash")?,
+        );
+        for r in &records {
+            let e = &r.event;
+            sqlx::query(
+                "INSERT INTO audit_logs (id, timestamp, caller_id, tool, operation, decision_action, decision_reason, \
+                 risk_level, requires_approval, execution_status, execution_duration_ms, side_effects, error, approver, \
+                 approved_at, context, decision, seq, event_kind, job_id, policy_hash, call_hash, prev_hash, row_hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
+            )
+            .bind(&r.id)
+            .bind(format_ts(e.timestamp))
+            .bind(&e.caller_id)
+            .bind(&e.tool)
+            .bind(&e.operation)
+            .bind(&e.decision_action)
+            .bind(&e.decision_reason)
+            .bind(&e.risk_level)
+            .bind(e.requires_approval)
+            .bind(&e.execution_status)
+            .bind(e.execution_duration_ms)
+            .bind(&e.side_effects)
+            .bind(&e.error)
+            .bind(&e.approver)
+            .bind(e.approved_at.map(format_ts))
+            .bind(&e.context)
+            .bind(&e.decision)
+            .bind(r.seq)
+            .bind(e.kind.as_str())
+            .bind(&e.job_id)
+            .bind(&e.policy_hash)
+            .bind(&e.call_hash)
+            .bind(&r.prev_hash)
+            .bind(&r.row_hash)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(last) = records.last() {
+            sqlx::query("UPDATE audit_head SET seq = $1, row_hash = $2 WHERE id = 1")
+                .bind(last.seq)
+                .bind(&last.row_hash)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(records
+            .into_iter()
+            .map(|r| AuditReceipt {
+                id: r.id,
+                seq: r.seq,
+                row_hash: r.row_hash,
+            })
+            .collect())
+    }
+
+    async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit_logs WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(audit_row).collect()
+    }
+
+    async fn audit_head(&self) -> Result<(i64, String), StoreError> {
+        let row = sqlx::query("SELECT seq, row_hash FROM audit_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get("seq")?, row.try_get("row_hash")?))
+    }
+
+    async fn insert_job(&self, job: &NewJob) -> Result<Job, StoreError> {
+        let job_id = job
+            .job_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let caps = serde_json::to_string(&job.requested_capabilities)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO command_queue (job_id, tool_name, params, requested_capabilities, target_agent_id, status, priority, \
+             created_at, retry_count, max_retries, operation, target, requester, requester_reason, risk, call_hash, policy_hash, \
+             approvals_required, expires_at, approval_window_secs, decision_audit_id, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $7)",
+        )
+        .bind(&job_id)
+        .bind(&job.tool_name)
+        .bind(&job.params)
+        .bind(caps)
+        .bind(&job.target_agent_id)
+        .bind(&job.priority)
+        .bind(format_ts(job.created_at))
+        .bind(job.max_retries)
+        .bind(&job.operation)
+        .bind(&job.target)
+        .bind(&job.requester)
+        .bind(&job.requester_reason)
+        .bind(&job.risk)
+        .bind(&job.call_hash)
+        .bind(&job.policy_hash)
+        .bind(job.approvals_required)
+        .bind(format_ts(job.expires_at))
+        .bind(job.approval_window_secs)
+        .bind(&job.decision_audit_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(ref d) if d.is_unique_violation() => StoreError::Invalid(format!("job {job_id} already exists")),
+            other => other.into(),
+        })?;
+        let stored = load_job(&mut tx, &job_id).await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn job(&self, job_id: &str) -> Result<Job, StoreError> {
+        let row = sqlx::query("SELECT * FROM command_queue WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        job_row(&row)
+    }
+
+    async fn votes(&self, job_id: &str) -> Result<Vec<VoteRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM approvals WHERE job_id = $1 ORDER BY id")
+            .bind(job_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let verdict: String = row.try_get("verdict")?;
+                Ok(VoteRecord {
+                    job_id: row.try_get("job_id")?,
+                    approver: row.try_get("approver")?,
+                    verdict: if verdict == "deny" {
+                        Verdict::Deny
+                    } else {
+                        Verdict::Approve
+                    },
+                    reason: row.try_get("reason")?,
+                    created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn vote(&self, vote: &VoteRecord) -> Result<Job, StoreError> {
+        let mut tx = self.write().await?;
+        let job = load_job(&mut tx, &vote.job_id).await?;
+        if job.status != JobStatus::Queued {
+            return Err(StoreError::Conflict {
+                job_id: job.job_id,
+                actual: job.status.as_str().into(),
+                action: "vote",
+            });
+        }
+        let verdict = match vote.verdict {
+            Verdict::Approve => "approve",
+            Verdict::Deny => "deny",
+        };
+        let now = format_ts(vote.created_at);
+        sqlx::query("INSERT INTO approvals (job_id, approver, verdict, reason, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&vote.job_id)
+            .bind(&vote.approver)
+            .bind(verdict)
+            .bind(&vote.reason)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(ref d) if d.is_unique_violation() => StoreError::Conflict {
+                    job_id: vote.job_id.clone(),
+                    actual: "already voted on by this person".into(),
+                    action: "vote again",
+                },
+                other => other.into(),
+            })?;
+        let approvals: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM approvals WHERE job_id = $1 AND verdict = 'approve'",
+        )
+        .bind(&vote.job_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let next = match vote.verdict {
+            Verdict::Deny => Some(JobStatus::Denied),
+            Verdict::Approve if approvals >= i64::from(job.approvals_required) => {
+                Some(JobStatus::Approved)
+            }
+            Verdict::Approve => None,
+        };
+        if let Some(next) = next {
+            let (approved_at, deadline) = if next == JobStatus::Approved {
+                (
+                    Some(now.clone()),
+                    Some(format_ts(
+                        vote.created_at + Duration::seconds(job.approval_window_secs),
+                    )),
+                )
+            } else {
+                (None, None)
+            };
+            let done = if next == JobStatus::Denied {
+                Some(now.clone())
+            } else {
+                None
+            };
+            let updated = sqlx::query(
+                "UPDATE command_queue SET status = $1, approved_at = $2, approval_expires_at = $3, completed_at = $4, \
+                 updated_at = $5 WHERE job_id = $6 AND status = 'queued'",
+            )
+            .bind(next.as_str())
+            .bind(approved_at)
+            .bind(deadline)
+            .bind(done)
+            .bind(&now)
+            .bind(&vote.job_id)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                return Err(conflict(&mut tx, &vote.job_id, "vote").await);
+            }
+        }
+        let job = load_job(&mut tx, &vote.job_id).await?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    async fn claim(
+        &self,
+        agent_id: &str,
+        lease_secs: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Job>, StoreError> {
+        let mut tx = self.write().await?;
+        let candidate: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT job_id FROM command_queue WHERE status = 'approved' \
+             AND (target_agent_id IS NULL OR target_agent_id = $1) \
+             AND (approval_expires_at IS NULL OR approval_expires_at > $2) \
+             ORDER BY {PRIORITY_ORDER}, created_at LIMIT 1"
+        ))
+        .bind(agent_id)
+        .bind(format_ts(now))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(job_id) = candidate else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let updated = sqlx::query(
+            "UPDATE command_queue SET status = 'picked', picked_at = $1, lease_owner = $2, lease_expires_at = $3, updated_at = $1 \
+             WHERE job_id = $4 AND status = 'approved'",
+        )
+        .bind(format_ts(now))
+        .bind(agent_id)
+        .bind(format_ts(now + Duration::seconds(lease_secs)))
+        .bind(&job_id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(conflict(&mut tx, &job_id, "claim").await);
+        }
+        let job = load_job(&mut tx, &job_id).await?;
+        tx.commit().await?;
+        Ok(Some(job))
+    }
+
+    async fn start(
+        &self,
+        job_id: &str,
+        agent_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Job, StoreError> {
+        let mut tx = self.write().await?;
+        let updated = sqlx::query(
+            "UPDATE command_queue SET status = 'executing', updated_at = $1 WHERE job_id = $2 AND status = 'picked' AND lease_owner = $3",
+        )
+        .bind(format_ts(now))
+        .bind(job_id)
+        .bind(agent_id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(conflict(&mut tx, job_id, "start it").await);
+        }
+        let job = load_job(&mut tx, job_id).await?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    async fn finish(
+        &self,
+        job_id: &str,
+        agent_id: &str,
+        outcome: &JobOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<Job, StoreError> {
+        if !matches!(
+            outcome.status,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Timeout
+        ) {
+            return Err(StoreError::Invalid(format!(
+                "a job cannot finish as {}",
+                outcome.status.as_str()
+            )));
+        }
+        let mut tx = self.write().await?;
+        let updated = sqlx::query(
+            "UPDATE command_queue SET status = $1, result = $2, error = $3, completed_at = $4, updated_at = $4, \
+             lease_expires_at = NULL WHERE job_id = $5 AND status IN ('picked', 'executing') AND lease_owner = $6",
+        )
+        .bind(outcome.status.as_str())
+        .bind(&outcome.result)
+        .bind(&outcome.error)
+        .bind(format_ts(now))
+        .bind(job_id)
+        .bind(agent_id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(conflict(&mut tx, job_id, "finish it").await);
+        }
+        let job = load_job(&mut tx, job_id).await?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    async fn cancel(
+        &self,
+        job_id: &str,
+        requester: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Job, StoreError> {
+        let mut tx = self.write().await?;
+        let updated = sqlx::query(
+            "UPDATE command_queue SET status = 'cancelled', completed_at = $1, updated_at = $1 \
+             WHERE job_id = $2 AND requester = $3 AND status IN ('queued', 'approved')",
+        )
+        .bind(format_ts(now))
+        .bind(job_id)
+        .bind(requester)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(conflict(&mut tx, job_id, "cancel it").await);
+        }
+        let job = load_job(&mut tx, job_id).await?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    async fn expire_due(&self, now: DateTime<Utc>) -> Result<Vec<Job>, StoreError> {
+        let mut tx = self.write().await?;
+        let now_text = format_ts(now);
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE command_queue SET status = 'expired', completed_at = $1, updated_at = $1 \
+             WHERE (status = 'queued' AND expires_at <= $1) OR (status = 'approved' AND approval_expires_at <= $1) \
+             RETURNING job_id",
+        )
+        .bind(&now_text)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            jobs.push(load_job(&mut tx, &id).await?);
+        }
+        tx.commit().await?;
+        Ok(jobs)
+    }
+
+    async fn reap_leases(&self, now: DateTime<Utc>) -> Result<Vec<Job>, StoreError> {
+        let mut tx = self.write().await?;
+        let now_text = format_ts(now);
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE command_queue SET \
+               status = CASE WHEN COALESCE(retry_count, 0) < COALESCE(max_retries, 3) THEN 'approved' ELSE 'timeout' END, \
+               retry_count = COALESCE(retry_count, 0) + 1, lease_owner = NULL, lease_expires_at = NULL, \
+               completed_at = CASE WHEN COALESCE(retry_count, 0) < COALESCE(max_retries, 3) THEN NULL ELSE $1 END, \
+               error = CASE WHEN COALESCE(retry_count, 0) < COALESCE(max_retries, 3) THEN error ELSE 'lease expired; retries exhausted' END, \
+               updated_at = $1 \
+             WHERE status IN ('picked', 'executing') AND lease_expires_at <= $1 RETURNING job_id",
+        )
+        .bind(&now_text)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            jobs.push(load_job(&mut tx, &id).await?);
+        }
+        tx.commit().await?;
+        Ok(jobs)
+    }
+}

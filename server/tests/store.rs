@@ -1,0 +1,654 @@
+//! The store conformance suite: every scenario runs against SQLite and PostgreSQL.
+//! PostgreSQL tests use a fresh schema on CS_TEST_POSTGRES_URL (default: the local
+//! server's `test` database) and drop it afterwards.
+
+use chrono::{Duration, Utc};
+use enforcer::Verdict;
+use server::store::{
+    audit, postgres::PgStore, sqlite::SqliteStore, AuditWriter, EventKind, JobOutcome, JobStatus,
+    NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
+};
+use sqlx::{postgres::PgConnectOptions, Connection, Executor};
+use std::str::FromStr;
+
+fn pg_url() -> String {
+    std::env::var("CS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+struct Sqlite {
+    store: SqliteStore,
+    _dir: tempfile::TempDir,
+}
+
+async fn sqlite() -> Sqlite {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = server::Config {
+        database_url: format!("sqlite://{}", dir.path().join("store.db").display()),
+        ..server::Config::default()
+    };
+    let db = server::Database::connect(&config).await.expect("sqlite");
+    db.migrate().await.expect("migrate");
+    let server::Database::Sqlite(pool) = db else {
+        panic!("sqlite expected")
+    };
+    Sqlite {
+        store: SqliteStore::new(pool),
+        _dir: dir,
+    }
+}
+
+/// A PostgreSQL store in a schema of its own; dropped when the value is.
+struct Pg {
+    store: PgStore,
+    schema: String,
+}
+
+async fn postgres() -> Pg {
+    let schema = format!("cs_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&pg_url())
+        .await
+        .expect("postgres reachable");
+    admin
+        .execute(format!("CREATE SCHEMA {schema}").as_str())
+        .await
+        .expect("create schema");
+    let options = PgConnectOptions::from_str(&pg_url())
+        .expect("url")
+        .options([("search_path", schema.as_str())]);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with(options)
+        .await
+        .expect("pool");
+    server::Database::Postgres(pool.clone())
+        .migrate()
+        .await
+        .expect("migrate");
+    Pg {
+        store: PgStore::new(pool),
+        schema,
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let schema = self.schema.clone();
+        let url = pg_url();
+        // Drop on a separate thread: Drop cannot await, and the test runtime may be gone.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async move {
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
+                        let _ = conn
+                            .execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
+                            .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+fn event(n: usize) -> NewAuditEvent {
+    let mut e = NewAuditEvent::new(
+        EventKind::Decision,
+        &format!("caller-{}", n % 3),
+        "ssh-exec",
+        "executeCommand",
+        "allow",
+        "ok",
+        "HIGH",
+    );
+    e.context = format!(r#"{{"n":{n}}}"#);
+    e
+}
+
+fn new_job(quorum: i32) -> NewJob {
+    let now = Utc::now();
+    NewJob {
+        job_id: None,
+        tool_name: "ssh-exec".into(),
+        operation: "executeSudoCommand".into(),
+        params: r#"{"command":"systemctl restart nginx"}"#.into(),
+        requested_capabilities: vec!["ssh-linux".into(), "local-sudo".into()],
+        target: Some("web-01".into()),
+        target_agent_id: None,
+        priority: "high".into(),
+        requester: "alice".into(),
+        requester_reason: Some("nginx is stuck".into()),
+        risk: "CRITICAL".into(),
+        call_hash: "ab".repeat(32),
+        policy_hash: Some("cd".repeat(32)),
+        approvals_required: quorum,
+        created_at: now,
+        expires_at: now + Duration::hours(1),
+        approval_window_secs: 900,
+        max_retries: 1,
+        decision_audit_id: None,
+    }
+}
+
+fn vote(job_id: &str, who: &str, verdict: Verdict) -> VoteRecord {
+    VoteRecord {
+        job_id: job_id.into(),
+        approver: who.into(),
+        verdict,
+        reason: Some(format!("{who} says so")),
+        created_at: Utc::now(),
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Scenarios, generic over the store.
+
+async fn chain_appends_and_verifies<S: Store>(store: &S) {
+    let first = store
+        .append_audit(&[event(1), event(2)])
+        .await
+        .expect("append");
+    assert_eq!(first.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
+    let second = store.append_audit(&[event(3)]).await.expect("append");
+    assert_eq!(second[0].seq, 3);
+    let report = audit::verify(store).await.expect("verify");
+    assert!(report.ok(), "{report:?}");
+    assert_eq!((report.rows, report.head_seq), (3, 3));
+    assert_eq!(report.head_hash, second[0].row_hash);
+    let rows = store.audit_page(0, 10).await.expect("page");
+    assert_eq!(rows[1].prev_hash, rows[0].row_hash);
+    assert_eq!(rows[0].event.context, r#"{"n":1}"#);
+}
+
+async fn group_commit_writer<S: Store>(store: &S) {
+    let writer = AuditWriter::spawn(store.clone());
+    let tasks: Vec<_> = (0..200)
+        .map(|n| {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.append(event(n)).await })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for task in tasks {
+        seqs.push(task.await.expect("join").expect("durable").seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+    assert!(audit::verify(store).await.expect("verify").ok());
+}
+
+async fn job_lifecycle_with_quorum<S: Store>(store: &S) {
+    let job = store.insert_job(&new_job(2)).await.expect("insert");
+    assert_eq!(job.status, JobStatus::Queued);
+    let id = job.job_id.clone();
+    let after_one = store
+        .vote(&vote(&id, "bob", Verdict::Approve))
+        .await
+        .expect("first approval");
+    assert_eq!(
+        after_one.status,
+        JobStatus::Queued,
+        "quorum of 2 not yet reached"
+    );
+    let dup = store.vote(&vote(&id, "bob", Verdict::Approve)).await;
+    assert!(matches!(dup, Err(StoreError::Conflict { .. })), "{dup:?}");
+    let approved = store
+        .vote(&vote(&id, "carol", Verdict::Approve))
+        .await
+        .expect("second approval");
+    assert_eq!(approved.status, JobStatus::Approved);
+    assert!(approved.approval_expires_at.is_some() && approved.approved_at.is_some());
+    assert_eq!(store.votes(&id).await.expect("votes").len(), 2);
+    let late = store.vote(&vote(&id, "dave", Verdict::Approve)).await;
+    assert!(matches!(late, Err(StoreError::Conflict { .. })));
+
+    let now = Utc::now();
+    let picked = store
+        .claim("agent-1", 60, now)
+        .await
+        .expect("claim")
+        .expect("a job");
+    assert_eq!(
+        (picked.job_id.as_str(), picked.status),
+        (id.as_str(), JobStatus::Picked)
+    );
+    assert_eq!(picked.lease_owner.as_deref(), Some("agent-1"));
+    assert!(
+        store
+            .claim("agent-2", 60, now)
+            .await
+            .expect("claim")
+            .is_none(),
+        "nothing left to claim"
+    );
+    assert!(
+        matches!(
+            store.start(&id, "agent-2", now).await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "not the lease owner"
+    );
+    let running = store.start(&id, "agent-1", now).await.expect("start");
+    assert_eq!(running.status, JobStatus::Executing);
+    let outcome = JobOutcome {
+        status: JobStatus::Completed,
+        result: Some("ok".into()),
+        error: None,
+    };
+    let done = store
+        .finish(&id, "agent-1", &outcome, now)
+        .await
+        .expect("finish");
+    assert_eq!(done.status, JobStatus::Completed);
+    assert!(matches!(
+        store.finish(&id, "agent-1", &outcome, now).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(matches!(
+        store.cancel(&id, "alice", now).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(matches!(
+        store.job("no-such-job").await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn denial_and_cancel<S: Store>(store: &S) {
+    let job = store.insert_job(&new_job(2)).await.expect("insert");
+    let denied = store
+        .vote(&vote(&job.job_id, "bob", Verdict::Deny))
+        .await
+        .expect("deny");
+    assert_eq!(denied.status, JobStatus::Denied);
+    assert!(matches!(
+        store
+            .vote(&vote(&job.job_id, "carol", Verdict::Approve))
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+
+    let other = store.insert_job(&new_job(1)).await.expect("insert");
+    assert!(
+        matches!(
+            store.cancel(&other.job_id, "mallory", Utc::now()).await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "only the requester"
+    );
+    assert_eq!(
+        store
+            .cancel(&other.job_id, "alice", Utc::now())
+            .await
+            .expect("cancel")
+            .status,
+        JobStatus::Cancelled
+    );
+}
+
+async fn expiry_and_leases<S: Store>(store: &S) {
+    let now = Utc::now();
+    let mut stale = new_job(1);
+    stale.expires_at = now - Duration::seconds(1);
+    let stale = store.insert_job(&stale).await.expect("insert");
+    let fresh = store.insert_job(&new_job(1)).await.expect("insert");
+    let expired = store.expire_due(now).await.expect("expire");
+    assert_eq!(
+        expired
+            .iter()
+            .map(|j| j.job_id.as_str())
+            .collect::<Vec<_>>(),
+        [stale.job_id.as_str()]
+    );
+    assert_eq!(
+        store.job(&stale.job_id).await.expect("job").status,
+        JobStatus::Expired
+    );
+
+    // Approved but not executed within the window → expired.
+    let approved = store
+        .vote(&vote(&fresh.job_id, "bob", Verdict::Approve))
+        .await
+        .expect("approve");
+    let window_end = approved.approval_expires_at.expect("window");
+    assert!(store
+        .expire_due(window_end - Duration::seconds(1))
+        .await
+        .expect("expire")
+        .is_empty());
+    assert_eq!(store.expire_due(window_end).await.expect("expire").len(), 1);
+
+    // A lapsed lease returns the job (retry_count + 1) until retries run out (max_retries = 1).
+    let job = store.insert_job(&new_job(1)).await.expect("insert");
+    store
+        .vote(&vote(&job.job_id, "bob", Verdict::Approve))
+        .await
+        .expect("approve");
+    store
+        .claim("agent-1", 5, now)
+        .await
+        .expect("claim")
+        .expect("job");
+    assert!(
+        store.reap_leases(now).await.expect("reap").is_empty(),
+        "lease still valid"
+    );
+    let returned = store
+        .reap_leases(now + Duration::seconds(6))
+        .await
+        .expect("reap");
+    assert_eq!(returned[0].status, JobStatus::Approved);
+    assert_eq!(returned[0].retry_count, 1);
+    store
+        .claim("agent-2", 5, now)
+        .await
+        .expect("claim")
+        .expect("job again");
+    let gave_up = store
+        .reap_leases(now + Duration::seconds(6))
+        .await
+        .expect("reap");
+    assert_eq!(gave_up[0].status, JobStatus::Timeout);
+}
+
+/// Many jobs, two concurrent votes each where one suffices: exactly one vote wins per job.
+async fn concurrent_approvals_have_one_winner<S: Store>(store: &S) {
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        ids.push(store.insert_job(&new_job(1)).await.expect("insert").job_id);
+    }
+    let mut tasks = Vec::new();
+    for id in &ids {
+        for who in ["bob", "carol"] {
+            let (store, id) = (store.clone(), id.clone());
+            tasks.push(tokio::spawn(async move {
+                store.vote(&vote(&id, who, Verdict::Approve)).await
+            }));
+        }
+    }
+    let mut wins = 0;
+    for task in tasks {
+        match task.await.expect("join") {
+            Ok(job) => {
+                assert_eq!(job.status, JobStatus::Approved);
+                wins += 1;
+            }
+            Err(StoreError::Conflict { .. }) => {}
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+    assert_eq!(wins, ids.len());
+    for id in &ids {
+        assert_eq!(store.votes(id).await.expect("votes").len(), 1);
+    }
+}
+
+/// Several agents claiming at once: every job is claimed exactly once.
+async fn concurrent_claims_have_one_winner<S: Store>(store: &S) {
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        let job = store.insert_job(&new_job(1)).await.expect("insert");
+        store
+            .vote(&vote(&job.job_id, "bob", Verdict::Approve))
+            .await
+            .expect("approve");
+        ids.push(job.job_id);
+    }
+    let mut tasks = Vec::new();
+    for agent in 0..6 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                match store.claim(&format!("agent-{agent}"), 60, Utc::now()).await {
+                    Ok(Some(job)) => mine.push(job.job_id),
+                    Ok(None) => break,
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(other) => panic!("claim failed: {other:?}"),
+                }
+            }
+            mine
+        }));
+    }
+    let mut claimed = Vec::new();
+    for task in tasks {
+        claimed.extend(task.await.expect("join"));
+    }
+    claimed.sort();
+    ids.sort();
+    assert_eq!(claimed, ids, "each job exactly once");
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = sqlite().await;
+                    super::$name(&db.store).await;
+                }
+            )*
+        }
+        mod on_postgres {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = postgres().await;
+                    super::$name(&db.store).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    chain_appends_and_verifies,
+    group_commit_writer,
+    job_lifecycle_with_quorum,
+    denial_and_cancel,
+    expiry_and_leases,
+    concurrent_approvals_have_one_winner,
+    concurrent_claims_have_one_winner,
+);
+
+// ------------------------------------------------------------------------------------------
+// Tampering and truncation are found, on both databases.
+
+#[tokio::test]
+async fn sqlite_tampering_names_the_row() {
+    let db = sqlite().await;
+    db.store
+        .append_audit(&(1..=5).map(event).collect::<Vec<_>>())
+        .await
+        .expect("append");
+    let pool = db.store.pool();
+    // An attacker with write access to the file: drops the guard trigger and edits row 3.
+    sqlx::query("DROP TRIGGER audit_logs_append_only")
+        .execute(pool)
+        .await
+        .expect("drop trigger");
+    sqlx::query(
+        "UPDATE audit_logs SET decision_action = 'allow', caller_id = 'mallory' WHERE seq = 3",
+    )
+    .execute(pool)
+    .await
+    .expect("tamper");
+    let report = audit::verify(&db.store).await.expect("verify");
+    assert_eq!(
+        report.first_bad.as_ref().map(|b| b.0),
+        Some(3),
+        "{report:?}"
+    );
+    assert!(report
+        .first_bad
+        .as_ref()
+        .is_some_and(|b| b.1.contains("changed")));
+}
+
+#[tokio::test]
+async fn sqlite_rows_cannot_be_updated() {
+    let db = sqlite().await;
+    db.store.append_audit(&[event(1)]).await.expect("append");
+    let err = sqlx::query("UPDATE audit_logs SET caller_id = 'x'")
+        .execute(db.store.pool())
+        .await
+        .expect_err("append-only");
+    assert!(err.to_string().contains("append-only"));
+}
+
+#[tokio::test]
+async fn sqlite_truncation_and_removal_are_found() {
+    let db = sqlite().await;
+    db.store
+        .append_audit(&(1..=6).map(event).collect::<Vec<_>>())
+        .await
+        .expect("append");
+    sqlx::query("DELETE FROM audit_logs WHERE seq = 6")
+        .execute(db.store.pool())
+        .await
+        .expect("truncate");
+    let report = audit::verify(&db.store).await.expect("verify");
+    assert!(
+        report
+            .first_bad
+            .as_ref()
+            .is_some_and(|b| b.1.contains("truncated")),
+        "{report:?}"
+    );
+    sqlx::query("DELETE FROM audit_logs WHERE seq = 2")
+        .execute(db.store.pool())
+        .await
+        .expect("remove");
+    let report = audit::verify(&db.store).await.expect("verify");
+    assert_eq!(
+        report.first_bad.as_ref().map(|b| b.0),
+        Some(3),
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
+async fn postgres_tampering_names_the_row() {
+    let db = postgres().await;
+    db.store
+        .append_audit(&(1..=5).map(event).collect::<Vec<_>>())
+        .await
+        .expect("append");
+    let pool = db.store.pool();
+    sqlx::query("ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_append_only")
+        .execute(pool)
+        .await
+        .expect("disable trigger");
+    sqlx::query("UPDATE audit_logs SET risk_level = 'LOW' WHERE seq = 4")
+        .execute(pool)
+        .await
+        .expect("tamper");
+    let report = audit::verify(&db.store).await.expect("verify");
+    assert_eq!(report.first_bad.map(|b| b.0), Some(4));
+}
+
+#[tokio::test]
+async fn a_failing_database_fails_the_writer_closed() {
+    let db = sqlite().await;
+    let writer = AuditWriter::spawn(db.store.clone());
+    writer
+        .append(event(1))
+        .await
+        .expect("works while the database does");
+    db.store.pool().close().await;
+    assert!(
+        writer.append(event(2)).await.is_err(),
+        "no acknowledgement without a durable row"
+    );
+}
+
+/// IT-MCP's monitoring SQL (from its policy-enforcement note) runs unchanged on our SQLite
+/// database and gives the right answers.
+#[tokio::test]
+async fn it_mcp_monitoring_queries_run_unchanged() {
+    let db = sqlite().await;
+    let now = Utc::now();
+    let mut events = Vec::new();
+    for (minutes_ago, caller, action, risk) in [
+        (5, "ai-1", "allow", "LOW"),
+        (10, "ai-1", "require_approval", "CRITICAL"),
+        (20, "ai-2", "deny", "HIGH"),
+        (30 * 60, "ai-1", "allow", "LOW"), // 30 hours ago: outside the 24 h window
+    ] {
+        let mut e = NewAuditEvent::new(
+            EventKind::Decision,
+            caller,
+            "ssh-exec",
+            "executeCommand",
+            action,
+            "r",
+            risk,
+        );
+        e.timestamp = now - Duration::minutes(minutes_ago);
+        events.push(e);
+    }
+    for n in 0..6 {
+        let mut e = NewAuditEvent::new(
+            EventKind::Decision,
+            "ai-3",
+            "ubuntu-admin",
+            "stopService",
+            "deny",
+            "missing required capabilities",
+            "CRITICAL",
+        );
+        e.timestamp = now - Duration::minutes(n + 1);
+        events.push(e);
+    }
+    db.store.append_audit(&events).await.expect("append");
+    for priority in ["high", "urgent", "low"] {
+        let mut job = new_job(1);
+        job.priority = priority.into();
+        db.store.insert_job(&job).await.expect("job");
+    }
+    let pool = db.store.pool();
+
+    let stats: Vec<(String, String, String, i64)> = sqlx::query_as(
+        "SELECT DATE(timestamp) as date, decision_action, risk_level, COUNT(*) as count FROM audit_logs \
+         WHERE timestamp > datetime('now', '-24 hours') GROUP BY date, decision_action, risk_level",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("audit statistics query");
+    let total: i64 = stats.iter().map(|s| s.3).sum();
+    assert_eq!(
+        total, 9,
+        "the 30-hour-old row is outside the window: {stats:?}"
+    );
+
+    let denied: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+        "SELECT caller_id, tool, operation, decision_reason, COUNT(*) as denied_count FROM audit_logs \
+         WHERE decision_action = 'deny' AND timestamp > datetime('now', '-1 hour') \
+         GROUP BY caller_id, tool, operation HAVING COUNT(*) > 5",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("denied operations query");
+    assert_eq!(denied.len(), 1);
+    assert_eq!((denied[0].0.as_str(), denied[0].4), ("ai-3", 6));
+
+    let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) as pending FROM command_queue WHERE status = 'queued' AND priority IN ('high', 'urgent')")
+        .fetch_one(pool)
+        .await
+        .expect("pending approvals query");
+    assert_eq!(pending, 2);
+
+    let by_action: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT decision_action, COUNT(*) as count FROM audit_logs GROUP BY decision_action",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("statistics query");
+    assert_eq!(by_action.iter().map(|r| r.1).sum::<i64>(), 10);
+}
