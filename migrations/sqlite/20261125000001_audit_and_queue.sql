@@ -51,6 +51,18 @@ CREATE TABLE audit_head (
 );
 INSERT INTO audit_head (id, seq, row_hash) VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
 
+-- Keyed checkpoints: HMAC-SHA256 (COUNTERSIGN_AUDIT_KEY) over a chain position. `periodic`
+-- ones are written every N rows / minutes, so cutting off the newest rows is detected; a `purge`
+-- one anchors the chain at the last deleted row so verification starts from the new first row.
+CREATE TABLE audit_checkpoints (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL CHECK (kind IN ('periodic', 'purge')),
+    seq INTEGER NOT NULL,
+    row_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    mac TEXT NOT NULL
+);
+
 CREATE TABLE command_queue (
     job_id TEXT PRIMARY KEY,
     tool_name TEXT NOT NULL,

@@ -36,6 +36,38 @@ pub struct Config {
     pub log_level: String,
     /// Policy file (TOML); unset means the built-in default policy for IT-MCP's tools.
     pub policy_file: Option<PathBuf>,
+    /// Secret for the audit chain's keyed checkpoints (HMAC-SHA256). Without it, truncation of
+    /// the newest rows cannot be detected and `audit purge` is refused.
+    pub audit_key: Option<Secret>,
+    /// Write a keyed checkpoint after this many audit rows...
+    pub audit_checkpoint_rows: u64,
+    /// ...or after this many seconds with new rows, whichever comes first.
+    pub audit_checkpoint_secs: u64,
+    /// Delete audit rows older than this once a day (e.g. `90d`); unset keeps everything.
+    pub audit_retention: Option<String>,
+    /// How often queued jobs are expired and lapsed leases reaped, in seconds.
+    pub maintenance_interval_secs: u64,
+}
+
+/// A secret setting: usable by the code, never shown by `Debug` (so never logged).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +87,11 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_level: "info".to_string(),
             policy_file: None,
+            audit_key: None,
+            audit_checkpoint_rows: 1_000,
+            audit_checkpoint_secs: 300,
+            audit_retention: None,
+            maintenance_interval_secs: 10,
         }
     }
 }
@@ -130,6 +167,24 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .map_err(|e| invalid("log_level", format!("not a valid filter: {e}")))?;
+        if let Some(key) = &self.audit_key {
+            if key.expose().len() < 32 {
+                return Err(invalid(
+                    "audit_key",
+                    "must be at least 32 characters (use a random secret)",
+                ));
+            }
+        }
+        if self.audit_checkpoint_rows == 0 || self.audit_checkpoint_secs == 0 {
+            return Err(invalid(
+                "audit_checkpoint_rows",
+                "checkpoint intervals must be at least 1",
+            ));
+        }
+        if self.maintenance_interval_secs == 0 {
+            return Err(invalid("maintenance_interval_secs", "must be at least 1"));
+        }
+        self.retention_secs()?;
         Ok(())
     }
 
@@ -155,6 +210,16 @@ impl Config {
                 "database_url",
                 "must start with sqlite:// or postgres://",
             ))
+        }
+    }
+
+    /// The retention period in seconds, when one is configured.
+    pub fn retention_secs(&self) -> Result<Option<u64>, ConfigError> {
+        match &self.audit_retention {
+            None => Ok(None),
+            Some(text) => enforcer::policy::parse_duration(text)
+                .map(Some)
+                .ok_or_else(|| invalid("audit_retention", "not a duration (use e.g. 90d, 2160h)")),
         }
     }
 
@@ -270,6 +335,31 @@ mod tests {
         })
         .expect_err("bad format");
         assert!(err.contains("log_format"), "{err}");
+    }
+
+    #[test]
+    fn the_audit_key_is_never_shown() {
+        let config = load_in(|jail| {
+            jail.set_env("COUNTERSIGN_AUDIT_KEY", "k".repeat(40));
+            jail.set_env("COUNTERSIGN_AUDIT_RETENTION", "90d");
+            Ok(())
+        })
+        .expect("loads");
+        assert!(!format!("{config:?}").contains("kkkk"));
+        assert_eq!(
+            config.audit_key.as_ref().map(|k| k.expose().len()),
+            Some(40)
+        );
+        assert_eq!(config.retention_secs().ok().flatten(), Some(90 * 86_400));
+        let short = load_in(|jail| {
+            jail.set_env("COUNTERSIGN_AUDIT_KEY", "short");
+            Ok(())
+        })
+        .expect_err("short key");
+        assert!(
+            short.contains("audit_key") && !short.contains("short"),
+            "{short}"
+        );
     }
 
     #[test]

@@ -154,7 +154,7 @@ async fn chain_appends_and_verifies<S: Store>(store: &S) {
     assert_eq!(first.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
     let second = store.append_audit(&[event(3)]).await.expect("append");
     assert_eq!(second[0].seq, 3);
-    let report = audit::verify(store).await.expect("verify");
+    let report = audit::verify(store, None).await.expect("verify");
     assert!(report.ok(), "{report:?}");
     assert_eq!((report.rows, report.head_seq), (3, 3));
     assert_eq!(report.head_hash, second[0].row_hash);
@@ -164,7 +164,7 @@ async fn chain_appends_and_verifies<S: Store>(store: &S) {
 }
 
 async fn group_commit_writer<S: Store>(store: &S) {
-    let writer = AuditWriter::spawn(store.clone());
+    let writer = AuditWriter::spawn(store.clone(), None);
     let tasks: Vec<_> = (0..200)
         .map(|n| {
             let writer = writer.clone();
@@ -177,7 +177,7 @@ async fn group_commit_writer<S: Store>(store: &S) {
     }
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
-    assert!(audit::verify(store).await.expect("verify").ok());
+    assert!(audit::verify(store, None).await.expect("verify").ok());
 }
 
 async fn job_lifecycle_with_quorum<S: Store>(store: &S) {
@@ -422,6 +422,136 @@ async fn concurrent_claims_have_one_winner<S: Store>(store: &S) {
     assert_eq!(claimed, ids, "each job exactly once");
 }
 
+const KEY: &[u8] = b"0123456789abcdef0123456789abcdef-test-key";
+
+fn checkpoint_policy(every_rows: u64) -> audit::CheckpointPolicy {
+    audit::CheckpointPolicy {
+        key: KEY.to_vec(),
+        every_rows,
+        every: std::time::Duration::from_secs(3_600),
+    }
+}
+
+/// Keyed checkpoints catch the newest rows being cut off, even when the head is rewritten too.
+async fn checkpoints_catch_truncation<S: Store + Tamper>(store: &S) {
+    let writer = AuditWriter::spawn(store.clone(), Some(checkpoint_policy(10)));
+    let mut receipts = Vec::new();
+    for n in 0..25 {
+        receipts.push(writer.append(event(n)).await.expect("append"));
+    }
+    // The writer takes its checkpoint after the commit that crosses the threshold.
+    for _ in 0..50 {
+        if store.checkpoints().await.expect("checkpoints").len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let checkpoints = store.checkpoints().await.expect("checkpoints");
+    assert_eq!(
+        checkpoints.iter().map(|c| c.seq).collect::<Vec<_>>(),
+        [10, 20]
+    );
+    let report = audit::verify(store, Some(KEY)).await.expect("verify");
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.checkpoints_verified, 2);
+    let other_key = audit::verify(
+        store,
+        Some(b"another key of sufficient length!!".as_slice()),
+    )
+    .await
+    .expect("verify");
+    assert!(other_key.first_bad.is_some_and(|b| b.1.contains("bad MAC")));
+
+    // An attacker deletes rows 16..25 and points the head at row 15.
+    let kept = &receipts[14];
+    assert_eq!(kept.seq, 15);
+    store.purge_tail_for_test(15, &kept.row_hash).await;
+    let unkeyed = audit::verify(store, None).await.expect("verify");
+    assert!(
+        unkeyed.ok(),
+        "without the key the cut is invisible: that is what checkpoints are for"
+    );
+    let keyed = audit::verify(store, Some(KEY)).await.expect("verify");
+    let bad = keyed.first_bad.expect("truncation found");
+    assert_eq!(bad.0, 16);
+    assert!(bad.1.contains("newest rows were removed"), "{}", bad.1);
+}
+
+/// Purging old rows anchors the chain so verification still passes from the new first row.
+async fn purge_keeps_the_chain_verifiable<S: Store>(store: &S) {
+    let now = Utc::now();
+    let old: Vec<NewAuditEvent> = (0..10)
+        .map(|n| {
+            let mut e = event(n);
+            e.timestamp = now - Duration::days(100);
+            e
+        })
+        .collect();
+    store.append_audit(&old).await.expect("old rows");
+    store
+        .append_audit(&(10..15).map(event).collect::<Vec<_>>())
+        .await
+        .expect("new rows");
+    let (deleted, anchor) = audit::purge(store, KEY, now - Duration::days(90), now)
+        .await
+        .expect("purge");
+    assert_eq!((deleted, anchor), (10, 10));
+    let report = audit::verify(store, Some(KEY)).await.expect("verify");
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(
+        (report.first_seq, report.rows, report.head_seq),
+        (11, 5, 15)
+    );
+    // Purging again finds nothing more to do.
+    assert_eq!(
+        audit::purge(store, KEY, now - Duration::days(90), now)
+            .await
+            .expect("purge")
+            .0,
+        0
+    );
+    // Rows are appended after a purge as before.
+    store.append_audit(&[event(99)]).await.expect("append");
+    assert!(audit::verify(store, Some(KEY)).await.expect("verify").ok());
+}
+
+/// Test-only access for simulating an attacker (deletes the tail and rewrites the head).
+trait Tamper {
+    async fn purge_tail_for_test(&self, keep_through: i64, head_hash: &str);
+}
+
+impl Tamper for SqliteStore {
+    async fn purge_tail_for_test(&self, keep_through: i64, head_hash: &str) {
+        sqlx::query("DELETE FROM audit_logs WHERE seq > $1")
+            .bind(keep_through)
+            .execute(self.pool())
+            .await
+            .expect("delete");
+        sqlx::query("UPDATE audit_head SET seq = $1, row_hash = $2")
+            .bind(keep_through)
+            .bind(head_hash)
+            .execute(self.pool())
+            .await
+            .expect("head");
+    }
+}
+
+impl Tamper for PgStore {
+    async fn purge_tail_for_test(&self, keep_through: i64, head_hash: &str) {
+        sqlx::query("DELETE FROM audit_logs WHERE seq > $1")
+            .bind(keep_through)
+            .execute(self.pool())
+            .await
+            .expect("delete");
+        sqlx::query("UPDATE audit_head SET seq = $1, row_hash = $2")
+            .bind(keep_through)
+            .bind(head_hash)
+            .execute(self.pool())
+            .await
+            .expect("head");
+    }
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite {
@@ -455,6 +585,8 @@ conformance!(
     expiry_and_leases,
     concurrent_approvals_have_one_winner,
     concurrent_claims_have_one_winner,
+    checkpoints_catch_truncation,
+    purge_keeps_the_chain_verifiable,
 );
 
 // ------------------------------------------------------------------------------------------
@@ -479,7 +611,7 @@ async fn sqlite_tampering_names_the_row() {
     .execute(pool)
     .await
     .expect("tamper");
-    let report = audit::verify(&db.store).await.expect("verify");
+    let report = audit::verify(&db.store, None).await.expect("verify");
     assert_eq!(
         report.first_bad.as_ref().map(|b| b.0),
         Some(3),
@@ -513,7 +645,7 @@ async fn sqlite_truncation_and_removal_are_found() {
         .execute(db.store.pool())
         .await
         .expect("truncate");
-    let report = audit::verify(&db.store).await.expect("verify");
+    let report = audit::verify(&db.store, None).await.expect("verify");
     assert!(
         report
             .first_bad
@@ -525,7 +657,7 @@ async fn sqlite_truncation_and_removal_are_found() {
         .execute(db.store.pool())
         .await
         .expect("remove");
-    let report = audit::verify(&db.store).await.expect("verify");
+    let report = audit::verify(&db.store, None).await.expect("verify");
     assert_eq!(
         report.first_bad.as_ref().map(|b| b.0),
         Some(3),
@@ -549,14 +681,14 @@ async fn postgres_tampering_names_the_row() {
         .execute(pool)
         .await
         .expect("tamper");
-    let report = audit::verify(&db.store).await.expect("verify");
+    let report = audit::verify(&db.store, None).await.expect("verify");
     assert_eq!(report.first_bad.map(|b| b.0), Some(4));
 }
 
 #[tokio::test]
 async fn a_failing_database_fails_the_writer_closed() {
     let db = sqlite().await;
-    let writer = AuditWriter::spawn(db.store.clone());
+    let writer = AuditWriter::spawn(db.store.clone(), None);
     writer
         .append(event(1))
         .await

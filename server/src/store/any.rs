@@ -1,7 +1,7 @@
 //! The configured store, whichever database it is: delegates to the backend.
 
 use super::{
-    postgres::PgStore, sqlite::SqliteStore, AuditReceipt, AuditRecord, Job, JobOutcome,
+    audit, postgres::PgStore, sqlite::SqliteStore, AuditReceipt, AuditRecord, Job, JobOutcome,
     NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
 };
 use crate::Database;
@@ -94,5 +94,17 @@ impl Store for AnyStore {
     }
     async fn reap_leases(&self, now: DateTime<Utc>) -> Result<Vec<Job>, StoreError> {
         delegate!(self, s => s.reap_leases(now))
+    }
+    async fn add_checkpoint(&self, checkpoint: &audit::Checkpoint) -> Result<(), StoreError> {
+        delegate!(self, s => s.add_checkpoint(checkpoint))
+    }
+    async fn checkpoints(&self) -> Result<Vec<audit::Checkpoint>, StoreError> {
+        delegate!(self, s => s.checkpoints())
+    }
+    async fn first_seq_since(&self, cutoff: DateTime<Utc>) -> Result<Option<i64>, StoreError> {
+        delegate!(self, s => s.first_seq_since(cutoff))
+    }
+    async fn purge_batch(&self, through: i64, batch: i64) -> Result<u64, StoreError> {
+        delegate!(self, s => s.purge_batch(through, batch))
     }
 }

@@ -1,8 +1,11 @@
 //! The audit chain: row hashing, the group-commit writer, and verification.
 
 use super::{format_ts, AuditReceipt, AuditRecord, NewAuditEvent, Store, StoreError, GENESIS};
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
 use serde::Serialize;
 use serde_json::json;
+use sha2::Sha256;
 use tokio::sync::{mpsc, oneshot};
 
 /// The hash of a row: SHA-256 over the canonical JSON of its content, its sequence number and
@@ -63,12 +66,129 @@ pub(crate) fn chain(events: &[NewAuditEvent], head_seq: i64, head_hash: &str) ->
     out
 }
 
+/// What a keyed checkpoint marks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckpointKind {
+    /// Written every N rows / seconds: the chain reached at least this row.
+    Periodic,
+    /// Written by a purge: rows up to and including this one were deleted on purpose.
+    Purge,
+}
+
+impl CheckpointKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckpointKind::Periodic => "periodic",
+            CheckpointKind::Purge => "purge",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<CheckpointKind> {
+        match text {
+            "periodic" => Some(CheckpointKind::Periodic),
+            "purge" => Some(CheckpointKind::Purge),
+            _ => None,
+        }
+    }
+}
+
+/// A chain position vouched for with the audit key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Checkpoint {
+    pub kind: CheckpointKind,
+    pub seq: i64,
+    pub row_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub mac: String,
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn checkpoint_message(
+    kind: CheckpointKind,
+    seq: i64,
+    row_hash: &str,
+    created_at: DateTime<Utc>,
+) -> String {
+    format!(
+        "countersign-checkpoint-v1|{}|{seq}|{row_hash}|{}",
+        kind.as_str(),
+        format_ts(created_at)
+    )
+}
+
+impl Checkpoint {
+    /// A checkpoint of `(seq, row_hash)` signed with `key`.
+    pub fn sign(
+        key: &[u8],
+        kind: CheckpointKind,
+        seq: i64,
+        row_hash: &str,
+        created_at: DateTime<Utc>,
+    ) -> Checkpoint {
+        let created_at = super::truncate(created_at);
+        let mac = HmacSha256::new_from_slice(key)
+            .map(|mut mac| {
+                mac.update(checkpoint_message(kind, seq, row_hash, created_at).as_bytes());
+                hex(&mac.finalize().into_bytes())
+            })
+            .unwrap_or_default();
+        Checkpoint {
+            kind,
+            seq,
+            row_hash: row_hash.to_string(),
+            created_at,
+            mac,
+        }
+    }
+
+    /// Whether the MAC is right for `key` (compared in constant time).
+    pub fn verify(&self, key: &[u8]) -> bool {
+        let Some(given) = unhex(&self.mac) else {
+            return false;
+        };
+        match HmacSha256::new_from_slice(key) {
+            Ok(mut mac) => {
+                mac.update(
+                    checkpoint_message(self.kind, self.seq, &self.row_hash, self.created_at)
+                        .as_bytes(),
+                );
+                mac.verify_slice(&given).is_ok()
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect()
+}
+
 /// The result of walking the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChainReport {
     pub rows: i64,
+    /// The first row verified (1, or the row after the last purge).
+    pub first_seq: i64,
     pub head_seq: i64,
     pub head_hash: String,
+    /// Keyed checkpoints whose MAC and chain position were checked (0 without a key).
+    pub checkpoints_verified: usize,
+    pub keyed: bool,
     /// The first row that does not verify, and why.
     pub first_bad: Option<(i64, String)>,
 }
@@ -79,45 +199,93 @@ impl ChainReport {
     }
 }
 
-/// Walk the whole chain in pages and check every link and hash, and that it ends at the head.
-pub async fn verify<S: Store>(store: &S) -> Result<ChainReport, StoreError> {
+/// Walk the whole chain in pages and check every link and hash, that it ends at the head, and,
+/// with the audit key, that every checkpoint is genuine and still matches the chain (so rows
+/// cut off the end are found even if the head was rewritten too).
+pub async fn verify<S: Store>(store: &S, key: Option<&[u8]>) -> Result<ChainReport, StoreError> {
     const PAGE: i64 = 1_000;
     let (head_seq, head_hash) = store.audit_head().await?;
     let mut report = ChainReport {
         rows: 0,
+        first_seq: 1,
         head_seq,
         head_hash: head_hash.clone(),
+        checkpoints_verified: 0,
+        keyed: key.is_some(),
         first_bad: None,
     };
-    let mut after = 0;
-    let mut expected_prev: Option<String> = None;
-    let mut last_hash = GENESIS.to_string();
-    let mut last_seq = 0;
+    let mut periodic = std::collections::BTreeMap::new();
+    let mut anchor: Option<(i64, String)> = None;
+    if let Some(key) = key {
+        for cp in store.checkpoints().await? {
+            if !cp.verify(key) {
+                report.first_bad = Some((
+                    cp.seq,
+                    format!(
+                        "the {} checkpoint at row {} has a bad MAC (forged, or another key)",
+                        cp.kind.as_str(),
+                        cp.seq
+                    ),
+                ));
+                return Ok(report);
+            }
+            report.checkpoints_verified += 1;
+            match cp.kind {
+                CheckpointKind::Periodic => {
+                    periodic.insert(cp.seq, cp.row_hash);
+                }
+                CheckpointKind::Purge => {
+                    if anchor.as_ref().is_none_or(|(seq, _)| cp.seq > *seq) {
+                        anchor = Some((cp.seq, cp.row_hash));
+                    }
+                }
+            }
+        }
+    }
+    // Verification starts after the last purge, from that purge's anchor.
+    let (mut last_seq, mut last_hash) = anchor.clone().unwrap_or((0, GENESIS.to_string()));
+    report.first_seq = last_seq + 1;
+    let mut after = last_seq;
     loop {
         let page = store.audit_page(after, PAGE).await?;
         let Some(last) = page.last() else { break };
         after = last.seq;
         for row in &page {
-            report.rows += 1;
-            let problem = if expected_prev.as_ref().is_some_and(|p| *p != row.prev_hash) {
-                Some("its prev_hash does not match the previous row's hash (a row was removed or reordered)")
-            } else if expected_prev.is_some() && row.seq != last_seq + 1 {
-                Some("its sequence number does not follow the previous row's")
+            let problem = if row.seq != last_seq + 1 {
+                Some(if report.rows == 0 {
+                    format!(
+                        "rows {} to {} are missing and no purge checkpoint covers them",
+                        last_seq + 1,
+                        row.seq - 1
+                    )
+                } else {
+                    "its sequence number does not follow the previous row's (rows were removed)"
+                        .to_string()
+                })
+            } else if row.prev_hash != last_hash {
+                Some("its prev_hash does not match the previous row's hash (a row was removed or replaced)".to_string())
             } else if row_hash(&row.id, row.seq, &row.event, &row.prev_hash) != row.row_hash {
-                Some("its content does not match its hash (the row was changed)")
+                Some("its content does not match its hash (the row was changed)".to_string())
+            } else if periodic.get(&row.seq).is_some_and(|h| *h != row.row_hash) {
+                Some("its hash differs from the keyed checkpoint taken at this row (the chain was rewritten)".to_string())
             } else {
                 None
             };
             if let Some(problem) = problem {
-                report.first_bad = Some((row.seq, problem.to_string()));
+                report.first_bad = Some((row.seq, problem));
                 return Ok(report);
             }
-            expected_prev = Some(row.row_hash.clone());
-            last_hash = row.row_hash.clone();
+            report.rows += 1;
             last_seq = row.seq;
+            last_hash = row.row_hash.clone();
         }
     }
-    if last_seq != head_seq || (head_seq > 0 && last_hash != head_hash) {
+    if let Some((&seq, _)) = periodic.range(last_seq + 1..).next() {
+        report.first_bad = Some((
+            last_seq + 1,
+            format!("a keyed checkpoint vouches for row {seq} but the chain ends at row {last_seq} (the newest rows were removed)"),
+        ));
+    } else if last_seq != head_seq || last_hash != head_hash && head_seq > 0 {
         report.first_bad = Some((
             last_seq + 1,
             format!("the chain ends at row {last_seq} but its head says {head_seq} (rows were truncated)"),
@@ -126,7 +294,66 @@ pub async fn verify<S: Store>(store: &S) -> Result<ChainReport, StoreError> {
     Ok(report)
 }
 
+/// Delete audit rows older than `cutoff` (a prefix of the chain), anchoring the chain at the
+/// last deleted row with a keyed purge checkpoint first. Returns (rows deleted, anchor seq).
+pub async fn purge<S: Store>(
+    store: &S,
+    key: &[u8],
+    cutoff: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(u64, i64), StoreError> {
+    const BATCH: i64 = 5_000;
+    let (head_seq, _) = store.audit_head().await?;
+    let through = match store.first_seq_since(cutoff).await? {
+        Some(first_kept) => first_kept - 1,
+        None => head_seq,
+    };
+    let anchored = store
+        .checkpoints()
+        .await?
+        .into_iter()
+        .filter(|c| c.kind == CheckpointKind::Purge && c.verify(key))
+        .map(|c| c.seq)
+        .max()
+        .unwrap_or(0);
+    if through <= anchored {
+        return Ok((0, anchored));
+    }
+    let row = store.audit_page(through - 1, 1).await?;
+    let Some(row) = row.first().filter(|r| r.seq == through) else {
+        return Err(StoreError::Invalid(format!(
+            "row {through} is missing; run `countersign audit verify`"
+        )));
+    };
+    store
+        .add_checkpoint(&Checkpoint::sign(
+            key,
+            CheckpointKind::Purge,
+            through,
+            &row.row_hash,
+            now,
+        ))
+        .await?;
+    let mut deleted = 0;
+    loop {
+        let n = store.purge_batch(through, BATCH).await?;
+        deleted += n;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok((deleted, through))
+}
+
 type Pending = (NewAuditEvent, oneshot::Sender<Result<AuditReceipt, String>>);
+
+/// When the writer takes keyed checkpoints.
+#[derive(Clone)]
+pub struct CheckpointPolicy {
+    pub key: Vec<u8>,
+    pub every_rows: u64,
+    pub every: std::time::Duration,
+}
 
 /// The one audit writer: callers send events, the writer commits them in batches (group commit)
 /// and answers each caller only once its row is durable. A failed batch fails every caller in it.
@@ -139,30 +366,68 @@ pub struct AuditWriter {
 const MAX_BATCH: usize = 512;
 
 impl AuditWriter {
-    /// Start the writer task on `store`.
-    pub fn spawn<S: Store>(store: S) -> AuditWriter {
+    /// Start the writer task on `store`, taking keyed checkpoints when a policy is given.
+    pub fn spawn<S: Store>(store: S, checkpoints: Option<CheckpointPolicy>) -> AuditWriter {
         let (tx, mut rx) = mpsc::channel::<Pending>(MAX_BATCH * 8);
         tokio::spawn(async move {
             let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-            while let Some(first) = rx.recv().await {
-                batch.push(first);
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
-                    }
-                }
-                let events: Vec<NewAuditEvent> = batch.iter().map(|(e, _)| e.clone()).collect();
-                match store.append_audit(&events).await {
-                    Ok(receipts) => {
-                        for ((_, reply), receipt) in batch.drain(..).zip(receipts) {
-                            let _ = reply.send(Ok(receipt));
+            let mut since_checkpoint: u64 = 0;
+            let mut last_receipt: Option<AuditReceipt> = None;
+            let mut last_checkpoint = tokio::time::Instant::now();
+            let idle = checkpoints
+                .as_ref()
+                .map_or(std::time::Duration::from_secs(3_600), |c| c.every);
+            loop {
+                let first = tokio::select! {
+                    next = rx.recv() => match next {
+                        Some(first) => Some(first),
+                        None => break,
+                    },
+                    () = tokio::time::sleep_until(last_checkpoint + idle) => None,
+                };
+                if let Some(first) = first {
+                    batch.push(first);
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(next) => batch.push(next),
+                            Err(_) => break,
                         }
                     }
-                    Err(error) => {
-                        tracing::error!(%error, rows = batch.len(), "audit write failed; callers fail closed");
-                        for (_, reply) in batch.drain(..) {
-                            let _ = reply.send(Err(error.to_string()));
+                    let events: Vec<NewAuditEvent> = batch.iter().map(|(e, _)| e.clone()).collect();
+                    match store.append_audit(&events).await {
+                        Ok(receipts) => {
+                            since_checkpoint += receipts.len() as u64;
+                            last_receipt = receipts.last().cloned().or(last_receipt);
+                            for ((_, reply), receipt) in batch.drain(..).zip(receipts) {
+                                let _ = reply.send(Ok(receipt));
+                            }
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, rows = batch.len(), "audit write failed; callers fail closed");
+                            for (_, reply) in batch.drain(..) {
+                                let _ = reply.send(Err(error.to_string()));
+                            }
+                        }
+                    }
+                }
+                let Some(policy) = &checkpoints else { continue };
+                let due = since_checkpoint >= policy.every_rows
+                    || last_checkpoint.elapsed() >= policy.every;
+                if due {
+                    last_checkpoint = tokio::time::Instant::now();
+                    if let (Some(receipt), true) = (&last_receipt, since_checkpoint > 0) {
+                        let cp = Checkpoint::sign(
+                            &policy.key,
+                            CheckpointKind::Periodic,
+                            receipt.seq,
+                            &receipt.row_hash,
+                            Utc::now(),
+                        );
+                        match store.add_checkpoint(&cp).await {
+                            Ok(()) => since_checkpoint = 0,
+                            Err(error) => {
+                                tracing::error!(%error, "could not write an audit checkpoint")
+                            }
                         }
                     }
                 }

@@ -386,6 +386,27 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
+
+    /// Record a keyed checkpoint of the chain.
+    fn add_checkpoint(
+        &self,
+        checkpoint: &audit::Checkpoint,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Every checkpoint, oldest first.
+    fn checkpoints(
+        &self,
+    ) -> impl Future<Output = Result<Vec<audit::Checkpoint>, StoreError>> + Send;
+    /// The first sequence number whose timestamp is at or after `cutoff`.
+    fn first_seq_since(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+    /// Delete audit rows with `seq <= through`, at most `batch` rows; returns how many went.
+    fn purge_batch(
+        &self,
+        through: i64,
+        batch: i64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// Timestamps as the store keeps them: UTC, millisecond precision.

@@ -129,6 +129,27 @@ async fn conflict(
     }
 }
 
+/// Commit when the work succeeded, roll back when it failed. Rolling back explicitly matters: a
+/// dropped transaction is only rolled back when its connection is next used, and until then it
+/// keeps its row locks (PostgreSQL) or the write lock (SQLite).
+async fn finish<T>(
+    tx: Transaction<'static, Postgres>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match result {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(error) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(%rollback, "rollback failed");
+            }
+            Err(error)
+        }
+    }
+}
+
 const PRIORITY_ORDER: &str =
     "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END";
 
@@ -141,65 +162,68 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let mut tx = self.write().await?;
-        let head = sqlx::query("SELECT seq, row_hash FROM audit_head WHERE id = 1 FOR UPDATE")
-            .fetch_one(&mut *tx)
-            .await?;
-        let records = audit::chain(
-            events,
-            head.try_get("seq")?,
-            &head.try_get::<String, _>("row_hash")?,
-        );
-        for r in &records {
-            let e = &r.event;
-            sqlx::query(
-                "INSERT INTO audit_logs (id, timestamp, caller_id, tool, operation, decision_action, decision_reason, \
-                 risk_level, requires_approval, execution_status, execution_duration_ms, side_effects, error, approver, \
-                 approved_at, context, decision, seq, event_kind, job_id, policy_hash, call_hash, prev_hash, row_hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
-            )
-            .bind(&r.id)
-            .bind(truncate(e.timestamp))
-            .bind(&e.caller_id)
-            .bind(&e.tool)
-            .bind(&e.operation)
-            .bind(&e.decision_action)
-            .bind(&e.decision_reason)
-            .bind(&e.risk_level)
-            .bind(e.requires_approval)
-            .bind(&e.execution_status)
-            .bind(e.execution_duration_ms)
-            .bind(&e.side_effects)
-            .bind(&e.error)
-            .bind(&e.approver)
-            .bind(e.approved_at.map(truncate))
-            .bind(&e.context)
-            .bind(&e.decision)
-            .bind(r.seq)
-            .bind(e.kind.as_str())
-            .bind(&e.job_id)
-            .bind(&e.policy_hash)
-            .bind(&e.call_hash)
-            .bind(&r.prev_hash)
-            .bind(&r.row_hash)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(last) = records.last() {
-            sqlx::query("UPDATE audit_head SET seq = $1, row_hash = $2 WHERE id = 1")
-                .bind(last.seq)
-                .bind(&last.row_hash)
+        let result: Result<Vec<AuditReceipt>, StoreError> = async {
+            let head = sqlx::query("SELECT seq, row_hash FROM audit_head WHERE id = 1 FOR UPDATE")
+                .fetch_one(&mut *tx)
+                .await?;
+            let records = audit::chain(
+                events,
+                head.try_get("seq")?,
+                &head.try_get::<String, _>("row_hash")?,
+            );
+            for r in &records {
+                let e = &r.event;
+                sqlx::query(
+                    "INSERT INTO audit_logs (id, timestamp, caller_id, tool, operation, decision_action, decision_reason, \
+                     risk_level, requires_approval, execution_status, execution_duration_ms, side_effects, error, approver, \
+                     approved_at, context, decision, seq, event_kind, job_id, policy_hash, call_hash, prev_hash, row_hash) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
+                )
+                .bind(&r.id)
+                .bind(truncate(e.timestamp))
+                .bind(&e.caller_id)
+                .bind(&e.tool)
+                .bind(&e.operation)
+                .bind(&e.decision_action)
+                .bind(&e.decision_reason)
+                .bind(&e.risk_level)
+                .bind(e.requires_approval)
+                .bind(&e.execution_status)
+                .bind(e.execution_duration_ms)
+                .bind(&e.side_effects)
+                .bind(&e.error)
+                .bind(&e.approver)
+                .bind(e.approved_at.map(truncate))
+                .bind(&e.context)
+                .bind(&e.decision)
+                .bind(r.seq)
+                .bind(e.kind.as_str())
+                .bind(&e.job_id)
+                .bind(&e.policy_hash)
+                .bind(&e.call_hash)
+                .bind(&r.prev_hash)
+                .bind(&r.row_hash)
                 .execute(&mut *tx)
                 .await?;
+            }
+            if let Some(last) = records.last() {
+                sqlx::query("UPDATE audit_head SET seq = $1, row_hash = $2 WHERE id = 1")
+                    .bind(last.seq)
+                    .bind(&last.row_hash)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(records
+                .into_iter()
+                .map(|r| AuditReceipt {
+                    id: r.id,
+                    seq: r.seq,
+                    row_hash: r.row_hash,
+                })
+                .collect())
         }
-        tx.commit().await?;
-        Ok(records
-            .into_iter()
-            .map(|r| AuditReceipt {
-                id: r.id,
-                seq: r.seq,
-                row_hash: r.row_hash,
-            })
-            .collect())
+        .await;
+        finish(tx, result).await
     }
 
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
@@ -226,40 +250,43 @@ impl Store for PgStore {
         let caps = serde_json::to_string(&job.requested_capabilities)
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO command_queue (job_id, tool_name, params, requested_capabilities, target_agent_id, status, priority, \
-             created_at, retry_count, max_retries, operation, target, requester, requester_reason, risk, call_hash, policy_hash, \
-             approvals_required, expires_at, approval_window_secs, decision_audit_id, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $7)",
-        )
-        .bind(&job_id)
-        .bind(&job.tool_name)
-        .bind(&job.params)
-        .bind(caps)
-        .bind(&job.target_agent_id)
-        .bind(&job.priority)
-        .bind(truncate(job.created_at))
-        .bind(job.max_retries)
-        .bind(&job.operation)
-        .bind(&job.target)
-        .bind(&job.requester)
-        .bind(&job.requester_reason)
-        .bind(&job.risk)
-        .bind(&job.call_hash)
-        .bind(&job.policy_hash)
-        .bind(job.approvals_required)
-        .bind(truncate(job.expires_at))
-        .bind(job.approval_window_secs)
-        .bind(&job.decision_audit_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| match e {
-            sqlx::Error::Database(ref d) if d.is_unique_violation() => StoreError::Invalid(format!("job {job_id} already exists")),
-            other => other.into(),
-        })?;
-        let stored = load_job(&mut tx, &job_id).await?;
-        tx.commit().await?;
-        Ok(stored)
+        let result: Result<Job, StoreError> = async {
+            sqlx::query(
+                "INSERT INTO command_queue (job_id, tool_name, params, requested_capabilities, target_agent_id, status, priority, \
+                 created_at, retry_count, max_retries, operation, target, requester, requester_reason, risk, call_hash, policy_hash, \
+                 approvals_required, expires_at, approval_window_secs, decision_audit_id, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $7)",
+            )
+            .bind(&job_id)
+            .bind(&job.tool_name)
+            .bind(&job.params)
+            .bind(caps)
+            .bind(&job.target_agent_id)
+            .bind(&job.priority)
+            .bind(truncate(job.created_at))
+            .bind(job.max_retries)
+            .bind(&job.operation)
+            .bind(&job.target)
+            .bind(&job.requester)
+            .bind(&job.requester_reason)
+            .bind(&job.risk)
+            .bind(&job.call_hash)
+            .bind(&job.policy_hash)
+            .bind(job.approvals_required)
+            .bind(truncate(job.expires_at))
+            .bind(job.approval_window_secs)
+            .bind(&job.decision_audit_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(ref d) if d.is_unique_violation() => StoreError::Invalid(format!("job {job_id} already exists")),
+                other => other.into(),
+            })?;
+            let stored = load_job(&mut tx, &job_id).await?;
+            Ok::<_, StoreError>(stored)
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn job(&self, job_id: &str) -> Result<Job, StoreError> {
@@ -296,83 +323,86 @@ impl Store for PgStore {
 
     async fn vote(&self, vote: &VoteRecord) -> Result<Job, StoreError> {
         let mut tx = self.write().await?;
-        let job = load_job(&mut tx, &vote.job_id).await?;
-        if job.status != JobStatus::Queued {
-            return Err(StoreError::Conflict {
-                job_id: job.job_id,
-                actual: job.status.as_str().into(),
-                action: "vote",
-            });
-        }
-        let verdict = match vote.verdict {
-            Verdict::Approve => "approve",
-            Verdict::Deny => "deny",
-        };
-        let now = truncate(vote.created_at);
-        sqlx::query("INSERT INTO approvals (job_id, approver, verdict, reason, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&vote.job_id)
-            .bind(&vote.approver)
-            .bind(verdict)
-            .bind(&vote.reason)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| match e {
-                sqlx::Error::Database(ref d) if d.is_unique_violation() => StoreError::Conflict {
-                    job_id: vote.job_id.clone(),
-                    actual: "already voted on by this person".into(),
-                    action: "vote again",
-                },
-                other => other.into(),
-            })?;
-        let approvals: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM approvals WHERE job_id = $1 AND verdict = 'approve'",
-        )
-        .bind(&vote.job_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let next = match vote.verdict {
-            Verdict::Deny => Some(JobStatus::Denied),
-            Verdict::Approve if approvals >= i64::from(job.approvals_required) => {
-                Some(JobStatus::Approved)
+        let result: Result<Job, StoreError> = async {
+            let job = load_job(&mut tx, &vote.job_id).await?;
+            if job.status != JobStatus::Queued {
+                return Err(StoreError::Conflict {
+                    job_id: job.job_id,
+                    actual: job.status.as_str().into(),
+                    action: "vote",
+                });
             }
-            Verdict::Approve => None,
-        };
-        if let Some(next) = next {
-            let (approved_at, deadline) = if next == JobStatus::Approved {
-                (
-                    Some(now),
-                    Some(truncate(
-                        vote.created_at + Duration::seconds(job.approval_window_secs),
-                    )),
-                )
-            } else {
-                (None, None)
+            let verdict = match vote.verdict {
+                Verdict::Approve => "approve",
+                Verdict::Deny => "deny",
             };
-            let done = if next == JobStatus::Denied {
-                Some(now)
-            } else {
-                None
-            };
-            let updated = sqlx::query(
-                "UPDATE command_queue SET status = $1, approved_at = $2, approval_expires_at = $3, completed_at = $4, \
-                 updated_at = $5 WHERE job_id = $6 AND status = 'queued'",
+            let now = truncate(vote.created_at);
+            sqlx::query("INSERT INTO approvals (job_id, approver, verdict, reason, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(&vote.job_id)
+                .bind(&vote.approver)
+                .bind(verdict)
+                .bind(&vote.reason)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match e {
+                    sqlx::Error::Database(ref d) if d.is_unique_violation() => StoreError::Conflict {
+                        job_id: vote.job_id.clone(),
+                        actual: "already voted on by this person".into(),
+                        action: "vote again",
+                    },
+                    other => other.into(),
+                })?;
+            let approvals: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM approvals WHERE job_id = $1 AND verdict = 'approve'",
             )
-            .bind(next.as_str())
-            .bind(approved_at)
-            .bind(deadline)
-            .bind(done)
-            .bind(now)
             .bind(&vote.job_id)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
-            if updated.rows_affected() != 1 {
-                return Err(conflict(&mut tx, &vote.job_id, "vote").await);
+            let next = match vote.verdict {
+                Verdict::Deny => Some(JobStatus::Denied),
+                Verdict::Approve if approvals >= i64::from(job.approvals_required) => {
+                    Some(JobStatus::Approved)
+                }
+                Verdict::Approve => None,
+            };
+            if let Some(next) = next {
+                let (approved_at, deadline) = if next == JobStatus::Approved {
+                    (
+                        Some(now),
+                        Some(truncate(
+                            vote.created_at + Duration::seconds(job.approval_window_secs),
+                        )),
+                    )
+                } else {
+                    (None, None)
+                };
+                let done = if next == JobStatus::Denied {
+                    Some(now)
+                } else {
+                    None
+                };
+                let updated = sqlx::query(
+                    "UPDATE command_queue SET status = $1, approved_at = $2, approval_expires_at = $3, completed_at = $4, \
+                     updated_at = $5 WHERE job_id = $6 AND status = 'queued'",
+                )
+                .bind(next.as_str())
+                .bind(approved_at)
+                .bind(deadline)
+                .bind(done)
+                .bind(now)
+                .bind(&vote.job_id)
+                .execute(&mut *tx)
+                .await?;
+                if updated.rows_affected() != 1 {
+                    return Err(conflict(&mut tx, &vote.job_id, "vote").await);
+                }
             }
+            let job = load_job(&mut tx, &vote.job_id).await?;
+            Ok::<_, StoreError>(job)
         }
-        let job = load_job(&mut tx, &vote.job_id).await?;
-        tx.commit().await?;
-        Ok(job)
+        .await;
+        finish(tx, result).await
     }
 
     async fn claim(
@@ -382,36 +412,38 @@ impl Store for PgStore {
         now: DateTime<Utc>,
     ) -> Result<Option<Job>, StoreError> {
         let mut tx = self.write().await?;
-        let candidate: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT job_id FROM command_queue WHERE status = 'approved' \
-             AND (target_agent_id IS NULL OR target_agent_id = $1) \
-             AND (approval_expires_at IS NULL OR approval_expires_at > $2) \
-             ORDER BY {PRIORITY_ORDER}, created_at LIMIT 1 FOR UPDATE SKIP LOCKED"
-        ))
-        .bind(agent_id)
-        .bind(truncate(now))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(job_id) = candidate else {
-            tx.commit().await?;
-            return Ok(None);
-        };
-        let updated = sqlx::query(
-            "UPDATE command_queue SET status = 'picked', picked_at = $1, lease_owner = $2, lease_expires_at = $3, updated_at = $1 \
-             WHERE job_id = $4 AND status = 'approved'",
-        )
-        .bind(truncate(now))
-        .bind(agent_id)
-        .bind(truncate(now + Duration::seconds(lease_secs)))
-        .bind(&job_id)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() != 1 {
-            return Err(conflict(&mut tx, &job_id, "claim").await);
+        let result: Result<Option<Job>, StoreError> = async {
+            let candidate: Option<String> = sqlx::query_scalar(&format!(
+                "SELECT job_id FROM command_queue WHERE status = 'approved' \
+                 AND (target_agent_id IS NULL OR target_agent_id = $1) \
+                 AND (approval_expires_at IS NULL OR approval_expires_at > $2) \
+                 ORDER BY {PRIORITY_ORDER}, created_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+            ))
+            .bind(agent_id)
+            .bind(truncate(now))
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(job_id) = candidate else {
+                return Ok(None);
+            };
+            let updated = sqlx::query(
+                "UPDATE command_queue SET status = 'picked', picked_at = $1, lease_owner = $2, lease_expires_at = $3, updated_at = $1 \
+                 WHERE job_id = $4 AND status = 'approved'",
+            )
+            .bind(truncate(now))
+            .bind(agent_id)
+            .bind(truncate(now + Duration::seconds(lease_secs)))
+            .bind(&job_id)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                return Err(conflict(&mut tx, &job_id, "claim").await);
+            }
+            let job = load_job(&mut tx, &job_id).await?;
+            Ok::<_, StoreError>(Some(job))
         }
-        let job = load_job(&mut tx, &job_id).await?;
-        tx.commit().await?;
-        Ok(Some(job))
+        .await;
+        finish(tx, result).await
     }
 
     async fn start(
@@ -421,20 +453,23 @@ impl Store for PgStore {
         now: DateTime<Utc>,
     ) -> Result<Job, StoreError> {
         let mut tx = self.write().await?;
-        let updated = sqlx::query(
-            "UPDATE command_queue SET status = 'executing', updated_at = $1 WHERE job_id = $2 AND status = 'picked' AND lease_owner = $3",
-        )
-        .bind(truncate(now))
-        .bind(job_id)
-        .bind(agent_id)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() != 1 {
-            return Err(conflict(&mut tx, job_id, "start it").await);
+        let result: Result<Job, StoreError> = async {
+            let updated = sqlx::query(
+                "UPDATE command_queue SET status = 'executing', updated_at = $1 WHERE job_id = $2 AND status = 'picked' AND lease_owner = $3",
+            )
+            .bind(truncate(now))
+            .bind(job_id)
+            .bind(agent_id)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                return Err(conflict(&mut tx, job_id, "start it").await);
+            }
+            let job = load_job(&mut tx, job_id).await?;
+            Ok::<_, StoreError>(job)
         }
-        let job = load_job(&mut tx, job_id).await?;
-        tx.commit().await?;
-        Ok(job)
+        .await;
+        finish(tx, result).await
     }
 
     async fn finish(
@@ -454,24 +489,27 @@ impl Store for PgStore {
             )));
         }
         let mut tx = self.write().await?;
-        let updated = sqlx::query(
-            "UPDATE command_queue SET status = $1, result = $2, error = $3, completed_at = $4, updated_at = $4, \
-             lease_expires_at = NULL WHERE job_id = $5 AND status IN ('picked', 'executing') AND lease_owner = $6",
-        )
-        .bind(outcome.status.as_str())
-        .bind(&outcome.result)
-        .bind(&outcome.error)
-        .bind(truncate(now))
-        .bind(job_id)
-        .bind(agent_id)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() != 1 {
-            return Err(conflict(&mut tx, job_id, "finish it").await);
+        let result: Result<Job, StoreError> = async {
+            let updated = sqlx::query(
+                "UPDATE command_queue SET status = $1, result = $2, error = $3, completed_at = $4, updated_at = $4, \
+                 lease_expires_at = NULL WHERE job_id = $5 AND status IN ('picked', 'executing') AND lease_owner = $6",
+            )
+            .bind(outcome.status.as_str())
+            .bind(&outcome.result)
+            .bind(&outcome.error)
+            .bind(truncate(now))
+            .bind(job_id)
+            .bind(agent_id)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                return Err(conflict(&mut tx, job_id, "finish it").await);
+            }
+            let job = load_job(&mut tx, job_id).await?;
+            Ok::<_, StoreError>(job)
         }
-        let job = load_job(&mut tx, job_id).await?;
-        tx.commit().await?;
-        Ok(job)
+        .await;
+        finish(tx, result).await
     }
 
     async fn cancel(
@@ -481,62 +519,123 @@ impl Store for PgStore {
         now: DateTime<Utc>,
     ) -> Result<Job, StoreError> {
         let mut tx = self.write().await?;
-        let updated = sqlx::query(
-            "UPDATE command_queue SET status = 'cancelled', completed_at = $1, updated_at = $1 \
-             WHERE job_id = $2 AND requester = $3 AND status IN ('queued', 'approved')",
-        )
-        .bind(truncate(now))
-        .bind(job_id)
-        .bind(requester)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() != 1 {
-            return Err(conflict(&mut tx, job_id, "cancel it").await);
+        let result: Result<Job, StoreError> = async {
+            let updated = sqlx::query(
+                "UPDATE command_queue SET status = 'cancelled', completed_at = $1, updated_at = $1 \
+                 WHERE job_id = $2 AND requester = $3 AND status IN ('queued', 'approved')",
+            )
+            .bind(truncate(now))
+            .bind(job_id)
+            .bind(requester)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                return Err(conflict(&mut tx, job_id, "cancel it").await);
+            }
+            let job = load_job(&mut tx, job_id).await?;
+            Ok::<_, StoreError>(job)
         }
-        let job = load_job(&mut tx, job_id).await?;
-        tx.commit().await?;
-        Ok(job)
+        .await;
+        finish(tx, result).await
     }
 
     async fn expire_due(&self, now: DateTime<Utc>) -> Result<Vec<Job>, StoreError> {
         let mut tx = self.write().await?;
-        let now_text = truncate(now);
-        let ids: Vec<String> = sqlx::query_scalar(
-            "UPDATE command_queue SET status = 'expired', completed_at = $1, updated_at = $1 \
-             WHERE (status = 'queued' AND expires_at <= $1) OR (status = 'approved' AND approval_expires_at <= $1) \
-             RETURNING job_id",
-        )
-        .bind(now_text)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut jobs = Vec::with_capacity(ids.len());
-        for id in ids {
-            jobs.push(load_job(&mut tx, &id).await?);
+        let result: Result<Vec<Job>, StoreError> = async {
+            let now_text = truncate(now);
+            let ids: Vec<String> = sqlx::query_scalar(
+                "UPDATE command_queue SET status = 'expired', completed_at = $1, updated_at = $1 \
+                 WHERE (status = 'queued' AND expires_at <= $1) OR (status = 'approved' AND approval_expires_at <= $1) \
+                 RETURNING job_id",
+            )
+            .bind(now_text)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut jobs = Vec::with_capacity(ids.len());
+            for id in ids {
+                jobs.push(load_job(&mut tx, &id).await?);
+            }
+            Ok::<_, StoreError>(jobs)
         }
-        tx.commit().await?;
-        Ok(jobs)
+        .await;
+        finish(tx, result).await
     }
 
     async fn reap_leases(&self, now: DateTime<Utc>) -> Result<Vec<Job>, StoreError> {
         let mut tx = self.write().await?;
-        let now_text = truncate(now);
-        let ids: Vec<String> = sqlx::query_scalar(
-            "UPDATE command_queue SET \
-               status = CASE WHEN COALESCE(retry_count, 0) < COALESCE(max_retries, 3) THEN 'approved' ELSE 'timeout' END, \
-               retry_count = COALESCE(retry_count, 0) + 1, lease_owner = NULL, lease_expires_at = NULL, \
-               completed_at = CASE WHEN COALESCE(retry_count, 0) < COALESCE(max_retries, 3) THEN NULL ELSE $1 END, \
-               error = CASE WHEN COALESCE(retry_count, 0) < COALESCE(max_retries, 3) THEN error ELSE 'lease expired; retries exhausted' END, \
-               updated_at = $1 \
-             WHERE status IN ('picked', 'executing') AND lease_expires_at <= $1 RETURNING job_id",
-        )
-        .bind(now_text)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut jobs = Vec::with_capacity(ids.len());
-        for id in ids {
-            jobs.push(load_job(&mut tx, &id).await?);
+        let result: Result<Vec<Job>, StoreError> = async {
+            let now_text = truncate(now);
+            let ids: Vec<String> = sqlx::query_scalar(
+                "UPDATE command_queue SET \
+                   status = CASE WHEN COALESCE(retry_count, 0) < COALESCE(max_retries, 3) THEN 'approved' ELSE 'timeout' END, \
+                   retry_count = COALESCE(retry_count, 0) + 1, lease_owner = NULL, lease_expires_at = NULL, \
+                   completed_at = CASE WHEN COALESCE(retry_count, 0) < COALESCE(max_retries, 3) THEN NULL ELSE $1 END, \
+                   error = CASE WHEN COALESCE(retry_count, 0) < COALESCE(max_retries, 3) THEN error ELSE 'lease expired; retries exhausted' END, \
+                   updated_at = $1 \
+                 WHERE status IN ('picked', 'executing') AND lease_expires_at <= $1 RETURNING job_id",
+            )
+            .bind(now_text)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut jobs = Vec::with_capacity(ids.len());
+            for id in ids {
+                jobs.push(load_job(&mut tx, &id).await?);
+            }
+            Ok::<_, StoreError>(jobs)
         }
-        tx.commit().await?;
-        Ok(jobs)
+        .await;
+        finish(tx, result).await
+    }
+
+    async fn add_checkpoint(&self, cp: &audit::Checkpoint) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO audit_checkpoints (kind, seq, row_hash, created_at, mac) VALUES ($1, $2, $3, $4, $5)")
+            .bind(cp.kind.as_str())
+            .bind(cp.seq)
+            .bind(&cp.row_hash)
+            .bind(truncate(cp.created_at))
+            .bind(&cp.mac)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<audit::Checkpoint>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit_checkpoints ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind")?;
+                Ok(audit::Checkpoint {
+                    kind: audit::CheckpointKind::parse(&kind).ok_or_else(|| {
+                        StoreError::Invalid(format!("unknown checkpoint kind {kind:?}"))
+                    })?,
+                    seq: row.try_get("seq")?,
+                    row_hash: row.try_get("row_hash")?,
+                    created_at: row.try_get("created_at")?,
+                    mac: row.try_get("mac")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn first_seq_since(&self, cutoff: DateTime<Utc>) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(seq) FROM audit_logs WHERE timestamp >= $1")
+                .bind(truncate(cutoff))
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn purge_batch(&self, through: i64, batch: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM audit_logs WHERE seq IN (SELECT seq FROM audit_logs WHERE seq <= $1 ORDER BY seq LIMIT $2)",
+        )
+        .bind(through)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 }
