@@ -4,6 +4,8 @@
 pub mod config;
 pub mod db;
 pub mod evaluate;
+pub mod import;
+pub mod maintenance;
 pub mod store;
 pub mod telemetry;
 
@@ -35,6 +37,9 @@ pub struct AppState {
     pub db: Database,
     /// The active policy, loaded and validated at start-up.
     pub policy: Arc<PolicySet>,
+    pub store: store::AnyStore,
+    /// The one audit writer (group commit); nothing is acknowledged before it is durable.
+    pub audit: store::AuditWriter,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -45,12 +50,28 @@ impl FromRef<AppState> for LeptosOptions {
 
 impl AppState {
     pub fn new(config: &Config, db: Database, policy: Arc<PolicySet>) -> AppState {
+        let store = store::AnyStore::new(&db);
+        let audit = store::AuditWriter::spawn(store.clone(), checkpoint_policy(config));
         AppState {
             leptos: leptos_options(config),
             db,
             policy,
+            store,
+            audit,
         }
     }
+}
+
+/// When the audit writer takes keyed checkpoints (only with an audit key).
+pub fn checkpoint_policy(config: &Config) -> Option<store::audit::CheckpointPolicy> {
+    config
+        .audit_key
+        .as_ref()
+        .map(|key| store::audit::CheckpointPolicy {
+            key: key.expose().as_bytes().to_vec(),
+            every_rows: config.audit_checkpoint_rows,
+            every: Duration::from_secs(config.audit_checkpoint_secs),
+        })
 }
 
 /// Leptos's options built from our configuration (no Cargo.toml needed at run time).

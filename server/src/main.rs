@@ -1,7 +1,11 @@
 //! `countersign`: the approval portal and policy enforcer for IT-MCP.
 
 use clap::{Args, Parser, Subcommand};
-use server::{app, config::Config, evaluate, telemetry, AppState, Database};
+use server::store::{audit, AnyStore, AuditWriter, EventKind, NewAuditEvent};
+use server::{
+    app, checkpoint_policy, config::Config, evaluate, maintenance::Maintenance, telemetry,
+    AppState, Database,
+};
 use std::io::{BufReader, Read, Write};
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
@@ -31,6 +35,30 @@ enum Command {
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Check or maintain the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Import an existing IT-MCP installation's SQLite databases (idempotent, all or nothing).
+    Import {
+        /// IT-MCP's audit database (mcp_audit.db).
+        #[arg(long, value_name = "FILE")]
+        audit_db: Option<PathBuf>,
+        /// IT-MCP's command queue database (mcp_command_queue.db).
+        #[arg(long, value_name = "FILE")]
+        queue_db: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain (and keyed checkpoints); exit 1 naming the first row that fails.
+    Verify,
+    /// Delete rows older than a period, anchoring the chain so `verify` still passes.
+    Purge {
+        /// e.g. 90d, 2160h
+        #[arg(long, value_name = "DURATION")]
+        older_than: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +103,11 @@ async fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Migrate => migrate(config).await,
+        Command::Audit(AuditCommand::Verify) => return audit_verify(config).await,
+        Command::Audit(AuditCommand::Purge { older_than }) => {
+            audit_purge(config, &older_than).await
+        }
+        Command::Import { audit_db, queue_db } => import(config, audit_db, queue_db).await,
         Command::Evaluate(_) | Command::Policy(_) => Ok(()),
     };
     match result {
@@ -163,6 +196,125 @@ async fn open_database(config: &Config) -> Result<Database, String> {
     Ok(db)
 }
 
+fn audit_key(config: &Config) -> Option<Vec<u8>> {
+    config
+        .audit_key
+        .as_ref()
+        .map(|k| k.expose().as_bytes().to_vec())
+}
+
+async fn audit_verify(config: Config) -> ExitCode {
+    let db = match open_database(&config).await {
+        Ok(db) => db,
+        Err(message) => {
+            eprintln!("countersign: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let store = AnyStore::new(&db);
+    let key = audit_key(&config);
+    let report = match audit::verify(&store, key.as_deref()).await {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("countersign: cannot read the audit trail: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    db.close().await;
+    let mut out = std::io::stdout();
+    let written = match &report.first_bad {
+        None => writeln!(
+            out,
+            "ok: {} rows verified (rows {}..={}), head {}, {} keyed checkpoints verified{}",
+            report.rows,
+            report.first_seq,
+            report.head_seq,
+            report.head_hash,
+            report.checkpoints_verified,
+            if report.keyed {
+                ""
+            } else {
+                " (no COUNTERSIGN_AUDIT_KEY: truncation of the newest rows cannot be detected)"
+            }
+        ),
+        Some((seq, why)) => writeln!(out, "FAILED at row {seq}: {why}"),
+    };
+    if written.is_err() || !report.ok() {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+async fn audit_purge(config: Config, older_than: &str) -> Result<(), String> {
+    let secs = enforcer::policy::parse_duration(older_than)
+        .ok_or_else(|| format!("--older-than {older_than:?} is not a duration (use e.g. 90d)"))?;
+    let key = audit_key(&config)
+        .ok_or("purging needs COUNTERSIGN_AUDIT_KEY: the purge anchor must be keyed")?;
+    let db = open_database(&config).await?;
+    let store = AnyStore::new(&db);
+    let now = chrono::Utc::now();
+    let cutoff = now - chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 2));
+    let (deleted, anchor) = audit::purge(&store, &key, cutoff, now)
+        .await
+        .map_err(|e| format!("purge failed: {e}"))?;
+    let writer = AuditWriter::spawn(store.clone(), checkpoint_policy(&config));
+    let mut event = NewAuditEvent::new(
+        EventKind::PortalAction,
+        &operator(),
+        "countersign",
+        "audit.purge",
+        "allow",
+        &format!("{deleted} rows older than {cutoff} purged; chain anchored at row {anchor}"),
+        "LOW",
+    );
+    event.context =
+        serde_json::json!({ "deleted": deleted, "anchor": anchor, "older_than": older_than })
+            .to_string();
+    writer
+        .append(event)
+        .await
+        .map_err(|e| format!("purged, but could not audit the purge: {e}"))?;
+    tracing::info!(deleted, anchor, "audit rows purged");
+    db.close().await;
+    Ok(())
+}
+
+async fn import(
+    config: Config,
+    audit_db: Option<PathBuf>,
+    queue_db: Option<PathBuf>,
+) -> Result<(), String> {
+    if audit_db.is_none() && queue_db.is_none() {
+        return Err("nothing to import: give --audit-db and/or --queue-db".into());
+    }
+    let policy = evaluate::load_policy(config.policy_file.as_deref()).map_err(|e| e.to_string())?;
+    let db = open_database(&config).await?;
+    let store = AnyStore::new(&db);
+    let report = server::import::import(
+        &store,
+        &policy,
+        audit_db.as_deref(),
+        queue_db.as_deref(),
+        &operator(),
+    )
+    .await
+    .map_err(|e| format!("import failed, nothing was imported: {e}"))?;
+    db.close().await;
+    let line = format!(
+        "imported {} of {} audit rows and {} of {} jobs (the rest were already here)",
+        report.audit_rows_added, report.audit_rows_read, report.jobs_added, report.jobs_read
+    );
+    writeln!(std::io::stdout(), "{line}").map_err(|e| e.to_string())
+}
+
+/// Who runs a command-line action, for the audit trail.
+fn operator() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
 async fn migrate(config: Config) -> Result<(), String> {
     let db = open_database(&config).await?;
     tracing::info!(database = ?db.kind(), "migrations applied");
@@ -178,7 +330,19 @@ async fn serve(config: Config) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|e| format!("cannot listen on {} (setting bind): {e}", config.bind))?;
-    let router = app(AppState::new(&config, db.clone(), Arc::new(policy)));
+    if config.audit_key.is_none() {
+        tracing::warn!("COUNTERSIGN_AUDIT_KEY is not set: no keyed checkpoints, so cutting off the newest audit rows would go unnoticed");
+    }
+    let state = AppState::new(&config, db.clone(), Arc::new(policy));
+    Maintenance {
+        store: state.store.clone(),
+        writer: state.audit.clone(),
+        interval: std::time::Duration::from_secs(config.maintenance_interval_secs),
+        audit_key: audit_key(&config),
+        retention_secs: config.retention_secs().map_err(|e| e.to_string())?,
+    }
+    .spawn();
+    let router = app(state);
     tracing::info!(
         address = %config.bind,
         database = ?db.kind(),

@@ -1,8 +1,8 @@
 //! The configured store, whichever database it is: delegates to the backend.
 
 use super::{
-    audit, postgres::PgStore, sqlite::SqliteStore, AuditReceipt, AuditRecord, Job, JobOutcome,
-    NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
+    audit, postgres::PgStore, sqlite::SqliteStore, AuditReceipt, AuditRecord, ImportedJob, Job,
+    JobOutcome, NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
 };
 use crate::Database;
 use chrono::{DateTime, Utc};
@@ -106,5 +106,12 @@ impl Store for AnyStore {
     }
     async fn purge_batch(&self, through: i64, batch: i64) -> Result<u64, StoreError> {
         delegate!(self, s => s.purge_batch(through, batch))
+    }
+    async fn import_batch(
+        &self,
+        events: &[NewAuditEvent],
+        jobs: &[ImportedJob],
+    ) -> Result<(usize, usize), StoreError> {
+        delegate!(self, s => s.import_batch(events, jobs))
     }
 }

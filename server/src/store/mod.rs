@@ -313,6 +313,18 @@ pub struct VoteRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// A job brought in from another system, with the state it had there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportedJob {
+    pub job: NewJob,
+    pub status: JobStatus,
+    pub picked_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub retry_count: i32,
+}
+
 /// How a finished job ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobOutcome {
@@ -401,6 +413,14 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         cutoff: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+    /// Import rows and jobs from another system (IT-MCP) in one transaction. Rows whose id and
+    /// jobs whose job_id already exist are skipped, so an import can be repeated safely.
+    /// Returns (rows added, jobs added).
+    fn import_batch(
+        &self,
+        events: &[NewAuditEvent],
+        jobs: &[ImportedJob],
+    ) -> impl Future<Output = Result<(usize, usize), StoreError>> + Send;
     /// Delete audit rows with `seq <= through`, at most `batch` rows; returns how many went.
     fn purge_batch(
         &self,

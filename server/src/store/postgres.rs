@@ -3,7 +3,7 @@
 //! (`FOR UPDATE SKIP LOCKED`); the audit head row serialises chain appends across replicas.
 
 use super::{
-    audit, truncate, AuditReceipt, AuditRecord, EventKind, Job, JobOutcome, JobStatus,
+    audit, truncate, AuditReceipt, AuditRecord, EventKind, ImportedJob, Job, JobOutcome, JobStatus,
     NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
 };
 use chrono::{DateTime, Duration, Utc};
@@ -129,6 +129,174 @@ async fn conflict(
     }
 }
 
+/// Chain and insert `events` after the current head, inside the caller's transaction.
+async fn append_in(
+    tx: &mut Transaction<'static, Postgres>,
+    events: &[NewAuditEvent],
+) -> Result<Vec<AuditReceipt>, StoreError> {
+    let head = sqlx::query("SELECT seq, row_hash FROM audit_head WHERE id = 1 FOR UPDATE")
+        .fetch_one(&mut **tx)
+        .await?;
+    let records = audit::chain(
+        events,
+        head.try_get("seq")?,
+        &head.try_get::<String, _>("row_hash")?,
+    );
+    for r in &records {
+        let e = &r.event;
+        sqlx::query(
+                "INSERT INTO audit_logs (id, timestamp, caller_id, tool, operation, decision_action, decision_reason, \
+                 risk_level, requires_approval, execution_status, execution_duration_ms, side_effects, error, approver, \
+                 approved_at, context, decision, seq, event_kind, job_id, policy_hash, call_hash, prev_hash, row_hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
+            )
+            .bind(&r.id)
+            .bind(truncate(e.timestamp))
+            .bind(&e.caller_id)
+            .bind(&e.tool)
+            .bind(&e.operation)
+            .bind(&e.decision_action)
+            .bind(&e.decision_reason)
+            .bind(&e.risk_level)
+            .bind(e.requires_approval)
+            .bind(&e.execution_status)
+            .bind(e.execution_duration_ms)
+            .bind(&e.side_effects)
+            .bind(&e.error)
+            .bind(&e.approver)
+            .bind(e.approved_at.map(truncate))
+            .bind(&e.context)
+            .bind(&e.decision)
+            .bind(r.seq)
+            .bind(e.kind.as_str())
+            .bind(&e.job_id)
+            .bind(&e.policy_hash)
+            .bind(&e.call_hash)
+            .bind(&r.prev_hash)
+            .bind(&r.row_hash)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if let Some(last) = records.last() {
+        sqlx::query("UPDATE audit_head SET seq = $1, row_hash = $2 WHERE id = 1")
+            .bind(last.seq)
+            .bind(&last.row_hash)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(records
+        .into_iter()
+        .map(|r| AuditReceipt {
+            id: r.id,
+            seq: r.seq,
+            row_hash: r.row_hash,
+        })
+        .collect())
+}
+
+/// Insert a queued job inside the caller's transaction.
+async fn insert_job_in(
+    tx: &mut Transaction<'static, Postgres>,
+    job: &NewJob,
+    job_id: &str,
+    caps: &str,
+) -> Result<Job, StoreError> {
+    sqlx::query(
+            "INSERT INTO command_queue (job_id, tool_name, params, requested_capabilities, target_agent_id, status, priority, \
+             created_at, retry_count, max_retries, operation, target, requester, requester_reason, risk, call_hash, policy_hash, \
+             approvals_required, expires_at, approval_window_secs, decision_audit_id, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $7)",
+        )
+        .bind(job_id)
+        .bind(&job.tool_name)
+        .bind(&job.params)
+        .bind(caps)
+        .bind(&job.target_agent_id)
+        .bind(&job.priority)
+        .bind(truncate(job.created_at))
+        .bind(job.max_retries)
+        .bind(&job.operation)
+        .bind(&job.target)
+        .bind(&job.requester)
+        .bind(&job.requester_reason)
+        .bind(&job.risk)
+        .bind(&job.call_hash)
+        .bind(&job.policy_hash)
+        .bind(job.approvals_required)
+        .bind(truncate(job.expires_at))
+        .bind(job.approval_window_secs)
+        .bind(&job.decision_audit_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(ref d) if d.is_unique_violation() => StoreError::Invalid(format!("job {job_id} already exists")),
+            other => other.into(),
+        })?;
+    let stored = load_job(tx, job_id).await?;
+    Ok::<_, StoreError>(stored)
+}
+
+/// The body of an import, inside the caller's transaction.
+async fn import_in(
+    tx: &mut Transaction<'static, Postgres>,
+    events: &[NewAuditEvent],
+    jobs: &[ImportedJob],
+) -> Result<(usize, usize), StoreError> {
+    let mut fresh = Vec::with_capacity(events.len());
+    for event in events {
+        let exists = match &event.id {
+            Some(id) => sqlx::query("SELECT 1 FROM audit_logs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await?
+                .is_some(),
+            None => false,
+        };
+        if !exists {
+            fresh.push(event.clone());
+        }
+    }
+    let rows = if fresh.is_empty() {
+        0
+    } else {
+        append_in(tx, &fresh).await?.len()
+    };
+    let mut added = 0;
+    for imported in jobs {
+        let job_id = imported
+            .job
+            .job_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        if sqlx::query("SELECT 1 FROM command_queue WHERE job_id = $1")
+            .bind(&job_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .is_some()
+        {
+            continue;
+        }
+        let caps = serde_json::to_string(&imported.job.requested_capabilities)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        insert_job_in(tx, &imported.job, &job_id, &caps).await?;
+        sqlx::query(
+            "UPDATE command_queue SET status = $1, picked_at = $2, completed_at = $3, result = $4, error = $5, \
+             retry_count = $6 WHERE job_id = $7",
+        )
+        .bind(imported.status.as_str())
+        .bind(imported.picked_at.map(truncate))
+        .bind(imported.completed_at.map(truncate))
+        .bind(&imported.result)
+        .bind(&imported.error)
+        .bind(imported.retry_count)
+        .bind(&job_id)
+        .execute(&mut **tx)
+        .await?;
+        added += 1;
+    }
+    Ok((rows, added))
+}
+
 /// Commit when the work succeeded, roll back when it failed. Rolling back explicitly matters: a
 /// dropped transaction is only rolled back when its connection is next used, and until then it
 /// keeps its row locks (PostgreSQL) or the write lock (SQLite).
@@ -162,67 +330,7 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let mut tx = self.write().await?;
-        let result: Result<Vec<AuditReceipt>, StoreError> = async {
-            let head = sqlx::query("SELECT seq, row_hash FROM audit_head WHERE id = 1 FOR UPDATE")
-                .fetch_one(&mut *tx)
-                .await?;
-            let records = audit::chain(
-                events,
-                head.try_get("seq")?,
-                &head.try_get::<String, _>("row_hash")?,
-            );
-            for r in &records {
-                let e = &r.event;
-                sqlx::query(
-                    "INSERT INTO audit_logs (id, timestamp, caller_id, tool, operation, decision_action, decision_reason, \
-                     risk_level, requires_approval, execution_status, execution_duration_ms, side_effects, error, approver, \
-                     approved_at, context, decision, seq, event_kind, job_id, policy_hash, call_hash, prev_hash, row_hash) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
-                )
-                .bind(&r.id)
-                .bind(truncate(e.timestamp))
-                .bind(&e.caller_id)
-                .bind(&e.tool)
-                .bind(&e.operation)
-                .bind(&e.decision_action)
-                .bind(&e.decision_reason)
-                .bind(&e.risk_level)
-                .bind(e.requires_approval)
-                .bind(&e.execution_status)
-                .bind(e.execution_duration_ms)
-                .bind(&e.side_effects)
-                .bind(&e.error)
-                .bind(&e.approver)
-                .bind(e.approved_at.map(truncate))
-                .bind(&e.context)
-                .bind(&e.decision)
-                .bind(r.seq)
-                .bind(e.kind.as_str())
-                .bind(&e.job_id)
-                .bind(&e.policy_hash)
-                .bind(&e.call_hash)
-                .bind(&r.prev_hash)
-                .bind(&r.row_hash)
-                .execute(&mut *tx)
-                .await?;
-            }
-            if let Some(last) = records.last() {
-                sqlx::query("UPDATE audit_head SET seq = $1, row_hash = $2 WHERE id = 1")
-                    .bind(last.seq)
-                    .bind(&last.row_hash)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Ok(records
-                .into_iter()
-                .map(|r| AuditReceipt {
-                    id: r.id,
-                    seq: r.seq,
-                    row_hash: r.row_hash,
-                })
-                .collect())
-        }
-        .await;
+        let result = append_in(&mut tx, events).await;
         finish(tx, result).await
     }
 
@@ -250,42 +358,7 @@ impl Store for PgStore {
         let caps = serde_json::to_string(&job.requested_capabilities)
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         let mut tx = self.write().await?;
-        let result: Result<Job, StoreError> = async {
-            sqlx::query(
-                "INSERT INTO command_queue (job_id, tool_name, params, requested_capabilities, target_agent_id, status, priority, \
-                 created_at, retry_count, max_retries, operation, target, requester, requester_reason, risk, call_hash, policy_hash, \
-                 approvals_required, expires_at, approval_window_secs, decision_audit_id, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $7)",
-            )
-            .bind(&job_id)
-            .bind(&job.tool_name)
-            .bind(&job.params)
-            .bind(caps)
-            .bind(&job.target_agent_id)
-            .bind(&job.priority)
-            .bind(truncate(job.created_at))
-            .bind(job.max_retries)
-            .bind(&job.operation)
-            .bind(&job.target)
-            .bind(&job.requester)
-            .bind(&job.requester_reason)
-            .bind(&job.risk)
-            .bind(&job.call_hash)
-            .bind(&job.policy_hash)
-            .bind(job.approvals_required)
-            .bind(truncate(job.expires_at))
-            .bind(job.approval_window_secs)
-            .bind(&job.decision_audit_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| match e {
-                sqlx::Error::Database(ref d) if d.is_unique_violation() => StoreError::Invalid(format!("job {job_id} already exists")),
-                other => other.into(),
-            })?;
-            let stored = load_job(&mut tx, &job_id).await?;
-            Ok::<_, StoreError>(stored)
-        }
-        .await;
+        let result = insert_job_in(&mut tx, job, &job_id, &caps).await;
         finish(tx, result).await
     }
 
@@ -637,5 +710,15 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn import_batch(
+        &self,
+        events: &[NewAuditEvent],
+        jobs: &[ImportedJob],
+    ) -> Result<(usize, usize), StoreError> {
+        let mut tx = self.write().await?;
+        let result = import_in(&mut tx, events, jobs).await;
+        finish(tx, result).await
     }
 }

@@ -1,0 +1,282 @@
+//! `countersign audit verify|purge` and `countersign import`, run as an operator would, on a
+//! SQLite database, with IT-MCP databases built from the exact schemas of its note.
+
+use sqlx::{Connection, Executor, SqliteConnection};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const KEY: &str = "a-long-random-audit-key-for-tests-0123456789";
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("countersign.db")
+    }
+
+    fn run(&self, args: &[&str], key: bool) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_countersign"));
+        cmd.args(args)
+            .env(
+                "COUNTERSIGN_DATABASE_URL",
+                format!("sqlite://{}", self.db().display()),
+            )
+            .env("COUNTERSIGN_LOG_LEVEL", "warn")
+            .env_remove("COUNTERSIGN_AUDIT_KEY")
+            .env_remove("COUNTERSIGN_CONFIG");
+        if key {
+            cmd.env("COUNTERSIGN_AUDIT_KEY", KEY);
+        }
+        cmd.output().expect("binary runs")
+    }
+
+    async fn sql(&self) -> SqliteConnection {
+        SqliteConnection::connect(&format!("sqlite://{}", self.db().display()))
+            .await
+            .expect("open")
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// IT-MCP's two databases, with its note's exact CREATE TABLE statements.
+async fn it_mcp_databases(dir: &Path, bad_status: bool) -> (PathBuf, PathBuf) {
+    let audit = dir.join("mcp_audit.db");
+    let queue = dir.join("mcp_command_queue.db");
+    let mut a = SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", audit.display()))
+        .await
+        .expect("audit db");
+    a.execute(
+        "CREATE TABLE audit_logs (
+            id TEXT PRIMARY KEY, timestamp TEXT NOT NULL, caller_id TEXT NOT NULL, tool TEXT NOT NULL,
+            operation TEXT NOT NULL, decision_action TEXT NOT NULL, decision_reason TEXT NOT NULL,
+            risk_level TEXT NOT NULL, requires_approval BOOLEAN NOT NULL, execution_status TEXT,
+            execution_duration_ms INTEGER, side_effects TEXT, error TEXT, approver TEXT, approved_at TEXT,
+            context TEXT NOT NULL, decision TEXT NOT NULL);
+         INSERT INTO audit_logs VALUES ('a-1', '2025-11-02T10:00:00.000Z', 'claude', 'system-overview', 'overview',
+            'allow', 'LOW risk', 'LOW', 0, 'success', 120, '[]', NULL, NULL, NULL, '{}', '{}');
+         INSERT INTO audit_logs VALUES ('a-2', '2025-11-02T10:05:00.000Z', 'claude', 'ubuntu-admin', 'restartService',
+            'deny', 'Missing required capabilities', 'HIGH', 0, NULL, NULL, NULL, NULL, NULL, NULL, '{}', '{}');
+         INSERT INTO audit_logs VALUES ('a-3', '2025-11-02 10:10:00', 'claude', 'ssh-exec', 'executeSudoCommand',
+            'require_approval', 'CRITICAL', 'CRITICAL', 1, 'success', 900, '[\"service:postgresql:restarted\"]', NULL,
+            'alex', '2025-11-02T10:12:00.000Z', '{}', '{}');",
+    )
+    .await
+    .expect("audit rows");
+    let mut q = SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", queue.display()))
+        .await
+        .expect("queue db");
+    q.execute(
+        "CREATE TABLE command_queue (
+            job_id TEXT PRIMARY KEY, tool_name TEXT NOT NULL, params TEXT NOT NULL, requested_capabilities TEXT NOT NULL,
+            target_agent_id TEXT, status TEXT NOT NULL, priority TEXT NOT NULL, created_at TEXT NOT NULL,
+            picked_at TEXT, completed_at TEXT, result TEXT, error TEXT, retry_count INTEGER DEFAULT 0,
+            max_retries INTEGER DEFAULT 3);
+         INSERT INTO command_queue VALUES ('7784b583-dd73-4b58-bf5c-f10323131697', 'ssh-exec',
+            '{\"operation\":\"executeSudoCommand\",\"command\":\"sudo systemctl restart postgresql\"}',
+            '[\"ssh-linux\",\"remote-exec\",\"local-sudo\"]', NULL, 'queued', 'urgent', '2025-11-02T10:10:00.000Z',
+            NULL, NULL, NULL, NULL, 0, 3);
+         INSERT INTO command_queue VALUES ('job-2', 'ubuntu-admin', '{\"operation\":\"restartService\"}', '[]', 'agent-1',
+            'executing', 'normal', '2025-11-02T09:00:00.000Z', '2025-11-02T09:01:00.000Z', NULL, NULL, NULL, 0, 3);
+         INSERT INTO command_queue VALUES ('job-3', 'system-overview', '{}', '[]', NULL, 'completed', 'low',
+            '2025-11-02T08:00:00.000Z', '2025-11-02T08:00:01.000Z', '2025-11-02T08:00:02.000Z', 'ok', NULL, 0, 3);",
+    )
+    .await
+    .expect("queue rows");
+    if bad_status {
+        q.execute("INSERT INTO command_queue VALUES ('job-4', 'x', '{}', '[]', NULL, 'paused', 'low', '2025-11-02T08:00:00Z', NULL, NULL, NULL, NULL, 0, 3)")
+            .await
+            .expect("bad row");
+    }
+    (audit, queue)
+}
+
+#[tokio::test]
+async fn import_keeps_ids_chains_rows_and_is_idempotent() {
+    let env = Env::new();
+    let (audit, queue) = it_mcp_databases(env.dir.path(), false).await;
+    let (audit, queue) = (audit.to_str().expect("path"), queue.to_str().expect("path"));
+
+    let out = env.run(&["import", "--audit-db", audit, "--queue-db", queue], false);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("imported 3 of 3 audit rows and 3 of 3 jobs"),
+        "{}",
+        stdout(&out)
+    );
+
+    let again = env.run(&["import", "--audit-db", audit, "--queue-db", queue], false);
+    assert!(again.status.success());
+    assert!(
+        stdout(&again).contains("imported 0 of 3 audit rows and 0 of 3 jobs"),
+        "{}",
+        stdout(&again)
+    );
+
+    let mut db = env.sql().await;
+    let ids: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT id, event_kind, timestamp FROM audit_logs ORDER BY seq")
+            .fetch_all(&mut db)
+            .await
+            .expect("rows");
+    assert_eq!(
+        ids.iter().take(3).map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        ["a-1", "a-2", "a-3"]
+    );
+    assert_eq!(ids[0].2, "2025-11-02 10:00:00.000Z", "timestamps kept");
+    assert_eq!(
+        ids.iter().filter(|r| r.1 == "import").count(),
+        2,
+        "each run is audited"
+    );
+    let jobs: Vec<(String, String, String, i32)> = sqlx::query_as(
+        "SELECT job_id, status, risk, approvals_required FROM command_queue ORDER BY job_id",
+    )
+    .fetch_all(&mut db)
+    .await
+    .expect("jobs");
+    assert_eq!(jobs.len(), 3);
+    let pending = jobs
+        .iter()
+        .find(|j| j.0.starts_with("7784"))
+        .expect("queued job");
+    assert_eq!(
+        (pending.1.as_str(), pending.2.as_str(), pending.3),
+        ("queued", "CRITICAL", 2),
+        "pending approval per policy"
+    );
+    assert_eq!(
+        jobs.iter().find(|j| j.0 == "job-2").map(|j| j.1.as_str()),
+        Some("failed"),
+        "in-flight job is not re-run"
+    );
+    assert_eq!(
+        jobs.iter().find(|j| j.0 == "job-3").map(|j| j.1.as_str()),
+        Some("completed")
+    );
+
+    let verify = env.run(&["audit", "verify"], false);
+    assert!(verify.status.success(), "{}", stdout(&verify));
+    assert!(
+        stdout(&verify).starts_with("ok: 5 rows verified"),
+        "{}",
+        stdout(&verify)
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_or_missing_file_imports_nothing() {
+    let env = Env::new();
+    let (audit, queue) = it_mcp_databases(env.dir.path(), true).await;
+    let out = env.run(
+        &[
+            "import",
+            "--audit-db",
+            audit.to_str().expect("p"),
+            "--queue-db",
+            queue.to_str().expect("p"),
+        ],
+        false,
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("job job-4, status: unknown status \"paused\""),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("nothing was imported"));
+    let mut db = env.sql().await;
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_logs")
+        .fetch_one(&mut db)
+        .await
+        .expect("count");
+    let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM command_queue")
+        .fetch_one(&mut db)
+        .await
+        .expect("count");
+    assert_eq!((rows, jobs), (0, 0));
+
+    let missing = env.run(
+        &["import", "--audit-db", "/nonexistent/mcp_audit.db"],
+        false,
+    );
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("/nonexistent/mcp_audit.db: no such file"),
+        "{}",
+        stderr(&missing)
+    );
+
+    let not_sqlite = env.dir.path().join("notes.txt");
+    std::fs::write(&not_sqlite, "hello").expect("write");
+    let out = env.run(
+        &["import", "--audit-db", not_sqlite.to_str().expect("p")],
+        false,
+    );
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn verify_names_a_tampered_row_and_exits_1() {
+    let env = Env::new();
+    let (audit, _) = it_mcp_databases(env.dir.path(), false).await;
+    assert!(env
+        .run(&["import", "--audit-db", audit.to_str().expect("p")], false)
+        .status
+        .success());
+    let mut db = env.sql().await;
+    db.execute("DROP TRIGGER audit_logs_append_only; UPDATE audit_logs SET decision_action = 'allow', caller_id = 'someone-else' WHERE seq = 2")
+        .await
+        .expect("tamper");
+    drop(db);
+    let out = env.run(&["audit", "verify"], false);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).starts_with("FAILED at row 2: its content does not match its hash"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test]
+async fn purge_needs_the_key_and_keeps_verify_passing() {
+    let env = Env::new();
+    let (audit, _) = it_mcp_databases(env.dir.path(), false).await;
+    assert!(env
+        .run(&["import", "--audit-db", audit.to_str().expect("p")], true)
+        .status
+        .success());
+    let refused = env.run(&["audit", "purge", "--older-than", "90d"], false);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("COUNTERSIGN_AUDIT_KEY"));
+
+    // IT-MCP's rows are from 2025: older than 90 days. The import event itself is new.
+    let purged = env.run(&["audit", "purge", "--older-than", "90d"], true);
+    assert!(purged.status.success(), "{}", stderr(&purged));
+    let verify = env.run(&["audit", "verify"], true);
+    assert!(verify.status.success(), "{}", stdout(&verify));
+    assert!(
+        stdout(&verify).contains("rows 4..=5"),
+        "{}",
+        stdout(&verify)
+    );
+    assert!(
+        stdout(&verify).contains("1 keyed checkpoints verified"),
+        "{}",
+        stdout(&verify)
+    );
+}
