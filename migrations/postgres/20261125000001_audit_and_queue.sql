@@ -2,7 +2,7 @@
 -- (IT-MCP's `audit_logs` and `command_queue` as a compatible superset), with native types.
 
 CREATE TABLE audit_logs (
-    id TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,              -- IT-MCP's primary key; still unique
     timestamp TIMESTAMPTZ NOT NULL,
     caller_id TEXT NOT NULL,
     tool TEXT NOT NULL,
@@ -19,7 +19,7 @@ CREATE TABLE audit_logs (
     approved_at TIMESTAMPTZ,
     context TEXT NOT NULL,
     decision TEXT NOT NULL,
-    seq BIGINT NOT NULL UNIQUE,
+    seq BIGINT PRIMARY KEY,
     event_kind TEXT NOT NULL,
     job_id TEXT,
     policy_hash TEXT,
@@ -29,7 +29,8 @@ CREATE TABLE audit_logs (
 );
 CREATE INDEX audit_logs_timestamp ON audit_logs (timestamp);
 CREATE INDEX audit_logs_caller ON audit_logs (caller_id, timestamp);
-CREATE INDEX audit_logs_action ON audit_logs (decision_action, timestamp);
+-- Denials are what the alerting query scans; allows need no index of their own.
+CREATE INDEX audit_logs_denials ON audit_logs (timestamp) WHERE decision_action = 'deny';
 CREATE INDEX audit_logs_job ON audit_logs (job_id) WHERE job_id IS NOT NULL;
 
 CREATE FUNCTION audit_logs_append_only() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -5,7 +5,7 @@
 -- own datetime('now', ...) strings, which IT-MCP's queries use.
 
 CREATE TABLE audit_logs (
-    id TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,              -- IT-MCP's primary key; still unique
     timestamp TEXT NOT NULL,
     caller_id TEXT NOT NULL,
     tool TEXT NOT NULL,
@@ -23,7 +23,7 @@ CREATE TABLE audit_logs (
     context TEXT NOT NULL,                  -- full JSON context
     decision TEXT NOT NULL,                 -- full JSON decision
     -- Countersign's additions
-    seq INTEGER NOT NULL UNIQUE,            -- position in the hash chain, from 1
+    seq INTEGER PRIMARY KEY,                -- position in the hash chain, from 1 (the rowid: appends stay in order)
     event_kind TEXT NOT NULL,               -- decision, approval, denial, execution, expiry, sign-in, ...
     job_id TEXT,
     policy_hash TEXT,
@@ -33,7 +33,8 @@ CREATE TABLE audit_logs (
 );
 CREATE INDEX audit_logs_timestamp ON audit_logs (timestamp);
 CREATE INDEX audit_logs_caller ON audit_logs (caller_id, timestamp);
-CREATE INDEX audit_logs_action ON audit_logs (decision_action, timestamp);
+-- Denials are what the alerting query scans; allows need no index of their own.
+CREATE INDEX audit_logs_denials ON audit_logs (timestamp) WHERE decision_action = 'deny';
 CREATE INDEX audit_logs_job ON audit_logs (job_id) WHERE job_id IS NOT NULL;
 
 -- The audit trail is append-only: rows are never changed.

@@ -1,46 +1,86 @@
 //! The audit chain: row hashing, the group-commit writer, and verification.
 
-use super::{format_ts, AuditReceipt, AuditRecord, NewAuditEvent, Store, StoreError, GENESIS};
+use super::{format_ts, AuditReceipt, NewAuditEvent, Store, StoreError, GENESIS};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde::Serialize;
-use serde_json::json;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
-/// The hash of a row: SHA-256 over the canonical JSON of its content, its sequence number and
-/// the previous row's hash. Changing any stored column, reordering or removing a row breaks it.
+/// The hash of a row: SHA-256 over its content, its sequence number and the previous row's
+/// hash, fed field by field in a fixed order, each as its name, a NUL, then the value's length
+/// (8 bytes, little-endian) and bytes, or eight 0xFF bytes when the value is absent. Changing any
+/// stored column, reordering or removing a row breaks it. (Streaming the fields keeps the hash
+/// cheap: no intermediate document is built.)
 pub fn row_hash(id: &str, seq: i64, event: &NewAuditEvent, prev_hash: &str) -> String {
-    let content = json!({
-        "id": id,
-        "seq": seq,
-        "prev_hash": prev_hash,
-        "timestamp": format_ts(event.timestamp),
-        "event_kind": event.kind.as_str(),
-        "caller_id": event.caller_id,
-        "tool": event.tool,
-        "operation": event.operation,
-        "decision_action": event.decision_action,
-        "decision_reason": event.decision_reason,
-        "risk_level": event.risk_level,
-        "requires_approval": event.requires_approval,
-        "execution_status": event.execution_status,
-        "execution_duration_ms": event.execution_duration_ms,
-        "side_effects": event.side_effects,
-        "error": event.error,
-        "approver": event.approver,
-        "approved_at": event.approved_at.map(format_ts),
-        "context": event.context,
-        "decision": event.decision,
-        "job_id": event.job_id,
-        "policy_hash": event.policy_hash,
-        "call_hash": event.call_hash,
-    });
-    enforcer::sha256_hex(enforcer::canonical_json(&content).as_bytes())
+    let mut h = Sha256::new();
+    h.update(b"countersign-audit-row-v1");
+    let mut field = |name: &str, value: Option<&[u8]>| {
+        h.update(name.as_bytes());
+        h.update([0u8]);
+        match value {
+            Some(bytes) => {
+                h.update((bytes.len() as u64).to_le_bytes());
+                h.update(bytes);
+            }
+            None => h.update([0xffu8; 8]),
+        }
+    };
+    let text = |v: &Option<String>| v.as_ref().map(|s| s.as_bytes().to_vec());
+    field("id", Some(id.as_bytes()));
+    field("seq", Some(&seq.to_le_bytes()));
+    field("prev_hash", Some(prev_hash.as_bytes()));
+    field("timestamp", Some(format_ts(event.timestamp).as_bytes()));
+    field("event_kind", Some(event.kind.as_str().as_bytes()));
+    field("caller_id", Some(event.caller_id.as_bytes()));
+    field("tool", Some(event.tool.as_bytes()));
+    field("operation", Some(event.operation.as_bytes()));
+    field("decision_action", Some(event.decision_action.as_bytes()));
+    field("decision_reason", Some(event.decision_reason.as_bytes()));
+    field("risk_level", Some(event.risk_level.as_bytes()));
+    field(
+        "requires_approval",
+        Some(&[u8::from(event.requires_approval)]),
+    );
+    field("execution_status", text(&event.execution_status).as_deref());
+    field(
+        "execution_duration_ms",
+        event
+            .execution_duration_ms
+            .map(i64::to_le_bytes)
+            .as_ref()
+            .map(|b| b.as_slice()),
+    );
+    field("side_effects", text(&event.side_effects).as_deref());
+    field("error", text(&event.error).as_deref());
+    field("approver", text(&event.approver).as_deref());
+    field(
+        "approved_at",
+        event
+            .approved_at
+            .map(format_ts)
+            .as_ref()
+            .map(|s| s.as_bytes()),
+    );
+    field("context", Some(event.context.as_bytes()));
+    field("decision", Some(event.decision.as_bytes()));
+    field("job_id", text(&event.job_id).as_deref());
+    field("policy_hash", text(&event.policy_hash).as_deref());
+    field("call_hash", text(&event.call_hash).as_deref());
+    hex(&h.finalize())
+}
+
+/// A new row's place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Chained {
+    pub id: String,
+    pub seq: i64,
+    pub prev_hash: String,
+    pub row_hash: String,
 }
 
 /// Assign ids, sequence numbers and hashes to a batch that follows `(head_seq, head_hash)`.
-pub(crate) fn chain(events: &[NewAuditEvent], head_seq: i64, head_hash: &str) -> Vec<AuditRecord> {
+pub(crate) fn chain(events: &[NewAuditEvent], head_seq: i64, head_hash: &str) -> Vec<Chained> {
     let mut prev = head_hash.to_string();
     let mut out = Vec::with_capacity(events.len());
     for (offset, event) in events.iter().enumerate() {
@@ -49,19 +89,13 @@ pub(crate) fn chain(events: &[NewAuditEvent], head_seq: i64, head_hash: &str) ->
             .id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let mut event = event.clone();
-        event.timestamp = super::truncate(event.timestamp);
-        event.approved_at = event.approved_at.map(super::truncate);
-        event.id = Some(id.clone());
-        let hash = row_hash(&id, seq, &event, &prev);
-        out.push(AuditRecord {
+        let hash = row_hash(&id, seq, event, &prev);
+        out.push(Chained {
             id,
             seq,
-            event,
-            prev_hash: prev.clone(),
-            row_hash: hash.clone(),
+            prev_hash: std::mem::replace(&mut prev, hash.clone()),
+            row_hash: hash,
         });
-        prev = hash;
     }
     out
 }
@@ -393,18 +427,18 @@ impl AuditWriter {
                             Err(_) => break,
                         }
                     }
-                    let events: Vec<NewAuditEvent> = batch.iter().map(|(e, _)| e.clone()).collect();
+                    let (events, replies): (Vec<NewAuditEvent>, Vec<_>) = batch.drain(..).unzip();
                     match store.append_audit(&events).await {
                         Ok(receipts) => {
                             since_checkpoint += receipts.len() as u64;
                             last_receipt = receipts.last().cloned().or(last_receipt);
-                            for ((_, reply), receipt) in batch.drain(..).zip(receipts) {
+                            for (reply, receipt) in replies.into_iter().zip(receipts) {
                                 let _ = reply.send(Ok(receipt));
                             }
                         }
                         Err(error) => {
-                            tracing::error!(%error, rows = batch.len(), "audit write failed; callers fail closed");
-                            for (_, reply) in batch.drain(..) {
+                            tracing::error!(%error, rows = replies.len(), "audit write failed; callers fail closed");
+                            for reply in replies {
                                 let _ = reply.send(Err(error.to_string()));
                             }
                         }

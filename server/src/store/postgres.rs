@@ -130,6 +130,9 @@ async fn conflict(
 }
 
 /// Chain and insert `events` after the current head, inside the caller's transaction.
+/// Rows per multi-row INSERT (24 columns each; well under the bind-parameter limits).
+const INSERT_CHUNK: usize = 40;
+
 async fn append_in(
     tx: &mut Transaction<'static, Postgres>,
     events: &[NewAuditEvent],
@@ -142,40 +145,43 @@ async fn append_in(
         head.try_get("seq")?,
         &head.try_get::<String, _>("row_hash")?,
     );
-    for r in &records {
-        let e = &r.event;
-        sqlx::query(
-                "INSERT INTO audit_logs (id, timestamp, caller_id, tool, operation, decision_action, decision_reason, \
-                 risk_level, requires_approval, execution_status, execution_duration_ms, side_effects, error, approver, \
-                 approved_at, context, decision, seq, event_kind, job_id, policy_hash, call_hash, prev_hash, row_hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
-            )
-            .bind(&r.id)
-            .bind(truncate(e.timestamp))
-            .bind(&e.caller_id)
-            .bind(&e.tool)
-            .bind(&e.operation)
-            .bind(&e.decision_action)
-            .bind(&e.decision_reason)
-            .bind(&e.risk_level)
-            .bind(e.requires_approval)
-            .bind(&e.execution_status)
-            .bind(e.execution_duration_ms)
-            .bind(&e.side_effects)
-            .bind(&e.error)
-            .bind(&e.approver)
-            .bind(e.approved_at.map(truncate))
-            .bind(&e.context)
-            .bind(&e.decision)
-            .bind(r.seq)
-            .bind(e.kind.as_str())
-            .bind(&e.job_id)
-            .bind(&e.policy_hash)
-            .bind(&e.call_hash)
-            .bind(&r.prev_hash)
-            .bind(&r.row_hash)
-            .execute(&mut **tx)
-            .await?;
+    // Multi-row INSERTs: one statement per chunk instead of one per row.
+    for (chunk, rows) in records
+        .chunks(INSERT_CHUNK)
+        .zip(events.chunks(INSERT_CHUNK))
+    {
+        let mut insert = sqlx::QueryBuilder::<Postgres>::new(
+            "INSERT INTO audit_logs (id, timestamp, caller_id, tool, operation, decision_action, decision_reason, \
+             risk_level, requires_approval, execution_status, execution_duration_ms, side_effects, error, approver, \
+             approved_at, context, decision, seq, event_kind, job_id, policy_hash, call_hash, prev_hash, row_hash) ",
+        );
+        insert.push_values(chunk.iter().zip(rows), |mut row, (r, e)| {
+            row.push_bind(&r.id)
+                .push_bind(truncate(e.timestamp))
+                .push_bind(&e.caller_id)
+                .push_bind(&e.tool)
+                .push_bind(&e.operation)
+                .push_bind(&e.decision_action)
+                .push_bind(&e.decision_reason)
+                .push_bind(&e.risk_level)
+                .push_bind(e.requires_approval)
+                .push_bind(&e.execution_status)
+                .push_bind(e.execution_duration_ms)
+                .push_bind(&e.side_effects)
+                .push_bind(&e.error)
+                .push_bind(&e.approver)
+                .push_bind(e.approved_at.map(truncate))
+                .push_bind(&e.context)
+                .push_bind(&e.decision)
+                .push_bind(r.seq)
+                .push_bind(e.kind.as_str())
+                .push_bind(&e.job_id)
+                .push_bind(&e.policy_hash)
+                .push_bind(&e.call_hash)
+                .push_bind(&r.prev_hash)
+                .push_bind(&r.row_hash);
+        });
+        insert.build().execute(&mut **tx).await?;
     }
     if let Some(last) = records.last() {
         sqlx::query("UPDATE audit_head SET seq = $1, row_hash = $2 WHERE id = 1")

@@ -1,0 +1,156 @@
+//! Audit append throughput through the group-commit writer, and bytes per row on disk, on
+//! SQLite (file, WAL, synchronous=FULL) and PostgreSQL. Prints figures; asserts nothing.
+//!
+//!     cargo bench -p server --bench audit_append            # 20,000 rows, 64 concurrent writers
+//!     AUDIT_BENCH_ROWS=100000 AUDIT_BENCH_WRITERS=256 cargo bench -p server --bench audit_append
+//!
+//! PostgreSQL is CS_TEST_POSTGRES_URL (default: the local server's `test` database), in a
+//! schema created and dropped by the run.
+
+use server::store::{AnyStore, AuditWriter, EventKind, NewAuditEvent};
+use sqlx::{Connection, Executor};
+use std::time::Instant;
+
+fn event(n: usize) -> NewAuditEvent {
+    let mut e = NewAuditEvent::new(
+        EventKind::Decision,
+        "ai-assistant@example.com",
+        "ssh-exec",
+        "executeCommand",
+        "allow",
+        "HIGH risk with no dangerous pattern, sudo or force flag: allowed",
+        "HIGH",
+    );
+    e.context = format!(
+        r#"{{"args":{{"command":"systemctl status nginx --no-pager -n {n}"}},"target":"web-01"}}"#
+    );
+    e.decision =
+        r#"{"approvals_required":0,"matched_patterns":[],"missing_capabilities":[]}"#.to_string();
+    e.policy_hash = Some("5f".repeat(32));
+    e.call_hash = Some(format!("{:064x}", n));
+    e
+}
+
+async fn run(label: &str, store: AnyStore, rows: usize, writers: usize) -> f64 {
+    let writer = AuditWriter::spawn(store, None);
+    let start = Instant::now();
+    let per_writer = rows / writers;
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                for i in 0..per_writer {
+                    writer
+                        .append(event(w * per_writer + i))
+                        .await
+                        .expect("durable append");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("writer task");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let rate = (per_writer * writers) as f64 / secs;
+    println!("{label}: {} rows in {secs:.2} s = {rate:.0} durable appends/s ({writers} concurrent writers)", per_writer * writers);
+    rate
+}
+
+#[tokio::main]
+async fn main() {
+    let rows: usize = std::env::var("AUDIT_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let writers: usize = std::env::var("AUDIT_BENCH_WRITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+
+    // SQLite
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bench.db");
+    let config = server::Config {
+        database_url: format!("sqlite://{}", path.display()),
+        ..server::Config::default()
+    };
+    let db = server::Database::connect(&config).await.expect("sqlite");
+    db.migrate().await.expect("migrate");
+    run("sqlite", AnyStore::new(&db), rows, writers).await;
+    if let server::Database::Sqlite(pool) = &db {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(pool)
+            .await
+            .expect("checkpoint");
+        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(pool)
+            .await
+            .expect("page size");
+        let pages: i64 = sqlx::query_scalar("SELECT SUM(pgsize) / $1 FROM dbstat WHERE name LIKE 'audit_logs%' OR name LIKE 'sqlite_autoindex_audit_logs%'")
+            .bind(page_size)
+            .fetch_one(pool)
+            .await
+            .unwrap_or(0);
+        let file = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let rows_stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_logs")
+            .fetch_one(pool)
+            .await
+            .expect("count");
+        let table_bytes = pages * page_size;
+        if table_bytes > 0 {
+            println!(
+                "sqlite: audit_logs with its indexes {} B / {rows_stored} rows = {} B per row",
+                table_bytes,
+                table_bytes / rows_stored.max(1)
+            );
+        }
+        println!(
+            "sqlite: whole database file {file} B / {rows_stored} rows = {} B per row",
+            file as i64 / rows_stored.max(1)
+        );
+    }
+    db.close().await;
+
+    // PostgreSQL
+    let url = std::env::var("CS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("cs_bench_{}", std::process::id());
+    let Ok(mut admin) = sqlx::PgConnection::connect(&url).await else {
+        println!("postgres: not reachable at {url}; skipped");
+        return;
+    };
+    admin
+        .execute(format!("CREATE SCHEMA {schema}").as_str())
+        .await
+        .expect("schema");
+    let options = url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .expect("url")
+        .options([("search_path", schema.as_str())]);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await
+        .expect("pool");
+    let db = server::Database::Postgres(pool.clone());
+    db.migrate().await.expect("migrate");
+    run("postgres", AnyStore::new(&db), rows, writers).await;
+    let bytes: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('audit_logs')")
+        .fetch_one(&pool)
+        .await
+        .expect("size");
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_logs")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    println!(
+        "postgres: audit_logs with indexes and TOAST {bytes} B / {count} rows = {} B per row",
+        bytes / count.max(1)
+    );
+    pool.close().await;
+    admin
+        .execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
+        .await
+        .expect("drop schema");
+}
