@@ -7,6 +7,9 @@
 //! PostgreSQL is CS_TEST_POSTGRES_URL (default: the local server's `test` database), in a
 //! schema created and dropped by the run.
 
+// A benchmark reports by printing its figures.
+#![allow(clippy::print_stdout)]
+
 use server::store::{AnyStore, AuditWriter, EventKind, NewAuditEvent};
 use sqlx::{Connection, Executor};
 use std::time::Instant;
