@@ -8,7 +8,6 @@
 //! through a pipe, so `curl ... | sh` is visible.
 
 use crate::shell::{self, Redirect, Script, Warning, Word, MAX_DEPTH};
-use std::collections::BTreeSet;
 use std::ops::Range;
 
 /// One command that would run, with its name normalised.
@@ -30,8 +29,8 @@ pub struct Invocation {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlagSet {
-    pub short: BTreeSet<char>,
-    pub long: BTreeSet<String>,
+    pub short: Vec<char>,
+    pub long: Vec<String>,
 }
 
 /// Everything found in one shell argument.
@@ -446,6 +445,14 @@ fn cover(words: &[Word]) -> Range<usize> {
     }
 }
 
+impl FlagSet {
+    fn add_long(&mut self, name: &str) {
+        if !self.long.iter().any(|l| l.eq_ignore_ascii_case(name)) {
+            self.long.push(name.to_ascii_lowercase());
+        }
+    }
+}
+
 fn flags(args: &[Word]) -> FlagSet {
     let mut set = FlagSet::default();
     for arg in args {
@@ -456,7 +463,7 @@ fn flags(args: &[Word]) -> FlagSet {
         if let Some(long) = text.strip_prefix("--") {
             let name = long.split('=').next().unwrap_or(long);
             if !name.is_empty() {
-                set.long.insert(name.to_ascii_lowercase());
+                set.add_long(name);
             }
         } else if let Some(short) = text.strip_prefix('-') {
             if short.is_empty() {
@@ -464,10 +471,13 @@ fn flags(args: &[Word]) -> FlagSet {
             }
             // `-rf` is `-r -f`; `-Force` (PowerShell, find) is also a long name.
             let name = short.split('=').next().unwrap_or(short);
-            set.short
-                .extend(name.chars().filter(|c| c.is_ascii_alphanumeric()));
+            for c in name.chars().filter(|c| c.is_ascii_alphanumeric()) {
+                if !set.short.contains(&c) {
+                    set.short.push(c);
+                }
+            }
             if name.len() > 1 {
-                set.long.insert(name.to_ascii_lowercase());
+                set.add_long(name);
             }
         }
     }
@@ -556,7 +566,10 @@ mod tests {
         let analysis = invocations("rm -r -f --no-preserve-root -Force x -- -y");
         let flags = &analysis.invocations[0].flags;
         assert!(flags.short.contains(&'r') && flags.short.contains(&'f'));
-        assert!(flags.long.contains("no-preserve-root") && flags.long.contains("force"));
+        assert!(
+            flags.long.iter().any(|l| l == "no-preserve-root")
+                && flags.long.iter().any(|l| l == "force")
+        );
         assert!(!flags.short.contains(&'y'));
     }
 

@@ -3,7 +3,7 @@
 use crate::analysis::{self, Invocation};
 use crate::policy::{Category, Operation, Pattern, PolicySet};
 use crate::shell::Warning;
-use crate::{canonical_json, sha256_hex, Action, Risk};
+use crate::{Action, Risk};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
@@ -73,13 +73,23 @@ pub struct Decision {
 
 /// SHA-256 over the canonical JSON of the call (object keys sorted, no whitespace).
 pub fn call_hash(request: &Request) -> String {
-    let value = serde_json::json!({
-        "tool": request.tool,
-        "operation": request.operation,
-        "args": Value::Object(request.args.clone()),
-        "target": request.target,
-    });
-    sha256_hex(canonical_json(&value).as_bytes())
+    use std::fmt::Write as _;
+    // The canonical JSON of {"args", "operation", "target", "tool"} (keys in sorted order),
+    // streamed into the hash without copying the arguments.
+    let mut hasher = crate::HashWriter::default();
+    let _ = hasher.write_str("{\"args\":");
+    crate::write_canonical_map(&request.args, &mut hasher);
+    let _ = hasher.write_str(",\"operation\":");
+    let _ = crate::write_json_str(&request.operation, &mut hasher);
+    let _ = hasher.write_str(",\"target\":");
+    let _ = match &request.target {
+        Some(target) => crate::write_json_str(target, &mut hasher),
+        None => hasher.write_str("null"),
+    };
+    let _ = hasher.write_str(",\"tool\":");
+    let _ = crate::write_json_str(&request.tool, &mut hasher);
+    let _ = hasher.write_str("}");
+    hasher.finish()
 }
 
 /// Decide. Never fails and never panics; anything unknown is denied.
@@ -472,25 +482,26 @@ fn flags_match(pattern: &Pattern, invocation: &Invocation) -> bool {
     if pattern.flags.is_empty() && pattern.any_flags.is_empty() {
         return true;
     }
-    let canonical = |flag: &str| -> String {
-        pattern
-            .flag_aliases
-            .get(flag)
-            .cloned()
-            .unwrap_or_else(|| flag.to_string())
-    };
-    let mut present: Vec<String> =
-        Vec::with_capacity(invocation.flags.short.len() + invocation.flags.long.len());
-    let mut buf = [0u8; 4];
-    present.extend(
-        invocation
+    // Is `wanted` (canonical) among the invocation's flags, after the pattern's aliases?
+
+    let present = |wanted: &String| {
+        let mut buf = [0u8; 4];
+        invocation.flags.short.iter().any(|c| {
+            let short: &str = c.encode_utf8(&mut buf);
+            match pattern.flag_aliases.get(short) {
+                Some(alias) => alias == wanted,
+                None => short == wanted,
+            }
+        }) || invocation
             .flags
-            .short
+            .long
             .iter()
-            .map(|c| canonical(c.encode_utf8(&mut buf))),
-    );
-    present.extend(invocation.flags.long.iter().map(|l| canonical(l)));
-    let has = |f: &String| present.contains(f);
-    pattern.flags.iter().all(has)
-        && (pattern.any_flags.is_empty() || pattern.any_flags.iter().any(has))
+            .any(|l| match pattern.flag_aliases.get(l.as_str()) {
+                Some(alias) => alias == wanted,
+                None => l == wanted,
+            })
+    };
+
+    pattern.flags.iter().all(present)
+        && (pattern.any_flags.is_empty() || pattern.any_flags.iter().any(present))
 }

@@ -21,8 +21,10 @@ pub use approval::{can_approve, Eligibility, PendingJob, Quorum, Verdict, Vote};
 pub use decision::{call_hash, evaluate, Decision, PatternMatch, Principal, Request};
 pub use policy::{ArgKind, Category, Operation, Pattern, PolicyError, PolicySet, Tool};
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::fmt;
 
 /// The default policy for IT-MCP's tools, as shipped in `policies/default.toml`.
 pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.toml");
@@ -34,13 +36,7 @@ pub fn default_policy() -> Result<PolicySet, PolicyError> {
 
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for byte in digest {
-        out.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
-        out.push(char::from_digit(u32::from(byte & 0xf), 16).unwrap_or('0'));
-    }
-    out
+    hex_digest(Sha256::new_with_prefix(bytes))
 }
 
 /// JSON with object keys sorted and no insignificant whitespace: the form that is hashed.
@@ -50,40 +46,116 @@ pub fn canonical_json(value: &Value) -> String {
     out
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, key) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String((*key).clone()).to_string());
-                out.push(':');
-                if let Some(v) = map.get(*key) {
-                    write_canonical(v, out);
-                }
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
+/// SHA-256 (hex) of a value's canonical JSON, streamed into the hash without building the text.
+pub fn canonical_sha256(value: &Value) -> String {
+    let mut hasher = HashWriter(Sha256::new());
+    write_canonical(value, &mut hasher);
+    hex_digest(hasher.0)
+}
+
+/// A `fmt::Write` that feeds SHA-256.
+#[derive(Default)]
+pub(crate) struct HashWriter(Sha256);
+
+impl HashWriter {
+    pub(crate) fn finish(self) -> String {
+        hex_digest(self.0)
     }
 }
 
-use serde::{Deserialize, Serialize};
-use std::fmt;
+/// Write a JSON object's canonical form (keys sorted).
+pub(crate) fn write_canonical_map<W: fmt::Write>(
+    map: &serde_json::Map<String, Value>,
+    out: &mut W,
+) {
+    let _ = try_write_map(map, out);
+}
+
+impl fmt::Write for HashWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.update(s.as_bytes());
+        Ok(())
+    }
+}
+
+fn hex_digest(hasher: Sha256) -> String {
+    let digest = hasher.finalize();
+    let mut out = String::with_capacity(64);
+    for byte in digest {
+        out.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
+        out.push(char::from_digit(u32::from(byte & 0xf), 16).unwrap_or('0'));
+    }
+    out
+}
+
+/// Write `value` as canonical JSON: keys sorted, no whitespace, strings escaped as serde_json does.
+pub(crate) fn write_canonical<W: fmt::Write>(value: &Value, out: &mut W) {
+    // Writing to a String or a hasher cannot fail.
+    let _ = try_write_canonical(value, out);
+}
+
+fn try_write_canonical<W: fmt::Write>(value: &Value, out: &mut W) -> fmt::Result {
+    match value {
+        Value::Object(map) => try_write_map(map, out),
+        Value::Array(items) => {
+            out.write_char('[')?;
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.write_char(',')?;
+                }
+                try_write_canonical(item, out)?;
+            }
+            out.write_char(']')
+        }
+        Value::String(s) => write_json_str(s, out),
+        Value::Number(n) => write!(out, "{n}"),
+        Value::Bool(b) => out.write_str(if *b { "true" } else { "false" }),
+        Value::Null => out.write_str("null"),
+    }
+}
+
+fn try_write_map<W: fmt::Write>(map: &serde_json::Map<String, Value>, out: &mut W) -> fmt::Result {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.write_char('{')?;
+    for (i, (key, value)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.write_char(',')?;
+        }
+        write_json_str(key, out)?;
+        out.write_char(':')?;
+        try_write_canonical(value, out)?;
+    }
+    out.write_char('}')
+}
+
+/// A JSON string literal, escaped exactly as serde_json escapes it.
+pub(crate) fn write_json_str<W: fmt::Write>(s: &str, out: &mut W) -> fmt::Result {
+    out.write_char('"')?;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        let escape = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            '\u{8}' => "\\b",
+            '\u{c}' => "\\f",
+            c if (c as u32) < 0x20 => "",
+            _ => continue,
+        };
+        out.write_str(&s[start..i])?;
+        if escape.is_empty() {
+            write!(out, "\\u{:04x}", c as u32)?;
+        } else {
+            out.write_str(escape)?;
+        }
+        start = i + c.len_utf8();
+    }
+    out.write_str(&s[start..])?;
+    out.write_char('"')
+}
 
 /// How dangerous an operation is, in IT-MCP's words (`LOW` .. `CRITICAL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -166,5 +238,53 @@ mod tests {
             serde_json::to_string(&Action::Deny).ok().as_deref(),
             Some("\"deny\"")
         );
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth() {
+        let a: Value =
+            serde_json::from_str(r#"{"b":1,"a":{"y":[1,{"d":2,"c":3}],"x":"é"}}"#).expect("json");
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"a":{"x":"é","y":[1,{"c":3,"d":2}]},"b":1}"#
+        );
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn strings_are_escaped_like_serde_json_and_streaming_hashes_the_same() {
+        let tricky = "quote\" back\\slash \n\r\t\u{8}\u{c}\u{1}\u{1f} é ✓ \u{7f}";
+        let mut out = String::new();
+        write_json_str(tricky, &mut out).expect("write");
+        assert_eq!(out, serde_json::to_string(tricky).expect("serde_json"));
+        let value: Value =
+            serde_json::json!({"b": [tricky, 1.5, -2, true, null], "a": {"z": {}, "y": []}});
+        assert_eq!(
+            canonical_sha256(&value),
+            sha256_hex(canonical_json(&value).as_bytes())
+        );
+    }
+
+    #[test]
+    fn the_call_hash_is_the_hash_of_the_canonical_call() {
+        let mut args = serde_json::Map::new();
+        args.insert("command".into(), Value::String("rm -rf \"/tmp/x\"".into()));
+        args.insert("a".into(), serde_json::json!({"z": 1, "b": [true]}));
+        let request = Request {
+            tool: "ssh-exec".into(),
+            operation: "executeCommand".into(),
+            args: args.clone(),
+            target: Some("web-01".into()),
+        };
+        let expected = serde_json::json!({"tool": "ssh-exec", "operation": "executeCommand", "args": args, "target": "web-01"});
+        assert_eq!(call_hash(&request), canonical_sha256(&expected));
+        let untargeted = Request {
+            target: None,
+            ..request
+        };
+        assert_ne!(call_hash(&untargeted), canonical_sha256(&expected));
     }
 }
