@@ -6,6 +6,7 @@ pub mod db;
 pub mod evaluate;
 pub mod import;
 pub mod maintenance;
+pub mod security;
 pub mod store;
 pub mod telemetry;
 
@@ -95,6 +96,11 @@ pub fn app(state: AppState) -> Router {
             move || shell(options.clone())
         })
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security::same_origin,
+        ))
+        .layer(axum::middleware::from_fn(security::headers))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

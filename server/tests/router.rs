@@ -16,6 +16,7 @@ fn policy() -> Arc<enforcer::PolicySet> {
 
 struct TestApp {
     router: Router,
+    store: server::store::AnyStore,
     _dir: tempfile::TempDir,
 }
 
@@ -27,8 +28,10 @@ async fn sqlite_app() -> TestApp {
     };
     let db = Database::connect(&config).await.expect("sqlite opens");
     db.migrate().await.expect("migrations apply");
+    let state = AppState::new(&config, db, policy());
     TestApp {
-        router: app(AppState::new(&config, db, policy())),
+        store: state.store.clone(),
+        router: app(state),
         _dir: dir,
     }
 }
@@ -156,4 +159,99 @@ async fn readyz_on_postgres() {
         .expect("postgres reachable on 127.0.0.1:5432");
     let router = app(AppState::new(&config, db, policy()));
     assert_eq!(get(&router, "/readyz").await.0, StatusCode::OK);
+}
+
+async fn request(router: &Router, req: Request<Body>) -> axum::response::Response {
+    router.clone().oneshot(req).await.expect("router answers")
+}
+
+#[tokio::test]
+async fn pages_carry_a_nonce_csp_and_security_headers() {
+    let test = sqlite_app().await;
+    let response = request(
+        &test.router,
+        Request::builder()
+            .uri("/")
+            .body(Body::empty())
+            .expect("req"),
+    )
+    .await;
+    let headers = response.headers().clone();
+    let csp = headers
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .expect("csp")
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self' 'nonce-")
+            && csp.contains("'wasm-unsafe-eval'")
+            && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(
+        headers.get("x-content-type-options").map(|v| v.as_bytes()),
+        Some(b"nosniff".as_slice())
+    );
+    assert!(headers.contains_key("referrer-policy"));
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let html = String::from_utf8_lossy(&body);
+    let nonce = csp
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|s| s.split('\'').next())
+        .expect("nonce");
+    assert!(
+        html.contains(&format!("nonce=\"{nonce}\"")),
+        "the inline hydration script carries the nonce"
+    );
+
+    let probe = request(
+        &test.router,
+        Request::builder()
+            .uri("/healthz")
+            .body(Body::empty())
+            .expect("req"),
+    )
+    .await;
+    let csp = probe
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+}
+
+#[tokio::test]
+async fn cross_origin_posts_are_refused_and_audited() {
+    let test = sqlite_app().await;
+    let post = |origin: &'static str| {
+        Request::builder()
+            .method("POST")
+            .uri("/api/anything")
+            .header("host", "127.0.0.1:3000")
+            .header("origin", origin)
+            .header("cookie", "id=abc")
+            .body(Body::empty())
+            .expect("req")
+    };
+    let refused = request(&test.router, post("http://evil.example")).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let allowed = request(&test.router, post("http://127.0.0.1:3000")).await;
+    assert_ne!(allowed.status(), StatusCode::FORBIDDEN);
+    let rows = server::store::Store::audit_page(&test.store, 0, 10)
+        .await
+        .expect("audit");
+    assert_eq!(rows.len(), 1, "exactly the refusal is audited");
+    assert_eq!(
+        (
+            rows[0].event.operation.as_str(),
+            rows[0].event.decision_action.as_str()
+        ),
+        ("csrf.refused", "deny")
+    );
 }
