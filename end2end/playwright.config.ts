@@ -2,6 +2,7 @@ import { defineConfig } from '@playwright/test';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
+import { ADMIN_PASSWORD } from './tests/pages/portal';
 
 // The server under test: the release binary built by scripts/build-site.sh, on a loopback port
 // chosen by scripts/test.sh (E2E_PORT), with a throw-away SQLite database.
@@ -10,6 +11,7 @@ const baseURL = `http://127.0.0.1:${port}`;
 const root = path.resolve(__dirname, '..');
 const binary = process.env.E2E_BINARY ?? path.join(root, 'target', 'release', 'countersign');
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'countersign-e2e-'));
+
 
 export default defineConfig({
   testDir: './tests',
@@ -48,7 +50,8 @@ export default defineConfig({
     env: {
       COUNTERSIGN_BIND: `127.0.0.1:${port}`,
       COUNTERSIGN_DATABASE_URL: `sqlite://${path.join(dataDir, 'e2e.db')}`,
-      COUNTERSIGN_LOG_LEVEL: 'info',
+            COUNTERSIGN_LOG_LEVEL: 'info',
+      COUNTERSIGN_ADMIN_PASSWORD: ADMIN_PASSWORD,
       LEPTOS_SITE_ROOT: path.join(root, 'target', 'site'),
     },
   },

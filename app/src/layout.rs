@@ -63,12 +63,40 @@ pub fn Shell(children: Children) -> impl IntoView {
                     .map(|(href, label)| view! { <A href=*href exact=true>{*label}</A> })
                     .collect_view()}
             </nav>
-            <TimeZoneSwitch/>
+                        <TimeZoneSwitch/>
+            <CurrentUser/>
         </header>
         <main class="content">{children()}</main>
         <footer class="footer">
             "Countersign " {env!("CARGO_PKG_VERSION")} " · every decision is recorded"
         </footer>
+    }
+}
+
+/// The signed-in person and the sign-out button (a plain form: it works without WASM).
+#[component]
+fn CurrentUser() -> impl IntoView {
+    let user = Resource::new(|| (), |_| crate::whoami());
+    view! {
+        <Suspense fallback=|| ()>
+            {move || {
+                user.get()
+                    .and_then(Result::ok)
+                    .flatten()
+                    .map(|u| {
+                        let roles = u.roles.join(", ");
+                        view! {
+                            <div class="user" data-testid="current-user">
+                                <span class="user-name">{u.display_name}</span>
+                                <span class="user-roles">{roles}</span>
+                                <form method="post" action="/auth/logout">
+                                    <button type="submit" class="link-button">"Sign out"</button>
+                                </form>
+                            </div>
+                        }
+                    })
+            }}
+        </Suspense>
     }
 }
 

@@ -11,10 +11,26 @@ use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Link, Meta, MetaTags, Stylesheet, Title};
 use leptos_router::{
     components::{Route, Router, Routes},
-    path,
+    path, SsrMode,
 };
 
 pub use error::AppError;
+
+use serde::{Deserialize, Serialize};
+
+/// The signed-in person, as the portal shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    pub username: String,
+    pub display_name: String,
+    pub roles: Vec<String>,
+}
+
+/// Who is signed in (the server puts them in context for each request).
+#[server(endpoint = "whoami")]
+pub async fn whoami() -> Result<Option<UserView>, ServerFnError> {
+    Ok(use_context::<UserView>())
+}
 
 /// The product name shown in titles and the header.
 pub const PRODUCT: &str = "Countersign";
@@ -77,12 +93,13 @@ pub fn App() -> impl IntoView {
         <Router>
             <layout::Shell>
                 <Routes fallback=pages::NotFound>
-                    <Route path=path!("") view=pages::Dashboard/>
-                    <Route path=path!("/approvals") view=pages::Approvals/>
-                    <Route path=path!("/jobs") view=pages::Jobs/>
-                    <Route path=path!("/audit") view=pages::Audit/>
-                    <Route path=path!("/reports") view=pages::Reports/>
-                    <Route path=path!("/policies") view=pages::Policies/>
+                    <Route path=path!("") view=pages::Dashboard ssr=SsrMode::InOrder/>
+                    <Route path=path!("/approvals") view=pages::Approvals ssr=SsrMode::InOrder/>
+                    <Route path=path!("/jobs") view=pages::Jobs ssr=SsrMode::InOrder/>
+                    <Route path=path!("/audit") view=pages::Audit ssr=SsrMode::InOrder/>
+                    <Route path=path!("/reports") view=pages::Reports ssr=SsrMode::InOrder/>
+                                        <Route path=path!("/policies") view=pages::Policies ssr=SsrMode::InOrder/>
+                    <Route path=path!("/sign-in") view=pages::SignIn ssr=SsrMode::InOrder/>
                 </Routes>
             </layout::Shell>
         </Router>

@@ -3,6 +3,7 @@
 
 use leptos::prelude::*;
 use leptos_meta::Title;
+use leptos_router::hooks::use_query_map;
 
 #[component]
 fn Section(title: &'static str, lead: &'static str, children: Children) -> impl IntoView {
@@ -89,5 +90,48 @@ pub fn NotFound() -> impl IntoView {
         <Section title="Not found" lead="There is no page at this address.">
             <a href="/">"Back to the dashboard"</a>
         </Section>
+    }
+}
+
+/// The local-account sign-in form. A plain HTML form posting to `/auth/login`: it works
+/// before (and without) WASM.
+#[component]
+pub fn SignIn() -> impl IntoView {
+    let query = use_query_map();
+    let message = move || {
+        query.with(|q| {
+            if q.get("signed_out").is_some() {
+                return Some(("notice", "You have signed out."));
+            }
+            q.get("error").map(|e| match e.as_str() {
+                "throttled" => (
+                    "error",
+                    "Too many failed sign-ins from your address. Wait a few minutes.",
+                ),
+                "locked" => (
+                    "error",
+                    "This account is locked for a while after repeated failures.",
+                ),
+                "unavailable" => (
+                    "error",
+                    "Sign-in is unavailable right now. Try again shortly.",
+                ),
+                _ => ("error", "Unknown user or wrong password."),
+            })
+        })
+    };
+    let next = move || query.with(|q| q.get("next").unwrap_or_else(|| "/".to_string()));
+    view! {
+        <Title text="Sign in"/>
+        <section class="page sign-in">
+            <h1>"Sign in"</h1>
+            {move || message().map(|(kind, text)| view! { <p class=kind role="alert">{text}</p> })}
+            <form method="post" action="/auth/login" class="sign-in-form">
+                <label>"User name" <input name="username" id="username" autocomplete="username" required/></label>
+                <label>"Password" <input name="password" id="password" type="password" autocomplete="current-password" required/></label>
+                <input type="hidden" name="next" value=next/>
+                <button type="submit" id="sign-in">"Sign in"</button>
+            </form>
+        </section>
     }
 }

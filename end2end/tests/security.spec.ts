@@ -4,6 +4,7 @@ import { Portal } from './pages/portal';
 test('the page runs under a strict Content-Security-Policy and still hydrates', async ({ page }) => {
   const portal = new Portal(page);
   const errors = portal.watchForErrors();
+  await portal.signIn();
   const response = await portal.open('/');
   const csp = response?.headers()['content-security-policy'] ?? '';
   expect(csp).toContain("frame-ancestors 'none'");

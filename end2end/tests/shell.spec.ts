@@ -6,6 +6,8 @@ test.describe('server-rendered shell (JavaScript disabled)', () => {
 
   test('every section is rendered on the server with its navigation', async ({ page }) => {
     const portal = new Portal(page);
+    await portal.signIn();
+    await expect(page).toHaveURL(/\/$/);
     const response = await portal.open('/');
     expect(response?.status()).toBe(200);
     await expect(portal.heading).toHaveText('Dashboard');
@@ -24,7 +26,7 @@ test.describe('server-rendered shell (JavaScript disabled)', () => {
 
   test('the interactive switch does nothing before hydration', async ({ page }) => {
     const portal = new Portal(page);
-    await portal.open('/');
+    await portal.signIn();
     await expect(portal.tzSwitch).toHaveText('Times in UTC');
     await portal.tzSwitch.click();
     await expect(portal.tzSwitch).toHaveText('Times in UTC');
@@ -33,6 +35,7 @@ test.describe('server-rendered shell (JavaScript disabled)', () => {
 
   test('an unknown address is a 404 page', async ({ page }) => {
     const portal = new Portal(page);
+    await portal.signIn();
     const response = await portal.open('/no-such-page');
     expect(response?.status()).toBe(404);
     await expect(portal.heading).toHaveText('Not found');
@@ -43,7 +46,7 @@ test.describe('hydrated portal', () => {
   test('the WASM bundle hydrates and the switch responds', async ({ page }) => {
     const portal = new Portal(page);
     const errors = portal.watchForErrors();
-    await portal.open('/');
+    await portal.signIn();
     await portal.hydrated();
     await expect(portal.tzSwitch).toHaveText('Times in UTC');
     await portal.tzSwitch.click();
@@ -57,7 +60,7 @@ test.describe('hydrated portal', () => {
   test('navigation after hydration stays in the page and keeps state', async ({ page }) => {
     const portal = new Portal(page);
     const errors = portal.watchForErrors();
-    await portal.open('/');
+    await portal.signIn();
     await portal.hydrated();
     await portal.tzSwitch.click();
     for (const section of SECTIONS.slice(1)) {

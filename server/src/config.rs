@@ -47,6 +47,16 @@ pub struct Config {
     pub audit_retention: Option<String>,
     /// How often queued jobs are expired and lapsed leases reaped, in seconds.
     pub maintenance_interval_secs: u64,
+    /// Password for the first local `admin` account, used only when no account exists yet
+    /// (otherwise one is generated and printed once).
+    pub admin_password: Option<Secret>,
+    /// A session ends after this many minutes without a request...
+    pub session_idle_minutes: u64,
+    /// ...and this many hours after sign-in in any case.
+    pub session_lifetime_hours: u64,
+    /// The address people use to reach the portal (e.g. `https://countersign.example.com`).
+    /// With `https://`, the session cookie is `Secure` and `__Host-` prefixed.
+    pub public_url: Option<String>,
 }
 
 /// A secret setting: usable by the code, never shown by `Debug` (so never logged).
@@ -92,6 +102,10 @@ impl Default for Config {
             audit_checkpoint_secs: 300,
             audit_retention: None,
             maintenance_interval_secs: 10,
+            admin_password: None,
+            session_idle_minutes: 30,
+            session_lifetime_hours: 12,
+            public_url: None,
         }
     }
 }
@@ -181,6 +195,22 @@ impl Config {
                 "checkpoint intervals must be at least 1",
             ));
         }
+        if self.session_idle_minutes == 0 || self.session_lifetime_hours == 0 {
+            return Err(invalid(
+                "session_idle_minutes",
+                "session timeouts must be at least 1",
+            ));
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid("public_url", "must start with http:// or https://"));
+            }
+        }
+        if let Some(password) = &self.admin_password {
+            if password.expose().chars().count() < 12 {
+                return Err(invalid("admin_password", "must be at least 12 characters"));
+            }
+        }
         if self.maintenance_interval_secs == 0 {
             return Err(invalid("maintenance_interval_secs", "must be at least 1"));
         }
@@ -211,6 +241,13 @@ impl Config {
                 "must start with sqlite:// or postgres://",
             ))
         }
+    }
+
+    /// Whether the portal is served over https (secure, `__Host-` session cookies).
+    pub fn https(&self) -> bool {
+        self.public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
     }
 
     /// The retention period in seconds, when one is configured.

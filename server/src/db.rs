@@ -60,9 +60,20 @@ impl Database {
     /// Apply pending migrations for this database's dialect.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         match self {
-            Database::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
-            Database::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+            Database::Sqlite(pool) => {
+                SQLITE_MIGRATIONS.run(pool).await?;
+                tower_sessions_sqlx_store::SqliteStore::new(pool.clone())
+                    .migrate()
+                    .await?;
+            }
+            Database::Postgres(pool) => {
+                POSTGRES_MIGRATIONS.run(pool).await?;
+                tower_sessions_sqlx_store::PostgresStore::new(pool.clone())
+                    .migrate()
+                    .await?;
+            }
         }
+        Ok(())
     }
 
     /// A round trip to the database, as `/readyz` uses it.

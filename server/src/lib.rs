@@ -1,6 +1,7 @@
 //! The `countersign` server: axum wiring for the portal, health probes and (later) the decision
 //! API. [`app`] builds the whole router so tests can drive it without a socket.
 
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod evaluate;
@@ -41,6 +42,10 @@ pub struct AppState {
     pub store: store::AnyStore,
     /// The one audit writer (group commit); nothing is acknowledged before it is durable.
     pub audit: store::AuditWriter,
+    pub throttle: auth::AddressThrottle,
+    pub session_lifetime_secs: i64,
+    session_idle_secs: i64,
+    https: bool,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -59,6 +64,14 @@ impl AppState {
             policy,
             store,
             audit,
+            throttle: auth::AddressThrottle::default(),
+            session_lifetime_secs: i64::try_from(
+                config.session_lifetime_hours.saturating_mul(3_600),
+            )
+            .unwrap_or(i64::MAX),
+            session_idle_secs: i64::try_from(config.session_idle_minutes.saturating_mul(60))
+                .unwrap_or(i64::MAX),
+            https: config.https(),
         }
     }
 }
@@ -88,14 +101,31 @@ pub fn leptos_options(config: &Config) -> LeptosOptions {
 /// The complete router: probes, the portal's pages and server functions, and static files.
 pub fn app(state: AppState) -> Router {
     let routes = generate_route_list(App);
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .leptos_routes(&state, routes, {
+        .route("/auth/login", get(auth::login_page).post(auth::sign_in))
+        .route("/auth/logout", axum::routing::post(auth::sign_out))
+        .leptos_routes_with_context(&state, routes, provide_user, {
             let options = state.leptos.clone();
             move || shell(options.clone())
         })
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::gate,
+        ));
+    let router = match &state.db {
+        Database::Sqlite(pool) => router.layer(session_layer(
+            tower_sessions_sqlx_store::SqliteStore::new(pool.clone()),
+            &state,
+        )),
+        Database::Postgres(pool) => router.layer(session_layer(
+            tower_sessions_sqlx_store::PostgresStore::new(pool.clone()),
+            &state,
+        )),
+    };
+    router
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             security::same_origin,
@@ -103,6 +133,43 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(security::headers))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Server-side sessions in the database: HttpOnly, SameSite=Lax, Secure and `__Host-` prefixed
+/// over https, ending after the idle timeout (the absolute lifetime is checked by `auth::gate`).
+fn session_layer<S: tower_sessions::SessionStore + Clone>(
+    store: S,
+    state: &AppState,
+) -> tower_sessions::SessionManagerLayer<S> {
+    let name = if state.https {
+        "__Host-countersign"
+    } else {
+        "countersign"
+    };
+    tower_sessions::SessionManagerLayer::new(store)
+        .with_name(name)
+        .with_http_only(true)
+        .with_same_site(tower_sessions::cookie::SameSite::Lax)
+        .with_secure(state.https)
+        .with_path("/")
+        .with_expiry(tower_sessions::Expiry::OnInactivity(
+            time::Duration::seconds(state.session_idle_secs),
+        ))
+}
+
+/// Hand the signed-in person (put in the request by `auth::gate`) to the portal's components
+/// and server functions.
+fn provide_user() {
+    use leptos::prelude::{provide_context, use_context};
+    if let Some(parts) = use_context::<axum::http::request::Parts>() {
+        if let Some(user) = parts.extensions.get::<auth::SignedIn>() {
+            provide_context(app::UserView {
+                username: user.username.clone(),
+                display_name: user.display_name.clone(),
+                roles: user.roles.clone(),
+            });
+        }
+    }
 }
 
 /// The process is alive and serving requests.

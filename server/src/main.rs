@@ -38,6 +38,9 @@ enum Command {
     /// Check or maintain the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Manage local accounts (used when no OpenID provider is configured).
+    #[command(subcommand)]
+    User(UserCommand),
     /// Import an existing IT-MCP installation's SQLite databases (idempotent, all or nothing).
     Import {
         /// IT-MCP's audit database (mcp_audit.db).
@@ -47,6 +50,29 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         queue_db: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add an account. The password is read from standard input when --password-stdin is
+    /// given; otherwise one is generated and printed once.
+    Add {
+        name: String,
+        /// viewer, approver, auditor or admin (repeatable)
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// An enforcer capability such as ssh-linux (repeatable)
+        #[arg(long = "capability", value_name = "CAPABILITY")]
+        capabilities: Vec<String>,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password, read from standard input.
+    Passwd { name: String },
+    /// Disable an account: it can no longer sign in.
+    Disable { name: String },
+    /// Enable a disabled account.
+    Enable { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +134,7 @@ async fn main() -> ExitCode {
             audit_purge(config, &older_than).await
         }
         Command::Import { audit_db, queue_db } => import(config, audit_db, queue_db).await,
+        Command::User(command) => user(config, command).await,
         Command::Evaluate(_) | Command::Policy(_) => Ok(()),
     };
     match result {
@@ -307,6 +334,95 @@ async fn import(
     writeln!(std::io::stdout(), "{line}").map_err(|e| e.to_string())
 }
 
+fn read_password() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password: {e}"))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+async fn user(config: Config, command: UserCommand) -> Result<(), String> {
+    use server::auth::accounts;
+    let db = open_database(&config).await?;
+    let (summary, context) = match command {
+        UserCommand::Add {
+            name,
+            roles,
+            capabilities,
+            password_stdin,
+        } => {
+            let (password, generated) = if password_stdin {
+                (read_password()?, false)
+            } else {
+                (accounts::generate_password(), true)
+            };
+            let account = accounts::add(&db, &name, &password, &roles, &capabilities)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut out = std::io::stdout();
+            if generated {
+                writeln!(
+                    out,
+                    "created `{}`; password (shown only now): {password}",
+                    account.username
+                )
+                .map_err(|e| e.to_string())?;
+            } else {
+                writeln!(out, "created `{}`", account.username).map_err(|e| e.to_string())?;
+            }
+            (
+                format!("account {name} added"),
+                serde_json::json!({ "username": name, "roles": roles, "capabilities": capabilities }),
+            )
+        }
+        UserCommand::Passwd { name } => {
+            accounts::set_password(&db, &name, &read_password()?)
+                .await
+                .map_err(|e| e.to_string())?;
+            (
+                format!("password of {name} changed"),
+                serde_json::json!({ "username": name }),
+            )
+        }
+        UserCommand::Disable { name } => {
+            accounts::set_disabled(&db, &name, true)
+                .await
+                .map_err(|e| e.to_string())?;
+            (
+                format!("account {name} disabled"),
+                serde_json::json!({ "username": name }),
+            )
+        }
+        UserCommand::Enable { name } => {
+            accounts::set_disabled(&db, &name, false)
+                .await
+                .map_err(|e| e.to_string())?;
+            (
+                format!("account {name} enabled"),
+                serde_json::json!({ "username": name }),
+            )
+        }
+    };
+    let writer = AuditWriter::spawn(AnyStore::new(&db), checkpoint_policy(&config));
+    let mut event = NewAuditEvent::new(
+        EventKind::PortalAction,
+        &operator(),
+        "countersign",
+        "user",
+        "allow",
+        &summary,
+        "LOW",
+    );
+    event.context = context.to_string();
+    writer
+        .append(event)
+        .await
+        .map_err(|e| format!("done, but could not audit it: {e}"))?;
+    db.close().await;
+    Ok(())
+}
+
 /// Who runs a command-line action, for the audit trail.
 fn operator() -> String {
     let user = std::env::var("USER")
@@ -342,6 +458,8 @@ async fn serve(config: Config) -> Result<(), String> {
         retention_secs: config.retention_secs().map_err(|e| e.to_string())?,
     }
     .spawn();
+    server::auth::bootstrap_admin(&state, config.admin_password.as_ref().map(|p| p.expose()))
+        .await?;
     let router = app(state);
     tracing::info!(
         address = %config.bind,
@@ -350,10 +468,13 @@ async fn serve(config: Config) -> Result<(), String> {
         "countersign listening on http://{}",
         config.bind
     );
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("server error: {e}"))?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|e| format!("server error: {e}"))?;
     db.close().await;
     tracing::info!("countersign stopped");
     Ok(())

@@ -280,3 +280,77 @@ async fn purge_needs_the_key_and_keeps_verify_passing() {
         stdout(&verify)
     );
 }
+
+#[tokio::test]
+async fn user_commands_manage_local_accounts_and_are_audited() {
+    use std::io::Write as _;
+    let env = Env::new();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args([
+            "user",
+            "add",
+            "dave",
+            "--role",
+            "approver",
+            "--capability",
+            "ssh-linux",
+            "--password-stdin",
+        ])
+        .env(
+            "COUNTERSIGN_DATABASE_URL",
+            format!("sqlite://{}", env.db().display()),
+        )
+        .env("COUNTERSIGN_LOG_LEVEL", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"a sufficiently long password\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("exit");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "created `dave`");
+
+    let generated = env.run(&["user", "add", "erin", "--role", "viewer"], false);
+    assert!(generated.status.success(), "{}", stderr(&generated));
+    assert!(stdout(&generated).contains("password (shown only now): "));
+
+    let bad_role = env.run(&["user", "add", "frank", "--role", "superuser"], false);
+    assert!(!bad_role.status.success());
+    assert!(
+        stderr(&bad_role).contains("unknown role `superuser`"),
+        "{}",
+        stderr(&bad_role)
+    );
+
+    assert!(env
+        .run(&["user", "disable", "dave"], false)
+        .status
+        .success());
+    let missing = env.run(&["user", "disable", "nobody"], false);
+    assert!(stderr(&missing).contains("no such user `nobody`"));
+
+    let config = server::Config {
+        database_url: format!("sqlite://{}", env.db().display()),
+        ..server::Config::default()
+    };
+    let db = server::Database::connect(&config).await.expect("db");
+    let refused =
+        server::auth::accounts::authenticate(&db, "dave", "a sufficiently long password").await;
+    assert!(matches!(
+        refused,
+        Err(server::auth::accounts::AccountError::Disabled)
+    ));
+    let mut conn = env.sql().await;
+    let audited: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_logs WHERE operation = 'user'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("count");
+    assert_eq!(audited, 3, "add, add, disable");
+}

@@ -10,6 +10,8 @@ use server::{app, AppState, Config, Database};
 use std::sync::Arc;
 use tower::ServiceExt;
 
+const PASSWORD: &str = "correct horse battery staple";
+
 fn policy() -> Arc<enforcer::PolicySet> {
     Arc::new(enforcer::default_policy().expect("default policy loads"))
 }
@@ -28,6 +30,15 @@ async fn sqlite_app() -> TestApp {
     };
     let db = Database::connect(&config).await.expect("sqlite opens");
     db.migrate().await.expect("migrations apply");
+    server::auth::accounts::add(
+        &db,
+        "alice",
+        PASSWORD,
+        &["approver".into()],
+        &["ssh-linux".into()],
+    )
+    .await
+    .expect("alice");
     let state = AppState::new(&config, db, policy());
     TestApp {
         store: state.store.clone(),
@@ -55,6 +66,75 @@ async fn get(router: &Router, uri: &str) -> (StatusCode, String) {
         .expect("body")
         .to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Sign in through the form endpoint; returns the session cookie (`name=value`).
+async fn sign_in(
+    router: &Router,
+    user: &str,
+    password: &str,
+) -> (StatusCode, Option<String>, String) {
+    let body = format!(
+        "username={user}&password={}&next=%2Faudit",
+        password.replace(' ', "+")
+    );
+    let response = router
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method("POST")
+                .uri("/auth/login")
+                .header("host", "127.0.0.1:3000")
+                .header("origin", "http://127.0.0.1:3000")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(body))
+                .expect("request"),
+        )
+        .await
+        .expect("router answers");
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let cookie = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("countersign="))
+        .map(String::from);
+    (response.status(), cookie, location)
+}
+
+async fn get_as(router: &Router, uri: &str, cookie: &str) -> (StatusCode, String) {
+    let cookie = cookie.split(';').next().unwrap_or_default().to_string();
+    let response = router
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri(uri)
+                .header("cookie", cookie)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("router answers");
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn alice(router: &Router) -> String {
+    let (status, cookie, _) = sign_in(router, "alice", PASSWORD).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    cookie.expect("a session cookie")
 }
 
 #[tokio::test]
@@ -98,9 +178,14 @@ async fn readyz_fails_when_the_database_is_gone() {
 #[tokio::test]
 async fn the_shell_is_server_rendered_with_navigation_and_hydration_scripts() {
     let test = sqlite_app().await;
-    let (status, html) = get(&test.router, "/").await;
+    let cookie = alice(&test.router).await;
+    let (status, html) = get_as(&test.router, "/", &cookie).await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    assert!(
+        html.contains("data-testid=\"current-user\""),
+        "the header shows who is signed in"
+    );
     for section in [
         "Dashboard",
         "Approvals",
@@ -129,6 +214,7 @@ async fn the_shell_is_server_rendered_with_navigation_and_hydration_scripts() {
 #[tokio::test]
 async fn every_section_renders_and_unknown_pages_are_404() {
     let test = sqlite_app().await;
+    let cookie = alice(&test.router).await;
     for (path, title) in [
         ("/approvals", "Approvals"),
         ("/jobs", "Jobs"),
@@ -136,11 +222,11 @@ async fn every_section_renders_and_unknown_pages_are_404() {
         ("/reports", "Reports"),
         ("/policies", "Policies"),
     ] {
-        let (status, html) = get(&test.router, path).await;
+        let (status, html) = get_as(&test.router, path, &cookie).await;
         assert_eq!(status, StatusCode::OK, "{path}");
         assert!(html.contains(&format!("<h1>{title}</h1>")), "{path}");
     }
-    let (status, html) = get(&test.router, "/definitely-not-here").await;
+    let (status, html) = get_as(&test.router, "/definitely-not-here", &cookie).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(html.contains("Not found"));
 }
@@ -168,10 +254,13 @@ async fn request(router: &Router, req: Request<Body>) -> axum::response::Respons
 #[tokio::test]
 async fn pages_carry_a_nonce_csp_and_security_headers() {
     let test = sqlite_app().await;
+    let cookie = alice(&test.router).await;
+    let cookie = cookie.split(';').next().unwrap_or_default().to_string();
     let response = request(
         &test.router,
         Request::builder()
             .uri("/")
+            .header("cookie", cookie)
             .body(Body::empty())
             .expect("req"),
     )
@@ -254,4 +343,122 @@ async fn cross_origin_posts_are_refused_and_audited() {
         ),
         ("csrf.refused", "deny")
     );
+}
+
+#[tokio::test]
+async fn anonymous_visitors_are_sent_to_sign_in() {
+    let test = sqlite_app().await;
+    let response = request(
+        &test.router,
+        Request::builder()
+            .uri("/audit?from=1")
+            .body(Body::empty())
+            .expect("req"),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok()),
+        Some("/sign-in?next=/audit%3Ffrom%3D1")
+    );
+    let (status, html) = get(&test.router, "/sign-in").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("action=\"/auth/login\""));
+    let (status, _) = get(&test.router, "/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn sign_in_sign_out_and_refusals_are_audited() {
+    let test = sqlite_app().await;
+    let (status, cookie, location) = sign_in(&test.router, "alice", "wrong password!").await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/sign-in?error=invalid&next=/audit")
+    );
+    assert!(cookie.is_none(), "no session for a failed sign-in");
+    let (_, _, location) = sign_in(&test.router, "nobody", PASSWORD).await;
+    assert!(
+        location.contains("error=invalid"),
+        "unknown users look the same as wrong passwords"
+    );
+
+    let (status, cookie, location) = sign_in(&test.router, "alice", PASSWORD).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/audit")
+    );
+    let cookie = cookie.expect("cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("Secure"), "plain http on loopback");
+    assert_eq!(
+        get_as(&test.router, "/jobs", &cookie).await.0,
+        StatusCode::OK
+    );
+
+    let session = cookie.split(';').next().unwrap_or_default().to_string();
+    let out = request(
+        &test.router,
+        Request::builder()
+            .method("POST")
+            .uri("/auth/logout")
+            .header("cookie", session.clone())
+            .header("sec-fetch-site", "same-origin")
+            .body(Body::empty())
+            .expect("req"),
+    )
+    .await;
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        get_as(&test.router, "/jobs", &session).await.0,
+        StatusCode::SEE_OTHER,
+        "the session is gone"
+    );
+
+    let rows = server::store::Store::audit_page(&test.store, 0, 50)
+        .await
+        .expect("audit");
+    let events: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.event.kind.as_str(),
+                r.event.caller_id.as_str(),
+                r.event.decision_action.as_str(),
+            )
+        })
+        .collect();
+    assert!(events.contains(&("sign-in", "alice", "deny")), "{events:?}");
+    assert!(
+        events.contains(&("sign-in", "nobody", "deny")),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&("sign-in", "alice", "allow")),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&("sign-out", "alice", "allow")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_the_account() {
+    let test = sqlite_app().await;
+    for _ in 0..5 {
+        sign_in(&test.router, "alice", "wrong password!").await;
+    }
+    let (_, cookie, location) = sign_in(&test.router, "alice", PASSWORD).await;
+    assert!(
+        cookie.is_none(),
+        "even the right password waits out the lock"
+    );
+    assert!(location.contains("error=locked"), "{location}");
 }

@@ -1,5 +1,7 @@
 import { expect, type Page, type Locator } from '@playwright/test';
 
+export const ADMIN_PASSWORD = 'e2e-admin-password-0123';
+
 export const SECTIONS = ['Dashboard', 'Approvals', 'Jobs', 'Audit', 'Reports', 'Policies'] as const;
 
 /** The portal's frame: navigation, heading and the header's time-zone switch. */
@@ -24,8 +26,16 @@ export class Portal {
     return errors;
   }
 
-  async open(path = '/') {
+    async open(path = '/') {
     return this.page.goto(path);
+  }
+
+  /** Sign in through the local-account form (works with or without JavaScript). */
+  async signIn(user = 'admin', password = ADMIN_PASSWORD, path = '/') {
+    await this.page.goto(`/sign-in?next=${encodeURIComponent(path)}`);
+    await this.page.locator('#username').fill(user);
+    await this.page.locator('#password').fill(password);
+    await this.page.locator('#sign-in').click();
   }
 
   /** Resolves once the WASM bundle has hydrated the page. */

@@ -1,0 +1,330 @@
+//! Who is signed in. People sign in with a local account (the embedded default) and get a
+//! server-side session (tower-sessions, stored in the database). Pages need a session; the
+//! sign-in page, static files and probes do not. Every sign-in, refusal and sign-out is audited.
+
+pub mod accounts;
+
+use crate::store::{EventKind, NewAuditEvent};
+use crate::AppState;
+use axum::{
+    extract::{ConnectInfo, Request, State},
+    http::{header, StatusCode},
+    middleware::Next,
+    response::{IntoResponse, Redirect, Response},
+    Form,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tower_sessions::Session;
+
+/// The session key holding the signed-in person.
+const USER_KEY: &str = "countersign.user";
+
+/// Who is signed in, as kept in the session and handed to handlers and pages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedIn {
+    pub username: String,
+    pub display_name: String,
+    pub roles: Vec<String>,
+    pub capabilities: Vec<String>,
+    /// Unix seconds; the session ends this long after sign-in whatever the activity.
+    pub signed_in_at: i64,
+}
+
+/// Failed sign-ins per client address, to slow down guessing across accounts.
+#[derive(Clone, Default)]
+pub struct AddressThrottle {
+    inner: Arc<Mutex<HashMap<String, (u32, Instant)>>>,
+}
+
+const ADDRESS_WINDOW: Duration = Duration::from_secs(300);
+const ADDRESS_MAX_FAILURES: u32 = 20;
+
+impl AddressThrottle {
+    fn blocked(&self, addr: &str) -> bool {
+        let Ok(map) = self.inner.lock() else {
+            return false;
+        };
+        map.get(addr).is_some_and(|(n, since)| {
+            *n >= ADDRESS_MAX_FAILURES && since.elapsed() < ADDRESS_WINDOW
+        })
+    }
+
+    fn failed(&self, addr: &str) {
+        if let Ok(mut map) = self.inner.lock() {
+            map.retain(|_, (_, since)| since.elapsed() < ADDRESS_WINDOW);
+            let entry = map.entry(addr.to_string()).or_insert((0, Instant::now()));
+            entry.0 += 1;
+        }
+    }
+}
+
+/// Paths anyone may reach without signing in.
+fn is_public(path: &str) -> bool {
+    path == "/sign-in"
+        || path.starts_with("/auth/")
+        || path.starts_with("/pkg/")
+        || matches!(
+            path,
+            "/healthz" | "/readyz" | "/favicon.ico" | "/favicon.svg"
+        )
+}
+
+/// Load the signed-in person (ending sessions past their absolute lifetime), then let public
+/// paths through, send people without a session to the sign-in page, and refuse other
+/// anonymous requests with 401.
+pub async fn gate(
+    State(state): State<AppState>,
+    session: Session,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let mut user: Option<SignedIn> = session.get(USER_KEY).await.ok().flatten();
+    if let Some(u) = &user {
+        if chrono::Utc::now().timestamp() - u.signed_in_at > state.session_lifetime_secs {
+            let _ = session.flush().await;
+            user = None;
+        }
+    }
+    let path = request.uri().path().to_string();
+    match user {
+        Some(u) => {
+            request.extensions_mut().insert(u);
+            next.run(request).await
+        }
+        None if is_public(&path) => next.run(request).await,
+        None if request.method() == axum::http::Method::GET && !path.starts_with("/api/") => {
+            let target = request
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into());
+            Redirect::to(&format!("/sign-in?next={}", urlencode(&target))).into_response()
+        }
+        None => (StatusCode::UNAUTHORIZED, "sign-in required").into_response(),
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Only local, absolute paths are followed after sign-in (no open redirect).
+fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        _ => "/",
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SignInForm {
+    pub username: String,
+    pub password: String,
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+fn client_address(request_addr: Option<&ConnectInfo<SocketAddr>>) -> String {
+    request_addr.map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string())
+}
+
+async fn audit(
+    state: &AppState,
+    kind: EventKind,
+    who: &str,
+    action: &str,
+    reason: &str,
+    context: serde_json::Value,
+) {
+    let mut event = NewAuditEvent::new(
+        kind,
+        who,
+        "countersign",
+        kind.as_str(),
+        action,
+        reason,
+        "LOW",
+    );
+    event.context = context.to_string();
+    if let Err(error) = state.audit.append(event).await {
+        tracing::error!(%error, "could not audit a sign-in event");
+    }
+}
+
+/// `POST /auth/login`: check a local account; on success start a fresh session.
+pub async fn sign_in(
+    State(state): State<AppState>,
+    session: Session,
+    addr: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    Form(form): Form<SignInForm>,
+) -> Response {
+    let address = client_address(addr.as_ref().map(|a| &a.0));
+    let next = safe_next(form.next.as_deref()).to_string();
+    let back = |error: &str| {
+        Redirect::to(&format!("/sign-in?error={error}&next={}", urlencode(&next))).into_response()
+    };
+    if state.throttle.blocked(&address) {
+        audit(
+            &state,
+            EventKind::SignIn,
+            &form.username,
+            "deny",
+            "sign-in refused: too many failures from this address",
+            serde_json::json!({ "address": address }),
+        )
+        .await;
+        return back("throttled");
+    }
+    match accounts::authenticate(&state.db, &form.username, &form.password).await {
+        Ok(account) => {
+            // A new session id at sign-in: a session fixed before sign-in is worthless after it.
+            if let Err(error) = session.cycle_id().await {
+                tracing::error!(%error, "could not renew the session id");
+                return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
+            }
+            let user = SignedIn {
+                username: account.username.clone(),
+                display_name: account.display_name,
+                roles: account.roles,
+                capabilities: account.capabilities,
+                signed_in_at: chrono::Utc::now().timestamp(),
+            };
+            if let Err(error) = session.insert(USER_KEY, &user).await {
+                tracing::error!(%error, "could not store the session");
+                return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
+            }
+            audit(
+                &state,
+                EventKind::SignIn,
+                &account.username,
+                "allow",
+                "signed in with a local account",
+                serde_json::json!({ "address": address, "roles": user.roles }),
+            )
+            .await;
+            Redirect::to(&next).into_response()
+        }
+        Err(error) => {
+            state.throttle.failed(&address);
+            let (code, reason) = match &error {
+                accounts::AccountError::Locked(_) => ("locked", error.to_string()),
+                accounts::AccountError::Disabled => ("invalid", "account disabled".to_string()),
+                accounts::AccountError::BadCredentials => ("invalid", error.to_string()),
+                other => {
+                    tracing::error!(error = %other, "sign-in failed");
+                    ("unavailable", "sign-in unavailable".to_string())
+                }
+            };
+            audit(
+                &state,
+                EventKind::SignIn,
+                &form.username,
+                "deny",
+                &format!("sign-in refused: {reason}"),
+                serde_json::json!({ "address": address }),
+            )
+            .await;
+            back(code)
+        }
+    }
+}
+
+/// `GET /auth/login`: with local accounts, the sign-in form.
+pub async fn login_page() -> Redirect {
+    Redirect::to("/sign-in")
+}
+
+/// `POST /auth/logout`: end the session.
+pub async fn sign_out(State(state): State<AppState>, session: Session) -> Response {
+    if let Ok(Some(user)) = session.get::<SignedIn>(USER_KEY).await {
+        audit(
+            &state,
+            EventKind::SignOut,
+            &user.username,
+            "allow",
+            "signed out",
+            serde_json::json!({}),
+        )
+        .await;
+    }
+    let _ = session.flush().await;
+    (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, "/sign-in?signed_out=1")],
+    )
+        .into_response()
+}
+
+/// With no account at all, create `admin` from COUNTERSIGN_ADMIN_PASSWORD, or with a generated
+/// password printed once on standard error (never logged).
+pub async fn bootstrap_admin(state: &AppState, configured: Option<&str>) -> Result<(), String> {
+    if accounts::count(&state.db)
+        .await
+        .map_err(|e| e.to_string())?
+        > 0
+    {
+        return Ok(());
+    }
+    let (password, generated) = match configured {
+        Some(p) => (p.to_string(), false),
+        None => (accounts::generate_password(), true),
+    };
+    accounts::add(&state.db, "admin", &password, &["admin".to_string()], &[])
+        .await
+        .map_err(|e| format!("cannot create the first admin (setting admin_password): {e}"))?;
+    audit(
+        state,
+        EventKind::PortalAction,
+        "countersign",
+        "allow",
+        "first admin account created",
+        serde_json::json!({ "username": "admin", "generated_password": generated }),
+    )
+    .await;
+    if generated {
+        eprintln!(
+            "\n  First start: created the local account `admin` with password\n\n      {password}\n\n  It is shown only this once. Change it with `countersign user passwd admin`.\n"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_paths_are_followed() {
+        assert_eq!(safe_next(Some("/approvals?x=1")), "/approvals?x=1");
+        assert_eq!(safe_next(Some("//evil.example")), "/");
+        assert_eq!(safe_next(Some("https://evil.example")), "/");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn public_paths() {
+        assert!(
+            is_public("/sign-in") && is_public("/pkg/countersign.wasm") && is_public("/healthz")
+        );
+        assert!(!is_public("/") && !is_public("/audit") && !is_public("/api/whoami"));
+    }
+
+    #[test]
+    fn the_dummy_hash_is_a_real_argon2_hash() {
+        assert!(
+            argon2::password_hash::PasswordHash::new(super::accounts::DUMMY_HASH_FOR_TESTS).is_ok()
+        );
+    }
+}
