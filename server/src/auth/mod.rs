@@ -3,6 +3,7 @@
 //! sign-in page, static files and probes do not. Every sign-in, refusal and sign-out is audited.
 
 pub mod accounts;
+pub mod tokens;
 
 use crate::store::{EventKind, NewAuditEvent};
 use crate::AppState;
