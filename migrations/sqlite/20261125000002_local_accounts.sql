@@ -11,3 +11,17 @@ CREATE TABLE users (
     locked_until INTEGER,
     created_at INTEGER NOT NULL
 );
+
+-- API tokens for tool servers and agents when no identity provider is configured. The token is
+-- shown once; only the SHA-256 of its secret part is kept (the secret is 256 random bits, so a
+-- fast hash is enough).
+CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY,                    -- the token's public part
+    name TEXT NOT NULL UNIQUE,
+    secret_sha256 TEXT NOT NULL,
+    roles TEXT NOT NULL,                    -- JSON array
+    capabilities TEXT NOT NULL,             -- JSON array
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER,
+    last_used_at INTEGER
+);

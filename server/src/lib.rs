@@ -106,6 +106,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/auth/login", get(auth::login_page).post(auth::sign_in))
         .route("/auth/logout", axum::routing::post(auth::sign_out))
+        .route("/api/v1/whoami", get(auth::api_whoami))
         .leptos_routes_with_context(&state, routes, provide_user, {
             let options = state.leptos.clone();
             move || shell(options.clone())

@@ -41,6 +41,9 @@ enum Command {
     /// Manage local accounts (used when no OpenID provider is configured).
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage API tokens for tool servers and agents.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Import an existing IT-MCP installation's SQLite databases (idempotent, all or nothing).
     Import {
         /// IT-MCP's audit database (mcp_audit.db).
@@ -50,6 +53,23 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         queue_db: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token; it is printed once and only its hash is kept.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        #[arg(long = "capability", value_name = "CAPABILITY")]
+        capabilities: Vec<String>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by name.
+    Revoke { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +155,7 @@ async fn main() -> ExitCode {
         }
         Command::Import { audit_db, queue_db } => import(config, audit_db, queue_db).await,
         Command::User(command) => user(config, command).await,
+        Command::Token(command) => token(config, command).await,
         Command::Evaluate(_) | Command::Policy(_) => Ok(()),
     };
     match result {
@@ -419,6 +440,76 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
         .append(event)
         .await
         .map_err(|e| format!("done, but could not audit it: {e}"))?;
+    db.close().await;
+    Ok(())
+}
+
+async fn token(config: Config, command: TokenCommand) -> Result<(), String> {
+    use server::auth::api_tokens;
+    let db = open_database(&config).await?;
+    let mut out = std::io::stdout();
+    let audit_note = match command {
+        TokenCommand::Create {
+            name,
+            roles,
+            capabilities,
+        } => {
+            let (created, text) = api_tokens::create(&db, &name, &roles, &capabilities)
+                .await
+                .map_err(|e| e.to_string())?;
+            writeln!(out, "{text}").map_err(|e| e.to_string())?;
+            eprintln!("token `{}` created; it is shown only now", created.name);
+            Some((
+                format!("API token {name} created"),
+                serde_json::json!({ "name": name, "id": created.id, "roles": roles, "capabilities": capabilities }),
+            ))
+        }
+        TokenCommand::List => {
+            for t in api_tokens::list_all(&db).await.map_err(|e| e.to_string())? {
+                let state = if t.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                writeln!(
+                    out,
+                    "{}\t{}\t{state}\troles={}\tcapabilities={}",
+                    t.name,
+                    t.id,
+                    t.roles.join(","),
+                    t.capabilities.join(",")
+                )
+                .map_err(|e| e.to_string())?;
+            }
+            None
+        }
+        TokenCommand::Revoke { name } => {
+            api_tokens::revoke(&db, &name)
+                .await
+                .map_err(|e| e.to_string())?;
+            Some((
+                format!("API token {name} revoked"),
+                serde_json::json!({ "name": name }),
+            ))
+        }
+    };
+    if let Some((summary, context)) = audit_note {
+        let writer = AuditWriter::spawn(AnyStore::new(&db), checkpoint_policy(&config));
+        let mut event = NewAuditEvent::new(
+            EventKind::PortalAction,
+            &operator(),
+            "countersign",
+            "token",
+            "allow",
+            &summary,
+            "LOW",
+        );
+        event.context = context.to_string();
+        writer
+            .append(event)
+            .await
+            .map_err(|e| format!("done, but could not audit it: {e}"))?;
+    }
     db.close().await;
     Ok(())
 }

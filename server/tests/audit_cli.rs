@@ -354,3 +354,51 @@ async fn user_commands_manage_local_accounts_and_are_audited() {
             .expect("count");
     assert_eq!(audited, 3, "add, add, disable");
 }
+
+#[tokio::test]
+async fn token_commands_print_once_list_and_revoke() {
+    let env = Env::new();
+    let created = env.run(
+        &[
+            "token",
+            "create",
+            "--name",
+            "it-mcp",
+            "--capability",
+            "ssh-linux",
+            "--capability",
+            "remote-exec",
+        ],
+        false,
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let token = stdout(&created).trim().to_string();
+    assert!(token.starts_with("cs_") && token.len() > 70, "{token}");
+    let listed = env.run(&["token", "list"], false);
+    assert!(
+        stdout(&listed).starts_with("it-mcp\t"),
+        "{}",
+        stdout(&listed)
+    );
+    assert!(
+        !stdout(&listed).contains(&token[16..]),
+        "the secret is never shown again"
+    );
+    let mut db = env.sql().await;
+    let stored: String = sqlx::query_scalar("SELECT secret_sha256 FROM api_tokens")
+        .fetch_one(&mut db)
+        .await
+        .expect("row");
+    assert_eq!(stored.len(), 64, "only a hash is kept");
+    assert!(env
+        .run(&["token", "revoke", "it-mcp"], false)
+        .status
+        .success());
+    assert!(stdout(&env.run(&["token", "list"], false)).contains("\trevoked\t"));
+    assert!(
+        !env.run(&["token", "revoke", "it-mcp"], false)
+            .status
+            .success(),
+        "already revoked"
+    );
+}

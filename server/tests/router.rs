@@ -462,3 +462,71 @@ async fn repeated_failures_lock_the_account() {
     );
     assert!(location.contains("error=locked"), "{location}");
 }
+
+#[tokio::test]
+async fn the_api_takes_api_tokens_and_refuses_everything_else() {
+    let test = sqlite_app().await;
+    let db = match &test.store {
+        server::store::AnyStore::Sqlite(s) => Database::Sqlite(s.pool().clone()),
+        server::store::AnyStore::Postgres(s) => Database::Postgres(s.pool().clone()),
+    };
+    let (_, token) = server::auth::api_tokens::create(
+        &db,
+        "it-mcp",
+        &[],
+        &["ssh-linux".into(), "remote-exec".into()],
+    )
+    .await
+    .expect("token");
+    let whoami = |auth: Option<String>| {
+        let mut req = Request::builder().uri("/api/v1/whoami");
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        req.body(Body::empty()).expect("req")
+    };
+    let ok = request(&test.router, whoami(Some(format!("Bearer {token}")))).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    let body = ok.into_body().collect().await.expect("body").to_bytes();
+    let caller: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(caller["id"], "it-mcp");
+    assert_eq!(
+        caller["capabilities"],
+        serde_json::json!(["ssh-linux", "remote-exec"])
+    );
+
+    for bad in [
+        None,
+        Some("Bearer cs_000000000000_nope".to_string()),
+        Some(format!("Bearer {token}x")),
+        Some("Bearer eyJhbGciOiJub25lIn0.e30.".to_string()),
+    ] {
+        let refused = request(&test.router, whoami(bad.clone())).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{bad:?}");
+        assert_eq!(
+            refused
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.as_bytes()),
+            Some(b"Bearer".as_slice())
+        );
+    }
+    server::auth::api_tokens::revoke(&db, "it-mcp")
+        .await
+        .expect("revoke");
+    assert_eq!(
+        request(&test.router, whoami(Some(format!("Bearer {token}"))))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let rows = server::store::Store::audit_page(&test.store, 0, 50)
+        .await
+        .expect("audit");
+    assert!(
+        rows.iter()
+            .filter(|r| r.event.decision_reason.starts_with("API request refused"))
+            .count()
+            >= 4
+    );
+}

@@ -3,6 +3,7 @@
 //! sign-in page, static files and probes do not. Every sign-in, refusal and sign-out is audited.
 
 pub mod accounts;
+pub mod api_tokens;
 pub mod tokens;
 
 use crate::store::{EventKind, NewAuditEvent};
@@ -67,6 +68,8 @@ impl AddressThrottle {
 fn is_public(path: &str) -> bool {
     path == "/sign-in"
         || path.starts_with("/auth/")
+        // The JSON API authenticates each request by bearer token instead (see `ApiCaller`).
+        || path.starts_with("/api/v1/")
         || path.starts_with("/pkg/")
         || matches!(
             path,
@@ -299,6 +302,93 @@ pub async fn bootstrap_admin(state: &AppState, configured: Option<&str>) -> Resu
         );
     }
     Ok(())
+}
+
+/// A caller of the JSON API (`/api/v1/...`), authenticated by `Authorization: Bearer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiCaller {
+    pub id: String,
+    pub kind: &'static str,
+    pub roles: Vec<String>,
+    pub capabilities: Vec<String>,
+}
+
+/// Why an API request was not let in: 401 with a `WWW-Authenticate` challenge and a stable
+/// error code; nothing about which part failed.
+pub struct Unauthenticated(&'static str);
+
+impl IntoResponse for Unauthenticated {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            axum::Json(serde_json::json!({ "error": "unauthenticated", "message": self.0 })),
+        )
+            .into_response()
+    }
+}
+
+impl axum::extract::FromRequestParts<AppState> for ApiCaller {
+    type Rejection = Unauthenticated;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(|v| v.trim().to_string())
+            .ok_or(Unauthenticated("a bearer token is required"))?;
+        let path = parts.uri.path().to_string();
+        let refusal = |reason: &'static str| {
+            let path = path.clone();
+            async move {
+                audit(
+                    state,
+                    EventKind::PortalAction,
+                    "anonymous",
+                    "deny",
+                    &format!("API request refused: {reason}"),
+                    serde_json::json!({ "path": path }),
+                )
+                .await;
+                Unauthenticated(reason)
+            }
+        };
+        if !presented.starts_with("cs_") {
+            // Identity-provider (JWT) bearer tokens are verified once an issuer is configured.
+            return Err(refusal(
+                "identity-provider tokens are not accepted: no issuer is configured",
+            )
+            .await);
+        }
+        match api_tokens::authenticate(&state.db, &presented).await {
+            Ok(token) => Ok(ApiCaller {
+                id: token.name,
+                kind: "api-token",
+                roles: token.roles,
+                capabilities: token.capabilities,
+            }),
+            Err(api_tokens::TokenStoreError::Refused) => {
+                Err(refusal("invalid or revoked API token").await)
+            }
+            Err(error) => {
+                tracing::error!(%error, "API token check failed");
+                Err(Unauthenticated("authentication is unavailable"))
+            }
+        }
+    }
+}
+
+/// `GET /api/v1/whoami`: who the presented token speaks for.
+pub async fn api_whoami(caller: ApiCaller) -> axum::Json<ApiCaller> {
+    axum::Json(caller)
 }
 
 #[cfg(test)]

@@ -1,0 +1,208 @@
+//! API tokens (`cs_<id>_<secret>`) for tool servers and agents in deployments without an
+//! identity provider. Created by `countersign token create`, shown once, stored as a hash,
+//! revocable.
+
+use crate::Database;
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiToken {
+    pub id: String,
+    pub name: String,
+    pub roles: Vec<String>,
+    pub capabilities: Vec<String>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenStoreError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no token named `{0}`")]
+    NotFound(String),
+    #[error("invalid or revoked API token")]
+    Refused,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            Database::Sqlite($pool) => $body,
+            Database::Postgres($pool) => $body,
+        }
+    };
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    OsRng.fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn list(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+/// Create a token; returns it with the full token text, which is not stored anywhere.
+pub async fn create(
+    db: &Database,
+    name: &str,
+    roles: &[String],
+    capabilities: &[String],
+) -> Result<(ApiToken, String), TokenStoreError> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(TokenStoreError::Invalid(
+            "token names are 1–64 letters, digits, '-', '_' or '.'".into(),
+        ));
+    }
+    if let Some(bad) = roles
+        .iter()
+        .find(|r| !super::accounts::ROLES.contains(&r.as_str()))
+    {
+        return Err(TokenStoreError::Invalid(format!("unknown role `{bad}`")));
+    }
+    let id = random_hex(6);
+    let secret = random_hex(32);
+    let now = chrono::Utc::now().timestamp();
+    let json = |l: &[String]| serde_json::to_string(l).unwrap_or_else(|_| "[]".into());
+    let inserted = on_db!(db, pool => sqlx::query(
+        "INSERT INTO api_tokens (id, name, secret_sha256, roles, capabilities, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&id)
+    .bind(name)
+    .bind(enforcer::sha256_hex(secret.as_bytes()))
+    .bind(json(roles))
+    .bind(json(capabilities))
+    .bind(now)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected()));
+    match inserted {
+        Ok(_) => {}
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            return Err(TokenStoreError::Invalid(format!(
+                "a token named `{name}` already exists"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let token = ApiToken {
+        id: id.clone(),
+        name: name.into(),
+        roles: roles.to_vec(),
+        capabilities: capabilities.to_vec(),
+        created_at: now,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    Ok((token, format!("cs_{id}_{secret}")))
+}
+
+type RowWithSecret = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    String,
+);
+type Row = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn token(row: Row) -> ApiToken {
+    let (id, name, roles, capabilities, created_at, revoked_at, last_used_at) = row;
+    ApiToken {
+        id,
+        name,
+        roles: list(&roles),
+        capabilities: list(&capabilities),
+        created_at,
+        revoked_at,
+        last_used_at,
+    }
+}
+
+pub async fn list_all(db: &Database) -> Result<Vec<ApiToken>, TokenStoreError> {
+    let rows: Vec<Row> = on_db!(db, pool => sqlx::query_as(
+        "SELECT id, name, roles, capabilities, created_at, revoked_at, last_used_at FROM api_tokens ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await?);
+    Ok(rows.into_iter().map(token).collect())
+}
+
+pub async fn revoke(db: &Database, name: &str) -> Result<(), TokenStoreError> {
+    let done = on_db!(db, pool => sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL")
+        .bind(chrono::Utc::now().timestamp())
+        .bind(name)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())?);
+    if done == 0 {
+        return Err(TokenStoreError::NotFound(name.into()));
+    }
+    Ok(())
+}
+
+/// Check a presented token. Unknown, malformed, wrong or revoked tokens get the same refusal.
+pub async fn authenticate(db: &Database, presented: &str) -> Result<ApiToken, TokenStoreError> {
+    let mut parts = presented.splitn(3, '_');
+    let (Some("cs"), Some(id), Some(secret)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(TokenStoreError::Refused);
+    };
+    let row: Option<RowWithSecret> = on_db!(db, pool => sqlx::query_as(
+        "SELECT id, name, roles, capabilities, created_at, revoked_at, last_used_at, secret_sha256 FROM api_tokens WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?);
+    let Some((id, name, roles, capabilities, created_at, revoked_at, last_used_at, stored)) = row
+    else {
+        return Err(TokenStoreError::Refused);
+    };
+    let presented_hash = enforcer::sha256_hex(secret.as_bytes());
+    // Constant-time comparison of the two hashes.
+    let same = stored.len() == presented_hash.len()
+        && stored
+            .bytes()
+            .zip(presented_hash.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same || revoked_at.is_some() {
+        return Err(TokenStoreError::Refused);
+    }
+    on_db!(db, pool => sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+        .bind(chrono::Utc::now().timestamp())
+        .bind(&id)
+        .execute(pool)
+        .await
+        .map(|_| ())?);
+    Ok(token((
+        id,
+        name,
+        roles,
+        capabilities,
+        created_at,
+        revoked_at,
+        last_used_at,
+    )))
+}
