@@ -1,0 +1,710 @@
+// The store's SQL, shared by both dialects. Included by `sqlite.rs` and `postgres.rs`, which
+// define what differs: `Db`, `DbRow`, `Pool`, the `DialectStore` type, timestamp encoding
+// (`ts`, `read_ts`, `read_opt_ts`), the row lock (`lock!()`, `CLAIM_LOCK`) and how a write
+// transaction begins (`DialectStore::write`). Not a module of its own: it is compiled once per
+// dialect, so each gets the concrete sqlx types it needs.
+
+fn audit_row(row: &DbRow) -> Result<AuditRecord, StoreError> {
+    let id: String = row.try_get("id")?;
+    let kind: String = row.try_get("event_kind")?;
+    Ok(AuditRecord {
+        seq: row.try_get("seq")?,
+        prev_hash: row.try_get("prev_hash")?,
+        row_hash: row.try_get("row_hash")?,
+        event: NewAuditEvent {
+            id: Some(id.clone()),
+            timestamp: read_ts(row, "timestamp")?,
+            kind: EventKind::parse(&kind)
+                .ok_or_else(|| StoreError::Invalid(format!("unknown event kind {kind:?}")))?,
+            caller_id: row.try_get("caller_id")?,
+            tool: row.try_get("tool")?,
+            operation: row.try_get("operation")?,
+            decision_action: row.try_get("decision_action")?,
+            decision_reason: row.try_get("decision_reason")?,
+            risk_level: row.try_get("risk_level")?,
+            requires_approval: row.try_get("requires_approval")?,
+            execution_status: row.try_get("execution_status")?,
+            execution_duration_ms: row.try_get("execution_duration_ms")?,
+            side_effects: row.try_get("side_effects")?,
+            error: row.try_get("error")?,
+            approver: row.try_get("approver")?,
+            approved_at: read_opt_ts(row, "approved_at")?,
+            context: row.try_get("context")?,
+            decision: row.try_get("decision")?,
+            job_id: row.try_get("job_id")?,
+            policy_hash: row.try_get("policy_hash")?,
+            call_hash: row.try_get("call_hash")?,
+        },
+        id,
+    })
+}
+
+fn job_row(row: &DbRow) -> Result<Job, StoreError> {
+    let status: String = row.try_get("status")?;
+    let caps: String = row.try_get("requested_capabilities")?;
+    Ok(Job {
+        job_id: row.try_get("job_id")?,
+        tool_name: row.try_get("tool_name")?,
+        operation: row.try_get("operation")?,
+        params: row.try_get("params")?,
+        requested_capabilities: serde_json::from_str(&caps).unwrap_or_default(),
+        target: row.try_get("target")?,
+        target_agent_id: row.try_get("target_agent_id")?,
+        status: JobStatus::parse(&status)
+            .ok_or_else(|| StoreError::Invalid(format!("unknown job status {status:?}")))?,
+        priority: row.try_get("priority")?,
+        requester: row.try_get("requester")?,
+        requester_reason: row.try_get("requester_reason")?,
+        risk: row.try_get("risk")?,
+        call_hash: row.try_get("call_hash")?,
+        policy_hash: row.try_get("policy_hash")?,
+        approvals_required: row.try_get("approvals_required")?,
+        approval_window_secs: row.try_get("approval_window_secs")?,
+        created_at: read_ts(row, "created_at")?,
+        expires_at: read_opt_ts(row, "expires_at")?,
+        approved_at: read_opt_ts(row, "approved_at")?,
+        approval_expires_at: read_opt_ts(row, "approval_expires_at")?,
+        picked_at: read_opt_ts(row, "picked_at")?,
+        completed_at: read_opt_ts(row, "completed_at")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_expires_at: read_opt_ts(row, "lease_expires_at")?,
+        retry_count: row.try_get::<Option<i32>, _>("retry_count")?.unwrap_or(0),
+        max_retries: row.try_get::<Option<i32>, _>("max_retries")?.unwrap_or(3),
+        result: row.try_get("result")?,
+        error: row.try_get("error")?,
+        decision_audit_id: row.try_get("decision_audit_id")?,
+    })
+}
+
+async fn load_job(tx: &mut Transaction<'static, Db>, job_id: &str) -> Result<Job, StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT * FROM command_queue WHERE job_id = $1",
+        lock!()
+    ))
+    .bind(job_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    job_row(&row)
+}
+
+/// After a conditional UPDATE matched no row: say why (missing job or wrong state).
+async fn conflict(
+    tx: &mut Transaction<'static, Db>,
+    job_id: &str,
+    action: &'static str,
+) -> StoreError {
+    match load_job(tx, job_id).await {
+        Ok(job) => StoreError::Conflict {
+            job_id: job_id.to_string(),
+            actual: job.status.as_str().to_string(),
+            action,
+        },
+        Err(e) => e,
+    }
+}
+
+/// Chain and insert `events` after the current head, inside the caller's transaction.
+/// Rows per multi-row INSERT (24 columns each; well under the bind-parameter limits).
+const INSERT_CHUNK: usize = 40;
+
+async fn append_in(
+    tx: &mut Transaction<'static, Db>,
+    events: &[NewAuditEvent],
+) -> Result<Vec<AuditReceipt>, StoreError> {
+    let head = sqlx::query(concat!(
+        "SELECT seq, row_hash FROM audit_head WHERE id = 1",
+        lock!()
+    ))
+    .fetch_one(&mut **tx)
+    .await?;
+    let records = audit::chain(
+        events,
+        head.try_get("seq")?,
+        &head.try_get::<String, _>("row_hash")?,
+    );
+    // Multi-row INSERTs: one statement per chunk instead of one per row.
+    for (chunk, rows) in records
+        .chunks(INSERT_CHUNK)
+        .zip(events.chunks(INSERT_CHUNK))
+    {
+        let mut insert = sqlx::QueryBuilder::<Db>::new(
+            "INSERT INTO audit_logs (id, timestamp, caller_id, tool, operation, decision_action, decision_reason, \
+             risk_level, requires_approval, execution_status, execution_duration_ms, side_effects, error, approver, \
+             approved_at, context, decision, seq, event_kind, job_id, policy_hash, call_hash, prev_hash, row_hash) ",
+        );
+        insert.push_values(chunk.iter().zip(rows), |mut row, (r, e)| {
+            row.push_bind(&r.id)
+                .push_bind(ts(e.timestamp))
+                .push_bind(&e.caller_id)
+                .push_bind(&e.tool)
+                .push_bind(&e.operation)
+                .push_bind(&e.decision_action)
+                .push_bind(&e.decision_reason)
+                .push_bind(&e.risk_level)
+                .push_bind(e.requires_approval)
+                .push_bind(&e.execution_status)
+                .push_bind(e.execution_duration_ms)
+                .push_bind(&e.side_effects)
+                .push_bind(&e.error)
+                .push_bind(&e.approver)
+                .push_bind(e.approved_at.map(ts))
+                .push_bind(&e.context)
+                .push_bind(&e.decision)
+                .push_bind(r.seq)
+                .push_bind(e.kind.as_str())
+                .push_bind(&e.job_id)
+                .push_bind(&e.policy_hash)
+                .push_bind(&e.call_hash)
+                .push_bind(&r.prev_hash)
+                .push_bind(&r.row_hash);
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    if let Some(last) = records.last() {
+        sqlx::query("UPDATE audit_head SET seq = $1, row_hash = $2 WHERE id = 1")
+            .bind(last.seq)
+            .bind(&last.row_hash)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(records
+        .into_iter()
+        .map(|r| AuditReceipt {
+            id: r.id,
+            seq: r.seq,
+            row_hash: r.row_hash,
+        })
+        .collect())
+}
+
+/// Insert a queued job inside the caller's transaction.
+async fn insert_job_in(
+    tx: &mut Transaction<'static, Db>,
+    job: &NewJob,
+    job_id: &str,
+    caps: &str,
+) -> Result<Job, StoreError> {
+    sqlx::query(
+            "INSERT INTO command_queue (job_id, tool_name, params, requested_capabilities, target_agent_id, status, priority, \
+             created_at, retry_count, max_retries, operation, target, requester, requester_reason, risk, call_hash, policy_hash, \
+             approvals_required, expires_at, approval_window_secs, decision_audit_id, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $7)",
+        )
+        .bind(job_id)
+        .bind(&job.tool_name)
+        .bind(&job.params)
+        .bind(caps)
+        .bind(&job.target_agent_id)
+        .bind(&job.priority)
+        .bind(ts(job.created_at))
+        .bind(job.max_retries)
+        .bind(&job.operation)
+        .bind(&job.target)
+        .bind(&job.requester)
+        .bind(&job.requester_reason)
+        .bind(&job.risk)
+        .bind(&job.call_hash)
+        .bind(&job.policy_hash)
+        .bind(job.approvals_required)
+        .bind(ts(job.expires_at))
+        .bind(job.approval_window_secs)
+        .bind(&job.decision_audit_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(ref d) if d.is_unique_violation() => StoreError::Invalid(format!("job {job_id} already exists")),
+            other => other.into(),
+        })?;
+    let stored = load_job(tx, job_id).await?;
+    Ok::<_, StoreError>(stored)
+}
+
+/// The body of an import, inside the caller's transaction.
+async fn import_in(
+    tx: &mut Transaction<'static, Db>,
+    events: &[NewAuditEvent],
+    jobs: &[ImportedJob],
+) -> Result<(usize, usize), StoreError> {
+    let mut fresh = Vec::with_capacity(events.len());
+    for event in events {
+        let exists = match &event.id {
+            Some(id) => sqlx::query("SELECT 1 FROM audit_logs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await?
+                .is_some(),
+            None => false,
+        };
+        if !exists {
+            fresh.push(event.clone());
+        }
+    }
+    let rows = if fresh.is_empty() {
+        0
+    } else {
+        append_in(tx, &fresh).await?.len()
+    };
+    let mut added = 0;
+    for imported in jobs {
+        let job_id = imported
+            .job
+            .job_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        if sqlx::query("SELECT 1 FROM command_queue WHERE job_id = $1")
+            .bind(&job_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .is_some()
+        {
+            continue;
+        }
+        let caps = serde_json::to_string(&imported.job.requested_capabilities)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        insert_job_in(tx, &imported.job, &job_id, &caps).await?;
+        sqlx::query(
+            "UPDATE command_queue SET status = $1, picked_at = $2, completed_at = $3, result = $4, error = $5, \
+             retry_count = $6 WHERE job_id = $7",
+        )
+        .bind(imported.status.as_str())
+        .bind(imported.picked_at.map(ts))
+        .bind(imported.completed_at.map(ts))
+        .bind(&imported.result)
+        .bind(&imported.error)
+        .bind(imported.retry_count)
+        .bind(&job_id)
+        .execute(&mut **tx)
+        .await?;
+        added += 1;
+    }
+    Ok((rows, added))
+}
+
+/// Commit when the work succeeded, roll back when it failed. Rolling back explicitly matters: a
+/// dropped transaction is only rolled back when its connection is next used, and until then it
+/// keeps its row locks (PostgreSQL) or the write lock (SQLite).
+async fn finish<T>(
+    tx: Transaction<'static, Db>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match result {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(error) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(%rollback, "rollback failed");
+            }
+            Err(error)
+        }
+    }
+}
+
+const PRIORITY_ORDER: &str =
+    "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END";
+
+impl Store for DialectStore {
+    async fn append_audit(
+        &self,
+        events: &[NewAuditEvent],
+    ) -> Result<Vec<AuditReceipt>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.write().await?;
+        let result = append_in(&mut tx, events).await;
+        finish(tx, result).await
+    }
+
+    async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit_logs WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(audit_row).collect()
+    }
+
+    async fn audit_head(&self) -> Result<(i64, String), StoreError> {
+        let row = sqlx::query("SELECT seq, row_hash FROM audit_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get("seq")?, row.try_get("row_hash")?))
+    }
+
+    async fn insert_job(&self, job: &NewJob) -> Result<Job, StoreError> {
+        let job_id = job
+            .job_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let caps = serde_json::to_string(&job.requested_capabilities)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut tx = self.write().await?;
+        let result = insert_job_in(&mut tx, job, &job_id, &caps).await;
+        finish(tx, result).await
+    }
+
+    async fn job(&self, job_id: &str) -> Result<Job, StoreError> {
+        let row = sqlx::query("SELECT * FROM command_queue WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        job_row(&row)
+    }
+
+    async fn votes(&self, job_id: &str) -> Result<Vec<VoteRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM approvals WHERE job_id = $1 ORDER BY id")
+            .bind(job_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let verdict: String = row.try_get("verdict")?;
+                Ok(VoteRecord {
+                    job_id: row.try_get("job_id")?,
+                    approver: row.try_get("approver")?,
+                    verdict: if verdict == "deny" {
+                        Verdict::Deny
+                    } else {
+                        Verdict::Approve
+                    },
+                    reason: row.try_get("reason")?,
+                    created_at: read_ts(row, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    // `now` is text on SQLite and a (Copy) timestamp on PostgreSQL; this code serves both.
+    #[allow(clippy::clone_on_copy, clippy::needless_borrows_for_generic_args)]
+    async fn vote(&self, vote: &VoteRecord) -> Result<Job, StoreError> {
+        let mut tx = self.write().await?;
+        let result: Result<Job, StoreError> = async {
+            let job = load_job(&mut tx, &vote.job_id).await?;
+            if job.status != JobStatus::Queued {
+                return Err(StoreError::Conflict {
+                    job_id: job.job_id,
+                    actual: job.status.as_str().into(),
+                    action: "vote",
+                });
+            }
+            let verdict = match vote.verdict {
+                Verdict::Approve => "approve",
+                Verdict::Deny => "deny",
+            };
+            let now = ts(vote.created_at);
+            sqlx::query("INSERT INTO approvals (job_id, approver, verdict, reason, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(&vote.job_id)
+                .bind(&vote.approver)
+                .bind(verdict)
+                .bind(&vote.reason)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match e {
+                    sqlx::Error::Database(ref d) if d.is_unique_violation() => StoreError::Conflict {
+                        job_id: vote.job_id.clone(),
+                        actual: "already voted on by this person".into(),
+                        action: "vote again",
+                    },
+                    other => other.into(),
+                })?;
+            let approvals: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM approvals WHERE job_id = $1 AND verdict = 'approve'",
+            )
+            .bind(&vote.job_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let next = match vote.verdict {
+                Verdict::Deny => Some(JobStatus::Denied),
+                Verdict::Approve if approvals >= i64::from(job.approvals_required) => {
+                    Some(JobStatus::Approved)
+                }
+                Verdict::Approve => None,
+            };
+            if let Some(next) = next {
+                let (approved_at, deadline) = if next == JobStatus::Approved {
+                    (
+                        Some(now.clone()),
+                        Some(ts(
+                            vote.created_at + Duration::seconds(job.approval_window_secs),
+                        )),
+                    )
+                } else {
+                    (None, None)
+                };
+                let done = if next == JobStatus::Denied {
+                    Some(now.clone())
+                } else {
+                    None
+                };
+                let updated = sqlx::query(
+                    "UPDATE command_queue SET status = $1, approved_at = $2, approval_expires_at = $3, completed_at = $4, \
+                     updated_at = $5 WHERE job_id = $6 AND status = 'queued'",
+                )
+                .bind(next.as_str())
+                .bind(approved_at)
+                .bind(deadline)
+                .bind(done)
+                .bind(&now)
+                .bind(&vote.job_id)
+                .execute(&mut *tx)
+                .await?;
+                if updated.rows_affected() != 1 {
+                    return Err(conflict(&mut tx, &vote.job_id, "vote").await);
+                }
+            }
+            let job = load_job(&mut tx, &vote.job_id).await?;
+            Ok::<_, StoreError>(job)
+        }
+        .await;
+        finish(tx, result).await
+    }
+
+    async fn claim(
+        &self,
+        agent_id: &str,
+        lease_secs: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Job>, StoreError> {
+        let mut tx = self.write().await?;
+        let result: Result<Option<Job>, StoreError> = async {
+            let candidate: Option<String> = sqlx::query_scalar(&format!(
+                "SELECT job_id FROM command_queue WHERE status = 'approved' \
+                 AND (target_agent_id IS NULL OR target_agent_id = $1) \
+                 AND (approval_expires_at IS NULL OR approval_expires_at > $2) \
+                 ORDER BY {PRIORITY_ORDER}, created_at LIMIT 1{CLAIM_LOCK}"
+            ))
+            .bind(agent_id)
+            .bind(ts(now))
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(job_id) = candidate else {
+                return Ok(None);
+            };
+            let updated = sqlx::query(
+                "UPDATE command_queue SET status = 'picked', picked_at = $1, lease_owner = $2, lease_expires_at = $3, updated_at = $1 \
+                 WHERE job_id = $4 AND status = 'approved'",
+            )
+            .bind(ts(now))
+            .bind(agent_id)
+            .bind(ts(now + Duration::seconds(lease_secs)))
+            .bind(&job_id)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                return Err(conflict(&mut tx, &job_id, "claim").await);
+            }
+            let job = load_job(&mut tx, &job_id).await?;
+            Ok::<_, StoreError>(Some(job))
+        }
+        .await;
+        finish(tx, result).await
+    }
+
+    async fn start(
+        &self,
+        job_id: &str,
+        agent_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Job, StoreError> {
+        let mut tx = self.write().await?;
+        let result: Result<Job, StoreError> = async {
+            let updated = sqlx::query(
+                "UPDATE command_queue SET status = 'executing', updated_at = $1 WHERE job_id = $2 AND status = 'picked' AND lease_owner = $3",
+            )
+            .bind(ts(now))
+            .bind(job_id)
+            .bind(agent_id)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                return Err(conflict(&mut tx, job_id, "start it").await);
+            }
+            let job = load_job(&mut tx, job_id).await?;
+            Ok::<_, StoreError>(job)
+        }
+        .await;
+        finish(tx, result).await
+    }
+
+    async fn finish(
+        &self,
+        job_id: &str,
+        agent_id: &str,
+        outcome: &JobOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<Job, StoreError> {
+        if !matches!(
+            outcome.status,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Timeout
+        ) {
+            return Err(StoreError::Invalid(format!(
+                "a job cannot finish as {}",
+                outcome.status.as_str()
+            )));
+        }
+        let mut tx = self.write().await?;
+        let result: Result<Job, StoreError> = async {
+            let updated = sqlx::query(
+                "UPDATE command_queue SET status = $1, result = $2, error = $3, completed_at = $4, updated_at = $4, \
+                 lease_expires_at = NULL WHERE job_id = $5 AND status IN ('picked', 'executing') AND lease_owner = $6",
+            )
+            .bind(outcome.status.as_str())
+            .bind(&outcome.result)
+            .bind(&outcome.error)
+            .bind(ts(now))
+            .bind(job_id)
+            .bind(agent_id)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                return Err(conflict(&mut tx, job_id, "finish it").await);
+            }
+            let job = load_job(&mut tx, job_id).await?;
+            Ok::<_, StoreError>(job)
+        }
+        .await;
+        finish(tx, result).await
+    }
+
+    async fn cancel(
+        &self,
+        job_id: &str,
+        requester: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Job, StoreError> {
+        let mut tx = self.write().await?;
+        let result: Result<Job, StoreError> = async {
+            let updated = sqlx::query(
+                "UPDATE command_queue SET status = 'cancelled', completed_at = $1, updated_at = $1 \
+                 WHERE job_id = $2 AND requester = $3 AND status IN ('queued', 'approved')",
+            )
+            .bind(ts(now))
+            .bind(job_id)
+            .bind(requester)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                return Err(conflict(&mut tx, job_id, "cancel it").await);
+            }
+            let job = load_job(&mut tx, job_id).await?;
+            Ok::<_, StoreError>(job)
+        }
+        .await;
+        finish(tx, result).await
+    }
+
+    async fn expire_due(&self, now: DateTime<Utc>) -> Result<Vec<Job>, StoreError> {
+        let mut tx = self.write().await?;
+        let result: Result<Vec<Job>, StoreError> = async {
+            let now_text = ts(now);
+            let ids: Vec<String> = sqlx::query_scalar(
+                "UPDATE command_queue SET status = 'expired', completed_at = $1, updated_at = $1 \
+                 WHERE (status = 'queued' AND expires_at <= $1) OR (status = 'approved' AND approval_expires_at <= $1) \
+                 RETURNING job_id",
+            )
+            .bind(now_text)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut jobs = Vec::with_capacity(ids.len());
+            for id in ids {
+                jobs.push(load_job(&mut tx, &id).await?);
+            }
+            Ok::<_, StoreError>(jobs)
+        }
+        .await;
+        finish(tx, result).await
+    }
+
+    async fn reap_leases(&self, now: DateTime<Utc>) -> Result<Vec<Job>, StoreError> {
+        let mut tx = self.write().await?;
+        let result: Result<Vec<Job>, StoreError> = async {
+            let now_text = ts(now);
+            let ids: Vec<String> = sqlx::query_scalar(
+                "UPDATE command_queue SET \
+                   status = CASE WHEN COALESCE(retry_count, 0) < COALESCE(max_retries, 3) THEN 'approved' ELSE 'timeout' END, \
+                   retry_count = COALESCE(retry_count, 0) + 1, lease_owner = NULL, lease_expires_at = NULL, \
+                   completed_at = CASE WHEN COALESCE(retry_count, 0) < COALESCE(max_retries, 3) THEN NULL ELSE $1 END, \
+                   error = CASE WHEN COALESCE(retry_count, 0) < COALESCE(max_retries, 3) THEN error ELSE 'lease expired; retries exhausted' END, \
+                   updated_at = $1 \
+                 WHERE status IN ('picked', 'executing') AND lease_expires_at <= $1 RETURNING job_id",
+            )
+            .bind(now_text)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut jobs = Vec::with_capacity(ids.len());
+            for id in ids {
+                jobs.push(load_job(&mut tx, &id).await?);
+            }
+            Ok::<_, StoreError>(jobs)
+        }
+        .await;
+        finish(tx, result).await
+    }
+
+    async fn add_checkpoint(&self, cp: &audit::Checkpoint) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO audit_checkpoints (kind, seq, row_hash, created_at, mac) VALUES ($1, $2, $3, $4, $5)")
+            .bind(cp.kind.as_str())
+            .bind(cp.seq)
+            .bind(&cp.row_hash)
+            .bind(ts(cp.created_at))
+            .bind(&cp.mac)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<audit::Checkpoint>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit_checkpoints ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind")?;
+                Ok(audit::Checkpoint {
+                    kind: audit::CheckpointKind::parse(&kind).ok_or_else(|| {
+                        StoreError::Invalid(format!("unknown checkpoint kind {kind:?}"))
+                    })?,
+                    seq: row.try_get("seq")?,
+                    row_hash: row.try_get("row_hash")?,
+                    created_at: read_ts(row, "created_at")?,
+                    mac: row.try_get("mac")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn first_seq_since(&self, cutoff: DateTime<Utc>) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(seq) FROM audit_logs WHERE timestamp >= $1")
+                .bind(ts(cutoff))
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn purge_batch(&self, through: i64, batch: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM audit_logs WHERE seq IN (SELECT seq FROM audit_logs WHERE seq <= $1 ORDER BY seq LIMIT $2)",
+        )
+        .bind(through)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn import_batch(
+        &self,
+        events: &[NewAuditEvent],
+        jobs: &[ImportedJob],
+    ) -> Result<(usize, usize), StoreError> {
+        let mut tx = self.write().await?;
+        let result = import_in(&mut tx, events, jobs).await;
+        finish(tx, result).await
+    }
+}
