@@ -1,6 +1,16 @@
 //! The `countersign` server: axum wiring for the portal, health probes and (later) the decision
 //! API. [`app`] builds the whole router so tests can drive it without a socket.
 
+/// Run the same sqlx call on whichever pool the database has (for SQL both dialects share).
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::Database::Sqlite($pool) => $body,
+            $crate::Database::Postgres($pool) => $body,
+        }
+    };
+}
+
 pub mod auth;
 pub mod config;
 pub mod db;

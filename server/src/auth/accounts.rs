@@ -40,16 +40,6 @@ pub enum AccountError {
     Database(#[from] sqlx::Error),
 }
 
-/// Run the same statement on whichever pool the database has.
-macro_rules! on_db {
-    ($db:expr, $pool:ident => $body:expr) => {
-        match $db {
-            Database::Sqlite($pool) => $body,
-            Database::Postgres($pool) => $body,
-        }
-    };
-}
-
 pub fn hash_password(password: &str) -> Result<String, AccountError> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
