@@ -305,23 +305,15 @@ async fn audit_purge(config: Config, older_than: &str) -> Result<(), String> {
     let (deleted, anchor) = audit::purge(&store, &key, cutoff, now)
         .await
         .map_err(|e| format!("purge failed: {e}"))?;
-    let writer = AuditWriter::spawn(store.clone(), checkpoint_policy(&config));
-    let mut event = NewAuditEvent::new(
-        EventKind::PortalAction,
-        &operator(),
-        "countersign",
+    audit_cli_action(
+        &config,
+        &db,
         "audit.purge",
-        "allow",
         &format!("{deleted} rows older than {cutoff} purged; chain anchored at row {anchor}"),
-        "LOW",
-    );
-    event.context =
-        serde_json::json!({ "deleted": deleted, "anchor": anchor, "older_than": older_than })
-            .to_string();
-    writer
-        .append(event)
-        .await
-        .map_err(|e| format!("purged, but could not audit the purge: {e}"))?;
+        serde_json::json!({ "deleted": deleted, "anchor": anchor, "older_than": older_than }),
+    )
+    .await
+    .map_err(|e| format!("purged, but {e}"))?;
     tracing::info!(deleted, anchor, "audit rows purged");
     db.close().await;
     Ok(())
@@ -425,21 +417,9 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
             )
         }
     };
-    let writer = AuditWriter::spawn(AnyStore::new(&db), checkpoint_policy(&config));
-    let mut event = NewAuditEvent::new(
-        EventKind::PortalAction,
-        &operator(),
-        "countersign",
-        "user",
-        "allow",
-        &summary,
-        "LOW",
-    );
-    event.context = context.to_string();
-    writer
-        .append(event)
+    audit_cli_action(&config, &db, "user", &summary, context)
         .await
-        .map_err(|e| format!("done, but could not audit it: {e}"))?;
+        .map_err(|e| format!("done, but {e}"))?;
     db.close().await;
     Ok(())
 }
@@ -494,24 +474,38 @@ async fn token(config: Config, command: TokenCommand) -> Result<(), String> {
         }
     };
     if let Some((summary, context)) = audit_note {
-        let writer = AuditWriter::spawn(AnyStore::new(&db), checkpoint_policy(&config));
-        let mut event = NewAuditEvent::new(
-            EventKind::PortalAction,
-            &operator(),
-            "countersign",
-            "token",
-            "allow",
-            &summary,
-            "LOW",
-        );
-        event.context = context.to_string();
-        writer
-            .append(event)
+        audit_cli_action(&config, &db, "token", &summary, context)
             .await
-            .map_err(|e| format!("done, but could not audit it: {e}"))?;
+            .map_err(|e| format!("done, but {e}"))?;
     }
     db.close().await;
     Ok(())
+}
+
+/// Record an operator's command-line action in the audit trail.
+async fn audit_cli_action(
+    config: &Config,
+    db: &Database,
+    operation: &str,
+    summary: &str,
+    context: serde_json::Value,
+) -> Result<(), String> {
+    let writer = AuditWriter::spawn(AnyStore::new(db), checkpoint_policy(config));
+    let mut event = NewAuditEvent::new(
+        EventKind::PortalAction,
+        &operator(),
+        "countersign",
+        operation,
+        "allow",
+        summary,
+        "LOW",
+    );
+    event.context = context.to_string();
+    writer
+        .append(event)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("could not audit it: {e}"))
 }
 
 /// Who runs a command-line action, for the audit trail.
