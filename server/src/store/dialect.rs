@@ -88,6 +88,19 @@ async fn load_job(tx: &mut Transaction<'static, Db>, job_id: &str) -> Result<Job
     job_row(&row)
 }
 
+/// After a conditional UPDATE: the job as it now is, or why the change did not apply.
+async fn changed(
+    tx: &mut Transaction<'static, Db>,
+    job_id: &str,
+    action: &'static str,
+    rows: u64,
+) -> Result<Job, StoreError> {
+    if rows != 1 {
+        return Err(conflict(tx, job_id, action).await);
+    }
+    load_job(tx, job_id).await
+}
+
 /// After a conditional UPDATE matched no row: say why (missing job or wrong state).
 async fn conflict(
     tx: &mut Transaction<'static, Db>,
@@ -495,10 +508,7 @@ impl Store for DialectStore {
             .bind(&job_id)
             .execute(&mut *tx)
             .await?;
-            if updated.rows_affected() != 1 {
-                return Err(conflict(&mut tx, &job_id, "claim").await);
-            }
-            let job = load_job(&mut tx, &job_id).await?;
+            let job = changed(&mut tx, &job_id, "claim", updated.rows_affected()).await?;
             Ok::<_, StoreError>(Some(job))
         }
         .await;
@@ -521,10 +531,7 @@ impl Store for DialectStore {
             .bind(agent_id)
             .execute(&mut *tx)
             .await?;
-            if updated.rows_affected() != 1 {
-                return Err(conflict(&mut tx, job_id, "start it").await);
-            }
-            let job = load_job(&mut tx, job_id).await?;
+            let job = changed(&mut tx, job_id, "start it", updated.rows_affected()).await?;
             Ok::<_, StoreError>(job)
         }
         .await;
@@ -561,10 +568,7 @@ impl Store for DialectStore {
             .bind(agent_id)
             .execute(&mut *tx)
             .await?;
-            if updated.rows_affected() != 1 {
-                return Err(conflict(&mut tx, job_id, "finish it").await);
-            }
-            let job = load_job(&mut tx, job_id).await?;
+            let job = changed(&mut tx, job_id, "finish it", updated.rows_affected()).await?;
             Ok::<_, StoreError>(job)
         }
         .await;
@@ -588,10 +592,7 @@ impl Store for DialectStore {
             .bind(requester)
             .execute(&mut *tx)
             .await?;
-            if updated.rows_affected() != 1 {
-                return Err(conflict(&mut tx, job_id, "cancel it").await);
-            }
-            let job = load_job(&mut tx, job_id).await?;
+            let job = changed(&mut tx, job_id, "cancel it", updated.rows_affected()).await?;
             Ok::<_, StoreError>(job)
         }
         .await;
