@@ -3,15 +3,19 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
 import { ADMIN_PASSWORD } from './tests/pages/portal';
+import { realm, issuerFor } from './tests/pages/realm';
 
 // The server under test: the release binary built by scripts/build-site.sh, on a loopback port
-// chosen by scripts/test.sh (E2E_PORT), with a throw-away SQLite database.
+// chosen by scripts/test.sh (E2E_PORT), with a throw-away SQLite database. Beside it, a real
+// OpenID provider dressed as a Keycloak realm (oidc/realm.mjs) on E2E_OIDC_PORT.
 const port = Number(process.env.E2E_PORT ?? 3900);
+const oidcPort = Number(process.env.E2E_OIDC_PORT ?? port + 50);
 const baseURL = `http://127.0.0.1:${port}`;
+const issuer = issuerFor(oidcPort);
 const root = path.resolve(__dirname, '..');
 const binary = process.env.E2E_BINARY ?? path.join(root, 'target', 'release', 'countersign');
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'countersign-e2e-'));
-
+process.env.E2E_OIDC_PORT = String(oidcPort); // the tests' workers inherit it
 
 export default defineConfig({
   testDir: './tests',
@@ -39,20 +43,38 @@ export default defineConfig({
     },
   },
   projects: [{ name: 'chromium', use: { browserName: 'chromium' } }],
-  webServer: {
-    command: `${binary} serve`,
-    cwd: root,
-    url: `${baseURL}/readyz`,
-    reuseExistingServer: false,
-    timeout: 60_000,
-    stdout: 'pipe',
-    stderr: 'pipe',
-    env: {
-      COUNTERSIGN_BIND: `127.0.0.1:${port}`,
-      COUNTERSIGN_DATABASE_URL: `sqlite://${path.join(dataDir, 'e2e.db')}`,
-            COUNTERSIGN_LOG_LEVEL: 'info',
-      COUNTERSIGN_ADMIN_PASSWORD: ADMIN_PASSWORD,
-      LEPTOS_SITE_ROOT: path.join(root, 'target', 'site'),
+  webServer: [
+    {
+      command: 'node oidc/realm.mjs',
+      cwd: __dirname,
+      url: `${issuer}/.well-known/openid-configuration`,
+      reuseExistingServer: false,
+      timeout: 30_000,
+      stdout: 'pipe',
+      stderr: 'pipe',
+      env: { E2E_OIDC_PORT: String(oidcPort), E2E_PORTAL_URL: baseURL },
     },
-  },
+    {
+      command: `${binary} serve`,
+      cwd: root,
+      url: `${baseURL}/readyz`,
+      reuseExistingServer: false,
+      timeout: 60_000,
+      stdout: 'pipe',
+      stderr: 'pipe',
+      env: {
+        COUNTERSIGN_BIND: `127.0.0.1:${port}`,
+        COUNTERSIGN_DATABASE_URL: `sqlite://${path.join(dataDir, 'e2e.db')}`,
+        COUNTERSIGN_LOG_LEVEL: 'info',
+        COUNTERSIGN_ADMIN_PASSWORD: ADMIN_PASSWORD,
+        COUNTERSIGN_PUBLIC_URL: baseURL,
+        COUNTERSIGN_OIDC_ISSUER: issuer,
+                COUNTERSIGN_OIDC_CLIENT_ID: realm.clients.portal.id,
+        COUNTERSIGN_OIDC_CLIENT_SECRET: realm.clients.portal.secret,
+        // Both ways to sign in, so one server serves the Keycloak and the local-account tests.
+        COUNTERSIGN_LOCAL_SIGN_IN: 'true',
+        LEPTOS_SITE_ROOT: path.join(root, 'target', 'site'),
+      },
+    },
+  ],
 });

@@ -23,7 +23,10 @@ phase "cargo test" cargo test -p enforcer -p app -p server --locked
 phase "fuzz enforcer (bounded)" "$ROOT/scripts/fuzz.sh" "${FUZZ_SECONDS:-20}"
 phase "release site build" "$ROOT/scripts/build-site.sh" --release
 phase "Dockerfile copy paths" "$ROOT/scripts/check-dockerfile.sh"
-# A free loopback port for the server Playwright starts (and stops) itself.
-E2E_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-export E2E_PORT
+# Free loopback ports for the server and the OpenID provider Playwright starts (and stops) itself.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+E2E_PORT="$(free_port)"
+E2E_OIDC_PORT="$(free_port)"
+while [ "$E2E_OIDC_PORT" = "$E2E_PORT" ]; do E2E_OIDC_PORT="$(free_port)"; done
+export E2E_PORT E2E_OIDC_PORT
 phase "playwright (chromium)" bash -c 'cd end2end && npx playwright test'

@@ -26,6 +26,23 @@ pub struct UserView {
     pub roles: Vec<String>,
 }
 
+/// How people sign in here (the server puts it in context for each request).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthOptions {
+    /// The identity provider's name (e.g. Keycloak) when one is configured.
+    pub provider: Option<String>,
+    /// Its origin: the sign-out form is redirected there (RP-initiated logout).
+    pub provider_origin: Option<String>,
+    /// Whether local accounts may sign in with a password.
+    pub local: bool,
+}
+
+/// The ways to sign in, for the sign-in page.
+#[server(endpoint = "sign_in_options")]
+pub async fn sign_in_options() -> Result<AuthOptions, ServerFnError> {
+    Ok(use_context::<AuthOptions>().unwrap_or_default())
+}
+
 /// Who is signed in (the server puts them in context for each request).
 #[server(endpoint = "whoami")]
 pub async fn whoami() -> Result<Option<UserView>, ServerFnError> {
@@ -67,10 +84,16 @@ fn set_page_csp() {
     let script_nonce = use_nonce()
         .map(|n| format!(" 'nonce-{n}'"))
         .unwrap_or_default();
+    // Signing out redirects the sign-out form to the identity provider's end-session endpoint.
+    let provider = use_context::<AuthOptions>()
+        .and_then(|o| o.provider_origin)
+        .filter(|o| o.starts_with("http") && !o.contains(|c: char| c.is_whitespace() || c == ';'))
+        .map(|o| format!(" {o}"))
+        .unwrap_or_default();
     let policy = format!(
         "default-src 'self'; script-src 'self'{script_nonce} 'wasm-unsafe-eval'; style-src 'self'; \
          img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; \
-         form-action 'self'; frame-ancestors 'none'"
+         form-action 'self'{provider}; frame-ancestors 'none'"
     );
     if let Ok(value) = http::HeaderValue::from_str(&policy) {
         response.insert_header(http::header::CONTENT_SECURITY_POLICY, value);
@@ -98,7 +121,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/jobs") view=pages::Jobs ssr=SsrMode::InOrder/>
                     <Route path=path!("/audit") view=pages::Audit ssr=SsrMode::InOrder/>
                     <Route path=path!("/reports") view=pages::Reports ssr=SsrMode::InOrder/>
-                                        <Route path=path!("/policies") view=pages::Policies ssr=SsrMode::InOrder/>
+                                                            <Route path=path!("/policies") view=pages::Policies ssr=SsrMode::InOrder/>
                     <Route path=path!("/sign-in") view=pages::SignIn ssr=SsrMode::InOrder/>
                 </Routes>
             </layout::Shell>

@@ -93,11 +93,13 @@ pub fn NotFound() -> impl IntoView {
     }
 }
 
-/// The local-account sign-in form. A plain HTML form posting to `/auth/login`: it works
-/// before (and without) WASM.
+/// Sign-in: a link to the identity provider (Keycloak) when one is configured, and the
+/// local-account form when local sign-in is on. Plain links and forms: they work before (and
+/// without) WASM.
 #[component]
 pub fn SignIn() -> impl IntoView {
     let query = use_query_map();
+    let options = Resource::new(|| (), |_| crate::sign_in_options());
     let message = move || {
         query.with(|q| {
             if q.get("signed_out").is_some() {
@@ -116,6 +118,20 @@ pub fn SignIn() -> impl IntoView {
                     "error",
                     "Sign-in is unavailable right now. Try again shortly.",
                 ),
+                "idp_unavailable" => (
+                    "error",
+                    "The identity provider cannot be reached right now. Try again shortly; \
+                     if you are already signed in elsewhere, that session still works.",
+                ),
+                "oidc" => (
+                    "error",
+                    "Sign-in through the identity provider did not succeed. Start again.",
+                ),
+                "oidc_denied" => ("error", "The identity provider did not sign you in."),
+                "local_disabled" => (
+                    "error",
+                    "Password sign-in is switched off here. Use your organization's sign-in.",
+                ),
                 _ => ("error", "Unknown user or wrong password."),
             })
         })
@@ -126,12 +142,41 @@ pub fn SignIn() -> impl IntoView {
         <section class="page sign-in">
             <h1>"Sign in"</h1>
             {move || message().map(|(kind, text)| view! { <p class=kind role="alert">{text}</p> })}
-            <form method="post" action="/auth/login" class="sign-in-form">
-                <label>"User name" <input name="username" id="username" autocomplete="username" required/></label>
-                <label>"Password" <input name="password" id="password" type="password" autocomplete="current-password" required/></label>
-                <input type="hidden" name="next" value=next/>
-                <button type="submit" id="sign-in">"Sign in"</button>
-            </form>
+                        <Suspense fallback=|| ()>
+                {move || {
+                    options.get().and_then(Result::ok).map(|o| {
+                        let provider = o.provider.clone().map(|name| {
+                            let href = move || format!("/auth/login?next={}", encode_query(&next()));
+                            view! {
+                                <a class="button primary" id="sign-in-provider" href=href rel="external">
+                                    {format!("Sign in with {name}")}
+                                </a>
+                            }
+                        });
+                        let local = o.local.then(|| view! {
+                            <form method="post" action="/auth/login" class="sign-in-form">
+                                <label>"User name" <input name="username" id="username" autocomplete="username" required/></label>
+                                <label>"Password" <input name="password" id="password" type="password" autocomplete="current-password" required/></label>
+                                <input type="hidden" name="next" value=next/>
+                                <button type="submit" id="sign-in">"Sign in"</button>
+                            </form>
+                        });
+                        view! { {provider} {local} }
+                    })
+                }}
+            </Suspense>
         </section>
     }
+}
+
+/// Percent-encode a value for a URL query.
+fn encode_query(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -80,5 +80,6 @@ test('health and readiness probes answer', async ({ request }) => {
   expect(await health.text()).toBe('ok');
   const ready = await request.get('/readyz');
   expect(ready.status()).toBe(200);
-  expect(await ready.json()).toEqual({ status: 'ready', checks: { database: 'ok' } });
+    // The e2e server also has an identity provider configured (see playwright.config.ts).
+  expect(await ready.json()).toEqual({ status: 'ready', checks: { database: 'ok', identity_provider: 'ok' } });
 });

@@ -57,6 +57,27 @@ pub struct Config {
     /// The address people use to reach the portal (e.g. `https://countersign.example.com`).
     /// With `https://`, the session cookie is `Secure` and `__Host-` prefixed.
     pub public_url: Option<String>,
+    /// OpenID Connect issuer, exactly as the provider names itself (Keycloak:
+    /// `https://HOST/realms/REALM`). Unset: people sign in with local accounts.
+    pub oidc_issuer: Option<String>,
+    /// The portal's client id at the provider (also the audience API tokens must carry).
+    pub oidc_client_id: String,
+    /// The portal's client secret (a confidential client).
+    pub oidc_client_secret: Option<Secret>,
+    /// Where the provider sends people back; default `PUBLIC_URL/auth/callback`.
+    pub oidc_redirect_url: Option<String>,
+    /// Scopes asked for at sign-in, space-separated.
+    pub oidc_scopes: String,
+    /// Further audiences accepted on bearer tokens, comma-separated (the client id always is).
+    pub oidc_audiences: Option<String>,
+    /// Provider roles that mean a portal role, e.g. `it-approvers=approver,secops=auditor`.
+    /// A provider role named like a portal role (viewer, approver, auditor, admin) or like a
+    /// policy capability always counts as that.
+    pub oidc_role_map: Option<String>,
+    /// The provider's name on the sign-in button.
+    pub oidc_provider_name: String,
+    /// Username/password sign-in with local accounts. Default: on without an issuer, off with one.
+    pub local_sign_in: Option<bool>,
 }
 
 /// A secret setting: usable by the code, never shown by `Debug` (so never logged).
@@ -106,6 +127,15 @@ impl Default for Config {
             session_idle_minutes: 30,
             session_lifetime_hours: 12,
             public_url: None,
+            oidc_issuer: None,
+            oidc_client_id: "countersign".to_string(),
+            oidc_client_secret: None,
+            oidc_redirect_url: None,
+            oidc_scopes: "openid profile email".to_string(),
+            oidc_audiences: None,
+            oidc_role_map: None,
+            oidc_provider_name: "Keycloak".to_string(),
+            local_sign_in: None,
         }
     }
 }
@@ -215,7 +245,102 @@ impl Config {
             return Err(invalid("maintenance_interval_secs", "must be at least 1"));
         }
         self.retention_secs()?;
+        self.validate_oidc()?;
         Ok(())
+    }
+
+    fn validate_oidc(&self) -> Result<(), ConfigError> {
+        self.oidc_role_map()?;
+        let Some(issuer) = &self.oidc_issuer else {
+            return Ok(());
+        };
+        let issuer_url = url::Url::parse(issuer)
+            .map_err(|e| invalid("oidc_issuer", format!("not a URL: {e}")))?;
+        if !matches!(issuer_url.scheme(), "http" | "https") {
+            return Err(invalid(
+                "oidc_issuer",
+                "must start with http:// or https://",
+            ));
+        }
+        if self.oidc_client_id.trim().is_empty() {
+            return Err(invalid("oidc_client_id", "must not be empty"));
+        }
+        if self.oidc_client_secret.is_none() {
+            return Err(invalid(
+                "oidc_client_secret",
+                "is required with oidc_issuer (the portal is a confidential client)",
+            ));
+        }
+        let redirect = self.oidc_redirect_url().ok_or_else(|| {
+            invalid(
+                "oidc_redirect_url",
+                "is required with oidc_issuer (or set public_url)",
+            )
+        })?;
+        url::Url::parse(&redirect)
+            .map_err(|e| invalid("oidc_redirect_url", format!("not a URL: {e}")))?;
+        if !self.oidc_scopes.split_whitespace().any(|s| s == "openid") {
+            return Err(invalid("oidc_scopes", "must include openid"));
+        }
+        Ok(())
+    }
+
+    /// Where the provider sends people back after sign-in.
+    pub fn oidc_redirect_url(&self) -> Option<String> {
+        self.oidc_redirect_url.clone().or_else(|| {
+            self.public_url
+                .as_deref()
+                .map(|u| format!("{}/auth/callback", u.trim_end_matches('/')))
+        })
+    }
+
+    /// Whether people may sign in with local accounts.
+    pub fn local_sign_in(&self) -> bool {
+        self.local_sign_in.unwrap_or(self.oidc_issuer.is_none())
+    }
+
+    /// Audiences accepted on bearer tokens: the client id and any configured others.
+    pub fn oidc_audiences(&self) -> Vec<String> {
+        let mut out = vec![self.oidc_client_id.clone()];
+        out.extend(
+            self.oidc_audiences
+                .iter()
+                .flat_map(|a| a.split(','))
+                .map(str::trim)
+                .filter(|a| !a.is_empty() && *a != self.oidc_client_id)
+                .map(str::to_string),
+        );
+        out
+    }
+
+    /// `provider-role=portal-role` pairs of `oidc_role_map`.
+    pub fn oidc_role_map(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        let Some(text) = &self.oidc_role_map else {
+            return Ok(Vec::new());
+        };
+        text.split(',')
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (from, to) = pair.split_once('=').ok_or_else(|| {
+                    invalid(
+                        "oidc_role_map",
+                        format!("`{pair}` is not provider-role=portal-role"),
+                    )
+                })?;
+                let (from, to) = (from.trim(), to.trim());
+                if from.is_empty() || !crate::auth::accounts::ROLES.contains(&to) {
+                    return Err(invalid(
+                        "oidc_role_map",
+                        format!(
+                            "`{pair}`: the portal role must be one of {}",
+                            crate::auth::accounts::ROLES.join(", ")
+                        ),
+                    ));
+                }
+                Ok((from.to_string(), to.to_string()))
+            })
+            .collect()
     }
 
     /// The database named by `database_url`.

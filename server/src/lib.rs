@@ -53,6 +53,10 @@ pub struct AppState {
     /// The one audit writer (group commit); nothing is acknowledged before it is durable.
     pub audit: store::AuditWriter,
     pub throttle: auth::AddressThrottle,
+    /// The identity provider (Keycloak), when one is configured.
+    pub oidc: Option<Arc<auth::oidc::Oidc>>,
+    /// Whether local accounts may sign in with a password.
+    pub local_sign_in: bool,
     pub session_lifetime_secs: i64,
     session_idle_secs: i64,
     https: bool,
@@ -65,16 +69,28 @@ impl FromRef<AppState> for LeptosOptions {
 }
 
 impl AppState {
-    pub fn new(config: &Config, db: Database, policy: Arc<PolicySet>) -> AppState {
+    /// Build the state and start its background work (audit writer, provider discovery).
+    pub fn new(
+        config: &Config,
+        db: Database,
+        policy: Arc<PolicySet>,
+    ) -> Result<AppState, config::ConfigError> {
+        let oidc =
+            auth::oidc::Oidc::from_config(config, policy.capabilities.clone())?.map(Arc::new);
+        if let Some(oidc) = &oidc {
+            oidc.spawn_discovery();
+        }
         let store = store::AnyStore::new(&db);
         let audit = store::AuditWriter::spawn(store.clone(), checkpoint_policy(config));
-        AppState {
+        Ok(AppState {
             leptos: leptos_options(config),
             db,
             policy,
             store,
             audit,
             throttle: auth::AddressThrottle::default(),
+            oidc,
+            local_sign_in: config.local_sign_in(),
             session_lifetime_secs: i64::try_from(
                 config.session_lifetime_hours.saturating_mul(3_600),
             )
@@ -82,7 +98,7 @@ impl AppState {
             session_idle_secs: i64::try_from(config.session_idle_minutes.saturating_mul(60))
                 .unwrap_or(i64::MAX),
             https: config.https(),
-        }
+        })
     }
 }
 
@@ -115,9 +131,10 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/auth/login", get(auth::login_page).post(auth::sign_in))
+        .route("/auth/callback", get(auth::callback))
         .route("/auth/logout", axum::routing::post(auth::sign_out))
         .route("/api/v1/whoami", get(auth::api_whoami))
-        .leptos_routes_with_context(&state, routes, provide_user, {
+        .leptos_routes_with_context(&state, routes, provide_user(&state), {
             let options = state.leptos.clone();
             move || shell(options.clone())
         })
@@ -168,10 +185,20 @@ fn session_layer<S: tower_sessions::SessionStore + Clone>(
         ))
 }
 
-/// Hand the signed-in person (put in the request by `auth::gate`) to the portal's components
-/// and server functions.
-fn provide_user() {
+/// Hand the signed-in person (put in the request by `auth::gate`) and the ways to sign in to the
+/// portal's components and server functions.
+fn provide_user(state: &AppState) -> impl Fn() + Clone + Send + Sync + 'static {
+    let options = app::AuthOptions {
+        provider: state.oidc.as_ref().map(|o| o.provider_name().to_string()),
+        provider_origin: state.oidc.as_ref().map(|o| o.origin()),
+        local: state.local_sign_in,
+    };
+    move || provide_request_context(options.clone())
+}
+
+fn provide_request_context(options: app::AuthOptions) {
     use leptos::prelude::{provide_context, use_context};
+    provide_context(options);
     if let Some(parts) = use_context::<axum::http::request::Parts>() {
         if let Some(user) = parts.extensions.get::<auth::SignedIn>() {
             provide_context(app::UserView {
@@ -188,19 +215,36 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// The process can do its job: the database answers.
+/// The process can do its job: the database answers. The identity provider is reported too; while
+/// it is unreachable the status is `degraded` but the answer stays 200, because sessions, API
+/// tokens and bearer tokens (from cached keys) keep working and only new sign-ins wait.
 async fn readyz(State(state): State<AppState>) -> Response {
+    let provider = state
+        .oidc
+        .as_ref()
+        .map(|o| if o.is_ready() { "ok" } else { "unreachable" });
     let database = match tokio::time::timeout(READY_TIMEOUT, state.db.ping()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err(format!("no answer within {READY_TIMEOUT:?}")),
     };
     match database {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(json!({ "status": "ready", "checks": { "database": "ok" } })),
-        )
-            .into_response(),
+        Ok(()) => {
+            let mut checks = json!({ "database": "ok" });
+            if let Some(p) = provider {
+                checks["identity_provider"] = json!(p);
+            }
+            let status = if provider == Some("unreachable") {
+                "degraded"
+            } else {
+                "ready"
+            };
+            (
+                StatusCode::OK,
+                Json(json!({ "status": status, "checks": checks })),
+            )
+                .into_response()
+        }
         Err(detail) => {
             tracing::warn!(%detail, "readiness check failed: database unreachable");
             (

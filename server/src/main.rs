@@ -534,7 +534,7 @@ async fn serve(config: Config) -> Result<(), String> {
     if config.audit_key.is_none() {
         tracing::warn!("COUNTERSIGN_AUDIT_KEY is not set: no keyed checkpoints, so cutting off the newest audit rows would go unnoticed");
     }
-    let state = AppState::new(&config, db.clone(), Arc::new(policy));
+    let state = AppState::new(&config, db.clone(), Arc::new(policy)).map_err(|e| e.to_string())?;
     Maintenance {
         store: state.store.clone(),
         writer: state.audit.clone(),

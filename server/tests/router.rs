@@ -39,7 +39,7 @@ async fn sqlite_app() -> TestApp {
     )
     .await
     .expect("alice");
-    let state = AppState::new(&config, db, policy());
+    let state = AppState::new(&config, db, policy()).expect("state");
     TestApp {
         store: state.store.clone(),
         router: app(state),
@@ -164,7 +164,7 @@ async fn readyz_fails_when_the_database_is_gone() {
     };
     let db = Database::connect(&config).await.expect("opens");
     db.close().await; // a closed pool answers nothing, like a database that went away
-    let router = app(AppState::new(&config, db, policy()));
+    let router = app(AppState::new(&config, db, policy()).expect("state"));
     let (status, body) = get(&router, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
@@ -243,7 +243,7 @@ async fn readyz_on_postgres() {
     let db = Database::connect(&config)
         .await
         .expect("postgres reachable on 127.0.0.1:5432");
-    let router = app(AppState::new(&config, db, policy()));
+    let router = app(AppState::new(&config, db, policy()).expect("state"));
     assert_eq!(get(&router, "/readyz").await.0, StatusCode::OK);
 }
 

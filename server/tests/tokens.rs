@@ -104,6 +104,34 @@ fn a_service_account_is_its_client() {
 }
 
 #[test]
+fn client_id_alone_does_not_make_a_person_a_service() {
+    let none = RoleMapping {
+        client_id: "x".into(),
+        roles: HashMap::new(),
+        capabilities: BTreeSet::new(),
+    };
+    // RFC 9068 access token of a person: `client_id` names the app they used.
+    let mut c = claims();
+    c["client_id"] = json!("countersign");
+    c["sub"] = json!("alice");
+    let person = identity(
+        &verifier().verify(&sign(K1, "k1", &c)).expect("valid"),
+        &none,
+    );
+    assert_eq!((person.id.as_str(), person.is_service), ("alice", false));
+    // RFC 9068 client-credentials token: the subject is the client itself.
+    let mut c = claims();
+    c["client_id"] = json!("it-mcp");
+    c["sub"] = json!("it-mcp");
+    c.as_object_mut().map(|o| o.remove("preferred_username"));
+    let service = identity(
+        &verifier().verify(&sign(K1, "k1", &c)).expect("valid"),
+        &none,
+    );
+    assert_eq!((service.id.as_str(), service.is_service), ("it-mcp", true));
+}
+
+#[test]
 fn configured_role_names_map_to_portal_roles() {
     let mut c = claims();
     c["realm_access"]["roles"] = json!(["it-approvers"]);

@@ -26,7 +26,7 @@ export class Portal {
     return errors;
   }
 
-    async open(path = '/') {
+      async open(path = '/') {
     return this.page.goto(path);
   }
 

@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod api_tokens;
+pub mod oidc;
 pub mod tokens;
 
 use crate::store::{EventKind, NewAuditEvent};
@@ -24,6 +25,10 @@ use tower_sessions::Session;
 
 /// The session key holding the signed-in person.
 const USER_KEY: &str = "countersign.user";
+/// Sign-ins started at the identity provider and not finished yet.
+const PENDING_KEY: &str = "countersign.oidc.pending";
+/// The provider's ID token, for the logout request's `id_token_hint`.
+const ID_TOKEN_KEY: &str = "countersign.oidc.id_token";
 
 /// Who is signed in, as kept in the session and handed to handlers and pages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +183,18 @@ pub async fn sign_in(
     let back = |error: &str| {
         Redirect::to(&format!("/sign-in?error={error}&next={}", urlencode(&next))).into_response()
     };
+    if !state.local_sign_in {
+        audit(
+            &state,
+            EventKind::SignIn,
+            &form.username,
+            "deny",
+            "sign-in refused: local accounts are switched off (sign in through the identity provider)",
+            serde_json::json!({ "address": address }),
+        )
+        .await;
+        return back("local_disabled");
+    }
     if state.throttle.blocked(&address) {
         audit(
             &state,
@@ -192,11 +209,6 @@ pub async fn sign_in(
     }
     match accounts::authenticate(&state.db, &form.username, &form.password).await {
         Ok(account) => {
-            // A new session id at sign-in: a session fixed before sign-in is worthless after it.
-            if let Err(error) = session.cycle_id().await {
-                tracing::error!(%error, "could not renew the session id");
-                return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
-            }
             let user = SignedIn {
                 username: account.username.clone(),
                 display_name: account.display_name,
@@ -204,9 +216,8 @@ pub async fn sign_in(
                 capabilities: account.capabilities,
                 signed_in_at: chrono::Utc::now().timestamp(),
             };
-            if let Err(error) = session.insert(USER_KEY, &user).await {
-                tracing::error!(%error, "could not store the session");
-                return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
+            if let Err(response) = start_session(&session, &user, None).await {
+                return response;
             }
             audit(
                 &state,
@@ -244,13 +255,197 @@ pub async fn sign_in(
     }
 }
 
-/// `GET /auth/login`: with local accounts, the sign-in form.
-pub async fn login_page() -> Redirect {
-    Redirect::to("/sign-in")
+/// Start a signed-in session: a new session id (a session fixed before sign-in is worthless
+/// after it), then the person (and the provider's ID token, for sign-out).
+async fn start_session(
+    session: &Session,
+    user: &SignedIn,
+    id_token: Option<&str>,
+) -> Result<(), Response> {
+    let fail = |error: tower_sessions::session::Error| {
+        tracing::error!(%error, "could not store the session");
+        (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+    };
+    session.cycle_id().await.map_err(fail)?;
+    session.insert(USER_KEY, user).await.map_err(fail)?;
+    if let Some(token) = id_token {
+        session.insert(ID_TOKEN_KEY, token).await.map_err(fail)?;
+    }
+    Ok(())
 }
 
-/// `POST /auth/logout`: end the session.
+#[derive(Debug, Deserialize)]
+pub struct LoginQuery {
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+/// `GET /auth/login`: with an identity provider, send the browser there (PKCE, state and nonce
+/// kept in the session); with local accounts only, show the sign-in form.
+pub async fn login_page(
+    State(state): State<AppState>,
+    session: Session,
+    axum::extract::Query(query): axum::extract::Query<LoginQuery>,
+) -> Response {
+    let next = safe_next(query.next.as_deref()).to_string();
+    let Some(oidc) = &state.oidc else {
+        return Redirect::to(&format!("/sign-in?next={}", urlencode(&next))).into_response();
+    };
+    match oidc.begin(&next) {
+        Ok((url, pending)) => {
+            let now = chrono::Utc::now().timestamp();
+            let list: Vec<oidc::Pending> = session
+                .get(PENDING_KEY)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            if let Err(error) = session
+                .insert(PENDING_KEY, oidc::remember(list, pending, now))
+                .await
+            {
+                tracing::error!(%error, "could not store the sign-in state");
+                return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
+            }
+            (StatusCode::SEE_OTHER, [(header::LOCATION, url.as_str())]).into_response()
+        }
+        Err(error) => {
+            tracing::warn!(%error, "sign-in through the identity provider is not possible yet");
+            Redirect::to(&format!(
+                "/sign-in?error=idp_unavailable&next={}",
+                urlencode(&next)
+            ))
+            .into_response()
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CallbackQuery {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub iss: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub error_description: Option<String>,
+}
+
+/// `GET /auth/callback`: the provider sends the browser back here with a code (or an error).
+/// The state must be one this session started and not used yet; the rest is checked by
+/// [`oidc::Oidc::finish`]. Success and every refusal are audited.
+pub async fn callback(
+    State(state): State<AppState>,
+    session: Session,
+    addr: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    axum::extract::Query(query): axum::extract::Query<CallbackQuery>,
+) -> Response {
+    let address = client_address(addr.as_ref().map(|a| &a.0));
+    let Some(oidc) = state.oidc.clone() else {
+        return Redirect::to("/sign-in").into_response();
+    };
+    let refuse = |reason: String, code: &'static str| {
+        let state = state.clone();
+        let address = address.clone();
+        async move {
+            audit(
+                &state,
+                EventKind::SignIn,
+                "anonymous",
+                "deny",
+                &format!("sign-in through the identity provider refused: {reason}"),
+                serde_json::json!({ "address": address, "issuer": oidc_issuer(&state) }),
+            )
+            .await;
+            Redirect::to(&format!("/sign-in?error={code}")).into_response()
+        }
+    };
+    let now = chrono::Utc::now().timestamp();
+    let mut list: Vec<oidc::Pending> = session
+        .get(PENDING_KEY)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let pending = query
+        .state
+        .as_deref()
+        .and_then(|s| oidc::take(&mut list, s, now));
+    // Whatever happens next, this state cannot be used again.
+    if let Err(error) = session.insert(PENDING_KEY, &list).await {
+        tracing::error!(%error, "could not update the sign-in state");
+        return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
+    }
+    let Some(pending) = pending else {
+        return refuse(oidc::OidcError::State.to_string(), "oidc").await;
+    };
+    if let Some(error) = &query.error {
+        let detail = query.error_description.as_deref().unwrap_or("");
+        let code = if error == "access_denied" {
+            "oidc_denied"
+        } else {
+            "oidc"
+        };
+        return refuse(
+            oidc::OidcError::Provider(format!("{error} {detail}").trim().to_string()).to_string(),
+            code,
+        )
+        .await;
+    }
+    let Some(code) = query.code.as_deref() else {
+        return refuse("the response carries no code".into(), "oidc").await;
+    };
+    match oidc.finish(&pending, code, query.iss.as_deref()).await {
+        Ok(person) => {
+            let user = SignedIn {
+                username: person.identity.id.clone(),
+                display_name: person.identity.display_name.clone(),
+                roles: person.identity.roles.iter().cloned().collect(),
+                capabilities: person.identity.capabilities.iter().cloned().collect(),
+                signed_in_at: now,
+            };
+            if let Err(response) = start_session(&session, &user, Some(&person.id_token)).await {
+                return response;
+            }
+            audit(
+                &state,
+                EventKind::SignIn,
+                &user.username,
+                "allow",
+                &format!("signed in through {}", oidc.provider_name()),
+                serde_json::json!({
+                    "address": address,
+                    "issuer": oidc.issuer(),
+                    "subject": person.subject,
+                    "roles": user.roles,
+                    "capabilities": user.capabilities,
+                }),
+            )
+            .await;
+            Redirect::to(&pending.next).into_response()
+        }
+        Err(error) => {
+            tracing::warn!(%error, "sign-in through the identity provider failed");
+            let code = match error {
+                oidc::OidcError::NotReady | oidc::OidcError::Unreachable(_) => "idp_unavailable",
+                _ => "oidc",
+            };
+            refuse(error.to_string(), code).await
+        }
+    }
+}
+
+fn oidc_issuer(state: &AppState) -> Option<String> {
+    state.oidc.as_ref().map(|o| o.issuer().to_string())
+}
+
+/// `POST /auth/logout`: end the session, then (with an identity provider) end the provider's
+/// session too (RP-initiated logout).
 pub async fn sign_out(State(state): State<AppState>, session: Session) -> Response {
+    let id_token: Option<String> = session.get(ID_TOKEN_KEY).await.ok().flatten();
     if let Ok(Some(user)) = session.get::<SignedIn>(USER_KEY).await {
         audit(
             &state,
@@ -263,11 +458,14 @@ pub async fn sign_out(State(state): State<AppState>, session: Session) -> Respon
         .await;
     }
     let _ = session.flush().await;
-    (
-        StatusCode::SEE_OTHER,
-        [(header::LOCATION, "/sign-in?signed_out=1")],
-    )
-        .into_response()
+    // Only a session that came from the provider ends there too.
+    let target = state
+        .oidc
+        .as_ref()
+        .zip(id_token.as_deref())
+        .and_then(|(o, token)| o.logout_url(token))
+        .map_or_else(|| "/sign-in?signed_out=1".to_string(), |u| u.to_string());
+    (StatusCode::SEE_OTHER, [(header::LOCATION, target)]).into_response()
 }
 
 /// With no account at all, create `admin` from COUNTERSIGN_ADMIN_PASSWORD, or with a generated
@@ -362,11 +560,31 @@ impl axum::extract::FromRequestParts<AppState> for ApiCaller {
             }
         };
         if !presented.starts_with("cs_") {
-            // Identity-provider (JWT) bearer tokens are verified once an issuer is configured.
-            return Err(refusal(
-                "identity-provider tokens are not accepted: no issuer is configured",
-            )
-            .await);
+            let Some(oidc) = &state.oidc else {
+                return Err(refusal(
+                    "identity-provider tokens are not accepted: no issuer is configured",
+                )
+                .await);
+            };
+            return match oidc.verify_bearer(&presented).await {
+                Ok((_, identity)) => Ok(ApiCaller {
+                    id: identity.id,
+                    kind: if identity.is_service {
+                        "service"
+                    } else {
+                        "person"
+                    },
+                    roles: identity.roles.into_iter().collect(),
+                    capabilities: identity.capabilities.into_iter().collect(),
+                }),
+                Err(oidc::OidcError::Token(error)) => Err(refusal(token_refusal(&error)).await),
+                Err(error) => {
+                    tracing::warn!(%error, "bearer token cannot be verified");
+                    Err(Unauthenticated(
+                        "identity-provider tokens cannot be verified right now",
+                    ))
+                }
+            };
         }
         match api_tokens::authenticate(&state.db, &presented).await {
             Ok(token) => Ok(ApiCaller {
@@ -383,6 +601,21 @@ impl axum::extract::FromRequestParts<AppState> for ApiCaller {
                 Err(Unauthenticated("authentication is unavailable"))
             }
         }
+    }
+}
+
+/// A refused token's reason, as told to the caller and written to the audit trail.
+fn token_refusal(error: &tokens::TokenError) -> &'static str {
+    use tokens::TokenError as E;
+    match error {
+        E::Malformed => "the bearer token is not a well-formed JWT",
+        E::Algorithm(_) => "the token's algorithm is not accepted",
+        E::NoKeyId | E::UnknownKey(_) | E::KeyMismatch => "the token is not signed by a known key",
+        E::Signature => "the token's signature is invalid",
+        E::Expired => "the token has expired",
+        E::NotYetValid => "the token is not valid yet",
+        E::Issuer => "the token is from another issuer",
+        E::Audience => "the token is not meant for Countersign",
     }
 }
 

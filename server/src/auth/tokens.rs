@@ -222,14 +222,21 @@ pub fn identity(claims: &Claims, mapping: &RoleMapping) -> Identity {
         .filter(|r| mapping.capabilities.contains(*r))
         .cloned()
         .collect();
-    // Keycloak's service accounts: `sub` is a UUID and the user name is synthetic; the client is who calls.
-    let service_client = claims.client_id.clone().or_else(|| {
-        claims
-            .preferred_username
-            .as_deref()
-            .filter(|u| u.starts_with("service-account-"))
-            .and(claims.azp.clone())
-    });
+    // Keycloak's service accounts: `sub` is a UUID and the user name is synthetic
+    // (`service-account-<client>`); the client is who calls. RFC 9068 access tokens carry
+    // `client_id` for people too, so that claim alone means a service only when the token has
+    // no person in it (no user name, or `sub` is the client itself).
+    let keycloak_service = claims
+        .preferred_username
+        .as_deref()
+        .is_some_and(|u| u.starts_with("service-account-"));
+    let service_client = if keycloak_service {
+        claims.client_id.clone().or_else(|| claims.azp.clone())
+    } else {
+        claims.client_id.clone().filter(|client| {
+            claims.preferred_username.is_none() || claims.sub.as_deref() == Some(client.as_str())
+        })
+    };
     match service_client {
         Some(client) => Identity {
             display_name: client.clone(),
