@@ -78,6 +78,13 @@ pub struct Config {
     pub oidc_provider_name: String,
     /// Username/password sign-in with local accounts. Default: on without an issuer, off with one.
     pub local_sign_in: Option<bool>,
+    /// API callers (token names or client ids) that may act for a person (`on_behalf_of`),
+    /// comma-separated.
+    pub api_delegating_callers: Option<String>,
+    /// Requests per second each API caller may make on average (0: no limit)...
+    pub api_rate_limit_per_sec: u32,
+    /// ...and in a burst.
+    pub api_rate_limit_burst: u32,
 }
 
 /// A secret setting: usable by the code, never shown by `Debug` (so never logged).
@@ -136,6 +143,9 @@ impl Default for Config {
             oidc_role_map: None,
             oidc_provider_name: "Keycloak".to_string(),
             local_sign_in: None,
+            api_delegating_callers: None,
+            api_rate_limit_per_sec: 1_000,
+            api_rate_limit_burst: 2_000,
         }
     }
 }
@@ -292,6 +302,17 @@ impl Config {
                 .as_deref()
                 .map(|u| format!("{}/auth/callback", u.trim_end_matches('/')))
         })
+    }
+
+    /// API callers allowed to act for people.
+    pub fn delegating_callers(&self) -> std::collections::BTreeSet<String> {
+        self.api_delegating_callers
+            .iter()
+            .flat_map(|list| list.split(','))
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect()
     }
 
     /// Whether people may sign in with local accounts.

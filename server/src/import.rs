@@ -264,6 +264,7 @@ async fn read_queue(
                     .flatten()
                     .unwrap_or(3),
                 decision_audit_id: None,
+                submitted_by: None,
             },
             status,
             picked_at: optional_ts(path, &what("picked_at"), get("picked_at")?)?,

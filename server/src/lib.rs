@@ -11,6 +11,7 @@ macro_rules! on_db {
     };
 }
 
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod db;
@@ -57,6 +58,12 @@ pub struct AppState {
     pub oidc: Option<Arc<auth::oidc::Oidc>>,
     /// Whether local accounts may sign in with a password.
     pub local_sign_in: bool,
+    /// Per-caller token buckets for the API.
+    pub rate_limiter: api::RateLimiter,
+    /// API callers that may act for people.
+    pub delegating_callers: Arc<std::collections::BTreeSet<String>>,
+    /// Job status changes on this replica (long-polls wait on it).
+    pub job_events: tokio::sync::broadcast::Sender<(String, store::JobStatus)>,
     pub session_lifetime_secs: i64,
     session_idle_secs: i64,
     https: bool,
@@ -91,6 +98,12 @@ impl AppState {
             throttle: auth::AddressThrottle::default(),
             oidc,
             local_sign_in: config.local_sign_in(),
+            rate_limiter: api::RateLimiter::new(
+                config.api_rate_limit_per_sec,
+                config.api_rate_limit_burst,
+            ),
+            delegating_callers: Arc::new(config.delegating_callers()),
+            job_events: tokio::sync::broadcast::channel(1_024).0,
             session_lifetime_secs: i64::try_from(
                 config.session_lifetime_hours.saturating_mul(3_600),
             )
@@ -99,6 +112,14 @@ impl AppState {
                 .unwrap_or(i64::MAX),
             https: config.https(),
         })
+    }
+}
+
+impl AppState {
+    /// Tell long-polling clients on this replica that a job changed.
+    pub fn notify_job(&self, job: &store::Job) {
+        // No receiver is fine: nobody is waiting.
+        let _ = self.job_events.send((job.job_id.clone(), job.status));
     }
 }
 
@@ -133,7 +154,7 @@ pub fn app(state: AppState) -> Router {
         .route("/auth/login", get(auth::login_page).post(auth::sign_in))
         .route("/auth/callback", get(auth::callback))
         .route("/auth/logout", axum::routing::post(auth::sign_out))
-        .route("/api/v1/whoami", get(auth::api_whoami))
+        .merge(api::routes())
         .leptos_routes_with_context(&state, routes, provide_user(&state), {
             let options = state.leptos.clone();
             move || shell(options.clone())

@@ -541,6 +541,7 @@ async fn serve(config: Config) -> Result<(), String> {
         interval: std::time::Duration::from_secs(config.maintenance_interval_secs),
         audit_key: audit_key(&config),
         retention_secs: config.retention_secs().map_err(|e| e.to_string())?,
+        db: Some(db.clone()),
     }
     .spawn();
     server::auth::bootstrap_admin(&state, config.admin_password.as_ref().map(|p| p.expose()))

@@ -14,6 +14,8 @@ pub struct Maintenance {
     pub interval: StdDuration,
     pub audit_key: Option<Vec<u8>>,
     pub retention_secs: Option<u64>,
+    /// Where answers kept for `Idempotency-Key` replays are purged after a day.
+    pub db: Option<crate::Database>,
 }
 
 impl Maintenance {
@@ -73,6 +75,11 @@ impl Maintenance {
             self.writer
                 .append(job_event(&job, EventKind::Expiry, reason, None))
                 .await?;
+        }
+        if let Some(db) = &self.db {
+            if let Err(error) = crate::api::idempotency::purge_old(db).await {
+                tracing::warn!(%error, "could not purge old idempotency keys");
+            }
         }
         for job in self.store.reap_leases(now).await? {
             let (reason, status) = if job.status == JobStatus::Approved {

@@ -36,6 +36,7 @@ async fn expired_requests_and_lapsed_leases_are_handled_and_audited() {
         approval_window_secs: 600,
         max_retries: 0,
         decision_audit_id: None,
+        submitted_by: None,
     };
     let stale = store.insert_job(&job(-5)).await.expect("insert");
     let leased = store.insert_job(&job(3_600)).await.expect("insert");
@@ -61,6 +62,7 @@ async fn expired_requests_and_lapsed_leases_are_handled_and_audited() {
         interval: std::time::Duration::from_secs(60),
         audit_key: None,
         retention_secs: None,
+        db: None,
     };
     maintenance.tick().await.expect("tick");
 

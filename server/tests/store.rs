@@ -130,6 +130,7 @@ fn new_job(quorum: i32) -> NewJob {
         approval_window_secs: 900,
         max_retries: 1,
         decision_audit_id: None,
+        submitted_by: None,
     }
 }
 

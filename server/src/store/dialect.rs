@@ -72,7 +72,8 @@ fn job_row(row: &DbRow) -> Result<Job, StoreError> {
         max_retries: row.try_get::<Option<i32>, _>("max_retries")?.unwrap_or(3),
         result: row.try_get("result")?,
         error: row.try_get("error")?,
-        decision_audit_id: row.try_get("decision_audit_id")?,
+                decision_audit_id: row.try_get("decision_audit_id")?,
+        submitted_by: row.try_get("submitted_by")?,
     })
 }
 
@@ -201,8 +202,8 @@ async fn insert_job_in(
     sqlx::query(
             "INSERT INTO command_queue (job_id, tool_name, params, requested_capabilities, target_agent_id, status, priority, \
              created_at, retry_count, max_retries, operation, target, requester, requester_reason, risk, call_hash, policy_hash, \
-             approvals_required, expires_at, approval_window_secs, decision_audit_id, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $7)",
+                          approvals_required, expires_at, approval_window_secs, decision_audit_id, submitted_by, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $7)",
         )
         .bind(job_id)
         .bind(&job.tool_name)
@@ -222,7 +223,8 @@ async fn insert_job_in(
         .bind(job.approvals_required)
         .bind(ts(job.expires_at))
         .bind(job.approval_window_secs)
-        .bind(&job.decision_audit_id)
+                .bind(&job.decision_audit_id)
+        .bind(&job.submitted_by)
         .execute(&mut **tx)
         .await
         .map_err(|e| match e {

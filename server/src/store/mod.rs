@@ -267,6 +267,8 @@ pub struct NewJob {
     pub approval_window_secs: i64,
     pub max_retries: i32,
     pub decision_audit_id: Option<String>,
+    /// Who submitted it through the API (a service acting for `requester`, or the requester).
+    pub submitted_by: Option<String>,
 }
 
 /// A job as stored.
@@ -301,6 +303,7 @@ pub struct Job {
     pub result: Option<String>,
     pub error: Option<String>,
     pub decision_audit_id: Option<String>,
+    pub submitted_by: Option<String>,
 }
 
 /// One vote on a job.

@@ -1,0 +1,506 @@
+//! `POST /api/v1/decisions`: a tool server asks whether a call may run. The enforcer decides;
+//! the decision is in the audit trail (durable) before the answer leaves, and a call that needs
+//! approval becomes a queued job. If the audit write fails, the answer is 503 and nothing is
+//! allowed (fail closed).
+
+use super::{idempotency, rate_limit, ApiError, BODY_LIMIT};
+use crate::auth::ApiCaller;
+use crate::store::{EventKind, NewAuditEvent, NewJob, Store};
+use crate::AppState;
+use axum::{
+    body::Body,
+    extract::State,
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use enforcer::{Action, Principal, Request, Risk};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeSet;
+
+/// Header carrying the person's own access token when a service acts for them.
+pub const PERSON_TOKEN_HEADER: &str = "x-on-behalf-of-token";
+
+const FIELDS: [&str; 7] = [
+    "tool",
+    "operation",
+    "args",
+    "target",
+    "reason",
+    "on_behalf_of",
+    "session",
+];
+
+/// A decision request, checked field by field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionInput {
+    pub tool: String,
+    pub operation: String,
+    pub args: Map<String, Value>,
+    pub target: Option<String>,
+    pub reason: Option<String>,
+    pub on_behalf_of: Option<String>,
+    pub session: Option<String>,
+    /// SHA-256 of the canonical body (for `Idempotency-Key`).
+    pub body_hash: String,
+}
+
+fn string_field(
+    object: &Map<String, Value>,
+    name: &str,
+    max_chars: usize,
+    required: bool,
+) -> Result<Option<String>, ApiError> {
+    match object.get(name) {
+        None | Some(Value::Null) if required => Err(ApiError::bad_request(
+            "missing_field",
+            name,
+            format!("`{name}` is required"),
+        )),
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => {
+            if required && text.trim().is_empty() {
+                return Err(ApiError::bad_request(
+                    "invalid_value",
+                    name,
+                    format!("`{name}` must not be empty"),
+                ));
+            }
+            if text.chars().count() > max_chars {
+                return Err(ApiError::bad_request(
+                    "invalid_value",
+                    name,
+                    format!("`{name}` is longer than {max_chars} characters"),
+                ));
+            }
+            Ok(Some(text.clone()))
+        }
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_type",
+            name,
+            format!("`{name}` must be a string"),
+        )),
+    }
+}
+
+/// Parse and check a request body. Every refusal names its field.
+pub fn parse(body: &[u8]) -> Result<DecisionInput, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!(
+                "the body is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    let Value::Object(object) = &value else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
+    };
+    if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(
+            "unknown_field",
+            unknown,
+            format!(
+                "unknown field `{unknown}`; expected one of {}",
+                FIELDS.join(", ")
+            ),
+        ));
+    }
+    let args = match object.get("args") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(args)) => args.clone(),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_type",
+                "args",
+                "`args` must be an object",
+            ))
+        }
+    };
+    let required =
+        |name: &str| string_field(object, name, 128, true).map(Option::unwrap_or_default);
+    Ok(DecisionInput {
+        tool: required("tool")?,
+        operation: required("operation")?,
+        args,
+        target: string_field(object, "target", 512, false)?,
+        reason: string_field(object, "reason", 2_000, false)?,
+        on_behalf_of: string_field(object, "on_behalf_of", 256, false)?,
+        session: string_field(object, "session", 256, false)?,
+        body_hash: enforcer::canonical_sha256(&value),
+    })
+}
+
+/// How urgent a queued job is, from its risk.
+pub fn priority(risk: Risk) -> &'static str {
+    match risk {
+        Risk::Critical => "urgent",
+        Risk::High => "high",
+        Risk::Medium => "normal",
+        Risk::Low => "low",
+    }
+}
+
+/// Who the decision is for: the caller, or the person a delegating service names. Returns the
+/// requester and the capabilities to check.
+async fn requester(
+    state: &AppState,
+    caller: &ApiCaller,
+    input: &DecisionInput,
+    headers: &HeaderMap,
+) -> Result<(String, BTreeSet<String>), ApiError> {
+    let mut capabilities: BTreeSet<String> = caller.capabilities.iter().cloned().collect();
+    let Some(person) = &input.on_behalf_of else {
+        return Ok((caller.id.clone(), capabilities));
+    };
+    if !state.delegating_callers.contains(&caller.id) {
+        return Err(ApiError {
+            field: Some("on_behalf_of".into()),
+            ..ApiError::new(
+                StatusCode::FORBIDDEN,
+                "delegation_not_allowed",
+                "this caller may not act on behalf of people (setting api_delegating_callers)",
+            )
+        });
+    }
+    if let Some(token) = headers.get(PERSON_TOKEN_HEADER) {
+        let Some(oidc) = &state.oidc else {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "person_token_unsupported",
+                "a person's token can only be checked with an identity provider configured",
+            ));
+        };
+        let token = token.to_str().unwrap_or_default();
+        let (_, identity) = oidc.verify_bearer(token).await.map_err(|_| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "person_token_invalid",
+                "the person's token was refused",
+            )
+        })?;
+        if identity.is_service || &identity.id != person {
+            return Err(ApiError {
+                field: Some("on_behalf_of".into()),
+                ..ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "person_token_mismatch",
+                    "the person's token names someone else",
+                )
+            });
+        }
+        // The service may only do what the person may do too.
+        capabilities.retain(|c| identity.capabilities.contains(c));
+    }
+    Ok((person.clone(), capabilities))
+}
+
+/// `POST /api/v1/decisions`.
+pub async fn decide(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match decide_inner(&state, &caller, &headers, body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn decide_inner(
+    state: &AppState,
+    caller: &ApiCaller,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    rate_limit(state, caller)?;
+    if let Some(kind) = headers.get(header::CONTENT_TYPE) {
+        let kind = kind.to_str().unwrap_or_default().to_ascii_lowercase();
+        if !kind.starts_with("application/json") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the request as application/json",
+            ));
+        }
+    }
+    let bytes = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body must be at most {} KiB", BODY_LIMIT / 1024),
+        )
+    })?;
+    let input = parse(&bytes)?;
+    let (requester, capabilities) = requester(state, caller, &input, headers).await?;
+
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => {
+            let key = value.to_str().unwrap_or_default();
+            if !idempotency::valid_key(key) {
+                return Err(ApiError::bad_request(
+                    "invalid_idempotency_key",
+                    "Idempotency-Key",
+                    "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                ));
+            }
+            Some(key.to_string())
+        }
+    };
+    if let Some(key) = &key {
+        let claim = idempotency::claim(&state.db, &caller.id, key, &input.body_hash)
+            .await
+            .map_err(|e| ApiError::unavailable("the decision could not be recorded", &e))?;
+        match claim {
+            idempotency::Claim::Fresh => {}
+            idempotency::Claim::Replay(stored) => {
+                let mut response = (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    stored,
+                )
+                    .into_response();
+                response
+                    .headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                return Ok(response);
+            }
+            idempotency::Claim::InFlight => {
+                return Err(ApiError {
+                    retry_after: Some(1),
+                    ..ApiError::new(
+                        StatusCode::CONFLICT,
+                        "idempotency_in_progress",
+                        "a request with this Idempotency-Key is being answered; retry shortly",
+                    )
+                })
+            }
+            idempotency::Claim::Mismatch => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used for a different request",
+                ))
+            }
+        }
+    }
+    let answer = record(state, caller, &input, requester, capabilities).await;
+    match (&key, answer) {
+        (Some(key), Ok(body)) => {
+            if let Err(error) = idempotency::complete(&state.db, &caller.id, key, &body).await {
+                // The decision is recorded; only a replay of it is not. Say so in the log.
+                tracing::error!(%error, "could not store the answer for an Idempotency-Key");
+                idempotency::release(&state.db, &caller.id, key).await;
+            }
+            Ok(json_response(body))
+        }
+        (None, Ok(body)) => Ok(json_response(body)),
+        (Some(key), Err(error)) => {
+            idempotency::release(&state.db, &caller.id, key).await;
+            Err(error)
+        }
+        (None, Err(error)) => Err(error),
+    }
+}
+
+fn json_response(body: String) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+/// Decide, write the audit row (and queue the job), and return the answer's JSON text.
+async fn record(
+    state: &AppState,
+    caller: &ApiCaller,
+    input: &DecisionInput,
+    requester: String,
+    capabilities: BTreeSet<String>,
+) -> Result<String, ApiError> {
+    let request = Request {
+        tool: input.tool.clone(),
+        operation: input.operation.clone(),
+        args: input.args.clone(),
+        target: input.target.clone(),
+    };
+    let principal = Principal {
+        id: requester.clone(),
+        roles: caller.roles.iter().cloned().collect(),
+        capabilities,
+    };
+    let decision = enforcer::evaluate(&request, &principal, &state.policy);
+    let needs_job = decision.action == Action::RequireApproval;
+    let now = chrono::Utc::now();
+    let audit_id = uuid::Uuid::new_v4().to_string();
+    let job_id = needs_job.then(|| uuid::Uuid::new_v4().to_string());
+
+    let mut event = NewAuditEvent::new(
+        EventKind::Decision,
+        &requester,
+        &input.tool,
+        &input.operation,
+        decision.action.as_str(),
+        &decision.reasons.join("; "),
+        decision.risk.as_str(),
+    );
+    event.id = Some(audit_id.clone());
+    event.timestamp = now;
+    event.context = json!({
+        "caller": caller.id,
+        "caller_kind": caller.kind,
+        "on_behalf_of": input.on_behalf_of,
+        "reason": input.reason,
+        "session": input.session,
+        "target": input.target,
+        "args": input.args,
+    })
+    .to_string();
+    event.decision = serde_json::to_string(&decision).unwrap_or_else(|_| "{}".into());
+    event.job_id = job_id.clone();
+    event.policy_hash = Some(decision.policy_hash.clone());
+    event.call_hash = Some(decision.call_hash.clone());
+    // Fail closed: no answer (so nothing allowed) unless the row is durable.
+    let receipt = state.audit.append(event).await.map_err(|e| {
+        ApiError::unavailable(
+            "the decision could not be recorded, so nothing is allowed",
+            &e,
+        )
+    })?;
+
+    let mut answer = json!({
+        "action": decision.action.as_str(),
+        "risk": decision.risk.as_str(),
+        "reasons": decision.reasons,
+        "decision": decision,
+        "audit_id": receipt.id,
+        "audit_seq": receipt.seq,
+        "requester": requester,
+        "caller": caller.id,
+    });
+    if let Some(job_id) = job_id {
+        let ttl = i64::try_from(decision.ttl_secs).unwrap_or(i64::MAX / 2);
+        let job = NewJob {
+            job_id: Some(job_id.clone()),
+            tool_name: input.tool.clone(),
+            operation: input.operation.clone(),
+            params: enforcer::canonical_json(&Value::Object(input.args.clone())),
+            requested_capabilities: decision.required_capabilities.iter().cloned().collect(),
+            target: input.target.clone(),
+            target_agent_id: None,
+            priority: priority(decision.risk).to_string(),
+            requester: requester.clone(),
+            requester_reason: input.reason.clone(),
+            risk: decision.risk.as_str().to_string(),
+            call_hash: decision.call_hash.clone(),
+            policy_hash: Some(decision.policy_hash.clone()),
+            approvals_required: i32::try_from(decision.approvals_required.max(1)).unwrap_or(1),
+            created_at: now,
+            expires_at: now + chrono::Duration::seconds(ttl),
+            approval_window_secs: i64::try_from(decision.approval_window_secs).unwrap_or(3_600),
+            max_retries: 2,
+            decision_audit_id: Some(receipt.id.clone()),
+            submitted_by: Some(caller.id.clone()),
+        };
+        let stored = match state.store.insert_job(&job).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                let mut event = NewAuditEvent::new(
+                    EventKind::Decision,
+                    &requester,
+                    &input.tool,
+                    &input.operation,
+                    "deny",
+                    "the approval request could not be queued; the call was not allowed",
+                    decision.risk.as_str(),
+                );
+                event.job_id = Some(job_id);
+                event.call_hash = Some(decision.call_hash.clone());
+                if let Err(e) = state.audit.append(event).await {
+                    tracing::error!(error = %e, "could not audit a failed queue insert");
+                }
+                return Err(ApiError::unavailable(
+                    "the approval request could not be queued",
+                    &error,
+                ));
+            }
+        };
+        state.notify_job(&stored);
+        answer["job_id"] = json!(stored.job_id);
+        answer["status"] = json!(stored.status.as_str());
+        answer["status_url"] = json!(format!("/api/v1/jobs/{}", stored.job_id));
+        answer["expires_at"] = json!(stored.expires_at);
+        answer["approvals_required"] = json!(stored.approvals_required);
+    }
+    Ok(answer.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(body: &str) -> (&'static str, Option<String>) {
+        let error = parse(body.as_bytes()).expect_err("refused");
+        (error.code, error.field)
+    }
+
+    #[test]
+    fn a_good_body_parses() {
+        let input = parse(
+            br#"{"tool":"ssh-exec","operation":"executeCommand","args":{"command":"uptime"},"target":"web-1","reason":"check load"}"#,
+        )
+        .expect("valid");
+        assert_eq!(input.tool, "ssh-exec");
+        assert_eq!(input.args["command"], "uptime");
+        assert_eq!(input.target.as_deref(), Some("web-1"));
+        let same = parse(
+            br#"{ "reason":"check load", "target":"web-1", "args":{"command":"uptime"}, "operation":"executeCommand", "tool":"ssh-exec" }"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            input.body_hash, same.body_hash,
+            "key order and spacing do not matter"
+        );
+    }
+
+    #[test]
+    fn every_bad_body_names_its_problem() {
+        assert_eq!(code("{"), ("malformed_json", None));
+        assert_eq!(code("[]"), ("invalid_body", None));
+        assert_eq!(
+            code(r#"{"tool":"t","operation":"o","argz":{}}"#),
+            ("unknown_field", Some("argz".into()))
+        );
+        assert_eq!(
+            code(r#"{"operation":"o"}"#),
+            ("missing_field", Some("tool".into()))
+        );
+        assert_eq!(
+            code(r#"{"tool":"t","operation":"o","args":[1]}"#),
+            ("invalid_type", Some("args".into()))
+        );
+        assert_eq!(
+            code(r#"{"tool":7,"operation":"o"}"#),
+            ("invalid_type", Some("tool".into()))
+        );
+        assert_eq!(
+            code(r#"{"tool":" ","operation":"o"}"#),
+            ("invalid_value", Some("tool".into()))
+        );
+        let long = format!(
+            r#"{{"tool":"t","operation":"o","reason":"{}"}}"#,
+            "x".repeat(2_001)
+        );
+        assert_eq!(code(&long), ("invalid_value", Some("reason".into())));
+    }
+}

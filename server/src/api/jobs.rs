@@ -1,0 +1,199 @@
+//! `GET /api/v1/jobs/{id}?wait=SECONDS` (long-poll until the job changes state) and
+//! `POST /api/v1/jobs/{id}/cancel`. A job is visible to its requester, to the service that
+//! submitted it, and to approvers, auditors and admins; to anyone else it does not exist.
+
+use super::{rate_limit, ApiError};
+use crate::auth::ApiCaller;
+use crate::store::{EventKind, Job, NewAuditEvent, Store, StoreError};
+use crate::AppState;
+use axum::{
+    extract::{Path, Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+/// Longest long-poll.
+pub const MAX_WAIT_SECS: u64 = 60;
+/// While waiting, the job is also re-read this often (changes made by another replica).
+const RECHECK: Duration = Duration::from_secs(1);
+
+fn may_see(job: &Job, caller: &ApiCaller) -> bool {
+    job.requester == caller.id
+        || job.submitted_by.as_deref() == Some(caller.id.as_str())
+        || caller
+            .roles
+            .iter()
+            .any(|r| matches!(r.as_str(), "approver" | "auditor" | "admin"))
+}
+
+async fn load(state: &AppState, id: &str, caller: &ApiCaller) -> Result<Job, ApiError> {
+    match state.store.job(id).await {
+        Ok(job) if may_see(&job, caller) => Ok(job),
+        Ok(_) | Err(StoreError::NotFound) => Err(ApiError::not_found()),
+        Err(error) => Err(ApiError::unavailable("the job could not be read", &error)),
+    }
+}
+
+/// The job as the API shows it, with its votes and, on denial, the reviewer's reason.
+async fn view(state: &AppState, job: &Job) -> Result<Value, ApiError> {
+    let votes = state
+        .store
+        .votes(&job.job_id)
+        .await
+        .map_err(|e| ApiError::unavailable("the job's votes could not be read", &e))?;
+    let denial_reason = votes
+        .iter()
+        .find(|v| v.verdict == enforcer::Verdict::Deny)
+        .and_then(|v| v.reason.clone());
+    let approvals: Vec<Value> = votes
+        .iter()
+        .map(|v| {
+            json!({
+                "approver": v.approver,
+                "verdict": v.verdict,
+                "reason": v.reason,
+                "at": v.created_at,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "job_id": job.job_id,
+        "status": job.status.as_str(),
+        "final": job.status.is_final(),
+        "tool": job.tool_name,
+        "operation": job.operation,
+        "target": job.target,
+        "risk": job.risk,
+        "priority": job.priority,
+        "requester": job.requester,
+        "requester_reason": job.requester_reason,
+        "submitted_by": job.submitted_by,
+        "call_hash": job.call_hash,
+        "approvals_required": job.approvals_required,
+        "approvals": approvals,
+        "denial_reason": denial_reason,
+        "created_at": job.created_at,
+        "expires_at": job.expires_at,
+        "approved_at": job.approved_at,
+        "approval_expires_at": job.approval_expires_at,
+        "picked_at": job.picked_at,
+        "completed_at": job.completed_at,
+        "result": job.result,
+        "error": job.error,
+        "decision_audit_id": job.decision_audit_id,
+    }))
+}
+
+/// `GET /api/v1/jobs/{id}?wait=N`: the job now, or (with `wait`) as soon as its status differs
+/// from what it was when the request arrived, at most N seconds (≤ 60) later.
+pub async fn status(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let result = async {
+        rate_limit(&state, &caller)?;
+        let wait = match query.get("wait") {
+            None => 0,
+            Some(text) => text.parse::<u64>().map_err(|_| {
+                ApiError::bad_request("invalid_value", "wait", "`wait` must be whole seconds")
+            })?,
+        }
+        .min(MAX_WAIT_SECS);
+        // Subscribe before reading, so a change between the read and the wait is not missed.
+        let mut changes = state.job_events.subscribe();
+        let job = load(&state, &id, &caller).await?;
+        let initial = job.status;
+        let mut current = job;
+        if wait > 0 && !initial.is_final() {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+            loop {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                let tick = (deadline - now).min(RECHECK);
+                let changed = tokio::select! {
+                    message = changes.recv() => match message {
+                        Ok((job_id, status)) => job_id == id && status != initial,
+                        // Missed messages or shutting down: read the job to be sure.
+                        Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => true,
+                    },
+                    () = tokio::time::sleep(tick) => true,
+                };
+                if changed {
+                    current = load(&state, &id, &caller).await?;
+                    if current.status != initial {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok::<_, ApiError>(Json(view(&state, &current).await?).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /api/v1/jobs/{id}/cancel`: the requester (or the service that submitted the job for
+/// them) withdraws a job that has not started.
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<String>,
+) -> Response {
+    let result = async {
+        rate_limit(&state, &caller)?;
+        let job = load(&state, &id, &caller).await?;
+        if job.requester != caller.id && job.submitted_by.as_deref() != Some(caller.id.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "not_requester",
+                "only the requester can cancel a job",
+            ));
+        }
+        let now = chrono::Utc::now();
+        let cancelled = match state.store.cancel(&id, &job.requester, now).await {
+            Ok(job) => job,
+            Err(StoreError::Conflict { actual, .. }) => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!("the job is {actual} and can no longer be cancelled"),
+                ))
+            }
+            Err(StoreError::NotFound) => return Err(ApiError::not_found()),
+            Err(error) => {
+                return Err(ApiError::unavailable(
+                    "the job could not be cancelled",
+                    &error,
+                ))
+            }
+        };
+        let mut event = NewAuditEvent::new(
+            EventKind::PortalAction,
+            &caller.id,
+            &cancelled.tool_name,
+            &cancelled.operation,
+            "cancel",
+            "job cancelled by its requester",
+            &cancelled.risk,
+        );
+        event.job_id = Some(cancelled.job_id.clone());
+        event.call_hash = Some(cancelled.call_hash.clone());
+        event.context = json!({ "requester": cancelled.requester }).to_string();
+        if let Err(error) = state.audit.append(event).await {
+            tracing::error!(%error, "could not audit a cancellation");
+        }
+        state.notify_job(&cancelled);
+        Ok(Json(view(&state, &cancelled).await?).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}

@@ -1,0 +1,765 @@
+//! The decision API through the router (`oneshot`): decisions with their audit rows and jobs,
+//! bad input, idempotency, delegation, rate limits, long-polling, cancellation, and failing
+//! closed when the audit trail cannot be written. On SQLite, and the core on PostgreSQL.
+
+use axum::{
+    body::Body,
+    http::{HeaderMap, Request, StatusCode},
+    Router,
+};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use server::store::{JobStatus, Store, VoteRecord};
+use server::{app, AppState, Config, Database};
+use sqlx::{Connection, Executor};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower::ServiceExt;
+
+struct Api {
+    router: Router,
+    state: AppState,
+    db: Database,
+    _dir: Option<tempfile::TempDir>,
+    pg_schema: Option<String>,
+}
+
+fn pg_url() -> String {
+    std::env::var("CS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+fn policy() -> Arc<enforcer::PolicySet> {
+    Arc::new(enforcer::default_policy().expect("default policy"))
+}
+
+async fn sqlite_api(tune: impl FnOnce(&mut Config)) -> Api {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config {
+        database_url: format!("sqlite://{}", dir.path().join("api.db").display()),
+        ..Config::default()
+    };
+    tune(&mut config);
+    let db = Database::connect(&config).await.expect("sqlite");
+    db.migrate().await.expect("migrate");
+    let state = AppState::new(&config, db.clone(), policy()).expect("state");
+    Api {
+        router: app(state.clone()),
+        state,
+        db,
+        _dir: Some(dir),
+        pg_schema: None,
+    }
+}
+
+async fn postgres_api() -> Api {
+    let schema = format!("cs_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&pg_url())
+        .await
+        .expect("postgres");
+    admin
+        .execute(format!("CREATE SCHEMA {schema}").as_str())
+        .await
+        .expect("schema");
+    let options = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&pg_url())
+        .expect("url")
+        .options([("search_path", schema.as_str())]);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await
+        .expect("pool");
+    let db = Database::Postgres(pool);
+    db.migrate().await.expect("migrate");
+    let config = Config {
+        database_url: pg_url(),
+        ..Config::default()
+    };
+    let state = AppState::new(&config, db.clone(), policy()).expect("state");
+    Api {
+        router: app(state.clone()),
+        state,
+        db,
+        _dir: None,
+        pg_schema: Some(schema),
+    }
+}
+
+impl Api {
+    async fn token(&self, name: &str, roles: &[&str], caps: &[&str]) -> String {
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        let caps: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+        server::auth::api_tokens::create(&self.db, name, &roles, &caps)
+            .await
+            .expect("token")
+            .1
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        token: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Value) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {token}"));
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(
+                req.body(body.map_or_else(Body::empty, Body::from))
+                    .expect("req"),
+            )
+            .await
+            .expect("answer");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, headers, value)
+    }
+
+    async fn decide(&self, token: &str, body: Value) -> (StatusCode, Value) {
+        let (status, _, value) = self
+            .call(
+                "POST",
+                "/api/v1/decisions",
+                token,
+                Some(body.to_string()),
+                &[],
+            )
+            .await;
+        (status, value)
+    }
+
+    async fn audit_rows(&self) -> Vec<server::store::AuditRecord> {
+        self.state
+            .store
+            .audit_page(0, 1_000)
+            .await
+            .expect("audit")
+            .into_iter()
+            .filter(|r| r.event.kind == server::store::EventKind::Decision)
+            .collect()
+    }
+
+    async fn drop_schema(self) {
+        if let Some(schema) = &self.pg_schema {
+            self.db.close().await;
+            let mut admin = sqlx::PgConnection::connect(&pg_url())
+                .await
+                .expect("postgres");
+            let _ = admin
+                .execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
+                .await;
+        }
+    }
+}
+
+const OPS: [&str; 3] = ["ssh-linux", "remote-exec", "local-shell"];
+
+fn sudo_ls() -> Value {
+    json!({ "tool": "ssh-exec", "operation": "executeCommand", "args": { "command": "sudo ls /root" },
+            "target": "web-1", "reason": "look at root's files" })
+}
+
+async fn decisions_are_audited_and_queued(api: &Api) {
+    let token = api.token("it-mcp", &[], &OPS).await;
+
+    let (status, allow) = api
+        .decide(
+            &token,
+            json!({ "tool": "system-overview", "operation": "getOverview" }),
+        )
+        .await;
+    assert_eq!(
+        (status, allow["action"].as_str()),
+        (StatusCode::OK, Some("allow")),
+        "{allow}"
+    );
+    assert!(allow.get("job_id").is_none());
+
+    let (_, deny) = api
+        .decide(&token, json!({ "tool": "no-such-tool", "operation": "x" }))
+        .await;
+    assert_eq!(deny["action"], "deny");
+    assert!(deny["reasons"][0]
+        .as_str()
+        .is_some_and(|r| r.contains("unknown tool")));
+
+    let (_, pending) = api.decide(&token, sudo_ls()).await;
+    assert_eq!(pending["action"], "require_approval", "{pending}");
+    assert_eq!(pending["status"], "queued");
+    let job_id = pending["job_id"].as_str().expect("job id").to_string();
+    assert_eq!(pending["status_url"], format!("/api/v1/jobs/{job_id}"));
+
+    // Every answer's audit row is there, with the decision it announced.
+    let rows = api.audit_rows().await;
+    for answer in [&allow, &deny, &pending] {
+        let row = rows
+            .iter()
+            .find(|r| r.id == answer["audit_id"].as_str().unwrap_or_default())
+            .expect("audit row for the answer");
+        assert_eq!(
+            row.event.decision_action,
+            answer["action"].as_str().unwrap_or_default()
+        );
+        assert_eq!(row.event.caller_id, "it-mcp");
+        assert_eq!(row.seq, answer["audit_seq"].as_i64().unwrap_or_default());
+    }
+    let job = api.state.store.job(&job_id).await.expect("job");
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!(job.risk, "HIGH");
+    assert_eq!(job.submitted_by.as_deref(), Some("it-mcp"));
+    assert_eq!(
+        job.requester_reason.as_deref(),
+        Some("look at root's files")
+    );
+    assert_eq!(
+        job.decision_audit_id.as_deref(),
+        pending["audit_id"].as_str()
+    );
+    assert_eq!(
+        Some(job.call_hash.as_str()),
+        pending["decision"]["call_hash"].as_str()
+    );
+
+    // The requester sees the job; a stranger does not (404, not 403).
+    let (status, _, view) = api
+        .call("GET", &format!("/api/v1/jobs/{job_id}"), &token, None, &[])
+        .await;
+    assert_eq!(
+        (status, view["status"].as_str()),
+        (StatusCode::OK, Some("queued"))
+    );
+    let stranger = api.token("other-tool", &[], &OPS).await;
+    let (status, _, _) = api
+        .call(
+            "GET",
+            &format!("/api/v1/jobs/{job_id}"),
+            &stranger,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn decisions_are_audited_and_queued_on_sqlite() {
+    let api = sqlite_api(|_| {}).await;
+    decisions_are_audited_and_queued(&api).await;
+}
+
+#[tokio::test]
+async fn decisions_are_audited_and_queued_on_postgres() {
+    let api = postgres_api().await;
+    decisions_are_audited_and_queued(&api).await;
+    idempotent_retries(&api).await;
+    api.drop_schema().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_stable_code_and_the_field() {
+    let api = sqlite_api(|_| {}).await;
+    let token = api.token("it-mcp", &[], &OPS).await;
+    let cases: Vec<(String, StatusCode, &str, Option<&str>)> = vec![
+        (
+            "{\"tool\":".into(),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            None,
+        ),
+        (
+            "[1,2]".into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            None,
+        ),
+        (
+            r#"{"tool":"t","operation":"o","sudo":true}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "unknown_field",
+            Some("sudo"),
+        ),
+        (
+            r#"{"tool":"t"}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "missing_field",
+            Some("operation"),
+        ),
+        (
+            r#"{"tool":"t","operation":"o","args":"rm -rf /"}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_type",
+            Some("args"),
+        ),
+        (
+            r#"{"tool":"t","operation":"o","target":5}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_type",
+            Some("target"),
+        ),
+        (
+            format!(
+                r#"{{"tool":"t","operation":"o","args":{{"x":"{}"}}}}"#,
+                "a".repeat(70_000)
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            None,
+        ),
+    ];
+    for (body, status, code, field) in cases {
+        let (got, _, value) = api
+            .call("POST", "/api/v1/decisions", &token, Some(body.clone()), &[])
+            .await;
+        assert_eq!(
+            (got, value["error"].as_str()),
+            (status, Some(code)),
+            "{}",
+            &body[..body.len().min(60)]
+        );
+        assert_eq!(value["field"].as_str(), field);
+    }
+    // A form post is not JSON.
+    let (status, _, value) = api
+        .call(
+            "POST",
+            "/api/v1/decisions",
+            &token,
+            None,
+            &[("content-type", "application/x-www-form-urlencoded")],
+        )
+        .await;
+    assert_eq!(
+        (status, value["error"].as_str()),
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Some("unsupported_media_type")
+        )
+    );
+    // No token, or a bad one: 401 and nothing decided.
+    let (status, _, _) = api
+        .call(
+            "POST",
+            "/api/v1/decisions",
+            "cs_nope",
+            Some(sudo_ls().to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        api.audit_rows().await.is_empty(),
+        "refused requests decide nothing"
+    );
+}
+
+async fn idempotent_retries(api: &Api) {
+    let token = api.token("retrying-tool", &[], &OPS).await;
+    let before = api.audit_rows().await.len();
+    let body = sudo_ls().to_string();
+    let key = [("idempotency-key", "retry-0001")];
+    let (s1, h1, first) = api
+        .call(
+            "POST",
+            "/api/v1/decisions",
+            &token,
+            Some(body.clone()),
+            &key,
+        )
+        .await;
+    let (s2, h2, second) = api
+        .call(
+            "POST",
+            "/api/v1/decisions",
+            &token,
+            Some(body.clone()),
+            &key,
+        )
+        .await;
+    assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(first, second, "the retry gets the first answer");
+    assert!(h1.get("idempotent-replayed").is_none());
+    assert_eq!(
+        h2.get("idempotent-replayed").map(|v| v.as_bytes()),
+        Some(b"true".as_slice())
+    );
+    assert_eq!(
+        api.audit_rows().await.len(),
+        before + 1,
+        "one decision, one row, one job"
+    );
+    // The same key for a different call is refused.
+    let other = json!({ "tool": "system-overview", "operation": "getOverview" }).to_string();
+    let (status, _, value) = api
+        .call("POST", "/api/v1/decisions", &token, Some(other), &key)
+        .await;
+    assert_eq!(
+        (status, value["error"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("idempotency_key_reused")
+        )
+    );
+    // Keys are per caller: another caller's identical key is a new request.
+    let token2 = api.token("another-tool", &[], &OPS).await;
+    let (_, h3, third) = api
+        .call("POST", "/api/v1/decisions", &token2, Some(body), &key)
+        .await;
+    assert!(h3.get("idempotent-replayed").is_none());
+    assert_ne!(third["audit_id"], first["audit_id"]);
+    let (status, _, value) = api
+        .call(
+            "POST",
+            "/api/v1/decisions",
+            &token,
+            Some(sudo_ls().to_string()),
+            &[("idempotency-key", "has space")],
+        )
+        .await;
+    assert_eq!(
+        (status, value["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("Idempotency-Key"))
+    );
+}
+
+#[tokio::test]
+async fn idempotent_retries_on_sqlite() {
+    idempotent_retries(&sqlite_api(|_| {}).await).await;
+}
+
+#[tokio::test]
+async fn a_service_acts_for_a_person_only_when_allowed() {
+    let api = sqlite_api(|c| c.api_delegating_callers = Some("it-mcp".into())).await;
+    let it_mcp = api.token("it-mcp", &[], &OPS).await;
+    let other = api.token("other-tool", &[], &OPS).await;
+    let mut body = sudo_ls();
+    body["on_behalf_of"] = json!("alice");
+    let (status, _, value) = api
+        .call(
+            "POST",
+            "/api/v1/decisions",
+            &other,
+            Some(body.to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, value["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("delegation_not_allowed"))
+    );
+    let (status, _, value) = api
+        .call(
+            "POST",
+            "/api/v1/decisions",
+            &it_mcp,
+            Some(body.to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (value["requester"].as_str(), value["caller"].as_str()),
+        (Some("alice"), Some("it-mcp"))
+    );
+    let job = api
+        .state
+        .store
+        .job(value["job_id"].as_str().unwrap_or_default())
+        .await
+        .expect("job");
+    assert_eq!(
+        (job.requester.as_str(), job.submitted_by.as_deref()),
+        ("alice", Some("it-mcp"))
+    );
+    let row = api.audit_rows().await.pop().expect("row");
+    assert_eq!(row.event.caller_id, "alice");
+    let context: Value = serde_json::from_str(&row.event.context).expect("context");
+    assert_eq!(
+        (context["caller"].as_str(), context["on_behalf_of"].as_str()),
+        (Some("it-mcp"), Some("alice"))
+    );
+    // A person's token can only be checked with an identity provider.
+    let (status, _, value) = api
+        .call(
+            "POST",
+            "/api/v1/decisions",
+            &it_mcp,
+            Some(body.to_string()),
+            &[("x-on-behalf-of-token", "eyJ.x.y")],
+        )
+        .await;
+    assert_eq!(
+        (status, value["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("person_token_unsupported"))
+    );
+}
+
+#[tokio::test]
+async fn callers_over_their_rate_get_429_with_retry_after() {
+    let api = sqlite_api(|c| {
+        c.api_rate_limit_per_sec = 1;
+        c.api_rate_limit_burst = 2;
+    })
+    .await;
+    let token = api.token("chatty", &[], &OPS).await;
+    let body = json!({ "tool": "system-overview", "operation": "getOverview" });
+    assert_eq!(api.decide(&token, body.clone()).await.0, StatusCode::OK);
+    assert_eq!(api.decide(&token, body.clone()).await.0, StatusCode::OK);
+    let (status, headers, value) = api
+        .call(
+            "POST",
+            "/api/v1/decisions",
+            &token,
+            Some(body.to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, value["error"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited"))
+    );
+    assert_eq!(
+        headers.get("retry-after").map(|v| v.as_bytes()),
+        Some(b"1".as_slice())
+    );
+    assert_eq!(
+        api.audit_rows().await.len(),
+        2,
+        "the refused request decided nothing"
+    );
+    let quiet = api.token("quiet", &[], &OPS).await;
+    assert_eq!(
+        api.decide(&quiet, body).await.0,
+        StatusCode::OK,
+        "buckets are per caller"
+    );
+}
+
+#[tokio::test]
+async fn a_long_poll_wakes_when_the_job_is_approved_and_tells_the_denial_reason() {
+    let api = sqlite_api(|_| {}).await;
+    let token = api.token("it-mcp", &[], &OPS).await;
+    let (_, pending) = api.decide(&token, sudo_ls()).await;
+    let job_id = pending["job_id"].as_str().expect("job").to_string();
+
+    // Nothing happens: the poll returns after `wait` with the same status.
+    let started = Instant::now();
+    let (_, _, view) = api
+        .call(
+            "GET",
+            &format!("/api/v1/jobs/{job_id}?wait=1"),
+            &token,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(view["status"], "queued");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+
+    let waiter = {
+        let (router, token, uri) = (
+            api.router.clone(),
+            token.clone(),
+            format!("/api/v1/jobs/{job_id}?wait=30"),
+        );
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let response = router
+                .oneshot(
+                    Request::builder()
+                        .uri(uri)
+                        .header("authorization", format!("Bearer {token}"))
+                        .body(Body::empty())
+                        .expect("req"),
+                )
+                .await
+                .expect("answer");
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            (
+                started.elapsed(),
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let job = api
+        .state
+        .store
+        .vote(&VoteRecord {
+            job_id: job_id.clone(),
+            approver: "dave".into(),
+            verdict: enforcer::Verdict::Approve,
+            reason: Some("fine".into()),
+            created_at: chrono::Utc::now(),
+        })
+        .await
+        .expect("vote");
+    api.state.notify_job(&job);
+    let (waited, view) = waiter.await.expect("waiter");
+    assert_eq!(view["status"], "approved", "{view}");
+    assert!(
+        waited < Duration::from_secs(10),
+        "woken by the approval, not the timeout"
+    );
+    assert_eq!(view["approvals"][0]["approver"], "dave");
+
+    // A denial: the reviewer's reason is what the assistant is told.
+    let (_, pending) = api.decide(&token, sudo_ls()).await;
+    let denied_id = pending["job_id"].as_str().expect("job").to_string();
+    api.state
+        .store
+        .vote(&VoteRecord {
+            job_id: denied_id.clone(),
+            approver: "erin".into(),
+            verdict: enforcer::Verdict::Deny,
+            reason: Some("use the read-only audit account".into()),
+            created_at: chrono::Utc::now(),
+        })
+        .await
+        .expect("deny");
+    let (_, _, view) = api
+        .call(
+            "GET",
+            &format!("/api/v1/jobs/{denied_id}?wait=5"),
+            &token,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (view["status"].as_str(), view["denial_reason"].as_str()),
+        (Some("denied"), Some("use the read-only audit account"))
+    );
+    let (status, _, value) = api
+        .call(
+            "GET",
+            &format!("/api/v1/jobs/{denied_id}?wait=soon"),
+            &token,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, value["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("wait"))
+    );
+}
+
+#[tokio::test]
+async fn only_the_requester_cancels_and_only_before_it_runs() {
+    let api = sqlite_api(|_| {}).await;
+    let token = api.token("it-mcp", &[], &OPS).await;
+    let auditor = api.token("audit-bot", &["auditor"], &[]).await;
+    let (_, pending) = api.decide(&token, sudo_ls()).await;
+    let job_id = pending["job_id"].as_str().expect("job").to_string();
+    let cancel = format!("/api/v1/jobs/{job_id}/cancel");
+    // An auditor may look but not cancel.
+    assert_eq!(
+        api.call(
+            "GET",
+            &format!("/api/v1/jobs/{job_id}"),
+            &auditor,
+            None,
+            &[]
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    let (status, _, value) = api.call("POST", &cancel, &auditor, None, &[]).await;
+    assert_eq!(
+        (status, value["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not_requester"))
+    );
+    let (status, _, value) = api.call("POST", &cancel, &token, None, &[]).await;
+    assert_eq!(
+        (status, value["status"].as_str()),
+        (StatusCode::OK, Some("cancelled"))
+    );
+    let (status, _, value) = api.call("POST", &cancel, &token, None, &[]).await;
+    assert_eq!(
+        (status, value["error"].as_str()),
+        (StatusCode::CONFLICT, Some("conflict"))
+    );
+    let rows = api.state.store.audit_page(0, 100).await.expect("audit");
+    assert!(rows.iter().any(|r| r.event.decision_action == "cancel"
+        && r.event.job_id.as_deref() == Some(job_id.as_str())));
+    let (status, _, _) = api
+        .call("POST", "/api/v1/jobs/no-such-job/cancel", &token, None, &[])
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn nothing_is_allowed_when_the_audit_trail_cannot_be_written() {
+    let api = sqlite_api(|_| {}).await;
+    let token = api.token("it-mcp", &[], &OPS).await;
+    let Database::Sqlite(pool) = &api.db else {
+        panic!("sqlite")
+    };
+    sqlx::query("CREATE TRIGGER audit_full BEFORE INSERT ON audit_logs BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        .execute(pool)
+        .await
+        .expect("trigger");
+    for body in [
+        json!({ "tool": "system-overview", "operation": "getOverview" }),
+        sudo_ls(),
+    ] {
+        let (status, headers, value) = api
+            .call(
+                "POST",
+                "/api/v1/decisions",
+                &token,
+                Some(body.to_string()),
+                &[],
+            )
+            .await;
+        assert_eq!(
+            (status, value["error"].as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable"))
+        );
+        assert!(
+            value.get("action").is_none(),
+            "no decision leaves without its audit row"
+        );
+        assert!(
+            !value.to_string().contains("disk full"),
+            "nothing internal in the answer"
+        );
+        assert!(headers.get("retry-after").is_some());
+    }
+    let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM command_queue")
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    assert_eq!(queued, 0, "no job without its decision on record");
+    // Writable again: decisions resume by themselves.
+    sqlx::query("DROP TRIGGER audit_full")
+        .execute(pool)
+        .await
+        .expect("drop");
+    assert_eq!(api.decide(&token, sudo_ls()).await.0, StatusCode::OK);
+}
