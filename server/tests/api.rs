@@ -763,3 +763,266 @@ async fn nothing_is_allowed_when_the_audit_trail_cannot_be_written() {
         .expect("drop");
     assert_eq!(api.decide(&token, sudo_ls()).await.0, StatusCode::OK);
 }
+
+async fn approve(api: &Api, job_id: &str) {
+    let job = api
+        .state
+        .store
+        .vote(&VoteRecord {
+            job_id: job_id.to_string(),
+            approver: "dave".into(),
+            verdict: enforcer::Verdict::Approve,
+            reason: None,
+            created_at: chrono::Utc::now(),
+        })
+        .await
+        .expect("vote");
+    api.state.notify_job(&job);
+}
+
+#[tokio::test]
+async fn an_agent_claims_runs_and_reports_an_approved_job() {
+    let api = sqlite_api(|_| {}).await;
+    let it_mcp = api.token("it-mcp", &[], &OPS).await;
+    let agent = api.token("agent-1", &[], &[]).await;
+    let other_agent = api.token("agent-2", &[], &[]).await;
+    let (_, pending) = api.decide(&it_mcp, sudo_ls()).await;
+    let job_id = pending["job_id"].as_str().expect("job").to_string();
+
+    // Nothing approved yet; and an agent only claims under its own name.
+    let (status, _, _) = api
+        .call("POST", "/api/v1/agents/agent-1/claim", &agent, None, &[])
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, value) = api
+        .call(
+            "POST",
+            "/api/v1/agents/agent-1/claim",
+            &other_agent,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, value["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not_this_agent"))
+    );
+
+    approve(&api, &job_id).await;
+    let (status, _, claimed) = api
+        .call("POST", "/api/v1/agents/agent-1/claim", &agent, None, &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(claimed["job_id"], job_id.as_str());
+    assert_eq!(claimed["args"]["command"], "sudo ls /root");
+    // Used once: nobody else gets it.
+    let (status, _, _) = api
+        .call(
+            "POST",
+            "/api/v1/agents/agent-2/claim",
+            &other_agent,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    let heartbeat = format!("/api/v1/jobs/{job_id}/heartbeat");
+    let (status, _, _) = api.call("POST", &heartbeat, &other_agent, None, &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "not its lease");
+    let (status, _, beat) = api.call("POST", &heartbeat, &agent, None, &[]).await;
+    assert_eq!(
+        (status, beat["status"].as_str()),
+        (StatusCode::OK, Some("executing"))
+    );
+
+    let report = json!({ "status": "success", "duration_ms": 42, "exit_code": 0, "output": "bin\nsnap\n",
+                         "output_digest": "ab12", "side_effects": ["file:/root/.bash_history:read"] });
+    let result = format!("/api/v1/jobs/{job_id}/result");
+    let (status, _, value) = api
+        .call("POST", &result, &other_agent, Some(report.to_string()), &[])
+        .await;
+    assert_eq!(
+        (status, value["error"].as_str()),
+        (StatusCode::CONFLICT, Some("lease_lost"))
+    );
+    let (status, _, bad) = api
+        .call(
+            "POST",
+            &result,
+            &agent,
+            Some(json!({ "status": "done" }).to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, bad["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("status"))
+    );
+    let (status, _, done) = api
+        .call("POST", &result, &agent, Some(report.to_string()), &[])
+        .await;
+    assert_eq!(
+        (status, done["status"].as_str()),
+        (StatusCode::OK, Some("completed"))
+    );
+
+    let job = api.state.store.job(&job_id).await.expect("job");
+    assert_eq!(job.status, JobStatus::Completed);
+    let stored: Value =
+        serde_json::from_str(job.result.as_deref().unwrap_or("{}")).expect("result");
+    assert_eq!(stored["side_effects"][0], "file:/root/.bash_history:read");
+    let steps: Vec<String> = api
+        .state
+        .store
+        .audit_page(0, 100)
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|r| {
+            r.event.job_id.as_deref() == Some(job_id.as_str())
+                && r.event.kind == server::store::EventKind::Execution
+        })
+        .filter_map(|r| r.event.execution_status)
+        .collect();
+    assert_eq!(steps, ["picked", "executing", "success"]);
+}
+
+#[tokio::test]
+async fn a_job_whose_arguments_changed_is_not_run() {
+    let api = sqlite_api(|_| {}).await;
+    let it_mcp = api.token("it-mcp", &[], &OPS).await;
+    let agent = api.token("agent-1", &[], &[]).await;
+    let (_, pending) = api.decide(&it_mcp, sudo_ls()).await;
+    let job_id = pending["job_id"].as_str().expect("job").to_string();
+    approve(&api, &job_id).await;
+    let Database::Sqlite(pool) = &api.db else {
+        panic!("sqlite")
+    };
+    sqlx::query(
+        "UPDATE command_queue SET params = '{\"command\":\"sudo rm -rf /\"}' WHERE job_id = $1",
+    )
+    .bind(&job_id)
+    .execute(pool)
+    .await
+    .expect("tamper");
+    let (status, _, _) = api
+        .call("POST", "/api/v1/agents/agent-1/claim", &agent, None, &[])
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "the tampered job is not handed out"
+    );
+    let job = api.state.store.job(&job_id).await.expect("job");
+    assert_eq!(job.status, JobStatus::Failed);
+    assert!(
+        job.error
+            .as_deref()
+            .is_some_and(|e| e.contains("differ from the call that was approved")),
+        "{:?}",
+        job.error
+    );
+}
+
+#[tokio::test]
+async fn a_policy_change_is_applied_before_running() {
+    let api = sqlite_api(|_| {}).await;
+    let it_mcp = api.token("it-mcp", &[], &OPS).await;
+    let (_, pending) = api.decide(&it_mcp, sudo_ls()).await;
+    let job_id = pending["job_id"].as_str().expect("job").to_string();
+    approve(&api, &job_id).await;
+    let job = api.state.store.job(&job_id).await.expect("job");
+    let now = chrono::Utc::now();
+    let current = enforcer::default_policy().expect("policy");
+    assert_eq!(server::api::execution::recheck(&current, &job, now), Ok(()));
+
+    let source = include_str!("../../policies/default.toml");
+    let stricter = source.replacen(
+        "requires = [\"ssh-linux\", \"remote-exec\"]\ndescription = \"Run a shell command as the SSH user\"",
+        "requires = [\"ssh-linux\", \"remote-exec\", \"winrm\"]\ndescription = \"Run a shell command as the SSH user\"",
+        1,
+    );
+    assert_ne!(stricter, source, "the policy text was changed");
+    let stricter = enforcer::PolicySet::load("stricter.toml", &stricter).expect("loads");
+    let refusal = server::api::execution::recheck(&stricter, &job, now).expect_err("denied now");
+    assert!(
+        refusal.contains("policy changed") && refusal.contains("winrm"),
+        "{refusal}"
+    );
+    let late = now + chrono::Duration::hours(2);
+    assert_eq!(
+        server::api::execution::recheck(&current, &job, late),
+        Err("the approval window has closed".to_string())
+    );
+}
+
+#[tokio::test]
+async fn a_tool_server_reports_an_allowed_call_once() {
+    let api = sqlite_api(|_| {}).await;
+    let it_mcp = api.token("it-mcp", &[], &OPS).await;
+    let other = api.token("other-tool", &[], &OPS).await;
+    let (_, allowed) = api
+        .decide(
+            &it_mcp,
+            json!({ "tool": "system-overview", "operation": "getOverview" }),
+        )
+        .await;
+    let audit_id = allowed["audit_id"].as_str().expect("audit id").to_string();
+    let uri = format!("/api/v1/decisions/{audit_id}/result");
+    let report = json!({ "status": "success", "duration_ms": 12, "side_effects": [] }).to_string();
+    assert_eq!(
+        api.call("POST", &uri, &other, Some(report.clone()), &[])
+            .await
+            .0,
+        StatusCode::NOT_FOUND,
+        "not its decision"
+    );
+    let (status, _, first) = api
+        .call("POST", &uri, &it_mcp, Some(report.clone()), &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, _, again) = api.call("POST", &uri, &it_mcp, Some(report), &[]).await;
+    assert_eq!(first, again, "a retried report is the same report");
+    let (status, _, value) = api
+        .call(
+            "POST",
+            &uri,
+            &it_mcp,
+            Some(json!({ "status": "failure" }).to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, value["error"].as_str()),
+        (StatusCode::CONFLICT, Some("result_already_reported"))
+    );
+    let (_, pending) = api.decide(&it_mcp, sudo_ls()).await;
+    let (status, _, value) = api
+        .call(
+            "POST",
+            &format!(
+                "/api/v1/decisions/{}/result",
+                pending["audit_id"].as_str().unwrap_or_default()
+            ),
+            &it_mcp,
+            Some(json!({ "status": "success" }).to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, value["error"].as_str()),
+        (StatusCode::CONFLICT, Some("not_allowed"))
+    );
+    let rows = api.state.store.audit_page(0, 100).await.expect("audit");
+    let executions: Vec<_> = rows
+        .iter()
+        .filter(|r| r.event.kind == server::store::EventKind::Execution)
+        .collect();
+    assert_eq!(executions.len(), 1);
+    assert_eq!(
+        executions[0].event.execution_status.as_deref(),
+        Some("success")
+    );
+    assert_eq!(executions[0].event.execution_duration_ms, Some(12));
+}

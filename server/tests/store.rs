@@ -337,8 +337,31 @@ async fn expiry_and_leases<S: Store>(store: &S) {
         store.reap_leases(now).await.expect("reap").is_empty(),
         "lease still valid"
     );
+    // A heartbeat by the owner marks it executing and moves the lease; nobody else's does.
+    assert!(matches!(
+        store.extend_lease(&job.job_id, "agent-2", 5, now).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let beat = store
+        .extend_lease(&job.job_id, "agent-1", 5, now + Duration::seconds(3))
+        .await
+        .expect("heartbeat");
+    assert_eq!(beat.status, JobStatus::Executing);
+    assert!(
+        store
+            .reap_leases(now + Duration::seconds(6))
+            .await
+            .expect("reap")
+            .is_empty(),
+        "the heartbeat moved the lease to now + 8 s"
+    );
+    // A lease that already lapsed cannot be revived.
+    assert!(store
+        .extend_lease(&job.job_id, "agent-1", 5, now + Duration::seconds(9))
+        .await
+        .is_err());
     let returned = store
-        .reap_leases(now + Duration::seconds(6))
+        .reap_leases(now + Duration::seconds(9))
         .await
         .expect("reap");
     assert_eq!(returned[0].status, JobStatus::Approved);

@@ -4,6 +4,7 @@
 //! a sentence, and the offending `field` where there is one. Nothing internal reaches a response.
 
 pub mod decisions;
+pub mod execution;
 pub mod idempotency;
 pub mod jobs;
 
@@ -157,6 +158,13 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/decisions", post(decisions::decide))
         .route("/api/v1/jobs/{id}", get(jobs::status))
         .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route(
+            "/api/v1/decisions/{audit_id}/result",
+            post(execution::decision_result),
+        )
+        .route("/api/v1/agents/{agent_id}/claim", post(execution::claim))
+        .route("/api/v1/jobs/{id}/heartbeat", post(execution::heartbeat))
+        .route("/api/v1/jobs/{id}/result", post(execution::job_result))
 }
 
 #[cfg(test)]

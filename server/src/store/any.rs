@@ -72,6 +72,15 @@ impl Store for AnyStore {
     ) -> Result<Job, StoreError> {
         delegate!(self, s => s.start(job_id, agent_id, now))
     }
+    async fn extend_lease(
+        &self,
+        job_id: &str,
+        agent_id: &str,
+        lease_secs: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Job, StoreError> {
+        delegate!(self, s => s.extend_lease(job_id, agent_id, lease_secs, now))
+    }
     async fn finish(
         &self,
         job_id: &str,

@@ -517,6 +517,33 @@ impl Store for DialectStore {
         finish(tx, result).await
     }
 
+        async fn extend_lease(
+        &self,
+        job_id: &str,
+        agent_id: &str,
+        lease_secs: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Job, StoreError> {
+        let mut tx = self.write().await?;
+        let result: Result<Job, StoreError> = async {
+            let updated = sqlx::query(
+                "UPDATE command_queue SET status = 'executing', lease_expires_at = $1, updated_at = $2 \
+                 WHERE job_id = $3 AND lease_owner = $4 AND status IN ('picked', 'executing') \
+                 AND lease_expires_at > $2",
+            )
+            .bind(ts(now + Duration::seconds(lease_secs)))
+            .bind(ts(now))
+            .bind(job_id)
+            .bind(agent_id)
+            .execute(&mut *tx)
+            .await?;
+            let job = changed(&mut tx, job_id, "extend its lease", updated.rows_affected()).await?;
+            Ok::<_, StoreError>(job)
+        }
+        .await;
+        finish(tx, result).await
+    }
+
     async fn start(
         &self,
         job_id: &str,

@@ -376,6 +376,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         agent_id: &str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Job, StoreError>> + Send;
+    /// The lease owner is still at work: picked → executing (on the first call) and the lease
+    /// runs `lease_secs` from now.
+    fn extend_lease(
+        &self,
+        job_id: &str,
+        agent_id: &str,
+        lease_secs: i64,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Job, StoreError>> + Send;
     /// picked | executing → completed | failed | timeout, by the lease owner.
     fn finish(
         &self,

@@ -1,0 +1,501 @@
+//! Running what was allowed or approved, and hearing how it went.
+//!
+//! - Agents pull approved jobs: `POST /api/v1/agents/{agent_id}/claim` leases the next one (for
+//!   that agent or any), `POST /api/v1/jobs/{id}/heartbeat` keeps the lease (and marks the job
+//!   executing), `POST /api/v1/jobs/{id}/result` ends it. A lease that lapses returns the job per
+//!   the store's retry rules (see `maintenance`). An agent's token is named like the agent.
+//! - Just before a job is handed out it is checked again ([`recheck`]): the approval window is
+//!   open, the arguments still hash to the approved call, and the policy (if it changed) still
+//!   permits it. A job that fails the check is not run: it ends failed, with the reason.
+//! - Tool servers report how an allowed call went: `POST /api/v1/decisions/{audit_id}/result`,
+//!   once per decision.
+//!
+//! Every step is written to the job and the audit trail.
+
+use super::{idempotency, rate_limit, ApiError, BODY_LIMIT};
+use crate::auth::ApiCaller;
+use crate::store::{EventKind, Job, JobOutcome, JobStatus, NewAuditEvent, Store, StoreError};
+use crate::AppState;
+use axum::{
+    body::Body,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use chrono::{DateTime, Utc};
+use enforcer::{Action, PolicySet, Principal, Request};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+/// How long a claim's lease lasts; each heartbeat extends it by as much.
+pub const LEASE_SECS: i64 = 60;
+/// Jobs failing the re-check that one claim clears before giving up for now.
+const MAX_SKIPS: usize = 16;
+/// Output kept in the job's result; the rest is represented by its digest.
+pub const OUTPUT_KEEP: usize = 64 * 1024;
+
+/// Check an approved job again just before it runs. `Err` says why it must not.
+pub fn recheck(policy: &PolicySet, job: &Job, now: DateTime<Utc>) -> Result<(), String> {
+    if job.approval_expires_at.is_some_and(|t| t <= now) {
+        return Err("the approval window has closed".into());
+    }
+    let args: Map<String, Value> = serde_json::from_str(&job.params)
+        .map_err(|_| "the job's arguments are not a JSON object".to_string())?;
+    let request = Request {
+        tool: job.tool_name.clone(),
+        operation: job.operation.clone(),
+        args,
+        target: job.target.clone(),
+    };
+    if enforcer::call_hash(&request) != job.call_hash {
+        return Err("the job's arguments differ from the call that was approved".into());
+    }
+    if job.policy_hash.as_deref() != Some(policy.hash()) {
+        // The policy changed since the decision: decide again with what was granted then.
+        let principal = Principal {
+            id: job.requester.clone(),
+            roles: Default::default(),
+            capabilities: job.requested_capabilities.iter().cloned().collect(),
+        };
+        let decision = enforcer::evaluate(&request, &principal, policy);
+        match decision.action {
+            Action::Deny => {
+                return Err(format!(
+                    "the policy changed and now denies this call: {}",
+                    decision.reasons.join("; ")
+                ))
+            }
+            Action::RequireApproval
+                if i64::from(decision.approvals_required) > i64::from(job.approvals_required) =>
+            {
+                return Err(format!(
+                    "the policy changed and now needs {} approvals",
+                    decision.approvals_required
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn valid_agent_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn execution_event(job: &Job, actor: &str, status: &str, reason: &str) -> NewAuditEvent {
+    let mut event = NewAuditEvent::new(
+        EventKind::Execution,
+        actor,
+        &job.tool_name,
+        &job.operation,
+        "execute",
+        reason,
+        &job.risk,
+    );
+    event.execution_status = Some(status.to_string());
+    event.job_id = Some(job.job_id.clone());
+    event.call_hash = Some(job.call_hash.clone());
+    event.policy_hash = job.policy_hash.clone();
+    event
+}
+
+/// Write an execution step to the audit trail. A job step is already in the job's row, so a
+/// failed audit write is logged loudly rather than undoing it.
+async fn audit_step(state: &AppState, event: NewAuditEvent) {
+    if let Err(error) = state.audit.append(event).await {
+        tracing::error!(%error, "could not audit an execution step");
+    }
+}
+
+fn lease_error(error: StoreError, what: &'static str) -> ApiError {
+    match error {
+        StoreError::NotFound => ApiError::not_found(),
+        StoreError::Conflict { actual, .. } => ApiError::new(
+            StatusCode::CONFLICT,
+            "lease_lost",
+            format!("the job is {actual} and not leased to this agent"),
+        ),
+        other => ApiError::unavailable(what, &other),
+    }
+}
+
+/// `POST /api/v1/agents/{agent_id}/claim`: the next approved job for this agent, leased to it,
+/// or 204 when there is none.
+pub async fn claim(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(agent_id): Path<String>,
+) -> Response {
+    let result = async {
+        rate_limit(&state, &caller)?;
+        if !valid_agent_id(&agent_id) {
+            return Err(ApiError::bad_request(
+                "invalid_value",
+                "agent_id",
+                "an agent id is 1 to 128 letters, digits, `-`, `_` or `.`",
+            ));
+        }
+        if caller.id != agent_id {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "not_this_agent",
+                "an agent claims jobs with its own token (named like the agent)",
+            ));
+        }
+        for _ in 0..MAX_SKIPS {
+            let now = Utc::now();
+            let job = match state.store.claim(&agent_id, LEASE_SECS, now).await {
+                Ok(Some(job)) => job,
+                Ok(None) => return Ok(StatusCode::NO_CONTENT.into_response()),
+                Err(error) => return Err(ApiError::unavailable("no job could be claimed", &error)),
+            };
+            match recheck(&state.policy, &job, now) {
+                Ok(()) => {
+                    audit_step(
+                        &state,
+                        execution_event(
+                            &job,
+                            &agent_id,
+                            "picked",
+                            &format!("picked by agent {agent_id}"),
+                        ),
+                    )
+                    .await;
+                    state.notify_job(&job);
+                    return Ok(Json(json!({
+                        "job_id": job.job_id,
+                        "tool": job.tool_name,
+                        "operation": job.operation,
+                        "args": serde_json::from_str::<Value>(&job.params).unwrap_or(Value::Null),
+                        "target": job.target,
+                        "risk": job.risk,
+                        "requester": job.requester,
+                        "call_hash": job.call_hash,
+                        "lease_expires_at": job.lease_expires_at,
+                        "lease_secs": LEASE_SECS,
+                        "retry": job.retry_count,
+                    }))
+                    .into_response());
+                }
+                Err(reason) => {
+                    let outcome = JobOutcome {
+                        status: JobStatus::Failed,
+                        result: None,
+                        error: Some(format!("not run: {reason}")),
+                    };
+                    let ended = state
+                        .store
+                        .finish(&job.job_id, &agent_id, &outcome, now)
+                        .await
+                        .map_err(|e| ApiError::unavailable("a job could not be closed", &e))?;
+                    let mut event = execution_event(
+                        &ended,
+                        "countersign",
+                        "failed",
+                        &format!("not run: {reason}"),
+                    );
+                    event.decision_action = "deny".into();
+                    event.error = Some(reason);
+                    audit_step(&state, event).await;
+                    state.notify_job(&ended);
+                }
+            }
+        }
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /api/v1/jobs/{id}/heartbeat`: the agent is at work; the lease runs on.
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(job_id): Path<String>,
+) -> Response {
+    let result = async {
+        rate_limit(&state, &caller)?;
+        let now = Utc::now();
+        let before = state
+            .store
+            .job(&job_id)
+            .await
+            .map_err(|e| lease_error(e, "the job could not be read"))?;
+        if before.lease_owner.as_deref() != Some(caller.id.as_str()) {
+            return Err(ApiError::not_found());
+        }
+        let job = state
+            .store
+            .extend_lease(&job_id, &caller.id, LEASE_SECS, now)
+            .await
+            .map_err(|e| lease_error(e, "the lease could not be extended"))?;
+        if before.status == JobStatus::Picked {
+            audit_step(
+                &state,
+                execution_event(
+                    &job,
+                    &caller.id,
+                    "executing",
+                    &format!("agent {} started it", caller.id),
+                ),
+            )
+            .await;
+            state.notify_job(&job);
+        }
+        Ok(Json(json!({
+            "job_id": job.job_id,
+            "status": job.status.as_str(),
+            "lease_expires_at": job.lease_expires_at,
+        }))
+        .into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// How a run went, as an agent or a tool server reports it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunReport {
+    /// `success`, `failure` or `timeout`.
+    pub status: String,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    #[serde(default)]
+    pub exit_code: Option<i64>,
+    /// What the run printed (at most 64 KiB is kept).
+    #[serde(default)]
+    pub output: Option<String>,
+    /// SHA-256 of the complete output.
+    #[serde(default)]
+    pub output_digest: Option<String>,
+    /// What changed, like `service:nginx:restarted`, `package:openssl:upgraded`.
+    #[serde(default)]
+    pub side_effects: Vec<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl RunReport {
+    fn job_status(&self) -> Option<JobStatus> {
+        match self.status.as_str() {
+            "success" => Some(JobStatus::Completed),
+            "failure" => Some(JobStatus::Failed),
+            "timeout" => Some(JobStatus::Timeout),
+            _ => None,
+        }
+    }
+}
+
+async fn read_report(body: Body) -> Result<(RunReport, JobStatus, String), ApiError> {
+    let bytes = axum::body::to_bytes(body, BODY_LIMIT + OUTPUT_KEEP)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the report is too large (keep output to 64 KiB and send its digest)",
+            )
+        })?;
+    let report: RunReport = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("not a run report: {e}"),
+        )
+    })?;
+    let status = report.job_status().ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_value",
+            "status",
+            "`status` must be success, failure or timeout",
+        )
+    })?;
+    if report.side_effects.len() > 1_000 || report.side_effects.iter().any(|s| s.len() > 512) {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            "side_effects",
+            "at most 1000 side effects of at most 512 characters each",
+        ));
+    }
+    let hash = enforcer::sha256_hex(&bytes);
+    Ok((report, status, hash))
+}
+
+fn kept_output(output: Option<&str>) -> Option<String> {
+    output.map(|text| {
+        if text.len() <= OUTPUT_KEEP {
+            return text.to_string();
+        }
+        let mut end = OUTPUT_KEEP;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text[..end].to_string()
+    })
+}
+
+fn report_event(event: &mut NewAuditEvent, report: &RunReport) {
+    event.execution_duration_ms = report.duration_ms.and_then(|d| i64::try_from(d).ok());
+    event.side_effects = Some(json!(report.side_effects).to_string());
+    event.error = report.error.clone();
+}
+
+/// `POST /api/v1/jobs/{id}/result`: the agent holding the lease ends the job.
+pub async fn job_result(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(job_id): Path<String>,
+    body: Body,
+) -> Response {
+    let result = async {
+        rate_limit(&state, &caller)?;
+        let (report, status, _) = read_report(body).await?;
+        let outcome = JobOutcome {
+            status,
+            result: Some(
+                json!({
+                    "exit_code": report.exit_code,
+                    "duration_ms": report.duration_ms,
+                    "output": kept_output(report.output.as_deref()),
+                    "output_digest": report.output_digest,
+                    "side_effects": report.side_effects,
+                })
+                .to_string(),
+            ),
+            error: report.error.clone(),
+        };
+        let job = state
+            .store
+            .finish(&job_id, &caller.id, &outcome, Utc::now())
+            .await
+            .map_err(|e| lease_error(e, "the result could not be recorded"))?;
+        let mut event = execution_event(
+            &job,
+            &caller.id,
+            &report.status,
+            &format!("agent {} reported {}", caller.id, report.status),
+        );
+        report_event(&mut event, &report);
+        event.context =
+            json!({ "exit_code": report.exit_code, "output_digest": report.output_digest })
+                .to_string();
+        audit_step(&state, event).await;
+        state.notify_job(&job);
+        Ok::<_, ApiError>(
+            Json(json!({ "job_id": job.job_id, "status": job.status.as_str() })).into_response(),
+        )
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The parts of a decision's audit row a result report needs.
+#[derive(sqlx::FromRow)]
+struct DecisionRow {
+    caller_id: String,
+    decision_action: String,
+    context: String,
+    tool: String,
+    operation: String,
+    risk_level: String,
+    call_hash: Option<String>,
+    policy_hash: Option<String>,
+}
+
+/// `POST /api/v1/decisions/{audit_id}/result`: the tool server that asked reports how the
+/// allowed call went, once.
+pub async fn decision_result(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(audit_id): Path<String>,
+    body: Body,
+) -> Response {
+    let result = async {
+        rate_limit(&state, &caller)?;
+        let (report, _, body_hash) = read_report(body).await?;
+                let row: Option<DecisionRow> =
+            on_db!(&state.db, pool => sqlx::query_as(
+                "SELECT caller_id, decision_action, context, tool, operation, risk_level, call_hash, policy_hash \
+                 FROM audit_logs WHERE id = $1 AND event_kind = 'decision'",
+            )
+            .bind(&audit_id)
+            .fetch_optional(pool)
+            .await)
+            .map_err(|e| ApiError::unavailable("the decision could not be read", &e))?;
+                let Some(DecisionRow { caller_id: requester, decision_action: action, context, tool, operation, risk_level: risk, call_hash, policy_hash }) = row else {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such decision"));
+        };
+        let asked_by = serde_json::from_str::<Value>(&context)
+            .ok()
+            .and_then(|c| c["caller"].as_str().map(str::to_string));
+        if asked_by.as_deref() != Some(caller.id.as_str()) {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such decision"));
+        }
+        if action != "allow" {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_allowed",
+                format!("the decision was {action}: only allowed calls are reported here (approved jobs report through their job)"),
+            ));
+        }
+        let key = format!("result:{audit_id}");
+        match idempotency::claim(&state.db, &caller.id, &key, &body_hash)
+            .await
+            .map_err(|e| ApiError::unavailable("the result could not be recorded", &e))?
+        {
+            idempotency::Claim::Fresh => {}
+            idempotency::Claim::Replay(stored) => {
+                return Ok((StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")], stored).into_response())
+            }
+            idempotency::Claim::InFlight | idempotency::Claim::Mismatch => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "result_already_reported",
+                    "a result for this decision was already reported",
+                ))
+            }
+        }
+        let mut event = NewAuditEvent::new(
+            EventKind::Execution,
+            &requester,
+            &tool,
+            &operation,
+            "execute",
+            &format!("{} reported {}", caller.id, report.status),
+            &risk,
+        );
+        event.execution_status = Some(report.status.clone());
+        event.call_hash = call_hash;
+        event.policy_hash = policy_hash;
+        report_event(&mut event, &report);
+        event.context = json!({
+            "decision_audit_id": audit_id,
+            "reported_by": caller.id,
+            "exit_code": report.exit_code,
+            "output_digest": report.output_digest,
+        })
+        .to_string();
+        match state.audit.append(event).await {
+            Ok(receipt) => {
+                let answer = json!({ "audit_id": receipt.id, "audit_seq": receipt.seq }).to_string();
+                if let Err(error) = idempotency::complete(&state.db, &caller.id, &key, &answer).await {
+                    tracing::error!(%error, "could not store a result's answer");
+                }
+                Ok((StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")], answer).into_response())
+            }
+            Err(error) => {
+                idempotency::release(&state.db, &caller.id, &key).await;
+                Err(ApiError::unavailable("the result could not be recorded", &error))
+            }
+        }
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
