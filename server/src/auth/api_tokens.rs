@@ -154,6 +154,9 @@ pub async fn revoke(db: &Database, name: &str) -> Result<(), TokenStoreError> {
     Ok(())
 }
 
+/// How stale `last_used_at` may be before a request refreshes it.
+const LAST_USED_PRECISION_SECS: i64 = 60;
+
 /// Check a presented token. Unknown, malformed, wrong or revoked tokens get the same refusal.
 pub async fn authenticate(db: &Database, presented: &str) -> Result<ApiToken, TokenStoreError> {
     let mut parts = presented.splitn(3, '_');
@@ -181,12 +184,17 @@ pub async fn authenticate(db: &Database, presented: &str) -> Result<ApiToken, To
     if !same || revoked_at.is_some() {
         return Err(TokenStoreError::Refused);
     }
-    on_db!(db, pool => sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
-        .bind(chrono::Utc::now().timestamp())
-        .bind(&id)
-        .execute(pool)
-        .await
-        .map(|_| ())?);
+    // `last_used_at` is for people reviewing tokens; minute precision is plenty, and writing it
+    // on every request would put a database write in front of every API call.
+    let now = chrono::Utc::now().timestamp();
+    if last_used_at.is_none_or(|at| now - at >= LAST_USED_PRECISION_SECS) {
+        on_db!(db, pool => sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(&id)
+            .execute(pool)
+            .await
+            .map(|_| ())?);
+    }
     Ok(token((
         id,
         name,

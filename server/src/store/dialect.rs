@@ -72,7 +72,7 @@ fn job_row(row: &DbRow) -> Result<Job, StoreError> {
         max_retries: row.try_get::<Option<i32>, _>("max_retries")?.unwrap_or(3),
         result: row.try_get("result")?,
         error: row.try_get("error")?,
-                decision_audit_id: row.try_get("decision_audit_id")?,
+        decision_audit_id: row.try_get("decision_audit_id")?,
         submitted_by: row.try_get("submitted_by")?,
     })
 }
@@ -517,7 +517,7 @@ impl Store for DialectStore {
         finish(tx, result).await
     }
 
-        async fn extend_lease(
+    async fn extend_lease(
         &self,
         job_id: &str,
         agent_id: &str,
@@ -677,14 +677,16 @@ impl Store for DialectStore {
     }
 
     async fn add_checkpoint(&self, cp: &audit::Checkpoint) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
         sqlx::query("INSERT INTO audit_checkpoints (kind, seq, row_hash, created_at, mac) VALUES ($1, $2, $3, $4, $5)")
             .bind(cp.kind.as_str())
             .bind(cp.seq)
             .bind(&cp.row_hash)
             .bind(ts(cp.created_at))
-            .bind(&cp.mac)
-            .execute(&self.pool)
+                        .bind(&cp.mac)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -718,13 +720,15 @@ impl Store for DialectStore {
     }
 
     async fn purge_batch(&self, through: i64, batch: i64) -> Result<u64, StoreError> {
+        let mut tx = self.write().await?;
         let done = sqlx::query(
             "DELETE FROM audit_logs WHERE seq IN (SELECT seq FROM audit_logs WHERE seq <= $1 ORDER BY seq LIMIT $2)",
         )
-        .bind(through)
+                .bind(through)
         .bind(batch)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 

@@ -1,6 +1,9 @@
 //! The SQLite store: the embedded default. Write transactions start with `BEGIN IMMEDIATE`, so
-//! one writer at a time holds the database lock and every read-check-write is atomic. The SQL
-//! itself is shared with PostgreSQL (`dialect.rs`).
+//! one writer at a time holds the database lock and every read-check-write is atomic. They all
+//! go through one dedicated connection: writers then wait their turn in the process (in order,
+//! woken at once) instead of in SQLite's busy handler, which sleeps up to 100 ms between tries.
+//! Reads use the shared pool (WAL: readers never wait for the writer). The SQL itself is shared
+//! with PostgreSQL (`dialect.rs`).
 
 use super::{
     audit, format_ts, parse_ts, AuditReceipt, AuditRecord, EventKind, ImportedJob, Job, JobOutcome,
@@ -41,19 +44,33 @@ const CLAIM_LOCK: &str = "";
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection for every write transaction of the store.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
     pub fn new(pool: SqlitePool) -> SqliteStore {
-        SqliteStore { pool }
+        let options = (*pool.connect_options()).clone();
+        let writer = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(std::time::Duration::from_secs(30))
+            .connect_lazy_with(options);
+        SqliteStore { pool, writer }
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+        pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
+    /// Close both the shared pool and the write connection.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.pool.close().await;
+    }
+
     async fn write(&self) -> Result<Transaction<'static, Db>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 }
 
