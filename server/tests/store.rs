@@ -717,7 +717,7 @@ async fn a_failing_database_fails_the_writer_closed() {
         .append(event(1))
         .await
         .expect("works while the database does");
-        db.store.close().await;
+    db.store.close().await;
     assert!(
         writer.append(event(2)).await.is_err(),
         "no acknowledgement without a durable row"

@@ -59,7 +59,7 @@ impl SqliteStore {
         SqliteStore { pool, writer }
     }
 
-        pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
