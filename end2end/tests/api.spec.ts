@@ -49,7 +49,8 @@ test('bad input gets a stable error code naming the field, never a 500', async (
   expect(await unknown.json()).toMatchObject({ error: 'unknown_field', field: 'sudo' });
   const malformed = await request.post('/api/v1/decisions', {
     headers: { ...headers, 'content-type': 'application/json' },
-    data: '{"tool": ',
+        // A Buffer is sent as is (a string would be sent JSON-encoded, i.e. as valid JSON).
+    data: Buffer.from('{"tool": '),
   });
   expect(malformed.status()).toBe(400);
   expect((await malformed.json()).error).toBe('malformed_json');
