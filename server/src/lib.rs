@@ -18,6 +18,7 @@ pub mod db;
 pub mod evaluate;
 pub mod import;
 pub mod maintenance;
+pub mod metrics;
 pub mod security;
 pub mod store;
 pub mod telemetry;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub rate_limiter: api::RateLimiter,
     /// API callers that may act for people.
     pub delegating_callers: Arc<std::collections::BTreeSet<String>>,
+    /// What `/metrics` reports.
+    pub metrics: Arc<metrics::Metrics>,
     /// Job status changes on this replica (long-polls wait on it).
     pub job_events: tokio::sync::broadcast::Sender<(String, store::JobStatus)>,
     pub session_lifetime_secs: i64,
@@ -88,7 +91,12 @@ impl AppState {
             oidc.spawn_discovery();
         }
         let store = store::AnyStore::new(&db);
-        let audit = store::AuditWriter::spawn(store.clone(), checkpoint_policy(config));
+        let metrics = Arc::new(metrics::Metrics::default());
+        let audit = store::AuditWriter::spawn_with_metrics(
+            store.clone(),
+            checkpoint_policy(config),
+            Some(metrics.clone()),
+        );
         Ok(AppState {
             leptos: leptos_options(config),
             db,
@@ -104,6 +112,7 @@ impl AppState {
             ),
             delegating_callers: Arc::new(config.delegating_callers()),
             job_events: tokio::sync::broadcast::channel(1_024).0,
+            metrics,
             session_lifetime_secs: i64::try_from(
                 config.session_lifetime_hours.saturating_mul(3_600),
             )
@@ -151,6 +160,7 @@ pub fn app(state: AppState) -> Router {
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
         .route("/auth/login", get(auth::login_page).post(auth::sign_in))
         .route("/auth/callback", get(auth::callback))
         .route("/auth/logout", axum::routing::post(auth::sign_out))
@@ -229,6 +239,28 @@ fn provide_request_context(options: app::AuthOptions) {
             });
         }
     }
+}
+
+/// `/metrics`: Prometheus text format. The queue depth is read from the database at scrape time
+/// (shared by every replica); the rest is this process's own counts.
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let queue: Result<Vec<(String, i64)>, sqlx::Error> = on_db!(&state.db, pool => sqlx::query_as(
+        "SELECT status, COUNT(*) FROM command_queue GROUP BY status ORDER BY status",
+    )
+    .fetch_all(pool)
+    .await);
+    let queue = queue.unwrap_or_else(|error| {
+        tracing::warn!(%error, "metrics: queue depth unavailable");
+        Vec::new()
+    });
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(&queue),
+    )
+        .into_response()
 }
 
 /// The process is alive and serving requests.

@@ -1026,3 +1026,57 @@ async fn a_tool_server_reports_an_allowed_call_once() {
     );
     assert_eq!(executions[0].event.execution_duration_ms, Some(12));
 }
+
+#[tokio::test]
+async fn metrics_count_decisions_audit_batches_executions_and_the_queue() {
+    let api = sqlite_api(|_| {}).await;
+    let token = api.token("it-mcp", &[], &OPS).await;
+    api.decide(
+        &token,
+        json!({ "tool": "system-overview", "operation": "getOverview" }),
+    )
+    .await;
+    api.decide(&token, sudo_ls()).await;
+    api.decide(&token, json!({ "tool": "nope", "operation": "x" }))
+        .await;
+    let response = api
+        .router
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/metrics")
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain; version=0.0.4")));
+    let text = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec(),
+    )
+    .expect("utf-8");
+    for line in [
+        "countersign_decisions_total{action=\"allow\",risk=\"LOW\"} 1",
+        "countersign_decisions_total{action=\"require_approval\",risk=\"HIGH\"} 1",
+        "countersign_decisions_total{action=\"deny\",risk=\"CRITICAL\"} 1",
+        "countersign_decision_duration_seconds_count 3",
+        "countersign_queue_jobs{status=\"queued\"} 1",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    assert!(
+        !text.contains("countersign_audit_write_duration_seconds_count 0"),
+        "batches are counted"
+    );
+}

@@ -220,6 +220,7 @@ async fn decide_inner(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
     rate_limit(state, caller)?;
     if let Some(kind) = headers.get(header::CONTENT_TYPE) {
         let kind = kind.to_str().unwrap_or_default().to_ascii_lowercase();
@@ -292,7 +293,7 @@ async fn decide_inner(
             }
         }
     }
-    let answer = record(state, caller, &input, requester, capabilities).await;
+    let answer = record(state, caller, &input, requester, capabilities, started).await;
     match (&key, answer) {
         (Some(key), Ok(body)) => {
             if let Err(error) = idempotency::complete(&state.db, &caller.id, key, &body).await {
@@ -327,6 +328,7 @@ async fn record(
     input: &DecisionInput,
     requester: String,
     capabilities: BTreeSet<String>,
+    started: std::time::Instant,
 ) -> Result<String, ApiError> {
     let request = Request {
         tool: input.tool.clone(),
@@ -390,6 +392,7 @@ async fn record(
     });
     if let Some(job_id) = job_id {
         let ttl = i64::try_from(decision.ttl_secs).unwrap_or(i64::MAX / 2);
+        let risk = decision.risk.as_str();
         let job = NewJob {
             job_id: Some(job_id.clone()),
             tool_name: input.tool.clone(),
@@ -441,6 +444,15 @@ async fn record(
         answer["status_url"] = json!(format!("/api/v1/jobs/{}", stored.job_id));
         answer["expires_at"] = json!(stored.expires_at);
         answer["approvals_required"] = json!(stored.approvals_required);
+        state
+            .metrics
+            .decision("require_approval", risk, started.elapsed());
+    } else {
+        state.metrics.decision(
+            decision.action.as_str(),
+            decision.risk.as_str(),
+            started.elapsed(),
+        );
     }
     Ok(answer.to_string())
 }

@@ -108,6 +108,9 @@ fn execution_event(job: &Job, actor: &str, status: &str, reason: &str) -> NewAud
 /// Write an execution step to the audit trail. A job step is already in the job's row, so a
 /// failed audit write is logged loudly rather than undoing it.
 async fn audit_step(state: &AppState, event: NewAuditEvent) {
+    if let Some(status) = &event.execution_status {
+        state.metrics.execution(status);
+    }
     if let Err(error) = state.audit.append(event).await {
         tracing::error!(%error, "could not audit an execution step");
     }
@@ -482,6 +485,7 @@ pub async fn decision_result(
             "output_digest": report.output_digest,
         })
         .to_string();
+                state.metrics.execution(&report.status);
         match state.audit.append(event).await {
             Ok(receipt) => {
                 let answer = json!({ "audit_id": receipt.id, "audit_seq": receipt.seq }).to_string();

@@ -78,7 +78,7 @@ fn is_public(path: &str) -> bool {
         || path.starts_with("/pkg/")
         || matches!(
             path,
-            "/healthz" | "/readyz" | "/favicon.ico" | "/favicon.svg"
+            "/healthz" | "/readyz" | "/metrics" | "/favicon.ico" | "/favicon.svg"
         )
 }
 

@@ -402,6 +402,15 @@ const MAX_BATCH: usize = 512;
 impl AuditWriter {
     /// Start the writer task on `store`, taking keyed checkpoints when a policy is given.
     pub fn spawn<S: Store>(store: S, checkpoints: Option<CheckpointPolicy>) -> AuditWriter {
+        Self::spawn_with_metrics(store, checkpoints, None)
+    }
+
+    /// [`AuditWriter::spawn`], also counting batch sizes and commit times into `metrics`.
+    pub fn spawn_with_metrics<S: Store>(
+        store: S,
+        checkpoints: Option<CheckpointPolicy>,
+        metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    ) -> AuditWriter {
         let (tx, mut rx) = mpsc::channel::<Pending>(MAX_BATCH * 8);
         tokio::spawn(async move {
             let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
@@ -428,8 +437,12 @@ impl AuditWriter {
                         }
                     }
                     let (events, replies): (Vec<NewAuditEvent>, Vec<_>) = batch.drain(..).unzip();
+                    let started = std::time::Instant::now();
                     match store.append_audit(&events).await {
                         Ok(receipts) => {
+                            if let Some(m) = &metrics {
+                                m.audit_batch(receipts.len(), started.elapsed());
+                            }
                             since_checkpoint += receipts.len() as u64;
                             last_receipt = receipts.last().cloned().or(last_receipt);
                             for (reply, receipt) in replies.into_iter().zip(receipts) {

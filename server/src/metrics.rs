@@ -1,0 +1,191 @@
+//! `/metrics` in the Prometheus text format: decisions by action and risk, decision latency,
+//! audit write latency and batch size, executions by status, and (read at scrape time) the
+//! approval queue's depth by status. Counters are atomics; recording never blocks or fails.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+const ACTIONS: [&str; 3] = ["allow", "deny", "require_approval"];
+const RISKS: [&str; 4] = ["LOW", "MEDIUM", "HIGH", "CRITICAL"];
+const EXECUTION_STATUSES: [&str; 6] = [
+    "picked",
+    "executing",
+    "success",
+    "failure",
+    "timeout",
+    "failed",
+];
+
+/// A histogram with fixed upper bounds (seconds, or a plain count for batch sizes).
+pub struct Histogram {
+    bounds: &'static [f64],
+    buckets: Vec<AtomicU64>,
+    /// Sum in millionths of the unit, to keep it an integer.
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, value: f64) {
+        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
+            if value <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.sum_micros
+            .fetch_add((value.max(0.0) * 1e6) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+const LATENCY_BOUNDS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+const BATCH_BOUNDS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// Everything `/metrics` reports that the process counts itself.
+pub struct Metrics {
+    decisions: Vec<AtomicU64>,
+    pub decision_seconds: Histogram,
+    pub audit_write_seconds: Histogram,
+    pub audit_batch_rows: Histogram,
+    executions: Vec<AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            decisions: (0..ACTIONS.len() * RISKS.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            decision_seconds: Histogram::new(LATENCY_BOUNDS),
+            audit_write_seconds: Histogram::new(LATENCY_BOUNDS),
+            audit_batch_rows: Histogram::new(BATCH_BOUNDS),
+            executions: EXECUTION_STATUSES
+                .iter()
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+}
+
+impl Metrics {
+    /// One decision answered (after its audit row was written), and how long it took.
+    pub fn decision(&self, action: &str, risk: &str, took: Duration) {
+        if let (Some(a), Some(r)) = (
+            ACTIONS.iter().position(|x| *x == action),
+            RISKS.iter().position(|x| *x == risk),
+        ) {
+            self.decisions[a * RISKS.len() + r].fetch_add(1, Ordering::Relaxed);
+        }
+        self.decision_seconds.observe(took.as_secs_f64());
+    }
+
+    /// One audit batch committed.
+    pub fn audit_batch(&self, rows: usize, took: Duration) {
+        self.audit_write_seconds.observe(took.as_secs_f64());
+        self.audit_batch_rows.observe(rows as f64);
+    }
+
+    /// One execution step (picked, executing) or outcome (success, failure, timeout, failed).
+    pub fn execution(&self, status: &str) {
+        if let Some(i) = EXECUTION_STATUSES.iter().position(|x| *x == status) {
+            self.executions[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The text exposition, with the queue depth read by the caller.
+    pub fn render(&self, queue: &[(String, i64)]) -> String {
+        let mut out = String::with_capacity(4_096);
+        out.push_str("# HELP countersign_decisions_total Decisions answered, by action and risk.\n# TYPE countersign_decisions_total counter\n");
+        for (a, action) in ACTIONS.iter().enumerate() {
+            for (r, risk) in RISKS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "countersign_decisions_total{{action=\"{action}\",risk=\"{risk}\"}} {}",
+                    self.decisions[a * RISKS.len() + r].load(Ordering::Relaxed)
+                );
+            }
+        }
+        self.decision_seconds.render(
+            &mut out,
+            "countersign_decision_duration_seconds",
+            "Time from request to answer of POST /api/v1/decisions, audit write included.",
+        );
+        self.audit_write_seconds.render(
+            &mut out,
+            "countersign_audit_write_duration_seconds",
+            "Time to commit one batch of audit rows.",
+        );
+        self.audit_batch_rows.render(
+            &mut out,
+            "countersign_audit_batch_rows",
+            "Rows per committed audit batch.",
+        );
+        out.push_str("# HELP countersign_executions_total Execution steps and outcomes reported.\n# TYPE countersign_executions_total counter\n");
+        for (i, status) in EXECUTION_STATUSES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "countersign_executions_total{{status=\"{status}\"}} {}",
+                self.executions[i].load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP countersign_queue_jobs Jobs in the approval queue, by status.\n# TYPE countersign_queue_jobs gauge\n");
+        for (status, count) in queue {
+            let _ = writeln!(out, "countersign_queue_jobs{{status=\"{status}\"}} {count}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_buckets_render_in_the_text_format() {
+        let m = Metrics::default();
+        m.decision("allow", "HIGH", Duration::from_millis(3));
+        m.decision("allow", "HIGH", Duration::from_millis(30));
+        m.decision("nonsense", "HIGH", Duration::from_millis(1));
+        m.audit_batch(40, Duration::from_millis(2));
+        m.execution("success");
+        let text = m.render(&[("queued".into(), 3)]);
+        assert!(text.contains("countersign_decisions_total{action=\"allow\",risk=\"HIGH\"} 2"));
+        assert!(text.contains("countersign_decision_duration_seconds_bucket{le=\"0.005\"} 2"));
+        assert!(text.contains("countersign_decision_duration_seconds_bucket{le=\"0.05\"} 3"));
+        assert!(text.contains("countersign_decision_duration_seconds_count 3"));
+        assert!(text.contains("countersign_audit_batch_rows_bucket{le=\"64\"} 1"));
+        assert!(text.contains("countersign_executions_total{status=\"success\"} 1"));
+        assert!(text.contains("countersign_queue_jobs{status=\"queued\"} 3"));
+    }
+}
