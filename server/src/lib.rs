@@ -12,6 +12,7 @@ macro_rules! on_db {
 }
 
 pub mod api;
+pub mod approvals;
 pub mod auth;
 pub mod config;
 pub mod db;

@@ -197,3 +197,78 @@ pub async fn cancel(
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoteInput {
+    /// `approve` or `deny`.
+    pub verdict: enforcer::Verdict,
+    /// Required for a denial (the assistant is told it) and to approve CRITICAL operations.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /api/v1/jobs/{id}/votes`: a person (signed in at the identity provider, calling with
+/// their own access token) approves or denies. Services and API tokens cannot vote.
+pub async fn vote(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<String>,
+    body: axum::body::Body,
+) -> Response {
+    use crate::approvals::VoteError;
+    let result = async {
+        rate_limit(&state, &caller)?;
+        if caller.kind != "person" {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "people_only",
+                "only people vote: call with your own access token from the identity provider",
+            ));
+        }
+        let bytes = axum::body::to_bytes(body, super::BODY_LIMIT)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "the body must be at most 64 KiB",
+                )
+            })?;
+        let input: VoteInput = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("not a vote: {e}"),
+            )
+        })?;
+        let voter = enforcer::Principal {
+            id: caller.id.clone(),
+            roles: caller.roles.iter().cloned().collect(),
+            capabilities: caller.capabilities.iter().cloned().collect(),
+        };
+        // A job the caller may not see does not exist for them.
+        load(&state, &id, &caller).await?;
+        let job =
+            crate::approvals::vote(&state, &voter, &id, input.verdict, input.reason.as_deref())
+                .await
+                .map_err(|error| match error {
+                    VoteError::NotFound => ApiError::not_found(),
+                    VoteError::NotQueued(_) => {
+                        ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string())
+                    }
+                    VoteError::ReasonRequired(_) | VoteError::ReasonTooLong => {
+                        ApiError::bad_request("invalid_value", "reason", error.to_string())
+                    }
+                    VoteError::NotEligible(_) => {
+                        ApiError::new(StatusCode::FORBIDDEN, "not_eligible", error.to_string())
+                    }
+                    VoteError::Unavailable(e) => {
+                        ApiError::unavailable("the vote could not be recorded", &e)
+                    }
+                })?;
+        Ok::<_, ApiError>(Json(view(&state, &job).await?).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}

@@ -158,6 +158,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/decisions", post(decisions::decide))
         .route("/api/v1/jobs/{id}", get(jobs::status))
         .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/api/v1/jobs/{id}/votes", post(jobs::vote))
         .route(
             "/api/v1/decisions/{audit_id}/result",
             post(execution::decision_result),

@@ -1,0 +1,157 @@
+//! Votes on queued jobs: who may vote is the enforcer's rule ([`enforcer::can_approve`]: never
+//! the requester, never twice, only with the approver role and every capability the operation
+//! requires, never after expiry); the store makes the vote and the job's move one transaction;
+//! the vote is audited and long-polls and waiting agents are woken. Used by the API
+//! (`POST /api/v1/jobs/{id}/votes`) and by the portal.
+
+use crate::store::{EventKind, Job, JobStatus, NewAuditEvent, Store, StoreError, VoteRecord};
+use crate::AppState;
+use chrono::Utc;
+use enforcer::{Principal, Verdict};
+
+/// Longest reason or comment kept with a vote.
+pub const MAX_REASON_CHARS: usize = 2_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VoteError {
+    #[error("no such job")]
+    NotFound,
+    #[error("the job is {0}; only queued jobs take votes")]
+    NotQueued(String),
+    #[error("{0}")]
+    ReasonRequired(&'static str),
+    #[error("reason or comment longer than {MAX_REASON_CHARS} characters")]
+    ReasonTooLong,
+    #[error("not allowed to vote: {}", .0.join("; "))]
+    NotEligible(Vec<String>),
+    #[error("the vote could not be recorded")]
+    Unavailable(#[source] StoreError),
+}
+
+/// Cast `voter`'s vote on a job.
+pub async fn vote(
+    state: &AppState,
+    voter: &Principal,
+    job_id: &str,
+    verdict: Verdict,
+    reason: Option<&str>,
+) -> Result<Job, VoteError> {
+    let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+    if reason.is_some_and(|r| r.chars().count() > MAX_REASON_CHARS) {
+        return Err(VoteError::ReasonTooLong);
+    }
+    let job = match state.store.job(job_id).await {
+        Ok(job) => job,
+        Err(StoreError::NotFound) => return Err(VoteError::NotFound),
+        Err(error) => return Err(VoteError::Unavailable(error)),
+    };
+    if job.status != JobStatus::Queued {
+        return Err(VoteError::NotQueued(job.status.as_str().to_string()));
+    }
+    if verdict == Verdict::Deny && reason.is_none() {
+        return Err(VoteError::ReasonRequired(
+            "a denial needs a reason: it is what the AI assistant is told",
+        ));
+    }
+    if verdict == Verdict::Approve && job.risk == "CRITICAL" && reason.is_none() {
+        return Err(VoteError::ReasonRequired(
+            "approving a CRITICAL operation needs a comment",
+        ));
+    }
+    let votes: Vec<enforcer::Vote> = state
+        .store
+        .votes(job_id)
+        .await
+        .map_err(VoteError::Unavailable)?
+        .into_iter()
+        .map(|v| enforcer::Vote {
+            approver: v.approver,
+            verdict: v.verdict,
+            at: v.created_at,
+        })
+        .collect();
+    let now = Utc::now();
+    let pending = enforcer::PendingJob {
+        requester: job.requester.clone(),
+        required_capabilities: job.requested_capabilities.iter().cloned().collect(),
+        approvals_required: u32::try_from(job.approvals_required).unwrap_or(1),
+        expires_at: job.expires_at.unwrap_or(now),
+    };
+    let eligibility = enforcer::can_approve(
+        voter,
+        &pending,
+        &votes,
+        now,
+        &state.policy.approvals.approver_role,
+    );
+    if !eligibility.allowed {
+        return Err(VoteError::NotEligible(eligibility.reasons));
+    }
+    // Fail closed: the vote's audit row is durable before the vote counts.
+    let (kind, action) = match verdict {
+        Verdict::Approve => (EventKind::Approval, "approve"),
+        Verdict::Deny => (EventKind::Denial, "deny"),
+    };
+    let approvals_after = eligibility.quorum.approvals + 1;
+    let summary = match verdict {
+        Verdict::Approve if approvals_after >= pending.approvals_required => {
+            "approved; the quorum is reached".to_string()
+        }
+        Verdict::Approve => format!(
+            "approved ({approvals_after} of {} approvals)",
+            pending.approvals_required
+        ),
+        Verdict::Deny => format!("denied: {}", reason.unwrap_or_default()),
+    };
+    let event = |action: &str, summary: &str| {
+        let mut event = NewAuditEvent::new(
+            kind,
+            &voter.id,
+            &job.tool_name,
+            &job.operation,
+            action,
+            summary,
+            &job.risk,
+        );
+        event.job_id = Some(job.job_id.clone());
+        event.call_hash = Some(job.call_hash.clone());
+        event.policy_hash = job.policy_hash.clone();
+        event.approver = Some(voter.id.clone());
+        event.approved_at = (verdict == Verdict::Approve).then_some(now);
+        event.context =
+            serde_json::json!({ "requester": job.requester, "comment": reason }).to_string();
+        event
+    };
+    state
+        .audit
+        .append(event(action, &summary))
+        .await
+        .map_err(VoteError::Unavailable)?;
+    let updated = match state
+        .store
+        .vote(&VoteRecord {
+            job_id: job_id.to_string(),
+            approver: voter.id.clone(),
+            verdict,
+            reason: reason.map(str::to_string),
+            created_at: now,
+        })
+        .await
+    {
+        Ok(updated) => updated,
+        Err(error) => {
+            // The row above announced a vote that did not land: say so in the trail.
+            let _ = state
+                .audit
+                .append(event("error", &format!("vote not recorded: {error}")))
+                .await;
+            return Err(match error {
+                StoreError::Conflict { actual, .. } => VoteError::NotQueued(actual),
+                StoreError::NotFound => VoteError::NotFound,
+                other => VoteError::Unavailable(other),
+            });
+        }
+    };
+    state.notify_job(&updated);
+    Ok(updated)
+}
