@@ -1273,3 +1273,78 @@ async fn nothing_is_voted_when_the_vote_cannot_be_audited() {
         .expect("votes")
         .is_empty());
 }
+
+#[tokio::test]
+async fn a_waiting_agent_gets_the_job_the_moment_it_is_approved() {
+    let api = sqlite_api(|_| {}).await;
+    let it_mcp = api.token("it-mcp", &[], &OPS).await;
+    let agent = api.token("agent-1", &[], &[]).await;
+    let (_, pending) = api.decide(&it_mcp, sudo_ls()).await;
+    let job_id = pending["job_id"].as_str().expect("job").to_string();
+    let waiter = {
+        let (router, agent) = (api.router.clone(), agent.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let response = router
+                .oneshot(
+                    Request::builder()
+                        .method("POST")
+                        .uri("/api/v1/agents/agent-1/claim?wait=30")
+                        .header("authorization", format!("Bearer {agent}"))
+                        .body(Body::empty())
+                        .expect("req"),
+                )
+                .await
+                .expect("answer");
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            (
+                started.elapsed(),
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let voter = enforcer::Principal {
+        id: "alice".into(),
+        roles: ["approver".to_string()].into(),
+        capabilities: ["ssh-linux".to_string(), "remote-exec".to_string()].into(),
+    };
+    server::approvals::vote(
+        &api.state,
+        &voter,
+        &job_id,
+        enforcer::Verdict::Approve,
+        None,
+    )
+    .await
+    .expect("approve");
+    let (waited, status, claimed) = waiter.await.expect("waiter");
+    assert_eq!(
+        (status, claimed["job_id"].as_str()),
+        (StatusCode::OK, Some(job_id.as_str()))
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "woken by the approval: {waited:?}"
+    );
+    let (status, _, value) = api
+        .call(
+            "POST",
+            "/api/v1/agents/agent-1/claim?wait=x",
+            &agent,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, value["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("wait"))
+    );
+}

@@ -18,7 +18,7 @@ use crate::store::{EventKind, Job, JobOutcome, JobStatus, NewAuditEvent, Store, 
 use crate::AppState;
 use axum::{
     body::Body,
-    extract::{Path, State},
+    extract::{Path, Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     Json,
@@ -27,6 +27,7 @@ use chrono::{DateTime, Utc};
 use enforcer::{Action, PolicySet, Principal, Request};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 
 /// How long a claim's lease lasts; each heartbeat extends it by as much.
 pub const LEASE_SECS: i64 = 60;
@@ -128,12 +129,13 @@ fn lease_error(error: StoreError, what: &'static str) -> ApiError {
     }
 }
 
-/// `POST /api/v1/agents/{agent_id}/claim`: the next approved job for this agent, leased to it,
-/// or 204 when there is none.
+/// `POST /api/v1/agents/{agent_id}/claim?wait=N`: the next approved job for this agent, leased
+/// to it, or 204 when there is none (after waiting up to N ≤ 60 seconds for one to be approved).
 pub async fn claim(
     State(state): State<AppState>,
     caller: ApiCaller,
     Path(agent_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let result = async {
         rate_limit(&state, &caller)?;
@@ -151,27 +153,61 @@ pub async fn claim(
                 "an agent claims jobs with its own token (named like the agent)",
             ));
         }
-        for _ in 0..MAX_SKIPS {
-            let now = Utc::now();
-            let job = match state.store.claim(&agent_id, LEASE_SECS, now).await {
-                Ok(Some(job)) => job,
-                Ok(None) => return Ok(StatusCode::NO_CONTENT.into_response()),
-                Err(error) => return Err(ApiError::unavailable("no job could be claimed", &error)),
-            };
-            match recheck(&state.policy, &job, now) {
-                Ok(()) => {
-                    audit_step(
-                        &state,
-                        execution_event(
-                            &job,
-                            &agent_id,
-                            "picked",
-                            &format!("picked by agent {agent_id}"),
-                        ),
-                    )
-                    .await;
-                    state.notify_job(&job);
-                    return Ok(Json(json!({
+        let wait = match query.get("wait") {
+            None => 0,
+            Some(text) => text.parse::<u64>().map_err(|_| {
+                ApiError::bad_request("invalid_value", "wait", "`wait` must be whole seconds")
+            })?,
+        }
+        .min(super::jobs::MAX_WAIT_SECS);
+        // Subscribe before looking, so an approval landing in between is not missed.
+        let mut changes = state.job_events.subscribe();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
+        loop {
+            if let Some(response) = try_claim(&state, &agent_id).await? {
+                return Ok(response);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(StatusCode::NO_CONTENT.into_response());
+            }
+            // Woken at once when a job is approved on this replica; other replicas' approvals
+            // are found by looking again every second.
+            let tick = (deadline - now).min(std::time::Duration::from_secs(1));
+            tokio::select! {
+                _ = changes.recv() => {}
+                () = tokio::time::sleep(tick) => {}
+            }
+        }
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Lease the next approved job that passes the re-check; jobs that fail it end failed.
+async fn try_claim(state: &AppState, agent_id: &str) -> Result<Option<Response>, ApiError> {
+    for _ in 0..MAX_SKIPS {
+        let now = Utc::now();
+        let job = match state.store.claim(agent_id, LEASE_SECS, now).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return Ok(None),
+            Err(error) => return Err(ApiError::unavailable("no job could be claimed", &error)),
+        };
+        match recheck(&state.policy, &job, now) {
+            Ok(()) => {
+                audit_step(
+                    state,
+                    execution_event(
+                        &job,
+                        agent_id,
+                        "picked",
+                        &format!("picked by agent {agent_id}"),
+                    ),
+                )
+                .await;
+                state.notify_job(&job);
+                return Ok(Some(
+                    Json(json!({
                         "job_id": job.job_id,
                         "tool": job.tool_name,
                         "operation": job.operation,
@@ -184,36 +220,34 @@ pub async fn claim(
                         "lease_secs": LEASE_SECS,
                         "retry": job.retry_count,
                     }))
-                    .into_response());
-                }
-                Err(reason) => {
-                    let outcome = JobOutcome {
-                        status: JobStatus::Failed,
-                        result: None,
-                        error: Some(format!("not run: {reason}")),
-                    };
-                    let ended = state
-                        .store
-                        .finish(&job.job_id, &agent_id, &outcome, now)
-                        .await
-                        .map_err(|e| ApiError::unavailable("a job could not be closed", &e))?;
-                    let mut event = execution_event(
-                        &ended,
-                        "countersign",
-                        "failed",
-                        &format!("not run: {reason}"),
-                    );
-                    event.decision_action = "deny".into();
-                    event.error = Some(reason);
-                    audit_step(&state, event).await;
-                    state.notify_job(&ended);
-                }
+                    .into_response(),
+                ));
+            }
+            Err(reason) => {
+                let outcome = JobOutcome {
+                    status: JobStatus::Failed,
+                    result: None,
+                    error: Some(format!("not run: {reason}")),
+                };
+                let ended = state
+                    .store
+                    .finish(&job.job_id, agent_id, &outcome, now)
+                    .await
+                    .map_err(|e| ApiError::unavailable("a job could not be closed", &e))?;
+                let mut event = execution_event(
+                    &ended,
+                    "countersign",
+                    "failed",
+                    &format!("not run: {reason}"),
+                );
+                event.decision_action = "deny".into();
+                event.error = Some(reason);
+                audit_step(state, event).await;
+                state.notify_job(&ended);
             }
         }
-        Ok(StatusCode::NO_CONTENT.into_response())
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    Ok(None)
 }
 
 /// `POST /api/v1/jobs/{id}/heartbeat`: the agent is at work; the lease runs on.
