@@ -260,13 +260,13 @@ async fn decisions_are_audited_and_queued(api: &Api) {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_are_audited_and_queued_on_sqlite() {
     let api = sqlite_api(|_| {}).await;
     decisions_are_audited_and_queued(&api).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_are_audited_and_queued_on_postgres() {
     let api = postgres_api().await;
     decisions_are_audited_and_queued(&api).await;
@@ -274,7 +274,7 @@ async fn decisions_are_audited_and_queued_on_postgres() {
     api.drop_schema().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_a_stable_code_and_the_field() {
     let api = sqlite_api(|_| {}).await;
     let token = api.token("it-mcp", &[], &OPS).await;
@@ -440,12 +440,12 @@ async fn idempotent_retries(api: &Api) {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_retries_on_sqlite() {
     idempotent_retries(&sqlite_api(|_| {}).await).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_acts_for_a_person_only_when_allowed() {
     let api = sqlite_api(|c| c.api_delegating_callers = Some("it-mcp".into())).await;
     let it_mcp = api.token("it-mcp", &[], &OPS).await;
@@ -512,7 +512,7 @@ async fn a_service_acts_for_a_person_only_when_allowed() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_over_their_rate_get_429_with_retry_after() {
     let api = sqlite_api(|c| {
         c.api_rate_limit_per_sec = 1;
@@ -553,7 +553,7 @@ async fn callers_over_their_rate_get_429_with_retry_after() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_wakes_when_the_job_is_approved_and_tells_the_denial_reason() {
     let api = sqlite_api(|_| {}).await;
     let token = api.token("it-mcp", &[], &OPS).await;
@@ -668,7 +668,7 @@ async fn a_long_poll_wakes_when_the_job_is_approved_and_tells_the_denial_reason(
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_requester_cancels_and_only_before_it_runs() {
     let api = sqlite_api(|_| {}).await;
     let token = api.token("it-mcp", &[], &OPS).await;
@@ -713,7 +713,7 @@ async fn only_the_requester_cancels_and_only_before_it_runs() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_allowed_when_the_audit_trail_cannot_be_written() {
     let api = sqlite_api(|_| {}).await;
     let token = api.token("it-mcp", &[], &OPS).await;
@@ -780,7 +780,7 @@ async fn approve(api: &Api, job_id: &str) {
     api.state.notify_job(&job);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_claims_runs_and_reports_an_approved_job() {
     let api = sqlite_api(|_| {}).await;
     let it_mcp = api.token("it-mcp", &[], &OPS).await;
@@ -888,7 +888,7 @@ async fn an_agent_claims_runs_and_reports_an_approved_job() {
     assert_eq!(steps, ["picked", "executing", "success"]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_arguments_changed_is_not_run() {
     let api = sqlite_api(|_| {}).await;
     let it_mcp = api.token("it-mcp", &[], &OPS).await;
@@ -925,7 +925,7 @@ async fn a_job_whose_arguments_changed_is_not_run() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_change_is_applied_before_running() {
     let api = sqlite_api(|_| {}).await;
     let it_mcp = api.token("it-mcp", &[], &OPS).await;
@@ -957,7 +957,7 @@ async fn a_policy_change_is_applied_before_running() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tool_server_reports_an_allowed_call_once() {
     let api = sqlite_api(|_| {}).await;
     let it_mcp = api.token("it-mcp", &[], &OPS).await;
@@ -1027,7 +1027,7 @@ async fn a_tool_server_reports_an_allowed_call_once() {
     assert_eq!(executions[0].event.execution_duration_ms, Some(12));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_decisions_audit_batches_executions_and_the_queue() {
     let api = sqlite_api(|_| {}).await;
     let token = api.token("it-mcp", &[], &OPS).await;
@@ -1089,7 +1089,7 @@ fn person(id: &str, roles: &[&str], caps: &[&str]) -> enforcer::Principal {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn votes_follow_the_enforcers_rules_and_are_audited_first() {
     use enforcer::Verdict::{Approve, Deny};
     use server::approvals::{vote, VoteError};
@@ -1235,7 +1235,7 @@ async fn votes_follow_the_enforcers_rules_and_are_audited_first() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_voted_when_the_vote_cannot_be_audited() {
     use server::approvals::{vote, VoteError};
     let api = sqlite_api(|_| {}).await;
@@ -1274,7 +1274,7 @@ async fn nothing_is_voted_when_the_vote_cannot_be_audited() {
         .is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_agent_gets_the_job_the_moment_it_is_approved() {
     let api = sqlite_api(|_| {}).await;
     let it_mcp = api.token("it-mcp", &[], &OPS).await;

@@ -291,7 +291,7 @@ async fn audit_reasons(store: &server::store::AnyStore) -> Vec<(String, String, 
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_signs_in_and_the_state_works_once() {
     let provider = Provider::start().await;
     let test = app_for(&provider).await;
@@ -363,7 +363,7 @@ async fn a_person_signs_in_and_the_state_works_once() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_nonce_is_refused() {
     let provider = Provider::start().await;
     let test = app_for(&provider).await;
@@ -388,7 +388,7 @@ async fn a_wrong_nonce_is_refused() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_from_another_issuer_is_refused() {
     let provider = Provider::start().await;
     let test = app_for(&provider).await;
@@ -402,7 +402,7 @@ async fn a_response_from_another_issuer_is_refused() {
     assert_eq!(location(&r), "/sign-in?error=oidc");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_access_token_for_someone_else_is_refused() {
     let provider = Provider::start().await;
     let test = app_for(&provider).await;
@@ -420,7 +420,7 @@ async fn an_access_token_for_someone_else_is_refused() {
     assert_eq!(location(&r), "/sign-in?error=oidc");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_provider_reporting_an_error_is_refused_and_audited() {
     let provider = Provider::start().await;
     let test = app_for(&provider).await;
@@ -434,7 +434,7 @@ async fn the_provider_reporting_an_error_is_refused_and_audited() {
     assert_eq!(location(&r), "/sign-in?error=oidc_denied");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_keys_are_fetched_again_once_for_an_unknown_kid() {
     let provider = Provider::start().await;
     let test = app_for(&provider).await;
@@ -509,7 +509,7 @@ async fn rotated_keys_are_fetched_again_once_for_an_unknown_kid() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_waits_for_an_unreachable_provider_and_says_so() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();

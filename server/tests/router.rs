@@ -137,7 +137,7 @@ async fn alice(router: &Router) -> String {
     cookie.expect("a session cookie")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_says_ok() {
     let test = sqlite_app().await;
     assert_eq!(
@@ -146,7 +146,7 @@ async fn healthz_says_ok() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_reports_a_reachable_database() {
     let test = sqlite_app().await;
     let (status, body) = get(&test.router, "/readyz").await;
@@ -154,7 +154,7 @@ async fn readyz_reports_a_reachable_database() {
     assert_eq!(body, r#"{"checks":{"database":"ok"},"status":"ready"}"#);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_fails_when_the_database_is_gone() {
     let test = sqlite_app().await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -175,7 +175,7 @@ async fn readyz_fails_when_the_database_is_gone() {
     assert_eq!(get(&test.router, "/readyz").await.0, StatusCode::OK);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shell_is_server_rendered_with_navigation_and_hydration_scripts() {
     let test = sqlite_app().await;
     let cookie = alice(&test.router).await;
@@ -211,7 +211,7 @@ async fn the_shell_is_server_rendered_with_navigation_and_hydration_scripts() {
     assert!(html.contains("/pkg/countersign.css"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_section_renders_and_unknown_pages_are_404() {
     let test = sqlite_app().await;
     let cookie = alice(&test.router).await;
@@ -232,7 +232,7 @@ async fn every_section_renders_and_unknown_pages_are_404() {
 }
 
 /// PostgreSQL: the same probes against the server on 127.0.0.1:5432 (see scripts/test.sh).
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_on_postgres() {
     let url = std::env::var("CS_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
@@ -251,7 +251,7 @@ async fn request(router: &Router, req: Request<Body>) -> axum::response::Respons
     router.clone().oneshot(req).await.expect("router answers")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_carry_a_nonce_csp_and_security_headers() {
     let test = sqlite_app().await;
     let cookie = alice(&test.router).await;
@@ -315,7 +315,7 @@ async fn pages_carry_a_nonce_csp_and_security_headers() {
     assert!(csp.starts_with("default-src 'none'"), "{csp}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_origin_posts_are_refused_and_audited() {
     let test = sqlite_app().await;
     let post = |origin: &'static str| {
@@ -345,7 +345,7 @@ async fn cross_origin_posts_are_refused_and_audited() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_visitors_are_sent_to_sign_in() {
     let test = sqlite_app().await;
     let response = request(
@@ -371,7 +371,7 @@ async fn anonymous_visitors_are_sent_to_sign_in() {
     assert_eq!(status, StatusCode::OK);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_sign_out_and_refusals_are_audited() {
     let test = sqlite_app().await;
     let (status, cookie, location) = sign_in(&test.router, "alice", "wrong password!").await;
@@ -449,7 +449,7 @@ async fn sign_in_sign_out_and_refusals_are_audited() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failures_lock_the_account() {
     let test = sqlite_app().await;
     for _ in 0..5 {
@@ -463,7 +463,7 @@ async fn repeated_failures_lock_the_account() {
     assert!(location.contains("error=locked"), "{location}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_takes_api_tokens_and_refuses_everything_else() {
     let test = sqlite_app().await;
     let db = match &test.store {
