@@ -49,6 +49,19 @@ pub async fn whoami() -> Result<Option<UserView>, ServerFnError> {
     Ok(use_context::<UserView>())
 }
 
+/// Percent-encode a value for a URL query (a `next=` path, for instance). `/` stays as it is.
+/// Shared by the sign-in page and the server's redirects.
+pub fn encode_query(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The product name shown in titles and the header.
 pub const PRODUCT: &str = "Countersign";
 

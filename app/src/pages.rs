@@ -146,7 +146,7 @@ pub fn SignIn() -> impl IntoView {
                 {move || {
                     options.get().and_then(Result::ok).map(|o| {
                         let provider = o.provider.clone().map(|name| {
-                            let href = move || format!("/auth/login?next={}", encode_query(&next()));
+                            let href = move || format!("/auth/login?next={}", crate::encode_query(&next()));
                             view! {
                                 <a class="button primary" id="sign-in-provider" href=href rel="external">
                                     {format!("Sign in with {name}")}
@@ -167,16 +167,4 @@ pub fn SignIn() -> impl IntoView {
             </Suspense>
         </section>
     }
-}
-
-/// Percent-encode a value for a URL query.
-fn encode_query(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

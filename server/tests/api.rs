@@ -85,6 +85,45 @@ async fn postgres_api() -> Api {
     }
 }
 
+/// One request through the router with a bearer token: status, headers and the JSON body (or
+/// null). A free function so that spawned tasks (long-polls) can use it too.
+async fn send(
+    router: Router,
+    method: &str,
+    uri: &str,
+    token: &str,
+    body: Option<String>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"));
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let response = router
+        .oneshot(
+            req.body(body.map_or_else(Body::empty, Body::from))
+                .expect("req"),
+        )
+        .await
+        .expect("answer");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, headers, value)
+}
+
 impl Api {
     async fn token(&self, name: &str, roles: &[&str], caps: &[&str]) -> String {
         let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
@@ -103,35 +142,7 @@ impl Api {
         body: Option<String>,
         headers: &[(&str, &str)],
     ) -> (StatusCode, HeaderMap, Value) {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", format!("Bearer {token}"));
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
-        }
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let response = self
-            .router
-            .clone()
-            .oneshot(
-                req.body(body.map_or_else(Body::empty, Body::from))
-                    .expect("req"),
-            )
-            .await
-            .expect("answer");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (status, headers, value)
+        send(self.router.clone(), method, uri, token, body, headers).await
     }
 
     async fn decide(&self, token: &str, body: Value) -> (StatusCode, Value) {
@@ -582,26 +593,8 @@ async fn a_long_poll_wakes_when_the_job_is_approved_and_tells_the_denial_reason(
         );
         tokio::spawn(async move {
             let started = Instant::now();
-            let response = router
-                .oneshot(
-                    Request::builder()
-                        .uri(uri)
-                        .header("authorization", format!("Bearer {token}"))
-                        .body(Body::empty())
-                        .expect("req"),
-                )
-                .await
-                .expect("answer");
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .expect("body")
-                .to_bytes();
-            (
-                started.elapsed(),
-                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
-            )
+            let (_, _, value) = send(router, "GET", &uri, &token, None, &[]).await;
+            (started.elapsed(), value)
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1285,29 +1278,9 @@ async fn a_waiting_agent_gets_the_job_the_moment_it_is_approved() {
         let (router, agent) = (api.router.clone(), agent.clone());
         tokio::spawn(async move {
             let started = Instant::now();
-            let response = router
-                .oneshot(
-                    Request::builder()
-                        .method("POST")
-                        .uri("/api/v1/agents/agent-1/claim?wait=30")
-                        .header("authorization", format!("Bearer {agent}"))
-                        .body(Body::empty())
-                        .expect("req"),
-                )
-                .await
-                .expect("answer");
-            let status = response.status();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .expect("body")
-                .to_bytes();
-            (
-                started.elapsed(),
-                status,
-                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
-            )
+            let uri = "/api/v1/agents/agent-1/claim?wait=30";
+            let (status, _, value) = send(router, "POST", uri, &agent, None, &[]).await;
+            (started.elapsed(), status, value)
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -263,12 +263,7 @@ async fn decide_inner(
         match claim {
             idempotency::Claim::Fresh => {}
             idempotency::Claim::Replay(stored) => {
-                let mut response = (
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, "application/json")],
-                    stored,
-                )
-                    .into_response();
+                let mut response = json_response(stored);
                 response
                     .headers_mut()
                     .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -312,7 +307,8 @@ async fn decide_inner(
     }
 }
 
-fn json_response(body: String) -> Response {
+/// A JSON answer already serialized (stored for replays, or built once).
+pub(super) fn json_response(body: String) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],

@@ -489,7 +489,7 @@ pub async fn decision_result(
         {
             idempotency::Claim::Fresh => {}
             idempotency::Claim::Replay(stored) => {
-                return Ok((StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")], stored).into_response())
+                return Ok(super::decisions::json_response(stored))
             }
             idempotency::Claim::InFlight | idempotency::Claim::Mismatch => {
                 return Err(ApiError::new(
@@ -526,7 +526,7 @@ pub async fn decision_result(
                 if let Err(error) = idempotency::complete(&state.db, &caller.id, &key, &answer).await {
                     tracing::error!(%error, "could not store a result's answer");
                 }
-                Ok((StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")], answer).into_response())
+                Ok(super::decisions::json_response(answer))
             }
             Err(error) => {
                 idempotency::release(&state.db, &caller.id, &key).await;

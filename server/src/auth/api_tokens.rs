@@ -174,13 +174,7 @@ pub async fn authenticate(db: &Database, presented: &str) -> Result<ApiToken, To
         return Err(TokenStoreError::Refused);
     };
     let presented_hash = enforcer::sha256_hex(secret.as_bytes());
-    // Constant-time comparison of the two hashes.
-    let same = stored.len() == presented_hash.len()
-        && stored
-            .bytes()
-            .zip(presented_hash.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
+    let same = super::constant_time_eq(stored.as_bytes(), presented_hash.as_bytes());
     if !same || revoked_at.is_some() {
         return Err(TokenStoreError::Refused);
     }

@@ -111,21 +111,15 @@ pub async fn gate(
                 .path_and_query()
                 .map(|p| p.as_str().to_string())
                 .unwrap_or_else(|| "/".into());
-            Redirect::to(&format!("/sign-in?next={}", urlencode(&target))).into_response()
+            Redirect::to(&format!("/sign-in?next={}", app::encode_query(&target))).into_response()
         }
         None => (StatusCode::UNAUTHORIZED, "sign-in required").into_response(),
     }
 }
 
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// Compare two secrets (hashes, `state` values) in time that depends only on their length.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Only local, absolute paths are followed after sign-in (no open redirect).
@@ -181,7 +175,11 @@ pub async fn sign_in(
     let address = client_address(addr.as_ref().map(|a| &a.0));
     let next = safe_next(form.next.as_deref()).to_string();
     let back = |error: &str| {
-        Redirect::to(&format!("/sign-in?error={error}&next={}", urlencode(&next))).into_response()
+        Redirect::to(&format!(
+            "/sign-in?error={error}&next={}",
+            app::encode_query(&next)
+        ))
+        .into_response()
     };
     if !state.local_sign_in {
         audit(
@@ -289,7 +287,8 @@ pub async fn login_page(
 ) -> Response {
     let next = safe_next(query.next.as_deref()).to_string();
     let Some(oidc) = &state.oidc else {
-        return Redirect::to(&format!("/sign-in?next={}", urlencode(&next))).into_response();
+        return Redirect::to(&format!("/sign-in?next={}", app::encode_query(&next)))
+            .into_response();
     };
     match oidc.begin(&next) {
         Ok((url, pending)) => {
@@ -313,7 +312,7 @@ pub async fn login_page(
             tracing::warn!(%error, "sign-in through the identity provider is not possible yet");
             Redirect::to(&format!(
                 "/sign-in?error=idp_unavailable&next={}",
-                urlencode(&next)
+                app::encode_query(&next)
             ))
             .into_response()
         }

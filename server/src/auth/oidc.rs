@@ -95,13 +95,9 @@ pub fn remember(mut list: Vec<Pending>, pending: Pending, now: i64) -> Vec<Pendi
 pub fn take(list: &mut Vec<Pending>, state: &str, now: i64) -> Option<Pending> {
     let index = list
         .iter()
-        .position(|p| subtle_eq(p.state.as_bytes(), state.as_bytes()))?;
+        .position(|p| super::constant_time_eq(p.state.as_bytes(), state.as_bytes()))?;
     let pending = list.remove(index);
     (now - pending.started_at <= PENDING_TTL_SECS).then_some(pending)
-}
-
-fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A person signed in through the provider.
