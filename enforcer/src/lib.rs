@@ -14,11 +14,13 @@
 pub mod analysis;
 pub mod approval;
 pub mod decision;
+pub mod executor;
 pub mod policy;
 pub mod shell;
 
 pub use approval::{can_approve, Eligibility, PendingJob, Quorum, Verdict, Vote};
 pub use decision::{call_hash, evaluate, Decision, PatternMatch, Principal, Request};
+pub use executor::{Executor, ExecutorKind, JobCall};
 pub use policy::{ArgKind, Category, Operation, Pattern, PolicyError, PolicySet, Tool};
 
 use serde::{Deserialize, Serialize};

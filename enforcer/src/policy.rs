@@ -3,6 +3,10 @@
 //! Loading is the only fallible step in the enforcer. Every error names the file, the line and
 //! column, and the field at fault; once a [`PolicySet`] exists, evaluation cannot fail.
 
+use crate::executor::{
+    check_template, is_agent_id, is_env_name, is_shell, Executor, ExecutorKind,
+    DEFAULT_TIMEOUT_SECS, DEFAULT_WEBHOOK_ATTEMPTS,
+};
 use crate::{canonical_json, sha256_hex, Risk};
 use regex::{Regex, RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
@@ -109,6 +113,28 @@ struct PolicyFile {
     tools: BTreeMap<String, ToolFile>,
     #[serde(default)]
     patterns: Vec<PatternFile>,
+    #[serde(default)]
+    executors: BTreeMap<String, ExecutorFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecutorFile {
+    kind: Spanned<String>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    argv: Vec<String>,
+    #[serde(default)]
+    shell: bool,
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    env: Vec<String>,
+    workdir: Option<String>,
+    agent: Option<String>,
+    url: Option<String>,
+    secret_env: Option<String>,
+    attempts: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -165,7 +191,7 @@ struct OperationFile {
     #[serde(default)]
     flag_args: Vec<String>,
     #[serde(default)]
-    executor: Option<String>,
+    executor: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -290,6 +316,8 @@ pub struct PolicySet {
     pub tools: BTreeMap<String, Tool>,
     pub patterns: Vec<Pattern>,
     pub approvals: ApprovalRules,
+    /// How approved jobs run, by name (operations name one).
+    pub executors: BTreeMap<String, Executor>,
     hash: String,
     /// Shell patterns by exact command name; `mkfs.*`-style prefixes; `*` patterns.
     pub(crate) by_command: HashMap<String, Vec<usize>>,
@@ -331,6 +359,13 @@ impl PolicySet {
         self.tools
             .get(tool)
             .and_then(|t| t.operations.get(operation))
+    }
+
+    /// The executor an operation names, if any.
+    pub fn executor_for(&self, tool: &str, operation: &str) -> Option<&Executor> {
+        self.operation(tool, operation)
+            .and_then(|op| op.executor.as_deref())
+            .and_then(|name| self.executors.get(name))
     }
 }
 
@@ -399,6 +434,7 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
         capabilities.insert(extra.clone());
     }
 
+    let executors = compile_executors(&ctx, &parsed.executors)?;
     let mut tools = BTreeMap::new();
     if parsed.tools.is_empty() {
         return Err(ctx.err(
@@ -454,7 +490,23 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
                     shell_args: op.shell_args,
                     path_args: op.path_args,
                     flag_args: op.flag_args,
-                    executor: op.executor,
+                    executor: match op.executor {
+                        None => None,
+                        Some(name) if executors.contains_key(name.get_ref()) => {
+                            Some(name.into_inner())
+                        }
+                        Some(name) => {
+                            return Err(ctx.err(
+                                Some(name.span()),
+                                format!("{field}.executor"),
+                                format!(
+                                    "no executor `{}` is defined (add an [executors.{}] table)",
+                                    name.get_ref(),
+                                    name.get_ref()
+                                ),
+                            ))
+                        }
+                    },
                 },
             );
         }
@@ -664,8 +716,147 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
         flag_set: set(&flag_res, "flag values")?,
         flag_owner,
         patterns,
+        executors,
         hash,
     })
+}
+
+fn compile_executors(
+    ctx: &Ctx<'_>,
+    files: &BTreeMap<String, ExecutorFile>,
+) -> Result<BTreeMap<String, Executor>, PolicyError> {
+    let mut executors = BTreeMap::new();
+    for (name, file) in files {
+        let field = format!("executors.{name}");
+        let at = ctx.find(&format!("[executors.{name}]"));
+        let err = |sub: &str, message: String| {
+            let f = if sub.is_empty() {
+                field.clone()
+            } else {
+                format!("{field}.{sub}")
+            };
+            ctx.err(at.clone(), f, message)
+        };
+        if !is_identifier(name) {
+            return Err(err(
+                "",
+                "executor names are lowercase letters, digits and dashes".into(),
+            ));
+        }
+        let kind = match file.kind.get_ref().as_str() {
+            "process" => ExecutorKind::Process,
+            "agent" => ExecutorKind::Agent,
+            "webhook" => ExecutorKind::Webhook,
+            other => {
+                return Err(ctx.err(
+                    Some(file.kind.span()),
+                    format!("{field}.kind"),
+                    format!("unknown kind `{other}` (use process, agent or webhook)"),
+                ))
+            }
+        };
+        let timeout_secs = match &file.timeout {
+            None => DEFAULT_TIMEOUT_SECS,
+            Some(t) => parse_duration(t.get_ref()).ok_or_else(|| {
+                ctx.err(
+                    Some(t.span()),
+                    format!("{field}.timeout"),
+                    "not a duration (use e.g. 90s, 30m, 4h, 1d)",
+                )
+            })?,
+        };
+        if let Some(bad) = file.env.iter().find(|v| !is_env_name(v)) {
+            return Err(err(
+                "env",
+                format!("`{bad}` is not an environment variable name"),
+            ));
+        }
+        match kind {
+            ExecutorKind::Process | ExecutorKind::Agent => {
+                let Some(program) = file.argv.first() else {
+                    return Err(err(
+                        "argv",
+                        "a process or agent executor needs `argv` (the program and its arguments)"
+                            .into(),
+                    ));
+                };
+                check_template(&file.argv).map_err(|m| err("argv", m))?;
+                if program.contains('{') {
+                    return Err(err(
+                        "argv",
+                        "the program (first element) must be fixed, not a placeholder".into(),
+                    ));
+                }
+                if is_shell(program) && !file.shell {
+                    return Err(err(
+                        "shell",
+                        format!(
+                            "`{program}` is a shell; set `shell = true` if running one is intended"
+                        ),
+                    ));
+                }
+                if file.url.is_some() || file.secret_env.is_some() || file.attempts.is_some() {
+                    return Err(err(
+                        "",
+                        "`url`, `secret_env` and `attempts` are for webhook executors".into(),
+                    ));
+                }
+                if let Some(agent) = &file.agent {
+                    if kind == ExecutorKind::Process {
+                        return Err(err("agent", "`agent` is for agent executors".into()));
+                    }
+                    if !is_agent_id(agent) {
+                        return Err(err(
+                            "agent",
+                            "an agent id is 1 to 128 letters, digits, `-`, `_` or `.`".into(),
+                        ));
+                    }
+                }
+            }
+            ExecutorKind::Webhook => {
+                let url = file.url.as_deref().unwrap_or_default();
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(err(
+                        "url",
+                        "a webhook executor needs an http:// or https:// `url`".into(),
+                    ));
+                }
+                match &file.secret_env {
+                    Some(var) if is_env_name(var) => {}
+                    _ => return Err(err("secret_env", "a webhook executor needs `secret_env`, the environment variable that holds its signing secret".into())),
+                }
+                if !file.argv.is_empty()
+                    || file.shell
+                    || !file.env.is_empty()
+                    || file.workdir.is_some()
+                    || file.agent.is_some()
+                {
+                    return Err(err("", "`argv`, `shell`, `env`, `workdir` and `agent` are for process and agent executors".into()));
+                }
+                if file.attempts == Some(0) {
+                    return Err(err("attempts", "must be at least 1".into()));
+                }
+            }
+        }
+        executors.insert(
+            name.clone(),
+            Executor {
+                name: name.clone(),
+                kind,
+                description: file.description.clone(),
+                argv: file.argv.clone(),
+                shell: file.shell,
+                timeout_secs,
+                env: file.env.clone(),
+                workdir: file.workdir.clone(),
+                agent: file.agent.clone(),
+                url: file.url.clone(),
+                secret_env: file.secret_env.clone(),
+                attempts: file.attempts.unwrap_or(DEFAULT_WEBHOOK_ATTEMPTS),
+            },
+        );
+    }
+    Ok(executors)
 }
 
 fn canonical_flag_name(flag: &str) -> String {
@@ -757,6 +948,77 @@ shell_args = ["command"]
         let err =
             PolicySet::load("p.toml", &MINIMAL.replace("HIGH", "SEVERE")).expect_err("bad risk");
         assert_eq!(err.line, 4, "{err}");
+    }
+
+    #[test]
+    fn executors_are_validated_and_operations_must_name_one_that_exists() {
+        let with = |op_executor: &str, table: &str| {
+            format!("{MINIMAL}executor = \"{op_executor}\"\n{table}")
+        };
+        let ok = with(
+            "run",
+            "[executors.run]\nkind = \"process\"\nargv = [\"/bin/echo\", \"{args.command}\"]\ntimeout = \"30s\"\nenv = [\"PATH\"]\n",
+        );
+        let policy = PolicySet::load("p.toml", &ok).expect("loads");
+        let run = policy
+            .executor_for("ssh-exec", "executeCommand")
+            .expect("executor");
+        assert_eq!((run.kind, run.timeout_secs), (ExecutorKind::Process, 30));
+
+        let missing = with("nope", "");
+        let err = PolicySet::load("p.toml", &missing).expect_err("unknown executor");
+        assert_eq!(
+            err.field.as_deref(),
+            Some("tools.ssh-exec.operations.executeCommand.executor")
+        );
+        assert_eq!(err.line, 7, "{err}");
+
+        for (table, field, words) in [
+            ("kind = \"teleport\"", "executors.x.kind", "unknown kind"),
+            ("kind = \"process\"", "executors.x.argv", "needs `argv`"),
+            (
+                "kind = \"process\"\nargv = [\"/bin/sh\", \"-c\", \"{args.command}\"]",
+                "executors.x.shell",
+                "is a shell",
+            ),
+            (
+                "kind = \"process\"\nargv = [\"{args.command}\"]",
+                "executors.x.argv",
+                "must be fixed",
+            ),
+            (
+                "kind = \"process\"\nargv = [\"echo\", \"{nope}\"]",
+                "executors.x.argv",
+                "unknown placeholder",
+            ),
+            (
+                "kind = \"webhook\"\nurl = \"ftp://x\"\nsecret_env = \"S\"",
+                "executors.x.url",
+                "http",
+            ),
+            (
+                "kind = \"webhook\"\nurl = \"https://x\"",
+                "executors.x.secret_env",
+                "secret_env",
+            ),
+            (
+                "kind = \"agent\"\nargv = [\"echo\"]\nagent = \"a b\"",
+                "executors.x.agent",
+                "agent id",
+            ),
+        ] {
+            let source = with("x", &format!("[executors.x]\n{table}\n"));
+            let err = PolicySet::load("p.toml", &source).expect_err(table);
+            assert_eq!(err.field.as_deref(), Some(field), "{table}: {err}");
+            assert!(err.message.contains(words), "{table}: {err}");
+            // The table's header, or the offending value's own line.
+            assert!((8..=9).contains(&err.line), "{table}: {err}");
+        }
+        let shell_on_purpose = with(
+            "x",
+            "[executors.x]\nkind = \"process\"\nshell = true\nargv = [\"/bin/sh\", \"-c\", \"{args.command}\"]\n",
+        );
+        assert!(PolicySet::load("p.toml", &shell_on_purpose).is_ok());
     }
 
     #[test]
