@@ -15,7 +15,7 @@
 //! `{{` and `}}` are literal braces. Filling a template is pure and shared by the server and the
 //! agent.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 
@@ -41,7 +41,7 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
 /// Webhook deliveries tried before the job fails.
 pub const DEFAULT_WEBHOOK_ATTEMPTS: u32 = 5;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutorKind {
     Process,
@@ -59,8 +59,8 @@ impl ExecutorKind {
     }
 }
 
-/// One executor, validated.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One executor, validated. (Agents receive it with each job they claim.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Executor {
     pub name: String,
     pub kind: ExecutorKind,

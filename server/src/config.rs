@@ -193,8 +193,14 @@ impl Config {
                     .only(&["LEPTOS_SITE_ROOT"])
                     .map(|_| "site_root".into()),
             )
-            // COUNTERSIGN_CONFIG names the file itself (read by the command line), not a setting.
-            .merge(Env::prefixed(ENV_PREFIX).ignore(&["config"])))
+            // COUNTERSIGN_CONFIG names the file itself and COUNTERSIGN_AGENT_* configure
+            // `countersign agent`; the command line reads those, they are not settings.
+            .merge(Env::prefixed(ENV_PREFIX).ignore(&[
+                "config",
+                "agent_server",
+                "agent_token",
+                "agent_id",
+            ])))
     }
 
     pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {

@@ -11,12 +11,14 @@ macro_rules! on_db {
     };
 }
 
+pub mod agent;
 pub mod api;
 pub mod approvals;
 pub mod auth;
 pub mod config;
 pub mod db;
 pub mod evaluate;
+pub mod executors;
 pub mod import;
 pub mod maintenance;
 pub mod metrics;

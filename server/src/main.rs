@@ -44,6 +44,8 @@ enum Command {
     /// Manage API tokens for tool servers and agents.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Run as an execution agent: claim approved jobs, run them, report the results.
+    Agent(AgentArgs),
     /// Import an existing IT-MCP installation's SQLite databases (idempotent, all or nothing).
     Import {
         /// IT-MCP's audit database (mcp_audit.db).
@@ -53,6 +55,28 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         queue_db: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+struct AgentArgs {
+    /// The Countersign server's base URL.
+    #[arg(long, env = "COUNTERSIGN_AGENT_SERVER", value_name = "URL")]
+    server: String,
+    /// The agent's API token (`countersign token create --name ID`); prefer the environment
+    /// variable, which other users cannot read from the process list.
+    #[arg(
+        long,
+        env = "COUNTERSIGN_AGENT_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: String,
+    /// The agent's id: the name its token was created with.
+    #[arg(long, env = "COUNTERSIGN_AGENT_ID", value_name = "NAME")]
+    id: String,
+    /// Stop after this many jobs (default: run until stopped).
+    #[arg(long, value_name = "N")]
+    max_jobs: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +180,18 @@ async fn main() -> ExitCode {
         Command::Import { audit_db, queue_db } => import(config, audit_db, queue_db).await,
         Command::User(command) => user(config, command).await,
         Command::Token(command) => token(config, command).await,
+        Command::Agent(args) => {
+            server::agent::run(
+                server::agent::AgentOptions {
+                    server: args.server,
+                    token: args.token,
+                    id: args.id,
+                    max_jobs: args.max_jobs,
+                },
+                shutdown_signal(),
+            )
+            .await
+        }
         Command::Evaluate(_) | Command::Policy(_) => Ok(()),
     };
     match result {
@@ -546,6 +582,8 @@ async fn serve(config: Config) -> Result<(), String> {
     .spawn();
     server::auth::bootstrap_admin(&state, config.admin_password.as_ref().map(|p| p.expose()))
         .await?;
+    server::executors::check_secrets(&state.policy);
+    server::executors::Dispatcher::new(state.clone())?.spawn();
     let router = app(state);
     tracing::info!(
         address = %config.bind,

@@ -411,6 +411,39 @@ async fn concurrent_approvals_have_one_winner<S: Store>(store: &S) {
 }
 
 /// Several agents claiming at once: every job is claimed exactly once.
+/// Jobs assigned to one of the server's executors go only to it; unassigned jobs go only to
+/// agents; a job assigned to an agent goes only to that agent.
+async fn claims_respect_assignments<S: Store>(store: &S) {
+    let now = Utc::now();
+    let mut ids = Vec::new();
+    for target in [Some("executor:hook"), None, Some("agent-7")] {
+        let mut job = new_job(1);
+        job.target_agent_id = target.map(str::to_string);
+        let job = store.insert_job(&job).await.expect("insert");
+        store
+            .vote(&vote(&job.job_id, "dave", Verdict::Approve))
+            .await
+            .expect("approve");
+        ids.push(job.job_id);
+    }
+    let claimed = |who: &'static str| async move {
+        store
+            .claim(who, 60, now)
+            .await
+            .expect("claim")
+            .map(|j| j.job_id)
+    };
+    assert_eq!(claimed("executor:other").await, None);
+    assert_eq!(claimed("agent-8").await.as_ref(), Some(&ids[1]));
+    assert_eq!(
+        claimed("agent-8").await,
+        None,
+        "agent-7's job is not agent-8's"
+    );
+    assert_eq!(claimed("executor:hook").await.as_ref(), Some(&ids[0]));
+    assert_eq!(claimed("agent-7").await.as_ref(), Some(&ids[2]));
+}
+
 async fn concurrent_claims_have_one_winner<S: Store>(store: &S) {
     let mut ids = Vec::new();
     for _ in 0..30 {
@@ -609,6 +642,7 @@ conformance!(
     expiry_and_leases,
     concurrent_approvals_have_one_winner,
     concurrent_claims_have_one_winner,
+    claims_respect_assignments,
     checkpoints_catch_truncation,
     purge_keeps_the_chain_verifiable,
 );

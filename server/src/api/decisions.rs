@@ -396,7 +396,11 @@ async fn record(
             params: enforcer::canonical_json(&Value::Object(input.args.clone())),
             requested_capabilities: decision.required_capabilities.iter().cloned().collect(),
             target: input.target.clone(),
-            target_agent_id: None,
+            target_agent_id: crate::executors::assignment(
+                &state.policy,
+                &input.tool,
+                &input.operation,
+            ),
             priority: priority(decision.risk).to_string(),
             requester: requester.clone(),
             requester_reason: input.reason.clone(),

@@ -14,7 +14,9 @@
 
 use super::{idempotency, rate_limit, ApiError, BODY_LIMIT};
 use crate::auth::ApiCaller;
-use crate::store::{EventKind, Job, JobOutcome, JobStatus, NewAuditEvent, Store, StoreError};
+use crate::store::{
+    EventKind, Job, JobOutcome, JobStatus, NewAuditEvent, Store, StoreError, SERVER_EXECUTOR_PREFIX,
+};
 use crate::AppState;
 use axum::{
     body::Body,
@@ -25,7 +27,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use enforcer::{Action, PolicySet, Principal, Request};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
@@ -81,15 +83,7 @@ pub fn recheck(policy: &PolicySet, job: &Job, now: DateTime<Utc>) -> Result<(), 
     Ok(())
 }
 
-fn valid_agent_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-fn execution_event(job: &Job, actor: &str, status: &str, reason: &str) -> NewAuditEvent {
+pub(crate) fn execution_event(job: &Job, actor: &str, status: &str, reason: &str) -> NewAuditEvent {
     let mut event = NewAuditEvent::new(
         EventKind::Execution,
         actor,
@@ -108,13 +102,22 @@ fn execution_event(job: &Job, actor: &str, status: &str, reason: &str) -> NewAud
 
 /// Write an execution step to the audit trail. A job step is already in the job's row, so a
 /// failed audit write is logged loudly rather than undoing it.
-async fn audit_step(state: &AppState, event: NewAuditEvent) {
+pub(crate) async fn audit_step(state: &AppState, event: NewAuditEvent) {
     if let Some(status) = &event.execution_status {
         state.metrics.execution(status);
     }
     if let Err(error) = state.audit.append(event).await {
         tracing::error!(%error, "could not audit an execution step");
     }
+}
+
+/// Leases held by the server's own executors are never touched through the API (whatever a
+/// caller's identity provider lets it be called).
+fn refuse_server_owner(caller: &ApiCaller) -> Result<(), ApiError> {
+    if caller.id.starts_with(SERVER_EXECUTOR_PREFIX) {
+        return Err(ApiError::not_found());
+    }
+    Ok(())
 }
 
 fn lease_error(error: StoreError, what: &'static str) -> ApiError {
@@ -139,7 +142,7 @@ pub async fn claim(
 ) -> Response {
     let result = async {
         rate_limit(&state, &caller)?;
-        if !valid_agent_id(&agent_id) {
+        if !enforcer::executor::is_agent_id(&agent_id) {
             return Err(ApiError::bad_request(
                 "invalid_value",
                 "agent_id",
@@ -184,44 +187,24 @@ pub async fn claim(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// Lease the next approved job that passes the re-check; jobs that fail it end failed.
-async fn try_claim(state: &AppState, agent_id: &str) -> Result<Option<Response>, ApiError> {
+/// Lease the next approved job for `owner` that passes the re-check, and audit the pick; jobs
+/// that fail the re-check end failed (audited) and the next one is tried. Shared by agents'
+/// claims and the server's own executors.
+pub(crate) async fn lease_next(state: &AppState, owner: &str) -> Result<Option<Job>, StoreError> {
     for _ in 0..MAX_SKIPS {
         let now = Utc::now();
-        let job = match state.store.claim(agent_id, LEASE_SECS, now).await {
-            Ok(Some(job)) => job,
-            Ok(None) => return Ok(None),
-            Err(error) => return Err(ApiError::unavailable("no job could be claimed", &error)),
+        let Some(job) = state.store.claim(owner, LEASE_SECS, now).await? else {
+            return Ok(None);
         };
         match recheck(&state.policy, &job, now) {
             Ok(()) => {
                 audit_step(
                     state,
-                    execution_event(
-                        &job,
-                        agent_id,
-                        "picked",
-                        &format!("picked by agent {agent_id}"),
-                    ),
+                    execution_event(&job, owner, "picked", &format!("picked by {owner}")),
                 )
                 .await;
                 state.notify_job(&job);
-                return Ok(Some(
-                    Json(json!({
-                        "job_id": job.job_id,
-                        "tool": job.tool_name,
-                        "operation": job.operation,
-                        "args": serde_json::from_str::<Value>(&job.params).unwrap_or(Value::Null),
-                        "target": job.target,
-                        "risk": job.risk,
-                        "requester": job.requester,
-                        "call_hash": job.call_hash,
-                        "lease_expires_at": job.lease_expires_at,
-                        "lease_secs": LEASE_SECS,
-                        "retry": job.retry_count,
-                    }))
-                    .into_response(),
-                ));
+                return Ok(Some(job));
             }
             Err(reason) => {
                 let outcome = JobOutcome {
@@ -231,12 +214,11 @@ async fn try_claim(state: &AppState, agent_id: &str) -> Result<Option<Response>,
                 };
                 let ended = state
                     .store
-                    .finish(&job.job_id, agent_id, &outcome, now)
-                    .await
-                    .map_err(|e| ApiError::unavailable("a job could not be closed", &e))?;
+                    .finish(&job.job_id, owner, &outcome, now)
+                    .await?;
                 let mut event = execution_event(
                     &ended,
-                    "countersign",
+                    crate::maintenance::SYSTEM_CALLER,
                     "failed",
                     &format!("not run: {reason}"),
                 );
@@ -250,6 +232,30 @@ async fn try_claim(state: &AppState, agent_id: &str) -> Result<Option<Response>,
     Ok(None)
 }
 
+/// Lease the next job for an agent and describe it, with the executor that says how to run it.
+async fn try_claim(state: &AppState, agent_id: &str) -> Result<Option<Response>, ApiError> {
+    let job = lease_next(state, agent_id)
+        .await
+        .map_err(|e| ApiError::unavailable("no job could be claimed", &e))?;
+    Ok(job.map(|job| {
+        Json(json!({
+            "job_id": job.job_id,
+            "tool": job.tool_name,
+            "operation": job.operation,
+            "args": serde_json::from_str::<Value>(&job.params).unwrap_or(Value::Null),
+            "target": job.target,
+            "risk": job.risk,
+            "requester": job.requester,
+            "call_hash": job.call_hash,
+            "lease_expires_at": job.lease_expires_at,
+            "lease_secs": LEASE_SECS,
+            "retry": job.retry_count,
+            "executor": state.policy.executor_for(&job.tool_name, &job.operation),
+        }))
+        .into_response()
+    }))
+}
+
 /// `POST /api/v1/jobs/{id}/heartbeat`: the agent is at work; the lease runs on.
 pub async fn heartbeat(
     State(state): State<AppState>,
@@ -258,6 +264,7 @@ pub async fn heartbeat(
 ) -> Response {
     let result = async {
         rate_limit(&state, &caller)?;
+        refuse_server_owner(&caller)?;
         let now = Utc::now();
         let before = state
             .store
@@ -296,8 +303,9 @@ pub async fn heartbeat(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// How a run went, as an agent or a tool server reports it.
-#[derive(Debug, Clone, Deserialize)]
+/// How a run went, as an agent or a tool server reports it (and as the server's own executors
+/// record it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunReport {
     /// `success`, `failure` or `timeout`.
@@ -312,6 +320,9 @@ pub struct RunReport {
     /// SHA-256 of the complete output.
     #[serde(default)]
     pub output_digest: Option<String>,
+    /// The complete output's length, when more was printed than was kept.
+    #[serde(default)]
+    pub output_bytes: Option<u64>,
     /// What changed, like `service:nginx:restarted`, `package:openssl:upgraded`.
     #[serde(default)]
     pub side_effects: Vec<String>,
@@ -320,7 +331,7 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    fn job_status(&self) -> Option<JobStatus> {
+    pub fn job_status(&self) -> Option<JobStatus> {
         match self.status.as_str() {
             "success" => Some(JobStatus::Completed),
             "failure" => Some(JobStatus::Failed),
@@ -384,6 +395,43 @@ fn report_event(event: &mut NewAuditEvent, report: &RunReport) {
     event.error = report.error.clone();
 }
 
+/// End a leased job with a run's report: the job's row, then the audit trail, then waiters.
+pub(crate) async fn record_result(
+    state: &AppState,
+    job_id: &str,
+    owner: &str,
+    report: &RunReport,
+    status: JobStatus,
+    reason: &str,
+) -> Result<Job, StoreError> {
+    let outcome = JobOutcome {
+        status,
+        result: Some(
+            json!({
+                "exit_code": report.exit_code,
+                "duration_ms": report.duration_ms,
+                "output": kept_output(report.output.as_deref()),
+                "output_digest": report.output_digest,
+                "output_bytes": report.output_bytes,
+                "side_effects": report.side_effects,
+            })
+            .to_string(),
+        ),
+        error: report.error.clone(),
+    };
+    let job = state
+        .store
+        .finish(job_id, owner, &outcome, Utc::now())
+        .await?;
+    let mut event = execution_event(&job, owner, &report.status, reason);
+    report_event(&mut event, report);
+    event.context =
+        json!({ "exit_code": report.exit_code, "output_digest": report.output_digest }).to_string();
+    audit_step(state, event).await;
+    state.notify_job(&job);
+    Ok(job)
+}
+
 /// `POST /api/v1/jobs/{id}/result`: the agent holding the lease ends the job.
 pub async fn job_result(
     State(state): State<AppState>,
@@ -393,38 +441,18 @@ pub async fn job_result(
 ) -> Response {
     let result = async {
         rate_limit(&state, &caller)?;
+        refuse_server_owner(&caller)?;
         let (report, status, _) = read_report(body).await?;
-        let outcome = JobOutcome {
-            status,
-            result: Some(
-                json!({
-                    "exit_code": report.exit_code,
-                    "duration_ms": report.duration_ms,
-                    "output": kept_output(report.output.as_deref()),
-                    "output_digest": report.output_digest,
-                    "side_effects": report.side_effects,
-                })
-                .to_string(),
-            ),
-            error: report.error.clone(),
-        };
-        let job = state
-            .store
-            .finish(&job_id, &caller.id, &outcome, Utc::now())
-            .await
-            .map_err(|e| lease_error(e, "the result could not be recorded"))?;
-        let mut event = execution_event(
-            &job,
+        let job = record_result(
+            &state,
+            &job_id,
             &caller.id,
-            &report.status,
+            &report,
+            status,
             &format!("agent {} reported {}", caller.id, report.status),
-        );
-        report_event(&mut event, &report);
-        event.context =
-            json!({ "exit_code": report.exit_code, "output_digest": report.output_digest })
-                .to_string();
-        audit_step(&state, event).await;
-        state.notify_job(&job);
+        )
+        .await
+        .map_err(|e| lease_error(e, "the result could not be recorded"))?;
         Ok::<_, ApiError>(
             Json(json!({ "job_id": job.job_id, "status": job.status.as_str() })).into_response(),
         )

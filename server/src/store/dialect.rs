@@ -489,7 +489,7 @@ impl Store for DialectStore {
         let result: Result<Option<Job>, StoreError> = async {
             let candidate: Option<String> = sqlx::query_scalar(&format!(
                 "SELECT job_id FROM command_queue WHERE status = 'approved' \
-                 AND (target_agent_id IS NULL OR target_agent_id = $1) \
+                 AND (target_agent_id = $1 OR (target_agent_id IS NULL AND $1 NOT LIKE 'executor:%')) \
                  AND (approval_expires_at IS NULL OR approval_expires_at > $2) \
                  ORDER BY {PRIORITY_ORDER}, created_at LIMIT 1{CLAIM_LOCK}"
             ))

@@ -362,7 +362,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// approval that reaches the quorum → approved. Refuses a second vote by the same person and
     /// any vote on a job that is no longer queued.
     fn vote(&self, vote: &VoteRecord) -> impl Future<Output = Result<Job, StoreError>> + Send;
-    /// Lease the oldest, most urgent approved job (for `agent_id`, or unassigned).
+    /// Lease the oldest, most urgent approved job (for `agent_id`, or unassigned). The server's
+    /// own executors claim as `executor:NAME` ([`SERVER_EXECUTOR_PREFIX`]) and take only the
+    /// jobs assigned to them, never unassigned ones (those are for agents).
     fn claim(
         &self,
         agent_id: &str,
@@ -460,6 +462,10 @@ pub fn parse_ts(text: &str) -> Result<DateTime<Utc>, StoreError> {
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| StoreError::Invalid(format!("bad timestamp {text:?}: {e}")))
 }
+
+/// Lease owners (and job assignments) of the server's own executors start with this; agent ids
+/// cannot contain `:`, so no agent can claim such a job. The claim query spells it too.
+pub const SERVER_EXECUTOR_PREFIX: &str = "executor:";
 
 /// The zero hash that precedes the first row of a chain.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
