@@ -1321,3 +1321,45 @@ async fn a_waiting_agent_gets_the_job_the_moment_it_is_approved() {
         (StatusCode::BAD_REQUEST, Some("wait"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_and_its_docs_page_are_served() {
+    let api = sqlite_api(|_| {}).await;
+    let (status, headers, doc) = send(
+        api.router.clone(),
+        "GET",
+        "/api/v1/openapi.json",
+        "",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
+    assert!(doc["paths"]["/api/v1/decisions"]["post"].is_object());
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    let response = api
+        .router
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/api/v1/docs")
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), StatusCode::OK);
+    let html = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let html = String::from_utf8_lossy(&html);
+    assert!(html.contains("POST /api/v1/decisions"), "{html}");
+    assert!(html.contains("id=\"schema-DecisionAnswer\""));
+}

@@ -21,6 +21,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tower::ServiceExt;
 
+/// Page-rendering tests run one at a time: Leptos's reactive runtime is process-global, and
+/// server-side renders from several test runtimes at once can leave a resource's task on another
+/// test's (finished) runtime, so a page never completes. The server itself has one runtime.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const K1: &str = include_str!("fixtures/test-only-es256-k1.pem");
 const X: &str = "TKYMIGNIO5N43GoMvGL4LDkIiVSnSE9fqfu3LHm_Qzw";
 const Y: &str = "0MbQdv3UQZCqbWR7bufMeWRgNTI3arZfkN5yXdS_iOA";
@@ -293,6 +298,7 @@ async fn audit_reasons(store: &server::store::AnyStore) -> Vec<(String, String, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_signs_in_and_the_state_works_once() {
+    let _serial = SERIAL.lock().await;
     let provider = Provider::start().await;
     let test = app_for(&provider).await;
     let (session, code, state) = start(&test, &provider, alice()).await;
@@ -365,6 +371,7 @@ async fn a_person_signs_in_and_the_state_works_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_nonce_is_refused() {
+    let _serial = SERIAL.lock().await;
     let provider = Provider::start().await;
     let test = app_for(&provider).await;
     let issue = Issue {
@@ -390,6 +397,7 @@ async fn a_wrong_nonce_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_from_another_issuer_is_refused() {
+    let _serial = SERIAL.lock().await;
     let provider = Provider::start().await;
     let test = app_for(&provider).await;
     let (session, code, state) = start(&test, &provider, alice()).await;
@@ -404,6 +412,7 @@ async fn a_response_from_another_issuer_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_access_token_for_someone_else_is_refused() {
+    let _serial = SERIAL.lock().await;
     let provider = Provider::start().await;
     let test = app_for(&provider).await;
     let issue = Issue {
@@ -422,6 +431,7 @@ async fn an_access_token_for_someone_else_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_provider_reporting_an_error_is_refused_and_audited() {
+    let _serial = SERIAL.lock().await;
     let provider = Provider::start().await;
     let test = app_for(&provider).await;
     let (session, _code, state) = start(&test, &provider, alice()).await;
@@ -436,6 +446,7 @@ async fn the_provider_reporting_an_error_is_refused_and_audited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_keys_are_fetched_again_once_for_an_unknown_kid() {
+    let _serial = SERIAL.lock().await;
     let provider = Provider::start().await;
     let test = app_for(&provider).await;
     let token = |kid: &str| {
@@ -511,6 +522,7 @@ async fn rotated_keys_are_fetched_again_once_for_an_unknown_kid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_waits_for_an_unreachable_provider_and_says_so() {
+    let _serial = SERIAL.lock().await;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     drop(listener); // nothing listens there now

@@ -10,6 +10,11 @@ use server::{app, AppState, Config, Database};
 use std::sync::Arc;
 use tower::ServiceExt;
 
+/// Page-rendering tests run one at a time: Leptos's reactive runtime is process-global, and
+/// server-side renders from several test runtimes at once can leave a resource's task on another
+/// test's (finished) runtime, so a page never completes. The server itself has one runtime.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const PASSWORD: &str = "correct horse battery staple";
 
 fn policy() -> Arc<enforcer::PolicySet> {
@@ -139,6 +144,7 @@ async fn alice(router: &Router) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_says_ok() {
+    let _serial = SERIAL.lock().await;
     let test = sqlite_app().await;
     assert_eq!(
         get(&test.router, "/healthz").await,
@@ -148,6 +154,7 @@ async fn healthz_says_ok() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_reports_a_reachable_database() {
+    let _serial = SERIAL.lock().await;
     let test = sqlite_app().await;
     let (status, body) = get(&test.router, "/readyz").await;
     assert_eq!(status, StatusCode::OK);
@@ -156,6 +163,7 @@ async fn readyz_reports_a_reachable_database() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_fails_when_the_database_is_gone() {
+    let _serial = SERIAL.lock().await;
     let test = sqlite_app().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = Config {
@@ -177,6 +185,7 @@ async fn readyz_fails_when_the_database_is_gone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shell_is_server_rendered_with_navigation_and_hydration_scripts() {
+    let _serial = SERIAL.lock().await;
     let test = sqlite_app().await;
     let cookie = alice(&test.router).await;
     let (status, html) = get_as(&test.router, "/", &cookie).await;
@@ -213,6 +222,7 @@ async fn the_shell_is_server_rendered_with_navigation_and_hydration_scripts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_section_renders_and_unknown_pages_are_404() {
+    let _serial = SERIAL.lock().await;
     let test = sqlite_app().await;
     let cookie = alice(&test.router).await;
     for (path, title) in [
@@ -234,6 +244,7 @@ async fn every_section_renders_and_unknown_pages_are_404() {
 /// PostgreSQL: the same probes against the server on 127.0.0.1:5432 (see scripts/test.sh).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_on_postgres() {
+    let _serial = SERIAL.lock().await;
     let url = std::env::var("CS_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
     let config = Config {
@@ -253,6 +264,7 @@ async fn request(router: &Router, req: Request<Body>) -> axum::response::Respons
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_carry_a_nonce_csp_and_security_headers() {
+    let _serial = SERIAL.lock().await;
     let test = sqlite_app().await;
     let cookie = alice(&test.router).await;
     let cookie = cookie.split(';').next().unwrap_or_default().to_string();
@@ -317,6 +329,7 @@ async fn pages_carry_a_nonce_csp_and_security_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_origin_posts_are_refused_and_audited() {
+    let _serial = SERIAL.lock().await;
     let test = sqlite_app().await;
     let post = |origin: &'static str| {
         Request::builder()
@@ -347,6 +360,7 @@ async fn cross_origin_posts_are_refused_and_audited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_visitors_are_sent_to_sign_in() {
+    let _serial = SERIAL.lock().await;
     let test = sqlite_app().await;
     let response = request(
         &test.router,
@@ -373,6 +387,7 @@ async fn anonymous_visitors_are_sent_to_sign_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_sign_out_and_refusals_are_audited() {
+    let _serial = SERIAL.lock().await;
     let test = sqlite_app().await;
     let (status, cookie, location) = sign_in(&test.router, "alice", "wrong password!").await;
     assert_eq!(
@@ -451,6 +466,7 @@ async fn sign_in_sign_out_and_refusals_are_audited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failures_lock_the_account() {
+    let _serial = SERIAL.lock().await;
     let test = sqlite_app().await;
     for _ in 0..5 {
         sign_in(&test.router, "alice", "wrong password!").await;
@@ -465,6 +481,7 @@ async fn repeated_failures_lock_the_account() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_takes_api_tokens_and_refuses_everything_else() {
+    let _serial = SERIAL.lock().await;
     let test = sqlite_app().await;
     let db = match &test.store {
         server::store::AnyStore::Sqlite(s) => Database::Sqlite(s.pool().clone()),

@@ -3,6 +3,7 @@
 //! approval becomes a queued job. If the audit write fails, the answer is 503 and nothing is
 //! allowed (fail closed).
 
+use super::schema::DecisionAnswer;
 use super::{idempotency, rate_limit, ApiError, BODY_LIMIT};
 use crate::auth::ApiCaller;
 use crate::store::{EventKind, NewAuditEvent, NewJob, Store};
@@ -20,7 +21,7 @@ use std::collections::BTreeSet;
 /// Header carrying the person's own access token when a service acts for them.
 pub const PERSON_TOKEN_HEADER: &str = "x-on-behalf-of-token";
 
-const FIELDS: [&str; 7] = [
+pub(crate) const FIELDS: [&str; 7] = [
     "tool",
     "operation",
     "args",
@@ -201,7 +202,29 @@ async fn requester(
     Ok((person.clone(), capabilities))
 }
 
-/// `POST /api/v1/decisions`.
+/// Ask whether a tool call may run.
+///
+/// The enforcer decides allow, deny or require_approval and says why; the audit row is durable
+/// before the answer. `require_approval` queues a job: long-poll its `status_url`. An
+/// `Idempotency-Key` header makes retries return the first answer.
+#[utoipa::path(
+    post,
+    path = "/api/v1/decisions",
+    tag = "decisions",
+    request_body = super::schema::DecisionRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body get the same answer"),
+        ("X-On-Behalf-Of-Token" = Option<String>, Header, description = "The person's own access token, narrowing a delegating service's capabilities to theirs"),
+    ),
+    responses(
+        (status = 200, description = "The decision", body = super::schema::DecisionAnswer),
+        (status = 403, description = "Not allowed to act for that person", body = super::schema::ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with another body, or still in flight", body = super::schema::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = super::schema::ErrorBody),
+        (status = 415, description = "Not application/json", body = super::schema::ErrorBody),
+        (status = 400, description = "Bad input", body = super::schema::ErrorBody), (status = 401, description = "No valid bearer token", body = super::schema::ErrorBody), (status = 429, description = "Over the caller's rate (see Retry-After)", body = super::schema::ErrorBody), (status = 503, description = "The store is unavailable; retry", body = super::schema::ErrorBody)
+    )
+)]
 pub async fn decide(
     State(state): State<AppState>,
     caller: ApiCaller,
@@ -376,16 +399,21 @@ async fn record(
         )
     })?;
 
-    let mut answer = json!({
-        "action": decision.action.as_str(),
-        "risk": decision.risk.as_str(),
-        "reasons": decision.reasons,
-        "decision": decision,
-        "audit_id": receipt.id,
-        "audit_seq": receipt.seq,
-        "requester": requester,
-        "caller": caller.id,
-    });
+    let mut answer = DecisionAnswer {
+        action: decision.action.as_str().to_string(),
+        risk: decision.risk.as_str().to_string(),
+        reasons: decision.reasons.clone(),
+        decision: serde_json::to_value(&decision).unwrap_or(Value::Null),
+        audit_id: receipt.id.clone(),
+        audit_seq: receipt.seq,
+        requester: requester.clone(),
+        caller: caller.id.clone(),
+        job_id: None,
+        status: None,
+        status_url: None,
+        expires_at: None,
+        approvals_required: None,
+    };
     if let Some(job_id) = job_id {
         let ttl = i64::try_from(decision.ttl_secs).unwrap_or(i64::MAX / 2);
         let risk = decision.risk.as_str();
@@ -439,11 +467,11 @@ async fn record(
             }
         };
         state.notify_job(&stored);
-        answer["job_id"] = json!(stored.job_id);
-        answer["status"] = json!(stored.status.as_str());
-        answer["status_url"] = json!(format!("/api/v1/jobs/{}", stored.job_id));
-        answer["expires_at"] = json!(stored.expires_at);
-        answer["approvals_required"] = json!(stored.approvals_required);
+        answer.status = Some(stored.status.as_str().to_string());
+        answer.status_url = Some(format!("/api/v1/jobs/{}", stored.job_id));
+        answer.expires_at = stored.expires_at;
+        answer.approvals_required = Some(stored.approvals_required);
+        answer.job_id = Some(stored.job_id);
         state
             .metrics
             .decision("require_approval", risk, started.elapsed());
@@ -454,7 +482,7 @@ async fn record(
             started.elapsed(),
         );
     }
-    Ok(answer.to_string())
+    Ok(serde_json::to_string(&answer).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //!
 //! Every step is written to the job and the audit trail.
 
+use super::schema::{AuditReceiptView, ClaimedJob, JobEnded, LeaseAnswer};
 use super::{idempotency, rate_limit, ApiError, BODY_LIMIT};
 use crate::auth::ApiCaller;
 use crate::store::{
@@ -134,6 +135,24 @@ fn lease_error(error: StoreError, what: &'static str) -> ApiError {
 
 /// `POST /api/v1/agents/{agent_id}/claim?wait=N`: the next approved job for this agent, leased
 /// to it, or 204 when there is none (after waiting up to N ≤ 60 seconds for one to be approved).
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents/{agent_id}/claim",
+    tag = "agents",
+    summary = "Lease the next approved job for this agent (or any agent)",
+    description = "Call with the agent's own token (named like the agent). The job was checked again just before: approval window open, arguments unchanged, policy still permits it.",
+    params(
+        ("agent_id" = String, Path, description = "The agent's id (its token's name)"),
+        ("wait" = Option<u64>, Query, description = "Seconds (≤ 60) to wait for a job to be approved"),
+    ),
+    responses(
+        (status = 200, description = "A job, leased", body = super::schema::ClaimedJob),
+        (status = 204, description = "Nothing to run"),
+        (status = 400, description = "Bad agent id or `wait`", body = super::schema::ErrorBody),
+        (status = 403, description = "Not this agent's token", body = super::schema::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = super::schema::ErrorBody),
+    )
+)]
 pub async fn claim(
     State(state): State<AppState>,
     caller: ApiCaller,
@@ -238,25 +257,40 @@ async fn try_claim(state: &AppState, agent_id: &str) -> Result<Option<Response>,
         .await
         .map_err(|e| ApiError::unavailable("no job could be claimed", &e))?;
     Ok(job.map(|job| {
-        Json(json!({
-            "job_id": job.job_id,
-            "tool": job.tool_name,
-            "operation": job.operation,
-            "args": serde_json::from_str::<Value>(&job.params).unwrap_or(Value::Null),
-            "target": job.target,
-            "risk": job.risk,
-            "requester": job.requester,
-            "call_hash": job.call_hash,
-            "lease_expires_at": job.lease_expires_at,
-            "lease_secs": LEASE_SECS,
-            "retry": job.retry_count,
-            "executor": state.policy.executor_for(&job.tool_name, &job.operation),
-        }))
+        Json(ClaimedJob {
+            args: serde_json::from_str::<Value>(&job.params).unwrap_or(Value::Null),
+            executor: state
+                .policy
+                .executor_for(&job.tool_name, &job.operation)
+                .and_then(|e| serde_json::to_value(e).ok()),
+            job_id: job.job_id,
+            tool: job.tool_name,
+            operation: job.operation,
+            target: job.target,
+            risk: job.risk,
+            requester: job.requester,
+            call_hash: job.call_hash,
+            lease_expires_at: job.lease_expires_at,
+            lease_secs: LEASE_SECS,
+            retry: job.retry_count,
+        })
         .into_response()
     }))
 }
 
 /// `POST /api/v1/jobs/{id}/heartbeat`: the agent is at work; the lease runs on.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/heartbeat",
+    tag = "agents",
+    summary = "Keep a leased job's lease (the first call marks it executing)",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "Lease extended", body = super::schema::LeaseAnswer),
+        (status = 404, description = "Not leased to this agent", body = super::schema::ErrorBody),
+        (status = 409, description = "The lease was lost", body = super::schema::ErrorBody),
+    )
+)]
 pub async fn heartbeat(
     State(state): State<AppState>,
     caller: ApiCaller,
@@ -292,11 +326,11 @@ pub async fn heartbeat(
             .await;
             state.notify_job(&job);
         }
-        Ok(Json(json!({
-            "job_id": job.job_id,
-            "status": job.status.as_str(),
-            "lease_expires_at": job.lease_expires_at,
-        }))
+        Ok(Json(LeaseAnswer {
+            status: job.status.as_str().to_string(),
+            job_id: job.job_id,
+            lease_expires_at: job.lease_expires_at,
+        })
         .into_response())
     }
     .await;
@@ -305,7 +339,7 @@ pub async fn heartbeat(
 
 /// How a run went, as an agent or a tool server reports it (and as the server's own executors
 /// record it).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunReport {
     /// `success`, `failure` or `timeout`.
@@ -433,6 +467,20 @@ pub(crate) async fn record_result(
 }
 
 /// `POST /api/v1/jobs/{id}/result`: the agent holding the lease ends the job.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/result",
+    tag = "agents",
+    summary = "Report how a leased job ran; ends it",
+    params(("id" = String, Path, description = "Job id")),
+    request_body = RunReport,
+    responses(
+        (status = 200, description = "The job ended", body = super::schema::JobEnded),
+        (status = 400, description = "Not a run report", body = super::schema::ErrorBody),
+        (status = 409, description = "The lease was lost", body = super::schema::ErrorBody),
+        (status = 413, description = "Report too large", body = super::schema::ErrorBody),
+    )
+)]
 pub async fn job_result(
     State(state): State<AppState>,
     caller: ApiCaller,
@@ -454,7 +502,11 @@ pub async fn job_result(
         .await
         .map_err(|e| lease_error(e, "the result could not be recorded"))?;
         Ok::<_, ApiError>(
-            Json(json!({ "job_id": job.job_id, "status": job.status.as_str() })).into_response(),
+            Json(JobEnded {
+                status: job.status.as_str().to_string(),
+                job_id: job.job_id,
+            })
+            .into_response(),
         )
     }
     .await;
@@ -476,6 +528,19 @@ struct DecisionRow {
 
 /// `POST /api/v1/decisions/{audit_id}/result`: the tool server that asked reports how the
 /// allowed call went, once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/decisions/{audit_id}/result",
+    tag = "decisions",
+    summary = "Report how an allowed call went (once per decision)",
+    params(("audit_id" = String, Path, description = "The decision's audit id")),
+    request_body = RunReport,
+    responses(
+        (status = 200, description = "Recorded in the audit trail", body = super::schema::AuditReceiptView),
+        (status = 404, description = "No such decision of yours", body = super::schema::ErrorBody),
+        (status = 409, description = "Not an allowed call, or already reported", body = super::schema::ErrorBody),
+    )
+)]
 pub async fn decision_result(
     State(state): State<AppState>,
     caller: ApiCaller,
@@ -550,7 +615,7 @@ pub async fn decision_result(
                 state.metrics.execution(&report.status);
         match state.audit.append(event).await {
             Ok(receipt) => {
-                let answer = json!({ "audit_id": receipt.id, "audit_seq": receipt.seq }).to_string();
+                let answer = serde_json::to_string(&AuditReceiptView { audit_id: receipt.id, audit_seq: receipt.seq }).unwrap_or_default();
                 if let Err(error) = idempotency::complete(&state.db, &caller.id, &key, &answer).await {
                     tracing::error!(%error, "could not store a result's answer");
                 }

@@ -2,6 +2,7 @@
 //! `POST /api/v1/jobs/{id}/cancel`. A job is visible to its requester, to the service that
 //! submitted it, and to approvers, auditors and admins; to anyone else it does not exist.
 
+use super::schema::{JobView, VoteView};
 use super::{rate_limit, ApiError};
 use crate::auth::ApiCaller;
 use crate::store::{EventKind, Job, NewAuditEvent, Store, StoreError};
@@ -12,7 +13,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -40,7 +41,7 @@ async fn load(state: &AppState, id: &str, caller: &ApiCaller) -> Result<Job, Api
 }
 
 /// The job as the API shows it, with its votes and, on denial, the reviewer's reason.
-async fn view(state: &AppState, job: &Job) -> Result<Value, ApiError> {
+async fn view(state: &AppState, job: &Job) -> Result<JobView, ApiError> {
     let votes = state
         .store
         .votes(&job.job_id)
@@ -50,47 +51,61 @@ async fn view(state: &AppState, job: &Job) -> Result<Value, ApiError> {
         .iter()
         .find(|v| v.verdict == enforcer::Verdict::Deny)
         .and_then(|v| v.reason.clone());
-    let approvals: Vec<Value> = votes
+    let approvals = votes
         .iter()
-        .map(|v| {
-            json!({
-                "approver": v.approver,
-                "verdict": v.verdict,
-                "reason": v.reason,
-                "at": v.created_at,
-            })
+        .map(|v| VoteView {
+            approver: v.approver.clone(),
+            verdict: v.verdict.as_str().to_string(),
+            reason: v.reason.clone(),
+            at: v.created_at,
         })
         .collect();
-    Ok(json!({
-        "job_id": job.job_id,
-        "status": job.status.as_str(),
-        "final": job.status.is_final(),
-        "tool": job.tool_name,
-        "operation": job.operation,
-        "target": job.target,
-        "risk": job.risk,
-        "priority": job.priority,
-        "requester": job.requester,
-        "requester_reason": job.requester_reason,
-        "submitted_by": job.submitted_by,
-        "call_hash": job.call_hash,
-        "approvals_required": job.approvals_required,
-        "approvals": approvals,
-        "denial_reason": denial_reason,
-        "created_at": job.created_at,
-        "expires_at": job.expires_at,
-        "approved_at": job.approved_at,
-        "approval_expires_at": job.approval_expires_at,
-        "picked_at": job.picked_at,
-        "completed_at": job.completed_at,
-        "result": job.result,
-        "error": job.error,
-        "decision_audit_id": job.decision_audit_id,
-    }))
+    Ok(JobView {
+        job_id: job.job_id.clone(),
+        status: job.status.as_str().to_string(),
+        is_final: job.status.is_final(),
+        tool: job.tool_name.clone(),
+        operation: job.operation.clone(),
+        target: job.target.clone(),
+        risk: job.risk.clone(),
+        priority: job.priority.clone(),
+        requester: job.requester.clone(),
+        requester_reason: job.requester_reason.clone(),
+        submitted_by: job.submitted_by.clone(),
+        call_hash: job.call_hash.clone(),
+        approvals_required: job.approvals_required,
+        approvals,
+        denial_reason,
+        created_at: job.created_at,
+        expires_at: job.expires_at,
+        approved_at: job.approved_at,
+        approval_expires_at: job.approval_expires_at,
+        picked_at: job.picked_at,
+        completed_at: job.completed_at,
+        result: job.result.clone(),
+        error: job.error.clone(),
+        decision_audit_id: job.decision_audit_id.clone(),
+    })
 }
 
 /// `GET /api/v1/jobs/{id}?wait=N`: the job now, or (with `wait`) as soon as its status differs
 /// from what it was when the request arrived, at most N seconds (≤ 60) later.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}",
+    tag = "jobs",
+    summary = "A job's status, votes and denial reason; long-polls with `wait`",
+    params(
+        ("id" = String, Path, description = "Job id"),
+        ("wait" = Option<u64>, Query, description = "Seconds (≤ 60) to wait for the status to change"),
+    ),
+    responses(
+        (status = 200, description = "The job", body = super::schema::JobView),
+        (status = 400, description = "Bad `wait`", body = super::schema::ErrorBody),
+        (status = 404, description = "No such job (or not yours to see)", body = super::schema::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = super::schema::ErrorBody),
+    )
+)]
 pub async fn status(
     State(state): State<AppState>,
     caller: ApiCaller,
@@ -143,6 +158,19 @@ pub async fn status(
 
 /// `POST /api/v1/jobs/{id}/cancel`: the requester (or the service that submitted the job for
 /// them) withdraws a job that has not started.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/cancel",
+    tag = "jobs",
+    summary = "Withdraw a job that has not started (its requester only)",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The cancelled job", body = super::schema::JobView),
+        (status = 404, description = "No such job (or not yours to see)", body = super::schema::ErrorBody),
+        (status = 409, description = "The job has already started or ended", body = super::schema::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = super::schema::ErrorBody),
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: ApiCaller,
@@ -198,10 +226,11 @@ pub async fn cancel(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VoteInput {
     /// `approve` or `deny`.
+    #[schema(value_type = String, example = "approve")]
     pub verdict: enforcer::Verdict,
     /// Required for a denial (the assistant is told it) and to approve CRITICAL operations.
     #[serde(default)]
@@ -210,6 +239,22 @@ pub struct VoteInput {
 
 /// `POST /api/v1/jobs/{id}/votes`: a person (signed in at the identity provider, calling with
 /// their own access token) approves or denies. Services and API tokens cannot vote.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/votes",
+    tag = "jobs",
+    summary = "Approve or deny a job (people only; never your own request, never twice)",
+    params(("id" = String, Path, description = "Job id")),
+    request_body = VoteInput,
+    responses(
+        (status = 200, description = "The job after the vote", body = super::schema::JobView),
+        (status = 400, description = "Bad input, or a reason is required", body = super::schema::ErrorBody),
+        (status = 403, description = "Not allowed to vote on this job", body = super::schema::ErrorBody),
+        (status = 404, description = "No such job", body = super::schema::ErrorBody),
+        (status = 409, description = "The job is no longer pending", body = super::schema::ErrorBody),
+        (status = 503, description = "The vote could not be recorded; nothing changed", body = super::schema::ErrorBody),
+    )
+)]
 pub async fn vote(
     State(state): State<AppState>,
     caller: ApiCaller,

@@ -7,6 +7,7 @@ pub mod decisions;
 pub mod execution;
 pub mod idempotency;
 pub mod jobs;
+pub mod schema;
 
 use crate::auth::ApiCaller;
 use crate::AppState;
@@ -16,7 +17,6 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -73,10 +73,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.code, "message": self.message });
-        if let Some(field) = &self.field {
-            body["field"] = json!(field);
-        }
+        let body = schema::ErrorBody {
+            error: self.code.to_string(),
+            message: self.message,
+            field: self.field,
+        };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
@@ -166,6 +167,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/agents/{agent_id}/claim", post(execution::claim))
         .route("/api/v1/jobs/{id}/heartbeat", post(execution::heartbeat))
         .route("/api/v1/jobs/{id}/result", post(execution::job_result))
+        .route("/api/v1/openapi.json", get(schema::openapi_json))
+        .route("/api/v1/docs", get(schema::docs_page))
 }
 
 #[cfg(test)]

@@ -619,6 +619,15 @@ fn token_refusal(error: &tokens::TokenError) -> &'static str {
 }
 
 /// `GET /api/v1/whoami`: who the presented token speaks for.
+#[utoipa::path(
+    get,
+    path = "/api/v1/whoami",
+    summary = "Who the presented token speaks for",
+    responses(
+        (status = 200, description = "The caller", body = crate::api::schema::CallerView),
+        (status = 401, description = "No valid bearer token", body = crate::api::schema::ErrorBody),
+    )
+)]
 pub async fn api_whoami(caller: ApiCaller) -> axum::Json<ApiCaller> {
     axum::Json(caller)
 }

@@ -1,0 +1,434 @@
+//! The API's JSON shapes as types, and the OpenAPI 3 document generated from them and from the
+//! handlers' `#[utoipa::path]` annotations: `GET /api/v1/openapi.json`, rendered for people at
+//! `GET /api/v1/docs`.
+
+use axum::{
+    http::header,
+    response::{Html, IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::OnceLock;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// Every error: a stable code, a sentence, and the offending field for bad input.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable, machine-readable (`invalid_json`, `unknown_field`, `rate_limited`, ...).
+    pub error: String,
+    pub message: String,
+    /// The request field at fault, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// A decision request. Unknown fields are refused.
+#[allow(dead_code)] // Read field by field by `decisions::parse`; this type documents the shape.
+#[derive(ToSchema)]
+pub struct DecisionRequest {
+    /// IT-MCP tool, e.g. `ssh-exec`.
+    pub tool: String,
+    /// Operation of the tool, e.g. `executeCommand`.
+    pub operation: String,
+    /// The call's arguments (an object).
+    #[schema(value_type = Object)]
+    pub args: Value,
+    /// The host or system the call acts on.
+    pub target: Option<String>,
+    /// Why the assistant wants to do this (shown to approvers).
+    pub reason: Option<String>,
+    /// The person an AI assistant acts for (delegating callers only).
+    pub on_behalf_of: Option<String>,
+    /// The assistant's session id, kept with the audit row.
+    pub session: Option<String>,
+}
+
+/// The enforcer's answer, recorded before it is given.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionAnswer {
+    /// `allow`, `deny` or `require_approval`.
+    pub action: String,
+    /// `LOW`, `MEDIUM`, `HIGH` or `CRITICAL`.
+    pub risk: String,
+    pub reasons: Vec<String>,
+    /// The complete decision: matched patterns, capabilities, call hash, policy hash.
+    #[schema(value_type = Object)]
+    pub decision: Value,
+    pub audit_id: String,
+    pub audit_seq: i64,
+    /// Who the call is for (the person, when a service acts for one).
+    pub requester: String,
+    /// Who asked.
+    pub caller: String,
+    /// For `require_approval`: the queued job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Long-poll this for the outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approvals_required: Option<i32>,
+}
+
+/// One vote on a job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VoteView {
+    pub approver: String,
+    /// `approve` or `deny`.
+    pub verdict: String,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    pub job_id: String,
+    /// queued, approved, picked, executing, completed, failed, timeout, denied, expired,
+    /// cancelled.
+    pub status: String,
+    /// Whether the status can no longer change.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    pub tool: String,
+    pub operation: String,
+    pub target: Option<String>,
+    pub risk: String,
+    pub priority: String,
+    pub requester: String,
+    pub requester_reason: Option<String>,
+    pub submitted_by: Option<String>,
+    pub call_hash: String,
+    pub approvals_required: i32,
+    pub approvals: Vec<VoteView>,
+    /// The reviewer's reason, when the job was denied (tell the person why).
+    pub denial_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub approved_at: Option<DateTime<Utc>>,
+    pub approval_expires_at: Option<DateTime<Utc>>,
+    pub picked_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The run's report (JSON text: exit code, duration, output, digest, side effects).
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub decision_audit_id: Option<String>,
+}
+
+/// A job leased to an agent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClaimedJob {
+    pub job_id: String,
+    pub tool: String,
+    pub operation: String,
+    #[schema(value_type = Object)]
+    pub args: Value,
+    pub target: Option<String>,
+    pub risk: String,
+    pub requester: String,
+    /// Check it against the arguments before running.
+    pub call_hash: String,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Heartbeat well within this.
+    pub lease_secs: i64,
+    /// How many times the job was handed out before.
+    pub retry: i32,
+    /// The policy's executor for the operation (argv template, timeout, env allow-list).
+    #[schema(value_type = Option<Object>)]
+    pub executor: Option<Value>,
+}
+
+/// A lease extended.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LeaseAnswer {
+    pub job_id: String,
+    pub status: String,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+}
+
+/// A job ended.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobEnded {
+    pub job_id: String,
+    pub status: String,
+}
+
+/// Where a reported result was written in the audit trail.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditReceiptView {
+    pub audit_id: String,
+    pub audit_seq: i64,
+}
+
+/// The caller a token speaks for.
+#[allow(dead_code)] // Documents `auth::ApiCaller`.
+#[derive(ToSchema)]
+pub struct CallerView {
+    pub id: String,
+    /// `api-token`, `service` or `person`.
+    pub kind: String,
+    pub roles: Vec<String>,
+    pub capabilities: Vec<String>,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API token (`countersign token create`) or an access token from the \
+                         identity provider (Keycloak).",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Countersign API",
+        description = "Policy decisions for IT-MCP, the approval queue, and execution by agents. \
+                       Every request carries `Authorization: Bearer <token>`; errors are \
+                       `ErrorBody` with a stable code; 429 answers carry `Retry-After`."
+    ),
+    paths(
+        crate::auth::api_whoami,
+        super::decisions::decide,
+        super::jobs::status,
+        super::jobs::cancel,
+        super::jobs::vote,
+        super::execution::decision_result,
+        super::execution::claim,
+        super::execution::heartbeat,
+        super::execution::job_result,
+    ),
+    components(schemas(
+        ErrorBody,
+        DecisionRequest,
+        DecisionAnswer,
+        JobView,
+        VoteView,
+        ClaimedJob,
+        LeaseAnswer,
+        JobEnded,
+        AuditReceiptView,
+        CallerView,
+        super::jobs::VoteInput,
+        super::execution::RunReport,
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "decisions", description = "Ask before acting; report how it went"),
+        (name = "jobs", description = "Calls waiting for, or past, approval"),
+        (name = "agents", description = "Execution agents lease, run and report approved jobs"),
+    )
+)]
+pub struct ApiDoc;
+
+fn document() -> &'static str {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| ApiDoc::openapi().to_pretty_json().unwrap_or_default())
+}
+
+/// `GET /api/v1/openapi.json`.
+pub async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], document()).into_response()
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The name of a referenced schema (`#/components/schemas/JobView` → `JobView`).
+fn schema_name(value: &Value) -> Option<String> {
+    value
+        .pointer("/content/application~1json/schema/$ref")
+        .or_else(|| value.pointer("/content/application~1json/schema/items/$ref"))
+        .and_then(Value::as_str)
+        .and_then(|r| r.rsplit('/').next())
+        .map(str::to_string)
+}
+
+/// `GET /api/v1/docs`: the OpenAPI document for people, rendered on the server (no scripts).
+pub async fn docs_page() -> Html<String> {
+    static PAGE: OnceLock<String> = OnceLock::new();
+    Html(PAGE.get_or_init(render_docs).clone())
+}
+
+fn render_docs() -> String {
+    let doc: Value = serde_json::from_str(document()).unwrap_or(Value::Null);
+    let mut html = String::from(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Countersign API</title>\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <link rel=\"stylesheet\" href=\"/pkg/countersign.css\"></head><body class=\"api-docs\"><main class=\"page\">",
+    );
+    html.push_str(&format!(
+        "<h1>{}</h1><p>{}</p><p>Machine-readable: <a href=\"/api/v1/openapi.json\">/api/v1/openapi.json</a> (OpenAPI {}).</p>",
+        escape(doc.pointer("/info/title").and_then(Value::as_str).unwrap_or("API")),
+        escape(doc.pointer("/info/description").and_then(Value::as_str).unwrap_or("")),
+        escape(doc["openapi"].as_str().unwrap_or("3")),
+    ));
+    if let Some(paths) = doc["paths"].as_object() {
+        for (path, methods) in paths {
+            let Some(methods) = methods.as_object() else {
+                continue;
+            };
+            for (method, op) in methods {
+                let summary = op["summary"].as_str().unwrap_or("");
+                let description = op["description"].as_str().unwrap_or("");
+                html.push_str(&format!(
+                    "<section class=\"endpoint\" id=\"{}\"><h2><code>{} {}</code></h2><p><strong>{}</strong></p><p>{}</p>",
+                    escape(op["operationId"].as_str().unwrap_or("")),
+                    escape(&method.to_uppercase()),
+                    escape(path),
+                    escape(summary),
+                    escape(description),
+                ));
+                if let Some(params) = op["parameters"].as_array() {
+                    html.push_str("<h3>Parameters</h3><ul>");
+                    for p in params {
+                        html.push_str(&format!(
+                            "<li><code>{}</code> ({}) {}</li>",
+                            escape(p["name"].as_str().unwrap_or("")),
+                            escape(p["in"].as_str().unwrap_or("")),
+                            escape(p["description"].as_str().unwrap_or("")),
+                        ));
+                    }
+                    html.push_str("</ul>");
+                }
+                if let Some(body) = schema_name(&op["requestBody"]) {
+                    html.push_str(&format!(
+                        "<h3>Body</h3><p><a href=\"#schema-{0}\"><code>{0}</code></a></p>",
+                        escape(&body)
+                    ));
+                }
+                if let Some(responses) = op["responses"].as_object() {
+                    html.push_str("<h3>Responses</h3><ul>");
+                    for (code, response) in responses {
+                        let body = schema_name(response)
+                            .map(|s| {
+                                format!(
+                                    " → <a href=\"#schema-{0}\"><code>{0}</code></a>",
+                                    escape(&s)
+                                )
+                            })
+                            .unwrap_or_default();
+                        html.push_str(&format!(
+                            "<li><code>{}</code> {}{}</li>",
+                            escape(code),
+                            escape(response["description"].as_str().unwrap_or("")),
+                            body
+                        ));
+                    }
+                    html.push_str("</ul>");
+                }
+                html.push_str("</section>");
+            }
+        }
+    }
+    html.push_str("<h2>Schemas</h2>");
+    if let Some(schemas) = doc
+        .pointer("/components/schemas")
+        .and_then(Value::as_object)
+    {
+        for (name, schema) in schemas {
+            html.push_str(&format!(
+                "<section class=\"schema\" id=\"schema-{0}\"><h3><code>{0}</code></h3><p>{1}</p><ul>",
+                escape(name),
+                escape(schema["description"].as_str().unwrap_or(""))
+            ));
+            let required: Vec<&str> = schema["required"]
+                .as_array()
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if let Some(properties) = schema["properties"].as_object() {
+                for (field, spec) in properties {
+                    let kind = spec["type"]
+                        .as_str()
+                        .map(str::to_string)
+                        .or_else(|| {
+                            spec["type"].as_array().map(|t| {
+                                t.iter()
+                                    .filter_map(Value::as_str)
+                                    .collect::<Vec<_>>()
+                                    .join(" | ")
+                            })
+                        })
+                        .or_else(|| {
+                            spec["$ref"]
+                                .as_str()
+                                .and_then(|r| r.rsplit('/').next())
+                                .map(str::to_string)
+                        })
+                        .unwrap_or_else(|| "value".into());
+                    html.push_str(&format!(
+                        "<li><code>{}</code> <em>{}</em>{} {}</li>",
+                        escape(field),
+                        escape(&kind),
+                        if required.contains(&field.as_str()) {
+                            " (required)"
+                        } else {
+                            ""
+                        },
+                        escape(spec["description"].as_str().unwrap_or("")),
+                    ));
+                }
+            }
+            html.push_str("</ul></section>");
+        }
+    }
+    html.push_str("</main></body></html>");
+    html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_describes_every_route_and_the_decision_fields_the_parser_accepts() {
+        let doc: Value = serde_json::from_str(document()).expect("json");
+        assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+        for (path, method) in [
+            ("/api/v1/whoami", "get"),
+            ("/api/v1/decisions", "post"),
+            ("/api/v1/jobs/{id}", "get"),
+            ("/api/v1/jobs/{id}/cancel", "post"),
+            ("/api/v1/jobs/{id}/votes", "post"),
+            ("/api/v1/decisions/{audit_id}/result", "post"),
+            ("/api/v1/agents/{agent_id}/claim", "post"),
+            ("/api/v1/jobs/{id}/heartbeat", "post"),
+            ("/api/v1/jobs/{id}/result", "post"),
+        ] {
+            assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+        }
+        let documented: std::collections::BTreeSet<&str> = doc
+            .pointer("/components/schemas/DecisionRequest/properties")
+            .and_then(Value::as_object)
+            .map(|p| p.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let accepted: std::collections::BTreeSet<&str> =
+            super::super::decisions::FIELDS.iter().copied().collect();
+        assert_eq!(documented, accepted);
+        let page = render_docs();
+        assert!(page.contains("POST /api/v1/decisions") && page.contains("schema-JobView"));
+    }
+}
