@@ -85,6 +85,9 @@ pub struct Config {
     pub api_rate_limit_per_sec: u32,
     /// ...and in a burst.
     pub api_rate_limit_burst: u32,
+    /// Seconds a verified API token is remembered before the database is asked again (so a
+    /// revocation takes effect within this); 0 asks every time.
+    pub api_token_cache_secs: u64,
 }
 
 /// A secret setting: usable by the code, never shown by `Debug` (so never logged).
@@ -146,6 +149,7 @@ impl Default for Config {
             api_delegating_callers: None,
             api_rate_limit_per_sec: 1_000,
             api_rate_limit_burst: 2_000,
+            api_token_cache_secs: 5,
         }
     }
 }

@@ -64,6 +64,8 @@ pub struct AppState {
     pub local_sign_in: bool,
     /// Per-caller token buckets for the API.
     pub rate_limiter: api::RateLimiter,
+    /// API tokens verified in the last few seconds.
+    pub token_cache: Arc<auth::api_tokens::TokenCache>,
     /// API callers that may act for people.
     pub delegating_callers: Arc<std::collections::BTreeSet<String>>,
     /// What `/metrics` reports.
@@ -114,6 +116,9 @@ impl AppState {
                 config.api_rate_limit_burst,
             ),
             delegating_callers: Arc::new(config.delegating_callers()),
+            token_cache: Arc::new(auth::api_tokens::TokenCache::new(
+                config.api_token_cache_secs,
+            )),
             job_events: tokio::sync::broadcast::channel(1_024).0,
             metrics,
             session_lifetime_secs: i64::try_from(

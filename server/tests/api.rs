@@ -1363,3 +1363,39 @@ async fn the_openapi_document_and_its_docs_page_are_served() {
     assert!(html.contains("POST /api/v1/decisions"), "{html}");
     assert!(html.contains("id=\"schema-DecisionAnswer\""));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_stops_working_within_the_cache_time() {
+    // With the cache off, a revocation is seen by the very next request.
+    let api = sqlite_api(|c| c.api_token_cache_secs = 0).await;
+    let token = api.token("it-mcp", &[], &OPS).await;
+    assert_eq!(api.decide(&token, sudo_ls()).await.0, StatusCode::OK);
+    server::auth::api_tokens::revoke(&api.db, "it-mcp")
+        .await
+        .expect("revoke");
+    assert_eq!(
+        api.decide(&token, sudo_ls()).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // With it on, a verified token is answered from memory until the cache forgets it.
+    let api = sqlite_api(|c| c.api_token_cache_secs = 3_600).await;
+    let token = api.token("it-mcp", &[], &OPS).await;
+    assert_eq!(api.decide(&token, sudo_ls()).await.0, StatusCode::OK);
+    server::auth::api_tokens::revoke(&api.db, "it-mcp")
+        .await
+        .expect("revoke");
+    assert_eq!(api.decide(&token, sudo_ls()).await.0, StatusCode::OK);
+    api.state.token_cache.clear();
+    assert_eq!(
+        api.decide(&token, sudo_ls()).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // Refusals are never remembered: a wrong token stays wrong, a new one works at once.
+    assert_eq!(
+        api.decide("cs_nope_nope", sudo_ls()).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let fresh = api.token("it-mcp-2", &[], &OPS).await;
+    assert_eq!(api.decide(&fresh, sudo_ls()).await.0, StatusCode::OK);
+}

@@ -23,6 +23,7 @@ fn policy() -> Arc<enforcer::PolicySet> {
 
 struct TestApp {
     router: Router,
+    state: AppState,
     store: server::store::AnyStore,
     _dir: tempfile::TempDir,
 }
@@ -47,7 +48,8 @@ async fn sqlite_app() -> TestApp {
     let state = AppState::new(&config, db, policy()).expect("state");
     TestApp {
         store: state.store.clone(),
-        router: app(state),
+        router: app(state.clone()),
+        state,
         _dir: dir,
     }
 }
@@ -531,6 +533,9 @@ async fn the_api_takes_api_tokens_and_refuses_everything_else() {
     server::auth::api_tokens::revoke(&db, "it-mcp")
         .await
         .expect("revoke");
+    // A verified token is remembered for `api_token_cache_secs` (tests/api.rs covers that);
+    // once forgotten, the revocation is seen.
+    test.state.token_cache.clear();
     assert_eq!(
         request(&test.router, whoami(Some(format!("Bearer {token}"))))
             .await

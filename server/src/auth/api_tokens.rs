@@ -199,3 +199,57 @@ pub async fn authenticate(db: &Database, presented: &str) -> Result<ApiToken, To
         last_used_at,
     )))
 }
+
+/// Verified API tokens, remembered for a few seconds so that a busy caller does not cost a
+/// database read per request. Only successes are kept (a new token works at once); a revocation
+/// takes effect within the time to live. Keys are SHA-256 of the presented token.
+pub struct TokenCache {
+    ttl: std::time::Duration,
+    entries: std::sync::Mutex<std::collections::HashMap<String, (ApiToken, std::time::Instant)>>,
+}
+
+/// Entries kept at most; past it the cache starts afresh.
+const CACHE_CAP: usize = 10_000;
+
+impl TokenCache {
+    pub fn new(ttl_secs: u64) -> TokenCache {
+        TokenCache {
+            ttl: std::time::Duration::from_secs(ttl_secs),
+            entries: Default::default(),
+        }
+    }
+
+    /// [`authenticate`], answered from memory while a success is fresh.
+    pub async fn authenticate(
+        &self,
+        db: &Database,
+        presented: &str,
+    ) -> Result<ApiToken, TokenStoreError> {
+        if self.ttl.is_zero() {
+            return authenticate(db, presented).await;
+        }
+        let key = enforcer::sha256_hex(presented.as_bytes());
+        if let Ok(entries) = self.entries.lock() {
+            if let Some((token, at)) = entries.get(&key) {
+                if at.elapsed() < self.ttl {
+                    return Ok(token.clone());
+                }
+            }
+        }
+        let token = authenticate(db, presented).await?;
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= CACHE_CAP {
+                entries.clear();
+            }
+            entries.insert(key, (token.clone(), std::time::Instant::now()));
+        }
+        Ok(token)
+    }
+
+    /// Forget every remembered token (after a revocation on this replica).
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
+}

@@ -585,7 +585,7 @@ impl axum::extract::FromRequestParts<AppState> for ApiCaller {
                 }
             };
         }
-        match api_tokens::authenticate(&state.db, &presented).await {
+        match state.token_cache.authenticate(&state.db, &presented).await {
             Ok(token) => Ok(ApiCaller {
                 id: token.name,
                 kind: "api-token",
