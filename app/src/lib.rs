@@ -3,6 +3,7 @@
 //! Rendered on the server (feature `ssr`) and hydrated in the browser (feature `hydrate`).
 //! Server functions stay thin: they fetch a service from context and call it.
 
+pub mod approvals;
 pub mod error;
 mod layout;
 mod pages;
@@ -130,7 +131,8 @@ pub fn App() -> impl IntoView {
             <layout::Shell>
                 <Routes fallback=pages::NotFound>
                     <Route path=path!("") view=pages::Dashboard ssr=SsrMode::InOrder/>
-                    <Route path=path!("/approvals") view=pages::Approvals ssr=SsrMode::InOrder/>
+                    <Route path=path!("/approvals") view=approvals::Approvals ssr=SsrMode::InOrder/>
+                    <Route path=path!("/approvals/:id") view=approvals::ApprovalPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/jobs") view=pages::Jobs ssr=SsrMode::InOrder/>
                     <Route path=path!("/audit") view=pages::Audit ssr=SsrMode::InOrder/>
                     <Route path=path!("/reports") view=pages::Reports ssr=SsrMode::InOrder/>

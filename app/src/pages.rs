@@ -34,15 +34,6 @@ pub fn Dashboard() -> impl IntoView {
 }
 
 #[component]
-pub fn Approvals() -> impl IntoView {
-    view! {
-        <Section title="Approvals" lead="Requests waiting for a person: urgent first, then oldest.">
-            <p class="muted">"Nothing is waiting for approval."</p>
-        </Section>
-    }
-}
-
-#[component]
 pub fn Jobs() -> impl IntoView {
     view! {
         <Section title="Jobs" lead="Every approved job, from request to result.">

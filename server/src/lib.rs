@@ -22,6 +22,7 @@ pub mod executors;
 pub mod import;
 pub mod maintenance;
 pub mod metrics;
+pub mod portal;
 pub mod security;
 pub mod store;
 pub mod telemetry;
@@ -232,21 +233,23 @@ fn provide_user(state: &AppState) -> impl Fn() + Clone + Send + Sync + 'static {
         provider_origin: state.oidc.as_ref().map(|o| o.origin()),
         local: state.local_sign_in,
     };
-    move || provide_request_context(options.clone())
+    let state = state.clone();
+    move || provide_request_context(&state, options.clone())
 }
 
-fn provide_request_context(options: app::AuthOptions) {
+fn provide_request_context(state: &AppState, options: app::AuthOptions) {
     use leptos::prelude::{provide_context, use_context};
     provide_context(options);
-    if let Some(parts) = use_context::<axum::http::request::Parts>() {
-        if let Some(user) = parts.extensions.get::<auth::SignedIn>() {
-            provide_context(app::UserView {
-                username: user.username.clone(),
-                display_name: user.display_name.clone(),
-                roles: user.roles.clone(),
-            });
-        }
+    let user = use_context::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<auth::SignedIn>().cloned());
+    if let Some(user) = &user {
+        provide_context(app::UserView {
+            username: user.username.clone(),
+            display_name: user.display_name.clone(),
+            roles: user.roles.clone(),
+        });
     }
+    provide_context(portal::Portal::for_request(state.clone(), user));
 }
 
 /// `/metrics`: Prometheus text format. The queue depth is read from the database at scrape time

@@ -552,3 +552,129 @@ async fn the_api_takes_api_tokens_and_refuses_everything_else() {
             >= 4
     );
 }
+
+/// Queue a job as `bob` would have through the API (HIGH, a dangerous command).
+async fn queue_job(test: &TestApp) -> String {
+    let now = chrono::Utc::now();
+    let args = serde_json::json!({"command": "cd /srv && rm -rf /var/www"});
+    let job = server::store::NewJob {
+        job_id: None,
+        tool_name: "ssh-exec".into(),
+        operation: "executeCommand".into(),
+        params: enforcer::canonical_json(&args),
+        requested_capabilities: vec!["ssh-linux".into()],
+        target: Some("web-01".into()),
+        target_agent_id: None,
+        priority: "high".into(),
+        requester: "bob".into(),
+        requester_reason: Some("clean the old site".into()),
+        risk: "HIGH".into(),
+        call_hash: "ab".repeat(32),
+        policy_hash: None,
+        approvals_required: 1,
+        created_at: now,
+        expires_at: now + chrono::Duration::hours(1),
+        approval_window_secs: 3_600,
+        max_retries: 1,
+        decision_audit_id: None,
+        submitted_by: Some("it-mcp".into()),
+    };
+    server::store::Store::insert_job(&test.store, &job)
+        .await
+        .expect("job")
+        .job_id
+}
+
+async fn post_form(router: &Router, uri: &str, cookie: &str, body: &str) -> (StatusCode, String) {
+    let cookie = cookie.split(';').next().unwrap_or_default().to_string();
+    let response = router
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method("POST")
+                .uri(uri)
+                .header("host", "127.0.0.1:3000")
+                .header("origin", "http://127.0.0.1:3000")
+                .header("cookie", cookie)
+                // What a browser's form submission sends (no WASM involved).
+                .header("accept", "text/html")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(body.to_string()))
+                .expect("request"),
+        )
+        .await
+        .expect("router answers");
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (response.status(), location)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_are_listed_explained_and_voted_on_without_wasm() {
+    let _serial = SERIAL.lock().await;
+    let test = sqlite_app().await;
+    let job_id = queue_job(&test).await;
+    let cookie = alice(&test.router).await;
+
+    let (status, html) = get_as(&test.router, "/approvals", &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(&format!("data-job=\"{job_id}\"")), "{html}");
+    assert!(html.contains("web-01") && html.contains("bob") && html.contains("0/1"));
+
+    let page = format!("/approvals/{job_id}");
+    let (status, html) = get_as(&test.router, &page, &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    // The dangerous part of the command is marked with the pattern that matched it.
+    assert!(html.contains("data-pattern=\"rm-recursive-force\""), "{html}");
+    assert!(!html.contains("missing required capabilities"), "{html}");
+    assert!(html.contains(">rm -rf /var/www</mark>"), "{html}");
+    assert!(html.contains("clean the old site"));
+    assert!(html.contains("data-testid=\"approve\"") && html.contains("data-testid=\"deny\""));
+
+    // A denial without a reason is refused and nothing changes.
+    let body = format!("job_id={job_id}&verdict=deny&reason=");
+    let (status, location) = post_form(&test.router, "/api/cast_vote", &cookie, &body).await;
+    assert!(status.is_redirection(), "{status}");
+    assert!(
+        location.starts_with(&format!("/approvals/{job_id}?error=")),
+        "{location}"
+    );
+    let job = server::store::Store::job(&test.store, &job_id)
+        .await
+        .expect("job");
+    assert_eq!(job.status, server::store::JobStatus::Queued);
+
+    let body = format!("job_id={job_id}&verdict=approve&reason=checked+with+bob");
+    let (status, location) = post_form(&test.router, "/api/cast_vote", &cookie, &body).await;
+    assert!(status.is_redirection(), "{status}");
+    assert_eq!(location, format!("/approvals/{job_id}?voted=approve"));
+    let job = server::store::Store::job(&test.store, &job_id)
+        .await
+        .expect("job");
+    assert_eq!(job.status, server::store::JobStatus::Approved);
+    let rows = server::store::Store::audit_page(&test.store, 0, 100)
+        .await
+        .expect("audit");
+    assert!(rows
+        .iter()
+        .any(|r| r.event.kind == server::store::EventKind::Approval
+            && r.event.approver.as_deref() == Some("alice")
+            && r.event.job_id.as_deref() == Some(job_id.as_str())));
+
+    // Decided requests leave the list; the page says why no one may vote now.
+    let (_, html) = get_as(&test.router, "/approvals", &cookie).await;
+    assert!(html.contains("data-testid=\"no-approvals\""), "{html}");
+    let (_, html) = get_as(&test.router, &page, &cookie).await;
+    assert!(html.contains("data-testid=\"cannot-vote\"") && html.contains("approved"));
+
+    // Signed out, the vote endpoint refuses.
+    let (status, _) = post_form(&test.router, "/api/cast_vote", "", &body).await;
+    assert!(
+        status.is_client_error() || status.is_redirection(),
+        "{status}"
+    );
+}

@@ -434,6 +434,10 @@ async fn claims_respect_assignments<S: Store>(store: &S) {
             .map(|j| j.job_id)
     };
     assert_eq!(claimed("executor:other").await, None);
+    assert!(
+        store.pending_jobs(10).await.expect("pending").is_empty(),
+        "approved jobs are no longer pending"
+    );
     assert_eq!(claimed("agent-8").await.as_ref(), Some(&ids[1]));
     assert_eq!(
         claimed("agent-8").await,
@@ -442,6 +446,39 @@ async fn claims_respect_assignments<S: Store>(store: &S) {
     );
     assert_eq!(claimed("executor:hook").await.as_ref(), Some(&ids[0]));
     assert_eq!(claimed("agent-7").await.as_ref(), Some(&ids[2]));
+}
+
+/// The approvals page's list: queued jobs only, urgent first, then oldest.
+async fn pending_jobs_are_urgent_first_then_oldest<S: Store>(store: &S) {
+    let mut ids = Vec::new();
+    for (priority, minutes_ago) in [("normal", 30), ("urgent", 5), ("normal", 60), ("high", 1)] {
+        let mut job = new_job(1);
+        job.priority = priority.into();
+        job.created_at = Utc::now() - Duration::minutes(minutes_ago);
+        ids.push(store.insert_job(&job).await.expect("insert").job_id);
+    }
+    let decided = store.insert_job(&new_job(1)).await.expect("insert");
+    store
+        .vote(&vote(&decided.job_id, "dave", Verdict::Deny))
+        .await
+        .expect("deny");
+    let pending: Vec<String> = store
+        .pending_jobs(10)
+        .await
+        .expect("pending")
+        .into_iter()
+        .map(|j| j.job_id)
+        .collect();
+    assert_eq!(
+        pending,
+        [
+            ids[1].clone(),
+            ids[3].clone(),
+            ids[2].clone(),
+            ids[0].clone()
+        ]
+    );
+    assert_eq!(store.pending_jobs(2).await.expect("pending").len(), 2);
 }
 
 async fn concurrent_claims_have_one_winner<S: Store>(store: &S) {
@@ -643,6 +680,7 @@ conformance!(
     concurrent_approvals_have_one_winner,
     concurrent_claims_have_one_winner,
     claims_respect_assignments,
+    pending_jobs_are_urgent_first_then_oldest,
     checkpoints_catch_truncation,
     purge_keeps_the_chain_verifiable,
 );

@@ -53,6 +53,9 @@ impl Store for AnyStore {
     async fn votes(&self, job_id: &str) -> Result<Vec<VoteRecord>, StoreError> {
         delegate!(self, s => s.votes(job_id))
     }
+    async fn pending_jobs(&self, limit: i64) -> Result<Vec<Job>, StoreError> {
+        delegate!(self, s => s.pending_jobs(limit))
+    }
     async fn vote(&self, vote: &VoteRecord) -> Result<Job, StoreError> {
         delegate!(self, s => s.vote(vote))
     }

@@ -370,6 +370,16 @@ impl Store for DialectStore {
         job_row(&row)
     }
 
+    async fn pending_jobs(&self, limit: i64) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM command_queue WHERE status = 'queued' ORDER BY {PRIORITY_ORDER}, created_at LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_row).collect()
+    }
+
     async fn votes(&self, job_id: &str) -> Result<Vec<VoteRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM approvals WHERE job_id = $1 ORDER BY id")
             .bind(job_id)

@@ -358,6 +358,9 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         job_id: &str,
     ) -> impl Future<Output = Result<Vec<VoteRecord>, StoreError>> + Send;
+    /// Jobs waiting for approval, most urgent first, then oldest; at most `limit`.
+    fn pending_jobs(&self, limit: i64)
+        -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
     /// Record a vote and, in the same transaction, move the job: a denial → denied; the
     /// approval that reaches the quorum → approved. Refuses a second vote by the same person and
     /// any vote on a job that is no longer queued.

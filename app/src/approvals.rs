@@ -1,0 +1,326 @@
+//! The approvals pages: the pending list (urgent first, then oldest) and one request in full,
+//! with each matched dangerous pattern highlighted in the argument text, the decision's reasons,
+//! earlier votes, and the approve / deny forms. The forms are plain HTML forms posting to server
+//! functions, so they work before (and without) WASM; the server refuses whoever may not vote.
+//!
+//! Server functions stay thin: the server provides an [`ApprovalService`] in context.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::use_params_map;
+use serde::{Deserialize, Serialize};
+
+/// One request waiting for approval, as the list shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingApproval {
+    pub job_id: String,
+    pub tool: String,
+    pub operation: String,
+    pub target: Option<String>,
+    pub risk: String,
+    pub priority: String,
+    pub requester: String,
+    pub requester_reason: Option<String>,
+    pub age_secs: i64,
+    /// Seconds until the request expires (negative: overdue, about to be expired).
+    pub expires_in_secs: Option<i64>,
+    pub approvals: u32,
+    pub approvals_required: i32,
+}
+
+/// A run of argument text, marked when a dangerous pattern matched it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub text: String,
+    /// The pattern id that matched this text.
+    pub pattern: Option<String>,
+}
+
+/// One argument of the call, split into segments for highlighting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArgumentView {
+    pub name: String,
+    pub segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatternView {
+    pub id: String,
+    pub category: String,
+    pub description: String,
+    pub argument: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteRow {
+    pub approver: String,
+    pub verdict: String,
+    pub reason: Option<String>,
+    pub at: String,
+}
+
+/// Everything an approver needs to decide.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalView {
+    pub summary: PendingApproval,
+    pub status: String,
+    pub call_hash: String,
+    pub arguments: Vec<ArgumentView>,
+    pub patterns: Vec<PatternView>,
+    pub reasons: Vec<String>,
+    pub required_capabilities: Vec<String>,
+    pub viewer_capabilities: Vec<String>,
+    pub votes: Vec<VoteRow>,
+    /// Whether the signed-in person may vote now; if not, why.
+    pub may_vote: bool,
+    pub why_not: Vec<String>,
+}
+
+/// What the server provides for these pages (in the request's context).
+#[cfg(feature = "ssr")]
+pub trait ApprovalService: Send + Sync {
+    fn pending(&self) -> BoxFuture<Result<Vec<PendingApproval>, String>>;
+    fn detail(&self, job_id: String) -> BoxFuture<Result<Option<ApprovalView>, String>>;
+    /// Cast the signed-in person's vote. `Err` is a sentence to show them.
+    fn vote(&self, job_id: String, approve: bool, reason: String) -> BoxFuture<Result<(), String>>;
+}
+
+#[cfg(feature = "ssr")]
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+#[cfg(feature = "ssr")]
+fn service() -> Result<std::sync::Arc<dyn ApprovalService>, ServerFnError> {
+    use_context::<std::sync::Arc<dyn ApprovalService>>()
+        .ok_or_else(|| ServerFnError::new("the approval service is unavailable"))
+}
+
+/// Requests waiting for approval.
+#[server(endpoint = "pending_approvals")]
+pub async fn pending_approvals() -> Result<Vec<PendingApproval>, ServerFnError> {
+    service()?.pending().await.map_err(ServerFnError::new)
+}
+
+/// One request in full.
+#[server(endpoint = "approval_detail")]
+pub async fn approval_detail(job_id: String) -> Result<Option<ApprovalView>, ServerFnError> {
+    service()?.detail(job_id).await.map_err(ServerFnError::new)
+}
+
+/// Approve or deny, then come back to the request (with the refusal, if any, in the address).
+#[server(endpoint = "cast_vote")]
+pub async fn cast_vote(
+    job_id: String,
+    verdict: String,
+    reason: String,
+) -> Result<(), ServerFnError> {
+    let approve = match verdict.as_str() {
+        "approve" => true,
+        "deny" => false,
+        _ => return Err(ServerFnError::new("the verdict is approve or deny")),
+    };
+    let outcome = service()?.vote(job_id.clone(), approve, reason).await;
+    let back = match outcome {
+        Ok(()) => format!(
+            "/approvals/{}?voted={verdict}",
+            crate::encode_query(&job_id)
+        ),
+        Err(message) => format!(
+            "/approvals/{}?error={}",
+            crate::encode_query(&job_id),
+            crate::encode_query(&message)
+        ),
+    };
+    leptos_axum::redirect(&back);
+    Ok(())
+}
+
+fn duration(secs: i64) -> String {
+    let s = secs.unsigned_abs();
+    let text = if s < 120 {
+        format!("{s} s")
+    } else if s < 7_200 {
+        format!("{} min", s / 60)
+    } else if s < 172_800 {
+        format!("{} h", s / 3_600)
+    } else {
+        format!("{} d", s / 86_400)
+    };
+    if secs < 0 {
+        format!("overdue by {text}")
+    } else {
+        text
+    }
+}
+
+#[component]
+fn RiskBadge(risk: String) -> impl IntoView {
+    let class = format!("badge risk-{}", risk.to_ascii_lowercase());
+    view! { <span class=class>{risk}</span> }
+}
+
+/// `/approvals`: the pending list.
+#[component]
+pub fn Approvals() -> impl IntoView {
+    let pending = Resource::new(|| (), |_| pending_approvals());
+    view! {
+        <Title text="Approvals"/>
+        <section class="page">
+            <h1>"Approvals"</h1>
+            <p class="lead">"Requests waiting for a person: urgent first, then oldest."</p>
+            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                {move || pending.get().map(|result| match result {
+                    Err(error) => view! { <p class="error" role="alert">{error.to_string()}</p> }.into_any(),
+                    Ok(list) if list.is_empty() => view! {
+                        <p class="muted" data-testid="no-approvals">"Nothing is waiting for approval."</p>
+                    }.into_any(),
+                    Ok(list) => view! {
+                        <table class="dense" data-testid="approvals">
+                            <thead><tr>
+                                <th>"Risk"</th><th>"Tool"</th><th>"Operation"</th><th>"Target"</th>
+                                <th>"Requester"</th><th>"Age"</th><th>"Expires in"</th><th>"Quorum"</th>
+                            </tr></thead>
+                            <tbody>
+                                {list.into_iter().map(|p| {
+                                    let href = format!("/approvals/{}", p.job_id);
+                                    view! {
+                                        <tr data-job=p.job_id.clone()>
+                                            <td><RiskBadge risk=p.risk.clone()/></td>
+                                            <td><a href=href>{p.tool.clone()}</a></td>
+                                            <td>{p.operation.clone()}</td>
+                                            <td>{p.target.clone().unwrap_or_default()}</td>
+                                            <td>{p.requester.clone()}</td>
+                                            <td>{duration(p.age_secs)}</td>
+                                            <td>{p.expires_in_secs.map(duration).unwrap_or_default()}</td>
+                                            <td>{format!("{}/{}", p.approvals, p.approvals_required)}</td>
+                                        </tr>
+                                    }
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    }.into_any(),
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+/// `/approvals/:id`: one request in full, and the vote forms.
+#[component]
+pub fn ApprovalPage() -> impl IntoView {
+    let params = use_params_map();
+    let query = leptos_router::hooks::use_query_map();
+    let job_id = move || params.with(|p| p.get("id").unwrap_or_default());
+    let detail = Resource::new(job_id, approval_detail);
+    let notice = move || {
+        query.with(|q| {
+            if let Some(error) = q.get("error") {
+                Some(
+                    view! { <p class="error" role="alert" data-testid="vote-error">{error}</p> }
+                        .into_any(),
+                )
+            } else {
+                q.get("voted").map(|v| {
+                    let text = if v == "deny" { "Denied." } else { "Approved." };
+                    view! { <p class="notice" role="status" data-testid="vote-done">{text}</p> }
+                        .into_any()
+                })
+            }
+        })
+    };
+    view! {
+        <Title text="Approval"/>
+        <section class="page">
+            <p><a href="/approvals">"← All pending approvals"</a></p>
+            {notice}
+            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                {move || detail.get().map(|result| match result {
+                    Err(error) => view! { <p class="error" role="alert">{error.to_string()}</p> }.into_any(),
+                    Ok(None) => view! { <h1>"Not found"</h1><p>"There is no such request, or it is not yours to see."</p> }.into_any(),
+                    Ok(Some(d)) => detail_view(d).into_any(),
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+fn detail_view(d: ApprovalView) -> impl IntoView {
+    let s = d.summary.clone();
+    let critical = s.risk == "CRITICAL";
+    let title = format!("{} · {}", s.tool, s.operation);
+    view! {
+        <h1 data-testid="approval-title">{title}" "<RiskBadge risk=s.risk.clone()/></h1>
+        <dl class="facts">
+            <dt>"Status"</dt><dd data-testid="approval-status">{d.status.clone()}</dd>
+            <dt>"Target"</dt><dd>{s.target.clone().unwrap_or_else(|| "—".into())}</dd>
+            <dt>"Requester"</dt><dd>{s.requester.clone()}</dd>
+            <dt>"Their reason"</dt><dd>{s.requester_reason.clone().unwrap_or_else(|| "—".into())}</dd>
+            <dt>"Waiting"</dt><dd>{duration(s.age_secs)}</dd>
+            <dt>"Expires in"</dt><dd>{s.expires_in_secs.map(duration).unwrap_or_default()}</dd>
+            <dt>"Quorum"</dt><dd>{format!("{}/{}", s.approvals, s.approvals_required)}</dd>
+            <dt>"Call hash"</dt><dd><code class="hash">{d.call_hash.clone()}</code></dd>
+        </dl>
+        <h2>"The call"</h2>
+        <div class="arguments">
+            {d.arguments.into_iter().map(|a| view! {
+                <div class="argument">
+                    <span class="arg-name">{a.name}</span>
+                    <pre class="arg-value">{a.segments.into_iter().map(|seg| match seg.pattern {
+                        Some(id) => view! { <mark title=id.clone() data-pattern=id>{seg.text}</mark> }.into_any(),
+                        None => view! { <span>{seg.text}</span> }.into_any(),
+                    }).collect_view()}</pre>
+                </div>
+            }).collect_view()}
+        </div>
+        <h2>"Why it needs approval"</h2>
+        <ul class="reasons">{d.reasons.into_iter().map(|r| view! { <li>{r}</li> }).collect_view()}</ul>
+        {(!d.patterns.is_empty()).then(|| view! {
+            <h2>"Dangerous patterns"</h2>
+            <ul class="patterns" data-testid="patterns">
+                {d.patterns.into_iter().map(|p| view! {
+                    <li><code>{p.id}</code>" ("{p.category}") in "<code>{p.argument}</code>": "<mark>{p.text}</mark>" — "{p.description}</li>
+                }).collect_view()}
+            </ul>
+        })}
+        <h2>"Capabilities"</h2>
+        <p>"Required: "{d.required_capabilities.join(", ")}</p>
+        <p>"Yours: "{d.viewer_capabilities.join(", ")}</p>
+        <h2>"Votes"</h2>
+        {if d.votes.is_empty() {
+            view! { <p class="muted">"No votes yet."</p> }.into_any()
+        } else {
+            view! {
+                <ul class="votes">{d.votes.into_iter().map(|v| view! {
+                    <li>{v.approver}" — "<strong>{v.verdict}</strong>{v.reason.map(|r| format!(": {r}")).unwrap_or_default()}" ("{v.at}")"</li>
+                }).collect_view()}</ul>
+            }.into_any()
+        }}
+        {if d.may_vote {
+            let job = s.job_id.clone();
+            view! {
+                <div class="vote-forms">
+                    <form method="post" action="/api/cast_vote" class="vote approve">
+                        <input type="hidden" name="job_id" value=job.clone()/>
+                        <input type="hidden" name="verdict" value="approve"/>
+                        <label>{if critical { "Comment (required for CRITICAL)" } else { "Comment" }}
+                            <textarea name="reason" required=critical maxlength="2000"></textarea>
+                        </label>
+                        <button type="submit" data-testid="approve">"Approve"</button>
+                    </form>
+                    <form method="post" action="/api/cast_vote" class="vote deny">
+                        <input type="hidden" name="job_id" value=job/>
+                        <input type="hidden" name="verdict" value="deny"/>
+                        <label>"Reason (the AI assistant is told it)"
+                            <textarea name="reason" required=true maxlength="2000"></textarea>
+                        </label>
+                        <button type="submit" data-testid="deny">"Deny"</button>
+                    </form>
+                </div>
+            }.into_any()
+        } else {
+            view! {
+                <p class="muted" data-testid="cannot-vote">"You cannot vote on this request: "{d.why_not.join("; ")}</p>
+            }.into_any()
+        }}
+    }
+}

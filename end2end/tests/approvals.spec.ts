@@ -1,0 +1,80 @@
+import { test, expect } from '@playwright/test';
+import { Portal } from './pages/portal';
+import { providerLogin, serviceToken } from './pages/realm';
+
+// The approvals pages on the real server: IT-MCP asks through the API, a person signed in at the
+// provider reads the request with its dangerous part highlighted, and approves it in the page.
+
+async function askForApproval(request: import('@playwright/test').APIRequestContext, command: string) {
+  const token = await serviceToken();
+  const asked = await request.post('/api/v1/decisions', {
+    headers: { authorization: `Bearer ${token}` },
+    data: {
+      tool: 'ssh-exec',
+      operation: 'executeCommand',
+      args: { command },
+      target: 'web-7',
+      reason: 'disk full on web-7',
+    },
+  });
+  expect(asked.status()).toBe(200);
+  const body = await asked.json();
+  expect(body.action).toBe('require_approval');
+  return { jobId: body.job_id as string, token };
+}
+
+test('an approver reads a pending request, sees the dangerous part marked, and approves it', async ({ page, request }) => {
+  const { jobId, token } = await askForApproval(request, 'cd /var/log && rm -rf /var/log/old');
+  const portal = new Portal(page);
+  const errors = portal.watchForErrors();
+  await page.goto('/approvals');
+  await page.locator('#sign-in-provider').click();
+  await providerLogin(page, 'alice');
+  await expect(page).toHaveURL(/\/approvals$/);
+  await portal.hydrated();
+
+  const row = page.locator(`tr[data-job="${jobId}"]`);
+  await expect(row).toContainText('ssh-exec');
+  await expect(row).toContainText('web-7');
+  await expect(row).toContainText('0/1');
+  await row.getByRole('link', { name: 'ssh-exec' }).click();
+
+  await expect(page).toHaveURL(new RegExp(`/approvals/${jobId}$`));
+  await expect(page.getByTestId('approval-status')).toHaveText('queued');
+  await expect(page.locator('mark[data-pattern="rm-recursive-force"]')).toHaveText('rm -rf /var/log/old');
+  await expect(page.getByText('disk full on web-7')).toBeVisible();
+
+  await page.locator('form.vote.approve textarea').fill('checked with the on-call lead');
+  await page.getByTestId('approve').click();
+  await expect(page).toHaveURL(new RegExp(`/approvals/${jobId}\\?voted=approve$`));
+  await expect(page.getByTestId('vote-done')).toHaveText('Approved.');
+  await expect(page.getByTestId('approval-status')).toHaveText('approved');
+  await expect(page.getByTestId('cannot-vote')).toBeVisible();
+
+  // The tool server sees the same outcome through the API.
+  const job = await (await request.get(`/api/v1/jobs/${jobId}`, { headers: { authorization: `Bearer ${token}` } })).json();
+  expect(job.status).toBe('approved');
+  expect(job.approvals[0]).toMatchObject({ approver: 'alice', verdict: 'approve', reason: 'checked with the on-call lead' });
+  expect(errors).toEqual([]);
+});
+
+test('an auditor sees the request but gets no vote buttons; the server refuses a forged vote', async ({ page, request }) => {
+  const { jobId } = await askForApproval(request, 'rm -rf /srv/cache');
+  await page.goto(`/approvals/${jobId}`);
+  await page.locator('#sign-in-provider').click();
+  await providerLogin(page, 'bob');
+  await expect(page).toHaveURL(new RegExp(`/approvals/${jobId}$`));
+  await expect(page.getByTestId('cannot-vote')).toBeVisible();
+  await expect(page.getByTestId('approve')).toHaveCount(0);
+
+  // Posting the form anyway (as a crafted page would) is refused with the reason.
+  const forged = await page.request.post('/api/cast_vote', {
+    headers: { accept: 'text/html', origin: new URL(page.url()).origin },
+    form: { job_id: jobId, verdict: 'approve', reason: 'trust me' },
+    maxRedirects: 0,
+  });
+  expect(forged.status()).toBe(302);
+  expect(forged.headers()['location']).toContain(`/approvals/${jobId}?error=`);
+  await page.goto(`/approvals/${jobId}`);
+  await expect(page.getByTestId('approval-status')).toHaveText('queued');
+});

@@ -1,0 +1,318 @@
+//! The portal's services: what the approvals pages' server functions call. Each request gets
+//! one bound to the signed-in person (or to nobody, who sees and may do nothing).
+
+use crate::approvals::{self, VoteError};
+use crate::auth::SignedIn;
+use crate::store::{Job, Store, StoreError};
+use crate::AppState;
+use app::approvals::{
+    ApprovalService, ApprovalView, ArgumentView, BoxFuture, PatternView, PendingApproval, Segment,
+    VoteRow,
+};
+use chrono::Utc;
+use enforcer::{Principal, Request, Verdict};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// Requests the list shows at most.
+const LIST_LIMIT: i64 = 500;
+
+/// The approvals service for one request.
+pub struct Portal {
+    state: AppState,
+    user: Option<SignedIn>,
+}
+
+impl Portal {
+    pub fn for_request(state: AppState, user: Option<SignedIn>) -> Arc<dyn ApprovalService> {
+        Arc::new(Portal { state, user })
+    }
+}
+
+fn principal(user: &SignedIn) -> Principal {
+    Principal {
+        id: user.username.clone(),
+        roles: user.roles.iter().cloned().collect(),
+        capabilities: user.capabilities.iter().cloned().collect(),
+    }
+}
+
+/// Approvers, auditors and admins see every pending request; others only their own.
+fn may_see(user: &SignedIn, job: &Job, approver_role: &str) -> bool {
+    job.requester == user.username
+        || user
+            .roles
+            .iter()
+            .any(|r| r == approver_role || r == "auditor" || r == "admin")
+}
+
+fn summary(job: &Job, approvals: u32) -> PendingApproval {
+    let now = Utc::now();
+    PendingApproval {
+        job_id: job.job_id.clone(),
+        tool: job.tool_name.clone(),
+        operation: job.operation.clone(),
+        target: job.target.clone(),
+        risk: job.risk.clone(),
+        priority: job.priority.clone(),
+        requester: job.requester.clone(),
+        requester_reason: job.requester_reason.clone(),
+        age_secs: (now - job.created_at).num_seconds(),
+        expires_in_secs: job.expires_at.map(|t| (t - now).num_seconds()),
+        approvals,
+        approvals_required: job.approvals_required,
+    }
+}
+
+/// Split an argument's text at the spans where patterns matched.
+fn segments(text: &str, hits: &[(std::ops::Range<usize>, String)]) -> Vec<Segment> {
+    let mut hits: Vec<_> = hits
+        .iter()
+        .filter(|(span, _)| {
+            span.start < span.end
+                && span.end <= text.len()
+                && text.is_char_boundary(span.start)
+                && text.is_char_boundary(span.end)
+        })
+        .collect();
+    hits.sort_by_key(|(span, _)| (span.start, std::cmp::Reverse(span.end)));
+    let mut out = Vec::new();
+    let mut at = 0;
+    for (span, id) in hits {
+        if span.start < at {
+            continue; // overlapping: the earlier, longer match is already marked
+        }
+        if span.start > at {
+            out.push(Segment {
+                text: text[at..span.start].to_string(),
+                pattern: None,
+            });
+        }
+        out.push(Segment {
+            text: text[span.clone()].to_string(),
+            pattern: Some(id.clone()),
+        });
+        at = span.end;
+    }
+    if at < text.len() || out.is_empty() {
+        out.push(Segment {
+            text: text[at..].to_string(),
+            pattern: None,
+        });
+    }
+    out
+}
+
+fn arg_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Portal {
+    async fn pending_list(state: AppState, user: SignedIn) -> Result<Vec<PendingApproval>, String> {
+        let jobs = state
+            .store
+            .pending_jobs(LIST_LIMIT)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let role = &state.policy.approvals.approver_role;
+        let mut out = Vec::new();
+        for job in jobs.iter().filter(|j| may_see(&user, j, role)) {
+            let votes = state
+                .store
+                .votes(&job.job_id)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let approvals = votes
+                .iter()
+                .filter(|v| v.verdict == Verdict::Approve)
+                .count();
+            out.push(summary(job, u32::try_from(approvals).unwrap_or(u32::MAX)));
+        }
+        Ok(out)
+    }
+
+    async fn detail_of(
+        state: AppState,
+        user: SignedIn,
+        job_id: String,
+    ) -> Result<Option<ApprovalView>, String> {
+        let job = match state.store.job(&job_id).await {
+            Ok(job) => job,
+            Err(StoreError::NotFound) => return Ok(None),
+            Err(error) => return Err(unavailable(&error)),
+        };
+        let role = state.policy.approvals.approver_role.clone();
+        if !may_see(&user, &job, &role) {
+            return Ok(None);
+        }
+        let votes = state
+            .store
+            .votes(&job_id)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let args: Map<String, Value> = serde_json::from_str(&job.params).unwrap_or_default();
+        // The enforcer explains the call again (same pure function, same policy unless it changed).
+        let request = Request {
+            tool: job.tool_name.clone(),
+            operation: job.operation.clone(),
+            args: args.clone(),
+            target: job.target.clone(),
+        };
+        // Explaining the call's risk, not the requester's access (checked when it was asked).
+        let requester = Principal {
+            id: job.requester.clone(),
+            roles: Default::default(),
+            capabilities: state.policy.capabilities.clone(),
+        };
+        let decision = enforcer::evaluate(&request, &requester, &state.policy);
+        let arguments = args
+            .iter()
+            .map(|(name, value)| {
+                let hits: Vec<_> = decision
+                    .matched_patterns
+                    .iter()
+                    .filter(|m| &m.argument == name)
+                    .map(|m| (m.span.clone(), m.id.clone()))
+                    .collect();
+                ArgumentView {
+                    name: name.clone(),
+                    segments: segments(&arg_text(value), &hits),
+                }
+            })
+            .collect();
+        let approvals = votes
+            .iter()
+            .filter(|v| v.verdict == Verdict::Approve)
+            .count();
+        let eligibility = enforcer::can_approve(
+            &principal(&user),
+            &enforcer::PendingJob {
+                requester: job.requester.clone(),
+                required_capabilities: job.requested_capabilities.iter().cloned().collect(),
+                approvals_required: u32::try_from(job.approvals_required).unwrap_or(1),
+                expires_at: job.expires_at.unwrap_or_else(Utc::now),
+            },
+            &votes
+                .iter()
+                .map(|v| enforcer::Vote {
+                    approver: v.approver.clone(),
+                    verdict: v.verdict,
+                    at: v.created_at,
+                })
+                .collect::<Vec<_>>(),
+            Utc::now(),
+            &role,
+        );
+        let queued = job.status == crate::store::JobStatus::Queued;
+        let mut why_not = eligibility.reasons.clone();
+        if !queued {
+            why_not.insert(0, format!("the request is {}", job.status.as_str()));
+        }
+        Ok(Some(ApprovalView {
+            summary: summary(&job, u32::try_from(approvals).unwrap_or(u32::MAX)),
+            status: job.status.as_str().to_string(),
+            call_hash: job.call_hash.clone(),
+            arguments,
+            patterns: decision
+                .matched_patterns
+                .iter()
+                .map(|m| PatternView {
+                    id: m.id.clone(),
+                    category: m.category.as_str().to_string(),
+                    description: m.description.clone(),
+                    argument: m.argument.clone(),
+                    text: m.text.clone(),
+                })
+                .collect(),
+            reasons: decision.reasons.clone(),
+            required_capabilities: job.requested_capabilities.clone(),
+            viewer_capabilities: user.capabilities.clone(),
+            votes: votes
+                .iter()
+                .map(|v| VoteRow {
+                    approver: v.approver.clone(),
+                    verdict: v.verdict.as_str().to_string(),
+                    reason: v.reason.clone(),
+                    at: v.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                })
+                .collect(),
+            may_vote: queued && eligibility.allowed,
+            why_not,
+        }))
+    }
+}
+
+fn unavailable(error: &StoreError) -> String {
+    tracing::error!(%error, "portal: the store could not be read");
+    "the approval queue cannot be read right now; try again".to_string()
+}
+
+fn signed_out() -> String {
+    "sign in first".to_string()
+}
+
+impl ApprovalService for Portal {
+    fn pending(&self) -> BoxFuture<Result<Vec<PendingApproval>, String>> {
+        let (state, user) = (self.state.clone(), self.user.clone());
+        Box::pin(async move {
+            let user = user.ok_or_else(signed_out)?;
+            Portal::pending_list(state, user).await
+        })
+    }
+
+    fn detail(&self, job_id: String) -> BoxFuture<Result<Option<ApprovalView>, String>> {
+        let (state, user) = (self.state.clone(), self.user.clone());
+        Box::pin(async move {
+            let user = user.ok_or_else(signed_out)?;
+            Portal::detail_of(state, user, job_id).await
+        })
+    }
+
+    fn vote(&self, job_id: String, approve: bool, reason: String) -> BoxFuture<Result<(), String>> {
+        let (state, user) = (self.state.clone(), self.user.clone());
+        Box::pin(async move {
+            let user = user.ok_or_else(signed_out)?;
+            let verdict = if approve {
+                Verdict::Approve
+            } else {
+                Verdict::Deny
+            };
+            match approvals::vote(&state, &principal(&user), &job_id, verdict, Some(&reason)).await
+            {
+                Ok(_) => Ok(()),
+                Err(VoteError::Unavailable(error)) => {
+                    tracing::error!(%error, "portal vote could not be recorded");
+                    Err("the vote could not be recorded; nothing changed — try again".into())
+                }
+                Err(other) => Err(other.to_string()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_mark_matches_and_keep_the_rest() {
+        let text = "ls && rm -rf / && echo ok";
+        let segs = segments(text, &[(6..14, "rm-rf".into())]);
+        let joined: String = segs.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(joined, text);
+        assert_eq!(segs[1].text, "rm -rf /");
+        assert_eq!(segs[1].pattern.as_deref(), Some("rm-rf"));
+        // Out-of-range or overlapping spans never break the text.
+        let segs = segments(
+            "abc",
+            &[(1..9, "x".into()), (0..2, "y".into()), (1..2, "z".into())],
+        );
+        assert_eq!(
+            segs.iter().map(|s| s.text.as_str()).collect::<String>(),
+            "abc"
+        );
+    }
+}
