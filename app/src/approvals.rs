@@ -3,7 +3,7 @@
 //! earlier votes, and the approve / deny forms. The forms are plain HTML forms posting to server
 //! functions, so they work before (and without) WASM; the server refuses whoever may not vote.
 //!
-//! Server functions stay thin: the server provides an [`ApprovalService`] in context.
+//! Server functions stay thin: the server provides a [`crate::service::PortalService`] in context.
 
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -77,23 +77,8 @@ pub struct ApprovalView {
     pub why_not: Vec<String>,
 }
 
-/// What the server provides for these pages (in the request's context).
 #[cfg(feature = "ssr")]
-pub trait ApprovalService: Send + Sync {
-    fn pending(&self) -> BoxFuture<Result<Vec<PendingApproval>, String>>;
-    fn detail(&self, job_id: String) -> BoxFuture<Result<Option<ApprovalView>, String>>;
-    /// Cast the signed-in person's vote. `Err` is a sentence to show them.
-    fn vote(&self, job_id: String, approve: bool, reason: String) -> BoxFuture<Result<(), String>>;
-}
-
-#[cfg(feature = "ssr")]
-pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-#[cfg(feature = "ssr")]
-fn service() -> Result<std::sync::Arc<dyn ApprovalService>, ServerFnError> {
-    use_context::<std::sync::Arc<dyn ApprovalService>>()
-        .ok_or_else(|| ServerFnError::new("the approval service is unavailable"))
-}
+use crate::service::service;
 
 /// Requests waiting for approval.
 #[server(endpoint = "pending_approvals")]
@@ -104,7 +89,10 @@ pub async fn pending_approvals() -> Result<Vec<PendingApproval>, ServerFnError> 
 /// One request in full.
 #[server(endpoint = "approval_detail")]
 pub async fn approval_detail(job_id: String) -> Result<Option<ApprovalView>, ServerFnError> {
-    service()?.detail(job_id).await.map_err(ServerFnError::new)
+    service()?
+        .approval(job_id)
+        .await
+        .map_err(ServerFnError::new)
 }
 
 /// Approve or deny, then come back to the request (with the refusal, if any, in the address).
@@ -135,7 +123,7 @@ pub async fn cast_vote(
     Ok(())
 }
 
-fn duration(secs: i64) -> String {
+pub(crate) fn duration(secs: i64) -> String {
     let s = secs.unsigned_abs();
     let text = if s < 120 {
         format!("{s} s")
@@ -154,7 +142,7 @@ fn duration(secs: i64) -> String {
 }
 
 #[component]
-fn RiskBadge(risk: String) -> impl IntoView {
+pub(crate) fn RiskBadge(risk: String) -> impl IntoView {
     let class = format!("badge risk-{}", risk.to_ascii_lowercase());
     view! { <span class=class>{risk}</span> }
 }

@@ -5,8 +5,10 @@
 
 pub mod approvals;
 pub mod error;
+pub mod jobs;
 mod layout;
 mod pages;
+pub mod service;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Link, Meta, MetaTags, Stylesheet, Title};
@@ -133,7 +135,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("") view=pages::Dashboard ssr=SsrMode::InOrder/>
                     <Route path=path!("/approvals") view=approvals::Approvals ssr=SsrMode::InOrder/>
                     <Route path=path!("/approvals/:id") view=approvals::ApprovalPage ssr=SsrMode::InOrder/>
-                    <Route path=path!("/jobs") view=pages::Jobs ssr=SsrMode::InOrder/>
+                    <Route path=path!("/jobs") view=jobs::Jobs ssr=SsrMode::InOrder/>
+                    <Route path=path!("/jobs/:id") view=jobs::JobPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/audit") view=pages::Audit ssr=SsrMode::InOrder/>
                     <Route path=path!("/reports") view=pages::Reports ssr=SsrMode::InOrder/>
                                                             <Route path=path!("/policies") view=pages::Policies ssr=SsrMode::InOrder/>

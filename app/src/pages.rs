@@ -34,15 +34,6 @@ pub fn Dashboard() -> impl IntoView {
 }
 
 #[component]
-pub fn Jobs() -> impl IntoView {
-    view! {
-        <Section title="Jobs" lead="Every approved job, from request to result.">
-            <p class="muted">"No jobs yet."</p>
-        </Section>
-    }
-}
-
-#[component]
 pub fn Audit() -> impl IntoView {
     view! {
         <Section title="Audit" lead="The append-only, hash-chained record of every decision and action.">

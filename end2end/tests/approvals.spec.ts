@@ -51,6 +51,13 @@ test('an approver reads a pending request, sees the dangerous part marked, and a
   await expect(page.getByTestId('approval-status')).toHaveText('approved');
   await expect(page.getByTestId('cannot-vote')).toBeVisible();
 
+  // The job's page tells its story from the audit trail.
+  await page.goto(`/jobs/${jobId}`);
+  await expect(page.getByTestId('job-status')).toHaveText('approved');
+  await expect(page.getByTestId('timeline').locator('li[data-kind="approval"]')).toContainText('alice');
+  await page.goto('/jobs?status=approved');
+  await expect(page.locator(`tr[data-job="${jobId}"]`)).toBeVisible();
+
   // The tool server sees the same outcome through the API.
   const job = await (await request.get(`/api/v1/jobs/${jobId}`, { headers: { authorization: `Bearer ${token}` } })).json();
   expect(job.status).toBe('approved');

@@ -5,10 +5,9 @@ use crate::approvals::{self, VoteError};
 use crate::auth::SignedIn;
 use crate::store::{Job, Store, StoreError};
 use crate::AppState;
-use app::approvals::{
-    ApprovalService, ApprovalView, ArgumentView, BoxFuture, PatternView, PendingApproval, Segment,
-    VoteRow,
-};
+use app::approvals::{ApprovalView, ArgumentView, PatternView, PendingApproval, Segment, VoteRow};
+use app::jobs::{JobDetail, JobList, JobQuery, JobRow, TimelineEntry};
+use app::service::{BoxFuture, PortalService};
 use chrono::Utc;
 use enforcer::{Principal, Request, Verdict};
 use serde_json::{Map, Value};
@@ -24,7 +23,7 @@ pub struct Portal {
 }
 
 impl Portal {
-    pub fn for_request(state: AppState, user: Option<SignedIn>) -> Arc<dyn ApprovalService> {
+    pub fn for_request(state: AppState, user: Option<SignedIn>) -> Arc<dyn PortalService> {
         Arc::new(Portal { state, user })
     }
 }
@@ -245,6 +244,145 @@ impl Portal {
     }
 }
 
+/// Jobs per page of the job list.
+const JOB_PAGE: i64 = 50;
+
+fn job_row(job: &Job) -> JobRow {
+    JobRow {
+        job_id: job.job_id.clone(),
+        tool: job.tool_name.clone(),
+        operation: job.operation.clone(),
+        target: job.target.clone(),
+        risk: job.risk.clone(),
+        status: job.status.as_str().to_string(),
+        requester: job.requester.clone(),
+        age_secs: (Utc::now() - job.created_at).num_seconds(),
+    }
+}
+
+/// `created_at|job_id` of the last row on a page: where the next page starts.
+fn cursor(job: &Job) -> String {
+    format!("{}|{}", job.created_at.to_rfc3339(), job.job_id)
+}
+
+fn parse_cursor(text: &str) -> Option<(chrono::DateTime<Utc>, String)> {
+    let (at, id) = text.split_once('|')?;
+    let at = chrono::DateTime::parse_from_rfc3339(at)
+        .ok()?
+        .with_timezone(&Utc);
+    Some((at, id.to_string()))
+}
+
+impl Portal {
+    async fn job_list(state: AppState, user: SignedIn, query: JobQuery) -> Result<JobList, String> {
+        let role = &state.policy.approvals.approver_role;
+        let sees_all = user
+            .roles
+            .iter()
+            .any(|r| r == role || r == "auditor" || r == "admin");
+        let status = match query.status.as_deref() {
+            None => None,
+            Some(text) => Some(
+                crate::store::JobStatus::parse(text)
+                    .ok_or_else(|| format!("unknown status `{text}`"))?,
+            ),
+        };
+        let before = match query.before.as_deref() {
+            None => None,
+            Some(text) => Some(parse_cursor(text).ok_or("the page cursor is not valid")?),
+        };
+        let filter = crate::store::JobFilter {
+            status,
+            requester: (!sees_all).then(|| user.username.clone()),
+            before,
+        };
+        let page = usize::try_from(JOB_PAGE).unwrap_or(50);
+        let mut jobs = state
+            .store
+            .jobs_page(&filter, JOB_PAGE + 1)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let more = jobs.len() > page;
+        jobs.truncate(page);
+        let counts = if sees_all {
+            state
+                .store
+                .job_counts()
+                .await
+                .map_err(|e| unavailable(&e))?
+        } else {
+            Vec::new()
+        };
+        Ok(JobList {
+            next: if more { jobs.last().map(cursor) } else { None },
+            rows: jobs.iter().map(job_row).collect(),
+            counts,
+        })
+    }
+
+    async fn job_detail(
+        state: AppState,
+        user: SignedIn,
+        job_id: String,
+    ) -> Result<Option<JobDetail>, String> {
+        let job = match state.store.job(&job_id).await {
+            Ok(job) => job,
+            Err(StoreError::NotFound) => return Ok(None),
+            Err(error) => return Err(unavailable(&error)),
+        };
+        if !may_see(&user, &job, &state.policy.approvals.approver_role) {
+            return Ok(None);
+        }
+        let rows = state
+            .store
+            .audit_for_job(&job_id)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let timeline = rows
+            .iter()
+            .map(|r| TimelineEntry {
+                at: r
+                    .event
+                    .timestamp
+                    .format("%Y-%m-%d %H:%M:%S%.3f UTC")
+                    .to_string(),
+                kind: r.event.execution_status.clone().map_or_else(
+                    || r.event.kind.as_str().to_string(),
+                    |s| format!("execution: {s}"),
+                ),
+                who: r.event.caller_id.clone(),
+                what: r.event.decision_reason.clone(),
+                seq: r.seq,
+            })
+            .collect();
+        let result: Value = job
+            .result
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or(Value::Null);
+        let args: Value = serde_json::from_str(&job.params).unwrap_or(Value::Null);
+        Ok(Some(JobDetail {
+            row: job_row(&job),
+            call_hash: job.call_hash.clone(),
+            arguments: serde_json::to_string_pretty(&args).unwrap_or_else(|_| job.params.clone()),
+            timeline,
+            exit_code: result["exit_code"].as_i64(),
+            duration_ms: result["duration_ms"].as_i64(),
+            output: result["output"].as_str().map(str::to_string),
+            output_digest: result["output_digest"].as_str().map(str::to_string),
+            side_effects: result["side_effects"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            error: job.error.clone(),
+        }))
+    }
+}
+
 fn unavailable(error: &StoreError) -> String {
     tracing::error!(%error, "portal: the store could not be read");
     "the approval queue cannot be read right now; try again".to_string()
@@ -254,7 +392,23 @@ fn signed_out() -> String {
     "sign in first".to_string()
 }
 
-impl ApprovalService for Portal {
+impl PortalService for Portal {
+    fn jobs(&self, query: JobQuery) -> BoxFuture<Result<JobList, String>> {
+        let (state, user) = (self.state.clone(), self.user.clone());
+        Box::pin(async move {
+            let user = user.ok_or_else(signed_out)?;
+            Portal::job_list(state, user, query).await
+        })
+    }
+
+    fn job(&self, job_id: String) -> BoxFuture<Result<Option<JobDetail>, String>> {
+        let (state, user) = (self.state.clone(), self.user.clone());
+        Box::pin(async move {
+            let user = user.ok_or_else(signed_out)?;
+            Portal::job_detail(state, user, job_id).await
+        })
+    }
+
     fn pending(&self) -> BoxFuture<Result<Vec<PendingApproval>, String>> {
         let (state, user) = (self.state.clone(), self.user.clone());
         Box::pin(async move {
@@ -263,7 +417,7 @@ impl ApprovalService for Portal {
         })
     }
 
-    fn detail(&self, job_id: String) -> BoxFuture<Result<Option<ApprovalView>, String>> {
+    fn approval(&self, job_id: String) -> BoxFuture<Result<Option<ApprovalView>, String>> {
         let (state, user) = (self.state.clone(), self.user.clone());
         Box::pin(async move {
             let user = user.ok_or_else(signed_out)?;

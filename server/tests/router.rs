@@ -629,7 +629,10 @@ async fn approvals_are_listed_explained_and_voted_on_without_wasm() {
     let (status, html) = get_as(&test.router, &page, &cookie).await;
     assert_eq!(status, StatusCode::OK);
     // The dangerous part of the command is marked with the pattern that matched it.
-    assert!(html.contains("data-pattern=\"rm-recursive-force\""), "{html}");
+    assert!(
+        html.contains("data-pattern=\"rm-recursive-force\""),
+        "{html}"
+    );
     assert!(!html.contains("missing required capabilities"), "{html}");
     assert!(html.contains(">rm -rf /var/www</mark>"), "{html}");
     assert!(html.contains("clean the old site"));
@@ -670,6 +673,23 @@ async fn approvals_are_listed_explained_and_voted_on_without_wasm() {
     assert!(html.contains("data-testid=\"no-approvals\""), "{html}");
     let (_, html) = get_as(&test.router, &page, &cookie).await;
     assert!(html.contains("data-testid=\"cannot-vote\"") && html.contains("approved"));
+
+    // The jobs pages: filtered by status, and the job's timeline from its audit rows.
+    let (status, html) = get_as(&test.router, "/jobs", &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(&format!("data-job=\"{job_id}\"")), "{html}");
+    assert!(html.contains("approved (1)"), "{html}");
+    let (_, html) = get_as(&test.router, "/jobs?status=approved", &cookie).await;
+    assert!(html.contains(&format!("data-job=\"{job_id}\"")));
+    let (_, html) = get_as(&test.router, "/jobs?status=queued", &cookie).await;
+    assert!(html.contains("data-testid=\"no-jobs\""), "{html}");
+    let (_, html) = get_as(&test.router, "/jobs?status=bogus", &cookie).await;
+    assert!(html.contains("unknown status"), "{html}");
+    let (status, html) = get_as(&test.router, &format!("/jobs/{job_id}"), &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("data-testid=\"timeline\""), "{html}");
+    assert!(html.contains("data-kind=\"approval\""), "{html}");
+    assert!(html.contains("rm -rf /var/www"));
 
     // Signed out, the vote endpoint refuses.
     let (status, _) = post_form(&test.router, "/api/cast_vote", "", &body).await;

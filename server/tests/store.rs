@@ -481,6 +481,69 @@ async fn pending_jobs_are_urgent_first_then_oldest<S: Store>(store: &S) {
     assert_eq!(store.pending_jobs(2).await.expect("pending").len(), 2);
 }
 
+/// The job list: newest first, filtered, and paged by keyset without gaps or repeats.
+async fn jobs_are_paged_newest_first_by_keyset<S: Store>(store: &S) {
+    let base = Utc::now() - Duration::hours(1);
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let mut job = new_job(1);
+        // Two jobs share each timestamp: the job id breaks the tie.
+        job.created_at = base + Duration::minutes(i / 2);
+        job.requester = if i % 3 == 0 {
+            "carol".into()
+        } else {
+            "alice".into()
+        };
+        ids.push(store.insert_job(&job).await.expect("insert"));
+    }
+    store
+        .vote(&vote(&ids[6].job_id, "dave", Verdict::Deny))
+        .await
+        .expect("deny");
+    let mut seen = Vec::new();
+    let mut filter = server::store::JobFilter::default();
+    loop {
+        let page = store.jobs_page(&filter, 3).await.expect("page");
+        if page.is_empty() {
+            break;
+        }
+        let last = page.last().expect("last");
+        filter.before = Some((last.created_at, last.job_id.clone()));
+        seen.extend(page);
+    }
+    assert_eq!(seen.len(), 7, "every job once");
+    assert!(seen
+        .windows(2)
+        .all(|w| (w[0].created_at, &w[0].job_id) > (w[1].created_at, &w[1].job_id)));
+    let denied = store
+        .jobs_page(
+            &server::store::JobFilter {
+                status: Some(JobStatus::Denied),
+                ..Default::default()
+            },
+            10,
+        )
+        .await
+        .expect("denied");
+    assert_eq!(denied.len(), 1);
+    let carols = store
+        .jobs_page(
+            &server::store::JobFilter {
+                requester: Some("carol".into()),
+                ..Default::default()
+            },
+            10,
+        )
+        .await
+        .expect("carol");
+    assert_eq!(carols.len(), 3);
+    let counts = store.job_counts().await.expect("counts");
+    assert_eq!(
+        counts,
+        vec![("denied".to_string(), 1), ("queued".to_string(), 6)]
+    );
+}
+
 async fn concurrent_claims_have_one_winner<S: Store>(store: &S) {
     let mut ids = Vec::new();
     for _ in 0..30 {
@@ -681,6 +744,7 @@ conformance!(
     concurrent_claims_have_one_winner,
     claims_respect_assignments,
     pending_jobs_are_urgent_first_then_oldest,
+    jobs_are_paged_newest_first_by_keyset,
     checkpoints_catch_truncation,
     purge_keeps_the_chain_verifiable,
 );

@@ -2,7 +2,7 @@
 
 use super::{
     audit, postgres::PgStore, sqlite::SqliteStore, AuditReceipt, AuditRecord, ImportedJob, Job,
-    JobOutcome, NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
+    JobFilter, JobOutcome, NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
 };
 use crate::Database;
 use chrono::{DateTime, Utc};
@@ -52,6 +52,15 @@ impl Store for AnyStore {
     }
     async fn votes(&self, job_id: &str) -> Result<Vec<VoteRecord>, StoreError> {
         delegate!(self, s => s.votes(job_id))
+    }
+    async fn jobs_page(&self, filter: &JobFilter, limit: i64) -> Result<Vec<Job>, StoreError> {
+        delegate!(self, s => s.jobs_page(filter, limit))
+    }
+    async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        delegate!(self, s => s.job_counts())
+    }
+    async fn audit_for_job(&self, job_id: &str) -> Result<Vec<AuditRecord>, StoreError> {
+        delegate!(self, s => s.audit_for_job(job_id))
     }
     async fn pending_jobs(&self, limit: i64) -> Result<Vec<Job>, StoreError> {
         delegate!(self, s => s.pending_jobs(limit))

@@ -370,6 +370,44 @@ impl Store for DialectStore {
         job_row(&row)
     }
 
+    async fn jobs_page(&self, filter: &JobFilter, limit: i64) -> Result<Vec<Job>, StoreError> {
+        let (before_ts, before_id) = match &filter.before {
+            Some((at, id)) => (Some(ts(*at)), Some(id.clone())),
+            None => (None, None),
+        };
+        let rows = sqlx::query(
+            "SELECT * FROM command_queue \
+             WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR requester = $2) \
+             AND ($3 IS NULL OR created_at < $3 OR (created_at = $3 AND job_id < $4)) \
+             ORDER BY created_at DESC, job_id DESC LIMIT $5",
+        )
+        .bind(filter.status.map(JobStatus::as_str))
+        .bind(&filter.requester)
+        .bind(before_ts)
+        .bind(before_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_row).collect()
+    }
+
+    async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT status, COUNT(*) FROM command_queue GROUP BY status ORDER BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn audit_for_job(&self, job_id: &str) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM audit_logs WHERE job_id = $1 ORDER BY seq LIMIT 1000")
+                .bind(job_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(audit_row).collect()
+    }
+
     async fn pending_jobs(&self, limit: i64) -> Result<Vec<Job>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT * FROM command_queue WHERE status = 'queued' ORDER BY {PRIORITY_ORDER}, created_at LIMIT $1"

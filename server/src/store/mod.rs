@@ -271,6 +271,15 @@ pub struct NewJob {
     pub submitted_by: Option<String>,
 }
 
+/// Which jobs a page of the job list shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub requester: Option<String>,
+    /// Keyset cursor: only jobs strictly older than this (created_at, job_id).
+    pub before: Option<(DateTime<Utc>, String)>,
+}
+
 /// A job as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -358,6 +367,20 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         job_id: &str,
     ) -> impl Future<Output = Result<Vec<VoteRecord>, StoreError>> + Send;
+    /// Jobs newest first, optionally of one status and one requester, strictly before the
+    /// keyset cursor `(created_at, job_id)`; at most `limit`.
+    fn jobs_page(
+        &self,
+        filter: &JobFilter,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
+    /// How many jobs are in each status.
+    fn job_counts(&self) -> impl Future<Output = Result<Vec<(String, i64)>, StoreError>> + Send;
+    /// A job's audit rows, in chain order (its timeline).
+    fn audit_for_job(
+        &self,
+        job_id: &str,
+    ) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
     /// Jobs waiting for approval, most urgent first, then oldest; at most `limit`.
     fn pending_jobs(&self, limit: i64)
         -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;

@@ -4,8 +4,8 @@
 //! SQL itself is shared with SQLite (`dialect.rs`).
 
 use super::{
-    audit, truncate, AuditReceipt, AuditRecord, EventKind, ImportedJob, Job, JobOutcome, JobStatus,
-    NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
+    audit, truncate, AuditReceipt, AuditRecord, EventKind, ImportedJob, Job, JobFilter, JobOutcome,
+    JobStatus, NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
 };
 use chrono::{DateTime, Duration, Utc};
 use enforcer::Verdict;

@@ -6,8 +6,8 @@
 //! with PostgreSQL (`dialect.rs`).
 
 use super::{
-    audit, format_ts, parse_ts, AuditReceipt, AuditRecord, EventKind, ImportedJob, Job, JobOutcome,
-    JobStatus, NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
+    audit, format_ts, parse_ts, AuditReceipt, AuditRecord, EventKind, ImportedJob, Job, JobFilter,
+    JobOutcome, JobStatus, NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
 };
 use chrono::{DateTime, Duration, Utc};
 use enforcer::Verdict;

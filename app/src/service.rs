@@ -1,0 +1,29 @@
+//! What the server provides to the portal's server functions, in each request's context: one
+//! service bound to the signed-in person. Errors are sentences to show them.
+
+#[cfg(feature = "ssr")]
+use crate::approvals::{ApprovalView, PendingApproval};
+#[cfg(feature = "ssr")]
+use crate::jobs::{JobDetail, JobList, JobQuery};
+#[cfg(feature = "ssr")]
+use leptos::prelude::*;
+
+#[cfg(feature = "ssr")]
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// The portal's data and actions, implemented by the server.
+#[cfg(feature = "ssr")]
+pub trait PortalService: Send + Sync {
+    fn pending(&self) -> BoxFuture<Result<Vec<PendingApproval>, String>>;
+    fn approval(&self, job_id: String) -> BoxFuture<Result<Option<ApprovalView>, String>>;
+    /// Cast the signed-in person's vote.
+    fn vote(&self, job_id: String, approve: bool, reason: String) -> BoxFuture<Result<(), String>>;
+    fn jobs(&self, query: JobQuery) -> BoxFuture<Result<JobList, String>>;
+    fn job(&self, job_id: String) -> BoxFuture<Result<Option<JobDetail>, String>>;
+}
+
+#[cfg(feature = "ssr")]
+pub fn service() -> Result<std::sync::Arc<dyn PortalService>, ServerFnError> {
+    use_context::<std::sync::Arc<dyn PortalService>>()
+        .ok_or_else(|| ServerFnError::new("the portal service is unavailable"))
+}
