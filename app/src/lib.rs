@@ -4,6 +4,7 @@
 //! Server functions stay thin: they fetch a service from context and call it.
 
 pub mod approvals;
+pub mod dashboard;
 pub mod error;
 pub mod jobs;
 mod layout;
@@ -132,7 +133,7 @@ pub fn App() -> impl IntoView {
         <Router>
             <layout::Shell>
                 <Routes fallback=pages::NotFound>
-                    <Route path=path!("") view=pages::Dashboard ssr=SsrMode::InOrder/>
+                    <Route path=path!("") view=dashboard::Dashboard ssr=SsrMode::InOrder/>
                     <Route path=path!("/approvals") view=approvals::Approvals ssr=SsrMode::InOrder/>
                     <Route path=path!("/approvals/:id") view=approvals::ApprovalPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/jobs") view=jobs::Jobs ssr=SsrMode::InOrder/>

@@ -18,22 +18,6 @@ fn Section(title: &'static str, lead: &'static str, children: Children) -> impl 
 }
 
 #[component]
-pub fn Dashboard() -> impl IntoView {
-    view! {
-        <Section
-            title="Dashboard"
-            lead="Pending approvals, queue depth and the last day's decisions at a glance."
-        >
-            <ul class="cards">
-                <li class="card"><h2>"Pending approvals"</h2><p class="muted">"No approval queue yet."</p></li>
-                <li class="card"><h2>"Decisions (24 h)"</h2><p class="muted">"No audit trail yet."</p></li>
-                <li class="card"><h2>"Denied-operation alerts"</h2><p class="muted">"None."</p></li>
-            </ul>
-        </Section>
-    }
-}
-
-#[component]
 pub fn Audit() -> impl IntoView {
     view! {
         <Section title="Audit" lead="The append-only, hash-chained record of every decision and action.">

@@ -4,6 +4,8 @@
 #[cfg(feature = "ssr")]
 use crate::approvals::{ApprovalView, PendingApproval};
 #[cfg(feature = "ssr")]
+use crate::dashboard::DashboardView;
+#[cfg(feature = "ssr")]
 use crate::jobs::{JobDetail, JobList, JobQuery};
 #[cfg(feature = "ssr")]
 use leptos::prelude::*;
@@ -20,6 +22,7 @@ pub trait PortalService: Send + Sync {
     fn vote(&self, job_id: String, approve: bool, reason: String) -> BoxFuture<Result<(), String>>;
     fn jobs(&self, query: JobQuery) -> BoxFuture<Result<JobList, String>>;
     fn job(&self, job_id: String) -> BoxFuture<Result<Option<JobDetail>, String>>;
+    fn dashboard(&self) -> BoxFuture<Result<DashboardView, String>>;
 }
 
 #[cfg(feature = "ssr")]

@@ -85,3 +85,24 @@ test('an auditor sees the request but gets no vote buttons; the server refuses a
   await page.goto(`/approvals/${jobId}`);
   await expect(page.getByTestId('approval-status')).toHaveText('queued');
 });
+
+test('the dashboard shows a new pending request without a reload', async ({ page, request }) => {
+  await page.goto('/');
+  await page.locator('#sign-in-provider').click();
+  await providerLogin(page, 'dave');
+  await expect(page).toHaveURL(/\/$/);
+  const portal = new Portal(page);
+  await portal.hydrated();
+  await expect(page.locator('body')).toHaveAttribute('data-live', 'true');
+  await expect(page.getByTestId('decisions-chart')).toBeVisible();
+  const before = Number(await page.getByTestId('pending-count').textContent());
+  const { jobId } = await askForApproval(request, 'rm -rf /tmp/build-cache');
+  // The server's event stream says the queue changed; the page refetches its figures.
+  await expect
+    .poll(async () => Number(await page.getByTestId('pending-count').textContent()), { timeout: 10_000 })
+    .toBeGreaterThan(before);
+  expect(page.url()).toMatch(/\/$/);
+  await expect(page.getByTestId('dashboard-pending').locator(`a[href="/approvals/${jobId}"]`)).toHaveCount(
+    before + 1 > 5 ? 0 : 1,
+  );
+});

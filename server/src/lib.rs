@@ -173,6 +173,7 @@ pub fn app(state: AppState) -> Router {
         .route("/auth/login", get(auth::login_page).post(auth::sign_in))
         .route("/auth/callback", get(auth::callback))
         .route("/auth/logout", axum::routing::post(auth::sign_out))
+        .route("/events", get(portal_events))
         .merge(api::routes())
         .leptos_routes_with_context(&state, routes, provide_user(&state), {
             let options = state.leptos.clone();
@@ -250,6 +251,41 @@ fn provide_request_context(state: &AppState, options: app::AuthOptions) {
         });
     }
     provide_context(portal::Portal::for_request(state.clone(), user));
+}
+
+/// `GET /events`: server-sent events for the signed-in portal. A `change` event follows every
+/// job change on this replica (a burst coalesced into one), and a `tick` every 15 s (for
+/// decisions and other replicas' changes); the page refetches what it shows.
+async fn portal_events(
+    State(state): State<AppState>,
+) -> axum::response::sse::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let changes = state.job_events.subscribe();
+    let mut ticks = tokio::time::interval(Duration::from_secs(15));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stream =
+        futures_util::stream::unfold((changes, ticks), |(mut changes, mut ticks)| async move {
+            let name = tokio::select! {
+                change = changes.recv() => match change {
+                    Ok(_) | Err(RecvError::Lagged(_)) => {
+                        // Coalesce a burst (a batch of votes, a busy executor) into one event.
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        while changes.try_recv().is_ok() {}
+                        "change"
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = ticks.tick() => "tick",
+            };
+            Some((
+                Ok(Event::default().event("message").data(name)),
+                (changes, ticks),
+            ))
+        });
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 /// `/metrics`: Prometheus text format. The queue depth is read from the database at scrape time

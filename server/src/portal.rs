@@ -6,6 +6,7 @@ use crate::auth::SignedIn;
 use crate::store::{Job, Store, StoreError};
 use crate::AppState;
 use app::approvals::{ApprovalView, ArgumentView, PatternView, PendingApproval, Segment, VoteRow};
+use app::dashboard::{DashboardView, RecentRow};
 use app::jobs::{JobDetail, JobList, JobQuery, JobRow, TimelineEntry};
 use app::service::{BoxFuture, PortalService};
 use chrono::Utc;
@@ -244,6 +245,62 @@ impl Portal {
     }
 }
 
+impl Portal {
+    async fn dashboard_of(state: AppState, user: SignedIn) -> Result<DashboardView, String> {
+        let now = Utc::now();
+        let stats = state
+            .store
+            .dashboard_stats(
+                now - chrono::Duration::hours(24),
+                now - chrono::Duration::days(7),
+                now - chrono::Duration::hours(1),
+            )
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let queue = state
+            .store
+            .job_counts()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let pending = Portal::pending_list(state.clone(), user).await?;
+        let mut by_priority: Vec<(String, i64)> = Vec::new();
+        for p in &pending {
+            match by_priority.iter_mut().find(|(name, _)| *name == p.priority) {
+                Some((_, n)) => *n += 1,
+                None => by_priority.push((p.priority.clone(), 1)),
+            }
+        }
+        Ok(DashboardView {
+            pending_total: pending.len(),
+            pending: pending.into_iter().take(5).collect(),
+            pending_by_priority: by_priority,
+            queue,
+            by_action_risk: stats.by_action_risk,
+            daily: stats.daily,
+            alerts: stats.denial_alerts,
+            top_tools: stats.top_tools,
+            recent: stats
+                .recent
+                .into_iter()
+                .map(|r| RecentRow {
+                    seq: r.seq,
+                    at: r
+                        .event
+                        .timestamp
+                        .format("%Y-%m-%d %H:%M:%S UTC")
+                        .to_string(),
+                    kind: r.event.kind.as_str().to_string(),
+                    caller: r.event.caller_id,
+                    tool: r.event.tool,
+                    operation: r.event.operation,
+                    action: r.event.decision_action,
+                    risk: r.event.risk_level,
+                })
+                .collect(),
+        })
+    }
+}
+
 /// Jobs per page of the job list.
 const JOB_PAGE: i64 = 50;
 
@@ -393,6 +450,14 @@ fn signed_out() -> String {
 }
 
 impl PortalService for Portal {
+    fn dashboard(&self) -> BoxFuture<Result<DashboardView, String>> {
+        let (state, user) = (self.state.clone(), self.user.clone());
+        Box::pin(async move {
+            let user = user.ok_or_else(signed_out)?;
+            Portal::dashboard_of(state, user).await
+        })
+    }
+
     fn jobs(&self, query: JobQuery) -> BoxFuture<Result<JobList, String>> {
         let (state, user) = (self.state.clone(), self.user.clone());
         Box::pin(async move {

@@ -698,3 +698,72 @@ async fn approvals_are_listed_explained_and_voted_on_without_wasm() {
         "{status}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_counts_and_charts_on_the_server() {
+    let _serial = SERIAL.lock().await;
+    let test = sqlite_app().await;
+    let job_id = queue_job(&test).await;
+    let mut events = Vec::new();
+    for (action, risk) in [("allow", "LOW"), ("allow", "HIGH"), ("deny", "CRITICAL")] {
+        events.push(server::store::NewAuditEvent::new(
+            server::store::EventKind::Decision,
+            "it-mcp",
+            "ssh-exec",
+            "executeCommand",
+            action,
+            "test",
+            risk,
+        ));
+    }
+    server::store::Store::append_audit(&test.store, &events)
+        .await
+        .expect("append");
+    let cookie = alice(&test.router).await;
+    let (status, html) = get_as(&test.router, "/", &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("data-testid=\"pending-count\" class=\"figure\">1<"), "{html}");
+    assert!(html.contains("data-testid=\"decisions-24h\" class=\"figure\">3<"), "{html}");
+    assert!(html.contains(&format!("/approvals/{job_id}")));
+    // The chart is SVG from the server: one segment per action and risk seen.
+    assert!(
+        html.contains("data-action=\"deny\" data-risk=\"CRITICAL\""),
+        "{html}"
+    );
+    assert!(html.contains("data-action=\"allow\" data-risk=\"LOW\""));
+    assert!(html.contains("ssh-exec: 3"), "top tools");
+    assert!(html.contains("queued: 1"), "queue depth");
+
+    // Live updates: an event stream for signed-in people only.
+    let cookie_header = cookie.split(';').next().unwrap_or_default().to_string();
+    let response = test
+        .router
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/events")
+                .header("cookie", cookie_header)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    drop(response);
+    let anonymous = request(
+        &test.router,
+        Request::builder()
+            .uri("/events")
+            .body(Body::empty())
+            .expect("req"),
+    )
+    .await;
+    assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+}

@@ -544,6 +544,64 @@ async fn jobs_are_paged_newest_first_by_keyset<S: Store>(store: &S) {
     );
 }
 
+/// The dashboard's figures: the reference note's queries, counted by the database.
+async fn dashboard_counts_the_last_day_week_and_hour<S: Store>(store: &S) {
+    let now = Utc::now();
+    let at = |minutes_ago: i64, action: &str, risk: &str, tool: &str, caller: &str| {
+        let mut e = NewAuditEvent::new(EventKind::Decision, caller, tool, "op", action, "r", risk);
+        e.timestamp = now - Duration::minutes(minutes_ago);
+        e
+    };
+    let mut events = vec![
+        at(60 * 30, "allow", "LOW", "dns-lookup", "a"), // 30 h ago: the week only
+        at(60 * 24 * 9, "allow", "LOW", "dns-lookup", "a"), // 9 days ago: nothing
+        at(90, "allow", "LOW", "dns-lookup", "a"),
+        at(80, "require_approval", "HIGH", "ssh-exec", "a"),
+    ];
+    for _ in 0..6 {
+        events.push(at(10, "deny", "HIGH", "ssh-exec", "mallory"));
+    }
+    let mut approval = at(5, "approve", "HIGH", "ssh-exec", "dave");
+    approval.kind = EventKind::Approval;
+    events.push(approval);
+    store.append_audit(&events).await.expect("append");
+    let stats = store
+        .dashboard_stats(
+            now - Duration::hours(24),
+            now - Duration::days(7),
+            now - Duration::hours(1),
+        )
+        .await
+        .expect("stats");
+    assert_eq!(
+        stats.by_action_risk,
+        vec![
+            ("allow".to_string(), "LOW".to_string(), 1),
+            ("deny".to_string(), "HIGH".to_string(), 6),
+            ("require_approval".to_string(), "HIGH".to_string(), 1),
+        ]
+    );
+    let week_total: i64 = stats.daily.iter().map(|(_, _, n)| n).sum();
+    assert_eq!(week_total, 9, "{:?}", stats.daily);
+    assert!(stats.daily.iter().all(|(day, _, _)| day.len() == 10));
+    assert_eq!(
+        stats.denial_alerts,
+        vec![(
+            "mallory".to_string(),
+            "ssh-exec".to_string(),
+            "op".to_string(),
+            6
+        )]
+    );
+    assert_eq!(stats.top_tools[0], ("ssh-exec".to_string(), 7));
+    assert_eq!(stats.recent.len(), 10);
+    assert_eq!(
+        stats.recent[0].event.kind,
+        EventKind::Approval,
+        "newest first"
+    );
+}
+
 async fn concurrent_claims_have_one_winner<S: Store>(store: &S) {
     let mut ids = Vec::new();
     for _ in 0..30 {
@@ -745,6 +803,7 @@ conformance!(
     claims_respect_assignments,
     pending_jobs_are_urgent_first_then_oldest,
     jobs_are_paged_newest_first_by_keyset,
+    dashboard_counts_the_last_day_week_and_hour,
     checkpoints_catch_truncation,
     purge_keeps_the_chain_verifiable,
 );

@@ -62,6 +62,14 @@ impl Store for AnyStore {
     async fn audit_for_job(&self, job_id: &str) -> Result<Vec<AuditRecord>, StoreError> {
         delegate!(self, s => s.audit_for_job(job_id))
     }
+    async fn dashboard_stats(
+        &self,
+        day_ago: DateTime<Utc>,
+        week_ago: DateTime<Utc>,
+        hour_ago: DateTime<Utc>,
+    ) -> Result<super::DashboardStats, StoreError> {
+        delegate!(self, s => s.dashboard_stats(day_ago, week_ago, hour_ago))
+    }
     async fn pending_jobs(&self, limit: i64) -> Result<Vec<Job>, StoreError> {
         delegate!(self, s => s.pending_jobs(limit))
     }

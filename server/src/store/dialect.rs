@@ -408,6 +408,58 @@ impl Store for DialectStore {
         rows.iter().map(audit_row).collect()
     }
 
+    async fn dashboard_stats(
+        &self,
+        day_ago: DateTime<Utc>,
+        week_ago: DateTime<Utc>,
+        hour_ago: DateTime<Utc>,
+    ) -> Result<super::DashboardStats, StoreError> {
+        let by_action_risk = sqlx::query_as(
+            "SELECT decision_action, risk_level, COUNT(*) FROM audit_logs \
+             WHERE event_kind = 'decision' AND timestamp > $1 \
+             GROUP BY decision_action, risk_level ORDER BY decision_action, risk_level",
+        )
+        .bind(ts(day_ago))
+        .fetch_all(&self.pool)
+        .await?;
+        let daily = sqlx::query_as(&format!(
+            "SELECT {DAY_EXPR} AS day, decision_action, COUNT(*) FROM audit_logs \
+             WHERE event_kind = 'decision' AND timestamp > $1 \
+             GROUP BY day, decision_action ORDER BY day, decision_action"
+        ))
+        .bind(ts(week_ago))
+        .fetch_all(&self.pool)
+        .await?;
+        let denial_alerts = sqlx::query_as(
+            "SELECT caller_id, tool, operation, COUNT(*) FROM audit_logs \
+             WHERE decision_action = 'deny' AND timestamp > $1 \
+             GROUP BY caller_id, tool, operation HAVING COUNT(*) > 5 ORDER BY 4 DESC",
+        )
+        .bind(ts(hour_ago))
+        .fetch_all(&self.pool)
+        .await?;
+        let top_tools = sqlx::query_as(
+            "SELECT tool, COUNT(*) FROM audit_logs WHERE event_kind = 'decision' AND timestamp > $1 \
+             GROUP BY tool ORDER BY 2 DESC, tool LIMIT 5",
+        )
+        .bind(ts(day_ago))
+        .fetch_all(&self.pool)
+        .await?;
+        let recent = sqlx::query("SELECT * FROM audit_logs ORDER BY seq DESC LIMIT 10")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(audit_row)
+            .collect::<Result<_, _>>()?;
+        Ok(super::DashboardStats {
+            by_action_risk,
+            daily,
+            denial_alerts,
+            top_tools,
+            recent,
+        })
+    }
+
     async fn pending_jobs(&self, limit: i64) -> Result<Vec<Job>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT * FROM command_queue WHERE status = 'queued' ORDER BY {PRIORITY_ORDER}, created_at LIMIT $1"

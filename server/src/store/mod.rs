@@ -271,6 +271,22 @@ pub struct NewJob {
     pub submitted_by: Option<String>,
 }
 
+/// What the dashboard shows, counted by the database.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DashboardStats {
+    /// Decisions of the last 24 h: (action, risk, count).
+    pub by_action_risk: Vec<(String, String, i64)>,
+    /// Decisions per UTC day of the last 7 days: (YYYY-MM-DD, action, count).
+    pub daily: Vec<(String, String, i64)>,
+    /// The reference note's alert: more than 5 denials for one caller, tool and operation in the
+    /// last hour: (caller, tool, operation, count).
+    pub denial_alerts: Vec<(String, String, String, i64)>,
+    /// Most asked-for tools of the last 24 h: (tool, count).
+    pub top_tools: Vec<(String, i64)>,
+    /// The newest audit rows.
+    pub recent: Vec<AuditRecord>,
+}
+
 /// Which jobs a page of the job list shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFilter {
@@ -381,6 +397,13 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         job_id: &str,
     ) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
+    /// The dashboard's figures since `day_ago` (24 h) and `week_ago` (7 days).
+    fn dashboard_stats(
+        &self,
+        day_ago: DateTime<Utc>,
+        week_ago: DateTime<Utc>,
+        hour_ago: DateTime<Utc>,
+    ) -> impl Future<Output = Result<DashboardStats, StoreError>> + Send;
     /// Jobs waiting for approval, most urgent first, then oldest; at most `limit`.
     fn pending_jobs(&self, limit: i64)
         -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;

@@ -1,0 +1,309 @@
+//! The dashboard: pending approvals by priority, queue depth by status, the last 24 hours'
+//! decisions by action × risk (a server-rendered SVG chart, there before any script runs), a
+//! 7-day trend, the reference note's denied-operation alert, top tools and recent activity.
+//! Once hydrated it listens to `/events` (server-sent events) and refreshes when jobs change.
+
+use crate::approvals::{duration, PendingApproval, RiskBadge};
+#[cfg(feature = "ssr")]
+use crate::service::service;
+use leptos::prelude::*;
+use leptos_meta::Title;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentRow {
+    pub seq: i64,
+    pub at: String,
+    pub kind: String,
+    pub caller: String,
+    pub tool: String,
+    pub operation: String,
+    pub action: String,
+    pub risk: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DashboardView {
+    /// The most urgent pending requests (at most 5) and how many wait per priority.
+    pub pending: Vec<PendingApproval>,
+    pub pending_total: usize,
+    pub pending_by_priority: Vec<(String, i64)>,
+    /// Jobs per status.
+    pub queue: Vec<(String, i64)>,
+    /// Decisions of the last 24 h: (action, risk, count).
+    pub by_action_risk: Vec<(String, String, i64)>,
+    /// Decisions per day, last 7 days: (day, action, count).
+    pub daily: Vec<(String, String, i64)>,
+    /// More than 5 denials in an hour: (caller, tool, operation, count).
+    pub alerts: Vec<(String, String, String, i64)>,
+    pub top_tools: Vec<(String, i64)>,
+    pub recent: Vec<RecentRow>,
+}
+
+/// The dashboard's figures.
+#[server(endpoint = "dashboard")]
+pub async fn dashboard() -> Result<DashboardView, ServerFnError> {
+    service()?.dashboard().await.map_err(ServerFnError::new)
+}
+
+const ACTIONS: [&str; 3] = ["allow", "require_approval", "deny"];
+const RISKS: [&str; 4] = ["LOW", "MEDIUM", "HIGH", "CRITICAL"];
+
+fn risk_color(risk: &str) -> &'static str {
+    match risk {
+        "LOW" => "#2e7d32",
+        "MEDIUM" => "#b26a00",
+        "HIGH" => "#c2410c",
+        _ => "#b91c1c",
+    }
+}
+
+/// Decisions of the last 24 h: one horizontal bar per action, split by risk.
+fn action_risk_chart(data: &[(String, String, i64)]) -> impl IntoView {
+    let count = |a: &str, r: &str| {
+        data.iter()
+            .find(|(x, y, _)| x == a && y == r)
+            .map_or(0, |(_, _, n)| *n)
+    };
+    let widest = ACTIONS
+        .iter()
+        .map(|a| RISKS.iter().map(|r| count(a, r)).sum::<i64>())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let (label_w, bar_w, row_h) = (130.0, 340.0, 28.0);
+    let bars = ACTIONS
+        .iter()
+        .enumerate()
+        .map(|(i, action)| {
+            let y = i as f64 * row_h + 4.0;
+            let mut x = label_w;
+            let total: i64 = RISKS.iter().map(|r| count(action, r)).sum();
+            let segments = RISKS
+                .iter()
+                .filter(|r| count(action, r) > 0)
+                .map(|risk| {
+                    let n = count(action, risk);
+                    let w = bar_w * n as f64 / widest as f64;
+                    let seg = view! {
+                        <rect x=format!("{x:.1}") y=format!("{y:.1}") width=format!("{w:.1}") height="20"
+                            fill=risk_color(risk) data-action=action.to_string() data-risk=risk.to_string()>
+                            <title>{format!("{action} · {risk}: {n}")}</title>
+                        </rect>
+                    };
+                    x += w;
+                    seg
+                })
+                .collect_view();
+            view! {
+                <g>
+                    <text x="0" y=format!("{:.1}", y + 15.0) class="chart-label">{action.replace('_', " ")}</text>
+                    {segments}
+                    <text x=format!("{:.1}", x + 6.0) y=format!("{:.1}", y + 15.0) class="chart-value">{total}</text>
+                </g>
+            }
+        })
+        .collect_view();
+    let legend = RISKS
+        .iter()
+        .enumerate()
+        .map(|(i, risk)| {
+            let x = label_w + i as f64 * 90.0;
+            view! {
+                <g>
+                    <rect x=format!("{x:.1}") y="92" width="12" height="12" fill=risk_color(risk)></rect>
+                    <text x=format!("{:.1}", x + 16.0) y="102" class="chart-label">{risk.to_string()}</text>
+                </g>
+            }
+        })
+        .collect_view();
+    view! {
+        <svg class="chart" viewBox="0 0 520 110" role="img" data-testid="decisions-chart"
+            aria-label="Decisions in the last 24 hours by action and risk">
+            {bars}
+            {legend}
+        </svg>
+    }
+}
+
+/// The last 7 days: one column per day, split by action.
+fn trend_chart(daily: &[(String, String, i64)]) -> impl IntoView {
+    let mut days: Vec<&str> = daily.iter().map(|(d, _, _)| d.as_str()).collect();
+    days.dedup();
+    let total = |day: &str| {
+        daily
+            .iter()
+            .filter(|(d, _, _)| d == day)
+            .map(|(_, _, n)| n)
+            .sum::<i64>()
+    };
+    let tallest = days.iter().map(|d| total(d)).max().unwrap_or(0).max(1);
+    let columns = days
+        .iter()
+        .enumerate()
+        .map(|(i, day)| {
+            let x = 10.0 + i as f64 * 70.0;
+            let mut top = 100.0;
+            let parts = ACTIONS
+                .iter()
+                .map(|action| {
+                    let n = daily
+                        .iter()
+                        .find(|(d, a, _)| d == day && a == action)
+                        .map_or(0, |(_, _, n)| *n);
+                    let h = 90.0 * n as f64 / tallest as f64;
+                    top -= h;
+                    let color = match *action {
+                        "allow" => "#2e7d32",
+                        "deny" => "#b91c1c",
+                        _ => "#b26a00",
+                    };
+                    view! {
+                        <rect x=format!("{x:.1}") y=format!("{top:.1}") width="40" height=format!("{h:.1}") fill=color>
+                            <title>{format!("{day} {action}: {n}")}</title>
+                        </rect>
+                    }
+                })
+                .collect_view();
+            view! {
+                <g>
+                    {parts}
+                    <text x=format!("{x:.1}") y="114" class="chart-label">{day.get(5..).unwrap_or(day).to_string()}</text>
+                </g>
+            }
+        })
+        .collect_view();
+    view! {
+        <svg class="chart" viewBox="0 0 500 120" role="img" data-testid="trend-chart"
+            aria-label="Decisions per day over the last 7 days">
+            {columns}
+        </svg>
+    }
+}
+
+/// `/`.
+#[component]
+pub fn Dashboard() -> impl IntoView {
+    let data = Resource::new(|| (), |_| dashboard());
+    live_refresh(data);
+    view! {
+        <Title text="Dashboard"/>
+        <section class="page">
+            <h1>"Dashboard"</h1>
+            <p class="lead">"Pending approvals, queue depth and the last day's decisions at a glance."</p>
+            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                {move || data.get().map(|result| match result {
+                    Err(error) => view! { <p class="error" role="alert">{error.to_string()}</p> }.into_any(),
+                    Ok(d) => dashboard_view(d).into_any(),
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+/// After hydration: refetch when the server says something changed.
+#[allow(unused_variables)]
+fn live_refresh(data: Resource<Result<DashboardView, ServerFnError>>) {
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        use wasm_bindgen::{closure::Closure, JsCast};
+        let Ok(source) = web_sys::EventSource::new("/events") else {
+            return;
+        };
+        let on_change = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_| data.refetch());
+        source.set_onmessage(Some(on_change.as_ref().unchecked_ref()));
+        // The page keeps listening for as long as it is open.
+        on_change.forget();
+        let _ = document_attr();
+        std::mem::forget(source);
+    });
+}
+
+#[cfg(feature = "hydrate")]
+fn document_attr() -> Option<()> {
+    let body = web_sys::window()?.document()?.body()?;
+    body.set_attribute("data-live", "true").ok()
+}
+
+fn dashboard_view(d: DashboardView) -> impl IntoView {
+    let queue_total: i64 = d.queue.iter().map(|(_, n)| n).sum();
+    let decisions_24h: i64 = d.by_action_risk.iter().map(|(_, _, n)| n).sum();
+    view! {
+        <ul class="cards">
+            <li class="card">
+                <h2>"Pending approvals"</h2>
+                <p class="figure" data-testid="pending-count">{d.pending_total}</p>
+                <p class="muted">{d.pending_by_priority.iter().map(|(p, n)| format!("{p}: {n}")).collect::<Vec<_>>().join(" · ")}</p>
+            </li>
+            <li class="card">
+                <h2>"Decisions (24 h)"</h2>
+                <p class="figure" data-testid="decisions-24h">{decisions_24h}</p>
+            </li>
+            <li class="card">
+                <h2>"Queue"</h2>
+                <p class="figure">{queue_total}</p>
+                <p class="muted" data-testid="queue-depth">{d.queue.iter().map(|(s, n)| format!("{s}: {n}")).collect::<Vec<_>>().join(" · ")}</p>
+            </li>
+            <li class="card">
+                <h2>"Denied-operation alerts"</h2>
+                {if d.alerts.is_empty() {
+                    view! { <p class="muted" data-testid="alerts">"None in the last hour."</p> }.into_any()
+                } else {
+                    view! {
+                        <ul class="alerts" data-testid="alerts">
+                            {d.alerts.iter().map(|(caller, tool, op, n)| view! {
+                                <li class="error">{format!("{caller}: {n} denials of {tool} · {op} in the last hour")}</li>
+                            }).collect_view()}
+                        </ul>
+                    }.into_any()
+                }}
+            </li>
+        </ul>
+        <div class="panels">
+            <section class="panel">
+                <h2>"Waiting for a person"</h2>
+                {if d.pending.is_empty() {
+                    view! { <p class="muted">"Nothing is waiting for approval."</p> }.into_any()
+                } else {
+                    view! {
+                        <ul class="pending" data-testid="dashboard-pending">
+                            {d.pending.iter().map(|p| view! {
+                                <li>
+                                    <RiskBadge risk=p.risk.clone()/>" "
+                                    <a href=format!("/approvals/{}", p.job_id)>{format!("{} · {}", p.tool, p.operation)}</a>
+                                    {format!(" by {}, {} ago", p.requester, duration(p.age_secs))}
+                                </li>
+                            }).collect_view()}
+                        </ul>
+                    }.into_any()
+                }}
+            </section>
+            <section class="panel">
+                <h2>"Decisions, last 24 h"</h2>
+                {action_risk_chart(&d.by_action_risk)}
+            </section>
+            <section class="panel">
+                <h2>"Last 7 days"</h2>
+                {trend_chart(&d.daily)}
+            </section>
+            <section class="panel">
+                <h2>"Top tools (24 h)"</h2>
+                <ol data-testid="top-tools">
+                    {d.top_tools.iter().map(|(tool, n)| view! { <li>{format!("{tool}: {n}")}</li> }).collect_view()}
+                </ol>
+            </section>
+        </div>
+        <h2>"Recent activity"</h2>
+        <table class="dense" data-testid="recent">
+            <thead><tr><th>"#"</th><th>"When"</th><th>"Event"</th><th>"Who"</th><th>"Tool"</th><th>"Operation"</th><th>"Action"</th><th>"Risk"</th></tr></thead>
+            <tbody>
+                {d.recent.into_iter().map(|r| view! {
+                    <tr>
+                        <td>{r.seq}</td><td>{r.at}</td><td>{r.kind}</td><td>{r.caller}</td>
+                        <td>{r.tool}</td><td>{r.operation}</td><td>{r.action}</td><td>{r.risk}</td>
+                    </tr>
+                }).collect_view()}
+            </tbody>
+        </table>
+    }
+}
