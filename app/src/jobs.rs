@@ -77,10 +77,17 @@ pub struct JobDetail {
     pub error: Option<String>,
 }
 
-/// A page of jobs.
+/// A page of jobs. (Flat optional arguments: an empty nested struct would not survive the
+/// URL-encoded form server functions are called with.)
 #[server(endpoint = "list_jobs")]
-pub async fn list_jobs(query: JobQuery) -> Result<JobList, ServerFnError> {
-    service()?.jobs(query).await.map_err(ServerFnError::new)
+pub async fn list_jobs(
+    status: Option<String>,
+    before: Option<String>,
+) -> Result<JobList, ServerFnError> {
+    service()?
+        .jobs(JobQuery { status, before })
+        .await
+        .map_err(ServerFnError::new)
 }
 
 /// One job in full.
@@ -114,7 +121,7 @@ pub fn Jobs() -> impl IntoView {
             before: q.get("before").filter(|s| !s.is_empty()),
         })
     };
-    let list = Resource::new(wanted, list_jobs);
+    let list = Resource::new(wanted, |q| list_jobs(q.status, q.before));
     view! {
         <Title text="Jobs"/>
         <section class="page">

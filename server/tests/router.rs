@@ -722,8 +722,14 @@ async fn the_dashboard_counts_and_charts_on_the_server() {
     let cookie = alice(&test.router).await;
     let (status, html) = get_as(&test.router, "/", &cookie).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(html.contains("data-testid=\"pending-count\" class=\"figure\">1<"), "{html}");
-    assert!(html.contains("data-testid=\"decisions-24h\" class=\"figure\">3<"), "{html}");
+    assert!(
+        html.contains("data-testid=\"pending-count\" class=\"figure\">1<"),
+        "{html}"
+    );
+    assert!(
+        html.contains("data-testid=\"decisions-24h\" class=\"figure\">3<"),
+        "{html}"
+    );
     assert!(html.contains(&format!("/approvals/{job_id}")));
     // The chart is SVG from the server: one segment per action and risk seen.
     assert!(
@@ -766,4 +772,54 @@ async fn the_dashboard_counts_and_charts_on_the_server() {
     )
     .await;
     assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+}
+
+/// What the hydrated pages call when navigating in the browser: every portal server function
+/// answers a signed-in person with 200 (a server function's error would be a 500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_server_functions_answer_browser_calls() {
+    let _serial = SERIAL.lock().await;
+    let test = sqlite_app().await;
+    let job_id = queue_job(&test).await;
+    let cookie = alice(&test.router).await;
+    let cookie = cookie.split(';').next().unwrap_or_default().to_string();
+    for (path, body) in [
+        ("/api/dashboard", String::new()),
+        ("/api/pending_approvals", String::new()),
+        ("/api/list_jobs", String::new()),
+        ("/api/list_jobs", "status=queued".to_string()),
+        ("/api/approval_detail", format!("job_id={job_id}")),
+        ("/api/get_job", format!("job_id={job_id}")),
+    ] {
+        let response = test
+            .router
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .method("POST")
+                    .uri(path)
+                    .header("host", "127.0.0.1:3000")
+                    .header("origin", "http://127.0.0.1:3000")
+                    .header("cookie", &cookie)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("accept", "application/json")
+                    .body(Body::from(body.clone()))
+                    .expect("request"),
+            )
+            .await
+            .expect("answer");
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{path} {body}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
 }
