@@ -4,6 +4,7 @@
 //! Server functions stay thin: they fetch a service from context and call it.
 
 pub mod approvals;
+pub mod audit;
 pub mod dashboard;
 pub mod error;
 pub mod jobs;
@@ -138,7 +139,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/approvals/:id") view=approvals::ApprovalPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/jobs") view=jobs::Jobs ssr=SsrMode::InOrder/>
                     <Route path=path!("/jobs/:id") view=jobs::JobPage ssr=SsrMode::InOrder/>
-                    <Route path=path!("/audit") view=pages::Audit ssr=SsrMode::InOrder/>
+                    <Route path=path!("/audit") view=audit::Audit ssr=SsrMode::InOrder/>
+                    <Route path=path!("/audit/:seq") view=audit::AuditRowPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/reports") view=pages::Reports ssr=SsrMode::InOrder/>
                                                             <Route path=path!("/policies") view=pages::Policies ssr=SsrMode::InOrder/>
                     <Route path=path!("/sign-in") view=pages::SignIn ssr=SsrMode::InOrder/>

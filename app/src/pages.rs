@@ -18,15 +18,6 @@ fn Section(title: &'static str, lead: &'static str, children: Children) -> impl 
 }
 
 #[component]
-pub fn Audit() -> impl IntoView {
-    view! {
-        <Section title="Audit" lead="The append-only, hash-chained record of every decision and action.">
-            <p class="muted">"The audit explorer arrives with the audit store."</p>
-        </Section>
-    }
-}
-
-#[component]
 pub fn Reports() -> impl IntoView {
     view! {
         <Section title="Reports" lead="Signed compliance evidence: CSV, JSON Lines and PDF.">

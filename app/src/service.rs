@@ -4,6 +4,8 @@
 #[cfg(feature = "ssr")]
 use crate::approvals::{ApprovalView, PendingApproval};
 #[cfg(feature = "ssr")]
+use crate::audit::{AuditList, AuditQuery, AuditRowDetail};
+#[cfg(feature = "ssr")]
 use crate::dashboard::DashboardView;
 #[cfg(feature = "ssr")]
 use crate::jobs::{JobDetail, JobList, JobQuery};
@@ -23,6 +25,8 @@ pub trait PortalService: Send + Sync {
     fn jobs(&self, query: JobQuery) -> BoxFuture<Result<JobList, String>>;
     fn job(&self, job_id: String) -> BoxFuture<Result<Option<JobDetail>, String>>;
     fn dashboard(&self) -> BoxFuture<Result<DashboardView, String>>;
+    fn audit(&self, query: AuditQuery) -> BoxFuture<Result<AuditList, String>>;
+    fn audit_row(&self, seq: i64) -> BoxFuture<Result<Option<AuditRowDetail>, String>>;
 }
 
 #[cfg(feature = "ssr")]

@@ -104,3 +104,25 @@ test('the dashboard shows a new pending request without a reload', async ({ page
   expect(page.url()).toMatch(/\/$/);
   expect(jobId).toBeTruthy();
 });
+
+test('an auditor narrows the audit trail with filters, pages through it and opens a row', async ({ page, request }) => {
+  await askForApproval(request, 'rm -rf /opt/old-release');
+  await page.goto('/audit');
+  await page.locator('#sign-in-provider').click();
+  await providerLogin(page, 'bob');
+  await expect(page).toHaveURL(/\/audit$/);
+  await expect(page.getByTestId('audit-rows')).toBeVisible();
+  await page.getByLabel('Tool').fill('ssh-exec');
+  await page.getByLabel('Event kind').fill('decision');
+  await page.getByRole('button', { name: 'Filter' }).click();
+  await expect(page).toHaveURL(/tool=ssh-exec/);
+  const rows = page.getByTestId('audit-rows').locator('tbody tr');
+  await expect(rows.first()).toBeVisible();
+  for (const text of await rows.allInnerTexts()) {
+    expect(text).toContain('ssh-exec');
+    expect(text).toContain('decision');
+  }
+  await rows.first().getByRole('link').click();
+  await expect(page).toHaveURL(/\/audit\/\d+$/);
+  await expect(page.getByTestId('chain-status')).toHaveText('The chain verifies at this row.');
+});

@@ -6,6 +6,7 @@ use crate::auth::SignedIn;
 use crate::store::{Job, Store, StoreError};
 use crate::AppState;
 use app::approvals::{ApprovalView, ArgumentView, PatternView, PendingApproval, Segment, VoteRow};
+use app::audit::{AuditList, AuditQuery, AuditRowDetail, AuditRowView};
 use app::dashboard::{DashboardView, RecentRow};
 use app::jobs::{JobDetail, JobList, JobQuery, JobRow, TimelineEntry};
 use app::service::{BoxFuture, PortalService};
@@ -301,6 +302,186 @@ impl Portal {
     }
 }
 
+/// Rows per page of the audit explorer.
+const AUDIT_PAGE: i64 = 50;
+
+/// The audit trail is for auditors and admins.
+fn auditor(user: Option<&SignedIn>) -> Result<(), String> {
+    let user = user.ok_or_else(signed_out)?;
+    if user.roles.iter().any(|r| r == "auditor" || r == "admin") {
+        Ok(())
+    } else {
+        Err("the audit trail is for auditors and admins".into())
+    }
+}
+
+/// `2026-11-25`, `2026-11-25T10:00`, `2026-11-25 10:00:00` or full RFC 3339; UTC unless given.
+fn parse_when(field: &str, text: &str) -> Result<chrono::DateTime<Utc>, String> {
+    let text = text.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for format in [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Ok(t.and_utc());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(d.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    Err(format!(
+        "`{field}` is not a date or time (use 2026-11-25 or 2026-11-25T10:00)"
+    ))
+}
+
+fn row_view(r: &crate::store::AuditRecord) -> AuditRowView {
+    AuditRowView {
+        seq: r.seq,
+        id: r.id.clone(),
+        at: r
+            .event
+            .timestamp
+            .format("%Y-%m-%d %H:%M:%S%.3f")
+            .to_string(),
+        kind: r.event.kind.as_str().to_string(),
+        caller: r.event.caller_id.clone(),
+        tool: r.event.tool.clone(),
+        operation: r.event.operation.clone(),
+        action: r.event.decision_action.clone(),
+        risk: r.event.risk_level.clone(),
+        status: r.event.execution_status.clone(),
+        reason: r.event.decision_reason.clone(),
+    }
+}
+
+impl Portal {
+    async fn audit_list(state: AppState, q: AuditQuery) -> Result<AuditList, String> {
+        let filter = crate::store::AuditFilter {
+            from: q
+                .from
+                .as_deref()
+                .map(|t| parse_when("from", t))
+                .transpose()?,
+            to: q.to.as_deref().map(|t| parse_when("to", t)).transpose()?,
+            caller_id: q.caller,
+            tool: q.tool,
+            operation: q.operation,
+            action: q.action,
+            risk: q.risk.map(|r| r.to_ascii_uppercase()),
+            execution_status: q.status,
+            kind: match q.kind.as_deref() {
+                None => None,
+                Some(k) => Some(crate::store::EventKind::parse(k).ok_or_else(|| {
+                    format!(
+                        "unknown event kind `{k}` (one of: {})",
+                        crate::store::EventKind::ALL
+                            .iter()
+                            .map(|k| k.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?),
+            },
+            before_seq: match q.before.as_deref() {
+                None => None,
+                Some(b) => Some(
+                    b.parse::<i64>()
+                        .map_err(|_| "the page cursor is not valid")?,
+                ),
+            },
+        };
+        let page = usize::try_from(AUDIT_PAGE).unwrap_or(50);
+        let mut rows = state
+            .store
+            .audit_search(&filter, AUDIT_PAGE + 1)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let more = rows.len() > page;
+        rows.truncate(page);
+        Ok(AuditList {
+            next: if more {
+                rows.last().map(|r| r.seq)
+            } else {
+                None
+            },
+            rows: rows.iter().map(row_view).collect(),
+        })
+    }
+
+    async fn audit_detail(state: AppState, seq: i64) -> Result<Option<AuditRowDetail>, String> {
+        if seq < 1 {
+            return Ok(None);
+        }
+        let rows = state
+            .store
+            .audit_page(seq - 2, 3)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let Some(this) = rows.iter().find(|r| r.seq == seq) else {
+            return Ok(None);
+        };
+        let prev = rows.iter().find(|r| r.seq == seq - 1);
+        let next = rows.iter().find(|r| r.seq == seq + 1);
+        let e = &this.event;
+        let hash_ok =
+            crate::store::audit::row_hash(&this.id, this.seq, e, &this.prev_hash) == this.row_hash;
+        let prev_ok = match prev {
+            Some(p) => Some(p.row_hash == this.prev_hash),
+            None if seq == 1 => Some(this.prev_hash == crate::store::GENESIS),
+            None => None,
+        };
+        let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+        let fields = vec![
+            ("id", this.id.clone()),
+            ("timestamp", e.timestamp.to_rfc3339()),
+            ("event_kind", e.kind.as_str().to_string()),
+            ("caller_id", e.caller_id.clone()),
+            ("tool", e.tool.clone()),
+            ("operation", e.operation.clone()),
+            ("decision_action", e.decision_action.clone()),
+            ("decision_reason", e.decision_reason.clone()),
+            ("risk_level", e.risk_level.clone()),
+            ("requires_approval", e.requires_approval.to_string()),
+            ("execution_status", opt(&e.execution_status)),
+            (
+                "execution_duration_ms",
+                e.execution_duration_ms
+                    .map(|d| d.to_string())
+                    .unwrap_or_default(),
+            ),
+            ("side_effects", opt(&e.side_effects)),
+            ("error", opt(&e.error)),
+            ("approver", opt(&e.approver)),
+            (
+                "approved_at",
+                e.approved_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            ),
+            ("job_id", opt(&e.job_id)),
+            ("call_hash", opt(&e.call_hash)),
+            ("policy_hash", opt(&e.policy_hash)),
+            ("context", e.context.clone()),
+            ("decision", e.decision.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        Ok(Some(AuditRowDetail {
+            row: row_view(this),
+            fields,
+            prev_hash: this.prev_hash.clone(),
+            row_hash: this.row_hash.clone(),
+            hash_ok,
+            prev_ok,
+            next_ok: next.map(|n| n.prev_hash == this.row_hash),
+        }))
+    }
+}
+
 /// Jobs per page of the job list.
 const JOB_PAGE: i64 = 50;
 
@@ -450,6 +631,22 @@ fn signed_out() -> String {
 }
 
 impl PortalService for Portal {
+    fn audit(&self, query: AuditQuery) -> BoxFuture<Result<AuditList, String>> {
+        let (state, user) = (self.state.clone(), self.user.clone());
+        Box::pin(async move {
+            auditor(user.as_ref())?;
+            Portal::audit_list(state, query).await
+        })
+    }
+
+    fn audit_row(&self, seq: i64) -> BoxFuture<Result<Option<AuditRowDetail>, String>> {
+        let (state, user) = (self.state.clone(), self.user.clone());
+        Box::pin(async move {
+            auditor(user.as_ref())?;
+            Portal::audit_detail(state, seq).await
+        })
+    }
+
     fn dashboard(&self) -> BoxFuture<Result<DashboardView, String>> {
         let (state, user) = (self.state.clone(), self.user.clone());
         Box::pin(async move {

@@ -823,3 +823,95 @@ async fn the_portal_server_functions_answer_browser_calls() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_explorer_filters_pages_and_verifies_rows_for_auditors() {
+    let _serial = SERIAL.lock().await;
+    let test = sqlite_app().await;
+    server::auth::accounts::add(&test.state.db, "bob", PASSWORD, &["auditor".into()], &[])
+        .await
+        .expect("bob");
+    let events: Vec<_> = (0..60)
+        .map(|i| {
+            server::store::NewAuditEvent::new(
+                server::store::EventKind::Decision,
+                "it-mcp",
+                if i % 2 == 0 { "dns-lookup" } else { "ssh-exec" },
+                "op",
+                "allow",
+                &format!("row {i}"),
+                "LOW",
+            )
+        })
+        .collect();
+    server::store::Store::append_audit(&test.store, &events)
+        .await
+        .expect("append");
+    let (status, cookie, _) = sign_in(&test.router, "bob", PASSWORD).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let cookie = cookie.expect("cookie");
+
+    let (status, html) = get_as(&test.router, "/audit", &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("data-testid=\"older-rows\""),
+        "more than one page"
+    );
+    let (_, html) = get_as(&test.router, "/audit?tool=dns-lookup", &cookie).await;
+    assert!(
+        html.contains(">row 58<") && !html.contains(">row 59<"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("data-testid=\"older-rows\""),
+        "30 rows fit one page"
+    );
+    let (_, html) = get_as(&test.router, "/audit?kind=bogus", &cookie).await;
+    assert!(html.contains("unknown event kind"), "{html}");
+    let (_, html) = get_as(&test.router, "/audit?from=yesterday", &cookie).await;
+    assert!(html.contains("is not a date or time"), "{html}");
+
+    let (status, html) = get_as(&test.router, "/audit/2", &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("The chain verifies at this row."), "{html}");
+
+    // What the hydrated page sends when the filters change in the browser.
+    let bob_cookie = cookie.split(';').next().unwrap_or_default().to_string();
+    for (path, content_type, body) in [
+        ("/api/search_audit", "application/json", r#"{"query":{}}"#),
+        (
+            "/api/search_audit",
+            "application/json",
+            r#"{"query":{"tool":"ssh-exec"}}"#,
+        ),
+        (
+            "/api/audit_row",
+            "application/x-www-form-urlencoded",
+            "seq=1",
+        ),
+    ] {
+        let response = test
+            .router
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .method("POST")
+                    .uri(path)
+                    .header("host", "127.0.0.1:3000")
+                    .header("origin", "http://127.0.0.1:3000")
+                    .header("cookie", &bob_cookie)
+                    .header("content-type", content_type)
+                    .header("accept", "application/json")
+                    .body(Body::from(body))
+                    .expect("request"),
+            )
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), StatusCode::OK, "{path} {body}");
+    }
+
+    // Not for approvers.
+    let alice = alice(&test.router).await;
+    let (_, html) = get_as(&test.router, "/audit", &alice).await;
+    assert!(html.contains("for auditors and admins"), "{html}");
+}

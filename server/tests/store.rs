@@ -602,6 +602,74 @@ async fn dashboard_counts_the_last_day_week_and_hour<S: Store>(store: &S) {
     );
 }
 
+/// The audit explorer's search: every filter narrows, pages by sequence number.
+async fn audit_search_filters_and_pages<S: Store>(store: &S) {
+    let events: Vec<NewAuditEvent> = (0..12).map(event).collect();
+    store.append_audit(&events).await.expect("append");
+    let mut denial = NewAuditEvent::new(
+        EventKind::Denial,
+        "dave",
+        "ssh-exec",
+        "executeSudoCommand",
+        "deny",
+        "no",
+        "CRITICAL",
+    );
+    denial.timestamp = Utc::now() - Duration::days(3);
+    store.append_audit(&[denial]).await.expect("append");
+    let all = server::store::AuditFilter::default();
+    let mut seen = Vec::new();
+    let mut filter = all.clone();
+    loop {
+        let page = store.audit_search(&filter, 5).await.expect("search");
+        let Some(last) = page.last() else { break };
+        filter.before_seq = Some(last.seq);
+        seen.extend(page.iter().map(|r| r.seq));
+    }
+    assert_eq!(seen, (1..=13).rev().collect::<Vec<i64>>());
+    let caller = server::store::AuditFilter {
+        caller_id: Some("caller-1".into()),
+        ..all.clone()
+    };
+    assert_eq!(
+        store
+            .audit_search(&caller, 100)
+            .await
+            .expect("caller")
+            .len(),
+        4
+    );
+    let denials = server::store::AuditFilter {
+        kind: Some(EventKind::Denial),
+        risk: Some("CRITICAL".into()),
+        action: Some("deny".into()),
+        ..all.clone()
+    };
+    let found = store.audit_search(&denials, 100).await.expect("denials");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].event.caller_id, "dave");
+    let recent = server::store::AuditFilter {
+        from: Some(Utc::now() - Duration::days(1)),
+        ..all.clone()
+    };
+    assert_eq!(
+        store
+            .audit_search(&recent, 100)
+            .await
+            .expect("recent")
+            .len(),
+        12
+    );
+    let older = server::store::AuditFilter {
+        to: Some(Utc::now() - Duration::days(1)),
+        ..all
+    };
+    assert_eq!(
+        store.audit_search(&older, 100).await.expect("older").len(),
+        1
+    );
+}
+
 async fn concurrent_claims_have_one_winner<S: Store>(store: &S) {
     let mut ids = Vec::new();
     for _ in 0..30 {
@@ -804,6 +872,7 @@ conformance!(
     pending_jobs_are_urgent_first_then_oldest,
     jobs_are_paged_newest_first_by_keyset,
     dashboard_counts_the_last_day_week_and_hour,
+    audit_search_filters_and_pages,
     checkpoints_catch_truncation,
     purge_keeps_the_chain_verifiable,
 );

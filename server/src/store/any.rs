@@ -62,6 +62,13 @@ impl Store for AnyStore {
     async fn audit_for_job(&self, job_id: &str) -> Result<Vec<AuditRecord>, StoreError> {
         delegate!(self, s => s.audit_for_job(job_id))
     }
+    async fn audit_search(
+        &self,
+        filter: &super::AuditFilter,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        delegate!(self, s => s.audit_search(filter, limit))
+    }
     async fn dashboard_stats(
         &self,
         day_ago: DateTime<Utc>,

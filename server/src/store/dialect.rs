@@ -408,6 +408,43 @@ impl Store for DialectStore {
         rows.iter().map(audit_row).collect()
     }
 
+    async fn audit_search(
+        &self,
+        filter: &super::AuditFilter,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut query = sqlx::QueryBuilder::<Db>::new("SELECT * FROM audit_logs WHERE 1 = 1");
+        if let Some(from) = filter.from {
+            query.push(" AND timestamp >= ").push_bind(ts(from));
+        }
+        if let Some(to) = filter.to {
+            query.push(" AND timestamp < ").push_bind(ts(to));
+        }
+        for (column, value) in [
+            ("caller_id", &filter.caller_id),
+            ("tool", &filter.tool),
+            ("operation", &filter.operation),
+            ("decision_action", &filter.action),
+            ("risk_level", &filter.risk),
+            ("execution_status", &filter.execution_status),
+        ] {
+            if let Some(value) = value {
+                query
+                    .push(format!(" AND {column} = "))
+                    .push_bind(value.clone());
+            }
+        }
+        if let Some(kind) = filter.kind {
+            query.push(" AND event_kind = ").push_bind(kind.as_str());
+        }
+        if let Some(before) = filter.before_seq {
+            query.push(" AND seq < ").push_bind(before);
+        }
+        query.push(" ORDER BY seq DESC LIMIT ").push_bind(limit);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(audit_row).collect()
+    }
+
     async fn dashboard_stats(
         &self,
         day_ago: DateTime<Utc>,

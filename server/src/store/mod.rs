@@ -271,6 +271,22 @@ pub struct NewJob {
     pub submitted_by: Option<String>,
 }
 
+/// What the audit explorer filters on; every field narrows (empty: no condition).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub caller_id: Option<String>,
+    pub tool: Option<String>,
+    pub operation: Option<String>,
+    pub action: Option<String>,
+    pub risk: Option<String>,
+    pub execution_status: Option<String>,
+    pub kind: Option<EventKind>,
+    /// Keyset cursor: only rows with a smaller sequence number.
+    pub before_seq: Option<i64>,
+}
+
 /// What the dashboard shows, counted by the database.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DashboardStats {
@@ -396,6 +412,12 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn audit_for_job(
         &self,
         job_id: &str,
+    ) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
+    /// Audit rows matching `filter`, newest first (by sequence number), at most `limit`.
+    fn audit_search(
+        &self,
+        filter: &AuditFilter,
+        limit: i64,
     ) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
     /// The dashboard's figures since `day_ago` (24 h) and `week_ago` (7 days).
     fn dashboard_stats(
