@@ -10,6 +10,7 @@ pub mod error;
 pub mod jobs;
 mod layout;
 mod pages;
+pub mod policies;
 pub mod service;
 
 use leptos::prelude::*;
@@ -142,7 +143,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/audit") view=audit::Audit ssr=SsrMode::InOrder/>
                     <Route path=path!("/audit/:seq") view=audit::AuditRowPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/reports") view=pages::Reports ssr=SsrMode::InOrder/>
-                                                            <Route path=path!("/policies") view=pages::Policies ssr=SsrMode::InOrder/>
+                                                            <Route path=path!("/policies") view=policies::Policies ssr=SsrMode::InOrder/>
                     <Route path=path!("/sign-in") view=pages::SignIn ssr=SsrMode::InOrder/>
                 </Routes>
             </layout::Shell>

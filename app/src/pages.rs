@@ -27,15 +27,6 @@ pub fn Reports() -> impl IntoView {
 }
 
 #[component]
-pub fn Policies() -> impl IntoView {
-    view! {
-        <Section title="Policies" lead="The active policy: tools, operations, risk and capabilities.">
-            <p class="muted">"The policy viewer arrives with the enforcer."</p>
-        </Section>
-    }
-}
-
-#[component]
 pub fn NotFound() -> impl IntoView {
     #[cfg(feature = "ssr")]
     {

@@ -10,6 +10,8 @@ use crate::dashboard::DashboardView;
 #[cfg(feature = "ssr")]
 use crate::jobs::{JobDetail, JobList, JobQuery};
 #[cfg(feature = "ssr")]
+use crate::policies::PolicySource;
+#[cfg(feature = "ssr")]
 use leptos::prelude::*;
 
 #[cfg(feature = "ssr")]
@@ -25,6 +27,7 @@ pub trait PortalService: Send + Sync {
     fn jobs(&self, query: JobQuery) -> BoxFuture<Result<JobList, String>>;
     fn job(&self, job_id: String) -> BoxFuture<Result<Option<JobDetail>, String>>;
     fn dashboard(&self) -> BoxFuture<Result<DashboardView, String>>;
+    fn policy(&self) -> BoxFuture<Result<PolicySource, String>>;
     fn audit(&self, query: AuditQuery) -> BoxFuture<Result<AuditList, String>>;
     fn audit_row(&self, seq: i64) -> BoxFuture<Result<Option<AuditRowDetail>, String>>;
 }

@@ -319,6 +319,9 @@ pub struct PolicySet {
     /// How approved jobs run, by name (operations name one).
     pub executors: BTreeMap<String, Executor>,
     hash: String,
+    /// Where it was loaded from and its text (the portal hands it to the browser's enforcer).
+    file: String,
+    source: String,
     /// Shell patterns by exact command name; `mkfs.*`-style prefixes; `*` patterns.
     pub(crate) by_command: HashMap<String, Vec<usize>>,
     pub(crate) by_prefix: Vec<(String, usize)>,
@@ -353,6 +356,16 @@ impl PolicySet {
     /// SHA-256 of the policy's canonical content (formatting and comments do not change it).
     pub fn hash(&self) -> &str {
         &self.hash
+    }
+
+    /// The name it was loaded under (a file path).
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// The policy's text, exactly as loaded.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     pub fn operation(&self, tool: &str, operation: &str) -> Option<&Operation> {
@@ -718,6 +731,8 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
         patterns,
         executors,
         hash,
+        file: file.to_string(),
+        source: source.to_string(),
     })
 }
 

@@ -631,6 +631,18 @@ fn signed_out() -> String {
 }
 
 impl PortalService for Portal {
+    fn policy(&self) -> BoxFuture<Result<app::policies::PolicySource, String>> {
+        let (state, user) = (self.state.clone(), self.user.clone());
+        Box::pin(async move {
+            user.ok_or_else(signed_out)?;
+            Ok(app::policies::PolicySource {
+                file: state.policy.file().to_string(),
+                source: state.policy.source().to_string(),
+                hash: state.policy.hash().to_string(),
+            })
+        })
+    }
+
     fn audit(&self, query: AuditQuery) -> BoxFuture<Result<AuditList, String>> {
         let (state, user) = (self.state.clone(), self.user.clone());
         Box::pin(async move {

@@ -740,6 +740,13 @@ async fn the_dashboard_counts_and_charts_on_the_server() {
     assert!(html.contains("ssh-exec: 3"), "top tools");
     assert!(html.contains("queued: 1"), "queue depth");
 
+    // The policies page shows the active policy and its hash (the simulator loads the same text).
+    let (status, html) = get_as(&test.router, "/policies", &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(test.state.policy.hash()), "{html}");
+    assert!(html.contains("executeSudoCommand") && html.contains("rm-recursive-force"));
+    assert!(html.contains("data-testid=\"simulate\""));
+
     // Live updates: an event stream for signed-in people only.
     let cookie_header = cookie.split(';').next().unwrap_or_default().to_string();
     let response = test
