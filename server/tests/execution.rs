@@ -245,16 +245,29 @@ impl Harness {
         panic!("job {job_id} did not finish");
     }
 
-    /// The execution statuses audited for a job, in order.
+    /// The execution statuses audited for a job, in order, once the final one is written (the
+    /// job's row can show the end a moment before its audit row is committed).
     async fn audited_steps(&self, job_id: &str) -> Vec<String> {
-        let rows = self.state.store.audit_page(0, 1_000).await.expect("audit");
-        rows.into_iter()
-            .filter(|r| {
-                r.event.job_id.as_deref() == Some(job_id)
-                    && r.event.kind == server::store::EventKind::Execution
-            })
-            .filter_map(|r| r.event.execution_status)
-            .collect()
+        let mut steps = Vec::new();
+        for _ in 0..50 {
+            let rows = self.state.store.audit_page(0, 1_000).await.expect("audit");
+            steps = rows
+                .into_iter()
+                .filter(|r| {
+                    r.event.job_id.as_deref() == Some(job_id)
+                        && r.event.kind == server::store::EventKind::Execution
+                })
+                .filter_map(|r| r.event.execution_status)
+                .collect::<Vec<_>>();
+            if steps
+                .last()
+                .is_some_and(|s| matches!(s.as_str(), "success" | "failure" | "timeout" | "failed"))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        steps
     }
 }
 
@@ -310,6 +323,10 @@ async fn a_webhook_job_is_signed_retried_and_its_answer_recorded() {
         (Some("deploy"), Some("nginx"))
     );
     assert_eq!(body["approvals"][0]["approver"], "alice");
+    assert_eq!(
+        h.audited_steps(&job_id).await,
+        ["picked", "executing", "success"]
+    );
     let rows = h.state.store.audit_page(0, 1_000).await.expect("audit");
     let done = rows
         .iter()
