@@ -151,6 +151,8 @@ pub(crate) fn RiskBadge(risk: String) -> impl IntoView {
 #[component]
 pub fn Approvals() -> impl IntoView {
     let pending = Resource::new(|| (), |_| pending_approvals());
+    // A new request appears (and decided ones leave) without a reload.
+    crate::dashboard::live_refresh(pending);
     view! {
         <Title text="Approvals"/>
         <section class="page">

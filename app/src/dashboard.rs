@@ -201,21 +201,38 @@ pub fn Dashboard() -> impl IntoView {
     }
 }
 
-/// After hydration: refetch when the server says something changed.
+/// After hydration: refetch `data` whenever the server says something changed (`/events`).
 #[allow(unused_variables)]
-fn live_refresh(data: Resource<Result<DashboardView, ServerFnError>>) {
+pub(crate) fn live_refresh<T>(data: Resource<T>)
+where
+    T: Send + Sync + Serialize + for<'de> Deserialize<'de> + 'static,
+{
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
         use wasm_bindgen::{closure::Closure, JsCast};
         let Ok(source) = web_sys::EventSource::new("/events") else {
             return;
         };
-        let on_change = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_| data.refetch());
+        use std::sync::atomic::{AtomicBool, Ordering};
+        // When the page goes away (client-side navigation) the stream is closed at its next
+        // message and the (disposed) resource is never touched again.
+        let alive = std::sync::Arc::new(AtomicBool::new(true));
+        {
+            let alive = alive.clone();
+            on_cleanup(move || alive.store(false, Ordering::Relaxed));
+        }
+        let stream = source.clone();
+        let on_change = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_| {
+            if alive.load(Ordering::Relaxed) {
+                data.refetch();
+            } else {
+                stream.close();
+            }
+        });
         source.set_onmessage(Some(on_change.as_ref().unchecked_ref()));
-        // The page keeps listening for as long as it is open.
+        // The handler lives as long as the stream (JavaScript owns both from here).
         on_change.forget();
         let _ = document_attr();
-        std::mem::forget(source);
     });
 }
 

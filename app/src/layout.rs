@@ -87,7 +87,7 @@ fn CurrentUser() -> impl IntoView {
                         let roles = u.roles.join(", ");
                         view! {
                             <div class="user" data-testid="current-user">
-                                <span class="user-name">{u.display_name}</span>
+                                <a class="user-name" href="/profile" data-testid="profile-link">{u.display_name}</a>
                                 <span class="user-roles">{roles}</span>
                                 <form method="post" action="/auth/logout">
                                     <button type="submit" class="link-button">"Sign out"</button>

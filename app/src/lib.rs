@@ -30,6 +30,8 @@ pub struct UserView {
     pub username: String,
     pub display_name: String,
     pub roles: Vec<String>,
+    /// The enforcer capabilities the person holds (what they may approve).
+    pub capabilities: Vec<String>,
 }
 
 /// How people sign in here (the server puts it in context for each request).
@@ -145,6 +147,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/reports") view=pages::Reports ssr=SsrMode::InOrder/>
                                                             <Route path=path!("/policies") view=policies::Policies ssr=SsrMode::InOrder/>
                     <Route path=path!("/sign-in") view=pages::SignIn ssr=SsrMode::InOrder/>
+                    <Route path=path!("/profile") view=pages::Profile ssr=SsrMode::InOrder/>
                 </Routes>
             </layout::Shell>
         </Router>

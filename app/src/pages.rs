@@ -26,6 +26,38 @@ pub fn Reports() -> impl IntoView {
     }
 }
 
+/// `/profile`: who am I — name, roles and the capabilities the enforcer checks.
+#[component]
+pub fn Profile() -> impl IntoView {
+    let user = Resource::new(|| (), |_| crate::whoami());
+    view! {
+        <Section title="Profile" lead="Who you are here: your roles and the capabilities the enforcer checks.">
+            <Suspense fallback=|| ()>
+                {move || user.get().map(|result| match result.ok().flatten() {
+                    None => view! { <p class="muted">"You are not signed in."</p> }.into_any(),
+                    Some(u) => {
+                        let list = |items: Vec<String>| {
+                            if items.is_empty() {
+                                view! { <span class="muted">"none"</span> }.into_any()
+                            } else {
+                                view! { <ul>{items.into_iter().map(|i| view! { <li><code>{i}</code></li> }).collect_view()}</ul> }.into_any()
+                            }
+                        };
+                        view! {
+                            <dl class="facts" data-testid="profile">
+                                <dt>"Name"</dt><dd>{u.display_name}</dd>
+                                <dt>"User name"</dt><dd data-testid="profile-username">{u.username}</dd>
+                                <dt>"Roles"</dt><dd data-testid="profile-roles">{list(u.roles)}</dd>
+                                <dt>"Capabilities"</dt><dd data-testid="profile-capabilities">{list(u.capabilities)}</dd>
+                            </dl>
+                        }.into_any()
+                    }
+                })}
+            </Suspense>
+        </Section>
+    }
+}
+
 #[component]
 pub fn NotFound() -> impl IntoView {
     #[cfg(feature = "ssr")]

@@ -160,3 +160,20 @@ test("the policy simulator decides in the browser exactly as the server's API do
   expect(ids.length).toBeGreaterThan(0);
   await expect(page.getByTestId('sim-patterns')).toHaveText(ids.join(', '));
 });
+
+test('a new request appears on the open approvals page without a reload; the profile shows capabilities', async ({ page, request }) => {
+  await page.goto('/approvals');
+  await page.locator('#sign-in-provider').click();
+  await providerLogin(page, 'erin');
+  await expect(page).toHaveURL(/\/approvals$/);
+  await new Portal(page).hydrated();
+  await expect(page.locator('body')).toHaveAttribute('data-live', 'true');
+  const { jobId } = await askForApproval(request, 'rm -rf /home/erin/tmp');
+  await expect(page.locator(`tr[data-job="${jobId}"]`)).toBeVisible({ timeout: 10_000 });
+  expect(page.url()).toMatch(/\/approvals$/);
+
+  await page.getByTestId('profile-link').click();
+  await expect(page.getByTestId('profile-username')).toHaveText('erin');
+  await expect(page.getByTestId('profile-roles')).toContainText('approver');
+  await expect(page.getByTestId('profile-capabilities')).toContainText('ssh-linux');
+});

@@ -248,6 +248,7 @@ fn provide_request_context(state: &AppState, options: app::AuthOptions) {
             username: user.username.clone(),
             display_name: user.display_name.clone(),
             roles: user.roles.clone(),
+            capabilities: user.capabilities.clone(),
         });
     }
     provide_context(portal::Portal::for_request(state.clone(), user));

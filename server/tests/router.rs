@@ -740,6 +740,15 @@ async fn the_dashboard_counts_and_charts_on_the_server() {
     assert!(html.contains("ssh-exec: 3"), "top tools");
     assert!(html.contains("queued: 1"), "queue depth");
 
+    // The profile: who am I, roles and capabilities.
+    let (status, html) = get_as(&test.router, "/profile", &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("data-testid=\"profile-username\">alice<"),
+        "{html}"
+    );
+    assert!(html.contains("<code>approver</code>") && html.contains("<code>ssh-linux</code>"));
+
     // The policies page shows the active policy and its hash (the simulator loads the same text).
     let (status, html) = get_as(&test.router, "/policies", &cookie).await;
     assert_eq!(status, StatusCode::OK);
