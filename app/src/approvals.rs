@@ -75,6 +75,19 @@ pub struct ApprovalView {
     /// Whether the signed-in person may vote now; if not, why.
     pub may_vote: bool,
     pub why_not: Vec<String>,
+    /// Recent decisions on the same tool and operation (for context).
+    pub similar: Vec<SimilarRow>,
+}
+
+/// A recent decision on the same tool and operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimilarRow {
+    pub seq: i64,
+    pub at: String,
+    pub caller: String,
+    pub action: String,
+    pub risk: String,
+    pub reason: String,
 }
 
 #[cfg(feature = "ssr")]
@@ -275,6 +288,16 @@ fn detail_view(d: ApprovalView) -> impl IntoView {
         <h2>"Capabilities"</h2>
         <p>"Required: "{d.required_capabilities.join(", ")}</p>
         <p>"Yours: "{d.viewer_capabilities.join(", ")}</p>
+        <h2>"Similar recent requests"</h2>
+        {if d.similar.is_empty() {
+            view! { <p class="muted">"None recently."</p> }.into_any()
+        } else {
+            view! {
+                <ul class="similar" data-testid="similar">{d.similar.into_iter().map(|s| view! {
+                    <li>{format!("{} — {} asked; {} ({}): {}", s.at, s.caller, s.action, s.risk, s.reason)}</li>
+                }).collect_view()}</ul>
+            }.into_any()
+        }}
         <h2>"Votes"</h2>
         {if d.votes.is_empty() {
             view! { <p class="muted">"No votes yet."</p> }.into_any()

@@ -5,7 +5,9 @@ use crate::approvals::{self, VoteError};
 use crate::auth::SignedIn;
 use crate::store::{Job, Store, StoreError};
 use crate::AppState;
-use app::approvals::{ApprovalView, ArgumentView, PatternView, PendingApproval, Segment, VoteRow};
+use app::approvals::{
+    ApprovalView, ArgumentView, PatternView, PendingApproval, Segment, SimilarRow, VoteRow,
+};
 use app::audit::{AuditList, AuditQuery, AuditRowDetail, AuditRowView};
 use app::dashboard::{DashboardView, RecentRow};
 use app::jobs::{JobDetail, JobList, JobQuery, JobRow, TimelineEntry};
@@ -207,6 +209,31 @@ impl Portal {
             Utc::now(),
             &role,
         );
+        let similar = state
+            .store
+            .audit_search(
+                &crate::store::AuditFilter {
+                    tool: Some(job.tool_name.clone()),
+                    operation: Some(job.operation.clone()),
+                    kind: Some(crate::store::EventKind::Decision),
+                    ..Default::default()
+                },
+                8,
+            )
+            .await
+            .map_err(|e| unavailable(&e))?
+            .into_iter()
+            .filter(|r| job.decision_audit_id.as_deref() != Some(r.id.as_str()))
+            .take(6)
+            .map(|r| SimilarRow {
+                seq: r.seq,
+                at: r.event.timestamp.format("%Y-%m-%d %H:%M UTC").to_string(),
+                caller: r.event.caller_id,
+                action: r.event.decision_action,
+                risk: r.event.risk_level,
+                reason: r.event.decision_reason,
+            })
+            .collect();
         let queued = job.status == crate::store::JobStatus::Queued;
         let mut why_not = eligibility.reasons.clone();
         if !queued {
@@ -242,6 +269,7 @@ impl Portal {
                 .collect(),
             may_vote: queued && eligibility.allowed,
             why_not,
+            similar,
         }))
     }
 }

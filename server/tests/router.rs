@@ -618,6 +618,18 @@ async fn approvals_are_listed_explained_and_voted_on_without_wasm() {
     let _serial = SERIAL.lock().await;
     let test = sqlite_app().await;
     let job_id = queue_job(&test).await;
+    let earlier = server::store::NewAuditEvent::new(
+        server::store::EventKind::Decision,
+        "carol",
+        "ssh-exec",
+        "executeCommand",
+        "deny",
+        "an earlier try without capabilities",
+        "HIGH",
+    );
+    server::store::Store::append_audit(&test.store, &[earlier])
+        .await
+        .expect("append");
     let cookie = alice(&test.router).await;
 
     let (status, html) = get_as(&test.router, "/approvals", &cookie).await;
@@ -637,6 +649,11 @@ async fn approvals_are_listed_explained_and_voted_on_without_wasm() {
     assert!(html.contains(">rm -rf /var/www</mark>"), "{html}");
     assert!(html.contains("clean the old site"));
     assert!(html.contains("data-testid=\"approve\"") && html.contains("data-testid=\"deny\""));
+    // Context: recent decisions on the same tool and operation.
+    assert!(
+        html.contains("carol asked; deny (HIGH): an earlier try without capabilities"),
+        "{html}"
+    );
 
     // A denial without a reason is refused and nothing changes.
     let body = format!("job_id={job_id}&verdict=deny&reason=");
