@@ -28,6 +28,48 @@ pub enum VoteError {
     Unavailable(#[source] StoreError),
 }
 
+/// Whether `voter` may vote on `job` now, by the enforcer's rules (shared by the vote itself and
+/// the approval page's buttons).
+pub fn eligibility(
+    state: &AppState,
+    voter: &Principal,
+    job: &Job,
+    votes: &[VoteRecord],
+    now: chrono::DateTime<Utc>,
+) -> enforcer::Eligibility {
+    let votes: Vec<enforcer::Vote> = votes
+        .iter()
+        .map(|v| enforcer::Vote {
+            approver: v.approver.clone(),
+            verdict: v.verdict,
+            at: v.created_at,
+        })
+        .collect();
+    let pending = enforcer::PendingJob {
+        requester: job.requester.clone(),
+        required_capabilities: job.requested_capabilities.iter().cloned().collect(),
+        approvals_required: u32::try_from(job.approvals_required).unwrap_or(1),
+        expires_at: job.expires_at.unwrap_or(now),
+    };
+    enforcer::can_approve(
+        voter,
+        &pending,
+        &votes,
+        now,
+        &state.policy.approvals.approver_role,
+    )
+}
+
+/// Who may see a job: its requester, the service that submitted it, and approvers, auditors and
+/// admins (the API and the portal apply the same rule).
+pub fn may_see(job: &Job, who: &str, roles: &[String], approver_role: &str) -> bool {
+    job.requester == who
+        || job.submitted_by.as_deref() == Some(who)
+        || roles
+            .iter()
+            .any(|r| r == approver_role || r == "auditor" || r == "admin")
+}
+
 /// Cast `voter`'s vote on a job.
 pub async fn vote(
     state: &AppState,
@@ -58,32 +100,13 @@ pub async fn vote(
             "approving a CRITICAL operation needs a comment",
         ));
     }
-    let votes: Vec<enforcer::Vote> = state
+    let votes = state
         .store
         .votes(job_id)
         .await
-        .map_err(VoteError::Unavailable)?
-        .into_iter()
-        .map(|v| enforcer::Vote {
-            approver: v.approver,
-            verdict: v.verdict,
-            at: v.created_at,
-        })
-        .collect();
+        .map_err(VoteError::Unavailable)?;
     let now = Utc::now();
-    let pending = enforcer::PendingJob {
-        requester: job.requester.clone(),
-        required_capabilities: job.requested_capabilities.iter().cloned().collect(),
-        approvals_required: u32::try_from(job.approvals_required).unwrap_or(1),
-        expires_at: job.expires_at.unwrap_or(now),
-    };
-    let eligibility = enforcer::can_approve(
-        voter,
-        &pending,
-        &votes,
-        now,
-        &state.policy.approvals.approver_role,
-    );
+    let eligibility = eligibility(state, voter, &job, &votes, now);
     if !eligibility.allowed {
         return Err(VoteError::NotEligible(eligibility.reasons));
     }
@@ -94,12 +117,12 @@ pub async fn vote(
     };
     let approvals_after = eligibility.quorum.approvals + 1;
     let summary = match verdict {
-        Verdict::Approve if approvals_after >= pending.approvals_required => {
+        Verdict::Approve if approvals_after >= eligibility.quorum.required => {
             "approved; the quorum is reached".to_string()
         }
         Verdict::Approve => format!(
             "approved ({approvals_after} of {} approvals)",
-            pending.approvals_required
+            eligibility.quorum.required
         ),
         Verdict::Deny => format!("denied: {}", reason.unwrap_or_default()),
     };

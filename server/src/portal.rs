@@ -40,13 +40,9 @@ fn principal(user: &SignedIn) -> Principal {
     }
 }
 
-/// Approvers, auditors and admins see every pending request; others only their own.
+/// Approvers, auditors and admins see every job; others only their own.
 fn may_see(user: &SignedIn, job: &Job, approver_role: &str) -> bool {
-    job.requester == user.username
-        || user
-            .roles
-            .iter()
-            .any(|r| r == approver_role || r == "auditor" || r == "admin")
+    approvals::may_see(job, &user.username, &user.roles, approver_role)
 }
 
 fn summary(job: &Job, approvals: u32) -> PendingApproval {
@@ -190,25 +186,8 @@ impl Portal {
             .iter()
             .filter(|v| v.verdict == Verdict::Approve)
             .count();
-        let eligibility = enforcer::can_approve(
-            &principal(&user),
-            &enforcer::PendingJob {
-                requester: job.requester.clone(),
-                required_capabilities: job.requested_capabilities.iter().cloned().collect(),
-                approvals_required: u32::try_from(job.approvals_required).unwrap_or(1),
-                expires_at: job.expires_at.unwrap_or_else(Utc::now),
-            },
-            &votes
-                .iter()
-                .map(|v| enforcer::Vote {
-                    approver: v.approver.clone(),
-                    verdict: v.verdict,
-                    at: v.created_at,
-                })
-                .collect::<Vec<_>>(),
-            Utc::now(),
-            &role,
-        );
+        let eligibility =
+            approvals::eligibility(&state, &principal(&user), &job, &votes, Utc::now());
         let similar = state
             .store
             .audit_search(
@@ -334,8 +313,7 @@ impl Portal {
 const AUDIT_PAGE: i64 = 50;
 
 /// The audit trail is for auditors and admins.
-fn auditor(user: Option<&SignedIn>) -> Result<(), String> {
-    let user = user.ok_or_else(signed_out)?;
+fn auditor(user: &SignedIn) -> Result<(), String> {
     if user.roles.iter().any(|r| r == "auditor" || r == "admin") {
         Ok(())
     } else {
@@ -658,11 +636,24 @@ fn signed_out() -> String {
     "sign in first".to_string()
 }
 
+impl Portal {
+    /// Run `work` for the signed-in person; refused when nobody is signed in.
+    fn signed_in<T, F>(
+        &self,
+        work: impl FnOnce(AppState, SignedIn) -> F + Send + 'static,
+    ) -> BoxFuture<Result<T, String>>
+    where
+        F: std::future::Future<Output = Result<T, String>> + Send + 'static,
+        T: 'static,
+    {
+        let (state, user) = (self.state.clone(), self.user.clone());
+        Box::pin(async move { work(state, user.ok_or_else(signed_out)?).await })
+    }
+}
+
 impl PortalService for Portal {
     fn policy(&self) -> BoxFuture<Result<app::policies::PolicySource, String>> {
-        let (state, user) = (self.state.clone(), self.user.clone());
-        Box::pin(async move {
-            user.ok_or_else(signed_out)?;
+        self.signed_in(|state, _| async move {
             Ok(app::policies::PolicySource {
                 file: state.policy.file().to_string(),
                 source: state.policy.source().to_string(),
@@ -672,65 +663,41 @@ impl PortalService for Portal {
     }
 
     fn audit(&self, query: AuditQuery) -> BoxFuture<Result<AuditList, String>> {
-        let (state, user) = (self.state.clone(), self.user.clone());
-        Box::pin(async move {
-            auditor(user.as_ref())?;
+        self.signed_in(|state, user| async move {
+            auditor(&user)?;
             Portal::audit_list(state, query).await
         })
     }
 
     fn audit_row(&self, seq: i64) -> BoxFuture<Result<Option<AuditRowDetail>, String>> {
-        let (state, user) = (self.state.clone(), self.user.clone());
-        Box::pin(async move {
-            auditor(user.as_ref())?;
+        self.signed_in(move |state, user| async move {
+            auditor(&user)?;
             Portal::audit_detail(state, seq).await
         })
     }
 
     fn dashboard(&self) -> BoxFuture<Result<DashboardView, String>> {
-        let (state, user) = (self.state.clone(), self.user.clone());
-        Box::pin(async move {
-            let user = user.ok_or_else(signed_out)?;
-            Portal::dashboard_of(state, user).await
-        })
+        self.signed_in(Portal::dashboard_of)
     }
 
     fn jobs(&self, query: JobQuery) -> BoxFuture<Result<JobList, String>> {
-        let (state, user) = (self.state.clone(), self.user.clone());
-        Box::pin(async move {
-            let user = user.ok_or_else(signed_out)?;
-            Portal::job_list(state, user, query).await
-        })
+        self.signed_in(|state, user| Portal::job_list(state, user, query))
     }
 
     fn job(&self, job_id: String) -> BoxFuture<Result<Option<JobDetail>, String>> {
-        let (state, user) = (self.state.clone(), self.user.clone());
-        Box::pin(async move {
-            let user = user.ok_or_else(signed_out)?;
-            Portal::job_detail(state, user, job_id).await
-        })
+        self.signed_in(|state, user| Portal::job_detail(state, user, job_id))
     }
 
     fn pending(&self) -> BoxFuture<Result<Vec<PendingApproval>, String>> {
-        let (state, user) = (self.state.clone(), self.user.clone());
-        Box::pin(async move {
-            let user = user.ok_or_else(signed_out)?;
-            Portal::pending_list(state, user).await
-        })
+        self.signed_in(Portal::pending_list)
     }
 
     fn approval(&self, job_id: String) -> BoxFuture<Result<Option<ApprovalView>, String>> {
-        let (state, user) = (self.state.clone(), self.user.clone());
-        Box::pin(async move {
-            let user = user.ok_or_else(signed_out)?;
-            Portal::detail_of(state, user, job_id).await
-        })
+        self.signed_in(|state, user| Portal::detail_of(state, user, job_id))
     }
 
     fn vote(&self, job_id: String, approve: bool, reason: String) -> BoxFuture<Result<(), String>> {
-        let (state, user) = (self.state.clone(), self.user.clone());
-        Box::pin(async move {
-            let user = user.ok_or_else(signed_out)?;
+        self.signed_in(move |state, user| async move {
             let verdict = if approve {
                 Verdict::Approve
             } else {

@@ -410,17 +410,17 @@ async fn read_report(body: Body) -> Result<(RunReport, JobStatus, String), ApiEr
     Ok((report, status, hash))
 }
 
+/// At most [`OUTPUT_KEEP`] bytes of `text`, cut at a character boundary.
+pub(crate) fn cap_output(text: &str) -> String {
+    let mut end = text.len().min(OUTPUT_KEEP);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
 fn kept_output(output: Option<&str>) -> Option<String> {
-    output.map(|text| {
-        if text.len() <= OUTPUT_KEEP {
-            return text.to_string();
-        }
-        let mut end = OUTPUT_KEEP;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text[..end].to_string()
-    })
+    output.map(cap_output)
 }
 
 fn report_event(event: &mut NewAuditEvent, report: &RunReport) {

@@ -23,18 +23,18 @@ pub const MAX_WAIT_SECS: u64 = 60;
 /// While waiting, the job is also re-read this often (changes made by another replica).
 const RECHECK: Duration = Duration::from_secs(1);
 
-fn may_see(job: &Job, caller: &ApiCaller) -> bool {
-    job.requester == caller.id
-        || job.submitted_by.as_deref() == Some(caller.id.as_str())
-        || caller
-            .roles
-            .iter()
-            .any(|r| matches!(r.as_str(), "approver" | "auditor" | "admin"))
-}
-
 async fn load(state: &AppState, id: &str, caller: &ApiCaller) -> Result<Job, ApiError> {
     match state.store.job(id).await {
-        Ok(job) if may_see(&job, caller) => Ok(job),
+        Ok(job)
+            if crate::approvals::may_see(
+                &job,
+                &caller.id,
+                &caller.roles,
+                &state.policy.approvals.approver_role,
+            ) =>
+        {
+            Ok(job)
+        }
         Ok(_) | Err(StoreError::NotFound) => Err(ApiError::not_found()),
         Err(error) => Err(ApiError::unavailable("the job could not be read", &error)),
     }

@@ -13,7 +13,7 @@
 //! are final. A 2xx answer may carry a run report (`status`, `output`, `exit_code`,
 //! `side_effects`, `error`); otherwise it means success and its body is kept as the output.
 
-use crate::api::execution::{RunReport, OUTPUT_KEEP};
+use crate::api::execution::{cap_output, RunReport};
 use crate::store::{Job, VoteRecord};
 use enforcer::Executor;
 use hmac::{Hmac, Mac};
@@ -64,14 +64,6 @@ fn failure(started: Instant, error: String) -> RunReport {
 
 fn elapsed_ms(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
-fn capped(text: &str) -> String {
-    let mut end = text.len().min(OUTPUT_KEEP);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
 }
 
 /// The JSON the receiver gets.
@@ -161,7 +153,7 @@ pub async fn deliver(
                         status: outcome,
                         duration_ms: Some(elapsed_ms(started)),
                         exit_code: answer.exit_code,
-                        output: Some(capped(answer.output.as_deref().unwrap_or(&text))),
+                        output: Some(cap_output(answer.output.as_deref().unwrap_or(&text))),
                         output_digest: Some(enforcer::sha256_hex(
                             answer.output.as_deref().unwrap_or(&text).as_bytes(),
                         )),
@@ -170,14 +162,14 @@ pub async fn deliver(
                             .side_effects
                             .into_iter()
                             .take(1_000)
-                            .map(|s| capped(&s).chars().take(512).collect())
+                            .map(|s| cap_output(&s).chars().take(512).collect())
                             .collect(),
                         error: answer.error,
                     };
                 }
                 last_error = format!(
                     "{url} answered {status} on attempt {attempt}: {}",
-                    capped(&text).chars().take(200).collect::<String>()
+                    cap_output(&text).chars().take(200).collect::<String>()
                 );
                 let retryable =
                     status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429);
@@ -220,20 +212,12 @@ mod tests {
 
     #[test]
     fn the_signature_is_hmac_sha256_over_timestamp_dot_body() {
-        // RFC 4231 test case 2 shape: key "Jefe"; message here is "1.{}".
-        let sig = signature(b"Jefe", 1, b"{}");
-        assert!(sig.starts_with("sha256=") && sig.len() == 7 + 64);
-        assert_ne!(sig, signature(b"Jefe", 2, b"{}"));
-        assert_ne!(sig, signature(b"Jefx", 1, b"{}"));
-        // Independent check: HMAC over the same bytes in one piece.
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").expect("key");
-        mac.update(b"1.{}");
-        let expected: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(sig, format!("sha256={expected}"));
+        // Computed independently: python3 -c "import hmac,hashlib;
+        //   print(hmac.new(b'Jefe', b'1.{}', hashlib.sha256).hexdigest())"
+        assert_eq!(
+            signature(b"Jefe", 1, b"{}"),
+            "sha256=dc7943cccf20f64327d263db5e2aca27c2b8175e8e6e7ea04f482091bf456b0f"
+        );
+        assert_ne!(signature(b"Jefe", 2, b"{}"), signature(b"Jefe", 1, b"{}"));
     }
 }
