@@ -45,6 +45,10 @@ fn bench(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| evaluate(black_box(&req), black_box(&admin), black_box(&policy)))
         });
+        // The shell reading alone, to see where an evaluation's time goes.
+        group.bench_function(format!("{name}/shell-analysis"), |b| {
+            b.iter(|| enforcer::analysis::invocations(black_box(&text)))
+        });
     }
     group.bench_function("unknown-tool", |b| {
         let mut req = request("uptime");

@@ -8,35 +8,91 @@
 //! through a pipe, so `curl ... | sh` is visible.
 
 use crate::shell::{self, Redirect, Script, Warning, Word, MAX_DEPTH};
+use std::borrow::Cow;
 use std::ops::Range;
 
-/// One command that would run, with its name normalised.
+/// One command that would run, with its name normalised. Text borrows from the analysed
+/// argument wherever quote removal left it unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invocation {
+pub struct Invocation<'a> {
     /// Lowercased base name (`/usr/bin/RM.exe` → `rm`).
-    pub name: String,
-    pub args: Vec<Word>,
-    pub redirects: Vec<Redirect>,
+    pub name: Cow<'a, str>,
+    pub args: Vec<Word<'a>>,
+    pub redirects: Vec<Redirect<'a>>,
     /// Byte span in the original argument, from the command word to its last argument.
     pub span: Range<usize>,
     /// Names of the commands before this one in its pipeline.
-    pub upstream: Vec<String>,
+    pub upstream: Vec<Cow<'a, str>>,
     /// Flags as written: short letters, long names (lowercased, without dashes or `=value`).
-    pub flags: FlagSet,
-    /// The arguments joined by single spaces after quote removal: what `args` regexes see.
-    pub args_text: String,
+    pub flags: FlagSet<'a>,
 }
 
+impl Invocation<'_> {
+    /// The arguments joined by single spaces after quote removal: what `args` regexes see.
+    pub fn args_text(&self) -> String {
+        let mut text = String::with_capacity(self.args.iter().map(|w| w.text.len() + 1).sum());
+        for (i, arg) in self.args.iter().enumerate() {
+            if i > 0 {
+                text.push(' ');
+            }
+            text.push_str(&arg.text);
+        }
+        text
+    }
+}
+
+/// The flags of one invocation: short letters and digits as a bit set, long names as a list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FlagSet {
-    pub short: Vec<char>,
-    pub long: Vec<String>,
+pub struct FlagSet<'a> {
+    short: u64,
+    pub long: Vec<Cow<'a, str>>,
+}
+
+impl FlagSet<'_> {
+    /// Whether the short flag `c` (`r` of `-rf`) was given.
+    pub fn has_short(&self, c: char) -> bool {
+        short_bit(c).is_some_and(|bit| self.short & bit != 0)
+    }
+
+    /// The short flags given, in a fixed order (digits, upper case, lower case).
+    pub fn shorts(&self) -> impl Iterator<Item = char> + '_ {
+        let mut bits = self.short;
+        std::iter::from_fn(move || {
+            if bits == 0 {
+                return None;
+            }
+            let index = bits.trailing_zeros();
+            bits &= bits - 1;
+            let c = match index {
+                0..=9 => b'0' + index as u8,
+                10..=35 => b'A' + (index - 10) as u8,
+                _ => b'a' + (index - 36) as u8,
+            };
+            Some(char::from(c))
+        })
+    }
+
+    /// Whether any short flag was given.
+    pub fn any_short(&self) -> bool {
+        self.short != 0
+    }
+}
+
+/// The bit of an ASCII letter or digit in [`FlagSet`]'s short set.
+fn short_bit(c: char) -> Option<u64> {
+    let index = match c {
+        '0'..='9' => c as u32 - '0' as u32,
+        'A'..='Z' => 10 + c as u32 - 'A' as u32,
+        'a'..='z' => 36 + c as u32 - 'a' as u32,
+        _ => return None,
+    };
+    Some(1u64 << index)
 }
 
 /// Everything found in one shell argument.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Analysis {
-    pub invocations: Vec<Invocation>,
+pub struct Analysis<'a> {
+    pub invocations: Vec<Invocation<'a>>,
     pub warnings: Vec<Warning>,
 }
 
@@ -223,10 +279,11 @@ const RESERVED: &[&str] = &[
 ];
 
 /// Read a shell argument into the invocations it would cause.
-pub fn invocations(text: &str) -> Analysis {
+pub fn invocations(text: &str) -> Analysis<'_> {
     let script = shell::parse(text);
+    let commands: usize = script.pipelines.iter().map(|p| p.commands.len()).sum();
     let mut analysis = Analysis {
-        invocations: Vec::new(),
+        invocations: Vec::with_capacity(commands + commands / 2),
         warnings: script.warnings.clone(),
     };
     collect(&script, 0, &mut analysis);
@@ -235,9 +292,9 @@ pub fn invocations(text: &str) -> Analysis {
     analysis
 }
 
-fn collect(script: &Script, depth: usize, out: &mut Analysis) {
+fn collect<'a>(script: &Script<'a>, depth: usize, out: &mut Analysis<'a>) {
     for pipeline in &script.pipelines {
-        let mut upstream: Vec<String> = Vec::new();
+        let mut upstream: Vec<Cow<'a, str>> = Vec::new();
         for command in &pipeline.commands {
             let last = unwrap(&command.words, &command.redirects, &upstream, depth, out);
             if let Some(name) = last {
@@ -248,19 +305,19 @@ fn collect(script: &Script, depth: usize, out: &mut Analysis) {
 }
 
 /// Emit the invocations in `words` (wrappers first); return the name of the innermost command.
-fn unwrap(
-    words: &[Word],
-    redirects: &[Redirect],
-    upstream: &[String],
+fn unwrap<'a>(
+    words: &[Word<'a>],
+    redirects: &[Redirect<'a>],
+    upstream: &[Cow<'a, str>],
     depth: usize,
-    out: &mut Analysis,
-) -> Option<String> {
+    out: &mut Analysis<'a>,
+) -> Option<Cow<'a, str>> {
     let mut rest = words;
     let mut innermost = None;
     loop {
         // Assignments (`FOO=bar cmd`) and reserved words (`! cmd`, `{ cmd; }`) are not commands.
         while let Some(first) = rest.first() {
-            if is_assignment(&first.text) || RESERVED.contains(&first.text.as_str()) {
+            if is_assignment(&first.text) || RESERVED.contains(&first.text.as_ref()) {
                 rest = &rest[1..];
             } else {
                 break;
@@ -269,12 +326,12 @@ fn unwrap(
         let Some(first) = rest.first() else {
             return innermost;
         };
-        let name = command_name(&first.text);
+        let name = word_command_name(&first.text);
         if name == "for" || name == "case" || name == "function" {
             return innermost;
         }
         let wrapper = WRAPPERS.iter().find(|w| w.name == name);
-        let payload_flag = if SHELLS.contains(&name.as_str()) || name == "su" {
+        let payload_flag = if SHELLS.contains(&name.as_ref()) || name == "su" {
             find_payload(&rest[1..], name == "su")
         } else {
             None
@@ -303,8 +360,8 @@ fn unwrap(
             }
         }
         if name == "eval" && own.len() > 1 {
-            let text: Vec<&str> = own[1..].iter().map(|w| w.text.as_str()).collect();
-            nested(&text.join(" "), cover(&own[1..]), depth, out);
+            let text: Vec<&str> = own[1..].iter().map(|w| w.text.as_ref()).collect();
+            nested(&Cow::Owned(text.join(" ")), cover(&own[1..]), depth, out);
         }
         if name == "env" {
             // `env -S 'cmd args'` splits its string into a command.
@@ -327,25 +384,47 @@ fn unwrap(
     }
 }
 
-fn nested(text: &str, span: Range<usize>, depth: usize, out: &mut Analysis) {
+/// Read a payload (`sh -c` text, `eval` words) as a command line of its own. Its spans are all
+/// pinned to the payload's span in the original argument.
+#[allow(
+    clippy::ptr_arg,
+    reason = "a borrowed payload keeps borrowing the argument ('a)"
+)]
+fn nested<'a>(text: &Cow<'a, str>, span: Range<usize>, depth: usize, out: &mut Analysis<'a>) {
     if depth + 1 > MAX_DEPTH {
         if !out.warnings.contains(&Warning::TooDeep) {
             out.warnings.push(Warning::TooDeep);
         }
         return;
     }
-    let mut script = Script::default();
-    shell::parse_into(text, 0, depth + 1, Some(span), &mut script);
+    let script = match text {
+        Cow::Borrowed(text) => {
+            let mut script = Script::default();
+            shell::parse_into(text, 0, depth + 1, Some(span), &mut script);
+            script
+        }
+        Cow::Owned(text) => {
+            // Quote removal changed the payload: its words cannot borrow the argument.
+            let mut script = Script::default();
+            shell::parse_into(text, 0, depth + 1, Some(span), &mut script);
+            script.into_owned()
+        }
+    };
     out.warnings.extend(script.warnings.iter().copied());
     collect(&script, depth + 1, out);
 }
 
 /// `find ... -exec CMD ARGS ;` runs CMD for each file.
-fn find_exec(words: &[Word], upstream: &[String], depth: usize, out: &mut Analysis) {
+fn find_exec<'a>(
+    words: &[Word<'a>],
+    upstream: &[Cow<'a, str>],
+    depth: usize,
+    out: &mut Analysis<'a>,
+) {
     let mut i = 0;
     while i < words.len() {
         if matches!(
-            words[i].text.as_str(),
+            words[i].text.as_ref(),
             "-exec" | "-execdir" | "-ok" | "-okdir"
         ) {
             let start = i + 1;
@@ -363,11 +442,11 @@ fn find_exec(words: &[Word], upstream: &[String], depth: usize, out: &mut Analys
 }
 
 /// How many words after a wrapper's name are its own (options, their values, positionals).
-fn wrapper_words(wrapper: &Wrapper, words: &[Word]) -> usize {
+fn wrapper_words(wrapper: &Wrapper, words: &[Word<'_>]) -> usize {
     let mut i = 0;
     let mut positionals = wrapper.positionals;
     while i < words.len() {
-        let text = words[i].text.as_str();
+        let text = words[i].text.as_ref();
         if text == "--" {
             return i + 1;
         }
@@ -391,9 +470,9 @@ fn wrapper_words(wrapper: &Wrapper, words: &[Word]) -> usize {
 }
 
 /// Position (in `words`) of the payload after `-c` in a shell's options, if any.
-fn find_payload(words: &[Word], is_su: bool) -> Option<usize> {
+fn find_payload(words: &[Word<'_>], is_su: bool) -> Option<usize> {
     for (i, word) in words.iter().enumerate() {
-        let text = word.text.as_str();
+        let text = word.text.as_ref();
         if text == "--command" && is_su {
             return Some(i + 1);
         }
@@ -411,32 +490,30 @@ fn find_payload(words: &[Word], is_su: bool) -> Option<usize> {
     None
 }
 
-fn push(
-    out: &mut Analysis,
-    name: &str,
-    words: &[Word],
-    redirects: &[Redirect],
-    upstream: &[String],
+#[allow(
+    clippy::ptr_arg,
+    reason = "cloning a borrowed Cow keeps the borrow; &str would not"
+)]
+fn push<'a>(
+    out: &mut Analysis<'a>,
+    name: &Cow<'a, str>,
+    words: &[Word<'a>],
+    redirects: &[Redirect<'a>],
+    upstream: &[Cow<'a, str>],
 ) {
     let args = words[1..].to_vec();
-    let args_text = args
-        .iter()
-        .map(|w| w.text.as_str())
-        .collect::<Vec<_>>()
-        .join(" ");
     out.invocations.push(Invocation {
-        name: name.to_string(),
+        name: name.clone(),
         flags: flags(&args),
         args,
         redirects: redirects.to_vec(),
         span: cover(words),
         upstream: upstream.to_vec(),
-        args_text,
     });
 }
 
 /// The span from the first word's start to the last word's end.
-fn cover(words: &[Word]) -> Range<usize> {
+fn cover(words: &[Word<'_>]) -> Range<usize> {
     match (words.first(), words.last()) {
         (Some(first), Some(last)) => {
             first.span.start.min(last.span.start)..first.span.end.max(last.span.end)
@@ -445,39 +522,54 @@ fn cover(words: &[Word]) -> Range<usize> {
     }
 }
 
-impl FlagSet {
-    fn add_long(&mut self, name: &str) {
-        if !self.long.iter().any(|l| l.eq_ignore_ascii_case(name)) {
-            self.long.push(name.to_ascii_lowercase());
+impl<'a> FlagSet<'a> {
+    /// Add the long flag at `range` of `word` (lowercased; borrowed when it already is).
+    #[allow(clippy::ptr_arg, reason = "a borrowed word lends its flag name ('a)")]
+    fn add_long(&mut self, word: &Cow<'a, str>, range: Range<usize>) {
+        let name = &word[range.clone()];
+        if self.long.iter().any(|l| l.eq_ignore_ascii_case(name)) {
+            return;
         }
+        let lowered = match word {
+            Cow::Borrowed(text) if !name.bytes().any(|b| b.is_ascii_uppercase()) => {
+                Cow::Borrowed(&text[range])
+            }
+            _ => Cow::Owned(name.to_ascii_lowercase()),
+        };
+        self.long.push(lowered);
     }
 }
 
-fn flags(args: &[Word]) -> FlagSet {
+fn flags<'a>(args: &[Word<'a>]) -> FlagSet<'a> {
     let mut set = FlagSet::default();
     for arg in args {
-        let text = arg.text.as_str();
+        let text = arg.text.as_ref();
         if text == "--" {
             break;
         }
-        if let Some(long) = text.strip_prefix("--") {
-            let name = long.split('=').next().unwrap_or(long);
-            if !name.is_empty() {
-                set.add_long(name);
-            }
-        } else if let Some(short) = text.strip_prefix('-') {
-            if short.is_empty() {
-                continue;
-            }
+        let dashes = if text.starts_with("--") {
+            2
+        } else if text.starts_with('-') {
+            1
+        } else {
+            continue;
+        };
+        let end = text.find('=').unwrap_or(text.len()).max(dashes);
+        let name = &text[dashes..end];
+        if name.is_empty() {
+            continue;
+        }
+        if dashes == 2 {
+            set.add_long(&arg.text, dashes..end);
+        } else {
             // `-rf` is `-r -f`; `-Force` (PowerShell, find) is also a long name.
-            let name = short.split('=').next().unwrap_or(short);
-            for c in name.chars().filter(|c| c.is_ascii_alphanumeric()) {
-                if !set.short.contains(&c) {
-                    set.short.push(c);
+            for c in name.chars() {
+                if let Some(bit) = short_bit(c) {
+                    set.short |= bit;
                 }
             }
             if name.len() > 1 {
-                set.add_long(name);
+                set.add_long(&arg.text, dashes..end);
             }
         }
     }
@@ -497,13 +589,30 @@ fn is_assignment(text: &str) -> bool {
     }
 }
 
-/// `/usr/bin/RM.exe` → `rm`.
-pub fn command_name(word: &str) -> String {
+/// `/usr/bin/RM.exe` → `rm`. Borrows the word when it already is its own name.
+pub fn command_name(word: &str) -> Cow<'_, str> {
     let base = word.rsplit(['/', '\\']).next().unwrap_or(word);
-    let lower = base.to_ascii_lowercase();
-    match lower.strip_suffix(".exe") {
-        Some(stem) if !stem.is_empty() => stem.to_string(),
-        _ => lower,
+    let has_exe = base.len() > 4
+        && base
+            .get(base.len() - 4..)
+            .is_some_and(|ext| ext.eq_ignore_ascii_case(".exe"));
+    let stem = if has_exe {
+        &base[..base.len() - 4]
+    } else {
+        base
+    };
+    if stem.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(stem.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(stem)
+    }
+}
+
+/// [`command_name`] of a word, keeping the borrow of the analysed text when there is one.
+fn word_command_name<'a>(word: &Cow<'a, str>) -> Cow<'a, str> {
+    match word {
+        Cow::Borrowed(text) => command_name(text),
+        Cow::Owned(text) => Cow::Owned(command_name(text).into_owned()),
     }
 }
 
@@ -515,7 +624,7 @@ mod tests {
         invocations(text)
             .invocations
             .into_iter()
-            .map(|i| i.name)
+            .map(|i| i.name.into_owned())
             .collect()
     }
 
@@ -565,12 +674,12 @@ mod tests {
     fn flags_are_split_combined_and_long() {
         let analysis = invocations("rm -r -f --no-preserve-root -Force x -- -y");
         let flags = &analysis.invocations[0].flags;
-        assert!(flags.short.contains(&'r') && flags.short.contains(&'f'));
+        assert!(flags.has_short('r') && flags.has_short('f'));
         assert!(
             flags.long.iter().any(|l| l == "no-preserve-root")
                 && flags.long.iter().any(|l| l == "force")
         );
-        assert!(!flags.short.contains(&'y'));
+        assert!(!flags.has_short('y'));
     }
 
     #[test]

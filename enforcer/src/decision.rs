@@ -372,47 +372,53 @@ fn match_invocation(
     policy: &PolicySet,
     argument: &str,
     text: &str,
-    invocation: &Invocation,
+    invocation: &Invocation<'_>,
     out: &mut Vec<PatternMatch>,
 ) {
-    // Only the patterns that name this command (or any command) can match it.
-    let mut candidates: Vec<usize> = policy
+    // Only the patterns that name this command (or any command) can match it. The by-name
+    // lists already hold the `*` patterns; a prefix (`mkfs.*`) match is rare and merged here.
+    let named: &[usize] = policy
         .by_command
-        .get(&invocation.name)
-        .cloned()
-        .unwrap_or_default();
-    candidates.extend(
-        policy
-            .by_prefix
-            .iter()
-            .filter(|(prefix, _)| invocation.name.starts_with(prefix.as_str()))
-            .map(|(_, i)| *i),
-    );
-    candidates.extend(policy.any_command.iter().copied());
+        .get(invocation.name.as_ref())
+        .map_or(&policy.any_command, Vec::as_slice);
+    let mut merged: Vec<usize> = Vec::new();
+    let mut prefixed = policy
+        .by_prefix
+        .iter()
+        .filter(|(prefix, _)| invocation.name.starts_with(prefix.as_str()))
+        .map(|(_, i)| *i)
+        .peekable();
+    let candidates: &[usize] = if prefixed.peek().is_some() {
+        merged.extend(named.iter().copied().chain(prefixed));
+        merged.sort_unstable();
+        merged.dedup();
+        &merged
+    } else {
+        named
+    };
     if candidates.is_empty() {
         return;
     }
-    candidates.sort_unstable();
-    candidates.dedup();
     // One pass of the args RegexSet, and only when a candidate needs it.
-    let args_hits: Vec<usize> = if candidates
+    let args_hits = if candidates
         .iter()
         .any(|&i| policy.patterns.get(i).is_some_and(|p| p.args.is_some()))
     {
-        policy
-            .args_set
-            .matches(&invocation.args_text)
-            .iter()
-            .filter_map(|i| policy.args_owner.get(i).copied())
-            .collect()
+        Some(policy.args_set.matches(&invocation.args_text()))
     } else {
-        Vec::new()
+        None
     };
-    for index in candidates {
+    let args_match = |index: usize| match &args_hits {
+        Some(hits) => hits
+            .iter()
+            .any(|member| policy.args_owner.get(member) == Some(&index)),
+        None => false,
+    };
+    for &index in candidates {
         let Some(pattern) = policy.patterns.get(index) else {
             continue;
         };
-        if pattern.args.is_some() && !args_hits.contains(&index) {
+        if pattern.args.is_some() && !args_match(index) {
             continue;
         }
         if !flags_match(pattern, invocation) {
@@ -422,7 +428,7 @@ fn match_invocation(
             && !invocation
                 .upstream
                 .iter()
-                .any(|up| command_matches(&pattern.piped_from, up))
+                .any(|up| command_matches(&pattern.piped_from, up.as_ref()))
         {
             continue;
         }
@@ -478,25 +484,28 @@ fn command_matches(patterns: &[String], name: &str) -> bool {
     })
 }
 
-fn flags_match(pattern: &Pattern, invocation: &Invocation) -> bool {
+fn flags_match(pattern: &Pattern, invocation: &Invocation<'_>) -> bool {
     if pattern.flags.is_empty() && pattern.any_flags.is_empty() {
         return true;
     }
     // Is `wanted` (canonical) among the invocation's flags, after the pattern's aliases?
 
+    let flags = &invocation.flags;
+    if !flags.any_short() && flags.long.is_empty() {
+        return false;
+    }
     let present = |wanted: &String| {
         let mut buf = [0u8; 4];
-        invocation.flags.short.iter().any(|c| {
+        flags.shorts().any(|c| {
             let short: &str = c.encode_utf8(&mut buf);
             match pattern.flag_aliases.get(short) {
                 Some(alias) => alias == wanted,
                 None => short == wanted,
             }
-        }) || invocation
-            .flags
+        }) || flags
             .long
             .iter()
-            .any(|l| match pattern.flag_aliases.get(l.as_str()) {
+            .any(|l| match pattern.flag_aliases.get(l.as_ref()) {
                 Some(alias) => alias == wanted,
                 None => l == wanted,
             })

@@ -38,7 +38,7 @@ pub fn default_policy() -> Result<PolicySet, PolicyError> {
 
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex_digest(Sha256::new_with_prefix(bytes))
+    hex_digest(Sha256::new_with_prefix(bytes).finalize().into())
 }
 
 /// JSON with object keys sorted and no insignificant whitespace: the form that is hashed.
@@ -50,18 +50,33 @@ pub fn canonical_json(value: &Value) -> String {
 
 /// SHA-256 (hex) of a value's canonical JSON, streamed into the hash without building the text.
 pub fn canonical_sha256(value: &Value) -> String {
-    let mut hasher = HashWriter(Sha256::new());
+    let mut hasher = HashWriter::default();
     write_canonical(value, &mut hasher);
-    hex_digest(hasher.0)
+    hasher.finish()
 }
 
-/// A `fmt::Write` that feeds SHA-256.
-#[derive(Default)]
-pub(crate) struct HashWriter(Sha256);
+/// A `fmt::Write` that feeds SHA-256, gathering the many small pieces of a JSON text into
+/// blocks first (one hasher update per 256 bytes rather than one per token).
+pub(crate) struct HashWriter {
+    hasher: Sha256,
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Default for HashWriter {
+    fn default() -> Self {
+        HashWriter {
+            hasher: Sha256::new(),
+            buf: [0; 256],
+            len: 0,
+        }
+    }
+}
 
 impl HashWriter {
-    pub(crate) fn finish(self) -> String {
-        hex_digest(self.0)
+    pub(crate) fn finish(mut self) -> String {
+        self.hasher.update(&self.buf[..self.len]);
+        hex_digest(self.hasher.finalize().into())
     }
 }
 
@@ -75,17 +90,30 @@ pub(crate) fn write_canonical_map<W: fmt::Write>(
 
 impl fmt::Write for HashWriter {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0.update(s.as_bytes());
+        let bytes = s.as_bytes();
+        if self.len + bytes.len() <= self.buf.len() {
+            self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
+        } else {
+            self.hasher.update(&self.buf[..self.len]);
+            self.len = 0;
+            if bytes.len() >= self.buf.len() {
+                self.hasher.update(bytes);
+            } else {
+                self.buf[..bytes.len()].copy_from_slice(bytes);
+                self.len = bytes.len();
+            }
+        }
         Ok(())
     }
 }
 
-fn hex_digest(hasher: Sha256) -> String {
-    let digest = hasher.finalize();
+fn hex_digest(digest: [u8; 32]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(64);
     for byte in digest {
-        out.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
-        out.push(char::from_digit(u32::from(byte & 0xf), 16).unwrap_or('0'));
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
     out
 }
@@ -135,25 +163,26 @@ fn try_write_map<W: fmt::Write>(map: &serde_json::Map<String, Value>, out: &mut 
 pub(crate) fn write_json_str<W: fmt::Write>(s: &str, out: &mut W) -> fmt::Result {
     out.write_char('"')?;
     let mut start = 0;
-    for (i, c) in s.char_indices() {
-        let escape = match c {
-            '"' => "\\\"",
-            '\\' => "\\\\",
-            '\n' => "\\n",
-            '\r' => "\\r",
-            '\t' => "\\t",
-            '\u{8}' => "\\b",
-            '\u{c}' => "\\f",
-            c if (c as u32) < 0x20 => "",
+    // Only ASCII bytes are ever escaped, so scanning bytes never splits a character.
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
             _ => continue,
         };
         out.write_str(&s[start..i])?;
         if escape.is_empty() {
-            write!(out, "\\u{:04x}", c as u32)?;
+            write!(out, "\\u{:04x}", b)?;
         } else {
             out.write_str(escape)?;
         }
-        start = i + c.len_utf8();
+        start = i + 1;
     }
     out.write_str(&s[start..])?;
     out.write_char('"')

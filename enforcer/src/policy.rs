@@ -322,7 +322,8 @@ pub struct PolicySet {
     /// Where it was loaded from and its text (the portal hands it to the browser's enforcer).
     file: String,
     source: String,
-    /// Shell patterns by exact command name; `mkfs.*`-style prefixes; `*` patterns.
+    /// Shell patterns by exact command name (the `*` patterns included, sorted, so a lookup
+    /// is the whole candidate list); `mkfs.*`-style prefixes; `*` patterns.
     pub(crate) by_command: HashMap<String, Vec<usize>>,
     pub(crate) by_prefix: Vec<(String, usize)>,
     pub(crate) any_command: Vec<usize>,
@@ -709,6 +710,11 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
                 None => by_command.entry(command.clone()).or_default().push(index),
             }
         }
+    }
+    for candidates in by_command.values_mut() {
+        candidates.extend(any_command.iter().copied());
+        candidates.sort_unstable();
+        candidates.dedup();
     }
     Ok(PolicySet {
         by_command,

@@ -5,8 +5,10 @@
 //! are reported in [`Script::warnings`] so the caller can treat the text as suspicious.
 //!
 //! Every word keeps the byte span of its raw text in the original string, so a match can be
-//! highlighted exactly where a person will read it.
+//! highlighted exactly where a person will read it. A word without quoting or escapes borrows
+//! its text from the input; only words that quote removal changes own a copy.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 /// How deep substitutions and `sh -c` payloads are followed before giving up.
@@ -14,29 +16,49 @@ pub const MAX_DEPTH: usize = 8;
 
 /// One word after quote removal, with the span of its raw text in the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Word {
-    pub text: String,
+pub struct Word<'a> {
+    pub text: Cow<'a, str>,
     pub span: Range<usize>,
+}
+
+impl Word<'_> {
+    /// The same word, owning its text.
+    pub fn into_owned(self) -> Word<'static> {
+        Word {
+            text: Cow::Owned(self.text.into_owned()),
+            span: self.span,
+        }
+    }
 }
 
 /// A redirection such as `> /dev/sda` (operator and target word).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Redirect {
-    pub op: String,
-    pub target: Word,
+pub struct Redirect<'a> {
+    pub op: Cow<'a, str>,
+    pub target: Word<'a>,
+}
+
+impl Redirect<'_> {
+    /// The same redirection, owning its text.
+    pub fn into_owned(self) -> Redirect<'static> {
+        Redirect {
+            op: Cow::Owned(self.op.into_owned()),
+            target: self.target.into_owned(),
+        }
+    }
 }
 
 /// A command with its words, before wrappers such as `sudo` are looked through.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SimpleCommand {
-    pub words: Vec<Word>,
-    pub redirects: Vec<Redirect>,
+pub struct SimpleCommand<'a> {
+    pub words: Vec<Word<'a>>,
+    pub redirects: Vec<Redirect<'a>>,
 }
 
 /// Commands joined by `|` or `|&`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Pipeline {
-    pub commands: Vec<SimpleCommand>,
+pub struct Pipeline<'a> {
+    pub commands: Vec<SimpleCommand<'a>>,
 }
 
 /// Something about the text that prevented a complete reading.
@@ -50,12 +72,33 @@ pub enum Warning {
 
 /// Everything read from one command line, substitutions included.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Script {
-    pub pipelines: Vec<Pipeline>,
+pub struct Script<'a> {
+    pub pipelines: Vec<Pipeline<'a>>,
     pub warnings: Vec<Warning>,
 }
 
-impl Script {
+impl Script<'_> {
+    /// The same script, owning all its text.
+    pub fn into_owned(self) -> Script<'static> {
+        Script {
+            pipelines: self
+                .pipelines
+                .into_iter()
+                .map(|p| Pipeline {
+                    commands: p
+                        .commands
+                        .into_iter()
+                        .map(|c| SimpleCommand {
+                            words: c.words.into_iter().map(Word::into_owned).collect(),
+                            redirects: c.redirects.into_iter().map(Redirect::into_owned).collect(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            warnings: self.warnings,
+        }
+    }
+
     fn warn(&mut self, warning: Warning) {
         if !self.warnings.contains(&warning) {
             self.warnings.push(warning);
@@ -64,7 +107,7 @@ impl Script {
 }
 
 /// Read a command line. Total: any input gives a [`Script`].
-pub fn parse(src: &str) -> Script {
+pub fn parse(src: &str) -> Script<'_> {
     let mut script = Script::default();
     parse_into(src, 0, 0, None, &mut script);
     script
@@ -73,12 +116,12 @@ pub fn parse(src: &str) -> Script {
 /// Read `src` (found at byte `base` of the original input) into `script`. When `pin` is set,
 /// every span is replaced by it: the text was unquoted first (an `sh -c` payload), so its own
 /// offsets do not map back to the original input.
-pub(crate) fn parse_into(
-    src: &str,
+pub(crate) fn parse_into<'a>(
+    src: &'a str,
     base: usize,
     depth: usize,
     pin: Option<Range<usize>>,
-    script: &mut Script,
+    script: &mut Script<'a>,
 ) {
     if depth > MAX_DEPTH {
         script.warn(Warning::TooDeep);
@@ -93,7 +136,10 @@ pub(crate) fn parse_into(
         pin,
         nested: Vec::new(),
     };
-    let mut pipelines = Vec::new();
+    // This level's pipelines go straight into the script; substitutions follow them.
+    if script.pipelines.capacity() == 0 {
+        script.pipelines.reserve(src.len() / 64 + 1);
+    }
     let mut pipeline = Pipeline::default();
     let mut command = SimpleCommand::default();
     loop {
@@ -103,7 +149,7 @@ pub(crate) fn parse_into(
             b'#' => reader.skip_comment(),
             b';' | b'\n' | b'(' | b')' => {
                 reader.pos += 1;
-                finish_pipeline(&mut pipelines, &mut pipeline, &mut command);
+                finish_pipeline(&mut script.pipelines, &mut pipeline, &mut command);
             }
             b'&' if reader.peek_at(1) == Some(b'>') => reader.redirect(&mut command, script),
             b'&' => {
@@ -112,11 +158,11 @@ pub(crate) fn parse_into(
                 } else {
                     1
                 };
-                finish_pipeline(&mut pipelines, &mut pipeline, &mut command);
+                finish_pipeline(&mut script.pipelines, &mut pipeline, &mut command);
             }
             b'|' if reader.peek_at(1) == Some(b'|') => {
                 reader.pos += 2;
-                finish_pipeline(&mut pipelines, &mut pipeline, &mut command);
+                finish_pipeline(&mut script.pipelines, &mut pipeline, &mut command);
             }
             b'|' => {
                 reader.pos += if reader.peek_at(1) == Some(b'&') {
@@ -141,8 +187,7 @@ pub(crate) fn parse_into(
             }
         }
     }
-    finish_pipeline(&mut pipelines, &mut pipeline, &mut command);
-    script.pipelines.extend(pipelines);
+    finish_pipeline(&mut script.pipelines, &mut pipeline, &mut command);
     // Substitutions are read after the line that holds them, each as its own command list.
     let nested = std::mem::take(&mut reader.nested);
     for (inner, inner_base) in nested {
@@ -156,17 +201,17 @@ pub(crate) fn parse_into(
     }
 }
 
-fn finish_command(pipeline: &mut Pipeline, command: &mut SimpleCommand) {
+fn finish_command<'a>(pipeline: &mut Pipeline<'a>, command: &mut SimpleCommand<'a>) {
     let done = std::mem::take(command);
     if !done.words.is_empty() || !done.redirects.is_empty() {
         pipeline.commands.push(done);
     }
 }
 
-fn finish_pipeline(
-    pipelines: &mut Vec<Pipeline>,
-    pipeline: &mut Pipeline,
-    command: &mut SimpleCommand,
+fn finish_pipeline<'a>(
+    pipelines: &mut Vec<Pipeline<'a>>,
+    pipeline: &mut Pipeline<'a>,
+    command: &mut SimpleCommand<'a>,
 ) {
     finish_command(pipeline, command);
     let done = std::mem::take(pipeline);
@@ -194,7 +239,12 @@ fn ends_word(c: u8) -> bool {
     is_blank(c) || matches!(c, b'\n' | b';' | b'&' | b'|' | b'<' | b'>' | b'(' | b')')
 }
 
-impl Reader<'_> {
+/// Bytes that a word reads as themselves: not a word end, quote, escape or expansion.
+fn is_plain(c: u8) -> bool {
+    !ends_word(c) && !matches!(c, b'\'' | b'"' | b'\\' | b'`' | b'$')
+}
+
+impl<'a> Reader<'a> {
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
@@ -240,7 +290,7 @@ impl Reader<'_> {
         matches!(self.bytes.get(i), Some(b'<' | b'>'))
     }
 
-    fn redirect(&mut self, command: &mut SimpleCommand, script: &mut Script) {
+    fn redirect(&mut self, command: &mut SimpleCommand<'a>, script: &mut Script<'a>) {
         let start = self.pos;
         while self.peek().is_some_and(|c| c.is_ascii_digit()) {
             self.pos += 1;
@@ -252,7 +302,7 @@ impl Reader<'_> {
             self.pos += 1;
             // `>&2`: the digit is the target, read below as a word.
         }
-        let op = self.src[start..self.pos].to_string();
+        let op = Cow::Borrowed(&self.src[start..self.pos]);
         self.skip_blanks();
         if let Some(target) = self.word(script) {
             command.redirects.push(Redirect { op, target });
@@ -267,19 +317,32 @@ impl Reader<'_> {
         }
     }
 
-    /// Read one word with quote removal, registering the substitutions inside it.
-    fn word(&mut self, script: &mut Script) -> Option<Word> {
+    /// Read one word with quote removal, registering the substitutions inside it. The text
+    /// stays borrowed from the input until quote removal first changes it.
+    fn word(&mut self, script: &mut Script<'a>) -> Option<Word<'a>> {
         let start = self.pos;
-        let mut text = String::new();
+        let mut owned: Option<String> = None;
         while let Some(c) = self.peek() {
             match c {
+                _ if is_plain(c) => {
+                    // A run of plain bytes (all special bytes are ASCII: no char is split).
+                    let from = self.pos;
+                    while self.peek().is_some_and(is_plain) {
+                        self.pos += 1;
+                    }
+                    if let Some(text) = owned.as_mut() {
+                        text.push_str(&self.src[from..self.pos]);
+                    }
+                }
                 _ if ends_word(c) && !(c == b'<' || c == b'>') => break,
                 b'<' | b'>' if self.peek_at(1) == Some(b'(') => {
+                    let text = self.own(&mut owned, start);
                     self.pos += 1;
-                    self.dollar_paren(&mut text, script);
+                    self.dollar_paren(text, script);
                 }
                 b'<' | b'>' => break,
                 b'\'' => {
+                    let text = self.own(&mut owned, start);
                     self.pos += 1;
                     let from = self.pos;
                     match self.src[from..].find('\'') {
@@ -295,10 +358,12 @@ impl Reader<'_> {
                     }
                 }
                 b'"' => {
+                    let text = self.own(&mut owned, start);
                     self.pos += 1;
-                    self.double_quoted(&mut text, script);
+                    self.double_quoted(text, script);
                 }
                 b'\\' => {
+                    let text = self.own(&mut owned, start);
                     self.pos += 1;
                     if self.pos < self.bytes.len() {
                         let (ch, len) = self.char_at(self.pos);
@@ -308,12 +373,21 @@ impl Reader<'_> {
                         self.pos += len;
                     }
                 }
-                b'`' => self.backtick(&mut text, script),
-                b'$' => self.dollar(&mut text, script),
+                b'`' => {
+                    let text = self.own(&mut owned, start);
+                    self.backtick(text, script);
+                }
+                _ if !matches!(self.peek_at(1), Some(b'(' | b'{' | b'\'')) => {
+                    // A `$` that starts no substitution reads as itself (`$HOME` stays `$HOME`).
+                    self.pos += 1;
+                    if let Some(text) = owned.as_mut() {
+                        text.push('$');
+                    }
+                }
                 _ => {
-                    let (ch, len) = self.char_at(self.pos);
-                    text.push(ch);
-                    self.pos += len;
+                    // `$(...)`, `${...}` are kept as written; `$'...'` is decoded.
+                    let text = self.own(&mut owned, start);
+                    self.dollar(text, script);
                 }
             }
         }
@@ -323,13 +397,26 @@ impl Reader<'_> {
             self.pos += len;
             return None;
         }
+        let text = match owned {
+            Some(text) => Cow::Owned(text),
+            None => Cow::Borrowed(&self.src[start..self.pos]),
+        };
         Some(Word {
             text,
             span: self.span(start, self.pos),
         })
     }
 
-    fn double_quoted(&mut self, text: &mut String, script: &mut Script) {
+    /// Switch a word to an owned text holding what was read so far (all of it plain).
+    fn own<'b>(&self, owned: &'b mut Option<String>, start: usize) -> &'b mut String {
+        owned.get_or_insert_with(|| {
+            let mut text = String::with_capacity(self.pos - start + 16);
+            text.push_str(&self.src[start..self.pos]);
+            text
+        })
+    }
+
+    fn double_quoted(&mut self, text: &mut String, script: &mut Script<'a>) {
         while let Some(c) = self.peek() {
             match c {
                 b'"' => {
@@ -360,7 +447,7 @@ impl Reader<'_> {
     }
 
     /// `$`-forms: `$(...)`, `$((...))`, `${...}`, `$'...'`, `$NAME`.
-    fn dollar(&mut self, text: &mut String, script: &mut Script) {
+    fn dollar(&mut self, text: &mut String, script: &mut Script<'a>) {
         match self.peek_at(1) {
             Some(b'(') => {
                 self.pos += 1;
@@ -389,7 +476,7 @@ impl Reader<'_> {
     }
 
     /// At `(` of `$(`, `<(` or `>(`: find the matching `)` and queue the inside for reading.
-    fn dollar_paren(&mut self, text: &mut String, script: &mut Script) {
+    fn dollar_paren(&mut self, text: &mut String, script: &mut Script<'a>) {
         let open = self.pos; // the '('
         let mut depth = 0usize;
         let mut i = open;
@@ -440,7 +527,7 @@ impl Reader<'_> {
         }
     }
 
-    fn backtick(&mut self, text: &mut String, script: &mut Script) {
+    fn backtick(&mut self, text: &mut String, script: &mut Script<'a>) {
         let open = self.pos;
         let inner_start = open + 1;
         let mut i = inner_start;
@@ -461,7 +548,7 @@ impl Reader<'_> {
     }
 
     /// `$'...'` with C escapes (`\x72` is `r`).
-    fn ansi_c(&mut self, text: &mut String, script: &mut Script) {
+    fn ansi_c(&mut self, text: &mut String, script: &mut Script<'a>) {
         while let Some(c) = self.peek() {
             match c {
                 b'\'' => {
@@ -551,7 +638,7 @@ mod tests {
             .map(|p| {
                 p.commands
                     .iter()
-                    .map(|c| c.words.iter().map(|w| w.text.clone()).collect())
+                    .map(|c| c.words.iter().map(|w| w.text.to_string()).collect())
                     .collect()
             })
             .collect()
@@ -578,7 +665,7 @@ mod tests {
         let names: Vec<&str> = script
             .pipelines
             .iter()
-            .map(|p| p.commands[0].words[0].text.as_str())
+            .map(|p| p.commands[0].words[0].text.as_ref())
             .collect();
         assert_eq!(names, ["echo", "rm", "reboot", "shutdown"]);
         // Spans point into the original text.
