@@ -15,6 +15,25 @@ const issuer = issuerFor(oidcPort);
 const root = path.resolve(__dirname, '..');
 const binary = process.env.E2E_BINARY ?? path.join(root, 'target', 'release', 'countersign');
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'countersign-e2e-'));
+
+// The shipped policy, except that `ssh-sudo` jobs run here instead of on a host over SSH (there
+// is no SSH target in a test run): the server's own process executor runs the approved command
+// with `sh -c`, so an approved job really executes and reports its output.
+const policyFile = path.join(dataDir, 'policy.toml');
+const shipped = fs.readFileSync(path.join(root, 'policies', 'default.toml'), 'utf8');
+const localSudo = [
+  '[executors.ssh-sudo]',
+  'kind = "process"',
+  'description = "e2e: runs the approved command on the test machine"',
+  'argv = ["/bin/sh", "-c", "{args.command}"]',
+  'shell = true',
+  'timeout = "30s"',
+  'env = ["PATH"]',
+  '',
+].join('\n');
+const e2ePolicy = shipped.replace(/\[executors\.ssh-sudo\][\s\S]*?\n(?=\n)/, localSudo);
+if (e2ePolicy === shipped) throw new Error('policies/default.toml has no [executors.ssh-sudo] block to replace');
+fs.writeFileSync(policyFile, e2ePolicy);
 process.env.E2E_OIDC_PORT = String(oidcPort); // the tests' workers inherit it
 
 export default defineConfig({
@@ -69,10 +88,13 @@ export default defineConfig({
         COUNTERSIGN_ADMIN_PASSWORD: ADMIN_PASSWORD,
         COUNTERSIGN_PUBLIC_URL: baseURL,
         COUNTERSIGN_OIDC_ISSUER: issuer,
-                COUNTERSIGN_OIDC_CLIENT_ID: realm.clients.portal.id,
+        COUNTERSIGN_OIDC_CLIENT_ID: realm.clients.portal.id,
         COUNTERSIGN_OIDC_CLIENT_SECRET: realm.clients.portal.secret,
         // Both ways to sign in, so one server serves the Keycloak and the local-account tests.
         COUNTERSIGN_LOCAL_SIGN_IN: 'true',
+        COUNTERSIGN_POLICY_FILE: policyFile,
+        // IT-MCP's client asks on behalf of the person talking to the assistant.
+        COUNTERSIGN_API_DELEGATING_CALLERS: realm.clients.itMcp.id,
         LEPTOS_SITE_ROOT: path.join(root, 'target', 'site'),
       },
     },

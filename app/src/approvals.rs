@@ -260,7 +260,7 @@ fn detail_view(d: ApprovalView) -> impl IntoView {
             <dt>"Their reason"</dt><dd>{s.requester_reason.clone().unwrap_or_else(|| "—".into())}</dd>
             <dt>"Waiting"</dt><dd>{duration(s.age_secs)}</dd>
             <dt>"Expires in"</dt><dd>{s.expires_in_secs.map(duration).unwrap_or_default()}</dd>
-            <dt>"Quorum"</dt><dd>{format!("{}/{}", s.approvals, s.approvals_required)}</dd>
+            <dt>"Quorum"</dt><dd data-testid="quorum">{format!("{}/{}", s.approvals, s.approvals_required)}</dd>
             <dt>"Call hash"</dt><dd><code class="hash">{d.call_hash.clone()}</code></dd>
         </dl>
         <h2>"The call"</h2>
@@ -294,7 +294,7 @@ fn detail_view(d: ApprovalView) -> impl IntoView {
         } else {
             view! {
                 <ul class="similar" data-testid="similar">{d.similar.into_iter().map(|s| view! {
-                    <li>{format!("{} — {} asked; {} ({}): {}", s.at, s.caller, s.action, s.risk, s.reason)}</li>
+                    <li><crate::layout::When at=s.at/>{format!(" — {} asked; {} ({}): {}", s.caller, s.action, s.risk, s.reason)}</li>
                 }).collect_view()}</ul>
             }.into_any()
         }}
@@ -303,8 +303,8 @@ fn detail_view(d: ApprovalView) -> impl IntoView {
             view! { <p class="muted">"No votes yet."</p> }.into_any()
         } else {
             view! {
-                <ul class="votes">{d.votes.into_iter().map(|v| view! {
-                    <li>{v.approver}" — "<strong>{v.verdict}</strong>{v.reason.map(|r| format!(": {r}")).unwrap_or_default()}" ("{v.at}")"</li>
+                <ul class="votes" data-testid="votes">{d.votes.into_iter().map(|v| view! {
+                    <li>{v.approver}" — "<strong>{v.verdict}</strong>{v.reason.map(|r| format!(": {r}")).unwrap_or_default()}" ("<crate::layout::When at=v.at/>")"</li>
                 }).collect_view()}</ul>
             }.into_any()
         }}

@@ -187,14 +187,14 @@ fn audit_table(list: AuditList, query: &AuditQuery) -> impl IntoView {
             view! {
                 <table class="dense" data-testid="audit-rows">
                     <thead><tr>
-                        <th>"#"</th><th>"When (UTC)"</th><th>"Event"</th><th>"Who"</th><th>"Tool"</th>
+                        <th>"#"</th><th>"When"</th><th>"Event"</th><th>"Who"</th><th>"Tool"</th>
                         <th>"Operation"</th><th>"Action"</th><th>"Risk"</th><th>"Execution"</th><th>"Reason"</th>
                     </tr></thead>
                     <tbody>
                         {list.rows.into_iter().map(|r| view! {
                             <tr data-seq=r.seq>
                                 <td><a href=format!("/audit/{}", r.seq)>{r.seq}</a></td>
-                                <td>{r.at}</td><td>{r.kind}</td><td>{r.caller}</td><td>{r.tool}</td>
+                                <td><crate::layout::When at=r.at/></td><td>{r.kind}</td><td>{r.caller}</td><td>{r.tool}</td>
                                 <td>{r.operation}</td><td>{r.action}</td><td>{r.risk}</td>
                                 <td>{r.status.unwrap_or_default()}</td><td class="reason">{r.reason}</td>
                             </tr>

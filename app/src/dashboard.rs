@@ -49,12 +49,13 @@ pub async fn dashboard() -> Result<DashboardView, ServerFnError> {
 const ACTIONS: [&str; 3] = ["allow", "require_approval", "deny"];
 const RISKS: [&str; 4] = ["LOW", "MEDIUM", "HIGH", "CRITICAL"];
 
+/// The chart fill for a risk level (a class: the colours follow the light or dark theme).
 fn risk_color(risk: &str) -> &'static str {
     match risk {
-        "LOW" => "#2e7d32",
-        "MEDIUM" => "#b26a00",
-        "HIGH" => "#c2410c",
-        _ => "#b91c1c",
+        "LOW" => "fill-low",
+        "MEDIUM" => "fill-medium",
+        "HIGH" => "fill-high",
+        _ => "fill-critical",
     }
 }
 
@@ -87,7 +88,7 @@ fn action_risk_chart(data: &[(String, String, i64)]) -> impl IntoView {
                     let w = bar_w * n as f64 / widest as f64;
                     let seg = view! {
                         <rect x=format!("{x:.1}") y=format!("{y:.1}") width=format!("{w:.1}") height="20"
-                            fill=risk_color(risk) data-action=action.to_string() data-risk=risk.to_string()>
+                            class=risk_color(risk) data-action=action.to_string() data-risk=risk.to_string()>
                             <title>{format!("{action} · {risk}: {n}")}</title>
                         </rect>
                     };
@@ -111,7 +112,7 @@ fn action_risk_chart(data: &[(String, String, i64)]) -> impl IntoView {
             let x = label_w + i as f64 * 90.0;
             view! {
                 <g>
-                    <rect x=format!("{x:.1}") y="92" width="12" height="12" fill=risk_color(risk)></rect>
+                    <rect x=format!("{x:.1}") y="92" width="12" height="12" class=risk_color(risk)></rect>
                     <text x=format!("{:.1}", x + 16.0) y="102" class="chart-label">{risk.to_string()}</text>
                 </g>
             }
@@ -154,12 +155,12 @@ fn trend_chart(daily: &[(String, String, i64)]) -> impl IntoView {
                     let h = 90.0 * n as f64 / tallest as f64;
                     top -= h;
                     let color = match *action {
-                        "allow" => "#2e7d32",
-                        "deny" => "#b91c1c",
-                        _ => "#b26a00",
+                        "allow" => "fill-low",
+                        "deny" => "fill-critical",
+                        _ => "fill-medium",
                     };
                     view! {
-                        <rect x=format!("{x:.1}") y=format!("{top:.1}") width="40" height=format!("{h:.1}") fill=color>
+                        <rect x=format!("{x:.1}") y=format!("{top:.1}") width="40" height=format!("{h:.1}") class=color>
                             <title>{format!("{day} {action}: {n}")}</title>
                         </rect>
                     }
@@ -316,7 +317,7 @@ fn dashboard_view(d: DashboardView) -> impl IntoView {
             <tbody>
                 {d.recent.into_iter().map(|r| view! {
                     <tr>
-                        <td>{r.seq}</td><td>{r.at}</td><td>{r.kind}</td><td>{r.caller}</td>
+                        <td>{r.seq}</td><td><crate::layout::When at=r.at/></td><td>{r.kind}</td><td>{r.caller}</td>
                         <td>{r.tool}</td><td>{r.operation}</td><td>{r.action}</td><td>{r.risk}</td>
                     </tr>
                 }).collect_view()}

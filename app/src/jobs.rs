@@ -241,7 +241,7 @@ fn job_view(d: JobDetail) -> impl IntoView {
                 let kind = t.kind.clone();
                 view! {
                     <li data-kind=kind>
-                        <time>{t.at}</time>" "<strong>{t.kind}</strong>" — "{t.who}": "{t.what}
+                        <crate::layout::When at=t.at/>" "<strong>{t.kind}</strong>" — "{t.who}": "{t.what}
                         <span class="muted">" (audit row "{t.seq}")"</span>
                     </li>
                 }

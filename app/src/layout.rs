@@ -32,6 +32,71 @@ pub(crate) fn provide_time_display() {
     provide_context(RwSignal::new(TimeDisplay::Utc));
 }
 
+/// `2026-12-01T18:35:12Z` (or with fractional seconds) as `2026-12-01 18:35:12 UTC`; any other
+/// text is shown as it is.
+fn utc_text(at: &str) -> String {
+    match at.strip_suffix('Z') {
+        Some(rest) if rest.len() >= 19 && rest.as_bytes().get(10) == Some(&b'T') => {
+            format!("{} {} UTC", &rest[..10], &rest[11..])
+        }
+        _ => at.to_string(),
+    }
+}
+
+/// The same instant in the browser's time zone, with its offset (`2026-12-01 19:35:12 +01:00`).
+#[cfg(feature = "hydrate")]
+fn local_text(at: &str) -> Option<String> {
+    let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_str(at));
+    let millis = date.get_time();
+    if millis.is_nan() {
+        return None;
+    }
+    // getTimezoneOffset is UTC minus local, in minutes.
+    let offset = -(date.get_timezone_offset() as i64);
+    let (sign, offset) = if offset < 0 {
+        ('-', -offset)
+    } else {
+        ('+', offset)
+    };
+    let fraction = if at.contains('.') {
+        format!(".{:03}", date.get_milliseconds())
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}{fraction} {sign}{:02}:{:02}",
+        date.get_full_year(),
+        date.get_month() + 1,
+        date.get_date(),
+        date.get_hours(),
+        date.get_minutes(),
+        date.get_seconds(),
+        offset / 60,
+        offset % 60,
+    ))
+}
+
+#[cfg(not(feature = "hydrate"))]
+fn local_text(_at: &str) -> Option<String> {
+    None
+}
+
+/// A timestamp (RFC 3339, UTC). Rendered in UTC on the server and before hydration; once the
+/// page has hydrated, in the viewer's own time zone unless they switch the header to UTC. The
+/// UTC time is always the tooltip, and the exact instant the `datetime` attribute.
+#[component]
+pub fn When(#[prop(into)] at: String) -> impl IntoView {
+    let display = use_context::<RwSignal<TimeDisplay>>();
+    let utc = utc_text(&at);
+    let title = utc.clone();
+    let iso = at.clone();
+    let text = move || match display.map(|d| d.get()) {
+        Some(TimeDisplay::Local) => local_text(&at).unwrap_or_else(|| utc.clone()),
+        _ => utc.clone(),
+    };
+    view! { <time datetime=iso title=title>{text}</time> }
+}
+
 /// The sections of the portal, in navigation order.
 const SECTIONS: [(&str, &str); 6] = [
     ("/", "Dashboard"),
@@ -45,9 +110,14 @@ const SECTIONS: [(&str, &str); 6] = [
 #[component]
 pub fn Shell(children: Children) -> impl IntoView {
     // Effects run only in the browser, after hydration: tests and styles can rely on it.
+    let display = use_context::<RwSignal<TimeDisplay>>();
     Effect::new(move |_| {
         if let Some(body) = document().body() {
             let _ = body.set_attribute("data-hydrated", "true");
+        }
+        // Now that the browser runs the page, times can be shown in the viewer's zone.
+        if let Some(display) = display {
+            display.set(TimeDisplay::Local);
         }
     });
 
@@ -63,7 +133,7 @@ pub fn Shell(children: Children) -> impl IntoView {
                     .map(|(href, label)| view! { <A href=*href exact=true>{*label}</A> })
                     .collect_view()}
             </nav>
-                        <TimeZoneSwitch/>
+            <TimeZoneSwitch/>
             <CurrentUser/>
         </header>
         <main class="content">{children()}</main>
@@ -116,5 +186,25 @@ fn TimeZoneSwitch() -> impl IntoView {
         >
             {label}
         </button>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_text;
+
+    #[test]
+    fn utc_text_reads_rfc3339_utc_and_leaves_other_text_alone() {
+        assert_eq!(utc_text("2026-12-01T18:35:12Z"), "2026-12-01 18:35:12 UTC");
+        assert_eq!(
+            utc_text("2026-12-01T18:35:12.042Z"),
+            "2026-12-01 18:35:12.042 UTC"
+        );
+        assert_eq!(utc_text("yesterday"), "yesterday");
+        assert_eq!(
+            utc_text("2026-12-01T18:35:12+01:00"),
+            "2026-12-01T18:35:12+01:00"
+        );
+        assert_eq!(utc_text("Z"), "Z");
     }
 }

@@ -48,12 +48,14 @@ test.describe('hydrated portal', () => {
     const errors = portal.watchForErrors();
     await portal.signIn();
     await portal.hydrated();
-    await expect(portal.tzSwitch).toHaveText('Times in UTC');
-    await portal.tzSwitch.click();
+    // Once hydrated, times follow the viewer's zone; the switch goes back to UTC and returns.
     await expect(portal.tzSwitch).toHaveText('Times in local time');
     await expect(portal.tzSwitch).toHaveAttribute('aria-pressed', 'true');
     await portal.tzSwitch.click();
     await expect(portal.tzSwitch).toHaveText('Times in UTC');
+    await expect(portal.tzSwitch).toHaveAttribute('aria-pressed', 'false');
+    await portal.tzSwitch.click();
+    await expect(portal.tzSwitch).toHaveText('Times in local time');
     expect(errors).toEqual([]);
   });
 
@@ -69,8 +71,31 @@ test.describe('hydrated portal', () => {
       await expect(portal.link(section)).toHaveAttribute('aria-current', 'page');
     }
     // Client-side routing keeps the switch's state: no full page load happened.
-    await expect(portal.tzSwitch).toHaveText('Times in local time');
+    await expect(portal.tzSwitch).toHaveText('Times in UTC');
     expect(errors).toEqual([]);
+  });
+});
+
+test.describe('times', () => {
+  test.use({ timezoneId: 'Asia/Kolkata' });
+
+  test("times show in the viewer's zone once hydrated, with UTC on hover", async ({ page }) => {
+    const portal = new Portal(page);
+    await portal.signIn('admin', undefined, '/audit');
+    await page.goto('/audit');
+    const first = page.getByTestId('audit-rows').locator('tbody tr').first().locator('time');
+    // Server-rendered: UTC, the instant in `datetime`.
+    const iso = await first.getAttribute('datetime');
+    expect(iso).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
+    const utc = `${iso!.slice(0, 10)} ${iso!.slice(11, 23)} UTC`;
+    await expect(first).toHaveAttribute('title', utc);
+    await portal.hydrated();
+    // Hydrated: the same instant in India Standard Time (UTC+05:30).
+    const local = new Date(Date.parse(iso!) + 330 * 60_000).toISOString();
+    await expect(first).toHaveText(`${local.slice(0, 10)} ${local.slice(11, 23)} +05:30`);
+    await expect(first).toHaveAttribute('title', utc);
+    await portal.tzSwitch.click();
+    await expect(first).toHaveText(utc);
   });
 });
 
@@ -80,6 +105,6 @@ test('health and readiness probes answer', async ({ request }) => {
   expect(await health.text()).toBe('ok');
   const ready = await request.get('/readyz');
   expect(ready.status()).toBe(200);
-    // The e2e server also has an identity provider configured (see playwright.config.ts).
+  // The e2e server also has an identity provider configured (see playwright.config.ts).
   expect(await ready.json()).toEqual({ status: 'ready', checks: { database: 'ok', identity_provider: 'ok' } });
 });

@@ -206,7 +206,7 @@ impl Portal {
             .take(6)
             .map(|r| SimilarRow {
                 seq: r.seq,
-                at: r.event.timestamp.format("%Y-%m-%d %H:%M UTC").to_string(),
+                at: instant(r.event.timestamp),
                 caller: r.event.caller_id,
                 action: r.event.decision_action,
                 risk: r.event.risk_level,
@@ -243,7 +243,7 @@ impl Portal {
                     approver: v.approver.clone(),
                     verdict: v.verdict.as_str().to_string(),
                     reason: v.reason.clone(),
-                    at: v.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                    at: instant(v.created_at),
                 })
                 .collect(),
             may_vote: queued && eligibility.allowed,
@@ -292,11 +292,7 @@ impl Portal {
                 .into_iter()
                 .map(|r| RecentRow {
                     seq: r.seq,
-                    at: r
-                        .event
-                        .timestamp
-                        .format("%Y-%m-%d %H:%M:%S UTC")
-                        .to_string(),
+                    at: instant(r.event.timestamp),
                     kind: r.event.kind.as_str().to_string(),
                     caller: r.event.caller_id,
                     tool: r.event.tool,
@@ -349,11 +345,7 @@ fn row_view(r: &crate::store::AuditRecord) -> AuditRowView {
     AuditRowView {
         seq: r.seq,
         id: r.id.clone(),
-        at: r
-            .event
-            .timestamp
-            .format("%Y-%m-%d %H:%M:%S%.3f")
-            .to_string(),
+        at: instant_millis(r.event.timestamp),
         kind: r.event.kind.as_str().to_string(),
         caller: r.event.caller_id.clone(),
         tool: r.event.tool.clone(),
@@ -585,11 +577,7 @@ impl Portal {
         let timeline = rows
             .iter()
             .map(|r| TimelineEntry {
-                at: r
-                    .event
-                    .timestamp
-                    .format("%Y-%m-%d %H:%M:%S%.3f UTC")
-                    .to_string(),
+                at: instant_millis(r.event.timestamp),
                 kind: r.event.execution_status.clone().map_or_else(
                     || r.event.kind.as_str().to_string(),
                     |s| format!("execution: {s}"),
@@ -714,6 +702,16 @@ impl PortalService for Portal {
             }
         })
     }
+}
+
+/// A time for the portal's `When` component: RFC 3339 in UTC, to the second.
+fn instant(at: chrono::DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// As [`instant`], to the millisecond (audit rows and job timelines).
+fn instant_millis(at: chrono::DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

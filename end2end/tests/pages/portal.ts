@@ -1,4 +1,5 @@
 import { expect, type Page, type Locator } from '@playwright/test';
+import { providerLogin } from './realm';
 
 export const ADMIN_PASSWORD = 'e2e-admin-password-0123';
 
@@ -26,8 +27,16 @@ export class Portal {
     return errors;
   }
 
-      async open(path = '/') {
+  async open(path = '/') {
     return this.page.goto(path);
+  }
+
+  /** Open `path`, sign in at the OpenID provider as `user`, and land back on `path`. */
+  async signInWithProvider(user: string, path = '/') {
+    await this.page.goto(path);
+    await this.page.locator('#sign-in-provider').click();
+    await providerLogin(this.page, user);
+    await expect(this.page).toHaveURL(new RegExp(`${path.replace(/[?]/g, '\\?')}$`));
   }
 
   /** Sign in through the local-account form (works with or without JavaScript). */
