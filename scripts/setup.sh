@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what building (and, with `e2e`, end-to-end testing) needs; skip what is there.
-#   scripts/setup.sh build   wasm32 target, wasm-bindgen-cli (pinned to Cargo.lock), wasm-opt (npm binaryen)
+#   scripts/setup.sh build   wasm32 target, wasm-bindgen-cli (pinned to Cargo.lock), wasm-opt (npm binaryen),
+#                            pdftotext (Debian's poppler-utils, for the report tests)
 #   scripts/setup.sh e2e     Debian's Chromium and the Playwright npm packages
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -23,6 +24,11 @@ setup_build() {
     log "installing wasm-opt from npm binaryen@$BINARYEN_NPM_VERSION (Debian's breaks hydration)"
     mkdir -p "$TOOLS/npm"
     npm install --silent --no-audit --no-fund --prefix "$TOOLS/npm" "binaryen@$BINARYEN_NPM_VERSION" >&2
+  fi
+  # The report tests read the PDF summary's text with pdftotext.
+  if ! command -v pdftotext >/dev/null; then
+    log "installing poppler-utils (pdftotext)"
+    apt_install poppler-utils
   fi
 }
 

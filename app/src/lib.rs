@@ -11,6 +11,7 @@ pub mod jobs;
 mod layout;
 mod pages;
 pub mod policies;
+pub mod reports;
 pub mod service;
 
 use leptos::prelude::*;
@@ -144,8 +145,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/jobs/:id") view=jobs::JobPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/audit") view=audit::Audit ssr=SsrMode::InOrder/>
                     <Route path=path!("/audit/:seq") view=audit::AuditRowPage ssr=SsrMode::InOrder/>
-                    <Route path=path!("/reports") view=pages::Reports ssr=SsrMode::InOrder/>
-                                                            <Route path=path!("/policies") view=policies::Policies ssr=SsrMode::InOrder/>
+                    <Route path=path!("/reports") view=reports::Reports ssr=SsrMode::InOrder/>
+                    <Route path=path!("/policies") view=policies::Policies ssr=SsrMode::InOrder/>
                     <Route path=path!("/sign-in") view=pages::SignIn ssr=SsrMode::InOrder/>
                     <Route path=path!("/profile") view=pages::Profile ssr=SsrMode::InOrder/>
                 </Routes>

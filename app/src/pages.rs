@@ -17,15 +17,6 @@ fn Section(title: &'static str, lead: &'static str, children: Children) -> impl 
     }
 }
 
-#[component]
-pub fn Reports() -> impl IntoView {
-    view! {
-        <Section title="Reports" lead="Signed compliance evidence: CSV, JSON Lines and PDF.">
-            <p class="muted">"Report exports arrive with the audit store."</p>
-        </Section>
-    }
-}
-
 /// `/profile`: who am I — name, roles and the capabilities the enforcer checks.
 #[component]
 pub fn Profile() -> impl IntoView {

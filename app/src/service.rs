@@ -12,6 +12,8 @@ use crate::jobs::{JobDetail, JobList, JobQuery};
 #[cfg(feature = "ssr")]
 use crate::policies::PolicySource;
 #[cfg(feature = "ssr")]
+use crate::reports::{ReportPreview, ReportQuery};
+#[cfg(feature = "ssr")]
 use leptos::prelude::*;
 
 #[cfg(feature = "ssr")]
@@ -30,6 +32,8 @@ pub trait PortalService: Send + Sync {
     fn policy(&self) -> BoxFuture<Result<PolicySource, String>>;
     fn audit(&self, query: AuditQuery) -> BoxFuture<Result<AuditList, String>>;
     fn audit_row(&self, seq: i64) -> BoxFuture<Result<Option<AuditRowDetail>, String>>;
+    /// What an export would hold (auditors and admins).
+    fn report_preview(&self, query: ReportQuery) -> BoxFuture<Result<ReportPreview, String>>;
 }
 
 #[cfg(feature = "ssr")]

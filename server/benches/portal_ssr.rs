@@ -45,12 +45,12 @@ fn values(timestamp: &str, boolean: &str) -> String {
     format!(
         "'bench-' || i, {timestamp}, \
          CASE i % 7 WHEN 0 THEN 'alice' WHEN 1 THEN 'dave' WHEN 2 THEN 'erin' ELSE 'it-mcp' END, \
-         CASE i % 5 WHEN 0 THEN 'ssh-exec' WHEN 1 THEN 'ubuntu-admin' WHEN 2 THEN 'system-overview' \
+         CASE (i / 3) % 5 WHEN 0 THEN 'ssh-exec' WHEN 1 THEN 'ubuntu-admin' WHEN 2 THEN 'system-overview' \
            WHEN 3 THEN 'windows-admin' ELSE 'firewall' END, \
          CASE i % 3 WHEN 0 THEN 'executeCommand' WHEN 1 THEN 'getOverview' ELSE 'restartService' END, \
-         CASE WHEN i % 10 < 7 THEN 'allow' WHEN i % 10 < 9 THEN 'require_approval' ELSE 'deny' END, \
+         CASE WHEN (i / 11) % 10 < 7 THEN 'allow' WHEN (i / 11) % 10 < 9 THEN 'require_approval' ELSE 'deny' END, \
          'seeded row ' || i, \
-         CASE i % 4 WHEN 0 THEN 'LOW' WHEN 1 THEN 'MEDIUM' WHEN 2 THEN 'HIGH' ELSE 'CRITICAL' END, \
+         CASE (i / 2) % 4 WHEN 0 THEN 'LOW' WHEN 1 THEN 'MEDIUM' WHEN 2 THEN 'HIGH' ELSE 'CRITICAL' END, \
          {boolean}, \
          CASE WHEN i % 13 = 0 THEN 'success' ELSE NULL END, \
          '{{\"seeded\":true}}', '{{\"action\":\"allow\"}}', i, \
@@ -72,9 +72,17 @@ async fn seed(db: &Database, rows: usize) {
                 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) \
                  INSERT INTO audit_logs ({COLUMNS}) SELECT {} FROM \
                  (SELECT i, printf('%064d', i) AS lpad_hash FROM n)",
-                values(&timestamp, "(i % 10 >= 7)")
+                values(&timestamp, "((i / 11) % 10 >= 7)")
             );
             pool.execute(sql.as_str()).await.expect("seed sqlite");
+            // What the hourly-counts migration does for rows that were there before it.
+            pool.execute(
+                "INSERT INTO audit_hourly (hour, decision_action, risk_level, tool, n) \
+                 SELECT substr(timestamp, 1, 13), decision_action, risk_level, tool, COUNT(*) \
+                 FROM audit_logs WHERE event_kind = 'decision' GROUP BY 1, 2, 3, 4",
+            )
+            .await
+            .expect("hourly counts");
             pool.execute("ANALYZE").await.expect("analyze");
         }
         Database::Postgres(pool) => {
@@ -82,9 +90,17 @@ async fn seed(db: &Database, rows: usize) {
             let sql = format!(
                 "INSERT INTO audit_logs ({COLUMNS}) SELECT {} FROM \
                  (SELECT i, lpad(i::text, 64, '0') AS lpad_hash FROM generate_series(1, {rows}) AS i) AS n",
-                values(&timestamp, "(i % 10 >= 7)")
+                values(&timestamp, "((i / 11) % 10 >= 7)")
             );
             pool.execute(sql.as_str()).await.expect("seed postgres");
+            pool.execute(
+                "INSERT INTO audit_hourly (hour, decision_action, risk_level, tool, n) \
+                 SELECT to_char(timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24'), decision_action, \
+                 risk_level, tool, COUNT(*) FROM audit_logs WHERE event_kind = 'decision' \
+                 GROUP BY 1, 2, 3, 4",
+            )
+            .await
+            .expect("hourly counts");
             pool.execute("ANALYZE audit_logs").await.expect("analyze");
         }
     }

@@ -39,6 +39,9 @@ pub struct Config {
     /// Secret for the audit chain's keyed checkpoints (HMAC-SHA256). Without it, truncation of
     /// the newest rows cannot be detected and `audit purge` is refused.
     pub audit_key: Option<Secret>,
+    /// Ed25519 private key (the 32-byte seed, base64) that signs evidence bundles; its public
+    /// half is served at `/api/v1/audit/public-key`. `countersign audit keygen` makes one.
+    pub export_signing_key: Option<Secret>,
     /// Write a keyed checkpoint after this many audit rows...
     pub audit_checkpoint_rows: u64,
     /// ...or after this many seconds with new rows, whichever comes first.
@@ -129,6 +132,7 @@ impl Default for Config {
             log_level: "info".to_string(),
             policy_file: None,
             audit_key: None,
+            export_signing_key: None,
             audit_checkpoint_rows: 1_000,
             audit_checkpoint_secs: 300,
             audit_retention: None,
@@ -238,6 +242,10 @@ impl Config {
                     "must be at least 32 characters (use a random secret)",
                 ));
             }
+        }
+        if let Some(key) = &self.export_signing_key {
+            crate::reports::signing_key(key.expose())
+                .map_err(|e| invalid("export_signing_key", e))?;
         }
         if self.audit_checkpoint_rows == 0 || self.audit_checkpoint_secs == 0 {
             return Err(invalid(

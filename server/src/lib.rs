@@ -23,6 +23,7 @@ pub mod import;
 pub mod maintenance;
 pub mod metrics;
 pub mod portal;
+pub mod reports;
 pub mod security;
 pub mod store;
 pub mod telemetry;
@@ -74,6 +75,8 @@ pub struct AppState {
     /// Job status changes on this replica (long-polls wait on it).
     pub job_events: tokio::sync::broadcast::Sender<(String, store::JobStatus)>,
     pub session_lifetime_secs: i64,
+    /// Signs evidence bundles (from `COUNTERSIGN_EXPORT_SIGNING_KEY`).
+    pub export_key: Option<Arc<ed25519_dalek::SigningKey>>,
     session_idle_secs: i64,
     https: bool,
 }
@@ -103,8 +106,18 @@ impl AppState {
             checkpoint_policy(config),
             Some(metrics.clone()),
         );
+        let export_key = match &config.export_signing_key {
+            Some(key) => Some(Arc::new(reports::signing_key(key.expose()).map_err(
+                |e| config::ConfigError::Invalid {
+                    setting: "export_signing_key",
+                    message: e,
+                },
+            )?)),
+            None => None,
+        };
         Ok(AppState {
             leptos: leptos_options(config),
+            export_key,
             db,
             policy,
             store,
@@ -174,6 +187,7 @@ pub fn app(state: AppState) -> Router {
         .route("/auth/callback", get(auth::callback))
         .route("/auth/logout", axum::routing::post(auth::sign_out))
         .route("/events", get(portal_events))
+        .route("/reports/export", get(reports::portal_export))
         .merge(api::routes())
         .leptos_routes_with_context(&state, routes, provide_user(&state), {
             let options = state.leptos.clone();

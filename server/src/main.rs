@@ -123,6 +123,20 @@ enum UserCommand {
 enum AuditCommand {
     /// Walk the hash chain (and keyed checkpoints); exit 1 naming the first row that fails.
     Verify,
+    /// Verify an evidence bundle offline: its signature, every file's hash, and its chain
+    /// segment; exit 1 naming what failed.
+    VerifyExport {
+        /// The bundle (.tar) downloaded from the Reports page or `/api/v1/audit/export`.
+        bundle: PathBuf,
+        /// The signer's public key: base64, or a file holding it (or the JSON that
+        /// `/api/v1/audit/public-key` serves). Without it the key inside the bundle is used,
+        /// which proves integrity but not who signed.
+        #[arg(long, value_name = "KEY")]
+        public_key: Option<String>,
+    },
+    /// Make a new bundle-signing key (for COUNTERSIGN_EXPORT_SIGNING_KEY) and print it with
+    /// its public half.
+    Keygen,
     /// Delete rows older than a period, anchoring the chain so `verify` still passes.
     Purge {
         /// e.g. 90d, 2160h
@@ -160,6 +174,10 @@ async fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Evaluate(args)) => return run_evaluate(args, cli.config.as_deref()),
         Some(Command::Policy(PolicyCommand::Check { file })) => return policy_check(file),
+        Some(Command::Audit(AuditCommand::VerifyExport { bundle, public_key })) => {
+            return verify_export(bundle, public_key.as_deref())
+        }
+        Some(Command::Audit(AuditCommand::Keygen)) => return keygen(),
         _ => {}
     }
     let config = match Config::load(cli.config.as_deref()) {
@@ -192,7 +210,9 @@ async fn main() -> ExitCode {
             )
             .await
         }
-        Command::Evaluate(_) | Command::Policy(_) => Ok(()),
+        Command::Evaluate(_)
+        | Command::Policy(_)
+        | Command::Audit(AuditCommand::VerifyExport { .. } | AuditCommand::Keygen) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -327,6 +347,75 @@ async fn audit_verify(config: Config) -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+fn verify_export(bundle: &std::path::Path, public_key: Option<&str>) -> ExitCode {
+    use server::reports::bundle;
+    let key = match public_key.map(bundle::read_public_key).transpose() {
+        Ok(key) => key,
+        Err(error) => {
+            eprintln!("countersign: --public-key: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut out = std::io::stdout();
+    let written = match bundle::verify(bundle, key.as_ref()) {
+        Ok(verified) => {
+            let m = &verified.manifest;
+            let chain = m
+                .chain
+                .as_ref()
+                .map_or("no rows in the period".to_string(), |c| {
+                    format!(
+                        "rows {} to {}, last hash {}",
+                        c.first_seq, c.last_seq, c.last_hash
+                    )
+                });
+            writeln!(
+                out,
+                "ok: signature, {} file hashes and the chain segment verify\n  period {} to {}, {} events, generated {} by {}\n  chain: {chain}\n  signed by {}{}",
+                m.files.len(),
+                m.from,
+                m.to,
+                m.events,
+                m.generated_at,
+                m.generated_by,
+                m.public_key,
+                if verified.trusted_key {
+                    " (the given key)"
+                } else {
+                    " (the key inside the bundle: pass --public-key to check who signed)"
+                }
+            )
+            .map(|()| true)
+        }
+        Err(why) => writeln!(out, "FAILED: {why}").map(|()| false),
+    };
+    match written {
+        Ok(true) => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn keygen() -> ExitCode {
+    match server::reports::generate_key() {
+        Ok((private, public)) => {
+            let mut out = std::io::stdout();
+            if writeln!(
+                out,
+                "COUNTERSIGN_EXPORT_SIGNING_KEY={private}\n# public key (give it to assessors): {public}"
+            )
+            .is_err()
+            {
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("countersign: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn audit_purge(config: Config, older_than: &str) -> Result<(), String> {

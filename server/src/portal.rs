@@ -358,6 +358,42 @@ fn row_view(r: &crate::store::AuditRecord) -> AuditRowView {
 }
 
 impl Portal {
+    async fn preview_of(
+        state: AppState,
+        q: app::reports::ReportQuery,
+    ) -> Result<app::reports::ReportPreview, String> {
+        use crate::reports::{rfc3339, ExportQuery, ExportSpec};
+        let spec = ExportSpec::parse(
+            ExportQuery {
+                format: None,
+                from: q.from,
+                to: q.to,
+                framework: q.framework,
+                tool: q.tool,
+                caller: q.caller,
+                risk: q.risk,
+                action: q.action,
+            },
+            Utc::now(),
+        )
+        .map_err(|e| e.message)?;
+        let preview = crate::reports::preview(&state.store, &spec)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "portal: the audit trail could not be counted");
+                "the audit trail cannot be counted right now; try again".to_string()
+            })?;
+        Ok(app::reports::ReportPreview {
+            from: rfc3339(spec.from),
+            to: rfc3339(spec.to),
+            framework: spec.framework.map(|f| f.title().to_string()),
+            total: preview.total,
+            by_kind: preview.by_kind,
+            by_action: preview.by_action,
+            bundles: state.export_key.is_some(),
+        })
+    }
+
     async fn audit_list(state: AppState, q: AuditQuery) -> Result<AuditList, String> {
         let filter = crate::store::AuditFilter {
             from: q
@@ -392,6 +428,7 @@ impl Portal {
                         .map_err(|_| "the page cursor is not valid")?,
                 ),
             },
+            after_seq: None,
         };
         let page = usize::try_from(AUDIT_PAGE).unwrap_or(50);
         let mut rows = state
@@ -661,6 +698,16 @@ impl PortalService for Portal {
         self.signed_in(move |state, user| async move {
             auditor(&user)?;
             Portal::audit_detail(state, seq).await
+        })
+    }
+
+    fn report_preview(
+        &self,
+        query: app::reports::ReportQuery,
+    ) -> BoxFuture<Result<app::reports::ReportPreview, String>> {
+        self.signed_in(|state, user| async move {
+            auditor(&user)?;
+            Portal::preview_of(state, query).await
         })
     }
 

@@ -557,6 +557,10 @@ async fn dashboard_counts_the_last_day_week_and_hour<S: Store>(store: &S) {
         at(60 * 24 * 9, "allow", "LOW", "dns-lookup", "a"), // 9 days ago: nothing
         at(90, "allow", "LOW", "dns-lookup", "a"),
         at(80, "require_approval", "HIGH", "ssh-exec", "a"),
+        // Either side of the 24-hour edge, inside the first (partial) hour's bucket or the one
+        // before: the counts come from whole hours plus the rows of the partial hour.
+        at(60 * 24 - 10, "allow", "MEDIUM", "edge-tool", "a"),
+        at(60 * 24 + 10, "allow", "MEDIUM", "edge-tool", "a"),
     ];
     for _ in 0..6 {
         events.push(at(10, "deny", "HIGH", "ssh-exec", "mallory"));
@@ -577,12 +581,13 @@ async fn dashboard_counts_the_last_day_week_and_hour<S: Store>(store: &S) {
         stats.by_action_risk,
         vec![
             ("allow".to_string(), "LOW".to_string(), 1),
+            ("allow".to_string(), "MEDIUM".to_string(), 1),
             ("deny".to_string(), "HIGH".to_string(), 6),
             ("require_approval".to_string(), "HIGH".to_string(), 1),
         ]
     );
     let week_total: i64 = stats.daily.iter().map(|(_, _, n)| n).sum();
-    assert_eq!(week_total, 9, "{:?}", stats.daily);
+    assert_eq!(week_total, 11, "{:?}", stats.daily);
     assert!(stats.daily.iter().all(|(day, _, _)| day.len() == 10));
     assert_eq!(
         stats.denial_alerts,
@@ -662,12 +667,49 @@ async fn audit_search_filters_and_pages<S: Store>(store: &S) {
     );
     let older = server::store::AuditFilter {
         to: Some(Utc::now() - Duration::days(1)),
-        ..all
+        ..all.clone()
     };
     assert_eq!(
         store.audit_search(&older, 100).await.expect("older").len(),
         1
     );
+    // Forward pages (exports): oldest first after the cursor.
+    let mut forward = server::store::AuditFilter {
+        after_seq: Some(0),
+        ..all.clone()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = store.audit_search(&forward, 5).await.expect("forward");
+        let Some(last) = page.last() else { break };
+        forward.after_seq = Some(last.seq);
+        seen.extend(page.iter().map(|r| r.seq));
+    }
+    assert_eq!(seen, (1..=13).collect::<Vec<i64>>());
+    // The in-memory filter agrees with the database's for every filter above.
+    let every = store.audit_search(&all, 100).await.expect("all");
+    for filter in [&caller, &denials, &recent, &older] {
+        let mut db: Vec<i64> = store
+            .audit_search(filter, 100)
+            .await
+            .expect("search")
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        db.sort_unstable();
+        let mut mem: Vec<i64> = every
+            .iter()
+            .filter(|r| filter.matches(r))
+            .map(|r| r.seq)
+            .collect();
+        mem.sort_unstable();
+        assert_eq!(db, mem, "{filter:?}");
+    }
+    // Counts by kind and action.
+    let counts = store.audit_counts(&caller).await.expect("counts");
+    assert_eq!(counts.iter().map(|(_, _, n)| n).sum::<i64>(), 4);
+    let counts = store.audit_counts(&denials).await.expect("counts");
+    assert_eq!(counts, vec![("denial".to_string(), "deny".to_string(), 1)]);
 }
 
 async fn concurrent_claims_have_one_winner<S: Store>(store: &S) {

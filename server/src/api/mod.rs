@@ -167,6 +167,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/agents/{agent_id}/claim", post(execution::claim))
         .route("/api/v1/jobs/{id}/heartbeat", post(execution::heartbeat))
         .route("/api/v1/jobs/{id}/result", post(execution::job_result))
+        .route("/api/v1/audit/export", get(crate::reports::api_export))
+        .route("/api/v1/audit/public-key", get(crate::reports::public_key))
         .route("/api/v1/openapi.json", get(schema::openapi_json))
         .route("/api/v1/docs", get(schema::docs_page))
 }

@@ -53,14 +53,10 @@ fn report(status: &str, started: Instant, capture: Capture, error: Option<String
         exit_code: None,
         output: Some(String::from_utf8_lossy(&kept).into_owned()),
         output_bytes: Some(total),
-        output_digest: Some(hex(&digest.finalize())),
+        output_digest: Some(crate::store::audit::hex(&digest.finalize())),
         side_effects: Vec::new(),
         error,
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Run `argv` as `executor` says and report how it went (never fails: a program that cannot

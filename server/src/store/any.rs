@@ -69,6 +69,12 @@ impl Store for AnyStore {
     ) -> Result<Vec<AuditRecord>, StoreError> {
         delegate!(self, s => s.audit_search(filter, limit))
     }
+    async fn audit_counts(
+        &self,
+        filter: &super::AuditFilter,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        delegate!(self, s => s.audit_counts(filter))
+    }
     async fn dashboard_stats(
         &self,
         day_ago: DateTime<Utc>,

@@ -175,6 +175,7 @@ async fn append_in(
         });
         insert.build().execute(&mut **tx).await?;
     }
+    add_to_hourly(tx, events).await?;
     if let Some(last) = records.last() {
         sqlx::query("UPDATE audit_head SET seq = $1, row_hash = $2 WHERE id = 1")
             .bind(last.seq)
@@ -190,6 +191,73 @@ async fn append_in(
             row_hash: r.row_hash,
         })
         .collect())
+}
+
+/// Count `events`' decisions into `audit_hourly` (one upsert per hour, action, risk and tool).
+async fn add_to_hourly(
+    tx: &mut Transaction<'static, Db>,
+    events: &[NewAuditEvent],
+) -> Result<(), StoreError> {
+    let mut counts: std::collections::BTreeMap<(String, &str, &str, &str), i64> =
+        std::collections::BTreeMap::new();
+    for e in events.iter().filter(|e| e.kind == EventKind::Decision) {
+        let key = (
+            super::hour_bucket(e.timestamp),
+            e.decision_action.as_str(),
+            e.risk_level.as_str(),
+            e.tool.as_str(),
+        );
+        *counts.entry(key).or_default() += 1;
+    }
+    for ((hour, action, risk, tool), n) in counts {
+        sqlx::query(
+            "INSERT INTO audit_hourly (hour, decision_action, risk_level, tool, n) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (hour, decision_action, risk_level, tool) \
+             DO UPDATE SET n = audit_hourly.n + excluded.n",
+        )
+        .bind(hour)
+        .bind(action)
+        .bind(risk)
+        .bind(tool)
+        .bind(n)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The `WHERE` clause of an audit search: every set field of `filter` narrows.
+fn push_audit_filter(query: &mut sqlx::QueryBuilder<'_, Db>, filter: &super::AuditFilter) {
+    query.push(" WHERE 1 = 1");
+    if let Some(from) = filter.from {
+        query.push(" AND timestamp >= ").push_bind(ts(from));
+    }
+    if let Some(to) = filter.to {
+        query.push(" AND timestamp < ").push_bind(ts(to));
+    }
+    for (column, value) in [
+        ("caller_id", &filter.caller_id),
+        ("tool", &filter.tool),
+        ("operation", &filter.operation),
+        ("decision_action", &filter.action),
+        ("risk_level", &filter.risk),
+        ("execution_status", &filter.execution_status),
+    ] {
+        if let Some(value) = value {
+            query
+                .push(format!(" AND {column} = "))
+                .push_bind(value.clone());
+        }
+    }
+    if let Some(kind) = filter.kind {
+        query.push(" AND event_kind = ").push_bind(kind.as_str());
+    }
+    if let Some(before) = filter.before_seq {
+        query.push(" AND seq < ").push_bind(before);
+    }
+    if let Some(after) = filter.after_seq {
+        query.push(" AND seq > ").push_bind(after);
+    }
 }
 
 /// Insert a queued job inside the caller's transaction.
@@ -413,36 +481,28 @@ impl Store for DialectStore {
         filter: &super::AuditFilter,
         limit: i64,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        let mut query = sqlx::QueryBuilder::<Db>::new("SELECT * FROM audit_logs WHERE 1 = 1");
-        if let Some(from) = filter.from {
-            query.push(" AND timestamp >= ").push_bind(ts(from));
-        }
-        if let Some(to) = filter.to {
-            query.push(" AND timestamp < ").push_bind(ts(to));
-        }
-        for (column, value) in [
-            ("caller_id", &filter.caller_id),
-            ("tool", &filter.tool),
-            ("operation", &filter.operation),
-            ("decision_action", &filter.action),
-            ("risk_level", &filter.risk),
-            ("execution_status", &filter.execution_status),
-        ] {
-            if let Some(value) = value {
-                query
-                    .push(format!(" AND {column} = "))
-                    .push_bind(value.clone());
-            }
-        }
-        if let Some(kind) = filter.kind {
-            query.push(" AND event_kind = ").push_bind(kind.as_str());
-        }
-        if let Some(before) = filter.before_seq {
-            query.push(" AND seq < ").push_bind(before);
-        }
-        query.push(" ORDER BY seq DESC LIMIT ").push_bind(limit);
+        let mut query = sqlx::QueryBuilder::<Db>::new("SELECT * FROM audit_logs");
+        push_audit_filter(&mut query, filter);
+        let order = if filter.after_seq.is_some() {
+            " ORDER BY seq ASC LIMIT "
+        } else {
+            " ORDER BY seq DESC LIMIT "
+        };
+        query.push(order).push_bind(limit);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(audit_row).collect()
+    }
+
+    async fn audit_counts(
+        &self,
+        filter: &super::AuditFilter,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let mut query = sqlx::QueryBuilder::<Db>::new(
+            "SELECT event_kind, decision_action, COUNT(*) FROM audit_logs",
+        );
+        push_audit_filter(&mut query, filter);
+        query.push(" GROUP BY event_kind, decision_action ORDER BY event_kind, decision_action");
+        Ok(query.build_query_as().fetch_all(&self.pool).await?)
     }
 
     async fn dashboard_stats(
@@ -451,35 +511,41 @@ impl Store for DialectStore {
         week_ago: DateTime<Utc>,
         hour_ago: DateTime<Utc>,
     ) -> Result<super::DashboardStats, StoreError> {
-        let by_action_risk = sqlx::query_as(
-            "SELECT decision_action, risk_level, COUNT(*) FROM audit_logs \
-             WHERE event_kind = 'decision' AND timestamp > $1 \
-             GROUP BY decision_action, risk_level ORDER BY decision_action, risk_level",
-        )
-        .bind(ts(day_ago))
-        .fetch_all(&self.pool)
-        .await?;
-        let daily = sqlx::query_as(&format!(
-            "SELECT {DAY_EXPR} AS day, decision_action, COUNT(*) FROM audit_logs \
-             WHERE event_kind = 'decision' AND timestamp > $1 \
-             GROUP BY day, decision_action ORDER BY day, decision_action"
-        ))
-        .bind(ts(week_ago))
-        .fetch_all(&self.pool)
-        .await?;
+        // Whole hours from the hourly counts, the partial first hour from the rows themselves.
+        let decisions_since = |since: DateTime<Utc>| async move {
+            let next_hour = super::next_hour(since);
+            let mut counts: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+                "SELECT hour, decision_action, risk_level, tool, CAST(SUM(n) AS BIGINT) \
+                 FROM audit_hourly WHERE hour >= $1 GROUP BY hour, decision_action, risk_level, tool",
+            )
+            .bind(super::hour_bucket(next_hour))
+            .fetch_all(&self.pool)
+            .await?;
+            let edge: Vec<(String, String, String, i64)> = sqlx::query_as(
+                "SELECT decision_action, risk_level, tool, COUNT(*) FROM audit_logs \
+                 WHERE event_kind = 'decision' AND timestamp > $1 AND timestamp < $2 \
+                 GROUP BY decision_action, risk_level, tool",
+            )
+            .bind(ts(since))
+            .bind(ts(next_hour))
+            .fetch_all(&self.pool)
+            .await?;
+            let first_hour = super::hour_bucket(since);
+            counts.extend(
+                edge.into_iter()
+                    .map(|(action, risk, tool, n)| (first_hour.clone(), action, risk, tool, n)),
+            );
+            Ok::<_, StoreError>(counts)
+        };
+        let day = decisions_since(day_ago).await?;
+        let week = decisions_since(week_ago).await?;
+        let (by_action_risk, daily, top_tools) = super::summarise_decisions(&day, &week);
         let denial_alerts = sqlx::query_as(
             "SELECT caller_id, tool, operation, COUNT(*) FROM audit_logs \
              WHERE decision_action = 'deny' AND timestamp > $1 \
              GROUP BY caller_id, tool, operation HAVING COUNT(*) > 5 ORDER BY 4 DESC",
         )
         .bind(ts(hour_ago))
-        .fetch_all(&self.pool)
-        .await?;
-        let top_tools = sqlx::query_as(
-            "SELECT tool, COUNT(*) FROM audit_logs WHERE event_kind = 'decision' AND timestamp > $1 \
-             GROUP BY tool ORDER BY 2 DESC, tool LIMIT 5",
-        )
-        .bind(ts(day_ago))
         .fetch_all(&self.pool)
         .await?;
         let recent = sqlx::query("SELECT * FROM audit_logs ORDER BY seq DESC LIMIT 10")

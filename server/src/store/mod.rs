@@ -285,6 +285,31 @@ pub struct AuditFilter {
     pub kind: Option<EventKind>,
     /// Keyset cursor: only rows with a smaller sequence number.
     pub before_seq: Option<i64>,
+    /// Forward keyset cursor: only rows with a larger sequence number, and then oldest first
+    /// (exports read the trail in chain order).
+    pub after_seq: Option<i64>,
+}
+
+impl AuditFilter {
+    /// Whether a row passes the filter: the same conditions the database applies.
+    pub fn matches(&self, row: &AuditRecord) -> bool {
+        let e = &row.event;
+        let same = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        self.from.is_none_or(|from| e.timestamp >= from)
+            && self.to.is_none_or(|to| e.timestamp < to)
+            && same(&self.caller_id, &e.caller_id)
+            && same(&self.tool, &e.tool)
+            && same(&self.operation, &e.operation)
+            && same(&self.action, &e.decision_action)
+            && same(&self.risk, &e.risk_level)
+            && self
+                .execution_status
+                .as_deref()
+                .is_none_or(|w| e.execution_status.as_deref() == Some(w))
+            && self.kind.is_none_or(|k| e.kind == k)
+            && self.before_seq.is_none_or(|s| row.seq < s)
+            && self.after_seq.is_none_or(|s| row.seq > s)
+    }
 }
 
 /// What the dashboard shows, counted by the database.
@@ -413,12 +438,18 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         job_id: &str,
     ) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
-    /// Audit rows matching `filter`, newest first (by sequence number), at most `limit`.
+    /// Audit rows matching `filter`, newest first (by sequence number), at most `limit`; oldest
+    /// first when the filter has a forward cursor (`after_seq`).
     fn audit_search(
         &self,
         filter: &AuditFilter,
         limit: i64,
     ) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
+    /// How many rows match `filter`, by event kind and decision action.
+    fn audit_counts(
+        &self,
+        filter: &AuditFilter,
+    ) -> impl Future<Output = Result<Vec<(String, String, i64)>, StoreError>> + Send;
     /// The dashboard's figures since `day_ago` (24 h) and `week_ago` (7 days).
     fn dashboard_stats(
         &self,
@@ -540,6 +571,66 @@ pub const SERVER_EXECUTOR_PREFIX: &str = "executor:";
 
 /// The zero hash that precedes the first row of a chain.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The `audit_hourly` bucket of a time: `YYYY-MM-DD HH` in UTC.
+pub(crate) fn hour_bucket(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H").to_string()
+}
+
+/// The start of the hour after `at`.
+pub(crate) fn next_hour(at: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::{Duration, Timelike};
+    let start = at
+        .with_nanosecond(0)
+        .and_then(|t| t.with_second(0))
+        .and_then(|t| t.with_minute(0))
+        .unwrap_or(at);
+    start + Duration::hours(1)
+}
+
+/// Decision counts (hour, action, risk, tool, n) of the last day and week, summarised as the
+/// dashboard shows them: by action × risk (day), by UTC day × action (week), top five tools (day).
+pub(crate) type DecisionSummary = (
+    Vec<(String, String, i64)>,
+    Vec<(String, String, i64)>,
+    Vec<(String, i64)>,
+);
+
+pub(crate) fn summarise_decisions(
+    day: &[(String, String, String, String, i64)],
+    week: &[(String, String, String, String, i64)],
+) -> DecisionSummary {
+    use std::collections::BTreeMap;
+    let mut by_action_risk: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    let mut tools: BTreeMap<&str, i64> = BTreeMap::new();
+    for (_, action, risk, tool, n) in day {
+        *by_action_risk.entry((action, risk)).or_default() += n;
+        *tools.entry(tool).or_default() += n;
+    }
+    let mut daily: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for (hour, action, _, _, n) in week {
+        *daily
+            .entry((hour.get(..10).unwrap_or(hour), action))
+            .or_default() += n;
+    }
+    let mut top_tools: Vec<(String, i64)> = tools
+        .into_iter()
+        .map(|(tool, n)| (tool.to_string(), n))
+        .collect();
+    top_tools.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    top_tools.truncate(5);
+    (
+        by_action_risk
+            .into_iter()
+            .map(|((a, r), n)| (a.to_string(), r.to_string(), n))
+            .collect(),
+        daily
+            .into_iter()
+            .map(|((d, a), n)| (d.to_string(), a.to_string(), n))
+            .collect(),
+        top_tools,
+    )
+}
 
 #[cfg(test)]
 mod tests {

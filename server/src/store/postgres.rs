@@ -35,8 +35,6 @@ macro_rules! lock {
     };
 }
 const CLAIM_LOCK: &str = " FOR UPDATE SKIP LOCKED";
-/// A timestamp's UTC day.
-const DAY_EXPR: &str = "to_char(timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD')";
 
 #[derive(Debug, Clone)]
 pub struct PgStore {

@@ -40,8 +40,6 @@ macro_rules! lock {
     };
 }
 const CLAIM_LOCK: &str = "";
-/// A timestamp's UTC day (timestamps are RFC 3339 text).
-const DAY_EXPR: &str = "substr(timestamp, 1, 10)";
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {

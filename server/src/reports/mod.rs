@@ -1,0 +1,878 @@
+//! Compliance exports: the audit trail of a period, filtered, as CSV (RFC 4180), JSON Lines (the
+//! complete rows with their hashes), a PDF summary mapped to a framework's controls, or a signed
+//! evidence bundle an assessor verifies offline (`countersign audit verify-export`).
+//!
+//! Exports stream: rows are read a page at a time in chain order and written as they come, so
+//! memory stays flat whatever the period. Every export is audited before its first byte (fail
+//! closed: no audit row, no export), and the rows it covers end at that audit row.
+
+pub mod bundle;
+pub mod pdf;
+pub mod summary;
+
+use crate::api::ApiError;
+use crate::store::{AuditFilter, AuditRecord, EventKind, NewAuditEvent, Store, StoreError};
+use crate::AppState;
+use axum::{
+    body::{Body, Bytes},
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use base64::Engine;
+use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// Rows read per database round trip.
+pub const PAGE: i64 = 2_000;
+/// The longest period one export covers.
+pub const MAX_PERIOD_DAYS: i64 = 3_660;
+
+/// What an export is written as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Csv,
+    Jsonl,
+    Pdf,
+    Bundle,
+}
+
+impl Format {
+    pub fn parse(text: &str) -> Option<Format> {
+        match text {
+            "csv" => Some(Format::Csv),
+            "jsonl" => Some(Format::Jsonl),
+            "pdf" => Some(Format::Pdf),
+            "bundle" => Some(Format::Bundle),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+            Format::Pdf => "pdf",
+            Format::Bundle => "bundle",
+        }
+    }
+
+    fn file_extension(self) -> &'static str {
+        match self {
+            Format::Bundle => "tar",
+            other => other.as_str(),
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Csv => "text/csv; charset=utf-8; header=present",
+            Format::Jsonl => "application/jsonl; charset=utf-8",
+            Format::Pdf => "application/pdf",
+            Format::Bundle => "application/x-tar",
+        }
+    }
+}
+
+/// The compliance frameworks a report maps its evidence to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Framework {
+    #[serde(rename = "pci-dss")]
+    PciDss,
+    #[serde(rename = "soc2")]
+    Soc2,
+    #[serde(rename = "iso27001")]
+    Iso27001,
+}
+
+/// What part of a report is evidence for a control.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// Every event recorded with who, what, when and outcome (the CSV and JSONL).
+    Trail,
+    /// The hash chain verifies over the period.
+    Chain,
+    /// Decisions by action: capability checks and dangerous-argument detection at work.
+    Decisions,
+    /// Approvals with their approvers and time to decision.
+    Approvals,
+    /// Denials and their reasons; callers over the denial alert threshold.
+    Denials,
+    /// Executions, failures and side effects.
+    Executions,
+}
+
+/// One control of a framework and the evidence that answers it.
+#[derive(Debug, Clone, Copy)]
+pub struct Control {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub evidence: &'static [Evidence],
+}
+
+const PCI_DSS: &[Control] = &[
+    Control {
+        id: "10.2.1",
+        title: "Audit logs capture all individual user access and actions",
+        evidence: &[Evidence::Trail, Evidence::Decisions],
+    },
+    Control {
+        id: "10.2.1.2",
+        title: "Actions taken with administrative access are logged",
+        evidence: &[Evidence::Approvals, Evidence::Executions],
+    },
+    Control {
+        id: "10.2.2",
+        title: "Each entry records user, event type, time, outcome, origin and resource",
+        evidence: &[Evidence::Trail],
+    },
+    Control {
+        id: "10.3.2",
+        title: "Audit logs are protected from modification",
+        evidence: &[Evidence::Chain],
+    },
+    Control {
+        id: "10.4.1",
+        title: "Security events are reviewed",
+        evidence: &[Evidence::Denials],
+    },
+    Control {
+        id: "10.7.2",
+        title: "Failures of critical security controls are detected and reported",
+        evidence: &[Evidence::Denials, Evidence::Executions],
+    },
+];
+
+const SOC2: &[Control] = &[
+    Control {
+        id: "CC6.1",
+        title: "Logical access security over protected information assets",
+        evidence: &[Evidence::Decisions, Evidence::Trail],
+    },
+    Control {
+        id: "CC6.3",
+        title: "Access is authorised, with least privilege and segregation of duties",
+        evidence: &[Evidence::Approvals, Evidence::Denials],
+    },
+    Control {
+        id: "CC7.2",
+        title: "System components are monitored for anomalies and security events",
+        evidence: &[Evidence::Denials, Evidence::Executions, Evidence::Chain],
+    },
+];
+
+const ISO_27001: &[Control] = &[
+    Control {
+        id: "A.8.15",
+        title: "Logging: activities and events are recorded, protected and analysed",
+        evidence: &[Evidence::Trail, Evidence::Chain],
+    },
+    Control {
+        id: "A.8.16",
+        title: "Monitoring activities: anomalous behaviour is detected and acted upon",
+        evidence: &[Evidence::Denials, Evidence::Executions],
+    },
+    Control {
+        id: "A.5.18",
+        title: "Access rights are provisioned, reviewed and removed per policy",
+        evidence: &[Evidence::Decisions, Evidence::Approvals],
+    },
+];
+
+impl Framework {
+    pub const ALL: [Framework; 3] = [Framework::PciDss, Framework::Soc2, Framework::Iso27001];
+
+    pub fn parse(text: &str) -> Option<Framework> {
+        Framework::ALL.into_iter().find(|f| f.as_str() == text)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Framework::PciDss => "pci-dss",
+            Framework::Soc2 => "soc2",
+            Framework::Iso27001 => "iso27001",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Framework::PciDss => "PCI DSS v4.0, requirement 10",
+            Framework::Soc2 => "SOC 2 (CC6.1, CC6.3, CC7.2)",
+            Framework::Iso27001 => "ISO/IEC 27001:2022 (A.8.15, A.8.16, A.5.18)",
+        }
+    }
+
+    pub fn controls(self) -> &'static [Control] {
+        match self {
+            Framework::PciDss => PCI_DSS,
+            Framework::Soc2 => SOC2,
+            Framework::Iso27001 => ISO_27001,
+        }
+    }
+}
+
+/// An export request as it arrives (query string or form); [`ExportSpec::parse`] checks it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportQuery {
+    pub format: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub framework: Option<String>,
+    pub tool: Option<String>,
+    pub caller: Option<String>,
+    pub risk: Option<String>,
+    pub action: Option<String>,
+}
+
+/// A checked export request: what, which period, which rows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExportSpec {
+    pub format: Format,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub framework: Option<Framework>,
+    pub tool: Option<String>,
+    pub caller: Option<String>,
+    pub risk: Option<String>,
+    pub action: Option<String>,
+}
+
+/// A bad export request: the field at fault and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn bad(field: &'static str, message: impl Into<String>) -> SpecError {
+    SpecError {
+        field,
+        message: message.into(),
+    }
+}
+
+/// `YYYY-MM-DD` (a whole UTC day: `from` its start, `to` its end) or an RFC 3339 time.
+fn parse_time(
+    field: &'static str,
+    text: &str,
+    end_of_day: bool,
+) -> Result<DateTime<Utc>, SpecError> {
+    let text = text.trim();
+    if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        let day = if end_of_day {
+            day.succ_opt()
+        } else {
+            Some(day)
+        };
+        if let Some(start) = day.and_then(|d| d.and_hms_opt(0, 0, 0)) {
+            return Ok(start.and_utc());
+        }
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            bad(
+                field,
+                format!("{field} must be a date (YYYY-MM-DD) or an RFC 3339 time, not {text:?}"),
+            )
+        })
+}
+
+/// Empty text means "not given".
+fn given(value: Option<String>) -> Option<String> {
+    value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+impl ExportSpec {
+    /// Check a request. The period defaults to the 30 days before `now`; `to` is exclusive.
+    pub fn parse(query: ExportQuery, now: DateTime<Utc>) -> Result<ExportSpec, SpecError> {
+        let format = match given(query.format) {
+            None => Format::Csv,
+            Some(f) => Format::parse(&f)
+                .ok_or_else(|| bad("format", "format must be csv, jsonl, pdf or bundle"))?,
+        };
+        let to = match given(query.to) {
+            Some(t) => parse_time("to", &t, true)?,
+            None => now,
+        };
+        let from = match given(query.from) {
+            Some(f) => parse_time("from", &f, false)?,
+            None => to - Duration::days(30),
+        };
+        if from >= to {
+            return Err(bad("from", "the period must start before it ends"));
+        }
+        if to - from > Duration::days(MAX_PERIOD_DAYS) {
+            return Err(bad(
+                "from",
+                format!("one export covers at most {MAX_PERIOD_DAYS} days"),
+            ));
+        }
+        let framework =
+            match given(query.framework) {
+                None => None,
+                Some(f) => Some(Framework::parse(&f).ok_or_else(|| {
+                    bad("framework", "framework must be pci-dss, soc2 or iso27001")
+                })?),
+            };
+        let risk = given(query.risk).map(|r| r.to_ascii_uppercase());
+        if let Some(r) = &risk {
+            if !["LOW", "MEDIUM", "HIGH", "CRITICAL"].contains(&r.as_str()) {
+                return Err(bad("risk", "risk must be LOW, MEDIUM, HIGH or CRITICAL"));
+            }
+        }
+        let action = given(query.action);
+        if let Some(a) = &action {
+            const ACTIONS: [&str; 5] = ["allow", "deny", "require_approval", "approve", "execute"];
+            if !ACTIONS.contains(&a.as_str()) {
+                return Err(bad(
+                    "action",
+                    "action must be allow, deny, require_approval, approve or execute",
+                ));
+            }
+        }
+        Ok(ExportSpec {
+            format,
+            from,
+            to,
+            framework,
+            tool: given(query.tool),
+            caller: given(query.caller),
+            risk,
+            action,
+        })
+    }
+
+    /// The rows this export covers.
+    pub fn filter(&self) -> AuditFilter {
+        AuditFilter {
+            from: Some(self.from),
+            to: Some(self.to),
+            caller_id: self.caller.clone(),
+            tool: self.tool.clone(),
+            action: self.action.clone(),
+            risk: self.risk.clone(),
+            ..AuditFilter::default()
+        }
+    }
+
+    /// The filters as `name=value` pairs (for the manifest, the report and the audit row).
+    pub fn filters(&self) -> Vec<(&'static str, String)> {
+        [
+            ("tool", &self.tool),
+            ("caller", &self.caller),
+            ("risk", &self.risk),
+            ("action", &self.action),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.clone().map(|v| (name, v)))
+        .collect()
+    }
+
+    /// The download's file name, e.g. `countersign-audit-20261101-20261201.csv`.
+    pub fn file_name(&self) -> String {
+        format!(
+            "countersign-audit-{}-{}.{}",
+            self.from.format("%Y%m%d"),
+            self.to.format("%Y%m%d"),
+            self.format.file_extension()
+        )
+    }
+}
+
+/// An RFC 3339 time in UTC with milliseconds, as every export writes times.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// One audit row as the CSV and JSON Lines exports write it: every column, hashes included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportRow {
+    pub seq: i64,
+    pub id: String,
+    pub timestamp: String,
+    pub event_kind: String,
+    pub caller_id: String,
+    pub tool: String,
+    pub operation: String,
+    pub decision_action: String,
+    pub decision_reason: String,
+    pub risk_level: String,
+    pub requires_approval: bool,
+    pub execution_status: Option<String>,
+    pub execution_duration_ms: Option<i64>,
+    pub side_effects: Option<String>,
+    pub error: Option<String>,
+    pub approver: Option<String>,
+    pub approved_at: Option<String>,
+    pub context: String,
+    pub decision: String,
+    pub job_id: Option<String>,
+    pub policy_hash: Option<String>,
+    pub call_hash: Option<String>,
+    pub prev_hash: String,
+    pub row_hash: String,
+}
+
+impl From<&AuditRecord> for ExportRow {
+    fn from(r: &AuditRecord) -> ExportRow {
+        let e = &r.event;
+        ExportRow {
+            seq: r.seq,
+            id: r.id.clone(),
+            timestamp: rfc3339(e.timestamp),
+            event_kind: e.kind.as_str().to_string(),
+            caller_id: e.caller_id.clone(),
+            tool: e.tool.clone(),
+            operation: e.operation.clone(),
+            decision_action: e.decision_action.clone(),
+            decision_reason: e.decision_reason.clone(),
+            risk_level: e.risk_level.clone(),
+            requires_approval: e.requires_approval,
+            execution_status: e.execution_status.clone(),
+            execution_duration_ms: e.execution_duration_ms,
+            side_effects: e.side_effects.clone(),
+            error: e.error.clone(),
+            approver: e.approver.clone(),
+            approved_at: e.approved_at.map(rfc3339),
+            context: e.context.clone(),
+            decision: e.decision.clone(),
+            job_id: e.job_id.clone(),
+            policy_hash: e.policy_hash.clone(),
+            call_hash: e.call_hash.clone(),
+            prev_hash: r.prev_hash.clone(),
+            row_hash: r.row_hash.clone(),
+        }
+    }
+}
+
+impl ExportRow {
+    /// The stored row back (to recompute its hash offline).
+    pub fn to_record(&self) -> Result<AuditRecord, String> {
+        let time = |field: &str, text: &str| {
+            DateTime::parse_from_rfc3339(text)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| format!("row {}: {field} is not an RFC 3339 time", self.seq))
+        };
+        let kind = EventKind::parse(&self.event_kind)
+            .ok_or_else(|| format!("row {}: unknown event kind {:?}", self.seq, self.event_kind))?;
+        Ok(AuditRecord {
+            id: self.id.clone(),
+            seq: self.seq,
+            event: NewAuditEvent {
+                id: Some(self.id.clone()),
+                timestamp: time("timestamp", &self.timestamp)?,
+                kind,
+                caller_id: self.caller_id.clone(),
+                tool: self.tool.clone(),
+                operation: self.operation.clone(),
+                decision_action: self.decision_action.clone(),
+                decision_reason: self.decision_reason.clone(),
+                risk_level: self.risk_level.clone(),
+                requires_approval: self.requires_approval,
+                execution_status: self.execution_status.clone(),
+                execution_duration_ms: self.execution_duration_ms,
+                side_effects: self.side_effects.clone(),
+                error: self.error.clone(),
+                approver: self.approver.clone(),
+                approved_at: self
+                    .approved_at
+                    .as_deref()
+                    .map(|t| time("approved_at", t))
+                    .transpose()?,
+                context: self.context.clone(),
+                decision: self.decision.clone(),
+                job_id: self.job_id.clone(),
+                policy_hash: self.policy_hash.clone(),
+                call_hash: self.call_hash.clone(),
+            },
+            prev_hash: self.prev_hash.clone(),
+            row_hash: self.row_hash.clone(),
+        })
+    }
+}
+
+/// Reads the rows of a filter in chain order, a page at a time.
+pub struct Rows<'a, S: Store> {
+    store: &'a S,
+    filter: AuditFilter,
+    done: bool,
+}
+
+impl<'a, S: Store> Rows<'a, S> {
+    /// `filter`'s rows from the start of the chain (its own `after_seq` is the starting point
+    /// when set).
+    pub fn new(store: &'a S, mut filter: AuditFilter) -> Rows<'a, S> {
+        filter.after_seq = Some(filter.after_seq.unwrap_or(0));
+        Rows {
+            store,
+            filter,
+            done: false,
+        }
+    }
+
+    pub async fn next_page(&mut self) -> Result<Option<Vec<AuditRecord>>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self.store.audit_search(&self.filter, PAGE).await?;
+        self.done = page.len() < usize::try_from(PAGE).unwrap_or(usize::MAX);
+        match page.last() {
+            None => Ok(None),
+            Some(last) => {
+                self.filter.after_seq = Some(last.seq);
+                Ok(Some(page))
+            }
+        }
+    }
+}
+
+/// The CSV header and one page of rows as CSV text.
+pub fn csv_page(rows: &[AuditRecord], header: bool) -> Result<Vec<u8>, String> {
+    let mut writer = csv::WriterBuilder::new()
+        .has_headers(header)
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::with_capacity(rows.len() * 512));
+    if header && rows.is_empty() {
+        writer
+            .write_record(CSV_COLUMNS)
+            .map_err(|e| e.to_string())?;
+    }
+    for row in rows {
+        writer
+            .serialize(ExportRow::from(row))
+            .map_err(|e| e.to_string())?;
+    }
+    writer.into_inner().map_err(|e| e.to_string())
+}
+
+/// The CSV columns, in order (the field names of [`ExportRow`]).
+pub const CSV_COLUMNS: [&str; 24] = [
+    "seq",
+    "id",
+    "timestamp",
+    "event_kind",
+    "caller_id",
+    "tool",
+    "operation",
+    "decision_action",
+    "decision_reason",
+    "risk_level",
+    "requires_approval",
+    "execution_status",
+    "execution_duration_ms",
+    "side_effects",
+    "error",
+    "approver",
+    "approved_at",
+    "context",
+    "decision",
+    "job_id",
+    "policy_hash",
+    "call_hash",
+    "prev_hash",
+    "row_hash",
+];
+
+/// One page of rows as JSON Lines.
+pub fn jsonl_page(rows: &[AuditRecord]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(rows.len() * 768);
+    for row in rows {
+        serde_json::to_writer(&mut out, &ExportRow::from(row)).map_err(|e| e.to_string())?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// Who asked for an export.
+#[derive(Debug, Clone)]
+pub struct Requester {
+    pub id: String,
+    pub roles: Vec<String>,
+}
+
+impl Requester {
+    /// Exports are for auditors and admins.
+    pub fn may_export(&self) -> bool {
+        self.roles.iter().any(|r| r == "auditor" || r == "admin")
+    }
+}
+
+/// The preview of an export: how many rows match, by kind and action.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preview {
+    pub total: i64,
+    pub by_kind: Vec<(String, i64)>,
+    pub by_action: Vec<(String, i64)>,
+}
+
+/// Count what an export of `spec` would hold.
+pub async fn preview<S: Store>(store: &S, spec: &ExportSpec) -> Result<Preview, StoreError> {
+    let counts = store.audit_counts(&spec.filter()).await?;
+    let mut by_kind = std::collections::BTreeMap::<String, i64>::new();
+    let mut by_action = std::collections::BTreeMap::<String, i64>::new();
+    for (kind, action, n) in counts {
+        *by_kind.entry(kind).or_default() += n;
+        *by_action.entry(action).or_default() += n;
+    }
+    Ok(Preview {
+        total: by_kind.values().sum(),
+        by_kind: by_kind.into_iter().collect(),
+        by_action: by_action.into_iter().collect(),
+    })
+}
+
+/// The configured bundle-signing key, from its base64 seed.
+pub fn signing_key(text: &str) -> Result<ed25519_dalek::SigningKey, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| "must be base64 (make one with `countersign audit keygen`)".to_string())?;
+    let seed: [u8; 32] = bytes.try_into().map_err(|_| {
+        "must be 32 bytes, base64-encoded (make one with `countersign audit keygen`)"
+    })?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+}
+
+/// A public key as the API serves it and the verifier takes it: base64 of its 32 bytes.
+pub fn public_key_text(key: &ed25519_dalek::VerifyingKey) -> String {
+    base64::engine::general_purpose::STANDARD.encode(key.as_bytes())
+}
+
+/// Audit the export (fail closed), then stream it. The rows end at the export's own audit row.
+pub async fn export(
+    state: &AppState,
+    who: &Requester,
+    spec: ExportSpec,
+) -> Result<Response, ApiError> {
+    if !who.may_export() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "exports are for auditors and admins",
+        ));
+    }
+    let key = match spec.format {
+        Format::Bundle => Some(state.export_key.clone().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_configured",
+                "evidence bundles need a signing key (COUNTERSIGN_EXPORT_SIGNING_KEY)",
+            )
+        })?),
+        _ => None,
+    };
+    let filters: serde_json::Map<String, serde_json::Value> = spec
+        .filters()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+        .collect();
+    let mut event = NewAuditEvent::new(
+        EventKind::Export,
+        &who.id,
+        "countersign",
+        "export",
+        "allow",
+        &format!(
+            "exported the audit trail as {} for {} to {}",
+            spec.format.as_str(),
+            rfc3339(spec.from),
+            rfc3339(spec.to)
+        ),
+        "LOW",
+    );
+    event.context = serde_json::json!({
+        "format": spec.format.as_str(),
+        "from": rfc3339(spec.from),
+        "to": rfc3339(spec.to),
+        "framework": spec.framework.map(Framework::as_str),
+        "filters": filters,
+    })
+    .to_string();
+    let receipt = state
+        .audit
+        .append(event)
+        .await
+        .map_err(|e| ApiError::unavailable("the export could not be audited", &e))?;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let store = state.store.clone();
+    let policy_hash = state.policy.hash().to_string();
+    let file_name = spec.file_name();
+    let format = spec.format;
+    let job = Job {
+        spec,
+        last_seq: receipt.seq,
+        generated_by: who.id.clone(),
+        generated_at: Utc::now(),
+        policy_hash,
+    };
+    tokio::spawn(async move {
+        let result = match format {
+            Format::Csv | Format::Jsonl => stream_rows(&store, &job, &tx).await,
+            Format::Pdf => match summary::summarise(&store, &job).await {
+                Ok(summary) => send(&tx, pdf::render(&summary)).await,
+                Err(e) => Err(e),
+            },
+            Format::Bundle => match key {
+                Some(key) => bundle::stream(&store, &job, &key, &tx).await,
+                None => Err("no signing key".to_string()),
+            },
+        };
+        if let Err(error) = result {
+            tracing::error!(%error, "an export stopped before its end");
+            // The download fails visibly instead of ending as if it were complete.
+            let _ = tx
+                .send(Err(std::io::Error::other("the export stopped")))
+                .await;
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// An export under way: what was asked, by whom, and the last row it may include.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub spec: ExportSpec,
+    pub last_seq: i64,
+    pub generated_by: String,
+    pub generated_at: DateTime<Utc>,
+    pub policy_hash: String,
+}
+
+impl Job {
+    /// The filtered rows of the export, up to its own audit row.
+    pub fn filter(&self) -> AuditFilter {
+        AuditFilter {
+            before_seq: Some(self.last_seq + 1),
+            ..self.spec.filter()
+        }
+    }
+}
+
+async fn send(
+    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+    bytes: Vec<u8>,
+) -> Result<(), String> {
+    tx.send(Ok(Bytes::from(bytes)))
+        .await
+        .map_err(|_| "the client went away".to_string())
+}
+
+/// CSV or JSON Lines, a page at a time.
+async fn stream_rows<S: Store>(
+    store: &S,
+    job: &Job,
+    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+) -> Result<(), String> {
+    let mut rows = Rows::new(store, job.filter());
+    let mut first = true;
+    loop {
+        let page = rows.next_page().await.map_err(|e| e.to_string())?;
+        let page = page.unwrap_or_default();
+        let bytes = match job.spec.format {
+            Format::Csv => csv_page(&page, first)?,
+            _ => jsonl_page(&page)?,
+        };
+        first = false;
+        if !bytes.is_empty() {
+            send(tx, bytes).await?;
+        }
+        if page.is_empty() {
+            return Ok(());
+        }
+    }
+}
+
+fn spec_or_error(query: ExportQuery) -> Result<ExportSpec, ApiError> {
+    ExportSpec::parse(query, Utc::now())
+        .map_err(|e| ApiError::bad_request("invalid_export", e.field, e.message))
+}
+
+/// `GET /api/v1/audit/export?format=csv|jsonl|pdf|bundle&from=&to=&framework=&tool=&caller=&risk=&action=`
+/// for auditor and admin tokens.
+pub async fn api_export(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    caller: crate::auth::ApiCaller,
+    axum::extract::Query(query): axum::extract::Query<ExportQuery>,
+) -> Response {
+    if let Err(e) = crate::api::rate_limit(&state, &caller) {
+        return e.into_response();
+    }
+    let who = Requester {
+        id: caller.id,
+        roles: caller.roles,
+    };
+    match spec_or_error(query) {
+        Ok(spec) => export(&state, &who, spec).await,
+        Err(e) => Err(e),
+    }
+    .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /reports/export?...`: the same export for the signed-in portal user (the Reports page's
+/// download links).
+pub async fn portal_export(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    user: Option<axum::Extension<crate::auth::SignedIn>>,
+    axum::extract::Query(query): axum::extract::Query<ExportQuery>,
+) -> Response {
+    let Some(axum::Extension(user)) = user else {
+        return (StatusCode::UNAUTHORIZED, "sign-in required").into_response();
+    };
+    let who = Requester {
+        id: user.username,
+        roles: user.roles,
+    };
+    match spec_or_error(query) {
+        Ok(spec) => export(&state, &who, spec).await,
+        Err(e) => Err(e),
+    }
+    .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /api/v1/audit/public-key`: the key that verifies evidence bundles (public).
+pub async fn public_key(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    match &state.export_key {
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_configured",
+            "no bundle-signing key is configured (COUNTERSIGN_EXPORT_SIGNING_KEY)",
+        )
+        .into_response(),
+        Some(key) => {
+            let public = key.verifying_key();
+            axum::Json(serde_json::json!({
+                "algorithm": "Ed25519",
+                "public_key": public_key_text(&public),
+                "fingerprint": crate::store::audit::hex(&<sha2::Sha256 as sha2::Digest>::digest(public.as_bytes())),
+            }))
+            .into_response()
+        }
+    }
+}
+
+/// A new bundle-signing key: (private seed, public key), both base64.
+pub fn generate_key() -> Result<(String, String), String> {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(|e| format!("no randomness available: {e}"))?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    Ok((
+        base64::engine::general_purpose::STANDARD.encode(seed),
+        public_key_text(&key.verifying_key()),
+    ))
+}
