@@ -300,10 +300,7 @@ struct FileRead {
 }
 
 /// Hash a reader, handing it line by line to `each` (for the JSON Lines files) when given.
-fn read_entry(
-    reader: impl Read,
-    mut each: Option<LineCheck<'_>>,
-) -> Result<FileRead, String> {
+fn read_entry(reader: impl Read, mut each: Option<LineCheck<'_>>) -> Result<FileRead, String> {
     let mut reader = BufReader::with_capacity(256 * 1024, reader);
     let mut hash = Sha256::new();
     let mut bytes = 0u64;
