@@ -2,6 +2,7 @@ import { defineConfig } from '@playwright/test';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
+import * as crypto from 'node:crypto';
 import { ADMIN_PASSWORD } from './tests/pages/portal';
 import { realm, issuerFor } from './tests/pages/realm';
 
@@ -35,6 +36,8 @@ const e2ePolicy = shipped.replace(/\[executors\.ssh-sudo\][\s\S]*?\n(?=\n)/, loc
 if (e2ePolicy === shipped) throw new Error('policies/default.toml has no [executors.ssh-sudo] block to replace');
 fs.writeFileSync(policyFile, e2ePolicy);
 process.env.E2E_OIDC_PORT = String(oidcPort); // the tests' workers inherit it
+// A fresh evidence-bundle signing key per run (the tests verify with the served public key).
+const exportSigningKey = crypto.randomBytes(32).toString('base64');
 
 export default defineConfig({
   testDir: './tests',
@@ -93,6 +96,7 @@ export default defineConfig({
         // Both ways to sign in, so one server serves the Keycloak and the local-account tests.
         COUNTERSIGN_LOCAL_SIGN_IN: 'true',
         COUNTERSIGN_POLICY_FILE: policyFile,
+        COUNTERSIGN_EXPORT_SIGNING_KEY: exportSigningKey,
         // IT-MCP's client asks on behalf of the person talking to the assistant.
         COUNTERSIGN_API_DELEGATING_CALLERS: realm.clients.itMcp.id,
         LEPTOS_SITE_ROOT: path.join(root, 'target', 'site'),

@@ -62,6 +62,23 @@ pub struct ReportPreview {
     pub bundles: bool,
 }
 
+/// How far a download has got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportProgress {
+    pub rows: u64,
+    pub done: bool,
+    pub failed: bool,
+}
+
+/// How far the signed-in person's download `token` has got.
+#[server(endpoint = "export_progress")]
+pub async fn download_progress(token: String) -> Result<Option<ExportProgress>, ServerFnError> {
+    service()?
+        .export_progress(token)
+        .await
+        .map_err(ServerFnError::new)
+}
+
 /// Count what an export would hold.
 #[server(endpoint = "report_preview", input = leptos::server_fn::codec::Json)]
 pub async fn preview_report(query: ReportQuery) -> Result<ReportPreview, ServerFnError> {
@@ -175,9 +192,26 @@ fn preview_view(p: ReportPreview, q: ReportQuery) -> impl IntoView {
             .map(|(k, n)| view! { <li><span>{k}</span>" "<strong>{n}</strong></li> })
             .collect_view()
     };
+    // Once hydrated, each link carries a progress token; a click follows that download's
+    // progress until it ends, then the links get a fresh token. (Without WASM: plain links.)
+    let token = RwSignal::new(None::<String>);
+    Effect::new(move |_| token.set(Some(new_token())));
+    let status = RwSignal::new(None::<String>);
+    let total = p.total;
     let link = move |format: &'static str, text: &'static str| {
+        let base = q.export_href(format);
+        let href = move || match token.get() {
+            Some(t) => format!("{base}&progress={t}"),
+            None => base.clone(),
+        };
+        let follow = move |_| {
+            if let Some(t) = token.get_untracked() {
+                status.set(Some("Starting the download…".into()));
+                poll(t, total, status, token, 0);
+            }
+        };
         view! {
-            <li><a href=q.export_href(format) download="" data-testid=format!("export-{format}")>{text}</a></li>
+            <li><a href=href download="" data-testid=format!("export-{format}") on:click=follow>{text}</a></li>
         }
     };
     view! {
@@ -200,6 +234,67 @@ fn preview_view(p: ReportPreview, q: ReportQuery) -> impl IntoView {
                 view! { <li class="muted">"Evidence bundles need a signing key (COUNTERSIGN_EXPORT_SIGNING_KEY)."</li> }.into_any()
             }}
         </ul>
+        <p role="status" aria-live="polite" data-testid="export-progress">{move || status.get()}</p>
         <p class="muted">"Verify a bundle offline: "<code>"countersign audit verify-export BUNDLE.tar --public-key KEY"</code>" (the key is at "<a href="/api/v1/audit/public-key">"/api/v1/audit/public-key"</a>")."</p>
     }
+}
+
+/// A fresh progress token (browser only; the server-rendered links carry none).
+fn new_token() -> String {
+    #[cfg(feature = "hydrate")]
+    {
+        let part = || (js_sys::Math::random() * 9.0e15) as u64;
+        format!("{:x}-{:x}", part(), part())
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        String::new()
+    }
+}
+
+fn progress_text(rows: u64, total: i64) -> String {
+    match u64::try_from(total) {
+        Ok(total) if total > 0 && rows <= total => format!("Downloading: {rows} of {total} rows…"),
+        _ => format!("Downloading: {rows} rows read…"),
+    }
+}
+
+/// Ask how far download `token` has got every 400 ms until it ends.
+fn poll(
+    token: String,
+    total: i64,
+    status: RwSignal<Option<String>>,
+    next: RwSignal<Option<String>>,
+    misses: u32,
+) {
+    set_timeout(
+        move || {
+            leptos::task::spawn_local(async move {
+                match download_progress(token.clone()).await {
+                    Ok(Some(p)) if p.done => {
+                        status.set(Some(format!("Done: {} rows read.", p.rows)));
+                        next.set(Some(new_token()));
+                    }
+                    Ok(Some(p)) if p.failed => {
+                        status.set(Some(
+                            "The export stopped before its end: the file is incomplete. Try again."
+                                .into(),
+                        ));
+                        next.set(Some(new_token()));
+                    }
+                    Ok(Some(p)) => {
+                        status.set(Some(progress_text(p.rows, total)));
+                        poll(token, total, status, next, 0);
+                    }
+                    // Not started yet (or served by another replica): wait a little, then stop.
+                    Ok(None) if misses < 25 => poll(token, total, status, next, misses + 1),
+                    _ => {
+                        status.set(None);
+                        next.set(Some(new_token()));
+                    }
+                }
+            });
+        },
+        std::time::Duration::from_millis(400),
+    );
 }

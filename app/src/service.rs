@@ -12,7 +12,7 @@ use crate::jobs::{JobDetail, JobList, JobQuery};
 #[cfg(feature = "ssr")]
 use crate::policies::PolicySource;
 #[cfg(feature = "ssr")]
-use crate::reports::{ReportPreview, ReportQuery};
+use crate::reports::{ExportProgress, ReportPreview, ReportQuery};
 #[cfg(feature = "ssr")]
 use leptos::prelude::*;
 
@@ -34,6 +34,8 @@ pub trait PortalService: Send + Sync {
     fn audit_row(&self, seq: i64) -> BoxFuture<Result<Option<AuditRowDetail>, String>>;
     /// What an export would hold (auditors and admins).
     fn report_preview(&self, query: ReportQuery) -> BoxFuture<Result<ReportPreview, String>>;
+    /// How far the signed-in person's download `token` has got (on this replica).
+    fn export_progress(&self, token: String) -> BoxFuture<Result<Option<ExportProgress>, String>>;
 }
 
 #[cfg(feature = "ssr")]

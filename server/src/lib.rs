@@ -77,6 +77,8 @@ pub struct AppState {
     pub session_lifetime_secs: i64,
     /// Signs evidence bundles (from `COUNTERSIGN_EXPORT_SIGNING_KEY`).
     pub export_key: Option<Arc<ed25519_dalek::SigningKey>>,
+    /// Exports under way on this replica (the Reports page shows their progress).
+    pub export_progress: Arc<reports::ProgressBoard>,
     session_idle_secs: i64,
     https: bool,
 }
@@ -118,6 +120,7 @@ impl AppState {
         Ok(AppState {
             leptos: leptos_options(config),
             export_key,
+            export_progress: Arc::default(),
             db,
             policy,
             store,

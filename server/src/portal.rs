@@ -373,6 +373,7 @@ impl Portal {
                 caller: q.caller,
                 risk: q.risk,
                 action: q.action,
+                progress: None,
             },
             Utc::now(),
         )
@@ -708,6 +709,21 @@ impl PortalService for Portal {
         self.signed_in(|state, user| async move {
             auditor(&user)?;
             Portal::preview_of(state, query).await
+        })
+    }
+
+    fn export_progress(
+        &self,
+        token: String,
+    ) -> BoxFuture<Result<Option<app::reports::ExportProgress>, String>> {
+        self.signed_in(move |state, user| async move {
+            Ok(state.export_progress.get(&user.username, &token).map(|p| {
+                app::reports::ExportProgress {
+                    rows: p.rows,
+                    done: p.done,
+                    failed: p.failed,
+                }
+            }))
         })
     }
 

@@ -215,6 +215,8 @@ impl Modify for BearerAuth {
         super::execution::claim,
         super::execution::heartbeat,
         super::execution::job_result,
+        crate::reports::api_export,
+        crate::reports::public_key,
     ),
     components(schemas(
         ErrorBody,
@@ -236,6 +238,7 @@ impl Modify for BearerAuth {
         (name = "decisions", description = "Ask before acting; report how it went"),
         (name = "jobs", description = "Calls waiting for, or past, approval"),
         (name = "agents", description = "Execution agents lease, run and report approved jobs"),
+        (name = "audit", description = "Compliance exports and the key that verifies evidence bundles"),
     )
 )]
 pub struct ApiDoc;

@@ -21,6 +21,10 @@ use axum::{
 use base64::Engine;
 use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::mpsc;
 
 /// Rows read per database round trip.
@@ -213,16 +217,25 @@ impl Framework {
 }
 
 /// An export request as it arrives (query string or form); [`ExportSpec::parse`] checks it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
+    /// `csv` (default), `jsonl`, `pdf` or `bundle`.
     pub format: Option<String>,
+    /// Start of the period: `YYYY-MM-DD` (UTC) or RFC 3339; default 30 days before `to`.
     pub from: Option<String>,
+    /// End of the period, exclusive; a date means the end of that day. Default: now.
     pub to: Option<String>,
+    /// `pci-dss`, `soc2` or `iso27001`: the controls the PDF maps its evidence to.
     pub framework: Option<String>,
     pub tool: Option<String>,
     pub caller: Option<String>,
+    /// LOW, MEDIUM, HIGH or CRITICAL.
     pub risk: Option<String>,
+    /// allow, deny, require_approval, approve or execute.
     pub action: Option<String>,
+    /// A token the Reports page picks so that it can show how far the download has got.
+    pub progress: Option<String>,
 }
 
 /// A checked export request: what, which period, which rows.
@@ -646,6 +659,7 @@ pub async fn export(
     state: &AppState,
     who: &Requester,
     spec: ExportSpec,
+    progress: Option<String>,
 ) -> Result<Response, ApiError> {
     if !who.may_export() {
         return Err(ApiError::new(
@@ -707,6 +721,7 @@ pub async fn export(
         generated_by: who.id.clone(),
         generated_at: Utc::now(),
         policy_hash,
+        progress: progress.map(|token| state.export_progress.start(&who.id, &token)),
     };
     tokio::spawn(async move {
         let result = match format {
@@ -720,6 +735,9 @@ pub async fn export(
                 None => Err("no signing key".to_string()),
             },
         };
+        if let Some(t) = &job.progress {
+            t.end(result.is_ok());
+        }
         if let Err(error) = result {
             tracing::error!(%error, "an export stopped before its end");
             // The download fails visibly instead of ending as if it were complete.
@@ -744,6 +762,95 @@ pub async fn export(
     Ok(response)
 }
 
+/// How far one export has got: rows read, and whether it ended (well or not).
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    rows: Arc<AtomicU64>,
+    state: Arc<AtomicU8>,
+    started: Instant,
+}
+
+// `state`: 0 while running, then one of these.
+const DONE: u8 = 1;
+const FAILED: u8 = 2;
+
+impl Tracker {
+    fn new() -> Tracker {
+        Tracker {
+            rows: Arc::default(),
+            state: Arc::default(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn advance(&self, rows: usize) {
+        self.rows.fetch_add(rows as u64, Ordering::Relaxed);
+    }
+
+    fn end(&self, ok: bool) {
+        self.state
+            .store(if ok { DONE } else { FAILED }, Ordering::Relaxed);
+    }
+}
+
+/// A download's progress as the Reports page shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressView {
+    pub rows: u64,
+    pub done: bool,
+    pub failed: bool,
+}
+
+/// The exports under way on this replica, by (person, token the page chose); forgotten after
+/// an hour.
+#[derive(Debug, Default)]
+pub struct ProgressBoard {
+    inner: Mutex<HashMap<(String, String), Tracker>>,
+}
+
+impl ProgressBoard {
+    fn start(&self, owner: &str, token: &str) -> Tracker {
+        let tracker = Tracker::new();
+        if let Ok(mut map) = self.inner.lock() {
+            map.retain(|_, t| t.started.elapsed().as_secs() < 3_600);
+            if map.len() < 10_000 {
+                map.insert((owner.to_string(), token.to_string()), tracker.clone());
+            }
+        }
+        tracker
+    }
+
+    /// The progress of `owner`'s export `token`, if it is known here.
+    pub fn get(&self, owner: &str, token: &str) -> Option<ProgressView> {
+        let map = self.inner.lock().ok()?;
+        let t = map.get(&(owner.to_string(), token.to_string()))?;
+        let state = t.state.load(Ordering::Relaxed);
+        Some(ProgressView {
+            rows: t.rows.load(Ordering::Relaxed),
+            done: state == DONE,
+            failed: state == FAILED,
+        })
+    }
+}
+
+/// A progress token: 8 to 64 letters, digits or dashes.
+fn progress_token(token: Option<String>) -> Result<Option<String>, ApiError> {
+    match given(token) {
+        None => Ok(None),
+        Some(t)
+            if (8..=64).contains(&t.len())
+                && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+        {
+            Ok(Some(t))
+        }
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_export",
+            "progress",
+            "progress must be 8 to 64 letters, digits or dashes",
+        )),
+    }
+}
+
 /// An export under way: what was asked, by whom, and the last row it may include.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -752,9 +859,17 @@ pub struct Job {
     pub generated_by: String,
     pub generated_at: DateTime<Utc>,
     pub policy_hash: String,
+    pub progress: Option<Tracker>,
 }
 
 impl Job {
+    /// Count rows read (for the page's progress).
+    pub fn advance(&self, rows: usize) {
+        if let Some(t) = &self.progress {
+            t.advance(rows);
+        }
+    }
+
     /// The filtered rows of the export, up to its own audit row.
     pub fn filter(&self) -> AuditFilter {
         AuditFilter {
@@ -789,6 +904,7 @@ async fn stream_rows<S: Store>(
             _ => jsonl_page(&page)?,
         };
         first = false;
+        job.advance(page.len());
         if !bytes.is_empty() {
             send(tx, bytes).await?;
         }
@@ -798,13 +914,30 @@ async fn stream_rows<S: Store>(
     }
 }
 
-fn spec_or_error(query: ExportQuery) -> Result<ExportSpec, ApiError> {
-    ExportSpec::parse(query, Utc::now())
-        .map_err(|e| ApiError::bad_request("invalid_export", e.field, e.message))
+/// The checked request and its progress token.
+fn spec_or_error(mut query: ExportQuery) -> Result<(ExportSpec, Option<String>), ApiError> {
+    let progress = progress_token(query.progress.take())?;
+    let spec = ExportSpec::parse(query, Utc::now())
+        .map_err(|e| ApiError::bad_request("invalid_export", e.field, e.message))?;
+    Ok((spec, progress))
 }
 
 /// `GET /api/v1/audit/export?format=csv|jsonl|pdf|bundle&from=&to=&framework=&tool=&caller=&risk=&action=`
 /// for auditor and admin tokens.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/export",
+    tag = "audit",
+    summary = "Export the audit trail of a period (auditors and admins); streamed",
+    params(ExportQuery),
+    responses(
+        (status = 200, description = "The export: text/csv, application/jsonl, application/pdf, or an evidence bundle (application/x-tar)"),
+        (status = 400, description = "A bad parameter (named in `field`)", body = crate::api::schema::ErrorBody),
+        (status = 403, description = "Not an auditor or admin", body = crate::api::schema::ErrorBody),
+        (status = 503, description = "The export could not be audited, or bundles have no signing key", body = crate::api::schema::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = crate::api::schema::ErrorBody),
+    )
+)]
 pub async fn api_export(
     axum::extract::State(state): axum::extract::State<AppState>,
     caller: crate::auth::ApiCaller,
@@ -818,7 +951,7 @@ pub async fn api_export(
         roles: caller.roles,
     };
     match spec_or_error(query) {
-        Ok(spec) => export(&state, &who, spec).await,
+        Ok((spec, progress)) => export(&state, &who, spec, progress).await,
         Err(e) => Err(e),
     }
     .unwrap_or_else(IntoResponse::into_response)
@@ -839,13 +972,24 @@ pub async fn portal_export(
         roles: user.roles,
     };
     match spec_or_error(query) {
-        Ok(spec) => export(&state, &who, spec).await,
+        Ok((spec, progress)) => export(&state, &who, spec, progress).await,
         Err(e) => Err(e),
     }
     .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `GET /api/v1/audit/public-key`: the key that verifies evidence bundles (public).
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/public-key",
+    tag = "audit",
+    summary = "The Ed25519 public key that verifies evidence bundles (no token needed)",
+    security(()),
+    responses(
+        (status = 200, description = "`{algorithm, public_key (base64), fingerprint (SHA-256 hex)}`"),
+        (status = 404, description = "No signing key is configured", body = crate::api::schema::ErrorBody),
+    )
+)]
 pub async fn public_key(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     match &state.export_key {
         None => ApiError::new(

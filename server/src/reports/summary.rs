@@ -316,6 +316,7 @@ pub async fn walk<S: Store>(
         },
     );
     while let Some(page) = rows.next_page().await.map_err(|e| e.to_string())? {
+        job.advance(page.len());
         for row in &page {
             summary.chain.push(row);
             let e = &row.event;

@@ -481,14 +481,23 @@ impl Store for DialectStore {
         filter: &super::AuditFilter,
         limit: i64,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        let mut query = sqlx::QueryBuilder::<Db>::new("SELECT * FROM audit_logs");
-        push_audit_filter(&mut query, filter);
+        // The page's sequence numbers first (from an index alone where the filters allow),
+        // then those rows: sorting numbers, not whole rows, keeps time-range pages cheap.
         let order = if filter.after_seq.is_some() {
-            " ORDER BY seq ASC LIMIT "
+            " ORDER BY seq ASC"
         } else {
-            " ORDER BY seq DESC LIMIT "
+            " ORDER BY seq DESC"
         };
-        query.push(order).push_bind(limit);
+        let mut query = sqlx::QueryBuilder::<Db>::new(
+            "SELECT * FROM audit_logs WHERE seq IN (SELECT seq FROM audit_logs",
+        );
+        push_audit_filter(&mut query, filter);
+        query
+            .push(order)
+            .push(" LIMIT ")
+            .push_bind(limit)
+            .push(")")
+            .push(order);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(audit_row).collect()
     }
@@ -511,16 +520,15 @@ impl Store for DialectStore {
         week_ago: DateTime<Utc>,
         hour_ago: DateTime<Utc>,
     ) -> Result<super::DashboardStats, StoreError> {
-        // Whole hours from the hourly counts, the partial first hour from the rows themselves.
-        let decisions_since = |since: DateTime<Utc>| async move {
+        // Whole hours from the hourly counts (summed by the database: per action, risk and tool
+        // for the day, per UTC day and action for the week), the partial first hour from the
+        // rows themselves.
+        let decisions_since = |since: DateTime<Utc>, sums: &'static str| async move {
             let next_hour = super::next_hour(since);
-            let mut counts: Vec<(String, String, String, String, i64)> = sqlx::query_as(
-                "SELECT hour, decision_action, risk_level, tool, CAST(SUM(n) AS BIGINT) \
-                 FROM audit_hourly WHERE hour >= $1 GROUP BY hour, decision_action, risk_level, tool",
-            )
-            .bind(super::hour_bucket(next_hour))
-            .fetch_all(&self.pool)
-            .await?;
+            let mut counts: Vec<(String, String, String, String, i64)> = sqlx::query_as(sums)
+                .bind(super::hour_bucket(next_hour))
+                .fetch_all(&self.pool)
+                .await?;
             let edge: Vec<(String, String, String, i64)> = sqlx::query_as(
                 "SELECT decision_action, risk_level, tool, COUNT(*) FROM audit_logs \
                  WHERE event_kind = 'decision' AND timestamp > $1 AND timestamp < $2 \
@@ -537,8 +545,19 @@ impl Store for DialectStore {
             );
             Ok::<_, StoreError>(counts)
         };
-        let day = decisions_since(day_ago).await?;
-        let week = decisions_since(week_ago).await?;
+        let day = decisions_since(
+            day_ago,
+            "SELECT '' AS hour, decision_action, risk_level, tool, CAST(SUM(n) AS BIGINT) \
+             FROM audit_hourly WHERE hour >= $1 GROUP BY decision_action, risk_level, tool",
+        )
+        .await?;
+        let week = decisions_since(
+            week_ago,
+            "SELECT substr(hour, 1, 10) AS day, decision_action, '' AS risk, '' AS tool, \
+             CAST(SUM(n) AS BIGINT) FROM audit_hourly WHERE hour >= $1 \
+             GROUP BY substr(hour, 1, 10), decision_action",
+        )
+        .await?;
         let (by_action_risk, daily, top_tools) = super::summarise_decisions(&day, &week);
         let denial_alerts = sqlx::query_as(
             "SELECT caller_id, tool, operation, COUNT(*) FROM audit_logs \
