@@ -20,18 +20,22 @@ test('bob exports an evidence bundle that verifies offline, and a tampered copy 
   await itMcp.decide({ tool: 'ssh-exec', operation: 'executeCommand', args: { command: 'uptime' }, target: 'web-1' });
   await itMcp.decide({ tool: 'system-overview', operation: 'getOverview' });
 
-  await new Portal(page).signInWithProvider('bob', '/reports');
+  const portal = new Portal(page);
+  await portal.signInWithProvider('bob', '/reports');
   const reports = new ReportsPage(page);
   const today = new Date().toISOString().slice(0, 10);
   await reports.preview({ from: today, to: today, framework: 'soc2' });
   await expect(page).toHaveURL(/framework=soc2/);
   await expect(reports.total).toHaveText(/^[1-9]\d*$/);
+  await portal.hydrated();
   await snap(page, testInfo, '1-preview');
 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'countersign-export-'));
   const bundle = path.join(dir, 'evidence.tar');
   const name = await reports.download('bundle', bundle);
   expect(name).toMatch(/^countersign-audit-\d{8}-\d{8}\.tar$/);
+  // Once hydrated, the page follows the download to its end.
+  await expect(page.getByTestId('export-progress')).toContainText(/Done: \d+ rows read/);
 
   // The assessor's side: the public key the server publishes, and the CLI, offline.
   const key = await (await request.get('/api/v1/audit/public-key')).json();

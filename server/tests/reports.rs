@@ -237,6 +237,29 @@ async fn csv_and_jsonl_equal_the_database_rows_for_the_filters() {
         .collect();
     assert_eq!(from_jsonl, expected);
 
+    // With a progress token, the page can follow the download: rows read, then done.
+    let (status, _, _) = env
+        .get(
+            "/api/v1/audit/export?format=csv&tool=ssh-exec&risk=HIGH&progress=tok-12345678",
+            &token,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let progress = env
+        .state
+        .export_progress
+        .get("bob", "tok-12345678")
+        .expect("tracked");
+    assert_eq!(progress.rows, expected.len() as u64);
+    assert!(progress.done && !progress.failed);
+    assert!(
+        env.state
+            .export_progress
+            .get("carol", "tok-12345678")
+            .is_none(),
+        "per person"
+    );
+
     // A period narrows too: the last day only.
     let from = (Utc::now() - Duration::days(1))
         .format("%Y-%m-%dT%H:%M:%SZ")
@@ -289,6 +312,7 @@ async fn every_export_is_audited_and_only_auditors_may_export() {
         ("from=2026-11-02&to=2026-11-01", "from"),
         ("risk=SEVERE", "risk"),
         ("framework=hipaa", "framework"),
+        ("progress=%3Cscript%3E", "progress"),
     ] {
         let (status, _, body) = env
             .get(&format!("/api/v1/audit/export?{query}"), &auditor)

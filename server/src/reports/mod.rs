@@ -894,23 +894,68 @@ async fn stream_rows<S: Store>(
     job: &Job,
     tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) -> Result<(), String> {
-    let mut rows = Rows::new(store, job.filter());
+    // The period's first and last rows once, then pages by sequence number (the primary key,
+    // or a filter's (column, seq) index) with the period checked per row: paging a time range
+    // through the time index would sort the whole period for every page.
+    let period = job.filter();
+    let mut rows = match summary::segment_bounds(store, job)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Some((first, last)) => Some(Rows::new(
+            store,
+            AuditFilter {
+                from: None,
+                to: None,
+                after_seq: Some(first - 1),
+                before_seq: Some(last + 1),
+                ..period.clone()
+            },
+        )),
+        None => None,
+    };
     let mut first = true;
+    let (mut reading, mut writing, mut sending) = (
+        std::time::Duration::ZERO,
+        std::time::Duration::ZERO,
+        std::time::Duration::ZERO,
+    );
     loop {
-        let page = rows.next_page().await.map_err(|e| e.to_string())?;
-        let page = page.unwrap_or_default();
+        let started = Instant::now();
+        let page = match rows.as_mut() {
+            Some(rows) => rows.next_page().await.map_err(|e| e.to_string())?,
+            None => None,
+        };
+        reading += started.elapsed();
+        let Some(page) = page else {
+            if first {
+                send(tx, csv_or_nothing(job.spec.format)?).await?;
+            }
+            tracing::debug!(?reading, ?writing, ?sending, "export finished");
+            return Ok(());
+        };
+        let started = Instant::now();
+        job.advance(page.len());
+        let page: Vec<AuditRecord> = page.into_iter().filter(|r| period.matches(r)).collect();
         let bytes = match job.spec.format {
             Format::Csv => csv_page(&page, first)?,
             _ => jsonl_page(&page)?,
         };
         first = false;
-        job.advance(page.len());
+        writing += started.elapsed();
+        let started = Instant::now();
         if !bytes.is_empty() {
             send(tx, bytes).await?;
         }
-        if page.is_empty() {
-            return Ok(());
-        }
+        sending += started.elapsed();
+    }
+}
+
+/// What an export with no rows holds: the CSV header, or nothing.
+fn csv_or_nothing(format: Format) -> Result<Vec<u8>, String> {
+    match format {
+        Format::Csv => csv_page(&[], true),
+        _ => Ok(Vec::new()),
     }
 }
 
