@@ -71,15 +71,15 @@ pub struct Manifest {
     pub public_key: String,
 }
 
-/// A writer that hashes and counts what goes through it.
-struct Hashing<W: Write> {
-    inner: W,
+/// A writer or reader that hashes and counts what goes through it.
+struct Hashing<T> {
+    inner: T,
     hash: Sha256,
     bytes: u64,
 }
 
-impl<W: Write> Hashing<W> {
-    fn new(inner: W) -> Hashing<W> {
+impl<T> Hashing<T> {
+    fn new(inner: T) -> Hashing<T> {
         Hashing {
             inner,
             hash: Sha256::new(),
@@ -98,6 +98,15 @@ impl<W: Write> Write for Hashing<W> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
     }
 }
 
@@ -345,6 +354,9 @@ pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, Strin
     let mut chain_hashes: HashSet<String> = HashSet::new();
     let mut events: Vec<(i64, String)> = Vec::new();
     let mut event_rows = 0u64;
+    // The CSV's data rows, or why it is not CSV (reported after the hash checks).
+    let mut csv_rows: Option<Result<u64, String>> = None;
+    let mut seen: HashSet<String> = HashSet::new();
     let entries = archive
         .entries()
         .map_err(|e| format!("{} is not a tar archive: {e}", path.display()))?;
@@ -355,7 +367,7 @@ pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, Strin
             .map_err(|e| format!("the archive is damaged: {e}"))?
             .to_string_lossy()
             .to_string();
-        if read.contains_key(&name) || (name == "manifest.json" && manifest_bytes.is_some()) {
+        if !seen.insert(name.clone()) {
             return Err(format!("{name} appears twice in the archive"));
         }
         match name.as_str() {
@@ -398,6 +410,26 @@ pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, Strin
                 };
                 let got = read_entry(&mut entry, Some(&mut each))?;
                 read.insert(name, got);
+            }
+            "events.csv" => {
+                // Hashed and parsed in the same pass.
+                let mut reader = Hashing::new(&mut entry);
+                let mut rows = 0u64;
+                let parsed = csv::Reader::from_reader(&mut reader)
+                    .records()
+                    .try_for_each(|record| record.map(|_| rows += 1))
+                    .map(|()| rows)
+                    .map_err(|e| format!("events.csv is not valid CSV: {e}"));
+                std::io::copy(&mut reader, &mut std::io::sink())
+                    .map_err(|e| format!("cannot read the archive: {e}"))?;
+                csv_rows = Some(parsed);
+                read.insert(
+                    name,
+                    FileRead {
+                        sha256: hex(&reader.hash.finalize()),
+                        bytes: reader.bytes,
+                    },
+                );
             }
             _ => {
                 let got = read_entry(&mut entry, None)?;
@@ -489,8 +521,8 @@ pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, Strin
             manifest.events
         ));
     }
-    if read.contains_key("events.csv") {
-        let csv_rows = count_csv_rows(path)?;
+    if let Some(parsed) = csv_rows {
+        let csv_rows = parsed?;
         if csv_rows != manifest.events {
             return Err(format!(
                 "events.csv: {csv_rows} rows but the manifest says {}",
@@ -502,27 +534,4 @@ pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, Strin
         manifest,
         trusted_key: key.is_some(),
     })
-}
-
-/// The data rows of the bundle's `events.csv` (a second, streaming pass over the archive).
-fn count_csv_rows(path: &Path) -> Result<u64, String> {
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let mut archive = tar::Archive::new(file);
-    for entry in archive.entries().map_err(|e| e.to_string())? {
-        let entry = entry.map_err(|e| e.to_string())?;
-        let is_csv = entry
-            .path()
-            .map(|p| p.to_string_lossy() == "events.csv")
-            .unwrap_or(false);
-        if is_csv {
-            let mut reader = csv::Reader::from_reader(entry);
-            let mut rows = 0u64;
-            for record in reader.records() {
-                record.map_err(|e| format!("events.csv is not valid CSV: {e}"))?;
-                rows += 1;
-            }
-            return Ok(rows);
-        }
-    }
-    Ok(0)
 }

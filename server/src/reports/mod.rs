@@ -43,14 +43,10 @@ pub enum Format {
 }
 
 impl Format {
+    pub const ALL: [Format; 4] = [Format::Csv, Format::Jsonl, Format::Pdf, Format::Bundle];
+
     pub fn parse(text: &str) -> Option<Format> {
-        match text {
-            "csv" => Some(Format::Csv),
-            "jsonl" => Some(Format::Jsonl),
-            "pdf" => Some(Format::Pdf),
-            "bundle" => Some(Format::Bundle),
-            _ => None,
-        }
+        Format::ALL.into_iter().find(|f| f.as_str() == text)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -959,12 +955,18 @@ fn csv_or_nothing(format: Format) -> Result<Vec<u8>, String> {
     }
 }
 
-/// The checked request and its progress token.
-fn spec_or_error(mut query: ExportQuery) -> Result<(ExportSpec, Option<String>), ApiError> {
-    let progress = progress_token(query.progress.take())?;
-    let spec = ExportSpec::parse(query, Utc::now())
-        .map_err(|e| ApiError::bad_request("invalid_export", e.field, e.message))?;
-    Ok((spec, progress))
+/// Check a request as it arrived (API or portal) and run the export, or answer why not.
+async fn export_query(state: &AppState, who: &Requester, mut query: ExportQuery) -> Response {
+    let checked = progress_token(query.progress.take()).and_then(|progress| {
+        ExportSpec::parse(query, Utc::now())
+            .map(|spec| (spec, progress))
+            .map_err(|e| ApiError::bad_request("invalid_export", e.field, e.message))
+    });
+    match checked {
+        Ok((spec, progress)) => export(state, who, spec, progress).await,
+        Err(e) => Err(e),
+    }
+    .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `GET /api/v1/audit/export?format=csv|jsonl|pdf|bundle&from=&to=&framework=&tool=&caller=&risk=&action=`
@@ -995,11 +997,7 @@ pub async fn api_export(
         id: caller.id,
         roles: caller.roles,
     };
-    match spec_or_error(query) {
-        Ok((spec, progress)) => export(&state, &who, spec, progress).await,
-        Err(e) => Err(e),
-    }
-    .unwrap_or_else(IntoResponse::into_response)
+    export_query(&state, &who, query).await
 }
 
 /// `GET /reports/export?...`: the same export for the signed-in portal user (the Reports page's
@@ -1016,11 +1014,7 @@ pub async fn portal_export(
         id: user.username,
         roles: user.roles,
     };
-    match spec_or_error(query) {
-        Ok((spec, progress)) => export(&state, &who, spec, progress).await,
-        Err(e) => Err(e),
-    }
-    .unwrap_or_else(IntoResponse::into_response)
+    export_query(&state, &who, query).await
 }
 
 /// `GET /api/v1/audit/public-key`: the key that verifies evidence bundles (public).

@@ -599,8 +599,7 @@ pub fn render(summary: &Summary) -> Vec<u8> {
     info_writer.title(TextStr("Countersign audit evidence report"));
     info_writer.producer(TextStr("Countersign"));
     info_writer.finish();
-    for (name, id, base) in fonts {
-        let _ = name;
+    for (_, id, base) in fonts {
         pdf.type1_font(id)
             .base_font(Name(base.as_bytes()))
             .encoding_predefined(Name(b"WinAnsiEncoding"));

@@ -7,7 +7,7 @@
 //! memory stays flat; the totals are always complete.
 
 use super::{Job, Rows};
-use crate::store::audit::row_hash;
+use crate::store::audit::row_problem;
 use crate::store::{AuditFilter, AuditRecord, EventKind, Store, StoreError};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap};
@@ -74,23 +74,15 @@ pub struct ChainCheck {
 impl ChainCheck {
     /// Take the next row of the segment, checking its link, sequence and hash.
     pub fn push(&mut self, row: &AuditRecord) {
+        let previous = (self.rows > 0).then_some((self.last_seq, self.last_hash.as_str()));
         if self.rows == 0 {
             self.first_seq = row.seq;
             self.prev_hash = row.prev_hash.clone();
-        } else if self.problem.is_none() {
-            if row.seq != self.last_seq + 1 {
-                self.problem = Some((row.seq, "rows are missing before it".to_string()));
-            } else if row.prev_hash != self.last_hash {
-                self.problem = Some((
-                    row.seq,
-                    "its prev_hash does not match the previous row's hash".to_string(),
-                ));
-            }
         }
-        if self.problem.is_none()
-            && row_hash(&row.id, row.seq, &row.event, &row.prev_hash) != row.row_hash
-        {
-            self.problem = Some((row.seq, "its content does not match its hash".to_string()));
+        if self.problem.is_none() {
+            if let Some(why) = row_problem(row, previous) {
+                self.problem = Some((row.seq, why.to_string()));
+            }
         }
         self.last_seq = row.seq;
         self.last_hash = row.row_hash.clone();
@@ -185,7 +177,7 @@ impl Summary {
             }
             EventKind::Approval => {
                 self.approvals_total += 1;
-                if self.approvals.len() < super::summary::LIST_CAP {
+                if self.approvals.len() < LIST_CAP {
                     let secs = e
                         .job_id
                         .as_ref()

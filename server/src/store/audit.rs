@@ -70,6 +70,30 @@ pub fn row_hash(id: &str, seq: i64, event: &NewAuditEvent, prev_hash: &str) -> S
     hex(&h.finalize())
 }
 
+/// What is wrong with a row read in chain order after `previous` (its sequence number and
+/// hash; none for the first row of a segment whose predecessor is not at hand), if anything.
+pub fn row_problem(
+    row: &super::AuditRecord,
+    previous: Option<(i64, &str)>,
+) -> Option<&'static str> {
+    if let Some((seq, hash)) = previous {
+        if row.seq != seq + 1 {
+            return Some(
+                "its sequence number does not follow the previous row's (rows were removed)",
+            );
+        }
+        if row.prev_hash != hash {
+            return Some(
+                "its prev_hash does not match the previous row's hash (a row was removed or replaced)",
+            );
+        }
+    }
+    if row_hash(&row.id, row.seq, &row.event, &row.prev_hash) != row.row_hash {
+        return Some("its content does not match its hash (the row was changed)");
+    }
+    None
+}
+
 /// A new row's place in the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Chained {
@@ -286,21 +310,14 @@ pub async fn verify<S: Store>(store: &S, key: Option<&[u8]>) -> Result<ChainRepo
         let Some(last) = page.last() else { break };
         after = last.seq;
         for row in &page {
-            let problem = if row.seq != last_seq + 1 {
-                Some(if report.rows == 0 {
-                    format!(
-                        "rows {} to {} are missing and no purge checkpoint covers them",
-                        last_seq + 1,
-                        row.seq - 1
-                    )
-                } else {
-                    "its sequence number does not follow the previous row's (rows were removed)"
-                        .to_string()
-                })
-            } else if row.prev_hash != last_hash {
-                Some("its prev_hash does not match the previous row's hash (a row was removed or replaced)".to_string())
-            } else if row_hash(&row.id, row.seq, &row.event, &row.prev_hash) != row.row_hash {
-                Some("its content does not match its hash (the row was changed)".to_string())
+            let problem = if report.rows == 0 && row.seq != last_seq + 1 {
+                Some(format!(
+                    "rows {} to {} are missing and no purge checkpoint covers them",
+                    last_seq + 1,
+                    row.seq - 1
+                ))
+            } else if let Some(why) = row_problem(row, Some((last_seq, &last_hash))) {
+                Some(why.to_string())
             } else if periodic.get(&row.seq).is_some_and(|h| *h != row.row_hash) {
                 Some("its hash differs from the keyed checkpoint taken at this row (the chain was rewritten)".to_string())
             } else {
