@@ -27,10 +27,19 @@ struct Env {
 }
 
 async fn env(with_key: bool) -> Env {
+    env_on(with_key, None).await
+}
+
+/// A SQLite file by default (CSV and JSON Lines are read from the file directly), or the
+/// database at `database_url` (an in-memory SQLite database goes through the store).
+async fn env_on(with_key: bool, database_url: Option<&str>) -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
     let (private, public_key) = reports::generate_key().expect("key");
     let config = Config {
-        database_url: format!("sqlite://{}", dir.path().join("reports.db").display()),
+        database_url: database_url.map_or_else(
+            || format!("sqlite://{}", dir.path().join("reports.db").display()),
+            str::to_string,
+        ),
         export_signing_key: with_key.then(|| Secret::new(private)),
         ..Config::default()
     };
@@ -179,7 +188,16 @@ fn ssh_high() -> AuditFilter {
 
 #[tokio::test]
 async fn csv_and_jsonl_equal_the_database_rows_for_the_filters() {
-    let env = env(false).await;
+    // Read from the SQLite file, and through the store (what PostgreSQL uses).
+    for database_url in [None, Some("sqlite::memory:")] {
+        let env = env_on(false, database_url).await;
+        let file = env.state.store.sqlite_file().await.expect("database file");
+        assert_eq!(file.is_some(), database_url.is_none(), "{database_url:?}");
+        exports_equal_the_rows(&env).await;
+    }
+}
+
+async fn exports_equal_the_rows(env: &Env) {
     env.seed().await;
     let token = env.token("bob", &["auditor"]).await;
     let expected = env.rows(ssh_high()).await;
@@ -213,6 +231,11 @@ async fn csv_and_jsonl_equal_the_database_rows_for_the_filters() {
         .map(|row| row.expect("csv row").to_record().expect("record"))
         .collect();
     assert_eq!(from_csv, expected);
+    // Byte for byte what the CSV writer makes of the stored rows.
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        String::from_utf8_lossy(&reports::csv_page(&expected, true).expect("csv"))
+    );
     assert!(from_csv[0]
         .event
         .decision_reason
@@ -236,6 +259,24 @@ async fn csv_and_jsonl_equal_the_database_rows_for_the_filters() {
         })
         .collect();
     assert_eq!(from_jsonl, expected);
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        String::from_utf8_lossy(&reports::jsonl_page(&expected).expect("jsonl"))
+    );
+    // A filter nothing matches: the CSV header alone, and an empty JSON Lines file.
+    for (format, want) in [
+        ("csv", reports::csv_page(&[], true).expect("header")),
+        ("jsonl", Vec::new()),
+    ] {
+        let (status, _, body) = env
+            .get(
+                &format!("/api/v1/audit/export?format={format}&tool=no-such-tool"),
+                &token,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, want, "{format}");
+    }
 
     // With a progress token, the page can follow the download: rows read, then done.
     let (status, _, _) = env

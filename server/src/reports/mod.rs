@@ -8,10 +8,13 @@
 
 pub mod bundle;
 pub mod pdf;
+mod sqlite_rows;
 pub mod summary;
 
 use crate::api::ApiError;
-use crate::store::{AuditFilter, AuditRecord, EventKind, NewAuditEvent, Store, StoreError};
+use crate::store::{
+    AnyStore, AuditFilter, AuditRecord, EventKind, NewAuditEvent, Store, StoreError,
+};
 use crate::AppState;
 use axum::{
     body::{Body, Bytes},
@@ -398,32 +401,33 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 /// One audit row as the CSV and JSON Lines exports write it: every column, hashes included.
+/// Owned text by default; the SQLite export writes rows that borrow the database's text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExportRow {
+pub struct ExportRow<S = String> {
     pub seq: i64,
-    pub id: String,
-    pub timestamp: String,
-    pub event_kind: String,
-    pub caller_id: String,
-    pub tool: String,
-    pub operation: String,
-    pub decision_action: String,
-    pub decision_reason: String,
-    pub risk_level: String,
+    pub id: S,
+    pub timestamp: S,
+    pub event_kind: S,
+    pub caller_id: S,
+    pub tool: S,
+    pub operation: S,
+    pub decision_action: S,
+    pub decision_reason: S,
+    pub risk_level: S,
     pub requires_approval: bool,
-    pub execution_status: Option<String>,
+    pub execution_status: Option<S>,
     pub execution_duration_ms: Option<i64>,
-    pub side_effects: Option<String>,
-    pub error: Option<String>,
-    pub approver: Option<String>,
-    pub approved_at: Option<String>,
-    pub context: String,
-    pub decision: String,
-    pub job_id: Option<String>,
-    pub policy_hash: Option<String>,
-    pub call_hash: Option<String>,
-    pub prev_hash: String,
-    pub row_hash: String,
+    pub side_effects: Option<S>,
+    pub error: Option<S>,
+    pub approver: Option<S>,
+    pub approved_at: Option<S>,
+    pub context: S,
+    pub decision: S,
+    pub job_id: Option<S>,
+    pub policy_hash: Option<S>,
+    pub call_hash: Option<S>,
+    pub prev_hash: S,
+    pub row_hash: S,
 }
 
 impl From<&AuditRecord> for ExportRow {
@@ -541,10 +545,7 @@ impl<'a, S: Store> Rows<'a, S> {
 
 /// The CSV header and one page of rows as CSV text.
 pub fn csv_page(rows: &[AuditRecord], header: bool) -> Result<Vec<u8>, String> {
-    let mut writer = csv::WriterBuilder::new()
-        .has_headers(header)
-        .terminator(csv::Terminator::CRLF)
-        .from_writer(Vec::with_capacity(rows.len() * 512));
+    let mut writer = csv_writer(Vec::with_capacity(rows.len() * 512), header);
     if header && rows.is_empty() {
         writer
             .write_record(CSV_COLUMNS)
@@ -556,6 +557,15 @@ pub fn csv_page(rows: &[AuditRecord], header: bool) -> Result<Vec<u8>, String> {
             .map_err(|e| e.to_string())?;
     }
     writer.into_inner().map_err(|e| e.to_string())
+}
+
+/// The exports' CSV dialect: RFC 4180 with CRLF line ends; the header from [`ExportRow`]'s
+/// field names when `header` is set.
+fn csv_writer<W: std::io::Write>(out: W, header: bool) -> csv::Writer<W> {
+    csv::WriterBuilder::new()
+        .has_headers(header)
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(out)
 }
 
 /// The CSV columns, in order (the field names of [`ExportRow`]).
@@ -721,7 +731,7 @@ pub async fn export(
     };
     tokio::spawn(async move {
         let result = match format {
-            Format::Csv | Format::Jsonl => stream_rows(&store, &job, &tx).await,
+            Format::Csv | Format::Jsonl => stream_table(&store, &job, &tx).await,
             Format::Pdf => match summary::summarise(&store, &job).await {
                 Ok(summary) => send(&tx, pdf::render(&summary)).await,
                 Err(e) => Err(e),
@@ -884,20 +894,41 @@ async fn send(
         .map_err(|_| "the client went away".to_string())
 }
 
-/// CSV or JSON Lines, a page at a time.
-async fn stream_rows<S: Store>(
-    store: &S,
+/// CSV or JSON Lines: straight from the file on SQLite, through the store otherwise.
+async fn stream_table(
+    store: &AnyStore,
     job: &Job,
     tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) -> Result<(), String> {
-    // The period's first and last rows once, then pages by sequence number (the primary key,
+    // The period's first and last rows once; then pages by sequence number (the primary key,
     // or a filter's (column, seq) index) with the period checked per row: paging a time range
     // through the time index would sort the whole period for every page.
-    let period = job.filter();
-    let mut rows = match summary::segment_bounds(store, job)
+    let bounds = summary::segment_bounds(store, job)
         .await
-        .map_err(|e| e.to_string())?
-    {
+        .map_err(|e| e.to_string())?;
+    match store.sqlite_file().await.map_err(|e| e.to_string())? {
+        Some(file) => {
+            let (period, format) = (job.filter(), job.spec.format);
+            let (progress, tx) = (job.progress.clone(), tx.clone());
+            tokio::task::spawn_blocking(move || {
+                sqlite_rows::write(&file, &period, bounds, format, progress.as_ref(), tx)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        }
+        None => stream_rows(store, job, bounds, tx).await,
+    }
+}
+
+/// CSV or JSON Lines through the store, a page at a time.
+async fn stream_rows<S: Store>(
+    store: &S,
+    job: &Job,
+    bounds: Option<(i64, i64)>,
+    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+) -> Result<(), String> {
+    let period = job.filter();
+    let mut rows = match bounds {
         Some((first, last)) => Some(Rows::new(
             store,
             AuditFilter {

@@ -22,6 +22,17 @@ impl AnyStore {
     }
 }
 
+impl AnyStore {
+    /// The SQLite database's file when the store is a SQLite file (for readers that open it
+    /// themselves); `None` for PostgreSQL and in-memory SQLite.
+    pub async fn sqlite_file(&self) -> Result<Option<std::path::PathBuf>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.database_file().await,
+            AnyStore::Postgres(_) => Ok(None),
+        }
+    }
+}
+
 macro_rules! delegate {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {

@@ -235,22 +235,10 @@ fn push_audit_filter(query: &mut sqlx::QueryBuilder<'_, Db>, filter: &super::Aud
     if let Some(to) = filter.to {
         query.push(" AND timestamp < ").push_bind(ts(to));
     }
-    for (column, value) in [
-        ("caller_id", &filter.caller_id),
-        ("tool", &filter.tool),
-        ("operation", &filter.operation),
-        ("decision_action", &filter.action),
-        ("risk_level", &filter.risk),
-        ("execution_status", &filter.execution_status),
-    ] {
-        if let Some(value) = value {
-            query
-                .push(format!(" AND {column} = "))
-                .push_bind(value.clone());
-        }
-    }
-    if let Some(kind) = filter.kind {
-        query.push(" AND event_kind = ").push_bind(kind.as_str());
+    for (column, value) in filter.equalities() {
+        query
+            .push(format!(" AND {column} = "))
+            .push_bind(value.to_string());
     }
     if let Some(before) = filter.before_seq {
         query.push(" AND seq < ").push_bind(before);

@@ -291,6 +291,22 @@ pub struct AuditFilter {
 }
 
 impl AuditFilter {
+    /// The filter's equality conditions that are set, as (column, wanted value): one list for
+    /// every query that applies them.
+    pub fn equalities(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("caller_id", self.caller_id.as_deref()),
+            ("tool", self.tool.as_deref()),
+            ("operation", self.operation.as_deref()),
+            ("decision_action", self.action.as_deref()),
+            ("risk_level", self.risk.as_deref()),
+            ("execution_status", self.execution_status.as_deref()),
+            ("event_kind", self.kind.map(EventKind::as_str)),
+        ]
+        .into_iter()
+        .filter_map(|(column, value)| value.map(|value| (column, value)))
+    }
+
     /// Whether a row passes the filter: the same conditions the database applies.
     pub fn matches(&self, row: &AuditRecord) -> bool {
         let e = &row.event;

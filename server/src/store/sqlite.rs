@@ -63,6 +63,16 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// The main database's file, or `None` when the database lives in memory (nothing else
+    /// can open it then).
+    pub async fn database_file(&self) -> Result<Option<std::path::PathBuf>, StoreError> {
+        let file: String =
+            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((!file.is_empty()).then(|| file.into()))
+    }
+
     /// Close both the shared pool and the write connection.
     pub async fn close(&self) {
         self.writer.close().await;
