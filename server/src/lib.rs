@@ -328,6 +328,25 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// After a failed audit write nothing is allowed, and the replica is not ready until the trail
+/// takes a write again: this commits a row that records the recovery (a failure leaves the
+/// writer failing). Decisions resume on their own either way; this lets `/readyz` see it.
+async fn audit_resumes(state: &AppState) -> bool {
+    let event = store::NewAuditEvent::new(
+        store::EventKind::PortalAction,
+        maintenance::SYSTEM_CALLER,
+        "countersign",
+        "audit.resumed",
+        "allow",
+        "the audit trail accepts writes again after a failed write",
+        "LOW",
+    );
+    matches!(
+        tokio::time::timeout(READY_TIMEOUT, state.audit.append(event)).await,
+        Ok(Ok(_))
+    )
+}
+
 /// The process is alive and serving requests.
 async fn healthz() -> &'static str {
     "ok"
@@ -346,6 +365,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err(format!("no answer within {READY_TIMEOUT:?}")),
     };
+    if database.is_ok() && state.audit.is_failing() && !audit_resumes(&state).await {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "checks": { "database": "ok", "audit": "failing" } })),
+        )
+            .into_response();
+    }
     match database {
         Ok(()) => {
             let mut checks = json!({ "database": "ok" });

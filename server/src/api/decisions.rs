@@ -392,9 +392,10 @@ async fn record(
     event.policy_hash = Some(decision.policy_hash.clone());
     event.call_hash = Some(decision.call_hash.clone());
     // Fail closed: no answer (so nothing allowed) unless the row is durable.
-    let receipt = state.audit.append(event).await.map_err(|e| {
-        ApiError::unavailable(
-            "the decision could not be recorded, so nothing is allowed",
+    let receipt = state.audit.append(event).await.map_err(|e| ApiError {
+        action: Some("deny"),
+        ..ApiError::unavailable(
+            "the decision could not be recorded, so the call is denied",
             &e,
         )
     })?;

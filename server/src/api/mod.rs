@@ -32,6 +32,8 @@ pub struct ApiError {
     pub message: String,
     pub field: Option<String>,
     pub retry_after: Option<u64>,
+    /// For a decision refused without one (fail closed): `deny`.
+    pub action: Option<&'static str>,
 }
 
 impl ApiError {
@@ -42,6 +44,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             retry_after: None,
+            action: None,
         }
     }
 
@@ -77,6 +80,7 @@ impl IntoResponse for ApiError {
             error: self.code.to_string(),
             message: self.message,
             field: self.field,
+            action: self.action.map(str::to_string),
         };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {

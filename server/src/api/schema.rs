@@ -22,6 +22,9 @@ pub struct ErrorBody {
     /// The request field at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// `deny` when a decision could not be made or recorded: the call must not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }
 
 /// A decision request. Unknown fields are refused.

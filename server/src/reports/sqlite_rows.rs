@@ -62,7 +62,7 @@ impl Write for Chunks {
 
 /// Where the rows go.
 enum Out {
-    Csv(csv::Writer<Chunks>),
+    Csv(Box<csv::Writer<Chunks>>),
     Jsonl(Chunks),
 }
 
@@ -110,7 +110,7 @@ pub fn write(
         tx,
     };
     let mut out = match format {
-        Format::Csv => Out::Csv(csv_writer(chunks, true)),
+        Format::Csv => Out::Csv(Box::new(csv_writer(chunks, true))),
         _ => Out::Jsonl(chunks),
     };
     let mut rows = 0u64;

@@ -412,6 +412,8 @@ pub struct CheckpointPolicy {
 #[derive(Clone)]
 pub struct AuditWriter {
     tx: mpsc::Sender<Pending>,
+    /// Whether the last batch failed (cleared by the next one that commits).
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Most events committed in one transaction.
@@ -430,6 +432,8 @@ impl AuditWriter {
         metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     ) -> AuditWriter {
         let (tx, mut rx) = mpsc::channel::<Pending>(MAX_BATCH * 8);
+        let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let failed = failing.clone();
         tokio::spawn(async move {
             let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
             let mut since_checkpoint: u64 = 0;
@@ -458,6 +462,7 @@ impl AuditWriter {
                     let started = std::time::Instant::now();
                     match store.append_audit(&events).await {
                         Ok(receipts) => {
+                            failed.store(false, std::sync::atomic::Ordering::Relaxed);
                             if let Some(m) = &metrics {
                                 m.audit_batch(receipts.len(), started.elapsed());
                             }
@@ -468,6 +473,7 @@ impl AuditWriter {
                             }
                         }
                         Err(error) => {
+                            failed.store(true, std::sync::atomic::Ordering::Relaxed);
                             tracing::error!(%error, rows = replies.len(), "audit write failed; callers fail closed");
                             for reply in replies {
                                 let _ = reply.send(Err(error.to_string()));
@@ -498,7 +504,12 @@ impl AuditWriter {
                 }
             }
         });
-        AuditWriter { tx }
+        AuditWriter { tx, failing }
+    }
+
+    /// Whether the last write failed: nothing is allowed until one commits again.
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Append one event; resolves once it is committed. An error means it was not written.
