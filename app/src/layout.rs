@@ -91,14 +91,15 @@ pub fn When(#[prop(into)] at: String) -> impl IntoView {
     let title = utc.clone();
     let iso = at.clone();
     // Both forms are drawn in a fixed-pitch face and the element reserves the longer one (a
-    // `+hh:mm` offset is three characters longer than ` UTC`), so showing the viewer's zone
-    // after hydration moves nothing on the page.
-    let width = format!("min-width:{}ch", utc.chars().count() + 3);
+    // `+hh:mm` offset is three characters longer than ` UTC`; the style sheet sizes both
+    // shapes, since the CSP allows no inline styles), so showing the viewer's zone after
+    // hydration moves nothing on the page.
+    let class = if utc.contains('.') { "when ms" } else { "when" };
     let text = move || match display.map(|d| d.get()) {
         Some(TimeDisplay::Local) => local_text(&at).unwrap_or_else(|| utc.clone()),
         _ => utc.clone(),
     };
-    view! { <time datetime=iso title=title style=width>{text}</time> }
+    view! { <time class=class datetime=iso title=title>{text}</time> }
 }
 
 /// The sections of the portal, in navigation order.

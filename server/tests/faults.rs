@@ -20,6 +20,19 @@ struct Env {
     dir: tempfile::TempDir,
     url: String,
     token: String,
+    /// The PostgreSQL schema the test owns (dropped with the value).
+    schema: Option<String>,
+}
+
+fn pg_url() -> String {
+    std::env::var("CS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// `url` with PostgreSQL's `search_path` set to `schema` (as a connection option).
+fn in_schema(url: &str, schema: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20search_path%3D{schema}")
 }
 
 impl Env {
@@ -27,6 +40,25 @@ impl Env {
     async fn new() -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("faults.db").display());
+        Env::on(dir, url, None).await
+    }
+
+    /// The same in a fresh schema of the test PostgreSQL database.
+    async fn postgres() -> Env {
+        use sqlx::{Connection, Executor};
+        let schema = format!("cs_fault_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&pg_url())
+            .await
+            .expect("postgres reachable");
+        admin
+            .execute(format!("CREATE SCHEMA {schema}").as_str())
+            .await
+            .expect("create schema");
+        let url = in_schema(&pg_url(), &schema);
+        Env::on(tempfile::tempdir().expect("tempdir"), url, Some(schema)).await
+    }
+
+    async fn on(dir: tempfile::TempDir, url: String, schema: Option<String>) -> Env {
         let db = Database::connect(&Config {
             database_url: url.clone(),
             ..Config::default()
@@ -46,7 +78,12 @@ impl Env {
         // The server needs a site folder; an empty bundle is enough for the API.
         std::fs::create_dir_all(dir.path().join("site/pkg")).expect("site");
         std::fs::write(dir.path().join("site/pkg/countersign.js"), "").expect("bundle");
-        Env { dir, url, token }
+        Env {
+            dir,
+            url,
+            token,
+            schema,
+        }
     }
 
     fn db_file(&self) -> PathBuf {
@@ -55,13 +92,18 @@ impl Env {
 
     /// `countersign serve` on a free loopback port, once it answers `/healthz`.
     async fn serve(&self) -> Server {
+        self.serve_on(&self.url).await
+    }
+
+    /// The same against the database at `url` (the test's database, reached another way).
+    async fn serve_on(&self, url: &str) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
         let child = Command::new(env!("CARGO_BIN_EXE_countersign"))
             .arg("serve")
-            .env("COUNTERSIGN_DATABASE_URL", &self.url)
+            .env("COUNTERSIGN_DATABASE_URL", url)
             .env("COUNTERSIGN_BIND", format!("127.0.0.1:{port}"))
             .env("COUNTERSIGN_SITE_ROOT", self.dir.path().join("site"))
             .env("COUNTERSIGN_LOG_LEVEL", "error")
@@ -127,6 +169,31 @@ impl Env {
         }
         db.close().await;
         ids
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let Some(schema) = self.schema.take() else {
+            return;
+        };
+        // Drop cannot await, and the test's runtime may be gone: a thread of its own.
+        let _ = std::thread::spawn(move || {
+            use sqlx::{Connection, Executor};
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async move {
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_url()).await {
+                        let _ = conn
+                            .execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
+                            .await;
+                    }
+                });
+            }
+        })
+        .join();
     }
 }
 
@@ -330,6 +397,143 @@ async fn when_audit_writes_fail_every_decision_is_denied_and_service_resumes_by_
         ],
         "{rows:#?}"
     );
+    let (ok, report) = env.verify();
+    assert!(ok, "{report}");
+}
+
+/// A TCP relay to PostgreSQL that the test can cut, as a restart looks to the server: every
+/// open connection drops, and new ones are closed at once until it is restored.
+struct Relay {
+    port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start(upstream: String) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (up, state) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !*state.borrow() {
+                    continue;
+                }
+                let (mut state, upstream) = (state.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = state.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Relay { port, up }
+    }
+
+    fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_outage_during_load_fails_requests_cleanly_and_loses_nothing() {
+    let env = Env::postgres().await;
+    let direct = url::Url::parse(&pg_url()).expect("postgres url");
+    let upstream = format!(
+        "{}:{}",
+        direct.host_str().unwrap_or("127.0.0.1"),
+        direct.port().unwrap_or(5432)
+    );
+    let relay = Relay::start(upstream).await;
+    let mut through = direct.clone();
+    through.set_host(Some("127.0.0.1")).expect("host");
+    through.set_port(Some(relay.port)).expect("port");
+    let schema = env.schema.clone().expect("schema");
+    let server = Arc::new(env.serve_on(&in_schema(through.as_str(), &schema)).await);
+
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let answers = Arc::new(Mutex::new(
+        std::collections::BTreeMap::<String, usize>::new(),
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (server, acknowledged, answers, stop) = (
+                server.clone(),
+                acknowledged.clone(),
+                answers.clone(),
+                stop.clone(),
+            );
+            let token = env.token.clone();
+            tokio::spawn(async move {
+                for i in 0..100_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let answer = server.decide(&token, c * 100_000 + i).await;
+                    let kind = match &answer {
+                        Ok((200, body)) => {
+                            let id = body["audit_id"].as_str().expect("audit id").to_string();
+                            acknowledged.lock().expect("lock").push(id);
+                            "200".to_string()
+                        }
+                        Ok((status, body)) => format!("{status} {}", body["error"]),
+                        Err(error) => format!("no answer: {error}"),
+                    };
+                    *answers.lock().expect("lock").entry(kind).or_default() += 1;
+                }
+            })
+        })
+        .collect();
+    let acked = || acknowledged.lock().expect("lock").len();
+    let wait_for = |count: usize| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while acked() < count {
+            assert!(
+                Instant::now() < deadline,
+                "stuck below {count} acknowledged decisions"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    wait_for(200).await;
+    relay.cut();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = answers.lock().expect("lock").clone();
+    relay.restore();
+    let after_outage = acked();
+    wait_for(after_outage + 200).await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.expect("client");
+    }
+    let answers = answers.lock().expect("lock").clone();
+    // The server kept answering: decisions or a clean 503, never anything else.
+    assert!(
+        answers
+            .keys()
+            .all(|k| k == "200" || k == "503 \"unavailable\""),
+        "{answers:?}"
+    );
+    assert!(
+        during.contains_key("503 \"unavailable\""),
+        "the outage must have refused requests: {during:?}"
+    );
+
+    let ids = env.audit_ids().await;
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    let missing = acknowledged.iter().filter(|id| !ids.contains(*id)).count();
+    assert_eq!(missing, 0, "of {} acknowledged", acknowledged.len());
+    drop(server);
     let (ok, report) = env.verify();
     assert!(ok, "{report}");
 }
