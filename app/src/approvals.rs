@@ -171,7 +171,8 @@ pub fn Approvals() -> impl IntoView {
         <section class="page">
             <h1>"Approvals"</h1>
             <p class="lead">"Requests waiting for a person: urgent first, then oldest."</p>
-            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            // Transition: a live refresh keeps the list on screen until the new one arrives.
+            <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
                 {move || pending.get().map(|result| match result {
                     Err(error) => view! { <p class="error" role="alert">{error.to_string()}</p> }.into_any(),
                     Ok(list) if list.is_empty() => view! {
@@ -203,7 +204,7 @@ pub fn Approvals() -> impl IntoView {
                         </table>
                     }.into_any(),
                 })}
-            </Suspense>
+            </Transition>
         </section>
     }
 }

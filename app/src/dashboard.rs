@@ -192,12 +192,14 @@ pub fn Dashboard() -> impl IntoView {
         <section class="page">
             <h1>"Dashboard"</h1>
             <p class="lead">"Pending approvals, queue depth and the last day's decisions at a glance."</p>
-            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            // Transition, not Suspense: a live refresh keeps the figures on screen until the new
+            // ones arrive (Suspense would flash "Loading…" and move the page).
+            <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
                 {move || data.get().map(|result| match result {
                     Err(error) => view! { <p class="error" role="alert">{error.to_string()}</p> }.into_any(),
                     Ok(d) => dashboard_view(d).into_any(),
                 })}
-            </Suspense>
+            </Transition>
         </section>
     }
 }

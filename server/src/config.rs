@@ -50,6 +50,10 @@ pub struct Config {
     pub audit_retention: Option<String>,
     /// How often queued jobs are expired and lapsed leases reaped, in seconds.
     pub maintenance_interval_secs: u64,
+    /// How long an executor's claim on a job lasts without a heartbeat, in seconds (agents
+    /// heartbeat every third of it). A crashed agent's job returns to the queue, or fails once
+    /// its retries are spent, this long after its last heartbeat.
+    pub job_lease_secs: u64,
     /// Password for the first local `admin` account, used only when no account exists yet
     /// (otherwise one is generated and printed once).
     pub admin_password: Option<Secret>,
@@ -137,6 +141,7 @@ impl Default for Config {
             audit_checkpoint_secs: 300,
             audit_retention: None,
             maintenance_interval_secs: 10,
+            job_lease_secs: 60,
             admin_password: None,
             session_idle_minutes: 30,
             session_lifetime_hours: 12,
@@ -268,6 +273,12 @@ impl Config {
             if password.expose().chars().count() < 12 {
                 return Err(invalid("admin_password", "must be at least 12 characters"));
             }
+        }
+        if !(3..=3_600).contains(&self.job_lease_secs) {
+            return Err(invalid(
+                "job_lease_secs",
+                "must be between 3 and 3600 seconds",
+            ));
         }
         if self.maintenance_interval_secs == 0 {
             return Err(invalid("maintenance_interval_secs", "must be at least 1"));

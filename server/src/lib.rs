@@ -75,6 +75,8 @@ pub struct AppState {
     /// Job status changes on this replica (long-polls wait on it).
     pub job_events: tokio::sync::broadcast::Sender<(String, store::JobStatus)>,
     pub session_lifetime_secs: i64,
+    /// How long a claim on a job lasts without a heartbeat (`COUNTERSIGN_JOB_LEASE_SECS`).
+    pub lease_secs: i64,
     /// Signs evidence bundles (from `COUNTERSIGN_EXPORT_SIGNING_KEY`).
     pub export_key: Option<Arc<ed25519_dalek::SigningKey>>,
     /// Exports under way on this replica (the Reports page shows their progress).
@@ -144,6 +146,7 @@ impl AppState {
             .unwrap_or(i64::MAX),
             session_idle_secs: i64::try_from(config.session_idle_minutes.saturating_mul(60))
                 .unwrap_or(i64::MAX),
+            lease_secs: i64::try_from(config.job_lease_secs).unwrap_or(60),
             https: config.https(),
         })
     }

@@ -70,7 +70,11 @@ impl Env {
             &db,
             "it-mcp",
             &[],
-            &["ssh-linux".into(), "remote-exec".into()],
+            &[
+                "ssh-linux".into(),
+                "remote-exec".into(),
+                "local-shell".into(),
+            ],
         )
         .await
         .expect("token");
@@ -92,11 +96,16 @@ impl Env {
 
     /// `countersign serve` on a free loopback port, once it answers `/healthz`.
     async fn serve(&self) -> Server {
-        self.serve_on(&self.url).await
+        self.serve_with(&self.url, &[]).await
     }
 
     /// The same against the database at `url` (the test's database, reached another way).
     async fn serve_on(&self, url: &str) -> Server {
+        self.serve_with(url, &[]).await
+    }
+
+    /// The same with more settings.
+    async fn serve_with(&self, url: &str, settings: &[(&str, String)]) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -108,6 +117,7 @@ impl Env {
             .env("COUNTERSIGN_SITE_ROOT", self.dir.path().join("site"))
             .env("COUNTERSIGN_LOG_LEVEL", "error")
             .env("COUNTERSIGN_ADMIN_PASSWORD", "fault test admin password")
+            .envs(settings.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -533,6 +543,166 @@ async fn a_postgresql_outage_during_load_fails_requests_cleanly_and_loses_nothin
     let acknowledged = acknowledged.lock().expect("lock").clone();
     let missing = acknowledged.iter().filter(|id| !ids.contains(*id)).count();
     assert_eq!(missing, 0, "of {} acknowledged", acknowledged.len());
+    drop(server);
+    let (ok, report) = env.verify();
+    assert!(ok, "{report}");
+}
+
+/// An agent process, killed if the test ends first.
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A CRITICAL `deploy mark` job runs on agent-7 and notes in a file when it starts and ends.
+const MARKER_POLICY: &str = r#"
+name = "fault-test"
+[approvals.risk.CRITICAL]
+quorum = 1
+
+[tools.deploy]
+description = "a job that notes when it starts and ends"
+[tools.deploy.operations.mark]
+risk = "CRITICAL"
+requires = ["local-shell"]
+executor = "agent-7"
+
+[executors.agent-7]
+kind = "agent"
+agent = "agent-7"
+argv = ["/bin/sh", "-c", "echo start >> \"$0\"; sleep 1; echo end >> \"$0\"", "{args.file}"]
+shell = true
+timeout = "20s"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_agent_is_killed_mid_run_is_leased_again_and_never_runs_twice_at_once() {
+    let env = Env::new().await;
+    let policy_file = env.dir.path().join("policy.toml");
+    std::fs::write(&policy_file, MARKER_POLICY).expect("policy");
+    let marker = env.dir.path().join("runs.log");
+    let server = env
+        .serve_with(
+            &env.url,
+            &[
+                ("COUNTERSIGN_POLICY_FILE", policy_file.display().to_string()),
+                ("COUNTERSIGN_JOB_LEASE_SECS", "3".into()),
+                ("COUNTERSIGN_MAINTENANCE_INTERVAL_SECS", "1".into()),
+            ],
+        )
+        .await;
+    let answer: serde_json::Value = server
+        .http
+        .post(server.url("/api/v1/decisions"))
+        .bearer_auth(&env.token)
+        .json(&serde_json::json!({
+            "tool": "deploy", "operation": "mark", "args": {"file": marker.display().to_string()}
+        }))
+        .send()
+        .await
+        .expect("decide")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer["action"], "require_approval", "{answer}");
+    let job_id = answer["job_id"].as_str().expect("job id").to_string();
+
+    // dave approves (in this process, on the same database), and agent-7 gets a token.
+    let config = Config {
+        database_url: env.url.clone(),
+        policy_file: Some(policy_file.clone()),
+        ..Config::default()
+    };
+    let db = Database::connect(&config).await.expect("connect");
+    let policy =
+        enforcer::PolicySet::load("policy.toml", MARKER_POLICY).expect("the test policy loads");
+    let state = server::AppState::new(&config, db.clone(), Arc::new(policy)).expect("state");
+    let dave = enforcer::Principal {
+        id: "dave".into(),
+        roles: ["approver".to_string()].into(),
+        capabilities: ["local-shell".to_string()].into(),
+    };
+    server::approvals::vote(
+        &state,
+        &dave,
+        &job_id,
+        enforcer::Verdict::Approve,
+        Some("CHG-7"),
+    )
+    .await
+    .expect("approve");
+    let (_, agent_token) = server::auth::api_tokens::create(&db, "agent-7", &[], &[])
+        .await
+        .expect("agent token");
+    let agent = |max_jobs: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_countersign"));
+        command
+            .args(["agent", "--server", &server.base, "--id", "agent-7"])
+            .env("COUNTERSIGN_AGENT_TOKEN", &agent_token)
+            .env("COUNTERSIGN_LOG_LEVEL", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(n) = max_jobs {
+            command.args(["--max-jobs", n]);
+        }
+        Agent(command.spawn().expect("agent"))
+    };
+    let runs = || std::fs::read_to_string(&marker).unwrap_or_default();
+
+    // The first agent starts the job and dies with SIGKILL mid-run.
+    let mut first = agent(None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !runs().contains("start") {
+        assert!(Instant::now() < deadline, "the job did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.0.kill().expect("kill -9 the agent");
+    first.0.wait().expect("reaped");
+
+    // Its lease lapses, the job returns to the queue (a retry), and a new agent finishes it.
+    let mut second = agent(Some("1"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        let job: serde_json::Value = server
+            .http
+            .get(server.url(&format!("/api/v1/jobs/{job_id}?wait=5")))
+            .bearer_auth(&env.token)
+            .send()
+            .await
+            .expect("poll")
+            .json()
+            .await
+            .expect("json");
+        if job["status"] == "completed" || job["status"] == "failed" {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "the job did not end: {job}");
+    };
+    let _ = second.0.wait();
+    assert_eq!(job["status"], "completed", "{job}");
+    let stored = state.store.job(&job_id).await.expect("job");
+    assert_eq!(stored.retry_count, 1, "re-leased exactly once");
+    // Two runs, one after the other: the second started only once the first had ended (the
+    // lease outlives the killed agent's orphaned child, which finishes on its own).
+    assert_eq!(
+        runs().lines().collect::<Vec<_>>(),
+        ["start", "end", "start", "end"]
+    );
+    let picked = state
+        .store
+        .audit_page(0, 1_000)
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|r| r.event.job_id.as_deref() == Some(job_id.as_str()))
+        .filter(|r| r.event.execution_status.as_deref() == Some("picked"))
+        .count();
+    assert_eq!(picked, 2, "picked by the first agent, then by the second");
+    db.close().await;
     drop(server);
     let (ok, report) = env.verify();
     assert!(ok, "{report}");

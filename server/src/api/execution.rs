@@ -32,8 +32,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
-/// How long a claim's lease lasts; each heartbeat extends it by as much.
-pub const LEASE_SECS: i64 = 60;
 /// Jobs failing the re-check that one claim clears before giving up for now.
 const MAX_SKIPS: usize = 16;
 /// Output kept in the job's result; the rest is represented by its digest.
@@ -212,7 +210,7 @@ pub async fn claim(
 pub(crate) async fn lease_next(state: &AppState, owner: &str) -> Result<Option<Job>, StoreError> {
     for _ in 0..MAX_SKIPS {
         let now = Utc::now();
-        let Some(job) = state.store.claim(owner, LEASE_SECS, now).await? else {
+        let Some(job) = state.store.claim(owner, state.lease_secs, now).await? else {
             return Ok(None);
         };
         match recheck(&state.policy, &job, now) {
@@ -271,7 +269,7 @@ async fn try_claim(state: &AppState, agent_id: &str) -> Result<Option<Response>,
             requester: job.requester,
             call_hash: job.call_hash,
             lease_expires_at: job.lease_expires_at,
-            lease_secs: LEASE_SECS,
+            lease_secs: state.lease_secs,
             retry: job.retry_count,
         })
         .into_response()
@@ -310,7 +308,7 @@ pub async fn heartbeat(
         }
         let job = state
             .store
-            .extend_lease(&job_id, &caller.id, LEASE_SECS, now)
+            .extend_lease(&job_id, &caller.id, state.lease_secs, now)
             .await
             .map_err(|e| lease_error(e, "the lease could not be extended"))?;
         if before.status == JobStatus::Picked {

@@ -11,9 +11,7 @@
 pub mod process;
 pub mod webhook;
 
-use crate::api::execution::{
-    audit_step, execution_event, lease_next, record_result, RunReport, LEASE_SECS,
-};
+use crate::api::execution::{audit_step, execution_event, lease_next, record_result, RunReport};
 use crate::store::{Job, JobStatus, Store, SERVER_EXECUTOR_PREFIX};
 use crate::AppState;
 use enforcer::{Executor, ExecutorKind, JobCall, PolicySet};
@@ -182,7 +180,7 @@ impl Dispatcher {
         // picked → executing, audited.
         match state
             .store
-            .extend_lease(&job.job_id, owner, LEASE_SECS, chrono::Utc::now())
+            .extend_lease(&job.job_id, owner, state.lease_secs, chrono::Utc::now())
             .await
         {
             Ok(running) => {
@@ -204,14 +202,18 @@ impl Dispatcher {
             }
         }
         let heartbeat = {
-            let (store, job_id, owner) =
-                (state.store.clone(), job.job_id.clone(), owner.to_string());
+            let (store, job_id, owner, lease) = (
+                state.store.clone(),
+                job.job_id.clone(),
+                owner.to_string(),
+                state.lease_secs,
+            );
             tokio::spawn(async move {
-                let period = Duration::from_secs(u64::try_from(LEASE_SECS / 3).unwrap_or(20));
+                let period = Duration::from_secs(u64::try_from(lease / 3).unwrap_or(20).max(1));
                 loop {
                     tokio::time::sleep(period).await;
                     if let Err(error) = store
-                        .extend_lease(&job_id, &owner, LEASE_SECS, chrono::Utc::now())
+                        .extend_lease(&job_id, &owner, lease, chrono::Utc::now())
                         .await
                     {
                         tracing::warn!(%error, %job_id, "could not extend a running job's lease");
