@@ -5,7 +5,8 @@ import { Portal, ADMIN_PASSWORD } from './pages/portal';
 // API behind Cumulative Layout Shift) from first paint until the page has hydrated and settled
 // must add up to zero on every section. Times switch from UTC to the viewer's zone after
 // hydration, so they reserve the width of their longer form; the failure message names the
-// elements that moved.
+// elements that moved. Live updates are held off (the `/events` stream is refused): other tests
+// running alongside change the data, and new rows arriving are not hydration moving things.
 const SECTIONS = ['/', '/approvals', '/jobs', '/audit', '/reports', '/policies', '/profile'];
 
 for (const path of SECTIONS) {
@@ -26,6 +27,7 @@ for (const path of SECTIONS) {
         }
       }).observe({ type: 'layout-shift', buffered: true });
     });
+    await page.route('**/events', (route) => route.abort());
     const portal = new Portal(page);
     await portal.signIn('admin', ADMIN_PASSWORD, path);
     await portal.hydrated();
