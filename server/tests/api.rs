@@ -734,8 +734,9 @@ async fn nothing_is_allowed_when_the_audit_trail_cannot_be_written() {
             (status, value["error"].as_str()),
             (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable"))
         );
-        assert!(
-            value.get("action").is_none(),
+        // Fail closed: never the enforcer's own answer (allow, for the overview), always deny.
+        assert_eq!(
+            value["action"], "deny",
             "no decision leaves without its audit row"
         );
         assert!(
