@@ -1,6 +1,9 @@
 //! Faults on the real binary over loopback: what was acknowledged survives a crash, and what
 //! cannot be recorded is refused until it can be again. Bounded in count and time.
 
+mod common;
+
+use common::{pg_url, PgSchema};
 use server::store::Store;
 use server::{Config, Database};
 use std::path::{Path, PathBuf};
@@ -21,18 +24,7 @@ struct Env {
     url: String,
     token: String,
     /// The PostgreSQL schema the test owns (dropped with the value).
-    schema: Option<String>,
-}
-
-fn pg_url() -> String {
-    std::env::var("CS_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-/// `url` with PostgreSQL's `search_path` set to `schema` (as a connection option).
-fn in_schema(url: &str, schema: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}options=-c%20search_path%3D{schema}")
+    schema: Option<PgSchema>,
 }
 
 impl Env {
@@ -45,20 +37,12 @@ impl Env {
 
     /// The same in a fresh schema of the test PostgreSQL database.
     async fn postgres() -> Env {
-        use sqlx::{Connection, Executor};
-        let schema = format!("cs_fault_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = sqlx::PgConnection::connect(&pg_url())
-            .await
-            .expect("postgres reachable");
-        admin
-            .execute(format!("CREATE SCHEMA {schema}").as_str())
-            .await
-            .expect("create schema");
-        let url = in_schema(&pg_url(), &schema);
+        let schema = PgSchema::create("cs_fault").await;
+        let url = schema.url_via(&pg_url());
         Env::on(tempfile::tempdir().expect("tempdir"), url, Some(schema)).await
     }
 
-    async fn on(dir: tempfile::TempDir, url: String, schema: Option<String>) -> Env {
+    async fn on(dir: tempfile::TempDir, url: String, schema: Option<PgSchema>) -> Env {
         let db = Database::connect(&Config {
             database_url: url.clone(),
             ..Config::default()
@@ -179,31 +163,6 @@ impl Env {
         }
         db.close().await;
         ids
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let Some(schema) = self.schema.take() else {
-            return;
-        };
-        // Drop cannot await, and the test's runtime may be gone: a thread of its own.
-        let _ = std::thread::spawn(move || {
-            use sqlx::{Connection, Executor};
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                rt.block_on(async move {
-                    if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_url()).await {
-                        let _ = conn
-                            .execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
-                            .await;
-                    }
-                });
-            }
-        })
-        .join();
     }
 }
 
@@ -467,8 +426,8 @@ async fn a_postgresql_outage_during_load_fails_requests_cleanly_and_loses_nothin
     let mut through = direct.clone();
     through.set_host(Some("127.0.0.1")).expect("host");
     through.set_port(Some(relay.port)).expect("port");
-    let schema = env.schema.clone().expect("schema");
-    let server = Arc::new(env.serve_on(&in_schema(through.as_str(), &schema)).await);
+    let schema = env.schema.as_ref().expect("schema");
+    let server = Arc::new(env.serve_on(&schema.url_via(through.as_str())).await);
 
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
     let answers = Arc::new(Mutex::new(

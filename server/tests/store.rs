@@ -8,13 +8,9 @@ use server::store::{
     audit, postgres::PgStore, sqlite::SqliteStore, AuditWriter, EventKind, JobOutcome, JobStatus,
     NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
 };
-use sqlx::{postgres::PgConnectOptions, Connection, Executor};
-use std::str::FromStr;
 
-fn pg_url() -> String {
-    std::env::var("CS_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
+mod common;
+use common::PgSchema;
 
 struct Sqlite {
     store: SqliteStore,
@@ -41,24 +37,14 @@ async fn sqlite() -> Sqlite {
 /// A PostgreSQL store in a schema of its own; dropped when the value is.
 struct Pg {
     store: PgStore,
-    schema: String,
+    _schema: PgSchema,
 }
 
 async fn postgres() -> Pg {
-    let schema = format!("cs_test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&pg_url())
-        .await
-        .expect("postgres reachable");
-    admin
-        .execute(format!("CREATE SCHEMA {schema}").as_str())
-        .await
-        .expect("create schema");
-    let options = PgConnectOptions::from_str(&pg_url())
-        .expect("url")
-        .options([("search_path", schema.as_str())]);
+    let schema = PgSchema::create("cs_test").await;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(10)
-        .connect_with(options)
+        .connect_with(schema.options())
         .await
         .expect("pool");
     server::Database::Postgres(pool.clone())
@@ -67,30 +53,7 @@ async fn postgres() -> Pg {
         .expect("migrate");
     Pg {
         store: PgStore::new(pool),
-        schema,
-    }
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let schema = self.schema.clone();
-        let url = pg_url();
-        // Drop on a separate thread: Drop cannot await, and the test runtime may be gone.
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                rt.block_on(async move {
-                    if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
-                        let _ = conn
-                            .execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
-                            .await;
-                    }
-                });
-            }
-        })
-        .join();
+        _schema: schema,
     }
 }
 

@@ -184,7 +184,7 @@ fn query(period: &AuditFilter, last: i64) -> (String, Vec<Value>) {
 fn export_row<'r>(row: &'r Row<'_>) -> Result<ExportRow<Cow<'r, str>>, String> {
     let seq = integer(row, 0)?.ok_or("a row without a sequence number")?;
     let text = |i: usize| -> Result<Cow<'r, str>, String> {
-        optional_text(row, i, seq)?.ok_or_else(|| format!("row {seq}: {} is empty", CSV_COLUMNS[i]))
+        optional_text(row, i, seq)?.ok_or_else(|| format!("row {seq}: {} is NULL", CSV_COLUMNS[i]))
     };
     let opt = |i: usize| optional_text(row, i, seq);
     Ok(ExportRow {
