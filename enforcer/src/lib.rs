@@ -17,6 +17,7 @@ pub mod decision;
 pub mod executor;
 pub mod policy;
 pub mod shell;
+pub mod wire;
 
 pub use approval::{can_approve, Eligibility, PendingJob, Quorum, Verdict, Vote};
 pub use decision::{call_hash, evaluate, Decision, PatternMatch, Principal, Request};

@@ -359,10 +359,13 @@ async fn healthz() -> &'static str {
 /// it is unreachable the status is `degraded` but the answer stays 200, because sessions, API
 /// tokens and bearer tokens (from cached keys) keep working and only new sign-ins wait.
 async fn readyz(State(state): State<AppState>) -> Response {
-    let provider = state
-        .oidc
-        .as_ref()
-        .map(|o| if o.is_ready() { "ok" } else { "unreachable" });
+    let provider = state.oidc.as_ref().map(|o| {
+        if o.is_reachable() {
+            "ok"
+        } else {
+            "unreachable"
+        }
+    });
     let database = match tokio::time::timeout(READY_TIMEOUT, state.db.ping()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(error.to_string()),

@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{pg_url, PgSchema};
+use common::provider::{self, location, Provider};
+use common::{pg_url, PgSchema, Relay};
 use server::store::Store;
 use server::{Config, Database};
 use std::path::{Path, PathBuf};
@@ -193,6 +194,49 @@ impl Server {
         Ok((status, body))
     }
 
+    /// POST a JSON body with a bearer token: the HTTP status and the answer's JSON (or none).
+    async fn post(
+        &self,
+        token: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let answer = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = answer.status().as_u16();
+        (status, answer.json().await.unwrap_or_default())
+    }
+
+    /// Long-poll the job until it has ended (its final state), within `limit`.
+    async fn final_job(&self, token: &str, job_id: &str, limit: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let job: serde_json::Value = self
+                .http
+                .get(self.url(&format!("/api/v1/jobs/{job_id}?wait=5")))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("poll")
+                .json()
+                .await
+                .expect("json");
+            let status = job["status"].as_str().unwrap_or_default();
+            if server::store::JobStatus::parse(status)
+                .is_some_and(server::store::JobStatus::is_final)
+            {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "the job did not end: {job}");
+        }
+    }
+
     async fn ready(&self) -> (u16, serde_json::Value) {
         let answer = self
             .http
@@ -370,49 +414,6 @@ async fn when_audit_writes_fail_every_decision_is_denied_and_service_resumes_by_
     assert!(ok, "{report}");
 }
 
-/// A TCP relay to PostgreSQL that the test can cut, as a restart looks to the server: every
-/// open connection drops, and new ones are closed at once until it is restored.
-struct Relay {
-    port: u16,
-    up: tokio::sync::watch::Sender<bool>,
-}
-
-impl Relay {
-    async fn start(upstream: String) -> Relay {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let (up, state) = tokio::sync::watch::channel(true);
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !*state.borrow() {
-                    continue;
-                }
-                let (mut state, upstream) = (state.clone(), upstream.clone());
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = state.wait_for(|up| !*up) => {}
-                    }
-                });
-            }
-        });
-        Relay { port, up }
-    }
-
-    fn cut(&self) {
-        self.up.send_replace(false);
-    }
-
-    fn restore(&self) {
-        self.up.send_replace(true);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgresql_outage_during_load_fails_requests_cleanly_and_loses_nothing() {
     let env = Env::postgres().await;
@@ -538,6 +539,65 @@ shell = true
 timeout = "20s"
 "#;
 
+/// A CRITICAL `deploy mark` job asked for under `policy` (the file the server enforces), noting
+/// its runs in `runs.log`, and dave's approval given in this process on the same database: the
+/// job id, and a state and database for reading the store.
+async fn ask_and_approve(
+    env: &Env,
+    server: &Server,
+    policy_file: &Path,
+    policy: &str,
+) -> (String, server::AppState, Database) {
+    let marker = env.dir.path().join("runs.log");
+    let (_, answer) = server
+        .post(
+            &env.token,
+            "/api/v1/decisions",
+            &serde_json::json!({
+                "tool": "deploy", "operation": "mark", "args": {"file": marker.display().to_string()}
+            }),
+        )
+        .await;
+    assert_eq!(answer["action"], "require_approval", "{answer}");
+    let job_id = answer["job_id"].as_str().expect("job id").to_string();
+    let config = Config {
+        database_url: env.url.clone(),
+        policy_file: Some(policy_file.to_path_buf()),
+        ..Config::default()
+    };
+    let db = Database::connect(&config).await.expect("connect");
+    let policy = enforcer::PolicySet::load("policy.toml", policy).expect("the test policy loads");
+    let state = server::AppState::new(&config, db.clone(), Arc::new(policy)).expect("state");
+    let dave = enforcer::Principal {
+        id: "dave".into(),
+        roles: ["approver".to_string()].into(),
+        capabilities: ["local-shell".to_string()].into(),
+    };
+    server::approvals::vote(
+        &state,
+        &dave,
+        &job_id,
+        enforcer::Verdict::Approve,
+        Some("CHG-7"),
+    )
+    .await
+    .expect("approve");
+    (job_id, state, db)
+}
+
+/// How often the job's runs were picked up, from the audit trail.
+async fn picked(state: &server::AppState, job_id: &str) -> usize {
+    state
+        .store
+        .audit_page(0, 1_000)
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|r| r.event.job_id.as_deref() == Some(job_id))
+        .filter(|r| r.event.execution_status.as_deref() == Some("picked"))
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_agent_is_killed_mid_run_is_leased_again_and_never_runs_twice_at_once() {
     let env = Env::new().await;
@@ -556,46 +616,7 @@ async fn a_job_whose_agent_is_killed_mid_run_is_leased_again_and_never_runs_twic
             ],
         )
         .await;
-    let answer: serde_json::Value = server
-        .http
-        .post(server.url("/api/v1/decisions"))
-        .bearer_auth(&env.token)
-        .json(&serde_json::json!({
-            "tool": "deploy", "operation": "mark", "args": {"file": marker.display().to_string()}
-        }))
-        .send()
-        .await
-        .expect("decide")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(answer["action"], "require_approval", "{answer}");
-    let job_id = answer["job_id"].as_str().expect("job id").to_string();
-
-    // dave approves (in this process, on the same database), and agent-7 gets a token.
-    let config = Config {
-        database_url: env.url.clone(),
-        policy_file: Some(policy_file.clone()),
-        ..Config::default()
-    };
-    let db = Database::connect(&config).await.expect("connect");
-    let policy =
-        enforcer::PolicySet::load("policy.toml", MARKER_POLICY).expect("the test policy loads");
-    let state = server::AppState::new(&config, db.clone(), Arc::new(policy)).expect("state");
-    let dave = enforcer::Principal {
-        id: "dave".into(),
-        roles: ["approver".to_string()].into(),
-        capabilities: ["local-shell".to_string()].into(),
-    };
-    server::approvals::vote(
-        &state,
-        &dave,
-        &job_id,
-        enforcer::Verdict::Approve,
-        Some("CHG-7"),
-    )
-    .await
-    .expect("approve");
+    let (job_id, state, db) = ask_and_approve(&env, &server, &policy_file, MARKER_POLICY).await;
     let (_, agent_token) = server::auth::api_tokens::create(&db, "agent-7", &[], &[])
         .await
         .expect("agent token");
@@ -626,24 +647,9 @@ async fn a_job_whose_agent_is_killed_mid_run_is_leased_again_and_never_runs_twic
 
     // Its lease lapses, the job returns to the queue (a retry), and a new agent finishes it.
     let mut second = agent(Some("1"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let job = loop {
-        let job: serde_json::Value = server
-            .http
-            .get(server.url(&format!("/api/v1/jobs/{job_id}?wait=5")))
-            .bearer_auth(&env.token)
-            .send()
-            .await
-            .expect("poll")
-            .json()
-            .await
-            .expect("json");
-        let status = job["status"].as_str().unwrap_or_default();
-        if server::store::JobStatus::parse(status).is_some_and(server::store::JobStatus::is_final) {
-            break job;
-        }
-        assert!(Instant::now() < deadline, "the job did not end: {job}");
-    };
+    let job = server
+        .final_job(&env.token, &job_id, Duration::from_secs(60))
+        .await;
     let _ = second.0.wait();
     assert_eq!(job["status"], "completed", "{job}\nruns: {:?}", runs());
     let stored = state.store.job(&job_id).await.expect("job");
@@ -654,18 +660,419 @@ async fn a_job_whose_agent_is_killed_mid_run_is_leased_again_and_never_runs_twic
         runs().lines().collect::<Vec<_>>(),
         ["start", "end", "start", "end"]
     );
-    let picked = state
-        .store
-        .audit_page(0, 1_000)
-        .await
-        .expect("audit")
-        .into_iter()
-        .filter(|r| r.event.job_id.as_deref() == Some(job_id.as_str()))
-        .filter(|r| r.event.execution_status.as_deref() == Some("picked"))
-        .count();
-    assert_eq!(picked, 2, "picked by the first agent, then by the second");
+    assert_eq!(
+        picked(&state, &job_id).await,
+        2,
+        "picked by the first agent, then by the second"
+    );
     db.close().await;
     drop(server);
     let (ok, report) = env.verify();
     assert!(ok, "{report}");
+}
+
+/// The same job, run by the server's own process executor.
+const SERVER_MARKER_POLICY: &str = r#"
+name = "fault-test"
+[approvals.risk.CRITICAL]
+quorum = 1
+
+[tools.deploy]
+description = "a job that notes when it starts and ends"
+[tools.deploy.operations.mark]
+risk = "CRITICAL"
+requires = ["local-shell"]
+executor = "local"
+
+[executors.local]
+kind = "process"
+argv = ["/bin/sh", "-c", "echo start >> \"$0\"; sleep 1; echo end >> \"$0\"", "{args.file}"]
+shell = true
+timeout = "20s"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_server_is_killed_mid_run_is_leased_again_after_restart() {
+    let env = Env::new().await;
+    let policy_file = env.dir.path().join("policy.toml");
+    std::fs::write(&policy_file, SERVER_MARKER_POLICY).expect("policy");
+    let marker = env.dir.path().join("runs.log");
+    let settings = [
+        ("COUNTERSIGN_POLICY_FILE", policy_file.display().to_string()),
+        ("COUNTERSIGN_JOB_LEASE_SECS", "6".into()),
+        ("COUNTERSIGN_MAINTENANCE_INTERVAL_SECS", "1".into()),
+    ];
+    let mut server = env.serve_with(&env.url, &settings).await;
+    let (job_id, state, db) =
+        ask_and_approve(&env, &server, &policy_file, SERVER_MARKER_POLICY).await;
+    let runs = || std::fs::read_to_string(&marker).unwrap_or_default();
+
+    // The server's sweep finds the approval (made by another process) and starts the job; the
+    // server dies with SIGKILL mid-run.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !runs().contains("start") {
+        assert!(Instant::now() < deadline, "the job did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.child.kill().expect("kill -9 the server");
+    server.child.wait().expect("reaped");
+    let stranded = state.store.job(&job_id).await.expect("job");
+    assert!(
+        !stranded.status.is_final(),
+        "a job whose runner died is not over: {stranded:?}"
+    );
+
+    // After a restart its lease lapses, it returns as a retry, and the server runs it again.
+    let server = env.serve_with(&env.url, &settings).await;
+    let job = server
+        .final_job(&env.token, &job_id, Duration::from_secs(60))
+        .await;
+    assert_eq!(job["status"], "completed", "{job}\nruns: {:?}", runs());
+    let stored = state.store.job(&job_id).await.expect("job");
+    assert_eq!(stored.retry_count, 1, "re-leased exactly once");
+    assert_eq!(
+        runs().lines().collect::<Vec<_>>(),
+        ["start", "end", "start", "end"],
+        "the second run started only after the first had ended"
+    );
+    assert_eq!(picked(&state, &job_id).await, 2, "picked before and after");
+    db.close().await;
+    drop(server);
+    let (ok, report) = env.verify();
+    assert!(ok, "{report}");
+}
+
+/// Poll `/readyz` until the identity provider check says `want`.
+async fn provider_check_becomes(server: &Server, want: &str) -> (u16, serde_json::Value) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (status, body) = server.ready().await;
+        if body["checks"]["identity_provider"] == want {
+            return (status, body);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readyz never said the provider is {want}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_identity_provider_is_down_sessions_and_tokens_work_and_sign_in_says_so() {
+    let env = Env::new().await;
+    // The provider is reached through a relay the test cuts.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let own = listener.local_addr().expect("addr").port();
+    let relay = Relay::start(format!("127.0.0.1:{own}")).await;
+    let provider = Provider::serve(listener, relay.port);
+    let server = env
+        .serve_with(
+            &env.url,
+            &[
+                ("COUNTERSIGN_OIDC_ISSUER", provider.issuer.clone()),
+                ("COUNTERSIGN_OIDC_CLIENT_SECRET", provider::SECRET.into()),
+                ("COUNTERSIGN_PUBLIC_URL", "http://127.0.0.1:9".into()),
+            ],
+        )
+        .await;
+    provider_check_becomes(&server, "ok").await;
+    let web = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let get = |path: &str, cookie: &str| {
+        let mut request = web.get(server.url(path));
+        if !cookie.is_empty() {
+            request = request.header(reqwest::header::COOKIE, cookie);
+        }
+        async move { request.send().await.expect("answer") }
+    };
+
+    // alice signs in through the provider and gets a session.
+    let session = provider::sign_in(&web, &server.base, &provider, "alice").await;
+    assert_eq!(get("/approvals", &session).await.status(), 200);
+    // A job waits for approval.
+    let (_, pending) = server
+        .post(
+            &env.token,
+            "/api/v1/decisions",
+            &serde_json::json!({ "tool": "ssh-exec", "operation": "executeCommand",
+                "args": { "command": "sudo ls /root" }, "target": "web-1" }),
+        )
+        .await;
+    assert_eq!(pending["action"], "require_approval", "{pending}");
+    let job_id = pending["job_id"].as_str().expect("job id");
+
+    // The provider goes down.
+    relay.cut();
+    let (status, ready) = provider_check_becomes(&server, "unreachable").await;
+    assert_eq!((status, ready["status"].as_str()), (200, Some("degraded")));
+    // A new sign-in gets a clear message instead of a redirect to a dead provider.
+    let refused = get("/auth/login?next=%2F", "").await;
+    let to = location(&refused);
+    assert!(to.starts_with("/sign-in?error=idp_unavailable"), "{to}");
+    let page = get(&to, "").await.text().await.expect("page");
+    assert!(
+        page.contains("The identity provider cannot be reached right now"),
+        "{page}"
+    );
+    // alice's session keeps working.
+    let page = get("/approvals", &session).await;
+    assert_eq!(page.status(), 200, "the session still works");
+    // Her access token verifies from the cached keys: she approves the job over the API.
+    let alice = provider.person_token("alice", &["approver", "ssh-linux", "remote-exec"]);
+    let (status, voted) = server
+        .post(
+            &alice,
+            &format!("/api/v1/jobs/{job_id}/votes"),
+            &serde_json::json!({ "verdict": "approve" }),
+        )
+        .await;
+    assert_eq!(
+        (status, voted["status"].as_str()),
+        (200, Some("approved")),
+        "{voted}"
+    );
+    // A token under a key the provider never published is still refused.
+    let forged = provider::sign(
+        "k-unknown",
+        &serde_json::json!({
+            "iss": provider.issuer, "sub": "mallory", "aud": "countersign", "azp": provider::CLIENT,
+            "exp": provider::now() + 300, "preferred_username": "mallory",
+            "realm_access": { "roles": ["approver", "admin"] },
+        }),
+    );
+    let answer = server
+        .http
+        .get(server.url("/api/v1/whoami"))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .expect("whoami");
+    assert_eq!(answer.status(), 401);
+
+    // The provider comes back: readiness and sign-in follow by themselves.
+    relay.restore();
+    let (_, ready) = provider_check_becomes(&server, "ok").await;
+    assert_eq!(ready["status"], "ready");
+    let again = get("/auth/login?next=%2F", "").await;
+    assert!(location(&again).starts_with(&provider.issuer));
+}
+
+/// Jobs only a pool of agents runs: each run notes the job's id in a file.
+const RACE_POLICY: &str = r#"
+name = "race-test"
+[approvals.risk.CRITICAL]
+quorum = 1
+
+[tools.deploy]
+description = "a job that notes its id"
+[tools.deploy.operations.note]
+risk = "CRITICAL"
+requires = ["local-shell"]
+executor = "pool"
+
+[executors.pool]
+kind = "agent"
+argv = ["/bin/sh", "-c", "echo \"$1\" >> \"$0\"", "{args.file}", "{job_id}"]
+shell = true
+timeout = "20s"
+"#;
+
+const RACE_JOBS: usize = 1_000;
+
+/// 1,000 jobs, each approved by two people at once where one approval suffices, then claimed by
+/// two agents at once: one vote counts per job, and each job runs exactly once.
+async fn one_vote_and_one_run_per_job(env: Env) {
+    let policy_file = env.dir.path().join("policy.toml");
+    std::fs::write(&policy_file, RACE_POLICY).expect("policy");
+    let marker = env.dir.path().join("runs.log");
+    let provider = Provider::start().await;
+    let server = Arc::new(
+        env.serve_with(
+            &env.url,
+            &[
+                ("COUNTERSIGN_POLICY_FILE", policy_file.display().to_string()),
+                ("COUNTERSIGN_OIDC_ISSUER", provider.issuer.clone()),
+                ("COUNTERSIGN_OIDC_CLIENT_SECRET", provider::SECRET.into()),
+                ("COUNTERSIGN_PUBLIC_URL", "http://127.0.0.1:9".into()),
+                ("COUNTERSIGN_API_RATE_LIMIT_PER_SEC", "0".into()),
+            ],
+        )
+        .await,
+    );
+    provider_check_becomes(&server, "ok").await;
+    let token = Arc::new(env.token.clone());
+    let limit = Arc::new(tokio::sync::Semaphore::new(32));
+
+    let mut asks = tokio::task::JoinSet::new();
+    for _ in 0..RACE_JOBS {
+        let (server, token, limit, file) = (
+            server.clone(),
+            token.clone(),
+            limit.clone(),
+            marker.display().to_string(),
+        );
+        asks.spawn(async move {
+            let _turn = limit.acquire_owned().await.expect("permit");
+            let (status, answer) = server
+                .post(
+                    &token,
+                    "/api/v1/decisions",
+                    &serde_json::json!({ "tool": "deploy", "operation": "note", "args": { "file": file } }),
+                )
+                .await;
+            assert_eq!(
+                (status, answer["action"].as_str()),
+                (200, Some("require_approval")),
+                "{answer}"
+            );
+            answer["job_id"].as_str().expect("job id").to_string()
+        });
+    }
+    let mut jobs: Vec<String> = asks.join_all().await;
+    jobs.sort();
+
+    // alice and dave approve each job at the same moment.
+    let voters: Arc<[String; 2]> = Arc::new(
+        ["alice", "dave"].map(|who| provider.person_token(who, &["approver", "local-shell"])),
+    );
+    let mut votes = tokio::task::JoinSet::new();
+    for job in jobs.clone() {
+        let (server, voters, limit) = (server.clone(), voters.clone(), limit.clone());
+        votes.spawn(async move {
+            let _turn = limit.acquire_owned().await.expect("permit");
+            let path = format!("/api/v1/jobs/{job}/votes");
+            let body = serde_json::json!({ "verdict": "approve", "reason": "CHG-1000" });
+            let (a, b) = tokio::join!(
+                server.post(&voters[0], &path, &body),
+                server.post(&voters[1], &path, &body)
+            );
+            // One vote counts; the other finds the job decided (409) or its quorum already met
+            // (403 not_eligible), depending on where the two crossed.
+            let lost = |(status, answer): &(u16, serde_json::Value)| {
+                *status == 409
+                    || (*status == 403
+                        && answer["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("already has the approvals")))
+            };
+            assert!(
+                (a.0 == 200 && lost(&b)) || (b.0 == 200 && lost(&a)),
+                "one vote counts, the other is refused: {job} {a:?} {b:?}"
+            );
+        });
+    }
+    votes.join_all().await;
+
+    // Two agents take from the same queue at once.
+    let db = Database::connect(&Config {
+        database_url: env.url.clone(),
+        ..Config::default()
+    })
+    .await
+    .expect("connect");
+    let mut agents = Vec::new();
+    for name in ["agent-a", "agent-b"] {
+        let (_, agent_token) = server::auth::api_tokens::create(&db, name, &[], &[])
+            .await
+            .expect("agent token");
+        agents.push(Agent(
+            Command::new(env!("CARGO_BIN_EXE_countersign"))
+                .args(["agent", "--server", &server.base, "--id", name])
+                .env("COUNTERSIGN_AGENT_TOKEN", &agent_token)
+                .env("COUNTERSIGN_LOG_LEVEL", "error")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("agent"),
+        ));
+    }
+    let store = server::store::AnyStore::new(&db);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    for job in &jobs {
+        loop {
+            let stored = store.job(job).await.expect("job");
+            if stored.status.is_final() {
+                assert_eq!(
+                    (stored.status, stored.retry_count),
+                    (server::store::JobStatus::Completed, 0),
+                    "{job}"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {job} did not end: {stored:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    drop(agents);
+
+    let mut ran: Vec<String> = std::fs::read_to_string(&marker)
+        .expect("runs")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    ran.sort();
+    assert_eq!(ran.len(), RACE_JOBS, "one run per job");
+    assert_eq!(ran, jobs, "each job ran exactly once");
+    // The trail agrees: one approval that counted and one pick-up per job, taken by both agents
+    // between them. (A vote that lost the race may be announced and then marked `error`: "vote
+    // not recorded".)
+    let (mut approvals, mut picks, mut takers) = (
+        std::collections::HashMap::<String, i64>::new(),
+        std::collections::HashMap::<String, usize>::new(),
+        std::collections::HashSet::new(),
+    );
+    let mut after = 0;
+    loop {
+        let page = store.audit_page(after, 5_000).await.expect("audit");
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for row in page {
+            let Some(job) = row.event.job_id.clone() else {
+                continue;
+            };
+            if row.event.kind == server::store::EventKind::Approval {
+                let counted = approvals.entry(job.clone()).or_default();
+                match row.event.decision_action.as_str() {
+                    "approve" => *counted += 1,
+                    "error" => *counted -= 1,
+                    other => panic!("an approval row says {other}"),
+                }
+            }
+            if row.event.execution_status.as_deref() == Some("picked") {
+                *picks.entry(job).or_default() += 1;
+                takers.insert(row.event.caller_id.clone());
+            }
+        }
+    }
+    assert_eq!(approvals.len(), RACE_JOBS);
+    assert!(
+        approvals.values().all(|n| *n == 1),
+        "one approval counted per job"
+    );
+    assert_eq!(picks.len(), RACE_JOBS);
+    assert!(picks.values().all(|n| *n == 1), "one pick-up per job");
+    assert!(takers.len() == 2, "both agents took jobs: {takers:?}");
+    db.close().await;
+    drop(server);
+    let (ok, report) = env.verify();
+    assert!(ok, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_votes_and_claims_run_each_job_once_on_sqlite() {
+    one_vote_and_one_run_per_job(Env::new().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_votes_and_claims_run_each_job_once_on_postgres() {
+    one_vote_and_one_run_per_job(Env::postgres().await).await;
 }

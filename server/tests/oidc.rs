@@ -1,203 +1,26 @@
-//! The OpenID Connect sign-in flow through the router, against a small standards-following
-//! provider run in-process on loopback (discovery, JWKS, token endpoint with PKCE checking).
-//! The provider signs with the test-only EC key in tests/fixtures; each test decides what it
+//! The OpenID Connect sign-in flow through the router, against the small standards-following
+//! provider in tests/common/provider.rs, run in-process on loopback. Each test decides what it
 //! puts in its tokens, so the refusals (wrong nonce, replayed state, mix-up, another person's
 //! access token, rotated keys) can be provoked. The end-to-end suite signs in through the
 //! `oidc-provider` package instead, in a real browser.
 
+mod common;
+
 use axum::{
     body::Body,
-    extract::{Form, State},
     http::{header, Request, StatusCode},
-    routing::{get, post},
-    Json, Router,
+    Router,
 };
-use base64::Engine;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use common::provider::{now, sign, Issue, Provider, SECRET};
 use serde_json::{json, Value};
 use server::{app, AppState, Config, Database};
-use sha2::Digest;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tower::ServiceExt;
 
 /// Page-rendering tests run one at a time: Leptos's reactive runtime is process-global, and
 /// server-side renders from several test runtimes at once can leave a resource's task on another
 /// test's (finished) runtime, so a page never completes. The server itself has one runtime.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-const K1: &str = include_str!("fixtures/test-only-es256-k1.pem");
-const X: &str = "TKYMIGNIO5N43GoMvGL4LDkIiVSnSE9fqfu3LHm_Qzw";
-const Y: &str = "0MbQdv3UQZCqbWR7bufMeWRgNTI3arZfkN5yXdS_iOA";
-const CLIENT: &str = "countersign";
-const SECRET: &str = "test-client-secret-0123456789";
-
-/// What the provider puts in the next tokens it issues.
-#[derive(Clone)]
-struct Issue {
-    user: String,
-    nonce_override: Option<String>,
-    access_sub_override: Option<String>,
-}
-
-#[derive(Default)]
-struct ProviderState {
-    issuer: String,
-    /// The `kid` the key set currently publishes the key under (changing it = rotation).
-    kid: String,
-    /// The `kid` put in issued tokens.
-    signing_kid: String,
-    jwks_fetches: usize,
-    /// code → (nonce, PKCE challenge, what to issue)
-    codes: HashMap<String, (String, String, Issue)>,
-}
-
-type Shared = Arc<Mutex<ProviderState>>;
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn sign(kid: &str, claims: &Value) -> String {
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some(kid.into());
-    encode(
-        &header,
-        claims,
-        &EncodingKey::from_ec_pem(K1.as_bytes()).expect("key"),
-    )
-    .expect("sign")
-}
-
-async fn discovery(State(s): State<Shared>) -> Json<Value> {
-    let issuer = s.lock().expect("lock").issuer.clone();
-    Json(json!({
-        "issuer": issuer,
-        "authorization_endpoint": format!("{issuer}/protocol/openid-connect/auth"),
-        "token_endpoint": format!("{issuer}/protocol/openid-connect/token"),
-        "jwks_uri": format!("{issuer}/protocol/openid-connect/certs"),
-        "end_session_endpoint": format!("{issuer}/protocol/openid-connect/logout"),
-        "response_types_supported": ["code"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["ES256"],
-        "code_challenge_methods_supported": ["S256"],
-    }))
-}
-
-async fn certs(State(s): State<Shared>) -> Json<Value> {
-    let mut state = s.lock().expect("lock");
-    state.jwks_fetches += 1;
-    Json(json!({ "keys": [{
-        "kty": "EC", "crv": "P-256", "kid": state.kid, "use": "sig", "alg": "ES256", "x": X, "y": Y
-    }]}))
-}
-
-async fn token(
-    State(s): State<Shared>,
-    headers: axum::http::HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
-) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
-    let bad = |e: &str| (StatusCode::BAD_REQUEST, Json(json!({ "error": e })));
-    let basic = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT}:{SECRET}"))
-    );
-    if headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        != Some(basic.as_str())
-    {
-        return Err(bad("invalid_client"));
-    }
-    let mut state = s.lock().expect("lock");
-    let code = form.get("code").cloned().unwrap_or_default();
-    let (nonce, challenge, issue) = state
-        .codes
-        .remove(&code)
-        .ok_or_else(|| bad("invalid_grant"))?;
-    let verifier = form.get("code_verifier").cloned().unwrap_or_default();
-    if b64(&sha2::Sha256::digest(verifier.as_bytes())) != challenge {
-        return Err(bad("invalid_grant"));
-    }
-    let issuer = state.issuer.clone();
-    let kid = state.signing_kid.clone();
-    let id_token = sign(
-        &kid,
-        &json!({
-            "iss": issuer, "sub": issue.user, "aud": CLIENT, "exp": now() + 300, "iat": now(),
-            "nonce": issue.nonce_override.clone().unwrap_or(nonce), "preferred_username": issue.user,
-        }),
-    );
-    let access_token = sign(
-        &kid,
-        &json!({
-            "iss": issuer, "sub": issue.access_sub_override.clone().unwrap_or_else(|| issue.user.clone()),
-            "aud": ["countersign", "account"], "azp": CLIENT, "exp": now() + 300, "iat": now(),
-            "preferred_username": issue.user, "name": "Alice Anders",
-            "realm_access": { "roles": ["approver", "ssh-linux", "default-roles-t"] },
-        }),
-    );
-    Ok(Json(json!({
-        "access_token": access_token, "token_type": "Bearer", "expires_in": 300, "id_token": id_token,
-    })))
-}
-
-struct Provider {
-    state: Shared,
-    issuer: String,
-}
-
-impl Provider {
-    async fn start() -> Provider {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let issuer = format!(
-            "http://127.0.0.1:{}/realms/t",
-            listener.local_addr().expect("addr").port()
-        );
-        let state: Shared = Arc::new(Mutex::new(ProviderState {
-            issuer: issuer.clone(),
-            kid: "k-one".into(),
-            signing_kid: "k-one".into(),
-            ..ProviderState::default()
-        }));
-        let router = Router::new()
-            .route("/realms/t/.well-known/openid-configuration", get(discovery))
-            .route("/realms/t/protocol/openid-connect/certs", get(certs))
-            .route("/realms/t/protocol/openid-connect/token", post(token))
-            .with_state(state.clone());
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        Provider { state, issuer }
-    }
-
-    /// The person signs in at the provider: a code for this authorization request.
-    fn authorize(&self, location: &str, issue: Issue) -> (String, String) {
-        let url = url::Url::parse(location).expect("authorization URL");
-        let q: HashMap<String, String> = url.query_pairs().into_owned().collect();
-        assert_eq!(q.get("response_type").map(String::as_str), Some("code"));
-        assert_eq!(
-            q.get("code_challenge_method").map(String::as_str),
-            Some("S256")
-        );
-        assert!(q
-            .get("scope")
-            .is_some_and(|s| s.split(' ').any(|x| x == "openid")));
-        let code = format!("code-{}", uuid::Uuid::new_v4());
-        self.state.lock().expect("lock").codes.insert(
-            code.clone(),
-            (q["nonce"].clone(), q["code_challenge"].clone(), issue),
-        );
-        (code, q["state"].clone())
-    }
-}
 
 struct TestApp {
     router: Router,

@@ -14,127 +14,20 @@ use axum::{
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
-use enforcer::{Action, Principal, Request, Risk};
-use serde_json::{json, Map, Value};
+use enforcer::{Action, Principal, Risk};
+use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
 /// Header carrying the person's own access token when a service acts for them.
 pub const PERSON_TOKEN_HEADER: &str = "x-on-behalf-of-token";
 
-pub(crate) const FIELDS: [&str; 7] = [
-    "tool",
-    "operation",
-    "args",
-    "target",
-    "reason",
-    "on_behalf_of",
-    "session",
-];
+use enforcer::wire::DecisionInput;
 
-/// A decision request, checked field by field.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DecisionInput {
-    pub tool: String,
-    pub operation: String,
-    pub args: Map<String, Value>,
-    pub target: Option<String>,
-    pub reason: Option<String>,
-    pub on_behalf_of: Option<String>,
-    pub session: Option<String>,
-    /// SHA-256 of the canonical body (for `Idempotency-Key`).
-    pub body_hash: String,
-}
-
-fn string_field(
-    object: &Map<String, Value>,
-    name: &str,
-    max_chars: usize,
-    required: bool,
-) -> Result<Option<String>, ApiError> {
-    match object.get(name) {
-        None | Some(Value::Null) if required => Err(ApiError::bad_request(
-            "missing_field",
-            name,
-            format!("`{name}` is required"),
-        )),
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => {
-            if required && text.trim().is_empty() {
-                return Err(ApiError::bad_request(
-                    "invalid_value",
-                    name,
-                    format!("`{name}` must not be empty"),
-                ));
-            }
-            if text.chars().count() > max_chars {
-                return Err(ApiError::bad_request(
-                    "invalid_value",
-                    name,
-                    format!("`{name}` is longer than {max_chars} characters"),
-                ));
-            }
-            Ok(Some(text.clone()))
-        }
-        Some(_) => Err(ApiError::bad_request(
-            "invalid_type",
-            name,
-            format!("`{name}` must be a string"),
-        )),
-    }
-}
-
-/// Parse and check a request body. Every refusal names its field.
+/// Parse and check a request body (see [`enforcer::wire`]). Every refusal names its field.
 pub fn parse(body: &[u8]) -> Result<DecisionInput, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!(
-                "the body is not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            ),
-        )
-    })?;
-    let Value::Object(object) = &value else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            "the body must be a JSON object",
-        ));
-    };
-    if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::bad_request(
-            "unknown_field",
-            unknown,
-            format!(
-                "unknown field `{unknown}`; expected one of {}",
-                FIELDS.join(", ")
-            ),
-        ));
-    }
-    let args = match object.get("args") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(args)) => args.clone(),
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_type",
-                "args",
-                "`args` must be an object",
-            ))
-        }
-    };
-    let required =
-        |name: &str| string_field(object, name, 128, true).map(Option::unwrap_or_default);
-    Ok(DecisionInput {
-        tool: required("tool")?,
-        operation: required("operation")?,
-        args,
-        target: string_field(object, "target", 512, false)?,
-        reason: string_field(object, "reason", 2_000, false)?,
-        on_behalf_of: string_field(object, "on_behalf_of", 256, false)?,
-        session: string_field(object, "session", 256, false)?,
-        body_hash: enforcer::canonical_sha256(&value),
+    enforcer::wire::parse_decision(body).map_err(|e| match &e.field {
+        Some(field) => ApiError::bad_request(e.code, field, e.message),
+        None => ApiError::new(StatusCode::BAD_REQUEST, e.code, e.message),
     })
 }
 
@@ -349,12 +242,7 @@ async fn record(
     capabilities: BTreeSet<String>,
     started: std::time::Instant,
 ) -> Result<String, ApiError> {
-    let request = Request {
-        tool: input.tool.clone(),
-        operation: input.operation.clone(),
-        args: input.args.clone(),
-        target: input.target.clone(),
-    };
+    let request = input.request();
     let principal = Principal {
         id: requester.clone(),
         roles: caller.roles.iter().cloned().collect(),

@@ -28,7 +28,7 @@ pub struct ErrorBody {
 }
 
 /// A decision request. Unknown fields are refused.
-#[allow(dead_code)] // Read field by field by `decisions::parse`; this type documents the shape.
+#[allow(dead_code)] // Read field by field by `enforcer::wire::parse_decision`; this type documents the shape.
 #[derive(ToSchema)]
 pub struct DecisionRequest {
     /// IT-MCP tool, e.g. `ssh-exec`.
@@ -432,7 +432,7 @@ mod tests {
             .map(|p| p.keys().map(String::as_str).collect())
             .unwrap_or_default();
         let accepted: std::collections::BTreeSet<&str> =
-            super::super::decisions::FIELDS.iter().copied().collect();
+            enforcer::wire::FIELDS.iter().copied().collect();
         assert_eq!(documented, accepted);
         let page = render_docs();
         assert!(page.contains("POST /api/v1/decisions") && page.contains("schema-JobView"));

@@ -290,7 +290,15 @@ pub async fn login_page(
         return Redirect::to(&format!("/sign-in?next={}", app::encode_query(&next)))
             .into_response();
     };
-    match oidc.begin(&next) {
+    // A provider that stopped answering gets a clear message here, not a browser error there.
+    let begun = if oidc.check_reachable().await {
+        oidc.begin(&next)
+    } else {
+        Err(oidc::OidcError::Unreachable(
+            "no answer to the last probe".into(),
+        ))
+    };
+    match begun {
         Ok((url, pending)) => {
             let now = chrono::Utc::now().timestamp();
             let list: Vec<oidc::Pending> = session

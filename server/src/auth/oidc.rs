@@ -10,6 +10,10 @@
 //! - One key set serves both: fetched from `jwks_uri`, refreshed when a token names an unknown
 //!   key (at most once per [`JWKS_MIN_REFRESH`]), so bearer tokens keep verifying from the cached
 //!   keys while the provider is down.
+//! - Once discovered, the provider is probed every [`PROBE_INTERVAL`] (and before a sign-in when
+//!   the last probe is older than [`PROBE_FRESH`]): while it does not answer, `/readyz` reports
+//!   it, new sign-ins get a clear message instead of a redirect to a dead page, and sessions,
+//!   API tokens and bearer tokens (from the cached keys) keep working.
 //! - Sign-out ends the local session and sends the browser to the provider's
 //!   `end_session_endpoint` (RP-initiated logout).
 
@@ -26,6 +30,7 @@ use openidconnect::{
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -42,6 +47,12 @@ pub const PENDING_TTL_SECS: i64 = 600;
 const MAX_PENDING: usize = 4;
 /// Every call to the provider gives up after this long.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the discovered provider is checked in the background.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(10);
+/// A sign-in trusts a probe this recent; an older one is repeated first.
+pub const PROBE_FRESH: Duration = Duration::from_secs(3);
+/// A probe that takes longer than this counts as the provider being down.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 type Client = CoreClient<
     EndpointSet,
@@ -129,6 +140,10 @@ pub struct Oidc {
     discovered: RwLock<Option<Arc<Discovered>>>,
     last_jwks_fetch: Mutex<Option<Instant>>,
     refreshing: tokio::sync::Mutex<()>,
+    /// Whether the provider answered its last probe (true right after discovery).
+    reachable: AtomicBool,
+    /// When the last probe ended; one probe runs at a time.
+    probe: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Oidc {
@@ -137,6 +152,7 @@ impl std::fmt::Debug for Oidc {
             .field("issuer", &self.issuer.as_str())
             .field("client_id", &self.client_id.as_str())
             .field("ready", &self.is_ready())
+            .field("reachable", &self.is_reachable())
             .finish_non_exhaustive()
     }
 }
@@ -198,6 +214,8 @@ impl Oidc {
             discovered: RwLock::new(None),
             last_jwks_fetch: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
+            reachable: AtomicBool::new(false),
+            probe: tokio::sync::Mutex::new(None),
         }))
     }
 
@@ -219,11 +237,62 @@ impl Oidc {
         self.discovered.read().map(|d| d.is_some()).unwrap_or(false)
     }
 
+    /// Whether discovery has succeeded and the provider answered its last probe.
+    pub fn is_reachable(&self) -> bool {
+        self.is_ready() && self.reachable.load(Ordering::Acquire)
+    }
+
+    /// Whether people can sign in through the provider now: the last probe if it is recent
+    /// (or another probe is running), else a new probe.
+    pub async fn check_reachable(&self) -> bool {
+        if !self.is_ready() {
+            return false;
+        }
+        let Ok(mut last) = self.probe.try_lock() else {
+            return self.is_reachable();
+        };
+        if last.is_some_and(|t| t.elapsed() < PROBE_FRESH) {
+            return self.is_reachable();
+        }
+        let up = self.answers().await;
+        *last = Some(Instant::now());
+        let was = self.reachable.swap(up, Ordering::AcqRel);
+        match (was, up) {
+            (true, false) => tracing::warn!(
+                issuer = %self.issuer.as_str(),
+                "identity provider unreachable; new sign-ins wait, sessions and tokens keep working"
+            ),
+            (false, true) => {
+                tracing::info!(issuer = %self.issuer.as_str(), "identity provider reachable again");
+            }
+            _ => {}
+        }
+        up
+    }
+
+    /// One probe: the provider serves its discovery document in time.
+    async fn answers(&self) -> bool {
+        let discovery = format!(
+            "{}/.well-known/openid-configuration",
+            self.issuer.as_str().trim_end_matches('/')
+        );
+        let Ok(url) = url::Url::parse(&discovery) else {
+            return false;
+        };
+        self.http
+            .get(url)
+            .timeout(PROBE_TIMEOUT)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+
     fn current(&self) -> Option<Arc<Discovered>> {
         self.discovered.read().ok().and_then(|d| d.clone())
     }
 
-    /// Discover in the background until it succeeds, backing off between attempts.
+    /// Discover in the background until it succeeds, backing off between attempts; then probe
+    /// the provider every [`PROBE_INTERVAL`].
     pub fn spawn_discovery(self: &Arc<Self>) {
         let this = Arc::clone(self);
         tokio::spawn(async move {
@@ -232,7 +301,7 @@ impl Oidc {
                 match this.discover().await {
                     Ok(()) => {
                         tracing::info!(issuer = %this.issuer.as_str(), "identity provider discovered");
-                        return;
+                        break;
                     }
                     Err(error) => {
                         tracing::warn!(
@@ -245,6 +314,12 @@ impl Oidc {
                         delay = (delay * 2).min(DISCOVERY_MAX_DELAY);
                     }
                 }
+            }
+            let mut every = tokio::time::interval(PROBE_INTERVAL);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                this.check_reachable().await;
             }
         });
     }
@@ -260,6 +335,7 @@ impl Oidc {
         if let Ok(mut slot) = self.discovered.write() {
             *slot = Some(Arc::new(Discovered { metadata, verifier }));
         }
+        self.reachable.store(true, Ordering::Release);
         Ok(())
     }
 

@@ -1,6 +1,8 @@
-//! What the integration tests share: the test PostgreSQL server, and a schema of its own for
-//! each test. Each test binary uses part of it.
+//! What the integration tests share: the test PostgreSQL server and a schema of its own for
+//! each test, a relay that can be cut, and an OpenID provider. Each test binary uses part of it.
 #![allow(dead_code)]
+
+pub mod provider;
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, Executor};
@@ -65,5 +67,49 @@ impl Drop for PgSchema {
             }
         })
         .join();
+    }
+}
+
+/// A TCP relay (to PostgreSQL, an identity provider) that a test can cut, as a restart or an
+/// outage looks to the server: every open connection drops, and new ones are closed at once
+/// until it is restored.
+pub struct Relay {
+    pub port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    pub async fn start(upstream: String) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (up, state) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !*state.borrow() {
+                    continue;
+                }
+                let (mut state, upstream) = (state.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = state.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Relay { port, up }
+    }
+
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.up.send_replace(true);
     }
 }
