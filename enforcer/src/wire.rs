@@ -187,7 +187,11 @@ mod tests {
         let body = br#"{"tool":"ssh-exec","operation":"executeCommand","args":{"command":"ls"},"target":"web-1","session":null}"#;
         let input = parse_decision(body).expect("a good request");
         assert_eq!(
-            (input.tool.as_str(), input.target.as_deref(), input.session),
+            (
+                input.tool.as_str(),
+                input.target.as_deref(),
+                input.session.as_deref()
+            ),
             ("ssh-exec", Some("web-1"), None)
         );
         let again = parse_decision(input.to_json().to_string().as_bytes()).expect("again");
