@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick-start command 2: every check and test, as CI runs them (.ci/run calls this script).
-# Formatting, clippy per target, unit and integration tests (SQLite and PostgreSQL), the release
-# site build, the Dockerfile's copy paths, and the Playwright suite in Debian's Chromium.
+# Formatting, clippy per target, unit and integration tests (SQLite and PostgreSQL), bounded
+# fuzzing, the release site build, the Dockerfile's copy paths, API fuzzing from the OpenAPI
+# document, and the Playwright suite in Debian's Chromium.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -23,6 +24,7 @@ phase "cargo test" cargo test -p enforcer -p app -p server --locked
 phase "fuzz enforcer (bounded)" "$ROOT/scripts/fuzz.sh" "${FUZZ_SECONDS:-20}"
 phase "release site build" "$ROOT/scripts/build-site.sh" --release
 phase "Dockerfile copy paths" "$ROOT/scripts/check-dockerfile.sh"
+phase "API fuzzing (schemathesis, bounded)" "$ROOT/scripts/api-fuzz.sh" "${API_FUZZ_SECONDS:-60}" "$ROOT/target/release/countersign"
 # Free loopback ports for the server and the OpenID provider Playwright starts (and stops) itself.
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 E2E_PORT="$(free_port)"

@@ -16,9 +16,9 @@
 #[path = "../tests/common/mod.rs"]
 mod shared;
 
-use server::{Config, Database};
+use shared::binary::Env;
 use shared::provider::{self, Provider};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,39 +65,31 @@ fn record(tally: &Shared, outcome: Result<Duration, String>) {
     }
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// CPU seconds the process has used (user + system).
+fn cpu_seconds(process: &Child) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", process.id())).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are 12th, 13th.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    ticks / clock_ticks()
 }
 
-impl Server {
-    /// CPU seconds the process has used (user + system).
-    fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap_or_default();
-        // Fields after the command name (which may hold spaces): utime and stime are 12th, 13th.
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks: f64 = [11, 12]
-            .iter()
-            .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
-            .sum();
-        ticks / clock_ticks()
-    }
-
-    /// Peak resident memory in MiB.
-    fn peak_mib(&self) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    }
+/// Peak resident memory in MiB.
+fn peak_mib(process: &Child) -> f64 {
+    std::fs::read_to_string(format!("/proc/{}/status", process.id()))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn clock_ticks() -> f64 {
@@ -109,53 +101,25 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-async fn run(label: &str, database_url: &str) {
+async fn run(label: &str, env: Env) {
     let seconds = env_or("MIXED_SECS", 20) as u64;
     let decision_clients = env_or("MIXED_DECISION_CLIENTS", 16);
     let flow_workers = env_or("MIXED_APPROVERS", 4);
     let page_clients = env_or("MIXED_PAGE_CLIENTS", 2);
 
-    let config = Config {
-        database_url: database_url.to_string(),
-        ..Config::default()
-    };
-    let db = Database::connect(&config).await.expect("connect");
-    db.migrate().await.expect("migrate");
-    let (_, token) = server::auth::api_tokens::create(
-        &db,
-        "it-mcp",
-        &[],
-        &["ssh-linux".into(), "remote-exec".into()],
-    )
-    .await
-    .expect("token");
-    db.close().await;
-
     let provider = Provider::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(dir.path().join("site/pkg")).expect("site");
-    std::fs::write(dir.path().join("site/pkg/countersign.js"), "").expect("bundle");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let server = Server(
-        Command::new(env!("CARGO_BIN_EXE_countersign"))
-            .arg("serve")
-            .env("COUNTERSIGN_DATABASE_URL", database_url)
-            .env("COUNTERSIGN_BIND", format!("127.0.0.1:{port}"))
-            .env("COUNTERSIGN_SITE_ROOT", dir.path().join("site"))
-            .env("COUNTERSIGN_LOG_LEVEL", "error")
-            .env("COUNTERSIGN_ADMIN_PASSWORD", "mixed load admin password")
-            .env("COUNTERSIGN_OIDC_ISSUER", &provider.issuer)
-            .env("COUNTERSIGN_OIDC_CLIENT_SECRET", provider::SECRET)
-            .env("COUNTERSIGN_PUBLIC_URL", "http://127.0.0.1:9")
-            .env("COUNTERSIGN_API_RATE_LIMIT_PER_SEC", "0")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start countersign"),
-    );
+    let server = env
+        .serve_with(
+            &env.url,
+            &[
+                ("COUNTERSIGN_OIDC_ISSUER", provider.issuer.clone()),
+                ("COUNTERSIGN_OIDC_CLIENT_SECRET", provider::SECRET.into()),
+                ("COUNTERSIGN_PUBLIC_URL", "http://127.0.0.1:9".into()),
+                ("COUNTERSIGN_API_RATE_LIMIT_PER_SEC", "0".into()),
+            ],
+        )
+        .await;
+    let (base, token) = (server.base.clone(), env.token.clone());
     let web = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(30))
@@ -189,7 +153,7 @@ async fn run(label: &str, database_url: &str) {
     );
     let (jobs_tx, jobs_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let jobs_rx = Arc::new(tokio::sync::Mutex::new(jobs_rx));
-    let cpu_before = server.cpu_seconds();
+    let cpu_before = cpu_seconds(&server.child);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let mut tasks = tokio::task::JoinSet::new();
@@ -262,7 +226,8 @@ async fn run(label: &str, database_url: &str) {
                 let voted = web
                     .post(format!("{base}/api/v1/jobs/{job}/votes"))
                     .bearer_auth(&voters[turn % voters.len()])
-                    .json(&serde_json::json!({ "verdict": "approve" }))
+                    // Some of these are CRITICAL, which needs a comment to approve.
+                    .json(&serde_json::json!({ "verdict": "approve", "reason": "CHG-4711" }))
                     .send()
                     .await;
                 let vote_ok = matches!(&voted, Ok(r) if r.status().is_success());
@@ -270,11 +235,18 @@ async fn run(label: &str, database_url: &str) {
                     &votes,
                     match voted {
                         Ok(r) if r.status().is_success() => Ok(t.elapsed()),
-                        Ok(r) => Err(format!("vote: HTTP {} {}", r.status(), r.text().await.unwrap_or_default())),
+                        Ok(r) => Err(format!(
+                            "vote: HTTP {} {}",
+                            r.status(),
+                            r.text().await.unwrap_or_default()
+                        )),
                         Err(e) => Err(format!("vote: {e}")),
                     },
                 );
-                let woke = poll.await.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()));
+                let woke = poll
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
                 let outcome = match woke {
                     Ok(r) if r.status().is_success() => {
                         let value: serde_json::Value = r.json().await.unwrap_or_default();
@@ -325,8 +297,8 @@ async fn run(label: &str, database_url: &str) {
     {}
     tasks.abort_all();
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = server.cpu_seconds() - cpu_before;
-    let peak = server.peak_mib();
+    let cpu = cpu_seconds(&server.child) - cpu_before;
+    let peak = peak_mib(&server.child);
 
     println!("\n{label}: {seconds} s, {decision_clients} decision clients, {flow_workers} approvers with long-polls, {page_clients} dashboard readers");
     println!(
@@ -344,7 +316,10 @@ async fn run(label: &str, database_url: &str) {
         t.latencies.sort();
         let pct = |p: f64| {
             t.latencies
-                .get(((t.latencies.len() as f64 * p) as usize).min(t.latencies.len().saturating_sub(1)))
+                .get(
+                    ((t.latencies.len() as f64 * p) as usize)
+                        .min(t.latencies.len().saturating_sub(1)),
+                )
                 .map_or(0.0, |d| d.as_secs_f64() * 1e3)
         };
         println!(
@@ -366,18 +341,13 @@ async fn run(label: &str, database_url: &str) {
         cpu / elapsed * 100.0
     );
     drop(server);
-    let verify = Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .args(["audit", "verify"])
-        .env("COUNTERSIGN_DATABASE_URL", database_url)
-        .env("COUNTERSIGN_LOG_LEVEL", "error")
-        .output()
-        .expect("audit verify");
+    let (ok, report) = env.verify();
     println!(
         "audit verify: {}",
-        if verify.status.success() {
+        if ok {
             "passed".to_string()
         } else {
-            format!("FAILED {}", String::from_utf8_lossy(&verify.stdout))
+            format!("FAILED {report}")
         }
     );
 }
@@ -388,9 +358,7 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sqlite = format!("sqlite://{}", dir.path().join("mixed.db").display());
-        run("SQLite", &sqlite).await;
+        run("SQLite", Env::new().await).await;
         if sqlx::Connection::connect(&shared::pg_url())
             .await
             .map(|c: sqlx::PgConnection| drop(c))
@@ -399,7 +367,6 @@ fn main() {
             println!("\nPostgreSQL skipped: {} unreachable", shared::pg_url());
             return;
         }
-        let schema = shared::PgSchema::create("cs_mixed").await;
-        run("PostgreSQL", &schema.url_via(&shared::pg_url())).await;
+        run("PostgreSQL", Env::postgres().await).await;
     });
 }

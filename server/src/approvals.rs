@@ -70,6 +70,62 @@ pub fn may_see(job: &Job, who: &str, roles: &[String], approver_role: &str) -> b
             .any(|r| r == approver_role || r == "auditor" || r == "admin")
 }
 
+/// Audit a refused vote (a vote by the requester, by someone without the role or a capability,
+/// a second vote, one after expiry, on a decided job or replayed after use): a `portal-action`
+/// row `vote.refused` with the job, the voter and why. The refusal stands whether or not the
+/// row could be written.
+async fn refused(
+    state: &AppState,
+    voter: &Principal,
+    job: &Job,
+    verdict: Verdict,
+    error: VoteError,
+) -> VoteError {
+    let verb = match verdict {
+        Verdict::Approve => "approve",
+        Verdict::Deny => "deny",
+    };
+    let mut event = NewAuditEvent::new(
+        EventKind::PortalAction,
+        &voter.id,
+        &job.tool_name,
+        "vote.refused",
+        "deny",
+        &format!("{verb} refused: {error}"),
+        &job.risk,
+    );
+    event.job_id = Some(job.job_id.clone());
+    event.call_hash = Some(job.call_hash.clone());
+    event.context = serde_json::json!({ "operation": job.operation, "verdict": verb }).to_string();
+    if let Err(audit_error) = state.audit.append(event).await {
+        tracing::error!(error = %audit_error, "could not audit a refused vote");
+    }
+    error
+}
+
+/// Audit a vote on a job that does not exist or that the voter may not see (they are told
+/// "no such job" either way). The id is the caller's text, kept to its first 64 characters.
+pub async fn refused_unseen(state: &AppState, voter: &str, job_id: &str, verdict: Verdict) {
+    let verb = match verdict {
+        Verdict::Approve => "approve",
+        Verdict::Deny => "deny",
+    };
+    let mut event = NewAuditEvent::new(
+        EventKind::PortalAction,
+        voter,
+        "countersign",
+        "vote.refused",
+        "deny",
+        &format!("{verb} refused: no such job, or not one the voter may see"),
+        "LOW",
+    );
+    event.job_id = Some(job_id.chars().take(64).collect());
+    event.context = serde_json::json!({ "verdict": verb }).to_string();
+    if let Err(error) = state.audit.append(event).await {
+        tracing::error!(%error, "could not audit a refused vote");
+    }
+}
+
 /// Cast `voter`'s vote on a job.
 pub async fn vote(
     state: &AppState,
@@ -88,7 +144,8 @@ pub async fn vote(
         Err(error) => return Err(VoteError::Unavailable(error)),
     };
     if job.status != JobStatus::Queued {
-        return Err(VoteError::NotQueued(job.status.as_str().to_string()));
+        let error = VoteError::NotQueued(job.status.as_str().to_string());
+        return Err(refused(state, voter, &job, verdict, error).await);
     }
     if verdict == Verdict::Deny && reason.is_none() {
         return Err(VoteError::ReasonRequired(
@@ -108,7 +165,8 @@ pub async fn vote(
     let now = Utc::now();
     let eligibility = eligibility(state, voter, &job, &votes, now);
     if !eligibility.allowed {
-        return Err(VoteError::NotEligible(eligibility.reasons));
+        let error = VoteError::NotEligible(eligibility.reasons);
+        return Err(refused(state, voter, &job, verdict, error).await);
     }
     // Fail closed: the vote's audit row is durable before the vote counts.
     let (kind, action) = match verdict {

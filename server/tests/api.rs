@@ -1170,6 +1170,31 @@ async fn votes_follow_the_enforcers_rules_and_are_audited_first() {
         .any(|r| r.event.kind == server::store::EventKind::Approval
             && r.event.approver.as_deref() == Some("alice")
             && r.event.job_id.as_deref() == Some(job_id.as_str())));
+    // Every refusal is in the trail too: the requester, the viewer, the one lacking a
+    // capability, and dave's vote on the decided job. (A denial without a reason is a form
+    // error, not a refusal.)
+    let refusals: Vec<(&str, &str)> = rows
+        .iter()
+        .filter(|r| {
+            r.event.kind == server::store::EventKind::PortalAction
+                && r.event.operation == "vote.refused"
+                && r.event.job_id.as_deref() == Some(job_id.as_str())
+        })
+        .map(|r| {
+            assert_eq!(r.event.decision_action, "deny");
+            (r.event.caller_id.as_str(), r.event.decision_reason.as_str())
+        })
+        .collect();
+    assert_eq!(
+        refusals.iter().map(|(who, _)| *who).collect::<Vec<_>>(),
+        ["it-mcp", "carol", "bob", "dave"],
+        "{refusals:?}"
+    );
+    assert!(refusals[0].1.contains("own requests"), "{refusals:?}");
+    assert!(
+        refusals[3].1.contains("the job is approved"),
+        "{refusals:?}"
+    );
 
     // CRITICAL: two approvals, each with a comment.
     let (_, critical) = api

@@ -58,11 +58,7 @@ async fn app_for(provider: &Provider) -> TestApp {
 }
 
 fn alice() -> Issue {
-    Issue {
-        user: "alice".into(),
-        nonce_override: None,
-        access_sub_override: None,
-    }
+    Issue::person("alice")
 }
 
 async fn send(router: &Router, uri: &str, cookie: Option<&str>) -> axum::response::Response {

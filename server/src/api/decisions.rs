@@ -111,11 +111,15 @@ async fn requester(
     ),
     responses(
         (status = 200, description = "The decision", body = super::schema::DecisionAnswer),
+        (status = 400, description = "Bad input", body = super::schema::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = super::schema::ErrorBody),
         (status = 403, description = "Not allowed to act for that person", body = super::schema::ErrorBody),
-        (status = 409, description = "Idempotency-Key reused with another body, or still in flight", body = super::schema::ErrorBody),
+        (status = 409, description = "The same Idempotency-Key is still in flight", body = super::schema::ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = super::schema::ErrorBody),
         (status = 415, description = "Not application/json", body = super::schema::ErrorBody),
-        (status = 400, description = "Bad input", body = super::schema::ErrorBody), (status = 401, description = "No valid bearer token", body = super::schema::ErrorBody), (status = 429, description = "Over the caller's rate (see Retry-After)", body = super::schema::ErrorBody), (status = 503, description = "The store is unavailable; retry", body = super::schema::ErrorBody)
+        (status = 422, description = "Idempotency-Key reused with another body", body = super::schema::ErrorBody),
+        (status = 429, description = "Over the caller's rate (see Retry-After)", body = super::schema::ErrorBody),
+        (status = 503, description = "The store is unavailable; retry", body = super::schema::ErrorBody),
     )
 )]
 pub async fn decide(

@@ -285,8 +285,11 @@ async fn try_claim(state: &AppState, agent_id: &str) -> Result<Option<Response>,
     params(("id" = String, Path, description = "Job id")),
     responses(
         (status = 200, description = "Lease extended", body = super::schema::LeaseAnswer),
+        (status = 401, description = "No valid bearer token", body = super::schema::ErrorBody),
         (status = 404, description = "Not leased to this agent", body = super::schema::ErrorBody),
         (status = 409, description = "The lease was lost", body = super::schema::ErrorBody),
+        (status = 429, description = "Over the caller's rate (see Retry-After)", body = super::schema::ErrorBody),
+        (status = 503, description = "The store is unavailable; retry", body = super::schema::ErrorBody),
     )
 )]
 pub async fn heartbeat(
@@ -475,8 +478,12 @@ pub(crate) async fn record_result(
     responses(
         (status = 200, description = "The job ended", body = super::schema::JobEnded),
         (status = 400, description = "Not a run report", body = super::schema::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = super::schema::ErrorBody),
+        (status = 404, description = "Not leased to this agent", body = super::schema::ErrorBody),
         (status = 409, description = "The lease was lost", body = super::schema::ErrorBody),
         (status = 413, description = "Report too large", body = super::schema::ErrorBody),
+        (status = 429, description = "Over the caller's rate (see Retry-After)", body = super::schema::ErrorBody),
+        (status = 503, description = "The store is unavailable; retry", body = super::schema::ErrorBody),
     )
 )]
 pub async fn job_result(
@@ -535,8 +542,13 @@ struct DecisionRow {
     request_body = RunReport,
     responses(
         (status = 200, description = "Recorded in the audit trail", body = super::schema::AuditReceiptView),
+        (status = 400, description = "Not a run report", body = super::schema::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = super::schema::ErrorBody),
         (status = 404, description = "No such decision of yours", body = super::schema::ErrorBody),
         (status = 409, description = "Not an allowed call, or already reported", body = super::schema::ErrorBody),
+        (status = 413, description = "Report too large", body = super::schema::ErrorBody),
+        (status = 429, description = "Over the caller's rate (see Retry-After)", body = super::schema::ErrorBody),
+        (status = 503, description = "The store is unavailable; retry", body = super::schema::ErrorBody),
     )
 )]
 pub async fn decision_result(

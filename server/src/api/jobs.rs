@@ -249,9 +249,12 @@ pub struct VoteInput {
     responses(
         (status = 200, description = "The job after the vote", body = super::schema::JobView),
         (status = 400, description = "Bad input, or a reason is required", body = super::schema::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = super::schema::ErrorBody),
         (status = 403, description = "Not allowed to vote on this job", body = super::schema::ErrorBody),
         (status = 404, description = "No such job", body = super::schema::ErrorBody),
         (status = 409, description = "The job is no longer pending", body = super::schema::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = super::schema::ErrorBody),
+        (status = 429, description = "Over the caller's rate (see Retry-After)", body = super::schema::ErrorBody),
         (status = 503, description = "The vote could not be recorded; nothing changed", body = super::schema::ErrorBody),
     )
 )]
@@ -292,8 +295,13 @@ pub async fn vote(
             roles: caller.roles.iter().cloned().collect(),
             capabilities: caller.capabilities.iter().cloned().collect(),
         };
-        // A job the caller may not see does not exist for them.
-        load(&state, &id, &caller).await?;
+        // A job the caller may not see does not exist for them; the attempt is audited.
+        if let Err(error) = load(&state, &id, &caller).await {
+            if error.status == StatusCode::NOT_FOUND {
+                crate::approvals::refused_unseen(&state, &caller.id, &id, input.verdict).await;
+            }
+            return Err(error);
+        }
         let job =
             crate::approvals::vote(&state, &voter, &id, input.verdict, input.reason.as_deref())
                 .await

@@ -2,6 +2,7 @@
 //! each test, a relay that can be cut, and an OpenID provider. Each test binary uses part of it.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod provider;
 
 use sqlx::postgres::PgConnectOptions;

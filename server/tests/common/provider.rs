@@ -28,6 +28,8 @@ pub struct Issue {
     pub user: String,
     pub nonce_override: Option<String>,
     pub access_sub_override: Option<String>,
+    /// The realm roles in the access token.
+    pub roles: Vec<String>,
 }
 
 impl Issue {
@@ -37,6 +39,19 @@ impl Issue {
             user: user.into(),
             nonce_override: None,
             access_sub_override: None,
+            roles: vec![
+                "approver".into(),
+                "ssh-linux".into(),
+                "default-roles-t".into(),
+            ],
+        }
+    }
+
+    /// Tokens for `user` with these realm roles.
+    pub fn with_roles(user: &str, roles: &[&str]) -> Issue {
+        Issue {
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            ..Issue::person(user)
         }
     }
 }
@@ -142,7 +157,7 @@ async fn token(
             "iss": issuer, "sub": issue.access_sub_override.clone().unwrap_or_else(|| issue.user.clone()),
             "aud": ["countersign", "account"], "azp": CLIENT, "exp": now() + 300, "iat": now(),
             "preferred_username": issue.user, "name": "Alice Anders",
-            "realm_access": { "roles": ["approver", "ssh-linux", "default-roles-t"] },
+            "realm_access": { "roles": issue.roles },
         }),
     );
     Ok(Json(json!({
@@ -242,6 +257,16 @@ pub fn location(answer: &reqwest::Response) -> String {
 /// `user` signs in to the Countersign at `base` through `provider` (authorization code flow;
 /// `web` must not follow redirects): the session's `Cookie` header.
 pub async fn sign_in(web: &reqwest::Client, base: &str, provider: &Provider, user: &str) -> String {
+    sign_in_as(web, base, provider, Issue::person(user)).await
+}
+
+/// The same with what the provider issues decided by the caller (roles, say).
+pub async fn sign_in_as(
+    web: &reqwest::Client,
+    base: &str,
+    provider: &Provider,
+    issue: Issue,
+) -> String {
     let started = web
         .get(format!("{base}/auth/login?next=%2Fapprovals"))
         .send()
@@ -250,7 +275,7 @@ pub async fn sign_in(web: &reqwest::Client, base: &str, provider: &Provider, use
     assert_eq!(started.status(), 303);
     let at_provider = location(&started);
     assert!(at_provider.starts_with(&provider.issuer), "{at_provider}");
-    let (code, state) = provider.authorize(&at_provider, Issue::person(user));
+    let (code, state) = provider.authorize(&at_provider, issue);
     let back = web
         .get(format!("{base}/auth/callback?code={code}&state={state}"))
         .header(reqwest::header::COOKIE, cookies(&started))
