@@ -8,6 +8,7 @@ export PATH="$HOME/.cargo/bin:$TOOLS/npm/node_modules/.bin:$PATH"
 # Versions pinned here and nowhere else (wasm-bindgen must equal the crate in Cargo.lock).
 BINARYEN_NPM_VERSION="132.0.0"
 SCHEMATHESIS_VERSION="4.32.5"
+HYPOTHESIS_VERSION="6.170.17"
 CHROMIUM="/usr/bin/chromium"
 
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }

@@ -360,6 +360,20 @@ async fn forged_and_replayed_session_cookies_and_cross_origin_posts_are_refused(
     assert!(to_sign_in(&suite.get("/approvals", &session).await));
 
     let trail = suite.trail().await;
+    let stale = trail
+        .iter()
+        .filter(|r| {
+            r.event.caller_id == "anonymous"
+                && r.event.decision_action == "deny"
+                && r.event
+                    .decision_reason
+                    .contains("session cookie is no session")
+        })
+        .count();
+    assert_eq!(
+        stale, 3,
+        "the forged cookie (a page, a vote) and the replayed one are audited"
+    );
     let csrf = trail
         .iter()
         .filter(|r| r.event.operation == "csrf.refused" && r.event.decision_action == "deny")

@@ -107,8 +107,9 @@ async fn when_audit_writes_fail_every_decision_is_denied_and_service_resumes_by_
     assert_eq!(status, 200);
     assert_eq!(server.ready().await.0, 200);
 
-    // The database refuses every audit insert, as a full disk would (a trigger raising
-    // SQLite's own message; remounting a filesystem read-only needs privileges tests lack).
+    // The database refuses every audit insert (a trigger raising SQLite's own full-disk
+    // message; remounting a filesystem read-only needs privileges tests lack). The next test
+    // fills the "disk" for real, with a file-size limit.
     sql(
         &env.db_file(),
         "CREATE TRIGGER fault_audit_full BEFORE INSERT ON audit_logs \
@@ -140,9 +141,12 @@ async fn when_audit_writes_fail_every_decision_is_denied_and_service_resumes_by_
     let (status, answer) = server.decide(&env.token, 21).await.expect("decision");
     assert_eq!(status, 200, "{answer}");
     drop(server);
+    the_trail_shows_two_decisions_around_the_recovery(&env).await;
+}
 
-    // The trail holds the two acknowledged decisions and the recovery, none of the refused
-    // ones, and verifies.
+/// After an audit outage: the trail holds the two acknowledged decisions and the recovery, none
+/// of the refused ones, and verifies.
+async fn the_trail_shows_two_decisions_around_the_recovery(env: &Env) {
     let db = Database::connect(&Config {
         database_url: env.url.clone(),
         ..Config::default()
@@ -170,6 +174,69 @@ async fn when_audit_writes_fail_every_decision_is_denied_and_service_resumes_by_
     );
     let (ok, report) = env.verify();
     assert!(ok, "{report}");
+}
+
+/// Set the server process's file-size limit (`prlimit`; bytes or `unlimited`).
+fn file_size_limit(server: &Server, limit: &str) {
+    let status = Command::new("prlimit")
+        .args([
+            "--pid",
+            &server.child.id().to_string(),
+            &format!("--fsize={limit}:unlimited"),
+        ])
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(status.success(), "prlimit --fsize={limit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_disk_is_full_every_decision_is_denied_and_service_resumes_by_itself() {
+    let env = Env::new().await;
+    let server = env.serve_ignoring_sigxfsz().await;
+    let (status, _) = server.decide(&env.token, 0).await.expect("decision");
+    assert_eq!(status, 200);
+    assert_eq!(server.ready().await.0, 200);
+    // A second token, not used yet: its first use would record when it was used.
+    let db = Database::connect(&Config {
+        database_url: env.url.clone(),
+        ..Config::default()
+    })
+    .await
+    .expect("connect");
+    let (_, unused) = server::auth::api_tokens::create(&db, "it-mcp-2", &[], &["ssh-linux".into()])
+        .await
+        .expect("token");
+    db.close().await;
+
+    // The kernel refuses every write past the first byte of any file (RLIMIT_FSIZE): what
+    // SQLite sees on a full disk.
+    file_size_limit(&server, "1");
+    for n in 1..=10 {
+        // A valid token stays valid (not 401): the outage is the store's, and says so.
+        let token = if n % 2 == 0 { &env.token } else { &unused };
+        let (status, answer) = server.decide(token, n).await.expect("decision");
+        assert_eq!(status, 503, "{answer}");
+        assert_eq!(
+            (answer["action"].as_str(), answer["error"].as_str()),
+            (Some("deny"), Some("unavailable")),
+            "{answer}"
+        );
+    }
+    let (status, ready) = server.ready().await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["checks"]["audit"], "failing", "{ready}");
+
+    // Space again: readiness and decisions come back without a restart.
+    file_size_limit(&server, "unlimited");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.ready().await.0 != 200 {
+        assert!(Instant::now() < deadline, "readiness did not come back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, answer) = server.decide(&env.token, 11).await.expect("decision");
+    assert_eq!(status, 200, "{answer}");
+    drop(server);
+    the_trail_shows_two_decisions_around_the_recovery(&env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -149,6 +149,7 @@ fn lease_error(error: StoreError, what: &'static str) -> ApiError {
         (status = 400, description = "Bad agent id or `wait`", body = super::schema::ErrorBody),
         (status = 403, description = "Not this agent's token", body = super::schema::ErrorBody),
         (status = 401, description = "No valid bearer token", body = super::schema::ErrorBody),
+        (status = 503, description = "The store (or the identity provider) is unavailable; retry", body = super::schema::ErrorBody),
     )
 )]
 pub async fn claim(

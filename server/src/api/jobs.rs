@@ -104,6 +104,7 @@ async fn view(state: &AppState, job: &Job) -> Result<JobView, ApiError> {
         (status = 400, description = "Bad `wait`", body = super::schema::ErrorBody),
         (status = 404, description = "No such job (or not yours to see)", body = super::schema::ErrorBody),
         (status = 401, description = "No valid bearer token", body = super::schema::ErrorBody),
+        (status = 503, description = "The store (or the identity provider) is unavailable; retry", body = super::schema::ErrorBody),
     )
 )]
 pub async fn status(
@@ -169,6 +170,7 @@ pub async fn status(
         (status = 404, description = "No such job (or not yours to see)", body = super::schema::ErrorBody),
         (status = 409, description = "The job has already started or ended", body = super::schema::ErrorBody),
         (status = 401, description = "No valid bearer token", body = super::schema::ErrorBody),
+        (status = 503, description = "The store (or the identity provider) is unavailable; retry", body = super::schema::ErrorBody),
     )
 )]
 pub async fn cancel(

@@ -181,13 +181,20 @@ pub async fn authenticate(db: &Database, presented: &str) -> Result<ApiToken, To
     // `last_used_at` is for people reviewing tokens; minute precision is plenty, and writing it
     // on every request would put a database write in front of every API call.
     let now = chrono::Utc::now().timestamp();
+    // Best effort: a store that cannot write (a full disk) does not make a valid token invalid;
+    // what the request then does is refused on its own if it must write.
     if last_used_at.is_none_or(|at| now - at >= LAST_USED_PRECISION_SECS) {
-        on_db!(db, pool => sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(&id)
-            .execute(pool)
-            .await
-            .map(|_| ())?);
+        let recorded: Result<(), sqlx::Error> = on_db!(db, pool => sqlx::query(
+            "UPDATE api_tokens SET last_used_at = $1 WHERE id = $2",
+        )
+        .bind(now)
+        .bind(&id)
+        .execute(pool)
+        .await
+        .map(|_| ()));
+        if let Err(error) = recorded {
+            tracing::warn!(%error, token = %name, "could not record when an API token was last used");
+        }
     }
     Ok(token((
         id,

@@ -99,6 +99,22 @@ pub async fn gate(
         }
     }
     let path = request.uri().path().to_string();
+    if user.is_none()
+        && !is_public(&path)
+        && carries_session_cookie(request.headers())
+        && session.is_empty().await
+    {
+        // A session cookie that is no session: expired, signed out (a replay) or forged.
+        audit(
+            &state,
+            EventKind::PortalAction,
+            "anonymous",
+            "deny",
+            "request refused: its session cookie is no session (expired, signed out or forged)",
+            serde_json::json!({ "path": path, "method": request.method().as_str() }),
+        )
+        .await;
+    }
     match user {
         Some(u) => {
             request.extensions_mut().insert(u);
@@ -115,6 +131,18 @@ pub async fn gate(
         }
         None => (StatusCode::UNAUTHORIZED, "sign-in required").into_response(),
     }
+}
+
+/// Whether the request presents a Countersign session cookie (either name, see the session
+/// layer in `lib.rs`).
+fn carries_session_cookie(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .any(|(name, _)| name == "countersign" || name == "__Host-countersign")
 }
 
 /// Compare two secrets (hashes, `state` values) in time that depends only on their length.
@@ -519,17 +547,32 @@ pub struct ApiCaller {
 }
 
 /// Why an API request was not let in: 401 with a `WWW-Authenticate` challenge and a stable
-/// error code; nothing about which part failed.
-pub struct Unauthenticated(&'static str);
+/// error code, nothing about which part failed; or, when the credentials could not be checked
+/// at all (the store or the identity provider is unreachable), 503 and a retry, so a caller
+/// does not mistake an outage for a bad token. Both refuse (fail closed).
+pub enum Unauthenticated {
+    Refused(&'static str),
+    Unavailable(&'static str),
+}
 
 impl IntoResponse for Unauthenticated {
     fn into_response(self) -> Response {
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            axum::Json(serde_json::json!({ "error": "unauthenticated", "message": self.0 })),
-        )
-            .into_response()
+        match self {
+            Unauthenticated::Refused(message) => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                axum::Json(serde_json::json!({ "error": "unauthenticated", "message": message })),
+            )
+                .into_response(),
+            Unauthenticated::Unavailable(message) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "5")],
+                axum::Json(serde_json::json!({
+                    "error": "unavailable", "message": message, "action": "deny"
+                })),
+            )
+                .into_response(),
+        }
     }
 }
 
@@ -549,7 +592,7 @@ impl axum::extract::FromRequestParts<AppState> for ApiCaller {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .map(|v| v.trim().to_string())
-            .ok_or(Unauthenticated("a bearer token is required"))?;
+            .ok_or(Unauthenticated::Refused("a bearer token is required"))?;
         let path = parts.uri.path().to_string();
         let refusal = |reason: &'static str| {
             let path = path.clone();
@@ -563,7 +606,7 @@ impl axum::extract::FromRequestParts<AppState> for ApiCaller {
                     serde_json::json!({ "path": path }),
                 )
                 .await;
-                Unauthenticated(reason)
+                Unauthenticated::Refused(reason)
             }
         };
         if !presented.starts_with("cs_") {
@@ -587,8 +630,8 @@ impl axum::extract::FromRequestParts<AppState> for ApiCaller {
                 Err(oidc::OidcError::Token(error)) => Err(refusal(token_refusal(&error)).await),
                 Err(error) => {
                     tracing::warn!(%error, "bearer token cannot be verified");
-                    Err(Unauthenticated(
-                        "identity-provider tokens cannot be verified right now",
+                    Err(Unauthenticated::Unavailable(
+                        "identity-provider tokens cannot be verified right now; try again shortly",
                     ))
                 }
             };
@@ -605,7 +648,9 @@ impl axum::extract::FromRequestParts<AppState> for ApiCaller {
             }
             Err(error) => {
                 tracing::error!(%error, "API token check failed");
-                Err(Unauthenticated("authentication is unavailable"))
+                Err(Unauthenticated::Unavailable(
+                    "authentication is unavailable; try again shortly",
+                ))
             }
         }
     }
@@ -634,6 +679,7 @@ fn token_refusal(error: &tokens::TokenError) -> &'static str {
     responses(
         (status = 200, description = "The caller", body = crate::api::schema::CallerView),
         (status = 401, description = "No valid bearer token", body = crate::api::schema::ErrorBody),
+        (status = 503, description = "The store (or the identity provider) is unavailable; retry", body = crate::api::schema::ErrorBody),
     )
 )]
 pub async fn api_whoami(caller: ApiCaller) -> axum::Json<ApiCaller> {

@@ -80,7 +80,18 @@ impl SqliteStore {
     }
 
     async fn write(&self) -> Result<Transaction<'static, Db>, StoreError> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+        match self.writer.begin_with("BEGIN IMMEDIATE").await {
+            Err(sqlx::Error::InvalidSavePointStatement) => {
+                // A COMMIT that failed on an I/O error (a full disk, say) is rolled back by
+                // SQLite, but sqlx still counts the connection as inside a transaction and
+                // would refuse every later BEGIN on it: the store would never write again.
+                // Replace the connection; the next write opens a fresh one.
+                tracing::warn!("replacing the SQLite write connection after a failed commit");
+                self.writer.acquire().await?.close().await?;
+                Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+            }
+            other => Ok(other?),
+        }
     }
 }
 

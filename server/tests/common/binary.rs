@@ -81,12 +81,30 @@ impl Env {
 
     /// The same with more settings.
     pub async fn serve_with(&self, url: &str, settings: &[(&str, String)]) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_countersign"));
+        command.arg("serve");
+        self.start(command, url, settings).await
+    }
+
+    /// `countersign serve` started through a shell that ignores SIGXFSZ and then becomes the
+    /// server (same process), so a file-size limit set on it later (`prlimit --fsize`) makes its
+    /// writes fail as on a full disk instead of killing it.
+    pub async fn serve_ignoring_sigxfsz(&self) -> Server {
+        let mut command = Command::new("/bin/sh");
+        command.args([
+            "-c",
+            "trap '' XFSZ; exec \"$0\" serve",
+            env!("CARGO_BIN_EXE_countersign"),
+        ]);
+        self.start(command, &self.url, &[]).await
+    }
+
+    async fn start(&self, mut command: Command, url: &str, settings: &[(&str, String)]) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_countersign"))
-            .arg("serve")
+        let child = command
             .env("COUNTERSIGN_DATABASE_URL", url)
             .env("COUNTERSIGN_BIND", format!("127.0.0.1:{port}"))
             .env("COUNTERSIGN_SITE_ROOT", self.dir.path().join("site"))
