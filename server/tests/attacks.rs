@@ -580,6 +580,38 @@ async fn injection_in_every_field_is_stored_exactly_and_shown_escaped() {
         !html.contains("<script>alert(1)") && !html.contains("<img src=x"),
         "no live markup"
     );
+    // A denial's reason with markup: stored exactly (the assistant is told it as written) and
+    // shown escaped next to the vote.
+    let denial = format!("{HTML} {SQL}");
+    let bob = suite
+        .provider
+        .person_token("bob", &["approver", "ssh-linux", "remote-exec"]);
+    let (status, denied) = suite
+        .vote(&bob, &job, json!({ "verdict": "deny", "reason": denial }))
+        .await;
+    assert_eq!(
+        (
+            status,
+            denied["status"].as_str(),
+            denied["denial_reason"].as_str()
+        ),
+        (200, Some("denied"), Some(denial.as_str())),
+        "{denied}"
+    );
+    let html = suite
+        .get(&format!("/approvals/{job}"), &session)
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        html.contains("&lt;img src=x onerror=alert(2)&gt;"),
+        "the reason is shown, escaped"
+    );
+    assert!(
+        !html.contains("<script>alert(1)") && !html.contains("<img src=x"),
+        "no live markup"
+    );
     // Injection in every filter of the explorer and the export: no error, no match, no markup.
     let filters = [
         "caller",
