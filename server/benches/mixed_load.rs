@@ -111,12 +111,7 @@ async fn run(label: &str, env: Env) {
     let server = env
         .serve_with(
             &env.url,
-            &[
-                ("COUNTERSIGN_OIDC_ISSUER", provider.issuer.clone()),
-                ("COUNTERSIGN_OIDC_CLIENT_SECRET", provider::SECRET.into()),
-                ("COUNTERSIGN_PUBLIC_URL", "http://127.0.0.1:9".into()),
-                ("COUNTERSIGN_API_RATE_LIMIT_PER_SEC", "0".into()),
-            ],
+            &provider.settings(&[("COUNTERSIGN_API_RATE_LIMIT_PER_SEC", "0".into())]),
         )
         .await;
     let (base, token) = (server.base.clone(), env.token.clone());

@@ -47,6 +47,17 @@ interactive_only = true
 requires = ["local-shell"]
 "#;
 
+/// The answer is a refusal with this status and error code, and its message says `says`.
+fn refused((status, body): &(u16, Value), (want_status, want_code): (u16, &str), says: &str) {
+    assert_eq!(
+        (*status, body["error"].as_str()),
+        (want_status, Some(want_code)),
+        "{body}"
+    );
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains(says), "{says}: {body}");
+}
+
 struct Suite {
     env: Env,
     provider: Provider,
@@ -60,15 +71,8 @@ impl Suite {
     async fn start(policy: Option<&str>) -> Suite {
         let env = Env::new().await;
         let provider = Provider::start().await;
-        let mut settings = vec![
-            ("COUNTERSIGN_OIDC_ISSUER", provider.issuer.clone()),
-            (
-                "COUNTERSIGN_OIDC_CLIENT_SECRET",
-                provider::SECRET.to_string(),
-            ),
-            ("COUNTERSIGN_PUBLIC_URL", "http://127.0.0.1:9".to_string()),
-            ("COUNTERSIGN_MAINTENANCE_INTERVAL_SECS", "1".to_string()),
-        ];
+        let mut settings =
+            provider.settings(&[("COUNTERSIGN_MAINTENANCE_INTERVAL_SECS", "1".to_string())]);
         if let Some(text) = policy {
             let file = env.dir.path().join("policy.toml");
             std::fs::write(&file, text).expect("policy");
@@ -405,60 +409,35 @@ async fn votes_that_must_not_count_are_refused_with_a_reason_and_audited() {
         )
         .await;
     let own = own["job_id"].as_str().expect("alice's job").to_string();
-    let (status, body) = suite.vote(&alice, &own, approve.clone()).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (403, Some("not_eligible")),
-        "{body}"
-    );
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("own requests"),
-        "{body}"
+    refused(
+        &suite.vote(&alice, &own, approve.clone()).await,
+        (403, "not_eligible"),
+        "own requests",
     );
 
     // A viewer, who may not even see the job.
     let single = suite.job("single").await;
     let carol = person("carol", &["viewer", "local-shell"]);
-    let (status, body) = suite.vote(&carol, &single, approve.clone()).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (404, Some("not_found")),
-        "{body}"
+    refused(
+        &suite.vote(&carol, &single, approve.clone()).await,
+        (404, "not_found"),
+        "no such job",
     );
     // An auditor, who sees it but is no approver.
     let bob = person("bob", &["auditor", "local-shell"]);
-    let (status, body) = suite.vote(&bob, &single, approve.clone()).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (403, Some("not_eligible")),
-        "{body}"
-    );
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("`approver` role"),
-        "{body}"
+    refused(
+        &suite.vote(&bob, &single, approve.clone()).await,
+        (403, "not_eligible"),
+        "`approver` role",
     );
 
     // Twice by one approver, where two approvals are needed.
     let double = suite.job("double").await;
     assert_eq!(suite.vote(&dave, &double, approve.clone()).await.0, 200);
-    let (status, body) = suite.vote(&dave, &double, approve.clone()).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (403, Some("not_eligible")),
-        "{body}"
-    );
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("already"),
-        "{body}"
+    refused(
+        &suite.vote(&dave, &double, approve.clone()).await,
+        (403, "not_eligible"),
+        "already",
     );
 
     // Replayed after use: dave's approval counted once; the same request again finds it decided.
@@ -468,11 +447,10 @@ async fn votes_that_must_not_count_are_refused_with_a_reason_and_audited() {
         (200, Some("approved")),
         "{body}"
     );
-    let (status, body) = suite.vote(&dave, &single, approve.clone()).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (409, Some("conflict")),
-        "{body}"
+    refused(
+        &suite.vote(&dave, &single, approve.clone()).await,
+        (409, "conflict"),
+        "the job is approved",
     );
 
     // After expiry (the `quick` job's request lives 2 s).

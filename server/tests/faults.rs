@@ -351,8 +351,11 @@ impl Drop for Agent {
     }
 }
 
-/// A CRITICAL `deploy mark` job runs on agent-7 and notes in a file when it starts and ends.
-const MARKER_POLICY: &str = r#"
+/// A CRITICAL `deploy mark` job (one approval) that notes in a file when it starts and ends,
+/// run by the executor `name`, whose kind (and agent) `kind` gives.
+fn marker_policy(name: &str, kind: &str) -> String {
+    format!(
+        r#"
 name = "fault-test"
 [approvals.risk.CRITICAL]
 quorum = 1
@@ -362,15 +365,16 @@ description = "a job that notes when it starts and ends"
 [tools.deploy.operations.mark]
 risk = "CRITICAL"
 requires = ["local-shell"]
-executor = "agent-7"
+executor = "{name}"
 
-[executors.agent-7]
-kind = "agent"
-agent = "agent-7"
-argv = ["/bin/sh", "-c", "echo start >> \"$0\"; sleep 1; echo end >> \"$0\"", "{args.file}"]
+[executors.{name}]
+{kind}
+argv = ["/bin/sh", "-c", "echo start >> \"$0\"; sleep 1; echo end >> \"$0\"", "{{args.file}}"]
 shell = true
 timeout = "20s"
-"#;
+"#
+    )
+}
 
 /// A CRITICAL `deploy mark` job asked for under `policy` (the file the server enforces), noting
 /// its runs in `runs.log`, and dave's approval given in this process on the same database: the
@@ -435,7 +439,8 @@ async fn picked(state: &server::AppState, job_id: &str) -> usize {
 async fn a_job_whose_agent_is_killed_mid_run_is_leased_again_and_never_runs_twice_at_once() {
     let env = Env::new().await;
     let policy_file = env.dir.path().join("policy.toml");
-    std::fs::write(&policy_file, MARKER_POLICY).expect("policy");
+    let policy = marker_policy("agent-7", "kind = \"agent\"\nagent = \"agent-7\"");
+    std::fs::write(&policy_file, &policy).expect("policy");
     let marker = env.dir.path().join("runs.log");
     let server = env
         .serve_with(
@@ -449,7 +454,7 @@ async fn a_job_whose_agent_is_killed_mid_run_is_leased_again_and_never_runs_twic
             ],
         )
         .await;
-    let (job_id, state, db) = ask_and_approve(&env, &server, &policy_file, MARKER_POLICY).await;
+    let (job_id, state, db) = ask_and_approve(&env, &server, &policy_file, &policy).await;
     let (_, agent_token) = server::auth::api_tokens::create(&db, "agent-7", &[], &[])
         .await
         .expect("agent token");
@@ -504,31 +509,12 @@ async fn a_job_whose_agent_is_killed_mid_run_is_leased_again_and_never_runs_twic
     assert!(ok, "{report}");
 }
 
-/// The same job, run by the server's own process executor.
-const SERVER_MARKER_POLICY: &str = r#"
-name = "fault-test"
-[approvals.risk.CRITICAL]
-quorum = 1
-
-[tools.deploy]
-description = "a job that notes when it starts and ends"
-[tools.deploy.operations.mark]
-risk = "CRITICAL"
-requires = ["local-shell"]
-executor = "local"
-
-[executors.local]
-kind = "process"
-argv = ["/bin/sh", "-c", "echo start >> \"$0\"; sleep 1; echo end >> \"$0\"", "{args.file}"]
-shell = true
-timeout = "20s"
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_server_is_killed_mid_run_is_leased_again_after_restart() {
     let env = Env::new().await;
     let policy_file = env.dir.path().join("policy.toml");
-    std::fs::write(&policy_file, SERVER_MARKER_POLICY).expect("policy");
+    let policy = marker_policy("local", "kind = \"process\"");
+    std::fs::write(&policy_file, &policy).expect("policy");
     let marker = env.dir.path().join("runs.log");
     let settings = [
         ("COUNTERSIGN_POLICY_FILE", policy_file.display().to_string()),
@@ -536,8 +522,7 @@ async fn a_job_whose_server_is_killed_mid_run_is_leased_again_after_restart() {
         ("COUNTERSIGN_MAINTENANCE_INTERVAL_SECS", "1".into()),
     ];
     let mut server = env.serve_with(&env.url, &settings).await;
-    let (job_id, state, db) =
-        ask_and_approve(&env, &server, &policy_file, SERVER_MARKER_POLICY).await;
+    let (job_id, state, db) = ask_and_approve(&env, &server, &policy_file, &policy).await;
     let runs = || std::fs::read_to_string(&marker).unwrap_or_default();
 
     // The server's sweep finds the approval (made by another process) and starts the job; the
@@ -601,16 +586,7 @@ async fn while_the_identity_provider_is_down_sessions_and_tokens_work_and_sign_i
     let own = listener.local_addr().expect("addr").port();
     let relay = Relay::start(format!("127.0.0.1:{own}")).await;
     let provider = Provider::serve(listener, relay.port);
-    let server = env
-        .serve_with(
-            &env.url,
-            &[
-                ("COUNTERSIGN_OIDC_ISSUER", provider.issuer.clone()),
-                ("COUNTERSIGN_OIDC_CLIENT_SECRET", provider::SECRET.into()),
-                ("COUNTERSIGN_PUBLIC_URL", "http://127.0.0.1:9".into()),
-            ],
-        )
-        .await;
+    let server = env.serve_with(&env.url, &provider.settings(&[])).await;
     provider_check_becomes(&server, "ok").await;
     let web = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -728,13 +704,10 @@ async fn one_vote_and_one_run_per_job(env: Env) {
     let server = Arc::new(
         env.serve_with(
             &env.url,
-            &[
+            &provider.settings(&[
                 ("COUNTERSIGN_POLICY_FILE", policy_file.display().to_string()),
-                ("COUNTERSIGN_OIDC_ISSUER", provider.issuer.clone()),
-                ("COUNTERSIGN_OIDC_CLIENT_SECRET", provider::SECRET.into()),
-                ("COUNTERSIGN_PUBLIC_URL", "http://127.0.0.1:9".into()),
                 ("COUNTERSIGN_API_RATE_LIMIT_PER_SEC", "0".into()),
-            ],
+            ]),
         )
         .await,
     );

@@ -198,6 +198,17 @@ impl Provider {
         Provider { state, issuer }
     }
 
+    /// The settings that point a Countersign at this provider (and the rest of `more`).
+    pub fn settings(&self, more: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+        let mut settings = vec![
+            ("COUNTERSIGN_OIDC_ISSUER", self.issuer.clone()),
+            ("COUNTERSIGN_OIDC_CLIENT_SECRET", SECRET.to_string()),
+            ("COUNTERSIGN_PUBLIC_URL", "http://127.0.0.1:9".to_string()),
+        ];
+        settings.extend_from_slice(more);
+        settings
+    }
+
     /// A person's access token as the provider issues it (Keycloak's shape): their realm roles,
     /// valid for five minutes, signed with the published key.
     pub fn person_token(&self, user: &str, roles: &[&str]) -> String {
