@@ -54,6 +54,8 @@ curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null || { cat "$work/server.log
 
 log "schemathesis for ${seconds}s against http://127.0.0.1:$port/api/v1/openapi.json"
 status=0
+# Run from the scratch folder: schemathesis keeps a `.schemathesis/` cache where it runs.
+cd "$work"
 # One worker: with two, hypothesis's lambda introspection ran Python 3.11's parser from two
 # threads at once and failed inside the tool ("AST constructor recursion depth mismatch").
 "$venv/bin/st" --no-color run "http://127.0.0.1:$port/api/v1/openapi.json" \

@@ -81,46 +81,40 @@ async fn refused(
     verdict: Verdict,
     error: VoteError,
 ) -> VoteError {
-    let verb = match verdict {
-        Verdict::Approve => "approve",
-        Verdict::Deny => "deny",
-    };
-    let mut event = NewAuditEvent::new(
-        EventKind::PortalAction,
-        &voter.id,
-        &job.tool_name,
-        "vote.refused",
-        "deny",
-        &format!("{verb} refused: {error}"),
-        &job.risk,
-    );
+    let mut event = refusal_event(&voter.id, verdict, &error.to_string());
+    event.tool = job.tool_name.clone();
+    event.risk_level = job.risk.clone();
     event.job_id = Some(job.job_id.clone());
     event.call_hash = Some(job.call_hash.clone());
-    event.context = serde_json::json!({ "operation": job.operation, "verdict": verb }).to_string();
-    if let Err(audit_error) = state.audit.append(event).await {
-        tracing::error!(error = %audit_error, "could not audit a refused vote");
-    }
+    event.context =
+        serde_json::json!({ "operation": job.operation, "verdict": verdict.as_str() }).to_string();
+    append_refusal(state, event).await;
     error
 }
 
 /// Audit a vote on a job that does not exist or that the voter may not see (they are told
 /// "no such job" either way). The id is the caller's text, kept to its first 64 characters.
 pub async fn refused_unseen(state: &AppState, voter: &str, job_id: &str, verdict: Verdict) {
-    let verb = match verdict {
-        Verdict::Approve => "approve",
-        Verdict::Deny => "deny",
-    };
+    let mut event = refusal_event(voter, verdict, "no such job, or not one the voter may see");
+    event.job_id = Some(job_id.chars().take(64).collect());
+    append_refusal(state, event).await;
+}
+
+fn refusal_event(voter: &str, verdict: Verdict, why: &str) -> NewAuditEvent {
     let mut event = NewAuditEvent::new(
         EventKind::PortalAction,
         voter,
         "countersign",
         "vote.refused",
         "deny",
-        &format!("{verb} refused: no such job, or not one the voter may see"),
+        &format!("{} refused: {why}", verdict.as_str()),
         "LOW",
     );
-    event.job_id = Some(job_id.chars().take(64).collect());
-    event.context = serde_json::json!({ "verdict": verb }).to_string();
+    event.context = serde_json::json!({ "verdict": verdict.as_str() }).to_string();
+    event
+}
+
+async fn append_refusal(state: &AppState, event: NewAuditEvent) {
     if let Err(error) = state.audit.append(event).await {
         tracing::error!(%error, "could not audit a refused vote");
     }

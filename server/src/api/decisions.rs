@@ -14,14 +14,13 @@ use axum::{
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
+use enforcer::wire::DecisionInput;
 use enforcer::{Action, Principal, Risk};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
 /// Header carrying the person's own access token when a service acts for them.
 pub const PERSON_TOKEN_HEADER: &str = "x-on-behalf-of-token";
-
-use enforcer::wire::DecisionInput;
 
 /// Parse and check a request body (see [`enforcer::wire`]). Every refusal names its field.
 pub fn parse(body: &[u8]) -> Result<DecisionInput, ApiError> {

@@ -564,14 +564,12 @@ impl IntoResponse for Unauthenticated {
                 axum::Json(serde_json::json!({ "error": "unauthenticated", "message": message })),
             )
                 .into_response(),
-            Unauthenticated::Unavailable(message) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, "5")],
-                axum::Json(serde_json::json!({
-                    "error": "unavailable", "message": message, "action": "deny"
-                })),
-            )
-                .into_response(),
+            Unauthenticated::Unavailable(message) => crate::api::ApiError {
+                retry_after: Some(5),
+                action: Some("deny"),
+                ..crate::api::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
+            .into_response(),
         }
     }
 }
