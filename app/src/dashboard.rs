@@ -38,6 +38,44 @@ pub struct DashboardView {
     pub alerts: Vec<(String, String, String, i64)>,
     pub top_tools: Vec<(String, i64)>,
     pub recent: Vec<RecentRow>,
+    /// Notification deliveries (auditors and admins only).
+    pub deliveries: Option<DeliveryView>,
+}
+
+/// How notifications are getting out: messages per sink and status, and the newest dead
+/// letters (given up after the last retry, or refused by the receiver).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryView {
+    /// (sink, status, count); status is pending, delivered or dead.
+    pub counts: Vec<(String, String, i64)>,
+    pub dead: Vec<DeadLetterRow>,
+    /// Whether the signed-in person may put dead letters back in the queue (admins).
+    pub may_retry: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterRow {
+    pub id: i64,
+    pub sink: String,
+    pub event: String,
+    pub job_id: Option<String>,
+    pub attempts: i32,
+    pub error: String,
+    pub created_at: String,
+}
+
+/// Put a dead letter back in the queue (admins), then come back to the dashboard.
+#[server(endpoint = "retry_delivery")]
+pub async fn retry_delivery(id: i64) -> Result<(), ServerFnError> {
+    let back = match service()?.retry_delivery(id).await {
+        Ok(()) => format!("/?retried={id}#deliveries"),
+        Err(message) => format!(
+            "/?delivery_error={}#deliveries",
+            crate::encode_query(&message)
+        ),
+    };
+    leptos_axum::redirect(&back);
+    Ok(())
 }
 
 /// The dashboard's figures.
@@ -245,6 +283,79 @@ fn document_attr() -> Option<()> {
     body.set_attribute("data-live", "true").ok()
 }
 
+/// The notification deliveries panel: counts per sink, and the dead letters with a retry button.
+fn deliveries_view(d: DeliveryView) -> impl IntoView {
+    use leptos_router::hooks::use_query_map;
+    let query = use_query_map();
+    let message = move || {
+        query.with(|q| {
+            q.get("delivery_error")
+                .map(|e| view! { <p class="error" role="alert">{e}</p> }.into_any())
+                .or_else(|| {
+                    q.get("retried").map(|id| {
+                        view! { <p class="notice" role="status">{format!("Message {id} is queued again.")}</p> }
+                            .into_any()
+                    })
+                })
+        })
+    };
+    let count = |sink: &str, status: &str| {
+        d.counts
+            .iter()
+            .find(|(s, st, _)| s == sink && st == status)
+            .map_or(0, |(_, _, n)| *n)
+    };
+    let mut sinks: Vec<String> = d.counts.iter().map(|(s, _, _)| s.clone()).collect();
+    sinks.dedup();
+    let may_retry = d.may_retry;
+    view! {
+        <section class="panel" id="deliveries" data-testid="deliveries">
+            <h2>"Notification deliveries"</h2>
+            {message}
+            {if sinks.is_empty() {
+                view! { <p class="muted">"No notification has been queued."</p> }.into_any()
+            } else {
+                view! {
+                    <p class="muted" data-testid="delivery-counts">
+                        {sinks.iter().map(|s| format!(
+                            "{s}: {} delivered, {} pending, {} dead",
+                            count(s, "delivered"), count(s, "pending"), count(s, "dead")
+                        )).collect::<Vec<_>>().join(" · ")}
+                    </p>
+                }.into_any()
+            }}
+            {if d.dead.is_empty() {
+                view! { <p class="muted" data-testid="dead-letters">"No dead letters."</p> }.into_any()
+            } else {
+                view! {
+                    <table class="dense" data-testid="dead-letters">
+                        <thead><tr><th>"#"</th><th>"Queued"</th><th>"Sink"</th><th>"Event"</th><th>"Job"</th><th>"Attempts"</th><th>"Last error"</th><th></th></tr></thead>
+                        <tbody>
+                            {d.dead.into_iter().map(|row| view! {
+                                <tr>
+                                    <td>{row.id}</td>
+                                    <td><crate::layout::When at=row.created_at/></td>
+                                    <td>{row.sink}</td>
+                                    <td>{row.event}</td>
+                                    <td>{row.job_id.map(|j| view! { <a href=format!("/jobs/{j}")>{j.clone()}</a> })}</td>
+                                    <td>{row.attempts}</td>
+                                    <td>{row.error}</td>
+                                    <td>{may_retry.then(|| view! {
+                                        <form method="post" action="/api/retry_delivery">
+                                            <input type="hidden" name="id" value=row.id.to_string()/>
+                                            <button type="submit" data-testid="retry-delivery">"Retry"</button>
+                                        </form>
+                                    })}</td>
+                                </tr>
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                }.into_any()
+            }}
+        </section>
+    }
+}
+
 fn dashboard_view(d: DashboardView) -> impl IntoView {
     let queue_total: i64 = d.queue.iter().map(|(_, n)| n).sum();
     let decisions_24h: i64 = d.by_action_risk.iter().map(|(_, _, n)| n).sum();
@@ -313,6 +424,7 @@ fn dashboard_view(d: DashboardView) -> impl IntoView {
                 </ol>
             </section>
         </div>
+        {d.deliveries.map(deliveries_view)}
         <h2>"Recent activity"</h2>
         <table class="dense" data-testid="recent">
             <thead><tr><th>"#"</th><th>"When"</th><th>"Event"</th><th>"Who"</th><th>"Tool"</th><th>"Operation"</th><th>"Action"</th><th>"Risk"</th></tr></thead>

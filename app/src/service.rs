@@ -36,6 +36,8 @@ pub trait PortalService: Send + Sync {
     fn report_preview(&self, query: ReportQuery) -> BoxFuture<Result<ReportPreview, String>>;
     /// How far the signed-in person's download `token` has got (on this replica).
     fn export_progress(&self, token: String) -> BoxFuture<Result<Option<ExportProgress>, String>>;
+    /// Put a dead-lettered notification back in the queue (admins).
+    fn retry_delivery(&self, id: i64) -> BoxFuture<Result<(), String>>;
 }
 
 #[cfg(feature = "ssr")]

@@ -95,6 +95,61 @@ pub struct Config {
     /// Seconds a verified API token is remembered before the database is asked again (so a
     /// revocation takes effect within this); 0 asks every time.
     pub api_token_cache_secs: u64,
+    /// Notifications: a generic webhook that receives every event as signed JSON...
+    pub notify_webhook_url: Option<String>,
+    /// ...and the HMAC-SHA256 key its signatures use (required with the URL).
+    pub notify_webhook_secret: Option<Secret>,
+    /// A Slack-compatible incoming webhook (the URL holds a token, so it is a secret).
+    pub notify_slack_url: Option<Secret>,
+    /// E-mail: the SMTP server (`smtp://[USER:PASSWORD@]HOST[:PORT][?tls=required]` or
+    /// `smtps://...`)...
+    pub notify_smtp_url: Option<Secret>,
+    /// ...the sender address...
+    pub notify_email_from: Option<String>,
+    /// ...and the approvers, comma-separated: `ADDRESS` (every job) or `ADDRESS:CAP+CAP` (jobs
+    /// needing only those capabilities).
+    pub notify_email_to: Option<String>,
+    /// Which events are sent, comma-separated (default all): job.queued, job.approved,
+    /// job.denied, job.executed, job.failed, job.expiring, job.expired, job.cancelled.
+    pub notify_events: Option<String>,
+    /// Put the call's arguments (and a failed run's error) in messages; off by default: they
+    /// carry the call hash, and the approval page shows the arguments.
+    pub notify_include_args: bool,
+    /// `job.expiring` is sent this many seconds before a queued request expires.
+    pub notify_expiry_warning_secs: u64,
+    /// Attempts before a message is dead-lettered...
+    pub notify_max_attempts: u32,
+    /// ...with this pause before the first retry, doubling each time (at most ten minutes).
+    pub notify_retry_base_ms: u64,
+    /// SIEM feed as JSON Lines: a file path, or `stdout`.
+    pub siem_jsonl: Option<String>,
+    /// The file is rotated (to FILE.1, FILE.2 ...) when it would grow past this many bytes...
+    pub siem_jsonl_max_bytes: u64,
+    /// ...and this many rotated files are kept.
+    pub siem_jsonl_keep: u32,
+    /// SIEM feed as RFC 5424 syslog: `udp://HOST[:514]`, `tcp://HOST[:601]` or
+    /// `tls://HOST[:6514]`.
+    pub siem_syslog_url: Option<String>,
+    /// CA certificates (PEM) that sign the collector's TLS certificate; default: the system's.
+    pub siem_syslog_ca_file: Option<PathBuf>,
+    /// What each SIEM record holds: `json` (the export's row) or `cef`.
+    pub siem_format: SiemFormat,
+    /// Where a new feed starts: `beginning` (the whole trail) or `now` (new rows only).
+    pub siem_start: SiemStart,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SiemFormat {
+    Json,
+    Cef,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SiemStart {
+    Beginning,
+    Now,
 }
 
 /// A secret setting: usable by the code, never shown by `Debug` (so never logged).
@@ -159,6 +214,24 @@ impl Default for Config {
             api_rate_limit_per_sec: 1_000,
             api_rate_limit_burst: 2_000,
             api_token_cache_secs: 5,
+            notify_webhook_url: None,
+            notify_webhook_secret: None,
+            notify_slack_url: None,
+            notify_smtp_url: None,
+            notify_email_from: None,
+            notify_email_to: None,
+            notify_events: None,
+            notify_include_args: false,
+            notify_expiry_warning_secs: 600,
+            notify_max_attempts: 12,
+            notify_retry_base_ms: 2_000,
+            siem_jsonl: None,
+            siem_jsonl_max_bytes: 100 * 1024 * 1024,
+            siem_jsonl_keep: 10,
+            siem_syslog_url: None,
+            siem_syslog_ca_file: None,
+            siem_format: SiemFormat::Json,
+            siem_start: SiemStart::Beginning,
         }
     }
 }
@@ -285,7 +358,118 @@ impl Config {
         }
         self.retention_secs()?;
         self.validate_oidc()?;
+        self.validate_integrations()?;
         Ok(())
+    }
+
+    fn validate_integrations(&self) -> Result<(), ConfigError> {
+        let http_url = |setting: &'static str, text: &str| {
+            let url =
+                url::Url::parse(text).map_err(|e| invalid(setting, format!("not a URL: {e}")))?;
+            if matches!(url.scheme(), "http" | "https") {
+                Ok(())
+            } else {
+                Err(invalid(setting, "must start with http:// or https://"))
+            }
+        };
+        if let Some(url) = &self.notify_webhook_url {
+            http_url("notify_webhook_url", url)?;
+            if self
+                .notify_webhook_secret
+                .as_ref()
+                .is_none_or(|s| s.expose().len() < 16)
+            {
+                return Err(invalid(
+                    "notify_webhook_secret",
+                    "is required with notify_webhook_url, at least 16 characters",
+                ));
+            }
+        }
+        if let Some(url) = &self.notify_slack_url {
+            // The URL holds a token: the message never quotes it.
+            http_url("notify_slack_url", url.expose())
+                .map_err(|_| invalid("notify_slack_url", "must be an http:// or https:// URL"))?;
+        }
+        if let Some(url) = &self.notify_smtp_url {
+            if !(url.expose().starts_with("smtp://") || url.expose().starts_with("smtps://")) {
+                return Err(invalid(
+                    "notify_smtp_url",
+                    "must start with smtp:// or smtps://",
+                ));
+            }
+            let from = self
+                .notify_email_from
+                .as_deref()
+                .ok_or_else(|| invalid("notify_email_from", "is required with notify_smtp_url"))?;
+            from.parse::<lettre::message::Mailbox>()
+                .map_err(|e| invalid("notify_email_from", format!("not an e-mail address: {e}")))?;
+            let to = self
+                .notify_email_to
+                .as_deref()
+                .ok_or_else(|| invalid("notify_email_to", "is required with notify_smtp_url"))?;
+            let recipients = crate::integrations::sinks::parse_recipients(to)
+                .map_err(|e| invalid("notify_email_to", e))?;
+            if recipients.is_empty() {
+                return Err(invalid("notify_email_to", "names no address"));
+            }
+        }
+        self.notify_event_types()?;
+        if self.notify_max_attempts == 0 {
+            return Err(invalid("notify_max_attempts", "must be at least 1"));
+        }
+        if self.notify_retry_base_ms == 0 {
+            return Err(invalid("notify_retry_base_ms", "must be at least 1"));
+        }
+        if let Some(target) = &self.siem_jsonl {
+            if target.trim().is_empty() {
+                return Err(invalid("siem_jsonl", "must be a file path or stdout"));
+            }
+        }
+        if self.siem_jsonl_max_bytes < 1_024 {
+            return Err(invalid("siem_jsonl_max_bytes", "must be at least 1024"));
+        }
+        if self.siem_jsonl_keep == 0 {
+            return Err(invalid("siem_jsonl_keep", "must be at least 1"));
+        }
+        if let Some(url) = &self.siem_syslog_url {
+            crate::integrations::syslog::parse_target(url)
+                .map_err(|e| invalid("siem_syslog_url", e))?;
+        }
+        if let Some(path) = &self.siem_syslog_ca_file {
+            if !path.is_file() {
+                return Err(invalid(
+                    "siem_syslog_ca_file",
+                    format!("{} is not a file", path.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The notification events to send (all when `notify_events` is unset).
+    pub fn notify_event_types(
+        &self,
+    ) -> Result<std::collections::BTreeSet<crate::integrations::notify::EventType>, ConfigError>
+    {
+        use crate::integrations::notify::EventType;
+        let Some(text) = &self.notify_events else {
+            return Ok(EventType::ALL.into_iter().collect());
+        };
+        text.split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                EventType::parse(e).ok_or_else(|| {
+                    invalid(
+                        "notify_events",
+                        format!(
+                            "`{e}` is not one of {}",
+                            EventType::ALL.map(EventType::as_str).join(", ")
+                        ),
+                    )
+                })
+            })
+            .collect()
     }
 
     fn validate_oidc(&self) -> Result<(), ConfigError> {
@@ -572,6 +756,85 @@ mod tests {
             short.contains("audit_key") && !short.contains("short"),
             "{short}"
         );
+    }
+
+    #[test]
+    fn integration_settings_are_checked_and_their_secrets_hidden() {
+        let err = |vars: &[(&str, &str)]| {
+            load_in(|jail| {
+                for (k, v) in vars {
+                    jail.set_env(k, v);
+                }
+                Ok(())
+            })
+            .expect_err("refused")
+        };
+        let e = err(&[("COUNTERSIGN_NOTIFY_WEBHOOK_URL", "https://hooks.example/cs")]);
+        assert!(e.contains("notify_webhook_secret"), "{e}");
+        let e = err(&[
+            ("COUNTERSIGN_NOTIFY_WEBHOOK_URL", "ftp://hooks.example"),
+            ("COUNTERSIGN_NOTIFY_WEBHOOK_SECRET", "0123456789abcdef0"),
+        ]);
+        assert!(e.contains("notify_webhook_url"), "{e}");
+        let e = err(&[(
+            "COUNTERSIGN_NOTIFY_SLACK_URL",
+            "hooks.slack.com/services/T0/B0/XYZSECRET",
+        )]);
+        assert!(
+            e.contains("notify_slack_url") && !e.contains("XYZSECRET"),
+            "{e}"
+        );
+        let e = err(&[("COUNTERSIGN_NOTIFY_SMTP_URL", "smtp://mail.example")]);
+        assert!(e.contains("notify_email_from"), "{e}");
+        let e = err(&[
+            ("COUNTERSIGN_NOTIFY_SMTP_URL", "smtp://mail.example"),
+            ("COUNTERSIGN_NOTIFY_EMAIL_FROM", "countersign@example.com"),
+            ("COUNTERSIGN_NOTIFY_EMAIL_TO", "ops@example.com, nobody"),
+        ]);
+        assert!(e.contains("notify_email_to") && e.contains("nobody"), "{e}");
+        let e = err(&[("COUNTERSIGN_NOTIFY_EVENTS", "job.queued,job.exploded")]);
+        assert!(
+            e.contains("notify_events") && e.contains("job.exploded"),
+            "{e}"
+        );
+        let e = err(&[("COUNTERSIGN_SIEM_SYSLOG_URL", "http://logs.example")]);
+        assert!(e.contains("siem_syslog_url"), "{e}");
+        let e = err(&[("COUNTERSIGN_SIEM_FORMAT", "xml")]);
+        assert!(e.contains("siem_format"), "{e}");
+        let e = err(&[("COUNTERSIGN_SIEM_SYSLOG_CA_FILE", "/nonexistent/ca.pem")]);
+        assert!(e.contains("siem_syslog_ca_file"), "{e}");
+
+        let config = load_in(|jail| {
+            jail.set_env(
+                "COUNTERSIGN_NOTIFY_SMTP_URL",
+                "smtp://user:SMTPSECRET@mail.example:587?tls=required",
+            );
+            jail.set_env(
+                "COUNTERSIGN_NOTIFY_EMAIL_FROM",
+                "Countersign <countersign@example.com>",
+            );
+            jail.set_env(
+                "COUNTERSIGN_NOTIFY_EMAIL_TO",
+                "ops@example.com:ssh-linux+local-sudo",
+            );
+            jail.set_env(
+                "COUNTERSIGN_NOTIFY_SLACK_URL",
+                "https://hooks.slack.com/services/T0/B0/XYZSECRET",
+            );
+            jail.set_env("COUNTERSIGN_NOTIFY_EVENTS", "job.queued, job.expiring");
+            jail.set_env("COUNTERSIGN_SIEM_SYSLOG_URL", "tls://logs.example");
+            jail.set_env("COUNTERSIGN_SIEM_FORMAT", "cef");
+            Ok(())
+        })
+        .expect("loads");
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("SMTPSECRET") && !shown.contains("XYZSECRET"),
+            "{shown}"
+        );
+        assert_eq!(config.notify_event_types().map(|e| e.len()).ok(), Some(2));
+        assert_eq!(config.siem_format, SiemFormat::Cef);
+        assert_eq!(config.siem_start, SiemStart::Beginning);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod db;
 pub mod evaluate;
 pub mod executors;
 pub mod import;
+pub mod integrations;
 pub mod maintenance;
 pub mod metrics;
 pub mod portal;

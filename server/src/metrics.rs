@@ -79,7 +79,15 @@ pub struct Metrics {
     pub audit_write_seconds: Histogram,
     pub audit_batch_rows: Histogram,
     executions: Vec<AtomicU64>,
+    /// Notification attempts per sink: (delivered, failed).
+    notifications: [(AtomicU64, AtomicU64); SINKS.len()],
+    /// Audit rows written by each SIEM feed.
+    siem_rows: [AtomicU64; SIEM_FEEDS.len()],
 }
+
+/// The notification sinks and SIEM feeds `/metrics` counts.
+const SINKS: [&str; 3] = ["webhook", "slack", "email"];
+const SIEM_FEEDS: [&str; 2] = ["jsonl", "syslog"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -94,6 +102,8 @@ impl Default for Metrics {
                 .iter()
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            notifications: Default::default(),
+            siem_rows: Default::default(),
         }
     }
 }
@@ -120,6 +130,22 @@ impl Metrics {
     pub fn execution(&self, status: &str) {
         if let Some(i) = EXECUTION_STATUSES.iter().position(|x| *x == status) {
             self.executions[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One attempt to deliver a notification to `sink`.
+    pub fn notification_sent(&self, sink: &str, delivered: bool) {
+        if let Some(i) = SINKS.iter().position(|x| *x == sink) {
+            let (ok, failed) = &self.notifications[i];
+            let counter = if delivered { ok } else { failed };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `rows` audit rows written by the SIEM feed `feed`.
+    pub fn siem_written(&self, feed: &str, rows: usize) {
+        if let Some(i) = SIEM_FEEDS.iter().position(|x| *x == feed) {
+            self.siem_rows[i].fetch_add(rows as u64, Ordering::Relaxed);
         }
     }
 
@@ -159,6 +185,25 @@ impl Metrics {
                 self.executions[i].load(Ordering::Relaxed)
             );
         }
+        out.push_str("# HELP countersign_notifications_total Notification delivery attempts, by sink and result.\n# TYPE countersign_notifications_total counter\n");
+        for (i, sink) in SINKS.iter().enumerate() {
+            let (ok, failed) = &self.notifications[i];
+            for (result, n) in [("delivered", ok), ("failed", failed)] {
+                let _ = writeln!(
+                    out,
+                    "countersign_notifications_total{{sink=\"{sink}\",result=\"{result}\"}} {}",
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
+        out.push_str("# HELP countersign_siem_rows_total Audit rows written by each SIEM feed.\n# TYPE countersign_siem_rows_total counter\n");
+        for (i, feed) in SIEM_FEEDS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "countersign_siem_rows_total{{feed=\"{feed}\"}} {}",
+                self.siem_rows[i].load(Ordering::Relaxed)
+            );
+        }
         out.push_str("# HELP countersign_queue_jobs Jobs in the approval queue, by status.\n# TYPE countersign_queue_jobs gauge\n");
         for (status, count) in queue {
             let _ = writeln!(out, "countersign_queue_jobs{{status=\"{status}\"}} {count}");
@@ -179,6 +224,10 @@ mod tests {
         m.decision("nonsense", "HIGH", Duration::from_millis(1));
         m.audit_batch(40, Duration::from_millis(2));
         m.execution("success");
+        m.notification_sent("webhook", false);
+        m.notification_sent("webhook", true);
+        m.notification_sent("webhook", true);
+        m.siem_written("syslog", 7);
         let text = m.render(&[("queued".into(), 3)]);
         assert!(text.contains("countersign_decisions_total{action=\"allow\",risk=\"HIGH\"} 2"));
         assert!(text.contains("countersign_decision_duration_seconds_bucket{le=\"0.005\"} 2"));
@@ -187,5 +236,11 @@ mod tests {
         assert!(text.contains("countersign_audit_batch_rows_bucket{le=\"64\"} 1"));
         assert!(text.contains("countersign_executions_total{status=\"success\"} 1"));
         assert!(text.contains("countersign_queue_jobs{status=\"queued\"} 3"));
+        assert!(text
+            .contains("countersign_notifications_total{sink=\"webhook\",result=\"delivered\"} 2"));
+        assert!(
+            text.contains("countersign_notifications_total{sink=\"webhook\",result=\"failed\"} 1")
+        );
+        assert!(text.contains("countersign_siem_rows_total{feed=\"syslog\"} 7"));
     }
 }

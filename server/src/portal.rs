@@ -9,7 +9,7 @@ use app::approvals::{
     ApprovalView, ArgumentView, PatternView, PendingApproval, Segment, SimilarRow, VoteRow,
 };
 use app::audit::{AuditList, AuditQuery, AuditRowDetail, AuditRowView};
-use app::dashboard::{DashboardView, RecentRow};
+use app::dashboard::{DashboardView, DeadLetterRow, DeliveryView, RecentRow};
 use app::jobs::{JobDetail, JobList, JobQuery, JobRow, TimelineEntry};
 use app::service::{BoxFuture, PortalService};
 use chrono::Utc;
@@ -270,6 +270,11 @@ impl Portal {
             .job_counts()
             .await
             .map_err(|e| unavailable(&e))?;
+        let deliveries = if auditor(&user).is_ok() {
+            Some(Portal::deliveries(&state, &user).await?)
+        } else {
+            None
+        };
         let pending = Portal::pending_list(state.clone(), user).await?;
         let mut by_priority: Vec<(String, i64)> = Vec::new();
         for p in &pending {
@@ -279,6 +284,7 @@ impl Portal {
             }
         }
         Ok(DashboardView {
+            deliveries,
             pending_total: pending.len(),
             pending: pending.into_iter().take(5).collect(),
             pending_by_priority: by_priority,
@@ -302,6 +308,69 @@ impl Portal {
                 })
                 .collect(),
         })
+    }
+}
+
+impl Portal {
+    /// Notification deliveries for the dashboard: counts per sink and status, newest dead letters.
+    async fn deliveries(state: &AppState, user: &SignedIn) -> Result<DeliveryView, String> {
+        use crate::integrations::notify;
+        let failed = |error: sqlx::Error| {
+            tracing::error!(%error, "portal: the notification outbox could not be read");
+            "notification deliveries cannot be read right now; try again".to_string()
+        };
+        let counts = notify::outbox_counts(&state.db).await.map_err(failed)?;
+        let dead = notify::dead_letters(&state.db, 20)
+            .await
+            .map_err(failed)?
+            .into_iter()
+            .map(|row| DeadLetterRow {
+                id: row.id,
+                sink: row.sink,
+                event: row.event_type,
+                job_id: row.job_id,
+                attempts: row.attempts,
+                error: row.last_error.unwrap_or_default(),
+                created_at: chrono::DateTime::from_timestamp_millis(row.created_ms)
+                    .map(instant)
+                    .unwrap_or_default(),
+            })
+            .collect();
+        Ok(DeliveryView {
+            counts,
+            dead,
+            may_retry: user.roles.iter().any(|r| r == "admin"),
+        })
+    }
+
+    /// Put a dead letter back in the queue: admins only, audited before it happens.
+    async fn retry_delivery_of(state: AppState, user: SignedIn, id: i64) -> Result<(), String> {
+        use crate::store::{EventKind, NewAuditEvent};
+        if !user.roles.iter().any(|r| r == "admin") {
+            return Err("retrying a notification is for admins".into());
+        }
+        let mut event = NewAuditEvent::new(
+            EventKind::PortalAction,
+            &user.username,
+            "countersign",
+            "notification.retry",
+            "allow",
+            &format!("retry of dead-lettered notification {id} requested"),
+            "LOW",
+        );
+        event.context = serde_json::json!({ "outbox_id": id }).to_string();
+        state.audit.append(event).await.map_err(|error| {
+            tracing::error!(%error, "portal: could not audit a notification retry");
+            "the retry could not be recorded, so it was not done; try again".to_string()
+        })?;
+        match crate::integrations::notify::retry(&state.db, id).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(format!("there is no dead letter {id}")),
+            Err(error) => {
+                tracing::error!(%error, "portal: could not retry a notification");
+                Err("the notification could not be queued again; try again".into())
+            }
+        }
     }
 }
 
@@ -729,6 +798,10 @@ impl PortalService for Portal {
 
     fn dashboard(&self) -> BoxFuture<Result<DashboardView, String>> {
         self.signed_in(Portal::dashboard_of)
+    }
+
+    fn retry_delivery(&self, id: i64) -> BoxFuture<Result<(), String>> {
+        self.signed_in(move |state, user| Portal::retry_delivery_of(state, user, id))
     }
 
     fn jobs(&self, query: JobQuery) -> BoxFuture<Result<JobList, String>> {

@@ -803,6 +803,118 @@ async fn purge_keeps_the_chain_verifiable<S: Store>(store: &S) {
     assert!(audit::verify(store, Some(KEY)).await.expect("verify").ok());
 }
 
+/// Every status change people are told about is logged in `job_transitions` with the change
+/// itself (what the notifier reads); claims, starts, heartbeats and retries are not news.
+async fn status_changes_are_logged_with_them<S: Store + Transitions>(store: &S) {
+    let now = Utc::now();
+    let runs = store.insert_job(&new_job(1)).await.expect("insert");
+    store
+        .vote(&vote(&runs.job_id, "bob", Verdict::Approve))
+        .await
+        .expect("approve");
+    store
+        .claim("agent-1", 5, now)
+        .await
+        .expect("claim")
+        .expect("job");
+    store
+        .start(&runs.job_id, "agent-1", now)
+        .await
+        .expect("start");
+    let outcome = JobOutcome {
+        status: JobStatus::Completed,
+        result: Some("ok".into()),
+        error: None,
+    };
+    store
+        .finish(&runs.job_id, "agent-1", &outcome, now)
+        .await
+        .expect("finish");
+    let denied = store.insert_job(&new_job(2)).await.expect("insert");
+    store
+        .vote(&vote(&denied.job_id, "bob", Verdict::Approve))
+        .await
+        .expect("first of two");
+    store
+        .vote(&vote(&denied.job_id, "carol", Verdict::Deny))
+        .await
+        .expect("deny");
+    let cancelled = store.insert_job(&new_job(1)).await.expect("insert");
+    store
+        .cancel(&cancelled.job_id, "alice", now)
+        .await
+        .expect("cancel");
+    let mut stale = new_job(1);
+    stale.expires_at = now - Duration::seconds(1);
+    let stale = store.insert_job(&stale).await.expect("insert");
+    store.expire_due(now).await.expect("expire");
+    let reaped = store.insert_job(&new_job(1)).await.expect("insert");
+    store
+        .vote(&vote(&reaped.job_id, "bob", Verdict::Approve))
+        .await
+        .expect("approve");
+    for _ in 0..2 {
+        store
+            .claim("agent-1", 1, now)
+            .await
+            .expect("claim")
+            .expect("job");
+        store
+            .reap_leases(now + Duration::seconds(2))
+            .await
+            .expect("reap");
+    }
+    // A refused change leaves no trace.
+    assert!(store.cancel(&runs.job_id, "alice", now).await.is_err());
+
+    let id = |job: &server::store::Job| job.job_id.clone();
+    let expected: Vec<(String, &str)> = vec![
+        (id(&runs), "queued"),
+        (id(&runs), "approved"),
+        (id(&runs), "completed"),
+        (id(&denied), "queued"),
+        (id(&denied), "denied"),
+        (id(&cancelled), "queued"),
+        (id(&cancelled), "cancelled"),
+        (id(&stale), "queued"),
+        (id(&stale), "expired"),
+        (id(&reaped), "queued"),
+        (id(&reaped), "approved"),
+        (id(&reaped), "timeout"),
+    ];
+    let logged = store.transitions().await;
+    assert_eq!(
+        logged
+            .iter()
+            .map(|(job, status)| (job.clone(), status.as_str()))
+            .collect::<Vec<_>>(),
+        expected
+    );
+}
+
+/// Test-only read of the job status change log.
+trait Transitions {
+    async fn transitions(&self) -> Vec<(String, String)>;
+}
+
+impl Transitions for SqliteStore {
+    async fn transitions(&self) -> Vec<(String, String)> {
+        sqlx::query_as("SELECT job_id, status FROM job_transitions ORDER BY id")
+            .fetch_all(self.pool())
+            .await
+            .expect("transitions")
+    }
+}
+
+impl Transitions for PgStore {
+    async fn transitions(&self) -> Vec<(String, String)> {
+        sqlx::query_as("SELECT job_id, status FROM job_transitions ORDER BY id")
+            .fetch_all(self.pool())
+            .await
+            .expect("transitions")
+    }
+}
+
 /// Test-only access for simulating an attacker (deletes the tail and rewrites the head).
 trait Tamper {
     async fn purge_tail_for_test(&self, keep_through: i64, head_hash: &str);
@@ -880,6 +992,7 @@ conformance!(
     audit_search_filters_and_pages,
     checkpoints_catch_truncation,
     purge_keeps_the_chain_verifiable,
+    status_changes_are_logged_with_them,
 );
 
 // ------------------------------------------------------------------------------------------

@@ -291,6 +291,24 @@ async fn insert_job_in(
     Ok::<_, StoreError>(stored)
 }
 
+/// Note a job status change that people are told about (`job_transitions`), inside the
+/// transaction that makes it: the notifier reads these, so an announced change always happened
+/// and a change that happened is always announced.
+async fn transition(
+    tx: &mut Transaction<'static, Db>,
+    job_id: &str,
+    status: JobStatus,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO job_transitions (job_id, status, at_ms) VALUES ($1, $2, $3)")
+        .bind(job_id)
+        .bind(status.as_str())
+        .bind(at.timestamp_millis())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// The body of an import, inside the caller's transaction.
 async fn import_in(
     tx: &mut Transaction<'static, Db>,
@@ -413,7 +431,12 @@ impl Store for DialectStore {
         let caps = serde_json::to_string(&job.requested_capabilities)
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         let mut tx = self.write().await?;
-        let result = insert_job_in(&mut tx, job, &job_id, &caps).await;
+        let result = async {
+            let stored = insert_job_in(&mut tx, job, &job_id, &caps).await?;
+            transition(&mut tx, &job_id, JobStatus::Queued, job.created_at).await?;
+            Ok::<_, StoreError>(stored)
+        }
+        .await;
         finish(tx, result).await
     }
 
@@ -681,6 +704,7 @@ impl Store for DialectStore {
                 if updated.rows_affected() != 1 {
                     return Err(conflict(&mut tx, &vote.job_id, "vote").await);
                 }
+                transition(&mut tx, &vote.job_id, next, vote.created_at).await?;
             }
             let job = load_job(&mut tx, &vote.job_id).await?;
             Ok::<_, StoreError>(job)
@@ -808,6 +832,7 @@ impl Store for DialectStore {
             .execute(&mut *tx)
             .await?;
             let job = changed(&mut tx, job_id, "finish it", updated.rows_affected()).await?;
+            transition(&mut tx, job_id, job.status, now).await?;
             Ok::<_, StoreError>(job)
         }
         .await;
@@ -832,6 +857,7 @@ impl Store for DialectStore {
             .execute(&mut *tx)
             .await?;
             let job = changed(&mut tx, job_id, "cancel it", updated.rows_affected()).await?;
+            transition(&mut tx, job_id, job.status, now).await?;
             Ok::<_, StoreError>(job)
         }
         .await;
@@ -852,6 +878,7 @@ impl Store for DialectStore {
             .await?;
             let mut jobs = Vec::with_capacity(ids.len());
             for id in ids {
+                transition(&mut tx, &id, JobStatus::Expired, now).await?;
                 jobs.push(load_job(&mut tx, &id).await?);
             }
             Ok::<_, StoreError>(jobs)
@@ -878,7 +905,12 @@ impl Store for DialectStore {
             .await?;
             let mut jobs = Vec::with_capacity(ids.len());
             for id in ids {
-                jobs.push(load_job(&mut tx, &id).await?);
+                let job = load_job(&mut tx, &id).await?;
+                // A lease returned for a retry is no news; one that ends the job is.
+                if job.status.is_final() {
+                    transition(&mut tx, &id, job.status, now).await?;
+                }
+                jobs.push(job);
             }
             Ok::<_, StoreError>(jobs)
         }

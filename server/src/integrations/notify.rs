@@ -1,0 +1,699 @@
+//! Notifications: from `job_transitions` to the outbox, and from the outbox to each sink.
+//!
+//! The notifier reads the transitions after its cursor, builds one [`Notification`] per event
+//! and stores one outbox row per sink that wants it, together with the new cursor, in one
+//! transaction: a crash before the commit repeats the batch (the idempotency key makes that a
+//! no-op) and one after it never loses a row. `job.expiring` warnings come from a scan of the
+//! queued jobs, once per job (its key is the job id).
+//!
+//! Each sink has one deliverer: it sends the oldest pending message, and only then the next, so
+//! a receiver sees events in order. A failure is retried after `retry_base × 2^(attempt-1)` (at
+//! most ten minutes) until `max_attempts`; then the message is dead-lettered and the next one
+//! goes. A receiver's permanent refusal (a 4xx other than 408, 425 or 429) dead-letters at once.
+
+use super::sinks::{Failure, Sink};
+use super::{cursor, now_ms, Lease};
+use crate::config::Config;
+use crate::store::{Job, JobStatus, Store, VoteRecord};
+use crate::{AppState, Database};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The notifier's cursor in `job_transitions`.
+const CURSOR: &str = "notify:transitions";
+/// Transitions read per pass.
+const BATCH: i64 = 200;
+/// Longest pause between retries.
+const MAX_RETRY_MS: i64 = 10 * 60 * 1_000;
+/// Longest error kept with a message.
+const MAX_ERROR_CHARS: usize = 500;
+/// How often workers look for work when nothing wakes them.
+const POLL: Duration = Duration::from_millis(500);
+
+/// What happened to a job; the `type` of a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "job.queued")]
+    Queued,
+    #[serde(rename = "job.approved")]
+    Approved,
+    #[serde(rename = "job.denied")]
+    Denied,
+    #[serde(rename = "job.executed")]
+    Executed,
+    #[serde(rename = "job.failed")]
+    Failed,
+    #[serde(rename = "job.expiring")]
+    Expiring,
+    #[serde(rename = "job.expired")]
+    Expired,
+    #[serde(rename = "job.cancelled")]
+    Cancelled,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 8] = [
+        EventType::Queued,
+        EventType::Approved,
+        EventType::Denied,
+        EventType::Executed,
+        EventType::Failed,
+        EventType::Expiring,
+        EventType::Expired,
+        EventType::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Queued => "job.queued",
+            EventType::Approved => "job.approved",
+            EventType::Denied => "job.denied",
+            EventType::Executed => "job.executed",
+            EventType::Failed => "job.failed",
+            EventType::Expiring => "job.expiring",
+            EventType::Expired => "job.expired",
+            EventType::Cancelled => "job.cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|e| e.as_str() == text)
+    }
+
+    /// The event a job status change is.
+    pub fn for_status(status: JobStatus) -> Option<EventType> {
+        match status {
+            JobStatus::Queued => Some(EventType::Queued),
+            JobStatus::Approved => Some(EventType::Approved),
+            JobStatus::Denied => Some(EventType::Denied),
+            JobStatus::Completed => Some(EventType::Executed),
+            JobStatus::Failed | JobStatus::Timeout => Some(EventType::Failed),
+            JobStatus::Expired => Some(EventType::Expired),
+            JobStatus::Cancelled => Some(EventType::Cancelled),
+            JobStatus::Picked | JobStatus::Executing => None,
+        }
+    }
+
+    /// Whether the approvers are asked to act (the message links to the approval page).
+    pub fn asks_for_a_vote(self) -> bool {
+        matches!(self, EventType::Queued | EventType::Expiring)
+    }
+}
+
+/// A vote as notifications show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifiedVote {
+    pub approver: String,
+    pub verdict: String,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// One event, as every sink receives it (the webhook's JSON body; the others render it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Stable across redeliveries: `transition-N` or `expiring-JOB`.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event: EventType,
+    pub occurred_at: DateTime<Utc>,
+    pub job_id: String,
+    /// The job's status this event is about (not necessarily its status now).
+    pub status: String,
+    pub tool: String,
+    pub operation: String,
+    pub target: Option<String>,
+    pub risk: String,
+    pub priority: String,
+    pub requester: String,
+    pub requester_reason: Option<String>,
+    pub required_capabilities: Vec<String>,
+    pub approvals_required: i32,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The SHA-256 of the call: the approval page shows the same one, so an approver can check
+    /// that a message and the page are about the same call.
+    pub call_hash: String,
+    pub policy_hash: Option<String>,
+    /// The call's arguments, only with `notify_include_args` (otherwise null).
+    pub args: Option<serde_json::Value>,
+    pub args_redacted: bool,
+    pub votes: Vec<NotifiedVote>,
+    /// Why a failed job failed, only with `notify_include_args` (it may quote the output).
+    pub error: Option<String>,
+    /// The job's page in the portal (with `public_url`).
+    pub url: Option<String>,
+}
+
+impl Notification {
+    /// Seconds left before the request expires (queued jobs), at `now`.
+    pub fn seconds_left(&self, now: DateTime<Utc>) -> Option<i64> {
+        self.expires_at.map(|at| (at - now).num_seconds().max(0))
+    }
+}
+
+/// How notifications are configured.
+pub struct Settings {
+    pub sinks: Vec<Arc<Sink>>,
+    pub events: BTreeSet<EventType>,
+    pub include_args: bool,
+    pub expiry_warning_secs: i64,
+    pub max_attempts: i32,
+    pub retry_base_ms: i64,
+    pub public_url: Option<String>,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Result<Settings, String> {
+        let mut sinks = Vec::new();
+        if let Some(url) = &config.notify_webhook_url {
+            let secret = config
+                .notify_webhook_secret
+                .clone()
+                .ok_or("notify_webhook_secret is required with notify_webhook_url")?;
+            sinks.push(Arc::new(Sink::webhook(url, secret)));
+        }
+        if let Some(url) = &config.notify_slack_url {
+            sinks.push(Arc::new(Sink::slack(url.clone())));
+        }
+        if let Some(url) = &config.notify_smtp_url {
+            sinks.push(Arc::new(Sink::email(
+                url,
+                config.notify_email_from.as_deref(),
+                config.notify_email_to.as_deref(),
+            )?));
+        }
+        Ok(Settings {
+            sinks,
+            events: config.notify_event_types().map_err(|e| e.to_string())?,
+            include_args: config.notify_include_args,
+            expiry_warning_secs: i64::try_from(config.notify_expiry_warning_secs)
+                .unwrap_or(i64::MAX / 2),
+            max_attempts: i32::try_from(config.notify_max_attempts).unwrap_or(i32::MAX),
+            retry_base_ms: i64::try_from(config.notify_retry_base_ms).unwrap_or(1_000),
+            public_url: config
+                .public_url
+                .as_deref()
+                .map(|u| u.trim_end_matches('/').to_string()),
+        })
+    }
+}
+
+/// The notification for `event` about `job`.
+pub fn build(
+    settings: &Settings,
+    id: String,
+    event: EventType,
+    status: JobStatus,
+    at: DateTime<Utc>,
+    job: &Job,
+    votes: &[VoteRecord],
+) -> Notification {
+    let url = settings.public_url.as_ref().map(|base| {
+        if event.asks_for_a_vote() {
+            format!("{base}/approvals/{}", job.job_id)
+        } else {
+            format!("{base}/jobs/{}", job.job_id)
+        }
+    });
+    Notification {
+        id,
+        event,
+        occurred_at: at,
+        job_id: job.job_id.clone(),
+        status: status.as_str().to_string(),
+        tool: job.tool_name.clone(),
+        operation: job.operation.clone(),
+        target: job.target.clone(),
+        risk: job.risk.clone(),
+        priority: job.priority.clone(),
+        requester: job.requester.clone(),
+        requester_reason: job.requester_reason.clone(),
+        required_capabilities: job.requested_capabilities.clone(),
+        approvals_required: job.approvals_required,
+        created_at: job.created_at,
+        expires_at: job.expires_at,
+        call_hash: job.call_hash.clone(),
+        policy_hash: job.policy_hash.clone(),
+        args: settings
+            .include_args
+            .then(|| serde_json::from_str(&job.params).unwrap_or(serde_json::Value::Null)),
+        args_redacted: !settings.include_args,
+        votes: votes
+            .iter()
+            .map(|v| NotifiedVote {
+                approver: v.approver.clone(),
+                verdict: v.verdict.as_str().to_string(),
+                reason: v.reason.clone(),
+                at: v.created_at,
+            })
+            .collect(),
+        error: if settings.include_args && event == EventType::Failed {
+            job.error
+                .as_deref()
+                .map(|e| e.chars().take(MAX_ERROR_CHARS).collect())
+        } else {
+            None
+        },
+        url,
+    }
+}
+
+/// One outbox row to add.
+struct Outgoing {
+    key: String,
+    sink: &'static str,
+    notification: Notification,
+    payload: String,
+}
+
+/// Run `$body` in a write transaction `$tx` on whichever database it is (SQLite: `BEGIN
+/// IMMEDIATE`, so the transaction never has to upgrade its lock), committing on success.
+macro_rules! in_write_tx {
+    ($db:expr, $tx:ident => $body:expr) => {
+        match $db {
+            Database::Sqlite(pool) => {
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                $body;
+                $tx.commit().await
+            }
+            Database::Postgres(pool) => {
+                let mut $tx = pool.begin().await?;
+                $body;
+                $tx.commit().await
+            }
+        }
+    };
+}
+
+/// Store `messages` (skipping keys already there) and, when given, move the cursor, in one
+/// transaction.
+async fn enqueue(
+    db: &Database,
+    messages: &[Outgoing],
+    cursor_to: Option<i64>,
+) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    in_write_tx!(db, tx => {
+        for m in messages {
+            sqlx::query(
+                "INSERT INTO notification_outbox (idempotency_key, sink, event_id, event_type, job_id, payload, \
+                 status, attempts, next_attempt_ms, created_ms) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7) \
+                 ON CONFLICT (idempotency_key) DO NOTHING",
+            )
+            .bind(&m.key)
+            .bind(m.sink)
+            .bind(&m.notification.id)
+            .bind(m.notification.event.as_str())
+            .bind(&m.notification.job_id)
+            .bind(&m.payload)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(position) = cursor_to {
+            sqlx::query(
+                "INSERT INTO integration_cursors (name, position, updated_ms) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_ms = excluded.updated_ms",
+            )
+            .bind(CURSOR)
+            .bind(position)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+    })
+}
+
+/// The outbox rows for one notification: one per sink that wants it.
+fn outgoing(settings: &Settings, notification: Notification) -> Result<Vec<Outgoing>, String> {
+    let payload = serde_json::to_string(&notification).map_err(|e| e.to_string())?;
+    Ok(settings
+        .sinks
+        .iter()
+        .filter(|sink| sink.wants(&notification))
+        .map(|sink| Outgoing {
+            key: format!("{}/{}", notification.id, sink.name()),
+            sink: sink.name(),
+            notification: notification.clone(),
+            payload: payload.clone(),
+        })
+        .collect())
+}
+
+/// Turns job changes into outbox rows.
+pub struct Notifier {
+    pub state: AppState,
+    pub settings: Arc<Settings>,
+}
+
+impl Notifier {
+    /// One pass over new transitions: returns how many were read (0: caught up).
+    pub async fn pump(&self) -> Result<usize, String> {
+        let db = &self.state.db;
+        let after = cursor(db, CURSOR)
+            .await
+            .map_err(|e| e.to_string())?
+            .unwrap_or(0);
+        let rows: Vec<(i64, String, String, i64)> = on_db!(db, pool => sqlx::query_as(
+            "SELECT id, job_id, status, at_ms FROM job_transitions WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(BATCH)
+        .fetch_all(pool)
+        .await)
+        .map_err(|e| e.to_string())?;
+        let Some(last) = rows.last().map(|r| r.0) else {
+            return Ok(0);
+        };
+        let mut messages = Vec::new();
+        for (id, job_id, status, at_ms) in &rows {
+            let Some(status) = JobStatus::parse(status) else {
+                continue;
+            };
+            let Some(event) = EventType::for_status(status) else {
+                continue;
+            };
+            if !self.settings.events.contains(&event) {
+                continue;
+            }
+            let job = match self.state.store.job(job_id).await {
+                Ok(job) => job,
+                Err(crate::store::StoreError::NotFound) => continue,
+                Err(error) => return Err(error.to_string()),
+            };
+            let votes = self
+                .state
+                .store
+                .votes(job_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            let at = DateTime::from_timestamp_millis(*at_ms).unwrap_or_else(Utc::now);
+            let notification = build(
+                &self.settings,
+                format!("transition-{id}"),
+                event,
+                status,
+                at,
+                &job,
+                &votes,
+            );
+            messages.extend(outgoing(&self.settings, notification)?);
+        }
+        enqueue(db, &messages, Some(last))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(rows.len())
+    }
+
+    /// Warn about queued jobs that expire within the warning time (once per job).
+    pub async fn expiring(&self) -> Result<usize, String> {
+        if !self.settings.events.contains(&EventType::Expiring) {
+            return Ok(0);
+        }
+        let now = Utc::now();
+        let horizon = now + chrono::Duration::seconds(self.settings.expiry_warning_secs);
+        let jobs = self
+            .state
+            .store
+            .pending_jobs(1_000)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut messages = Vec::new();
+        for job in jobs {
+            let Some(expires) = job.expires_at else {
+                continue;
+            };
+            if job.status != JobStatus::Queued || expires <= now || expires > horizon {
+                continue;
+            }
+            let votes = self
+                .state
+                .store
+                .votes(&job.job_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            let notification = build(
+                &self.settings,
+                format!("expiring-{}", job.job_id),
+                EventType::Expiring,
+                JobStatus::Queued,
+                now,
+                &job,
+                &votes,
+            );
+            messages.extend(outgoing(&self.settings, notification)?);
+        }
+        let count = messages.len();
+        if count > 0 {
+            enqueue(&self.state.db, &messages, None)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(count)
+    }
+}
+
+/// A message waiting in the outbox.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub idempotency_key: String,
+    pub sink: String,
+    pub event_type: String,
+    pub job_id: Option<String>,
+    pub payload: String,
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_ms: i64,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+}
+
+const OUTBOX_COLUMNS: &str =
+    "id, idempotency_key, sink, event_type, job_id, payload, status, attempts, \
+     next_attempt_ms, last_error, created_ms";
+
+/// The oldest pending message of `sink`.
+async fn head(db: &Database, sink: &str) -> Result<Option<OutboxRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {OUTBOX_COLUMNS} FROM notification_outbox WHERE sink = $1 AND status = 'pending' \
+         ORDER BY id LIMIT 1"
+    );
+    on_db!(db, pool => sqlx::query_as(&sql).bind(sink).fetch_optional(pool).await)
+}
+
+/// The pause before retry number `attempts` (after that many failures).
+pub fn retry_delay_ms(base_ms: i64, attempts: i32) -> i64 {
+    let exponent = u32::try_from(attempts.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+    base_ms.saturating_mul(1_i64 << exponent).min(MAX_RETRY_MS)
+}
+
+/// Record how one attempt went.
+async fn record(
+    db: &Database,
+    row: &OutboxRow,
+    result: &Result<(), Failure>,
+    settings: &Settings,
+) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    let attempts = row.attempts.saturating_add(1);
+    let query = match result {
+        Ok(()) => on_db!(db, pool => sqlx::query(
+            "UPDATE notification_outbox SET status = 'delivered', attempts = $1, delivered_ms = $2, last_error = NULL \
+             WHERE id = $3 AND status = 'pending'",
+        )
+        .bind(attempts)
+        .bind(now)
+        .bind(row.id)
+        .execute(pool)
+        .await
+        .map(|_| ())),
+        Err(failure) => {
+            let dead = failure.permanent || attempts >= settings.max_attempts;
+            let error: String = failure.message.chars().take(MAX_ERROR_CHARS).collect();
+            on_db!(db, pool => sqlx::query(
+                "UPDATE notification_outbox SET status = $1, attempts = $2, next_attempt_ms = $3, last_error = $4 \
+                 WHERE id = $5 AND status = 'pending'",
+            )
+            .bind(if dead { "dead" } else { "pending" })
+            .bind(attempts)
+            .bind(now + retry_delay_ms(settings.retry_base_ms, attempts))
+            .bind(error)
+            .bind(row.id)
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        }
+    };
+    query
+}
+
+/// Sends one sink's messages, oldest first.
+struct Deliverer {
+    db: Database,
+    sink: Arc<Sink>,
+    settings: Arc<Settings>,
+    http: reqwest::Client,
+    lease: Lease,
+    wake: Arc<tokio::sync::Notify>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Deliverer {
+    async fn run(self) {
+        loop {
+            let pause = self.step().await;
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// Deliver what is due; how long to wait before looking again.
+    async fn step(&self) -> Duration {
+        if !self.lease.hold().await {
+            return POLL * 4;
+        }
+        // A bounded burst per step, so the lease is renewed regularly.
+        for _ in 0..100 {
+            let row = match head(&self.db, self.sink.name()).await {
+                Ok(Some(row)) => row,
+                Ok(None) => return POLL,
+                Err(error) => {
+                    tracing::warn!(%error, sink = self.sink.name(), "outbox unavailable");
+                    return POLL * 4;
+                }
+            };
+            let wait = row.next_attempt_ms - now_ms();
+            if wait > 0 {
+                return Duration::from_millis(u64::try_from(wait).unwrap_or(0)).min(POLL * 4);
+            }
+            let result = match serde_json::from_str::<Notification>(&row.payload) {
+                Ok(notification) => {
+                    self.sink
+                        .send(&self.http, &row.idempotency_key, &notification)
+                        .await
+                }
+                Err(error) => Err(Failure::permanent(format!("unreadable message: {error}"))),
+            };
+            match &result {
+                Ok(()) => self.metrics.notification_sent(self.sink.name(), true),
+                Err(failure) => {
+                    self.metrics.notification_sent(self.sink.name(), false);
+                    tracing::warn!(
+                        sink = self.sink.name(),
+                        key = %row.idempotency_key,
+                        attempt = row.attempts + 1,
+                        error = %failure.message,
+                        "notification not delivered"
+                    );
+                }
+            }
+            if let Err(error) = record(&self.db, &row, &result, &self.settings).await {
+                tracing::warn!(%error, "could not record a delivery attempt");
+                return POLL * 4;
+            }
+            if result.is_err() {
+                return POLL;
+            }
+        }
+        Duration::ZERO
+    }
+}
+
+/// Start the notifier and one deliverer per sink (nothing without sinks).
+pub fn spawn(state: &AppState, config: &Config, owner: &str) -> Result<(), String> {
+    let settings = Arc::new(Settings::from_config(config)?);
+    if settings.sinks.is_empty() {
+        return Ok(());
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("notifications: HTTP client: {e}"))?;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    for sink in &settings.sinks {
+        let deliverer = Deliverer {
+            db: state.db.clone(),
+            sink: sink.clone(),
+            settings: settings.clone(),
+            http: http.clone(),
+            lease: Lease::new(&state.db, &format!("notify:{}", sink.name()), owner),
+            wake: wake.clone(),
+            metrics: state.metrics.clone(),
+        };
+        tokio::spawn(deliverer.run());
+    }
+    let notifier = Notifier {
+        state: state.clone(),
+        settings: settings.clone(),
+    };
+    let lease = Lease::new(&state.db, "notify:outbox", owner);
+    let mut changes = state.job_events.subscribe();
+    tracing::info!(
+        sinks = %settings.sinks.iter().map(|s| s.name()).collect::<Vec<_>>().join(","),
+        "notifications on"
+    );
+    tokio::spawn(async move {
+        let mut last_scan: Option<tokio::time::Instant> = None;
+        loop {
+            if lease.hold().await {
+                loop {
+                    match notifier.pump().await {
+                        Ok(0) => break,
+                        Ok(_) => wake.notify_waiters(),
+                        Err(error) => {
+                            tracing::warn!(%error, "notifier: pass failed; retrying");
+                            break;
+                        }
+                    }
+                }
+                if last_scan.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+                    last_scan = Some(tokio::time::Instant::now());
+                    match notifier.expiring().await {
+                        Ok(0) => {}
+                        Ok(_) => wake.notify_waiters(),
+                        Err(error) => tracing::warn!(%error, "notifier: expiry scan failed"),
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = changes.recv() => {}
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Counts of messages per sink and status, for the dashboard and `/metrics`.
+pub async fn outbox_counts(db: &Database) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    on_db!(db, pool => sqlx::query_as(
+        "SELECT sink, status, COUNT(*) FROM notification_outbox GROUP BY sink, status ORDER BY sink, status",
+    )
+    .fetch_all(pool)
+    .await)
+}
+
+/// The newest dead letters, at most `limit`.
+pub async fn dead_letters(db: &Database, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {OUTBOX_COLUMNS} FROM notification_outbox WHERE status = 'dead' ORDER BY id DESC LIMIT $1"
+    );
+    on_db!(db, pool => sqlx::query_as(&sql).bind(limit).fetch_all(pool).await)
+}
+
+/// Put a dead letter back in the queue, due now; whether there was one with that id.
+pub async fn retry(db: &Database, id: i64) -> Result<Option<OutboxRow>, sqlx::Error> {
+    let sql = format!(
+        "UPDATE notification_outbox SET status = 'pending', attempts = 0, next_attempt_ms = $1 \
+         WHERE id = $2 AND status = 'dead' RETURNING {OUTBOX_COLUMNS}"
+    );
+    on_db!(db, pool => sqlx::query_as(&sql).bind(now_ms()).bind(id).fetch_optional(pool).await)
+}
