@@ -44,14 +44,20 @@ timeout = "20s"
 /// What one HTTP receiver got: (path, headers, body), in arrival order.
 type Received = Arc<Mutex<Vec<(String, BTreeMap<String, String>, String)>>>;
 
-/// The webhook and Slack receiver on `port` (not listening until started).
-async fn start_receiver(port: u16, received: Received) -> tokio::task::JoinHandle<()> {
+/// The webhook and Slack receiver on `port` (not listening until started), answering each
+/// request after `delay`.
+async fn start_receiver(
+    port: u16,
+    received: Received,
+    delay: Duration,
+) -> tokio::task::JoinHandle<()> {
     use axum::{body::Bytes, extract::State, http::HeaderMap, routing::post, Router};
     async fn take(
-        State((path, received)): State<(&'static str, Received)>,
+        State((path, received, delay)): State<(&'static str, Received, Duration)>,
         headers: HeaderMap,
         body: Bytes,
     ) -> &'static str {
+        tokio::time::sleep(delay).await;
         let headers = headers
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
@@ -64,8 +70,11 @@ async fn start_receiver(port: u16, received: Received) -> tokio::task::JoinHandl
         "ok"
     }
     let app = Router::new()
-        .route("/hook", post(take).with_state(("hook", received.clone())))
-        .route("/slack", post(take).with_state(("slack", received)));
+        .route(
+            "/hook",
+            post(take).with_state(("hook", received.clone(), delay)),
+        )
+        .route("/slack", post(take).with_state(("slack", received, delay)));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("receiver port");
@@ -415,7 +424,7 @@ async fn every_event_arrives_in_order_once_through_outages_and_restarts() {
     assert_eq!(count(&received, "hook"), 0);
 
     // The receiver comes up: everything arrives, in order, and the retries stop.
-    let receiver = start_receiver(receiver_port, received.clone()).await;
+    let receiver = start_receiver(receiver_port, received.clone(), Duration::ZERO).await;
     until("eleven webhook deliveries", Duration::from_secs(30), || {
         count(&received, "hook") >= 11 && count(&received, "slack") >= 11
     })
@@ -911,4 +920,106 @@ async fn syslog_over_tls_sends_only_to_a_collector_it_trusts() {
         .all(|m| m.contains("\"seq\":") && m.contains("\"row_hash\":")));
     drop(server);
     db.close().await;
+}
+
+/// Two replicas on one PostgreSQL database, both configured with the same webhook, which takes
+/// its time to answer: the lease gives each worker to one of them, so every event is delivered
+/// once (without it, both would send the message at the head of the queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_send_each_event_once() {
+    let env = Env::postgres().await;
+    let policy_file = env.dir.path().join("policy.toml");
+    std::fs::write(&policy_file, POLICY).expect("policy");
+    let received: Received = Arc::default();
+    let port = free_port();
+    let receiver = start_receiver(port, received.clone(), Duration::from_millis(700)).await;
+    let settings = [
+        ("COUNTERSIGN_POLICY_FILE", policy_file.display().to_string()),
+        (
+            "COUNTERSIGN_NOTIFY_WEBHOOK_URL",
+            format!("http://127.0.0.1:{port}/hook"),
+        ),
+        ("COUNTERSIGN_NOTIFY_WEBHOOK_SECRET", SECRET.into()),
+        ("COUNTERSIGN_NOTIFY_EVENTS", "job.queued,job.denied".into()),
+    ];
+    let first = env.serve_with(&env.url, &settings).await;
+    let second = env.serve_with(&env.url, &settings).await;
+    let (state, db) = side_state(&env, &policy_file).await;
+    let mut jobs = Vec::new();
+    for n in 0..6 {
+        let replica = if n % 2 == 0 { &first } else { &second };
+        let job = ask(replica, &env, 0).await;
+        vote(&state, &job, false).await;
+        jobs.push(job);
+    }
+    until("twelve deliveries", Duration::from_secs(60), || {
+        count(&received, "hook") >= 12
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        count(&received, "hook"),
+        12,
+        "{:?}",
+        events_by_job(&received)
+    );
+    let by_job = events_by_job(&received);
+    for job in &jobs {
+        assert_eq!(by_job[job], ["job.queued", "job.denied"]);
+    }
+    receiver.abort();
+    drop((first, second));
+    db.close().await;
+}
+
+/// `siem_jsonl = "stdout"`: the trail as JSON Lines on standard output (logs go to stderr).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_can_go_to_stdout() {
+    let env = Env::new().await;
+    let port = free_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .arg("serve")
+        .env("COUNTERSIGN_DATABASE_URL", &env.url)
+        .env("COUNTERSIGN_BIND", format!("127.0.0.1:{port}"))
+        .env("COUNTERSIGN_SITE_ROOT", env.dir.path().join("site"))
+        .env("COUNTERSIGN_ADMIN_PASSWORD", "fault test admin password")
+        .env("COUNTERSIGN_SIEM_JSONL", "stdout")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start countersign");
+    let stdout = child.stdout.take().expect("stdout");
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = http
+            .post(format!("{base}/api/v1/decisions"))
+            .bearer_auth(&env.token)
+            .header("content-type", "application/json")
+            .body(common::binary::decision(1))
+            .send()
+            .await;
+        if answer.is_ok_and(|a| a.status().is_success()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seqs = Vec::new();
+    let mut decision_seen = false;
+    while !decision_seen {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("a line within 20 s")
+            .expect("stdout")
+            .expect("not closed");
+        let row: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+        seqs.push(row["seq"].as_i64().expect("seq"));
+        decision_seen = row["event_kind"] == "decision" && row["tool"] == "ssh-exec";
+    }
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    let _ = child.kill().await;
 }
