@@ -673,7 +673,7 @@ async fn serve(config: Config) -> Result<(), String> {
         .await?;
     server::executors::check_secrets(&state.policy);
     server::executors::Dispatcher::new(state.clone())?.spawn();
-    server::integrations::spawn(&state, &config)?;
+    server::integrations::start(&state, &config).await?;
     let router = app(state);
     tracing::info!(
         address = %config.bind,

@@ -80,6 +80,9 @@ impl Maintenance {
             if let Err(error) = crate::api::idempotency::purge_old(db).await {
                 tracing::warn!(%error, "could not purge old idempotency keys");
             }
+            if let Err(error) = crate::integrations::notify::purge_old(db).await {
+                tracing::warn!(%error, "could not purge old notifications");
+            }
         }
         for job in self.store.reap_leases(now).await? {
             let (reason, status) = if job.status == JobStatus::Approved {

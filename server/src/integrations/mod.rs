@@ -138,9 +138,9 @@ impl Backoff {
 }
 
 /// Start every configured integration (none when nothing is configured).
-pub fn spawn(state: &crate::AppState, config: &crate::Config) -> Result<(), String> {
+pub async fn start(state: &crate::AppState, config: &crate::Config) -> Result<(), String> {
     let owner = owner_id();
-    notify::spawn(state, config, &owner)?;
-    siem::spawn(state, config, &owner)?;
+    notify::start(state, config, &owner).await?;
+    siem::start(state, config, &owner).await?;
     Ok(())
 }

@@ -606,12 +606,36 @@ impl Deliverer {
     }
 }
 
+/// On the first start with a sink, the notifier begins at the newest job change: it announces
+/// what changes from then on, not the history. (Before the server takes requests.)
+async fn init_cursor(db: &Database) -> Result<(), String> {
+    if cursor(db, CURSOR)
+        .await
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let last: Option<i64> = on_db!(db, pool => sqlx::query_scalar(
+        "SELECT MAX(id) FROM job_transitions",
+    )
+    .fetch_one(pool)
+    .await)
+    .map_err(|e| e.to_string())?;
+    super::set_cursor(db, CURSOR, last.unwrap_or(0))
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Start the notifier and one deliverer per sink (nothing without sinks).
-pub fn spawn(state: &AppState, config: &Config, owner: &str) -> Result<(), String> {
+pub async fn start(state: &AppState, config: &Config, owner: &str) -> Result<(), String> {
     let settings = Arc::new(Settings::from_config(config)?);
     if settings.sinks.is_empty() {
         return Ok(());
     }
+    init_cursor(&state.db)
+        .await
+        .map_err(|e| format!("notifications: {e}"))?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
@@ -670,6 +694,29 @@ pub fn spawn(state: &AppState, config: &Config, owner: &str) -> Result<(), Strin
         }
     });
     Ok(())
+}
+
+/// How long delivered messages and read job transitions are kept.
+const KEEP_DELIVERED_MS: i64 = 30 * 86_400_000;
+const KEEP_TRANSITIONS_MS: i64 = 7 * 86_400_000;
+
+/// Forget delivered messages after 30 days and job transitions after 7 (maintenance runs it,
+/// with or without sinks); dead letters stay until retried. Returns the rows deleted.
+pub async fn purge_old(db: &Database) -> Result<u64, sqlx::Error> {
+    let now = now_ms();
+    let delivered = on_db!(db, pool => sqlx::query(
+        "DELETE FROM notification_outbox WHERE status = 'delivered' AND delivered_ms < $1",
+    )
+    .bind(now - KEEP_DELIVERED_MS)
+    .execute(pool)
+    .await?
+    .rows_affected());
+    let transitions = on_db!(db, pool => sqlx::query("DELETE FROM job_transitions WHERE at_ms < $1")
+        .bind(now - KEEP_TRANSITIONS_MS)
+        .execute(pool)
+        .await?
+        .rows_affected());
+    Ok(delivered + transitions)
 }
 
 /// Counts of messages per sink and status, for the dashboard and `/metrics`.

@@ -330,8 +330,8 @@ impl Feed {
     }
 }
 
-/// Start the configured feeds.
-pub fn spawn(state: &crate::AppState, config: &Config, owner: &str) -> Result<(), String> {
+/// Start the configured feeds (each has its position before the server takes requests).
+pub async fn start(state: &crate::AppState, config: &Config, owner: &str) -> Result<(), String> {
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
@@ -371,6 +371,9 @@ pub fn spawn(state: &crate::AppState, config: &Config, owner: &str) -> Result<()
             lease: Lease::new(&state.db, &format!("siem:{name}"), owner),
             metrics: state.metrics.clone(),
         };
+        feed.position()
+            .await
+            .map_err(|e| format!("SIEM feed {name}: {e}"))?;
         tokio::spawn(feed.run());
     }
     Ok(())
