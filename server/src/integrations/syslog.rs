@@ -15,6 +15,9 @@ const SD_ID: &str = "countersign@32473";
 const FACILITY: u8 = 13;
 /// Longest UDP datagram sent; longer messages are cut (TCP and TLS carry any length).
 const MAX_DATAGRAM: usize = 8_192;
+/// How long connecting (with the TLS handshake) or sending one batch may take: a collector that
+/// stops reading must not stall the feed for good.
+const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -187,7 +190,13 @@ impl Client {
     /// Send `messages` in order; an error drops the connection (the next call reconnects) and
     /// the caller sends the batch again.
     pub async fn send(&mut self, messages: &[String]) -> io::Result<()> {
-        let result = self.try_send(messages).await;
+        let result = match tokio::time::timeout(IO_TIMEOUT, self.try_send(messages)).await {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the collector did not take the batch within {IO_TIMEOUT:?}"),
+            )),
+        };
         if result.is_err() {
             self.connection = None;
         }
