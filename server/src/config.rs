@@ -95,6 +95,10 @@ pub struct Config {
     /// Seconds a verified API token is remembered before the database is asked again (so a
     /// revocation takes effect within this); 0 asks every time.
     pub api_token_cache_secs: u64,
+    /// Refusals of unauthenticated requests (bad tokens, forged cookies, cross-origin posts,
+    /// failed sign-ins) audited one by one per minute; the rest of the minute are counted in one
+    /// summary row. 0: every one.
+    pub audit_refusals_per_minute: u32,
     /// Notifications: a generic webhook that receives every event as signed JSON...
     pub notify_webhook_url: Option<String>,
     /// ...and the HMAC-SHA256 key its signatures use (required with the URL).
@@ -214,6 +218,7 @@ impl Default for Config {
             api_rate_limit_per_sec: 1_000,
             api_rate_limit_burst: 2_000,
             api_token_cache_secs: 5,
+            audit_refusals_per_minute: 600,
             notify_webhook_url: None,
             notify_webhook_secret: None,
             notify_slack_url: None,

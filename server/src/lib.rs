@@ -82,6 +82,8 @@ pub struct AppState {
     pub export_key: Option<Arc<ed25519_dalek::SigningKey>>,
     /// Exports under way on this replica (the Reports page shows their progress).
     pub export_progress: Arc<reports::ProgressBoard>,
+    /// How many refusals of unauthenticated requests are audited one by one.
+    pub refusal_budget: Arc<security::RefusalBudget>,
     session_idle_secs: i64,
     https: bool,
 }
@@ -124,6 +126,9 @@ impl AppState {
             leptos: leptos_options(config),
             export_key,
             export_progress: Arc::default(),
+            refusal_budget: Arc::new(security::RefusalBudget::per_minute(
+                config.audit_refusals_per_minute,
+            )),
             db,
             policy,
             store,

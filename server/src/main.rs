@@ -674,6 +674,7 @@ async fn serve(config: Config) -> Result<(), String> {
     server::executors::check_secrets(&state.policy);
     server::executors::Dispatcher::new(state.clone())?.spawn();
     server::integrations::start(&state, &config).await?;
+    server::security::spawn_refusal_summaries(&state);
     let router = app(state);
     tracing::info!(
         address = %config.bind,

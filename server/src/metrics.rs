@@ -83,6 +83,8 @@ pub struct Metrics {
     notifications: [(AtomicU64, AtomicU64); SINKS.len()],
     /// Audit rows written by each SIEM feed.
     siem_rows: [AtomicU64; SIEM_FEEDS.len()],
+    /// Refusals counted in a summary row instead of a row each.
+    refusals_suppressed: AtomicU64,
 }
 
 /// The notification sinks and SIEM feeds `/metrics` counts.
@@ -104,6 +106,7 @@ impl Default for Metrics {
                 .collect(),
             notifications: Default::default(),
             siem_rows: Default::default(),
+            refusals_suppressed: AtomicU64::new(0),
         }
     }
 }
@@ -140,6 +143,11 @@ impl Metrics {
             let counter = if delivered { ok } else { failed };
             counter.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// One refusal over the audit budget (counted, not written one by one).
+    pub fn refusal_suppressed(&self) {
+        self.refusals_suppressed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// `rows` audit rows written by the SIEM feed `feed`.
@@ -204,6 +212,11 @@ impl Metrics {
                 self.siem_rows[i].load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP countersign_audit_refusals_suppressed_total Refusals of unauthenticated requests over the audit budget (in summary rows).\n# TYPE countersign_audit_refusals_suppressed_total counter\ncountersign_audit_refusals_suppressed_total {}",
+            self.refusals_suppressed.load(Ordering::Relaxed)
+        );
         out.push_str("# HELP countersign_queue_jobs Jobs in the approval queue, by status.\n# TYPE countersign_queue_jobs gauge\n");
         for (status, count) in queue {
             let _ = writeln!(out, "countersign_queue_jobs{{status=\"{status}\"}} {count}");

@@ -1,5 +1,6 @@
 //! Browser-facing protections on every response and request: security headers, and a
-//! same-origin rule for state-changing requests (CSRF). Refusals are audited.
+//! same-origin rule for state-changing requests (CSRF). Refusals are audited, within a budget
+//! ([`RefusalBudget`]) so that unauthenticated clients cannot flood the audit trail.
 
 use crate::store::{EventKind, NewAuditEvent};
 use crate::AppState;
@@ -102,10 +103,157 @@ pub async fn same_origin(State(state): State<AppState>, request: Request, next: 
     event.context =
         serde_json::json!({ "path": path, "origin": origin, "method": request.method().as_str() })
             .to_string();
-    if let Err(error) = state.audit.append(event).await {
-        tracing::error!(%error, "could not audit a refused request");
-    }
+    append_refusal(&state, event).await;
     (StatusCode::FORBIDDEN, "cross-origin request refused").into_response()
+}
+
+/// How many refusals of unauthenticated requests (bad tokens, forged cookies, cross-origin
+/// posts, failed sign-ins) are audited one by one per window; the rest of a window are counted
+/// and written as one summary row when it ends. Anyone can send such requests, so without a
+/// bound they could fill the disk and slow every decision's audit write.
+#[derive(Debug)]
+pub struct RefusalBudget {
+    per_window: u32,
+    window: std::time::Duration,
+    state: std::sync::Mutex<BudgetWindow>,
+}
+
+#[derive(Debug)]
+struct BudgetWindow {
+    started: std::time::Instant,
+    recorded: u32,
+    suppressed: u64,
+}
+
+/// What to do with one refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// Write its row.
+    pub record: bool,
+    /// A window just ended with this many refusals counted but not written: write the summary.
+    pub ended_with: Option<u64>,
+}
+
+impl RefusalBudget {
+    /// `per_minute` rows a minute; 0 records every refusal.
+    pub fn per_minute(per_minute: u32) -> RefusalBudget {
+        RefusalBudget::new(per_minute, std::time::Duration::from_secs(60))
+    }
+
+    pub fn new(per_window: u32, window: std::time::Duration) -> RefusalBudget {
+        RefusalBudget {
+            per_window,
+            window,
+            state: std::sync::Mutex::new(BudgetWindow {
+                started: std::time::Instant::now(),
+                recorded: 0,
+                suppressed: 0,
+            }),
+        }
+    }
+
+    pub fn window(&self) -> std::time::Duration {
+        self.window
+    }
+
+    /// Close the window if it has ended: how many refusals it counted without writing them.
+    pub fn roll(&self, now: std::time::Instant) -> Option<u64> {
+        let mut w = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if now.duration_since(w.started) < self.window {
+            return None;
+        }
+        let suppressed = std::mem::take(&mut w.suppressed);
+        w.started = now;
+        w.recorded = 0;
+        (suppressed > 0).then_some(suppressed)
+    }
+
+    /// One refusal at `now`.
+    pub fn admit(&self, now: std::time::Instant) -> Admission {
+        let ended_with = self.roll(now);
+        if self.per_window == 0 {
+            return Admission {
+                record: true,
+                ended_with,
+            };
+        }
+        let mut w = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let record = w.recorded < self.per_window;
+        if record {
+            w.recorded += 1;
+        } else {
+            w.suppressed += 1;
+        }
+        Admission { record, ended_with }
+    }
+
+    /// The summary row of a window that counted `suppressed` refusals without writing them.
+    pub fn summary(&self, suppressed: u64) -> NewAuditEvent {
+        let mut event = NewAuditEvent::new(
+            EventKind::PortalAction,
+            "anonymous",
+            "countersign",
+            "refusals.suppressed",
+            "deny",
+            &format!(
+                "{suppressed} more refused requests from unauthenticated clients in {} s were over \
+                 the audit budget ({} a window): counted here, not recorded one by one",
+                self.window.as_secs(),
+                self.per_window
+            ),
+            "LOW",
+        );
+        event.context = serde_json::json!({
+            "suppressed": suppressed,
+            "budget": self.per_window,
+            "window_secs": self.window.as_secs(),
+        })
+        .to_string();
+        event
+    }
+}
+
+/// Audit the refusal of an unauthenticated request, within the budget. The refusal stands
+/// whether or not its row is written.
+pub async fn append_refusal(state: &AppState, event: NewAuditEvent) {
+    let admission = state.refusal_budget.admit(std::time::Instant::now());
+    if let Some(suppressed) = admission.ended_with {
+        if let Err(error) = state
+            .audit
+            .append(state.refusal_budget.summary(suppressed))
+            .await
+        {
+            tracing::error!(%error, "could not audit the refusals over budget");
+        }
+    }
+    if admission.record {
+        if let Err(error) = state.audit.append(event).await {
+            tracing::error!(%error, "could not audit a refused request");
+        }
+    } else {
+        state.metrics.refusal_suppressed();
+    }
+}
+
+/// Write the summary of a window that ended without a later refusal to carry it.
+pub fn spawn_refusal_summaries(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(state.refusal_budget.window());
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if let Some(suppressed) = state.refusal_budget.roll(std::time::Instant::now()) {
+                if let Err(error) = state
+                    .audit
+                    .append(state.refusal_budget.summary(suppressed))
+                    .await
+                {
+                    tracing::error!(%error, "could not audit the refusals over budget");
+                }
+            }
+        }
+    });
 }
 
 #[cfg(test)]
@@ -118,6 +266,40 @@ mod tests {
             map.insert(*k, HeaderValue::from_static(v));
         }
         map
+    }
+
+    #[test]
+    fn the_refusal_budget_records_so_many_a_window_and_counts_the_rest() {
+        let budget = RefusalBudget::new(3, std::time::Duration::from_secs(60));
+        let start = std::time::Instant::now();
+        let admitted: Vec<bool> = (0..5).map(|_| budget.admit(start).record).collect();
+        assert_eq!(admitted, [true, true, true, false, false]);
+        // The next window: the first refusal carries the count of the last one.
+        let later = start + std::time::Duration::from_secs(61);
+        assert_eq!(
+            budget.admit(later),
+            Admission {
+                record: true,
+                ended_with: Some(2)
+            }
+        );
+        assert_eq!(budget.roll(later), None, "counted once");
+        // A window that ends quietly is closed by the ticker.
+        for _ in 0..4 {
+            budget.admit(later);
+        }
+        assert_eq!(
+            budget.roll(later + std::time::Duration::from_secs(61)),
+            Some(2)
+        );
+        let summary = budget.summary(2);
+        assert_eq!(summary.operation, "refusals.suppressed");
+        assert!(summary
+            .decision_reason
+            .starts_with("2 more refused requests"));
+        // No budget: everything is recorded.
+        let open = RefusalBudget::new(0, std::time::Duration::from_secs(60));
+        assert!((0..1_000).all(|_| open.admit(start).record));
     }
 
     #[test]

@@ -647,3 +647,68 @@ async fn injection_in_every_field_is_stored_exactly_and_shown_escaped() {
     assert!(suite.trail().await.len() > trail.len());
     suite.verify();
 }
+
+/// A flood of requests with forged tokens and cross-origin posts: every one is refused, the
+/// first ones of the minute are audited one by one up to the budget, and the rest are counted
+/// (`/metrics`, then one summary row), so nobody can fill the trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_requests_is_audited_within_the_budget() {
+    let env = Env::new().await;
+    let server = env
+        .serve_with(
+            &env.url,
+            &[("COUNTERSIGN_AUDIT_REFUSALS_PER_MINUTE", "20".to_string())],
+        )
+        .await;
+    let mut refusals = 0;
+    for n in 0..150 {
+        let answer = server
+            .http
+            .get(server.url("/api/v1/whoami"))
+            .bearer_auth(format!("cs_forged{n}.not-a-secret"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(answer.status().as_u16(), 401);
+        refusals += 1;
+        let answer = server
+            .http
+            .post(server.url("/auth/logout"))
+            .header("origin", "https://evil.example")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(answer.status().as_u16(), 403);
+        refusals += 1;
+    }
+    let metrics = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(&format!(
+            "countersign_audit_refusals_suppressed_total {}",
+            refusals - 20
+        )),
+        "{metrics}"
+    );
+    drop(server);
+    let db = Database::connect(&Config {
+        database_url: env.url.clone(),
+        ..Config::default()
+    })
+    .await
+    .expect("connect");
+    let rows = AnyStore::new(&db).audit_page(0, 10_000).await.expect("audit");
+    let refused = rows
+        .iter()
+        .filter(|r| r.event.caller_id == "anonymous" && r.event.decision_action == "deny")
+        .count();
+    assert_eq!(refused, 20, "the budget's worth, one by one");
+    db.close().await;
+}

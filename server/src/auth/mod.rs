@@ -188,7 +188,10 @@ async fn audit(
         "LOW",
     );
     event.context = context.to_string();
-    if let Err(error) = state.audit.append(event).await {
+    // Anyone can make these happen: within the refusal budget.
+    if action == "deny" && (who == "anonymous" || kind == EventKind::SignIn) {
+        crate::security::append_refusal(state, event).await;
+    } else if let Err(error) = state.audit.append(event).await {
         tracing::error!(%error, "could not audit a sign-in event");
     }
 }
