@@ -704,7 +704,10 @@ async fn a_flood_of_refused_requests_is_audited_within_the_budget() {
     })
     .await
     .expect("connect");
-    let rows = AnyStore::new(&db).audit_page(0, 10_000).await.expect("audit");
+    let rows = AnyStore::new(&db)
+        .audit_page(0, 10_000)
+        .await
+        .expect("audit");
     let refused = rows
         .iter()
         .filter(|r| r.event.caller_id == "anonymous" && r.event.decision_action == "deny")

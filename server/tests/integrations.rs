@@ -145,6 +145,28 @@ async fn start_smtp(mails: Mails) -> u16 {
     port
 }
 
+/// Read octet-counted syslog frames (`LENGTH SP MESSAGE`) until the stream ends.
+async fn read_frames<S: tokio::io::AsyncRead + Unpin>(stream: S, messages: &Mutex<Vec<String>>) {
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut length = Vec::new();
+        if reader.read_until(b' ', &mut length).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let Ok(n) = String::from_utf8_lossy(&length).trim().parse::<usize>() else {
+            return;
+        };
+        let mut frame = vec![0; n];
+        if reader.read_exact(&mut frame).await.is_err() {
+            return;
+        }
+        messages
+            .lock()
+            .expect("lock")
+            .push(String::from_utf8_lossy(&frame).into_owned());
+    }
+}
+
 /// A syslog collector over TCP (octet-counted frames): the messages, in arrival order.
 async fn start_syslog_tcp(messages: Arc<Mutex<Vec<String>>>) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -155,24 +177,7 @@ async fn start_syslog_tcp(messages: Arc<Mutex<Vec<String>>>) -> u16 {
         while let Ok((stream, _)) = listener.accept().await {
             let messages = messages.clone();
             tokio::spawn(async move {
-                let mut reader = BufReader::new(stream);
-                loop {
-                    let mut length = Vec::new();
-                    if reader.read_until(b' ', &mut length).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let Ok(n) = String::from_utf8_lossy(&length).trim().parse::<usize>() else {
-                        return;
-                    };
-                    let mut frame = vec![0; n];
-                    if reader.read_exact(&mut frame).await.is_err() {
-                        return;
-                    }
-                    messages
-                        .lock()
-                        .expect("lock")
-                        .push(String::from_utf8_lossy(&frame).into_owned());
-                }
+                read_frames(stream, &messages).await;
             });
         }
     });
@@ -833,24 +838,7 @@ async fn start_syslog_tls(messages: Arc<Mutex<Vec<String>>>) -> (u16, String) {
                 let Ok(stream) = acceptor.accept(stream).await else {
                     return;
                 };
-                let mut reader = BufReader::new(stream);
-                loop {
-                    let mut length = Vec::new();
-                    if reader.read_until(b' ', &mut length).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let Ok(n) = String::from_utf8_lossy(&length).trim().parse::<usize>() else {
-                        return;
-                    };
-                    let mut frame = vec![0; n];
-                    if reader.read_exact(&mut frame).await.is_err() {
-                        return;
-                    }
-                    messages
-                        .lock()
-                        .expect("lock")
-                        .push(String::from_utf8_lossy(&frame).into_owned());
-                }
+                read_frames(stream, &messages).await;
             });
         }
     });
