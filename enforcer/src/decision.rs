@@ -399,28 +399,13 @@ fn match_invocation(
     if candidates.is_empty() {
         return;
     }
-    // One pass of the args RegexSet, and only when a candidate needs it.
-    let args_hits = if candidates
-        .iter()
-        .any(|&i| policy.patterns.get(i).is_some_and(|p| p.args.is_some()))
-    {
-        Some(policy.args_set.matches(&invocation.args_text()))
-    } else {
-        None
-    };
-    let args_match = |index: usize| match &args_hits {
-        Some(hits) => hits
-            .iter()
-            .any(|member| policy.args_owner.get(member) == Some(&index)),
-        None => false,
-    };
+    // The arguments' text is joined once, when the first candidate with `args` needs it, and
+    // each such candidate runs only its own regex (cheap checks first).
+    let mut args_text: Option<String> = None;
     for &index in candidates {
         let Some(pattern) = policy.patterns.get(index) else {
             continue;
         };
-        if pattern.args.is_some() && !args_match(index) {
-            continue;
-        }
         if !flags_match(pattern, invocation) {
             continue;
         }
@@ -431,6 +416,12 @@ fn match_invocation(
                 .any(|up| command_matches(&pattern.piped_from, up.as_ref()))
         {
             continue;
+        }
+        if let Some(re) = &pattern.args_re {
+            let text = args_text.get_or_insert_with(|| invocation.args_text());
+            if !re.is_match(text) {
+                continue;
+            }
         }
         let mut span = invocation.span.clone();
         if let Some(re) = &pattern.redirect_re {

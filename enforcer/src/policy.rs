@@ -305,6 +305,9 @@ pub struct Pattern {
     pub escalate: Option<Risk>,
     #[serde(skip)]
     pub(crate) redirect_re: Option<Regex>,
+    /// `args`, compiled: checked only for the invocations this pattern is a candidate for.
+    #[serde(skip)]
+    pub(crate) args_re: Option<Regex>,
 }
 
 /// A loaded, validated policy. Cheap to share; evaluation only reads it.
@@ -328,8 +331,6 @@ pub struct PolicySet {
     pub(crate) by_prefix: Vec<(String, usize)>,
     pub(crate) any_command: Vec<usize>,
     /// `args` regexes of shell patterns, one set: pattern index per member.
-    pub(crate) args_set: RegexSet,
-    pub(crate) args_owner: Vec<usize>,
     /// `value` regexes of path patterns.
     pub(crate) path_set: RegexSet,
     pub(crate) path_owner: Vec<usize>,
@@ -579,7 +580,6 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
 
     let mut patterns = Vec::new();
     let mut ids = BTreeSet::new();
-    let (mut args_res, mut args_owner) = (Vec::new(), Vec::new());
     let (mut path_res, mut path_owner) = (Vec::new(), Vec::new());
     let (mut flag_res, mut flag_owner) = (Vec::new(), Vec::new());
     for (index, p) in parsed.patterns.into_iter().enumerate() {
@@ -604,6 +604,7 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
             Some(r) => Some(ctx.regex(r, format!("{field}.redirect"))?),
             None => None,
         };
+        let mut args_re = None;
         match p.applies_to {
             ArgKind::Shell => {
                 if p.commands.is_empty() {
@@ -630,9 +631,7 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
                     return Err(ctx.err(id_span, field, "a pattern for any command must also require flags, args, a redirect or a pipe"));
                 }
                 if let Some(args) = &p.args {
-                    ctx.regex(args, format!("{field}.args"))?;
-                    args_res.push(args.get_ref().clone());
-                    args_owner.push(patterns.len());
+                    args_re = Some(ctx.regex(args, format!("{field}.args"))?);
                 }
             }
             ArgKind::Path | ArgKind::Flag => {
@@ -685,6 +684,7 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
             value: p.value.map(|v| v.into_inner()),
             escalate: p.escalate,
             redirect_re,
+            args_re,
         });
     }
 
@@ -728,8 +728,6 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
             approver_role: parsed.approvals.approver_role,
             by_risk,
         },
-        args_set: set(&args_res, "args")?,
-        args_owner,
         path_set: set(&path_res, "path values")?,
         path_owner,
         flag_set: set(&flag_res, "flag values")?,
