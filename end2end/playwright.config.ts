@@ -16,6 +16,9 @@ const issuer = issuerFor(oidcPort);
 const root = path.resolve(__dirname, '..');
 const binary = process.env.E2E_BINARY ?? path.join(root, 'target', 'release', 'countersign');
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'countersign-e2e-'));
+// Every process that loads this file (the runner and each worker) makes a folder: each removes
+// its own when it exits (the runner after it has stopped the servers).
+process.on('exit', () => fs.rmSync(dataDir, { recursive: true, force: true }));
 
 // The shipped policy, except that `ssh-sudo` jobs run here instead of on a host over SSH (there
 // is no SSH target in a test run): the server's own process executor runs the approved command

@@ -61,6 +61,7 @@ test('bob exports an evidence bundle that verifies offline, and a tampered copy 
   const pdf = path.join(dir, 'summary.pdf');
   await reports.download('pdf', pdf);
   expect(fs.readFileSync(pdf).subarray(0, 5).toString()).toBe('%PDF-');
+  fs.rmSync(dir, { recursive: true, force: true });
 });
 
 test('a viewer sees no exports and the server refuses them', async ({ page }, testInfo) => {
