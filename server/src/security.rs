@@ -217,15 +217,7 @@ impl RefusalBudget {
 /// whether or not its row is written.
 pub async fn append_refusal(state: &AppState, event: NewAuditEvent) {
     let admission = state.refusal_budget.admit(std::time::Instant::now());
-    if let Some(suppressed) = admission.ended_with {
-        if let Err(error) = state
-            .audit
-            .append(state.refusal_budget.summary(suppressed))
-            .await
-        {
-            tracing::error!(%error, "could not audit the refusals over budget");
-        }
-    }
+    append_summary(state, admission.ended_with).await;
     if admission.record {
         if let Err(error) = state.audit.append(event).await {
             tracing::error!(%error, "could not audit a refused request");
@@ -243,17 +235,24 @@ pub fn spawn_refusal_summaries(state: &AppState) {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            if let Some(suppressed) = state.refusal_budget.roll(std::time::Instant::now()) {
-                if let Err(error) = state
-                    .audit
-                    .append(state.refusal_budget.summary(suppressed))
-                    .await
-                {
-                    tracing::error!(%error, "could not audit the refusals over budget");
-                }
-            }
+            let ended_with = state.refusal_budget.roll(std::time::Instant::now());
+            append_summary(&state, ended_with).await;
         }
     });
+}
+
+/// Write the summary row of a window that ended with `suppressed` refusals counted, if any.
+async fn append_summary(state: &AppState, suppressed: Option<u64>) {
+    let Some(suppressed) = suppressed else {
+        return;
+    };
+    if let Err(error) = state
+        .audit
+        .append(state.refusal_budget.summary(suppressed))
+        .await
+    {
+        tracing::error!(%error, "could not audit the refusals over budget");
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 mod common;
 
 use common::binary::{Env, Server};
+use common::provider::{cookies, location};
 use hmac::{Hmac, Mac};
 use server::store::Store;
 use server::{Config, Database};
@@ -723,15 +724,11 @@ async fn dead_letters_and_cef_over_udp(env: Env) {
         .send()
         .await
         .expect("sign in");
-    let cookie = signed_in
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("countersign="))
-        .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
-        .to_string();
+    let cookie = cookies(&signed_in);
+    assert!(
+        cookie.starts_with("countersign="),
+        "a session cookie: {cookie}"
+    );
     let page = http
         .get(server.url("/"))
         .header("cookie", &cookie)
@@ -756,13 +753,7 @@ async fn dead_letters_and_cef_over_udp(env: Env) {
         .send()
         .await
         .expect("retry");
-    let location = retried
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    assert_eq!(location, format!("/?retried={id}#deliveries"));
+    assert_eq!(location(&retried), format!("/?retried={id}#deliveries"));
     let deadline = Instant::now() + Duration::from_secs(20);
     while refusals.load(std::sync::atomic::Ordering::SeqCst) < 2 {
         assert!(Instant::now() < deadline, "not sent again");

@@ -108,11 +108,16 @@ pub async fn set_cursor(db: &Database, name: &str, position: i64) -> Result<(), 
     .map(|_| ()))
 }
 
+/// The machine's host name (empty when it cannot be read).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// This process's name in leases: host and a random part.
 pub fn owner_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
+    let host = Some(hostname())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "countersign".to_string());
     format!("{host}/{}", uuid::Uuid::new_v4())

@@ -266,8 +266,9 @@ pub fn build(
 struct Outgoing {
     key: String,
     sink: &'static str,
-    notification: Notification,
-    payload: String,
+    /// Shared by the rows of every sink of one event.
+    notification: Arc<Notification>,
+    payload: Arc<str>,
 }
 
 /// Run `$body` in a write transaction `$tx` on whichever database it is (SQLite: `BEGIN
@@ -309,7 +310,7 @@ async fn enqueue(
             .bind(&m.notification.id)
             .bind(m.notification.event.as_str())
             .bind(&m.notification.job_id)
-            .bind(&m.payload)
+            .bind(&*m.payload)
             .bind(now)
             .execute(&mut *tx)
             .await?;
@@ -330,7 +331,10 @@ async fn enqueue(
 
 /// The outbox rows for one notification: one per sink that wants it.
 fn outgoing(settings: &Settings, notification: Notification) -> Result<Vec<Outgoing>, String> {
-    let payload = serde_json::to_string(&notification).map_err(|e| e.to_string())?;
+    let payload: Arc<str> = serde_json::to_string(&notification)
+        .map_err(|e| e.to_string())?
+        .into();
+    let notification = Arc::new(notification);
     Ok(settings
         .sinks
         .iter()
@@ -338,8 +342,8 @@ fn outgoing(settings: &Settings, notification: Notification) -> Result<Vec<Outgo
         .map(|sink| Outgoing {
             key: format!("{}/{}", notification.id, sink.name()),
             sink: sink.name(),
-            notification: notification.clone(),
-            payload: payload.clone(),
+            notification: Arc::clone(&notification),
+            payload: Arc::clone(&payload),
         })
         .collect())
 }
@@ -430,6 +434,11 @@ impl Notifier {
             if job.status != JobStatus::Queued || expires <= now || expires > horizon {
                 continue;
             }
+            let id = format!("expiring-{}", job.job_id);
+            // Warned at an earlier scan: nothing to read or write again.
+            if self.queued_before(&id).await.map_err(|e| e.to_string())? {
+                continue;
+            }
             let votes = self
                 .state
                 .store
@@ -438,7 +447,7 @@ impl Notifier {
                 .map_err(|e| e.to_string())?;
             let notification = build(
                 &self.settings,
-                format!("expiring-{}", job.job_id),
+                id,
                 EventType::Expiring,
                 JobStatus::Queued,
                 now,
@@ -454,6 +463,23 @@ impl Notifier {
                 .map_err(|e| e.to_string())?;
         }
         Ok(count)
+    }
+
+    /// Whether the event `id` is already in the outbox for one of the sinks (by its unique key).
+    async fn queued_before(&self, id: &str) -> Result<bool, sqlx::Error> {
+        for sink in &self.settings.sinks {
+            let key = format!("{id}/{}", sink.name());
+            let found: Option<i64> = on_db!(&self.state.db, pool => sqlx::query_scalar(
+                "SELECT id FROM notification_outbox WHERE idempotency_key = $1",
+            )
+            .bind(&key)
+            .fetch_optional(pool)
+            .await)?;
+            if found.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 

@@ -332,9 +332,7 @@ impl Feed {
 
 /// Start the configured feeds (each has its position before the server takes requests).
 pub async fn start(state: &crate::AppState, config: &Config, owner: &str) -> Result<(), String> {
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
+    let hostname = super::hostname();
     let mut outputs: Vec<(&'static str, Output)> = Vec::new();
     if let Some(target) = &config.siem_jsonl {
         let output = if target == "stdout" || target == "-" {
