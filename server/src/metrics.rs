@@ -47,6 +47,13 @@ impl Histogram {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// How many values were observed, and their mean (0 when none).
+    pub fn count_and_mean(&self) -> (u64, f64) {
+        let count = self.count.load(Ordering::Relaxed);
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        (count, if count == 0 { 0.0 } else { sum / count as f64 })
+    }
+
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {

@@ -49,6 +49,13 @@ impl Store for AnyStore {
     ) -> Result<Vec<AuditReceipt>, StoreError> {
         delegate!(self, s => s.append_audit(events))
     }
+    async fn append_audit_and_jobs(
+        &self,
+        events: &[NewAuditEvent],
+        jobs: &[NewJob],
+    ) -> Result<(Vec<AuditReceipt>, Vec<Job>), StoreError> {
+        delegate!(self, s => s.append_audit_and_jobs(events, jobs))
+    }
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
         delegate!(self, s => s.audit_page(after, limit))
     }

@@ -1,6 +1,6 @@
 //! The audit chain: row hashing, the group-commit writer, and verification.
 
-use super::{format_ts, AuditReceipt, NewAuditEvent, Store, StoreError, GENESIS};
+use super::{format_ts, AuditReceipt, Job, NewAuditEvent, NewJob, Store, StoreError, GENESIS};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde::Serialize;
@@ -112,7 +112,7 @@ pub(crate) fn chain(events: &[NewAuditEvent], head_seq: i64, head_hash: &str) ->
         let id = event
             .id
             .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let hash = row_hash(&id, seq, event, &prev);
         out.push(Chained {
             id,
@@ -397,7 +397,12 @@ pub async fn purge<S: Store>(
     Ok((deleted, through))
 }
 
-type Pending = (NewAuditEvent, oneshot::Sender<Result<AuditReceipt, String>>);
+/// One caller's event (and the job its decision queues, if any), and where its answer goes.
+struct Pending {
+    event: NewAuditEvent,
+    job: Option<NewJob>,
+    reply: oneshot::Sender<Result<(AuditReceipt, Option<Job>), String>>,
+}
 
 /// When the writer takes keyed checkpoints.
 #[derive(Clone)]
@@ -458,24 +463,34 @@ impl AuditWriter {
                             Err(_) => break,
                         }
                     }
-                    let (events, replies): (Vec<NewAuditEvent>, Vec<_>) = batch.drain(..).unzip();
+                    let mut events = Vec::with_capacity(batch.len());
+                    let mut jobs = Vec::new();
+                    let mut replies = Vec::with_capacity(batch.len());
+                    for pending in batch.drain(..) {
+                        events.push(pending.event);
+                        let queues = pending.job.is_some();
+                        jobs.extend(pending.job);
+                        replies.push((pending.reply, queues));
+                    }
                     let started = std::time::Instant::now();
-                    match store.append_audit(&events).await {
-                        Ok(receipts) => {
+                    match store.append_audit_and_jobs(&events, &jobs).await {
+                        Ok((receipts, stored)) => {
                             failed.store(false, std::sync::atomic::Ordering::Relaxed);
                             if let Some(m) = &metrics {
                                 m.audit_batch(receipts.len(), started.elapsed());
                             }
                             since_checkpoint += receipts.len() as u64;
                             last_receipt = receipts.last().cloned().or(last_receipt);
-                            for (reply, receipt) in replies.into_iter().zip(receipts) {
-                                let _ = reply.send(Ok(receipt));
+                            let mut stored = stored.into_iter();
+                            for ((reply, queues), receipt) in replies.into_iter().zip(receipts) {
+                                let job = if queues { stored.next() } else { None };
+                                let _ = reply.send(Ok((receipt, job)));
                             }
                         }
                         Err(error) => {
                             failed.store(true, std::sync::atomic::Ordering::Relaxed);
                             tracing::error!(%error, rows = replies.len(), "audit write failed; callers fail closed");
-                            for reply in replies {
+                            for (reply, _) in replies {
                                 let _ = reply.send(Err(error.to_string()));
                             }
                         }
@@ -514,13 +529,36 @@ impl AuditWriter {
 
     /// Append one event; resolves once it is committed. An error means it was not written.
     pub async fn append(&self, event: NewAuditEvent) -> Result<AuditReceipt, StoreError> {
+        Ok(self.submit(event, None).await?.0)
+    }
+
+    /// Append a decision's event and queue its job in the same transaction (batched with other
+    /// callers' events like [`AuditWriter::append`]): both are committed, or neither.
+    pub async fn append_with_job(
+        &self,
+        event: NewAuditEvent,
+        job: NewJob,
+    ) -> Result<(AuditReceipt, Job), StoreError> {
+        match self.submit(event, Some(job)).await? {
+            (receipt, Some(job)) => Ok((receipt, job)),
+            (_, None) => Err(StoreError::Invalid(
+                "the audit writer did not return the queued job".into(),
+            )),
+        }
+    }
+
+    async fn submit(
+        &self,
+        event: NewAuditEvent,
+        job: Option<NewJob>,
+    ) -> Result<(AuditReceipt, Option<Job>), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send((event, reply))
+            .send(Pending { event, job, reply })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         match answer.await {
-            Ok(Ok(receipt)) => Ok(receipt),
+            Ok(Ok(done)) => Ok(done),
             Ok(Err(message)) => Err(StoreError::Invalid(format!(
                 "audit write failed: {message}"
             ))),

@@ -248,6 +248,17 @@ fn push_audit_filter(query: &mut sqlx::QueryBuilder<'_, Db>, filter: &super::Aud
     }
 }
 
+/// A new job's id (its own, or a fresh time-ordered one) and its capabilities as JSON text.
+fn prepare_job(job: &NewJob) -> Result<(String, String), StoreError> {
+    let job_id = job
+        .job_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let caps = serde_json::to_string(&job.requested_capabilities)
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    Ok((job_id, caps))
+}
+
 /// Insert a queued job inside the caller's transaction.
 async fn insert_job_in(
     tx: &mut Transaction<'static, Db>,
@@ -340,7 +351,7 @@ async fn import_in(
             .job
             .job_id
             .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         if sqlx::query("SELECT 1 FROM command_queue WHERE job_id = $1")
             .bind(&job_id)
             .fetch_optional(&mut **tx)
@@ -407,6 +418,32 @@ impl Store for DialectStore {
         finish(tx, result).await
     }
 
+    async fn append_audit_and_jobs(
+        &self,
+        events: &[NewAuditEvent],
+        jobs: &[NewJob],
+    ) -> Result<(Vec<AuditReceipt>, Vec<Job>), StoreError> {
+        if jobs.is_empty() {
+            return Ok((self.append_audit(events).await?, Vec::new()));
+        }
+        let mut prepared = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            prepared.push(prepare_job(job)?);
+        }
+        let mut tx = self.write().await?;
+        let result = async {
+            let receipts = append_in(&mut tx, events).await?;
+            let mut stored = Vec::with_capacity(jobs.len());
+            for (job, (job_id, caps)) in jobs.iter().zip(&prepared) {
+                stored.push(insert_job_in(&mut tx, job, job_id, caps).await?);
+                transition(&mut tx, job_id, JobStatus::Queued, job.created_at).await?;
+            }
+            Ok::<_, StoreError>((receipts, stored))
+        }
+        .await;
+        finish(tx, result).await
+    }
+
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM audit_logs WHERE seq > $1 ORDER BY seq LIMIT $2")
             .bind(after)
@@ -424,12 +461,7 @@ impl Store for DialectStore {
     }
 
     async fn insert_job(&self, job: &NewJob) -> Result<Job, StoreError> {
-        let job_id = job
-            .job_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let caps = serde_json::to_string(&job.requested_capabilities)
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let (job_id, caps) = prepare_job(job)?;
         let mut tx = self.write().await?;
         let result = async {
             let stored = insert_job_in(&mut tx, job, &job_id, &caps).await?;

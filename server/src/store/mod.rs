@@ -425,6 +425,14 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         events: &[NewAuditEvent],
     ) -> impl Future<Output = Result<Vec<AuditReceipt>, StoreError>> + Send;
+    /// [`Store::append_audit`] and queue `jobs` (each with its `queued` transition) in the same
+    /// transaction: a decision that needs approval is recorded together with its job, or not at
+    /// all. Returns the receipts in `events`' order and the stored jobs in `jobs`' order.
+    fn append_audit_and_jobs(
+        &self,
+        events: &[NewAuditEvent],
+        jobs: &[NewJob],
+    ) -> impl Future<Output = Result<(Vec<AuditReceipt>, Vec<Job>), StoreError>> + Send;
     /// Audit rows with `seq > after`, in chain order, at most `limit`.
     fn audit_page(
         &self,
