@@ -13,6 +13,8 @@
 // A benchmark reports by printing its figures.
 #![allow(clippy::print_stdout)]
 
+mod common;
+
 use server::store::{AnyStore, AuditWriter, EventKind, NewAuditEvent};
 use sqlx::{Connection, Executor};
 use std::time::Instant;
@@ -63,27 +65,6 @@ async fn run(label: &str, store: AnyStore, rows: usize, writers: usize) -> f64 {
     rate
 }
 
-/// With `AUDIT_BENCH_WITHOUT_EXPLORER_INDEXES`, drop the audit explorer's indexes.
-async fn drop_explorer_indexes(db: &server::Database) {
-    if std::env::var("AUDIT_BENCH_WITHOUT_EXPLORER_INDEXES").as_deref() != Ok("1") {
-        return;
-    }
-    for index in [
-        "audit_logs_tool_seq",
-        "audit_logs_caller_seq",
-        "audit_logs_action_seq",
-        "audit_logs_risk_seq",
-    ] {
-        let statement = format!("DROP INDEX {index}");
-        let dropped = match db {
-            server::Database::Sqlite(pool) => pool.execute(statement.as_str()).await.map(|_| ()),
-            server::Database::Postgres(pool) => pool.execute(statement.as_str()).await.map(|_| ()),
-        };
-        dropped.expect("drop index");
-    }
-    println!("(without the four audit explorer indexes)");
-}
-
 #[tokio::main]
 async fn main() {
     let rows: usize = std::env::var("AUDIT_BENCH_ROWS")
@@ -104,7 +85,7 @@ async fn main() {
     };
     let db = server::Database::connect(&config).await.expect("sqlite");
     db.migrate().await.expect("migrate");
-    drop_explorer_indexes(&db).await;
+    common::drop_explorer_indexes(&db, "AUDIT_BENCH_WITHOUT_EXPLORER_INDEXES").await;
     run("sqlite", AnyStore::new(&db), rows, writers).await;
     if let server::Database::Sqlite(pool) = &db {
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -163,7 +144,7 @@ async fn main() {
         .expect("pool");
     let db = server::Database::Postgres(pool.clone());
     db.migrate().await.expect("migrate");
-    drop_explorer_indexes(&db).await;
+    common::drop_explorer_indexes(&db, "AUDIT_BENCH_WITHOUT_EXPLORER_INDEXES").await;
     run("postgres", AnyStore::new(&db), rows, writers).await;
     let bytes: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('audit_logs')")
         .fetch_one(&pool)

@@ -15,22 +15,32 @@
 //! percentiles. Requests still in flight when wrk stops are answered and audited but not
 //! counted, so the audit check is acknowledged ≤ rows ≤ acknowledged + clients.
 //!
+//! `LOAD_WITHOUT_EXPLORER_INDEXES=1` drops the audit explorer's four indexes first.
+//! `LOAD_DATABASES=sqlite` or `LOAD_DATABASES=postgres` runs one of the two.
 //! PostgreSQL is CS_TEST_POSTGRES_URL (default: the local server's `test` database), in a
 //! schema created and dropped by the run.
 
 // A benchmark reports by printing its figures.
 #![allow(clippy::print_stdout)]
 
+mod common;
+
+use common::env_or;
 use server::{app, AppState, Config, Database};
 use sqlx::{Connection, Executor};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
+/// Bytes this process has caused to be written to disk so far (Linux `/proc/self/io`).
+fn disk_writes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+        .and_then(|io| {
+            io.lines()
+                .find_map(|line| line.strip_prefix("write_bytes: "))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// What the clients ask, in turn: mostly allowed calls, some needing approval, some denied.
@@ -80,8 +90,10 @@ async fn run(label: &str, db: Database, config: &Config) {
         let addr = url.trim_end_matches("/api/v1/decisions").to_string();
         let secs = Duration::from_secs(env_or("LOAD_SECS", 10).max(1) as u64);
         let cap = env_or("WRK_CAP", 500_000);
+        let written = disk_writes();
         let (acknowledged, line) = run_wrk(&addr, &token, cap, clients, secs).await;
-        let rows = decision_rows(&store).await;
+        let written = disk_writes().saturating_sub(written);
+        let (rows, context_len, decision_len) = decision_rows(&store).await;
         let consistent = rows >= acknowledged && rows <= acknowledged + clients;
         println!(
             "{label:<10} wrk: {line}   audit rows {rows} ({})",
@@ -93,8 +105,11 @@ async fn run(label: &str, db: Database, config: &Config) {
         );
         let (batches, rows_per_batch) = metrics.audit_batch_rows.count_and_mean();
         let (_, commit_secs) = metrics.audit_write_seconds.count_and_mean();
+        let slow = metrics.audit_write_seconds.count_above(0.1);
+        // Only SQLite's writes are this process's own (PostgreSQL writes in its server).
+        let per_decision = written / acknowledged.max(1) as u64;
         println!(
-            "{label:<10} audit writer: {batches} batches, {rows_per_batch:.1} rows per batch, {:.2} ms per batch",
+            "{label:<10} audit writer: {batches} batches, {rows_per_batch:.1} rows per batch, {:.2} ms per batch, {slow} over 100 ms; this process wrote {per_decision} B to disk per decision; each row's context {context_len} B, decision {decision_len} B",
             commit_secs * 1e3
         );
         server.abort();
@@ -156,7 +171,7 @@ async fn run(label: &str, db: Database, config: &Config) {
     let acknowledged = latencies.len();
     // Every acknowledged answer's row must be in the trail (the bench's own token is the only
     // caller, so decision rows = answers).
-    let rows = decision_rows(&store).await;
+    let (rows, _, _) = decision_rows(&store).await;
     println!(
         "{label:<10} {acknowledged:>7} decisions in {:>6.2} s = {:>7.0}/s   p50 {:>6.2} ms   p99 {:>6.2} ms   max {:>7.2} ms   failed {failed}   audit rows {rows} ({})",
         elapsed.as_secs_f64(),
@@ -169,9 +184,10 @@ async fn run(label: &str, db: Database, config: &Config) {
     server.abort();
 }
 
-/// How many decision rows the audit trail holds.
-async fn decision_rows(store: &server::store::AnyStore) -> usize {
-    let mut rows = 0usize;
+/// How many decision rows the audit trail holds, and the mean length of their `context` and
+/// `decision` JSON texts.
+async fn decision_rows(store: &server::store::AnyStore) -> (usize, usize, usize) {
+    let (mut rows, mut context, mut decision) = (0usize, 0usize, 0usize);
     let mut after = 0;
     loop {
         let page = server::store::Store::audit_page(store, after, 5_000)
@@ -179,12 +195,16 @@ async fn decision_rows(store: &server::store::AnyStore) -> usize {
             .expect("audit");
         let Some(last) = page.last() else { break };
         after = last.seq;
-        rows += page
+        for r in page
             .iter()
             .filter(|r| r.event.kind == server::store::EventKind::Decision)
-            .count();
+        {
+            rows += 1;
+            context += r.event.context.len();
+            decision += r.event.decision.len();
+        }
     }
-    rows
+    (rows, context / rows.max(1), decision / rows.max(1))
 }
 
 /// The request mix of [`body`] as a wrk script: each connection's thread numbers its requests,
@@ -284,6 +304,8 @@ async fn main() {
         env_or("LOAD_REQUESTS", 20_000),
         env_or("LOAD_CLIENTS", 64)
     );
+    // `LOAD_DATABASES=sqlite` (or `postgres`) runs one database only.
+    let only = std::env::var("LOAD_DATABASES").unwrap_or_else(|_| "sqlite,postgres".into());
     let dir = tempfile::tempdir().expect("tempdir");
     let config = Config {
         database_url: format!("sqlite://{}", dir.path().join("load.db").display()),
@@ -292,8 +314,14 @@ async fn main() {
     };
     let db = Database::connect(&config).await.expect("sqlite");
     db.migrate().await.expect("migrate");
-    run("sqlite", db.clone(), &config).await;
+    common::drop_explorer_indexes(&db, "LOAD_WITHOUT_EXPLORER_INDEXES").await;
+    if only.contains("sqlite") {
+        run("sqlite", db.clone(), &config).await;
+    }
     db.close().await;
+    if !only.contains("postgres") {
+        return;
+    }
 
     let url = std::env::var("CS_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
@@ -316,6 +344,7 @@ async fn main() {
         .expect("pool");
     let db = Database::Postgres(pool);
     db.migrate().await.expect("migrate");
+    common::drop_explorer_indexes(&db, "LOAD_WITHOUT_EXPLORER_INDEXES").await;
     let config = Config {
         database_url: url.clone(),
         api_rate_limit_per_sec: 0,

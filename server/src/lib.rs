@@ -11,6 +11,10 @@ macro_rules! on_db {
     };
 }
 
+/// mimalloc for every binary built on this crate (the server, its tests and benchmarks alike).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod agent;
 pub mod api;
 pub mod approvals;
@@ -50,9 +54,21 @@ pub use db::Database;
 /// How long `/readyz` waits for the database before reporting it unreachable.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Everything a request handler may need.
+/// Everything a request handler may need, shared: every request and middleware layer takes a
+/// copy of the state, so a copy is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     pub leptos: LeptosOptions,
     pub db: Database,
     /// The active policy, loaded and validated at start-up.
@@ -122,7 +138,7 @@ impl AppState {
             )?)),
             None => None,
         };
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             leptos: leptos_options(config),
             export_key,
             export_progress: Arc::default(),
@@ -154,7 +170,7 @@ impl AppState {
                 .unwrap_or(i64::MAX),
             lease_secs: i64::try_from(config.job_lease_secs).unwrap_or(60),
             https: config.https(),
-        })
+        })))
     }
 }
 

@@ -54,6 +54,18 @@ impl Histogram {
         (count, if count == 0 { 0.0 } else { sum / count as f64 })
     }
 
+    /// How many values were above `bound` (one of the histogram's bucket bounds; 0 otherwise).
+    pub fn count_above(&self, bound: f64) -> u64 {
+        let count = self.count.load(Ordering::Relaxed);
+        self.bounds
+            .iter()
+            .zip(&self.buckets)
+            .find(|(b, _)| **b == bound)
+            .map_or(0, |(_, bucket)| {
+                count.saturating_sub(bucket.load(Ordering::Relaxed))
+            })
+    }
+
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {

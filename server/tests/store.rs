@@ -1040,6 +1040,35 @@ async fn sqlite_rows_cannot_be_updated() {
     assert!(err.to_string().contains("append-only"));
 }
 
+/// The salts in a WAL file's header: SQLite changes them each time it starts the log over.
+fn wal_salts(wal: &std::path::Path) -> Option<Vec<u8>> {
+    std::fs::read(wal).ok()?.get(16..24).map(<[u8]>::to_vec)
+}
+
+#[tokio::test]
+async fn sqlite_wal_starts_over_while_the_writer_never_pauses() {
+    let db = sqlite().await;
+    let wal = db._dir.path().join("store.db-wal");
+    db.store.append_audit(&[event(0)]).await.expect("append");
+    let first = wal_salts(&wal).expect("a WAL file");
+    // Back-to-back appends: the write connection never pauses, yet the store's checkpoints must
+    // let the log start over, or the WAL grows for as long as the load lasts.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut n = 1;
+    while wal_salts(&wal).as_ref() == Some(&first) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WAL did not start over in 30 s of writes"
+        );
+        let batch: Vec<_> = (n..n + 20).map(event).collect();
+        db.store.append_audit(&batch).await.expect("append");
+        n += 20;
+    }
+    let report = audit::verify(&db.store, None).await.expect("verify");
+    assert!(report.first_bad.is_none(), "{report:?}");
+    assert_eq!(report.rows, n as i64, "{report:?}");
+}
+
 #[tokio::test]
 async fn sqlite_truncation_and_removal_are_found() {
     let db = sqlite().await;

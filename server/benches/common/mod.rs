@@ -1,7 +1,10 @@
-//! What the benches share: seeding a large audit trail straight into the database.
+//! What the benches share: seeding a large audit trail straight into the database, and
+//! dropping the audit explorer's indexes to measure what they cost.
 
 // A benchmark reports by printing its figures.
 #![allow(clippy::print_stdout)]
+// Each bench uses part of this module.
+#![allow(dead_code)]
 
 use server::Database;
 use sqlx::Executor;
@@ -98,4 +101,26 @@ pub async fn seed(db: &Database, rows: usize) {
         "seeded {rows} audit rows in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// When the environment variable `switch` is `1`, drop the audit explorer's four (column, seq)
+/// indexes (after migrating), to measure what they cost writers.
+pub async fn drop_explorer_indexes(db: &Database, switch: &str) {
+    if std::env::var(switch).as_deref() != Ok("1") {
+        return;
+    }
+    for index in [
+        "audit_logs_tool_seq",
+        "audit_logs_caller_seq",
+        "audit_logs_action_seq",
+        "audit_logs_risk_seq",
+    ] {
+        let statement = format!("DROP INDEX {index}");
+        let dropped = match db {
+            Database::Sqlite(pool) => pool.execute(statement.as_str()).await.map(|_| ()),
+            Database::Postgres(pool) => pool.execute(statement.as_str()).await.map(|_| ()),
+        };
+        dropped.expect("drop index");
+    }
+    println!("(without the four audit explorer indexes)");
 }

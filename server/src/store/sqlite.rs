@@ -50,12 +50,24 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub fn new(pool: SqlitePool) -> SqliteStore {
-        let options = (*pool.connect_options()).clone();
+        let mut options = (*pool.connect_options()).clone();
+        // Without a runtime (nothing to run the checkpoints on) SQLite's own stay on.
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        if runtime.is_some() {
+            // The write connection does not copy the WAL into the database itself (SQLite's
+            // automatic checkpoint runs inside the COMMIT that crosses 1,000 pages, and every
+            // caller waiting on that batch waited for it too); `checkpoint_wal` does, off the
+            // writer's path but for its last few frames.
+            options = options.pragma("wal_autocheckpoint", "0");
+        }
         let writer = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(0)
             .acquire_timeout(std::time::Duration::from_secs(30))
             .connect_lazy_with(options);
+        if let Some(runtime) = runtime {
+            runtime.spawn(checkpoint_wal(pool.clone(), writer.clone()));
+        }
         SqliteStore { pool, writer }
     }
 
@@ -91,6 +103,38 @@ impl SqliteStore {
                 Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
             }
             other => Ok(other?),
+        }
+    }
+}
+
+/// How often the background task copies the WAL into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Checkpoint the WAL in the background until the pools close, in two steps. First a PASSIVE
+/// checkpoint on a reading connection copies the bulk of the WAL into the database while the
+/// writer goes on committing (it blocks nobody). Then one on the write connection, between two
+/// of its transactions, copies the few frames committed meanwhile: with no write under way it
+/// completes, and the next transaction starts the WAL over from its beginning. (Passive
+/// checkpoints alone never catch up with a writer that never pauses, and the WAL would grow
+/// without bound.) The writer waits only for that short second step, a quarter second apart.
+async fn checkpoint_wal(pool: SqlitePool, writer: SqlitePool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() || writer.is_closed() {
+            return;
+        }
+        for connection in [&pool, &writer] {
+            if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(connection)
+                .await
+            {
+                if pool.is_closed() || writer.is_closed() {
+                    return;
+                }
+                tracing::warn!(%error, "could not checkpoint the SQLite WAL");
+            }
         }
     }
 }
