@@ -107,9 +107,16 @@ async fn run(label: &str, db: Database, config: &Config) {
         let (_, commit_secs) = metrics.audit_write_seconds.count_and_mean();
         let slow = metrics.audit_write_seconds.count_above(0.1);
         // Only SQLite's writes are this process's own (PostgreSQL writes in its server).
-        let per_decision = written / acknowledged.max(1) as u64;
+        let disk = if written == 0 {
+            "no disk writes of its own".to_string()
+        } else {
+            format!(
+                "this process wrote {} B to disk per decision",
+                written / acknowledged.max(1) as u64
+            )
+        };
         println!(
-            "{label:<10} audit writer: {batches} batches, {rows_per_batch:.1} rows per batch, {:.2} ms per batch, {slow} over 100 ms; this process wrote {per_decision} B to disk per decision; each row's context {context_len} B, decision {decision_len} B",
+            "{label:<10} audit writer: {batches} batches, {rows_per_batch:.1} rows per batch, {:.2} ms per batch, {slow} over 100 ms; {disk}; each row's context {context_len} B, decision {decision_len} B",
             commit_secs * 1e3
         );
         server.abort();
