@@ -30,6 +30,9 @@ for (const path of SECTIONS) {
     await page.route('**/events', (route) => route.abort());
     const portal = new Portal(page);
     await portal.signIn('admin', ADMIN_PASSWORD, path);
+    // The sign-in page hydrates too: wait for the section itself before waiting for hydration,
+    // or the measurement could be taken on the sign-in page or a half-loaded section.
+    await page.waitForURL((url) => url.pathname === path);
     await portal.hydrated();
     await page.waitForTimeout(500);
     // The measurement itself must be live, or a zero would prove nothing.
@@ -42,3 +45,27 @@ for (const path of SECTIONS) {
     expect(total, `cumulative layout shift on ${path} (moved: ${moved})`).toBe(0);
   });
 }
+
+// A slow response reaches the browser in pieces, and the browser paints what it has parsed so
+// far. A panel's width must therefore not depend on how many panels follow it, or the first
+// ones move when the rest arrive (this once failed the test above on a busy machine). Removing
+// the later panels stands in for "not parsed yet".
+test('dashboard panels keep their width while later panels are still arriving', async ({ page }) => {
+  await page.route('**/events', (route) => route.abort());
+  const portal = new Portal(page);
+  await portal.signIn('admin', ADMIN_PASSWORD, '/');
+  await page.waitForURL((url) => url.pathname === '/');
+  await portal.hydrated();
+  const widths = await page.evaluate(() => {
+    const grid = document.querySelector('.panels');
+    if (!grid) return null;
+    const panels = [...grid.querySelectorAll(':scope > .panel')];
+    const width = () => panels[0].getBoundingClientRect().width;
+    const all = width();
+    for (const later of panels.slice(1)) later.remove();
+    return { count: panels.length, all, alone: width() };
+  });
+  expect(widths, 'the dashboard has a .panels grid').not.toBeNull();
+  expect(widths!.count).toBeGreaterThan(1);
+  expect(widths!.alone).toBe(widths!.all);
+});

@@ -43,12 +43,6 @@ macro_rules! delegate {
 }
 
 impl Store for AnyStore {
-    async fn append_audit(
-        &self,
-        events: &[NewAuditEvent],
-    ) -> Result<Vec<AuditReceipt>, StoreError> {
-        delegate!(self, s => s.append_audit(events))
-    }
     async fn append_audit_and_jobs(
         &self,
         events: &[NewAuditEvent],

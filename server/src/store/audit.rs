@@ -397,11 +397,37 @@ pub async fn purge<S: Store>(
     Ok((deleted, through))
 }
 
-/// One caller's event (and the job its decision queues, if any), and where its answer goes.
+/// One caller's event, and where its answer goes.
 struct Pending {
     event: NewAuditEvent,
-    job: Option<NewJob>,
-    reply: oneshot::Sender<Result<(AuditReceipt, Option<Job>), String>>,
+    reply: Reply,
+}
+
+/// What a caller waits for: its row's receipt, or the receipt and the job its decision queued
+/// (committed in the same transaction).
+enum Reply {
+    Row(oneshot::Sender<Result<AuditReceipt, String>>),
+    WithJob(NewJob, oneshot::Sender<Result<(AuditReceipt, Job), String>>),
+}
+
+/// Where a reply goes once the batch is committed (the job has moved into the batch).
+enum Answer {
+    Row(oneshot::Sender<Result<AuditReceipt, String>>),
+    WithJob(oneshot::Sender<Result<(AuditReceipt, Job), String>>),
+}
+
+impl Answer {
+    /// A caller that stopped waiting needs no answer, so a closed channel is not an error.
+    fn fail(self, message: String) {
+        match self {
+            Answer::Row(reply) => {
+                let _ = reply.send(Err(message));
+            }
+            Answer::WithJob(reply) => {
+                let _ = reply.send(Err(message));
+            }
+        }
+    }
 }
 
 /// When the writer takes keyed checkpoints.
@@ -468,9 +494,13 @@ impl AuditWriter {
                     let mut replies = Vec::with_capacity(batch.len());
                     for pending in batch.drain(..) {
                         events.push(pending.event);
-                        let queues = pending.job.is_some();
-                        jobs.extend(pending.job);
-                        replies.push((pending.reply, queues));
+                        replies.push(match pending.reply {
+                            Reply::Row(reply) => Answer::Row(reply),
+                            Reply::WithJob(job, reply) => {
+                                jobs.push(job);
+                                Answer::WithJob(reply)
+                            }
+                        });
                     }
                     let started = std::time::Instant::now();
                     match store.append_audit_and_jobs(&events, &jobs).await {
@@ -481,17 +511,26 @@ impl AuditWriter {
                             }
                             since_checkpoint += receipts.len() as u64;
                             last_receipt = receipts.last().cloned().or(last_receipt);
+                            // The store answers in the order it was given events and jobs.
                             let mut stored = stored.into_iter();
-                            for ((reply, queues), receipt) in replies.into_iter().zip(receipts) {
-                                let job = if queues { stored.next() } else { None };
-                                let _ = reply.send(Ok((receipt, job)));
+                            for (answer, receipt) in replies.into_iter().zip(receipts) {
+                                match answer {
+                                    Answer::Row(reply) => {
+                                        let _ = reply.send(Ok(receipt));
+                                    }
+                                    Answer::WithJob(reply) => {
+                                        let _ = reply.send(stored.next().map(|job| (receipt, job)).ok_or_else(|| {
+                                            "the store returned fewer jobs than it was given".to_string()
+                                        }));
+                                    }
+                                }
                             }
                         }
                         Err(error) => {
                             failed.store(true, std::sync::atomic::Ordering::Relaxed);
                             tracing::error!(%error, rows = replies.len(), "audit write failed; callers fail closed");
-                            for (reply, _) in replies {
-                                let _ = reply.send(Err(error.to_string()));
+                            for answer in replies {
+                                answer.fail(error.to_string());
                             }
                         }
                     }
@@ -529,7 +568,8 @@ impl AuditWriter {
 
     /// Append one event; resolves once it is committed. An error means it was not written.
     pub async fn append(&self, event: NewAuditEvent) -> Result<AuditReceipt, StoreError> {
-        Ok(self.submit(event, None).await?.0)
+        let (reply, answer) = oneshot::channel();
+        self.submit(event, Reply::Row(reply), answer).await
     }
 
     /// Append a decision's event and queue its job in the same transaction (batched with other
@@ -539,22 +579,18 @@ impl AuditWriter {
         event: NewAuditEvent,
         job: NewJob,
     ) -> Result<(AuditReceipt, Job), StoreError> {
-        match self.submit(event, Some(job)).await? {
-            (receipt, Some(job)) => Ok((receipt, job)),
-            (_, None) => Err(StoreError::Invalid(
-                "the audit writer did not return the queued job".into(),
-            )),
-        }
+        let (reply, answer) = oneshot::channel();
+        self.submit(event, Reply::WithJob(job, reply), answer).await
     }
 
-    async fn submit(
+    async fn submit<T>(
         &self,
         event: NewAuditEvent,
-        job: Option<NewJob>,
-    ) -> Result<(AuditReceipt, Option<Job>), StoreError> {
-        let (reply, answer) = oneshot::channel();
+        reply: Reply,
+        answer: oneshot::Receiver<Result<T, String>>,
+    ) -> Result<T, StoreError> {
         self.tx
-            .send(Pending { event, job, reply })
+            .send(Pending { event, reply })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         match answer.await {

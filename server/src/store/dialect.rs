@@ -406,25 +406,13 @@ const PRIORITY_ORDER: &str =
     "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END";
 
 impl Store for DialectStore {
-    async fn append_audit(
-        &self,
-        events: &[NewAuditEvent],
-    ) -> Result<Vec<AuditReceipt>, StoreError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut tx = self.write().await?;
-        let result = append_in(&mut tx, events).await;
-        finish(tx, result).await
-    }
-
     async fn append_audit_and_jobs(
         &self,
         events: &[NewAuditEvent],
         jobs: &[NewJob],
     ) -> Result<(Vec<AuditReceipt>, Vec<Job>), StoreError> {
-        if jobs.is_empty() {
-            return Ok((self.append_audit(events).await?, Vec::new()));
+        if events.is_empty() && jobs.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
         }
         let mut prepared = Vec::with_capacity(jobs.len());
         for job in jobs {

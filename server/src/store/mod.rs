@@ -424,10 +424,12 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn append_audit(
         &self,
         events: &[NewAuditEvent],
-    ) -> impl Future<Output = Result<Vec<AuditReceipt>, StoreError>> + Send;
-    /// [`Store::append_audit`] and queue `jobs` (each with its `queued` transition) in the same
-    /// transaction: a decision that needs approval is recorded together with its job, or not at
-    /// all. Returns the receipts in `events`' order and the stored jobs in `jobs`' order.
+    ) -> impl Future<Output = Result<Vec<AuditReceipt>, StoreError>> + Send {
+        async move { Ok(self.append_audit_and_jobs(events, &[]).await?.0) }
+    }
+    /// Append events to the hash chain and queue `jobs` (each with its `queued` transition) in
+    /// one transaction: a decision that needs approval is recorded together with its job, or not
+    /// at all. Returns the receipts in `events`' order and the stored jobs in `jobs`' order.
     fn append_audit_and_jobs(
         &self,
         events: &[NewAuditEvent],

@@ -65,6 +65,9 @@ impl SqliteStore {
             .min_connections(0)
             .acquire_timeout(std::time::Duration::from_secs(30))
             .connect_lazy_with(options);
+        // The store that turns SQLite's own checkpoints off runs their replacement, whoever made
+        // it: the server, or a CLI command (an import writes as much as a busy hour). The task
+        // ends when the store is closed (or the runtime stops).
         if let Some(runtime) = runtime {
             runtime.spawn(checkpoint_wal(pool.clone(), writer.clone()));
         }
