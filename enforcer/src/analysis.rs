@@ -30,14 +30,21 @@ pub struct Invocation<'a> {
 impl Invocation<'_> {
     /// The arguments joined by single spaces after quote removal: what `args` regexes see.
     pub fn args_text(&self) -> String {
-        let mut text = String::with_capacity(self.args.iter().map(|w| w.text.len() + 1).sum());
+        let mut text = String::new();
+        self.write_args_text(&mut text);
+        text
+    }
+
+    /// [`Invocation::args_text`] into `text` (cleared first), reusing its allocation.
+    pub fn write_args_text(&self, text: &mut String) {
+        text.clear();
+        text.reserve(self.args.iter().map(|w| w.text.len() + 1).sum());
         for (i, arg) in self.args.iter().enumerate() {
             if i > 0 {
                 text.push(' ');
             }
             text.push_str(&arg.text);
         }
-        text
     }
 }
 

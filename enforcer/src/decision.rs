@@ -261,6 +261,8 @@ struct Inspection {
 /// Run the operation's arguments through the patterns for their kind.
 fn inspect(request: &Request, operation: &Operation, policy: &PolicySet) -> Inspection {
     let mut out = Inspection::default();
+    // One buffer for every invocation's joined arguments.
+    let mut scratch = String::new();
     for name in &operation.shell_args {
         let Some(value) = request.args.get(name) else {
             continue;
@@ -271,7 +273,14 @@ fn inspect(request: &Request, operation: &Operation, policy: &PolicySet) -> Insp
                     let analysis = analysis::invocations(text);
                     out.warnings.extend(analysis.warnings.iter().copied());
                     for invocation in &analysis.invocations {
-                        match_invocation(policy, &label, text, invocation, &mut out.matches);
+                        match_invocation(
+                            policy,
+                            &label,
+                            text,
+                            invocation,
+                            &mut scratch,
+                            &mut out.matches,
+                        );
                     }
                 }
             }
@@ -373,6 +382,7 @@ fn match_invocation(
     argument: &str,
     text: &str,
     invocation: &Invocation<'_>,
+    scratch: &mut String,
     out: &mut Vec<PatternMatch>,
 ) {
     // Only the patterns that name this command (or any command) can match it. The by-name
@@ -399,9 +409,9 @@ fn match_invocation(
     if candidates.is_empty() {
         return;
     }
-    // The arguments' text is joined once, when the first candidate with `args` needs it, and
-    // each such candidate runs only its own regex (cheap checks first).
-    let mut args_text: Option<String> = None;
+    // The arguments' text is joined once (into `scratch`), when the first candidate with `args`
+    // needs it, and each such candidate runs only its own regex (cheap checks first).
+    let mut joined = false;
     for &index in candidates {
         let Some(pattern) = policy.patterns.get(index) else {
             continue;
@@ -418,8 +428,11 @@ fn match_invocation(
             continue;
         }
         if let Some(re) = &pattern.args_re {
-            let text = args_text.get_or_insert_with(|| invocation.args_text());
-            if !re.is_match(text) {
+            if !joined {
+                invocation.write_args_text(scratch);
+                joined = true;
+            }
+            if !re.is_match(scratch) {
                 continue;
             }
         }

@@ -160,12 +160,28 @@ fn try_write_map<W: fmt::Write>(map: &serde_json::Map<String, Value>, out: &mut 
     out.write_char('}')
 }
 
+/// The bytes [`write_json_str`] escapes: `"`, `\\` and the control characters.
+const NEEDS_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
 /// A JSON string literal, escaped exactly as serde_json escapes it.
 pub(crate) fn write_json_str<W: fmt::Write>(s: &str, out: &mut W) -> fmt::Result {
     out.write_char('"')?;
     let mut start = 0;
     // Only ASCII bytes are ever escaped, so scanning bytes never splits a character.
     for (i, &b) in s.as_bytes().iter().enumerate() {
+        if !NEEDS_ESCAPE[usize::from(b)] {
+            continue;
+        }
         let escape = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",

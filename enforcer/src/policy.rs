@@ -11,6 +11,31 @@ use crate::{canonical_json, sha256_hex, Risk};
 use regex::{Regex, RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasherDefault;
+
+/// FNV-1a, for the by-command pattern index. Command names are a few bytes, and the keys are
+/// the policy's own (a lookup never inserts), so SipHash's resistance to crafted keys buys
+/// nothing there and costs more than the rest of the lookup.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
 use std::fmt;
 use std::ops::Range;
 use toml::Spanned;
@@ -327,7 +352,7 @@ pub struct PolicySet {
     source: String,
     /// Shell patterns by exact command name (the `*` patterns included, sorted, so a lookup
     /// is the whole candidate list); `mkfs.*`-style prefixes; `*` patterns.
-    pub(crate) by_command: HashMap<String, Vec<usize>>,
+    pub(crate) by_command: HashMap<String, Vec<usize>, BuildHasherDefault<Fnv>>,
     pub(crate) by_prefix: Vec<(String, usize)>,
     pub(crate) any_command: Vec<usize>,
     /// `args` regexes of shell patterns, one set: pattern index per member.
@@ -697,8 +722,11 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
             message: e.to_string(),
         })
     };
-    let (mut by_command, mut by_prefix, mut any_command) =
-        (HashMap::<String, Vec<usize>>::new(), Vec::new(), Vec::new());
+    let (mut by_command, mut by_prefix, mut any_command) = (
+        HashMap::<String, Vec<usize>, BuildHasherDefault<Fnv>>::default(),
+        Vec::new(),
+        Vec::new(),
+    );
     for (index, pattern) in patterns.iter().enumerate() {
         if pattern.applies_to != ArgKind::Shell {
             continue;
