@@ -136,6 +136,11 @@ async fn run(label: &str, db: Database, config: &Config) {
             format!("/audit?from={month_ago}&to={month_ago_next}"),
             "audit-rows",
         ),
+        (
+            "audit explorer, caller + one day",
+            format!("/audit?caller=alice&from={month_ago}&to={month_ago_next}"),
+            "audit-rows",
+        ),
     ];
     println!("\n{label}: {rows} audit rows, {samples} renders per page (after 3 warm-up renders)");
     println!(

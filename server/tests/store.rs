@@ -1219,3 +1219,179 @@ async fn it_mcp_monitoring_queries_run_unchanged() {
     .expect("statistics query");
     assert_eq!(by_action.iter().map(|r| r.1).sum::<i64>(), 10);
 }
+
+/// The migrations before the hash columns became bytes, from the same files the server embeds.
+async fn migrate_before_hash_blobs(dialect: &str, db: &server::Database) {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../migrations/{dialect}"));
+    let mut migrator = sqlx::migrate::Migrator::new(dir).await.expect("migrations");
+    migrator.migrations = migrator
+        .migrations
+        .iter()
+        .filter(|m| m.version < 20261203000002)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    match db {
+        server::Database::Sqlite(pool) => migrator.run(pool).await,
+        server::Database::Postgres(pool) => migrator.run(pool).await,
+    }
+    .expect("the earlier migrations");
+}
+
+/// Three chained rows as the earlier schema held them: every hash as 64 hex characters.
+async fn write_hex_rows(db: &server::Database) -> String {
+    let mut prev = server::store::GENESIS.to_string();
+    for seq in 1..=3i64 {
+        let mut e = event(seq as usize);
+        e.policy_hash = Some("cd".repeat(32));
+        e.call_hash = (seq != 2).then(|| format!("{seq:064x}"));
+        let id = format!("old-{seq}");
+        let hash = audit::row_hash(&id, seq, &e, &prev);
+        let insert = "INSERT INTO audit_logs (id, timestamp, caller_id, tool, operation, \
+             decision_action, decision_reason, risk_level, requires_approval, context, decision, \
+             seq, event_kind, policy_hash, call_hash, prev_hash, row_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+        macro_rules! run {
+            ($pool:expr, $timestamp:expr) => {
+                sqlx::query(insert)
+                    .bind(&id)
+                    .bind($timestamp)
+                    .bind(&e.caller_id)
+                    .bind(&e.tool)
+                    .bind(&e.operation)
+                    .bind(&e.decision_action)
+                    .bind(&e.decision_reason)
+                    .bind(&e.risk_level)
+                    .bind(e.requires_approval)
+                    .bind(&e.context)
+                    .bind(&e.decision)
+                    .bind(seq)
+                    .bind(e.kind.as_str())
+                    .bind(&e.policy_hash)
+                    .bind(&e.call_hash)
+                    .bind(&prev)
+                    .bind(&hash)
+                    .execute($pool)
+                    .await
+                    .expect("an old-style row")
+            };
+        }
+        match db {
+            server::Database::Sqlite(pool) => {
+                run!(pool, server::store::format_ts(e.timestamp));
+                sqlx::query("UPDATE audit_head SET seq = $1, row_hash = $2")
+                    .bind(seq)
+                    .bind(&hash)
+                    .execute(pool)
+                    .await
+                    .expect("head");
+            }
+            server::Database::Postgres(pool) => {
+                run!(pool, e.timestamp);
+                sqlx::query("UPDATE audit_head SET seq = $1, row_hash = $2")
+                    .bind(seq)
+                    .bind(&hash)
+                    .execute(pool)
+                    .await
+                    .expect("head");
+            }
+        }
+        prev = hash;
+    }
+    prev
+}
+
+/// Rows written before the hashes were stored as bytes still verify after the migration, read
+/// back as the same hex, and the chain goes on from them.
+async fn hex_rows_survive_the_hash_migration<S: Store>(
+    db: &server::Database,
+    dialect: &str,
+    store: impl Fn() -> S,
+) {
+    migrate_before_hash_blobs(dialect, db).await;
+    let head = write_hex_rows(db).await;
+    db.migrate().await.expect("the hash migration");
+    let store = store();
+    let report = audit::verify(&store, None).await.expect("verify");
+    assert!(report.ok(), "{report:?}");
+    assert_eq!((report.rows, report.head_hash.as_str()), (3, head.as_str()));
+    let rows = store.audit_page(0, 10).await.expect("rows");
+    assert_eq!(
+        rows[0].event.policy_hash.as_deref(),
+        Some("cd".repeat(32).as_str())
+    );
+    assert_eq!(rows[1].event.call_hash, None);
+    assert_eq!(rows[2].event.call_hash, Some(format!("{:064x}", 3)));
+    assert_eq!(rows[2].row_hash, head);
+    store.append_audit(&[event(4)]).await.expect("append");
+    assert!(audit::verify(&store, None).await.expect("verify").ok());
+}
+
+#[tokio::test]
+async fn sqlite_hex_rows_survive_the_hash_migration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = server::Config {
+        database_url: format!("sqlite://{}", dir.path().join("old.db").display()),
+        ..server::Config::default()
+    };
+    let db = server::Database::connect(&config).await.expect("sqlite");
+    let server::Database::Sqlite(pool) = db.clone() else {
+        panic!("sqlite expected")
+    };
+    hex_rows_survive_the_hash_migration(&db, "sqlite", || SqliteStore::new(pool.clone())).await;
+}
+
+#[tokio::test]
+async fn postgres_hex_rows_survive_the_hash_migration() {
+    let schema = PgSchema::create("cs_test").await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(schema.options())
+        .await
+        .expect("pool");
+    let db = server::Database::Postgres(pool.clone());
+    hex_rows_survive_the_hash_migration(&db, "postgres", || PgStore::new(pool.clone())).await;
+}
+
+/// A hash that could not be stored as 32 bytes (and read back as the same text) is refused, for
+/// that caller alone, and nothing of it is written.
+async fn malformed_hashes_are_refused<S: Store>(store: S) {
+    let writer = AuditWriter::spawn(store.clone(), None);
+    for bad in [
+        "AB".repeat(32),
+        "ab".repeat(31),
+        "zz".repeat(32),
+        "not a hash".into(),
+    ] {
+        let mut e = event(1);
+        e.call_hash = Some(bad.clone());
+        let refused = writer.append(e.clone()).await;
+        assert!(
+            matches!(refused, Err(StoreError::Invalid(_))),
+            "{bad}: {refused:?}"
+        );
+        let direct = store.append_audit(&[event(2), e]).await;
+        assert!(
+            matches!(direct, Err(StoreError::Invalid(_))),
+            "{bad}: {direct:?}"
+        );
+    }
+    writer
+        .append(event(3))
+        .await
+        .expect("a good row still goes in");
+    assert_eq!(store.audit_head().await.expect("head").0, 1);
+}
+
+#[tokio::test]
+async fn sqlite_malformed_hashes_are_refused() {
+    let db = sqlite().await;
+    malformed_hashes_are_refused(db.store.clone()).await;
+}
+
+#[tokio::test]
+async fn postgres_malformed_hashes_are_refused() {
+    let db = postgres().await;
+    malformed_hashes_are_refused(db.store.clone()).await;
+}

@@ -26,7 +26,8 @@ const COLUMNS: &str =
      risk_level, requires_approval, execution_status, context, decision, seq, event_kind, \
      job_id, policy_hash, call_hash, prev_hash, row_hash";
 
-fn values(timestamp: &str, boolean: &str) -> String {
+/// `hash` turns the 64-digit text `lpad_hash` into a stored (32-byte) hash in the dialect.
+fn values(timestamp: &str, boolean: &str, hash: &str) -> String {
     format!(
         "'bench-' || i, {timestamp}, \
          CASE i % 7 WHEN 0 THEN 'alice' WHEN 1 THEN 'dave' WHEN 2 THEN 'erin' ELSE 'it-mcp' END, \
@@ -40,8 +41,7 @@ fn values(timestamp: &str, boolean: &str) -> String {
          CASE WHEN i % 13 = 0 THEN 'success' ELSE NULL END, \
          '{{\"seeded\":true}}', '{{\"action\":\"allow\"}}', i, \
          CASE WHEN i % 13 = 0 THEN 'execution' ELSE 'decision' END, \
-         NULL, 'bench-policy', 'bench-call', \
-         lpad_hash, lpad_hash"
+         NULL, {hash}, {hash}, {hash}, {hash}"
     )
 }
 
@@ -57,7 +57,7 @@ pub async fn seed(db: &Database, rows: usize) {
                 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) \
                  INSERT INTO audit_logs ({COLUMNS}) SELECT {} FROM \
                  (SELECT i, printf('%064d', i) AS lpad_hash FROM n)",
-                values(&timestamp, "((i / 11) % 10 >= 7)")
+                values(&timestamp, "((i / 11) % 10 >= 7)", "unhex(lpad_hash)")
             );
             pool.execute(sql.as_str()).await.expect("seed sqlite");
             // What the hourly-counts migration does for rows that were there before it.
@@ -75,7 +75,7 @@ pub async fn seed(db: &Database, rows: usize) {
             let sql = format!(
                 "INSERT INTO audit_logs ({COLUMNS}) SELECT {} FROM \
                  (SELECT i, lpad(i::text, 64, '0') AS lpad_hash FROM generate_series(1, {rows}) AS i) AS n",
-                values(&timestamp, "((i / 11) % 10 >= 7)")
+                values(&timestamp, "((i / 11) % 10 >= 7)", "decode(lpad_hash, 'hex')")
             );
             pool.execute(sql.as_str()).await.expect("seed postgres");
             pool.execute(
@@ -89,12 +89,21 @@ pub async fn seed(db: &Database, rows: usize) {
             pool.execute("ANALYZE audit_logs").await.expect("analyze");
         }
     }
-    let head = format!(
-        "UPDATE audit_head SET seq = {rows}, row_hash = (SELECT row_hash FROM audit_logs WHERE seq = {rows})"
-    );
+    // The head holds the hash as text; the table, as bytes.
+    let head = |text: &str| {
+        format!(
+            "UPDATE audit_head SET seq = {rows}, row_hash = (SELECT {text} FROM audit_logs WHERE seq = {rows})"
+        )
+    };
     match db {
-        Database::Sqlite(pool) => pool.execute(head.as_str()).await.map(|_| ()),
-        Database::Postgres(pool) => pool.execute(head.as_str()).await.map(|_| ()),
+        Database::Sqlite(pool) => pool
+            .execute(head("lower(hex(row_hash))").as_str())
+            .await
+            .map(|_| ()),
+        Database::Postgres(pool) => pool
+            .execute(head("encode(row_hash, 'hex')").as_str())
+            .await
+            .map(|_| ()),
     }
     .expect("chain head");
     println!(

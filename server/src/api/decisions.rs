@@ -236,6 +236,58 @@ pub(super) fn json_response(body: String) -> Response {
         .into_response()
 }
 
+/// The row's `context`: who asked, for whom, why and with what. Fields the call left out are
+/// left out here too (no `null`s stored in every row).
+fn stored_context(caller: &ApiCaller, input: &DecisionInput) -> String {
+    let mut context = serde_json::Map::new();
+    context.insert("caller".into(), json!(caller.id));
+    context.insert("caller_kind".into(), json!(caller.kind));
+    for (key, value) in [
+        ("on_behalf_of", &input.on_behalf_of),
+        ("reason", &input.reason),
+        ("session", &input.session),
+        ("target", &input.target),
+    ] {
+        if let Some(value) = value {
+            context.insert(key.into(), json!(value));
+        }
+    }
+    context.insert("args".into(), Value::Object(input.args.clone()));
+    Value::Object(context).to_string()
+}
+
+/// The row's `decision`: the enforcer's decision without what the row's own columns already
+/// hold (`decision_action`, `risk_level`, `policy_hash`, `call_hash`), so each is stored once.
+/// The caller's answer still carries the whole decision.
+fn stored_decision(decision: &enforcer::Decision) -> String {
+    #[derive(serde::Serialize)]
+    struct Stored<'a> {
+        reasons: &'a [String],
+        required_capabilities: &'a BTreeSet<String>,
+        missing_capabilities: &'a BTreeSet<String>,
+        matched_patterns: &'a [enforcer::PatternMatch],
+        approvals_required: u32,
+        ttl_secs: u64,
+        approval_window_secs: u64,
+        interactive_only: bool,
+        executor: &'a Option<String>,
+        policy_name: &'a str,
+    }
+    serde_json::to_string(&Stored {
+        reasons: &decision.reasons,
+        required_capabilities: &decision.required_capabilities,
+        missing_capabilities: &decision.missing_capabilities,
+        matched_patterns: &decision.matched_patterns,
+        approvals_required: decision.approvals_required,
+        ttl_secs: decision.ttl_secs,
+        approval_window_secs: decision.approval_window_secs,
+        interactive_only: decision.interactive_only,
+        executor: &decision.executor,
+        policy_name: &decision.policy_name,
+    })
+    .unwrap_or_else(|_| "{}".into())
+}
+
 /// Decide, write the audit row (and queue the job), and return the answer's JSON text.
 async fn record(
     state: &AppState,
@@ -270,17 +322,8 @@ async fn record(
     );
     event.id = Some(audit_id.clone());
     event.timestamp = now;
-    event.context = json!({
-        "caller": caller.id,
-        "caller_kind": caller.kind,
-        "on_behalf_of": input.on_behalf_of,
-        "reason": input.reason,
-        "session": input.session,
-        "target": input.target,
-        "args": input.args,
-    })
-    .to_string();
-    event.decision = serde_json::to_string(&decision).unwrap_or_else(|_| "{}".into());
+    event.context = stored_context(caller, input);
+    event.decision = stored_decision(&decision);
     event.job_id = job_id.clone();
     event.policy_hash = Some(decision.policy_hash.clone());
     event.call_hash = Some(decision.call_hash.clone());
@@ -369,6 +412,38 @@ async fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stored_decision_is_the_decision_less_what_the_columns_hold() {
+        let policy = enforcer::default_policy().expect("default policy");
+        let request = enforcer::Request {
+            tool: "ssh-exec".into(),
+            operation: "executeCommand".into(),
+            args: json!({"command": "sudo rm -rf /var/tmp/x"})
+                .as_object()
+                .cloned()
+                .expect("object"),
+            target: Some("web-01".into()),
+        };
+        let principal = Principal {
+            id: "alice".into(),
+            roles: BTreeSet::new(),
+            capabilities: ["ssh-linux", "remote-exec"].map(String::from).into(),
+        };
+        let decision = enforcer::evaluate(&request, &principal, &policy);
+        assert!(!decision.matched_patterns.is_empty());
+        let mut whole = serde_json::to_value(&decision).expect("decision JSON");
+        let whole = whole.as_object_mut().expect("an object");
+        for column in ["action", "risk", "policy_hash", "call_hash"] {
+            assert!(
+                whole.remove(column).is_some(),
+                "{column} is a decision field"
+            );
+        }
+        // Every other field is kept: a field added to Decision must be added to the row too.
+        let stored: Value = serde_json::from_str(&stored_decision(&decision)).expect("JSON");
+        assert_eq!(stored, Value::Object(whole.clone()));
+    }
 
     fn code(body: &str) -> (&'static str, Option<String>) {
         let error = parse(body.as_bytes()).expect_err("refused");

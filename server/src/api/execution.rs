@@ -528,8 +528,9 @@ struct DecisionRow {
     tool: String,
     operation: String,
     risk_level: String,
-    call_hash: Option<String>,
-    policy_hash: Option<String>,
+    /// Stored as 32 bytes each (see `store::audit::hash_text`).
+    call_hash: Option<Vec<u8>>,
+    policy_hash: Option<Vec<u8>>,
 }
 
 /// `POST /api/v1/decisions/{audit_id}/result`: the tool server that asked reports how the
@@ -613,8 +614,13 @@ pub async fn decision_result(
             &risk,
         );
         event.execution_status = Some(report.status.clone());
-        event.call_hash = call_hash;
-        event.policy_hash = policy_hash;
+        let hash_text = |hash: Option<Vec<u8>>| {
+            hash.map(|bytes| crate::store::audit::hash_text(&bytes))
+                .transpose()
+                .map_err(|e| ApiError::unavailable("the decision could not be read", &e))
+        };
+        event.call_hash = hash_text(call_hash)?;
+        event.policy_hash = hash_text(policy_hash)?;
         report_event(&mut event, &report);
         event.context = json!({
             "decision_audit_id": audit_id,

@@ -208,11 +208,27 @@ fn export_row<'r>(row: &'r Row<'_>) -> Result<ExportRow<Cow<'r, str>>, String> {
         context: text(17)?,
         decision: text(18)?,
         job_id: opt(19)?,
-        policy_hash: opt(20)?,
-        call_hash: opt(21)?,
-        prev_hash: text(22)?,
-        row_hash: text(23)?,
+        policy_hash: optional_hash(row, 20, seq)?,
+        call_hash: optional_hash(row, 21, seq)?,
+        prev_hash: optional_hash(row, 22, seq)?
+            .ok_or_else(|| format!("row {seq}: prev_hash is NULL"))?,
+        row_hash: optional_hash(row, 23, seq)?
+            .ok_or_else(|| format!("row {seq}: row_hash is NULL"))?,
     })
+}
+
+/// A hash column: stored as 32 bytes, exported as lowercase hex.
+fn optional_hash<'r>(row: &'r Row<'_>, i: usize, seq: i64) -> Result<Option<Cow<'r, str>>, String> {
+    match row.get_ref(i).map_err(|e| e.to_string())? {
+        ValueRef::Null => Ok(None),
+        ValueRef::Blob(bytes) => crate::store::audit::hash_text(bytes)
+            .map(|hex| Some(Cow::Owned(hex)))
+            .map_err(|e| format!("row {seq}: {}: {e}", CSV_COLUMNS[i])),
+        _ => Err(format!(
+            "row {seq}: {} is not a stored hash",
+            CSV_COLUMNS[i]
+        )),
+    }
 }
 
 fn optional_text<'r>(row: &'r Row<'_>, i: usize, seq: i64) -> Result<Option<Cow<'r, str>>, String> {

@@ -221,7 +221,59 @@ impl Checkpoint {
 
 /// Lower-case hexadecimal.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// A SHA-256 hash as the audit table stores it, its 32 bytes, from the 64 lowercase hex
+/// characters it is everywhere else. Anything else is refused: it would not read back as the
+/// same text, and the row's own hash covers that text.
+pub fn hash_bytes(text: &str) -> Result<[u8; 32], StoreError> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let invalid =
+        || StoreError::Invalid("an audit hash must be 64 lowercase hexadecimal characters".into());
+    let raw = text.as_bytes();
+    if raw.len() != 64 {
+        return Err(invalid());
+    }
+    let mut out = [0u8; 32];
+    for (slot, pair) in out.iter_mut().zip(raw.chunks_exact(2)) {
+        match (digit(pair[0]), digit(pair[1])) {
+            (Some(high), Some(low)) => *slot = high << 4 | low,
+            _ => return Err(invalid()),
+        }
+    }
+    Ok(out)
+}
+
+/// A stored hash (32 bytes) as the lowercase hex text the rest of Countersign uses.
+pub fn hash_text(bytes: &[u8]) -> Result<String, StoreError> {
+    if bytes.len() == 32 {
+        Ok(hex(bytes))
+    } else {
+        Err(StoreError::Invalid(format!(
+            "a stored audit hash has {} bytes, not 32",
+            bytes.len()
+        )))
+    }
+}
+
+/// Refuse an event whose policy or call hash could not be stored (before it joins a batch,
+/// so it fails alone).
+fn check_hashes(event: &NewAuditEvent) -> Result<(), StoreError> {
+    for hash in [&event.policy_hash, &event.call_hash].into_iter().flatten() {
+        hash_bytes(hash)?;
+    }
+    Ok(())
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
@@ -589,6 +641,7 @@ impl AuditWriter {
         reply: Reply,
         answer: oneshot::Receiver<Result<T, String>>,
     ) -> Result<T, StoreError> {
+        check_hashes(&event)?;
         self.tx
             .send(Pending { event, reply })
             .await

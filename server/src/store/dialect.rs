@@ -4,13 +4,24 @@
 // transaction begins (`DialectStore::write`). Not a module of its own: it is compiled once per
 // dialect, so each gets the concrete sqlx types it needs.
 
+/// A hash column (stored as 32 bytes) as lowercase hex.
+fn read_hash(row: &DbRow, column: &str) -> Result<String, StoreError> {
+    audit::hash_text(&row.try_get::<Vec<u8>, _>(column)?)
+}
+
+fn read_opt_hash(row: &DbRow, column: &str) -> Result<Option<String>, StoreError> {
+    row.try_get::<Option<Vec<u8>>, _>(column)?
+        .map(|bytes| audit::hash_text(&bytes))
+        .transpose()
+}
+
 fn audit_row(row: &DbRow) -> Result<AuditRecord, StoreError> {
     let id: String = row.try_get("id")?;
     let kind: String = row.try_get("event_kind")?;
     Ok(AuditRecord {
         seq: row.try_get("seq")?,
-        prev_hash: row.try_get("prev_hash")?,
-        row_hash: row.try_get("row_hash")?,
+        prev_hash: read_hash(row, "prev_hash")?,
+        row_hash: read_hash(row, "row_hash")?,
         event: NewAuditEvent {
             id: Some(id.clone()),
             timestamp: read_ts(row, "timestamp")?,
@@ -32,8 +43,8 @@ fn audit_row(row: &DbRow) -> Result<AuditRecord, StoreError> {
             context: row.try_get("context")?,
             decision: row.try_get("decision")?,
             job_id: row.try_get("job_id")?,
-            policy_hash: row.try_get("policy_hash")?,
-            call_hash: row.try_get("call_hash")?,
+            policy_hash: read_opt_hash(row, "policy_hash")?,
+            call_hash: read_opt_hash(row, "call_hash")?,
         },
         id,
     })
@@ -137,17 +148,32 @@ async fn append_in(
         head.try_get("seq")?,
         &head.try_get::<String, _>("row_hash")?,
     );
+    // The four hashes are stored as their bytes; all of them are checked before any is written.
+    let hashes = records
+        .iter()
+        .zip(events)
+        .map(|(r, e)| {
+            let opt = |hash: &Option<String>| hash.as_deref().map(audit::hash_bytes).transpose();
+            Ok::<_, StoreError>([
+                opt(&e.policy_hash)?,
+                opt(&e.call_hash)?,
+                Some(audit::hash_bytes(&r.prev_hash)?),
+                Some(audit::hash_bytes(&r.row_hash)?),
+            ])
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     // Multi-row INSERTs: one statement per chunk instead of one per row.
-    for (chunk, rows) in records
+    for ((chunk, rows), hashes) in records
         .chunks(INSERT_CHUNK)
         .zip(events.chunks(INSERT_CHUNK))
+        .zip(hashes.chunks(INSERT_CHUNK))
     {
         let mut insert = sqlx::QueryBuilder::<Db>::new(
             "INSERT INTO audit_logs (id, timestamp, caller_id, tool, operation, decision_action, decision_reason, \
              risk_level, requires_approval, execution_status, execution_duration_ms, side_effects, error, approver, \
              approved_at, context, decision, seq, event_kind, job_id, policy_hash, call_hash, prev_hash, row_hash) ",
         );
-        insert.push_values(chunk.iter().zip(rows), |mut row, (r, e)| {
+        insert.push_values(chunk.iter().zip(rows).zip(hashes), |mut row, ((r, e), h)| {
             row.push_bind(&r.id)
                 .push_bind(ts(e.timestamp))
                 .push_bind(&e.caller_id)
@@ -167,11 +193,10 @@ async fn append_in(
                 .push_bind(&e.decision)
                 .push_bind(r.seq)
                 .push_bind(e.kind.as_str())
-                .push_bind(&e.job_id)
-                .push_bind(&e.policy_hash)
-                .push_bind(&e.call_hash)
-                .push_bind(&r.prev_hash)
-                .push_bind(&r.row_hash);
+                .push_bind(&e.job_id);
+            for hash in h {
+                row.push_bind(hash.as_ref().map(|bytes| bytes.as_slice()));
+            }
         });
         insert.build().execute(&mut **tx).await?;
     }
