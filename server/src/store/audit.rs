@@ -459,7 +459,10 @@ struct Pending {
 /// (committed in the same transaction).
 enum Reply {
     Row(oneshot::Sender<Result<AuditReceipt, String>>),
-    WithJob(NewJob, oneshot::Sender<Result<(AuditReceipt, Job), String>>),
+    WithJob(
+        Box<NewJob>,
+        oneshot::Sender<Result<(AuditReceipt, Job), String>>,
+    ),
 }
 
 /// Where a reply goes once the batch is committed (the job has moved into the batch).
@@ -549,7 +552,7 @@ impl AuditWriter {
                         replies.push(match pending.reply {
                             Reply::Row(reply) => Answer::Row(reply),
                             Reply::WithJob(job, reply) => {
-                                jobs.push(job);
+                                jobs.push(*job);
                                 Answer::WithJob(reply)
                             }
                         });
@@ -632,7 +635,8 @@ impl AuditWriter {
         job: NewJob,
     ) -> Result<(AuditReceipt, Job), StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(event, Reply::WithJob(job, reply), answer).await
+        self.submit(event, Reply::WithJob(Box::new(job), reply), answer)
+            .await
     }
 
     async fn submit<T>(
