@@ -1253,7 +1253,7 @@ async fn write_hex_rows(db: &server::Database) -> String {
              seq, event_kind, policy_hash, call_hash, prev_hash, row_hash) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
         macro_rules! run {
-            ($pool:expr, $timestamp:expr) => {
+            ($pool:expr, $timestamp:expr) => {{
                 sqlx::query(insert)
                     .bind(&id)
                     .bind($timestamp)
@@ -1274,29 +1274,19 @@ async fn write_hex_rows(db: &server::Database) -> String {
                     .bind(&hash)
                     .execute($pool)
                     .await
-                    .expect("an old-style row")
-            };
+                    .expect("an old-style row");
+                sqlx::query("UPDATE audit_head SET seq = $1, row_hash = $2")
+                    .bind(seq)
+                    .bind(&hash)
+                    .execute($pool)
+                    .await
+                    .expect("head");
+            }};
         }
         match db {
-            server::Database::Sqlite(pool) => {
-                run!(pool, server::store::format_ts(e.timestamp));
-                sqlx::query("UPDATE audit_head SET seq = $1, row_hash = $2")
-                    .bind(seq)
-                    .bind(&hash)
-                    .execute(pool)
-                    .await
-                    .expect("head");
-            }
-            server::Database::Postgres(pool) => {
-                run!(pool, e.timestamp);
-                sqlx::query("UPDATE audit_head SET seq = $1, row_hash = $2")
-                    .bind(seq)
-                    .bind(&hash)
-                    .execute(pool)
-                    .await
-                    .expect("head");
-            }
-        }
+            server::Database::Sqlite(pool) => run!(pool, server::store::format_ts(e.timestamp)),
+            server::Database::Postgres(pool) => run!(pool, e.timestamp),
+        };
         prev = hash;
     }
     prev
