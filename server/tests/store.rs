@@ -17,13 +17,19 @@ struct Sqlite {
     _dir: tempfile::TempDir,
 }
 
-async fn sqlite() -> Sqlite {
+/// A fresh SQLite database file, not migrated yet.
+async fn sqlite_db() -> (server::Database, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = server::Config {
         database_url: format!("sqlite://{}", dir.path().join("store.db").display()),
         ..server::Config::default()
     };
     let db = server::Database::connect(&config).await.expect("sqlite");
+    (db, dir)
+}
+
+async fn sqlite() -> Sqlite {
+    let (db, dir) = sqlite_db().await;
     db.migrate().await.expect("migrate");
     let server::Database::Sqlite(pool) = db else {
         panic!("sqlite expected")
@@ -40,13 +46,19 @@ struct Pg {
     _schema: PgSchema,
 }
 
-async fn postgres() -> Pg {
+/// A pool on a PostgreSQL schema of its own (dropped with the schema value), not migrated yet.
+async fn pg_pool() -> (sqlx::PgPool, PgSchema) {
     let schema = PgSchema::create("cs_test").await;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(10)
         .connect_with(schema.options())
         .await
         .expect("pool");
+    (pool, schema)
+}
+
+async fn postgres() -> Pg {
+    let (pool, schema) = pg_pool().await;
     server::Database::Postgres(pool.clone())
         .migrate()
         .await
@@ -1320,12 +1332,7 @@ async fn hex_rows_survive_the_hash_migration<S: Store>(
 
 #[tokio::test]
 async fn sqlite_hex_rows_survive_the_hash_migration() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = server::Config {
-        database_url: format!("sqlite://{}", dir.path().join("old.db").display()),
-        ..server::Config::default()
-    };
-    let db = server::Database::connect(&config).await.expect("sqlite");
+    let (db, _dir) = sqlite_db().await;
     let server::Database::Sqlite(pool) = db.clone() else {
         panic!("sqlite expected")
     };
@@ -1334,12 +1341,7 @@ async fn sqlite_hex_rows_survive_the_hash_migration() {
 
 #[tokio::test]
 async fn postgres_hex_rows_survive_the_hash_migration() {
-    let schema = PgSchema::create("cs_test").await;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(schema.options())
-        .await
-        .expect("pool");
+    let (pool, _schema) = pg_pool().await;
     let db = server::Database::Postgres(pool.clone());
     hex_rows_survive_the_hash_migration(&db, "postgres", || PgStore::new(pool.clone())).await;
 }

@@ -237,23 +237,16 @@ pub(super) fn json_response(body: String) -> Response {
 }
 
 /// The row's `context`: who asked, for whom, why and with what. Fields the call left out are
-/// left out here too (no `null`s stored in every row).
+/// left out here too (no `null`s stored in every row); tool and operation have their columns.
 fn stored_context(caller: &ApiCaller, input: &DecisionInput) -> String {
-    let mut context = serde_json::Map::new();
-    context.insert("caller".into(), json!(caller.id));
-    context.insert("caller_kind".into(), json!(caller.kind));
-    for (key, value) in [
-        ("on_behalf_of", &input.on_behalf_of),
-        ("reason", &input.reason),
-        ("session", &input.session),
-        ("target", &input.target),
-    ] {
-        if let Some(value) = value {
-            context.insert(key.into(), json!(value));
-        }
+    let mut context = input.to_json();
+    if let Value::Object(map) = &mut context {
+        map.remove("tool");
+        map.remove("operation");
+        map.insert("caller".into(), json!(caller.id));
+        map.insert("caller_kind".into(), json!(caller.kind));
     }
-    context.insert("args".into(), Value::Object(input.args.clone()));
-    Value::Object(context).to_string()
+    context.to_string()
 }
 
 /// The row's `decision`: the enforcer's decision without what the row's own columns already

@@ -234,25 +234,33 @@ pub fn hex(bytes: &[u8]) -> String {
 /// characters it is everywhere else. Anything else is refused: it would not read back as the
 /// same text, and the row's own hash covers that text.
 pub fn hash_bytes(text: &str) -> Result<[u8; 32], StoreError> {
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    let invalid =
-        || StoreError::Invalid("an audit hash must be 64 lowercase hexadecimal characters".into());
-    let raw = text.as_bytes();
-    if raw.len() != 64 {
-        return Err(invalid());
-    }
     let mut out = [0u8; 32];
+    if text.bytes().any(|b| b.is_ascii_uppercase()) || !decode_hex(text, &mut out) {
+        return Err(StoreError::Invalid(
+            "an audit hash must be 64 lowercase hexadecimal characters".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Decode hexadecimal `text` into `out`, which it must fill exactly.
+fn decode_hex(text: &str, out: &mut [u8]) -> bool {
+    let digit = |c: u8| {
+        char::from(c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let raw = text.as_bytes();
+    if raw.len() != out.len() * 2 {
+        return false;
+    }
     for (slot, pair) in out.iter_mut().zip(raw.chunks_exact(2)) {
         match (digit(pair[0]), digit(pair[1])) {
             (Some(high), Some(low)) => *slot = high << 4 | low,
-            _ => return Err(invalid()),
+            _ => return false,
         }
     }
-    Ok(out)
+    true
 }
 
 /// A stored hash (32 bytes) as the lowercase hex text the rest of Countersign uses.
@@ -277,16 +285,8 @@ fn check_hashes(event: &NewAuditEvent) -> Result<(), StoreError> {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
-        .collect()
+    let mut out = vec![0u8; text.len() / 2];
+    decode_hex(text, &mut out).then_some(out)
 }
 
 /// The result of walking the chain.
