@@ -56,5 +56,8 @@ test('audit filters narrow the rows, pages go back in time, and a row opens its 
   await audit.openRow(second[0]);
   await expect(audit.chainStatus).toHaveText('The chain verifies at this row.');
   await expect(page.locator('main')).toContainText('system-overview');
+  // The row keeps only what its policy cannot give back (`{}` here); the page shows it whole.
+  await expect(page.locator('main')).toContainText('decision (in full)');
+  await expect(page.locator('main')).toContainText('"required_capabilities":["local-shell"]');
   await snap(page, testInfo, '3-row-detail');
 });

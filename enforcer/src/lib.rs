@@ -16,6 +16,7 @@ pub mod approval;
 pub mod decision;
 pub mod executor;
 pub mod policy;
+pub mod record;
 pub mod shell;
 pub mod wire;
 

@@ -113,6 +113,26 @@ fn corpus() {
                     ));
                 }
             }
+            // The audit row's compact form gives back exactly this decision.
+            let stored = enforcer::record::compact(&decision, &request, &policy);
+            let joined = enforcer::record::joined_reasons(&decision);
+            let columns = enforcer::record::Columns {
+                action: decision.action.as_str(),
+                risk: decision.risk.as_str(),
+                reason: &joined,
+                policy_hash: &decision.policy_hash,
+                call_hash: &decision.call_hash,
+            };
+            if enforcer::record::expand(&stored, &request, &columns, &policy).as_ref()
+                != Some(&decision)
+            {
+                failures.push(format!(
+                    "{label}\n   stored as {stored}: not the same decision"
+                ));
+            }
+            if stored.contains("\"action\"") {
+                failures.push(format!("{label}\n   stored whole: {stored}"));
+            }
             // Every span points at real text in the argument it names.
             for m in &decision.matched_patterns {
                 let (name, item) = match m.argument.split_once('[') {

@@ -150,11 +150,24 @@ proptest! {
     #[test]
     fn evaluate_is_total(command in "\\PC{0,200}", bytes in prop::collection::vec(prop::sample::select(vec!["'", "\"", "\\", "$(", ")", "`", "|", ";", "&", "<(", ">", "$'", "{", "}", "rm", " -rf ", "sh -c ", "\n"]), 0..40)) {
         for text in [command.clone(), bytes.concat()] {
-            let decision = evaluate(&shell_request(&text), &admin(), policy());
+            let request = shell_request(&text);
+            let decision = evaluate(&request, &admin(), policy());
             for m in &decision.matched_patterns {
                 prop_assert!(text.get(m.span.clone()).is_some(), "span {:?} out of {text:?}", m.span);
                 prop_assert_eq!(text.get(m.span.clone()).unwrap_or_default(), m.text.as_str());
             }
+            // The audit row's form of the decision gives it back whole.
+            let stored = enforcer::record::compact(&decision, &request, policy());
+            let joined = enforcer::record::joined_reasons(&decision);
+            let columns = enforcer::record::Columns {
+                action: decision.action.as_str(),
+                risk: decision.risk.as_str(),
+                reason: &joined,
+                policy_hash: &decision.policy_hash,
+                call_hash: &decision.call_hash,
+            };
+            let back = enforcer::record::expand(&stored, &request, &columns, policy());
+            prop_assert_eq!(back.as_ref(), Some(&decision));
         }
     }
 

@@ -15,43 +15,37 @@
 
 mod common;
 
-use server::store::{AnyStore, AuditWriter, EventKind, NewAuditEvent};
+use server::store::{AnyStore, AuditWriter, NewAuditEvent};
 use sqlx::{Connection, Executor};
 use std::time::Instant;
 
-fn event(n: usize) -> NewAuditEvent {
-    let mut e = NewAuditEvent::new(
-        EventKind::Decision,
-        "ai-assistant@example.com",
-        "ssh-exec",
-        "executeCommand",
-        "allow",
-        "HIGH risk with no dangerous pattern, sudo or force flag: allowed",
-        "HIGH",
-    );
-    e.context = format!(
-        r#"{{"args":{{"command":"systemctl status nginx --no-pager -n {n}"}},"target":"web-01"}}"#
-    );
-    e.decision =
-        r#"{"approvals_required":0,"matched_patterns":[],"missing_capabilities":[]}"#.to_string();
-    e.policy_hash = Some("5f".repeat(32));
-    e.call_hash = Some(format!("{:064x}", n));
-    e
+/// Each writer's rows, made before the clock starts: the rows the decision API writes for
+/// `decision_load`'s request mix (allowed, needing approval, denied), by the API's own code.
+fn rows_for(writers: usize, per_writer: usize) -> Vec<Vec<NewAuditEvent>> {
+    let policy = enforcer::default_policy().expect("default policy");
+    (0..writers)
+        .map(|w| {
+            (0..per_writer)
+                .map(|i| common::decision_row(&policy, w * per_writer + i))
+                .collect()
+        })
+        .collect()
 }
 
 async fn run(label: &str, store: AnyStore, rows: usize, writers: usize) -> f64 {
     let writer = AuditWriter::spawn(store, None);
-    let start = Instant::now();
     let per_writer = rows / writers;
-    let tasks: Vec<_> = (0..writers)
-        .map(|w| {
+    let batches = rows_for(writers, per_writer);
+    let start = Instant::now();
+    let tasks: Vec<_> = batches
+        .into_iter()
+        .map(|events| {
             let writer = writer.clone();
             tokio::spawn(async move {
-                for i in 0..per_writer {
-                    writer
-                        .append(event(w * per_writer + i))
-                        .await
-                        .expect("durable append");
+                for mut event in events {
+                    // Stamped when appended, as the API does: times follow the chain's order.
+                    event.timestamp = chrono::Utc::now();
+                    writer.append(event).await.expect("durable append");
                 }
             })
         })
@@ -101,6 +95,17 @@ async fn main() {
             .fetch_one(pool)
             .await
             .unwrap_or(0);
+        let (context, decision, reason): (f64, f64, f64) = sqlx::query_as(
+            "SELECT avg(length(context)), avg(length(decision)), avg(length(decision_reason)) \
+             FROM audit_logs",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("lengths");
+        println!(
+            "sqlite: average text per row: context {context:.0} B, decision {decision:.0} B, \
+             decision_reason {reason:.0} B"
+        );
         let file = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let rows_stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_logs")
             .fetch_one(pool)
@@ -113,6 +118,18 @@ async fn main() {
                 table_bytes,
                 table_bytes / rows_stored.max(1)
             );
+            let parts: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT name, SUM(pgsize) FROM dbstat WHERE name LIKE 'audit_logs%' \
+                 OR name LIKE 'sqlite_autoindex_audit_logs%' GROUP BY name ORDER BY 2 DESC",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+            let parts: Vec<String> = parts
+                .iter()
+                .map(|(name, bytes)| format!("{name} {}", bytes / rows_stored.max(1)))
+                .collect();
+            println!("sqlite: B per row by table and index: {}", parts.join(", "));
         }
         println!(
             "sqlite: whole database file {file} B / {rows_stored} rows = {} B per row",

@@ -27,6 +27,7 @@ pub mod import;
 pub mod integrations;
 pub mod maintenance;
 pub mod metrics;
+pub mod policy_versions;
 pub mod portal;
 pub mod reports;
 pub mod security;

@@ -653,6 +653,10 @@ async fn serve(config: Config) -> Result<(), String> {
     let policy = evaluate::load_policy(config.policy_file.as_deref()).map_err(|e| e.to_string())?;
     tracing::info!(policy = %policy.name, hash = %policy.hash(), "policy loaded");
     let db = open_database(&config).await?;
+    // Audit rows keep only what their policy cannot give back, so the policy is kept first.
+    server::policy_versions::record(&db, &policy)
+        .await
+        .map_err(|e| format!("cannot record the policy in the database: {e}"))?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|e| format!("cannot listen on {} (setting bind): {e}", config.bind))?;

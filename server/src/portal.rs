@@ -571,10 +571,15 @@ impl Portal {
             ("policy_hash", opt(&e.policy_hash)),
             ("context", e.context.clone()),
             ("decision", e.decision.clone()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        ];
+        // A decision row keeps only what its policy cannot give back: show the whole decision.
+        let mut fields: Vec<(String, String)> = fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        if let Some(whole) = whole_decision(&state, e).await {
+            fields.push(("decision (in full)".to_string(), whole));
+        }
         Ok(Some(AuditRowDetail {
             row: row_view(this),
             fields,
@@ -585,6 +590,21 @@ impl Portal {
             next_ok: next.map(|n| n.prev_hash == this.row_hash),
         }))
     }
+}
+
+/// The whole decision of a decision row, as JSON, when the row is one and its policy is
+/// known.
+async fn whole_decision(state: &AppState, e: &crate::store::NewAuditEvent) -> Option<String> {
+    if e.kind != crate::store::EventKind::Decision {
+        return None;
+    }
+    let hash = e.policy_hash.as_deref()?;
+    let policy = crate::policy_versions::find(&state.db, &state.policy, hash)
+        .await
+        .ok()
+        .flatten()?;
+    let decision = crate::api::decisions::full_decision(e, &policy)?;
+    serde_json::to_string(&decision).ok()
 }
 
 /// Jobs per page of the job list.

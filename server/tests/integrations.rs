@@ -360,7 +360,7 @@ async fn every_event_arrives_in_order_once_through_outages_and_restarts() {
         ("COUNTERSIGN_NOTIFY_MAX_ATTEMPTS", "1000".into()),
         ("COUNTERSIGN_NOTIFY_EXPIRY_WARNING_SECS", "6".into()),
         ("COUNTERSIGN_SIEM_JSONL", jsonl.display().to_string()),
-        ("COUNTERSIGN_SIEM_JSONL_MAX_BYTES", "16384".into()),
+        ("COUNTERSIGN_SIEM_JSONL_MAX_BYTES", "4096".into()),
         ("COUNTERSIGN_SIEM_JSONL_KEEP", "50".into()),
         (
             "COUNTERSIGN_SIEM_SYSLOG_URL",

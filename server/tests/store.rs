@@ -1387,3 +1387,59 @@ async fn postgres_malformed_hashes_are_refused() {
     let db = postgres().await;
     malformed_hashes_are_refused(db.store.clone()).await;
 }
+
+/// The policy a row was decided under is kept once and found again by its hash: the loaded one
+/// as it is, an earlier one loaded from its kept text, an unknown one not at all.
+async fn policy_versions_are_kept_once_and_found_by_hash(db: server::Database) {
+    db.migrate().await.expect("migrate");
+    let current = std::sync::Arc::new(enforcer::default_policy().expect("default policy"));
+    let earlier = enforcer::PolicySet::load(
+        "earlier.toml",
+        &current.source().replace("name = \"", "name = \"earlier "),
+    )
+    .expect("earlier policy");
+    assert_ne!(earlier.hash(), current.hash());
+    for policy in [&earlier, &current, &earlier] {
+        server::policy_versions::record(&db, policy)
+            .await
+            .expect("record");
+    }
+    let count = "SELECT COUNT(*) FROM policy_versions";
+    let kept: i64 = match &db {
+        server::Database::Sqlite(pool) => sqlx::query_scalar(count).fetch_one(pool).await,
+        server::Database::Postgres(pool) => sqlx::query_scalar(count).fetch_one(pool).await,
+    }
+    .expect("count");
+    assert_eq!(kept, 2, "each policy once");
+    let found = server::policy_versions::find(&db, &current, current.hash())
+        .await
+        .expect("find")
+        .expect("the loaded policy");
+    assert!(std::sync::Arc::ptr_eq(&found, &current));
+    let found = server::policy_versions::find(&db, &current, earlier.hash())
+        .await
+        .expect("find")
+        .expect("the earlier policy");
+    assert_eq!(
+        (found.hash(), found.name.as_str()),
+        (earlier.hash(), earlier.name.as_str())
+    );
+    assert!(
+        server::policy_versions::find(&db, &current, &"0".repeat(64))
+            .await
+            .expect("find")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn sqlite_policy_versions_are_kept_once_and_found_by_hash() {
+    let (db, _dir) = sqlite_db().await;
+    policy_versions_are_kept_once_and_found_by_hash(db).await;
+}
+
+#[tokio::test]
+async fn postgres_policy_versions_are_kept_once_and_found_by_hash() {
+    let (pool, _schema) = pg_pool().await;
+    policy_versions_are_kept_once_and_found_by_hash(server::Database::Postgres(pool)).await;
+}

@@ -14,6 +14,7 @@ use axum::{
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
+use enforcer::record::REASON_SEPARATOR;
 use enforcer::wire::DecisionInput;
 use enforcer::{Action, Principal, Risk};
 use serde_json::{json, Value};
@@ -237,48 +238,94 @@ pub(super) fn json_response(body: String) -> Response {
 }
 
 /// The row's `context`: who asked, for whom, why and with what. Fields the call left out are
-/// left out here too (no `null`s stored in every row); tool and operation have their columns.
-fn stored_context(caller: &ApiCaller, input: &DecisionInput) -> String {
+/// left out here too (no `null`s stored in every row); tool and operation have their columns,
+/// and so does the caller when it is the requester (`caller_id`): `caller` is there only when
+/// a service asked on someone's behalf.
+fn stored_context(caller: &ApiCaller, input: &DecisionInput, requester: &str) -> String {
     let mut context = input.to_json();
     if let Value::Object(map) = &mut context {
         map.remove("tool");
         map.remove("operation");
-        map.insert("caller".into(), json!(caller.id));
+        if caller.id != requester {
+            map.insert("caller".into(), json!(caller.id));
+        }
         map.insert("caller_kind".into(), json!(caller.kind));
     }
     context.to_string()
 }
 
-/// The row's `decision`: the enforcer's decision without what the row's own columns already
-/// hold (`decision_action`, `risk_level`, `policy_hash`, `call_hash`), so each is stored once.
-/// The caller's answer still carries the whole decision.
-fn stored_decision(decision: &enforcer::Decision) -> String {
-    #[derive(serde::Serialize)]
-    struct Stored<'a> {
-        reasons: &'a [String],
-        required_capabilities: &'a BTreeSet<String>,
-        missing_capabilities: &'a BTreeSet<String>,
-        matched_patterns: &'a [enforcer::PatternMatch],
-        approvals_required: u32,
-        ttl_secs: u64,
-        approval_window_secs: u64,
-        interactive_only: bool,
-        executor: &'a Option<String>,
-        policy_name: &'a str,
-    }
-    serde_json::to_string(&Stored {
-        reasons: &decision.reasons,
-        required_capabilities: &decision.required_capabilities,
-        missing_capabilities: &decision.missing_capabilities,
-        matched_patterns: &decision.matched_patterns,
-        approvals_required: decision.approvals_required,
-        ttl_secs: decision.ttl_secs,
-        approval_window_secs: decision.approval_window_secs,
-        interactive_only: decision.interactive_only,
-        executor: &decision.executor,
-        policy_name: &decision.policy_name,
-    })
-    .unwrap_or_else(|_| "{}".into())
+/// The whole decision of a decision row, made under `policy` (the one whose hash the row
+/// holds): the row keeps only what the policy, the call and its columns cannot give back (see
+/// [`enforcer::record`]). Rows written before that kept more, and are read as they are. `None`
+/// when the row is not one the decision API wrote or `policy` is not the row's.
+pub fn full_decision(
+    row: &NewAuditEvent,
+    policy: &enforcer::PolicySet,
+) -> Option<enforcer::Decision> {
+    let context: Value = serde_json::from_str(&row.context).ok()?;
+    let request = enforcer::Request {
+        tool: row.tool.clone(),
+        operation: row.operation.clone(),
+        args: context["args"].as_object().cloned().unwrap_or_default(),
+        target: context["target"].as_str().map(str::to_string),
+    };
+    let columns = enforcer::record::Columns {
+        action: &row.decision_action,
+        risk: &row.risk_level,
+        reason: &row.decision_reason,
+        policy_hash: row.policy_hash.as_deref()?,
+        call_hash: row.call_hash.as_deref()?,
+    };
+    enforcer::record::expand(&row.decision, &request, &columns, policy)
+        .or_else(|| earlier_decision(row))
+}
+
+/// A decision row as written from 2026-12-03 until the compact form: the decision less its
+/// columns, every field but the reasons present.
+fn earlier_decision(row: &NewAuditEvent) -> Option<enforcer::Decision> {
+    let Value::Object(mut stored) = serde_json::from_str(&row.decision).ok()? else {
+        return None;
+    };
+    stored.get("policy_name")?;
+    let mut put = |field: &str, value: Value| {
+        stored.entry(field.to_string()).or_insert(value);
+    };
+    put("action", json!(row.decision_action));
+    put("risk", json!(row.risk_level));
+    put("policy_hash", json!(row.policy_hash.as_ref()?));
+    put("call_hash", json!(row.call_hash.as_ref()?));
+    let reasons: Vec<&str> = if row.decision_reason.is_empty() {
+        Vec::new()
+    } else {
+        row.decision_reason.split(REASON_SEPARATOR).collect()
+    };
+    put("reasons", json!(reasons));
+    serde_json::from_value(Value::Object(stored)).ok()
+}
+
+/// The audit row of a decision, as the API writes it (the audit id, time and job id are the
+/// caller's to set). Public so that benchmarks store exactly these rows.
+pub fn decision_event(
+    caller: &ApiCaller,
+    input: &DecisionInput,
+    requester: &str,
+    decision: &enforcer::Decision,
+    policy: &enforcer::PolicySet,
+) -> NewAuditEvent {
+    let mut event = NewAuditEvent::new(
+        EventKind::Decision,
+        requester,
+        &input.tool,
+        &input.operation,
+        decision.action.as_str(),
+        &enforcer::record::joined_reasons(decision),
+        decision.risk.as_str(),
+    );
+    event.context = stored_context(caller, input, requester);
+    event.decision = enforcer::record::compact(decision, &input.request(), policy);
+    event.policy_hash = Some(decision.policy_hash.clone());
+    event.call_hash = Some(decision.call_hash.clone());
+    event
 }
 
 /// Decide, write the audit row (and queue the job), and return the answer's JSON text.
@@ -304,22 +351,10 @@ async fn record(
     let audit_id = uuid::Uuid::now_v7().to_string();
     let job_id = needs_job.then(|| uuid::Uuid::now_v7().to_string());
 
-    let mut event = NewAuditEvent::new(
-        EventKind::Decision,
-        &requester,
-        &input.tool,
-        &input.operation,
-        decision.action.as_str(),
-        &decision.reasons.join("; "),
-        decision.risk.as_str(),
-    );
+    let mut event = decision_event(caller, input, &requester, &decision, &state.policy);
     event.id = Some(audit_id.clone());
     event.timestamp = now;
-    event.context = stored_context(caller, input);
-    event.decision = stored_decision(&decision);
     event.job_id = job_id.clone();
-    event.policy_hash = Some(decision.policy_hash.clone());
-    event.call_hash = Some(decision.call_hash.clone());
     // A decision that needs approval is recorded together with its job, in one transaction.
     let job = job_id.as_ref().map(|job_id| {
         let ttl = i64::try_from(decision.ttl_secs).unwrap_or(i64::MAX / 2);
@@ -406,36 +441,161 @@ async fn record(
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_stored_decision_is_the_decision_less_what_the_columns_hold() {
-        let policy = enforcer::default_policy().expect("default policy");
-        let request = enforcer::Request {
-            tool: "ssh-exec".into(),
-            operation: "executeCommand".into(),
-            args: json!({"command": "sudo rm -rf /var/tmp/x"})
-                .as_object()
-                .cloned()
-                .expect("object"),
-            target: Some("web-01".into()),
-        };
+    fn decide(body: &str, capabilities: &[&str]) -> (DecisionInput, enforcer::Decision) {
+        let policy = policy();
+        let input = parse(body.as_bytes()).expect("valid body");
         let principal = Principal {
             id: "alice".into(),
             roles: BTreeSet::new(),
-            capabilities: ["ssh-linux", "remote-exec"].map(String::from).into(),
+            capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
         };
-        let decision = enforcer::evaluate(&request, &principal, &policy);
-        assert!(!decision.matched_patterns.is_empty());
-        let mut whole = serde_json::to_value(&decision).expect("decision JSON");
-        let whole = whole.as_object_mut().expect("an object");
-        for column in ["action", "risk", "policy_hash", "call_hash"] {
-            assert!(
-                whole.remove(column).is_some(),
-                "{column} is a decision field"
-            );
+        let decision = enforcer::evaluate(&input.request(), &principal, &policy);
+        (input, decision)
+    }
+
+    fn policy() -> enforcer::PolicySet {
+        enforcer::default_policy().expect("default policy")
+    }
+
+    fn caller(id: &str) -> ApiCaller {
+        ApiCaller {
+            id: id.into(),
+            kind: "token",
+            roles: Vec::new(),
+            capabilities: Vec::new(),
         }
-        // Every other field is kept: a field added to Decision must be added to the row too.
-        let stored: Value = serde_json::from_str(&stored_decision(&decision)).expect("JSON");
-        assert_eq!(stored, Value::Object(whole.clone()));
+    }
+
+    #[test]
+    fn a_decision_row_gives_back_the_whole_decision() {
+        let shell = ["ssh-linux", "remote-exec", "local-sudo", "local-shell"];
+        let cases = [
+            (
+                r#"{"tool":"ssh-exec","operation":"executeCommand","args":{"command":"sudo rm -rf /var/tmp/x"},"target":"web-01"}"#,
+                &shell[..],
+                Action::RequireApproval,
+            ),
+            (
+                r#"{"tool":"ssh-exec","operation":"executeCommand","args":{"command":"uptime"}}"#,
+                &shell[..],
+                Action::Allow,
+            ),
+            (
+                r#"{"tool":"system-overview","operation":"getOverview"}"#,
+                &shell[..],
+                Action::Allow,
+            ),
+            (
+                r#"{"tool":"ssh-exec","operation":"executeSudoCommand","args":{"command":"id"}}"#,
+                &shell[..],
+                Action::RequireApproval,
+            ),
+            (
+                r#"{"tool":"ssh-exec","operation":"executeCommand","args":{"command":"uptime"}}"#,
+                &["ssh-linux"][..],
+                Action::Deny,
+            ),
+            (
+                r#"{"tool":"ssh-exec","operation":"executeCommand","args":{"command":7}}"#,
+                &shell[..],
+                Action::Deny,
+            ),
+            (
+                r#"{"tool":"no-such-tool","operation":"x"}"#,
+                &shell[..],
+                Action::Deny,
+            ),
+        ];
+        for (body, capabilities, action) in cases {
+            let (input, decision) = decide(body, capabilities);
+            assert_eq!(decision.action, action, "{body}");
+            let row = decision_event(&caller("alice"), &input, "alice", &decision, &policy());
+            assert_eq!(
+                full_decision(&row, &policy()).as_ref(),
+                Some(&decision),
+                "{body}"
+            );
+            if action == Action::Allow {
+                assert_eq!(row.decision, "{}", "{body}");
+            }
+            // What the columns hold is not stored again, and neither are defaults.
+            let stored: Value = serde_json::from_str(&row.decision).expect("JSON");
+            for repeated in ["action", "risk", "policy_hash", "call_hash", "reasons"] {
+                assert!(stored.get(repeated).is_none(), "{repeated} in {stored}");
+            }
+            for (field, value) in stored.as_object().expect("an object") {
+                assert!(
+                    !matches!(value, Value::Null | Value::Bool(false))
+                        && value != &json!(0)
+                        && value != &json!([]),
+                    "{field} is stored at its default in {stored}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reasons_that_the_reason_column_cannot_give_back_are_stored() {
+        let (input, mut decision) = decide(
+            r#"{"tool":"ssh-exec","operation":"executeCommand","args":{"command":"uptime"}}"#,
+            &["ssh-linux", "remote-exec"],
+        );
+        for reasons in [
+            vec!["one; two".to_string(), "three".into()],
+            vec![String::new()],
+        ] {
+            decision.reasons = reasons;
+            let row = decision_event(&caller("alice"), &input, "alice", &decision, &policy());
+            assert!(row.decision.contains("\"reasons\""), "{}", row.decision);
+            assert_eq!(full_decision(&row, &policy()).as_ref(), Some(&decision));
+        }
+        // Not a decision row: no hashes, or text that is not a decision.
+        let mut row = decision_event(&caller("alice"), &input, "alice", &decision, &policy());
+        row.decision = "[]".into();
+        assert_eq!(full_decision(&row, &policy()), None);
+        row.decision = "{}".into();
+        row.call_hash = None;
+        assert_eq!(full_decision(&row, &policy()), None);
+    }
+
+    #[test]
+    fn rows_written_before_the_compact_form_read_back_whole() {
+        let (input, decision) = decide(
+            r#"{"tool":"ssh-exec","operation":"executeCommand","args":{"command":"sudo rm -rf /x"}}"#,
+            &["ssh-linux", "remote-exec"],
+        );
+        let mut row = decision_event(&caller("alice"), &input, "alice", &decision, &policy());
+        // As written on 2026-12-03: everything but the columns' fields and the reasons.
+        let mut earlier = serde_json::to_value(&decision).expect("JSON");
+        for column in ["action", "risk", "policy_hash", "call_hash", "reasons"] {
+            earlier.as_object_mut().expect("object").remove(column);
+        }
+        row.decision = earlier.to_string();
+        assert_eq!(full_decision(&row, &policy()).as_ref(), Some(&decision));
+        // Before that, the whole decision.
+        row.decision = serde_json::to_string(&decision).expect("JSON");
+        assert_eq!(full_decision(&row, &policy()).as_ref(), Some(&decision));
+    }
+
+    #[test]
+    fn the_context_names_the_caller_only_when_it_is_not_the_requester() {
+        let (input, decision) = decide(
+            r#"{"tool":"ssh-exec","operation":"executeCommand","args":{"command":"uptime"},"reason":"load check"}"#,
+            &["ssh-linux", "remote-exec"],
+        );
+        let own: Value = serde_json::from_str(
+            &decision_event(&caller("alice"), &input, "alice", &decision, &policy()).context,
+        )
+        .expect("JSON");
+        assert_eq!(
+            own,
+            json!({"args": {"command": "uptime"}, "reason": "load check", "caller_kind": "token"})
+        );
+        let delegated: Value = serde_json::from_str(
+            &decision_event(&caller("it-mcp"), &input, "alice", &decision, &policy()).context,
+        )
+        .expect("JSON");
+        assert_eq!(delegated["caller"], "it-mcp");
     }
 
     fn code(body: &str) -> (&'static str, Option<String>) {

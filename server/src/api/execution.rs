@@ -574,9 +574,11 @@ pub async fn decision_result(
                 let Some(DecisionRow { caller_id: requester, decision_action: action, context, tool, operation, risk_level: risk, call_hash, policy_hash }) = row else {
             return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such decision"));
         };
+        // The context names the service that asked when it asked for someone else; otherwise
+        // the caller is the requester.
         let asked_by = serde_json::from_str::<Value>(&context)
             .ok()
-            .and_then(|c| c["caller"].as_str().map(str::to_string));
+            .map(|c| c["caller"].as_str().map(str::to_string).unwrap_or_else(|| requester.clone()));
         if asked_by.as_deref() != Some(caller.id.as_str()) {
             return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such decision"));
         }

@@ -1,0 +1,60 @@
+//! The policies decisions were made under, kept once each by hash (`policy_versions`), so that
+//! an audit row's compact decision can be expanded whatever policy is loaded now.
+
+use crate::store::StoreError;
+use crate::Database;
+use enforcer::PolicySet;
+
+/// Keep `policy` (idempotent). The server does this before it decides anything.
+pub async fn record(db: &Database, policy: &PolicySet) -> Result<(), StoreError> {
+    let now = chrono::Utc::now();
+    match db {
+        Database::Sqlite(pool) => {
+            sqlx::query(
+                "INSERT INTO policy_versions (policy_hash, name, source, first_used_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (policy_hash) DO NOTHING",
+            )
+            .bind(policy.hash())
+            .bind(&policy.name)
+            .bind(policy.source())
+            .bind(crate::store::format_ts(now))
+            .execute(pool)
+            .await?;
+        }
+        Database::Postgres(pool) => {
+            sqlx::query(
+                "INSERT INTO policy_versions (policy_hash, name, source, first_used_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (policy_hash) DO NOTHING",
+            )
+            .bind(policy.hash())
+            .bind(&policy.name)
+            .bind(policy.source())
+            .bind(now)
+            .execute(pool)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The policy with this hash: `current` when it is that one, else the kept text, loaded again.
+/// `None` when no such policy was kept (or its text no longer loads).
+pub async fn find(
+    db: &Database,
+    current: &std::sync::Arc<PolicySet>,
+    hash: &str,
+) -> Result<Option<std::sync::Arc<PolicySet>>, StoreError> {
+    if current.hash() == hash {
+        return Ok(Some(current.clone()));
+    }
+    let source: Option<String> = on_db!(db, pool => sqlx::query_scalar(
+        "SELECT source FROM policy_versions WHERE policy_hash = $1",
+    )
+    .bind(hash)
+    .fetch_optional(pool)
+    .await)?;
+    Ok(source
+        .and_then(|text| PolicySet::load(&format!("policy {hash}"), &text).ok())
+        .filter(|policy| policy.hash() == hash)
+        .map(std::sync::Arc::new))
+}
