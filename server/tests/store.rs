@@ -583,6 +583,85 @@ async fn dashboard_counts_the_last_day_week_and_hour<S: Store>(store: &S) {
 }
 
 /// The audit explorer's search: every filter narrows, pages by sequence number.
+/// Time ranges are answered through `audit_hours` (each hour's seq range): rows whose times are
+/// out of chain order (as imports write them) are still found by every range, exactly as the
+/// filter's own per-row check finds them, before and after the oldest rows are purged.
+async fn time_ranges_find_rows_written_out_of_order<S: Store>(store: &S) {
+    // Whole milliseconds: the store keeps times (and compares bounds) to the millisecond.
+    let base = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("now")
+        - Duration::days(2);
+    // Minutes from `base`, in chain order: forwards, then back by hours and days, then forwards.
+    let minutes = [0, 5, 61, 62, -180, -1500, 125, 59, 60, 600, 30, -1, 240];
+    let events: Vec<NewAuditEvent> = minutes
+        .iter()
+        .enumerate()
+        .map(|(n, m)| {
+            let mut e = event(n);
+            e.timestamp = base + Duration::minutes(*m);
+            e
+        })
+        .collect();
+    // Two batches, so an hour's range is widened by a later transaction too.
+    store.append_audit(&events[..7]).await.expect("append");
+    store.append_audit(&events[7..]).await.expect("append");
+    let check = |rows: Vec<server::store::AuditRecord>| async move {
+        let edges: Vec<i64> = [
+            -1501, -1500, -181, -2, -1, 0, 29, 30, 59, 60, 61, 120, 125, 241, 601,
+        ]
+        .to_vec();
+        for from in edges
+            .iter()
+            .map(|m| Some(base + Duration::minutes(*m)))
+            .chain([None])
+        {
+            for to in edges
+                .iter()
+                .map(|m| Some(base + Duration::minutes(*m)))
+                .chain([None])
+            {
+                let filter = server::store::AuditFilter {
+                    from,
+                    to,
+                    ..Default::default()
+                };
+                let mut want: Vec<i64> = rows
+                    .iter()
+                    .filter(|r| filter.matches(r))
+                    .map(|r| r.seq)
+                    .collect();
+                want.reverse();
+                let got: Vec<i64> = store
+                    .audit_search(&filter, 100)
+                    .await
+                    .expect("search")
+                    .iter()
+                    .map(|r| r.seq)
+                    .collect();
+                assert_eq!(got, want, "from {from:?} to {to:?}");
+                let counted: i64 = store
+                    .audit_counts(&filter)
+                    .await
+                    .expect("counts")
+                    .iter()
+                    .map(|(_, _, n)| n)
+                    .sum();
+                assert_eq!(counted, want.len() as i64, "counts from {from:?} to {to:?}");
+                if let (Some(from), None) = (from, to) {
+                    assert_eq!(
+                        store.first_seq_since(from).await.expect("first since"),
+                        want.last().copied(),
+                        "first since {from:?}"
+                    );
+                }
+            }
+        }
+    };
+    check(store.audit_page(0, 100).await.expect("rows")).await;
+    // Purging the oldest rows (by chain order) leaves every range right for the rest.
+    store.purge_batch(5, 100).await.expect("purge");
+    check(store.audit_page(0, 100).await.expect("rows")).await;
+}
+
 async fn audit_search_filters_and_pages<S: Store>(store: &S) {
     let events: Vec<NewAuditEvent> = (0..12).map(event).collect();
     store.append_audit(&events).await.expect("append");
@@ -1002,6 +1081,7 @@ conformance!(
     jobs_are_paged_newest_first_by_keyset,
     dashboard_counts_the_last_day_week_and_hour,
     audit_search_filters_and_pages,
+    time_ranges_find_rows_written_out_of_order,
     checkpoints_catch_truncation,
     purge_keeps_the_chain_verifiable,
     status_changes_are_logged_with_them,
@@ -1328,6 +1408,15 @@ async fn hex_rows_survive_the_hash_migration<S: Store>(
     assert_eq!(rows[2].row_hash, head);
     store.append_audit(&[event(4)]).await.expect("append");
     assert!(audit::verify(&store, None).await.expect("verify").ok());
+    // The rows from before the audit-hours migration are found by time (it filled their hours).
+    let since = server::store::AuditFilter {
+        from: rows.iter().map(|r| r.event.timestamp).min(),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.audit_search(&since, 10).await.expect("search").len(),
+        4
+    );
 }
 
 #[tokio::test]

@@ -103,6 +103,13 @@ pub async fn seed(db: &Database, rows: usize) {
             )
             .await
             .expect("hourly counts");
+            // What the audit-hours migration does.
+            pool.execute(
+                "INSERT INTO audit_hours (hour, first_seq, last_seq) \
+                 SELECT substr(timestamp, 1, 13), MIN(seq), MAX(seq) FROM audit_logs GROUP BY 1",
+            )
+            .await
+            .expect("audit hours");
             pool.execute("ANALYZE").await.expect("analyze");
         }
         Database::Postgres(pool) => {
@@ -121,6 +128,13 @@ pub async fn seed(db: &Database, rows: usize) {
             )
             .await
             .expect("hourly counts");
+            pool.execute(
+                "INSERT INTO audit_hours (hour, first_seq, last_seq) \
+                 SELECT to_char(timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24'), MIN(seq), \
+                 MAX(seq) FROM audit_logs GROUP BY 1",
+            )
+            .await
+            .expect("audit hours");
             pool.execute("ANALYZE audit_logs").await.expect("analyze");
         }
     }

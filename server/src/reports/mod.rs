@@ -900,9 +900,9 @@ async fn stream_table(
     job: &Job,
     tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) -> Result<(), String> {
-    // The period's first and last rows once; then pages by sequence number (the primary key,
-    // or a filter's (column, seq) index) with the period checked per row: paging a time range
-    // through the time index would sort the whole period for every page.
+    // The period's first and last rows once (its hours' `seq` range from `audit_hours`, then
+    // the rows at either end); then pages by sequence number (the primary key, or a filter's
+    // (column, seq) index) with the period checked per row.
     let bounds = summary::segment_bounds(store, job)
         .await
         .map_err(|e| e.to_string())?;

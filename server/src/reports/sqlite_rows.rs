@@ -152,7 +152,7 @@ pub fn write(
 
 /// The page query: the columns in export order, after a sequence number (the first
 /// parameter, set per page), up to `last`, with the period and the filters. The time range is
-/// checked per row (`+timestamp` keeps SQLite off the time index, which would sort the whole
+/// checked per row (`+timestamp`: never through an index on time, which would sort the whole
 /// period for every page); an equality filter may use its (column, seq) index.
 fn query(period: &AuditFilter, last: i64) -> (String, Vec<Value>) {
     let mut sql = format!(

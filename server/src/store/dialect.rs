@@ -201,6 +201,29 @@ async fn append_in(
         insert.build().execute(&mut **tx).await?;
     }
     add_to_hourly(tx, events).await?;
+    let mut hours: std::collections::BTreeMap<String, (i64, i64)> = std::collections::BTreeMap::new();
+    for (r, e) in records.iter().zip(events) {
+        let range = hours
+            .entry(super::hour_bucket(e.timestamp))
+            .or_insert((r.seq, r.seq));
+        range.0 = range.0.min(r.seq);
+        range.1 = range.1.max(r.seq);
+    }
+    for (hour, (first, last)) in hours {
+        sqlx::query(
+            "INSERT INTO audit_hours (hour, first_seq, last_seq) VALUES ($1, $2, $3) \
+             ON CONFLICT (hour) DO UPDATE SET \
+             first_seq = CASE WHEN excluded.first_seq < audit_hours.first_seq \
+                 THEN excluded.first_seq ELSE audit_hours.first_seq END, \
+             last_seq = CASE WHEN excluded.last_seq > audit_hours.last_seq \
+                 THEN excluded.last_seq ELSE audit_hours.last_seq END",
+        )
+        .bind(hour)
+        .bind(first)
+        .bind(last)
+        .execute(&mut **tx)
+        .await?;
+    }
     if let Some(last) = records.last() {
         sqlx::query("UPDATE audit_head SET seq = $1, row_hash = $2 WHERE id = 1")
             .bind(last.seq)
@@ -251,9 +274,64 @@ async fn add_to_hourly(
     Ok(())
 }
 
-/// The `WHERE` clause of an audit search: every set field of `filter` narrows.
-fn push_audit_filter(query: &mut sqlx::QueryBuilder<'_, Db>, filter: &super::AuditFilter) {
+/// Where the rows of a time range can lie in the chain: the `seq` range of the hours it
+/// touches (from `audit_hours`), `None` when no row falls in those hours.
+async fn seq_range<'e, E: sqlx::Executor<'e, Database = Db>>(
+    executor: E,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<Option<(i64, i64)>, StoreError> {
+    // Hour buckets sort as text; the hour of `to` may hold rows before it.
+    let (first, last): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT MIN(first_seq), MAX(last_seq) FROM audit_hours WHERE hour >= $1 AND hour <= $2",
+    )
+    .bind(from.map(super::hour_bucket).unwrap_or_default())
+    .bind(to.map_or_else(|| "~".to_string(), super::hour_bucket))
+    .fetch_one(executor)
+    .await?;
+    Ok(first.zip(last))
+}
+
+/// The `seq` range a filter's time range allows: unbounded without one.
+enum SeqRange {
+    Any,
+    Within(i64, i64),
+    Nothing,
+}
+
+impl SeqRange {
+    async fn of(pool: &sqlx::Pool<Db>, filter: &super::AuditFilter) -> Result<SeqRange, StoreError> {
+        if filter.from.is_none() && filter.to.is_none() {
+            return Ok(SeqRange::Any);
+        }
+        Ok(match seq_range(pool, filter.from, filter.to).await? {
+            Some((first, last)) => SeqRange::Within(first, last),
+            None => SeqRange::Nothing,
+        })
+    }
+}
+
+/// The `WHERE` clause of an audit search: every set field of `filter` narrows; its time range
+/// also as the `seq` range `range` (see `audit_hours`), which the indexes can use.
+fn push_audit_filter(
+    query: &mut sqlx::QueryBuilder<'_, Db>,
+    filter: &super::AuditFilter,
+    range: &SeqRange,
+) {
     query.push(" WHERE 1 = 1");
+    match range {
+        SeqRange::Any => {}
+        SeqRange::Within(first, last) => {
+            query
+                .push(" AND seq >= ")
+                .push_bind(*first)
+                .push(" AND seq <= ")
+                .push_bind(*last);
+        }
+        SeqRange::Nothing => {
+            query.push(" AND 1 = 0");
+        }
+    }
     if let Some(from) = filter.from {
         query.push(" AND timestamp >= ").push_bind(ts(from));
     }
@@ -544,10 +622,11 @@ impl Store for DialectStore {
         } else {
             " ORDER BY seq DESC"
         };
+        let range = SeqRange::of(&self.pool, filter).await?;
         let mut query = sqlx::QueryBuilder::<Db>::new(
             "SELECT * FROM audit_logs WHERE seq IN (SELECT seq FROM audit_logs",
         );
-        push_audit_filter(&mut query, filter);
+        push_audit_filter(&mut query, filter, &range);
         query
             .push(order)
             .push(" LIMIT ")
@@ -562,10 +641,11 @@ impl Store for DialectStore {
         &self,
         filter: &super::AuditFilter,
     ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let range = SeqRange::of(&self.pool, filter).await?;
         let mut query = sqlx::QueryBuilder::<Db>::new(
             "SELECT event_kind, decision_action, COUNT(*) FROM audit_logs",
         );
-        push_audit_filter(&mut query, filter);
+        push_audit_filter(&mut query, filter, &range);
         query.push(" GROUP BY event_kind, decision_action ORDER BY event_kind, decision_action");
         Ok(query.build_query_as().fetch_all(&self.pool).await?)
     }
@@ -585,13 +665,19 @@ impl Store for DialectStore {
                 .bind(super::hour_bucket(next_hour))
                 .fetch_all(&self.pool)
                 .await?;
+            let (first, last) = seq_range(&self.pool, Some(since), Some(since))
+                .await?
+                .unwrap_or((1, 0));
             let edge: Vec<(String, String, String, i64)> = sqlx::query_as(
                 "SELECT decision_action, risk_level, tool, COUNT(*) FROM audit_logs \
-                 WHERE event_kind = 'decision' AND timestamp > $1 AND timestamp < $2 \
+                 WHERE seq >= $3 AND seq <= $4 \
+                 AND event_kind = 'decision' AND timestamp > $1 AND timestamp < $2 \
                  GROUP BY decision_action, risk_level, tool",
             )
             .bind(ts(since))
             .bind(ts(next_hour))
+            .bind(first)
+            .bind(last)
             .fetch_all(&self.pool)
             .await?;
             let first_hour = super::hour_bucket(since);
@@ -998,12 +1084,18 @@ impl Store for DialectStore {
     }
 
     async fn first_seq_since(&self, cutoff: DateTime<Utc>) -> Result<Option<i64>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT MIN(seq) FROM audit_logs WHERE timestamp >= $1")
-                .bind(ts(cutoff))
-                .fetch_one(&self.pool)
-                .await?,
+        // No row at or after the cutoff lies before its hour's first row; from there, the
+        // first in chain order that is.
+        let Some((first, _)) = seq_range(&self.pool, Some(cutoff), None).await? else {
+            return Ok(None);
+        };
+        Ok(sqlx::query_scalar(
+            "SELECT seq FROM audit_logs WHERE seq >= $1 AND timestamp >= $2 ORDER BY seq LIMIT 1",
         )
+        .bind(first)
+        .bind(ts(cutoff))
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     async fn purge_batch(&self, through: i64, batch: i64) -> Result<u64, StoreError> {
@@ -1015,6 +1107,10 @@ impl Store for DialectStore {
         .bind(batch)
         .execute(&mut *tx)
         .await?;
+        // Hours whose rows are all gone.
+        sqlx::query("DELETE FROM audit_hours WHERE last_seq < (SELECT MIN(seq) FROM audit_logs)")
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(done.rows_affected())
     }
