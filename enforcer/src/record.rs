@@ -36,6 +36,20 @@ pub struct Columns<'a> {
     pub call_hash: &'a str,
 }
 
+impl<'a> Columns<'a> {
+    /// The columns a row holds for `decision`, whose reasons joined are `joined` (see
+    /// [`joined_reasons`]).
+    pub fn of(decision: &'a Decision, joined: &'a str) -> Columns<'a> {
+        Columns {
+            action: decision.action.as_str(),
+            risk: decision.risk.as_str(),
+            reason: joined,
+            policy_hash: &decision.policy_hash,
+            call_hash: &decision.call_hash,
+        }
+    }
+}
+
 /// What a row keeps of a decision.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,14 +100,8 @@ pub fn compact(decision: &Decision, request: &Request, policy: &PolicySet) -> St
             })
             .collect(),
     };
-    let columns = Columns {
-        action: decision.action.as_str(),
-        risk: decision.risk.as_str(),
-        reason: &joined,
-        policy_hash: &decision.policy_hash,
-        call_hash: &decision.call_hash,
-    };
-    if rebuild(&stored, request, &columns, policy).as_ref() != Some(decision) {
+    if rebuild(&stored, request, &Columns::of(decision, &joined), policy).as_ref() != Some(decision)
+    {
         return whole();
     }
     serde_json::to_string(&stored).unwrap_or_else(|_| whole())
@@ -223,20 +231,10 @@ mod tests {
         }
     }
 
-    fn columns<'a>(decision: &'a Decision, joined: &'a str) -> Columns<'a> {
-        Columns {
-            action: decision.action.as_str(),
-            risk: decision.risk.as_str(),
-            reason: joined,
-            policy_hash: &decision.policy_hash,
-            call_hash: &decision.call_hash,
-        }
-    }
-
     fn round_trip(decision: &Decision, request: &Request, policy: &PolicySet) -> String {
         let stored = compact(decision, request, policy);
         let joined = joined_reasons(decision);
-        let back = expand(&stored, request, &columns(decision, &joined), policy);
+        let back = expand(&stored, request, &Columns::of(decision, &joined), policy);
         assert_eq!(back.as_ref(), Some(decision), "stored as {stored}");
         stored
     }
@@ -295,11 +293,11 @@ mod tests {
         let decision = evaluate(&request, &principal(&["ssh-linux", "remote-exec"]), &policy);
         let stored = compact(&decision, &request, &policy);
         let joined = joined_reasons(&decision);
-        let mut other = columns(&decision, &joined);
+        let mut other = Columns::of(&decision, &joined);
         other.policy_hash = "0000";
         assert_eq!(expand(&stored, &request, &other, &policy), None);
         assert_eq!(expand("[]", &request, &other, &policy), None);
-        let same = columns(&decision, &joined);
+        let same = Columns::of(&decision, &joined);
         assert_eq!(expand("[]", &request, &same, &policy), None);
         assert!(expand(&stored, &request, &same, &policy).is_some());
     }

@@ -116,13 +116,7 @@ fn corpus() {
             // The audit row's compact form gives back exactly this decision.
             let stored = enforcer::record::compact(&decision, &request, &policy);
             let joined = enforcer::record::joined_reasons(&decision);
-            let columns = enforcer::record::Columns {
-                action: decision.action.as_str(),
-                risk: decision.risk.as_str(),
-                reason: &joined,
-                policy_hash: &decision.policy_hash,
-                call_hash: &decision.call_hash,
-            };
+            let columns = enforcer::record::Columns::of(&decision, &joined);
             if enforcer::record::expand(&stored, &request, &columns, &policy).as_ref()
                 != Some(&decision)
             {

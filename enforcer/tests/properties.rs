@@ -159,13 +159,7 @@ proptest! {
             // The audit row's form of the decision gives it back whole.
             let stored = enforcer::record::compact(&decision, &request, policy());
             let joined = enforcer::record::joined_reasons(&decision);
-            let columns = enforcer::record::Columns {
-                action: decision.action.as_str(),
-                risk: decision.risk.as_str(),
-                reason: &joined,
-                policy_hash: &decision.policy_hash,
-                call_hash: &decision.call_hash,
-            };
+            let columns = enforcer::record::Columns::of(&decision, &joined);
             let back = enforcer::record::expand(&stored, &request, &columns, policy());
             prop_assert_eq!(back.as_ref(), Some(&decision));
         }

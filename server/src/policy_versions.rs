@@ -5,33 +5,25 @@ use crate::store::StoreError;
 use crate::Database;
 use enforcer::PolicySet;
 
+const RECORD: &str = "INSERT INTO policy_versions (policy_hash, name, source, first_used_at) \
+                      VALUES ($1, $2, $3, $4) ON CONFLICT (policy_hash) DO NOTHING";
+
 /// Keep `policy` (idempotent). The server does this before it decides anything.
 pub async fn record(db: &Database, policy: &PolicySet) -> Result<(), StoreError> {
     let now = chrono::Utc::now();
+    let (hash, name, source) = (policy.hash(), &policy.name, policy.source());
+    // One statement; the time is text on SQLite, TIMESTAMPTZ on PostgreSQL.
     match db {
         Database::Sqlite(pool) => {
-            sqlx::query(
-                "INSERT INTO policy_versions (policy_hash, name, source, first_used_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (policy_hash) DO NOTHING",
-            )
-            .bind(policy.hash())
-            .bind(&policy.name)
-            .bind(policy.source())
-            .bind(crate::store::format_ts(now))
-            .execute(pool)
-            .await?;
+            let query = sqlx::query(RECORD).bind(hash).bind(name).bind(source);
+            query
+                .bind(crate::store::format_ts(now))
+                .execute(pool)
+                .await?;
         }
         Database::Postgres(pool) => {
-            sqlx::query(
-                "INSERT INTO policy_versions (policy_hash, name, source, first_used_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (policy_hash) DO NOTHING",
-            )
-            .bind(policy.hash())
-            .bind(&policy.name)
-            .bind(policy.source())
-            .bind(now)
-            .execute(pool)
-            .await?;
+            let query = sqlx::query(RECORD).bind(hash).bind(name).bind(source);
+            query.bind(now).execute(pool).await?;
         }
     }
     Ok(())

@@ -44,8 +44,9 @@ pub fn decision_row(policy: &enforcer::PolicySet, n: usize) -> server::store::Ne
         roles: Default::default(),
         capabilities: caller.capabilities.iter().cloned().collect(),
     };
-    let decision = enforcer::evaluate(&input.request(), &principal, policy);
-    server::api::decisions::decision_event(&caller, &input, &caller.id, &decision, policy)
+    let request = input.request();
+    let decision = enforcer::evaluate(&request, &principal, policy);
+    server::api::decisions::decision_event(&caller, &input, &request, &caller.id, &decision, policy)
 }
 
 pub fn env_or(name: &str, default: usize) -> usize {

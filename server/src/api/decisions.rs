@@ -308,6 +308,7 @@ fn earlier_decision(row: &NewAuditEvent) -> Option<enforcer::Decision> {
 pub fn decision_event(
     caller: &ApiCaller,
     input: &DecisionInput,
+    request: &enforcer::Request,
     requester: &str,
     decision: &enforcer::Decision,
     policy: &enforcer::PolicySet,
@@ -322,7 +323,7 @@ pub fn decision_event(
         decision.risk.as_str(),
     );
     event.context = stored_context(caller, input, requester);
-    event.decision = enforcer::record::compact(decision, &input.request(), policy);
+    event.decision = enforcer::record::compact(decision, request, policy);
     event.policy_hash = Some(decision.policy_hash.clone());
     event.call_hash = Some(decision.call_hash.clone());
     event
@@ -351,7 +352,14 @@ async fn record(
     let audit_id = uuid::Uuid::now_v7().to_string();
     let job_id = needs_job.then(|| uuid::Uuid::now_v7().to_string());
 
-    let mut event = decision_event(caller, input, &requester, &decision, &state.policy);
+    let mut event = decision_event(
+        caller,
+        input,
+        &request,
+        &requester,
+        &decision,
+        &state.policy,
+    );
     event.id = Some(audit_id.clone());
     event.timestamp = now;
     event.job_id = job_id.clone();
@@ -509,7 +517,14 @@ mod tests {
         for (body, capabilities, action) in cases {
             let (input, decision) = decide(body, capabilities);
             assert_eq!(decision.action, action, "{body}");
-            let row = decision_event(&caller("alice"), &input, "alice", &decision, &policy());
+            let row = decision_event(
+                &caller("alice"),
+                &input,
+                &input.request(),
+                "alice",
+                &decision,
+                &policy(),
+            );
             assert_eq!(
                 full_decision(&row, &policy()).as_ref(),
                 Some(&decision),
@@ -545,12 +560,26 @@ mod tests {
             vec![String::new()],
         ] {
             decision.reasons = reasons;
-            let row = decision_event(&caller("alice"), &input, "alice", &decision, &policy());
+            let row = decision_event(
+                &caller("alice"),
+                &input,
+                &input.request(),
+                "alice",
+                &decision,
+                &policy(),
+            );
             assert!(row.decision.contains("\"reasons\""), "{}", row.decision);
             assert_eq!(full_decision(&row, &policy()).as_ref(), Some(&decision));
         }
         // Not a decision row: no hashes, or text that is not a decision.
-        let mut row = decision_event(&caller("alice"), &input, "alice", &decision, &policy());
+        let mut row = decision_event(
+            &caller("alice"),
+            &input,
+            &input.request(),
+            "alice",
+            &decision,
+            &policy(),
+        );
         row.decision = "[]".into();
         assert_eq!(full_decision(&row, &policy()), None);
         row.decision = "{}".into();
@@ -564,7 +593,14 @@ mod tests {
             r#"{"tool":"ssh-exec","operation":"executeCommand","args":{"command":"sudo rm -rf /x"}}"#,
             &["ssh-linux", "remote-exec"],
         );
-        let mut row = decision_event(&caller("alice"), &input, "alice", &decision, &policy());
+        let mut row = decision_event(
+            &caller("alice"),
+            &input,
+            &input.request(),
+            "alice",
+            &decision,
+            &policy(),
+        );
         // As written on 2026-12-03: everything but the columns' fields and the reasons.
         let mut earlier = serde_json::to_value(&decision).expect("JSON");
         for column in ["action", "risk", "policy_hash", "call_hash", "reasons"] {
@@ -584,7 +620,15 @@ mod tests {
             &["ssh-linux", "remote-exec"],
         );
         let own: Value = serde_json::from_str(
-            &decision_event(&caller("alice"), &input, "alice", &decision, &policy()).context,
+            &decision_event(
+                &caller("alice"),
+                &input,
+                &input.request(),
+                "alice",
+                &decision,
+                &policy(),
+            )
+            .context,
         )
         .expect("JSON");
         assert_eq!(
@@ -592,7 +636,15 @@ mod tests {
             json!({"args": {"command": "uptime"}, "reason": "load check", "caller_kind": "token"})
         );
         let delegated: Value = serde_json::from_str(
-            &decision_event(&caller("it-mcp"), &input, "alice", &decision, &policy()).context,
+            &decision_event(
+                &caller("it-mcp"),
+                &input,
+                &input.request(),
+                "alice",
+                &decision,
+                &policy(),
+            )
+            .context,
         )
         .expect("JSON");
         assert_eq!(delegated["caller"], "it-mcp");
