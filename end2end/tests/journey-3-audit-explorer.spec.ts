@@ -59,5 +59,7 @@ test('audit filters narrow the rows, pages go back in time, and a row opens its 
   // The row keeps only what its policy cannot give back (`{}` here); the page shows it whole.
   await expect(page.locator('main')).toContainText('decision (in full)');
   await expect(page.locator('main')).toContainText('"required_capabilities":["local-shell"]');
+  // IT-MCP asked with the realm's client-credentials token: a service account.
+  await expect(page.locator('dt', { hasText: 'caller kind' }).locator('xpath=following-sibling::dd[1]')).toHaveText('service');
   await snap(page, testInfo, '3-row-detail');
 });

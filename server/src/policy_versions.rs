@@ -1,12 +1,17 @@
 //! The policies decisions were made under, kept once each by hash (`policy_versions`), so that
-//! an audit row's compact decision can be expanded whatever policy is loaded now.
+//! an audit row's compact decision can be expanded whatever policy is loaded now. Audit rows
+//! name their policy by its id in this table.
 
 use crate::store::StoreError;
 use crate::Database;
 use enforcer::PolicySet;
 
+// A policy first seen by the audit writer is kept by hash alone (see `policy_ids` in the store);
+// its name and text are filled in here, never changed once set.
 const RECORD: &str = "INSERT INTO policy_versions (policy_hash, name, source, first_used_at) \
-                      VALUES ($1, $2, $3, $4) ON CONFLICT (policy_hash) DO NOTHING";
+                      VALUES ($1, $2, $3, $4) ON CONFLICT (policy_hash) DO UPDATE \
+                      SET name = excluded.name, source = excluded.source \
+                      WHERE policy_versions.source IS NULL";
 
 /// Keep `policy` (idempotent). The server does this before it decides anything.
 pub async fn record(db: &Database, policy: &PolicySet) -> Result<(), StoreError> {
@@ -39,13 +44,15 @@ pub async fn find(
     if current.hash() == hash {
         return Ok(Some(current.clone()));
     }
-    let source: Option<String> = on_db!(db, pool => sqlx::query_scalar(
+    // No row, or a policy known by hash alone (no text): nothing to load.
+    let source: Option<Option<String>> = on_db!(db, pool => sqlx::query_scalar(
         "SELECT source FROM policy_versions WHERE policy_hash = $1",
     )
     .bind(hash)
     .fetch_optional(pool)
     .await)?;
     Ok(source
+        .flatten()
         .and_then(|text| PolicySet::load(&format!("policy {hash}"), &text).ok())
         .filter(|policy| policy.hash() == hash)
         .map(std::sync::Arc::new))

@@ -580,6 +580,13 @@ impl Portal {
         if let Some(whole) = whole_decision(&state, e).await {
             fields.push(("decision (in full)".to_string(), whole));
         }
+        // How the caller of a decision signed in (its context names it unless an API token).
+        if e.kind == crate::store::EventKind::Decision {
+            if let Ok(context) = serde_json::from_str::<serde_json::Value>(&e.context) {
+                let kind = crate::api::decisions::caller_kind(&context).to_string();
+                fields.push(("caller kind".to_string(), kind));
+            }
+        }
         Ok(Some(AuditRowDetail {
             row: row_view(this),
             fields,

@@ -1478,9 +1478,14 @@ async fn postgres_malformed_hashes_are_refused() {
 }
 
 /// The policy a row was decided under is kept once and found again by its hash: the loaded one
-/// as it is, an earlier one loaded from its kept text, an unknown one not at all.
-async fn policy_versions_are_kept_once_and_found_by_hash(db: server::Database) {
+/// as it is, an earlier one loaded from its kept text, an unknown one not at all. A row naming
+/// a policy never recorded keeps that hash (the policy is kept by hash alone until recorded).
+async fn policy_versions_are_kept_once_and_found_by_hash<S: Store>(
+    db: server::Database,
+    store: impl Fn() -> S,
+) {
     db.migrate().await.expect("migrate");
+    let store = store();
     let current = std::sync::Arc::new(enforcer::default_policy().expect("default policy"));
     let earlier = enforcer::PolicySet::load(
         "earlier.toml",
@@ -1488,6 +1493,16 @@ async fn policy_versions_are_kept_once_and_found_by_hash(db: server::Database) {
     )
     .expect("earlier policy");
     assert_ne!(earlier.hash(), current.hash());
+    let mut row = event(1);
+    row.policy_hash = Some(earlier.hash().to_string());
+    store.append_audit(&[row]).await.expect("append");
+    assert!(
+        server::policy_versions::find(&db, &current, earlier.hash())
+            .await
+            .expect("find")
+            .is_none(),
+        "kept by hash alone: no text to load yet"
+    );
     for policy in [&earlier, &current, &earlier] {
         server::policy_versions::record(&db, policy)
             .await
@@ -1519,16 +1534,40 @@ async fn policy_versions_are_kept_once_and_found_by_hash(db: server::Database) {
             .expect("find")
             .is_none()
     );
+    // Rows of either policy read back with their hashes, and the chain holds.
+    let mut row = event(2);
+    row.policy_hash = Some(current.hash().to_string());
+    store.append_audit(&[row, event(3)]).await.expect("append");
+    let hashes: Vec<Option<String>> = store
+        .audit_page(0, 10)
+        .await
+        .expect("rows")
+        .into_iter()
+        .map(|r| r.event.policy_hash)
+        .collect();
+    assert_eq!(
+        hashes,
+        [
+            Some(earlier.hash().to_string()),
+            Some(current.hash().to_string()),
+            None
+        ]
+    );
+    assert!(audit::verify(&store, None).await.expect("verify").ok());
 }
 
 #[tokio::test]
 async fn sqlite_policy_versions_are_kept_once_and_found_by_hash() {
     let (db, _dir) = sqlite_db().await;
-    policy_versions_are_kept_once_and_found_by_hash(db).await;
+    let server::Database::Sqlite(pool) = db.clone() else {
+        panic!("sqlite expected")
+    };
+    policy_versions_are_kept_once_and_found_by_hash(db, || SqliteStore::new(pool.clone())).await;
 }
 
 #[tokio::test]
 async fn postgres_policy_versions_are_kept_once_and_found_by_hash() {
     let (pool, _schema) = pg_pool().await;
-    policy_versions_are_kept_once_and_found_by_hash(server::Database::Postgres(pool)).await;
+    let db = server::Database::Postgres(pool.clone());
+    policy_versions_are_kept_once_and_found_by_hash(db, || PgStore::new(pool.clone())).await;
 }

@@ -35,7 +35,7 @@ pub fn decision_row(policy: &enforcer::PolicySet, n: usize) -> server::store::Ne
     let input = server::api::decisions::parse(body(n).as_bytes()).expect("bench request");
     let caller = server::auth::ApiCaller {
         id: "load-client".into(),
-        kind: "token",
+        kind: "api-token",
         roles: Vec::new(),
         capabilities: CLIENT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
     };
@@ -60,7 +60,15 @@ pub fn env_or(name: &str, default: usize) -> usize {
 const COLUMNS: &str =
     "id, timestamp, caller_id, tool, operation, decision_action, decision_reason, \
      risk_level, requires_approval, execution_status, context, decision, seq, event_kind, \
-     job_id, policy_hash, call_hash, prev_hash, row_hash";
+     job_id, policy_id, call_hash, prev_hash, row_hash";
+
+/// The policy the seeded rows name (kept by hash alone, as the audit writer keeps a policy it
+/// meets first).
+const SEED_POLICY: &str = "INSERT INTO policy_versions (policy_hash, first_used_at) \
+     VALUES ('5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed', $1) \
+     ON CONFLICT (policy_hash) DO NOTHING";
+const SEED_POLICY_ID: &str = "(SELECT id FROM policy_versions \
+     WHERE policy_hash = '5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed')";
 
 /// `hash` turns the 64-digit text `lpad_hash` into a stored (32-byte) hash in the dialect.
 fn values(timestamp: &str, boolean: &str, hash: &str) -> String {
@@ -77,7 +85,7 @@ fn values(timestamp: &str, boolean: &str, hash: &str) -> String {
          CASE WHEN i % 13 = 0 THEN 'success' ELSE NULL END, \
          '{{\"seeded\":true}}', '{{\"action\":\"allow\"}}', i, \
          CASE WHEN i % 13 = 0 THEN 'execution' ELSE 'decision' END, \
-         NULL, {hash}, {hash}, {hash}, {hash}"
+         NULL, {SEED_POLICY_ID}, {hash}, {hash}, {hash}"
     )
 }
 
@@ -86,6 +94,11 @@ pub async fn seed(db: &Database, rows: usize) {
     let started = Instant::now();
     match db {
         Database::Sqlite(pool) => {
+            sqlx::query(SEED_POLICY)
+                .bind(server::store::format_ts(chrono::Utc::now()))
+                .execute(pool)
+                .await
+                .expect("seed policy");
             let timestamp = format!(
                 "strftime('%Y-%m-%d %H:%M:%fZ', 'now', '-' || (({rows} - i) * {SPACING_SECS}) || ' seconds')"
             );
@@ -114,6 +127,11 @@ pub async fn seed(db: &Database, rows: usize) {
             pool.execute("ANALYZE").await.expect("analyze");
         }
         Database::Postgres(pool) => {
+            sqlx::query(SEED_POLICY)
+                .bind(chrono::Utc::now())
+                .execute(pool)
+                .await
+                .expect("seed policy");
             let timestamp = format!("now() - make_interval(secs => ({rows} - i) * {SPACING_SECS})");
             let sql = format!(
                 "INSERT INTO audit_logs ({COLUMNS}) SELECT {} FROM \

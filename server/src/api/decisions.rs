@@ -240,7 +240,9 @@ pub(super) fn json_response(body: String) -> Response {
 /// The row's `context`: who asked, for whom, why and with what. Fields the call left out are
 /// left out here too (no `null`s stored in every row); tool and operation have their columns,
 /// and so does the caller when it is the requester (`caller_id`): `caller` is there only when
-/// a service asked on someone's behalf.
+/// a service asked on someone's behalf. `caller_kind` is there only when the caller did not
+/// use a token Countersign issued (`countersign token create`), i.e. for the identity
+/// provider's `service` accounts and `person`s: [`caller_kind`] reads it back.
 fn stored_context(caller: &ApiCaller, input: &DecisionInput, requester: &str) -> String {
     let mut context = input.to_json();
     if let Value::Object(map) = &mut context {
@@ -249,9 +251,20 @@ fn stored_context(caller: &ApiCaller, input: &DecisionInput, requester: &str) ->
         if caller.id != requester {
             map.insert("caller".into(), json!(caller.id));
         }
-        map.insert("caller_kind".into(), json!(caller.kind));
+        if caller.kind != DEFAULT_CALLER_KIND {
+            map.insert("caller_kind".into(), json!(caller.kind));
+        }
     }
     context.to_string()
+}
+
+/// The kind of caller a decision row's context names when it names none.
+const DEFAULT_CALLER_KIND: &str = "api-token";
+
+/// How the caller of a decision row authenticated (`api-token`, `service` or `person`), from
+/// the row's stored context.
+pub fn caller_kind(context: &Value) -> &str {
+    context["caller_kind"].as_str().unwrap_or(DEFAULT_CALLER_KIND)
 }
 
 /// The whole decision of a decision row, made under `policy` (the one whose hash the row
@@ -468,7 +481,7 @@ mod tests {
     fn caller(id: &str) -> ApiCaller {
         ApiCaller {
             id: id.into(),
-            kind: "token",
+            kind: "api-token",
             roles: Vec::new(),
             capabilities: Vec::new(),
         }
@@ -633,8 +646,9 @@ mod tests {
         .expect("JSON");
         assert_eq!(
             own,
-            json!({"args": {"command": "uptime"}, "reason": "load check", "caller_kind": "token"})
+            json!({"args": {"command": "uptime"}, "reason": "load check"})
         );
+        assert_eq!(caller_kind(&own), "api-token");
         let delegated: Value = serde_json::from_str(
             &decision_event(
                 &caller("it-mcp"),
@@ -648,6 +662,27 @@ mod tests {
         )
         .expect("JSON");
         assert_eq!(delegated["caller"], "it-mcp");
+        // A caller signed in through the identity provider is named as such.
+        let service = ApiCaller {
+            kind: "service",
+            ..caller("it-mcp")
+        };
+        let context: Value = serde_json::from_str(
+            &decision_event(
+                &service,
+                &input,
+                &input.request(),
+                "it-mcp",
+                &decision,
+                &policy(),
+            )
+            .context,
+        )
+        .expect("JSON");
+        assert_eq!(
+            (context["caller_kind"].as_str(), caller_kind(&context)),
+            (Some("service"), "service")
+        );
     }
 
     fn code(body: &str) -> (&'static str, Option<String>) {

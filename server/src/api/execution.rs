@@ -528,9 +528,10 @@ struct DecisionRow {
     tool: String,
     operation: String,
     risk_level: String,
-    /// Stored as 32 bytes each (see `store::audit::hash_text`).
+    /// Stored as 32 bytes (see `store::audit::hash_text`).
     call_hash: Option<Vec<u8>>,
-    policy_hash: Option<Vec<u8>>,
+    /// From `policy_versions`, as text.
+    policy_hash: Option<String>,
 }
 
 /// `POST /api/v1/decisions/{audit_id}/result`: the tool server that asked reports how the
@@ -564,8 +565,10 @@ pub async fn decision_result(
         let (report, _, body_hash) = read_report(body).await?;
                 let row: Option<DecisionRow> =
             on_db!(&state.db, pool => sqlx::query_as(
-                "SELECT caller_id, decision_action, context, tool, operation, risk_level, call_hash, policy_hash \
-                 FROM audit_logs WHERE id = $1 AND event_kind = 'decision'",
+                "SELECT a.caller_id, a.decision_action, a.context, a.tool, a.operation, a.risk_level, \
+                 a.call_hash, v.policy_hash FROM audit_logs a \
+                 LEFT JOIN policy_versions v ON v.id = a.policy_id \
+                 WHERE a.id = $1 AND a.event_kind = 'decision'",
             )
             .bind(&audit_id)
             .fetch_optional(pool)
@@ -622,7 +625,7 @@ pub async fn decision_result(
                 .map_err(|e| ApiError::unavailable("the decision could not be read", &e))
         };
         event.call_hash = hash_text(call_hash)?;
-        event.policy_hash = hash_text(policy_hash)?;
+        event.policy_hash = policy_hash;
         report_event(&mut event, &report);
         event.context = json!({
             "decision_audit_id": audit_id,

@@ -155,9 +155,14 @@ pub fn write(
 /// checked per row (`+timestamp`: never through an index on time, which would sort the whole
 /// period for every page); an equality filter may use its (column, seq) index.
 fn query(period: &AuditFilter, last: i64) -> (String, Vec<Value>) {
+    // A row names its policy by `policy_versions` id; the export gives its hash.
+    let columns = CSV_COLUMNS.map(|column| match column {
+        "policy_hash" => "(SELECT policy_hash FROM policy_versions WHERE id = policy_id)",
+        other => other,
+    });
     let mut sql = format!(
         "SELECT {} FROM audit_logs WHERE seq > ? AND seq <= ?",
-        CSV_COLUMNS.join(", ")
+        columns.join(", ")
     );
     let mut params = vec![Value::Integer(0), Value::Integer(last)];
     if let Some(from) = period.from {
@@ -208,7 +213,7 @@ fn export_row<'r>(row: &'r Row<'_>) -> Result<ExportRow<Cow<'r, str>>, String> {
         context: text(17)?,
         decision: text(18)?,
         job_id: opt(19)?,
-        policy_hash: optional_hash(row, 20, seq)?,
+        policy_hash: opt(20)?,
         call_hash: optional_hash(row, 21, seq)?,
         prev_hash: optional_hash(row, 22, seq)?
             .ok_or_else(|| format!("row {seq}: prev_hash is NULL"))?,

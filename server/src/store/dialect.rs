@@ -15,6 +15,54 @@ fn read_opt_hash(row: &DbRow, column: &str) -> Result<Option<String>, StoreError
         .transpose()
 }
 
+/// Audit rows with their policy's hash: a row names its policy by `policy_versions.id`
+/// (`audit_row` reads `policy_hash` from the join). Columns of `audit_logs` are `a.`-qualified
+/// where `policy_versions` has one of the same name (`id`).
+macro_rules! audit_rows {
+    () => {
+        "SELECT a.*, v.policy_hash FROM audit_logs a \
+         LEFT JOIN policy_versions v ON v.id = a.policy_id"
+    };
+}
+
+/// The `policy_versions` id of each policy hash `events` name. A hash not kept yet (a policy
+/// `policy_versions::record` never saw: an import, another replica's older policy) is kept by
+/// hash alone, inside the caller's transaction, so it stands or falls with the rows.
+async fn policy_ids<'e>(
+    tx: &mut Transaction<'static, Db>,
+    events: &'e [NewAuditEvent],
+) -> Result<std::collections::HashMap<&'e str, i32>, StoreError> {
+    let mut ids = std::collections::HashMap::new();
+    for event in events {
+        let Some(hash) = event.policy_hash.as_deref() else {
+            continue;
+        };
+        if ids.contains_key(hash) {
+            continue;
+        }
+        audit::hash_bytes(hash)?;
+        let find = || {
+            sqlx::query_scalar::<Db, i32>("SELECT id FROM policy_versions WHERE policy_hash = $1")
+        };
+        let id = match find().bind(hash).fetch_optional(&mut **tx).await? {
+            Some(id) => id,
+            None => {
+                sqlx::query(
+                    "INSERT INTO policy_versions (policy_hash, first_used_at) VALUES ($1, $2) \
+                     ON CONFLICT (policy_hash) DO NOTHING",
+                )
+                .bind(hash)
+                .bind(ts(event.timestamp))
+                .execute(&mut **tx)
+                .await?;
+                find().bind(hash).fetch_one(&mut **tx).await?
+            }
+        };
+        ids.insert(hash, id);
+    }
+    Ok(ids)
+}
+
 fn audit_row(row: &DbRow) -> Result<AuditRecord, StoreError> {
     let id: String = row.try_get("id")?;
     let kind: String = row.try_get("event_kind")?;
@@ -43,7 +91,7 @@ fn audit_row(row: &DbRow) -> Result<AuditRecord, StoreError> {
             context: row.try_get("context")?,
             decision: row.try_get("decision")?,
             job_id: row.try_get("job_id")?,
-            policy_hash: read_opt_hash(row, "policy_hash")?,
+            policy_hash: row.try_get("policy_hash")?,
             call_hash: read_opt_hash(row, "call_hash")?,
         },
         id,
@@ -148,20 +196,21 @@ async fn append_in(
         head.try_get("seq")?,
         &head.try_get::<String, _>("row_hash")?,
     );
-    // The four hashes are stored as their bytes; all of them are checked before any is written.
+    // The three hashes are stored as their bytes; all of them are checked before any is
+    // written. The policy is stored as its `policy_versions` id.
     let hashes = records
         .iter()
         .zip(events)
         .map(|(r, e)| {
             let opt = |hash: &Option<String>| hash.as_deref().map(audit::hash_bytes).transpose();
             Ok::<_, StoreError>([
-                opt(&e.policy_hash)?,
                 opt(&e.call_hash)?,
                 Some(audit::hash_bytes(&r.prev_hash)?),
                 Some(audit::hash_bytes(&r.row_hash)?),
             ])
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let policies = policy_ids(tx, events).await?;
     // Multi-row INSERTs: one statement per chunk instead of one per row.
     for ((chunk, rows), hashes) in records
         .chunks(INSERT_CHUNK)
@@ -171,7 +220,7 @@ async fn append_in(
         let mut insert = sqlx::QueryBuilder::<Db>::new(
             "INSERT INTO audit_logs (id, timestamp, caller_id, tool, operation, decision_action, decision_reason, \
              risk_level, requires_approval, execution_status, execution_duration_ms, side_effects, error, approver, \
-             approved_at, context, decision, seq, event_kind, job_id, policy_hash, call_hash, prev_hash, row_hash) ",
+             approved_at, context, decision, seq, event_kind, job_id, policy_id, call_hash, prev_hash, row_hash) ",
         );
         insert.push_values(chunk.iter().zip(rows).zip(hashes), |mut row, ((r, e), h)| {
             row.push_bind(&r.id)
@@ -193,7 +242,8 @@ async fn append_in(
                 .push_bind(&e.decision)
                 .push_bind(r.seq)
                 .push_bind(e.kind.as_str())
-                .push_bind(&e.job_id);
+                .push_bind(&e.job_id)
+                .push_bind(e.policy_hash.as_deref().and_then(|hash| policies.get(hash)).copied());
             for hash in h {
                 row.push_bind(hash.as_ref().map(|bytes| bytes.as_slice()));
             }
@@ -536,7 +586,10 @@ impl Store for DialectStore {
     }
 
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM audit_logs WHERE seq > $1 ORDER BY seq LIMIT $2")
+        let rows = sqlx::query(concat!(
+            audit_rows!(),
+            " WHERE a.seq > $1 ORDER BY a.seq LIMIT $2"
+        ))
             .bind(after)
             .bind(limit)
             .fetch_all(&self.pool)
@@ -603,7 +656,10 @@ impl Store for DialectStore {
 
     async fn audit_for_job(&self, job_id: &str) -> Result<Vec<AuditRecord>, StoreError> {
         let rows =
-            sqlx::query("SELECT * FROM audit_logs WHERE job_id = $1 ORDER BY seq LIMIT 1000")
+            sqlx::query(concat!(
+                audit_rows!(),
+                " WHERE a.job_id = $1 ORDER BY a.seq LIMIT 1000"
+            ))
                 .bind(job_id)
                 .fetch_all(&self.pool)
                 .await?;
@@ -623,9 +679,10 @@ impl Store for DialectStore {
             " ORDER BY seq DESC"
         };
         let range = SeqRange::of(&self.pool, filter).await?;
-        let mut query = sqlx::QueryBuilder::<Db>::new(
-            "SELECT * FROM audit_logs WHERE seq IN (SELECT seq FROM audit_logs",
-        );
+        let mut query = sqlx::QueryBuilder::<Db>::new(concat!(
+            audit_rows!(),
+            " WHERE a.seq IN (SELECT seq FROM audit_logs"
+        ));
         push_audit_filter(&mut query, filter, &range);
         query
             .push(order)
@@ -709,7 +766,7 @@ impl Store for DialectStore {
         .bind(ts(hour_ago))
         .fetch_all(&self.pool)
         .await?;
-        let recent = sqlx::query("SELECT * FROM audit_logs ORDER BY seq DESC LIMIT 10")
+        let recent = sqlx::query(concat!(audit_rows!(), " ORDER BY a.seq DESC LIMIT 10"))
             .fetch_all(&self.pool)
             .await?
             .iter()
