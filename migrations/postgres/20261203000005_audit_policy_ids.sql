@@ -1,9 +1,10 @@
 -- An audit row names the policy it was decided under by that policy's small `policy_versions`
 -- id instead of repeating its 32-byte hash. Every hash a row held is kept in `policy_versions`
 -- (as lowercase hex, the text the chain hashes); a hash seen only in the trail (rows written
--- before policies were kept, imports) is kept by hash alone, without a name or text. The store
--- joins the hash back in when it reads a row, so the chain, its hashes, the exports and every
--- API are unchanged; a row whose policy entry were removed or changed no longer verifies.
+-- before policies were kept, imports) is kept by hash alone, without a name or text. The view
+-- `audit_trail` joins the hash back in (the store reads rows through it), so the chain, its
+-- hashes, the exports and every API are unchanged; a row whose policy entry were removed or
+-- changed no longer verifies.
 -- (Changing a column's type rewrites the table; the append-only trigger does not fire for it.
 -- A transform expression cannot hold a subquery, hence the session's lookup function.)
 
@@ -35,3 +36,9 @@ ALTER TABLE audit_logs
         AND length(prev_hash) = 32
         AND length(row_hash) = 32
     );
+
+-- audit_logs as it reads with each row's policy hash, for the store and for SQL users alike.
+CREATE VIEW audit_trail AS
+SELECT a.*, v.policy_hash
+FROM audit_logs a
+LEFT JOIN policy_versions v ON v.id = a.policy_id;

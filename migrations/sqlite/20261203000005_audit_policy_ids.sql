@@ -2,9 +2,9 @@
 -- id instead of repeating its 32-byte hash: one byte or two a row instead of 33. Every hash a
 -- row held is kept in `policy_versions` (as lowercase hex, the text the chain hashes); a hash
 -- seen only in the trail (rows written before policies were kept, imports) is kept by hash alone,
--- without a name or text. The store joins the hash back in when it reads a row, so the chain,
--- its hashes, the exports and every API are unchanged; a row whose policy entry were removed or
--- changed no longer verifies.
+-- without a name or text. The view `audit_trail` joins the hash back in (the store reads rows
+-- through it), so the chain, its hashes, the exports and every API are unchanged; a row whose
+-- policy entry were removed or changed no longer verifies.
 --
 -- SQLite cannot change a column in place: both tables are rebuilt, with the same columns in the
 -- same order (`policy_id` where `policy_hash` was), their indexes and the append-only trigger.
@@ -79,3 +79,9 @@ CREATE TRIGGER audit_logs_append_only BEFORE UPDATE ON audit_logs
 BEGIN
     SELECT RAISE(ABORT, 'audit_logs is append-only');
 END;
+
+-- audit_logs as it reads with each row's policy hash, for the store and for SQL users alike.
+CREATE VIEW audit_trail AS
+SELECT a.*, v.policy_hash
+FROM audit_logs a
+LEFT JOIN policy_versions v ON v.id = a.policy_id;

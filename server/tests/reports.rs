@@ -109,7 +109,12 @@ impl Env {
                 risks[(i / 3 % 4) as usize],
             );
             e.timestamp = now - Duration::minutes(60 * 72 - i * 30);
-            e.policy_hash = Some(format!("{:064x}", i / 60));
+            // The first half under a policy kept by hash alone, the rest under the loaded one.
+            e.policy_hash = Some(if i < 60 {
+                "0".repeat(64)
+            } else {
+                self.state.policy.hash().to_string()
+            });
             if actions[(i % 3) as usize] == "require_approval" {
                 e.job_id = Some(format!("job-{i}"));
             }
@@ -159,6 +164,9 @@ impl Env {
         );
         sign_in.timestamp = now - Duration::minutes(5);
         events.push(sign_in);
+        server::policy_versions::record(&self.db, &self.state.policy)
+            .await
+            .expect("record the policy");
         self.state.store.append_audit(&events).await.expect("seed");
     }
 
@@ -487,6 +495,20 @@ fn tamper(bundle: &Path, out: &Path, name: &str, change: impl Fn(&mut Vec<u8>)) 
         .expect("flush");
 }
 
+/// One file of a tar.
+fn read_member(bundle: &Path, name: &str) -> Vec<u8> {
+    let mut archive = tar::Archive::new(std::fs::File::open(bundle).expect("open"));
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        if entry.path().expect("path").to_string_lossy() == name {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).expect("read");
+            return bytes;
+        }
+    }
+    panic!("{name} is not in the bundle")
+}
+
 fn cli_verify(bundle: &Path, key: Option<&str>) -> (bool, String) {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"));
     cmd.args(["audit", "verify-export"]).arg(bundle);
@@ -544,7 +566,37 @@ async fn evidence_bundles_verify_and_tampering_is_named() {
     let names: Vec<&str> = m.files.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(
         names,
-        ["summary.pdf", "events.csv", "events.jsonl", "chain.jsonl"]
+        [
+            "summary.pdf",
+            "events.csv",
+            "events.jsonl",
+            "chain.jsonl",
+            "policies.jsonl"
+        ]
+    );
+    // The policies the rows name (sorted by hash): one kept by hash alone, the loaded one with
+    // its text.
+    let policies: Vec<bundle::PolicyEntry> =
+        String::from_utf8(read_member(&path, "policies.jsonl"))
+            .expect("UTF-8")
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a policy"))
+            .collect();
+    let policy = &env.state.policy;
+    assert_eq!(
+        policies,
+        [
+            bundle::PolicyEntry {
+                policy_hash: "0".repeat(64),
+                name: None,
+                source: None
+            },
+            bundle::PolicyEntry {
+                policy_hash: policy.hash().to_string(),
+                name: Some(policy.name.clone()),
+                source: Some(policy.source().to_string())
+            }
+        ]
     );
 
     // The CLI agrees, with the key as text or as the JSON the API serves.
@@ -573,6 +625,16 @@ async fn evidence_bundles_verify_and_tampering_is_named() {
     });
     let why = bundle::verify(&bad, Some(&key)).expect_err("a changed chain fails");
     assert!(why.starts_with("chain.jsonl"), "{why}");
+
+    tamper(&path, &bad, "policies.jsonl", |b| {
+        let text = String::from_utf8_lossy(b).replacen("approver_role", "approver_rolE", 1);
+        *b = text.into_bytes();
+    });
+    let why = bundle::verify(&bad, Some(&key)).expect_err("a changed policy text fails");
+    assert!(
+        why.starts_with("policies.jsonl: the text of policy"),
+        "{why}"
+    );
 
     tamper(&path, &bad, "manifest.json", |b| {
         let text = String::from_utf8_lossy(b).replacen("\"bob\"", "\"alice\"", 1);

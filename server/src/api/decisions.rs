@@ -264,7 +264,9 @@ const DEFAULT_CALLER_KIND: &str = "api-token";
 /// How the caller of a decision row authenticated (`api-token`, `service` or `person`), from
 /// the row's stored context.
 pub fn caller_kind(context: &Value) -> &str {
-    context["caller_kind"].as_str().unwrap_or(DEFAULT_CALLER_KIND)
+    context["caller_kind"]
+        .as_str()
+        .unwrap_or(DEFAULT_CALLER_KIND)
 }
 
 /// The whole decision of a decision row, made under `policy` (the one whose hash the row

@@ -565,10 +565,8 @@ pub async fn decision_result(
         let (report, _, body_hash) = read_report(body).await?;
                 let row: Option<DecisionRow> =
             on_db!(&state.db, pool => sqlx::query_as(
-                "SELECT a.caller_id, a.decision_action, a.context, a.tool, a.operation, a.risk_level, \
-                 a.call_hash, v.policy_hash FROM audit_logs a \
-                 LEFT JOIN policy_versions v ON v.id = a.policy_id \
-                 WHERE a.id = $1 AND a.event_kind = 'decision'",
+                "SELECT caller_id, decision_action, context, tool, operation, risk_level, call_hash, policy_hash \
+                 FROM audit_trail WHERE id = $1 AND event_kind = 'decision'",
             )
             .bind(&audit_id)
             .fetch_optional(pool)

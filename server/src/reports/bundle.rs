@@ -8,10 +8,15 @@
 //! | `events.csv`    | the filtered rows (RFC 4180)                                       |
 //! | `events.jsonl`  | the filtered rows, complete with hashes                            |
 //! | `chain.jsonl`   | every row of the period's chain segment, so its links can be checked |
+//! | `policies.jsonl`| each policy the segment's rows name: hash, name and text (TOML)    |
 //!
 //! [`verify`] checks the signature, every file's hash and size, that no file was added, that
-//! the chain segment links and hashes correctly from the manifest's start to its end, and that
-//! every filtered event is a row of that segment.
+//! the chain segment links and hashes correctly from the manifest's start to its end, that
+//! every filtered event is a row of that segment, and that every policy its rows name is listed
+//! with a text that loads and hashes to that policy's hash. A decision row keeps only what its
+//! policy cannot give back (`enforcer::record`); with the policy's text, the whole decision can
+//! be rebuilt offline. A policy known by hash alone (rows from before policies were kept) is
+//! listed without a name or text.
 
 use super::summary::{walk, ChainCheck};
 use super::{pdf, ExportRow, Job, CSV_COLUMNS};
@@ -69,6 +74,15 @@ pub struct Manifest {
     /// The signer's public key (base64). Pass the key you trust with `--public-key`: this one
     /// only says who signed.
     pub public_key: String,
+}
+
+/// One line of `policies.jsonl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyEntry {
+    pub policy_hash: String,
+    pub name: Option<String>,
+    /// The policy's TOML text.
+    pub source: Option<String>,
 }
 
 /// A writer or reader that hashes and counts what goes through it.
@@ -166,7 +180,13 @@ pub async fn stream<S: Store>(
         .terminator(csv::Terminator::CRLF)
         .from_writer(create(dir.path(), "events.csv")?);
     let mut selected_rows = 0u64;
+    let mut policies = std::collections::BTreeSet::new();
     let summary = walk(store, job, |row, selected| {
+        if let Some(hash) = &row.event.policy_hash {
+            if !policies.contains(hash) {
+                policies.insert(hash.clone());
+            }
+        }
         let export = ExportRow::from(row);
         let line = |out: &mut Hashing<BufWriter<File>>| -> Result<(), String> {
             serde_json::to_writer(&mut *out, &export).map_err(|e| e.to_string())?;
@@ -185,6 +205,21 @@ pub async fn stream<S: Store>(
         csv.write_record(CSV_COLUMNS).map_err(|e| e.to_string())?;
     }
     let csv = csv.into_inner().map_err(|e| e.to_string())?;
+    let mut policies_file = create(dir.path(), "policies.jsonl")?;
+    for policy_hash in policies {
+        let (name, source) = store
+            .policy_version(&policy_hash)
+            .await
+            .map_err(|e| format!("cannot read the policies: {e}"))?
+            .unwrap_or_default();
+        let line = PolicyEntry {
+            policy_hash,
+            name,
+            source,
+        };
+        serde_json::to_writer(&mut policies_file, &line).map_err(|e| e.to_string())?;
+        policies_file.write_all(b"\n").map_err(|e| e.to_string())?;
+    }
     let pdf_bytes = pdf::render(&summary);
     let mut pdf_file = create(dir.path(), "summary.pdf")?;
     pdf_file.write_all(&pdf_bytes).map_err(|e| e.to_string())?;
@@ -193,6 +228,7 @@ pub async fn stream<S: Store>(
         entry("events.csv", csv)?,
         entry("events.jsonl", jsonl)?,
         entry("chain.jsonl", chain)?,
+        entry("policies.jsonl", policies_file)?,
     ];
     let spec = &job.spec;
     let check = &summary.chain;
@@ -343,6 +379,23 @@ fn parse_row(file: &str, line: &[u8]) -> Result<crate::store::AuditRecord, Strin
     row.to_record().map_err(|e| format!("{file}: {e}"))
 }
 
+/// A listed policy's text, when it has one, loads and hashes to the hash it is listed under.
+fn check_policy_text(policy: &PolicyEntry) -> Result<(), String> {
+    let Some(source) = &policy.source else {
+        return Ok(());
+    };
+    let hash = &policy.policy_hash;
+    match enforcer::PolicySet::load(&format!("policy {hash}"), source) {
+        Ok(loaded) if loaded.hash() == hash => Ok(()),
+        Ok(_) => Err(format!(
+            "policies.jsonl: the text of policy {hash} does not hash to it (it was changed)"
+        )),
+        Err(_) => Err(format!(
+            "policies.jsonl: the text of policy {hash} does not load (it was changed)"
+        )),
+    }
+}
+
 /// Verify a bundle offline. Errors name what failed.
 pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, String> {
     let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
@@ -352,6 +405,9 @@ pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, Strin
     let mut read: BTreeMap<String, FileRead> = BTreeMap::new();
     let mut chain = ChainCheck::default();
     let mut chain_hashes: HashSet<String> = HashSet::new();
+    // The policies the chain's rows name, and those policies.jsonl lists.
+    let mut named_policies: HashSet<String> = HashSet::new();
+    let mut listed_policies: Option<HashSet<String>> = None;
     let mut events: Vec<(i64, String)> = Vec::new();
     let mut event_rows = 0u64;
     // The CSV's data rows, or why it is not CSV (reported after the hash checks).
@@ -389,7 +445,22 @@ pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, Strin
                 let mut each = |line: &[u8]| -> Result<(), String> {
                     let row = parse_row("chain.jsonl", line)?;
                     chain.push(&row);
+                    if let Some(hash) = row.event.policy_hash {
+                        named_policies.insert(hash);
+                    }
                     chain_hashes.insert(row.row_hash);
+                    Ok(())
+                };
+                let got = read_entry(&mut entry, Some(&mut each))?;
+                read.insert(name, got);
+            }
+            "policies.jsonl" => {
+                let listed = listed_policies.insert(HashSet::new());
+                let mut each = |line: &[u8]| -> Result<(), String> {
+                    let policy: PolicyEntry = serde_json::from_slice(line)
+                        .map_err(|e| format!("policies.jsonl: a line is not a policy ({e})"))?;
+                    check_policy_text(&policy)?;
+                    listed.insert(policy.policy_hash);
                     Ok(())
                 };
                 let got = read_entry(&mut entry, Some(&mut each))?;
@@ -509,7 +580,18 @@ pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, Strin
             }
         }
     }
-    // 4. The filtered events are rows of that segment, as many as the manifest says.
+    // 4. Every policy the segment's rows name is listed (bundles made before policies were
+    //    bundled have no policies.jsonl; its absence from the manifest was checked above).
+    if let Some(listed) = &listed_policies {
+        let mut missing: Vec<&String> = named_policies.difference(listed).collect();
+        missing.sort();
+        if let Some(hash) = missing.first() {
+            return Err(format!(
+                "policies.jsonl: policy {hash}, which rows of the chain name, is not listed"
+            ));
+        }
+    }
+    // 5. The filtered events are rows of that segment, as many as the manifest says.
     if let Some((seq, _)) = events.iter().find(|(_, hash)| !chain_hashes.contains(hash)) {
         return Err(format!(
             "events.jsonl: row {seq} is not in the chain segment"

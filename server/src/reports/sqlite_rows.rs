@@ -155,14 +155,11 @@ pub fn write(
 /// checked per row (`+timestamp`: never through an index on time, which would sort the whole
 /// period for every page); an equality filter may use its (column, seq) index.
 fn query(period: &AuditFilter, last: i64) -> (String, Vec<Value>) {
-    // A row names its policy by `policy_versions` id; the export gives its hash.
-    let columns = CSV_COLUMNS.map(|column| match column {
-        "policy_hash" => "(SELECT policy_hash FROM policy_versions WHERE id = policy_id)",
-        other => other,
-    });
+    // Through `audit_trail`: a row names its policy by `policy_versions` id, the view gives
+    // its hash.
     let mut sql = format!(
-        "SELECT {} FROM audit_logs WHERE seq > ? AND seq <= ?",
-        columns.join(", ")
+        "SELECT {} FROM audit_trail WHERE seq > ? AND seq <= ?",
+        CSV_COLUMNS.join(", ")
     );
     let mut params = vec![Value::Integer(0), Value::Integer(last)];
     if let Some(from) = period.from {

@@ -56,6 +56,9 @@ impl Store for AnyStore {
     async fn audit_head(&self) -> Result<(i64, String), StoreError> {
         delegate!(self, s => s.audit_head())
     }
+    async fn policy_version(&self, hash: &str) -> Result<Option<super::KeptPolicy>, StoreError> {
+        delegate!(self, s => s.policy_version(hash))
+    }
     async fn insert_job(&self, job: &NewJob) -> Result<Job, StoreError> {
         delegate!(self, s => s.insert_job(job))
     }

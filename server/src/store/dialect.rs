@@ -15,15 +15,6 @@ fn read_opt_hash(row: &DbRow, column: &str) -> Result<Option<String>, StoreError
         .transpose()
 }
 
-/// Audit rows with their policy's hash: a row names its policy by `policy_versions.id`
-/// (`audit_row` reads `policy_hash` from the join). Columns of `audit_logs` are `a.`-qualified
-/// where `policy_versions` has one of the same name (`id`).
-macro_rules! audit_rows {
-    () => {
-        "SELECT a.*, v.policy_hash FROM audit_logs a \
-         LEFT JOIN policy_versions v ON v.id = a.policy_id"
-    };
-}
 
 /// The `policy_versions` id of each policy hash `events` name. A hash not kept yet (a policy
 /// `policy_versions::record` never saw: an import, another replica's older policy) is kept by
@@ -586,10 +577,7 @@ impl Store for DialectStore {
     }
 
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = sqlx::query(concat!(
-            audit_rows!(),
-            " WHERE a.seq > $1 ORDER BY a.seq LIMIT $2"
-        ))
+        let rows = sqlx::query("SELECT * FROM audit_trail WHERE seq > $1 ORDER BY seq LIMIT $2")
             .bind(after)
             .bind(limit)
             .fetch_all(&self.pool)
@@ -602,6 +590,15 @@ impl Store for DialectStore {
             .fetch_one(&self.pool)
             .await?;
         Ok((row.try_get("seq")?, row.try_get("row_hash")?))
+    }
+
+    async fn policy_version(&self, hash: &str) -> Result<Option<super::KeptPolicy>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT name, source FROM policy_versions WHERE policy_hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     async fn insert_job(&self, job: &NewJob) -> Result<Job, StoreError> {
@@ -656,10 +653,7 @@ impl Store for DialectStore {
 
     async fn audit_for_job(&self, job_id: &str) -> Result<Vec<AuditRecord>, StoreError> {
         let rows =
-            sqlx::query(concat!(
-                audit_rows!(),
-                " WHERE a.job_id = $1 ORDER BY a.seq LIMIT 1000"
-            ))
+            sqlx::query("SELECT * FROM audit_trail WHERE job_id = $1 ORDER BY seq LIMIT 1000")
                 .bind(job_id)
                 .fetch_all(&self.pool)
                 .await?;
@@ -679,10 +673,9 @@ impl Store for DialectStore {
             " ORDER BY seq DESC"
         };
         let range = SeqRange::of(&self.pool, filter).await?;
-        let mut query = sqlx::QueryBuilder::<Db>::new(concat!(
-            audit_rows!(),
-            " WHERE a.seq IN (SELECT seq FROM audit_logs"
-        ));
+        let mut query = sqlx::QueryBuilder::<Db>::new(
+            "SELECT * FROM audit_trail WHERE seq IN (SELECT seq FROM audit_logs",
+        );
         push_audit_filter(&mut query, filter, &range);
         query
             .push(order)
@@ -766,7 +759,7 @@ impl Store for DialectStore {
         .bind(ts(hour_ago))
         .fetch_all(&self.pool)
         .await?;
-        let recent = sqlx::query(concat!(audit_rows!(), " ORDER BY a.seq DESC LIMIT 10"))
+        let recent = sqlx::query("SELECT * FROM audit_trail ORDER BY seq DESC LIMIT 10")
             .fetch_all(&self.pool)
             .await?
             .iter()

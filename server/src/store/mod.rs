@@ -271,6 +271,9 @@ pub struct NewJob {
     pub submitted_by: Option<String>,
 }
 
+/// A kept policy's name and TOML text (see [`Store::policy_version`]).
+pub type KeptPolicy = (Option<String>, Option<String>);
+
 /// What the audit explorer filters on; every field narrows (empty: no condition).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
@@ -443,6 +446,12 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
     /// The chain head: last sequence number and its hash (0 and the zero hash when empty).
     fn audit_head(&self) -> impl Future<Output = Result<(i64, String), StoreError>> + Send;
+    /// The policy kept under this hash in `policy_versions`: its name and text (both `None`
+    /// when it is kept by hash alone), or `None` when no such policy is kept.
+    fn policy_version(
+        &self,
+        hash: &str,
+    ) -> impl Future<Output = Result<Option<KeptPolicy>, StoreError>> + Send;
 
     fn insert_job(&self, job: &NewJob) -> impl Future<Output = Result<Job, StoreError>> + Send;
     fn job(&self, job_id: &str) -> impl Future<Output = Result<Job, StoreError>> + Send;
