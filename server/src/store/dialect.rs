@@ -282,7 +282,10 @@ async fn append_in(
         .collect())
 }
 
-/// Count `events`' decisions into `audit_hourly` (one upsert per hour, action, risk and tool).
+/// Keys per `audit_hourly` upsert (5 parameters each).
+const HOURLY_CHUNK: usize = 500;
+
+/// Count `events`' decisions into `audit_hourly` (one count per hour, action, risk and tool).
 async fn add_to_hourly(
     tx: &mut Transaction<'static, Db>,
     events: &[NewAuditEvent],
@@ -298,19 +301,25 @@ async fn add_to_hourly(
         );
         *counts.entry(key).or_default() += 1;
     }
-    for ((hour, action, risk, tool), n) in counts {
-        sqlx::query(
-            "INSERT INTO audit_hourly (hour, decision_action, risk_level, tool, n) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (hour, decision_action, risk_level, tool) \
+    // One statement per chunk of keys, usually one for the batch (the keys are distinct, as
+    // PostgreSQL's upsert requires; an import's many hours take several).
+    let counts: Vec<_> = counts.into_iter().collect();
+    for chunk in counts.chunks(HOURLY_CHUNK) {
+        let mut upsert = sqlx::QueryBuilder::<Db>::new(
+            "INSERT INTO audit_hourly (hour, decision_action, risk_level, tool, n) ",
+        );
+        upsert.push_values(chunk, |mut row, ((hour, action, risk, tool), n)| {
+            row.push_bind(hour.as_str())
+                .push_bind(*action)
+                .push_bind(*risk)
+                .push_bind(*tool)
+                .push_bind(*n);
+        });
+        upsert.push(
+            " ON CONFLICT (hour, decision_action, risk_level, tool) \
              DO UPDATE SET n = audit_hourly.n + excluded.n",
-        )
-        .bind(hour)
-        .bind(action)
-        .bind(risk)
-        .bind(tool)
-        .bind(n)
-        .execute(&mut **tx)
-        .await?;
+        );
+        upsert.build().execute(&mut **tx).await?;
     }
     Ok(())
 }

@@ -111,7 +111,7 @@ impl SqliteStore {
 }
 
 /// How often the background task copies the WAL into the database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Checkpoint the WAL in the background until the pools close, in two steps. First a PASSIVE
 /// checkpoint on a reading connection copies the bulk of the WAL into the database while the
