@@ -43,11 +43,15 @@ test('bob exports an evidence bundle that verifies offline, and a tampered copy 
   const keyFile = path.join(dir, 'public-key.json');
   fs.writeFileSync(keyFile, JSON.stringify(key));
   const out = execFileSync(binary, ['audit', 'verify-export', bundle, '--public-key', keyFile], { encoding: 'utf8' });
-  expect(out).toMatch(/^ok: signature, 4 file hashes and the chain segment verify/);
+  // summary.pdf, events.csv, events.jsonl, chain.jsonl and policies.jsonl (the rows' policies).
+  expect(out).toMatch(/^ok: signature, 5 file hashes and the chain segment verify/);
   expect(out).toContain('by bob');
 
   // Change one byte of the CSV inside the archive: verification fails and names the file.
   const tar = fs.readFileSync(bundle);
+  // The policy the decisions were made under travels with them, text and all.
+  expect(tar.indexOf(Buffer.from('{"policy_hash":'))).toBeGreaterThan(0);
+  expect(tar.indexOf(Buffer.from('approver_role'))).toBeGreaterThan(0);
   const at = tar.indexOf(Buffer.from('seq,id,timestamp'));
   expect(at).toBeGreaterThan(0);
   tar[at + 200] = tar[at + 200] === 0x41 ? 0x42 : 0x41;

@@ -88,6 +88,10 @@ async fn run(label: &str, db: Database, config: &Config) {
         let (batches, rows_per_batch) = metrics.audit_batch_rows.count_and_mean();
         let (_, commit_secs) = metrics.audit_write_seconds.count_and_mean();
         let slow = metrics.audit_write_seconds.count_above(0.1);
+        // The handlers' own time (body read to answer built, after the token check): a stall
+        // wrk sees but these do not lies outside them (connection, token check, scheduling).
+        let handler_slow = metrics.decision_seconds.count_above(0.1);
+        let handler_slower = metrics.decision_seconds.count_above(0.25);
         // Only SQLite's writes are this process's own (PostgreSQL writes in its server).
         let disk = if written == 0 {
             "no disk writes of its own".to_string()
@@ -100,6 +104,9 @@ async fn run(label: &str, db: Database, config: &Config) {
         println!(
             "{label:<10} audit writer: {batches} batches, {rows_per_batch:.1} rows per batch, {:.2} ms per batch, {slow} over 100 ms; {disk}; each row's context {context_len} B, decision {decision_len} B",
             commit_secs * 1e3
+        );
+        println!(
+            "{label:<10} handlers: {handler_slow} decisions took over 100 ms, {handler_slower} over 250 ms"
         );
         server.abort();
         return;
