@@ -1425,3 +1425,38 @@ async fn a_revoked_token_stops_working_within_the_cache_time() {
     let fresh = api.token("it-mcp-2", &[], &OPS).await;
     assert_eq!(api.decide(&fresh, sudo_ls()).await.0, StatusCode::OK);
 }
+
+/// A burst of token checks that miss the cache together (a client's first requests) all pass, and
+/// the token's use is recorded (in the background, off their path).
+#[tokio::test]
+async fn a_burst_of_token_checks_passes_and_the_use_is_recorded() {
+    use server::auth::api_tokens::{self, TokenCache};
+    let api = sqlite_api(|_| {}).await;
+    let (_, presented) = api_tokens::create(&api.db, "burst", &[], &[])
+        .await
+        .expect("token");
+    let cache = Arc::new(TokenCache::new(5));
+    let checks: Vec<_> = (0..32)
+        .map(|_| {
+            let (cache, db, presented) = (cache.clone(), api.db.clone(), presented.clone());
+            tokio::spawn(async move { cache.authenticate(&db, &presented).await })
+        })
+        .collect();
+    for check in checks {
+        let token = check.await.expect("task").expect("a valid token");
+        assert_eq!(token.name, "burst");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let recorded = loop {
+        let tokens = api_tokens::list_all(&api.db).await.expect("list");
+        if let Some(at) = tokens[0].last_used_at {
+            break at;
+        }
+        assert!(Instant::now() < deadline, "the use was never recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!((chrono::Utc::now().timestamp() - recorded).abs() < 60);
+    // A wrong secret is still refused, cached success or not.
+    let wrong = format!("{}x", &presented[..presented.len() - 1]);
+    assert!(cache.authenticate(&api.db, &wrong).await.is_err());
+}

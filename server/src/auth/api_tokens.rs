@@ -157,8 +157,39 @@ pub async fn revoke(db: &Database, name: &str) -> Result<(), TokenStoreError> {
 /// How stale `last_used_at` may be before a request refreshes it.
 const LAST_USED_PRECISION_SECS: i64 = 60;
 
-/// Check a presented token. Unknown, malformed, wrong or revoked tokens get the same refusal.
-pub async fn authenticate(db: &Database, presented: &str) -> Result<ApiToken, TokenStoreError> {
+/// Whether `token`'s recorded last use is older than the precision kept.
+fn use_is_stale(token: &ApiToken, now: i64) -> bool {
+    token
+        .last_used_at
+        .is_none_or(|at| now - at >= LAST_USED_PRECISION_SECS)
+}
+
+/// Record that `token` was used now, when the recorded time is stale. `last_used_at` is for
+/// people reviewing tokens; minute precision is plenty, and writing it on every request would put
+/// a database write in front of every API call. Best effort: a store that cannot write (a full
+/// disk) does not make a valid token invalid; what the request then does is refused on its own
+/// if it must write.
+async fn record_use(db: &Database, token: &ApiToken) {
+    let now = chrono::Utc::now().timestamp();
+    if !use_is_stale(token, now) {
+        return;
+    }
+    let recorded: Result<(), sqlx::Error> = on_db!(db, pool => sqlx::query(
+        "UPDATE api_tokens SET last_used_at = $1 WHERE id = $2",
+    )
+    .bind(now)
+    .bind(&token.id)
+    .execute(pool)
+    .await
+    .map(|_| ()));
+    if let Err(error) = recorded {
+        tracing::warn!(%error, token = %token.name, "could not record when an API token was last used");
+    }
+}
+
+/// Check a presented token against the database, writing nothing. Unknown, malformed, wrong or
+/// revoked tokens get the same refusal.
+async fn verify(db: &Database, presented: &str) -> Result<ApiToken, TokenStoreError> {
     let mut parts = presented.splitn(3, '_');
     let (Some("cs"), Some(id), Some(secret)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(TokenStoreError::Refused);
@@ -178,24 +209,6 @@ pub async fn authenticate(db: &Database, presented: &str) -> Result<ApiToken, To
     if !same || revoked_at.is_some() {
         return Err(TokenStoreError::Refused);
     }
-    // `last_used_at` is for people reviewing tokens; minute precision is plenty, and writing it
-    // on every request would put a database write in front of every API call.
-    let now = chrono::Utc::now().timestamp();
-    // Best effort: a store that cannot write (a full disk) does not make a valid token invalid;
-    // what the request then does is refused on its own if it must write.
-    if last_used_at.is_none_or(|at| now - at >= LAST_USED_PRECISION_SECS) {
-        let recorded: Result<(), sqlx::Error> = on_db!(db, pool => sqlx::query(
-            "UPDATE api_tokens SET last_used_at = $1 WHERE id = $2",
-        )
-        .bind(now)
-        .bind(&id)
-        .execute(pool)
-        .await
-        .map(|_| ()));
-        if let Err(error) = recorded {
-            tracing::warn!(%error, token = %name, "could not record when an API token was last used");
-        }
-    }
     Ok(token((
         id,
         name,
@@ -210,9 +223,16 @@ pub async fn authenticate(db: &Database, presented: &str) -> Result<ApiToken, To
 /// Verified API tokens, remembered for a few seconds so that a busy caller does not cost a
 /// database read per request. Only successes are kept (a new token works at once); a revocation
 /// takes effect within the time to live. Keys are SHA-256 of the presented token.
+///
+/// A token's use is recorded off the request's path, once per token and minute: on SQLite that
+/// UPDATE is a second writer beside the audit writer, and the many requests that miss the cache
+/// together (a client's first burst, or each time an entry expires) used to wait in SQLite's busy
+/// handler for the write lock the audit writer hardly ever lets go, each of them — up to seconds.
 pub struct TokenCache {
     ttl: std::time::Duration,
     entries: std::sync::Mutex<std::collections::HashMap<String, (ApiToken, std::time::Instant)>>,
+    /// When this process last set out to record each token's use (by token id).
+    recording: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 /// Entries kept at most; past it the cache starts afresh.
@@ -223,17 +243,45 @@ impl TokenCache {
         TokenCache {
             ttl: std::time::Duration::from_secs(ttl_secs),
             entries: Default::default(),
+            recording: Default::default(),
         }
     }
 
-    /// [`authenticate`], answered from memory while a success is fresh.
+    /// Record `token`'s use in the background, unless it is fresh or this process set out to
+    /// record it less than the precision ago.
+    fn record_use_later(&self, db: &Database, token: &ApiToken) {
+        let now = chrono::Utc::now().timestamp();
+        if !use_is_stale(token, now) {
+            return;
+        }
+        let Ok(mut recording) = self.recording.lock() else {
+            return;
+        };
+        if recording
+            .get(&token.id)
+            .is_some_and(|at| now - at < LAST_USED_PRECISION_SECS)
+        {
+            return;
+        }
+        if recording.len() >= CACHE_CAP {
+            recording.clear();
+        }
+        recording.insert(token.id.clone(), now);
+        let (db, token) = (db.clone(), token.clone());
+        tokio::spawn(async move { record_use(&db, &token).await });
+    }
+
+    /// Check a presented token, answered from memory while a success is fresh, and record its
+    /// use (in the background).
     pub async fn authenticate(
         &self,
         db: &Database,
         presented: &str,
     ) -> Result<ApiToken, TokenStoreError> {
         if self.ttl.is_zero() {
-            return authenticate(db, presented).await;
+            let token = verify(db, presented).await?;
+            self.record_use_later(db, &token);
+            return Ok(token);
         }
         let key = enforcer::sha256_hex(presented.as_bytes());
         if let Ok(entries) = self.entries.lock() {
@@ -243,7 +291,8 @@ impl TokenCache {
                 }
             }
         }
-        let token = authenticate(db, presented).await?;
+        let token = verify(db, presented).await?;
+        self.record_use_later(db, &token);
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= CACHE_CAP {
                 entries.clear();
