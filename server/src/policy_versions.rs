@@ -2,7 +2,7 @@
 //! an audit row's compact decision can be expanded whatever policy is loaded now. Audit rows
 //! name their policy by its id in this table.
 
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 use crate::Database;
 use enforcer::PolicySet;
 
@@ -36,8 +36,8 @@ pub async fn record(db: &Database, policy: &PolicySet) -> Result<(), StoreError>
 
 /// The policy with this hash: `current` when it is that one, else the kept text, loaded again.
 /// `None` when no such policy was kept (or its text no longer loads).
-pub async fn find(
-    db: &Database,
+pub async fn find<S: Store>(
+    store: &S,
     current: &std::sync::Arc<PolicySet>,
     hash: &str,
 ) -> Result<Option<std::sync::Arc<PolicySet>>, StoreError> {
@@ -45,14 +45,11 @@ pub async fn find(
         return Ok(Some(current.clone()));
     }
     // No row, or a policy known by hash alone (no text): nothing to load.
-    let source: Option<Option<String>> = on_db!(db, pool => sqlx::query_scalar(
-        "SELECT source FROM policy_versions WHERE policy_hash = $1",
-    )
-    .bind(hash)
-    .fetch_optional(pool)
-    .await)?;
+    let source = store
+        .policy_version(hash)
+        .await?
+        .and_then(|(_, source)| source);
     Ok(source
-        .flatten()
         .and_then(|text| PolicySet::load(&format!("policy {hash}"), &text).ok())
         .filter(|policy| policy.hash() == hash)
         .map(std::sync::Arc::new))

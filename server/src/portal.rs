@@ -606,7 +606,7 @@ async fn whole_decision(state: &AppState, e: &crate::store::NewAuditEvent) -> Op
         return None;
     }
     let hash = e.policy_hash.as_deref()?;
-    let policy = crate::policy_versions::find(&state.db, &state.policy, hash)
+    let policy = crate::policy_versions::find(&state.store, &state.policy, hash)
         .await
         .ok()
         .flatten()?;

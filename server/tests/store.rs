@@ -1497,7 +1497,7 @@ async fn policy_versions_are_kept_once_and_found_by_hash<S: Store>(
     row.policy_hash = Some(earlier.hash().to_string());
     store.append_audit(&[row]).await.expect("append");
     assert!(
-        server::policy_versions::find(&db, &current, earlier.hash())
+        server::policy_versions::find(&store, &current, earlier.hash())
             .await
             .expect("find")
             .is_none(),
@@ -1515,12 +1515,12 @@ async fn policy_versions_are_kept_once_and_found_by_hash<S: Store>(
     }
     .expect("count");
     assert_eq!(kept, 2, "each policy once");
-    let found = server::policy_versions::find(&db, &current, current.hash())
+    let found = server::policy_versions::find(&store, &current, current.hash())
         .await
         .expect("find")
         .expect("the loaded policy");
     assert!(std::sync::Arc::ptr_eq(&found, &current));
-    let found = server::policy_versions::find(&db, &current, earlier.hash())
+    let found = server::policy_versions::find(&store, &current, earlier.hash())
         .await
         .expect("find")
         .expect("the earlier policy");
@@ -1529,7 +1529,7 @@ async fn policy_versions_are_kept_once_and_found_by_hash<S: Store>(
         (earlier.hash(), earlier.name.as_str())
     );
     assert!(
-        server::policy_versions::find(&db, &current, &"0".repeat(64))
+        server::policy_versions::find(&store, &current, &"0".repeat(64))
             .await
             .expect("find")
             .is_none()

@@ -480,6 +480,23 @@ mod tests {
         enforcer::default_policy().expect("default policy")
     }
 
+    /// The row the API writes for `decision`, asked by `caller` for `requester`.
+    fn row_of(
+        caller: &ApiCaller,
+        input: &DecisionInput,
+        requester: &str,
+        decision: &enforcer::Decision,
+    ) -> NewAuditEvent {
+        decision_event(
+            caller,
+            input,
+            &input.request(),
+            requester,
+            decision,
+            &policy(),
+        )
+    }
+
     fn caller(id: &str) -> ApiCaller {
         ApiCaller {
             id: id.into(),
@@ -532,14 +549,7 @@ mod tests {
         for (body, capabilities, action) in cases {
             let (input, decision) = decide(body, capabilities);
             assert_eq!(decision.action, action, "{body}");
-            let row = decision_event(
-                &caller("alice"),
-                &input,
-                &input.request(),
-                "alice",
-                &decision,
-                &policy(),
-            );
+            let row = row_of(&caller("alice"), &input, "alice", &decision);
             assert_eq!(
                 full_decision(&row, &policy()).as_ref(),
                 Some(&decision),
@@ -575,26 +585,12 @@ mod tests {
             vec![String::new()],
         ] {
             decision.reasons = reasons;
-            let row = decision_event(
-                &caller("alice"),
-                &input,
-                &input.request(),
-                "alice",
-                &decision,
-                &policy(),
-            );
+            let row = row_of(&caller("alice"), &input, "alice", &decision);
             assert!(row.decision.contains("\"reasons\""), "{}", row.decision);
             assert_eq!(full_decision(&row, &policy()).as_ref(), Some(&decision));
         }
         // Not a decision row: no hashes, or text that is not a decision.
-        let mut row = decision_event(
-            &caller("alice"),
-            &input,
-            &input.request(),
-            "alice",
-            &decision,
-            &policy(),
-        );
+        let mut row = row_of(&caller("alice"), &input, "alice", &decision);
         row.decision = "[]".into();
         assert_eq!(full_decision(&row, &policy()), None);
         row.decision = "{}".into();
@@ -608,14 +604,7 @@ mod tests {
             r#"{"tool":"ssh-exec","operation":"executeCommand","args":{"command":"sudo rm -rf /x"}}"#,
             &["ssh-linux", "remote-exec"],
         );
-        let mut row = decision_event(
-            &caller("alice"),
-            &input,
-            &input.request(),
-            "alice",
-            &decision,
-            &policy(),
-        );
+        let mut row = row_of(&caller("alice"), &input, "alice", &decision);
         // As written on 2026-12-03: everything but the columns' fields and the reasons.
         let mut earlier = serde_json::to_value(&decision).expect("JSON");
         for column in ["action", "risk", "policy_hash", "call_hash", "reasons"] {
@@ -634,53 +623,26 @@ mod tests {
             r#"{"tool":"ssh-exec","operation":"executeCommand","args":{"command":"uptime"},"reason":"load check"}"#,
             &["ssh-linux", "remote-exec"],
         );
-        let own: Value = serde_json::from_str(
-            &decision_event(
-                &caller("alice"),
-                &input,
-                &input.request(),
-                "alice",
-                &decision,
-                &policy(),
-            )
-            .context,
-        )
-        .expect("JSON");
+        let own: Value =
+            serde_json::from_str(&row_of(&caller("alice"), &input, "alice", &decision).context)
+                .expect("JSON");
         assert_eq!(
             own,
             json!({"args": {"command": "uptime"}, "reason": "load check"})
         );
         assert_eq!(caller_kind(&own), "api-token");
-        let delegated: Value = serde_json::from_str(
-            &decision_event(
-                &caller("it-mcp"),
-                &input,
-                &input.request(),
-                "alice",
-                &decision,
-                &policy(),
-            )
-            .context,
-        )
-        .expect("JSON");
+        let delegated: Value =
+            serde_json::from_str(&row_of(&caller("it-mcp"), &input, "alice", &decision).context)
+                .expect("JSON");
         assert_eq!(delegated["caller"], "it-mcp");
         // A caller signed in through the identity provider is named as such.
         let service = ApiCaller {
             kind: "service",
             ..caller("it-mcp")
         };
-        let context: Value = serde_json::from_str(
-            &decision_event(
-                &service,
-                &input,
-                &input.request(),
-                "it-mcp",
-                &decision,
-                &policy(),
-            )
-            .context,
-        )
-        .expect("JSON");
+        let context: Value =
+            serde_json::from_str(&row_of(&service, &input, "it-mcp", &decision).context)
+                .expect("JSON");
         assert_eq!(
             (context["caller_kind"].as_str(), caller_kind(&context)),
             (Some("service"), "service")

@@ -164,16 +164,12 @@ fn use_is_stale(token: &ApiToken, now: i64) -> bool {
         .is_none_or(|at| now - at >= LAST_USED_PRECISION_SECS)
 }
 
-/// Record that `token` was used now, when the recorded time is stale. `last_used_at` is for
-/// people reviewing tokens; minute precision is plenty, and writing it on every request would put
-/// a database write in front of every API call. Best effort: a store that cannot write (a full
+/// Record that `token` was used at `now`. `last_used_at` is for people reviewing tokens; minute
+/// precision is plenty (see [`TokenCache`]), and writing it on every request would put a
+/// database write in front of every API call. Best effort: a store that cannot write (a full
 /// disk) does not make a valid token invalid; what the request then does is refused on its own
 /// if it must write.
-async fn record_use(db: &Database, token: &ApiToken) {
-    let now = chrono::Utc::now().timestamp();
-    if !use_is_stale(token, now) {
-        return;
-    }
+async fn record_use(db: &Database, token: &ApiToken, now: i64) {
     let recorded: Result<(), sqlx::Error> = on_db!(db, pool => sqlx::query(
         "UPDATE api_tokens SET last_used_at = $1 WHERE id = $2",
     )
@@ -268,7 +264,7 @@ impl TokenCache {
         }
         recording.insert(token.id.clone(), now);
         let (db, token) = (db.clone(), token.clone());
-        tokio::spawn(async move { record_use(&db, &token).await });
+        tokio::spawn(async move { record_use(&db, &token, now).await });
     }
 
     /// Check a presented token, answered from memory while a success is fresh, and record its
