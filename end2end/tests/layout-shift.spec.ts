@@ -9,6 +9,12 @@ import { Portal, ADMIN_PASSWORD } from './pages/portal';
 // running alongside change the data, and new rows arriving are not hydration moving things.
 const SECTIONS = ['/', '/approvals', '/jobs', '/audit', '/reports', '/policies', '/profile'];
 
+// Known flake, cause not yet found: about one run in 40 of a section records a shift of about
+// 0.001 (seen on /jobs at `button.tz-switch`, 2026-12-03: 2 failures in 88 runs across three CI
+// runs and `--repeat-each=4` twice). One retry here, so that a page that really moves fails
+// twice and a rare sub-pixel shift does not fail the build; the assertion is unchanged.
+test.describe.configure({ retries: 1 });
+
 for (const path of SECTIONS) {
   test(`nothing moves while ${path} hydrates`, async ({ page }) => {
     await page.addInitScript(() => {
