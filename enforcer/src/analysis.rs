@@ -6,28 +6,122 @@
 //! that `sudo` itself can be flagged), shell payloads (`sh -c '...'`, `su -c`, `eval`,
 //! `env -S`), and `find -exec`. Each resulting [`Invocation`] knows which commands feed it
 //! through a pipe, so `curl ... | sh` is visible.
+//!
+//! Like the script it reads, the analysis is flat: an invocation is a few ranges of the script's
+//! word list, and a payload's commands are appended to the same script. Reading a long script
+//! therefore allocates a handful of times, not several times per command.
 
-use crate::shell::{self, Redirect, Script, Warning, Word, MAX_DEPTH};
-use std::borrow::Cow;
+use crate::shell::{self, Redirect, Script, Text, Warning, Word};
 use std::ops::Range;
 
-/// One command that would run, with its name normalised. Text borrows from the analysed
-/// argument wherever quote removal left it unchanged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invocation<'a> {
-    /// Lowercased base name (`/usr/bin/RM.exe` → `rm`).
-    pub name: Cow<'a, str>,
-    pub args: Vec<Word<'a>>,
-    pub redirects: Vec<Redirect<'a>>,
-    /// Byte span in the original argument, from the command word to its last argument.
-    pub span: Range<usize>,
-    /// Names of the commands before this one in its pipeline.
-    pub upstream: Vec<Cow<'a, str>>,
-    /// Flags as written: short letters, long names (lowercased, without dashes or `=value`).
-    pub flags: FlagSet<'a>,
+/// No invocation: the end of an upstream chain.
+const NONE: u32 = u32::MAX;
+
+/// One invocation as stored: ranges of the script's words and redirections.
+#[derive(Debug, Clone, Copy)]
+struct Stored {
+    name: Text,
+    /// The words after the command word (a wrapper's own options; a command's arguments).
+    args: (u32, u32),
+    redirects: (u32, u32),
+    span: (u32, u32),
+    /// The innermost invocation of the command before this one in its pipeline, or [`NONE`].
+    upstream: u32,
 }
 
-impl Invocation<'_> {
+/// Everything found in one shell argument.
+#[derive(Debug, Clone)]
+pub struct Analysis<'a> {
+    script: Script<'a>,
+    invocations: Vec<Stored>,
+}
+
+impl<'a> Analysis<'a> {
+    /// Every command that would run, in reading order (a wrapper before what it runs; a
+    /// payload's commands right after the command that runs it).
+    pub fn invocations(&self) -> impl ExactSizeIterator<Item = Invocation<'_>> + '_ {
+        self.invocations.iter().map(move |stored| Invocation {
+            analysis: self,
+            stored,
+        })
+    }
+
+    /// How many invocations were found.
+    pub fn len(&self) -> usize {
+        self.invocations.len()
+    }
+
+    /// Whether none was found.
+    pub fn is_empty(&self) -> bool {
+        self.invocations.is_empty()
+    }
+
+    /// What prevented a complete reading, sorted, each kind once.
+    pub fn warnings(&self) -> &[Warning] {
+        self.script.warnings()
+    }
+
+    /// The script read, payloads included.
+    pub fn script(&self) -> &Script<'a> {
+        &self.script
+    }
+}
+
+/// One command that would run, with its name normalised.
+#[derive(Debug, Clone, Copy)]
+pub struct Invocation<'s> {
+    analysis: &'s Analysis<'s>,
+    stored: &'s Stored,
+}
+
+impl<'s> Invocation<'s> {
+    /// Lowercased base name (`/usr/bin/RM.exe` → `rm`).
+    pub fn name(&self) -> &'s str {
+        self.analysis.script.text(self.stored.name)
+    }
+
+    /// The words after the command word, after quote removal.
+    pub fn args(&self) -> &'s [Word] {
+        let (from, to) = self.stored.args;
+        self.analysis.script.word_slice(from as usize..to as usize)
+    }
+
+    /// The text of one of the script's words.
+    pub fn text(&self, word: &Word) -> &'s str {
+        self.analysis.script.word_text(word)
+    }
+
+    /// The arguments' texts.
+    pub fn arg_texts(&self) -> impl Iterator<Item = &'s str> + 's {
+        let script = &self.analysis.script;
+        self.args().iter().map(move |w| script.word_text(w))
+    }
+
+    /// The redirections of the command (on its innermost invocation only).
+    pub fn redirects(&self) -> &'s [Redirect] {
+        let (from, to) = self.stored.redirects;
+        self.analysis
+            .script
+            .redirects_at(from as usize..to as usize)
+    }
+
+    /// Byte span in the original argument, from the command word to its last argument.
+    pub fn span(&self) -> Range<usize> {
+        self.stored.span.0 as usize..self.stored.span.1 as usize
+    }
+
+    /// Names of the commands before this one in its pipeline, nearest first.
+    pub fn upstream(&self) -> impl Iterator<Item = &'s str> + 's {
+        let all = &self.analysis.invocations;
+        let script = &self.analysis.script;
+        let mut next = self.stored.upstream;
+        std::iter::from_fn(move || {
+            let stored = all.get(next as usize)?;
+            next = stored.upstream;
+            Some(script.text(stored.name))
+        })
+    }
+
     /// The arguments joined by single spaces after quote removal: what `args` regexes see.
     pub fn args_text(&self) -> String {
         let mut text = String::new();
@@ -38,589 +132,653 @@ impl Invocation<'_> {
     /// [`Invocation::args_text`] into `text` (cleared first), reusing its allocation.
     pub fn write_args_text(&self, text: &mut String) {
         text.clear();
-        text.reserve(self.args.iter().map(|w| w.text.len() + 1).sum());
-        for (i, arg) in self.args.iter().enumerate() {
+        for (i, arg) in self.arg_texts().enumerate() {
             if i > 0 {
                 text.push(' ');
             }
-            text.push_str(&arg.text);
+            text.push_str(arg);
+        }
+    }
+
+    /// The flags given, as written.
+    pub fn flags(&self) -> FlagSet<'s> {
+        let mut set = FlagSet::default();
+        self.write_flags(&mut set);
+        set
+    }
+
+    /// [`Invocation::flags`] into `set` (cleared first), reusing its allocation.
+    pub fn write_flags(&self, set: &mut FlagSet<'s>) {
+        set.short = 0;
+        set.long.clear();
+        self.for_each_flag(|short, long| {
+            set.short |= short;
+            if let Some(long) = long {
+                set.long.push(long);
+            }
+        });
+    }
+
+    /// Call `found` with each flag word's short-flag bits (see [`short_mask`]) and long name:
+    /// `-rf` gives the bits of `r` and `f` and the long name `rf` (PowerShell's and `find`'s
+    /// `-Force`, `-name` are long names too); `--force=yes` gives the long name `force`. Stops
+    /// at `--`.
+    pub fn for_each_flag(&self, mut found: impl FnMut(u64, Option<&'s str>)) {
+        for text in self.arg_texts() {
+            if text == "--" {
+                break;
+            }
+            let dashes = if text.starts_with("--") {
+                2
+            } else if text.starts_with('-') {
+                1
+            } else {
+                continue;
+            };
+            let end = text.find('=').unwrap_or(text.len()).max(dashes);
+            let name = text.get(dashes..end).unwrap_or_default();
+            if name.is_empty() {
+                continue;
+            }
+            let mut short = 0;
+            if dashes == 1 {
+                for b in name.bytes() {
+                    short |= SHORT_BITS[usize::from(b)];
+                }
+            }
+            found(short, (dashes == 2 || name.len() > 1).then_some(name));
         }
     }
 }
 
-/// The flags of one invocation: short letters and digits as a bit set, long names as a list.
+/// The flags of one invocation: short letters and digits as a bit set, long names as written
+/// (without dashes or `=value`; compare them ignoring ASCII case).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FlagSet<'a> {
+pub struct FlagSet<'s> {
     short: u64,
-    pub long: Vec<Cow<'a, str>>,
+    pub long: Vec<&'s str>,
 }
 
 impl FlagSet<'_> {
     /// Whether the short flag `c` (`r` of `-rf`) was given.
     pub fn has_short(&self, c: char) -> bool {
-        short_bit(c).is_some_and(|bit| self.short & bit != 0)
+        u8::try_from(c)
+            .ok()
+            .and_then(short_bit)
+            .is_some_and(|bit| self.short & bit != 0)
     }
 
-    /// The short flags given, in a fixed order (digits, upper case, lower case).
-    pub fn shorts(&self) -> impl Iterator<Item = char> + '_ {
-        let mut bits = self.short;
-        std::iter::from_fn(move || {
-            if bits == 0 {
-                return None;
-            }
-            let index = bits.trailing_zeros();
-            bits &= bits - 1;
-            let c = match index {
-                0..=9 => b'0' + index as u8,
-                10..=35 => b'A' + (index - 10) as u8,
-                _ => b'a' + (index - 36) as u8,
-            };
-            Some(char::from(c))
-        })
+    /// Whether any of the short flags in `mask` (see [`short_mask`]) was given.
+    pub fn has_any_short(&self, mask: u64) -> bool {
+        self.short & mask != 0
     }
 
-    /// Whether any short flag was given.
-    pub fn any_short(&self) -> bool {
-        self.short != 0
+    /// Whether the long flag `name` was given (ignoring ASCII case).
+    pub fn has_long(&self, name: &str) -> bool {
+        self.long.iter().any(|l| l.eq_ignore_ascii_case(name))
+    }
+
+    /// Whether no flag at all was given.
+    pub fn is_empty(&self) -> bool {
+        self.short == 0 && self.long.is_empty()
     }
 }
 
 /// The bit of an ASCII letter or digit in [`FlagSet`]'s short set.
-fn short_bit(c: char) -> Option<u64> {
-    let index = match c {
-        '0'..='9' => c as u32 - '0' as u32,
-        'A'..='Z' => 10 + c as u32 - 'A' as u32,
-        'a'..='z' => 36 + c as u32 - 'a' as u32,
-        _ => return None,
-    };
-    Some(1u64 << index)
+fn short_bit(c: u8) -> Option<u64> {
+    match SHORT_BITS[usize::from(c)] {
+        0 => None,
+        bit => Some(bit),
+    }
 }
 
-/// Everything found in one shell argument.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Analysis<'a> {
-    pub invocations: Vec<Invocation<'a>>,
-    pub warnings: Vec<Warning>,
+/// [`short_bit`] as a table (0 for bytes that are no short flag): digits, upper case, lower
+/// case.
+const SHORT_BITS: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = 1 << i;
+        i += 1;
+    }
+    i = 0;
+    while i < 26 {
+        table[b'A' as usize + i] = 1 << (10 + i);
+        table[b'a' as usize + i] = 1 << (36 + i);
+        i += 1;
+    }
+    table
+};
+
+/// The short-flag bits of `letters` (ASCII letters and digits; others are ignored).
+pub fn short_mask(letters: impl IntoIterator<Item = char>) -> u64 {
+    letters
+        .into_iter()
+        .filter_map(|c| u8::try_from(c).ok().and_then(short_bit))
+        .fold(0, |mask, bit| mask | bit)
 }
 
-/// Shells whose `-c` argument is a command line of its own, and which run stdin when piped to.
-const SHELLS: &[&str] = &[
-    "sh",
-    "bash",
-    "dash",
-    "zsh",
-    "ksh",
-    "mksh",
-    "ash",
-    "fish",
-    "csh",
-    "tcsh",
-    "busybox-sh",
-    "pwsh",
-    "powershell",
-];
-
-/// Wrappers: they run the rest of their words as a command. Each entry lists the options that
-/// take a separate value and how many leading positional words belong to the wrapper.
+/// Wrappers: they run the rest of their words as a command. Each lists the options that take a
+/// separate value and how many leading positional words belong to the wrapper.
+#[derive(Debug)]
 struct Wrapper {
-    name: &'static str,
     takes_value: &'static [&'static str],
     positionals: usize,
+    /// `env`: assignments are its own words, and `-S` splits a string into a command.
+    is_env: bool,
 }
 
-const WRAPPERS: &[Wrapper] = &[
+const fn wrapper(takes_value: &'static [&'static str], positionals: usize) -> Wrapper {
     Wrapper {
-        name: "sudo",
-        takes_value: &[
-            "-u",
-            "-g",
-            "-C",
-            "-D",
-            "-h",
-            "-p",
-            "-r",
-            "-t",
-            "-U",
-            "-T",
-            "--user",
-            "--group",
-            "--chdir",
-            "--prompt",
-            "--role",
-            "--type",
-            "--other-user",
-            "--command-timeout",
-            "--close-from",
-            "--host",
-        ],
-        positionals: 0,
-    },
-    Wrapper {
-        name: "doas",
-        takes_value: &["-u", "-C"],
-        positionals: 0,
-    },
-    Wrapper {
-        name: "pkexec",
-        takes_value: &["--user"],
-        positionals: 0,
-    },
-    Wrapper {
-        name: "runuser",
-        takes_value: &["-u", "-g", "-G", "--user", "--group", "--supp-group"],
-        positionals: 0,
-    },
-    Wrapper {
-        name: "env",
-        takes_value: &["-u", "-C", "--unset", "--chdir", "-a", "--argv0"],
-        positionals: 0,
-    },
-    Wrapper {
-        name: "nohup",
-        takes_value: &[],
-        positionals: 0,
-    },
-    Wrapper {
-        name: "nice",
-        takes_value: &["-n", "--adjustment"],
-        positionals: 0,
-    },
-    Wrapper {
-        name: "ionice",
-        takes_value: &["-c", "-n", "-p", "-P", "-u", "--class", "--classdata"],
-        positionals: 0,
-    },
-    Wrapper {
-        name: "time",
-        takes_value: &["-f", "-o", "--format", "--output"],
-        positionals: 0,
-    },
-    Wrapper {
-        name: "timeout",
-        takes_value: &["-s", "-k", "--signal", "--kill-after"],
-        positionals: 1,
-    },
-    Wrapper {
-        name: "stdbuf",
-        takes_value: &["-i", "-o", "-e"],
-        positionals: 0,
-    },
-    Wrapper {
-        name: "setsid",
-        takes_value: &[],
-        positionals: 0,
-    },
-    Wrapper {
-        name: "chroot",
-        takes_value: &["--userspec", "--groups"],
-        positionals: 1,
-    },
-    Wrapper {
-        name: "xargs",
-        takes_value: &[
-            "-I",
-            "-n",
-            "-P",
-            "-d",
-            "-L",
-            "-s",
-            "-E",
-            "-a",
-            "--max-args",
-            "--max-procs",
-            "--delimiter",
-            "--arg-file",
-            "--max-lines",
-            "--max-chars",
-            "--eof",
-            "--replace",
-        ],
-        positionals: 0,
-    },
-    Wrapper {
-        name: "watch",
-        takes_value: &["-n", "-d", "--interval"],
-        positionals: 0,
-    },
-    Wrapper {
-        name: "exec",
-        takes_value: &["-a"],
-        positionals: 0,
-    },
-    Wrapper {
-        name: "command",
-        takes_value: &[],
-        positionals: 0,
-    },
-    Wrapper {
-        name: "builtin",
-        takes_value: &[],
-        positionals: 0,
-    },
-    Wrapper {
-        name: "busybox",
-        takes_value: &[],
-        positionals: 0,
-    },
-    Wrapper {
-        name: "flock",
-        takes_value: &["-w", "-E", "--timeout", "--conflict-exit-code"],
-        positionals: 1,
-    },
-    Wrapper {
-        name: "strace",
-        takes_value: &["-e", "-o", "-p", "-s", "-u"],
-        positionals: 0,
-    },
-    Wrapper {
-        name: "unbuffer",
-        takes_value: &[],
-        positionals: 0,
-    },
-];
+        takes_value,
+        positionals,
+        is_env: false,
+    }
+}
 
-/// Words that open shell syntax rather than name a command.
-const RESERVED: &[&str] = &[
-    "!", "{", "}", "if", "then", "else", "elif", "fi", "do", "done", "while", "until", "time",
-    "coproc",
-];
+static SUDO: Wrapper = wrapper(
+    &[
+        "-u",
+        "-g",
+        "-C",
+        "-D",
+        "-h",
+        "-p",
+        "-r",
+        "-t",
+        "-U",
+        "-T",
+        "--user",
+        "--group",
+        "--chdir",
+        "--prompt",
+        "--role",
+        "--type",
+        "--other-user",
+        "--command-timeout",
+        "--close-from",
+        "--host",
+    ],
+    0,
+);
+static DOAS: Wrapper = wrapper(&["-u", "-C"], 0);
+static PKEXEC: Wrapper = wrapper(&["--user"], 0);
+static RUNUSER: Wrapper = wrapper(&["-u", "-g", "-G", "--user", "--group", "--supp-group"], 0);
+static ENV: Wrapper = Wrapper {
+    takes_value: &[
+        "-u",
+        "-C",
+        "--unset",
+        "--chdir",
+        "-a",
+        "--argv0",
+        "-S",
+        "--split-string",
+    ],
+    positionals: 0,
+    is_env: true,
+};
+static NO_OPTIONS: Wrapper = wrapper(&[], 0);
+static NICE: Wrapper = wrapper(&["-n", "--adjustment"], 0);
+static IONICE: Wrapper = wrapper(&["-c", "-n", "-p", "-P", "-u", "--class", "--classdata"], 0);
+static TIME: Wrapper = wrapper(&["-f", "-o", "--format", "--output"], 0);
+static TIMEOUT: Wrapper = wrapper(&["-s", "-k", "--signal", "--kill-after"], 1);
+static STDBUF: Wrapper = wrapper(&["-i", "-o", "-e"], 0);
+static CHROOT: Wrapper = wrapper(&["--userspec", "--groups"], 1);
+static XARGS: Wrapper = wrapper(
+    &[
+        "-I",
+        "-n",
+        "-P",
+        "-d",
+        "-L",
+        "-s",
+        "-E",
+        "-a",
+        "--max-args",
+        "--max-procs",
+        "--delimiter",
+        "--arg-file",
+        "--max-lines",
+        "--max-chars",
+        "--eof",
+        "--replace",
+    ],
+    0,
+);
+static WATCH: Wrapper = wrapper(&["-n", "-d", "--interval"], 0);
+static EXEC: Wrapper = wrapper(&["-a"], 0);
+static FLOCK: Wrapper = wrapper(&["-w", "-E", "--timeout", "--conflict-exit-code"], 1);
+static STRACE: Wrapper = wrapper(&["-e", "-o", "-p", "-s", "-u"], 0);
+
+/// What a command name means to the analysis.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// An ordinary command.
+    Plain,
+    /// `for`, `case`, `function`: what follows is not read as a command.
+    Stop,
+    /// A shell: its `-c` argument is a command line of its own.
+    Shell,
+    /// `su`: `-c` / `--command` takes a command line.
+    Su,
+    Eval,
+    Find,
+    Wrapper(&'static Wrapper),
+}
+
+/// A name's bytes and length as one number, for names of up to 15 bytes (0 for longer ones,
+/// which are never special): a `match` on it is a binary search, not one string compare per
+/// arm. The bytes are the number's low bytes, the length its top byte.
+///
+/// The bytes are read as two overlapping loads (the first and the last 2, 4 or 8 bytes): OR-ing
+/// the overlap with itself changes nothing, and no byte goes through memory one at a time, which
+/// would stall the load that follows.
+fn key(name: &[u8]) -> u128 {
+    fn load<const N: usize>(name: &[u8], at: usize) -> [u8; N] {
+        name.get(at..at + N)
+            .and_then(|bytes| bytes.try_into().ok())
+            .unwrap_or([0; N])
+    }
+    let len = name.len();
+    let packed = match len {
+        0 => 0,
+        1 => u128::from(name[0]),
+        2..=3 => {
+            u128::from(u16::from_le_bytes(load(name, 0)))
+                | u128::from(u16::from_le_bytes(load(name, len - 2))) << (8 * (len - 2))
+        }
+        4..=7 => {
+            u128::from(u32::from_le_bytes(load(name, 0)))
+                | u128::from(u32::from_le_bytes(load(name, len - 4))) << (8 * (len - 4))
+        }
+        8..=15 => {
+            u128::from(u64::from_le_bytes(load(name, 0)))
+                | u128::from(u64::from_le_bytes(load(name, len - 8))) << (8 * (len - 8))
+        }
+        _ => return 0,
+    };
+    packed | (len as u128) << 120
+}
+
+/// [`key`] for the constants.
+const fn const_key(name: &[u8]) -> u128 {
+    if name.len() > 15 {
+        return 0;
+    }
+    let mut k = (name.len() as u128) << 120;
+    let mut i = 0;
+    while i < name.len() {
+        k |= (name[i] as u128) << (8 * i);
+        i += 1;
+    }
+    k
+}
+
+macro_rules! keys {
+    ($($konst:ident = $name:literal),* $(,)?) => {
+        $(const $konst: u128 = const_key($name);)*
+    };
+}
+
+keys! {
+    K_SH = b"sh", K_BASH = b"bash", K_DASH = b"dash", K_ZSH = b"zsh", K_KSH = b"ksh",
+    K_MKSH = b"mksh", K_ASH = b"ash", K_FISH = b"fish", K_CSH = b"csh", K_TCSH = b"tcsh",
+    K_BUSYBOX_SH = b"busybox-sh", K_PWSH = b"pwsh", K_POWERSHELL = b"powershell",
+    K_SU = b"su", K_EVAL = b"eval", K_FIND = b"find",
+    K_FOR = b"for", K_CASE = b"case", K_FUNCTION = b"function",
+    K_SUDO = b"sudo", K_DOAS = b"doas", K_PKEXEC = b"pkexec", K_RUNUSER = b"runuser",
+    K_ENV = b"env", K_NOHUP = b"nohup", K_NICE = b"nice", K_IONICE = b"ionice",
+    K_TIME = b"time", K_TIMEOUT = b"timeout", K_STDBUF = b"stdbuf", K_SETSID = b"setsid",
+    K_CHROOT = b"chroot", K_XARGS = b"xargs", K_WATCH = b"watch", K_EXEC = b"exec",
+    K_COMMAND = b"command", K_BUILTIN = b"builtin", K_BUSYBOX = b"busybox",
+    K_FLOCK = b"flock", K_STRACE = b"strace", K_UNBUFFER = b"unbuffer",
+    K_BANG = b"!", K_OPEN_BRACE = b"{", K_CLOSE_BRACE = b"}", K_IF = b"if", K_THEN = b"then",
+    K_ELSE = b"else", K_ELIF = b"elif", K_FI = b"fi", K_DO = b"do", K_DONE = b"done",
+    K_WHILE = b"while", K_UNTIL = b"until", K_COPROC = b"coproc",
+}
+
+fn classify(name: &str) -> Kind {
+    match key(name.as_bytes()) {
+        K_SH | K_BASH | K_DASH | K_ZSH | K_KSH | K_MKSH | K_ASH | K_FISH | K_CSH | K_TCSH
+        | K_BUSYBOX_SH | K_PWSH | K_POWERSHELL => Kind::Shell,
+        K_SU => Kind::Su,
+        K_EVAL => Kind::Eval,
+        K_FIND => Kind::Find,
+        K_FOR | K_CASE | K_FUNCTION => Kind::Stop,
+        K_SUDO => Kind::Wrapper(&SUDO),
+        K_DOAS => Kind::Wrapper(&DOAS),
+        K_PKEXEC => Kind::Wrapper(&PKEXEC),
+        K_RUNUSER => Kind::Wrapper(&RUNUSER),
+        K_ENV => Kind::Wrapper(&ENV),
+        K_NICE => Kind::Wrapper(&NICE),
+        K_IONICE => Kind::Wrapper(&IONICE),
+        K_TIME => Kind::Wrapper(&TIME),
+        K_TIMEOUT => Kind::Wrapper(&TIMEOUT),
+        K_STDBUF => Kind::Wrapper(&STDBUF),
+        K_CHROOT => Kind::Wrapper(&CHROOT),
+        K_XARGS => Kind::Wrapper(&XARGS),
+        K_WATCH => Kind::Wrapper(&WATCH),
+        K_EXEC => Kind::Wrapper(&EXEC),
+        K_FLOCK => Kind::Wrapper(&FLOCK),
+        K_STRACE => Kind::Wrapper(&STRACE),
+        K_NOHUP | K_SETSID | K_COMMAND | K_BUILTIN | K_BUSYBOX | K_UNBUFFER => {
+            Kind::Wrapper(&NO_OPTIONS)
+        }
+        _ => Kind::Plain,
+    }
+}
+
+/// Words that open shell syntax rather than name a command (as written, before normalising).
+fn is_reserved(word: &str) -> bool {
+    matches!(
+        key(word.as_bytes()),
+        K_BANG
+            | K_OPEN_BRACE
+            | K_CLOSE_BRACE
+            | K_IF
+            | K_THEN
+            | K_ELSE
+            | K_ELIF
+            | K_FI
+            | K_DO
+            | K_DONE
+            | K_WHILE
+            | K_UNTIL
+            | K_TIME
+            | K_COPROC
+    )
+}
 
 /// Read a shell argument into the invocations it would cause.
 pub fn invocations(text: &str) -> Analysis<'_> {
     let script = shell::parse(text);
-    let commands: usize = script.pipelines.iter().map(|p| p.commands.len()).sum();
+    let commands = script.commands().len();
     let mut analysis = Analysis {
+        script,
         invocations: Vec::with_capacity(commands + commands / 2),
-        warnings: script.warnings.clone(),
     };
-    collect(&script, 0, &mut analysis);
-    analysis.warnings.sort();
-    analysis.warnings.dedup();
+    analysis.collect(0..commands);
+    analysis.script.sort_warnings();
     analysis
 }
 
-fn collect<'a>(script: &Script<'a>, depth: usize, out: &mut Analysis<'a>) {
-    for pipeline in &script.pipelines {
-        let mut upstream: Vec<Cow<'a, str>> = Vec::new();
-        for command in &pipeline.commands {
-            let last = unwrap(&command.words, &command.redirects, &upstream, depth, out);
-            if let Some(name) = last {
-                upstream.push(name);
-            }
-        }
+impl Analysis<'_> {
+    fn word(&self, index: usize) -> Option<Word> {
+        self.script.word_slice(index..index + 1).first().copied()
     }
-}
 
-/// Emit the invocations in `words` (wrappers first); return the name of the innermost command.
-fn unwrap<'a>(
-    words: &[Word<'a>],
-    redirects: &[Redirect<'a>],
-    upstream: &[Cow<'a, str>],
-    depth: usize,
-    out: &mut Analysis<'a>,
-) -> Option<Cow<'a, str>> {
-    let mut rest = words;
-    let mut innermost = None;
-    loop {
-        // Assignments (`FOO=bar cmd`) and reserved words (`! cmd`, `{ cmd; }`) are not commands.
-        while let Some(first) = rest.first() {
-            if is_assignment(&first.text) || RESERVED.contains(&first.text.as_ref()) {
-                rest = &rest[1..];
-            } else {
+    fn word_text(&self, index: usize) -> &str {
+        self.script
+            .word_slice(index..index + 1)
+            .first()
+            .map_or("", |w| self.script.word_text(w))
+    }
+
+    /// Analyse the script's commands at `range` (a line, or a payload's commands).
+    fn collect(&mut self, range: Range<usize>) {
+        let mut upstream = NONE;
+        for index in range {
+            let Some(&command) = self.script.commands().get(index) else {
                 break;
+            };
+            if command.starts_pipeline {
+                upstream = NONE;
+            }
+            let redirects = command.redirect_range();
+            if let Some(innermost) = self.unwrap(
+                command.word_range(),
+                Some(redirects),
+                upstream,
+                usize::from(command.depth),
+            ) {
+                upstream = innermost;
             }
         }
-        let Some(first) = rest.first() else {
-            return innermost;
-        };
-        let name = word_command_name(&first.text);
-        if name == "for" || name == "case" || name == "function" {
-            return innermost;
-        }
-        let wrapper = WRAPPERS.iter().find(|w| w.name == name);
-        let payload_flag = if SHELLS.contains(&name.as_ref()) || name == "su" {
-            find_payload(&rest[1..], name == "su")
-        } else {
-            None
-        };
-        let (own_len, next) = match wrapper {
-            Some(wrapper) => {
-                let consumed = wrapper_words(wrapper, &rest[1..]);
-                (1 + consumed, Some(1 + consumed))
-            }
-            None => (rest.len(), None),
-        };
-        let own = &rest[..own_len];
-        push(
-            out,
-            &name,
-            own,
-            if next.is_none() { redirects } else { &[] },
-            upstream,
-        );
-        innermost = Some(name.clone());
+    }
 
-        if let Some(index) = payload_flag {
-            // `sh -c 'payload'`, `su -c 'payload'`: the payload is a command line of its own.
-            if let Some(payload) = rest.get(1 + index) {
-                nested(&payload.text, payload.span.clone(), depth, out);
-            }
-        }
-        if name == "eval" && own.len() > 1 {
-            let text: Vec<&str> = own[1..].iter().map(|w| w.text.as_ref()).collect();
-            nested(&Cow::Owned(text.join(" ")), cover(&own[1..]), depth, out);
-        }
-        if name == "env" {
-            // `env -S 'cmd args'` splits its string into a command.
-            if let Some(pos) = own
-                .iter()
-                .position(|w| w.text == "-S" || w.text == "--split-string")
-            {
-                if let Some(payload) = rest.get(pos + 1) {
-                    nested(&payload.text, payload.span.clone(), depth, out);
+    /// Record the invocations in `words` (wrappers first); return the index of the innermost.
+    fn unwrap(
+        &mut self,
+        words: Range<usize>,
+        redirects: Option<Range<usize>>,
+        upstream: u32,
+        depth: usize,
+    ) -> Option<u32> {
+        let end = words.end;
+        let mut rest = words.start;
+        let mut innermost = None;
+        loop {
+            // Assignments (`FOO=bar cmd`) and reserved words (`! cmd`, `{ cmd; }`) are not
+            // commands.
+            while rest < end {
+                let text = self.word_text(rest);
+                if is_assignment(text) || is_reserved(text) {
+                    rest += 1;
+                } else {
+                    break;
                 }
             }
-        }
-        if name == "find" {
-            find_exec(own, upstream, depth, out);
-        }
-        match next {
-            Some(skip) if skip < rest.len() => rest = &rest[skip..],
-            _ => return innermost,
-        }
-    }
-}
-
-/// Read a payload (`sh -c` text, `eval` words) as a command line of its own. Its spans are all
-/// pinned to the payload's span in the original argument.
-#[allow(
-    clippy::ptr_arg,
-    reason = "a borrowed payload keeps borrowing the argument ('a)"
-)]
-fn nested<'a>(text: &Cow<'a, str>, span: Range<usize>, depth: usize, out: &mut Analysis<'a>) {
-    if depth + 1 > MAX_DEPTH {
-        if !out.warnings.contains(&Warning::TooDeep) {
-            out.warnings.push(Warning::TooDeep);
-        }
-        return;
-    }
-    let script = match text {
-        Cow::Borrowed(text) => {
-            let mut script = Script::default();
-            shell::parse_into(text, 0, depth + 1, Some(span), &mut script);
-            script
-        }
-        Cow::Owned(text) => {
-            // Quote removal changed the payload: its words cannot borrow the argument.
-            let mut script = Script::default();
-            shell::parse_into(text, 0, depth + 1, Some(span), &mut script);
-            script.into_owned()
-        }
-    };
-    out.warnings.extend(script.warnings.iter().copied());
-    collect(&script, depth + 1, out);
-}
-
-/// `find ... -exec CMD ARGS ;` runs CMD for each file.
-fn find_exec<'a>(
-    words: &[Word<'a>],
-    upstream: &[Cow<'a, str>],
-    depth: usize,
-    out: &mut Analysis<'a>,
-) {
-    let mut i = 0;
-    while i < words.len() {
-        if matches!(
-            words[i].text.as_ref(),
-            "-exec" | "-execdir" | "-ok" | "-okdir"
-        ) {
-            let start = i + 1;
-            let end = words[start..]
-                .iter()
-                .position(|w| w.text == ";" || w.text == "+")
-                .map_or(words.len(), |p| start + p);
-            if start < end {
-                unwrap(&words[start..end], &[], upstream, depth, out);
+            if rest >= end {
+                return innermost;
             }
-            i = end;
-        }
-        i += 1;
-    }
-}
+            let Some(first) = self.word(rest) else {
+                return innermost;
+            };
+            let name = self.command_name(first.text);
+            let kind = classify(self.script.text(name));
+            let payload_flag = match kind {
+                Kind::Stop => return innermost,
+                Kind::Shell => self.find_payload(rest + 1..end, false),
+                Kind::Su => self.find_payload(rest + 1..end, true),
+                _ => None,
+            };
+            let (own_end, wraps) = match kind {
+                Kind::Wrapper(wrapper) => {
+                    (rest + 1 + self.wrapper_words(wrapper, rest + 1..end), true)
+                }
+                _ => (end, false),
+            };
+            let args = (to_u32(rest + 1), to_u32(own_end));
+            let own_redirects = match &redirects {
+                Some(r) if !wraps || own_end >= end => (to_u32(r.start), to_u32(r.end)),
+                _ => (0, 0),
+            };
+            let index = to_u32(self.invocations.len());
+            self.invocations.push(Stored {
+                name,
+                args,
+                redirects: own_redirects,
+                span: self.cover(rest..own_end),
+                upstream,
+            });
+            innermost = Some(index);
 
-/// How many words after a wrapper's name are its own (options, their values, positionals).
-fn wrapper_words(wrapper: &Wrapper, words: &[Word<'_>]) -> usize {
-    let mut i = 0;
-    let mut positionals = wrapper.positionals;
-    while i < words.len() {
-        let text = words[i].text.as_ref();
-        if text == "--" {
-            return i + 1;
+            if let Some(payload) = payload_flag.and_then(|i| self.word(i).filter(|_| i < end)) {
+                // `sh -c 'payload'`, `su -c 'payload'`: the payload is a command line of its own.
+                self.payload(payload.text, payload.span(), depth);
+            }
+            match kind {
+                Kind::Eval if own_end > rest + 1 => {
+                    let mut joined = String::new();
+                    for i in rest + 1..own_end {
+                        if i > rest + 1 {
+                            joined.push(' ');
+                        }
+                        joined.push_str(self.word_text(i));
+                    }
+                    let span = self.cover(rest + 1..own_end);
+                    let range = self.script.read_payload_copy(
+                        &joined,
+                        span.0 as usize..span.1 as usize,
+                        depth + 1,
+                    );
+                    self.collect(range);
+                }
+                Kind::Wrapper(wrapper) if wrapper.is_env => {
+                    // `env -S 'cmd args'` splits its string into a command.
+                    let split = (rest..own_end)
+                        .find(|&i| matches!(self.word_text(i), "-S" | "--split-string"));
+                    if let Some(payload) =
+                        split.and_then(|i| self.word(i + 1).filter(|_| i + 1 < end))
+                    {
+                        self.payload(payload.text, payload.span(), depth);
+                    }
+                }
+                Kind::Find => self.find_exec(rest..own_end, upstream, depth),
+                _ => {}
+            }
+            if !wraps || own_end >= end {
+                return innermost;
+            }
+            rest = own_end;
         }
-        if wrapper.name == "env" && is_assignment(text) {
+    }
+
+    /// Read a payload (`sh -c` text, `env -S` string) as a command line of its own and analyse
+    /// its commands. Its spans are all `span`, the payload's span in the original argument.
+    fn payload(&mut self, text: Text, span: Range<usize>, depth: usize) {
+        let range = self.script.read_payload(text, span, depth + 1);
+        self.collect(range);
+    }
+
+    /// `find ... -exec CMD ARGS ;` runs CMD for each file.
+    fn find_exec(&mut self, words: Range<usize>, upstream: u32, depth: usize) {
+        let mut i = words.start;
+        while i < words.end {
+            if matches!(self.word_text(i), "-exec" | "-execdir" | "-ok" | "-okdir") {
+                let start = i + 1;
+                let end = (start..words.end)
+                    .find(|&j| matches!(self.word_text(j), ";" | "+"))
+                    .unwrap_or(words.end);
+                if start < end {
+                    self.unwrap(start..end, None, upstream, depth);
+                }
+                i = end;
+            }
             i += 1;
-        } else if text.starts_with('-') && text.len() > 1 {
-            // `-u root` takes the next word; `-uroot` and `--user=root` do not.
-            if wrapper.takes_value.contains(&text) {
-                i += 2;
-            } else {
+        }
+    }
+
+    /// How many words of `words` are a wrapper's own (options, their values, positionals).
+    fn wrapper_words(&self, wrapper: &Wrapper, words: Range<usize>) -> usize {
+        let mut positionals = wrapper.positionals;
+        let mut i = words.start;
+        while i < words.end {
+            let text = self.word_text(i);
+            if text == "--" {
+                return i + 1 - words.start;
+            }
+            if wrapper.is_env && is_assignment(text) {
                 i += 1;
+            } else if text.starts_with('-') && text.len() > 1 {
+                // `-u root` takes the next word; `-uroot` and `--user=root` do not.
+                i += if wrapper.takes_value.contains(&text) {
+                    2
+                } else {
+                    1
+                };
+            } else if positionals > 0 {
+                positionals -= 1;
+                i += 1;
+            } else {
+                return i - words.start;
             }
-        } else if positionals > 0 {
-            positionals -= 1;
-            i += 1;
-        } else {
-            return i;
         }
+        words.len()
     }
-    words.len()
-}
 
-/// Position (in `words`) of the payload after `-c` in a shell's options, if any.
-fn find_payload(words: &[Word<'_>], is_su: bool) -> Option<usize> {
-    for (i, word) in words.iter().enumerate() {
-        let text = word.text.as_ref();
-        if text == "--command" && is_su {
-            return Some(i + 1);
-        }
-        if text == "-Command" || text.eq_ignore_ascii_case("-command") {
-            return Some(i + 1);
-        }
-        if text.starts_with('-') && !text.starts_with("--") && text[1..].contains('c') {
-            return Some(i + 1);
-        }
-        if !text.starts_with('-') && !is_su {
-            // `bash script.sh`: a file, not a command line.
-            return None;
-        }
-    }
-    None
-}
-
-#[allow(
-    clippy::ptr_arg,
-    reason = "cloning a borrowed Cow keeps the borrow; &str would not"
-)]
-fn push<'a>(
-    out: &mut Analysis<'a>,
-    name: &Cow<'a, str>,
-    words: &[Word<'a>],
-    redirects: &[Redirect<'a>],
-    upstream: &[Cow<'a, str>],
-) {
-    let args = words[1..].to_vec();
-    out.invocations.push(Invocation {
-        name: name.clone(),
-        flags: flags(&args),
-        args,
-        redirects: redirects.to_vec(),
-        span: cover(words),
-        upstream: upstream.to_vec(),
-    });
-}
-
-/// The span from the first word's start to the last word's end.
-fn cover(words: &[Word<'_>]) -> Range<usize> {
-    match (words.first(), words.last()) {
-        (Some(first), Some(last)) => {
-            first.span.start.min(last.span.start)..first.span.end.max(last.span.end)
-        }
-        _ => 0..0,
-    }
-}
-
-impl<'a> FlagSet<'a> {
-    /// Add the long flag at `range` of `word` (lowercased; borrowed when it already is).
-    #[allow(clippy::ptr_arg, reason = "a borrowed word lends its flag name ('a)")]
-    fn add_long(&mut self, word: &Cow<'a, str>, range: Range<usize>) {
-        let name = &word[range.clone()];
-        if self.long.iter().any(|l| l.eq_ignore_ascii_case(name)) {
-            return;
-        }
-        let lowered = match word {
-            Cow::Borrowed(text) if !name.bytes().any(|b| b.is_ascii_uppercase()) => {
-                Cow::Borrowed(&text[range])
+    /// Index (in the script's words) of the payload after `-c` in a shell's options, if any.
+    fn find_payload(&self, words: Range<usize>, is_su: bool) -> Option<usize> {
+        for i in words {
+            let text = self.word_text(i);
+            if text == "--command" && is_su {
+                return Some(i + 1);
             }
-            _ => Cow::Owned(name.to_ascii_lowercase()),
-        };
-        self.long.push(lowered);
-    }
-}
-
-fn flags<'a>(args: &[Word<'a>]) -> FlagSet<'a> {
-    let mut set = FlagSet::default();
-    for arg in args {
-        let text = arg.text.as_ref();
-        if text == "--" {
-            break;
-        }
-        let dashes = if text.starts_with("--") {
-            2
-        } else if text.starts_with('-') {
-            1
-        } else {
-            continue;
-        };
-        let end = text.find('=').unwrap_or(text.len()).max(dashes);
-        let name = &text[dashes..end];
-        if name.is_empty() {
-            continue;
-        }
-        if dashes == 2 {
-            set.add_long(&arg.text, dashes..end);
-        } else {
-            // `-rf` is `-r -f`; `-Force` (PowerShell, find) is also a long name.
-            for c in name.chars() {
-                if let Some(bit) = short_bit(c) {
-                    set.short |= bit;
+            if text.eq_ignore_ascii_case("-command") {
+                return Some(i + 1);
+            }
+            if let Some(letters) = text.strip_prefix('-') {
+                if !letters.starts_with('-') && letters.contains('c') {
+                    return Some(i + 1);
                 }
-            }
-            if name.len() > 1 {
-                set.add_long(&arg.text, dashes..end);
+            } else if !is_su {
+                // `bash script.sh`: a file, not a command line.
+                return None;
             }
         }
+        None
     }
-    set
-}
 
-fn is_assignment(text: &str) -> bool {
-    match text.split_once('=') {
-        Some((name, _)) => {
-            let mut chars = name.chars();
-            chars
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    /// The span from the first word's start to the last word's end.
+    fn cover(&self, words: Range<usize>) -> (u32, u32) {
+        let slice = self.script.word_slice(words);
+        match (slice.first(), slice.last()) {
+            (Some(first), Some(last)) => {
+                let (first, last) = (first.span(), last.span());
+                (
+                    to_u32(first.start.min(last.start)),
+                    to_u32(first.end.max(last.end)),
+                )
+            }
+            _ => (0, 0),
         }
-        None => false,
+    }
+
+    /// [`command_name`] of a word's text, as a part of that text when it needs no lowercasing.
+    fn command_name(&mut self, word: Text) -> Text {
+        let text = self.script.text(word);
+        let (start, end, lower) = name_range(text);
+        if lower {
+            let lowered = text
+                .get(start..end)
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            self.script.push_owned(&lowered)
+        } else {
+            word.slice(start..end)
+        }
     }
 }
 
-/// `/usr/bin/RM.exe` → `rm`. Borrows the word when it already is its own name.
-pub fn command_name(word: &str) -> Cow<'_, str> {
-    let base = word.rsplit(['/', '\\']).next().unwrap_or(word);
+/// The byte range of a command word's base name (`/usr/bin/RM.exe` → `RM`), and whether it
+/// has upper-case letters to lower.
+fn name_range(word: &str) -> (usize, usize, bool) {
+    let start = word.rfind(['/', '\\']).map_or(0, |i| i + 1);
+    let base = word.get(start..).unwrap_or_default();
     let has_exe = base.len() > 4
         && base
             .get(base.len() - 4..)
             .is_some_and(|ext| ext.eq_ignore_ascii_case(".exe"));
-    let stem = if has_exe {
-        &base[..base.len() - 4]
-    } else {
-        base
-    };
-    if stem.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(stem.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(stem)
-    }
+    let end = if has_exe { word.len() - 4 } else { word.len() };
+    let lower = word
+        .as_bytes()
+        .get(start..end)
+        .is_some_and(|name| name.iter().any(u8::is_ascii_uppercase));
+    (start, end, lower)
 }
 
-/// [`command_name`] of a word, keeping the borrow of the analysed text when there is one.
-fn word_command_name<'a>(word: &Cow<'a, str>) -> Cow<'a, str> {
-    match word {
-        Cow::Borrowed(text) => command_name(text),
-        Cow::Owned(text) => Cow::Owned(command_name(text).into_owned()),
-    }
+/// `/usr/bin/RM.exe` → `rm`.
+pub fn command_name(word: &str) -> String {
+    let (start, end, _) = name_range(word);
+    word.get(start..end)
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+fn is_assignment(text: &str) -> bool {
+    let Some(eq) = text.as_bytes().iter().position(|&b| b == b'=') else {
+        return false;
+    };
+    let name = &text.as_bytes()[..eq];
+    name.first()
+        .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+        && name.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+/// An offset as stored (texts longer than [`shell::MAX_LEN`] are never read).
+fn to_u32(offset: usize) -> u32 {
+    u32::try_from(offset).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -629,9 +787,8 @@ mod tests {
 
     fn names(text: &str) -> Vec<String> {
         invocations(text)
-            .invocations
-            .into_iter()
-            .map(|i| i.name.into_owned())
+            .invocations()
+            .map(|i| i.name().to_string())
             .collect()
     }
 
@@ -659,34 +816,68 @@ mod tests {
         assert_eq!(names("eval 'rm -rf /'"), ["eval", "rm"]);
         assert_eq!(names("bash script.sh -c x"), ["bash"]);
         assert_eq!(names("find /tmp -exec rm -rf {} \\;"), ["find", "rm"]);
+        assert_eq!(names("env -S 'rm -rf /' ; ls"), ["env", "rm", "ls"]);
+        assert_eq!(names("sh -c rm; ls"), ["sh", "rm", "ls"]);
     }
 
     #[test]
     fn payload_spans_cover_the_payload_word() {
         let text = "bash -c 'rm -rf /'";
         let analysis = invocations(text);
-        let rm = &analysis.invocations[1];
-        assert_eq!(&text[rm.span.clone()], "'rm -rf /'");
+        let rm = analysis.invocations().nth(1).expect("rm");
+        assert_eq!(&text[rm.span()], "'rm -rf /'");
+        // An unquoted payload keeps the spans of its own words (it is a part of the input).
+        let text = "bash -c reboot";
+        let analysis = invocations(text);
+        let reboot = analysis.invocations().nth(1).expect("reboot");
+        assert_eq!(&text[reboot.span()], "reboot");
     }
 
     #[test]
     fn pipelines_know_their_upstream() {
-        let analysis = invocations("curl -fsSL https://x | sudo bash");
-        let bash = analysis.invocations.last().expect("bash");
-        assert_eq!(bash.name, "bash");
-        assert_eq!(bash.upstream, ["curl"]);
+        let analysis = invocations("curl -fsSL https://x | grep y | sudo bash; sh");
+        let all: Vec<_> = analysis.invocations().collect();
+        let bash = all[3];
+        assert_eq!(bash.name(), "bash");
+        assert_eq!(bash.upstream().collect::<Vec<_>>(), ["grep", "curl"]);
+        assert_eq!(all[2].upstream().collect::<Vec<_>>(), ["grep", "curl"]);
+        assert_eq!(all[4].upstream().count(), 0, "a new pipeline");
+        // A payload inside a pipeline does not feed the next command.
+        let analysis = invocations("curl x | sh -c 'a | b' | sh");
+        let last = analysis.invocations().last().expect("sh");
+        assert_eq!(last.upstream().collect::<Vec<_>>(), ["sh", "curl"]);
     }
 
     #[test]
     fn flags_are_split_combined_and_long() {
         let analysis = invocations("rm -r -f --no-preserve-root -Force x -- -y");
-        let flags = &analysis.invocations[0].flags;
+        let flags = analysis.invocations().next().expect("rm").flags();
         assert!(flags.has_short('r') && flags.has_short('f'));
-        assert!(
-            flags.long.iter().any(|l| l == "no-preserve-root")
-                && flags.long.iter().any(|l| l == "force")
-        );
+        assert!(flags.has_long("no-preserve-root") && flags.has_long("force"));
         assert!(!flags.has_short('y'));
+        assert!(flags.has_any_short(short_mask(['x', 'f'])));
+        assert!(!flags.has_any_short(short_mask(['x', 'y'])));
+    }
+
+    #[test]
+    fn redirects_belong_to_the_innermost_command() {
+        let analysis = invocations("sudo tee x > /dev/sda");
+        let all: Vec<_> = analysis.invocations().collect();
+        assert!(all[0].redirects().is_empty());
+        assert_eq!(all[1].text(&all[1].redirects()[0].target), "/dev/sda");
+    }
+
+    #[test]
+    fn keys_are_the_same_at_run_and_compile_time() {
+        let all = "0123456789abcdef";
+        for len in 0..=all.len() {
+            let name = &all.as_bytes()[..len];
+            assert_eq!(key(name), const_key(name), "{len} bytes");
+        }
+        for name in ["sh", "busybox-sh", "é", "sh\0"] {
+            assert_eq!(key(name.as_bytes()), const_key(name.as_bytes()), "{name}");
+        }
+        assert_eq!(key(b"0123456789abcdef"), 0, "too long to be special");
     }
 
     #[test]
@@ -694,5 +885,11 @@ mod tests {
         assert_eq!(command_name("/usr/bin/RM"), "rm");
         assert_eq!(command_name("C:\\Windows\\format.exe"), "format");
         assert_eq!(names("FOO=1 ! { rm x; }"), ["rm"]);
+        assert_eq!(names("/usr/bin/SUDO RM -rf /"), ["sudo", "rm"]);
+        assert_eq!(
+            names("sh\0 -c reboot"),
+            ["sh\0"],
+            "a name with a NUL is not `sh`"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! The decision: one total function from a request, a principal and a policy to an answer.
 
 use crate::analysis::{self, Invocation};
-use crate::policy::{Category, Operation, Pattern, PolicySet};
-use crate::shell::Warning;
+use crate::policy::{Category, InvocationFlags, Operation, Pattern, PolicySet};
+use crate::shell::{self, Warning};
 use crate::{Action, Risk};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -270,15 +270,23 @@ fn inspect(request: &Request, operation: &Operation, policy: &PolicySet) -> Insp
         match texts(value) {
             Some(texts) => {
                 for (label, text) in labelled(name, value, &texts) {
+                    if text.len() > shell::MAX_LEN {
+                        out.malformed.push(format!(
+                            "argument `{label}` is longer than {} MiB",
+                            shell::MAX_LEN >> 20
+                        ));
+                        continue;
+                    }
                     let analysis = analysis::invocations(text);
-                    out.warnings.extend(analysis.warnings.iter().copied());
-                    for invocation in &analysis.invocations {
+                    out.warnings.extend(analysis.warnings().iter().copied());
+                    let mut flags = InvocationFlags::default();
+                    for invocation in analysis.invocations() {
                         match_invocation(
                             policy,
                             &label,
                             text,
-                            invocation,
-                            &mut scratch,
+                            &invocation,
+                            (&mut scratch, &mut flags),
                             &mut out.matches,
                         );
                     }
@@ -382,20 +390,21 @@ fn match_invocation(
     argument: &str,
     text: &str,
     invocation: &Invocation<'_>,
-    scratch: &mut String,
+    (scratch, flags): (&mut String, &mut InvocationFlags),
     out: &mut Vec<PatternMatch>,
 ) {
     // Only the patterns that name this command (or any command) can match it. The by-name
     // lists already hold the `*` patterns; a prefix (`mkfs.*`) match is rare and merged here.
+    let name = invocation.name();
     let named: &[usize] = policy
         .by_command
-        .get(invocation.name.as_ref())
+        .get(name)
         .map_or(&policy.any_command, Vec::as_slice);
     let mut merged: Vec<usize> = Vec::new();
     let mut prefixed = policy
         .by_prefix
         .iter()
-        .filter(|(prefix, _)| invocation.name.starts_with(prefix.as_str()))
+        .filter(|(prefix, _)| name.starts_with(prefix.as_str()))
         .map(|(_, i)| *i)
         .peekable();
     let candidates: &[usize] = if prefixed.peek().is_some() {
@@ -406,24 +415,30 @@ fn match_invocation(
     } else {
         named
     };
-    if candidates.is_empty() {
-        return;
-    }
-    // The arguments' text is joined once (into `scratch`), when the first candidate with `args`
-    // needs it, and each such candidate runs only its own regex (cheap checks first).
+    // The flags and the joined arguments are worked out once, when the first candidate that
+    // needs them gets that far; each candidate runs only its own regex, cheap checks first.
+    let mut flags_read = false;
     let mut joined = false;
     for &index in candidates {
         let Some(pattern) = policy.patterns.get(index) else {
             continue;
         };
-        if !flags_match(pattern, invocation) {
+        if pattern.redirect_re.is_some() && invocation.redirects().is_empty() {
             continue;
+        }
+        if let Some(rule) = &pattern.flag_rule {
+            if !flags_read {
+                flags.read(invocation, policy);
+                flags_read = true;
+            }
+            if !rule.matches(flags) {
+                continue;
+            }
         }
         if !pattern.piped_from.is_empty()
             && !invocation
-                .upstream
-                .iter()
-                .any(|up| command_matches(&pattern.piped_from, up.as_ref()))
+                .upstream()
+                .any(|up| command_matches(&pattern.piped_from, up))
         {
             continue;
         }
@@ -436,16 +451,16 @@ fn match_invocation(
                 continue;
             }
         }
-        let mut span = invocation.span.clone();
+        let mut span = invocation.span();
         if let Some(re) = &pattern.redirect_re {
             match invocation
-                .redirects
+                .redirects()
                 .iter()
-                .find(|r| re.is_match(&r.target.text))
+                .find(|r| re.is_match(invocation.text(&r.target)))
             {
                 Some(redirect) => {
-                    span = span.start.min(redirect.target.span.start)
-                        ..span.end.max(redirect.target.span.end)
+                    let target = redirect.target.span();
+                    span = span.start.min(target.start)..span.end.max(target.end)
                 }
                 None => continue,
             }
@@ -486,35 +501,4 @@ fn command_matches(patterns: &[String], name: &str) -> bool {
         Some(prefix) => name.starts_with(prefix),
         None => p == name,
     })
-}
-
-fn flags_match(pattern: &Pattern, invocation: &Invocation<'_>) -> bool {
-    if pattern.flags.is_empty() && pattern.any_flags.is_empty() {
-        return true;
-    }
-    // Is `wanted` (canonical) among the invocation's flags, after the pattern's aliases?
-
-    let flags = &invocation.flags;
-    if !flags.any_short() && flags.long.is_empty() {
-        return false;
-    }
-    let present = |wanted: &String| {
-        let mut buf = [0u8; 4];
-        flags.shorts().any(|c| {
-            let short: &str = c.encode_utf8(&mut buf);
-            match pattern.flag_aliases.get(short) {
-                Some(alias) => alias == wanted,
-                None => short == wanted,
-            }
-        }) || flags
-            .long
-            .iter()
-            .any(|l| match pattern.flag_aliases.get(l.as_ref()) {
-                Some(alias) => alias == wanted,
-                None => l == wanted,
-            })
-    };
-
-    pattern.flags.iter().all(present)
-        && (pattern.any_flags.is_empty() || pattern.any_flags.iter().any(present))
 }

@@ -3,6 +3,7 @@
 //! Loading is the only fallible step in the enforcer. Every error names the file, the line and
 //! column, and the field at fault; once a [`PolicySet`] exists, evaluation cannot fail.
 
+use crate::analysis::Invocation;
 use crate::executor::{
     check_template, is_agent_id, is_env_name, is_shell, Executor, ExecutorKind,
     DEFAULT_TIMEOUT_SECS, DEFAULT_WEBHOOK_ATTEMPTS,
@@ -329,10 +330,213 @@ pub struct Pattern {
     pub value: Option<String>,
     pub escalate: Option<Risk>,
     #[serde(skip)]
-    pub(crate) redirect_re: Option<Regex>,
+    pub(crate) redirect_re: Option<Matcher>,
     /// `args`, compiled: checked only for the invocations this pattern is a candidate for.
     #[serde(skip)]
-    pub(crate) args_re: Option<Regex>,
+    pub(crate) args_re: Option<Matcher>,
+    /// `flags` and `any_flags` with `flag_aliases` applied, compiled (`None` without flags).
+    #[serde(skip)]
+    pub(crate) flag_rule: Option<FlagRule>,
+}
+
+/// A compiled regular expression, with a cheap check in front of it: when every match must
+/// start at the start of the text (`^/dev/(sd|hd)`) and with one of a few literals, a text
+/// that starts with none of them cannot match and the regex does not run.
+#[derive(Debug, Clone)]
+pub(crate) struct Matcher {
+    regex: Regex,
+    starts_with: Option<Vec<Box<[u8]>>>,
+}
+
+impl Matcher {
+    fn new(regex: Regex) -> Self {
+        use regex_syntax::hir::literal::{ExtractKind, Extractor};
+        use regex_syntax::hir::Look;
+        // `regex` parses with these same defaults; if the parse differs, there is no shortcut.
+        let starts_with = regex_syntax::Parser::new()
+            .parse(regex.as_str())
+            .ok()
+            .filter(|hir| hir.properties().look_set_prefix().contains(Look::Start))
+            .and_then(|hir| {
+                let literals = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+                literals.literals().map(|all| {
+                    all.iter()
+                        .map(|literal| Box::<[u8]>::from(literal.as_bytes()))
+                        .collect()
+                })
+            });
+        Matcher { regex, starts_with }
+    }
+
+    pub(crate) fn is_match(&self, text: &str) -> bool {
+        if let Some(literals) = &self.starts_with {
+            let bytes = text.as_bytes();
+            if !literals.iter().any(|literal| bytes.starts_with(literal)) {
+                return false;
+            }
+        }
+        self.regex.is_match(text)
+    }
+}
+
+/// A pattern's flag conditions, compiled: every flag of `all` and, when `any` is not empty, one
+/// of `any`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FlagRule {
+    pub(crate) all: Vec<WantedFlag>,
+    pub(crate) any: Vec<WantedFlag>,
+}
+
+/// The spellings that give one canonical flag: short letters as a bit mask, long names as
+/// their ids in the policy's [`LongFlags`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WantedFlag {
+    pub(crate) short: u64,
+    pub(crate) long: Vec<u32>,
+}
+
+/// Every long flag name some pattern looks for (lowercased), each with a small id, so that an
+/// invocation's long flags are looked up once each and patterns compare ids.
+#[derive(Debug, Clone)]
+pub(crate) struct LongFlags {
+    ids: HashMap<String, u32, BuildHasherDefault<Fnv>>,
+    longest: usize,
+    /// The first bytes of the names: most flags are rejected on this before any hashing.
+    first: [bool; 256],
+}
+
+impl Default for LongFlags {
+    fn default() -> Self {
+        LongFlags {
+            ids: HashMap::default(),
+            longest: 0,
+            first: [false; 256],
+        }
+    }
+}
+
+impl LongFlags {
+    fn id(&mut self, spelling: &str) -> u32 {
+        self.longest = self.longest.max(spelling.len());
+        if let Some(&b) = spelling.as_bytes().first() {
+            // Spellings are lower case; a flag is looked up ignoring ASCII case.
+            self.first[usize::from(b)] = true;
+            self.first[usize::from(b.to_ascii_uppercase())] = true;
+        }
+        let next = u32::try_from(self.ids.len()).unwrap_or(u32::MAX);
+        *self.ids.entry(spelling.to_string()).or_insert(next)
+    }
+
+    /// The id of a long flag as written, ignoring ASCII case, if any pattern looks for it.
+    fn find(&self, name: &str) -> Option<u32> {
+        const STACK: usize = 48;
+        let first = name.as_bytes().first().copied().unwrap_or(0);
+        if name.len() > self.longest || !self.first[usize::from(first)] {
+            return None;
+        }
+        if !name.bytes().any(|b| b.is_ascii_uppercase()) {
+            return self.ids.get(name).copied();
+        }
+        let mut buf = [0u8; STACK];
+        match buf.get_mut(..name.len()) {
+            Some(lowered) => {
+                lowered.copy_from_slice(name.as_bytes());
+                lowered.make_ascii_lowercase();
+                // Lowercasing ASCII letters keeps UTF-8 valid.
+                std::str::from_utf8(lowered)
+                    .ok()
+                    .and_then(|l| self.ids.get(l).copied())
+            }
+            None => self.ids.get(&name.to_ascii_lowercase()).copied(),
+        }
+    }
+}
+
+/// An invocation's flags as the patterns see them: short letters as a bit mask, and the ids of
+/// the long flags that some pattern looks for.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct InvocationFlags {
+    short: u64,
+    long: Vec<u32>,
+}
+
+impl InvocationFlags {
+    /// Read `invocation`'s flags (clearing what was read before).
+    pub(crate) fn read(&mut self, invocation: &Invocation<'_>, policy: &PolicySet) {
+        self.short = 0;
+        self.long.clear();
+        invocation.for_each_flag(|short, long| {
+            self.short |= short;
+            if let Some(id) = long.and_then(|l| policy.long_flags.find(l)) {
+                self.long.push(id);
+            }
+        });
+    }
+}
+
+impl FlagRule {
+    fn compile(
+        all: &[String],
+        any: &[String],
+        aliases: &BTreeMap<String, String>,
+        long_flags: &mut LongFlags,
+    ) -> Option<Self> {
+        if all.is_empty() && any.is_empty() {
+            return None;
+        }
+        let mut wanted = |flags: &[String]| -> Vec<WantedFlag> {
+            flags
+                .iter()
+                .map(|w| WantedFlag::compile(w, aliases, long_flags))
+                .collect()
+        };
+        Some(FlagRule {
+            all: wanted(all),
+            any: wanted(any),
+        })
+    }
+
+    /// Whether an invocation's flags meet the rule.
+    pub(crate) fn matches(&self, flags: &InvocationFlags) -> bool {
+        self.all.iter().all(|w| w.present(flags))
+            && (self.any.is_empty() || self.any.iter().any(|w| w.present(flags)))
+    }
+}
+
+impl WantedFlag {
+    /// A spelling names the canonical flag `wanted` when an alias maps it there, or when it has
+    /// no alias and is `wanted` itself. Long flags are lowercased before they are looked up, so
+    /// a spelling with upper-case letters never matches one.
+    fn compile(
+        wanted: &str,
+        aliases: &BTreeMap<String, String>,
+        long_flags: &mut LongFlags,
+    ) -> Self {
+        let names = |spelling: &str| match aliases.get(spelling) {
+            Some(canonical) => canonical == wanted,
+            None => spelling == wanted,
+        };
+        let short = crate::analysis::short_mask(
+            ('0'..='9')
+                .chain('A'..='Z')
+                .chain('a'..='z')
+                .filter(|c| names(c.encode_utf8(&mut [0; 4]))),
+        );
+        let mut long: Vec<u32> = aliases
+            .keys()
+            .map(String::as_str)
+            .chain([wanted])
+            .filter(|s| !s.bytes().any(|b| b.is_ascii_uppercase()) && names(s))
+            .map(|s| long_flags.id(s))
+            .collect();
+        long.sort_unstable();
+        long.dedup();
+        WantedFlag { short, long }
+    }
+
+    fn present(&self, flags: &InvocationFlags) -> bool {
+        flags.short & self.short != 0 || flags.long.iter().any(|id| self.long.contains(id))
+    }
 }
 
 /// A loaded, validated policy. Cheap to share; evaluation only reads it.
@@ -355,6 +559,8 @@ pub struct PolicySet {
     pub(crate) by_command: HashMap<String, Vec<usize>, BuildHasherDefault<Fnv>>,
     pub(crate) by_prefix: Vec<(String, usize)>,
     pub(crate) any_command: Vec<usize>,
+    /// The long flag names the shell patterns look for.
+    pub(crate) long_flags: LongFlags,
     /// `args` regexes of shell patterns, one set: pattern index per member.
     /// `value` regexes of path patterns.
     pub(crate) path_set: RegexSet,
@@ -604,6 +810,7 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
     }
 
     let mut patterns = Vec::new();
+    let mut long_flags = LongFlags::default();
     let mut ids = BTreeSet::new();
     let (mut path_res, mut path_owner) = (Vec::new(), Vec::new());
     let (mut flag_res, mut flag_owner) = (Vec::new(), Vec::new());
@@ -626,7 +833,7 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
         }
         let id_span = Some(p.id.span());
         let redirect_re = match &p.redirect {
-            Some(r) => Some(ctx.regex(r, format!("{field}.redirect"))?),
+            Some(r) => Some(Matcher::new(ctx.regex(r, format!("{field}.redirect"))?)),
             None => None,
         };
         let mut args_re = None;
@@ -656,7 +863,7 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
                     return Err(ctx.err(id_span, field, "a pattern for any command must also require flags, args, a redirect or a pipe"));
                 }
                 if let Some(args) = &p.args {
-                    args_re = Some(ctx.regex(args, format!("{field}.args"))?);
+                    args_re = Some(Matcher::new(ctx.regex(args, format!("{field}.args"))?));
                 }
             }
             ArgKind::Path | ArgKind::Flag => {
@@ -690,14 +897,16 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
                 }
             }
         }
+        let any_flags: Vec<String> = p.any_flags.iter().map(|f| canonical_flag_name(f)).collect();
         patterns.push(Pattern {
+            flag_rule: FlagRule::compile(&p.flags, &any_flags, &p.flag_aliases, &mut long_flags),
             id,
             category: p.category,
             description: p.description,
             applies_to: p.applies_to,
             commands: p.commands.iter().map(|c| c.to_ascii_lowercase()).collect(),
             flags: p.flags,
-            any_flags: p.any_flags.iter().map(|f| canonical_flag_name(f)).collect(),
+            any_flags,
             flag_aliases: p.flag_aliases,
             args: p.args.map(|a| a.into_inner()),
             redirect: p.redirect.map(|r| r.into_inner()),
@@ -745,6 +954,7 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
         candidates.dedup();
     }
     Ok(PolicySet {
+        long_flags,
         by_command,
         by_prefix,
         any_command,
@@ -1097,5 +1307,49 @@ shell_args = ["command"]
         assert_eq!(parse_duration("120"), Some(120));
         assert_eq!(parse_duration("0s"), None);
         assert_eq!(parse_duration("soon"), None);
+    }
+}
+
+#[cfg(test)]
+mod matcher_tests {
+    use super::*;
+
+    fn matcher(re: &str) -> Matcher {
+        Matcher::new(Regex::new(re).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    #[test]
+    fn the_shortcut_never_changes_the_answer() {
+        let texts = [
+            "",
+            "/dev/sda",
+            "/dev/sd",
+            "/tmp/cleanup.log",
+            "/DEV/SDA",
+            "x/dev/sda",
+            "/etc/shadow",
+            "/home/a/.ssh/authorized_keys",
+            "-delete",
+            "a -exec rm",
+            "DROP TABLE x",
+        ];
+        let regexes = [
+            (r"^/dev/(sd|hd|nvme)", true),
+            (r"(?i)^/dev/(sd|hd)", true),
+            (r"^/etc/(shadow|passwd)$|authorized_keys$", false),
+            (
+                r"(^|\s)-delete(\s|$)|(^|\s)-exec(dir)?\s+(\S*/)?rm(\s|$)",
+                false,
+            ),
+            (r"(?i)\b(drop\s+(database|table))\b", false),
+            (r"^\S+", false),
+        ];
+        for (re, shortcut) in regexes {
+            let m = matcher(re);
+            assert_eq!(m.starts_with.is_some(), shortcut, "{re}");
+            for text in texts {
+                assert_eq!(m.is_match(text), m.regex.is_match(text), "{re} on {text:?}");
+            }
+        }
     }
 }

@@ -4,61 +4,83 @@
 //! commands. It never fails: unbalanced quotes or substitutions end at the end of the input and
 //! are reported in [`Script::warnings`] so the caller can treat the text as suspicious.
 //!
-//! Every word keeps the byte span of its raw text in the original string, so a match can be
-//! highlighted exactly where a person will read it. A word without quoting or escapes borrows
-//! its text from the input; only words that quote removal changes own a copy.
+//! The result is flat, so that reading a long script costs a handful of allocations rather than
+//! several per command: one vector of words, one of redirections and one of commands (each a
+//! range of the word and redirection vectors). A word's text is a range of the input when quote
+//! removal left it unchanged, or else of one buffer that holds every changed word. Every word
+//! keeps the byte span of its raw text in the original string, so a match can be highlighted
+//! exactly where a person will read it.
 
-use std::borrow::Cow;
 use std::ops::Range;
 
 /// How deep substitutions and `sh -c` payloads are followed before giving up.
 pub const MAX_DEPTH: usize = 8;
 
-/// One word after quote removal, with the span of its raw text in the input.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Word<'a> {
-    pub text: Cow<'a, str>,
-    pub span: Range<usize>,
+/// The longest text read (64 MiB). Offsets are kept as 32 bits, and payloads copy their text,
+/// at most once per level of [`MAX_DEPTH`]: within this, no offset can overflow.
+pub const MAX_LEN: usize = 64 << 20;
+
+/// Where a word's text lives: a range of the input, or of the script's buffer of unquoted text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Text {
+    start: u32,
+    end: u32,
+    owned: bool,
 }
 
-impl Word<'_> {
-    /// The same word, owning its text.
-    pub fn into_owned(self) -> Word<'static> {
-        Word {
-            text: Cow::Owned(self.text.into_owned()),
-            span: self.span,
+impl Text {
+    /// The part `range` of this text (a range of the text itself).
+    pub(crate) fn slice(self, range: Range<usize>) -> Text {
+        Text {
+            start: self.start.saturating_add(to_u32(range.start)),
+            end: self.start.saturating_add(to_u32(range.end)),
+            owned: self.owned,
         }
+    }
+}
+
+/// One word after quote removal, with the span of its raw text in the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Word {
+    pub(crate) text: Text,
+    start: u32,
+    end: u32,
+}
+
+impl Word {
+    /// Byte span of the word's raw text in the input (of the whole payload, for the words of an
+    /// `sh -c` payload whose text quote removal changed).
+    pub fn span(&self) -> Range<usize> {
+        self.start as usize..self.end as usize
     }
 }
 
 /// A redirection such as `> /dev/sda` (operator and target word).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Redirect<'a> {
-    pub op: Cow<'a, str>,
-    pub target: Word<'a>,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Redirect {
+    op: Text,
+    pub target: Word,
 }
 
-impl Redirect<'_> {
-    /// The same redirection, owning its text.
-    pub fn into_owned(self) -> Redirect<'static> {
-        Redirect {
-            op: Cow::Owned(self.op.into_owned()),
-            target: self.target.into_owned(),
-        }
+/// A command: its words and redirections, before wrappers such as `sudo` are looked through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Command {
+    words: (u32, u32),
+    redirects: (u32, u32),
+    /// The first command of its pipeline (commands joined by `|` or `|&` follow it).
+    pub starts_pipeline: bool,
+    /// How many substitutions or payloads deep it was found.
+    pub depth: u8,
+}
+
+impl Command {
+    pub(crate) fn word_range(&self) -> Range<usize> {
+        self.words.0 as usize..self.words.1 as usize
     }
-}
 
-/// A command with its words, before wrappers such as `sudo` are looked through.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SimpleCommand<'a> {
-    pub words: Vec<Word<'a>>,
-    pub redirects: Vec<Redirect<'a>>,
-}
-
-/// Commands joined by `|` or `|&`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Pipeline<'a> {
-    pub commands: Vec<SimpleCommand<'a>>,
+    pub(crate) fn redirect_range(&self) -> Range<usize> {
+        self.redirects.0 as usize..self.redirects.1 as usize
+    }
 }
 
 /// Something about the text that prevented a complete reading.
@@ -68,177 +90,273 @@ pub enum Warning {
     Unterminated,
     /// Substitutions or `sh -c` payloads nest deeper than [`MAX_DEPTH`].
     TooDeep,
+    /// The text is longer than [`MAX_LEN`] bytes and was not read.
+    TooLong,
 }
 
 /// Everything read from one command line, substitutions included.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Script<'a> {
-    pub pipelines: Vec<Pipeline<'a>>,
-    pub warnings: Vec<Warning>,
-}
-
-impl Script<'_> {
-    /// The same script, owning all its text.
-    pub fn into_owned(self) -> Script<'static> {
-        Script {
-            pipelines: self
-                .pipelines
-                .into_iter()
-                .map(|p| Pipeline {
-                    commands: p
-                        .commands
-                        .into_iter()
-                        .map(|c| SimpleCommand {
-                            words: c.words.into_iter().map(Word::into_owned).collect(),
-                            redirects: c.redirects.into_iter().map(Redirect::into_owned).collect(),
-                        })
-                        .collect(),
-                })
-                .collect(),
-            warnings: self.warnings,
-        }
-    }
-
-    fn warn(&mut self, warning: Warning) {
-        if !self.warnings.contains(&warning) {
-            self.warnings.push(warning);
-        }
-    }
+    src: &'a str,
+    /// The text of every word that quote removal changed, one after another.
+    buf: String,
+    words: Vec<Word>,
+    redirects: Vec<Redirect>,
+    commands: Vec<Command>,
+    warnings: Vec<Warning>,
 }
 
 /// Read a command line. Total: any input gives a [`Script`].
 pub fn parse(src: &str) -> Script<'_> {
-    let mut script = Script::default();
-    parse_into(src, 0, 0, None, &mut script);
+    let mut script = Script {
+        src,
+        buf: String::new(),
+        // About one word per 6 bytes and one command per 20 in real scripts: growing from
+        // there costs a copy or two rather than a dozen.
+        words: Vec::with_capacity(src.len() / 6 + 4),
+        redirects: Vec::new(),
+        commands: Vec::with_capacity(src.len() / 20 + 2),
+        warnings: Vec::new(),
+    };
+    if src.len() > MAX_LEN {
+        script.warn(Warning::TooLong);
+        return script;
+    }
+    script.read(src, 0..src.len(), 0, None, false);
     script
 }
 
-/// Read `src` (found at byte `base` of the original input) into `script`. When `pin` is set,
-/// every span is replaced by it: the text was unquoted first (an `sh -c` payload), so its own
-/// offsets do not map back to the original input.
-pub(crate) fn parse_into<'a>(
-    src: &'a str,
-    base: usize,
-    depth: usize,
-    pin: Option<Range<usize>>,
-    script: &mut Script<'a>,
-) {
-    if depth > MAX_DEPTH {
-        script.warn(Warning::TooDeep);
-        return;
+impl<'a> Script<'a> {
+    /// The text of a word, a name or an operator.
+    pub fn text(&self, text: Text) -> &str {
+        let range = text.start as usize..text.end as usize;
+        let whole = if text.owned {
+            self.buf.as_str()
+        } else {
+            self.src
+        };
+        whole.get(range).unwrap_or_default()
     }
-    let mut reader = Reader {
-        src,
-        bytes: src.as_bytes(),
-        pos: 0,
-        base,
-        depth,
-        pin,
-        nested: Vec::new(),
-    };
-    // This level's pipelines go straight into the script; substitutions follow them.
-    if script.pipelines.capacity() == 0 {
-        script.pipelines.reserve(src.len() / 64 + 1);
+
+    /// A word's text after quote removal.
+    pub fn word_text(&self, word: &Word) -> &str {
+        self.text(word.text)
     }
-    let mut pipeline = Pipeline::default();
-    let mut command = SimpleCommand::default();
-    loop {
-        reader.skip_blanks();
-        let Some(c) = reader.peek() else { break };
-        match c {
-            b'#' => reader.skip_comment(),
-            b';' | b'\n' | b'(' | b')' => {
-                reader.pos += 1;
-                finish_pipeline(&mut script.pipelines, &mut pipeline, &mut command);
-            }
-            b'&' if reader.peek_at(1) == Some(b'>') => reader.redirect(&mut command, script),
-            b'&' => {
-                reader.pos += if reader.peek_at(1) == Some(b'&') {
-                    2
-                } else {
-                    1
-                };
-                finish_pipeline(&mut script.pipelines, &mut pipeline, &mut command);
-            }
-            b'|' if reader.peek_at(1) == Some(b'|') => {
-                reader.pos += 2;
-                finish_pipeline(&mut script.pipelines, &mut pipeline, &mut command);
-            }
-            b'|' => {
-                reader.pos += if reader.peek_at(1) == Some(b'&') {
-                    2
-                } else {
-                    1
-                };
-                finish_command(&mut pipeline, &mut command);
-            }
-            b'<' | b'>' if reader.peek_at(1) == Some(b'(') => {
-                // Process substitution: its commands run too.
-                if let Some(word) = reader.word(script) {
-                    command.push(word);
-                }
-            }
-            b'<' | b'>' => reader.redirect(&mut command, script),
-            b'0'..=b'9' if reader.is_fd_redirect() => reader.redirect(&mut command, script),
-            _ => {
-                if let Some(word) = reader.word(script) {
-                    command.push(word);
-                }
+
+    /// A redirection's operator (`>`, `2>>`, `&>`).
+    pub fn redirect_op(&self, redirect: &Redirect) -> &str {
+        self.text(redirect.op)
+    }
+
+    /// Every command, in reading order: a line's commands, then those of its substitutions.
+    pub fn commands(&self) -> &[Command] {
+        &self.commands
+    }
+
+    /// A command's words (the command name first).
+    pub fn words(&self, command: &Command) -> &[Word] {
+        self.words.get(command.word_range()).unwrap_or_default()
+    }
+
+    /// The words at `range` of the word list.
+    pub(crate) fn word_slice(&self, range: Range<usize>) -> &[Word] {
+        self.words.get(range).unwrap_or_default()
+    }
+
+    /// A command's redirections.
+    pub fn redirects(&self, command: &Command) -> &[Redirect] {
+        self.redirects_at(command.redirect_range())
+    }
+
+    pub(crate) fn redirects_at(&self, range: Range<usize>) -> &[Redirect] {
+        self.redirects.get(range).unwrap_or_default()
+    }
+
+    /// The commands grouped into pipelines, with each word's text: for tests and tools.
+    pub fn pipelines(&self) -> Vec<Vec<Vec<&str>>> {
+        let mut out: Vec<Vec<Vec<&str>>> = Vec::new();
+        for command in &self.commands {
+            let words = self
+                .words(command)
+                .iter()
+                .map(|w| self.word_text(w))
+                .collect();
+            match out.last_mut() {
+                Some(pipeline) if !command.starts_pipeline => pipeline.push(words),
+                _ => out.push(vec![words]),
             }
         }
+        out
     }
-    finish_pipeline(&mut script.pipelines, &mut pipeline, &mut command);
-    // Substitutions are read after the line that holds them, each as its own command list.
-    let nested = std::mem::take(&mut reader.nested);
-    for (inner, inner_base) in nested {
-        parse_into(
-            &src[inner.clone()],
-            inner_base,
-            depth + 1,
-            reader.pin.clone(),
-            script,
+
+    /// What prevented a complete reading, if anything (each kind once).
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
+
+    pub(crate) fn warn(&mut self, warning: Warning) {
+        if !self.warnings.contains(&warning) {
+            self.warnings.push(warning);
+        }
+    }
+
+    /// Copy `text` to the end of the buffer as owned text (a lowercased name, say).
+    pub(crate) fn push_owned(&mut self, text: &str) -> Text {
+        let start = self.buf.len();
+        self.buf.push_str(text);
+        Text {
+            start: to_u32(start),
+            end: to_u32(self.buf.len()),
+            owned: true,
+        }
+    }
+
+    /// Read a payload (the text of an `sh -c` or `env -S` word) as commands of its own,
+    /// appended to the script, at substitution/payload depth `depth`. A payload that quote
+    /// removal left unchanged is a part of the input and its words keep their own spans;
+    /// otherwise see [`Script::read_payload_copy`]. Returns the range of the new commands.
+    pub(crate) fn read_payload(
+        &mut self,
+        text: Text,
+        span: Range<usize>,
+        depth: usize,
+    ) -> Range<usize> {
+        if text.owned {
+            // The payload's text lives in the buffer this reading appends to: read a copy.
+            let copy = self.text(text).to_string();
+            return self.read_payload_copy(&copy, span, depth);
+        }
+        let first = self.commands.len();
+        let src = self.src;
+        self.read(
+            src,
+            text.start as usize..text.end as usize,
+            depth,
+            None,
+            false,
         );
+        first..self.commands.len()
     }
-}
 
-impl<'a> SimpleCommand<'a> {
-    fn push(&mut self, word: Word<'a>) {
-        // Most commands have a handful of words: one allocation instead of growing 1, 4, 8.
-        if self.words.capacity() == 0 {
-            self.words.reserve(8);
+    /// Read `text`, which is not a part of the input (a payload changed by quote removal, an
+    /// `eval` line joined from words), as commands of its own; every span of its words is
+    /// `span`, the payload's span in the input. Returns the range of the new commands.
+    pub(crate) fn read_payload_copy(
+        &mut self,
+        text: &str,
+        span: Range<usize>,
+        depth: usize,
+    ) -> Range<usize> {
+        let first = self.commands.len();
+        let pin = Some((to_u32(span.start), to_u32(span.end)));
+        self.read(text, 0..text.len(), depth, pin, true);
+        first..self.commands.len()
+    }
+
+    pub(crate) fn sort_warnings(&mut self) {
+        self.warnings.sort_unstable();
+    }
+
+    /// Read `range` of `src` at substitution/payload depth `depth`. `copy` says `src` is not
+    /// the script's input, so every word's text goes into the buffer.
+    fn read(
+        &mut self,
+        src: &str,
+        range: Range<usize>,
+        depth: usize,
+        pin: Option<(u32, u32)>,
+        copy: bool,
+    ) {
+        if depth > MAX_DEPTH {
+            self.warn(Warning::TooDeep);
+            return;
         }
-        self.words.push(word);
+        let Some(limited) = src.get(..range.end) else {
+            return;
+        };
+        let mut reader = Reader {
+            src: limited,
+            bytes: limited.as_bytes(),
+            pos: range.start,
+            depth,
+            pin,
+            copy,
+            nested: Vec::new(),
+            words_from: self.words.len(),
+            redirects_from: self.redirects.len(),
+            starts_pipeline: true,
+        };
+        loop {
+            reader.skip_blanks();
+            let Some(c) = reader.peek() else { break };
+            match c {
+                b'#' => reader.skip_comment(),
+                b';' | b'\n' | b'(' | b')' => {
+                    reader.pos += 1;
+                    reader.finish_pipeline(self);
+                }
+                b'&' if reader.peek_at(1) == Some(b'>') => reader.redirect(self),
+                b'&' => {
+                    reader.pos += if reader.peek_at(1) == Some(b'&') {
+                        2
+                    } else {
+                        1
+                    };
+                    reader.finish_pipeline(self);
+                }
+                b'|' if reader.peek_at(1) == Some(b'|') => {
+                    reader.pos += 2;
+                    reader.finish_pipeline(self);
+                }
+                b'|' => {
+                    reader.pos += if reader.peek_at(1) == Some(b'&') {
+                        2
+                    } else {
+                        1
+                    };
+                    reader.finish_command(self);
+                }
+                b'<' | b'>' if reader.peek_at(1) == Some(b'(') => {
+                    // Process substitution: its commands run too.
+                    if let Some(word) = reader.word(self) {
+                        self.words.push(word);
+                    }
+                }
+                b'<' | b'>' => reader.redirect(self),
+                b'0'..=b'9' if reader.is_fd_redirect() => reader.redirect(self),
+                _ => {
+                    if let Some(word) = reader.word(self) {
+                        self.words.push(word);
+                    }
+                }
+            }
+        }
+        reader.finish_pipeline(self);
+        // Substitutions are read after the line that holds them, each as its own command list.
+        for inner in std::mem::take(&mut reader.nested) {
+            self.read(src, inner, depth + 1, pin, copy);
+        }
     }
 }
 
-fn finish_command<'a>(pipeline: &mut Pipeline<'a>, command: &mut SimpleCommand<'a>) {
-    let done = std::mem::take(command);
-    if !done.words.is_empty() || !done.redirects.is_empty() {
-        pipeline.commands.push(done);
-    }
+/// An offset as stored: inputs longer than [`MAX_LEN`] are never read, so this never clamps.
+fn to_u32(offset: usize) -> u32 {
+    u32::try_from(offset).unwrap_or(u32::MAX)
 }
 
-fn finish_pipeline<'a>(
-    pipelines: &mut Vec<Pipeline<'a>>,
-    pipeline: &mut Pipeline<'a>,
-    command: &mut SimpleCommand<'a>,
-) {
-    finish_command(pipeline, command);
-    let done = std::mem::take(pipeline);
-    if !done.commands.is_empty() {
-        pipelines.push(done);
-    }
-}
-
-struct Reader<'a> {
-    src: &'a str,
-    bytes: &'a [u8],
+struct Reader<'s> {
+    src: &'s str,
+    bytes: &'s [u8],
     pos: usize,
-    base: usize,
     depth: usize,
-    pin: Option<Range<usize>>,
-    /// Substitutions found while reading: (range in `src`, offset of that range in the input).
-    nested: Vec<(Range<usize>, usize)>,
+    pin: Option<(u32, u32)>,
+    copy: bool,
+    /// Substitutions found while reading, as ranges of `src`.
+    nested: Vec<Range<usize>>,
+    /// Where the command being read starts in the script's word and redirection lists.
+    words_from: usize,
+    redirects_from: usize,
+    starts_pipeline: bool,
 }
 
 fn is_blank(c: u8) -> bool {
@@ -278,7 +396,7 @@ fn run_length(bytes: &[u8], from: usize, keep: impl Fn(u8) -> bool) -> usize {
     })
 }
 
-impl<'a> Reader<'a> {
+impl<'s> Reader<'s> {
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
@@ -287,11 +405,33 @@ impl<'a> Reader<'a> {
         self.bytes.get(self.pos + ahead).copied()
     }
 
-    fn span(&self, start: usize, end: usize) -> Range<usize> {
-        match &self.pin {
-            Some(pinned) => pinned.clone(),
-            None => self.base + start..self.base + end,
+    /// `src[from..to]`, or nothing if that is not a range of it (it always is).
+    fn slice(&self, from: usize, to: usize) -> &'s str {
+        self.src.get(from..to).unwrap_or_default()
+    }
+
+    fn finish_command(&mut self, script: &mut Script<'_>) {
+        let (words, redirects) = (script.words.len(), script.redirects.len());
+        if words > self.words_from || redirects > self.redirects_from {
+            script.commands.push(Command {
+                words: (to_u32(self.words_from), to_u32(words)),
+                redirects: (to_u32(self.redirects_from), to_u32(redirects)),
+                starts_pipeline: self.starts_pipeline,
+                depth: u8::try_from(self.depth).unwrap_or(u8::MAX),
+            });
+            self.starts_pipeline = false;
         }
+        self.words_from = words;
+        self.redirects_from = redirects;
+    }
+
+    fn finish_pipeline(&mut self, script: &mut Script<'_>) {
+        self.finish_command(script);
+        self.starts_pipeline = true;
+    }
+
+    fn span(&self, start: usize, end: usize) -> (u32, u32) {
+        self.pin.unwrap_or((to_u32(start), to_u32(end)))
     }
 
     fn skip_blanks(&mut self) {
@@ -307,119 +447,117 @@ impl<'a> Reader<'a> {
     }
 
     fn skip_comment(&mut self) {
-        while let Some(c) = self.peek() {
-            if c == b'\n' {
-                break;
-            }
-            self.pos += 1;
-        }
+        self.pos += run_length(self.bytes, self.pos, |c| c != b'\n');
     }
 
     /// `2>`, `1>>`, `0<`: a digit run directly followed by a redirection operator.
     fn is_fd_redirect(&self) -> bool {
-        let mut i = self.pos;
-        while i < self.bytes.len() && self.bytes[i].is_ascii_digit() {
-            i += 1;
-        }
-        matches!(self.bytes.get(i), Some(b'<' | b'>'))
+        let digits = run_length(self.bytes, self.pos, |c| c.is_ascii_digit());
+        matches!(self.bytes.get(self.pos + digits), Some(b'<' | b'>'))
     }
 
-    fn redirect(&mut self, command: &mut SimpleCommand<'a>, script: &mut Script<'a>) {
+    fn redirect(&mut self, script: &mut Script<'_>) {
         let start = self.pos;
-        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
-            self.pos += 1;
-        }
-        while self
-            .peek()
-            .is_some_and(|c| matches!(c, b'<' | b'>' | b'&' | b'|'))
-        {
-            self.pos += 1;
-            // `>&2`: the digit is the target, read below as a word.
-        }
-        let op = Cow::Borrowed(&self.src[start..self.pos]);
+        self.pos += run_length(self.bytes, self.pos, |c| c.is_ascii_digit());
+        // `>&2`: the digit is the target, read below as a word.
+        self.pos += run_length(self.bytes, self.pos, |c| {
+            matches!(c, b'<' | b'>' | b'&' | b'|')
+        });
+        let op = self.text_of(script, start, self.pos);
         self.skip_blanks();
         if let Some(target) = self.word(script) {
-            command.redirects.push(Redirect { op, target });
+            script.redirects.push(Redirect { op, target });
+        }
+    }
+
+    /// `src[start..end]` as a [`Text`]: a range of the input, or a copy when reading a copy.
+    fn text_of(&self, script: &mut Script<'_>, start: usize, end: usize) -> Text {
+        if self.copy {
+            script.push_owned(self.slice(start, end))
+        } else {
+            Text {
+                start: to_u32(start),
+                end: to_u32(end),
+                owned: false,
+            }
         }
     }
 
     /// Text of the char starting at `pos` (the input is UTF-8; never split a char).
     fn char_at(&self, pos: usize) -> (char, usize) {
-        match self.src[pos..].chars().next() {
+        match self.src.get(pos..).and_then(|rest| rest.chars().next()) {
             Some(c) => (c, c.len_utf8()),
             None => ('\0', 1),
         }
     }
 
     /// Read one word with quote removal, registering the substitutions inside it. The text
-    /// stays borrowed from the input until quote removal first changes it.
-    fn word(&mut self, script: &mut Script<'a>) -> Option<Word<'a>> {
+    /// stays a range of the input until quote removal first changes it; from then on it is
+    /// built at the end of the script's buffer (`owned` says where it starts there).
+    fn word(&mut self, script: &mut Script<'_>) -> Option<Word> {
         let start = self.pos;
-        let mut owned: Option<String> = None;
+        let mut owned: Option<usize> = None;
         while let Some(c) = self.peek() {
             match c {
                 _ if is_plain(c) => {
                     // A run of plain bytes (all special bytes are ASCII: no char is split).
                     let from = self.pos;
                     self.pos += run_length(self.bytes, from, is_plain);
-                    if let Some(text) = owned.as_mut() {
-                        text.push_str(&self.src[from..self.pos]);
+                    if owned.is_some() {
+                        script.buf.push_str(self.slice(from, self.pos));
                     }
                 }
                 _ if ends_word(c) && !(c == b'<' || c == b'>') => break,
                 b'<' | b'>' if self.peek_at(1) == Some(b'(') => {
-                    let text = self.own(&mut owned, start);
+                    self.own(script, &mut owned, start);
                     self.pos += 1;
-                    self.dollar_paren(text, script);
+                    self.dollar_paren(script);
                 }
                 b'<' | b'>' => break,
                 b'\'' => {
-                    let text = self.own(&mut owned, start);
+                    self.own(script, &mut owned, start);
                     self.pos += 1;
                     let from = self.pos;
-                    match self.src[from..].find('\'') {
-                        Some(len) => {
-                            text.push_str(&self.src[from..from + len]);
-                            self.pos = from + len + 1;
-                        }
-                        None => {
-                            text.push_str(&self.src[from..]);
-                            self.pos = self.bytes.len();
-                            script.warn(Warning::Unterminated);
-                        }
+                    let len = run_length(self.bytes, from, |b| b != b'\'');
+                    script.buf.push_str(self.slice(from, from + len));
+                    if from + len < self.bytes.len() {
+                        self.pos = from + len + 1;
+                    } else {
+                        self.pos = self.bytes.len();
+                        script.warn(Warning::Unterminated);
                     }
                 }
                 b'"' => {
-                    let text = self.own(&mut owned, start);
+                    self.own(script, &mut owned, start);
                     self.pos += 1;
-                    self.double_quoted(text, script);
+                    self.double_quoted(script);
                 }
                 b'\\' => {
-                    let text = self.own(&mut owned, start);
+                    self.own(script, &mut owned, start);
                     self.pos += 1;
                     if self.pos < self.bytes.len() {
                         let (ch, len) = self.char_at(self.pos);
                         if ch != '\n' {
-                            text.push(ch);
+                            script.buf.push(ch);
                         }
                         self.pos += len;
                     }
                 }
                 b'`' => {
-                    let text = self.own(&mut owned, start);
-                    self.backtick(text, script);
+                    self.own(script, &mut owned, start);
+                    self.backtick(script);
                 }
                 _ if !matches!(self.peek_at(1), Some(b'(' | b'{' | b'\'')) => {
                     // A `$` that starts no substitution reads as itself (`$HOME` stays `$HOME`).
                     self.pos += 1;
-                    if let Some(text) = owned.as_mut() {
-                        text.push('$');
+                    if owned.is_some() {
+                        script.buf.push('$');
                     }
                 }
                 _ => {
                     // `$(...)`, `${...}` are kept as written; `$'...'` is decoded.
-                    let text = self.own(&mut owned, start);
-                    self.dollar(text, script);
+                    self.own(script, &mut owned, start);
+                    self.dollar(script);
                 }
             }
         }
@@ -430,25 +568,30 @@ impl<'a> Reader<'a> {
             return None;
         }
         let text = match owned {
-            Some(text) => Cow::Owned(text),
-            None => Cow::Borrowed(&self.src[start..self.pos]),
+            Some(from) => Text {
+                start: to_u32(from),
+                end: to_u32(script.buf.len()),
+                owned: true,
+            },
+            None => self.text_of(script, start, self.pos),
         };
+        let (span_start, span_end) = self.span(start, self.pos);
         Some(Word {
             text,
-            span: self.span(start, self.pos),
+            start: span_start,
+            end: span_end,
         })
     }
 
-    /// Switch a word to an owned text holding what was read so far (all of it plain).
-    fn own<'b>(&self, owned: &'b mut Option<String>, start: usize) -> &'b mut String {
-        owned.get_or_insert_with(|| {
-            let mut text = String::with_capacity(self.pos - start + 16);
-            text.push_str(&self.src[start..self.pos]);
-            text
-        })
+    /// Switch a word to owned text holding what was read so far (all of it plain).
+    fn own(&self, script: &mut Script<'_>, owned: &mut Option<usize>, start: usize) {
+        if owned.is_none() {
+            *owned = Some(script.buf.len());
+            script.buf.push_str(self.slice(start, self.pos));
+        }
     }
 
-    fn double_quoted(&mut self, text: &mut String, script: &mut Script<'a>) {
+    fn double_quoted(&mut self, script: &mut Script<'_>) {
         while let Some(c) = self.peek() {
             match c {
                 b'"' => {
@@ -457,22 +600,22 @@ impl<'a> Reader<'a> {
                 }
                 b'\\' => match self.peek_at(1) {
                     Some(next @ (b'"' | b'\\' | b'$' | b'`')) => {
-                        text.push(next as char);
+                        script.buf.push(char::from(next));
                         self.pos += 2;
                     }
                     Some(b'\n') => self.pos += 2,
                     _ => {
-                        text.push('\\');
+                        script.buf.push('\\');
                         self.pos += 1;
                     }
                 },
-                b'`' => self.backtick(text, script),
-                b'$' => self.dollar(text, script),
+                b'`' => self.backtick(script),
+                b'$' => self.dollar(script),
                 _ => {
                     // A run of literal text (the bytes that end it are ASCII: no char is split).
                     let from = self.pos;
                     self.pos += run_length(self.bytes, from, |b| !ends_double_quoted_run(b));
-                    text.push_str(&self.src[from..self.pos]);
+                    script.buf.push_str(self.slice(from, self.pos));
                 }
             }
         }
@@ -480,36 +623,36 @@ impl<'a> Reader<'a> {
     }
 
     /// `$`-forms: `$(...)`, `$((...))`, `${...}`, `$'...'`, `$NAME`.
-    fn dollar(&mut self, text: &mut String, script: &mut Script<'a>) {
+    fn dollar(&mut self, script: &mut Script<'_>) {
         match self.peek_at(1) {
             Some(b'(') => {
                 self.pos += 1;
-                self.dollar_paren(text, script);
+                self.dollar_paren(script);
             }
             Some(b'{') => {
                 let start = self.pos;
-                match self.src[self.pos..].find('}') {
-                    Some(len) => self.pos += len + 1,
-                    None => {
-                        self.pos = self.bytes.len();
-                        script.warn(Warning::Unterminated);
-                    }
+                let len = run_length(self.bytes, start, |b| b != b'}');
+                if start + len < self.bytes.len() {
+                    self.pos = start + len + 1;
+                } else {
+                    self.pos = self.bytes.len();
+                    script.warn(Warning::Unterminated);
                 }
-                text.push_str(&self.src[start..self.pos]);
+                script.buf.push_str(self.slice(start, self.pos));
             }
             Some(b'\'') => {
                 self.pos += 2;
-                self.ansi_c(text, script);
+                self.ansi_c(script);
             }
             _ => {
-                text.push('$');
+                script.buf.push('$');
                 self.pos += 1;
             }
         }
     }
 
     /// At `(` of `$(`, `<(` or `>(`: find the matching `)` and queue the inside for reading.
-    fn dollar_paren(&mut self, text: &mut String, script: &mut Script<'a>) {
+    fn dollar_paren(&mut self, script: &mut Script<'_>) {
         let open = self.pos; // the '('
         let mut depth = 0usize;
         let mut i = open;
@@ -529,7 +672,7 @@ impl<'a> Reader<'a> {
                     b'\'' | b'"' => quote = Some(c),
                     b'(' => depth += 1,
                     b')' => {
-                        depth -= 1;
+                        depth = depth.saturating_sub(1);
                         if depth == 0 {
                             break;
                         }
@@ -548,19 +691,20 @@ impl<'a> Reader<'a> {
         };
         let inner_end = inner_end.max(inner_start);
         // `$((1+2))` is arithmetic, not a command.
-        let inner = &self.src[inner_start..inner_end];
+        let inner = self.slice(inner_start, inner_end);
         if !(inner.starts_with('(') && inner.ends_with(')')) {
-            self.nested
-                .push((inner_start..inner_end, self.base + inner_start));
+            self.nested.push(inner_start..inner_end);
         }
-        text.push_str(&self.src[open.saturating_sub(1)..after]);
+        script
+            .buf
+            .push_str(self.slice(open.saturating_sub(1), after));
         self.pos = after;
         if self.depth >= MAX_DEPTH {
             script.warn(Warning::TooDeep);
         }
     }
 
-    fn backtick(&mut self, text: &mut String, script: &mut Script<'a>) {
+    fn backtick(&mut self, script: &mut Script<'_>) {
         let open = self.pos;
         let inner_start = open + 1;
         let mut i = inner_start;
@@ -574,14 +718,14 @@ impl<'a> Reader<'a> {
         if i >= self.bytes.len() {
             script.warn(Warning::Unterminated);
         }
-        self.nested
-            .push((inner_start..inner_end, self.base + inner_start));
+        self.nested.push(inner_start..inner_end);
         self.pos = (i + 1).min(self.bytes.len());
-        text.push_str(&self.src[open..self.pos]);
+        script.buf.push_str(self.slice(open, self.pos));
     }
 
     /// `$'...'` with C escapes (`\x72` is `r`).
-    fn ansi_c(&mut self, text: &mut String, script: &mut Script<'a>) {
+    fn ansi_c(&mut self, script: &mut Script<'_>) {
+        let text = &mut script.buf;
         while let Some(c) = self.peek() {
             match c {
                 b'\'' => {
@@ -606,24 +750,14 @@ impl<'a> Reader<'a> {
                         b'a' => text.push('\u{7}'),
                         b'b' => text.push('\u{8}'),
                         b'e' | b'E' => text.push('\u{1b}'),
-                        b'x' => {
-                            let digits = self.take_digits(2, 16);
-                            push_code(text, &digits, 16);
-                        }
-                        b'u' => {
-                            let digits = self.take_digits(4, 16);
-                            push_code(text, &digits, 16);
-                        }
-                        b'U' => {
-                            let digits = self.take_digits(8, 16);
-                            push_code(text, &digits, 16);
-                        }
+                        b'x' => push_code(text, self.take_digits(2, 16)),
+                        b'u' => push_code(text, self.take_digits(4, 16)),
+                        b'U' => push_code(text, self.take_digits(8, 16)),
                         b'0'..=b'7' => {
                             self.pos -= 1;
-                            let digits = self.take_digits(3, 8);
-                            push_code(text, &digits, 8);
+                            push_code(text, self.take_digits(3, 8));
                         }
-                        other => text.push(other as char),
+                        other => text.push(char::from(other)),
                     }
                 }
                 _ => {
@@ -636,26 +770,27 @@ impl<'a> Reader<'a> {
         script.warn(Warning::Unterminated);
     }
 
-    fn take_digits(&mut self, max: usize, radix: u32) -> String {
-        let mut digits = String::new();
-        while digits.len() < max {
-            match self.peek() {
-                Some(c) if (c as char).is_digit(radix) => {
-                    digits.push(c as char);
-                    self.pos += 1;
-                }
-                _ => break,
-            }
+    /// Up to `max` digits of `radix`, as their value (`None` when there are none).
+    fn take_digits(&mut self, max: usize, radix: u32) -> Option<u32> {
+        let mut value: Option<u32> = None;
+        for _ in 0..max {
+            let Some(digit) = self.peek().and_then(|c| char::from(c).to_digit(radix)) else {
+                break;
+            };
+            value = Some(
+                value
+                    .unwrap_or(0)
+                    .saturating_mul(radix)
+                    .saturating_add(digit),
+            );
+            self.pos += 1;
         }
-        digits
+        value
     }
 }
 
-fn push_code(text: &mut String, digits: &str, radix: u32) {
-    if let Some(ch) = u32::from_str_radix(digits, radix)
-        .ok()
-        .and_then(char::from_u32)
-    {
+fn push_code(text: &mut String, code: Option<u32>) {
+    if let Some(ch) = code.and_then(char::from_u32) {
         text.push(ch);
     }
 }
@@ -666,12 +801,11 @@ mod tests {
 
     fn words(src: &str) -> Vec<Vec<Vec<String>>> {
         parse(src)
-            .pipelines
-            .iter()
+            .pipelines()
+            .into_iter()
             .map(|p| {
-                p.commands
-                    .iter()
-                    .map(|c| c.words.iter().map(|w| w.text.to_string()).collect())
+                p.into_iter()
+                    .map(|c| c.into_iter().map(str::to_string).collect())
                     .collect()
             })
             .collect()
@@ -694,34 +828,31 @@ mod tests {
 
     #[test]
     fn substitutions_become_commands() {
-        let script = parse("echo $(rm -rf /) `reboot` \"$(shutdown now)\"");
-        let names: Vec<&str> = script
-            .pipelines
-            .iter()
-            .map(|p| p.commands[0].words[0].text.as_ref())
-            .collect();
+        let w = words("echo $(rm -rf /) `reboot` \"$(shutdown now)\"");
+        let names: Vec<&str> = w.iter().map(|p| p[0][0].as_str()).collect();
         assert_eq!(names, ["echo", "rm", "reboot", "shutdown"]);
         // Spans point into the original text.
         let src = "echo $(rm -rf /)";
         let s = parse(src);
-        let rm = &s.pipelines[1].commands[0].words[0];
-        assert_eq!(&src[rm.span.clone()], "rm");
+        let rm = s.words(&s.commands()[1])[0];
+        assert_eq!(&src[rm.span()], "rm");
     }
 
     #[test]
     fn redirections_are_kept_apart_from_words() {
         let script = parse("echo x > /dev/sda 2>&1");
-        let cmd = &script.pipelines[0].commands[0];
-        assert_eq!(cmd.words.len(), 2);
-        assert_eq!(cmd.redirects[0].target.text, "/dev/sda");
-        assert_eq!(cmd.redirects[0].op, ">");
+        let cmd = &script.commands()[0];
+        assert_eq!(script.words(cmd).len(), 2);
+        let redirect = &script.redirects(cmd)[0];
+        assert_eq!(script.word_text(&redirect.target), "/dev/sda");
+        assert_eq!(script.redirect_op(redirect), ">");
     }
 
     #[test]
     fn unterminated_text_is_reported_not_fatal() {
         let script = parse("rm -rf '/tmp");
-        assert_eq!(script.warnings, vec![Warning::Unterminated]);
-        assert_eq!(script.pipelines[0].commands[0].words[2].text, "/tmp");
+        assert_eq!(script.warnings(), [Warning::Unterminated]);
+        assert_eq!(words("rm -rf '/tmp")[0][0][2], "/tmp");
     }
 
     #[test]
@@ -730,7 +861,7 @@ mod tests {
         for _ in 0..20 {
             src = format!("echo $({src})");
         }
-        assert!(parse(&src).warnings.contains(&Warning::TooDeep));
+        assert!(parse(&src).warnings().contains(&Warning::TooDeep));
     }
 
     #[test]
@@ -743,7 +874,23 @@ mod tests {
 
     #[test]
     fn multibyte_text_is_safe() {
-        let script = parse("echo 'é' \"ü\" ß $'\\u00e9' \\ä");
-        assert_eq!(script.pipelines[0].commands[0].words[1].text, "é");
+        assert_eq!(words("echo 'é' \"ü\" ß $'\\u00e9' \\ä")[0][0][1], "é");
+        assert_eq!(
+            words("echo $'\\u00e9\\x41\\101'")[0][0][1],
+            "\u{e9}AA",
+            "hex, unicode and octal escapes"
+        );
+    }
+
+    #[test]
+    fn words_of_changed_text_share_one_buffer() {
+        let script = parse("a 'b' \"c\" d");
+        let texts: Vec<&str> = script
+            .words(&script.commands()[0])
+            .iter()
+            .map(|w| script.word_text(w))
+            .collect();
+        assert_eq!(texts, ["a", "b", "c", "d"]);
+        assert_eq!(script.buf, "bc");
     }
 }

@@ -11,10 +11,14 @@ fn policy() -> &'static enforcer::PolicySet {
 
 fuzz_target!(|text: &str| {
     let analysis = enforcer::analysis::invocations(text);
-    for invocation in &analysis.invocations {
-        assert!(text.get(invocation.span.clone()).is_some(), "invocation span {:?}", invocation.span);
-        for arg in &invocation.args {
-            assert!(text.get(arg.span.clone()).is_some(), "word span {:?}", arg.span);
+    for invocation in analysis.invocations() {
+        assert!(text.get(invocation.span()).is_some(), "invocation span {:?}", invocation.span());
+        for arg in invocation.args() {
+            assert!(text.get(arg.span()).is_some(), "word span {:?}", arg.span());
+        }
+        for redirect in invocation.redirects() {
+            let span = redirect.target.span();
+            assert!(text.get(span.clone()).is_some(), "redirect span {span:?}");
         }
     }
     let mut args = serde_json::Map::new();
