@@ -263,21 +263,39 @@ pub fn short_mask(letters: impl IntoIterator<Item = char>) -> u64 {
 #[derive(Debug)]
 struct Wrapper {
     takes_value: &'static [&'static str],
+    /// [`key`] of each of `takes_value` (0 for those too long to have one).
+    keys: &'static [u128],
     positionals: usize,
     /// `env`: assignments are its own words, and `-S` splits a string into a command.
     is_env: bool,
 }
 
-const fn wrapper(takes_value: &'static [&'static str], positionals: usize) -> Wrapper {
-    Wrapper {
-        takes_value,
-        positionals,
-        is_env: false,
+impl Wrapper {
+    /// Whether the option `text` takes the next word as its value.
+    fn takes_value(&self, text: &str) -> bool {
+        match key(text.as_bytes()) {
+            // Too long for a key: compare the text.
+            0 => self.takes_value.contains(&text),
+            k => self.keys.contains(&k),
+        }
     }
 }
 
-static SUDO: Wrapper = wrapper(
-    &[
+/// A wrapper: how many positional words it takes, and its options that take a value.
+macro_rules! wrapper {
+    ($positionals:expr, [$($option:literal),* $(,)?] $(, $env:ident)?) => {
+        Wrapper {
+            takes_value: &[$($option),*],
+            keys: &[$(const_key($option.as_bytes())),*],
+            positionals: $positionals,
+            is_env: false $(|| $env)?,
+        }
+    };
+}
+
+static SUDO: Wrapper = wrapper!(
+    0,
+    [
         "-u",
         "-g",
         "-C",
@@ -298,14 +316,15 @@ static SUDO: Wrapper = wrapper(
         "--command-timeout",
         "--close-from",
         "--host",
-    ],
-    0,
+    ]
 );
-static DOAS: Wrapper = wrapper(&["-u", "-C"], 0);
-static PKEXEC: Wrapper = wrapper(&["--user"], 0);
-static RUNUSER: Wrapper = wrapper(&["-u", "-g", "-G", "--user", "--group", "--supp-group"], 0);
-static ENV: Wrapper = Wrapper {
-    takes_value: &[
+static DOAS: Wrapper = wrapper!(0, ["-u", "-C"]);
+static PKEXEC: Wrapper = wrapper!(0, ["--user"]);
+static RUNUSER: Wrapper = wrapper!(0, ["-u", "-g", "-G", "--user", "--group", "--supp-group"]);
+const IS_ENV: bool = true;
+static ENV: Wrapper = wrapper!(
+    0,
+    [
         "-u",
         "-C",
         "--unset",
@@ -313,20 +332,20 @@ static ENV: Wrapper = Wrapper {
         "-a",
         "--argv0",
         "-S",
-        "--split-string",
+        "--split-string"
     ],
-    positionals: 0,
-    is_env: true,
-};
-static NO_OPTIONS: Wrapper = wrapper(&[], 0);
-static NICE: Wrapper = wrapper(&["-n", "--adjustment"], 0);
-static IONICE: Wrapper = wrapper(&["-c", "-n", "-p", "-P", "-u", "--class", "--classdata"], 0);
-static TIME: Wrapper = wrapper(&["-f", "-o", "--format", "--output"], 0);
-static TIMEOUT: Wrapper = wrapper(&["-s", "-k", "--signal", "--kill-after"], 1);
-static STDBUF: Wrapper = wrapper(&["-i", "-o", "-e"], 0);
-static CHROOT: Wrapper = wrapper(&["--userspec", "--groups"], 1);
-static XARGS: Wrapper = wrapper(
-    &[
+    IS_ENV
+);
+static NO_OPTIONS: Wrapper = wrapper!(0, []);
+static NICE: Wrapper = wrapper!(0, ["-n", "--adjustment"]);
+static IONICE: Wrapper = wrapper!(0, ["-c", "-n", "-p", "-P", "-u", "--class", "--classdata"]);
+static TIME: Wrapper = wrapper!(0, ["-f", "-o", "--format", "--output"]);
+static TIMEOUT: Wrapper = wrapper!(1, ["-s", "-k", "--signal", "--kill-after"]);
+static STDBUF: Wrapper = wrapper!(0, ["-i", "-o", "-e"]);
+static CHROOT: Wrapper = wrapper!(1, ["--userspec", "--groups"]);
+static XARGS: Wrapper = wrapper!(
+    0,
+    [
         "-I",
         "-n",
         "-P",
@@ -343,13 +362,12 @@ static XARGS: Wrapper = wrapper(
         "--max-chars",
         "--eof",
         "--replace",
-    ],
-    0,
+    ]
 );
-static WATCH: Wrapper = wrapper(&["-n", "-d", "--interval"], 0);
-static EXEC: Wrapper = wrapper(&["-a"], 0);
-static FLOCK: Wrapper = wrapper(&["-w", "-E", "--timeout", "--conflict-exit-code"], 1);
-static STRACE: Wrapper = wrapper(&["-e", "-o", "-p", "-s", "-u"], 0);
+static WATCH: Wrapper = wrapper!(0, ["-n", "-d", "--interval"]);
+static EXEC: Wrapper = wrapper!(0, ["-a"]);
+static FLOCK: Wrapper = wrapper!(1, ["-w", "-E", "--timeout", "--conflict-exit-code"]);
+static STRACE: Wrapper = wrapper!(0, ["-e", "-o", "-p", "-s", "-u"]);
 
 /// What a command name means to the analysis.
 #[derive(Debug, Clone, Copy)]
@@ -565,8 +583,7 @@ impl Analysis<'_> {
             let Some(first) = self.word(rest) else {
                 return innermost;
             };
-            let name = self.command_name(first.text);
-            let kind = classify(self.script.text(name));
+            let (name, kind) = self.command_name(first.text);
             let payload_flag = match kind {
                 Kind::Stop => return innermost,
                 Kind::Shell => self.find_payload(rest + 1..end, false),
@@ -673,11 +690,7 @@ impl Analysis<'_> {
                 i += 1;
             } else if text.starts_with('-') && text.len() > 1 {
                 // `-u root` takes the next word; `-uroot` and `--user=root` do not.
-                i += if wrapper.takes_value.contains(&text) {
-                    2
-                } else {
-                    1
-                };
+                i += if wrapper.takes_value(text) { 2 } else { 1 };
             } else if positionals > 0 {
                 positionals -= 1;
                 i += 1;
@@ -725,18 +738,18 @@ impl Analysis<'_> {
         }
     }
 
-    /// [`command_name`] of a word's text, as a part of that text when it needs no lowercasing.
-    fn command_name(&mut self, word: Text) -> Text {
+    /// [`command_name`] of a word's text, as a part of that text when it needs no lowercasing,
+    /// and what that name means here.
+    fn command_name(&mut self, word: Text) -> (Text, Kind) {
         let text = self.script.text(word);
         let (start, end, lower) = name_range(text);
+        let name = text.get(start..end).unwrap_or_default();
         if lower {
-            let lowered = text
-                .get(start..end)
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            self.script.push_owned(&lowered)
+            let lowered = name.to_ascii_lowercase();
+            let kind = classify(&lowered);
+            (self.script.push_owned(&lowered), kind)
         } else {
-            word.slice(start..end)
+            (word.slice(start..end), classify(name))
         }
     }
 }
@@ -744,15 +757,19 @@ impl Analysis<'_> {
 /// The byte range of a command word's base name (`/usr/bin/RM.exe` → `RM`), and whether it
 /// has upper-case letters to lower.
 fn name_range(word: &str) -> (usize, usize, bool) {
-    let start = word.rfind(['/', '\\']).map_or(0, |i| i + 1);
-    let base = word.get(start..).unwrap_or_default();
+    // Both separators are ASCII: a byte search finds them without decoding characters.
+    let bytes = word.as_bytes();
+    let start = bytes
+        .iter()
+        .rposition(|&b| b == b'/' || b == b'\\')
+        .map_or(0, |i| i + 1);
+    let base = bytes.get(start..).unwrap_or_default();
     let has_exe = base.len() > 4
         && base
             .get(base.len() - 4..)
-            .is_some_and(|ext| ext.eq_ignore_ascii_case(".exe"));
+            .is_some_and(|ext| ext.eq_ignore_ascii_case(b".exe"));
     let end = if has_exe { word.len() - 4 } else { word.len() };
-    let lower = word
-        .as_bytes()
+    let lower = bytes
         .get(start..end)
         .is_some_and(|name| name.iter().any(u8::is_ascii_uppercase));
     (start, end, lower)
@@ -865,6 +882,18 @@ mod tests {
         let all: Vec<_> = analysis.invocations().collect();
         assert!(all[0].redirects().is_empty());
         assert_eq!(all[1].text(&all[1].redirects()[0].target), "/dev/sda");
+    }
+
+    #[test]
+    fn wrapper_options_are_found_by_key_and_by_text() {
+        assert!(SUDO.takes_value("-u") && SUDO.takes_value("--command-timeout"));
+        assert!(!SUDO.takes_value("-x") && !SUDO.takes_value("--command-timeoutx"));
+        assert!(!SUDO.takes_value("--a-very-long-unknown-option") && !SUDO.takes_value(""));
+        assert!(ENV.is_env && !SUDO.is_env && ENV.takes_value("-S"));
+        assert_eq!(
+            names("sudo --command-timeout 5 --a-very-long-unknown-option reboot"),
+            ["sudo", "reboot"]
+        );
     }
 
     #[test]

@@ -93,18 +93,17 @@ pub(crate) fn write_canonical_map<W: fmt::Write>(
 impl fmt::Write for HashWriter {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let bytes = s.as_bytes();
-        if self.len + bytes.len() <= self.buf.len() {
-            self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-            self.len += bytes.len();
-        } else {
+        // A block or more goes straight to the hasher (which hashes whole blocks in place);
+        // smaller pieces are gathered first.
+        if bytes.len() >= 64 || self.len + bytes.len() > self.buf.len() {
             self.hasher.update(&self.buf[..self.len]);
             self.len = 0;
-            if bytes.len() >= self.buf.len() {
-                self.hasher.update(bytes);
-            } else {
-                self.buf[..bytes.len()].copy_from_slice(bytes);
-                self.len = bytes.len();
-            }
+        }
+        if bytes.len() >= 64 {
+            self.hasher.update(bytes);
+        } else {
+            self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
         }
         Ok(())
     }
@@ -147,10 +146,22 @@ fn try_write_canonical<W: fmt::Write>(value: &Value, out: &mut W) -> fmt::Result
 }
 
 fn try_write_map<W: fmt::Write>(map: &serde_json::Map<String, Value>, out: &mut W) -> fmt::Result {
-    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    // serde_json's map iterates in key order unless its `preserve_order` feature is on (some
+    // dependency may turn it on): sort only then.
+    if !map.keys().is_sorted() {
+        let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        return write_entries(entries.into_iter(), out);
+    }
+    write_entries(map.iter(), out)
+}
+
+fn write_entries<'v, W: fmt::Write>(
+    entries: impl Iterator<Item = (&'v String, &'v Value)>,
+    out: &mut W,
+) -> fmt::Result {
     out.write_char('{')?;
-    for (i, (key, value)) in entries.into_iter().enumerate() {
+    for (i, (key, value)) in entries.enumerate() {
         if i > 0 {
             out.write_char(',')?;
         }
@@ -174,15 +185,46 @@ const NEEDS_ESCAPE: [bool; 256] = {
     table
 };
 
+/// The high bit of each byte of `word` (little-endian) that is `"`, `\\` or below 0x20.
+fn escape_mask(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let control = word.wrapping_sub(0x20 * ONES) & !word & HIGH;
+    control
+        | zero_byte(word ^ (u64::from(b'"') * ONES))
+        | zero_byte(word ^ (u64::from(b'\\') * ONES))
+}
+
 /// A JSON string literal, escaped exactly as serde_json escapes it.
 pub(crate) fn write_json_str<W: fmt::Write>(s: &str, out: &mut W) -> fmt::Result {
     out.write_char('"')?;
+    let bytes = s.as_bytes();
     let mut start = 0;
+    let mut i = 0;
     // Only ASCII bytes are ever escaped, so scanning bytes never splits a character.
-    for (i, &b) in s.as_bytes().iter().enumerate() {
+    while i < bytes.len() {
+        // Eight bytes at a time while none of them needs escaping (most text).
+        if let Some(chunk) = bytes
+            .get(i..i + 8)
+            .and_then(|c| <[u8; 8]>::try_from(c).ok())
+        {
+            let mask = escape_mask(u64::from_le_bytes(chunk));
+            if mask == 0 {
+                i += 8;
+                continue;
+            }
+            // The lowest flagged byte is exact (only bytes above a hit can be flagged falsely).
+            i += (mask.trailing_zeros() / 8) as usize;
+        }
+        let Some(&b) = bytes.get(i) else {
+            break;
+        };
+        i += 1;
         if !NEEDS_ESCAPE[usize::from(b)] {
             continue;
         }
+        let i = i - 1;
         let escape = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -309,6 +351,26 @@ mod tests {
         let mut out = String::new();
         write_json_str(tricky, &mut out).expect("write");
         assert_eq!(out, serde_json::to_string(tricky).expect("serde_json"));
+        // Every ASCII byte and a few multi-byte characters, at every offset of an 8-byte chunk,
+        // alone and next to other bytes that need escaping.
+        let specials: Vec<String> = (0u8..0x80)
+            .map(|b| char::from(b).to_string())
+            .chain(["é".into(), "✓".into(), "\u{10ffff}".into()])
+            .collect();
+        for special in &specials {
+            for offset in 0..17 {
+                for tail in ["", "\"", "x\n", "abcdefghij"] {
+                    let text = format!("{}{special}{tail}", "a".repeat(offset));
+                    out.clear();
+                    write_json_str(&text, &mut out).expect("write");
+                    assert_eq!(
+                        out,
+                        serde_json::to_string(&text).expect("serde_json"),
+                        "{text:?}"
+                    );
+                }
+            }
+        }
         let value: Value =
             serde_json::json!({"b": [tricky, 1.5, -2, true, null], "a": {"z": {}, "y": []}});
         assert_eq!(

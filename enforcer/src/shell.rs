@@ -316,13 +316,8 @@ impl<'a> Script<'a> {
                     };
                     reader.finish_command(self);
                 }
-                b'<' | b'>' if reader.peek_at(1) == Some(b'(') => {
-                    // Process substitution: its commands run too.
-                    if let Some(word) = reader.word(self) {
-                        self.words.push(word);
-                    }
-                }
-                b'<' | b'>' => reader.redirect(self),
+                // A word; `<(...)` and `>(...)` are process substitutions, whose commands run too.
+                b'<' | b'>' if reader.peek_at(1) != Some(b'(') => reader.redirect(self),
                 b'0'..=b'9' if reader.is_fd_redirect() => reader.redirect(self),
                 _ => {
                     if let Some(word) = reader.word(self) {
@@ -493,7 +488,10 @@ impl<'s> Reader<'s> {
 
     /// Read one word with quote removal, registering the substitutions inside it. The text
     /// stays a range of the input until quote removal first changes it; from then on it is
-    /// built at the end of the script's buffer (`owned` says where it starts there).
+    /// built at the end of the script's buffer (`owned` says where it starts there). Inlined
+    /// into its two callers: returning a word through memory and reading it back at once costs
+    /// a stalled load per word.
+    #[inline(always)]
     fn word(&mut self, script: &mut Script<'_>) -> Option<Word> {
         let start = self.pos;
         let mut owned: Option<usize> = None;
