@@ -164,31 +164,44 @@ impl<'s> Invocation<'s> {
     /// `-Force`, `-name` are long names too); `--force=yes` gives the long name `force`. Stops
     /// at `--`.
     pub fn for_each_flag(&self, mut found: impl FnMut(u64, Option<&'s str>)) {
-        for text in self.arg_texts() {
-            if text == "--" {
-                break;
-            }
-            let dashes = if text.starts_with("--") {
-                2
-            } else if text.starts_with('-') {
-                1
-            } else {
-                continue;
-            };
-            let end = text.find('=').unwrap_or(text.len()).max(dashes);
-            let name = text.get(dashes..end).unwrap_or_default();
-            if name.is_empty() {
-                continue;
-            }
-            let mut short = 0;
-            if dashes == 1 {
-                for b in name.bytes() {
-                    short |= SHORT_BITS[usize::from(b)];
+        let script = &self.analysis.script;
+        // Which arguments start with `-`, 64 at a time and without a branch per argument; most
+        // invocations have none, and the rest are visited by their bits.
+        for chunk in self.args().chunks(64) {
+            let mut dashed = chunk.iter().enumerate().fold(0u64, |bits, (i, word)| {
+                bits | u64::from(script.first_byte(word) == Some(b'-')) << i
+            });
+            while dashed != 0 {
+                let i = dashed.trailing_zeros() as usize;
+                dashed &= dashed - 1;
+                let Some(word) = chunk.get(i) else { break };
+                if !flag_word(script.word_text(word), &mut found) {
+                    return;
                 }
             }
-            found(short, (dashes == 2 || name.len() > 1).then_some(name));
         }
     }
+}
+
+/// Report one argument that starts with `-` to `found` (see [`Invocation::for_each_flag`]);
+/// false at `--`, after which nothing is a flag.
+fn flag_word<'s>(text: &'s str, found: &mut impl FnMut(u64, Option<&'s str>)) -> bool {
+    if text == "--" {
+        return false;
+    }
+    let dashes = if text.starts_with("--") { 2 } else { 1 };
+    let end = text.find('=').unwrap_or(text.len()).max(dashes);
+    let name = text.get(dashes..end).unwrap_or_default();
+    if !name.is_empty() {
+        let mut short = 0;
+        if dashes == 1 {
+            for b in name.bytes() {
+                short |= SHORT_BITS[usize::from(b)];
+            }
+        }
+        found(short, (dashes == 2 || name.len() > 1).then_some(name));
+    }
+    true
 }
 
 /// The flags of one invocation: short letters and digits as a bit set, long names as written
@@ -584,6 +597,18 @@ impl Analysis<'_> {
                 return innermost;
             };
             let (name, kind) = self.command_name(first.text);
+            if let Kind::Plain = kind {
+                // Most commands: no wrapper, payload or `-exec` to look into.
+                let index = to_u32(self.invocations.len());
+                self.invocations.push(Stored {
+                    name,
+                    args: (to_u32(rest + 1), to_u32(end)),
+                    redirects: redirects.map_or((0, 0), |r| (to_u32(r.start), to_u32(r.end))),
+                    span: self.cover(rest..end),
+                    upstream,
+                });
+                return Some(index);
+            }
             let payload_flag = match kind {
                 Kind::Stop => return innermost,
                 Kind::Shell => self.find_payload(rest + 1..end, false),

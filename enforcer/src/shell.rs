@@ -104,6 +104,8 @@ pub struct Script<'a> {
     redirects: Vec<Redirect>,
     commands: Vec<Command>,
     warnings: Vec<Warning>,
+    /// [`plain_bits`] of `src`, kept for reading payloads that are parts of it.
+    plain: Vec<u64>,
 }
 
 /// Read a command line. Total: any input gives a [`Script`].
@@ -117,13 +119,50 @@ pub fn parse(src: &str) -> Script<'_> {
         redirects: Vec::new(),
         commands: Vec::with_capacity(src.len() / 20 + 2),
         warnings: Vec::new(),
+        plain: Vec::new(),
     };
     if src.len() > MAX_LEN {
         script.warn(Warning::TooLong);
         return script;
     }
-    script.read(src, 0..src.len(), 0, None, false);
+    let plain = plain_bits(src.as_bytes());
+    script.read(src, 0..src.len(), 0, None, false, &plain);
+    script.plain = plain;
     script
+}
+
+/// One bit per byte of `bytes` (bit `i % 64` of word `i / 64`), set for the bytes that a word
+/// reads as themselves ([`is_plain`]). Worked out once, without a branch per byte, so that
+/// finding where a run of them ends is a bit count rather than a loop whose exit the processor
+/// mispredicts at nearly every word.
+fn plain_bits(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .chunks(64)
+        .map(|chunk| {
+            chunk.iter().enumerate().fold(0u64, |bits, (i, &b)| {
+                bits | u64::from(PLAIN[usize::from(b)]) << i
+            })
+        })
+        .collect()
+}
+
+/// How many bytes from `from` on, before `limit`, are plain according to `plain` (see
+/// [`plain_bits`]).
+fn plain_run(plain: &[u64], from: usize, limit: usize) -> usize {
+    let mut pos = from;
+    while pos < limit {
+        let Some(&bits) = plain.get(pos / 64) else {
+            break;
+        };
+        let shift = pos % 64;
+        // The run's length within this word: the trailing ones of the bits from `pos` on.
+        let ones = (!(bits >> shift)).trailing_zeros() as usize;
+        pos += ones.min(64 - shift);
+        if ones < 64 - shift {
+            break;
+        }
+    }
+    pos.min(limit) - from.min(limit)
 }
 
 impl<'a> Script<'a> {
@@ -141,6 +180,19 @@ impl<'a> Script<'a> {
     /// A word's text after quote removal.
     pub fn word_text(&self, word: &Word) -> &str {
         self.text(word.text)
+    }
+
+    /// The first byte of a word's text after quote removal, if it has one.
+    pub(crate) fn first_byte(&self, word: &Word) -> Option<u8> {
+        let whole = if word.text.owned {
+            self.buf.as_bytes()
+        } else {
+            self.src.as_bytes()
+        };
+        whole
+            .get(word.text.start as usize)
+            .copied()
+            .filter(|_| word.text.end > word.text.start)
     }
 
     /// A redirection's operator (`>`, `2>>`, `&>`).
@@ -228,13 +280,10 @@ impl<'a> Script<'a> {
         }
         let first = self.commands.len();
         let src = self.src;
-        self.read(
-            src,
-            text.start as usize..text.end as usize,
-            depth,
-            None,
-            false,
-        );
+        let plain = std::mem::take(&mut self.plain);
+        let range = text.start as usize..text.end as usize;
+        self.read(src, range, depth, None, false, &plain);
+        self.plain = plain;
         first..self.commands.len()
     }
 
@@ -249,7 +298,14 @@ impl<'a> Script<'a> {
     ) -> Range<usize> {
         let first = self.commands.len();
         let pin = Some((to_u32(span.start), to_u32(span.end)));
-        self.read(text, 0..text.len(), depth, pin, true);
+        self.read(
+            text,
+            0..text.len(),
+            depth,
+            pin,
+            true,
+            &plain_bits(text.as_bytes()),
+        );
         first..self.commands.len()
     }
 
@@ -258,7 +314,8 @@ impl<'a> Script<'a> {
     }
 
     /// Read `range` of `src` at substitution/payload depth `depth`. `copy` says `src` is not
-    /// the script's input, so every word's text goes into the buffer.
+    /// the script's input, so every word's text goes into the buffer. `plain` is
+    /// [`plain_bits`] of `src`.
     fn read(
         &mut self,
         src: &str,
@@ -266,6 +323,7 @@ impl<'a> Script<'a> {
         depth: usize,
         pin: Option<(u32, u32)>,
         copy: bool,
+        plain: &[u64],
     ) {
         if depth > MAX_DEPTH {
             self.warn(Warning::TooDeep);
@@ -277,6 +335,7 @@ impl<'a> Script<'a> {
         let mut reader = Reader {
             src: limited,
             bytes: limited.as_bytes(),
+            plain,
             pos: range.start,
             depth,
             pin,
@@ -289,6 +348,14 @@ impl<'a> Script<'a> {
         loop {
             reader.skip_blanks();
             let Some(c) = reader.peek() else { break };
+            // Most tokens are words: test for one first, rather than through the jump table
+            // below, whose target the processor mispredicts more often.
+            if is_plain(c) && c != b'#' && !c.is_ascii_digit() {
+                if let Some(word) = reader.word(self) {
+                    self.words.push(word);
+                }
+                continue;
+            }
             match c {
                 b'#' => reader.skip_comment(),
                 b';' | b'\n' | b'(' | b')' => {
@@ -329,7 +396,7 @@ impl<'a> Script<'a> {
         reader.finish_pipeline(self);
         // Substitutions are read after the line that holds them, each as its own command list.
         for inner in std::mem::take(&mut reader.nested) {
-            self.read(src, inner, depth + 1, pin, copy);
+            self.read(src, inner, depth + 1, pin, copy, plain);
         }
     }
 }
@@ -342,6 +409,8 @@ fn to_u32(offset: usize) -> u32 {
 struct Reader<'s> {
     src: &'s str,
     bytes: &'s [u8],
+    /// [`plain_bits`] of the whole source (`bytes` may end before it does).
+    plain: &'s [u64],
     pos: usize,
     depth: usize,
     pin: Option<(u32, u32)>,
@@ -500,7 +569,7 @@ impl<'s> Reader<'s> {
                 _ if is_plain(c) => {
                     // A run of plain bytes (all special bytes are ASCII: no char is split).
                     let from = self.pos;
-                    self.pos += run_length(self.bytes, from, is_plain);
+                    self.pos += plain_run(self.plain, from, self.bytes.len());
                     if owned.is_some() {
                         script.buf.push_str(self.slice(from, self.pos));
                     }
@@ -878,6 +947,20 @@ mod tests {
             "\u{e9}AA",
             "hex, unicode and octal escapes"
         );
+    }
+
+    #[test]
+    fn plain_runs_end_where_a_byte_loop_would_end_them() {
+        let text = format!("{}x'y z{}\"w$v", "a".repeat(70), "b".repeat(130));
+        let bytes = text.as_bytes();
+        let plain = plain_bits(bytes);
+        for from in 0..=bytes.len() {
+            for limit in [from, from + 1, from + 63, from + 64, from + 65, bytes.len()] {
+                let limit = limit.min(bytes.len());
+                let expected = run_length(&bytes[..limit], from, is_plain);
+                assert_eq!(plain_run(&plain, from, limit), expected, "{from}..{limit}");
+            }
+        }
     }
 
     #[test]
