@@ -355,9 +355,67 @@ pub(crate) struct Matcher {
 /// What every match of one branch of a regex must meet.
 #[derive(Debug, Clone)]
 enum Branch {
-    StartsWith(Vec<Box<[u8]>>),
-    EndsWith(Vec<Box<[u8]>>),
+    StartsWith(Literals),
+    EndsWith(Literals),
     Contains(Box<memchr::memmem::Finder<'static>>),
+}
+
+/// Literals a text must start (or end) with one of, and the part they all share there
+/// (`/dev/` of `/dev/sd`, `/dev/hd`, ...), compared first: most texts fail on it at once.
+#[derive(Debug, Clone)]
+struct Literals {
+    shared: Box<[u8]>,
+    all: Vec<Box<[u8]>>,
+}
+
+impl Literals {
+    fn new(all: Vec<Box<[u8]>>, at_start: bool) -> Self {
+        let shared_len = |a: &[u8], b: &[u8]| {
+            if at_start {
+                a.iter().zip(b).take_while(|(x, y)| x == y).count()
+            } else {
+                a.iter()
+                    .rev()
+                    .zip(b.iter().rev())
+                    .take_while(|(x, y)| x == y)
+                    .count()
+            }
+        };
+        let first: &[u8] = all.first().map_or(&[], |first| first);
+        let len = all.iter().map(|l| shared_len(first, l)).min().unwrap_or(0);
+        let shared = if at_start {
+            first.get(..len)
+        } else {
+            first.get(first.len() - len..)
+        };
+        Literals {
+            shared: shared.unwrap_or_default().into(),
+            all,
+        }
+    }
+
+    fn starts(&self, text: &[u8]) -> bool {
+        bytes_start(text, &self.shared) && self.all.iter().any(|l| bytes_start(text, l))
+    }
+
+    fn ends(&self, text: &[u8]) -> bool {
+        bytes_end(text, &self.shared) && self.all.iter().any(|l| bytes_end(text, l))
+    }
+}
+
+/// `text.starts_with(part)` for the short parts here, without a call to `memcmp` each.
+fn bytes_start(text: &[u8], part: &[u8]) -> bool {
+    part.len() <= text.len() && part.iter().zip(text).all(|(a, b)| a == b)
+}
+
+/// `text.ends_with(part)`, as [`bytes_start`].
+fn bytes_end(text: &[u8], part: &[u8]) -> bool {
+    part.len() <= text.len()
+        && part
+            .iter()
+            .rev()
+            .zip(text.iter().rev())
+            .all(|(a, b)| a == b)
 }
 
 impl Branch {
@@ -378,12 +436,12 @@ impl Branch {
         let properties = hir.properties();
         if properties.look_set_prefix().contains(Look::Start) {
             if let Some(all) = literals(ExtractKind::Prefix) {
-                return Some(Branch::StartsWith(all));
+                return Some(Branch::StartsWith(Literals::new(all, true)));
             }
         }
         if properties.look_set_suffix().contains(Look::End) {
             if let Some(all) = literals(ExtractKind::Suffix) {
-                return Some(Branch::EndsWith(all));
+                return Some(Branch::EndsWith(Literals::new(all, false)));
             }
         }
         // A literal directly in the branch's sequence is part of every match of it.
@@ -406,8 +464,8 @@ impl Branch {
 
     fn may_match(&self, text: &[u8]) -> bool {
         match self {
-            Branch::StartsWith(all) => all.iter().any(|literal| text.starts_with(literal)),
-            Branch::EndsWith(all) => all.iter().any(|literal| text.ends_with(literal)),
+            Branch::StartsWith(literals) => literals.starts(text),
+            Branch::EndsWith(literals) => literals.ends(text),
             Branch::Contains(finder) => finder.find(text).is_some(),
         }
     }
@@ -1430,6 +1488,20 @@ mod matcher_tests {
         }
         // The anchored redirect targets, `find -delete`, `dd of=/dev/...` and a few more.
         assert!(shortcuts >= 8, "only {shortcuts} regexes have a shortcut");
+    }
+
+    #[test]
+    fn literals_share_their_common_prefix_or_suffix() {
+        let boxed = |all: &[&str]| all.iter().map(|l| Box::from(l.as_bytes())).collect();
+        let start = Literals::new(boxed(&["/dev/sd", "/dev/hd", "/dev/mapper/"]), true);
+        assert_eq!(&*start.shared, b"/dev/");
+        assert!(start.starts(b"/dev/sda") && !start.starts(b"/dev/tcp") && !start.starts(b"/d"));
+        let end = Literals::new(boxed(&["shadow", "gshadow", "authorized_keys"]), false);
+        assert!(end.shared.is_empty());
+        assert!(end.ends(b"/etc/gshadow") && !end.ends(b"/etc/passwd"));
+        let one = Literals::new(boxed(&["keys"]), false);
+        assert_eq!(&*one.shared, b"keys");
+        assert!(Literals::new(Vec::new(), true).shared.is_empty());
     }
 
     #[test]
