@@ -6,6 +6,7 @@ use crate::shell::{self, Warning};
 use crate::{Action, Risk};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::ops::Range;
 
@@ -97,7 +98,7 @@ pub fn evaluate(request: &Request, principal: &Principal, policy: &PolicySet) ->
     let mut decision = Decision {
         action: Action::Deny,
         risk: Risk::Critical,
-        reasons: Vec::new(),
+        reasons: Vec::with_capacity(4),
         required_capabilities: BTreeSet::new(),
         missing_capabilities: BTreeSet::new(),
         matched_patterns: Vec::new(),
@@ -175,7 +176,7 @@ pub fn evaluate(request: &Request, principal: &Principal, policy: &PolicySet) ->
         return decision;
     }
 
-    let mut why_approval = Vec::new();
+    let mut why_approval = Vec::with_capacity(4);
     if operation.interactive_only {
         why_approval.push(format!(
             "{}.{} always needs a person's approval (interactive only)",
@@ -245,10 +246,10 @@ pub fn evaluate(request: &Request, principal: &Principal, policy: &PolicySet) ->
 
 fn escalation(policy: &PolicySet, id: &str) -> Option<Risk> {
     policy
-        .patterns
+        .escalating
         .iter()
-        .find(|p| p.id == id)
-        .and_then(|p| p.escalate)
+        .find(|(pattern, _)| pattern == id)
+        .map(|&(_, risk)| risk)
 }
 
 #[derive(Default)]
@@ -262,14 +263,14 @@ struct Inspection {
 fn inspect(request: &Request, operation: &Operation, policy: &PolicySet) -> Inspection {
     let mut out = Inspection::default();
     // One buffer for every invocation's joined arguments.
-    let mut scratch = String::new();
+    let mut scratch = String::with_capacity(256);
     for name in &operation.shell_args {
         let Some(value) = request.args.get(name) else {
             continue;
         };
-        match texts(value) {
+        match labelled(name, value) {
             Some(texts) => {
-                for (label, text) in labelled(name, value, &texts) {
+                for (label, text) in texts {
                     if text.len() > shell::MAX_LEN {
                         out.malformed.push(format!(
                             "argument `{label}` is longer than {} MiB",
@@ -301,9 +302,9 @@ fn inspect(request: &Request, operation: &Operation, policy: &PolicySet) -> Insp
         let Some(value) = request.args.get(name) else {
             continue;
         };
-        match texts(value) {
+        match labelled(name, value) {
             Some(texts) => {
-                for (label, text) in labelled(name, value, &texts) {
+                for (label, text) in texts {
                     for index in policy.path_set.matches(text).iter() {
                         if let Some(pattern) = policy
                             .path_owner
@@ -343,32 +344,27 @@ fn inspect(request: &Request, operation: &Operation, policy: &PolicySet) -> Insp
     out
 }
 
-fn texts(value: &Value) -> Option<Vec<&str>> {
-    match value {
-        Value::String(s) => Some(vec![s.as_str()]),
-        Value::Null => Some(Vec::new()),
-        Value::Array(items) => items.iter().map(Value::as_str).collect(),
-        _ => None,
-    }
-}
-
-/// Each text with the name it is reported under: `command`, or `command[1]` inside a list.
-fn labelled<'a>(name: &str, value: &Value, texts: &[&'a str]) -> Vec<(String, &'a str)> {
+/// The texts of an argument that is a string, a list of strings or null, each with the name
+/// it is reported under: `command`, or `command[1]` inside a list. `None` for any other value.
+/// A single string (the usual case) costs no allocation.
+fn labelled<'v>(
+    name: &'v str,
+    value: &'v Value,
+) -> Option<impl Iterator<Item = (Cow<'v, str>, &'v str)> + 'v> {
+    let items: &[Value] = match value {
+        Value::String(_) | Value::Null => std::slice::from_ref(value),
+        Value::Array(items) if items.iter().all(Value::is_string) => items,
+        _ => return None,
+    };
     let listed = value.is_array();
-    texts
-        .iter()
-        .enumerate()
-        .map(|(i, text)| {
-            (
-                if listed {
-                    format!("{name}[{i}]")
-                } else {
-                    name.to_string()
-                },
-                *text,
-            )
-        })
-        .collect()
+    Some(items.iter().enumerate().filter_map(move |(i, item)| {
+        let label = if listed {
+            Cow::Owned(format!("{name}[{i}]"))
+        } else {
+            Cow::Borrowed(name)
+        };
+        item.as_str().map(|text| (label, text))
+    }))
 }
 
 fn truthy(value: &Value) -> bool {

@@ -111,12 +111,13 @@ impl fmt::Write for HashWriter {
 
 fn hex_digest(digest: [u8; 32]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(64);
-    for byte in digest {
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 0xf)]));
+    let mut out = [0u8; 64];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(digest) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
-    out
+    // Hex digits are ASCII: this never falls back to the empty string.
+    String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
 /// Write `value` as canonical JSON: keys sorted, no whitespace, strings escaped as serde_json does.

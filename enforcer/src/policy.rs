@@ -687,6 +687,8 @@ pub struct PolicySet {
     pub(crate) any_command: Vec<usize>,
     /// The long flag names the shell patterns look for.
     pub(crate) long_flags: LongFlags,
+    /// The patterns that raise an operation's risk, by id (a handful of all the patterns).
+    pub(crate) escalating: Vec<(String, Risk)>,
     /// `args` regexes of shell patterns, one set: pattern index per member.
     /// `value` regexes of path patterns.
     pub(crate) path_set: RegexSet,
@@ -1080,6 +1082,10 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
         candidates.dedup();
     }
     Ok(PolicySet {
+        escalating: patterns
+            .iter()
+            .filter_map(|p| p.escalate.map(|risk| (p.id.clone(), risk)))
+            .collect(),
         long_flags,
         by_command,
         by_prefix,

@@ -116,7 +116,7 @@ pub fn parse(src: &str) -> Script<'_> {
         // About one word per 6 bytes and one command per 20 in real scripts: growing from
         // there costs a copy or two rather than a dozen.
         words: Vec::with_capacity(src.len() / 6 + 4),
-        redirects: Vec::new(),
+        redirects: Vec::with_capacity(src.len() / 64 + 1),
         commands: Vec::with_capacity(src.len() / 20 + 2),
         warnings: Vec::new(),
         plain: Vec::new(),
@@ -653,6 +653,13 @@ impl<'s> Reader<'s> {
     /// Switch a word to owned text holding what was read so far (all of it plain).
     fn own(&self, script: &mut Script<'_>, owned: &mut Option<usize>, start: usize) {
         if owned.is_none() {
+            if script.buf.capacity() == 0 {
+                // Room for the unquoted text of the rest of the input, once, rather than
+                // growing word by word.
+                script
+                    .buf
+                    .reserve(self.bytes.len().saturating_sub(start) + 16);
+            }
             *owned = Some(script.buf.len());
             script.buf.push_str(self.slice(start, self.pos));
         }
