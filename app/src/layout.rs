@@ -138,8 +138,12 @@ pub fn Shell(children: Children) -> impl IntoView {
                     .map(|(href, label)| view! { <A href=*href exact=true>{*label}</A> })
                     .collect_view()}
             </nav>
-            <TimeZoneSwitch/>
+            // The signed-in person comes before the time-zone switch: the page streams in order,
+            // and the browser may paint the header before the person's block has arrived. With
+            // the switch last, pinned to the right by the growing navigation, that block's
+            // arrival moves nothing already painted; before it, the switch would be pushed left.
             <CurrentUser/>
+            <TimeZoneSwitch/>
         </header>
         <main class="content">{children()}</main>
         <footer class="footer">
