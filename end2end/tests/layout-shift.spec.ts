@@ -1,4 +1,4 @@
-import { test, expect } from '@playwright/test';
+import { test, expect, type Page } from '@playwright/test';
 import { Portal, ADMIN_PASSWORD } from './pages/portal';
 
 // Hydration must not move what the server rendered: the browser's layout-shift entries (the
@@ -8,6 +8,15 @@ import { Portal, ADMIN_PASSWORD } from './pages/portal';
 // elements that moved. Live updates are held off (the `/events` stream is refused): other tests
 // running alongside change the data, and new rows arriving are not hydration moving things.
 const SECTIONS = ['/', '/approvals', '/jobs', '/audit', '/reports', '/policies', '/profile'];
+
+// Sign in as the admin, land on `path` with live updates held off, and wait for hydration.
+async function hydratedAt(page: Page, path: string) {
+  await page.route('**/events', (route) => route.abort());
+  const portal = new Portal(page);
+  await portal.signIn('admin', ADMIN_PASSWORD, path);
+  await page.waitForURL((url) => url.pathname === path);
+  await portal.hydrated();
+}
 
 for (const path of SECTIONS) {
   test(`nothing moves while ${path} hydrates`, async ({ page }) => {
@@ -52,11 +61,7 @@ for (const path of SECTIONS) {
 // `button.tz-switch`, about one run in 40). Removing the block stands in for "not arrived yet":
 // nothing already painted in the header may move.
 test('the header keeps its place while the signed-in person is still arriving', async ({ page }) => {
-  await page.route('**/events', (route) => route.abort());
-  const portal = new Portal(page);
-  await portal.signIn('admin', ADMIN_PASSWORD, '/jobs');
-  await page.waitForURL((url) => url.pathname === '/jobs');
-  await portal.hydrated();
+  await hydratedAt(page, '/jobs');
   const places = await page.evaluate(() => {
     const user = document.querySelector('.topbar .user');
     if (!user) return null;
@@ -78,11 +83,7 @@ test('the header keeps its place while the signed-in person is still arriving', 
 // ones move when the rest arrive (this once failed the test above on a busy machine). Removing
 // the later panels stands in for "not parsed yet".
 test('dashboard panels keep their width while later panels are still arriving', async ({ page }) => {
-  await page.route('**/events', (route) => route.abort());
-  const portal = new Portal(page);
-  await portal.signIn('admin', ADMIN_PASSWORD, '/');
-  await page.waitForURL((url) => url.pathname === '/');
-  await portal.hydrated();
+  await hydratedAt(page, '/');
   const widths = await page.evaluate(() => {
     const grid = document.querySelector('.panels');
     if (!grid) return null;
