@@ -11,7 +11,7 @@
 //! word list, and a payload's commands are appended to the same script. Reading a long script
 //! therefore allocates a handful of times, not several times per command.
 
-use crate::shell::{self, Redirect, Script, Text, Warning, Word};
+use crate::shell::{self, to_u32, Redirect, Script, Text, Warning, Word};
 use std::ops::Range;
 
 /// No invocation: the end of an upstream chain.
@@ -46,24 +46,9 @@ impl<'a> Analysis<'a> {
         })
     }
 
-    /// How many invocations were found.
-    pub fn len(&self) -> usize {
-        self.invocations.len()
-    }
-
-    /// Whether none was found.
-    pub fn is_empty(&self) -> bool {
-        self.invocations.is_empty()
-    }
-
     /// What prevented a complete reading, sorted, each kind once.
     pub fn warnings(&self) -> &[Warning] {
         self.script.warnings()
-    }
-
-    /// The script read, payloads included.
-    pub fn script(&self) -> &Script<'a> {
-        &self.script
     }
 }
 
@@ -122,14 +107,8 @@ impl<'s> Invocation<'s> {
         })
     }
 
-    /// The arguments joined by single spaces after quote removal: what `args` regexes see.
-    pub fn args_text(&self) -> String {
-        let mut text = String::new();
-        self.write_args_text(&mut text);
-        text
-    }
-
-    /// [`Invocation::args_text`] into `text` (cleared first), reusing its allocation.
+    /// The arguments joined by single spaces after quote removal, what `args` regexes see, into
+    /// `text` (cleared first), reusing its allocation.
     pub fn write_args_text(&self, text: &mut String) {
         text.clear();
         for (i, arg) in self.arg_texts().enumerate() {
@@ -143,20 +122,11 @@ impl<'s> Invocation<'s> {
     /// The flags given, as written.
     pub fn flags(&self) -> FlagSet<'s> {
         let mut set = FlagSet::default();
-        self.write_flags(&mut set);
-        set
-    }
-
-    /// [`Invocation::flags`] into `set` (cleared first), reusing its allocation.
-    pub fn write_flags(&self, set: &mut FlagSet<'s>) {
-        set.short = 0;
-        set.long.clear();
         self.for_each_flag(|short, long| {
             set.short |= short;
-            if let Some(long) = long {
-                set.long.push(long);
-            }
+            set.long.extend(long);
         });
+        set
     }
 
     /// Call `found` with each flag word's short-flag bits (see [`short_mask`]) and long name:
@@ -230,11 +200,6 @@ impl FlagSet<'_> {
     pub fn has_long(&self, name: &str) -> bool {
         self.long.iter().any(|l| l.eq_ignore_ascii_case(name))
     }
-
-    /// Whether no flag at all was given.
-    pub fn is_empty(&self) -> bool {
-        self.short == 0 && self.long.is_empty()
-    }
 }
 
 /// The bit of an ASCII letter or digit in [`FlagSet`]'s short set.
@@ -296,12 +261,12 @@ impl Wrapper {
 
 /// A wrapper: how many positional words it takes, and its options that take a value.
 macro_rules! wrapper {
-    ($positionals:expr, [$($option:literal),* $(,)?] $(, $env:ident)?) => {
+    ($positionals:expr, [$($option:literal),* $(,)?]) => {
         Wrapper {
             takes_value: &[$($option),*],
             keys: &[$(const_key($option.as_bytes())),*],
             positionals: $positionals,
-            is_env: false $(|| $env)?,
+            is_env: false,
         }
     };
 }
@@ -334,21 +299,22 @@ static SUDO: Wrapper = wrapper!(
 static DOAS: Wrapper = wrapper!(0, ["-u", "-C"]);
 static PKEXEC: Wrapper = wrapper!(0, ["--user"]);
 static RUNUSER: Wrapper = wrapper!(0, ["-u", "-g", "-G", "--user", "--group", "--supp-group"]);
-const IS_ENV: bool = true;
-static ENV: Wrapper = wrapper!(
-    0,
-    [
-        "-u",
-        "-C",
-        "--unset",
-        "--chdir",
-        "-a",
-        "--argv0",
-        "-S",
-        "--split-string"
-    ],
-    IS_ENV
-);
+static ENV: Wrapper = Wrapper {
+    is_env: true,
+    ..wrapper!(
+        0,
+        [
+            "-u",
+            "-C",
+            "--unset",
+            "--chdir",
+            "-a",
+            "--argv0",
+            "-S",
+            "--split-string"
+        ]
+    )
+};
 static NO_OPTIONS: Wrapper = wrapper!(0, []);
 static NICE: Wrapper = wrapper!(0, ["-n", "--adjustment"]);
 static IONICE: Wrapper = wrapper!(0, ["-c", "-n", "-p", "-P", "-u", "--class", "--classdata"]);
@@ -597,18 +563,6 @@ impl Analysis<'_> {
                 return innermost;
             };
             let (name, kind) = self.command_name(first.text);
-            if let Kind::Plain = kind {
-                // Most commands: no wrapper, payload or `-exec` to look into.
-                let index = to_u32(self.invocations.len());
-                self.invocations.push(Stored {
-                    name,
-                    args: (to_u32(rest + 1), to_u32(end)),
-                    redirects: redirects.map_or((0, 0), |r| (to_u32(r.start), to_u32(r.end))),
-                    span: self.cover(rest..end),
-                    upstream,
-                });
-                return Some(index);
-            }
             let payload_flag = match kind {
                 Kind::Stop => return innermost,
                 Kind::Shell => self.find_payload(rest + 1..end, false),
@@ -635,6 +589,10 @@ impl Analysis<'_> {
                 upstream,
             });
             innermost = Some(index);
+            if let Kind::Plain = kind {
+                // Most commands: no wrapper, payload or `-exec` to look into.
+                return innermost;
+            }
 
             if let Some(payload) = payload_flag.and_then(|i| self.word(i).filter(|_| i < end)) {
                 // `sh -c 'payload'`, `su -c 'payload'`: the payload is a command line of its own.
@@ -816,11 +774,6 @@ fn is_assignment(text: &str) -> bool {
     name.first()
         .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
         && name.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
-}
-
-/// An offset as stored (texts longer than [`shell::MAX_LEN`] are never read).
-fn to_u32(offset: usize) -> u32 {
-    u32::try_from(offset).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

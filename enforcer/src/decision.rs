@@ -262,8 +262,10 @@ struct Inspection {
 /// Run the operation's arguments through the patterns for their kind.
 fn inspect(request: &Request, operation: &Operation, policy: &PolicySet) -> Inspection {
     let mut out = Inspection::default();
-    // One buffer for every invocation's joined arguments.
-    let mut scratch = String::with_capacity(256);
+    let mut scratch = Scratch {
+        joined: String::with_capacity(256),
+        flags: InvocationFlags::default(),
+    };
     for name in &operation.shell_args {
         let Some(value) = request.args.get(name) else {
             continue;
@@ -280,14 +282,13 @@ fn inspect(request: &Request, operation: &Operation, policy: &PolicySet) -> Insp
                     }
                     let analysis = analysis::invocations(text);
                     out.warnings.extend(analysis.warnings().iter().copied());
-                    let mut flags = InvocationFlags::default();
                     for invocation in analysis.invocations() {
                         match_invocation(
                             policy,
                             &label,
                             text,
                             &invocation,
-                            (&mut scratch, &mut flags),
+                            &mut scratch,
                             &mut out.matches,
                         );
                     }
@@ -381,12 +382,19 @@ fn truthy(value: &Value) -> bool {
     }
 }
 
+/// What matching works out per invocation, kept between invocations for its allocations.
+struct Scratch {
+    /// The invocation's arguments joined by spaces (what `args` regexes see).
+    joined: String,
+    flags: InvocationFlags,
+}
+
 fn match_invocation(
     policy: &PolicySet,
     argument: &str,
     text: &str,
     invocation: &Invocation<'_>,
-    (scratch, flags): (&mut String, &mut InvocationFlags),
+    scratch: &mut Scratch,
     out: &mut Vec<PatternMatch>,
 ) {
     // Only the patterns that name this command (or any command) can match it. The by-name
@@ -424,10 +432,10 @@ fn match_invocation(
         }
         if let Some(rule) = &pattern.flag_rule {
             if !flags_read {
-                flags.read(invocation, policy);
+                scratch.flags.read(invocation, policy);
                 flags_read = true;
             }
-            if !rule.matches(flags) {
+            if !rule.matches(&scratch.flags) {
                 continue;
             }
         }
@@ -440,10 +448,10 @@ fn match_invocation(
         }
         if let Some(re) = &pattern.args_re {
             if !joined {
-                invocation.write_args_text(scratch);
+                invocation.write_args_text(&mut scratch.joined);
                 joined = true;
             }
-            if !re.is_match(scratch) {
+            if !re.is_match(&scratch.joined) {
                 continue;
             }
         }

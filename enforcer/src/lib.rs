@@ -218,14 +218,14 @@ pub(crate) fn write_json_str<W: fmt::Write>(s: &str, out: &mut W) -> fmt::Result
             // The lowest flagged byte is exact (only bytes above a hit can be flagged falsely).
             i += (mask.trailing_zeros() / 8) as usize;
         }
-        let Some(&b) = bytes.get(i) else {
+        let at = i;
+        i += 1;
+        let Some(&b) = bytes.get(at) else {
             break;
         };
-        i += 1;
         if !NEEDS_ESCAPE[usize::from(b)] {
             continue;
         }
-        let i = i - 1;
         let escape = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -237,13 +237,13 @@ pub(crate) fn write_json_str<W: fmt::Write>(s: &str, out: &mut W) -> fmt::Result
             0..=0x1f => "",
             _ => continue,
         };
-        out.write_str(&s[start..i])?;
+        out.write_str(&s[start..at])?;
         if escape.is_empty() {
             write!(out, "\\u{:04x}", b)?;
         } else {
             out.write_str(escape)?;
         }
-        start = i + 1;
+        start = i;
     }
     out.write_str(&s[start..])?;
     out.write_char('"')

@@ -498,10 +498,10 @@ impl Matcher {
 
 /// A pattern's flag conditions, compiled: every flag of `all` and, when `any` is not empty, one
 /// of `any`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct FlagRule {
-    pub(crate) all: Vec<WantedFlag>,
-    pub(crate) any: Vec<WantedFlag>,
+    all: Vec<WantedFlag>,
+    any: Vec<WantedFlag>,
     /// Every short letter of `all` and `any`: without one of these or a long flag some pattern
     /// looks for, the rule cannot match.
     short_union: u64,
@@ -509,10 +509,10 @@ pub(crate) struct FlagRule {
 
 /// The spellings that give one canonical flag: short letters as a bit mask, long names as
 /// their ids in the policy's [`LongFlags`].
-#[derive(Debug, Clone, Default)]
-pub(crate) struct WantedFlag {
-    pub(crate) short: u64,
-    pub(crate) long: Vec<u32>,
+#[derive(Debug, Clone)]
+struct WantedFlag {
+    short: u64,
+    long: Vec<u32>,
 }
 
 /// Every long flag name some pattern looks for (lowercased), each with a small id, so that an
@@ -549,26 +549,15 @@ impl LongFlags {
 
     /// The id of a long flag as written, ignoring ASCII case, if any pattern looks for it.
     fn find(&self, name: &str) -> Option<u32> {
-        const STACK: usize = 48;
         let first = name.as_bytes().first().copied().unwrap_or(0);
         if name.len() > self.longest || !self.first[usize::from(first)] {
             return None;
         }
-        if !name.bytes().any(|b| b.is_ascii_uppercase()) {
-            return self.ids.get(name).copied();
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            // `-Force`, `-Recurse`: PowerShell's spelling, rare enough to lowercase a copy.
+            return self.ids.get(&name.to_ascii_lowercase()).copied();
         }
-        let mut buf = [0u8; STACK];
-        match buf.get_mut(..name.len()) {
-            Some(lowered) => {
-                lowered.copy_from_slice(name.as_bytes());
-                lowered.make_ascii_lowercase();
-                // Lowercasing ASCII letters keeps UTF-8 valid.
-                std::str::from_utf8(lowered)
-                    .ok()
-                    .and_then(|l| self.ids.get(l).copied())
-            }
-            None => self.ids.get(&name.to_ascii_lowercase()).copied(),
-        }
+        self.ids.get(name).copied()
     }
 }
 

@@ -166,15 +166,19 @@ fn plain_run(plain: &[u64], from: usize, limit: usize) -> usize {
 }
 
 impl<'a> Script<'a> {
+    /// The string a text is a range of: the input, or the buffer of unquoted text.
+    fn backing(&self, text: Text) -> &str {
+        if text.owned {
+            &self.buf
+        } else {
+            self.src
+        }
+    }
+
     /// The text of a word, a name or an operator.
     pub fn text(&self, text: Text) -> &str {
         let range = text.start as usize..text.end as usize;
-        let whole = if text.owned {
-            self.buf.as_str()
-        } else {
-            self.src
-        };
-        whole.get(range).unwrap_or_default()
+        self.backing(text).get(range).unwrap_or_default()
     }
 
     /// A word's text after quote removal.
@@ -184,12 +188,8 @@ impl<'a> Script<'a> {
 
     /// The first byte of a word's text after quote removal, if it has one.
     pub(crate) fn first_byte(&self, word: &Word) -> Option<u8> {
-        let whole = if word.text.owned {
-            self.buf.as_bytes()
-        } else {
-            self.src.as_bytes()
-        };
-        whole
+        self.backing(word.text)
+            .as_bytes()
             .get(word.text.start as usize)
             .copied()
             .filter(|_| word.text.end > word.text.start)
@@ -402,7 +402,7 @@ impl<'a> Script<'a> {
 }
 
 /// An offset as stored: inputs longer than [`MAX_LEN`] are never read, so this never clamps.
-fn to_u32(offset: usize) -> u32 {
+pub(crate) fn to_u32(offset: usize) -> u32 {
     u32::try_from(offset).unwrap_or(u32::MAX)
 }
 
