@@ -11,6 +11,7 @@
 //! keeps the byte span of its raw text in the original string, so a match can be highlighted
 //! exactly where a person will read it.
 
+use std::cell::RefCell;
 use std::ops::Range;
 
 /// How deep substitutions and `sh -c` payloads are followed before giving up.
@@ -108,16 +109,84 @@ pub struct Script<'a> {
     plain: Vec<u64>,
 }
 
+/// The vectors of a dropped [`Script`], kept for the next reading on the same thread, so that
+/// a reading allocates nothing once its thread has read a text as long.
+#[derive(Default)]
+struct Spare {
+    buf: String,
+    words: Vec<Word>,
+    redirects: Vec<Redirect>,
+    commands: Vec<Command>,
+    plain: Vec<u64>,
+}
+
+thread_local! {
+    static SPARE: RefCell<Spare> = const {
+        RefCell::new(Spare {
+            buf: String::new(),
+            words: Vec::new(),
+            redirects: Vec::new(),
+            commands: Vec::new(),
+            plain: Vec::new(),
+        })
+    };
+}
+
+/// Vectors holding more than this many bytes in all are freed rather than kept: one very
+/// long text does not leave its memory with the thread.
+pub(crate) const KEEP_AT_MOST: usize = 1 << 20;
+
+impl Drop for Script<'_> {
+    fn drop(&mut self) {
+        use std::mem::{size_of, take};
+        let kept = self.buf.capacity()
+            + self.words.capacity() * size_of::<Word>()
+            + self.redirects.capacity() * size_of::<Redirect>()
+            + self.commands.capacity() * size_of::<Command>()
+            + self.plain.capacity() * size_of::<u64>();
+        if kept > KEEP_AT_MOST {
+            return;
+        }
+        let spare = Spare {
+            buf: take(&mut self.buf),
+            words: take(&mut self.words),
+            redirects: take(&mut self.redirects),
+            commands: take(&mut self.commands),
+            plain: take(&mut self.plain),
+        };
+        // During a thread's teardown there is nowhere to keep them: they are freed.
+        let _ = SPARE.try_with(|slot| {
+            if let Ok(mut slot) = slot.try_borrow_mut() {
+                *slot = spare;
+            }
+        });
+    }
+}
+
 /// Read a command line. Total: any input gives a [`Script`].
 pub fn parse(src: &str) -> Script<'_> {
+    let mut spare = SPARE
+        .try_with(|slot| {
+            slot.try_borrow_mut()
+                .map(|mut slot| std::mem::take(&mut *slot))
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    spare.buf.clear();
+    spare.words.clear();
+    spare.redirects.clear();
+    spare.commands.clear();
+    // About one word per 6 bytes and one command per 20 in real scripts: growing from there
+    // costs a copy or two rather than a dozen.
+    spare.words.reserve(src.len() / 6 + 4);
+    spare.redirects.reserve(src.len() / 64 + 1);
+    spare.commands.reserve(src.len() / 20 + 2);
     let mut script = Script {
         src,
-        buf: String::new(),
-        // About one word per 6 bytes and one command per 20 in real scripts: growing from
-        // there costs a copy or two rather than a dozen.
-        words: Vec::with_capacity(src.len() / 6 + 4),
-        redirects: Vec::with_capacity(src.len() / 64 + 1),
-        commands: Vec::with_capacity(src.len() / 20 + 2),
+        buf: spare.buf,
+        words: spare.words,
+        redirects: spare.redirects,
+        commands: spare.commands,
         warnings: Vec::new(),
         plain: Vec::new(),
     };
@@ -125,7 +194,8 @@ pub fn parse(src: &str) -> Script<'_> {
         script.warn(Warning::TooLong);
         return script;
     }
-    let plain = plain_bits(src.as_bytes());
+    let mut plain = spare.plain;
+    plain_bits_into(src.as_bytes(), &mut plain);
     script.read(src, 0..src.len(), 0, None, false, &plain);
     script.plain = plain;
     script
@@ -136,14 +206,60 @@ pub fn parse(src: &str) -> Script<'_> {
 /// finding where a run of them ends is a bit count rather than a loop whose exit the processor
 /// mispredicts at nearly every word.
 fn plain_bits(bytes: &[u8]) -> Vec<u64> {
-    bytes
-        .chunks(64)
-        .map(|chunk| {
-            chunk.iter().enumerate().fold(0u64, |bits, (i, &b)| {
-                bits | u64::from(PLAIN[usize::from(b)]) << i
-            })
+    let mut bits = Vec::new();
+    plain_bits_into(bytes, &mut bits);
+    bits
+}
+
+/// [`plain_bits`] into `bits`, replacing what it held.
+fn plain_bits_into(bytes: &[u8], bits: &mut Vec<u64>) {
+    bits.clear();
+    bits.reserve(bytes.len() / 64 + 1);
+    let (chunks, rest) = bytes.as_chunks::<64>();
+    bits.extend(chunks.iter().map(plain_bits_64));
+    if !rest.is_empty() {
+        let mut last = [b' '; 64];
+        last[..rest.len()].copy_from_slice(rest);
+        bits.push(plain_bits_64(&last) & (u64::MAX >> (64 - rest.len())));
+    }
+}
+
+/// [`plain_bits`] of 64 bytes. Each byte is compared with every special byte rather than
+/// looked up in [`PLAIN`], which the compiler does 16 or 32 bytes at a time; the flags are then
+/// gathered 8 at a time by one multiplication (byte `i`, 0 or 1, lands on bit `56 + i`; no two
+/// partial products share a bit, so nothing carries into the top byte).
+fn plain_bits_64(chunk: &[u8; 64]) -> u64 {
+    let flags = chunk.map(|b| u8::from(!is_special(b)));
+    flags
+        .chunks_exact(8)
+        .enumerate()
+        .fold(0, |bits, (i, eight)| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(eight);
+            let packed = u64::from_le_bytes(word).wrapping_mul(0x0102_0408_1020_4080) >> 56;
+            bits | packed << (8 * i)
         })
-        .collect()
+}
+
+/// Not [`is_plain`], written as comparisons the compiler can do for many bytes at once.
+#[inline(always)]
+fn is_special(b: u8) -> bool {
+    (b == b' ')
+        | (b == b'\t')
+        | (b == b'\r')
+        | (b == b'\n')
+        | (b == b';')
+        | (b == b'&')
+        | (b == b'|')
+        | (b == b'<')
+        | (b == b'>')
+        | (b == b'(')
+        | (b == b')')
+        | (b == b'\'')
+        | (b == b'"')
+        | (b == b'\\')
+        | (b == b'`')
+        | (b == b'$')
 }
 
 /// How many bytes from `from` on, before `limit`, are plain according to `plain` (see
@@ -653,9 +769,9 @@ impl<'s> Reader<'s> {
     /// Switch a word to owned text holding what was read so far (all of it plain).
     fn own(&self, script: &mut Script<'_>, owned: &mut Option<usize>, start: usize) {
         if owned.is_none() {
-            if script.buf.capacity() == 0 {
+            if script.buf.is_empty() {
                 // Room for the unquoted text of the rest of the input, once, rather than
-                // growing word by word.
+                // growing word by word (nothing when a kept buffer has that room already).
                 script
                     .buf
                     .reserve(self.bytes.len().saturating_sub(start) + 16);
@@ -967,6 +1083,29 @@ mod tests {
                 let expected = run_length(&bytes[..limit], from, is_plain);
                 assert_eq!(plain_run(&plain, from, limit), expected, "{from}..{limit}");
             }
+        }
+    }
+
+    #[test]
+    fn plain_bits_agree_with_the_table_for_every_byte_at_every_offset() {
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(256 * 3 + 37).collect();
+        for len in [0, 1, 63, 64, 65, 127, 128, 300, bytes.len()] {
+            for start in [0, 1, 7, 64] {
+                let part = &bytes[start.min(len)..len];
+                let expected: Vec<u64> = part
+                    .chunks(64)
+                    .map(|chunk| {
+                        chunk
+                            .iter()
+                            .enumerate()
+                            .fold(0u64, |bits, (i, &b)| bits | u64::from(is_plain(b)) << i)
+                    })
+                    .collect();
+                assert_eq!(plain_bits(part), expected, "{start}..{len}");
+            }
+        }
+        for b in 0..=255u8 {
+            assert_eq!(is_special(b), !is_plain(b), "byte {b}");
         }
     }
 
