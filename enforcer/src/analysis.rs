@@ -12,6 +12,7 @@
 //! therefore allocates a handful of times, not several times per command.
 
 use crate::shell::{self, to_u32, Redirect, Script, Text, Warning, Word};
+use std::cell::Cell;
 use std::ops::Range;
 
 /// No invocation: the end of an upstream chain.
@@ -34,6 +35,21 @@ struct Stored {
 pub struct Analysis<'a> {
     script: Script<'a>,
     invocations: Vec<Stored>,
+}
+
+thread_local! {
+    /// The invocation list of a dropped [`Analysis`], kept for the next one on the thread (as
+    /// the script's vectors are).
+    static SPARE: Cell<Vec<Stored>> = const { Cell::new(Vec::new()) };
+}
+
+impl Drop for Analysis<'_> {
+    fn drop(&mut self) {
+        if self.invocations.capacity() * std::mem::size_of::<Stored>() <= shell::KEEP_AT_MOST {
+            let kept = std::mem::take(&mut self.invocations);
+            let _ = SPARE.try_with(|slot| slot.set(kept));
+        }
+    }
 }
 
 impl<'a> Analysis<'a> {
@@ -160,7 +176,12 @@ fn flag_word<'s>(text: &'s str, found: &mut impl FnMut(u64, Option<&'s str>)) ->
         return false;
     }
     let dashes = if text.starts_with("--") { 2 } else { 1 };
-    let end = text.find('=').unwrap_or(text.len()).max(dashes);
+    // Flags are short: a byte loop, not a call to a vectorised search.
+    let end = text
+        .bytes()
+        .position(|b| b == b'=')
+        .unwrap_or(text.len())
+        .max(dashes);
     let name = text.get(dashes..end).unwrap_or_default();
     if !name.is_empty() {
         let mut short = 0;
@@ -435,8 +456,9 @@ keys! {
     K_WHILE = b"while", K_UNTIL = b"until", K_COPROC = b"coproc",
 }
 
-fn classify(name: &str) -> Kind {
-    match key(name.as_bytes()) {
+/// What the command name with [`key`] `name_key` means to the analysis.
+fn classify(name_key: u128) -> Kind {
+    match name_key {
         K_SH | K_BASH | K_DASH | K_ZSH | K_KSH | K_MKSH | K_ASH | K_FISH | K_CSH | K_TCSH
         | K_BUSYBOX_SH | K_PWSH | K_POWERSHELL => Kind::Shell,
         K_SU => Kind::Su,
@@ -466,10 +488,11 @@ fn classify(name: &str) -> Kind {
     }
 }
 
-/// Words that open shell syntax rather than name a command (as written, before normalising).
-fn is_reserved(word: &str) -> bool {
+/// Words that open shell syntax rather than name a command (as written, before normalising),
+/// by [`key`].
+fn is_reserved(word_key: u128) -> bool {
     matches!(
-        key(word.as_bytes()),
+        word_key,
         K_BANG
             | K_OPEN_BRACE
             | K_CLOSE_BRACE
@@ -491,9 +514,12 @@ fn is_reserved(word: &str) -> bool {
 pub fn invocations(text: &str) -> Analysis<'_> {
     let script = shell::parse(text);
     let commands = script.commands().len();
+    let mut invocations = SPARE.try_with(|slot| slot.take()).unwrap_or_default();
+    invocations.clear();
+    invocations.reserve(commands + commands / 2);
     let mut analysis = Analysis {
         script,
-        invocations: Vec::with_capacity(commands + commands / 2),
+        invocations,
     };
     analysis.collect(0..commands);
     analysis.script.sort_warnings();
@@ -548,21 +574,21 @@ impl Analysis<'_> {
         loop {
             // Assignments (`FOO=bar cmd`) and reserved words (`! cmd`, `{ cmd; }`) are not
             // commands.
-            while rest < end {
-                let text = self.word_text(rest);
-                if is_assignment(text) || is_reserved(text) {
+            // The first word's key serves both this test and, for a bare lower-case name (most
+            // of them), the name's classification.
+            let (first, first_key) = loop {
+                let Some(word) = self.word(rest).filter(|_| rest < end) else {
+                    return innermost;
+                };
+                let text = self.script.text(word.text);
+                let word_key = key(text.as_bytes());
+                if is_reserved(word_key) || is_assignment(text) {
                     rest += 1;
                 } else {
-                    break;
+                    break (word, word_key);
                 }
-            }
-            if rest >= end {
-                return innermost;
-            }
-            let Some(first) = self.word(rest) else {
-                return innermost;
             };
-            let (name, kind) = self.command_name(first.text);
+            let (name, kind) = self.command_name(first.text, first_key);
             let payload_flag = match kind {
                 Kind::Stop => return innermost,
                 Kind::Shell => self.find_payload(rest + 1..end, false),
@@ -722,17 +748,19 @@ impl Analysis<'_> {
     }
 
     /// [`command_name`] of a word's text, as a part of that text when it needs no lowercasing,
-    /// and what that name means here.
-    fn command_name(&mut self, word: Text) -> (Text, Kind) {
+    /// and what that name means here. `word_key` is the [`key`] of the whole word.
+    fn command_name(&mut self, word: Text, word_key: u128) -> (Text, Kind) {
         let text = self.script.text(word);
         let (start, end, lower) = name_range(text);
         let name = text.get(start..end).unwrap_or_default();
         if lower {
             let lowered = name.to_ascii_lowercase();
-            let kind = classify(&lowered);
+            let kind = classify(key(lowered.as_bytes()));
             (self.script.push_owned(&lowered), kind)
+        } else if start == 0 && end == text.len() {
+            (word, classify(word_key))
         } else {
-            (word.slice(start..end), classify(name))
+            (word.slice(start..end), classify(key(name.as_bytes())))
         }
     }
 }
