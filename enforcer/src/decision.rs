@@ -176,7 +176,9 @@ pub fn evaluate(request: &Request, principal: &Principal, policy: &PolicySet) ->
         return decision;
     }
 
-    let mut why_approval = Vec::with_capacity(4);
+    // Why approval is needed, if it is: appended to the reasons given so far.
+    let given = decision.reasons.len();
+    let why_approval = &mut decision.reasons;
     if operation.interactive_only {
         why_approval.push(format!(
             "{}.{} always needs a person's approval (interactive only)",
@@ -187,18 +189,19 @@ pub fn evaluate(request: &Request, principal: &Principal, policy: &PolicySet) ->
         why_approval.push("CRITICAL operations always need approval".to_string());
     }
     if decision.risk == Risk::High {
-        let categories: BTreeSet<Category> = decision
-            .matched_patterns
-            .iter()
-            .map(|m| m.category)
-            .collect();
-        if categories.contains(&Category::PrivilegeEscalation) {
+        let has = |category| {
+            decision
+                .matched_patterns
+                .iter()
+                .any(|m| m.category == category)
+        };
+        if has(Category::PrivilegeEscalation) {
             why_approval.push("the command runs with elevated privileges (sudo)".to_string());
         }
-        if categories.contains(&Category::ForceFlag) {
+        if has(Category::ForceFlag) {
             why_approval.push("a force or no-confirm flag is present".to_string());
         }
-        let dangerous: Vec<&str> = decision
+        let mut dangerous: Vec<&str> = decision
             .matched_patterns
             .iter()
             .filter(|m| {
@@ -208,9 +211,9 @@ pub fn evaluate(request: &Request, principal: &Principal, policy: &PolicySet) ->
                 )
             })
             .map(|m| m.id.as_str())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
             .collect();
+        dangerous.sort_unstable();
+        dangerous.dedup();
         if !dangerous.is_empty() {
             why_approval.push(format!(
                 "dangerous patterns detected: {}",
@@ -221,7 +224,7 @@ pub fn evaluate(request: &Request, principal: &Principal, policy: &PolicySet) ->
             why_approval.push("the command could not be read completely (unbalanced quoting or too deeply nested)".to_string());
         }
     }
-    if why_approval.is_empty() {
+    if decision.reasons.len() == given {
         decision.action = Action::Allow;
         decision.reasons.push(match decision.risk {
             Risk::Low | Risk::Medium => format!(
@@ -233,7 +236,6 @@ pub fn evaluate(request: &Request, principal: &Principal, policy: &PolicySet) ->
     } else {
         decision.action = Action::RequireApproval;
         decision.approvals_required = rule.quorum;
-        decision.reasons.extend(why_approval);
         decision.reasons.push(format!(
             "needs {} approval{} from people with the `{}` role",
             rule.quorum,

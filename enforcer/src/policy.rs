@@ -521,8 +521,10 @@ struct WantedFlag {
 pub(crate) struct LongFlags {
     ids: HashMap<String, u32, BuildHasherDefault<Fnv>>,
     longest: usize,
-    /// The first bytes of the names: most flags are rejected on this before any hashing.
-    first: [bool; 256],
+    /// Per first byte of the names, a bit per length (bit 31 for 31 and longer): most flags
+    /// are rejected on this before any hashing (`-name` when no name of 4 bytes starts with
+    /// `n`).
+    lengths: [u32; 256],
 }
 
 impl Default for LongFlags {
@@ -530,9 +532,14 @@ impl Default for LongFlags {
         LongFlags {
             ids: HashMap::default(),
             longest: 0,
-            first: [false; 256],
+            lengths: [0; 256],
         }
     }
+}
+
+/// The bit of a name's length in [`LongFlags`]'s `lengths`.
+fn length_bit(len: usize) -> u32 {
+    1 << len.min(31)
 }
 
 impl LongFlags {
@@ -540,8 +547,9 @@ impl LongFlags {
         self.longest = self.longest.max(spelling.len());
         if let Some(&b) = spelling.as_bytes().first() {
             // Spellings are lower case; a flag is looked up ignoring ASCII case.
-            self.first[usize::from(b)] = true;
-            self.first[usize::from(b.to_ascii_uppercase())] = true;
+            let bit = length_bit(spelling.len());
+            self.lengths[usize::from(b)] |= bit;
+            self.lengths[usize::from(b.to_ascii_uppercase())] |= bit;
         }
         let next = u32::try_from(self.ids.len()).unwrap_or(u32::MAX);
         *self.ids.entry(spelling.to_string()).or_insert(next)
@@ -550,7 +558,9 @@ impl LongFlags {
     /// The id of a long flag as written, ignoring ASCII case, if any pattern looks for it.
     fn find(&self, name: &str) -> Option<u32> {
         let first = name.as_bytes().first().copied().unwrap_or(0);
-        if name.len() > self.longest || !self.first[usize::from(first)] {
+        if name.len() > self.longest
+            || self.lengths[usize::from(first)] & length_bit(name.len()) == 0
+        {
             return None;
         }
         if name.bytes().any(|b| b.is_ascii_uppercase()) {
