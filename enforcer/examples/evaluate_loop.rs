@@ -6,6 +6,8 @@
 //!
 //! Cases: `typical` (the 100-byte command), `script` (the 4 KB script), `none` (only load the
 //! policy, to subtract). The figure per evaluation is (instructions − none's) / count.
+//! `typical/parse`, `script/analysis` and the like run only the shell reading, or the reading
+//! and its analysis, of that case's text.
 
 // This example reports by printing.
 #![allow(clippy::print_stdout)]
@@ -15,6 +17,13 @@ use std::hint::black_box;
 #[path = "../benches/cases.rs"]
 mod cases;
 
+/// Which part of an evaluation a `CASE/PART` case runs.
+#[derive(Clone, Copy)]
+enum Part {
+    Parse,
+    Analysis,
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let case = args.next().unwrap_or_else(|| "typical".into());
@@ -23,12 +32,31 @@ fn main() {
         Ok(policy) => policy,
         Err(error) => panic!("{error}"),
     };
-    let text = match case.as_str() {
+    let (base, part) = match case.split_once('/') {
+        Some((base, "parse")) => (base, Some(Part::Parse)),
+        Some((base, "analysis")) => (base, Some(Part::Analysis)),
+        _ => (case.as_str(), None),
+    };
+    let text = match base {
         "typical" => cases::TYPICAL.to_string(),
         "script" => cases::script_4kb(),
         "none" => return,
-        other => panic!("unknown case {other}: typical, script or none"),
+        other => panic!("unknown case {other}: typical, script or none (with /parse or /analysis)"),
     };
+    if let Some(part) = part {
+        // Only the shell reading, or the reading and its analysis, of the same text.
+        let mut found = 0usize;
+        for _ in 0..count {
+            found += match part {
+                Part::Parse => enforcer::shell::parse(black_box(&text)).commands().len(),
+                Part::Analysis => enforcer::analysis::invocations(black_box(&text))
+                    .invocations()
+                    .len(),
+            };
+        }
+        println!("{case}: {count} readings ({found} commands or invocations)");
+        return;
+    }
     let request = cases::request(&text);
     let admin = cases::admin();
     let mut allowed = 0u64;
