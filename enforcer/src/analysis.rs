@@ -419,6 +419,51 @@ fn key(name: &[u8]) -> u128 {
     packed | (len as u128) << 120
 }
 
+/// Byte masks over a [`key`]'s 15 name bytes (its top byte is the length).
+const ONES: u128 = u128::from_le_bytes([1; 16]) >> 8;
+const HIGH: u128 = ONES * 0x80;
+const LOW7: u128 = ONES * 0x7F;
+
+/// The high bit of every name byte of `key` that equals `byte` (which must not be 0, the
+/// padding: a name byte of 0 is never reported).
+fn bytes_equal(key: u128, byte: u8) -> u128 {
+    let v = key ^ (ONES * u128::from(byte));
+    // A byte of `v` is 0 exactly where the high bit of this is clear (no carry crosses bytes).
+    !(((v & LOW7) + LOW7) | v) & HIGH
+}
+
+/// The high bit of every name byte of `key` that is an ASCII upper-case letter.
+fn upper_case_bytes(key: u128) -> u128 {
+    let low = key & LOW7;
+    let at_least_a = (low + ONES * (0x80 - u128::from(b'A'))) & HIGH;
+    let above_z = (low + ONES * (0x80 - u128::from(b'Z' + 1))) & HIGH;
+    at_least_a & !above_z & !key & HIGH
+}
+
+/// Whether a word with [`key`] `word_key` could be an assignment (`NAME=value`): false only
+/// when the key shows every byte and none is `=`.
+fn may_be_assignment(word_key: u128) -> bool {
+    word_key == 0 || bytes_equal(word_key, b'=') != 0
+}
+
+/// Whether a word with [`key`] `word_key` is its own command name as [`name_range`] would cut
+/// it: a key of all its bytes (1 to 15 of them), with no path separator, no upper-case letter
+/// and no `.exe` ending.
+fn is_plain_name(word_key: u128) -> bool {
+    if word_key == 0 {
+        return false;
+    }
+    let len = (word_key >> 120) as u32;
+    // The last four bytes of the name, when it has more than four.
+    let tail = if len > 4 {
+        (word_key >> (8 * (len - 4))) as u32
+    } else {
+        0
+    };
+    (bytes_equal(word_key, b'/') | bytes_equal(word_key, b'\\') | upper_case_bytes(word_key)) == 0
+        && tail != u32::from_le_bytes(*b".exe")
+}
+
 /// [`key`] for the constants.
 const fn const_key(name: &[u8]) -> u128 {
     if name.len() > 15 {
@@ -582,7 +627,7 @@ impl Analysis<'_> {
                 };
                 let text = self.script.text(word.text);
                 let word_key = key(text.as_bytes());
-                if is_reserved(word_key) || is_assignment(text) {
+                if is_reserved(word_key) || (may_be_assignment(word_key) && is_assignment(text)) {
                     rest += 1;
                 } else {
                     break (word, word_key);
@@ -750,6 +795,10 @@ impl Analysis<'_> {
     /// [`command_name`] of a word's text, as a part of that text when it needs no lowercasing,
     /// and what that name means here. `word_key` is the [`key`] of the whole word.
     fn command_name(&mut self, word: Text, word_key: u128) -> (Text, Kind) {
+        if is_plain_name(word_key) {
+            // Most names: the whole word, already lower case (the key says so without a scan).
+            return (word, classify(word_key));
+        }
         let text = self.script.text(word);
         let (start, end, lower) = name_range(text);
         let name = text.get(start..end).unwrap_or_default();
@@ -913,6 +962,69 @@ mod tests {
             assert_eq!(key(name.as_bytes()), const_key(name.as_bytes()), "{name}");
         }
         assert_eq!(key(b"0123456789abcdef"), 0, "too long to be special");
+    }
+
+    #[test]
+    fn key_tests_agree_with_the_scans() {
+        // Every byte value at every position of names of every key length, and the cases
+        // around each test's edges.
+        let mut words: Vec<Vec<u8>> = Vec::new();
+        for len in 1..=17 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut w = vec![b'a'; len];
+                    w[at] = b;
+                    words.push(w);
+                }
+            }
+        }
+        for w in [
+            "rm",
+            "RM",
+            "/bin/rm",
+            "x.exe",
+            "rm.exe",
+            "RM.EXE",
+            "a.exe.b",
+            "C:\\x",
+            "FOO=1",
+            "_=x",
+            "=",
+            "ls",
+            "abcdefghijklmno",
+            "abcdefghijklmnop",
+            "Z",
+            "@",
+            "[",
+            "`",
+            "{",
+        ] {
+            words.push(w.as_bytes().to_vec());
+        }
+        for bytes in words {
+            let Ok(word) = std::str::from_utf8(&bytes) else {
+                continue;
+            };
+            let k = key(word.as_bytes());
+            if is_plain_name(k) {
+                assert_eq!(name_range(word), (0, word.len(), false), "{word:?}");
+            }
+            if !may_be_assignment(k) {
+                assert!(!is_assignment(word), "{word:?}");
+            }
+            let plain = !word.is_empty()
+                && word.len() < 16
+                && !word
+                    .bytes()
+                    .any(|b| b == b'/' || b == b'\\' || b.is_ascii_uppercase())
+                && !word.ends_with(".exe");
+            assert_eq!(is_plain_name(k), plain, "{word:?}");
+            assert_eq!(
+                may_be_assignment(k),
+                word.len() >= 16 || word.is_empty() || word.contains('='),
+                "{word:?}"
+            );
+        }
     }
 
     #[test]
