@@ -151,12 +151,14 @@ impl<'s> Invocation<'s> {
     /// at `--`.
     pub fn for_each_flag(&self, mut found: impl FnMut(u64, Option<&'s str>)) {
         let script = &self.analysis.script;
-        // Which arguments start with `-`, 64 at a time and without a branch per argument; most
-        // invocations have none, and the rest are visited by their bits.
+        // Which arguments start with `-` (the reader noted it), 64 at a time and without a
+        // branch per argument; most invocations have none, and the rest are visited by their
+        // bits.
         for chunk in self.args().chunks(64) {
-            let mut dashed = chunk.iter().enumerate().fold(0u64, |bits, (i, word)| {
-                bits | u64::from(script.first_byte(word) == Some(b'-')) << i
-            });
+            let mut dashed = chunk
+                .iter()
+                .enumerate()
+                .fold(0u64, |bits, (i, word)| bits | u64::from(word.dashed) << i);
             while dashed != 0 {
                 let i = dashed.trailing_zeros() as usize;
                 dashed &= dashed - 1;

@@ -46,6 +46,8 @@ pub struct Word {
     pub(crate) text: Text,
     start: u32,
     end: u32,
+    /// Whether the text (after quote removal) starts with `-`: a flag, for the analysis.
+    pub(crate) dashed: bool,
 }
 
 impl Word {
@@ -300,15 +302,6 @@ impl<'a> Script<'a> {
     /// A word's text after quote removal.
     pub fn word_text(&self, word: &Word) -> &str {
         self.text(word.text)
-    }
-
-    /// The first byte of a word's text after quote removal, if it has one.
-    pub(crate) fn first_byte(&self, word: &Word) -> Option<u8> {
-        self.backing(word.text)
-            .as_bytes()
-            .get(word.text.start as usize)
-            .copied()
-            .filter(|_| word.text.end > word.text.start)
     }
 
     /// A redirection's operator (`>`, `2>>`, `&>`).
@@ -750,19 +743,26 @@ impl<'s> Reader<'s> {
             self.pos += len;
             return None;
         }
-        let text = match owned {
-            Some(from) => Text {
-                start: to_u32(from),
-                end: to_u32(script.buf.len()),
-                owned: true,
-            },
-            None => self.text_of(script, start, self.pos),
+        let (text, first) = match owned {
+            Some(from) => (
+                Text {
+                    start: to_u32(from),
+                    end: to_u32(script.buf.len()),
+                    owned: true,
+                },
+                script.buf.as_bytes().get(from).copied(),
+            ),
+            None => (
+                self.text_of(script, start, self.pos),
+                self.bytes.get(start).copied(),
+            ),
         };
         let (span_start, span_end) = self.span(start, self.pos);
         Some(Word {
             text,
             start: span_start,
             end: span_end,
+            dashed: first == Some(b'-'),
         })
     }
 
@@ -1119,5 +1119,23 @@ mod tests {
             .collect();
         assert_eq!(texts, ["a", "b", "c", "d"]);
         assert_eq!(script.buf, "bc");
+    }
+
+    #[test]
+    fn dashed_says_whether_the_unquoted_text_starts_with_a_dash() {
+        let script = parse(r#"rm -rf '-x' \-y ""-z x-y '' - -- a$(ls -l) `echo -n`"#);
+        let mut seen = 0;
+        for command in script.commands() {
+            for word in script.words(command) {
+                assert_eq!(
+                    word.dashed,
+                    script.word_text(word).starts_with('-'),
+                    "{:?}",
+                    script.word_text(word)
+                );
+                seen += usize::from(word.dashed);
+            }
+        }
+        assert_eq!(seen, 8);
     }
 }
