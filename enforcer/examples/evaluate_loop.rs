@@ -4,8 +4,9 @@
 //!     cargo build --release -p enforcer --example evaluate_loop
 //!     perf stat -e instructions:u target/release/examples/evaluate_loop typical 200000
 //!
-//! Cases: `typical` (the 100-byte command), `script` (the 4 KB script), `none` (only load the
-//! policy, to subtract). The figure per evaluation is (instructions − none's) / count.
+//! Cases: `typical` (the 100-byte command), `script` (the 4 KB script), `file:PATH` (the text
+//! of a file, to see what one kind of command costs), `none` (only load the policy, to
+//! subtract). The figure per evaluation is (instructions − none's) / count.
 //! `typical/parse`, `script/analysis` and the like run only the shell reading, or the reading
 //! and its analysis, of that case's text.
 
@@ -32,7 +33,7 @@ fn main() {
         Ok(policy) => policy,
         Err(error) => panic!("{error}"),
     };
-    let (base, part) = match case.split_once('/') {
+    let (base, part) = match case.rsplit_once('/') {
         Some((base, "parse")) => (base, Some(Part::Parse)),
         Some((base, "analysis")) => (base, Some(Part::Analysis)),
         _ => (case.as_str(), None),
@@ -41,7 +42,15 @@ fn main() {
         "typical" => cases::TYPICAL.to_string(),
         "script" => cases::script_4kb(),
         "none" => return,
-        other => panic!("unknown case {other}: typical, script or none (with /parse or /analysis)"),
+        other => match other.strip_prefix("file:") {
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => text,
+                Err(error) => panic!("{path}: {error}"),
+            },
+            None => panic!(
+                "unknown case {other}: typical, script, file:PATH or none (with /parse or /analysis)"
+            ),
+        },
     };
     if let Some(part) = part {
         // Only the shell reading, or the reading and its analysis, of the same text.
