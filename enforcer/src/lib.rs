@@ -58,18 +58,30 @@ pub fn canonical_sha256(value: &Value) -> String {
 }
 
 /// A `fmt::Write` that feeds SHA-256, gathering the many small pieces of a JSON text into
-/// blocks first (one hasher update per 256 bytes rather than one per token).
+/// blocks first (one hasher update per [`HASH_BLOCK`] bytes rather than one per token).
+///
+/// Its buffer has [`SLACK`] bytes past the block: a piece of up to that many bytes is stored
+/// whole, with a fixed-size copy, and only the bytes that belong to the text are counted (the
+/// rest is overwritten by what follows). This is how JSON strings are escaped into it
+/// ([`JsonOut::json_str`]): eight bytes at a time, and one store per escape, with no call to
+/// copy a few bytes.
 pub(crate) struct HashWriter {
     hasher: Sha256,
-    buf: [u8; 256],
+    buf: [u8; HASH_BLOCK + SLACK],
+    /// Bytes of `buf` gathered so far: at most [`HASH_BLOCK`] between writes.
     len: usize,
 }
+
+/// Bytes hashed at once (whole SHA-256 blocks, so that the hasher copies nothing).
+const HASH_BLOCK: usize = 256;
+/// Room past the block for one fixed-size store.
+const SLACK: usize = 8;
 
 impl Default for HashWriter {
     fn default() -> Self {
         HashWriter {
             hasher: Sha256::new(),
-            buf: [0; 256],
+            buf: [0; HASH_BLOCK + SLACK],
             len: 0,
         }
     }
@@ -77,34 +89,165 @@ impl Default for HashWriter {
 
 impl HashWriter {
     pub(crate) fn finish(mut self) -> String {
-        self.hasher.update(&self.buf[..self.len]);
+        self.hasher
+            .update(self.buf.get(..self.len).unwrap_or_default());
         hex_digest(self.hasher.finalize().into())
+    }
+
+    /// Append the first `used` bytes of `piece` (`used` ≤ 8): all eight are stored, and the
+    /// ones past `used` are overwritten by the next store.
+    #[inline(always)]
+    fn push8(&mut self, piece: [u8; 8], used: usize) {
+        if let Some(slot) = self.buf.get_mut(self.len..self.len + 8) {
+            slot.copy_from_slice(&piece);
+        }
+        self.len += used;
+        if self.len >= HASH_BLOCK {
+            self.flush_block();
+        }
+    }
+
+    /// Hash the full block and move what was gathered past it (less than [`SLACK`] bytes) to
+    /// the front.
+    #[cold]
+    fn flush_block(&mut self) {
+        let (block, rest) = self.buf.split_at_mut(HASH_BLOCK);
+        self.hasher.update(&*block);
+        let mut carried = [0u8; SLACK];
+        carried.copy_from_slice(rest);
+        if let Some(front) = self.buf.get_mut(..SLACK) {
+            front.copy_from_slice(&carried);
+        }
+        self.len -= HASH_BLOCK;
+    }
+
+    /// `s` as an escaped JSON string literal (see [`write_json_str`]), straight into the buffer.
+    fn escape_json(&mut self, s: &str) {
+        self.push8(*b"\"\0\0\0\0\0\0\0", 1);
+        let bytes = s.as_bytes();
+        let (chunks, tail) = bytes.as_chunks::<8>();
+        for &chunk in chunks {
+            self.escape_chunk(chunk, 8);
+        }
+        if !tail.is_empty() {
+            // The last bytes, padded with bytes that need no escaping.
+            let mut last = [b'a'; 8];
+            if let Some(head) = last.get_mut(..tail.len()) {
+                head.copy_from_slice(tail);
+            }
+            self.escape_chunk(last, tail.len());
+        }
+        self.push8(*b"\"\0\0\0\0\0\0\0", 1);
+    }
+
+    /// The first `len` bytes of `chunk`, escaped.
+    #[inline(always)]
+    fn escape_chunk(&mut self, chunk: [u8; 8], len: usize) {
+        let word = u64::from_le_bytes(chunk);
+        if escape_mask(word) == 0 {
+            self.push8(chunk, len);
+            return;
+        }
+        let mut from = 0;
+        while from < len {
+            // The lowest flagged byte is exact (only bytes above a hit can be flagged falsely),
+            // so the bytes before it are stored as they are. Shifting brings in zero bytes at
+            // the top, which are flagged, but never before `len`.
+            let rest = word >> (8 * from);
+            let mask = escape_mask(rest);
+            let clean = if mask == 0 {
+                8
+            } else {
+                (mask.trailing_zeros() / 8) as usize
+            };
+            let at = (from + clean).min(len);
+            self.push8(rest.to_le_bytes(), at - from);
+            let Some(&b) = chunk.get(at).filter(|_| at < len) else {
+                break;
+            };
+            self.push8(escape_of(b), escaped_len(b));
+            from = at + 1;
+        }
+    }
+}
+
+/// How a byte that [`escape_mask`] flags is written in a JSON string, padded to eight bytes.
+fn escape_of(b: u8) -> [u8; 8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let pair = |c: u8| [b'\\', c, 0, 0, 0, 0, 0, 0];
+    match b {
+        b'"' => pair(b'"'),
+        b'\\' => pair(b'\\'),
+        b'\n' => pair(b'n'),
+        b'\r' => pair(b'r'),
+        b'\t' => pair(b't'),
+        0x08 => pair(b'b'),
+        0x0c => pair(b'f'),
+        _ => [
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[usize::from(b >> 4)],
+            HEX[usize::from(b & 0xf)],
+            0,
+            0,
+        ],
+    }
+}
+
+/// How many bytes of [`escape_of`] are the escape.
+fn escaped_len(b: u8) -> usize {
+    match b {
+        b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+        _ => 6,
     }
 }
 
 /// Write a JSON object's canonical form (keys sorted).
-pub(crate) fn write_canonical_map<W: fmt::Write>(
-    map: &serde_json::Map<String, Value>,
-    out: &mut W,
-) {
+pub(crate) fn write_canonical_map<W: JsonOut>(map: &serde_json::Map<String, Value>, out: &mut W) {
     let _ = try_write_map(map, out);
 }
 
 impl fmt::Write for HashWriter {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let bytes = s.as_bytes();
-        // A block or more goes straight to the hasher (which hashes whole blocks in place);
-        // smaller pieces are gathered first.
-        if bytes.len() >= 64 || self.len + bytes.len() > self.buf.len() {
-            self.hasher.update(&self.buf[..self.len]);
-            self.len = 0;
-        }
         if bytes.len() >= 64 {
+            // A block or more goes straight to the hasher (which hashes whole blocks in place).
+            self.hasher
+                .update(self.buf.get(..self.len).unwrap_or_default());
+            self.len = 0;
             self.hasher.update(bytes);
-        } else {
-            self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-            self.len += bytes.len();
+            return Ok(());
         }
+        let (chunks, tail) = bytes.as_chunks::<8>();
+        for &chunk in chunks {
+            self.push8(chunk, 8);
+        }
+        if !tail.is_empty() {
+            let mut last = [0u8; 8];
+            if let Some(head) = last.get_mut(..tail.len()) {
+                head.copy_from_slice(tail);
+            }
+            self.push8(last, tail.len());
+        }
+        Ok(())
+    }
+}
+
+/// Where canonical JSON goes: a `String`, or the hasher, which escapes strings its own way.
+pub(crate) trait JsonOut: fmt::Write {
+    /// A JSON string literal, escaped exactly as serde_json escapes it.
+    fn json_str(&mut self, s: &str) -> fmt::Result {
+        write_json_str(s, self)
+    }
+}
+
+impl JsonOut for String {}
+
+impl JsonOut for HashWriter {
+    fn json_str(&mut self, s: &str) -> fmt::Result {
+        self.escape_json(s);
         Ok(())
     }
 }
@@ -121,12 +264,12 @@ fn hex_digest(digest: [u8; 32]) -> String {
 }
 
 /// Write `value` as canonical JSON: keys sorted, no whitespace, strings escaped as serde_json does.
-pub(crate) fn write_canonical<W: fmt::Write>(value: &Value, out: &mut W) {
+pub(crate) fn write_canonical<W: JsonOut>(value: &Value, out: &mut W) {
     // Writing to a String or a hasher cannot fail.
     let _ = try_write_canonical(value, out);
 }
 
-fn try_write_canonical<W: fmt::Write>(value: &Value, out: &mut W) -> fmt::Result {
+fn try_write_canonical<W: JsonOut>(value: &Value, out: &mut W) -> fmt::Result {
     match value {
         Value::Object(map) => try_write_map(map, out),
         Value::Array(items) => {
@@ -139,14 +282,14 @@ fn try_write_canonical<W: fmt::Write>(value: &Value, out: &mut W) -> fmt::Result
             }
             out.write_char(']')
         }
-        Value::String(s) => write_json_str(s, out),
+        Value::String(s) => out.json_str(s),
         Value::Number(n) => write!(out, "{n}"),
         Value::Bool(b) => out.write_str(if *b { "true" } else { "false" }),
         Value::Null => out.write_str("null"),
     }
 }
 
-fn try_write_map<W: fmt::Write>(map: &serde_json::Map<String, Value>, out: &mut W) -> fmt::Result {
+fn try_write_map<W: JsonOut>(map: &serde_json::Map<String, Value>, out: &mut W) -> fmt::Result {
     // serde_json's map iterates in key order unless its `preserve_order` feature is on (some
     // dependency may turn it on): sort only then.
     if !map.keys().is_sorted() {
@@ -157,7 +300,7 @@ fn try_write_map<W: fmt::Write>(map: &serde_json::Map<String, Value>, out: &mut 
     write_entries(map.iter(), out)
 }
 
-fn write_entries<'v, W: fmt::Write>(
+fn write_entries<'v, W: JsonOut>(
     entries: impl Iterator<Item = (&'v String, &'v Value)>,
     out: &mut W,
 ) -> fmt::Result {
@@ -166,7 +309,7 @@ fn write_entries<'v, W: fmt::Write>(
         if i > 0 {
             out.write_char(',')?;
         }
-        write_json_str(key, out)?;
+        out.json_str(key)?;
         out.write_char(':')?;
         try_write_canonical(value, out)?;
     }
@@ -198,7 +341,7 @@ fn escape_mask(word: u64) -> u64 {
 }
 
 /// A JSON string literal, escaped exactly as serde_json escapes it.
-pub(crate) fn write_json_str<W: fmt::Write>(s: &str, out: &mut W) -> fmt::Result {
+pub(crate) fn write_json_str<W: fmt::Write + ?Sized>(s: &str, out: &mut W) -> fmt::Result {
     out.write_char('"')?;
     let bytes = s.as_bytes();
     let mut start = 0;
@@ -378,6 +521,65 @@ mod tests {
             canonical_sha256(&value),
             sha256_hex(canonical_json(&value).as_bytes())
         );
+    }
+
+    /// The hash of `pieces` written to a [`HashWriter`], strings escaped by it (`true`) or
+    /// written as they are.
+    fn hashed(pieces: &[(bool, &str)]) -> String {
+        let mut hasher = HashWriter::default();
+        for &(escaped, piece) in pieces {
+            if escaped {
+                hasher.json_str(piece).expect("hash");
+            } else {
+                fmt::Write::write_str(&mut hasher, piece).expect("hash");
+            }
+        }
+        hasher.finish()
+    }
+
+    #[test]
+    fn the_hasher_escapes_strings_as_serde_json_does() {
+        let specials: Vec<String> = (0u8..0x80)
+            .map(|b| char::from(b).to_string())
+            .chain(["é".into(), "✓".into(), "\u{10ffff}".into()])
+            .collect();
+        // Every special byte at every offset of a chunk, then next to the end of a block:
+        // what was gathered before it (`lead`) moves where the buffer fills up.
+        for lead in [0, 1, 7, 8, 200, 250, 255] {
+            let lead = "L".repeat(lead);
+            for special in &specials {
+                for offset in [0, 1, 5, 6, 7, 8, 9, 15, 16, 17, 60, 61, 62, 63, 64] {
+                    for tail in ["", "\"", "x\n", "abcdefghij", "\"\"\"\"\"\"\"\"\"\"\""] {
+                        let text = format!("{}{special}{tail}", "a".repeat(offset));
+                        let expected = format!(
+                            "{lead}{}!",
+                            serde_json::to_string(&text).expect("serde_json")
+                        );
+                        assert_eq!(
+                            hashed(&[(false, &lead), (true, &text), (false, "!")]),
+                            sha256_hex(expected.as_bytes()),
+                            "{lead:?} {text:?}"
+                        );
+                    }
+                }
+            }
+        }
+        // Long texts: many blocks, escapes everywhere, and pieces of every size around them.
+        let script =
+            "find /var/log -name '*.gz' | xargs rm; echo \"$(date)\\t\" \u{1}>> /x\n".repeat(70);
+        for cut in [0, 1, 63, 64, 65, 255, 256, 257, 1000] {
+            let (a, b) = script.split_at(cut.min(script.len()));
+            let expected = format!(
+                "{}{a}{}",
+                serde_json::to_string(&script).expect("serde_json"),
+                serde_json::to_string(b).expect("serde_json")
+            );
+            assert_eq!(
+                hashed(&[(true, &script), (false, a), (true, b)]),
+                sha256_hex(expected.as_bytes()),
+                "cut at {cut}"
+            );
+        }
     }
 
     #[test]

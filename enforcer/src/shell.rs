@@ -682,6 +682,11 @@ impl<'s> Reader<'s> {
                     if owned.is_some() {
                         script.buf.push_str(self.slice(from, self.pos));
                     }
+                    // Most runs end the word at a space or the end of the text: tested here,
+                    // that costs no jump through the table below.
+                    if matches!(self.peek(), None | Some(b' ')) {
+                        break;
+                    }
                 }
                 _ if ends_word(c) && !(c == b'<' || c == b'>') => break,
                 b'<' | b'>' if self.peek_at(1) == Some(b'(') => {
