@@ -7,6 +7,7 @@ use crate::{Action, Risk};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::ops::Range;
 
@@ -266,7 +267,7 @@ struct Inspection {
 fn inspect(request: &Request, operation: &Operation, policy: &PolicySet) -> Inspection {
     let mut out = Inspection::default();
     let mut scratch = Scratch {
-        joined: String::with_capacity(256),
+        joined: JOINED.try_with(Cell::take).unwrap_or_default(),
         flags: InvocationFlags::default(),
     };
     for name in &operation.shell_args {
@@ -324,6 +325,10 @@ fn inspect(request: &Request, operation: &Operation, policy: &PolicySet) -> Insp
                 .malformed
                 .push(format!("argument `{name}` must be a path string")),
         }
+    }
+    // Kept for the thread's next evaluation, unless one very long argument made it large.
+    if scratch.joined.capacity() <= shell::KEEP_AT_MOST {
+        let _ = JOINED.try_with(|slot| slot.set(scratch.joined));
     }
     for name in &operation.flag_args {
         let Some(value) = request.args.get(name) else {
@@ -383,6 +388,12 @@ fn truthy(value: &Value) -> bool {
         Value::Object(o) => !o.is_empty(),
         Value::Null => false,
     }
+}
+
+thread_local! {
+    /// [`Scratch::joined`] between evaluations on a thread, so that joining arguments
+    /// allocates only while it is longer than ever before.
+    static JOINED: Cell<String> = const { Cell::new(String::new()) };
 }
 
 /// What matching works out per invocation, kept between invocations for its allocations.

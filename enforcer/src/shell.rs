@@ -109,6 +109,10 @@ pub struct Script<'a> {
     warnings: Vec<Warning>,
     /// [`plain_bits`] of `src`, kept for reading payloads that are parts of it.
     plain: Vec<u64>,
+    /// Substitutions found by the readings under way and not read yet, as ranges of their
+    /// source: each reading reads its own (appended after what was there when it started)
+    /// and removes them, so one vector serves every depth.
+    nested: Vec<Range<usize>>,
 }
 
 /// The vectors of a dropped [`Script`], kept for the next reading on the same thread, so that
@@ -120,6 +124,7 @@ struct Spare {
     redirects: Vec<Redirect>,
     commands: Vec<Command>,
     plain: Vec<u64>,
+    nested: Vec<Range<usize>>,
 }
 
 thread_local! {
@@ -130,6 +135,7 @@ thread_local! {
             redirects: Vec::new(),
             commands: Vec::new(),
             plain: Vec::new(),
+            nested: Vec::new(),
         })
     };
 }
@@ -145,7 +151,8 @@ impl Drop for Script<'_> {
             + self.words.capacity() * size_of::<Word>()
             + self.redirects.capacity() * size_of::<Redirect>()
             + self.commands.capacity() * size_of::<Command>()
-            + self.plain.capacity() * size_of::<u64>();
+            + self.plain.capacity() * size_of::<u64>()
+            + self.nested.capacity() * size_of::<Range<usize>>();
         if kept > KEEP_AT_MOST {
             return;
         }
@@ -155,6 +162,7 @@ impl Drop for Script<'_> {
             redirects: take(&mut self.redirects),
             commands: take(&mut self.commands),
             plain: take(&mut self.plain),
+            nested: take(&mut self.nested),
         };
         // During a thread's teardown there is nowhere to keep them: they are freed.
         let _ = SPARE.try_with(|slot| {
@@ -178,6 +186,7 @@ pub fn parse(src: &str) -> Script<'_> {
     spare.words.clear();
     spare.redirects.clear();
     spare.commands.clear();
+    spare.nested.clear();
     // About one word per 6 bytes and one command per 20 in real scripts: growing from there
     // costs a copy or two rather than a dozen.
     spare.words.reserve(src.len() / 6 + 4);
@@ -191,6 +200,7 @@ pub fn parse(src: &str) -> Script<'_> {
         commands: spare.commands,
         warnings: Vec::new(),
         plain: Vec::new(),
+        nested: spare.nested,
     };
     if src.len() > MAX_LEN {
         script.warn(Warning::TooLong);
@@ -441,6 +451,7 @@ impl<'a> Script<'a> {
         let Some(limited) = src.get(..range.end) else {
             return;
         };
+        let nested_from = self.nested.len();
         let mut reader = Reader {
             src: limited,
             bytes: limited.as_bytes(),
@@ -449,7 +460,6 @@ impl<'a> Script<'a> {
             depth,
             pin,
             copy,
-            nested: Vec::new(),
             words_from: self.words.len(),
             redirects_from: self.redirects.len(),
             starts_pipeline: true,
@@ -503,10 +513,16 @@ impl<'a> Script<'a> {
             }
         }
         reader.finish_pipeline(self);
-        // Substitutions are read after the line that holds them, each as its own command list.
-        for inner in std::mem::take(&mut reader.nested) {
+        // Substitutions are read after the line that holds them, each as its own command list
+        // (their readings append their own substitutions after these, and remove them).
+        let found = self.nested.len();
+        for i in nested_from..found {
+            let Some(inner) = self.nested.get(i).cloned() else {
+                break;
+            };
             self.read(src, inner, depth + 1, pin, copy, plain);
         }
+        self.nested.truncate(nested_from);
     }
 }
 
@@ -524,8 +540,6 @@ struct Reader<'s> {
     depth: usize,
     pin: Option<(u32, u32)>,
     copy: bool,
-    /// Substitutions found while reading, as ranges of `src`.
-    nested: Vec<Range<usize>>,
     /// Where the command being read starts in the script's word and redirection lists.
     words_from: usize,
     redirects_from: usize,
@@ -888,7 +902,7 @@ impl<'s> Reader<'s> {
         // `$((1+2))` is arithmetic, not a command.
         let inner = self.slice(inner_start, inner_end);
         if !(inner.starts_with('(') && inner.ends_with(')')) {
-            self.nested.push(inner_start..inner_end);
+            script.nested.push(inner_start..inner_end);
         }
         script
             .buf
@@ -913,7 +927,7 @@ impl<'s> Reader<'s> {
         if i >= self.bytes.len() {
             script.warn(Warning::Unterminated);
         }
-        self.nested.push(inner_start..inner_end);
+        script.nested.push(inner_start..inner_end);
         self.pos = (i + 1).min(self.bytes.len());
         script.buf.push_str(self.slice(open, self.pos));
     }
