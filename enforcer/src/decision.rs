@@ -417,7 +417,8 @@ fn match_invocation(
     let named: &[usize] = policy
         .by_command
         .get(name)
-        .map_or(&policy.any_command, Vec::as_slice);
+        .unwrap_or(&policy.any_command)
+        .for_invocation(!invocation.redirects().is_empty());
     let mut merged: Vec<usize> = Vec::new();
     let mut prefixed = policy
         .by_prefix

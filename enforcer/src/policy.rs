@@ -664,6 +664,35 @@ impl WantedFlag {
     }
 }
 
+/// The shell patterns that may match one command name, by index, in pattern order: all of
+/// them, and those that need no redirection, which are all that an invocation without one can
+/// match (most invocations: the redirection patterns that apply to every command are skipped).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Candidates {
+    all: Vec<usize>,
+    unredirected: Vec<usize>,
+}
+
+impl Candidates {
+    fn new(all: Vec<usize>, patterns: &[Pattern]) -> Self {
+        let unredirected = all
+            .iter()
+            .copied()
+            .filter(|&i| patterns.get(i).is_some_and(|p| p.redirect_re.is_none()))
+            .collect();
+        Candidates { all, unredirected }
+    }
+
+    /// The candidates for an invocation with (`true`) or without redirections.
+    pub(crate) fn for_invocation(&self, redirected: bool) -> &[usize] {
+        if redirected {
+            &self.all
+        } else {
+            &self.unredirected
+        }
+    }
+}
+
 /// A loaded, validated policy. Cheap to share; evaluation only reads it.
 #[derive(Debug, Clone)]
 pub struct PolicySet {
@@ -681,9 +710,9 @@ pub struct PolicySet {
     source: String,
     /// Shell patterns by exact command name (the `*` patterns included, sorted, so a lookup
     /// is the whole candidate list); `mkfs.*`-style prefixes; `*` patterns.
-    pub(crate) by_command: HashMap<String, Vec<usize>, BuildHasherDefault<Fnv>>,
+    pub(crate) by_command: HashMap<String, Candidates, BuildHasherDefault<Fnv>>,
     pub(crate) by_prefix: Vec<(String, usize)>,
-    pub(crate) any_command: Vec<usize>,
+    pub(crate) any_command: Candidates,
     /// The long flag names the shell patterns look for.
     pub(crate) long_flags: LongFlags,
     /// The patterns that raise an operation's risk, by id (a handful of all the patterns).
@@ -1075,11 +1104,16 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
             }
         }
     }
-    for candidates in by_command.values_mut() {
-        candidates.extend(any_command.iter().copied());
-        candidates.sort_unstable();
-        candidates.dedup();
-    }
+    let by_command = by_command
+        .into_iter()
+        .map(|(name, mut candidates)| {
+            candidates.extend(any_command.iter().copied());
+            candidates.sort_unstable();
+            candidates.dedup();
+            (name, Candidates::new(candidates, &patterns))
+        })
+        .collect();
+    let any_command = Candidates::new(any_command, &patterns);
     Ok(PolicySet {
         escalating: patterns
             .iter()
@@ -1291,6 +1325,25 @@ risk = "HIGH"
 requires = ["ssh-linux", "remote-exec"]
 shell_args = ["command"]
 "#;
+
+    #[test]
+    fn candidates_without_redirections_leave_out_exactly_the_redirection_patterns() {
+        let policy = crate::default_policy().unwrap_or_else(|e| panic!("{e}"));
+        let lists = policy.by_command.values().chain([&policy.any_command]);
+        let mut left_out = 0;
+        for candidates in lists {
+            let (all, without) = (
+                candidates.for_invocation(true),
+                candidates.for_invocation(false),
+            );
+            let needs_redirect = |i: &usize| policy.patterns[*i].redirect_re.is_some();
+            let kept: Vec<usize> = all.iter().copied().filter(|i| !needs_redirect(i)).collect();
+            assert_eq!(without, kept.as_slice());
+            left_out += all.len() - without.len();
+        }
+        // The `*` redirection patterns (writing to a disk, to /etc/...) are in every list.
+        assert!(left_out > policy.by_command.len(), "{left_out}");
+    }
 
     #[test]
     fn a_minimal_policy_loads_with_default_approval_rules() {
