@@ -418,7 +418,10 @@ fn match_invocation(
         .by_command
         .get(name)
         .unwrap_or(&policy.any_command)
-        .for_invocation(!invocation.redirects().is_empty());
+        .for_invocation(
+            !invocation.redirects().is_empty(),
+            invocation.args().iter().any(|word| word.dashed),
+        );
     let mut merged: Vec<usize> = Vec::new();
     let mut prefixed = policy
         .by_prefix

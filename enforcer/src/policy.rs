@@ -664,32 +664,45 @@ impl WantedFlag {
     }
 }
 
-/// The shell patterns that may match one command name, by index, in pattern order: all of
-/// them, and those that need no redirection, which are all that an invocation without one can
-/// match (most invocations: the redirection patterns that apply to every command are skipped).
+/// The shell patterns that may match one command name, by index, in pattern order, as four
+/// lists: for invocations with or without redirections, and with or without flags. A pattern
+/// that needs a redirection (a `redirect` rule) or a flag (`flags`, `any_flags`) cannot match
+/// an invocation without one, and is left out of those lists: most invocations skip the
+/// redirection and force-flag patterns that apply to every command without looking at them.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Candidates {
-    all: Vec<usize>,
-    unredirected: Vec<usize>,
+    /// Indexed by `redirected as usize | (flagged as usize) << 1`.
+    lists: [Vec<usize>; 4],
 }
 
 impl Candidates {
-    fn new(all: Vec<usize>, patterns: &[Pattern]) -> Self {
-        let unredirected = all
-            .iter()
-            .copied()
-            .filter(|&i| patterns.get(i).is_some_and(|p| p.redirect_re.is_none()))
-            .collect();
-        Candidates { all, unredirected }
+    fn new(all: &[usize], patterns: &[Pattern]) -> Self {
+        let list = |redirected: bool, flagged: bool| {
+            all.iter()
+                .copied()
+                .filter(|&i| {
+                    patterns.get(i).is_some_and(|p| {
+                        (redirected || p.redirect_re.is_none())
+                            && (flagged || p.flag_rule.is_none())
+                    })
+                })
+                .collect()
+        };
+        Candidates {
+            lists: [
+                list(false, false),
+                list(true, false),
+                list(false, true),
+                list(true, true),
+            ],
+        }
     }
 
-    /// The candidates for an invocation with (`true`) or without redirections.
-    pub(crate) fn for_invocation(&self, redirected: bool) -> &[usize] {
-        if redirected {
-            &self.all
-        } else {
-            &self.unredirected
-        }
+    /// The candidates for an invocation with or without redirections, and with or without
+    /// arguments that start with `-`.
+    pub(crate) fn for_invocation(&self, redirected: bool, flagged: bool) -> &[usize] {
+        let index = usize::from(redirected) | usize::from(flagged) << 1;
+        self.lists.get(index).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -1110,10 +1123,10 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
             candidates.extend(any_command.iter().copied());
             candidates.sort_unstable();
             candidates.dedup();
-            (name, Candidates::new(candidates, &patterns))
+            (name, Candidates::new(&candidates, &patterns))
         })
         .collect();
-    let any_command = Candidates::new(any_command, &patterns);
+    let any_command = Candidates::new(&any_command, &patterns);
     Ok(PolicySet {
         escalating: patterns
             .iter()
@@ -1327,22 +1340,34 @@ shell_args = ["command"]
 "#;
 
     #[test]
-    fn candidates_without_redirections_leave_out_exactly_the_redirection_patterns() {
+    fn candidate_lists_leave_out_exactly_what_cannot_match() {
         let policy = crate::default_policy().unwrap_or_else(|e| panic!("{e}"));
         let lists = policy.by_command.values().chain([&policy.any_command]);
-        let mut left_out = 0;
+        let (mut unredirected, mut unflagged) = (0, 0);
         for candidates in lists {
-            let (all, without) = (
-                candidates.for_invocation(true),
-                candidates.for_invocation(false),
-            );
-            let needs_redirect = |i: &usize| policy.patterns[*i].redirect_re.is_some();
-            let kept: Vec<usize> = all.iter().copied().filter(|i| !needs_redirect(i)).collect();
-            assert_eq!(without, kept.as_slice());
-            left_out += all.len() - without.len();
+            let all = candidates.for_invocation(true, true);
+            for (redirected, flagged) in [(false, false), (true, false), (false, true)] {
+                let kept: Vec<usize> = all
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        let pattern = &policy.patterns[i];
+                        (redirected || pattern.redirect_re.is_none())
+                            && (flagged || pattern.flag_rule.is_none())
+                    })
+                    .collect();
+                assert_eq!(
+                    candidates.for_invocation(redirected, flagged),
+                    kept.as_slice()
+                );
+            }
+            unredirected += all.len() - candidates.for_invocation(false, true).len();
+            unflagged += all.len() - candidates.for_invocation(true, false).len();
         }
-        // The `*` redirection patterns (writing to a disk, to /etc/...) are in every list.
-        assert!(left_out > policy.by_command.len(), "{left_out}");
+        // The `*` redirection patterns (writing to a disk, to /etc/...) and the force-flag
+        // pattern are in every list.
+        assert!(unredirected > policy.by_command.len(), "{unredirected}");
+        assert!(unflagged > policy.by_command.len(), "{unflagged}");
     }
 
     #[test]
