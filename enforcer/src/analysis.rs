@@ -450,10 +450,39 @@ fn upper_case_bytes(key: u128) -> u128 {
     at_least_a & !above_z & !key & HIGH
 }
 
+/// [`bytes_equal`] and [`upper_case_bytes`] on one 64-bit word, for names of up to 7 bytes
+/// (see [`short_name`]): half the work of the 128-bit tests, for most names.
+const ONES_64: u64 = u64::from_le_bytes([1; 8]);
+const HIGH_64: u64 = ONES_64 * 0x80;
+const LOW7_64: u64 = ONES_64 * 0x7F;
+
+fn bytes_equal_64(name: u64, byte: u8) -> u64 {
+    let v = name ^ (ONES_64 * u64::from(byte));
+    !(((v & LOW7_64) + LOW7_64) | v) & HIGH_64
+}
+
+fn upper_case_bytes_64(name: u64) -> u64 {
+    let low = name & LOW7_64;
+    let at_least_a = (low + ONES_64 * (0x80 - u64::from(b'A'))) & HIGH_64;
+    let above_z = (low + ONES_64 * (0x80 - u64::from(b'Z' + 1))) & HIGH_64;
+    at_least_a & !above_z & !name & HIGH_64
+}
+
+/// A [`key`]'s name bytes as one 64-bit word when the name has at most 7 bytes: the top half
+/// then holds only the length, and the eighth byte is padding (0, never reported).
+fn short_name(key: u128) -> Option<u64> {
+    let high = (key >> 64) as u64;
+    (high & (u64::MAX >> 8) == 0).then_some(key as u64)
+}
+
 /// Whether a word with [`key`] `word_key` could be an assignment (`NAME=value`): false only
 /// when the key shows every byte and none is `=`.
 fn may_be_assignment(word_key: u128) -> bool {
-    word_key == 0 || bytes_equal(word_key, b'=') != 0
+    word_key == 0
+        || match short_name(word_key) {
+            Some(name) => bytes_equal_64(name, b'=') != 0,
+            None => bytes_equal(word_key, b'=') != 0,
+        }
 }
 
 /// Whether a word with [`key`] `word_key` is its own command name as [`name_range`] would cut
@@ -470,8 +499,19 @@ fn is_plain_name(word_key: u128) -> bool {
     } else {
         0
     };
-    (bytes_equal(word_key, b'/') | bytes_equal(word_key, b'\\') | upper_case_bytes(word_key)) == 0
-        && tail != u32::from_le_bytes(*b".exe")
+    let unplain = match short_name(word_key) {
+        Some(name) => {
+            (bytes_equal_64(name, b'/') | bytes_equal_64(name, b'\\') | upper_case_bytes_64(name))
+                != 0
+        }
+        None => {
+            (bytes_equal(word_key, b'/')
+                | bytes_equal(word_key, b'\\')
+                | upper_case_bytes(word_key))
+                != 0
+        }
+    };
+    !unplain && tail != u32::from_le_bytes(*b".exe")
 }
 
 /// [`key`] for the constants.
