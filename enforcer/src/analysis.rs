@@ -551,58 +551,116 @@ keys! {
     K_WHILE = b"while", K_UNTIL = b"until", K_COPROC = b"coproc",
 }
 
+/// Every name the analysis treats specially, with whether it is a reserved word (as written)
+/// and what it means as a command name. One list gives both tables below, in the same order.
+macro_rules! special_names {
+    ($(($key:ident, $reserved:expr, $kind:expr)),* $(,)?) => {
+        /// The special names' keys and whether each is reserved, in list order.
+        const SPECIAL_NAMES: &[(u128, bool)] = &[$(($key, $reserved)),*];
+        /// What each special name means as a command, in list order.
+        static SPECIAL_KINDS: &[Kind] = &[$($kind),*];
+    };
+}
+
+special_names! {
+    (K_SH, false, Kind::Shell), (K_BASH, false, Kind::Shell), (K_DASH, false, Kind::Shell),
+    (K_ZSH, false, Kind::Shell), (K_KSH, false, Kind::Shell), (K_MKSH, false, Kind::Shell),
+    (K_ASH, false, Kind::Shell), (K_FISH, false, Kind::Shell), (K_CSH, false, Kind::Shell),
+    (K_TCSH, false, Kind::Shell), (K_BUSYBOX_SH, false, Kind::Shell),
+    (K_PWSH, false, Kind::Shell), (K_POWERSHELL, false, Kind::Shell),
+    (K_SU, false, Kind::Su), (K_EVAL, false, Kind::Eval), (K_FIND, false, Kind::Find),
+    (K_FOR, false, Kind::Stop), (K_CASE, false, Kind::Stop), (K_FUNCTION, false, Kind::Stop),
+    (K_SUDO, false, Kind::Wrapper(&SUDO)), (K_DOAS, false, Kind::Wrapper(&DOAS)),
+    (K_PKEXEC, false, Kind::Wrapper(&PKEXEC)), (K_RUNUSER, false, Kind::Wrapper(&RUNUSER)),
+    (K_ENV, false, Kind::Wrapper(&ENV)), (K_NICE, false, Kind::Wrapper(&NICE)),
+    (K_IONICE, false, Kind::Wrapper(&IONICE)), (K_TIMEOUT, false, Kind::Wrapper(&TIMEOUT)),
+    (K_STDBUF, false, Kind::Wrapper(&STDBUF)), (K_CHROOT, false, Kind::Wrapper(&CHROOT)),
+    (K_XARGS, false, Kind::Wrapper(&XARGS)), (K_WATCH, false, Kind::Wrapper(&WATCH)),
+    (K_EXEC, false, Kind::Wrapper(&EXEC)), (K_FLOCK, false, Kind::Wrapper(&FLOCK)),
+    (K_STRACE, false, Kind::Wrapper(&STRACE)),
+    (K_NOHUP, false, Kind::Wrapper(&NO_OPTIONS)), (K_SETSID, false, Kind::Wrapper(&NO_OPTIONS)),
+    (K_COMMAND, false, Kind::Wrapper(&NO_OPTIONS)),
+    (K_BUILTIN, false, Kind::Wrapper(&NO_OPTIONS)),
+    (K_BUSYBOX, false, Kind::Wrapper(&NO_OPTIONS)),
+    (K_UNBUFFER, false, Kind::Wrapper(&NO_OPTIONS)),
+    // `time` is a reserved word of the shell and, as `/usr/bin/time`, a wrapper.
+    (K_TIME, true, Kind::Wrapper(&TIME)),
+    (K_BANG, true, Kind::Plain), (K_OPEN_BRACE, true, Kind::Plain),
+    (K_CLOSE_BRACE, true, Kind::Plain), (K_IF, true, Kind::Plain), (K_THEN, true, Kind::Plain),
+    (K_ELSE, true, Kind::Plain), (K_ELIF, true, Kind::Plain), (K_FI, true, Kind::Plain),
+    (K_DO, true, Kind::Plain), (K_DONE, true, Kind::Plain), (K_WHILE, true, Kind::Plain),
+    (K_UNTIL, true, Kind::Plain), (K_COPROC, true, Kind::Plain),
+}
+
+/// Slots of [`NAME_SLOTS`]: four times the special names, so that a lookup of an ordinary
+/// name almost always ends at its first slot.
+const NAME_SLOT_COUNT: usize = 256;
+
+/// Bit of a [`NAME_SLOTS`] entry: the name is a reserved word.
+const RESERVED: u8 = 0x80;
+
+/// The special names as an open-addressing hash table keyed by [`key`]: each slot holds a key
+/// (0 when empty) and its entry, the name's place in [`SPECIAL_KINDS`] plus one, with
+/// [`RESERVED`] set for a reserved word. One lookup answers both questions about a name, where
+/// binary searches over the keys took about 60 instructions a command.
+static NAME_SLOTS: [(u128, u8); NAME_SLOT_COUNT] = {
+    let mut table = [(0u128, 0u8); NAME_SLOT_COUNT];
+    let mut i = 0;
+    while i < SPECIAL_NAMES.len() {
+        let (key, reserved) = SPECIAL_NAMES[i];
+        let mut slot = name_slot(key);
+        while table[slot].0 != 0 {
+            slot = (slot + 1) % NAME_SLOT_COUNT;
+        }
+        let reserved_bit = if reserved { RESERVED } else { 0 };
+        table[slot] = (key, (i as u8 + 1) | reserved_bit);
+        i += 1;
+    }
+    table
+};
+
+/// Where the search for `key` starts in [`NAME_SLOTS`] (a multiplicative hash of both halves).
+const fn name_slot(key: u128) -> usize {
+    let folded = (key as u64) ^ ((key >> 64) as u64).rotate_left(29);
+    (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % NAME_SLOT_COUNT
+}
+
+/// The [`NAME_SLOTS`] entry of the name with [`key`] `key`, 0 for an ordinary name. The table
+/// always has empty slots, so the search ends.
+fn name_entry(key: u128) -> u8 {
+    let mut slot = name_slot(key);
+    loop {
+        let (found, entry) = NAME_SLOTS.get(slot).copied().unwrap_or_default();
+        if found == key {
+            // The key itself, or an empty slot while looking up 0 (a name too long to be
+            // special), whose entry is 0.
+            return entry;
+        }
+        if found == 0 {
+            return 0;
+        }
+        slot = (slot + 1) % NAME_SLOT_COUNT;
+    }
+}
+
 /// What the command name with [`key`] `name_key` means to the analysis.
 fn classify(name_key: u128) -> Kind {
-    match name_key {
-        K_SH | K_BASH | K_DASH | K_ZSH | K_KSH | K_MKSH | K_ASH | K_FISH | K_CSH | K_TCSH
-        | K_BUSYBOX_SH | K_PWSH | K_POWERSHELL => Kind::Shell,
-        K_SU => Kind::Su,
-        K_EVAL => Kind::Eval,
-        K_FIND => Kind::Find,
-        K_FOR | K_CASE | K_FUNCTION => Kind::Stop,
-        K_SUDO => Kind::Wrapper(&SUDO),
-        K_DOAS => Kind::Wrapper(&DOAS),
-        K_PKEXEC => Kind::Wrapper(&PKEXEC),
-        K_RUNUSER => Kind::Wrapper(&RUNUSER),
-        K_ENV => Kind::Wrapper(&ENV),
-        K_NICE => Kind::Wrapper(&NICE),
-        K_IONICE => Kind::Wrapper(&IONICE),
-        K_TIME => Kind::Wrapper(&TIME),
-        K_TIMEOUT => Kind::Wrapper(&TIMEOUT),
-        K_STDBUF => Kind::Wrapper(&STDBUF),
-        K_CHROOT => Kind::Wrapper(&CHROOT),
-        K_XARGS => Kind::Wrapper(&XARGS),
-        K_WATCH => Kind::Wrapper(&WATCH),
-        K_EXEC => Kind::Wrapper(&EXEC),
-        K_FLOCK => Kind::Wrapper(&FLOCK),
-        K_STRACE => Kind::Wrapper(&STRACE),
-        K_NOHUP | K_SETSID | K_COMMAND | K_BUILTIN | K_BUSYBOX | K_UNBUFFER => {
-            Kind::Wrapper(&NO_OPTIONS)
-        }
-        _ => Kind::Plain,
+    kind_of(name_entry(name_key))
+}
+
+/// What a name with the [`NAME_SLOTS`] entry `entry` means as a command.
+fn kind_of(entry: u8) -> Kind {
+    match usize::from(entry & !RESERVED).checked_sub(1) {
+        Some(index) => SPECIAL_KINDS.get(index).copied().unwrap_or(Kind::Plain),
+        None => Kind::Plain,
     }
 }
 
 /// Words that open shell syntax rather than name a command (as written, before normalising),
 /// by [`key`].
+#[cfg(test)]
 fn is_reserved(word_key: u128) -> bool {
-    matches!(
-        word_key,
-        K_BANG
-            | K_OPEN_BRACE
-            | K_CLOSE_BRACE
-            | K_IF
-            | K_THEN
-            | K_ELSE
-            | K_ELIF
-            | K_FI
-            | K_DO
-            | K_DONE
-            | K_WHILE
-            | K_UNTIL
-            | K_TIME
-            | K_COPROC
-    )
+    name_entry(word_key) & RESERVED != 0
 }
 
 /// Read a shell argument into the invocations it would cause.
@@ -671,19 +729,22 @@ impl Analysis<'_> {
             // commands.
             // The first word's key serves both this test and, for a bare lower-case name (most
             // of them), the name's classification.
-            let (first, first_key) = loop {
+            // One lookup of the key says whether the word is reserved and, for a bare
+            // lower-case name, what it means as a command.
+            let (first, first_key, first_entry) = loop {
                 let Some(word) = self.word(rest).filter(|_| rest < end) else {
                     return innermost;
                 };
                 let text = self.script.text(word.text);
                 let word_key = key(text.as_bytes());
-                if is_reserved(word_key) || (may_be_assignment(word_key) && is_assignment(text)) {
+                let entry = name_entry(word_key);
+                if entry & RESERVED != 0 || (may_be_assignment(word_key) && is_assignment(text)) {
                     rest += 1;
                 } else {
-                    break (word, word_key);
+                    break (word, word_key, entry);
                 }
             };
-            let (name, kind) = self.command_name(first.text, first_key);
+            let (name, kind) = self.command_name(first.text, first_key, first_entry);
             let payload_flag = match kind {
                 Kind::Stop => return innermost,
                 Kind::Shell => self.find_payload(rest + 1..end, false),
@@ -843,11 +904,12 @@ impl Analysis<'_> {
     }
 
     /// [`command_name`] of a word's text, as a part of that text when it needs no lowercasing,
-    /// and what that name means here. `word_key` is the [`key`] of the whole word.
-    fn command_name(&mut self, word: Text, word_key: u128) -> (Text, Kind) {
+    /// and what that name means here. `word_key` is the [`key`] of the whole word, and
+    /// `word_entry` its [`name_entry`].
+    fn command_name(&mut self, word: Text, word_key: u128, word_entry: u8) -> (Text, Kind) {
         if is_plain_name(word_key) {
             // Most names: the whole word, already lower case (the key says so without a scan).
-            return (word, classify(word_key));
+            return (word, kind_of(word_entry));
         }
         let text = self.script.text(word);
         let (start, end, lower) = name_range(text);
@@ -857,7 +919,7 @@ impl Analysis<'_> {
             let kind = classify(key(lowered.as_bytes()));
             (self.script.push_owned(&lowered), kind)
         } else if start == 0 && end == text.len() {
-            (word, classify(word_key))
+            (word, kind_of(word_entry))
         } else {
             (word.slice(start..end), classify(key(name.as_bytes())))
         }
@@ -999,6 +1061,137 @@ mod tests {
             names("sudo --command-timeout 5 --a-very-long-unknown-option reboot"),
             ["sudo", "reboot"]
         );
+    }
+
+    /// The classification as it was written before the hash table: a `match` on the keys.
+    fn classify_by_search(name_key: u128) -> Kind {
+        match name_key {
+            K_SH | K_BASH | K_DASH | K_ZSH | K_KSH | K_MKSH | K_ASH | K_FISH | K_CSH | K_TCSH
+            | K_BUSYBOX_SH | K_PWSH | K_POWERSHELL => Kind::Shell,
+            K_SU => Kind::Su,
+            K_EVAL => Kind::Eval,
+            K_FIND => Kind::Find,
+            K_FOR | K_CASE | K_FUNCTION => Kind::Stop,
+            K_SUDO => Kind::Wrapper(&SUDO),
+            K_DOAS => Kind::Wrapper(&DOAS),
+            K_PKEXEC => Kind::Wrapper(&PKEXEC),
+            K_RUNUSER => Kind::Wrapper(&RUNUSER),
+            K_ENV => Kind::Wrapper(&ENV),
+            K_NICE => Kind::Wrapper(&NICE),
+            K_IONICE => Kind::Wrapper(&IONICE),
+            K_TIME => Kind::Wrapper(&TIME),
+            K_TIMEOUT => Kind::Wrapper(&TIMEOUT),
+            K_STDBUF => Kind::Wrapper(&STDBUF),
+            K_CHROOT => Kind::Wrapper(&CHROOT),
+            K_XARGS => Kind::Wrapper(&XARGS),
+            K_WATCH => Kind::Wrapper(&WATCH),
+            K_EXEC => Kind::Wrapper(&EXEC),
+            K_FLOCK => Kind::Wrapper(&FLOCK),
+            K_STRACE => Kind::Wrapper(&STRACE),
+            K_NOHUP | K_SETSID | K_COMMAND | K_BUILTIN | K_BUSYBOX | K_UNBUFFER => {
+                Kind::Wrapper(&NO_OPTIONS)
+            }
+            _ => Kind::Plain,
+        }
+    }
+
+    fn is_reserved_by_search(word_key: u128) -> bool {
+        matches!(
+            word_key,
+            K_BANG
+                | K_OPEN_BRACE
+                | K_CLOSE_BRACE
+                | K_IF
+                | K_THEN
+                | K_ELSE
+                | K_ELIF
+                | K_FI
+                | K_DO
+                | K_DONE
+                | K_WHILE
+                | K_UNTIL
+                | K_TIME
+                | K_COPROC
+        )
+    }
+
+    #[test]
+    fn the_name_table_answers_as_the_matches_did() {
+        let mut names: Vec<String> = [
+            "sh",
+            "bash",
+            "busybox-sh",
+            "powershell",
+            "su",
+            "eval",
+            "find",
+            "for",
+            "case",
+            "function",
+            "sudo",
+            "doas",
+            "env",
+            "nohup",
+            "time",
+            "timeout",
+            "xargs",
+            "watch",
+            "exec",
+            "strace",
+            "unbuffer",
+            "!",
+            "{",
+            "}",
+            "if",
+            "then",
+            "fi",
+            "done",
+            "coproc",
+            "ls",
+            "rm",
+            "date",
+            "echo",
+            "systemctl",
+            "journalctl",
+            "abcdefghijklmno",
+            "abcdefghijklmnop",
+            "",
+            "SUDO",
+            "sudo ",
+            "timeouts",
+        ]
+        .iter()
+        .map(|name| name.to_string())
+        .collect();
+        // Every name of one to three lower-case letters, digits or signs.
+        let alphabet: Vec<char> = ('a'..='z')
+            .chain('0'..='9')
+            .chain("-_.!{}".chars())
+            .collect();
+        for a in &alphabet {
+            names.push(a.to_string());
+            for b in &alphabet {
+                names.push(format!("{a}{b}"));
+                for c in &alphabet {
+                    names.push(format!("{a}{b}{c}"));
+                }
+            }
+        }
+        let mut keys: Vec<u128> = names.iter().map(|name| key(name.as_bytes())).collect();
+        keys.extend(SPECIAL_NAMES.iter().map(|&(k, _)| k));
+        keys.push(0);
+        let mut special = 0;
+        for k in keys {
+            let (kind, reference) = (classify(k), classify_by_search(k));
+            assert_eq!(format!("{kind:?}"), format!("{reference:?}"), "{k:#x}");
+            assert_eq!(is_reserved(k), is_reserved_by_search(k), "{k:#x}");
+            special += usize::from(!matches!(reference, Kind::Plain) || is_reserved(k));
+        }
+        assert!(special >= SPECIAL_NAMES.len(), "{special}");
+        // Every special name has its own slot, and at most a quarter of the slots are taken.
+        let taken = NAME_SLOTS.iter().filter(|(k, _)| *k != 0).count();
+        assert_eq!(taken, SPECIAL_NAMES.len());
+        assert!(taken * 4 <= NAME_SLOT_COUNT, "{taken}");
     }
 
     #[test]
