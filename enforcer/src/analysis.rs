@@ -735,8 +735,8 @@ impl Analysis<'_> {
                 let Some(word) = self.word(rest).filter(|_| rest < end) else {
                     return innermost;
                 };
-                let text = self.script.text(word.text);
-                let word_key = key(text.as_bytes());
+                let text = self.script.text_bytes(word.text);
+                let word_key = key(text);
                 let entry = name_entry(word_key);
                 if entry & RESERVED != 0 || (may_be_assignment(word_key) && is_assignment(text)) {
                     rest += 1;
@@ -851,7 +851,7 @@ impl Analysis<'_> {
             if text == "--" {
                 return i + 1 - words.start;
             }
-            if wrapper.is_env && is_assignment(text) {
+            if wrapper.is_env && is_assignment(text.as_bytes()) {
                 i += 1;
             } else if text.starts_with('-') && text.len() > 1 {
                 // `-u root` takes the next word; `-uroot` and `--user=root` do not.
@@ -955,11 +955,11 @@ pub fn command_name(word: &str) -> String {
         .to_ascii_lowercase()
 }
 
-fn is_assignment(text: &str) -> bool {
-    let Some(eq) = text.as_bytes().iter().position(|&b| b == b'=') else {
+fn is_assignment(text: &[u8]) -> bool {
+    let Some(eq) = text.iter().position(|&b| b == b'=') else {
         return false;
     };
-    let name = &text.as_bytes()[..eq];
+    let name = text.get(..eq).unwrap_or_default();
     name.first()
         .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
         && name.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
@@ -1253,7 +1253,7 @@ mod tests {
                 assert_eq!(name_range(word), (0, word.len(), false), "{word:?}");
             }
             if !may_be_assignment(k) {
-                assert!(!is_assignment(word), "{word:?}");
+                assert!(!is_assignment(word.as_bytes()), "{word:?}");
             }
             let plain = !word.is_empty()
                 && word.len() < 16

@@ -309,6 +309,13 @@ impl<'a> Script<'a> {
         self.backing(text).get(range).unwrap_or_default()
     }
 
+    /// The bytes of a text: [`Script::text`] without checking that its ends are character
+    /// boundaries (they always are), for tests that look at bytes only.
+    pub(crate) fn text_bytes(&self, text: Text) -> &[u8] {
+        let range = text.start as usize..text.end as usize;
+        self.backing(text).as_bytes().get(range).unwrap_or_default()
+    }
+
     /// A word's text after quote removal.
     pub fn word_text(&self, word: &Word) -> &str {
         self.text(word.text)
