@@ -75,7 +75,7 @@ pub(crate) struct HashWriter {
 /// Bytes hashed at once (whole SHA-256 blocks, so that the hasher copies nothing).
 const HASH_BLOCK: usize = 256;
 /// Room past the block for one fixed-size store.
-const SLACK: usize = 8;
+const SLACK: usize = 16;
 
 impl Default for HashWriter {
     fn default() -> Self {
@@ -107,6 +107,18 @@ impl HashWriter {
         }
     }
 
+    /// Append sixteen bytes (see [`HashWriter::push8`]).
+    #[inline(always)]
+    fn push16(&mut self, piece: [u8; 16]) {
+        if let Some(slot) = self.buf.get_mut(self.len..self.len + 16) {
+            slot.copy_from_slice(&piece);
+        }
+        self.len += 16;
+        if self.len >= HASH_BLOCK {
+            self.flush_block();
+        }
+    }
+
     /// Hash the full block and move what was gathered past it (less than [`SLACK`] bytes) to
     /// the front.
     #[cold]
@@ -125,7 +137,20 @@ impl HashWriter {
     fn escape_json(&mut self, s: &str) {
         self.push8(*b"\"\0\0\0\0\0\0\0", 1);
         let bytes = s.as_bytes();
-        let (chunks, tail) = bytes.as_chunks::<8>();
+        // Sixteen bytes at a time while none needs escaping (most text), eight otherwise.
+        let (pairs, rest) = bytes.as_chunks::<16>();
+        for &pair in pairs {
+            let (low, high) = pair.split_at(8);
+            let low: [u8; 8] = low.try_into().unwrap_or_default();
+            let high: [u8; 8] = high.try_into().unwrap_or_default();
+            if escape_mask(u64::from_le_bytes(low)) | escape_mask(u64::from_le_bytes(high)) == 0 {
+                self.push16(pair);
+            } else {
+                self.escape_chunk(low, 8);
+                self.escape_chunk(high, 8);
+            }
+        }
+        let (chunks, tail) = rest.as_chunks::<8>();
         for &chunk in chunks {
             self.escape_chunk(chunk, 8);
         }
