@@ -429,44 +429,35 @@ fn key(name: &[u8]) -> u128 {
     packed | (len as u128) << 120
 }
 
-/// Byte masks over a [`key`]'s 15 name bytes (its top byte is the length).
+/// The byte tests (SWAR) on a packed name of one width, `$ones` having 1 in each name byte:
+/// `$equal(name, byte)` gives the high bit of every name byte equal to `byte` (which must not be
+/// 0, the padding: a name byte of 0 is never reported), `$upper(name)` that of every ASCII
+/// upper-case letter. No carry crosses from one byte into the next.
+macro_rules! byte_tests {
+    ($t:ty, $ones:expr, $equal:ident, $upper:ident) => {
+        fn $equal(name: $t, byte: u8) -> $t {
+            let v = name ^ ($ones * <$t>::from(byte));
+            // A byte of `v` is 0 exactly where the high bit of this is clear.
+            !(((v & ($ones * 0x7F)) + $ones * 0x7F) | v) & ($ones * 0x80)
+        }
+
+        fn $upper(name: $t) -> $t {
+            let (low7, high) = (name & ($ones * 0x7F), $ones * 0x80);
+            let at_least_a = (low7 + $ones * (0x80 - <$t>::from(b'A'))) & high;
+            let above_z = (low7 + $ones * (0x80 - <$t>::from(b'Z' + 1))) & high;
+            at_least_a & !above_z & !name & high
+        }
+    };
+}
+
+/// 1 in each of a [`key`]'s 15 name bytes (its top byte is the length).
 const ONES: u128 = u128::from_le_bytes([1; 16]) >> 8;
-const HIGH: u128 = ONES * 0x80;
-const LOW7: u128 = ONES * 0x7F;
+byte_tests!(u128, ONES, bytes_equal, upper_case_bytes);
 
-/// The high bit of every name byte of `key` that equals `byte` (which must not be 0, the
-/// padding: a name byte of 0 is never reported).
-fn bytes_equal(key: u128, byte: u8) -> u128 {
-    let v = key ^ (ONES * u128::from(byte));
-    // A byte of `v` is 0 exactly where the high bit of this is clear (no carry crosses bytes).
-    !(((v & LOW7) + LOW7) | v) & HIGH
-}
-
-/// The high bit of every name byte of `key` that is an ASCII upper-case letter.
-fn upper_case_bytes(key: u128) -> u128 {
-    let low = key & LOW7;
-    let at_least_a = (low + ONES * (0x80 - u128::from(b'A'))) & HIGH;
-    let above_z = (low + ONES * (0x80 - u128::from(b'Z' + 1))) & HIGH;
-    at_least_a & !above_z & !key & HIGH
-}
-
-/// [`bytes_equal`] and [`upper_case_bytes`] on one 64-bit word, for names of up to 7 bytes
-/// (see [`short_name`]): half the work of the 128-bit tests, for most names.
+/// The same tests on one 64-bit word, for names of up to 7 bytes (see [`short_name`]): half
+/// the work of the 128-bit tests, for most names.
 const ONES_64: u64 = u64::from_le_bytes([1; 8]);
-const HIGH_64: u64 = ONES_64 * 0x80;
-const LOW7_64: u64 = ONES_64 * 0x7F;
-
-fn bytes_equal_64(name: u64, byte: u8) -> u64 {
-    let v = name ^ (ONES_64 * u64::from(byte));
-    !(((v & LOW7_64) + LOW7_64) | v) & HIGH_64
-}
-
-fn upper_case_bytes_64(name: u64) -> u64 {
-    let low = name & LOW7_64;
-    let at_least_a = (low + ONES_64 * (0x80 - u64::from(b'A'))) & HIGH_64;
-    let above_z = (low + ONES_64 * (0x80 - u64::from(b'Z' + 1))) & HIGH_64;
-    at_least_a & !above_z & !name & HIGH_64
-}
+byte_tests!(u64, ONES_64, bytes_equal_64, upper_case_bytes_64);
 
 /// A [`key`]'s name bytes as one 64-bit word when the name has at most 7 bytes: the top half
 /// then holds only the length, and the eighth byte is padding (0, never reported).
