@@ -583,8 +583,8 @@ special_names! {
     (K_UNTIL, true, Kind::Plain), (K_COPROC, true, Kind::Plain),
 }
 
-/// Slots of [`NAME_SLOTS`]: four times the special names, so that a lookup of an ordinary
-/// name almost always ends at its first slot.
+/// Slots of [`NAME_SLOTS`]: more than four times the special names, so that a lookup of an
+/// ordinary name almost always ends at its first slot.
 const NAME_SLOT_COUNT: usize = 256;
 
 /// Bit of a [`NAME_SLOTS`] entry: the name is a reserved word.
@@ -645,13 +645,6 @@ fn kind_of(entry: u8) -> Kind {
         Some(index) => SPECIAL_KINDS.get(index).copied().unwrap_or(Kind::Plain),
         None => Kind::Plain,
     }
-}
-
-/// Words that open shell syntax rather than name a command (as written, before normalising),
-/// by [`key`].
-#[cfg(test)]
-fn is_reserved(word_key: u128) -> bool {
-    name_entry(word_key) & RESERVED != 0
 }
 
 /// Read a shell argument into the invocations it would cause.
@@ -1084,6 +1077,11 @@ mod tests {
             }
             _ => Kind::Plain,
         }
+    }
+
+    /// Whether the word with [`key`] `word_key` is reserved, by the table.
+    fn is_reserved(word_key: u128) -> bool {
+        name_entry(word_key) & RESERVED != 0
     }
 
     fn is_reserved_by_search(word_key: u128) -> bool {

@@ -303,6 +303,10 @@ fn inspect(request: &Request, operation: &Operation, policy: &PolicySet) -> Insp
             )),
         }
     }
+    // Kept for the thread's next evaluation, unless one very long argument made it large.
+    if scratch.joined.capacity() <= shell::KEEP_AT_MOST {
+        let _ = JOINED.try_with(|slot| slot.set(scratch.joined));
+    }
     for name in &operation.path_args {
         let Some(value) = request.args.get(name) else {
             continue;
@@ -325,10 +329,6 @@ fn inspect(request: &Request, operation: &Operation, policy: &PolicySet) -> Insp
                 .malformed
                 .push(format!("argument `{name}` must be a path string")),
         }
-    }
-    // Kept for the thread's next evaluation, unless one very long argument made it large.
-    if scratch.joined.capacity() <= shell::KEEP_AT_MOST {
-        let _ = JOINED.try_with(|slot| slot.set(scratch.joined));
     }
     for name in &operation.flag_args {
         let Some(value) = request.args.get(name) else {

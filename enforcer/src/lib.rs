@@ -94,26 +94,15 @@ impl HashWriter {
         hex_digest(self.hasher.finalize().into())
     }
 
-    /// Append the first `used` bytes of `piece` (`used` ≤ 8): all eight are stored, and the
-    /// ones past `used` are overwritten by the next store.
+    /// Append the first `used` bytes of `piece` (`used` ≤ `N` ≤ [`SLACK`]): all `N` are
+    /// stored with one fixed-size copy, and the ones past `used` are overwritten by the next
+    /// store.
     #[inline(always)]
-    fn push8(&mut self, piece: [u8; 8], used: usize) {
-        if let Some(slot) = self.buf.get_mut(self.len..self.len + 8) {
+    fn push<const N: usize>(&mut self, piece: [u8; N], used: usize) {
+        if let Some(slot) = self.buf.get_mut(self.len..self.len + N) {
             slot.copy_from_slice(&piece);
         }
         self.len += used;
-        if self.len >= HASH_BLOCK {
-            self.flush_block();
-        }
-    }
-
-    /// Append sixteen bytes (see [`HashWriter::push8`]).
-    #[inline(always)]
-    fn push16(&mut self, piece: [u8; 16]) {
-        if let Some(slot) = self.buf.get_mut(self.len..self.len + 16) {
-            slot.copy_from_slice(&piece);
-        }
-        self.len += 16;
         if self.len >= HASH_BLOCK {
             self.flush_block();
         }
@@ -135,7 +124,7 @@ impl HashWriter {
 
     /// `s` as an escaped JSON string literal (see [`write_json_str`]), straight into the buffer.
     fn escape_json(&mut self, s: &str) {
-        self.push8(*b"\"\0\0\0\0\0\0\0", 1);
+        self.push(*b"\"\0\0\0\0\0\0\0", 1);
         let bytes = s.as_bytes();
         // Sixteen bytes at a time while none needs escaping (most text), eight otherwise.
         let (pairs, rest) = bytes.as_chunks::<16>();
@@ -144,7 +133,7 @@ impl HashWriter {
             let low: [u8; 8] = low.try_into().unwrap_or_default();
             let high: [u8; 8] = high.try_into().unwrap_or_default();
             if escape_mask(u64::from_le_bytes(low)) | escape_mask(u64::from_le_bytes(high)) == 0 {
-                self.push16(pair);
+                self.push(pair, 16);
             } else {
                 self.escape_chunk(low, 8);
                 self.escape_chunk(high, 8);
@@ -156,13 +145,9 @@ impl HashWriter {
         }
         if !tail.is_empty() {
             // The last bytes, padded with bytes that need no escaping.
-            let mut last = [b'a'; 8];
-            if let Some(head) = last.get_mut(..tail.len()) {
-                head.copy_from_slice(tail);
-            }
-            self.escape_chunk(last, tail.len());
+            self.escape_chunk(padded(tail, b'a'), tail.len());
         }
-        self.push8(*b"\"\0\0\0\0\0\0\0", 1);
+        self.push(*b"\"\0\0\0\0\0\0\0", 1);
     }
 
     /// The first `len` bytes of `chunk`, escaped.
@@ -170,7 +155,7 @@ impl HashWriter {
     fn escape_chunk(&mut self, chunk: [u8; 8], len: usize) {
         let word = u64::from_le_bytes(chunk);
         if escape_mask(word) == 0 {
-            self.push8(chunk, len);
+            self.push(chunk, len);
             return;
         }
         let mut from = 0;
@@ -186,14 +171,23 @@ impl HashWriter {
                 (mask.trailing_zeros() / 8) as usize
             };
             let at = (from + clean).min(len);
-            self.push8(rest.to_le_bytes(), at - from);
+            self.push(rest.to_le_bytes(), at - from);
             let Some(&b) = chunk.get(at).filter(|_| at < len) else {
                 break;
             };
-            self.push8(escape_of(b), escaped_len(b));
+            self.push(escape_of(b), escaped_len(b));
             from = at + 1;
         }
     }
+}
+
+/// The first bytes of a chunk (fewer than eight), followed by `fill`.
+fn padded(tail: &[u8], fill: u8) -> [u8; 8] {
+    let mut chunk = [fill; 8];
+    if let Some(head) = chunk.get_mut(..tail.len()) {
+        head.copy_from_slice(tail);
+    }
+    chunk
 }
 
 /// How a byte that [`escape_mask`] flags is written in a JSON string, padded to eight bytes.
@@ -247,14 +241,10 @@ impl fmt::Write for HashWriter {
         }
         let (chunks, tail) = bytes.as_chunks::<8>();
         for &chunk in chunks {
-            self.push8(chunk, 8);
+            self.push(chunk, 8);
         }
         if !tail.is_empty() {
-            let mut last = [0u8; 8];
-            if let Some(head) = last.get_mut(..tail.len()) {
-                head.copy_from_slice(tail);
-            }
-            self.push8(last, tail.len());
+            self.push(padded(tail, 0), tail.len());
         }
         Ok(())
     }
@@ -394,23 +384,11 @@ pub(crate) fn write_json_str<W: fmt::Write + ?Sized>(s: &str, out: &mut W) -> fm
         if !NEEDS_ESCAPE[usize::from(b)] {
             continue;
         }
-        let escape = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0..=0x1f => "",
-            _ => continue,
-        };
+        // The same escapes as the hasher's (ASCII, so always a `str`).
+        let escape = escape_of(b);
+        let escape = escape.get(..escaped_len(b)).unwrap_or_default();
         out.write_str(&s[start..at])?;
-        if escape.is_empty() {
-            write!(out, "\\u{:04x}", b)?;
-        } else {
-            out.write_str(escape)?;
-        }
+        out.write_str(std::str::from_utf8(escape).unwrap_or_default())?;
         start = i;
     }
     out.write_str(&s[start..])?;

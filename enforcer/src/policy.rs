@@ -1361,6 +1361,13 @@ shell_args = ["command"]
                     kept.as_slice()
                 );
             }
+            // What is left out cannot match: a flag rule never matches an invocation without
+            // flags (a redirection pattern is skipped without redirections by the match loop).
+            for i in all {
+                if let Some(rule) = &policy.patterns[*i].flag_rule {
+                    assert!(!rule.matches(&InvocationFlags::default()), "{i}");
+                }
+            }
             unredirected += all.len() - candidates.for_invocation(false, true).len();
             unflagged += all.len() - candidates.for_invocation(true, false).len();
         }

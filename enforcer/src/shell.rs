@@ -310,7 +310,7 @@ impl<'a> Script<'a> {
     }
 
     /// The bytes of a text: [`Script::text`] without checking that its ends are character
-    /// boundaries (they always are), for tests that look at bytes only.
+    /// boundaries (they always are), for the name tests, which read bytes only.
     pub(crate) fn text_bytes(&self, text: Text) -> &[u8] {
         let range = text.start as usize..text.end as usize;
         self.backing(text).as_bytes().get(range).unwrap_or_default()
