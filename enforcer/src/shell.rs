@@ -256,22 +256,14 @@ fn plain_bits_64(chunk: &[u8; 64]) -> u64 {
 /// Not [`is_plain`], written as comparisons the compiler can do for many bytes at once.
 #[inline(always)]
 fn is_special(b: u8) -> bool {
-    (b == b' ')
-        | (b == b'\t')
-        | (b == b'\r')
-        | (b == b'\n')
+    ((b & 0xF9) == 0x20) // ' ' '"' '$' '&'
+        | (b.wrapping_sub(b'\'') < 3) // '\'' '(' ')'
+        | ((b & 0xDF) == b'\\') // '\\' '|'
+        | ((b & 0xFD) == b'<') // '<' '>'
         | (b == b';')
-        | (b == b'&')
-        | (b == b'|')
-        | (b == b'<')
-        | (b == b'>')
-        | (b == b'(')
-        | (b == b')')
-        | (b == b'\'')
-        | (b == b'"')
-        | (b == b'\\')
+        | (b.wrapping_sub(b'\t') < 2) // '\t' '\n'
+        | (b == b'\r')
         | (b == b'`')
-        | (b == b'$')
 }
 
 /// How many bytes from `from` on, before `limit`, are plain according to `plain` (see
