@@ -4,7 +4,9 @@
 //! the vote is audited and long-polls and waiting agents are woken. Used by the API
 //! (`POST /api/v1/jobs/{id}/votes`) and by the portal.
 
-use crate::store::{EventKind, Job, JobStatus, NewAuditEvent, Store, StoreError, VoteRecord};
+use crate::store::{
+    EventKind, Job, JobStatus, NewAuditEvent, Store, StoreError, VoteRecord, VoteTally,
+};
 use crate::AppState;
 use chrono::Utc;
 use enforcer::{Principal, Verdict};
@@ -120,6 +122,55 @@ async fn append_refusal(state: &AppState, event: NewAuditEvent) {
     }
 }
 
+/// The audit row of a vote the store counted, stating the quorum progress it reached.
+fn vote_event(
+    job: &Job,
+    voter: &str,
+    verdict: Verdict,
+    comment: Option<&str>,
+    tally: &VoteTally,
+    now: chrono::DateTime<Utc>,
+) -> NewAuditEvent {
+    let (kind, action) = match verdict {
+        Verdict::Approve => (EventKind::Approval, "approve"),
+        Verdict::Deny => (EventKind::Denial, "deny"),
+    };
+    let summary = match verdict {
+        Verdict::Approve if tally.status == JobStatus::Approved => format!(
+            "approved; the quorum is reached ({} of {} approvals)",
+            tally.approvals, tally.required
+        ),
+        Verdict::Approve => format!(
+            "approved ({} of {} approvals)",
+            tally.approvals, tally.required
+        ),
+        Verdict::Deny => format!("denied: {}", comment.unwrap_or_default()),
+    };
+    let mut event = NewAuditEvent::new(
+        kind,
+        voter,
+        &job.tool_name,
+        &job.operation,
+        action,
+        &summary,
+        &job.risk,
+    );
+    event.job_id = Some(job.job_id.clone());
+    event.call_hash = Some(job.call_hash.clone());
+    event.policy_hash = job.policy_hash.clone();
+    event.approver = Some(voter.to_string());
+    event.approved_at = (verdict == Verdict::Approve).then_some(now);
+    event.context = serde_json::json!({
+        "requester": job.requester,
+        "comment": comment,
+        "approvals": tally.approvals,
+        "required": tally.required,
+        "status": tally.status.as_str(),
+    })
+    .to_string();
+    event
+}
+
 /// Cast `voter`'s vote on a job.
 pub async fn vote(
     state: &AppState,
@@ -162,69 +213,41 @@ pub async fn vote(
         let error = VoteError::NotEligible(eligibility.reasons);
         return Err(refused(state, voter, &job, verdict, error).await);
     }
-    // Fail closed: the vote's audit row is durable before the vote counts.
-    let (kind, action) = match verdict {
-        Verdict::Approve => (EventKind::Approval, "approve"),
-        Verdict::Deny => (EventKind::Denial, "deny"),
-    };
-    let approvals_after = eligibility.quorum.approvals + 1;
-    let summary = match verdict {
-        Verdict::Approve if approvals_after >= eligibility.quorum.required => {
-            "approved; the quorum is reached".to_string()
-        }
-        Verdict::Approve => format!(
-            "approved ({approvals_after} of {} approvals)",
-            eligibility.quorum.required
-        ),
-        Verdict::Deny => format!("denied: {}", reason.unwrap_or_default()),
-    };
-    let event = |action: &str, summary: &str| {
-        let mut event = NewAuditEvent::new(
-            kind,
-            &voter.id,
-            &job.tool_name,
-            &job.operation,
-            action,
-            summary,
-            &job.risk,
-        );
-        event.job_id = Some(job.job_id.clone());
-        event.call_hash = Some(job.call_hash.clone());
-        event.policy_hash = job.policy_hash.clone();
-        event.approver = Some(voter.id.clone());
-        event.approved_at = (verdict == Verdict::Approve).then_some(now);
-        event.context =
-            serde_json::json!({ "requester": job.requester, "comment": reason }).to_string();
-        event
-    };
-    state
-        .audit
-        .append(event(action, &summary))
-        .await
-        .map_err(VoteError::Unavailable)?;
-    let updated = match state
-        .store
-        .vote(&VoteRecord {
-            job_id: job_id.to_string(),
-            approver: voter.id.clone(),
+    // Fail closed: the vote's audit row is written in the vote's own transaction, from what the
+    // store decided (the real quorum progress), so a vote counts only with its row and a vote
+    // the store refuses leaves no approval row behind.
+    let comment = reason.map(str::to_string);
+    let voter_id = voter.id.clone();
+    let audit = move |job: &Job, tally: &VoteTally| {
+        Some(vote_event(
+            job,
+            &voter_id,
             verdict,
-            reason: reason.map(str::to_string),
-            created_at: now,
-        })
-        .await
-    {
-        Ok(updated) => updated,
+            comment.as_deref(),
+            tally,
+            now,
+        ))
+    };
+    let record = VoteRecord {
+        job_id: job_id.to_string(),
+        approver: voter.id.clone(),
+        verdict,
+        reason: reason.map(str::to_string),
+        created_at: now,
+    };
+    let updated = match state.store.vote(&record, audit).await {
+        Ok((updated, _)) => updated,
         Err(error) => {
-            // The row above announced a vote that did not land: say so in the trail.
-            let _ = state
-                .audit
-                .append(event("error", &format!("vote not recorded: {error}")))
-                .await;
-            return Err(match error {
+            let error = match error {
+                StoreError::Conflict { actual, .. } if actual.starts_with("already voted") => {
+                    VoteError::NotEligible(vec![actual])
+                }
                 StoreError::Conflict { actual, .. } => VoteError::NotQueued(actual),
-                StoreError::NotFound => VoteError::NotFound,
-                other => VoteError::Unavailable(other),
-            });
+                StoreError::NotFound => return Err(VoteError::NotFound),
+                other => return Err(VoteError::Unavailable(other)),
+            };
+            // Another vote decided first: audited as a refusal, not as an approval.
+            return Err(refused(state, voter, &job, verdict, error).await);
         }
     };
     state.notify_job(&updated);

@@ -601,14 +601,18 @@ async fn a_long_poll_wakes_when_the_job_is_approved_and_tells_the_denial_reason(
     let job = api
         .state
         .store
-        .vote(&VoteRecord {
-            job_id: job_id.clone(),
-            approver: "dave".into(),
-            verdict: enforcer::Verdict::Approve,
-            reason: Some("fine".into()),
-            created_at: chrono::Utc::now(),
-        })
+        .vote(
+            &VoteRecord {
+                job_id: job_id.clone(),
+                approver: "dave".into(),
+                verdict: enforcer::Verdict::Approve,
+                reason: Some("fine".into()),
+                created_at: chrono::Utc::now(),
+            },
+            no_audit,
+        )
         .await
+        .map(|(job, _)| job)
         .expect("vote");
     api.state.notify_job(&job);
     let (waited, view) = waiter.await.expect("waiter");
@@ -624,14 +628,18 @@ async fn a_long_poll_wakes_when_the_job_is_approved_and_tells_the_denial_reason(
     let denied_id = pending["job_id"].as_str().expect("job").to_string();
     api.state
         .store
-        .vote(&VoteRecord {
-            job_id: denied_id.clone(),
-            approver: "erin".into(),
-            verdict: enforcer::Verdict::Deny,
-            reason: Some("use the read-only audit account".into()),
-            created_at: chrono::Utc::now(),
-        })
+        .vote(
+            &VoteRecord {
+                job_id: denied_id.clone(),
+                approver: "erin".into(),
+                verdict: enforcer::Verdict::Deny,
+                reason: Some("use the read-only audit account".into()),
+                created_at: chrono::Utc::now(),
+            },
+            no_audit,
+        )
         .await
+        .map(|(job, _)| job)
         .expect("deny");
     let (_, _, view) = api
         .call(
@@ -762,14 +770,18 @@ async fn approve(api: &Api, job_id: &str) {
     let job = api
         .state
         .store
-        .vote(&VoteRecord {
-            job_id: job_id.to_string(),
-            approver: "dave".into(),
-            verdict: enforcer::Verdict::Approve,
-            reason: None,
-            created_at: chrono::Utc::now(),
-        })
+        .vote(
+            &VoteRecord {
+                job_id: job_id.to_string(),
+                approver: "dave".into(),
+                verdict: enforcer::Verdict::Approve,
+                reason: None,
+                created_at: chrono::Utc::now(),
+            },
+            no_audit,
+        )
         .await
+        .map(|(job, _)| job)
         .expect("vote");
     api.state.notify_job(&job);
 }
@@ -1459,4 +1471,13 @@ async fn a_burst_of_token_checks_passes_and_the_use_is_recorded() {
     // A wrong secret is still refused, cached success or not.
     let wrong = format!("{}x", &presented[..presented.len() - 1]);
     assert!(cache.authenticate(&api.db, &wrong).await.is_err());
+}
+
+/// A vote without an audit row: these tests drive the job machine, not the approval service
+/// (which always writes one).
+fn no_audit(
+    _: &server::store::Job,
+    _: &server::store::VoteTally,
+) -> Option<server::store::NewAuditEvent> {
+    None
 }

@@ -10,7 +10,7 @@ use server::store::{
 };
 
 mod common;
-use common::PgSchema;
+use common::{PgSchema, VotePlain};
 
 struct Sqlite {
     store: SqliteStore,
@@ -161,7 +161,7 @@ async fn job_lifecycle_with_quorum<S: Store>(store: &S) {
     assert_eq!(job.status, JobStatus::Queued);
     let id = job.job_id.clone();
     let after_one = store
-        .vote(&vote(&id, "bob", Verdict::Approve))
+        .vote_plain(&vote(&id, "bob", Verdict::Approve))
         .await
         .expect("first approval");
     assert_eq!(
@@ -169,16 +169,16 @@ async fn job_lifecycle_with_quorum<S: Store>(store: &S) {
         JobStatus::Queued,
         "quorum of 2 not yet reached"
     );
-    let dup = store.vote(&vote(&id, "bob", Verdict::Approve)).await;
+    let dup = store.vote_plain(&vote(&id, "bob", Verdict::Approve)).await;
     assert!(matches!(dup, Err(StoreError::Conflict { .. })), "{dup:?}");
     let approved = store
-        .vote(&vote(&id, "carol", Verdict::Approve))
+        .vote_plain(&vote(&id, "carol", Verdict::Approve))
         .await
         .expect("second approval");
     assert_eq!(approved.status, JobStatus::Approved);
     assert!(approved.approval_expires_at.is_some() && approved.approved_at.is_some());
     assert_eq!(store.votes(&id).await.expect("votes").len(), 2);
-    let late = store.vote(&vote(&id, "dave", Verdict::Approve)).await;
+    let late = store.vote_plain(&vote(&id, "dave", Verdict::Approve)).await;
     assert!(matches!(late, Err(StoreError::Conflict { .. })));
 
     let now = Utc::now();
@@ -236,13 +236,13 @@ async fn job_lifecycle_with_quorum<S: Store>(store: &S) {
 async fn denial_and_cancel<S: Store>(store: &S) {
     let job = store.insert_job(&new_job(2)).await.expect("insert");
     let denied = store
-        .vote(&vote(&job.job_id, "bob", Verdict::Deny))
+        .vote_plain(&vote(&job.job_id, "bob", Verdict::Deny))
         .await
         .expect("deny");
     assert_eq!(denied.status, JobStatus::Denied);
     assert!(matches!(
         store
-            .vote(&vote(&job.job_id, "carol", Verdict::Approve))
+            .vote_plain(&vote(&job.job_id, "carol", Verdict::Approve))
             .await,
         Err(StoreError::Conflict { .. })
     ));
@@ -286,7 +286,7 @@ async fn expiry_and_leases<S: Store>(store: &S) {
 
     // Approved but not executed within the window → expired.
     let approved = store
-        .vote(&vote(&fresh.job_id, "bob", Verdict::Approve))
+        .vote_plain(&vote(&fresh.job_id, "bob", Verdict::Approve))
         .await
         .expect("approve");
     let window_end = approved.approval_expires_at.expect("window");
@@ -300,7 +300,7 @@ async fn expiry_and_leases<S: Store>(store: &S) {
     // A lapsed lease returns the job (retry_count + 1) until retries run out (max_retries = 1).
     let job = store.insert_job(&new_job(1)).await.expect("insert");
     store
-        .vote(&vote(&job.job_id, "bob", Verdict::Approve))
+        .vote_plain(&vote(&job.job_id, "bob", Verdict::Approve))
         .await
         .expect("approve");
     store
@@ -364,7 +364,7 @@ async fn concurrent_approvals_have_one_winner<S: Store>(store: &S) {
         for who in ["bob", "carol"] {
             let (store, id) = (store.clone(), id.clone());
             tasks.push(tokio::spawn(async move {
-                store.vote(&vote(&id, who, Verdict::Approve)).await
+                store.vote_plain(&vote(&id, who, Verdict::Approve)).await
             }));
         }
     }
@@ -385,6 +385,126 @@ async fn concurrent_approvals_have_one_winner<S: Store>(store: &S) {
     }
 }
 
+/// The audit row the approval service would write: the tally as the store decided it.
+fn tally_row(
+    job: &server::store::Job,
+    who: &str,
+    tally: &server::store::VoteTally,
+) -> NewAuditEvent {
+    let mut e = NewAuditEvent::new(
+        EventKind::Approval,
+        who,
+        &job.tool_name,
+        &job.operation,
+        "approve",
+        &format!(
+            "{} of {} ({})",
+            tally.approvals,
+            tally.required,
+            tally.status.as_str()
+        ),
+        &job.risk,
+    );
+    e.job_id = Some(job.job_id.clone());
+    e
+}
+
+/// A vote's audit row is written in the vote's transaction from the store's tally: concurrent
+/// votes where one suffices leave exactly one approval row per job, stating the quorum reached;
+/// on a quorum of two, the rows say 1 of 2 then 2 of 2 whatever the timing; a refused vote writes
+/// nothing; and a row that cannot be written means the vote does not count (fail closed).
+async fn votes_audit_what_the_store_decided<S: Store>(store: &S) {
+    let mut singles = Vec::new();
+    for _ in 0..20 {
+        singles.push(store.insert_job(&new_job(1)).await.expect("insert").job_id);
+    }
+    let mut doubles = Vec::new();
+    for _ in 0..10 {
+        doubles.push(store.insert_job(&new_job(2)).await.expect("insert").job_id);
+    }
+    let mut tasks = Vec::new();
+    for id in singles.iter().chain(&doubles) {
+        for who in ["bob", "carol"] {
+            let (store, id) = (store.clone(), id.clone());
+            tasks.push(tokio::spawn(async move {
+                store
+                    .vote(
+                        &vote(&id, who, Verdict::Approve),
+                        move |job: &server::store::Job, t: &server::store::VoteTally| {
+                            Some(tally_row(job, who, t))
+                        },
+                    )
+                    .await
+            }));
+        }
+    }
+    for task in tasks {
+        match task.await.expect("join") {
+            Ok(_) | Err(StoreError::Conflict { .. }) => {}
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+    for id in &singles {
+        let rows = store.audit_for_job(id).await.expect("rows");
+        let reasons: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.event.kind == EventKind::Approval)
+            .map(|r| r.event.decision_reason.as_str())
+            .collect();
+        assert_eq!(reasons, ["1 of 1 (approved)"], "job {id}");
+        assert_eq!(store.votes(id).await.expect("votes").len(), 1);
+    }
+    for id in &doubles {
+        let rows = store.audit_for_job(id).await.expect("rows");
+        let reasons: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.event.kind == EventKind::Approval)
+            .map(|r| r.event.decision_reason.as_str())
+            .collect();
+        assert_eq!(
+            reasons,
+            ["1 of 2 (queued)", "2 of 2 (approved)"],
+            "job {id}"
+        );
+        assert_eq!(
+            store.job(id).await.expect("job").status,
+            JobStatus::Approved
+        );
+    }
+    // A vote on a decided job: refused, and no row.
+    let before = store.audit_head().await.expect("head").0;
+    let late = store
+        .vote(
+            &vote(&singles[0], "dave", Verdict::Approve),
+            |job: &server::store::Job, t: &server::store::VoteTally| {
+                Some(tally_row(job, "dave", t))
+            },
+        )
+        .await;
+    assert!(matches!(late, Err(StoreError::Conflict { .. })), "{late:?}");
+    assert_eq!(store.audit_head().await.expect("head").0, before);
+    // A row that cannot be written (a malformed call hash): the vote does not count.
+    let fresh = store.insert_job(&new_job(1)).await.expect("insert");
+    let failed = store
+        .vote(
+            &vote(&fresh.job_id, "bob", Verdict::Approve),
+            |job: &server::store::Job, t: &server::store::VoteTally| {
+                let mut row = tally_row(job, "bob", t);
+                row.call_hash = Some("not a hash".into());
+                Some(row)
+            },
+        )
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert!(store.votes(&fresh.job_id).await.expect("votes").is_empty());
+    assert_eq!(
+        store.job(&fresh.job_id).await.expect("job").status,
+        JobStatus::Queued
+    );
+    assert_eq!(store.audit_head().await.expect("head").0, before);
+    assert!(audit::verify(store, None).await.expect("verify").ok());
+}
+
 /// Several agents claiming at once: every job is claimed exactly once.
 /// Jobs assigned to one of the server's executors go only to it; unassigned jobs go only to
 /// agents; a job assigned to an agent goes only to that agent.
@@ -396,7 +516,7 @@ async fn claims_respect_assignments<S: Store>(store: &S) {
         job.target_agent_id = target.map(str::to_string);
         let job = store.insert_job(&job).await.expect("insert");
         store
-            .vote(&vote(&job.job_id, "dave", Verdict::Approve))
+            .vote_plain(&vote(&job.job_id, "dave", Verdict::Approve))
             .await
             .expect("approve");
         ids.push(job.job_id);
@@ -434,7 +554,7 @@ async fn pending_jobs_are_urgent_first_then_oldest<S: Store>(store: &S) {
     }
     let decided = store.insert_job(&new_job(1)).await.expect("insert");
     store
-        .vote(&vote(&decided.job_id, "dave", Verdict::Deny))
+        .vote_plain(&vote(&decided.job_id, "dave", Verdict::Deny))
         .await
         .expect("deny");
     let pending: Vec<String> = store
@@ -472,7 +592,7 @@ async fn jobs_are_paged_newest_first_by_keyset<S: Store>(store: &S) {
         ids.push(store.insert_job(&job).await.expect("insert"));
     }
     store
-        .vote(&vote(&ids[6].job_id, "dave", Verdict::Deny))
+        .vote_plain(&vote(&ids[6].job_id, "dave", Verdict::Deny))
         .await
         .expect("deny");
     let mut seen = Vec::new();
@@ -771,7 +891,7 @@ async fn concurrent_claims_have_one_winner<S: Store>(store: &S) {
     for _ in 0..30 {
         let job = store.insert_job(&new_job(1)).await.expect("insert");
         store
-            .vote(&vote(&job.job_id, "bob", Verdict::Approve))
+            .vote_plain(&vote(&job.job_id, "bob", Verdict::Approve))
             .await
             .expect("approve");
         ids.push(job.job_id);
@@ -900,7 +1020,7 @@ async fn status_changes_are_logged_with_them<S: Store + Transitions>(store: &S) 
     let now = Utc::now();
     let runs = store.insert_job(&new_job(1)).await.expect("insert");
     store
-        .vote(&vote(&runs.job_id, "bob", Verdict::Approve))
+        .vote_plain(&vote(&runs.job_id, "bob", Verdict::Approve))
         .await
         .expect("approve");
     store
@@ -923,11 +1043,11 @@ async fn status_changes_are_logged_with_them<S: Store + Transitions>(store: &S) 
         .expect("finish");
     let denied = store.insert_job(&new_job(2)).await.expect("insert");
     store
-        .vote(&vote(&denied.job_id, "bob", Verdict::Approve))
+        .vote_plain(&vote(&denied.job_id, "bob", Verdict::Approve))
         .await
         .expect("first of two");
     store
-        .vote(&vote(&denied.job_id, "carol", Verdict::Deny))
+        .vote_plain(&vote(&denied.job_id, "carol", Verdict::Deny))
         .await
         .expect("deny");
     let cancelled = store.insert_job(&new_job(1)).await.expect("insert");
@@ -941,7 +1061,7 @@ async fn status_changes_are_logged_with_them<S: Store + Transitions>(store: &S) 
     store.expire_due(now).await.expect("expire");
     let reaped = store.insert_job(&new_job(1)).await.expect("insert");
     store
-        .vote(&vote(&reaped.job_id, "bob", Verdict::Approve))
+        .vote_plain(&vote(&reaped.job_id, "bob", Verdict::Approve))
         .await
         .expect("approve");
     for _ in 0..2 {
@@ -1075,6 +1195,7 @@ conformance!(
     denial_and_cancel,
     expiry_and_leases,
     concurrent_approvals_have_one_winner,
+    votes_audit_what_the_store_decided,
     concurrent_claims_have_one_winner,
     claims_respect_assignments,
     pending_jobs_are_urgent_first_then_oldest,

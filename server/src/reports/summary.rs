@@ -175,7 +175,9 @@ impl Summary {
                     self.deny(row, &e.decision_reason);
                 }
             }
-            EventKind::Approval => {
+            // Only counted votes: trails written before votes were audited in the store's
+            // transaction also hold `error` rows of these kinds for votes that did not count.
+            EventKind::Approval if e.decision_action == "approve" => {
                 self.approvals_total += 1;
                 if self.approvals.len() < LIST_CAP {
                     let secs = e
@@ -194,7 +196,7 @@ impl Summary {
                     });
                 }
             }
-            EventKind::Denial => {
+            EventKind::Denial if e.decision_action == "deny" => {
                 let reason = e
                     .decision_reason
                     .strip_prefix("denied: ")

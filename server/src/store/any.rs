@@ -1,8 +1,8 @@
 //! The configured store, whichever database it is: delegates to the backend.
 
 use super::{
-    audit, postgres::PgStore, sqlite::SqliteStore, AuditReceipt, AuditRecord, ImportedJob, Job,
-    JobFilter, JobOutcome, NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
+    audit, postgres::PgStore, sqlite::SqliteStore, AuditReceipt, AuditRecord, ImportSession,
+    ImportedJob, Job, JobFilter, JobOutcome, NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
 };
 use crate::Database;
 use chrono::{DateTime, Utc};
@@ -43,6 +43,8 @@ macro_rules! delegate {
 }
 
 impl Store for AnyStore {
+    type Import = AnyImport;
+
     async fn append_audit_and_jobs(
         &self,
         events: &[NewAuditEvent],
@@ -101,8 +103,12 @@ impl Store for AnyStore {
     async fn pending_jobs(&self, limit: i64) -> Result<Vec<Job>, StoreError> {
         delegate!(self, s => s.pending_jobs(limit))
     }
-    async fn vote(&self, vote: &VoteRecord) -> Result<Job, StoreError> {
-        delegate!(self, s => s.vote(vote))
+    async fn vote(
+        &self,
+        vote: &VoteRecord,
+        audit: impl super::VoteAudit,
+    ) -> Result<(Job, super::VoteTally), StoreError> {
+        delegate!(self, s => s.vote(vote, audit))
     }
     async fn claim(
         &self,
@@ -164,11 +170,43 @@ impl Store for AnyStore {
     async fn purge_batch(&self, through: i64, batch: i64) -> Result<u64, StoreError> {
         delegate!(self, s => s.purge_batch(through, batch))
     }
-    async fn import_batch(
-        &self,
+    async fn begin_import(&self) -> Result<AnyImport, StoreError> {
+        Ok(match self {
+            AnyStore::Sqlite(s) => AnyImport::Sqlite(s.begin_import().await?),
+            AnyStore::Postgres(s) => AnyImport::Postgres(s.begin_import().await?),
+        })
+    }
+}
+
+/// The configured store's import transaction.
+pub enum AnyImport {
+    Sqlite(super::sqlite::Import),
+    Postgres(super::postgres::Import),
+}
+
+impl ImportSession for AnyImport {
+    async fn add(
+        &mut self,
         events: &[NewAuditEvent],
         jobs: &[ImportedJob],
     ) -> Result<(usize, usize), StoreError> {
-        delegate!(self, s => s.import_batch(events, jobs))
+        match self {
+            AnyImport::Sqlite(i) => i.add(events, jobs).await,
+            AnyImport::Postgres(i) => i.add(events, jobs).await,
+        }
+    }
+
+    async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            AnyImport::Sqlite(i) => i.commit().await,
+            AnyImport::Postgres(i) => i.commit().await,
+        }
+    }
+
+    async fn rollback(self) {
+        match self {
+            AnyImport::Sqlite(i) => i.rollback().await,
+            AnyImport::Postgres(i) => i.rollback().await,
+        }
     }
 }

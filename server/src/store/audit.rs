@@ -277,7 +277,7 @@ pub fn hash_text(bytes: &[u8]) -> Result<String, StoreError> {
 
 /// Refuse an event whose policy or call hash could not be stored (before it joins a batch,
 /// so it fails alone).
-fn check_hashes(event: &NewAuditEvent) -> Result<(), StoreError> {
+pub(crate) fn check_hashes(event: &NewAuditEvent) -> Result<(), StoreError> {
     for hash in [&event.policy_hash, &event.call_hash].into_iter().flatten() {
         hash_bytes(hash)?;
     }
@@ -485,6 +485,113 @@ impl Answer {
     }
 }
 
+/// The writer's loop: take what is queued (up to a batch), commit it in one transaction, answer
+/// each caller, and take keyed checkpoints when due. Ends when every sender is gone.
+async fn write_batches<S: Store>(
+    store: S,
+    checkpoints: Option<CheckpointPolicy>,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    rx: std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    // Held for the writer's life; a writer that panics drops it for the next one.
+    let mut rx = rx.lock().await;
+    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    let mut since_checkpoint: u64 = 0;
+    let mut last_receipt: Option<AuditReceipt> = None;
+    let mut last_checkpoint = tokio::time::Instant::now();
+    let idle = checkpoints
+        .as_ref()
+        .map_or(std::time::Duration::from_secs(3_600), |c| c.every);
+    loop {
+        let first = tokio::select! {
+            next = rx.recv() => match next {
+                Some(first) => Some(first),
+                None => break,
+            },
+            () = tokio::time::sleep_until(last_checkpoint + idle) => None,
+        };
+        if let Some(first) = first {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            let mut events = Vec::with_capacity(batch.len());
+            let mut jobs = Vec::new();
+            let mut replies = Vec::with_capacity(batch.len());
+            for pending in batch.drain(..) {
+                events.push(pending.event);
+                replies.push(match pending.reply {
+                    Reply::Row(reply) => Answer::Row(reply),
+                    Reply::WithJob(job, reply) => {
+                        jobs.push(*job);
+                        Answer::WithJob(reply)
+                    }
+                });
+            }
+            let started = std::time::Instant::now();
+            match store.append_audit_and_jobs(&events, &jobs).await {
+                Ok((receipts, stored)) => {
+                    failed.store(false, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(m) = &metrics {
+                        m.audit_batch(receipts.len(), started.elapsed());
+                    }
+                    since_checkpoint += receipts.len() as u64;
+                    last_receipt = receipts.last().cloned().or(last_receipt);
+                    // The store answers in the order it was given events and jobs.
+                    let mut stored = stored.into_iter();
+                    for (answer, receipt) in replies.into_iter().zip(receipts) {
+                        match answer {
+                            Answer::Row(reply) => {
+                                let _ = reply.send(Ok(receipt));
+                            }
+                            Answer::WithJob(reply) => {
+                                let _ = reply.send(
+                                    stored.next().map(|job| (receipt, job)).ok_or_else(|| {
+                                        "the store returned fewer jobs than it was given"
+                                            .to_string()
+                                    }),
+                                );
+                            }
+                        }
+                    }
+                }
+                Err(error) => {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!(%error, rows = replies.len(), "audit write failed; callers fail closed");
+                    for answer in replies {
+                        answer.fail(error.to_string());
+                    }
+                }
+            }
+        }
+        let Some(policy) = &checkpoints else { continue };
+        let due =
+            since_checkpoint >= policy.every_rows || last_checkpoint.elapsed() >= policy.every;
+        if due {
+            last_checkpoint = tokio::time::Instant::now();
+            if let (Some(receipt), true) = (&last_receipt, since_checkpoint > 0) {
+                let cp = Checkpoint::sign(
+                    &policy.key,
+                    CheckpointKind::Periodic,
+                    receipt.seq,
+                    &receipt.row_hash,
+                    Utc::now(),
+                );
+                match store.add_checkpoint(&cp).await {
+                    Ok(()) => since_checkpoint = 0,
+                    Err(error) => {
+                        tracing::error!(%error, "could not write an audit checkpoint")
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// When the writer takes keyed checkpoints.
 #[derive(Clone)]
 pub struct CheckpointPolicy {
@@ -512,103 +619,35 @@ impl AuditWriter {
     }
 
     /// [`AuditWriter::spawn`], also counting batch sizes and commit times into `metrics`.
+    ///
+    /// The writer runs under a supervisor: should it ever stop other than by every sender being
+    /// dropped (a panic), the batch it held fails (its callers fail closed), `is_failing` says
+    /// so, and a new writer takes over the same queue.
     pub fn spawn_with_metrics<S: Store>(
         store: S,
         checkpoints: Option<CheckpointPolicy>,
         metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     ) -> AuditWriter {
-        let (tx, mut rx) = mpsc::channel::<Pending>(MAX_BATCH * 8);
+        let (tx, rx) = mpsc::channel::<Pending>(MAX_BATCH * 8);
+        let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
         let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let failed = failing.clone();
         tokio::spawn(async move {
-            let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-            let mut since_checkpoint: u64 = 0;
-            let mut last_receipt: Option<AuditReceipt> = None;
-            let mut last_checkpoint = tokio::time::Instant::now();
-            let idle = checkpoints
-                .as_ref()
-                .map_or(std::time::Duration::from_secs(3_600), |c| c.every);
             loop {
-                let first = tokio::select! {
-                    next = rx.recv() => match next {
-                        Some(first) => Some(first),
-                        None => break,
-                    },
-                    () = tokio::time::sleep_until(last_checkpoint + idle) => None,
-                };
-                if let Some(first) = first {
-                    batch.push(first);
-                    while batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(next) => batch.push(next),
-                            Err(_) => break,
-                        }
-                    }
-                    let mut events = Vec::with_capacity(batch.len());
-                    let mut jobs = Vec::new();
-                    let mut replies = Vec::with_capacity(batch.len());
-                    for pending in batch.drain(..) {
-                        events.push(pending.event);
-                        replies.push(match pending.reply {
-                            Reply::Row(reply) => Answer::Row(reply),
-                            Reply::WithJob(job, reply) => {
-                                jobs.push(*job);
-                                Answer::WithJob(reply)
-                            }
-                        });
-                    }
-                    let started = std::time::Instant::now();
-                    match store.append_audit_and_jobs(&events, &jobs).await {
-                        Ok((receipts, stored)) => {
-                            failed.store(false, std::sync::atomic::Ordering::Relaxed);
-                            if let Some(m) = &metrics {
-                                m.audit_batch(receipts.len(), started.elapsed());
-                            }
-                            since_checkpoint += receipts.len() as u64;
-                            last_receipt = receipts.last().cloned().or(last_receipt);
-                            // The store answers in the order it was given events and jobs.
-                            let mut stored = stored.into_iter();
-                            for (answer, receipt) in replies.into_iter().zip(receipts) {
-                                match answer {
-                                    Answer::Row(reply) => {
-                                        let _ = reply.send(Ok(receipt));
-                                    }
-                                    Answer::WithJob(reply) => {
-                                        let _ = reply.send(stored.next().map(|job| (receipt, job)).ok_or_else(|| {
-                                            "the store returned fewer jobs than it was given".to_string()
-                                        }));
-                                    }
-                                }
-                            }
-                        }
-                        Err(error) => {
-                            failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                            tracing::error!(%error, rows = replies.len(), "audit write failed; callers fail closed");
-                            for answer in replies {
-                                answer.fail(error.to_string());
-                            }
-                        }
-                    }
-                }
-                let Some(policy) = &checkpoints else { continue };
-                let due = since_checkpoint >= policy.every_rows
-                    || last_checkpoint.elapsed() >= policy.every;
-                if due {
-                    last_checkpoint = tokio::time::Instant::now();
-                    if let (Some(receipt), true) = (&last_receipt, since_checkpoint > 0) {
-                        let cp = Checkpoint::sign(
-                            &policy.key,
-                            CheckpointKind::Periodic,
-                            receipt.seq,
-                            &receipt.row_hash,
-                            Utc::now(),
-                        );
-                        match store.add_checkpoint(&cp).await {
-                            Ok(()) => since_checkpoint = 0,
-                            Err(error) => {
-                                tracing::error!(%error, "could not write an audit checkpoint")
-                            }
-                        }
+                let run = tokio::spawn(write_batches(
+                    store.clone(),
+                    checkpoints.clone(),
+                    metrics.clone(),
+                    rx.clone(),
+                    failed.clone(),
+                ));
+                match run.await {
+                    Ok(()) => break,
+                    Err(error) => {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        tracing::error!(%error, "the audit writer stopped; starting it again");
+                        // Not a hot loop should it fail at once again.
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     }
                 }
             }

@@ -15,7 +15,6 @@ fn read_opt_hash(row: &DbRow, column: &str) -> Result<Option<String>, StoreError
         .transpose()
 }
 
-
 /// The `policy_versions` id of each policy hash `events` name. A hash not kept yet (a policy
 /// `policy_versions::record` never saw: an import, another replica's older policy) is kept by
 /// hash alone, inside the caller's transaction, so it stands or falls with the rows.
@@ -213,36 +212,45 @@ async fn append_in(
              risk_level, requires_approval, execution_status, execution_duration_ms, side_effects, error, approver, \
              approved_at, context, decision, seq, event_kind, job_id, policy_id, call_hash, prev_hash, row_hash) ",
         );
-        insert.push_values(chunk.iter().zip(rows).zip(hashes), |mut row, ((r, e), h)| {
-            row.push_bind(&r.id)
-                .push_bind(ts(e.timestamp))
-                .push_bind(&e.caller_id)
-                .push_bind(&e.tool)
-                .push_bind(&e.operation)
-                .push_bind(&e.decision_action)
-                .push_bind(&e.decision_reason)
-                .push_bind(&e.risk_level)
-                .push_bind(e.requires_approval)
-                .push_bind(&e.execution_status)
-                .push_bind(e.execution_duration_ms)
-                .push_bind(&e.side_effects)
-                .push_bind(&e.error)
-                .push_bind(&e.approver)
-                .push_bind(e.approved_at.map(ts))
-                .push_bind(&e.context)
-                .push_bind(&e.decision)
-                .push_bind(r.seq)
-                .push_bind(e.kind.as_str())
-                .push_bind(&e.job_id)
-                .push_bind(e.policy_hash.as_deref().and_then(|hash| policies.get(hash)).copied());
-            for hash in h {
-                row.push_bind(hash.as_ref().map(|bytes| bytes.as_slice()));
-            }
-        });
+        insert.push_values(
+            chunk.iter().zip(rows).zip(hashes),
+            |mut row, ((r, e), h)| {
+                row.push_bind(&r.id)
+                    .push_bind(ts(e.timestamp))
+                    .push_bind(&e.caller_id)
+                    .push_bind(&e.tool)
+                    .push_bind(&e.operation)
+                    .push_bind(&e.decision_action)
+                    .push_bind(&e.decision_reason)
+                    .push_bind(&e.risk_level)
+                    .push_bind(e.requires_approval)
+                    .push_bind(&e.execution_status)
+                    .push_bind(e.execution_duration_ms)
+                    .push_bind(&e.side_effects)
+                    .push_bind(&e.error)
+                    .push_bind(&e.approver)
+                    .push_bind(e.approved_at.map(ts))
+                    .push_bind(&e.context)
+                    .push_bind(&e.decision)
+                    .push_bind(r.seq)
+                    .push_bind(e.kind.as_str())
+                    .push_bind(&e.job_id)
+                    .push_bind(
+                        e.policy_hash
+                            .as_deref()
+                            .and_then(|hash| policies.get(hash))
+                            .copied(),
+                    );
+                for hash in h {
+                    row.push_bind(hash.as_ref().map(|bytes| bytes.as_slice()));
+                }
+            },
+        );
         insert.build().execute(&mut **tx).await?;
     }
     add_to_hourly(tx, events).await?;
-    let mut hours: std::collections::BTreeMap<String, (i64, i64)> = std::collections::BTreeMap::new();
+    let mut hours: std::collections::BTreeMap<String, (i64, i64)> =
+        std::collections::BTreeMap::new();
     for (r, e) in records.iter().zip(events) {
         let range = hours
             .entry(super::hour_bucket(e.timestamp))
@@ -350,7 +358,10 @@ enum SeqRange {
 }
 
 impl SeqRange {
-    async fn of(pool: &sqlx::Pool<Db>, filter: &super::AuditFilter) -> Result<SeqRange, StoreError> {
+    async fn of(
+        pool: &sqlx::Pool<Db>,
+        filter: &super::AuditFilter,
+    ) -> Result<SeqRange, StoreError> {
         if filter.from.is_none() && filter.to.is_none() {
             return Ok(SeqRange::Any);
         }
@@ -474,25 +485,32 @@ async fn transition(
 }
 
 /// The body of an import, inside the caller's transaction.
+/// Ids looked up in one statement when an import checks which rows it already has.
+const IMPORT_LOOKUP_CHUNK: usize = 500;
+
 async fn import_in(
     tx: &mut Transaction<'static, Db>,
     events: &[NewAuditEvent],
     jobs: &[ImportedJob],
 ) -> Result<(usize, usize), StoreError> {
-    let mut fresh = Vec::with_capacity(events.len());
-    for event in events {
-        let exists = match &event.id {
-            Some(id) => sqlx::query("SELECT 1 FROM audit_logs WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut **tx)
-                .await?
-                .is_some(),
-            None => false,
-        };
-        if !exists {
-            fresh.push(event.clone());
+    // Which of the rows are here already, asked a chunk of ids at a time.
+    let mut present = std::collections::HashSet::new();
+    let ids: Vec<&str> = events.iter().filter_map(|e| e.id.as_deref()).collect();
+    for chunk in ids.chunks(IMPORT_LOOKUP_CHUNK) {
+        let mut query = sqlx::QueryBuilder::<Db>::new("SELECT id FROM audit_logs WHERE id IN (");
+        let mut list = query.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
         }
+        query.push(")");
+        let found: Vec<String> = query.build_query_scalar().fetch_all(&mut **tx).await?;
+        present.extend(found);
     }
+    let fresh: Vec<NewAuditEvent> = events
+        .iter()
+        .filter(|e| e.id.as_ref().is_none_or(|id| !present.contains(id)))
+        .cloned()
+        .collect();
     let rows = if fresh.is_empty() {
         0
     } else {
@@ -559,6 +577,8 @@ const PRIORITY_ORDER: &str =
     "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END";
 
 impl Store for DialectStore {
+    type Import = Import;
+
     async fn append_audit_and_jobs(
         &self,
         events: &[NewAuditEvent],
@@ -818,9 +838,13 @@ impl Store for DialectStore {
 
     // `now` is text on SQLite and a (Copy) timestamp on PostgreSQL; this code serves both.
     #[allow(clippy::clone_on_copy, clippy::needless_borrows_for_generic_args)]
-    async fn vote(&self, vote: &VoteRecord) -> Result<Job, StoreError> {
+    async fn vote(
+        &self,
+        vote: &VoteRecord,
+        audit: impl super::VoteAudit,
+    ) -> Result<(Job, super::VoteTally), StoreError> {
         let mut tx = self.write().await?;
-        let result: Result<Job, StoreError> = async {
+        let result: Result<(Job, super::VoteTally), StoreError> = async {
             let job = load_job(&mut tx, &vote.job_id).await?;
             if job.status != JobStatus::Queued {
                 return Err(StoreError::Conflict {
@@ -896,8 +920,18 @@ impl Store for DialectStore {
                 }
                 transition(&mut tx, &vote.job_id, next, vote.created_at).await?;
             }
-            let job = load_job(&mut tx, &vote.job_id).await?;
-            Ok::<_, StoreError>(job)
+            let tally = super::VoteTally {
+                approvals,
+                required: job.approvals_required,
+                status: next.unwrap_or(JobStatus::Queued),
+            };
+            // The row is part of the vote's transaction: no row, no vote (fail closed).
+            if let Some(event) = audit(&job, &tally) {
+                audit::check_hashes(&event)?;
+                append_in(&mut tx, std::slice::from_ref(&event)).await?;
+            }
+            let updated = load_job(&mut tx, &vote.job_id).await?;
+            Ok::<_, StoreError>((updated, tally))
         }
         .await;
         finish(tx, result).await
@@ -1174,13 +1208,34 @@ impl Store for DialectStore {
         Ok(done.rows_affected())
     }
 
-    async fn import_batch(
-        &self,
+    async fn begin_import(&self) -> Result<Import, StoreError> {
+        Ok(Import {
+            tx: self.write().await?,
+        })
+    }
+}
+
+/// This dialect's import transaction.
+pub struct Import {
+    tx: Transaction<'static, Db>,
+}
+
+impl super::ImportSession for Import {
+    async fn add(
+        &mut self,
         events: &[NewAuditEvent],
         jobs: &[ImportedJob],
     ) -> Result<(usize, usize), StoreError> {
-        let mut tx = self.write().await?;
-        let result = import_in(&mut tx, events, jobs).await;
-        finish(tx, result).await
+        import_in(&mut self.tx, events, jobs).await
+    }
+
+    async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.tx.commit().await?)
+    }
+
+    async fn rollback(self) {
+        if let Err(rollback) = self.tx.rollback().await {
+            tracing::warn!(%rollback, "rollback failed");
+        }
     }
 }

@@ -401,6 +401,24 @@ pub struct VoteRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// What the store decided about a vote, inside the vote's transaction: the job's approvals
+/// after it (counted votes only) and the quorum. The vote's audit row is built from this, so the
+/// trail says what was decided, not what was hoped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VoteTally {
+    /// Approving votes on the job, this one included.
+    pub approvals: i64,
+    /// Approvals the job needs.
+    pub required: i32,
+    /// The job's status after the vote (queued while the quorum is not reached).
+    pub status: JobStatus,
+}
+
+/// Builds a vote's audit row from the job (as it was before the vote) and the store's tally;
+/// `None` writes no row (tests and imports only: the approval service always writes one).
+pub trait VoteAudit: FnOnce(&Job, &VoteTally) -> Option<NewAuditEvent> + Send {}
+impl<F: FnOnce(&Job, &VoteTally) -> Option<NewAuditEvent> + Send> VoteAudit for F {}
+
 /// A job brought in from another system, with the state it had there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImportedJob {
@@ -421,8 +439,27 @@ pub struct JobOutcome {
     pub error: Option<String>,
 }
 
+/// An import under way: one transaction that rows and jobs are added to in batches, so a large
+/// history is never held in memory at once and still lands all or nothing.
+pub trait ImportSession: Send {
+    /// Chain `events` after the rows already there and insert `jobs`; rows whose id and jobs
+    /// whose job_id already exist are skipped. Returns (rows added, jobs added).
+    fn add(
+        &mut self,
+        events: &[NewAuditEvent],
+        jobs: &[ImportedJob],
+    ) -> impl Future<Output = Result<(usize, usize), StoreError>> + Send;
+    /// Make everything added durable.
+    fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Undo everything added (logged, not returned, if even that fails: the transaction is
+    /// rolled back when its connection is next used).
+    fn rollback(self) -> impl Future<Output = ()> + Send;
+}
+
 /// The store contract. Both databases implement it; `tests/store.rs` holds them to it.
 pub trait Store: Clone + Send + Sync + 'static {
+    /// An import's transaction ([`Store::begin_import`]).
+    type Import: ImportSession;
     /// Append events to the hash chain in one transaction; returns once it is committed.
     fn append_audit(
         &self,
@@ -495,10 +532,16 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Jobs waiting for approval, most urgent first, then oldest; at most `limit`.
     fn pending_jobs(&self, limit: i64)
         -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
-    /// Record a vote and, in the same transaction, move the job: a denial → denied; the
-    /// approval that reaches the quorum → approved. Refuses a second vote by the same person and
-    /// any vote on a job that is no longer queued.
-    fn vote(&self, vote: &VoteRecord) -> impl Future<Output = Result<Job, StoreError>> + Send;
+    /// Record a vote and, in the same transaction, move the job (a denial → denied; the
+    /// approval that reaches the quorum → approved) and append the audit row `audit` builds from
+    /// the tally: the vote counts only if its row is written, and the row states what was
+    /// decided. Refuses a second vote by the same person and any vote on a job that is no longer
+    /// queued (nothing is written then).
+    fn vote(
+        &self,
+        vote: &VoteRecord,
+        audit: impl VoteAudit,
+    ) -> impl Future<Output = Result<(Job, VoteTally), StoreError>> + Send;
     /// Lease the oldest, most urgent approved job (for `agent_id`, or unassigned). The server's
     /// own executors claim as `executor:NAME` ([`SERVER_EXECUTOR_PREFIX`]) and take only the
     /// jobs assigned to them, never unassigned ones (those are for agents).
@@ -571,7 +614,24 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         events: &[NewAuditEvent],
         jobs: &[ImportedJob],
-    ) -> impl Future<Output = Result<(usize, usize), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(usize, usize), StoreError>> + Send {
+        async move {
+            let mut import = self.begin_import().await?;
+            match import.add(events, jobs).await {
+                Ok(added) => {
+                    import.commit().await?;
+                    Ok(added)
+                }
+                Err(error) => {
+                    import.rollback().await;
+                    Err(error)
+                }
+            }
+        }
+    }
+    /// Start an import: one transaction that batches of rows and jobs join
+    /// ([`ImportSession::add`]), committed or rolled back as a whole.
+    fn begin_import(&self) -> impl Future<Output = Result<Self::Import, StoreError>> + Send;
     /// Delete audit rows with `seq <= through`, at most `batch` rows; returns how many went.
     fn purge_batch(
         &self,

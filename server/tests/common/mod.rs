@@ -114,3 +114,26 @@ impl Relay {
         self.up.send_replace(true);
     }
 }
+
+/// A vote without an audit row, answering the job as it is after the vote: the store tests
+/// drive the job machine; the approval service always writes the vote's row in its transaction.
+pub trait VotePlain {
+    fn vote_plain(
+        &self,
+        vote: &server::store::VoteRecord,
+    ) -> impl std::future::Future<Output = Result<server::store::Job, server::store::StoreError>> + Send;
+}
+
+impl<S: server::store::Store> VotePlain for S {
+    async fn vote_plain(
+        &self,
+        vote: &server::store::VoteRecord,
+    ) -> Result<server::store::Job, server::store::StoreError> {
+        self.vote(
+            vote,
+            |_: &server::store::Job, _: &server::store::VoteTally| None,
+        )
+        .await
+        .map(|(job, _)| job)
+    }
+}
