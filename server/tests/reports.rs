@@ -690,3 +690,75 @@ async fn the_export_api_streams_a_large_trail_in_order() {
     );
     assert!(seqs.iter().enumerate().all(|(i, seq)| *seq == i as i64 + 1));
 }
+
+#[tokio::test]
+async fn csv_cells_a_spreadsheet_would_run_are_neutralised_and_jsonl_keeps_them_exact() {
+    const TOOL: &str = r#"=HYPERLINK("http://x","y")"#;
+    // Read from the SQLite file, and through the store (what PostgreSQL uses).
+    for database_url in [None, Some("sqlite::memory:")] {
+        let env = env_on(false, database_url).await;
+        let mut e = NewAuditEvent::new(
+            EventKind::Decision,
+            "@mallory",
+            TOOL,
+            "+cmd|' /C calc'!A0",
+            "allow",
+            "-1 looks like a number",
+            "LOW",
+        );
+        e.context = r#"{"on_behalf_of":"=1+1"}"#.into();
+        e.execution_duration_ms = Some(-3);
+        env.state.store.append_audit(&[e]).await.expect("seed");
+        let token = env.token("bob", &["auditor"]).await;
+
+        let (status, _, body) = env.get("/api/v1/audit/export?format=csv", &token).await;
+        assert_eq!(status, StatusCode::OK, "{database_url:?}");
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            text.contains(r#""'=HYPERLINK(""http://x"",""y"")""#),
+            "{database_url:?}: {text}"
+        );
+        let mut reader = csv::Reader::from_reader(body.as_slice());
+        let rows: Vec<ExportRow> = reader
+            .deserialize::<ExportRow>()
+            .map(|row| row.expect("csv row"))
+            .collect();
+        let row = rows
+            .iter()
+            .find(|r| r.event_kind == "decision")
+            .expect("the decision");
+        assert_eq!(row.tool, format!("'{TOOL}"));
+        assert_eq!(row.operation, "'+cmd|' /C calc'!A0");
+        assert_eq!(row.caller_id, "'@mallory");
+        assert_eq!(row.decision_reason, "'-1 looks like a number");
+        // A JSON text starts with `{`: nothing to neutralise, whatever it holds.
+        assert_eq!(row.context, r#"{"on_behalf_of":"=1+1"}"#);
+        // Numbers stay numbers.
+        assert_eq!(row.execution_duration_ms, Some(-3));
+        assert!(row.seq > 0);
+
+        let (status, _, body) = env.get("/api/v1/audit/export?format=jsonl", &token).await;
+        assert_eq!(status, StatusCode::OK);
+        let stored = env
+            .rows(AuditFilter {
+                kind: Some(EventKind::Decision),
+                ..AuditFilter::default()
+            })
+            .await;
+        assert_eq!(stored.len(), 1);
+        let from_jsonl: Vec<AuditRecord> = body
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| {
+                serde_json::from_slice::<ExportRow>(line)
+                    .expect("json row")
+                    .to_record()
+                    .expect("record")
+            })
+            .filter(|r| r.event.kind == EventKind::Decision)
+            .collect();
+        assert_eq!(from_jsonl, stored, "{database_url:?}");
+        assert_eq!(from_jsonl[0].event.tool, TOOL);
+        assert_eq!(from_jsonl[0].event.operation, "+cmd|' /C calc'!A0");
+    }
+}

@@ -19,7 +19,7 @@
 //! listed without a name or text.
 
 use super::summary::{walk, ChainCheck};
-use super::{pdf, ExportRow, Job, CSV_COLUMNS};
+use super::{csv_row, pdf, ExportRow, Job, CSV_COLUMNS};
 use crate::store::audit::{hex, row_hash};
 use crate::store::Store;
 use axum::body::Bytes;
@@ -195,7 +195,7 @@ pub async fn stream<S: Store>(
         line(&mut chain)?;
         if selected {
             line(&mut jsonl)?;
-            csv.serialize(&export).map_err(|e| e.to_string())?;
+            csv.serialize(csv_row(&export)).map_err(|e| e.to_string())?;
             selected_rows += 1;
         }
         Ok(())

@@ -24,6 +24,7 @@ use axum::{
 use base64::Engine;
 use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -553,10 +554,58 @@ pub fn csv_page(rows: &[AuditRecord], header: bool) -> Result<Vec<u8>, String> {
     }
     for row in rows {
         writer
-            .serialize(ExportRow::from(row))
+            .serialize(csv_row(&ExportRow::from(row)))
             .map_err(|e| e.to_string())?;
     }
     writer.into_inner().map_err(|e| e.to_string())
+}
+
+/// A CSV cell a spreadsheet will not run as a formula: text starting with `=`, `+`, `-`, `@`,
+/// a tab or a carriage return gets a leading `'` (OWASP's rule against CSV injection; the CSV
+/// writer then quotes the cell as RFC 4180 requires). Other text is unchanged.
+pub fn csv_cell(text: &str) -> Cow<'_, str> {
+    match text.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => Cow::Owned(format!("'{text}")),
+        _ => Cow::Borrowed(text),
+    }
+}
+
+/// A row as the CSV exports write it: every text cell through [`csv_cell`]; the numbers
+/// (`seq`, `execution_duration_ms`) and the flag as they are. The JSON Lines exports, the
+/// evidence bundle's JSON Lines files and the hashes use the row itself.
+pub fn csv_row<S: AsRef<str>>(row: &ExportRow<S>) -> ExportRow<Cow<'_, str>> {
+    fn text<S: AsRef<str>>(value: &S) -> Cow<'_, str> {
+        csv_cell(value.as_ref())
+    }
+    fn optional<S: AsRef<str>>(value: Option<&S>) -> Option<Cow<'_, str>> {
+        value.map(|v| csv_cell(v.as_ref()))
+    }
+    ExportRow {
+        seq: row.seq,
+        id: text(&row.id),
+        timestamp: text(&row.timestamp),
+        event_kind: text(&row.event_kind),
+        caller_id: text(&row.caller_id),
+        tool: text(&row.tool),
+        operation: text(&row.operation),
+        decision_action: text(&row.decision_action),
+        decision_reason: text(&row.decision_reason),
+        risk_level: text(&row.risk_level),
+        requires_approval: row.requires_approval,
+        execution_status: optional(row.execution_status.as_ref()),
+        execution_duration_ms: row.execution_duration_ms,
+        side_effects: optional(row.side_effects.as_ref()),
+        error: optional(row.error.as_ref()),
+        approver: optional(row.approver.as_ref()),
+        approved_at: optional(row.approved_at.as_ref()),
+        context: text(&row.context),
+        decision: text(&row.decision),
+        job_id: optional(row.job_id.as_ref()),
+        policy_hash: optional(row.policy_hash.as_ref()),
+        call_hash: optional(row.call_hash.as_ref()),
+        prev_hash: text(&row.prev_hash),
+        row_hash: text(&row.row_hash),
+    }
 }
 
 /// The exports' CSV dialect: RFC 4180 with CRLF line ends; the header from [`ExportRow`]'s
@@ -1089,4 +1138,120 @@ pub fn generate_key() -> Result<(String, String), String> {
         base64::engine::general_purpose::STANDARD.encode(seed),
         public_key_text(&key.verifying_key()),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One record written by the exports' CSV writer, as text (without its CRLF).
+    fn csv_line(cells: &[&str]) -> String {
+        let mut writer = csv_writer(Vec::new(), false);
+        let cells: Vec<Cow<'_, str>> = cells.iter().copied().map(csv_cell).collect();
+        writer
+            .write_record(cells.iter().map(|c| c.as_bytes()))
+            .expect("write");
+        let bytes = writer.into_inner().expect("flush");
+        String::from_utf8(bytes)
+            .expect("utf-8")
+            .trim_end_matches("\r\n")
+            .to_string()
+    }
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_get_a_leading_quote() {
+        for text in [
+            "=HYPERLINK(\"http://x\",\"y\")",
+            "+cmd|' /C calc'!A0",
+            "-2+3+cmd|' /C calc'!A0",
+            "@SUM(1+1)*cmd|' /C calc'!A0",
+            "\t=1+1",
+            "\r=1+1",
+        ] {
+            assert_eq!(csv_cell(text), format!("'{text}"), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn other_cells_are_unchanged() {
+        for text in [
+            "",
+            "ssh-exec",
+            "executeCommand",
+            "a=b",
+            "1+1",
+            " =1+1",
+            "'already quoted",
+            "{\"on_behalf_of\":\"=x\"}",
+            "2026-12-01T18:35:12.042Z",
+        ] {
+            assert!(
+                matches!(csv_cell(text), Cow::Borrowed(t) if t == text),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_neutralised_cell_is_still_quoted_as_csv_requires() {
+        assert_eq!(csv_line(&["=a,b"]), "\"'=a,b\"");
+        assert_eq!(csv_line(&["=a", "b"]), "'=a,b");
+        assert_eq!(
+            csv_line(&["=HYPERLINK(\"http://x\",\"y\")"]),
+            "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\""
+        );
+        assert_eq!(csv_line(&["-1\nx", "ok"]), "\"'-1\nx\",ok");
+        assert_eq!(csv_line(&["\r=1"]), "\"'\r=1\"");
+    }
+
+    #[test]
+    fn the_csv_row_neutralises_text_and_keeps_numbers_and_the_json_row_exact() {
+        let mut event = NewAuditEvent::new(
+            EventKind::Execution,
+            "@caller",
+            "=HYPERLINK(\"http://x\",\"y\")",
+            "+cmd|' /C calc'!A0",
+            "allow",
+            "-reason",
+            "LOW",
+        );
+        event.execution_duration_ms = Some(-5);
+        event.error = Some("=1+1".into());
+        event.job_id = Some("job-1".into());
+        let record = AuditRecord {
+            id: "row-1".into(),
+            seq: 7,
+            event,
+            prev_hash: "0".repeat(64),
+            row_hash: "e".repeat(64),
+        };
+        let export = ExportRow::from(&record);
+        let row = csv_row(&export);
+        assert_eq!(row.seq, 7);
+        assert_eq!(row.execution_duration_ms, Some(-5));
+        assert_eq!(row.caller_id, "'@caller");
+        assert_eq!(row.tool, "'=HYPERLINK(\"http://x\",\"y\")");
+        assert_eq!(row.operation, "'+cmd|' /C calc'!A0");
+        assert_eq!(row.decision_reason, "'-reason");
+        assert_eq!(row.error.as_deref(), Some("'=1+1"));
+        assert_eq!(row.job_id.as_deref(), Some("job-1"));
+        assert_eq!(row.row_hash, "e".repeat(64));
+
+        let text = csv_page(std::slice::from_ref(&record), true).expect("csv");
+        let mut reader = csv::Reader::from_reader(text.as_slice());
+        let parsed: Vec<ExportRow> = reader
+            .deserialize::<ExportRow>()
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].tool, "'=HYPERLINK(\"http://x\",\"y\")");
+        assert_eq!(parsed[0].execution_duration_ms, Some(-5));
+        assert_eq!(parsed[0].seq, 7);
+
+        // JSON Lines (and so the hashes) keep the text exactly as stored.
+        let jsonl = jsonl_page(std::slice::from_ref(&record)).expect("jsonl");
+        let back: ExportRow = serde_json::from_slice(&jsonl).expect("json row");
+        assert_eq!(back, export);
+        assert_eq!(back.tool, "=HYPERLINK(\"http://x\",\"y\")");
+    }
 }

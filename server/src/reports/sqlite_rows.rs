@@ -7,7 +7,7 @@
 //! path writes (`stream_rows`, which PostgreSQL and in-memory SQLite use); a test holds the
 //! two equal.
 
-use super::{csv_writer, rfc3339, ExportRow, Format, Tracker, CSV_COLUMNS};
+use super::{csv_row, csv_writer, rfc3339, ExportRow, Format, Tracker, CSV_COLUMNS};
 use crate::store::{parse_ts, AuditFilter};
 use axum::body::Bytes;
 use rusqlite::types::{Value, ValueRef};
@@ -69,7 +69,7 @@ enum Out {
 impl Out {
     fn row(&mut self, row: &ExportRow<Cow<'_, str>>) -> Result<(), String> {
         match self {
-            Out::Csv(writer) => writer.serialize(row).map_err(|e| e.to_string()),
+            Out::Csv(writer) => writer.serialize(csv_row(row)).map_err(|e| e.to_string()),
             Out::Jsonl(chunks) => {
                 serde_json::to_writer(&mut *chunks, row).map_err(|e| e.to_string())?;
                 chunks.write_all(b"\n").map_err(|e| e.to_string())
