@@ -192,7 +192,10 @@ fn file_size_limit(server: &Server, limit: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_disk_is_full_every_decision_is_denied_and_service_resumes_by_itself() {
     let env = Env::new().await;
-    let server = env.serve_ignoring_sigxfsz().await;
+    // `serve >> log 2>&1`: the log fills up with the rest (a failed log write once panicked the
+    // audit writer, which then stayed down until a restart).
+    let log = env.dir.path().join("serve.log");
+    let server = env.serve_ignoring_sigxfsz_logging_to(&log).await;
     let (status, _) = server.decide(&env.token, 0).await.expect("decision");
     assert_eq!(status, 200);
     assert_eq!(server.ready().await.0, 200);
@@ -828,9 +831,10 @@ async fn one_vote_and_one_run_per_job(env: Env) {
     ran.sort();
     assert_eq!(ran.len(), RACE_JOBS, "one run per job");
     assert_eq!(ran, jobs, "each job ran exactly once");
-    // The trail agrees: one approval that counted and one pick-up per job, taken by both agents
-    // between them. (A vote that lost the race may be announced and then marked `error`: "vote
-    // not recorded".)
+    // The trail agrees: one approval row per job, the one that counted and saying so, and the
+    // losing vote as a refusal (never an approval row); one pick-up per job, taken by both agents
+    // between them.
+    let mut refusals = std::collections::HashMap::<String, i64>::new();
     let (mut approvals, mut picks, mut takers) = (
         std::collections::HashMap::<String, i64>::new(),
         std::collections::HashMap::<String, usize>::new(),
@@ -846,12 +850,17 @@ async fn one_vote_and_one_run_per_job(env: Env) {
                 continue;
             };
             if row.event.kind == server::store::EventKind::Approval {
-                let counted = approvals.entry(job.clone()).or_default();
-                match row.event.decision_action.as_str() {
-                    "approve" => *counted += 1,
-                    "error" => *counted -= 1,
-                    other => panic!("an approval row says {other}"),
-                }
+                assert_eq!(row.event.decision_action, "approve", "{row:?}");
+                assert!(
+                    row.event
+                        .decision_reason
+                        .starts_with("approved; the quorum is reached (1 of 1"),
+                    "{row:?}"
+                );
+                *approvals.entry(job.clone()).or_default() += 1;
+            }
+            if row.event.operation == "vote.refused" {
+                *refusals.entry(job.clone()).or_default() += 1;
             }
             if row.event.execution_status.as_deref() == Some("picked") {
                 *picks.entry(job).or_default() += 1;
@@ -862,7 +871,11 @@ async fn one_vote_and_one_run_per_job(env: Env) {
     assert_eq!(approvals.len(), RACE_JOBS);
     assert!(
         approvals.values().all(|n| *n == 1),
-        "one approval counted per job"
+        "one approval row per job"
+    );
+    assert!(
+        refusals.values().all(|n| *n <= 1),
+        "a losing vote is one refusal row: {refusals:?}"
     );
     assert_eq!(picks.len(), RACE_JOBS);
     assert!(picks.values().all(|n| *n == 1), "one pick-up per job");

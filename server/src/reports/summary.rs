@@ -333,3 +333,49 @@ pub async fn walk<S: Store>(
 pub async fn summarise<S: Store>(store: &S, job: &Job) -> Result<Summary, String> {
     walk(store, job, |_, _| Ok(())).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewAuditEvent;
+
+    fn row(seq: i64, kind: EventKind, action: &str) -> AuditRecord {
+        let mut event = NewAuditEvent::new(
+            kind,
+            "bob",
+            "ssh-exec",
+            "executeCommand",
+            action,
+            "approved; the quorum is reached",
+            "HIGH",
+        );
+        event.job_id = Some("job-1".into());
+        AuditRecord {
+            id: format!("row-{seq}"),
+            seq,
+            event,
+            prev_hash: String::new(),
+            row_hash: String::new(),
+        }
+    }
+
+    /// Trails written before votes were audited in the store's transaction hold, for a vote that
+    /// lost a race, an `approve` row and then an `error` row of the same kind: only counted votes
+    /// are approvals or denials.
+    #[test]
+    fn only_counted_votes_are_counted() {
+        let mut summary = Summary::default();
+        let requested = HashMap::new();
+        for (seq, kind, action) in [
+            (1, EventKind::Approval, "approve"),
+            (2, EventKind::Approval, "error"),
+            (3, EventKind::Denial, "deny"),
+            (4, EventKind::Denial, "error"),
+        ] {
+            summary.add(&row(seq, kind, action), &requested);
+        }
+        assert_eq!(summary.approvals_total, 1);
+        assert_eq!(summary.approvals.len(), 1);
+        assert_eq!(summary.denials_total, 1);
+    }
+}

@@ -99,6 +99,24 @@ impl Env {
         self.start(command, &self.url, &[]).await
     }
 
+    /// The same, as `serve >> log 2>&1` at log level `info`: under a file-size limit its log
+    /// writes fail too.
+    pub async fn serve_ignoring_sigxfsz_logging_to(&self, log: &std::path::Path) -> Server {
+        let mut command = Command::new("/bin/sh");
+        command.args([
+            "-c",
+            "trap '' XFSZ; exec \"$0\" serve >>\"$1\" 2>&1",
+            env!("CARGO_BIN_EXE_countersign"),
+            &log.display().to_string(),
+        ]);
+        self.start(
+            command,
+            &self.url,
+            &[("COUNTERSIGN_LOG_LEVEL", "info".into())],
+        )
+        .await
+    }
+
     async fn start(&self, mut command: Command, url: &str, settings: &[(&str, String)]) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
