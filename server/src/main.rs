@@ -62,7 +62,7 @@ struct AgentArgs {
     /// The Countersign server's base URL.
     #[arg(long, env = "COUNTERSIGN_AGENT_SERVER", value_name = "URL")]
     server: String,
-    /// The agent's API token (`countersign token create --name ID`); prefer the environment
+    /// The agent's API token (`countersign token create --agent ID`); prefer the environment
     /// variable, which other users cannot read from the process list.
     #[arg(
         long,
@@ -71,7 +71,7 @@ struct AgentArgs {
         value_name = "TOKEN"
     )]
     token: String,
-    /// The agent's id: the name its token was created with.
+    /// The agent's id: the name its token was created with (`--agent ID`).
     #[arg(long, env = "COUNTERSIGN_AGENT_ID", value_name = "NAME")]
     id: String,
     /// Stop after this many jobs (default: run until stopped).
@@ -83,8 +83,13 @@ struct AgentArgs {
 enum TokenCommand {
     /// Create a token; it is printed once and only its hash is kept.
     Create {
-        #[arg(long)]
-        name: String,
+        /// The token's name (the caller id it acts as); with --agent, the agent's id.
+        #[arg(long, required_unless_present = "agent", conflicts_with = "agent")]
+        name: Option<String>,
+        /// An execution agent's token: named NAME, with the `agent` role alone, so it may claim
+        /// the jobs for agent NAME (or any agent) and report their runs, and nothing else.
+        #[arg(long, value_name = "NAME")]
+        agent: Option<String>,
         #[arg(long = "role", value_name = "ROLE")]
         roles: Vec<String>,
         #[arg(long = "capability", value_name = "CAPABILITY")]
@@ -556,9 +561,24 @@ async fn token(config: Config, command: TokenCommand) -> Result<(), String> {
     let audit_note = match command {
         TokenCommand::Create {
             name,
-            roles,
+            agent,
+            mut roles,
             capabilities,
         } => {
+            let name = match (name, agent) {
+                (_, Some(agent)) => {
+                    if !roles.is_empty() || !capabilities.is_empty() {
+                        return Err(
+                            "an agent token has the `agent` role alone: drop --role and --capability"
+                                .into(),
+                        );
+                    }
+                    roles = vec![api_tokens::AGENT_ROLE.to_string()];
+                    agent
+                }
+                (Some(name), None) => name,
+                (None, None) => return Err("give --name or --agent".into()),
+            };
             let (created, text) = api_tokens::create(&db, &name, &roles, &capabilities)
                 .await
                 .map_err(|e| e.to_string())?;

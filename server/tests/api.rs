@@ -786,12 +786,78 @@ async fn approve(api: &Api, job_id: &str) {
     api.state.notify_job(&job);
 }
 
+/// Agent identity is explicit: a token without the `agent` role (a viewer's, named like an
+/// agent) cannot claim a job, keep its lease or report a run; each attempt is 403 and audited,
+/// and the job stays for the real agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_agent_token_claims_jobs_or_reports_runs() {
+    let api = sqlite_api(|_| {}).await;
+    let it_mcp = api.token("it-mcp", &[], &OPS).await;
+    let viewer = api.token("viewer-tok", &["viewer"], &[]).await;
+    let agent = api.token("agent-1", &["agent"], &[]).await;
+    let (_, pending) = api.decide(&it_mcp, sudo_ls()).await;
+    let job_id = pending["job_id"].as_str().expect("job").to_string();
+    approve(&api, &job_id).await;
+
+    for path in [
+        "/api/v1/agents/viewer-tok/claim",
+        "/api/v1/agents/agent-1/claim",
+    ] {
+        let (status, _, value) = api.call("POST", path, &viewer, None, &[]).await;
+        assert_eq!(
+            (status, value["error"].as_str()),
+            (StatusCode::FORBIDDEN, Some("not_an_agent")),
+            "{path}: {value}"
+        );
+    }
+    let (status, _, claimed) = api
+        .call("POST", "/api/v1/agents/agent-1/claim", &agent, None, &[])
+        .await;
+    assert_eq!(status, StatusCode::OK, "the real agent still gets the job");
+    assert_eq!(claimed["job_id"], job_id.as_str());
+    let report = json!({ "status": "success", "duration_ms": 1 }).to_string();
+    for (path, body) in [
+        (format!("/api/v1/jobs/{job_id}/heartbeat"), None),
+        (
+            format!("/api/v1/jobs/{job_id}/result"),
+            Some(report.clone()),
+        ),
+    ] {
+        let (status, _, value) = api.call("POST", &path, &viewer, body, &[]).await;
+        assert_eq!(
+            (status, value["error"].as_str()),
+            (StatusCode::FORBIDDEN, Some("not_an_agent")),
+            "{path}: {value}"
+        );
+    }
+    let job = api.state.store.job(&job_id).await.expect("job");
+    assert_eq!(job.status, JobStatus::Picked, "no fabricated result");
+    let refused = api
+        .state
+        .store
+        .audit_search(
+            &server::store::AuditFilter {
+                caller_id: Some("viewer-tok".into()),
+                ..Default::default()
+            },
+            50,
+        )
+        .await
+        .expect("audit");
+    let attempts: Vec<&str> = refused
+        .iter()
+        .filter(|r| r.event.operation == "agent.refused")
+        .map(|r| r.event.decision_action.as_str())
+        .collect();
+    assert_eq!(attempts, ["deny"; 4], "every attempt is audited");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_claims_runs_and_reports_an_approved_job() {
     let api = sqlite_api(|_| {}).await;
     let it_mcp = api.token("it-mcp", &[], &OPS).await;
-    let agent = api.token("agent-1", &[], &[]).await;
-    let other_agent = api.token("agent-2", &[], &[]).await;
+    let agent = api.token("agent-1", &["agent"], &[]).await;
+    let other_agent = api.token("agent-2", &["agent"], &[]).await;
     let (_, pending) = api.decide(&it_mcp, sudo_ls()).await;
     let job_id = pending["job_id"].as_str().expect("job").to_string();
 
@@ -850,7 +916,8 @@ async fn an_agent_claims_runs_and_reports_an_approved_job() {
         .await;
     assert_eq!(
         (status, value["error"].as_str()),
-        (StatusCode::CONFLICT, Some("lease_lost"))
+        (StatusCode::NOT_FOUND, Some("not_found")),
+        "a job leased to someone else is one this agent cannot see: {value}"
     );
     let (status, _, bad) = api
         .call(
@@ -898,7 +965,7 @@ async fn an_agent_claims_runs_and_reports_an_approved_job() {
 async fn a_job_whose_arguments_changed_is_not_run() {
     let api = sqlite_api(|_| {}).await;
     let it_mcp = api.token("it-mcp", &[], &OPS).await;
-    let agent = api.token("agent-1", &[], &[]).await;
+    let agent = api.token("agent-1", &["agent"], &[]).await;
     let (_, pending) = api.decide(&it_mcp, sudo_ls()).await;
     let job_id = pending["job_id"].as_str().expect("job").to_string();
     approve(&api, &job_id).await;
@@ -1309,7 +1376,7 @@ async fn nothing_is_voted_when_the_vote_cannot_be_audited() {
 async fn a_waiting_agent_gets_the_job_the_moment_it_is_approved() {
     let api = sqlite_api(|_| {}).await;
     let it_mcp = api.token("it-mcp", &[], &OPS).await;
-    let agent = api.token("agent-1", &[], &[]).await;
+    let agent = api.token("agent-1", &["agent"], &[]).await;
     let (_, pending) = api.decide(&it_mcp, sudo_ls()).await;
     let job_id = pending["job_id"].as_str().expect("job").to_string();
     let waiter = {

@@ -458,9 +458,10 @@ async fn a_job_whose_agent_is_killed_mid_run_is_leased_again_and_never_runs_twic
         )
         .await;
     let (job_id, state, db) = ask_and_approve(&env, &server, &policy_file, &policy).await;
-    let (_, agent_token) = server::auth::api_tokens::create(&db, "agent-7", &[], &[])
-        .await
-        .expect("agent token");
+    let (_, agent_token) =
+        server::auth::api_tokens::create(&db, "agent-7", &["agent".to_string()], &[])
+            .await
+            .expect("agent token");
     let agent = |max_jobs: Option<&str>| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_countersign"));
         command
@@ -787,9 +788,10 @@ async fn one_vote_and_one_run_per_job(env: Env) {
     .expect("connect");
     let mut agents = Vec::new();
     for name in ["agent-a", "agent-b"] {
-        let (_, agent_token) = server::auth::api_tokens::create(&db, name, &[], &[])
-            .await
-            .expect("agent token");
+        let (_, agent_token) =
+            server::auth::api_tokens::create(&db, name, &["agent".to_string()], &[])
+                .await
+                .expect("agent token");
         agents.push(Agent(
             Command::new(env!("CARGO_BIN_EXE_countersign"))
                 .args(["agent", "--server", &server.base, "--id", name])

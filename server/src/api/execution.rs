@@ -3,7 +3,9 @@
 //! - Agents pull approved jobs: `POST /api/v1/agents/{agent_id}/claim` leases the next one (for
 //!   that agent or any), `POST /api/v1/jobs/{id}/heartbeat` keeps the lease (and marks the job
 //!   executing), `POST /api/v1/jobs/{id}/result` ends it. A lease that lapses returns the job per
-//!   the store's retry rules (see `maintenance`). An agent's token is named like the agent.
+//!   the store's retry rules (see `maintenance`). Only an agent's own identity does any of this:
+//!   a caller with the `agent` role (`countersign token create --agent NAME`) acting as the agent
+//!   it is named after. Anyone else is refused with 403, and the refusal is audited.
 //! - Just before a job is handed out it is checked again ([`recheck`]): the approval window is
 //!   open, the arguments still hash to the approved call, and the policy (if it changed) still
 //!   permits it. A job that fails the check is not run: it ends failed, with the reason.
@@ -14,7 +16,7 @@
 
 use super::schema::{AuditReceiptView, ClaimedJob, JobEnded, LeaseAnswer};
 use super::{idempotency, rate_limit, ApiError, BODY_LIMIT};
-use crate::auth::ApiCaller;
+use crate::auth::{api_tokens::AGENT_ROLE, ApiCaller};
 use crate::store::{
     EventKind, Job, JobOutcome, JobStatus, NewAuditEvent, Store, StoreError, SERVER_EXECUTOR_PREFIX,
 };
@@ -119,6 +121,54 @@ fn refuse_server_owner(caller: &ApiCaller) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Claims, heartbeats and results come only from an execution agent's own identity: the
+/// `agent` role ([`AGENT_ROLE`]), acting as the agent it is named after (for claims, the agent in
+/// the path). Anyone else gets 403, and the attempt is audited (the refusal stands whether or not
+/// the row could be written).
+async fn require_agent(
+    state: &AppState,
+    caller: &ApiCaller,
+    agent_id: Option<&str>,
+    what: &str,
+    job_id: Option<&str>,
+) -> Result<(), ApiError> {
+    let is_agent = caller.roles.iter().any(|r| r == AGENT_ROLE);
+    let same = agent_id.is_none_or(|id| id == caller.id);
+    if is_agent && same {
+        return Ok(());
+    }
+    let why = if is_agent {
+        "an agent claims jobs as itself (its token's name)"
+    } else {
+        "only an execution agent's token (`countersign token create --agent NAME`) may do this"
+    };
+    let mut event = NewAuditEvent::new(
+        EventKind::PortalAction,
+        &caller.id,
+        "countersign",
+        "agent.refused",
+        "deny",
+        &format!("{what} refused: {why}"),
+        "MEDIUM",
+    );
+    event.job_id = job_id.map(|id| id.chars().take(64).collect());
+    event.context = json!({
+        "attempt": what,
+        "agent_id": agent_id.map(|id| id.chars().take(128).collect::<String>()),
+        "caller_kind": caller.kind,
+    })
+    .to_string();
+    if let Err(error) = state.audit.append(event).await {
+        tracing::error!(%error, "could not audit a refused agent call");
+    }
+    let code = if is_agent {
+        "not_this_agent"
+    } else {
+        "not_an_agent"
+    };
+    Err(ApiError::new(StatusCode::FORBIDDEN, code, why))
+}
+
 fn lease_error(error: StoreError, what: &'static str) -> ApiError {
     match error {
         StoreError::NotFound => ApiError::not_found(),
@@ -138,7 +188,7 @@ fn lease_error(error: StoreError, what: &'static str) -> ApiError {
     path = "/api/v1/agents/{agent_id}/claim",
     tag = "agents",
     summary = "Lease the next approved job for this agent (or any agent)",
-    description = "Call with the agent's own token (named like the agent). The job was checked again just before: approval window open, arguments unchanged, policy still permits it.",
+    description = "Call with the agent's own token (`countersign token create --agent NAME`: the `agent` role, named like the agent); any other caller gets 403. The job was checked again just before: approval window open, arguments unchanged, policy still permits it.",
     params(
         ("agent_id" = String, Path, description = "The agent's id (its token's name)"),
         ("wait" = Option<u64>, Query, description = "Seconds (≤ 60) to wait for a job to be approved"),
@@ -147,7 +197,7 @@ fn lease_error(error: StoreError, what: &'static str) -> ApiError {
         (status = 200, description = "A job, leased", body = super::schema::ClaimedJob),
         (status = 204, description = "Nothing to run"),
         (status = 400, description = "Bad agent id or `wait`", body = super::schema::ErrorBody),
-        (status = 403, description = "Not this agent's token", body = super::schema::ErrorBody),
+        (status = 403, description = "Not this agent's token, or not an agent's", body = super::schema::ErrorBody),
         (status = 401, description = "No valid bearer token", body = super::schema::ErrorBody),
         (status = 503, description = "The store (or the identity provider) is unavailable; retry", body = super::schema::ErrorBody),
     )
@@ -167,13 +217,7 @@ pub async fn claim(
                 "an agent id is 1 to 128 letters, digits, `-`, `_` or `.`",
             ));
         }
-        if caller.id != agent_id {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "not_this_agent",
-                "an agent claims jobs with its own token (named like the agent)",
-            ));
-        }
+        require_agent(&state, &caller, Some(&agent_id), "claim", None).await?;
         let wait = match query.get("wait") {
             None => 0,
             Some(text) => text.parse::<u64>().map_err(|_| {
@@ -287,6 +331,7 @@ async fn try_claim(state: &AppState, agent_id: &str) -> Result<Option<Response>,
     responses(
         (status = 200, description = "Lease extended", body = super::schema::LeaseAnswer),
         (status = 401, description = "No valid bearer token", body = super::schema::ErrorBody),
+        (status = 403, description = "Not an execution agent's token", body = super::schema::ErrorBody),
         (status = 404, description = "Not leased to this agent", body = super::schema::ErrorBody),
         (status = 409, description = "The lease was lost", body = super::schema::ErrorBody),
         (status = 429, description = "Over the caller's rate (see Retry-After)", body = super::schema::ErrorBody),
@@ -301,6 +346,7 @@ pub async fn heartbeat(
     let result = async {
         rate_limit(&state, &caller)?;
         refuse_server_owner(&caller)?;
+        require_agent(&state, &caller, None, "heartbeat", Some(&job_id)).await?;
         let now = Utc::now();
         let before = state
             .store
@@ -480,6 +526,7 @@ pub(crate) async fn record_result(
         (status = 200, description = "The job ended", body = super::schema::JobEnded),
         (status = 400, description = "Not a run report", body = super::schema::ErrorBody),
         (status = 401, description = "No valid bearer token", body = super::schema::ErrorBody),
+        (status = 403, description = "Not an execution agent's token", body = super::schema::ErrorBody),
         (status = 404, description = "Not leased to this agent", body = super::schema::ErrorBody),
         (status = 409, description = "The lease was lost", body = super::schema::ErrorBody),
         (status = 413, description = "Report too large", body = super::schema::ErrorBody),
@@ -496,7 +543,18 @@ pub async fn job_result(
     let result = async {
         rate_limit(&state, &caller)?;
         refuse_server_owner(&caller)?;
+        require_agent(&state, &caller, None, "result", Some(&job_id)).await?;
         let (report, status, _) = read_report(body).await?;
+        // A job not leased to this agent is one it cannot see: 404, as everywhere else, and
+        // nothing about its state.
+        let leased = state
+            .store
+            .job(&job_id)
+            .await
+            .map_err(|e| lease_error(e, "the job could not be read"))?;
+        if leased.lease_owner.as_deref() != Some(caller.id.as_str()) {
+            return Err(ApiError::not_found());
+        }
         let job = record_result(
             &state,
             &job_id,

@@ -29,6 +29,11 @@ pub enum TokenStoreError {
     Database(#[from] sqlx::Error),
 }
 
+/// The role of an execution agent's token (`countersign token create --agent NAME`): it may
+/// claim the jobs for the agent its name names (or for any agent), keep their leases and report
+/// their runs, and nothing else. Tokens only: people are never agents.
+pub const AGENT_ROLE: &str = "agent";
+
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     OsRng.fill_bytes(&mut buf);
@@ -58,9 +63,14 @@ pub async fn create(
     }
     if let Some(bad) = roles
         .iter()
-        .find(|r| !super::accounts::ROLES.contains(&r.as_str()))
+        .find(|r| !super::accounts::ROLES.contains(&r.as_str()) && *r != AGENT_ROLE)
     {
         return Err(TokenStoreError::Invalid(format!("unknown role `{bad}`")));
+    }
+    if roles.iter().any(|r| r == AGENT_ROLE) && (roles.len() > 1 || !capabilities.is_empty()) {
+        return Err(TokenStoreError::Invalid(
+            "an agent token has the `agent` role alone, without capabilities".into(),
+        ));
     }
     let id = random_hex(6);
     let secret = random_hex(32);
