@@ -5,13 +5,18 @@
 //! transaction: a malformed file imports nothing. Running it again adds nothing new.
 
 use crate::store::{
-    parse_ts, AnyStore, EventKind, ImportedJob, JobStatus, NewAuditEvent, NewJob, Store, StoreError,
+    any::AnyImport, parse_ts, AnyStore, EventKind, ImportSession, ImportedJob, JobStatus,
+    NewAuditEvent, NewJob, Store, StoreError,
 };
 use chrono::{DateTime, Duration, Utc};
 use enforcer::PolicySet;
+use futures_util::TryStreamExt;
 use serde_json::{json, Map, Value};
 use sqlx::Connection;
-use sqlx::{sqlite::SqliteConnectOptions, Row, SqliteConnection};
+use sqlx::{
+    sqlite::{SqliteConnectOptions, SqliteRow},
+    Row, SqliteConnection,
+};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,223 +73,327 @@ fn optional_ts(
 }
 
 fn sha256_file(path: &Path) -> Result<String, ImportError> {
-    std::fs::read(path)
-        .map(|bytes| enforcer::sha256_hex(&bytes))
-        .map_err(|e| source_err(path, e.to_string()))
-}
-
-async fn read_audit(path: &Path) -> Result<Vec<NewAuditEvent>, ImportError> {
-    let mut conn = open(path).await?;
-    let rows = sqlx::query(
-        "SELECT id, timestamp, caller_id, tool, operation, decision_action, decision_reason, risk_level, requires_approval, \
-         execution_status, execution_duration_ms, side_effects, error, approver, approved_at, context, decision \
-         FROM audit_logs ORDER BY timestamp, id",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .map_err(|e| source_err(path, format!("not an IT-MCP audit database: {e}")))?;
-    let mut events = Vec::with_capacity(rows.len());
-    for row in rows {
-        let get = |column: &str| -> Result<Option<String>, ImportError> {
-            row.try_get::<Option<String>, _>(column)
-                .map_err(|e| source_err(path, format!("column {column}: {e}")))
-        };
-        let required = |column: &str| -> Result<String, ImportError> {
-            get(column)?.ok_or_else(|| source_err(path, format!("column {column} is empty")))
-        };
-        let id = required("id")?;
-        let what = |column: &str| format!("audit row {id}, {column}");
-        let action = required("decision_action")?;
-        if !matches!(action.as_str(), "allow" | "deny" | "require_approval") {
-            return Err(source_err(
-                path,
-                format!(
-                    "{}: {action:?} is not allow, deny or require_approval",
-                    what("decision_action")
-                ),
-            ));
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| source_err(path, e.to_string()))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let n = file
+            .read(&mut buffer)
+            .map_err(|e| source_err(path, e.to_string()))?;
+        if n == 0 {
+            break;
         }
-        let risk = required("risk_level")?;
-        if !matches!(risk.as_str(), "LOW" | "MEDIUM" | "HIGH" | "CRITICAL") {
-            return Err(source_err(
-                path,
-                format!("{}: {risk:?} is not a risk level", what("risk_level")),
-            ));
-        }
-        let requires_approval = row
-            .try_get::<Option<bool>, _>("requires_approval")
-            .map_err(|e| source_err(path, format!("{}: {e}", what("requires_approval"))))?
-            .unwrap_or(action == "require_approval");
-        let duration = row
-            .try_get::<Option<i64>, _>("execution_duration_ms")
-            .map_err(|e| source_err(path, format!("{}: {e}", what("execution_duration_ms"))))?;
-        events.push(NewAuditEvent {
-            id: Some(id.clone()),
-            timestamp: timestamp(path, &what("timestamp"), &required("timestamp")?)?,
-            kind: EventKind::Decision,
-            caller_id: required("caller_id")?,
-            tool: required("tool")?,
-            operation: required("operation")?,
-            decision_action: action,
-            decision_reason: get("decision_reason")?.unwrap_or_default(),
-            risk_level: risk,
-            requires_approval,
-            execution_status: get("execution_status")?,
-            execution_duration_ms: duration,
-            side_effects: get("side_effects")?,
-            error: get("error")?,
-            approver: get("approver")?,
-            approved_at: optional_ts(path, &what("approved_at"), get("approved_at")?)?,
-            context: get("context")?.unwrap_or_else(|| "{}".into()),
-            decision: get("decision")?.unwrap_or_else(|| "{}".into()),
-            job_id: None,
-            policy_hash: None,
-            call_hash: None,
-        });
+        hasher.update(&buffer[..n]);
     }
-    // IT-MCP mixed timestamp spellings, so SQL's text order is not time order: sort here.
-    events.sort_by(|a, b| (a.timestamp, &a.id).cmp(&(b.timestamp, &b.id)));
-    Ok(events)
+    Ok(crate::store::audit::hex(&hasher.finalize()))
 }
 
-async fn read_queue(
+/// IT-MCP's audit columns, and the row's own id in its file (`cs_rowid`).
+const AUDIT_COLUMNS: &str = "rowid AS cs_rowid, id, timestamp, caller_id, tool, operation, decision_action, \
+     decision_reason, risk_level, requires_approval, execution_status, execution_duration_ms, side_effects, error, \
+     approver, approved_at, context, decision";
+
+/// Rows and jobs handed to the store at a time.
+const BATCH: usize = 2_000;
+
+/// One IT-MCP audit row, checked and converted.
+fn audit_event(path: &Path, row: &SqliteRow) -> Result<NewAuditEvent, ImportError> {
+    let get = |column: &str| -> Result<Option<String>, ImportError> {
+        row.try_get::<Option<String>, _>(column)
+            .map_err(|e| source_err(path, format!("column {column}: {e}")))
+    };
+    let required = |column: &str| -> Result<String, ImportError> {
+        get(column)?.ok_or_else(|| source_err(path, format!("column {column} is empty")))
+    };
+    let id = required("id")?;
+    let what = |column: &str| format!("audit row {id}, {column}");
+    let action = required("decision_action")?;
+    if !matches!(action.as_str(), "allow" | "deny" | "require_approval") {
+        return Err(source_err(
+            path,
+            format!(
+                "{}: {action:?} is not allow, deny or require_approval",
+                what("decision_action")
+            ),
+        ));
+    }
+    let risk = required("risk_level")?;
+    if !matches!(risk.as_str(), "LOW" | "MEDIUM" | "HIGH" | "CRITICAL") {
+        return Err(source_err(
+            path,
+            format!("{}: {risk:?} is not a risk level", what("risk_level")),
+        ));
+    }
+    let requires_approval = row
+        .try_get::<Option<bool>, _>("requires_approval")
+        .map_err(|e| source_err(path, format!("{}: {e}", what("requires_approval"))))?
+        .unwrap_or(action == "require_approval");
+    let duration = row
+        .try_get::<Option<i64>, _>("execution_duration_ms")
+        .map_err(|e| source_err(path, format!("{}: {e}", what("execution_duration_ms"))))?;
+    Ok(NewAuditEvent {
+        id: Some(id.clone()),
+        timestamp: timestamp(path, &what("timestamp"), &required("timestamp")?)?,
+        kind: EventKind::Decision,
+        caller_id: required("caller_id")?,
+        tool: required("tool")?,
+        operation: required("operation")?,
+        decision_action: action,
+        decision_reason: get("decision_reason")?.unwrap_or_default(),
+        risk_level: risk,
+        requires_approval,
+        execution_status: get("execution_status")?,
+        execution_duration_ms: duration,
+        side_effects: get("side_effects")?,
+        error: get("error")?,
+        approver: get("approver")?,
+        approved_at: optional_ts(path, &what("approved_at"), get("approved_at")?)?,
+        context: get("context")?.unwrap_or_else(|| "{}".into()),
+        decision: get("decision")?.unwrap_or_else(|| "{}".into()),
+        job_id: None,
+        policy_hash: None,
+        call_hash: None,
+    })
+}
+
+/// Where one audit row goes in time order: its time, its id, and its row in the file.
+type AuditKey = (DateTime<Utc>, Box<str>, i64);
+
+/// Check every audit row without keeping it, and return the rows' keys in the order they are
+/// chained. IT-MCP mixed timestamp spellings, so SQL's text order is not time order: the keys
+/// are sorted here, and the rows are read again in that order when they are written.
+async fn plan_audit(
     path: &Path,
+    conn: &mut SqliteConnection,
+) -> Result<Vec<AuditKey>, ImportError> {
+    let mut keys = Vec::new();
+    let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_logs");
+    let mut rows = sqlx::query(&sql).fetch(conn);
+    while let Some(row) = rows
+        .try_next()
+        .await
+        .map_err(|e| source_err(path, format!("not an IT-MCP audit database: {e}")))?
+    {
+        let event = audit_event(path, &row)?;
+        let rowid: i64 = row
+            .try_get("cs_rowid")
+            .map_err(|e| source_err(path, format!("not an IT-MCP audit database: {e}")))?;
+        keys.push((
+            event.timestamp,
+            event.id.unwrap_or_default().into_boxed_str(),
+            rowid,
+        ));
+    }
+    keys.sort_unstable();
+    Ok(keys)
+}
+
+/// The audit rows of `keys`, in `keys`' order.
+async fn audit_rows(
+    path: &Path,
+    conn: &mut SqliteConnection,
+    keys: &[AuditKey],
+) -> Result<Vec<NewAuditEvent>, ImportError> {
+    let rowids: Vec<i64> = keys.iter().map(|(_, _, rowid)| *rowid).collect();
+    let list = serde_json::to_string(&rowids).map_err(|e| source_err(path, e.to_string()))?;
+    let rows = sqlx::query(&format!(
+        "SELECT {AUDIT_COLUMNS} FROM audit_logs WHERE rowid IN (SELECT value FROM json_each($1))"
+    ))
+    .bind(list)
+    .fetch_all(conn)
+    .await
+    .map_err(|e| source_err(path, format!("cannot read the audit rows again: {e}")))?;
+    let mut by_rowid = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let rowid: i64 = row
+            .try_get("cs_rowid")
+            .map_err(|e| source_err(path, e.to_string()))?;
+        by_rowid.insert(rowid, audit_event(path, row)?);
+    }
+    keys.iter()
+        .map(|(_, _, rowid)| {
+            by_rowid
+                .remove(rowid)
+                .ok_or_else(|| source_err(path, "the file changed during the import"))
+        })
+        .collect()
+}
+
+/// IT-MCP's command queue, in the order its jobs are imported.
+const QUEUE_QUERY: &str = "SELECT job_id, tool_name, params, requested_capabilities, target_agent_id, status, priority, \
+     created_at, picked_at, completed_at, result, error, retry_count, max_retries FROM command_queue \
+     ORDER BY created_at, job_id";
+
+/// One IT-MCP job, checked and converted.
+fn queued_job(
+    path: &Path,
+    row: &SqliteRow,
     policy: &PolicySet,
     now: DateTime<Utc>,
-) -> Result<Vec<ImportedJob>, ImportError> {
-    let mut conn = open(path).await?;
-    let rows = sqlx::query(
-        "SELECT job_id, tool_name, params, requested_capabilities, target_agent_id, status, priority, created_at, picked_at, \
-         completed_at, result, error, retry_count, max_retries FROM command_queue ORDER BY created_at, job_id",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .map_err(|e| source_err(path, format!("not an IT-MCP command queue database: {e}")))?;
-    let mut jobs = Vec::with_capacity(rows.len());
-    for row in rows {
-        let get = |column: &str| -> Result<Option<String>, ImportError> {
-            row.try_get::<Option<String>, _>(column)
-                .map_err(|e| source_err(path, format!("column {column}: {e}")))
-        };
-        let job_id = get("job_id")?.ok_or_else(|| source_err(path, "a job has no job_id"))?;
-        let what = |column: &str| format!("job {job_id}, {column}");
-        let tool = get("tool_name")?
-            .ok_or_else(|| source_err(path, format!("{} is empty", what("tool_name"))))?;
-        let params_text = get("params")?.unwrap_or_else(|| "{}".into());
-        let params: Value = serde_json::from_str(&params_text)
-            .map_err(|e| source_err(path, format!("{}: not JSON: {e}", what("params"))))?;
-        let caps_text = get("requested_capabilities")?.unwrap_or_else(|| "[]".into());
-        let capabilities: Vec<String> = serde_json::from_str(&caps_text).map_err(|e| {
-            source_err(
-                path,
-                format!(
-                    "{}: not a JSON list of strings: {e}",
-                    what("requested_capabilities")
-                ),
-            )
-        })?;
-        let status_text = get("status")?.unwrap_or_default();
-        let priority = get("priority")?.unwrap_or_default();
-        if !matches!(priority.as_str(), "low" | "normal" | "high" | "urgent") {
+) -> Result<ImportedJob, ImportError> {
+    let get = |column: &str| -> Result<Option<String>, ImportError> {
+        row.try_get::<Option<String>, _>(column)
+            .map_err(|e| source_err(path, format!("column {column}: {e}")))
+    };
+    let job_id = get("job_id")?.ok_or_else(|| source_err(path, "a job has no job_id"))?;
+    let what = |column: &str| format!("job {job_id}, {column}");
+    let tool = get("tool_name")?
+        .ok_or_else(|| source_err(path, format!("{} is empty", what("tool_name"))))?;
+    let params_text = get("params")?.unwrap_or_else(|| "{}".into());
+    let params: Value = serde_json::from_str(&params_text)
+        .map_err(|e| source_err(path, format!("{}: not JSON: {e}", what("params"))))?;
+    let caps_text = get("requested_capabilities")?.unwrap_or_else(|| "[]".into());
+    let capabilities: Vec<String> = serde_json::from_str(&caps_text).map_err(|e| {
+        source_err(
+            path,
+            format!(
+                "{}: not a JSON list of strings: {e}",
+                what("requested_capabilities")
+            ),
+        )
+    })?;
+    let status_text = get("status")?.unwrap_or_default();
+    let priority = get("priority")?.unwrap_or_default();
+    if !matches!(priority.as_str(), "low" | "normal" | "high" | "urgent") {
+        return Err(source_err(
+            path,
+            format!(
+                "{}: {priority:?} is not low, normal, high or urgent",
+                what("priority")
+            ),
+        ));
+    }
+    // IT-MCP's in-flight states cannot be resumed here: they end as failed, never re-run.
+    let (status, error_note) = match status_text.as_str() {
+        "queued" => (JobStatus::Queued, None),
+        "picked" | "executing" => (
+            JobStatus::Failed,
+            Some("was in flight in IT-MCP when imported; not re-run".to_string()),
+        ),
+        "completed" => (JobStatus::Completed, None),
+        "failed" => (JobStatus::Failed, None),
+        "timeout" => (JobStatus::Timeout, None),
+        other => {
             return Err(source_err(
                 path,
-                format!(
-                    "{}: {priority:?} is not low, normal, high or urgent",
-                    what("priority")
-                ),
-            ));
+                format!("{}: unknown status {other:?}", what("status")),
+            ))
         }
-        // IT-MCP's in-flight states cannot be resumed here: they end as failed, never re-run.
-        let (status, error_note) = match status_text.as_str() {
-            "queued" => (JobStatus::Queued, None),
-            "picked" | "executing" => (
-                JobStatus::Failed,
-                Some("was in flight in IT-MCP when imported; not re-run".to_string()),
-            ),
-            "completed" => (JobStatus::Completed, None),
-            "failed" => (JobStatus::Failed, None),
-            "timeout" => (JobStatus::Timeout, None),
-            other => {
-                return Err(source_err(
-                    path,
-                    format!("{}: unknown status {other:?}", what("status")),
-                ))
-            }
-        };
-        let operation = params
-            .get("operation")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let args: Map<String, Value> = params.as_object().cloned().unwrap_or_default();
-        let request = enforcer::Request {
-            tool: tool.clone(),
-            operation: operation.clone(),
-            args,
+    };
+    let operation = params
+        .get("operation")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let args: Map<String, Value> = params.as_object().cloned().unwrap_or_default();
+    let request = enforcer::Request {
+        tool: tool.clone(),
+        operation: operation.clone(),
+        args,
+        target: None,
+    };
+    // Risk and quorum from the active policy; an operation it does not know waits for two people.
+    let risk = policy
+        .operation(&tool, &operation)
+        .map_or(enforcer::Risk::Critical, |op| op.risk);
+    let rule = policy.approvals.for_risk(risk);
+    let created_at = timestamp(
+        path,
+        &what("created_at"),
+        &get("created_at")?.unwrap_or_default(),
+    )?;
+    let error = match (get("error")?, error_note) {
+        (Some(e), Some(note)) => Some(format!("{e}; {note}")),
+        (e, note) => e.or(note),
+    };
+    Ok(ImportedJob {
+        job: NewJob {
+            job_id: Some(job_id.clone()),
+            tool_name: tool,
+            operation,
+            params: params_text,
+            requested_capabilities: capabilities,
             target: None,
-        };
-        // Risk and quorum from the active policy; an operation it does not know waits for two people.
-        let risk = policy
-            .operation(&tool, &operation)
-            .map_or(enforcer::Risk::Critical, |op| op.risk);
-        let rule = policy.approvals.for_risk(risk);
-        let created_at = timestamp(
-            path,
-            &what("created_at"),
-            &get("created_at")?.unwrap_or_default(),
-        )?;
-        let error = match (get("error")?, error_note) {
-            (Some(e), Some(note)) => Some(format!("{e}; {note}")),
-            (e, note) => e.or(note),
-        };
-        jobs.push(ImportedJob {
-            job: NewJob {
-                job_id: Some(job_id.clone()),
-                tool_name: tool,
-                operation,
-                params: params_text,
-                requested_capabilities: capabilities,
-                target: None,
-                target_agent_id: get("target_agent_id")?,
-                priority,
-                requester: "it-mcp (imported)".into(),
-                requester_reason: None,
-                risk: risk.as_str().into(),
-                call_hash: enforcer::call_hash(&request),
-                policy_hash: Some(policy.hash().to_string()),
-                approvals_required: i32::try_from(rule.quorum).unwrap_or(2),
-                created_at,
-                // A pending request imported now gets a full TTL from now.
-                expires_at: now
-                    + Duration::seconds(i64::try_from(rule.request_ttl_secs).unwrap_or(3_600)),
-                approval_window_secs: i64::try_from(rule.approval_window_secs).unwrap_or(900),
-                max_retries: row
-                    .try_get::<Option<i32>, _>("max_retries")
-                    .ok()
-                    .flatten()
-                    .unwrap_or(3),
-                decision_audit_id: None,
-                submitted_by: None,
-            },
-            status,
-            picked_at: optional_ts(path, &what("picked_at"), get("picked_at")?)?,
-            completed_at: optional_ts(path, &what("completed_at"), get("completed_at")?)?.or_else(
-                || (status == JobStatus::Failed && status_text != "failed").then_some(now),
-            ),
-            result: get("result")?,
-            error,
-            retry_count: row
-                .try_get::<Option<i32>, _>("retry_count")
+            target_agent_id: get("target_agent_id")?,
+            priority,
+            requester: "it-mcp (imported)".into(),
+            requester_reason: None,
+            risk: risk.as_str().into(),
+            call_hash: enforcer::call_hash(&request),
+            policy_hash: Some(policy.hash().to_string()),
+            approvals_required: i32::try_from(rule.quorum).unwrap_or(2),
+            created_at,
+            // A pending request imported now gets a full TTL from now.
+            expires_at: now
+                + Duration::seconds(i64::try_from(rule.request_ttl_secs).unwrap_or(3_600)),
+            approval_window_secs: i64::try_from(rule.approval_window_secs).unwrap_or(900),
+            max_retries: row
+                .try_get::<Option<i32>, _>("max_retries")
                 .ok()
                 .flatten()
-                .unwrap_or(0),
-        });
-    }
-    Ok(jobs)
+                .unwrap_or(3),
+            decision_audit_id: None,
+            submitted_by: None,
+        },
+        status,
+        picked_at: optional_ts(path, &what("picked_at"), get("picked_at")?)?,
+        completed_at: optional_ts(path, &what("completed_at"), get("completed_at")?)?
+            .or_else(|| (status == JobStatus::Failed && status_text != "failed").then_some(now)),
+        result: get("result")?,
+        error,
+        retry_count: row
+            .try_get::<Option<i32>, _>("retry_count")
+            .ok()
+            .flatten()
+            .unwrap_or(0),
+    })
 }
 
-/// Read both files completely (any problem stops here, before anything is written), then
-/// import everything, plus an audit event describing the import, in one transaction.
+/// The queue's jobs in import order, checked and converted a batch at a time.
+struct QueueBatches<'c> {
+    path: &'c Path,
+    rows: futures_util::stream::BoxStream<'c, Result<SqliteRow, sqlx::Error>>,
+    policy: &'c PolicySet,
+    now: DateTime<Utc>,
+}
+
+impl<'c> QueueBatches<'c> {
+    fn new(
+        path: &'c Path,
+        conn: &'c mut SqliteConnection,
+        policy: &'c PolicySet,
+        now: DateTime<Utc>,
+    ) -> QueueBatches<'c> {
+        QueueBatches {
+            path,
+            rows: sqlx::query(QUEUE_QUERY).fetch(conn),
+            policy,
+            now,
+        }
+    }
+
+    /// The next batch of up to [`BATCH`] jobs; `None` at the end.
+    async fn next(&mut self) -> Result<Option<Vec<ImportedJob>>, ImportError> {
+        let mut batch = Vec::with_capacity(BATCH);
+        while batch.len() < BATCH {
+            let row = self.rows.try_next().await.map_err(|e| {
+                source_err(
+                    self.path,
+                    format!("not an IT-MCP command queue database: {e}"),
+                )
+            })?;
+            let Some(row) = row else { break };
+            batch.push(queued_job(self.path, &row, self.policy, self.now)?);
+        }
+        Ok((!batch.is_empty()).then_some(batch))
+    }
+}
+
+/// Check both files in a first pass that keeps only where each audit row goes (any problem stops
+/// here, before anything is written), then import everything in batches, plus an audit event
+/// describing the import, in one transaction: all of it lands, or none of it.
 pub async fn import(
     store: &AnyStore,
     policy: &PolicySet,
@@ -293,22 +402,52 @@ pub async fn import(
     actor: &str,
 ) -> Result<ImportReport, ImportError> {
     let now = Utc::now();
-    let mut events = match audit_db {
-        Some(path) => read_audit(path).await?,
+    // Each file is read inside one read transaction, so both passes see the same rows.
+    let mut audit_src = match audit_db {
+        Some(path) => Some((path, begin(path).await?)),
+        None => None,
+    };
+    let mut queue_src = match queue_db {
+        Some(path) => Some((path, begin(path).await?)),
+        None => None,
+    };
+    let keys = match &mut audit_src {
+        Some((path, conn)) => plan_audit(path, conn).await?,
         None => Vec::new(),
     };
-    let jobs = match queue_db {
-        Some(path) => read_queue(path, policy, now).await?,
-        None => Vec::new(),
-    };
+    let mut jobs_read = 0;
+    if let Some((path, conn)) = &mut queue_src {
+        let mut batches = QueueBatches::new(path, conn, policy, now);
+        while let Some(batch) = batches.next().await? {
+            jobs_read += batch.len();
+        }
+    }
     let mut files = Map::new();
     for path in [audit_db, queue_db].into_iter().flatten() {
         files.insert(path.display().to_string(), json!(sha256_file(path)?));
     }
     let mut report = ImportReport {
-        audit_rows_read: events.len(),
-        jobs_read: jobs.len(),
+        audit_rows_read: keys.len(),
+        jobs_read,
         ..ImportReport::default()
+    };
+
+    let mut session = store.begin_import().await?;
+    let written = write_all(
+        &mut session,
+        &mut audit_src,
+        &mut queue_src,
+        &keys,
+        policy,
+        now,
+    )
+    .await;
+    let (rows, jobs_added) = match written {
+        Ok(added) => added,
+        Err(error) => {
+            session.rollback().await;
+            return Err(error);
+        }
     };
     let mut note = NewAuditEvent::new(
         EventKind::Import,
@@ -324,9 +463,49 @@ pub async fn import(
     );
     note.timestamp = now;
     note.context = json!({ "files_sha256": files, "audit_rows_read": report.audit_rows_read, "jobs_read": report.jobs_read }).to_string();
-    events.push(note);
-    let (rows, jobs_added) = store.import_batch(&events, &jobs).await?;
-    report.audit_rows_added = rows.saturating_sub(1);
+    if let Err(error) = session.add(&[note], &[]).await {
+        session.rollback().await;
+        return Err(error.into());
+    }
+    session.commit().await?;
+    report.audit_rows_added = rows;
     report.jobs_added = jobs_added;
     Ok(report)
+}
+
+/// Open a file and begin its read transaction.
+async fn begin(path: &Path) -> Result<SqliteConnection, ImportError> {
+    let mut conn = open(path).await?;
+    sqlx::query("BEGIN")
+        .execute(&mut conn)
+        .await
+        .map_err(|e| source_err(path, format!("cannot read: {e}")))?;
+    Ok(conn)
+}
+
+/// The second pass: the audit rows in chain order, then the jobs, a batch at a time. Returns
+/// (rows added, jobs added).
+async fn write_all(
+    session: &mut AnyImport,
+    audit_src: &mut Option<(&Path, SqliteConnection)>,
+    queue_src: &mut Option<(&Path, SqliteConnection)>,
+    keys: &[AuditKey],
+    policy: &PolicySet,
+    now: DateTime<Utc>,
+) -> Result<(usize, usize), ImportError> {
+    let mut rows = 0;
+    if let Some((path, conn)) = audit_src {
+        for chunk in keys.chunks(BATCH) {
+            let events = audit_rows(path, conn, chunk).await?;
+            rows += session.add(&events, &[]).await?.0;
+        }
+    }
+    let mut jobs = 0;
+    if let Some((path, conn)) = queue_src {
+        let mut batches = QueueBatches::new(path, conn, policy, now);
+        while let Some(batch) = batches.next().await? {
+            jobs += session.add(&[], &batch).await?.1;
+        }
+    }
+    Ok((rows, jobs))
 }
