@@ -37,7 +37,8 @@ pub struct DashboardView {
     /// More than 5 denials in an hour: (caller, tool, operation, count).
     pub alerts: Vec<(String, String, String, i64)>,
     pub top_tools: Vec<(String, i64)>,
-    pub recent: Vec<RecentRow>,
+    /// The newest audit rows (auditors and admins only: the trail is theirs to read).
+    pub recent: Option<Vec<RecentRow>>,
     /// Notification deliveries (auditors and admins only).
     pub deliveries: Option<DeliveryView>,
 }
@@ -425,17 +426,19 @@ fn dashboard_view(d: DashboardView) -> impl IntoView {
             </section>
         </div>
         {d.deliveries.map(deliveries_view)}
-        <h2>"Recent activity"</h2>
-        <table class="dense" data-testid="recent">
-            <thead><tr><th>"#"</th><th>"When"</th><th>"Event"</th><th>"Who"</th><th>"Tool"</th><th>"Operation"</th><th>"Action"</th><th>"Risk"</th></tr></thead>
-            <tbody>
-                {d.recent.into_iter().map(|r| view! {
-                    <tr>
-                        <td>{r.seq}</td><td><crate::layout::When at=r.at/></td><td>{r.kind}</td><td>{r.caller}</td>
-                        <td>{r.tool}</td><td>{r.operation}</td><td>{r.action}</td><td>{r.risk}</td>
-                    </tr>
-                }).collect_view()}
-            </tbody>
-        </table>
+        {d.recent.map(|recent| view! {
+            <h2>"Recent activity"</h2>
+            <table class="dense" data-testid="recent">
+                <thead><tr><th>"#"</th><th>"When"</th><th>"Event"</th><th>"Who"</th><th>"Tool"</th><th>"Operation"</th><th>"Action"</th><th>"Risk"</th></tr></thead>
+                <tbody>
+                    {recent.into_iter().map(|r| view! {
+                        <tr>
+                            <td>{r.seq}</td><td><crate::layout::When at=r.at/></td><td>{r.kind}</td><td>{r.caller}</td>
+                            <td>{r.tool}</td><td>{r.operation}</td><td>{r.action}</td><td>{r.risk}</td>
+                        </tr>
+                    }).collect_view()}
+                </tbody>
+            </table>
+        })}
     }
 }

@@ -50,6 +50,9 @@ pub struct Config {
     pub audit_retention: Option<String>,
     /// How often queued jobs are expired and lapsed leases reaped, in seconds.
     pub maintenance_interval_secs: u64,
+    /// How long a connection may take to send a request's headers, counted from when the server
+    /// starts waiting for them (so it also bounds an idle keep-alive connection), in seconds.
+    pub header_read_timeout_secs: u64,
     /// How long an executor's claim on a job lasts without a heartbeat, in seconds (agents
     /// heartbeat every third of it). A crashed agent's job returns to the queue, or fails once
     /// its retries are spent, this long after its last heartbeat.
@@ -64,6 +67,10 @@ pub struct Config {
     /// The address people use to reach the portal (e.g. `https://countersign.example.com`).
     /// With `https://`, the session cookie is `Secure` and `__Host-` prefixed.
     pub public_url: Option<String>,
+    /// Reverse proxies (IP addresses and CIDR ranges, comma-separated) whose `X-Forwarded-For`
+    /// names the client for the sign-in throttle and the audit trail; from any other peer the
+    /// header is ignored. Unset: nobody's.
+    pub trusted_proxies: Option<String>,
     /// OpenID Connect issuer, exactly as the provider names itself (Keycloak:
     /// `https://HOST/realms/REALM`). Unset: people sign in with local accounts.
     pub oidc_issuer: Option<String>,
@@ -200,11 +207,13 @@ impl Default for Config {
             audit_checkpoint_secs: 300,
             audit_retention: None,
             maintenance_interval_secs: 10,
+            header_read_timeout_secs: 15,
             job_lease_secs: 60,
             admin_password: None,
             session_idle_minutes: 30,
             session_lifetime_hours: 12,
             public_url: None,
+            trusted_proxies: None,
             oidc_issuer: None,
             oidc_client_id: "countersign".to_string(),
             oidc_client_secret: None,
@@ -361,7 +370,14 @@ impl Config {
         if self.maintenance_interval_secs == 0 {
             return Err(invalid("maintenance_interval_secs", "must be at least 1"));
         }
+        if !(1..=300).contains(&self.header_read_timeout_secs) {
+            return Err(invalid(
+                "header_read_timeout_secs",
+                "must be between 1 and 300 seconds",
+            ));
+        }
         self.retention_secs()?;
+        self.trusted_proxies()?;
         self.validate_oidc()?;
         self.validate_integrations()?;
         Ok(())
@@ -607,6 +623,12 @@ impl Config {
         }
     }
 
+    /// The reverse proxies whose `X-Forwarded-For` is believed (`trusted_proxies`).
+    pub fn trusted_proxies(&self) -> Result<crate::security::TrustedProxies, ConfigError> {
+        crate::security::TrustedProxies::parse(self.trusted_proxies.as_deref().unwrap_or(""))
+            .map_err(|e| invalid("trusted_proxies", e))
+    }
+
     /// Whether the portal is served over https (secure, `__Host-` session cookies).
     pub fn https(&self) -> bool {
         self.public_url
@@ -840,6 +862,32 @@ mod tests {
         assert_eq!(config.notify_event_types().map(|e| e.len()).ok(), Some(2));
         assert_eq!(config.siem_format, SiemFormat::Cef);
         assert_eq!(config.siem_start, SiemStart::Beginning);
+    }
+
+    #[test]
+    fn trusted_proxies_are_checked_at_start_up() {
+        let config = load_in(|_| Ok(())).expect("defaults load");
+        assert!(config.trusted_proxies().expect("no proxies").is_empty());
+        let config = load_in(|jail| {
+            jail.set_env(
+                "COUNTERSIGN_TRUSTED_PROXIES",
+                "10.0.0.0/8, 192.168.4.20,fd00::/8",
+            );
+            Ok(())
+        })
+        .expect("a valid list loads");
+        let proxies = config.trusted_proxies().expect("parsed");
+        assert!(proxies.contains("10.20.30.40".parse().expect("ip")));
+        assert!(proxies.contains("192.168.4.20".parse().expect("ip")));
+        assert!(!proxies.contains("192.168.4.21".parse().expect("ip")));
+        for bad in ["10.0.0.0/40", "proxy.internal", "10.0.0.1,nope"] {
+            let err = load_in(|jail| {
+                jail.set_env("COUNTERSIGN_TRUSTED_PROXIES", bad);
+                Ok(())
+            })
+            .expect_err("refused");
+            assert!(err.contains("trusted_proxies"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod evaluate;
 pub mod executors;
 pub mod import;
 pub mod integrations;
+pub mod listener;
 pub mod maintenance;
 pub mod metrics;
 pub mod policy_versions;
@@ -150,7 +151,7 @@ impl AppState {
             policy,
             store,
             audit,
-            throttle: auth::AddressThrottle::default(),
+            throttle: auth::AddressThrottle::new(config.trusted_proxies()?),
             oidc,
             local_sign_in: config.local_sign_in(),
             rate_limiter: api::RateLimiter::new(

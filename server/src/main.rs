@@ -707,13 +707,13 @@ async fn serve(config: Config) -> Result<(), String> {
         "countersign listening on http://{}",
         config.bind
     );
-    axum::serve(
+    server::listener::serve(
         listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        router,
+        std::time::Duration::from_secs(config.header_read_timeout_secs),
+        shutdown_signal(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(|e| format!("server error: {e}"))?;
+    .await;
     db.close().await;
     tracing::info!("countersign stopped");
     Ok(())

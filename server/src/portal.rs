@@ -270,7 +270,10 @@ impl Portal {
             .job_counts()
             .await
             .map_err(|e| unavailable(&e))?;
-        let deliveries = if auditor(&user).is_ok() {
+        // Deliveries and the newest audit rows are the trail's: auditors and admins only, as on
+        // `/audit`.
+        let reads_trail = auditor(&user).is_ok();
+        let deliveries = if reads_trail {
             Some(Portal::deliveries(&state, &user).await?)
         } else {
             None
@@ -293,20 +296,22 @@ impl Portal {
             daily: stats.daily,
             alerts: stats.denial_alerts,
             top_tools: stats.top_tools,
-            recent: stats
-                .recent
-                .into_iter()
-                .map(|r| RecentRow {
-                    seq: r.seq,
-                    at: instant(r.event.timestamp),
-                    kind: r.event.kind.as_str().to_string(),
-                    caller: r.event.caller_id,
-                    tool: r.event.tool,
-                    operation: r.event.operation,
-                    action: r.event.decision_action,
-                    risk: r.event.risk_level,
-                })
-                .collect(),
+            recent: reads_trail.then(|| {
+                stats
+                    .recent
+                    .into_iter()
+                    .map(|r| RecentRow {
+                        seq: r.seq,
+                        at: instant(r.event.timestamp),
+                        kind: r.event.kind.as_str().to_string(),
+                        caller: r.event.caller_id,
+                        tool: r.event.tool,
+                        operation: r.event.operation,
+                        action: r.event.decision_action,
+                        risk: r.event.risk_level,
+                    })
+                    .collect()
+            }),
         })
     }
 }

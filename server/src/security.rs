@@ -1,6 +1,8 @@
-//! Browser-facing protections on every response and request: security headers, and a
-//! same-origin rule for state-changing requests (CSRF). Refusals are audited, within a budget
-//! ([`RefusalBudget`]) so that unauthenticated clients cannot flood the audit trail.
+//! Browser-facing protections on every response and request: security headers (with
+//! `Strict-Transport-Security` when the portal is served over https), and a same-origin rule for
+//! state-changing requests (CSRF). Refusals are audited, within a budget ([`RefusalBudget`]) so
+//! that unauthenticated clients cannot flood the audit trail. [`TrustedProxies`] tells which
+//! peers' `X-Forwarded-For` is believed when a client's address matters.
 
 use crate::store::{EventKind, NewAuditEvent};
 use crate::AppState;
@@ -10,11 +12,16 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use std::net::{IpAddr, SocketAddr};
 
 /// The policy for pages is set by the page itself, with the per-response nonce of its inline
 /// hydration script (see `app::shell`); everything else (JSON, files, errors) gets this one.
 pub const DEFAULT_CSP: &str =
     "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+/// `Strict-Transport-Security` on every response when the public URL is https: browsers then
+/// refuse plain http to this host (and its subdomains) for a year.
+pub const HSTS: &str = "max-age=31536000; includeSubDomains";
 
 /// Add the headers every response carries, without replacing a page's own CSP.
 pub async fn headers(request: Request, next: Next) -> Response {
@@ -78,11 +85,29 @@ pub fn cross_origin(method: &Method, headers: &HeaderMap) -> Option<&'static str
     None
 }
 
-/// Refuse cross-origin state-changing requests with 403, and audit the refusal.
+/// Refuse cross-origin state-changing requests with 403, and audit the refusal. This is the
+/// outermost layer that knows the configuration, so it also stamps `Strict-Transport-Security`
+/// on every response (refusals included) when the public URL is https.
 pub async fn same_origin(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(reason) = cross_origin(request.method(), request.headers()) else {
-        return next.run(request).await;
+    let mut response = match cross_origin(request.method(), request.headers()) {
+        None => next.run(request).await,
+        Some(reason) => {
+            let event = cross_origin_refusal(&request, reason);
+            append_refusal(&state, event).await;
+            (StatusCode::FORBIDDEN, "cross-origin request refused").into_response()
+        }
     };
+    if state.https {
+        response.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        );
+    }
+    response
+}
+
+/// The audit row of a refused cross-origin request (logged too).
+fn cross_origin_refusal(request: &Request, reason: &str) -> NewAuditEvent {
     let origin = request
         .headers()
         .get("origin")
@@ -103,8 +128,142 @@ pub async fn same_origin(State(state): State<AppState>, request: Request, next: 
     event.context =
         serde_json::json!({ "path": path, "origin": origin, "method": request.method().as_str() })
             .to_string();
-    append_refusal(&state, event).await;
-    (StatusCode::FORBIDDEN, "cross-origin request refused").into_response()
+    event
+}
+
+/// Reverse proxies whose `X-Forwarded-For` is believed (setting `trusted_proxies`): IP
+/// addresses and CIDR ranges. A request from any other peer is taken to come from that peer,
+/// whatever it claims, so the header cannot be spoofed past them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies {
+    ranges: Vec<IpRange>,
+}
+
+/// One address (a full-length prefix) or CIDR range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IpRange {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    fn parse(text: &str) -> Result<IpRange, String> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address.trim(), Some(prefix.trim())),
+            None => (text, None),
+        };
+        let network: IpAddr = address.parse().map_err(|_| {
+            format!(
+                "`{text}` is not an IP address or CIDR range (e.g. 10.0.0.5, 10.0.0.0/8, fd00::/8)"
+            )
+        })?;
+        let max: u8 = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{text}`: the prefix length must be 0 to {max}"))?,
+        };
+        // Addresses are compared in their canonical form (an IPv4-mapped IPv6 peer is its IPv4
+        // address), so an IPv4 range written as mapped IPv6 (`::ffff:10.0.0.0/104`) is the IPv4
+        // range.
+        if let IpAddr::V6(v6) = network {
+            if let (Some(v4), true) = (v6.to_ipv4_mapped(), prefix >= 96) {
+                return Ok(IpRange {
+                    network: IpAddr::V4(v4),
+                    prefix: prefix - 96,
+                });
+            }
+        }
+        Ok(IpRange { network, prefix })
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip.to_canonical()) {
+            (IpAddr::V4(network), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                (u32::from(network) & mask) == (u32::from(ip) & mask)
+            }
+            (IpAddr::V6(network), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                (u128::from(network) & mask) == (u128::from(ip) & mask)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl TrustedProxies {
+    /// A comma-separated list of IP addresses and CIDR ranges; empty trusts nobody.
+    pub fn parse(text: &str) -> Result<TrustedProxies, String> {
+        let ranges = text
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(IpRange::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TrustedProxies { ranges })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// Whether `ip` is one of the trusted proxies.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.ranges.iter().any(|range| range.contains(ip))
+    }
+
+    /// The address a request comes from: its peer, unless the peer is a trusted proxy; then
+    /// the right-most `X-Forwarded-For` address that is not itself a trusted proxy (each proxy
+    /// appends the address it was reached from, so everything left of that is the client's to
+    /// invent). Should the chain hold something that is no address before an untrusted hop, the
+    /// last trusted hop read is the answer.
+    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let peer = peer.to_canonical();
+        if !self.contains(peer) {
+            return peer;
+        }
+        let hops: Vec<Option<IpAddr>> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .flat_map(|value| match value.to_str() {
+                Ok(text) => text.split(',').map(forwarded_hop).collect::<Vec<_>>(),
+                Err(_) => vec![None],
+            })
+            .collect();
+        let mut client = peer;
+        for hop in hops.into_iter().rev() {
+            let Some(hop) = hop else {
+                return client;
+            };
+            client = hop.to_canonical();
+            if !self.contains(client) {
+                return client;
+            }
+        }
+        client
+    }
+}
+
+/// One entry of `X-Forwarded-For`: an address, perhaps with a port (`192.0.2.7:4711`,
+/// `[2001:db8::7]:4711`) or in brackets.
+fn forwarded_hop(text: &str) -> Option<IpAddr> {
+    let text = text.trim();
+    text.parse::<IpAddr>()
+        .ok()
+        .or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| {
+            text.strip_prefix('[')
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|t| t.parse().ok())
+        })
 }
 
 /// How many refusals of unauthenticated requests (bad tokens, forged cookies, cross-origin
@@ -299,6 +458,99 @@ mod tests {
         // No budget: everything is recorded.
         let open = RefusalBudget::new(0, std::time::Duration::from_secs(60));
         assert!((0..1_000).all(|_| open.admit(start).record));
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("an address")
+    }
+
+    fn forwarded(values: &[&'static str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append("x-forwarded-for", HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_and_cidr_ranges() {
+        let proxies = TrustedProxies::parse(" 10.0.0.0/8, 192.168.1.7 ,fd00::/8, ::1,")
+            .expect("a valid list");
+        assert!(!proxies.is_empty());
+        for yes in [
+            "10.1.2.3",
+            "10.255.255.255",
+            "192.168.1.7",
+            "fd12::1",
+            "::1",
+        ] {
+            assert!(proxies.contains(ip(yes)), "{yes}");
+        }
+        for no in ["11.0.0.1", "192.168.1.8", "fe80::1", "::2", "127.0.0.1"] {
+            assert!(!proxies.contains(ip(no)), "{no}");
+        }
+        // An IPv4-mapped IPv6 peer (a dual-stack listener) is its IPv4 address, either way.
+        assert!(proxies.contains(ip("::ffff:10.9.8.7")));
+        let mapped = TrustedProxies::parse("::ffff:172.16.0.0/108").expect("mapped range");
+        assert!(mapped.contains(ip("172.16.5.5")) && !mapped.contains(ip("172.32.0.1")));
+        // Host bits in a range are ignored; /0 is everything of its family.
+        let all = TrustedProxies::parse("10.1.2.3/8, 0.0.0.0/0").expect("valid");
+        assert!(all.contains(ip("203.0.113.9")) && !all.contains(ip("2001:db8::1")));
+        assert!(TrustedProxies::parse("").expect("empty").is_empty());
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/x",
+            "proxy.internal",
+            "10.0.0",
+            "10.0.0.1/",
+            "1.2.3.4:80",
+        ] {
+            let error = TrustedProxies::parse(bad).expect_err(bad);
+            assert!(error.contains(bad), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxies = TrustedProxies::parse("10.0.0.0/8").expect("valid");
+        // An untrusted peer's claims are ignored: it is the client.
+        let spoofed = forwarded(&["203.0.113.5"]);
+        assert_eq!(
+            proxies.client(ip("198.51.100.1"), &spoofed),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            TrustedProxies::default().client(ip("10.0.0.1"), &spoofed),
+            ip("10.0.0.1"),
+            "nobody trusted: the header is ignored"
+        );
+        // A trusted proxy: the right-most address that is not a trusted proxy.
+        assert_eq!(proxies.client(ip("10.0.0.1"), &spoofed), ip("203.0.113.5"));
+        let chain = forwarded(&["1.1.1.1, 203.0.113.5, 10.0.0.9"]);
+        assert_eq!(proxies.client(ip("10.0.0.1"), &chain), ip("203.0.113.5"));
+        // Several headers are one list, in order; ports and brackets are allowed.
+        let split = forwarded(&["1.1.1.1", "203.0.113.6:4711, 10.2.2.2"]);
+        assert_eq!(proxies.client(ip("10.0.0.1"), &split), ip("203.0.113.6"));
+        let v6 = forwarded(&["[2001:db8::7]:443"]);
+        assert_eq!(proxies.client(ip("10.0.0.1"), &v6), ip("2001:db8::7"));
+        let bracketed = forwarded(&["[2001:db8::8]"]);
+        assert_eq!(
+            proxies.client(ip("10.0.0.1"), &bracketed),
+            ip("2001:db8::8")
+        );
+        // No header, or only trusted hops: the left-most trusted hop.
+        assert_eq!(
+            proxies.client(ip("10.0.0.1"), &HeaderMap::new()),
+            ip("10.0.0.1")
+        );
+        let internal = forwarded(&["10.3.3.3, 10.4.4.4"]);
+        assert_eq!(proxies.client(ip("10.0.0.1"), &internal), ip("10.3.3.3"));
+        // Garbage before any untrusted hop: the last trusted hop read, never the garbage.
+        let garbage = forwarded(&["203.0.113.5, unknown, 10.4.4.4"]);
+        assert_eq!(proxies.client(ip("10.0.0.1"), &garbage), ip("10.4.4.4"));
+        let empty = forwarded(&[""]);
+        assert_eq!(proxies.client(ip("10.0.0.1"), &empty), ip("10.0.0.1"));
     }
 
     #[test]

@@ -146,28 +146,33 @@ impl Suite {
 
     /// The whole audit trail.
     async fn trail(&self) -> Vec<AuditRecord> {
-        let db = Database::connect(&Config {
-            database_url: self.env.url.clone(),
-            ..Config::default()
-        })
-        .await
-        .expect("connect");
-        let store = AnyStore::new(&db);
-        let (mut rows, mut after) = (Vec::new(), 0);
-        loop {
-            let page = store.audit_page(after, 5_000).await.expect("audit");
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            rows.extend(page);
-        }
-        db.close().await;
-        rows
+        trail_of(&self.env).await
     }
 
     fn verify(&self) {
         let (ok, report) = self.env.verify();
         assert!(ok, "{report}");
     }
+}
+
+/// The whole audit trail of the test's database.
+async fn trail_of(env: &Env) -> Vec<AuditRecord> {
+    let db = Database::connect(&Config {
+        database_url: env.url.clone(),
+        ..Config::default()
+    })
+    .await
+    .expect("connect");
+    let store = AnyStore::new(&db);
+    let (mut rows, mut after) = (Vec::new(), 0);
+    loop {
+        let page = store.audit_page(after, 5_000).await.expect("audit");
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        rows.extend(page);
+    }
+    db.close().await;
+    rows
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -714,4 +719,381 @@ async fn a_flood_of_refused_requests_is_audited_within_the_budget() {
         .count();
     assert_eq!(refused, 20, "the budget's worth, one by one");
     db.close().await;
+}
+
+/// Open redirects after sign-in: a `next` that a browser would take off the site (a tab it
+/// drops, so `/<TAB>/evil.example` is `//evil.example`; a second slash or a backslash, written or
+/// percent-encoded; another scheme) or that cannot make a `Location` header (CR, LF) lands on
+/// `/` instead, through the identity provider's callback and through the local sign-in form
+/// alike, and the sign-in itself works (never a 500 after a sign-in recorded as successful).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_never_sends_anyone_off_the_site() {
+    let env = Env::new().await;
+    let provider = Provider::start().await;
+    let settings = provider.settings(&[("COUNTERSIGN_LOCAL_SIGN_IN", "true".to_string())]);
+    let server = env.serve_with(&env.url, &settings).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.ready().await.1["checks"]["identity_provider"] != "ok" {
+        assert!(Instant::now() < deadline, "the provider was not discovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let web = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    // `next` as it appears in the query string or form body, and where sign-in must land.
+    let cases = [
+        // The probe's: `/<TAB>/evil.example/x` once decoded.
+        ("/%09/evil.example/x", "/"),
+        ("%2F%09%2Fevil.example%2Fx", "/"),
+        // Decoded twice before a browser sees a tab.
+        ("/%2509/evil.example/x", "/"),
+        // Header injection: CR LF.
+        ("/%0D%0ALocation:%20https://evil.example", "/"),
+        ("/%0Aevil", "/"),
+        ("//evil.example", "/"),
+        ("/%5Cevil.example", "/"),
+        ("/%255Cevil.example", "/"),
+        ("/%252F/evil.example", "/"),
+        ("https://evil.example", "/"),
+        ("/approvals%3Fx%3D1", "/approvals?x=1"),
+        ("/approvals/abc", "/approvals/abc"),
+    ];
+    for (next, to) in cases {
+        // Through the OpenID provider.
+        let started = web
+            .get(server.url(&format!("/auth/login?next={next}")))
+            .send()
+            .await
+            .expect("sign-in starts");
+        assert_eq!(started.status(), 303, "{next}");
+        let (code, state) = provider.authorize(&location(&started), Issue::person("alice"));
+        let back = web
+            .get(server.url(&format!("/auth/callback?code={code}&state={state}")))
+            .header(reqwest::header::COOKIE, provider::cookies(&started))
+            .send()
+            .await
+            .expect("callback");
+        assert_eq!(
+            (back.status().as_u16(), location(&back).as_str()),
+            (303, to),
+            "callback, next={next}"
+        );
+        let session = provider::cookies(&back);
+        assert!(!session.is_empty(), "signed in, next={next}");
+        assert_eq!(
+            web.get(server.url("/approvals"))
+                .header(reqwest::header::COOKIE, &session)
+                .send()
+                .await
+                .expect("page")
+                .status(),
+            200,
+            "the session works, next={next}"
+        );
+
+        // Through the local sign-in form (the server's first admin).
+        let answer = web
+            .post(server.url("/auth/login"))
+            .header("sec-fetch-site", "same-origin")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "username=admin&password=fault+test+admin+password&next={next}"
+            ))
+            .send()
+            .await
+            .expect("form sign-in");
+        assert_eq!(
+            (answer.status().as_u16(), location(&answer).as_str()),
+            (303, to),
+            "form, next={next}"
+        );
+        assert!(
+            !provider::cookies(&answer).is_empty(),
+            "signed in, next={next}"
+        );
+    }
+    // Every sign-in is in the trail, and nothing else failed.
+    let trail = trail_of(&env).await;
+    let sign_ins = trail
+        .iter()
+        .filter(|r| r.event.kind == EventKind::SignIn && r.event.decision_action == "allow")
+        .count();
+    assert_eq!(sign_ins, 2 * cases.len());
+}
+
+/// One failed local sign-in as `user` from loopback, perhaps with `X-Forwarded-For`: where it
+/// redirects (`error=invalid`, or `error=throttled` once the client's budget is spent).
+async fn failed_sign_in(server: &Server, user: &str, forwarded: Option<&str>) -> String {
+    let web = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let mut request = web
+        .post(server.url("/auth/login"))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[
+            ("username", user),
+            ("password", "not the password"),
+            ("next", "/"),
+        ]);
+    if let Some(forwarded) = forwarded {
+        request = request.header("x-forwarded-for", forwarded);
+    }
+    let answer = request.send().await.expect("sign-in");
+    assert_eq!(answer.status().as_u16(), 303);
+    location(&answer)
+}
+
+/// The sign-in throttle behind a reverse proxy: from a peer that is not a trusted proxy,
+/// X-Forwarded-For is ignored (a client cannot make up addresses to escape its budget); from a
+/// trusted proxy, each forwarded client has a budget of its own. A bad proxy list stops the
+/// server at start-up with an error that names the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sign_in_throttle_believes_only_trusted_proxies() {
+    let env = Env::new().await;
+    let local = [("COUNTERSIGN_LOCAL_SIGN_IN", "true".to_string())];
+
+    // Loopback is no trusted proxy here: spoofed addresses all count against it.
+    let server = env
+        .serve_with(
+            &env.url,
+            &[
+                local[0].clone(),
+                ("COUNTERSIGN_TRUSTED_PROXIES", "10.0.0.0/8".to_string()),
+            ],
+        )
+        .await;
+    for n in 0..20 {
+        let to = failed_sign_in(
+            &server,
+            &format!("ghost-{n}"),
+            Some(&format!("203.0.113.{n}")),
+        )
+        .await;
+        assert!(to.contains("error=invalid"), "{n}: {to}");
+    }
+    let to = failed_sign_in(&server, "ghost-x", Some("198.51.100.99")).await;
+    assert!(to.contains("error=throttled"), "spoofing is ignored: {to}");
+    drop(server);
+
+    // Behind a trusted proxy (loopback here): one client spends its budget, another keeps its.
+    let server = env
+        .serve_with(
+            &env.url,
+            &[
+                local[0].clone(),
+                (
+                    "COUNTERSIGN_TRUSTED_PROXIES",
+                    "127.0.0.0/8, ::1".to_string(),
+                ),
+            ],
+        )
+        .await;
+    for n in 0..20 {
+        let to = failed_sign_in(&server, &format!("phantom-{n}"), Some("192.0.2.10")).await;
+        assert!(to.contains("error=invalid"), "{n}: {to}");
+    }
+    let to = failed_sign_in(&server, "phantom-x", Some("192.0.2.10")).await;
+    assert!(to.contains("error=throttled"), "{to}");
+    let to = failed_sign_in(&server, "phantom-y", Some("192.0.2.11")).await;
+    assert!(
+        to.contains("error=invalid"),
+        "another client behind the proxy: {to}"
+    );
+    // A client cannot pose as another by putting it first: the proxy appended the real one.
+    let to = failed_sign_in(&server, "phantom-z", Some("192.0.2.11, 192.0.2.10")).await;
+    assert!(to.contains("error=throttled"), "{to}");
+    drop(server);
+    let trail = trail_of(&env).await;
+    let addresses: std::collections::BTreeSet<String> = trail
+        .iter()
+        .filter(|r| r.event.kind == EventKind::SignIn)
+        .filter_map(|r| serde_json::from_str::<Value>(&r.event.context).ok())
+        .filter_map(|c| c["address"].as_str().map(String::from))
+        .collect();
+    assert_eq!(
+        addresses,
+        ["127.0.0.1", "192.0.2.10", "192.0.2.11"]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        "the trail names the clients, never a made-up address"
+    );
+
+    // A list that is not one stops the server before it serves.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .arg("serve")
+        .env_remove("COUNTERSIGN_CONFIG")
+        .env("COUNTERSIGN_DATABASE_URL", &env.url)
+        .env("COUNTERSIGN_SITE_ROOT", env.dir.path().join("site"))
+        .env("COUNTERSIGN_BIND", "127.0.0.1:0")
+        .env("COUNTERSIGN_TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal")
+        .output()
+        .expect("countersign runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("trusted_proxies") && stderr.contains("proxy.internal"),
+        "{stderr}"
+    );
+}
+
+/// Agent identity is explicit: an API token without the `agent` role (a viewer's, named like the
+/// agent it pretends to be) cannot lease an approved job, keep its lease or report a fabricated
+/// run; each attempt is 403 and audited, and the real agent still gets the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_agent_token_claims_jobs_and_reports_runs() {
+    let suite = Suite::start(Some(POLICY)).await;
+    let db = Database::connect(&Config {
+        database_url: suite.env.url.clone(),
+        ..Config::default()
+    })
+    .await
+    .expect("connect");
+    let (_, viewer) = server::auth::api_tokens::create(&db, "viewer-tok", &["viewer".into()], &[])
+        .await
+        .expect("viewer token");
+    let (_, agent) = server::auth::api_tokens::create(&db, "agent-1", &["agent".into()], &[])
+        .await
+        .expect("agent token");
+    db.close().await;
+    let job = suite.job("single").await;
+    let dave = suite
+        .provider
+        .person_token("dave", &["approver", "local-shell"]);
+    let (status, answer) = suite
+        .vote(&dave, &job, json!({ "verdict": "approve" }))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+
+    for path in [
+        "/api/v1/agents/viewer-tok/claim",
+        "/api/v1/agents/agent-1/claim",
+    ] {
+        refused(
+            &suite.server.post(&viewer, path, &json!({})).await,
+            (403, "not_an_agent"),
+            "agent",
+        );
+    }
+    let (status, claimed) = suite
+        .server
+        .post(&agent, "/api/v1/agents/agent-1/claim", &json!({}))
+        .await;
+    assert_eq!(status, 200, "the real agent gets the job: {claimed}");
+    assert_eq!(claimed["job_id"], job.as_str());
+    let report = json!({ "status": "success", "duration_ms": 5 });
+    for (path, body) in [
+        (format!("/api/v1/jobs/{job}/heartbeat"), json!({})),
+        (format!("/api/v1/jobs/{job}/result"), report.clone()),
+    ] {
+        refused(
+            &suite.server.post(&viewer, &path, &body).await,
+            (403, "not_an_agent"),
+            "agent",
+        );
+    }
+    let (status, done) = suite
+        .server
+        .post(&agent, &format!("/api/v1/jobs/{job}/result"), &report)
+        .await;
+    assert_eq!(
+        (status, done["status"].as_str()),
+        (200, Some("completed")),
+        "{done}"
+    );
+
+    let trail = suite.trail().await;
+    let refusals = trail
+        .iter()
+        .filter(|r| r.event.operation == "agent.refused" && r.event.caller_id == "viewer-tok")
+        .count();
+    assert_eq!(refusals, 4, "every attempt is audited");
+    assert!(
+        trail
+            .iter()
+            .filter(|r| r.event.execution_status.is_some())
+            .all(|r| r.event.caller_id != "viewer-tok"),
+        "no execution step is the viewer's"
+    );
+    suite.verify();
+}
+
+/// A client trickling its headers, or holding an idle keep-alive connection, is cut off after
+/// `header_read_timeout_secs`; a normal request on the same server is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_connections_are_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::new().await;
+    let server = env
+        .serve_with(
+            &env.url,
+            &[("COUNTERSIGN_HEADER_READ_TIMEOUT_SECS", "2".to_string())],
+        )
+        .await;
+    let address = server.base.trim_start_matches("http://").to_string();
+    // Whether the server closes the connection within `limit` (it sends EOF, or a 408 and EOF).
+    async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut buf = [0u8; 1024];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+    // Idle: connected, nothing sent.
+    let mut idle = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(15)).await,
+        "idle connection kept"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_500),
+        "closed before the timeout"
+    );
+
+    // Trickling: a header line every 300 ms, never the blank line that ends them.
+    let mut slow = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    let mut cut = false;
+    for n in 0..50 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if slow
+            .write_all(format!("X-Slow-{n}: 1\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            cut = true;
+            break;
+        }
+        if closed_within(&mut slow, Duration::from_millis(10)).await {
+            cut = true;
+            break;
+        }
+    }
+    assert!(
+        cut,
+        "a trickling client kept its connection for {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // A client that sends its request at once is served, and its keep-alive connection too.
+    let (status, _) = server.ready().await;
+    assert_eq!(status, 200);
 }

@@ -377,3 +377,40 @@ async fn sign_in_waits_for_an_unreachable_provider_and_says_so() {
     assert_eq!(body["status"], "degraded");
     assert_eq!(body["checks"]["identity_provider"], "unreachable");
 }
+
+/// The `next` of a sign-in through the provider: only a local path is followed after the
+/// callback; anything a browser would take off the site (`/<TAB>/evil.example` is
+/// `//evil.example` to it) or that cannot make a `Location` header (CR, LF) lands on `/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callback_returns_only_to_local_paths() {
+    let _serial = SERIAL.lock().await;
+    let provider = Provider::start().await;
+    let test = app_for(&provider).await;
+    for (next, to) in [
+        ("/%09/evil.example/x", "/"),
+        ("%2F%2509%2Fevil.example", "/"),
+        ("/%0D%0ALocation:%20https://evil.example", "/"),
+        ("//evil.example", "/"),
+        ("/%5Cevil.example", "/"),
+        ("/%252F/evil.example", "/"),
+        ("https://evil.example", "/"),
+        ("/approvals%3Fx%3D1", "/approvals?x=1"),
+    ] {
+        let r = send(&test.router, &format!("/auth/login?next={next}"), None).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{next}");
+        let session = cookie(&r).expect("a session holds the state");
+        let (code, state) = provider.authorize(&location(&r), alice());
+        let back = send(
+            &test.router,
+            &format!("/auth/callback?code={code}&state={state}"),
+            Some(&session),
+        )
+        .await;
+        assert_eq!(
+            (back.status(), location(&back).as_str()),
+            (StatusCode::SEE_OTHER, to),
+            "next={next}"
+        );
+        assert!(cookie(&back).is_some(), "signed in: next={next}");
+    }
+}

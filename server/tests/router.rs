@@ -1,5 +1,7 @@
 //! The router driven in-process (`oneshot`), on SQLite and PostgreSQL.
 
+mod common;
+
 use axum::{
     body::Body,
     http::{Request, StatusCode},
@@ -29,11 +31,17 @@ struct TestApp {
 }
 
 async fn sqlite_app() -> TestApp {
+    sqlite_app_with(|_| {}).await
+}
+
+/// The same with some settings changed.
+async fn sqlite_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = Config {
+    let mut config = Config {
         database_url: format!("sqlite://{}", dir.path().join("test.db").display()),
         ..Config::default()
     };
+    configure(&mut config);
     let db = Database::connect(&config).await.expect("sqlite opens");
     db.migrate().await.expect("migrations apply");
     server::auth::accounts::add(
@@ -947,4 +955,527 @@ async fn the_audit_explorer_filters_pages_and_verifies_rows_for_auditors() {
     let alice = alice(&test.router).await;
     let (_, html) = get_as(&test.router, "/audit", &alice).await;
     assert!(html.contains("for auditors and admins"), "{html}");
+}
+
+/// POST the sign-in form as `user` from the peer `peer` (perhaps through a proxy that says it
+/// forwards `forwarded`), with `next` (form-encoded already): the status, the session cookie
+/// if one was set, and where it redirects.
+async fn sign_in_from(
+    router: &Router,
+    user: &str,
+    password: &str,
+    peer: &str,
+    forwarded: Option<&str>,
+    next: &str,
+) -> (StatusCode, Option<String>, String) {
+    let mut builder = Request::builder()
+        .method("POST")
+        .uri("/auth/login")
+        .header("host", "127.0.0.1:3000")
+        .header("origin", "http://127.0.0.1:3000")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .extension(axum::extract::ConnectInfo(
+            peer.parse::<std::net::SocketAddr>().expect("peer address"),
+        ));
+    if let Some(forwarded) = forwarded {
+        builder = builder.header("x-forwarded-for", forwarded);
+    }
+    let body = format!(
+        "username={user}&password={}&next={next}",
+        password.replace(' ', "+")
+    );
+    let response = request(router, builder.body(Body::from(body)).expect("req")).await;
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let cookie = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.contains("countersign="))
+        .map(String::from);
+    (response.status(), cookie, location)
+}
+
+/// A CR/LF, a tab or a second slash smuggled into `next` never leaves the site and never
+/// breaks the redirect: the person signs in and lands on `/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_returns_only_to_local_paths() {
+    let _serial = SERIAL.lock().await;
+    let test = sqlite_app().await;
+    for (next, to) in [
+        // Form-encoded: `/<CR><LF>Location: https://evil.example`.
+        ("%2F%0D%0ALocation%3A+https%3A%2F%2Fevil.example", "/"),
+        ("%2F%0Aevil", "/"),
+        // `/<TAB>/evil.example/x`, which a browser reads as `//evil.example/x`.
+        ("%2F%09%2Fevil.example%2Fx", "/"),
+        // `/%09/evil.example/x`: the same once more decoded.
+        ("%2F%2509%2Fevil.example%2Fx", "/"),
+        ("%2F%2Fevil.example", "/"),
+        ("%2F%5Cevil.example", "/"),
+        ("%2F%255Cevil.example", "/"),
+        ("%2F%252F%2Fevil.example", "/"),
+        ("https%3A%2F%2Fevil.example", "/"),
+        ("%2Fapprovals%3Fx%3D1", "/approvals?x=1"),
+        ("%2Fapprovals%2Fabc", "/approvals/abc"),
+    ] {
+        let (status, cookie, location) = sign_in_from(
+            &test.router,
+            "alice",
+            PASSWORD,
+            "192.0.2.1:5000",
+            None,
+            next,
+        )
+        .await;
+        assert_eq!(
+            (status, location.as_str()),
+            (StatusCode::SEE_OTHER, to),
+            "next={next}"
+        );
+        assert!(cookie.is_some(), "signed in: next={next}");
+    }
+}
+
+/// Unknown user names get exactly the answers real accounts get: the same message and status,
+/// and the lock after the same number of failures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_users_are_answered_and_locked_like_real_ones() {
+    let _serial = SERIAL.lock().await;
+    let test = sqlite_app().await;
+    let mut answers = Vec::new();
+    for attempt in 0..8 {
+        let real = sign_in(&test.router, "alice", "wrong password!").await;
+        let unknown = sign_in(&test.router, "nobody", "wrong password!").await;
+        assert!(real.1.is_none() && unknown.1.is_none(), "no session");
+        assert_eq!(
+            (real.0, &real.2),
+            (unknown.0, &unknown.2),
+            "attempt {attempt}"
+        );
+        answers.push(real.2);
+    }
+    assert!(
+        answers[..5].iter().all(|a| a.contains("error=invalid")),
+        "{answers:?}"
+    );
+    assert!(
+        answers[5..].iter().all(|a| a.contains("error=locked")),
+        "{answers:?}"
+    );
+    // The right password waits out the lock as well.
+    let (_, cookie, location) = sign_in(&test.router, "alice", PASSWORD).await;
+    assert!(cookie.is_none() && location.contains("error=locked"));
+    // The audit trail tells them apart (it names the user), the answers do not.
+    let rows = server::store::Store::audit_page(&test.store, 0, 100)
+        .await
+        .expect("audit");
+    let locked = |who: &str| {
+        rows.iter()
+            .filter(|r| {
+                r.event.caller_id == who && r.event.decision_reason.contains("too many failed")
+            })
+            .count()
+    };
+    assert_eq!((locked("alice"), locked("nobody")), (4, 3));
+}
+
+/// With `https://` as the public URL every response carries Strict-Transport-Security (pages,
+/// probes, refusals, unknown paths); over plain http none does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_transport_security_is_sent_only_over_https() {
+    let _serial = SERIAL.lock().await;
+    let requests = || {
+        [
+            Request::builder()
+                .uri("/healthz")
+                .body(Body::empty())
+                .expect("req"),
+            Request::builder()
+                .uri("/sign-in")
+                .body(Body::empty())
+                .expect("req"),
+            Request::builder()
+                .uri("/approvals")
+                .body(Body::empty())
+                .expect("req"),
+            Request::builder()
+                .uri("/no/such/file.txt")
+                .body(Body::empty())
+                .expect("req"),
+            Request::builder()
+                .method("POST")
+                .uri("/auth/logout")
+                .header("host", "countersign.example.com")
+                .header("origin", "https://evil.example")
+                .body(Body::empty())
+                .expect("req"),
+            Request::builder()
+                .uri("/api/v1/whoami")
+                .body(Body::empty())
+                .expect("req"),
+        ]
+    };
+    let https = sqlite_app_with(|c| {
+        c.public_url = Some("https://countersign.example.com".into());
+    })
+    .await;
+    for req in requests() {
+        let path = req.uri().path().to_string();
+        let response = request(&https.router, req).await;
+        assert_eq!(
+            response
+                .headers()
+                .get("strict-transport-security")
+                .and_then(|v| v.to_str().ok()),
+            Some("max-age=31536000; includeSubDomains"),
+            "{path}: {}",
+            response.status()
+        );
+    }
+    let http = sqlite_app_with(|c| {
+        c.public_url = Some("http://127.0.0.1:3000".into());
+    })
+    .await;
+    for req in requests() {
+        let path = req.uri().path().to_string();
+        let response = request(&http.router, req).await;
+        assert!(
+            !response.headers().contains_key("strict-transport-security"),
+            "{path}"
+        );
+    }
+    let unset = sqlite_app().await;
+    for req in requests() {
+        let response = request(&unset.router, req).await;
+        assert!(!response.headers().contains_key("strict-transport-security"));
+    }
+}
+
+/// Behind a trusted reverse proxy each forwarded client has its own sign-in budget; from any
+/// other peer X-Forwarded-For is ignored, so a client cannot escape its budget by inventing
+/// addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    let _serial = SERIAL.lock().await;
+    let test = sqlite_app_with(|c| c.trusted_proxies = Some("10.0.0.0/8, fd00::/8".into())).await;
+    let attempt = |name: String, peer: &'static str, forwarded: Option<String>| {
+        let router = test.router.clone();
+        async move {
+            sign_in_from(
+                &router,
+                &name,
+                "wrong password!",
+                peer,
+                forwarded.as_deref(),
+                "%2F",
+            )
+            .await
+            .2
+        }
+    };
+    // Twenty failures (the budget) from one client that claims to forward for others.
+    for n in 0..20 {
+        let location = attempt(
+            format!("ghost-{n}"),
+            "198.51.100.7:5000",
+            Some(format!("203.0.113.{n}")),
+        )
+        .await;
+        assert!(location.contains("error=invalid"), "{n}: {location}");
+    }
+    let location = attempt(
+        "ghost-x".into(),
+        "198.51.100.7:5000",
+        Some("203.0.113.200".into()),
+    )
+    .await;
+    assert!(
+        location.contains("error=throttled"),
+        "a spoofed X-Forwarded-For is ignored: {location}"
+    );
+    // Behind the proxy: one client spends its budget...
+    for n in 0..20 {
+        let location = attempt(
+            format!("phantom-{n}"),
+            "10.0.0.2:443",
+            Some("192.0.2.10".into()),
+        )
+        .await;
+        assert!(location.contains("error=invalid"), "{n}: {location}");
+    }
+    let location = attempt(
+        "phantom-x".into(),
+        "10.0.0.2:443",
+        Some("192.0.2.10".into()),
+    )
+    .await;
+    assert!(location.contains("error=throttled"), "{location}");
+    // ...and the next client behind the same proxy (through a second proxy too) has its own.
+    for (peer, forwarded) in [
+        ("10.0.0.2:443", Some("192.0.2.11")),
+        ("10.0.0.2:443", Some("192.0.2.10, 192.0.2.12, 10.7.7.7")),
+        ("[fd00::2]:443", Some("2001:db8::5")),
+        ("10.0.0.2:443", None),
+    ] {
+        let location = attempt("phantom-y".into(), peer, forwarded.map(String::from)).await;
+        assert!(
+            location.contains("error=invalid"),
+            "{peer} {forwarded:?}: {location}"
+        );
+    }
+    // The audit trail names the client, as forwarded by the proxy.
+    let rows = server::store::Store::audit_page(&test.store, 0, 200)
+        .await
+        .expect("audit");
+    let addresses: std::collections::BTreeSet<String> = rows
+        .iter()
+        .filter_map(|r| serde_json::from_str::<serde_json::Value>(&r.event.context).ok())
+        .filter_map(|c| c["address"].as_str().map(String::from))
+        .collect();
+    assert!(
+        addresses.contains("192.0.2.10")
+            && addresses.contains("192.0.2.12")
+            && addresses.contains("2001:db8::5")
+            && addresses.contains("198.51.100.7")
+            && !addresses.iter().any(|a| a.starts_with("203.0.113.")),
+        "{addresses:?}"
+    );
+}
+
+async fn session_expiry(pool: &sqlx::SqlitePool) -> time::OffsetDateTime {
+    sqlx::query_scalar("SELECT expiry_date FROM tower_sessions")
+        .fetch_one(pool)
+        .await
+        .expect("one session")
+}
+
+async fn set_session_expiry(pool: &sqlx::SqlitePool, at: time::OffsetDateTime) {
+    sqlx::query("UPDATE tower_sessions SET expiry_date = ?")
+        .bind(at)
+        .execute(pool)
+        .await
+        .expect("session updated");
+}
+
+/// A session in use slides: its idle deadline is pushed back (written at most once a refresh
+/// interval, a twentieth of the idle limit: 3 s here), and the cookie is sent again with it; a
+/// session left idle past its deadline ends. The wait of a whole idle limit is played by moving
+/// the stored deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_in_use_outlives_its_idle_limit_and_an_idle_one_ends() {
+    let _serial = SERIAL.lock().await;
+    let test = sqlite_app_with(|c| c.session_idle_minutes = 1).await;
+    let pool = match &test.state.db {
+        Database::Sqlite(pool) => pool.clone(),
+        Database::Postgres(_) => unreachable!("a SQLite app"),
+    };
+    let cookie = alice(&test.router).await;
+    let session = cookie.split(';').next().unwrap_or_default().to_string();
+    let use_it = || {
+        let (router, session) = (test.router.clone(), session.clone());
+        async move {
+            request(
+                &router,
+                Request::builder()
+                    .uri("/jobs")
+                    .header("cookie", session)
+                    .body(Body::empty())
+                    .expect("req"),
+            )
+            .await
+        }
+    };
+    let set_cookie = |r: &axum::response::Response| {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.starts_with("countersign="))
+            .map(String::from)
+    };
+    let signed_in = session_expiry(&pool).await;
+    let now = time::OffsetDateTime::now_utc();
+    assert!(
+        signed_in > now + time::Duration::seconds(50)
+            && signed_in <= now + time::Duration::seconds(61),
+        "the idle limit from sign-in: {signed_in} (now {now})"
+    );
+    // Used again at once: nothing is written, no cookie is sent.
+    let r = use_it().await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(set_cookie(&r), None, "no write on every request");
+    assert_eq!(session_expiry(&pool).await, signed_in);
+
+    // As if it had been idle for 55 s: its deadline is 5 s away. Used after the refresh
+    // interval, it moves a whole idle limit on, and the cookie says so.
+    let old_deadline = time::OffsetDateTime::now_utc() + time::Duration::seconds(5);
+    set_session_expiry(&pool, old_deadline).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3_500)).await;
+    let r = use_it().await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let again = set_cookie(&r).expect("the cookie is sent again with the new deadline");
+    assert!(again.contains("Max-Age="), "{again}");
+    let moved = session_expiry(&pool).await;
+    assert!(
+        moved > time::OffsetDateTime::now_utc() + time::Duration::seconds(50),
+        "{moved}"
+    );
+    // Past the old deadline, the session still works.
+    let wait = old_deadline - time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    tokio::time::sleep(std::time::Duration::try_from(wait).unwrap_or_default()).await;
+    assert!(time::OffsetDateTime::now_utc() > old_deadline);
+    assert_eq!(
+        use_it().await.status(),
+        StatusCode::OK,
+        "a session in use lives on"
+    );
+
+    // Left idle past its deadline, it ends: the next request is sent to sign in.
+    set_session_expiry(
+        &pool,
+        time::OffsetDateTime::now_utc() - time::Duration::seconds(1),
+    )
+    .await;
+    let r = use_it().await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(
+        r.headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|l| l.starts_with("/sign-in")),
+        "an idle session ends"
+    );
+}
+
+/// Replicas started together on an empty database all try to create the first `admin`: one
+/// does, and the others take that account and serve (none fails to start).
+async fn replicas_share_the_first_admin(url: &str) {
+    let config = Config {
+        database_url: url.to_string(),
+        ..Config::default()
+    };
+    let first = Database::connect(&config).await.expect("database");
+    first.migrate().await.expect("migrations apply");
+    let mut replicas = vec![AppState::new(&config, first, policy()).expect("state")];
+    for _ in 0..3 {
+        let db = Database::connect(&config).await.expect("database");
+        replicas.push(AppState::new(&config, db, policy()).expect("state"));
+    }
+    let started = futures_util::future::join_all(
+        replicas
+            .iter()
+            .map(|state| server::auth::bootstrap_admin(state, Some(PASSWORD))),
+    )
+    .await;
+    for result in &started {
+        assert_eq!(result, &Ok(()), "every replica starts");
+    }
+    let db = &replicas[0].db;
+    assert_eq!(
+        server::auth::accounts::count(db).await.expect("count"),
+        1,
+        "one admin"
+    );
+    assert!(
+        server::auth::accounts::authenticate(db, "admin", PASSWORD)
+            .await
+            .is_ok(),
+        "it signs in"
+    );
+    // A replica that finds the account created under it goes on too.
+    assert!(
+        !server::auth::accounts::add_first_admin(db, PASSWORD)
+            .await
+            .expect("another replica's admin is accepted"),
+        "not created twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_share_the_first_admin_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    replicas_share_the_first_admin(&format!(
+        "sqlite://{}",
+        dir.path().join("replicas.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_share_the_first_admin_on_postgres() {
+    let schema = common::PgSchema::create("cs_admin").await;
+    replicas_share_the_first_admin(&schema.url_via(&common::pg_url())).await;
+}
+
+/// The dashboard's newest audit rows are the trail's: a viewer (refused on `/audit`) gets none
+/// from the page or from its server function; an auditor gets them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_audit_rows_only_to_those_who_may_read_the_trail() {
+    let _serial = SERIAL.lock().await;
+    let test = sqlite_app().await;
+    for (name, role) in [("vic", "viewer"), ("bob", "auditor")] {
+        server::auth::accounts::add(&test.state.db, name, PASSWORD, &[role.into()], &[])
+            .await
+            .expect("account");
+    }
+    let secret = server::store::NewAuditEvent::new(
+        server::store::EventKind::Decision,
+        "it-mcp",
+        "ssh-exec",
+        "secret-operation-name",
+        "deny",
+        "test",
+        "CRITICAL",
+    );
+    server::store::Store::append_audit(&test.store, &[secret])
+        .await
+        .expect("append");
+    let call = |cookie: String| {
+        let router = test.router.clone();
+        async move {
+            let cookie = cookie.split(';').next().unwrap_or_default().to_string();
+            let response = router
+                .oneshot(
+                    Request::builder()
+                        .method("POST")
+                        .uri("/api/dashboard")
+                        .header("host", "127.0.0.1:3000")
+                        .header("origin", "http://127.0.0.1:3000")
+                        .header("cookie", &cookie)
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .header("accept", "application/json")
+                        .body(Body::empty())
+                        .expect("request"),
+                )
+                .await
+                .expect("answer");
+            assert_eq!(response.status(), StatusCode::OK);
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+    };
+    let (_, viewer, _) = sign_in(&test.router, "vic", PASSWORD).await;
+    let viewer = viewer.expect("viewer cookie");
+    let (status, html) = get_as(&test.router, "/", &viewer).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!html.contains("secret-operation-name"), "{html}");
+    assert!(!html.contains("data-testid=\"recent\""), "{html}");
+    let answer = call(viewer).await;
+    assert!(!answer.contains("secret-operation-name"), "{answer}");
+
+    let (_, auditor, _) = sign_in(&test.router, "bob", PASSWORD).await;
+    let auditor = auditor.expect("auditor cookie");
+    let (_, html) = get_as(&test.router, "/", &auditor).await;
+    assert!(html.contains("secret-operation-name"), "{html}");
+    assert!(call(auditor).await.contains("secret-operation-name"));
 }

@@ -51,7 +51,7 @@ async fn view(state: &AppState, job: &Job) -> Result<JobView, ApiError> {
         .iter()
         .find(|v| v.verdict == enforcer::Verdict::Deny)
         .and_then(|v| v.reason.clone());
-    let approvals = votes
+    let views: Vec<VoteView> = votes
         .iter()
         .map(|v| VoteView {
             approver: v.approver.clone(),
@@ -74,7 +74,8 @@ async fn view(state: &AppState, job: &Job) -> Result<JobView, ApiError> {
         submitted_by: job.submitted_by.clone(),
         call_hash: job.call_hash.clone(),
         approvals_required: job.approvals_required,
-        approvals,
+        approvals: views.clone(),
+        votes: views,
         denial_reason,
         created_at: job.created_at,
         expires_at: job.expires_at,

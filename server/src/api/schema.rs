@@ -80,7 +80,7 @@ pub struct DecisionAnswer {
 }
 
 /// One vote on a job.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct VoteView {
     pub approver: String,
     /// `approve` or `deny`.
@@ -109,6 +109,11 @@ pub struct JobView {
     pub submitted_by: Option<String>,
     pub call_hash: String,
     pub approvals_required: i32,
+    /// Every vote, approving or denying, oldest first.
+    pub votes: Vec<VoteView>,
+    /// The same list as `votes`, under its first name (kept so existing callers go on working;
+    /// deprecated: read `votes`).
+    #[schema(deprecated)]
     pub approvals: Vec<VoteView>,
     /// The reviewer's reason, when the job was denied (tell the person why).
     pub denial_reason: Option<String>,

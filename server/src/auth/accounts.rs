@@ -1,5 +1,6 @@
 //! Local accounts (the embedded default): argon2id password hashes, roles and capabilities,
-//! disabling, and per-account throttling of failed sign-ins.
+//! disabling, and per-account throttling of failed sign-ins. A name that is no account is
+//! throttled the same way (in memory, [`UnknownNames`]), so the answers never tell who exists.
 
 use crate::Database;
 use argon2::{
@@ -7,6 +8,8 @@ use argon2::{
     Argon2,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// The portal roles.
 pub const ROLES: [&str; 4] = ["viewer", "approver", "auditor", "admin"];
@@ -36,6 +39,8 @@ pub enum AccountError {
     Invalid(String),
     #[error("no such user `{0}`")]
     NoSuchUser(String),
+    #[error("user `{0}` already exists")]
+    Exists(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -127,10 +132,21 @@ pub async fn add(
     .map(|r| r.rows_affected()));
     match insert {
         Ok(_) => get(db, username).await,
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(AccountError::Invalid(
-            format!("user `{username}` already exists"),
-        )),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(AccountError::Exists(username.to_string()))
+        }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The first account, `admin`, when the database has none. Several replicas starting at once
+/// on an empty database all try; the first insert wins and the others find its admin there and
+/// go on. `Ok(true)`: this call created it; `Ok(false)`: another process had.
+pub async fn add_first_admin(db: &Database, password: &str) -> Result<bool, AccountError> {
+    match add(db, "admin", password, &["admin".to_string()], &[]).await {
+        Ok(_) => Ok(true),
+        Err(AccountError::Exists(_)) => get(db, "admin").await.map(|_| false),
+        Err(error) => Err(error),
     }
 }
 
@@ -190,11 +206,25 @@ pub async fn set_disabled(
 }
 
 /// Check a password. Failures count against the account; after a few, it is locked for a
-/// growing while (30 s, 60 s, ... up to 15 min). An unknown user costs the same hashing time.
+/// growing while (30 s, 60 s, ... up to 15 min). An unknown user costs the same hashing time,
+/// but its failures are not remembered: the sign-in form uses [`authenticate_guarded`].
 pub async fn authenticate(
     db: &Database,
     username: &str,
     password: &str,
+) -> Result<Account, AccountError> {
+    authenticate_guarded(db, username, password, &UnknownNames::default()).await
+}
+
+/// [`authenticate`], with the failures of names that are no account counted in `unknown` and
+/// locked on the same schedule, so that a name that does not exist gets exactly the answers
+/// an account would (the same message, the lock after the same number of failures, for as
+/// long), and every answer costs one password hash.
+pub async fn authenticate_guarded(
+    db: &Database,
+    username: &str,
+    password: &str,
+    unknown: &UnknownNames,
 ) -> Result<Account, AccountError> {
     let row: Option<(String, bool, i32, Option<i64>)> = on_db!(db, pool => sqlx::query_as(
         "SELECT password_hash, disabled, failed_attempts, locked_until FROM users WHERE username = $1",
@@ -202,23 +232,20 @@ pub async fn authenticate(
     .bind(username)
     .fetch_optional(pool)
     .await?);
+    let now = now();
     let Some((hash, disabled, failures, locked_until)) = row else {
         // Spend the time a real check would, so response times do not reveal who exists.
         let _ = verify(password, DUMMY_HASH);
-        return Err(AccountError::BadCredentials);
+        return Err(unknown.failed(username, now));
     };
-    let now = now();
     if let Some(until) = locked_until.filter(|u| *u > now) {
+        // A locked account answers as slowly as any other attempt.
+        let _ = verify(password, DUMMY_HASH);
         return Err(AccountError::Locked(until - now));
     }
     if !verify(password, &hash) {
         let failures = failures.saturating_add(1);
-        let lock = (failures >= FREE_FAILURES).then(|| {
-            let steps = u32::try_from(failures - FREE_FAILURES)
-                .unwrap_or(16)
-                .min(16);
-            now + (30_i64 << steps).min(MAX_LOCK_SECS)
-        });
+        let lock = lock_after(failures, now);
         on_db!(db, pool => sqlx::query("UPDATE users SET failed_attempts = $1, locked_until = $2 WHERE username = $3")
             .bind(failures)
             .bind(lock)
@@ -237,6 +264,84 @@ pub async fn authenticate(
         .await
         .map(|r| r.rows_affected())?);
     get(db, username).await
+}
+
+/// Until when a name is locked after its `failures`-th failure in a row at `now`: not before
+/// the fifth, then 30 s doubling up to 15 min.
+fn lock_after(failures: i32, now: i64) -> Option<i64> {
+    (failures >= FREE_FAILURES).then(|| {
+        let steps = u32::try_from(failures - FREE_FAILURES)
+            .unwrap_or(16)
+            .min(16);
+        now + (30_i64 << steps).min(MAX_LOCK_SECS)
+    })
+}
+
+/// How many names that are no account are remembered at most, and for how long after their
+/// last failure. A real account's count lasts until its next success; a forgotten name starts
+/// again from zero, which only someone who waited this long could notice.
+const UNKNOWN_NAMES_MAX: usize = 10_000;
+const UNKNOWN_NAME_MEMORY_SECS: i64 = 24 * 3_600;
+/// Longer names are no account (names are at most 64 characters): kept by their first 128.
+const UNKNOWN_NAME_KEY_CHARS: usize = 128;
+
+/// Failed sign-ins of names that are no account, counted and locked as an account's are (in
+/// memory, bounded), so the lock-out does not tell which accounts exist.
+#[derive(Debug, Default)]
+pub struct UnknownNames {
+    names: Mutex<HashMap<String, NameFailures>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct NameFailures {
+    failures: i32,
+    locked_until: Option<i64>,
+    last_seen: i64,
+}
+
+impl UnknownNames {
+    /// A failed sign-in as `name` (no account) at `now`: the error an account would give.
+    pub fn failed(&self, name: &str, now: i64) -> AccountError {
+        let key: String = name.chars().take(UNKNOWN_NAME_KEY_CHARS).collect();
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if !names.contains_key(&key) && names.len() >= UNKNOWN_NAMES_MAX {
+            names.retain(|_, n| now - n.last_seen < UNKNOWN_NAME_MEMORY_SECS);
+            if names.len() >= UNKNOWN_NAMES_MAX {
+                let oldest = names
+                    .iter()
+                    .min_by_key(|(_, n)| n.last_seen)
+                    .map(|(k, _)| k.clone());
+                if let Some(oldest) = oldest {
+                    names.remove(&oldest);
+                }
+            }
+        }
+        let entry = names.entry(key).or_insert(NameFailures {
+            failures: 0,
+            locked_until: None,
+            last_seen: now,
+        });
+        if now - entry.last_seen >= UNKNOWN_NAME_MEMORY_SECS {
+            entry.failures = 0;
+            entry.locked_until = None;
+        }
+        entry.last_seen = now;
+        if let Some(until) = entry.locked_until.filter(|u| *u > now) {
+            return AccountError::Locked(until - now);
+        }
+        entry.failures = entry.failures.saturating_add(1);
+        entry.locked_until = lock_after(entry.failures, now);
+        AccountError::BadCredentials
+    }
+
+    /// How many names are remembered.
+    pub fn len(&self) -> usize {
+        self.names.lock().map_or(0, |names| names.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 fn verify(password: &str, hash: &str) -> bool {
@@ -262,4 +367,76 @@ pub fn generate_password() -> String {
         .iter()
         .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The answers a real account gives to failures in a row at `times`, computed as the
+    /// database path does, and the ones an unknown name gets.
+    fn account_answers(times: &[i64]) -> Vec<String> {
+        let (mut failures, mut locked_until) = (0_i32, None::<i64>);
+        times
+            .iter()
+            .map(|&now| {
+                if let Some(until) = locked_until.filter(|u| *u > now) {
+                    return AccountError::Locked(until - now).to_string();
+                }
+                failures += 1;
+                locked_until = lock_after(failures, now);
+                AccountError::BadCredentials.to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_unknown_name_is_locked_exactly_like_an_account() {
+        let unknown = UnknownNames::default();
+        // Ten failures a second apart, then more after the first lock ran out, then later still.
+        let times: Vec<i64> = (0..10)
+            .map(|i| 1_000 + i)
+            .chain([1_040, 1_041, 1_200, 5_000])
+            .collect();
+        let answers: Vec<String> = times
+            .iter()
+            .map(|&now| unknown.failed("nobody", now).to_string())
+            .collect();
+        assert_eq!(answers, account_answers(&times));
+        assert_eq!(answers[4], "unknown user or wrong password");
+        assert!(
+            answers[5].starts_with("too many failed sign-ins"),
+            "{answers:?}"
+        );
+        // Another name has its own count.
+        assert_eq!(
+            unknown.failed("somebody-else", 1_010).to_string(),
+            "unknown user or wrong password"
+        );
+        assert_eq!(unknown.len(), 2);
+    }
+
+    #[test]
+    fn unknown_names_are_bounded_and_forgotten() {
+        let unknown = UnknownNames::default();
+        for i in 0..UNKNOWN_NAMES_MAX {
+            let _ = unknown.failed(&format!("ghost-{i}"), 1_000);
+        }
+        assert_eq!(unknown.len(), UNKNOWN_NAMES_MAX);
+        let _ = unknown.failed("one-more", 1_001);
+        assert_eq!(unknown.len(), UNKNOWN_NAMES_MAX, "the oldest made room");
+        // A day later the old names are gone at the next newcomer.
+        let _ = unknown.failed("next-day", 1_001 + UNKNOWN_NAME_MEMORY_SECS);
+        assert!(unknown.len() <= 3, "{}", unknown.len());
+        // A very long name is kept by its beginning.
+        let long = "x".repeat(10_000);
+        let _ = unknown.failed(&long, 2_000);
+        assert!(unknown
+            .names
+            .lock()
+            .map(|names| names
+                .keys()
+                .all(|k| k.chars().count() <= UNKNOWN_NAME_KEY_CHARS))
+            .unwrap_or(false));
+    }
 }

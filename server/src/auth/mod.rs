@@ -1,6 +1,8 @@
 //! Who is signed in. People sign in with a local account (the embedded default) and get a
 //! server-side session (tower-sessions, stored in the database). Pages need a session; the
-//! sign-in page, static files and probes do not. Every sign-in, refusal and sign-out is audited.
+//! sign-in page, static files and probes do not. A session in use slides: its idle deadline is
+//! pushed back as it is used (written at most once a refresh interval), never past its absolute
+//! lifetime. Every sign-in, refusal and sign-out is audited.
 
 pub mod accounts;
 pub mod api_tokens;
@@ -11,7 +13,7 @@ use crate::store::{EventKind, NewAuditEvent};
 use crate::AppState;
 use axum::{
     extract::{ConnectInfo, Request, State},
-    http::{header, StatusCode},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
     middleware::Next,
     response::{IntoResponse, Redirect, Response},
     Form,
@@ -29,6 +31,8 @@ const USER_KEY: &str = "countersign.user";
 const PENDING_KEY: &str = "countersign.oidc.pending";
 /// The provider's ID token, for the logout request's `id_token_hint`.
 const ID_TOKEN_KEY: &str = "countersign.oidc.id_token";
+/// When the session's idle deadline was last pushed back (unix seconds).
+const REFRESHED_KEY: &str = "countersign.refreshed";
 
 /// Who is signed in, as kept in the session and handed to handlers and pages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,16 +45,38 @@ pub struct SignedIn {
     pub signed_in_at: i64,
 }
 
-/// Failed sign-ins per client address, to slow down guessing across accounts.
+/// Failed sign-ins per client address, to slow down guessing across accounts; and per name
+/// that is no account (see [`accounts::UnknownNames`]). The client address is the peer's, or
+/// behind a trusted reverse proxy the one it forwarded (see
+/// [`crate::security::TrustedProxies`]).
 #[derive(Clone, Default)]
 pub struct AddressThrottle {
     inner: Arc<Mutex<HashMap<String, (u32, Instant)>>>,
+    proxies: Arc<crate::security::TrustedProxies>,
+    unknown: Arc<accounts::UnknownNames>,
 }
 
 const ADDRESS_WINDOW: Duration = Duration::from_secs(300);
 const ADDRESS_MAX_FAILURES: u32 = 20;
 
 impl AddressThrottle {
+    /// A throttle that believes `X-Forwarded-For` from these proxies (setting
+    /// `trusted_proxies`; [`AddressThrottle::default`] believes nobody's).
+    pub fn new(proxies: crate::security::TrustedProxies) -> AddressThrottle {
+        AddressThrottle {
+            proxies: Arc::new(proxies),
+            ..AddressThrottle::default()
+        }
+    }
+
+    /// The address a request comes from, as the throttle and the audit trail name it.
+    pub fn client_address(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> String {
+        peer.map_or_else(
+            || "unknown".to_string(),
+            |peer| self.proxies.client(peer.ip(), headers).to_string(),
+        )
+    }
+
     fn blocked(&self, addr: &str) -> bool {
         let Ok(map) = self.inner.lock() else {
             return false;
@@ -93,9 +119,12 @@ pub async fn gate(
 ) -> Response {
     let mut user: Option<SignedIn> = session.get(USER_KEY).await.ok().flatten();
     if let Some(u) = &user {
-        if chrono::Utc::now().timestamp() - u.signed_in_at > state.session_lifetime_secs {
+        let now = chrono::Utc::now().timestamp();
+        if now - u.signed_in_at > state.session_lifetime_secs {
             let _ = session.flush().await;
             user = None;
+        } else {
+            keep_alive(&session, u, now, &state).await;
         }
     }
     let path = request.uri().path().to_string();
@@ -133,6 +162,63 @@ pub async fn gate(
     }
 }
 
+/// A session used at `now`: push its idle deadline back if it is time to (see
+/// [`extended_deadline`]). The session layer then saves it with the new deadline and sends the
+/// cookie again with the new `Max-Age`; between refreshes nothing is written.
+async fn keep_alive(session: &Session, user: &SignedIn, now: i64, state: &AppState) {
+    let last: i64 = session
+        .get(REFRESHED_KEY)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(user.signed_in_at);
+    let Some(deadline) = extended_deadline(
+        now,
+        last,
+        user.signed_in_at,
+        state.session_idle_secs,
+        state.session_lifetime_secs,
+    ) else {
+        return;
+    };
+    set_deadline(session, deadline);
+    if let Err(error) = session.insert(REFRESHED_KEY, now).await {
+        tracing::warn!(%error, "could not extend the session");
+    }
+}
+
+/// How often, at most, a session in use is written again to push its idle deadline back: a
+/// twentieth of the idle limit, at least a second and at most a minute. A session therefore
+/// ends between `idle - interval` and `idle` after its last use.
+pub(crate) fn refresh_interval(idle_secs: i64) -> i64 {
+    (idle_secs / 20).clamp(1, 60)
+}
+
+/// The new deadline of a session used at `now` whose deadline was last set at `last_refresh`
+/// (sign-in, or the last refresh), if it should be written: when at least
+/// [`refresh_interval`] has passed since then and the deadline moves. It is `idle` after `now`,
+/// but never past the absolute lifetime (`lifetime` after sign-in).
+pub(crate) fn extended_deadline(
+    now: i64,
+    last_refresh: i64,
+    signed_in_at: i64,
+    idle: i64,
+    lifetime: i64,
+) -> Option<i64> {
+    let end = signed_in_at.saturating_add(lifetime);
+    let current = last_refresh.saturating_add(idle).min(end);
+    let extended = now.saturating_add(idle).min(end);
+    (now.saturating_sub(last_refresh) >= refresh_interval(idle) && extended > current)
+        .then_some(extended)
+}
+
+/// Make the session (its stored record and its cookie) end at `deadline` (unix seconds).
+fn set_deadline(session: &Session, deadline: i64) {
+    if let Ok(at) = time::OffsetDateTime::from_unix_timestamp(deadline) {
+        session.set_expiry(Some(tower_sessions::Expiry::AtDateTime(at)));
+    }
+}
+
 /// Whether the request presents a Countersign session cookie (either name, see the session
 /// layer in `lib.rs`).
 fn carries_session_cookie(headers: &axum::http::HeaderMap) -> bool {
@@ -150,12 +236,98 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Only local, absolute paths are followed after sign-in (no open redirect).
-fn safe_next(next: Option<&str>) -> &str {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
-        _ => "/",
+/// Where to go after sign-in: `next` when it is a local path, else `/` (no open redirect).
+/// Followed only, in its normalised form: a path that starts with one `/` (not `//`, not
+/// `/\`), holds no backslash and no control character (tab, CR, LF, ...) as written nor once
+/// percent-decoded (`/%09/evil.example` is `/\t/evil.example`, which a browser reads as
+/// `//evil.example`), and stays on this site when resolved.
+pub(crate) fn safe_next(next: Option<&str>) -> String {
+    next.and_then(local_path).unwrap_or_else(|| "/".to_string())
+}
+
+/// The longest `next` followed.
+const MAX_NEXT_LEN: usize = 2_048;
+
+fn local_path(next: &str) -> Option<String> {
+    if next.len() > MAX_NEXT_LEN {
+        return None;
     }
+    let base = url::Url::parse("http://countersign.invalid/").ok()?;
+    // As written and decoded, layer by layer (`%2509` is `%09` once decoded): each must be a
+    // path that stays here. The answer is the first, normalised.
+    let mut layer = next.to_string();
+    let mut normalised: Option<String> = None;
+    for _ in 0..4 {
+        let resolved = resolve_local(&base, &layer)?;
+        if normalised.is_none() {
+            normalised = Some(resolved);
+        }
+        let decoded = percent_decode(&layer);
+        if decoded == layer {
+            return normalised;
+        }
+        layer = decoded;
+    }
+    None
+}
+
+/// `path` resolved against this site (dot segments gone, anything unusual percent-encoded), if
+/// it is a path that stays here.
+fn resolve_local(base: &url::Url, path: &str) -> Option<String> {
+    if !path.starts_with('/') || leaves_the_site(path) {
+        return None;
+    }
+    let url = base.join(path).ok()?;
+    if url.origin() != base.origin() {
+        return None;
+    }
+    let mut resolved = url.path().to_string();
+    if let Some(query) = url.query() {
+        resolved.push('?');
+        resolved.push_str(query);
+    }
+    if let Some(fragment) = url.fragment() {
+        resolved.push('#');
+        resolved.push_str(fragment);
+    }
+    (resolved.starts_with('/')
+        && !leaves_the_site(&resolved)
+        && HeaderValue::from_str(&resolved).is_ok())
+    .then_some(resolved)
+}
+
+/// Whether a browser could read this path as another site's, or it holds what has no place
+/// in a `Location` header: `//`, a backslash (`/\` is `//` to browsers), a control character.
+fn leaves_the_site(path: &str) -> bool {
+    path.starts_with("//") || path.chars().any(|c| c.is_control() || c == '\\')
+}
+
+/// `%XX` sequences decoded (others left as they are); invalid UTF-8 is replaced.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let hex = |i: usize| bytes.get(i).and_then(|b| char::from(*b).to_digit(16));
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&byte) = bytes.get(i) {
+        match (byte, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push(u8::try_from(high * 16 + low).unwrap_or(b'%'));
+                i += 3;
+            }
+            _ => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A 303 to a local path (`/` should it not make a valid header).
+fn see_other(location: &str) -> Response {
+    let location =
+        HeaderValue::from_str(location).unwrap_or_else(|_| HeaderValue::from_static("/"));
+    (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,10 +336,6 @@ pub struct SignInForm {
     pub password: String,
     #[serde(default)]
     pub next: Option<String>,
-}
-
-fn client_address(request_addr: Option<&ConnectInfo<SocketAddr>>) -> String {
-    request_addr.map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string())
 }
 
 async fn audit(
@@ -201,10 +369,13 @@ pub async fn sign_in(
     State(state): State<AppState>,
     session: Session,
     addr: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Response {
-    let address = client_address(addr.as_ref().map(|a| &a.0));
-    let next = safe_next(form.next.as_deref()).to_string();
+    let address = state
+        .throttle
+        .client_address(addr.map(|a| (a.0).0), &headers);
+    let next = safe_next(form.next.as_deref());
     let back = |error: &str| {
         Redirect::to(&format!(
             "/sign-in?error={error}&next={}",
@@ -236,7 +407,14 @@ pub async fn sign_in(
         .await;
         return back("throttled");
     }
-    match accounts::authenticate(&state.db, &form.username, &form.password).await {
+    match accounts::authenticate_guarded(
+        &state.db,
+        &form.username,
+        &form.password,
+        &state.throttle.unknown,
+    )
+    .await
+    {
         Ok(account) => {
             let user = SignedIn {
                 username: account.username.clone(),
@@ -245,7 +423,7 @@ pub async fn sign_in(
                 capabilities: account.capabilities,
                 signed_in_at: chrono::Utc::now().timestamp(),
             };
-            if let Err(response) = start_session(&session, &user, None).await {
+            if let Err(response) = start_session(&state, &session, &user, None).await {
                 return response;
             }
             audit(
@@ -257,7 +435,7 @@ pub async fn sign_in(
                 serde_json::json!({ "address": address, "roles": user.roles }),
             )
             .await;
-            Redirect::to(&next).into_response()
+            see_other(&next)
         }
         Err(error) => {
             state.throttle.failed(&address);
@@ -285,8 +463,10 @@ pub async fn sign_in(
 }
 
 /// Start a signed-in session: a new session id (a session fixed before sign-in is worthless
-/// after it), then the person (and the provider's ID token, for sign-out).
+/// after it), its first idle deadline, then the person (and the provider's ID token, for
+/// sign-out).
 async fn start_session(
+    state: &AppState,
     session: &Session,
     user: &SignedIn,
     id_token: Option<&str>,
@@ -296,7 +476,16 @@ async fn start_session(
         (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
     };
     session.cycle_id().await.map_err(fail)?;
+    set_deadline(
+        session,
+        user.signed_in_at
+            .saturating_add(state.session_idle_secs.min(state.session_lifetime_secs)),
+    );
     session.insert(USER_KEY, user).await.map_err(fail)?;
+    session
+        .insert(REFRESHED_KEY, user.signed_in_at)
+        .await
+        .map_err(fail)?;
     if let Some(token) = id_token {
         session.insert(ID_TOKEN_KEY, token).await.map_err(fail)?;
     }
@@ -316,7 +505,7 @@ pub async fn login_page(
     session: Session,
     axum::extract::Query(query): axum::extract::Query<LoginQuery>,
 ) -> Response {
-    let next = safe_next(query.next.as_deref()).to_string();
+    let next = safe_next(query.next.as_deref());
     let Some(oidc) = &state.oidc else {
         return Redirect::to(&format!("/sign-in?next={}", app::encode_query(&next)))
             .into_response();
@@ -379,9 +568,12 @@ pub async fn callback(
     State(state): State<AppState>,
     session: Session,
     addr: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     axum::extract::Query(query): axum::extract::Query<CallbackQuery>,
 ) -> Response {
-    let address = client_address(addr.as_ref().map(|a| &a.0));
+    let address = state
+        .throttle
+        .client_address(addr.map(|a| (a.0).0), &headers);
     let Some(oidc) = state.oidc.clone() else {
         return Redirect::to("/sign-in").into_response();
     };
@@ -445,7 +637,9 @@ pub async fn callback(
                 capabilities: person.identity.capabilities.iter().cloned().collect(),
                 signed_in_at: now,
             };
-            if let Err(response) = start_session(&session, &user, Some(&person.id_token)).await {
+            if let Err(response) =
+                start_session(&state, &session, &user, Some(&person.id_token)).await
+            {
                 return response;
             }
             audit(
@@ -463,7 +657,9 @@ pub async fn callback(
                 }),
             )
             .await;
-            Redirect::to(&pending.next).into_response()
+            // Checked when the sign-in began, and again: a session may hold a sign-in begun
+            // before this check was as strict.
+            see_other(&safe_next(Some(pending.next.as_str())))
         }
         Err(error) => {
             tracing::warn!(%error, "sign-in through the identity provider failed");
@@ -520,9 +716,15 @@ pub async fn bootstrap_admin(state: &AppState, configured: Option<&str>) -> Resu
         Some(p) => (p.to_string(), false),
         None => (accounts::generate_password(), true),
     };
-    accounts::add(&state.db, "admin", &password, &["admin".to_string()], &[])
+    // Replicas starting together on an empty database race here: one creates `admin`, and the
+    // others take that one and serve.
+    let created = accounts::add_first_admin(&state.db, &password)
         .await
         .map_err(|e| format!("cannot create the first admin (setting admin_password): {e}"))?;
+    if !created {
+        tracing::info!("the first admin account was created by another replica");
+        return Ok(());
+    }
     audit(
         state,
         EventKind::PortalAction,
@@ -693,11 +895,126 @@ mod tests {
 
     #[test]
     fn only_local_paths_are_followed() {
-        assert_eq!(safe_next(Some("/approvals?x=1")), "/approvals?x=1");
-        assert_eq!(safe_next(Some("//evil.example")), "/");
-        assert_eq!(safe_next(Some("https://evil.example")), "/");
-        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        for kept in [
+            "/",
+            "/approvals?x=1",
+            "/ok?x=1",
+            "/approvals/abc",
+            "/audit?from=1&caller=alice",
+            "/jobs/0193a2b4-7c1d-7e5f-9a0b-123456789abc",
+            "/reports?q=100%25",
+            "/a/b#section",
+        ] {
+            assert_eq!(safe_next(Some(kept)), kept, "{kept}");
+        }
+        let refused = [
+            // Scheme-relative, and everything a browser turns into it.
+            "//evil.example",
+            "///evil.example",
+            "/\\evil.example",
+            "\\/evil.example",
+            "/%5Cevil.example",
+            "/%5cevil.example",
+            "/%2F/evil.example",
+            "/%2f%2fevil.example",
+            "/.//evil.example",
+            "/./%2F/evil.example",
+            // Tab, CR, LF and other control characters, as written or percent-encoded (once
+            // or twice); a browser drops tabs and newlines, so `/<TAB>/x` is `//x` to it.
+            "/%09/evil.example/x",
+            "/\t/evil.example",
+            "/%2509/evil.example",
+            "/\r\nLocation: https://evil.example",
+            "/%0d%0aSet-Cookie:%20x=1",
+            "/%0D%0ASet-Cookie: x=1",
+            "/ok\n",
+            "/ok?x=%0A",
+            "/\u{0}x",
+            "/%00x",
+            "/\u{7f}",
+            "/\u{85}",
+            // Not a path.
+            "https://evil.example",
+            "http:/evil.example",
+            "javascript:alert(1)",
+            "evil.example",
+            " /ok",
+            "",
+        ];
+        for next in refused {
+            assert_eq!(safe_next(Some(next)), "/", "{next:?}");
+        }
         assert_eq!(safe_next(None), "/");
+        assert_eq!(
+            safe_next(Some(format!("/{}", "a".repeat(3_000)).as_str())),
+            "/"
+        );
+        // Normalised: dot segments resolved, what is unusual percent-encoded.
+        assert_eq!(safe_next(Some("/a/../approvals")), "/approvals");
+        assert_eq!(safe_next(Some("/audit?caller=a b")), "/audit?caller=a%20b");
+        assert_eq!(safe_next(Some("/jobs/é")), "/jobs/%C3%A9");
+        // Every answer makes a valid Location header.
+        for next in refused.iter().chain(["/a b", "/é?ü=1"].iter()) {
+            assert!(
+                HeaderValue::from_str(&safe_next(Some(*next))).is_ok(),
+                "{next:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_session_in_use_slides_and_an_idle_one_ends() {
+        // Injected clock: what the store would hold as the session's deadline as it is used.
+        let (idle, lifetime, signed_in) = (60, 3_600, 1_000_i64);
+        assert_eq!(refresh_interval(idle), 3);
+        assert_eq!(refresh_interval(30 * 60), 60, "at most once a minute");
+        assert_eq!(refresh_interval(10), 1);
+        let (mut deadline, mut last, mut writes) = (signed_in + idle, signed_in, 0);
+        // Used every 10 s for five times the idle limit: never ends.
+        for now in (signed_in + 10..=signed_in + 5 * idle).step_by(10) {
+            assert!(now < deadline, "alive at {now} (deadline {deadline})");
+            if let Some(next) = extended_deadline(now, last, signed_in, idle, lifetime) {
+                assert_eq!(next, now + idle);
+                (deadline, last, writes) = (next, now, writes + 1);
+            }
+        }
+        assert!(deadline > signed_in + 5 * idle);
+        assert_eq!(writes, 30);
+        // Used every second: written only once an interval, not on every request.
+        let mut requests = 0;
+        writes = 0;
+        let start = last;
+        for now in start + 1..=start + 120 {
+            assert!(now < deadline);
+            requests += 1;
+            if let Some(next) = extended_deadline(now, last, signed_in, idle, lifetime) {
+                (deadline, last, writes) = (next, now, writes + 1);
+            }
+        }
+        assert_eq!((requests, writes), (120, 40));
+        // Then idle: the deadline passes.
+        assert!(last + idle + 1 > deadline, "an idle session ends");
+        assert_eq!(
+            extended_deadline(last + 1, last, signed_in, idle, lifetime),
+            None,
+            "too soon to write again"
+        );
+        // Never past the absolute lifetime: the deadline stops there, and so do the writes.
+        let end = signed_in + lifetime;
+        assert_eq!(
+            extended_deadline(end - 30, end - 90, signed_in, idle, lifetime),
+            Some(end)
+        );
+        assert_eq!(
+            extended_deadline(end - 20, end - 30, signed_in, idle, lifetime),
+            None,
+            "the deadline would not move"
+        );
+        // A refresh recorded in the future (another replica's clock): nothing is written.
+        assert_eq!(
+            extended_deadline(2_000, 2_100, signed_in, idle, lifetime),
+            None
+        );
     }
 
     #[test]

@@ -532,6 +532,13 @@ async fn write_batches<S: Store>(
                     }
                 });
             }
+            #[cfg(test)]
+            if events
+                .iter()
+                .any(|e| e.caller_id == tests::PANIC_THE_WRITER)
+            {
+                panic!("the writer panics, as the supervisor's test asks");
+            }
             let started = std::time::Instant::now();
             match store.append_audit_and_jobs(&events, &jobs).await {
                 Ok((receipts, stored)) => {
@@ -696,5 +703,65 @@ impl AuditWriter {
             ))),
             Err(_) => Err(StoreError::WriterGone),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{sqlite::SqliteStore, EventKind};
+
+    /// An event from this caller makes the writer panic (tests only).
+    pub(super) const PANIC_THE_WRITER: &str = "test:panic-the-writer";
+
+    fn event(caller: &str) -> NewAuditEvent {
+        NewAuditEvent::new(
+            EventKind::Decision,
+            caller,
+            "ssh-exec",
+            "executeCommand",
+            "allow",
+            "ok",
+            "LOW",
+        )
+    }
+
+    /// A writer that dies mid-batch fails that batch's callers (closed, never allowed), says it
+    /// is failing, and is started again: the next event is written and the chain verifies.
+    #[tokio::test]
+    async fn a_writer_that_panics_is_started_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = crate::Config {
+            database_url: format!("sqlite://{}", dir.path().join("w.db").display()),
+            ..crate::Config::default()
+        };
+        let db = crate::Database::connect(&config).await.expect("sqlite");
+        db.migrate().await.expect("migrate");
+        let crate::Database::Sqlite(pool) = db else {
+            panic!("sqlite expected")
+        };
+        let store = SqliteStore::new(pool);
+        let writer = AuditWriter::spawn(store.clone(), None);
+        writer.append(event("before")).await.expect("first row");
+        let lost = writer.append(event(PANIC_THE_WRITER)).await;
+        assert!(lost.is_err(), "{lost:?}");
+        assert!(writer.is_failing());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match writer.append(event("after")).await {
+                Ok(_) => break,
+                Err(error) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "not restarted: {error}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+        assert!(!writer.is_failing());
+        let report = verify(&store, None).await.expect("verify");
+        assert!(report.ok(), "{report:?}");
+        assert_eq!(report.rows, 2);
     }
 }
