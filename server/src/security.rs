@@ -20,8 +20,8 @@ pub const DEFAULT_CSP: &str =
     "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// `Strict-Transport-Security` on every response when the public URL is https: browsers then
-/// refuse plain http to this host (and its subdomains) for a year.
-pub const HSTS: &str = "max-age=31536000; includeSubDomains";
+/// refuse plain http to this host for a year (not its subdomains, which may not be on https).
+pub const HSTS: &str = "max-age=31536000";
 
 /// Add the headers every response carries, without replacing a page's own CSP.
 pub async fn headers(request: Request, next: Next) -> Response {

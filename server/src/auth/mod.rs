@@ -735,9 +735,19 @@ pub async fn bootstrap_admin(state: &AppState, configured: Option<&str>) -> Resu
     )
     .await;
     if generated {
-        eprintln!(
+        // Not `eprintln!`, which panics when standard error cannot be written.
+        use std::io::Write;
+        let shown = writeln!(
+            std::io::stderr(),
             "\n  First start: created the local account `admin` with password\n\n      {password}\n\n  It is shown only this once. Change it with `countersign user passwd admin`.\n"
         );
+        if shown.is_err() {
+            return Err(
+                "created the first admin but could not show its password on standard error; \
+                 set it with `countersign user passwd admin`"
+                    .into(),
+            );
+        }
     }
     Ok(())
 }

@@ -177,6 +177,19 @@ impl Summary {
             }
             // Only counted votes: trails written before votes were audited in the store's
             // transaction also hold `error` rows of these kinds for votes that did not count.
+            // An older trail's `error` row takes back the same voter's `approve` row before it.
+            EventKind::Approval if e.decision_action == "error" => {
+                let voter = e.approver.as_deref().unwrap_or(&e.caller_id);
+                let job = e.job_id.as_deref().unwrap_or_default();
+                self.approvals_total = self.approvals_total.saturating_sub(1);
+                if let Some(at) = self
+                    .approvals
+                    .iter()
+                    .rposition(|a| a.approver == voter && a.job_id == job)
+                {
+                    self.approvals.remove(at);
+                }
+            }
             EventKind::Approval if e.decision_action == "approve" => {
                 self.approvals_total += 1;
                 if self.approvals.len() < LIST_CAP {
@@ -360,22 +373,26 @@ mod tests {
     }
 
     /// Trails written before votes were audited in the store's transaction hold, for a vote that
-    /// lost a race, an `approve` row and then an `error` row of the same kind: only counted votes
-    /// are approvals or denials.
+    /// lost a race, an `approve` row and then an `error` row of the same kind: the error takes the
+    /// approval back, so only counted votes are approvals or denials.
     #[test]
     fn only_counted_votes_are_counted() {
         let mut summary = Summary::default();
         let requested = HashMap::new();
-        for (seq, kind, action) in [
-            (1, EventKind::Approval, "approve"),
-            (2, EventKind::Approval, "error"),
-            (3, EventKind::Denial, "deny"),
-            (4, EventKind::Denial, "error"),
+        for (seq, kind, action, voter) in [
+            (1, EventKind::Approval, "approve", "bob"),
+            (2, EventKind::Approval, "approve", "carol"),
+            (3, EventKind::Approval, "error", "carol"),
+            (4, EventKind::Denial, "deny", "dave"),
+            (5, EventKind::Denial, "error", "erin"),
         ] {
-            summary.add(&row(seq, kind, action), &requested);
+            let mut r = row(seq, kind, action);
+            r.event.approver = Some(voter.into());
+            summary.add(&r, &requested);
         }
         assert_eq!(summary.approvals_total, 1);
         assert_eq!(summary.approvals.len(), 1);
+        assert_eq!(summary.approvals[0].approver, "bob");
         assert_eq!(summary.denials_total, 1);
     }
 }

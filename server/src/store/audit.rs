@@ -498,7 +498,8 @@ async fn write_batches<S: Store>(
     let mut rx = rx.lock().await;
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     let mut since_checkpoint: u64 = 0;
-    let mut last_receipt: Option<AuditReceipt> = None;
+    // The newest row a checkpoint of this writer's vouches for.
+    let mut last_signed: i64 = 0;
     let mut last_checkpoint = tokio::time::Instant::now();
     let idle = checkpoints
         .as_ref()
@@ -547,7 +548,6 @@ async fn write_batches<S: Store>(
                         m.audit_batch(receipts.len(), started.elapsed());
                     }
                     since_checkpoint += receipts.len() as u64;
-                    last_receipt = receipts.last().cloned().or(last_receipt);
                     // The store answers in the order it was given events and jobs.
                     let mut stored = stored.into_iter();
                     for (answer, receipt) in replies.into_iter().zip(receipts) {
@@ -580,19 +580,30 @@ async fn write_batches<S: Store>(
             since_checkpoint >= policy.every_rows || last_checkpoint.elapsed() >= policy.every;
         if due {
             last_checkpoint = tokio::time::Instant::now();
-            if let (Some(receipt), true) = (&last_receipt, since_checkpoint > 0) {
-                let cp = Checkpoint::sign(
-                    &policy.key,
-                    CheckpointKind::Periodic,
-                    receipt.seq,
-                    &receipt.row_hash,
-                    Utc::now(),
-                );
-                match store.add_checkpoint(&cp).await {
-                    Ok(()) => since_checkpoint = 0,
-                    Err(error) => {
-                        tracing::error!(%error, "could not write an audit checkpoint")
+            // The chain's head, not this writer's last row: votes append their rows in their own
+            // transactions, and a writer started again after a panic knows no earlier receipt.
+            match store.audit_head().await {
+                Ok((seq, hash)) if seq > last_signed => {
+                    let cp = Checkpoint::sign(
+                        &policy.key,
+                        CheckpointKind::Periodic,
+                        seq,
+                        &hash,
+                        Utc::now(),
+                    );
+                    match store.add_checkpoint(&cp).await {
+                        Ok(()) => {
+                            since_checkpoint = 0;
+                            last_signed = seq;
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "could not write an audit checkpoint")
+                        }
                     }
+                }
+                Ok(_) => since_checkpoint = 0,
+                Err(error) => {
+                    tracing::error!(%error, "could not read the audit head for a checkpoint")
                 }
             }
         }
