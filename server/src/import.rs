@@ -10,13 +10,8 @@ use crate::store::{
 };
 use chrono::{DateTime, Duration, Utc};
 use enforcer::PolicySet;
-use futures_util::TryStreamExt;
+use rusqlite::{Connection as Source, OpenFlags, Row as SourceRow};
 use serde_json::{json, Map, Value};
-use sqlx::Connection;
-use sqlx::{
-    sqlite::{SqliteConnectOptions, SqliteRow},
-    Row, SqliteConnection,
-};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,17 +37,32 @@ fn source_err(path: &Path, message: impl Into<String>) -> ImportError {
     }
 }
 
-async fn open(path: &Path) -> Result<SqliteConnection, ImportError> {
+/// A read-only connection to one of IT-MCP's files, inside a read transaction so both passes
+/// see the same rows. The files are read with rusqlite on blocking threads: sqlx's driver copies
+/// every value of every row across threads, which made reading a large history the import's
+/// slowest part.
+fn open(path: &Path) -> Result<Source, ImportError> {
     if !path.is_file() {
         return Err(source_err(path, "no such file"));
     }
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .read_only(true)
-        .create_if_missing(false);
-    SqliteConnection::connect_with(&options)
-        .await
-        .map_err(|e| source_err(path, format!("cannot open as SQLite: {e}")))
+    let conn = Source::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| source_err(path, format!("cannot open as SQLite: {e}")))?;
+    conn.execute_batch("BEGIN")
+        .map_err(|e| source_err(path, format!("cannot read: {e}")))?;
+    Ok(conn)
+}
+
+/// A column of a source row, with errors naming it.
+fn column<T: rusqlite::types::FromSql>(
+    path: &Path,
+    row: &SourceRow<'_>,
+    name: &str,
+) -> Result<T, ImportError> {
+    row.get::<_, T>(name)
+        .map_err(|e| source_err(path, format!("column {name}: {e}")))
 }
 
 /// IT-MCP wrote timestamps from JavaScript (`2025-11-02T10:00:00.000Z`) or SQLite (`2025-11-02 10:00:00`).
@@ -99,11 +109,8 @@ const AUDIT_COLUMNS: &str = "rowid AS cs_rowid, id, timestamp, caller_id, tool, 
 const BATCH: usize = 2_000;
 
 /// One IT-MCP audit row, checked and converted.
-fn audit_event(path: &Path, row: &SqliteRow) -> Result<NewAuditEvent, ImportError> {
-    let get = |column: &str| -> Result<Option<String>, ImportError> {
-        row.try_get::<Option<String>, _>(column)
-            .map_err(|e| source_err(path, format!("column {column}: {e}")))
-    };
+fn audit_event(path: &Path, row: &SourceRow<'_>) -> Result<NewAuditEvent, ImportError> {
+    let get = |name: &str| column::<Option<String>>(path, row, name);
     let required = |column: &str| -> Result<String, ImportError> {
         get(column)?.ok_or_else(|| source_err(path, format!("column {column} is empty")))
     };
@@ -127,11 +134,11 @@ fn audit_event(path: &Path, row: &SqliteRow) -> Result<NewAuditEvent, ImportErro
         ));
     }
     let requires_approval = row
-        .try_get::<Option<bool>, _>("requires_approval")
+        .get::<_, Option<bool>>("requires_approval")
         .map_err(|e| source_err(path, format!("{}: {e}", what("requires_approval"))))?
         .unwrap_or(action == "require_approval");
     let duration = row
-        .try_get::<Option<i64>, _>("execution_duration_ms")
+        .get::<_, Option<i64>>("execution_duration_ms")
         .map_err(|e| source_err(path, format!("{}: {e}", what("execution_duration_ms"))))?;
     Ok(NewAuditEvent {
         id: Some(id.clone()),
@@ -164,22 +171,17 @@ type AuditKey = (DateTime<Utc>, Box<str>, i64);
 /// Check every audit row without keeping it, and return the rows' keys in the order they are
 /// chained. IT-MCP mixed timestamp spellings, so SQL's text order is not time order: the keys
 /// are sorted here, and the rows are read again in that order when they are written.
-async fn plan_audit(
-    path: &Path,
-    conn: &mut SqliteConnection,
-) -> Result<Vec<AuditKey>, ImportError> {
+fn plan_audit(path: &Path, conn: &Source) -> Result<Vec<AuditKey>, ImportError> {
+    let not_audit =
+        |e: rusqlite::Error| source_err(path, format!("not an IT-MCP audit database: {e}"));
+    let mut statement = conn
+        .prepare(&format!("SELECT {AUDIT_COLUMNS} FROM audit_logs"))
+        .map_err(not_audit)?;
+    let mut rows = statement.query([]).map_err(not_audit)?;
     let mut keys = Vec::new();
-    let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_logs");
-    let mut rows = sqlx::query(&sql).fetch(conn);
-    while let Some(row) = rows
-        .try_next()
-        .await
-        .map_err(|e| source_err(path, format!("not an IT-MCP audit database: {e}")))?
-    {
-        let event = audit_event(path, &row)?;
-        let rowid: i64 = row
-            .try_get("cs_rowid")
-            .map_err(|e| source_err(path, format!("not an IT-MCP audit database: {e}")))?;
+    while let Some(row) = rows.next().map_err(not_audit)? {
+        let event = audit_event(path, row)?;
+        let rowid: i64 = column(path, row, "cs_rowid")?;
         keys.push((
             event.timestamp,
             event.id.unwrap_or_default().into_boxed_str(),
@@ -191,25 +193,24 @@ async fn plan_audit(
 }
 
 /// The audit rows of `keys`, in `keys`' order.
-async fn audit_rows(
+fn audit_rows(
     path: &Path,
-    conn: &mut SqliteConnection,
+    conn: &Source,
     keys: &[AuditKey],
 ) -> Result<Vec<NewAuditEvent>, ImportError> {
+    let again =
+        |e: rusqlite::Error| source_err(path, format!("cannot read the audit rows again: {e}"));
     let rowids: Vec<i64> = keys.iter().map(|(_, _, rowid)| *rowid).collect();
     let list = serde_json::to_string(&rowids).map_err(|e| source_err(path, e.to_string()))?;
-    let rows = sqlx::query(&format!(
-        "SELECT {AUDIT_COLUMNS} FROM audit_logs WHERE rowid IN (SELECT value FROM json_each($1))"
-    ))
-    .bind(list)
-    .fetch_all(conn)
-    .await
-    .map_err(|e| source_err(path, format!("cannot read the audit rows again: {e}")))?;
-    let mut by_rowid = std::collections::HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let rowid: i64 = row
-            .try_get("cs_rowid")
-            .map_err(|e| source_err(path, e.to_string()))?;
+    let mut statement = conn
+        .prepare_cached(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_logs WHERE rowid IN (SELECT value FROM json_each(?1))"
+        ))
+        .map_err(again)?;
+    let mut rows = statement.query([list]).map_err(again)?;
+    let mut by_rowid = std::collections::HashMap::with_capacity(keys.len());
+    while let Some(row) = rows.next().map_err(again)? {
+        let rowid: i64 = column(path, row, "cs_rowid")?;
         by_rowid.insert(rowid, audit_event(path, row)?);
     }
     keys.iter()
@@ -229,14 +230,11 @@ const QUEUE_QUERY: &str = "SELECT job_id, tool_name, params, requested_capabilit
 /// One IT-MCP job, checked and converted.
 fn queued_job(
     path: &Path,
-    row: &SqliteRow,
+    row: &SourceRow<'_>,
     policy: &PolicySet,
     now: DateTime<Utc>,
 ) -> Result<ImportedJob, ImportError> {
-    let get = |column: &str| -> Result<Option<String>, ImportError> {
-        row.try_get::<Option<String>, _>(column)
-            .map_err(|e| source_err(path, format!("column {column}: {e}")))
-    };
+    let get = |name: &str| column::<Option<String>>(path, row, name);
     let job_id = get("job_id")?.ok_or_else(|| source_err(path, "a job has no job_id"))?;
     let what = |column: &str| format!("job {job_id}, {column}");
     let tool = get("tool_name")?
@@ -330,7 +328,7 @@ fn queued_job(
                 + Duration::seconds(i64::try_from(rule.request_ttl_secs).unwrap_or(3_600)),
             approval_window_secs: i64::try_from(rule.approval_window_secs).unwrap_or(900),
             max_retries: row
-                .try_get::<Option<i32>, _>("max_retries")
+                .get::<_, Option<i32>>("max_retries")
                 .ok()
                 .flatten()
                 .unwrap_or(3),
@@ -344,51 +342,45 @@ fn queued_job(
         result: get("result")?,
         error,
         retry_count: row
-            .try_get::<Option<i32>, _>("retry_count")
+            .get::<_, Option<i32>>("retry_count")
             .ok()
             .flatten()
             .unwrap_or(0),
     })
 }
 
-/// The queue's jobs in import order, checked and converted a batch at a time.
-struct QueueBatches<'c> {
-    path: &'c Path,
-    rows: futures_util::stream::BoxStream<'c, Result<SqliteRow, sqlx::Error>>,
-    policy: &'c PolicySet,
+/// Read the queue in import order, checked and converted, handing `each` a batch of up to
+/// [`BATCH`] jobs at a time; returns how many were read. Stops at the first error, `each`'s
+/// included.
+fn queue_batches(
+    path: &Path,
+    conn: &Source,
+    policy: &PolicySet,
     now: DateTime<Utc>,
+    mut each: impl FnMut(Vec<ImportedJob>) -> Result<(), ImportError>,
+) -> Result<usize, ImportError> {
+    let not_queue =
+        |e: rusqlite::Error| source_err(path, format!("not an IT-MCP command queue database: {e}"));
+    let mut statement = conn.prepare(QUEUE_QUERY).map_err(not_queue)?;
+    let mut rows = statement.query([]).map_err(not_queue)?;
+    let (mut read, mut batch) = (0, Vec::with_capacity(BATCH));
+    while let Some(row) = rows.next().map_err(not_queue)? {
+        batch.push(queued_job(path, row, policy, now)?);
+        read += 1;
+        if batch.len() == BATCH {
+            each(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))?;
+        }
+    }
+    if !batch.is_empty() {
+        each(batch)?;
+    }
+    Ok(read)
 }
 
-impl<'c> QueueBatches<'c> {
-    fn new(
-        path: &'c Path,
-        conn: &'c mut SqliteConnection,
-        policy: &'c PolicySet,
-        now: DateTime<Utc>,
-    ) -> QueueBatches<'c> {
-        QueueBatches {
-            path,
-            rows: sqlx::query(QUEUE_QUERY).fetch(conn),
-            policy,
-            now,
-        }
-    }
-
-    /// The next batch of up to [`BATCH`] jobs; `None` at the end.
-    async fn next(&mut self) -> Result<Option<Vec<ImportedJob>>, ImportError> {
-        let mut batch = Vec::with_capacity(BATCH);
-        while batch.len() < BATCH {
-            let row = self.rows.try_next().await.map_err(|e| {
-                source_err(
-                    self.path,
-                    format!("not an IT-MCP command queue database: {e}"),
-                )
-            })?;
-            let Some(row) = row else { break };
-            batch.push(queued_job(self.path, &row, self.policy, self.now)?);
-        }
-        Ok((!batch.is_empty()).then_some(batch))
-    }
+/// What the reading thread hands the writing side in the second pass.
+enum Batch {
+    Rows(Vec<NewAuditEvent>),
+    Jobs(Vec<ImportedJob>),
 }
 
 /// Check both files in a first pass that keeps only where each audit row goes (any problem stops
@@ -402,49 +394,75 @@ pub async fn import(
     actor: &str,
 ) -> Result<ImportReport, ImportError> {
     let now = Utc::now();
-    // Each file is read inside one read transaction, so both passes see the same rows.
-    let mut audit_src = match audit_db {
-        Some(path) => Some((path, begin(path).await?)),
-        None => None,
+    let audit_db = audit_db.map(Path::to_path_buf);
+    let queue_db = queue_db.map(Path::to_path_buf);
+    let policy = std::sync::Arc::new(policy.clone());
+
+    // First pass, on a blocking thread: check everything, keep the audit rows' places.
+    let first = {
+        let (audit_db, queue_db, policy) = (audit_db.clone(), queue_db.clone(), policy.clone());
+        blocking(move || {
+            let audit = match &audit_db {
+                Some(path) => {
+                    let conn = open(path)?;
+                    let keys = plan_audit(path, &conn)?;
+                    Some((conn, keys))
+                }
+                None => None,
+            };
+            let queue = match &queue_db {
+                Some(path) => {
+                    let conn = open(path)?;
+                    let read = queue_batches(path, &conn, &policy, now, |_| Ok(()))?;
+                    Some((conn, read))
+                }
+                None => None,
+            };
+            let mut files = Map::new();
+            for path in [&audit_db, &queue_db].into_iter().flatten() {
+                files.insert(path.display().to_string(), json!(sha256_file(path)?));
+            }
+            Ok((audit, queue, files))
+        })
+        .await?
     };
-    let mut queue_src = match queue_db {
-        Some(path) => Some((path, begin(path).await?)),
-        None => None,
-    };
-    let keys = match &mut audit_src {
-        Some((path, conn)) => plan_audit(path, conn).await?,
-        None => Vec::new(),
-    };
-    let mut jobs_read = 0;
-    if let Some((path, conn)) = &mut queue_src {
-        let mut batches = QueueBatches::new(path, conn, policy, now);
-        while let Some(batch) = batches.next().await? {
-            jobs_read += batch.len();
-        }
-    }
-    let mut files = Map::new();
-    for path in [audit_db, queue_db].into_iter().flatten() {
-        files.insert(path.display().to_string(), json!(sha256_file(path)?));
-    }
-    let mut report = ImportReport {
-        audit_rows_read: keys.len(),
-        jobs_read,
+    let (audit, queue, files) = first;
+    let report = ImportReport {
+        audit_rows_read: audit.as_ref().map_or(0, |(_, keys)| keys.len()),
+        jobs_read: queue.as_ref().map_or(0, |(_, read)| *read),
         ..ImportReport::default()
     };
 
+    // Second pass: a blocking thread reads the batches in order, this task writes them.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
+    let reader = {
+        let (audit_db, queue_db) = (audit_db.clone(), queue_db.clone());
+        tokio::task::spawn_blocking(move || -> Result<(), ImportError> {
+            // A send fails only when the writing side stopped (it failed): stop too.
+            let gone = || source_err(Path::new("import"), "the import was stopped");
+            if let (Some((conn, keys)), Some(path)) = (&audit, &audit_db) {
+                for chunk in keys.chunks(BATCH) {
+                    let rows = audit_rows(path, conn, chunk)?;
+                    tx.blocking_send(Batch::Rows(rows)).map_err(|_| gone())?;
+                }
+            }
+            if let (Some((conn, _)), Some(path)) = (&queue, &queue_db) {
+                queue_batches(path, conn, &policy, now, |jobs| {
+                    tx.blocking_send(Batch::Jobs(jobs)).map_err(|_| gone())
+                })?;
+            }
+            Ok(())
+        })
+    };
     let mut session = store.begin_import().await?;
-    let written = write_all(
-        &mut session,
-        &mut audit_src,
-        &mut queue_src,
-        &keys,
-        policy,
-        now,
-    )
-    .await;
-    let (rows, jobs_added) = match written {
-        Ok(added) => added,
-        Err(error) => {
+    let written = write_batches(&mut session, &mut rx).await;
+    drop(rx);
+    let read = reader
+        .await
+        .map_err(|e| source_err(Path::new("import"), format!("the reader stopped: {e}")));
+    let (rows, jobs) = match (written, read) {
+        (Ok(added), Ok(Ok(()))) => added,
+        (Err(error), _) | (Ok(_), Ok(Err(error))) | (Ok(_), Err(error)) => {
             session.rollback().await;
             return Err(error);
         }
@@ -468,43 +486,32 @@ pub async fn import(
         return Err(error.into());
     }
     session.commit().await?;
-    report.audit_rows_added = rows;
-    report.jobs_added = jobs_added;
-    Ok(report)
+    Ok(ImportReport {
+        audit_rows_added: rows,
+        jobs_added: jobs,
+        ..report
+    })
 }
 
-/// Open a file and begin its read transaction.
-async fn begin(path: &Path) -> Result<SqliteConnection, ImportError> {
-    let mut conn = open(path).await?;
-    sqlx::query("BEGIN")
-        .execute(&mut conn)
+/// Run `work` on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ImportError> + Send + 'static,
+) -> Result<T, ImportError> {
+    tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| source_err(path, format!("cannot read: {e}")))?;
-    Ok(conn)
+        .map_err(|e| source_err(Path::new("import"), format!("the reader stopped: {e}")))?
 }
 
-/// The second pass: the audit rows in chain order, then the jobs, a batch at a time. Returns
-/// (rows added, jobs added).
-async fn write_all(
+/// Write what the reader sends until it is done: (rows added, jobs added).
+async fn write_batches(
     session: &mut AnyImport,
-    audit_src: &mut Option<(&Path, SqliteConnection)>,
-    queue_src: &mut Option<(&Path, SqliteConnection)>,
-    keys: &[AuditKey],
-    policy: &PolicySet,
-    now: DateTime<Utc>,
+    batches: &mut tokio::sync::mpsc::Receiver<Batch>,
 ) -> Result<(usize, usize), ImportError> {
-    let mut rows = 0;
-    if let Some((path, conn)) = audit_src {
-        for chunk in keys.chunks(BATCH) {
-            let events = audit_rows(path, conn, chunk).await?;
-            rows += session.add(&events, &[]).await?.0;
-        }
-    }
-    let mut jobs = 0;
-    if let Some((path, conn)) = queue_src {
-        let mut batches = QueueBatches::new(path, conn, policy, now);
-        while let Some(batch) = batches.next().await? {
-            jobs += session.add(&[], &batch).await?.1;
+    let (mut rows, mut jobs) = (0, 0);
+    while let Some(batch) = batches.recv().await {
+        match batch {
+            Batch::Rows(events) => rows += session.add(&events, &[]).await?.0,
+            Batch::Jobs(batch) => jobs += session.add(&[], &batch).await?.1,
         }
     }
     Ok((rows, jobs))

@@ -402,3 +402,124 @@ async fn token_commands_print_once_list_and_revoke() {
         "already revoked"
     );
 }
+
+/// More rows and jobs than one batch: written in several batches inside the one transaction, in
+/// time order whatever the file's row order and timestamp spelling; a malformed row in the last
+/// batch's range stops the import before anything is written; a second run adds nothing.
+#[tokio::test]
+async fn a_history_larger_than_a_batch_is_imported_in_time_order_all_or_nothing() {
+    const ROWS: usize = 4_500;
+    const JOBS: usize = 2_300;
+    let env = Env::new();
+    let audit = env.dir.path().join("big_audit.db");
+    let queue = env.dir.path().join("big_queue.db");
+    let mut a = SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", audit.display()))
+        .await
+        .expect("audit db");
+    a.execute(
+        "CREATE TABLE audit_logs (
+            id TEXT PRIMARY KEY, timestamp TEXT NOT NULL, caller_id TEXT NOT NULL, tool TEXT NOT NULL,
+            operation TEXT NOT NULL, decision_action TEXT NOT NULL, decision_reason TEXT NOT NULL,
+            risk_level TEXT NOT NULL, requires_approval BOOLEAN NOT NULL, execution_status TEXT,
+            execution_duration_ms INTEGER, side_effects TEXT, error TEXT, approver TEXT, approved_at TEXT,
+            context TEXT NOT NULL, decision TEXT NOT NULL)",
+    )
+    .await
+    .expect("audit table");
+    // Rows go in newest first, every other one in SQLite's spelling: neither the file's order
+    // nor the text order of the timestamps is time order.
+    let mut insert = String::from("BEGIN;");
+    for n in (0..ROWS).rev() {
+        let (h, m, s) = (n / 3600, (n / 60) % 60, n % 60);
+        let at = if n % 2 == 0 {
+            format!("2025-11-02T{h:02}:{m:02}:{s:02}.000Z")
+        } else {
+            format!("2025-11-02 {h:02}:{m:02}:{s:02}")
+        };
+        insert.push_str(&format!(
+            "INSERT INTO audit_logs VALUES ('row-{n:05}', '{at}', 'claude', 'ssh-exec', 'executeCommand', 'allow', \
+             'ok', 'LOW', 0, NULL, NULL, NULL, NULL, NULL, NULL, '{{}}', '{{}}');"
+        ));
+    }
+    insert.push_str("COMMIT;");
+    a.execute(insert.as_str()).await.expect("audit rows");
+    let mut q = SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", queue.display()))
+        .await
+        .expect("queue db");
+    q.execute(
+        "CREATE TABLE command_queue (
+            job_id TEXT PRIMARY KEY, tool_name TEXT NOT NULL, params TEXT NOT NULL, requested_capabilities TEXT NOT NULL,
+            target_agent_id TEXT, status TEXT NOT NULL, priority TEXT NOT NULL, created_at TEXT NOT NULL,
+            picked_at TEXT, completed_at TEXT, result TEXT, error TEXT, retry_count INTEGER DEFAULT 0,
+            max_retries INTEGER DEFAULT 3)",
+    )
+    .await
+    .expect("queue table");
+    let mut insert = String::from("BEGIN;");
+    for n in 0..JOBS {
+        insert.push_str(&format!(
+            "INSERT INTO command_queue VALUES ('job-{n:05}', 'system-overview', '{{}}', '[]', NULL, 'completed', 'low', \
+             '2025-11-01T00:00:00.000Z', NULL, NULL, 'ok', NULL, 0, 3);"
+        ));
+    }
+    insert.push_str("COMMIT;");
+    q.execute(insert.as_str()).await.expect("jobs");
+    // The last job (in import order) is malformed: nothing may be written.
+    q.execute("UPDATE command_queue SET status = 'paused' WHERE job_id = 'job-02299'")
+        .await
+        .expect("bad job");
+    let args = [
+        "import",
+        "--audit-db",
+        audit.to_str().expect("p"),
+        "--queue-db",
+        queue.to_str().expect("p"),
+    ];
+    let out = env.run(&args, false);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("job-02299"), "{}", stderr(&out));
+    let mut db = env.sql().await;
+    let count = |table: &'static str| format!("SELECT COUNT(*) FROM {table}");
+    let rows: i64 = sqlx::query_scalar(&count("audit_logs"))
+        .fetch_one(&mut db)
+        .await
+        .unwrap_or(0);
+    assert_eq!(rows, 0, "nothing imported");
+
+    q.execute("UPDATE command_queue SET status = 'completed' WHERE job_id = 'job-02299'")
+        .await
+        .expect("fixed");
+    let out = env.run(&args, false);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!(
+            "imported {ROWS} of {ROWS} audit rows and {JOBS} of {JOBS} jobs"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM audit_logs WHERE event_kind = 'decision' ORDER BY seq")
+            .fetch_all(&mut db)
+            .await
+            .expect("ids");
+    let want: Vec<String> = (0..ROWS).map(|n| format!("row-{n:05}")).collect();
+    assert_eq!(ids, want, "chained in time order");
+    let jobs: i64 = sqlx::query_scalar(&count("command_queue"))
+        .fetch_one(&mut db)
+        .await
+        .expect("jobs");
+    assert_eq!(jobs, JOBS as i64);
+    drop(db);
+    let again = env.run(&args, false);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stdout(&again).contains(&format!(
+            "imported 0 of {ROWS} audit rows and 0 of {JOBS} jobs"
+        )),
+        "{}",
+        stdout(&again)
+    );
+    let verified = env.run(&["audit", "verify"], false);
+    assert!(verified.status.success(), "{}", stdout(&verified));
+}

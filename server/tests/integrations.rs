@@ -530,9 +530,21 @@ async fn every_event_arrives_in_order_once_through_outages_and_restarts() {
     })
     .await;
 
-    // Countersign is killed and started again; a new job is denied.
+    // Countersign is killed and started again; a new job is denied. The kill is made to land
+    // between a record and its newline: the file ends in a torn record, which the feed cuts
+    // back to the last newline when it opens the file again (or the next batch would be
+    // appended onto it, `{…}{…}` on one line).
     server.child.kill().expect("kill");
     server.child.wait().expect("reaped");
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&jsonl)
+            .expect("the SIEM file");
+        file.write_all(br#"{"seq":1000000,"id":"torn-by-a-crash","#)
+            .expect("a torn record");
+    }
     let server = env.serve_with(&env.url, &settings).await;
     let late = ask(&server, &env, 0).await;
     vote(&state, &late, false).await;
