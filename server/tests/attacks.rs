@@ -1097,3 +1097,55 @@ async fn slow_and_idle_connections_are_closed_after_the_header_timeout() {
     let (status, _) = server.ready().await;
     assert_eq!(status, 200);
 }
+
+/// CSV formula injection: a token holder puts spreadsheet formulas into the fields a decision
+/// records as sent (an unknown tool and operation, `on_behalf_of`). The CSV export writes them
+/// as text a spreadsheet does not run (a leading `'`), JSON Lines keeps them exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spreadsheet_formulas_in_a_decision_are_exported_as_text() {
+    let suite = Suite::start(None).await;
+    const TOOL: &str = "=HYPERLINK(\"http://evil.example/x\",\"open\")";
+    const OPERATION: &str = "+cmd|' /C calc'!A0";
+    let answer = suite
+        .ask(json!({ "tool": TOOL, "operation": OPERATION, "on_behalf_of": "@SUM(1+1)" }))
+        .await;
+    assert_eq!(answer["action"], "deny", "{answer}");
+    let auditor = suite.provider.person_token("bob", &["auditor"]);
+    let export = |format: &'static str| {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("format", format)
+            .append_pair("tool", TOOL)
+            .finish();
+        let request = suite
+            .web
+            .get(suite.server.url(&format!("/api/v1/audit/export?{query}")))
+            .bearer_auth(&auditor);
+        async move {
+            let answer = request.send().await.expect("export");
+            assert_eq!(answer.status().as_u16(), 200);
+            answer.text().await.expect("body")
+        }
+    };
+    let csv = export("csv").await;
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    assert!(
+        rows[1].contains("\"'=HYPERLINK(\"\"http://evil.example/x\"\",\"\"open\"\")\""),
+        "{csv}"
+    );
+    assert!(rows[1].contains("'+cmd|"), "{csv}");
+    for cell in rows[1].split(',') {
+        let text = cell.trim_start_matches('"');
+        assert!(
+            !text.starts_with(['=', '+', '@']),
+            "a cell a spreadsheet would run: {cell}"
+        );
+    }
+    let jsonl = export("jsonl").await;
+    let row: Value = serde_json::from_str(jsonl.lines().next().expect("a row")).expect("json");
+    assert_eq!(
+        (row["tool"].as_str(), row["operation"].as_str()),
+        (Some(TOOL), Some(OPERATION))
+    );
+    suite.verify();
+}
