@@ -1099,7 +1099,7 @@ async fn slow_and_idle_connections_are_closed_after_the_header_timeout() {
 }
 
 /// CSV formula injection: a token holder puts spreadsheet formulas into the fields a decision
-/// records as sent (an unknown tool and operation, `on_behalf_of`). The CSV export writes them
+/// records as sent (an unknown tool and operation, the reason). The CSV export writes them
 /// as text a spreadsheet does not run (a leading `'`), JSON Lines keeps them exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spreadsheet_formulas_in_a_decision_are_exported_as_text() {
@@ -1107,7 +1107,7 @@ async fn spreadsheet_formulas_in_a_decision_are_exported_as_text() {
     const TOOL: &str = "=HYPERLINK(\"http://evil.example/x\",\"open\")";
     const OPERATION: &str = "+cmd|' /C calc'!A0";
     let answer = suite
-        .ask(json!({ "tool": TOOL, "operation": OPERATION, "on_behalf_of": "@SUM(1+1)" }))
+        .ask(json!({ "tool": TOOL, "operation": OPERATION, "reason": "@SUM(1+1)" }))
         .await;
     assert_eq!(answer["action"], "deny", "{answer}");
     let auditor = suite.provider.person_token("bob", &["auditor"]);
