@@ -53,6 +53,29 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// IT-MCP's audit table, as its note creates it.
+macro_rules! audit_table {
+    () => {
+        "CREATE TABLE audit_logs (
+            id TEXT PRIMARY KEY, timestamp TEXT NOT NULL, caller_id TEXT NOT NULL, tool TEXT NOT NULL,
+            operation TEXT NOT NULL, decision_action TEXT NOT NULL, decision_reason TEXT NOT NULL,
+            risk_level TEXT NOT NULL, requires_approval BOOLEAN NOT NULL, execution_status TEXT,
+            execution_duration_ms INTEGER, side_effects TEXT, error TEXT, approver TEXT, approved_at TEXT,
+            context TEXT NOT NULL, decision TEXT NOT NULL)"
+    };
+}
+
+/// IT-MCP's command queue table, as its note creates it.
+macro_rules! queue_table {
+    () => {
+        "CREATE TABLE command_queue (
+            job_id TEXT PRIMARY KEY, tool_name TEXT NOT NULL, params TEXT NOT NULL, requested_capabilities TEXT NOT NULL,
+            target_agent_id TEXT, status TEXT NOT NULL, priority TEXT NOT NULL, created_at TEXT NOT NULL,
+            picked_at TEXT, completed_at TEXT, result TEXT, error TEXT, retry_count INTEGER DEFAULT 0,
+            max_retries INTEGER DEFAULT 3)"
+    };
+}
+
 /// IT-MCP's two databases, with its note's exact CREATE TABLE statements.
 async fn it_mcp_databases(dir: &Path, bad_status: bool) -> (PathBuf, PathBuf) {
     let audit = dir.join("mcp_audit.db");
@@ -61,19 +84,14 @@ async fn it_mcp_databases(dir: &Path, bad_status: bool) -> (PathBuf, PathBuf) {
         .await
         .expect("audit db");
     a.execute(
-        "CREATE TABLE audit_logs (
-            id TEXT PRIMARY KEY, timestamp TEXT NOT NULL, caller_id TEXT NOT NULL, tool TEXT NOT NULL,
-            operation TEXT NOT NULL, decision_action TEXT NOT NULL, decision_reason TEXT NOT NULL,
-            risk_level TEXT NOT NULL, requires_approval BOOLEAN NOT NULL, execution_status TEXT,
-            execution_duration_ms INTEGER, side_effects TEXT, error TEXT, approver TEXT, approved_at TEXT,
-            context TEXT NOT NULL, decision TEXT NOT NULL);
+        concat!(audit_table!(), ";
          INSERT INTO audit_logs VALUES ('a-1', '2025-11-02T10:00:00.000Z', 'claude', 'system-overview', 'overview',
             'allow', 'LOW risk', 'LOW', 0, 'success', 120, '[]', NULL, NULL, NULL, '{}', '{}');
          INSERT INTO audit_logs VALUES ('a-2', '2025-11-02T10:05:00.000Z', 'claude', 'ubuntu-admin', 'restartService',
             'deny', 'Missing required capabilities', 'HIGH', 0, NULL, NULL, NULL, NULL, NULL, NULL, '{}', '{}');
          INSERT INTO audit_logs VALUES ('a-3', '2025-11-02 10:10:00', 'claude', 'ssh-exec', 'executeSudoCommand',
             'require_approval', 'CRITICAL', 'CRITICAL', 1, 'success', 900, '[\"service:postgresql:restarted\"]', NULL,
-            'alex', '2025-11-02T10:12:00.000Z', '{}', '{}');",
+            'alex', '2025-11-02T10:12:00.000Z', '{}', '{}');"),
     )
     .await
     .expect("audit rows");
@@ -81,11 +99,7 @@ async fn it_mcp_databases(dir: &Path, bad_status: bool) -> (PathBuf, PathBuf) {
         .await
         .expect("queue db");
     q.execute(
-        "CREATE TABLE command_queue (
-            job_id TEXT PRIMARY KEY, tool_name TEXT NOT NULL, params TEXT NOT NULL, requested_capabilities TEXT NOT NULL,
-            target_agent_id TEXT, status TEXT NOT NULL, priority TEXT NOT NULL, created_at TEXT NOT NULL,
-            picked_at TEXT, completed_at TEXT, result TEXT, error TEXT, retry_count INTEGER DEFAULT 0,
-            max_retries INTEGER DEFAULT 3);
+        concat!(queue_table!(), ";
          INSERT INTO command_queue VALUES ('7784b583-dd73-4b58-bf5c-f10323131697', 'ssh-exec',
             '{\"operation\":\"executeSudoCommand\",\"command\":\"sudo systemctl restart postgresql\"}',
             '[\"ssh-linux\",\"remote-exec\",\"local-sudo\"]', NULL, 'queued', 'urgent', '2025-11-02T10:10:00.000Z',
@@ -93,7 +107,7 @@ async fn it_mcp_databases(dir: &Path, bad_status: bool) -> (PathBuf, PathBuf) {
          INSERT INTO command_queue VALUES ('job-2', 'ubuntu-admin', '{\"operation\":\"restartService\"}', '[]', 'agent-1',
             'executing', 'normal', '2025-11-02T09:00:00.000Z', '2025-11-02T09:01:00.000Z', NULL, NULL, NULL, 0, 3);
          INSERT INTO command_queue VALUES ('job-3', 'system-overview', '{}', '[]', NULL, 'completed', 'low',
-            '2025-11-02T08:00:00.000Z', '2025-11-02T08:00:01.000Z', '2025-11-02T08:00:02.000Z', 'ok', NULL, 0, 3);",
+            '2025-11-02T08:00:00.000Z', '2025-11-02T08:00:01.000Z', '2025-11-02T08:00:02.000Z', 'ok', NULL, 0, 3);"),
     )
     .await
     .expect("queue rows");
@@ -416,16 +430,7 @@ async fn a_history_larger_than_a_batch_is_imported_in_time_order_all_or_nothing(
     let mut a = SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", audit.display()))
         .await
         .expect("audit db");
-    a.execute(
-        "CREATE TABLE audit_logs (
-            id TEXT PRIMARY KEY, timestamp TEXT NOT NULL, caller_id TEXT NOT NULL, tool TEXT NOT NULL,
-            operation TEXT NOT NULL, decision_action TEXT NOT NULL, decision_reason TEXT NOT NULL,
-            risk_level TEXT NOT NULL, requires_approval BOOLEAN NOT NULL, execution_status TEXT,
-            execution_duration_ms INTEGER, side_effects TEXT, error TEXT, approver TEXT, approved_at TEXT,
-            context TEXT NOT NULL, decision TEXT NOT NULL)",
-    )
-    .await
-    .expect("audit table");
+    a.execute(audit_table!()).await.expect("audit table");
     // Rows go in newest first, every other one in SQLite's spelling: neither the file's order
     // nor the text order of the timestamps is time order.
     let mut insert = String::from("BEGIN;");
@@ -446,15 +451,7 @@ async fn a_history_larger_than_a_batch_is_imported_in_time_order_all_or_nothing(
     let mut q = SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", queue.display()))
         .await
         .expect("queue db");
-    q.execute(
-        "CREATE TABLE command_queue (
-            job_id TEXT PRIMARY KEY, tool_name TEXT NOT NULL, params TEXT NOT NULL, requested_capabilities TEXT NOT NULL,
-            target_agent_id TEXT, status TEXT NOT NULL, priority TEXT NOT NULL, created_at TEXT NOT NULL,
-            picked_at TEXT, completed_at TEXT, result TEXT, error TEXT, retry_count INTEGER DEFAULT 0,
-            max_retries INTEGER DEFAULT 3)",
-    )
-    .await
-    .expect("queue table");
+    q.execute(queue_table!()).await.expect("queue table");
     let mut insert = String::from("BEGIN;");
     for n in 0..JOBS {
         insert.push_str(&format!(

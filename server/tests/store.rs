@@ -444,23 +444,21 @@ async fn votes_audit_what_the_store_decided<S: Store>(store: &S) {
             Err(other) => panic!("unexpected error {other:?}"),
         }
     }
-    for id in &singles {
-        let rows = store.audit_for_job(id).await.expect("rows");
-        let reasons: Vec<&str> = rows
-            .iter()
+    // The approval rows of a job, as their summaries.
+    let approval_rows = |id: String| async move {
+        let rows = store.audit_for_job(&id).await.expect("rows");
+        rows.into_iter()
             .filter(|r| r.event.kind == EventKind::Approval)
-            .map(|r| r.event.decision_reason.as_str())
-            .collect();
+            .map(|r| r.event.decision_reason)
+            .collect::<Vec<String>>()
+    };
+    for id in &singles {
+        let reasons = approval_rows(id.clone()).await;
         assert_eq!(reasons, ["1 of 1 (approved)"], "job {id}");
         assert_eq!(store.votes(id).await.expect("votes").len(), 1);
     }
     for id in &doubles {
-        let rows = store.audit_for_job(id).await.expect("rows");
-        let reasons: Vec<&str> = rows
-            .iter()
-            .filter(|r| r.event.kind == EventKind::Approval)
-            .map(|r| r.event.decision_reason.as_str())
-            .collect();
+        let reasons = approval_rows(id.clone()).await;
         assert_eq!(
             reasons,
             ["1 of 2 (queued)", "2 of 2 (approved)"],
