@@ -234,9 +234,21 @@ pub async fn authenticate_guarded(
     .await?);
     let now = now();
     let Some((hash, disabled, failures, locked_until)) = row else {
-        // Spend the time a real check would, so response times do not reveal who exists.
+        // Spend the time a real check would, so response times do not reveal who exists: the
+        // password hash, and the same statement a real account's failure runs (it matches no
+        // row here).
         let _ = verify(password, DUMMY_HASH);
-        return Err(unknown.failed(username, now));
+        let error = unknown.failed(username, now);
+        if matches!(error, AccountError::BadCredentials) {
+            on_db!(db, pool => sqlx::query("UPDATE users SET failed_attempts = $1, locked_until = $2 WHERE username = $3")
+            .bind(1_i32)
+            .bind(None::<i64>)
+            .bind(username)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())?);
+        }
+        return Err(error);
     };
     if let Some(until) = locked_until.filter(|u| *u > now) {
         // A locked account answers as slowly as any other attempt.
