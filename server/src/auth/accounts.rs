@@ -319,9 +319,11 @@ impl UnknownNames {
         if !names.contains_key(&key) && names.len() >= UNKNOWN_NAMES_MAX {
             names.retain(|_, n| now - n.last_seen < UNKNOWN_NAME_MEMORY_SECS);
             if names.len() >= UNKNOWN_NAMES_MAX {
+                // The oldest name that is not locked goes first: a spray of new names must not
+                // free a locked one (which an account's lock, kept in the database, never is).
                 let oldest = names
                     .iter()
-                    .min_by_key(|(_, n)| n.last_seen)
+                    .min_by_key(|(_, n)| (n.locked_until.is_some_and(|u| u > now), n.last_seen))
                     .map(|(k, _)| k.clone());
                 if let Some(oldest) = oldest {
                     names.remove(&oldest);
@@ -450,5 +452,26 @@ mod tests {
                 .keys()
                 .all(|k| k.chars().count() <= UNKNOWN_NAME_KEY_CHARS))
             .unwrap_or(false));
+    }
+
+    /// A spray of new names makes room by forgetting unlocked names, never a locked one.
+    #[test]
+    fn a_spray_of_names_does_not_unlock_a_locked_name() {
+        let unknown = UnknownNames::default();
+        for _ in 0..FREE_FAILURES {
+            let _ = unknown.failed("ghost", 1_000);
+        }
+        assert!(matches!(
+            unknown.failed("ghost", 1_001),
+            AccountError::Locked(_)
+        ));
+        for i in 0..UNKNOWN_NAMES_MAX + 50 {
+            let _ = unknown.failed(&format!("spray-{i}"), 1_002);
+        }
+        assert_eq!(unknown.len(), UNKNOWN_NAMES_MAX);
+        assert!(matches!(
+            unknown.failed("ghost", 1_003),
+            AccountError::Locked(_)
+        ));
     }
 }
