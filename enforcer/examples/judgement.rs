@@ -16,10 +16,15 @@
 // This example reports by printing.
 #![allow(clippy::print_stdout)]
 
-use enforcer::{Action, Principal, Request};
-use serde_json::{Map, Value};
+use enforcer::Action;
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+// The bench's request (`ssh-exec executeCommand` on web-01) and caller (every capability).
+#[allow(dead_code)]
+#[path = "../benches/cases.rs"]
+mod cases;
 
 /// One labelled command.
 struct Case {
@@ -58,28 +63,6 @@ fn read_corpus(path: &Path) -> Vec<Case> {
             }
         })
         .collect()
-}
-
-fn caller() -> Principal {
-    Principal {
-        id: "assistant".into(),
-        roles: Default::default(),
-        capabilities: enforcer::policy::BUILTIN_CAPABILITIES
-            .iter()
-            .map(|c| c.to_string())
-            .collect(),
-    }
-}
-
-fn request(command: &str) -> Request {
-    let mut args = Map::new();
-    args.insert("command".into(), Value::String(command.into()));
-    Request {
-        tool: "ssh-exec".into(),
-        operation: "executeCommand".into(),
-        args,
-        target: Some("web-01".into()),
-    }
 }
 
 /// Stopped (asked for approval or denied) out of all, and the percentage.
@@ -160,14 +143,14 @@ fn main() {
             .or_default()
             .extend(read_corpus(file));
     }
-    let principal = caller();
+    let principal = cases::admin();
     println!("policy {} ({})", policy.name, policy.hash());
     for (name, cases) in &corpora {
         let (mut risky, mut harmless) = (Tally::default(), Tally::default());
         let mut by_category: BTreeMap<&str, Tally> = BTreeMap::new();
         let (mut let_through, mut held) = (Vec::new(), Vec::new());
         for case in cases {
-            let decision = enforcer::evaluate(&request(&case.command), &principal, &policy);
+            let decision = enforcer::evaluate(&cases::request(&case.command), &principal, &policy);
             let action = decision.action;
             by_category
                 .entry(case.category.as_str())

@@ -239,9 +239,13 @@ pub async fn vote(
         Ok((updated, _)) => updated,
         Err(error) => {
             let error = match error {
-                StoreError::Conflict { actual, .. } if actual.starts_with("already voted") => {
-                    VoteError::NotEligible(vec![actual])
-                }
+                // The store's refusal of a second vote by the same person (a race the
+                // eligibility check above could not see).
+                StoreError::Conflict {
+                    actual,
+                    action: "vote again",
+                    ..
+                } => VoteError::NotEligible(vec![actual]),
                 StoreError::Conflict { actual, .. } => VoteError::NotQueued(actual),
                 StoreError::NotFound => return Err(VoteError::NotFound),
                 other => return Err(VoteError::Unavailable(other)),

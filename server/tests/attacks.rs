@@ -144,6 +144,23 @@ impl Suite {
             .await
     }
 
+    /// `GET /api/v1/audit/export` in `format` with one filter, as `token`: status and body.
+    async fn export(&self, token: &str, format: &str, filter: &str, value: &str) -> (u16, String) {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("format", format)
+            .append_pair(filter, value)
+            .finish();
+        let answer = self
+            .web
+            .get(self.server.url(&format!("/api/v1/audit/export?{query}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("export");
+        let status = answer.status().as_u16();
+        (status, answer.text().await.unwrap_or_default())
+    }
+
     /// The whole audit trail.
     async fn trail(&self) -> Vec<AuditRecord> {
         trail_of(&self.env).await
@@ -626,19 +643,7 @@ async fn injection_in_every_field_is_stored_exactly_and_shown_escaped() {
     }
     let auditor = suite.provider.person_token("bob", &["auditor"]);
     for filter in ["caller", "tool", "risk", "action"] {
-        let query = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("format", "csv")
-            .append_pair(filter, SQL)
-            .finish();
-        let answer = suite
-            .web
-            .get(suite.server.url(&format!("/api/v1/audit/export?{query}")))
-            .bearer_auth(&auditor)
-            .send()
-            .await
-            .expect("export");
-        let status = answer.status().as_u16();
-        let body = answer.text().await.unwrap_or_default();
+        let (status, body) = suite.export(&auditor, "csv", filter, SQL).await;
         assert!(status == 200 || status == 400, "{filter}: {status} {body}");
         if status == 200 {
             assert_eq!(
@@ -1112,18 +1117,11 @@ async fn spreadsheet_formulas_in_a_decision_are_exported_as_text() {
     assert_eq!(answer["action"], "deny", "{answer}");
     let auditor = suite.provider.person_token("bob", &["auditor"]);
     let export = |format: &'static str| {
-        let query = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("format", format)
-            .append_pair("tool", TOOL)
-            .finish();
-        let request = suite
-            .web
-            .get(suite.server.url(&format!("/api/v1/audit/export?{query}")))
-            .bearer_auth(&auditor);
+        let (suite, auditor) = (&suite, &auditor);
         async move {
-            let answer = request.send().await.expect("export");
-            assert_eq!(answer.status().as_u16(), 200);
-            answer.text().await.expect("body")
+            let (status, body) = suite.export(auditor, format, "tool", TOOL).await;
+            assert_eq!(status, 200, "{body}");
+            body
         }
     };
     let csv = export("csv").await;

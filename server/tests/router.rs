@@ -801,37 +801,39 @@ async fn the_portal_server_functions_answer_browser_calls() {
         ("/api/approval_detail", format!("job_id={job_id}")),
         ("/api/get_job", format!("job_id={job_id}")),
     ] {
-        let response = test
-            .router
-            .clone()
-            .oneshot(
-                Request::builder()
-                    .method("POST")
-                    .uri(path)
-                    .header("host", "127.0.0.1:3000")
-                    .header("origin", "http://127.0.0.1:3000")
-                    .header("cookie", &cookie)
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .header("accept", "application/json")
-                    .body(Body::from(body.clone()))
-                    .expect("request"),
-            )
-            .await
-            .expect("answer");
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{path} {body}: {}",
-            String::from_utf8_lossy(&bytes)
-        );
+        let (status, answer) = server_fn(&test.router, path, &cookie, &body).await;
+        assert_eq!(status, StatusCode::OK, "{path} {body}: {answer}");
     }
+}
+
+/// Call a portal server function as the hydrated page does (same origin, form body, JSON
+/// answer) with the session `cookie`: the status and the answer's text.
+async fn server_fn(router: &Router, path: &str, cookie: &str, body: &str) -> (StatusCode, String) {
+    let cookie = cookie.split(';').next().unwrap_or_default();
+    let response = router
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method("POST")
+                .uri(path)
+                .header("host", "127.0.0.1:3000")
+                .header("origin", "http://127.0.0.1:3000")
+                .header("cookie", cookie)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("accept", "application/json")
+                .body(Body::from(body.to_string()))
+                .expect("request"),
+        )
+        .await
+        .expect("answer");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1406,33 +1408,12 @@ async fn the_dashboard_shows_audit_rows_only_to_those_who_may_read_the_trail() {
     server::store::Store::append_audit(&test.store, &[secret])
         .await
         .expect("append");
-    let call = |cookie: String| {
+    let dashboard = |cookie: String| {
         let router = test.router.clone();
         async move {
-            let cookie = cookie.split(';').next().unwrap_or_default().to_string();
-            let response = router
-                .oneshot(
-                    Request::builder()
-                        .method("POST")
-                        .uri("/api/dashboard")
-                        .header("host", "127.0.0.1:3000")
-                        .header("origin", "http://127.0.0.1:3000")
-                        .header("cookie", &cookie)
-                        .header("content-type", "application/x-www-form-urlencoded")
-                        .header("accept", "application/json")
-                        .body(Body::empty())
-                        .expect("request"),
-                )
-                .await
-                .expect("answer");
-            assert_eq!(response.status(), StatusCode::OK);
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .expect("body")
-                .to_bytes();
-            String::from_utf8_lossy(&bytes).into_owned()
+            let (status, answer) = server_fn(&router, "/api/dashboard", &cookie, "").await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+            answer
         }
     };
     let (_, viewer, _) = sign_in(&test.router, "vic", PASSWORD).await;
@@ -1441,12 +1422,12 @@ async fn the_dashboard_shows_audit_rows_only_to_those_who_may_read_the_trail() {
     assert_eq!(status, StatusCode::OK);
     assert!(!html.contains("secret-operation-name"), "{html}");
     assert!(!html.contains("data-testid=\"recent\""), "{html}");
-    let answer = call(viewer).await;
+    let answer = dashboard(viewer).await;
     assert!(!answer.contains("secret-operation-name"), "{answer}");
 
     let (_, auditor, _) = sign_in(&test.router, "bob", PASSWORD).await;
     let auditor = auditor.expect("auditor cookie");
     let (_, html) = get_as(&test.router, "/", &auditor).await;
     assert!(html.contains("secret-operation-name"), "{html}");
-    assert!(call(auditor).await.contains("secret-operation-name"));
+    assert!(dashboard(auditor).await.contains("secret-operation-name"));
 }

@@ -503,6 +503,70 @@ async fn votes_audit_what_the_store_decided<S: Store>(store: &S) {
     assert!(audit::verify(store, None).await.expect("verify").ok());
 }
 
+/// An import joins batches into one transaction: rolled back, none of it is there; committed,
+/// all of it is, chained after what was there; repeated, it adds nothing.
+async fn imports_land_in_batches_all_or_nothing<S: Store>(store: &S) {
+    use server::store::{ImportSession, ImportedJob};
+    store.append_audit(&[event(0)]).await.expect("a row before");
+    let imported = |n: usize| {
+        let mut e = event(n);
+        e.id = Some(format!("it-mcp-{n}"));
+        e
+    };
+    let job = |n: usize| {
+        let mut job = new_job(1);
+        job.job_id = Some(format!("it-mcp-job-{n}"));
+        ImportedJob {
+            job,
+            status: JobStatus::Completed,
+            picked_at: None,
+            completed_at: None,
+            result: Some("ok".into()),
+            error: None,
+            retry_count: 0,
+        }
+    };
+    let first: Vec<_> = (1..=3).map(imported).collect();
+    let second: Vec<_> = (4..=5).map(imported).collect();
+
+    let mut session = store.begin_import().await.expect("begin");
+    session.add(&first, &[job(1)]).await.expect("first batch");
+    session.add(&second, &[]).await.expect("second batch");
+    session.rollback().await;
+    assert_eq!(store.audit_head().await.expect("head").0, 1, "rolled back");
+    assert!(matches!(
+        store.job("it-mcp-job-1").await,
+        Err(StoreError::NotFound)
+    ));
+
+    let mut session = store.begin_import().await.expect("begin");
+    assert_eq!(session.add(&first, &[job(1)]).await.expect("first"), (3, 1));
+    assert_eq!(
+        session.add(&second, &[job(2)]).await.expect("second"),
+        (2, 1)
+    );
+    session.commit().await.expect("commit");
+    assert_eq!(store.audit_head().await.expect("head").0, 6);
+    assert_eq!(
+        store.job("it-mcp-job-2").await.expect("job").status,
+        JobStatus::Completed
+    );
+
+    let mut session = store.begin_import().await.expect("begin");
+    let all: Vec<_> = (1..=5).map(imported).collect();
+    assert_eq!(
+        session.add(&all, &[job(1), job(2)]).await.expect("again"),
+        (0, 0)
+    );
+    session.commit().await.expect("commit");
+    assert_eq!(
+        store.audit_head().await.expect("head").0,
+        6,
+        "nothing twice"
+    );
+    assert!(audit::verify(store, None).await.expect("verify").ok());
+}
+
 /// Several agents claiming at once: every job is claimed exactly once.
 /// Jobs assigned to one of the server's executors go only to it; unassigned jobs go only to
 /// agents; a job assigned to an agent goes only to that agent.
@@ -1194,6 +1258,7 @@ conformance!(
     expiry_and_leases,
     concurrent_approvals_have_one_winner,
     votes_audit_what_the_store_decided,
+    imports_land_in_batches_all_or_nothing,
     concurrent_claims_have_one_winner,
     claims_respect_assignments,
     pending_jobs_are_urgent_first_then_oldest,

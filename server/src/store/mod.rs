@@ -607,30 +607,9 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         cutoff: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
-    /// Import rows and jobs from another system (IT-MCP) in one transaction. Rows whose id and
-    /// jobs whose job_id already exist are skipped, so an import can be repeated safely.
-    /// Returns (rows added, jobs added).
-    fn import_batch(
-        &self,
-        events: &[NewAuditEvent],
-        jobs: &[ImportedJob],
-    ) -> impl Future<Output = Result<(usize, usize), StoreError>> + Send {
-        async move {
-            let mut import = self.begin_import().await?;
-            match import.add(events, jobs).await {
-                Ok(added) => {
-                    import.commit().await?;
-                    Ok(added)
-                }
-                Err(error) => {
-                    import.rollback().await;
-                    Err(error)
-                }
-            }
-        }
-    }
-    /// Start an import: one transaction that batches of rows and jobs join
-    /// ([`ImportSession::add`]), committed or rolled back as a whole.
+    /// Start an import of rows and jobs from another system (IT-MCP): one transaction that
+    /// batches join ([`ImportSession::add`]), committed or rolled back as a whole. Rows whose id
+    /// and jobs whose job_id already exist are skipped, so an import can be repeated safely.
     fn begin_import(&self) -> impl Future<Output = Result<Self::Import, StoreError>> + Send;
     /// Delete audit rows with `seq <= through`, at most `batch` rows; returns how many went.
     fn purge_batch(
