@@ -68,6 +68,9 @@ pub struct ApprovalView {
     pub call_hash: String,
     pub arguments: Vec<ArgumentView>,
     pub patterns: Vec<PatternView>,
+    /// What each command in the call does.
+    #[serde(default)]
+    pub commands: Vec<CommandView>,
     pub reasons: Vec<String>,
     pub required_capabilities: Vec<String>,
     pub viewer_capabilities: Vec<String>,
@@ -77,6 +80,113 @@ pub struct ApprovalView {
     pub why_not: Vec<String>,
     /// Recent decisions on the same tool and operation (for context).
     pub similar: Vec<SimilarRow>,
+}
+
+/// What one command in the call does, as the command catalogue tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandView {
+    pub argument: String,
+    /// The catalogue's name for it: `systemctl restart`.
+    pub command: String,
+    /// The invocation as written in the argument.
+    pub text: String,
+    pub effects: Vec<EffectView>,
+    /// Countersign does not know what it does.
+    pub unknown: bool,
+    /// What decided: the catalogue entry, a verb, a redirection.
+    pub decided_by: String,
+}
+
+/// One effect of a command: its category and the words that explain it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EffectView {
+    pub category: String,
+    pub why: String,
+}
+
+impl CommandView {
+    /// The decision's classifications, with the text of each invocation from the call's
+    /// arguments.
+    pub fn of(
+        commands: &[enforcer::Classification],
+        args: &serde_json::Map<String, serde_json::Value>,
+    ) -> Vec<CommandView> {
+        commands
+            .iter()
+            .map(|c| {
+                let value = match c.argument.strip_suffix(']').and_then(|a| a.rsplit_once('[')) {
+                    Some((name, index)) => index
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|i| args.get(name).and_then(|v| v.get(i))),
+                    None => args.get(&c.argument),
+                };
+                let text = value
+                    .and_then(|v| v.as_str())
+                    .and_then(|t| t.get(c.span.clone()))
+                    .unwrap_or(c.command.as_str())
+                    .to_string();
+                CommandView {
+                    argument: c.argument.clone(),
+                    command: c.command.clone(),
+                    text,
+                    effects: c
+                        .effects
+                        .iter()
+                        .map(|e| EffectView {
+                            category: e.category.as_str().to_string(),
+                            why: e.why.clone(),
+                        })
+                        .collect(),
+                    unknown: c.unknown,
+                    decided_by: c.decided_by.clone(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// What each command of a call does: read-only, its effects, or unknown, and what decided.
+#[component]
+pub fn CommandsList(commands: Vec<CommandView>) -> impl IntoView {
+    view! {
+        <ul class="commands" data-testid="commands">
+            {commands.into_iter().map(|c| {
+                let class = if c.unknown {
+                    "command unknown"
+                } else if c.effects.is_empty() {
+                    "command read-only"
+                } else {
+                    "command effect"
+                };
+                let read_only = c.effects.is_empty() && !c.unknown;
+                view! {
+                    <li class=class>
+                        <code class="command-text">{c.text}</code>
+                        <span class="command-effects">
+                            {read_only.then(|| view! { <span class="effect-tag read-only">"read-only"</span> })}
+                            {c.effects.into_iter().map(|e| {
+                                let category = e.category.clone();
+                                view! {
+                                    <span class="command-effect">
+                                        <span class="effect-tag" data-category=category>{e.category}</span>
+                                        " "{e.why}
+                                    </span>
+                                }
+                            }).collect_view()}
+                            {c.unknown.then(|| view! {
+                                <span class="command-effect">
+                                    <span class="effect-tag unknown">"unknown"</span>
+                                    {format!(" Countersign does not know what `{}` does", c.command)}
+                                </span>
+                            })}
+                        </span>
+                        <span class="muted decided-by">{c.decided_by}</span>
+                    </li>
+                }
+            }).collect_view()}
+        </ul>
+    }
 }
 
 /// A recent decision on the same tool and operation.
@@ -276,6 +386,10 @@ fn detail_view(d: ApprovalView) -> impl IntoView {
                 </div>
             }).collect_view()}
         </div>
+        {(!d.commands.is_empty()).then(|| view! {
+            <h2>"What it does"</h2>
+            <CommandsList commands=d.commands/>
+        })}
         <h2>"Why it needs approval"</h2>
         <ul class="reasons">{d.reasons.into_iter().map(|r| view! { <li>{r}</li> }).collect_view()}</ul>
         {(!d.patterns.is_empty()).then(|| view! {

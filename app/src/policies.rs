@@ -145,6 +145,7 @@ struct Outcome {
     risk: String,
     reasons: Vec<String>,
     patterns: Vec<String>,
+    commands: Vec<crate::approvals::CommandView>,
     call_hash: String,
     policy_hash: String,
     approvals: u32,
@@ -190,6 +191,7 @@ fn simulate(
         risk: d.risk.as_str().to_string(),
         reasons: d.reasons,
         patterns: d.matched_patterns.iter().map(|m| m.id.clone()).collect(),
+        commands: crate::approvals::CommandView::of(&d.commands, &request.args),
         call_hash: d.call_hash,
         policy_hash: d.policy_hash,
         approvals: d.approvals_required,
@@ -241,6 +243,11 @@ fn Simulator(set: StoredValue<PolicySet>, tools: Vec<String>) -> impl IntoView {
                     <dt>"Risk"</dt><dd data-testid="sim-risk">{o.risk}</dd>
                     <dt>"Approvals needed"</dt><dd>{o.approvals}</dd>
                     <dt>"Patterns"</dt><dd data-testid="sim-patterns">{o.patterns.join(", ")}</dd>
+                    <dt>"What it does"</dt><dd data-testid="sim-commands">{if o.commands.is_empty() {
+                        view! { <span class="muted">"No shell command to read."</span> }.into_any()
+                    } else {
+                        view! { <crate::approvals::CommandsList commands=o.commands/> }.into_any()
+                    }}</dd>
                     <dt>"Reasons"</dt><dd><ul>{o.reasons.into_iter().map(|r| view! { <li>{r}</li> }).collect_view()}</ul></dd>
                     <dt>"Call hash"</dt><dd><code class="hash" data-testid="sim-call-hash">{o.call_hash}</code></dd>
                     <dt>"Policy hash"</dt><dd><code class="hash" data-testid="sim-policy-hash">{o.policy_hash}</code></dd>

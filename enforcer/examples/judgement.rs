@@ -2,7 +2,7 @@
 //! by `RULE.md` before any decision was looked at) is run through `ssh-exec executeCommand` by a
 //! caller with every capability, and the figures the enforcer issue's goals name are printed:
 //!
-//!     cargo run --release -p enforcer --example judgement [-- --misses N]
+//!     cargo run --release -p enforcer --example judgement [-- --misses N] [--policy FILE]
 //!
 //! - `commands-*.jsonl` (public command references): the share of risky commands that are
 //!   stopped (asked for approval, or denied), overall and by category, and the share of harmless
@@ -11,7 +11,9 @@
 //! - `assistant-day.jsonl` (a day of an assistant's work): the share of all commands stopped.
 //!
 //! `--misses N` also lists up to N risky commands that were allowed and N harmless ones that were
-//! stopped, per corpus. The figures go to BENCHMARKS.md; the goals are not asserted here.
+//! stopped (with the reasons given), per corpus. `--policy FILE` scores another policy (such as
+//! `policies/it-mcp-compatible.toml`) instead of the default. The figures go to BENCHMARKS.md;
+//! the goals are not asserted here.
 
 // This example reports by printing.
 #![allow(clippy::print_stdout)]
@@ -106,13 +108,22 @@ impl Tally {
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut misses = 0usize;
+    let mut policy_file: Option<String> = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--misses" => misses = args.next().and_then(|n| n.parse().ok()).unwrap_or(20),
-            other => panic!("unknown argument {other}: --misses N"),
+            "--policy" => policy_file = args.next(),
+            other => panic!("unknown argument {other}: --misses N, --policy FILE"),
         }
     }
-    let policy = match enforcer::default_policy() {
+    let loaded = match &policy_file {
+        Some(file) => match std::fs::read_to_string(file) {
+            Ok(text) => enforcer::PolicySet::load(file, &text),
+            Err(error) => panic!("{file}: {error}"),
+        },
+        None => enforcer::default_policy(),
+    };
+    let policy = match loaded {
         Ok(policy) => policy,
         Err(error) => panic!("{error}"),
     };
@@ -164,7 +175,7 @@ fn main() {
             } else {
                 harmless.add(action);
                 if action != Action::Allow {
-                    held.push(case);
+                    held.push((case, decision.reasons.join(" / ")));
                 }
             }
         }
@@ -187,8 +198,8 @@ fn main() {
                 println!("    [{}] {} :: {}", case.category, case.id, case.command);
             }
             println!("  harmless but stopped (first {misses}):");
-            for case in held.iter().take(misses) {
-                println!("    {} :: {}", case.id, case.command);
+            for (case, reasons) in held.iter().take(misses) {
+                println!("    {} :: {}\n        {reasons}", case.id, case.command);
             }
         }
     }

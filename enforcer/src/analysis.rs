@@ -28,6 +28,10 @@ struct Stored {
     span: (u32, u32),
     /// The innermost invocation of the command before this one in its pipeline, or [`NONE`].
     upstream: u32,
+    /// The words before the command word: assignments (`PAGER=… git log`) and reserved words.
+    before: (u32, u32),
+    /// A wrapper with a command after it (`env uptime`, not `env`).
+    wraps: bool,
 }
 
 /// Everything found in one shell argument.
@@ -104,6 +108,29 @@ impl<'s> Invocation<'s> {
         self.analysis
             .script
             .redirects_at(from as usize..to as usize)
+    }
+
+    /// The variable assignments written before the command word (`LESSOPEN=… less f`), as
+    /// `NAME=value` texts.
+    pub fn assignments(&self) -> impl Iterator<Item = &'s str> + 's {
+        let (from, to) = self.stored.before;
+        let script = &self.analysis.script;
+        script
+            .word_slice(from as usize..to as usize)
+            .iter()
+            .map(move |w| script.word_text(w))
+            .filter(|text| is_assignment(text.as_bytes()))
+    }
+
+    /// Whether this is a wrapper that runs a command after its own words (`sudo ls`, `env
+    /// uptime`); a wrapper alone (`env`) runs nothing.
+    pub fn wraps(&self) -> bool {
+        self.stored.wraps
+    }
+
+    /// The operator of one of [`Self::redirects`] (`>`, `2>>`, `<`, `>&`, ...).
+    pub fn redirect_op(&self, redirect: &Redirect) -> &'s str {
+        self.analysis.script.redirect_op(redirect)
     }
 
     /// Byte span in the original argument, from the command word to its last argument.
@@ -709,6 +736,7 @@ impl Analysis<'_> {
         let mut rest = words.start;
         let mut innermost = None;
         loop {
+            let before = rest;
             // Assignments (`FOO=bar cmd`) and reserved words (`! cmd`, `{ cmd; }`) are not
             // commands.
             // The first word's key serves both this test and, for a bare lower-case name (most
@@ -753,6 +781,8 @@ impl Analysis<'_> {
                 redirects: own_redirects,
                 span: self.cover(rest..own_end),
                 upstream,
+                before: (to_u32(before), to_u32(rest)),
+                wraps: wraps && own_end < end,
             });
             innermost = Some(index);
             if let Kind::Plain = kind {
@@ -792,6 +822,16 @@ impl Analysis<'_> {
                     }
                 }
                 Kind::Find => self.find_exec(rest..own_end, upstream, depth),
+                Kind::Wrapper(wrapper) if std::ptr::eq(wrapper, &WATCH) && own_end + 1 == end => {
+                    // `watch 'ps aux | grep x'`: watch runs its one word with `sh -c`.
+                    if let Some(payload) = self
+                        .word(own_end)
+                        .filter(|w| self.script.word_text(w).contains([' ', '\t', '|', ';', '&']))
+                    {
+                        self.payload(payload.text, payload.span(), depth);
+                        return innermost;
+                    }
+                }
                 _ => {}
             }
             if !wraps || own_end >= end {

@@ -1,7 +1,8 @@
 //! The decision: one total function from a request, a principal and a policy to an answer.
 
 use crate::analysis::{self, Invocation};
-use crate::policy::{Category, InvocationFlags, Operation, Pattern, PolicySet};
+use crate::catalogue::{category_words, Classification};
+use crate::policy::{Category, Effects, InvocationFlags, Operation, Pattern, PolicySet, UnknownCommands};
 use crate::shell::{self, Warning};
 use crate::{Action, Risk};
 use serde::{Deserialize, Serialize};
@@ -71,6 +72,9 @@ pub struct Decision {
     pub policy_hash: String,
     /// SHA-256 of the canonical (tool, operation, args, target): binds an approval to this call.
     pub call_hash: String,
+    /// What each command in the shell arguments does, by the command catalogue.
+    #[serde(default)]
+    pub commands: Vec<Classification>,
 }
 
 /// SHA-256 over the canonical JSON of the call (object keys sorted, no whitespace).
@@ -112,6 +116,7 @@ pub fn evaluate(request: &Request, principal: &Principal, policy: &PolicySet) ->
         policy_name: policy.name.clone(),
         policy_hash: policy.hash().to_string(),
         call_hash: call_hash(request),
+        commands: Vec::new(),
     };
     let Some(tool) = policy.tools.get(&request.tool) else {
         decision.reasons.push(format!(
@@ -139,6 +144,7 @@ pub fn evaluate(request: &Request, principal: &Principal, policy: &PolicySet) ->
 
     let inspection = inspect(request, operation, policy);
     decision.matched_patterns = inspection.matches;
+    decision.commands = inspection.commands;
     let escalated = decision
         .matched_patterns
         .iter()
@@ -189,6 +195,9 @@ pub fn evaluate(request: &Request, principal: &Principal, policy: &PolicySet) ->
     }
     if decision.risk == Risk::Critical {
         why_approval.push("CRITICAL operations always need approval".to_string());
+    }
+    if operation.effects == Effects::RequireApproval || operation.unknown_commands == UnknownCommands::RequireApproval {
+        why_approval.extend(what_commands_do(&decision.commands, operation));
     }
     if decision.risk == Risk::High {
         let has = |category| {
@@ -256,9 +265,104 @@ fn escalation(policy: &PolicySet, id: &str) -> Option<Risk> {
         .map(|&(_, risk)| risk)
 }
 
+/// What each command in the operation's shell arguments does, as [`evaluate`] finds it (for a
+/// decision rebuilt from its audit row).
+pub(crate) fn classify_commands(
+    request: &Request,
+    operation: &Operation,
+    policy: &PolicySet,
+) -> Vec<Classification> {
+    let mut out = Vec::new();
+    for name in &operation.shell_args {
+        let Some(texts) = request.args.get(name).and_then(|value| labelled(name, value)) else {
+            continue;
+        };
+        for (label, text) in texts {
+            if text.len() > shell::MAX_LEN {
+                continue;
+            }
+            let analysis = analysis::invocations(text);
+            out.extend(
+                analysis
+                    .invocations()
+                    .map(|invocation| policy.catalogue.classify(&label, &invocation)),
+            );
+        }
+    }
+    out
+}
+
+/// Reasons to ask from what the commands do, most serious first, one per command and effect,
+/// at most [`MAX_COMMAND_REASONS`] (then how many more).
+fn what_commands_do(commands: &[Classification], operation: &Operation) -> Vec<String> {
+    let mut found: Vec<(u8, String)> = Vec::new();
+    for command in commands {
+        if operation.effects == Effects::RequireApproval {
+            for effect in &command.effects {
+                let why = if effect.why.starts_with("writes ") || effect.why.starts_with("reads ") {
+                    format!("`{}` {}", command.command, effect.why)
+                } else {
+                    format!(
+                        "`{}` {} ({})",
+                        command.command,
+                        effect.why,
+                        category_words(effect.category)
+                    )
+                };
+                found.push((severity(effect.category), why));
+            }
+        }
+        if command.unknown && operation.unknown_commands == UnknownCommands::RequireApproval {
+            found.push((
+                u8::MAX,
+                format!("Countersign does not know what `{}` does", command.command),
+            ));
+        }
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut reasons: Vec<String> = Vec::new();
+    for (_, why) in found {
+        if !reasons.contains(&why) {
+            reasons.push(why);
+        }
+    }
+    if reasons.len() > MAX_COMMAND_REASONS {
+        let more = reasons.len() - MAX_COMMAND_REASONS + 1;
+        reasons.truncate(MAX_COMMAND_REASONS - 1);
+        reasons.push(format!("and {more} more things the commands do"));
+    }
+    reasons
+}
+
+/// Reasons given for what commands do, at most.
+const MAX_COMMAND_REASONS: usize = 6;
+
+/// The order reasons are given in: RULE.md's order of seriousness.
+fn severity(category: Category) -> u8 {
+    match category {
+        Category::Destructive => 0,
+        Category::DeviceWrite => 1,
+        Category::RemoteCodeExecution => 2,
+        Category::PrivilegeEscalation => 3,
+        Category::Secrets => 4,
+        Category::SystemConfig => 5,
+        Category::Firewall => 6,
+        Category::NetworkExposure => 7,
+        Category::ServiceDisruption => 8,
+        Category::RemoteState => 9,
+        Category::Packages => 10,
+        Category::Permissions => 11,
+        Category::ProcessKill => 12,
+        Category::RunsUnreviewedCode => 13,
+        Category::WritesFiles => 14,
+        Category::ForceFlag => 15,
+    }
+}
+
 #[derive(Default)]
 struct Inspection {
     matches: Vec<PatternMatch>,
+    commands: Vec<Classification>,
     warnings: Vec<Warning>,
     malformed: Vec<String>,
 }
@@ -287,6 +391,8 @@ fn inspect(request: &Request, operation: &Operation, policy: &PolicySet) -> Insp
                     let analysis = analysis::invocations(text);
                     out.warnings.extend(analysis.warnings().iter().copied());
                     for invocation in analysis.invocations() {
+                        out.commands
+                            .push(policy.catalogue.classify(&label, &invocation));
                         match_invocation(
                             policy,
                             &label,

@@ -8,11 +8,13 @@
 //!
 //! - [`shell`] reads command lines (quoting, escapes, substitutions) into words and commands;
 //! - [`analysis`] looks through wrappers (`sudo`, `env`, `sh -c`, ...) to what would run;
+//! - [`catalogue`] says what each command that would run does (the command catalogue);
 //! - [`policy`] is the TOML policy model, validated and compiled into regex sets;
 //! - [`decision`] is the evaluation; [`approval`] the pure voting rules.
 
 pub mod analysis;
 pub mod approval;
+pub mod catalogue;
 pub mod decision;
 pub mod executor;
 pub mod policy;
@@ -21,9 +23,12 @@ pub mod shell;
 pub mod wire;
 
 pub use approval::{can_approve, Eligibility, PendingJob, Quorum, Verdict, Vote};
+pub use catalogue::{Catalogue, Classification, Effect};
 pub use decision::{call_hash, evaluate, Decision, PatternMatch, Principal, Request};
 pub use executor::{Executor, ExecutorKind, JobCall};
-pub use policy::{ArgKind, Category, Operation, Pattern, PolicyError, PolicySet, Tool};
+pub use policy::{
+    ArgKind, Category, Effects, Operation, Pattern, PolicyError, PolicySet, Tool, UnknownCommands,
+};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -36,6 +41,15 @@ pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.toml");
 /// Load [`DEFAULT_POLICY`].
 pub fn default_policy() -> Result<PolicySet, PolicyError> {
     PolicySet::load("policies/default.toml", DEFAULT_POLICY)
+}
+
+/// IT-MCP's own enforcement (`policies/it-mcp-compatible.toml`): the default policy without
+/// asking on what the command catalogue finds, for teams moving over step by step.
+pub const IT_MCP_COMPATIBLE_POLICY: &str = include_str!("../../policies/it-mcp-compatible.toml");
+
+/// Load [`IT_MCP_COMPATIBLE_POLICY`].
+pub fn it_mcp_compatible_policy() -> Result<PolicySet, PolicyError> {
+    PolicySet::load("policies/it-mcp-compatible.toml", IT_MCP_COMPATIBLE_POLICY)
 }
 
 /// Lowercase hex SHA-256.

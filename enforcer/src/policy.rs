@@ -4,6 +4,7 @@
 //! column, and the field at fault; once a [`PolicySet`] exists, evaluation cannot fail.
 
 use crate::analysis::Invocation;
+use crate::catalogue::Catalogue;
 use crate::executor::{
     check_template, is_agent_id, is_env_name, is_shell, Executor, ExecutorKind,
     DEFAULT_TIMEOUT_SECS, DEFAULT_WEBHOOK_ATTEMPTS,
@@ -88,11 +89,22 @@ impl std::error::Error for PolicyError {}
 pub enum Category {
     Destructive,
     ServiceDisruption,
+    /// Firewall rules, routes, interfaces, DNS (`firewall-network` in the command catalogue).
+    #[serde(alias = "firewall-network")]
     Firewall,
     RemoteCodeExecution,
     Permissions,
     ForceFlag,
     PrivilegeEscalation,
+    WritesFiles,
+    SystemConfig,
+    Packages,
+    ProcessKill,
+    NetworkExposure,
+    RunsUnreviewedCode,
+    Secrets,
+    RemoteState,
+    DeviceWrite,
 }
 
 impl Category {
@@ -105,6 +117,15 @@ impl Category {
             Category::Permissions => "permissions",
             Category::ForceFlag => "force-flag",
             Category::PrivilegeEscalation => "privilege-escalation",
+            Category::WritesFiles => "writes-files",
+            Category::SystemConfig => "system-config",
+            Category::Packages => "packages",
+            Category::ProcessKill => "process-kill",
+            Category::NetworkExposure => "network-exposure",
+            Category::RunsUnreviewedCode => "runs-unreviewed-code",
+            Category::Secrets => "secrets",
+            Category::RemoteState => "remote-state",
+            Category::DeviceWrite => "device-write",
         }
     }
 }
@@ -141,6 +162,20 @@ struct PolicyFile {
     patterns: Vec<PatternFile>,
     #[serde(default)]
     executors: BTreeMap<String, ExecutorFile>,
+    /// Where writing is no effect (default `/tmp`, `/var/tmp`).
+    #[serde(default)]
+    scratch_paths: Vec<String>,
+    /// The policy's own additions to the command catalogue (`policies/commands/`).
+    #[serde(default)]
+    groups: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    commands: BTreeMap<String, crate::catalogue::EntryFile>,
+    #[serde(default)]
+    verbs: Option<crate::catalogue::VerbsFile>,
+    #[serde(default)]
+    environment: Option<crate::catalogue::EnvironmentFile>,
+    #[serde(default)]
+    paths: Option<crate::catalogue::PathsFile>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -218,6 +253,32 @@ struct OperationFile {
     flag_args: Vec<String>,
     #[serde(default)]
     executor: Option<Spanned<String>>,
+    #[serde(default)]
+    unknown_commands: UnknownCommands,
+    #[serde(default)]
+    effects: Effects,
+}
+
+/// What an operation does with a command the catalogue does not know.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownCommands {
+    /// Decide as if the command were harmless (IT-MCP's own enforcer).
+    #[default]
+    Allow,
+    /// Ask a person: Countersign does not know what the command does.
+    RequireApproval,
+}
+
+/// What an operation does with the effects the catalogue finds (writes, restarts, ...).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effects {
+    /// Show them in the decision; only patterns, sudo and force flags ask (IT-MCP's rule).
+    #[default]
+    Report,
+    /// Any effect asks for approval.
+    RequireApproval,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -258,6 +319,8 @@ pub struct Operation {
     pub path_args: Vec<String>,
     pub flag_args: Vec<String>,
     pub executor: Option<String>,
+    pub unknown_commands: UnknownCommands,
+    pub effects: Effects,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -717,6 +780,8 @@ pub struct PolicySet {
     pub approvals: ApprovalRules,
     /// How approved jobs run, by name (operations name one).
     pub executors: BTreeMap<String, Executor>,
+    /// What commands do: the built-in catalogue with the policy's additions.
+    pub catalogue: std::sync::Arc<Catalogue>,
     hash: String,
     /// Where it was loaded from and its text (the portal hands it to the browser's enforcer).
     file: String,
@@ -784,7 +849,7 @@ impl PolicySet {
     }
 }
 
-fn line_col(source: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(source: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(source.len());
     let before = source.get(..offset).unwrap_or(source);
     let line = before.matches('\n').count() + 1;
@@ -834,8 +899,28 @@ impl Ctx<'_> {
 
 fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, PolicyError> {
     let ctx = Ctx { file, source };
-    let hash =
-        sha256_hex(canonical_json(&serde_json::to_value(&parsed).unwrap_or_default()).as_bytes());
+    // The built-in command catalogue decides too, so its files are part of the hash.
+    let hash = sha256_hex(
+        format!(
+            "{}\n{}",
+            canonical_json(&serde_json::to_value(&parsed).unwrap_or_default()),
+            crate::catalogue::builtin_hash()
+        )
+        .as_bytes(),
+    );
+    let extension = (!parsed.groups.is_empty()
+        || !parsed.commands.is_empty()
+        || parsed.verbs.is_some()
+        || parsed.environment.is_some()
+        || parsed.paths.is_some())
+    .then(|| crate::catalogue::CatalogueFile {
+        groups: parsed.groups.clone(),
+        commands: parsed.commands.clone(),
+        verbs: parsed.verbs.clone(),
+        environment: parsed.environment.clone(),
+        paths: parsed.paths.clone(),
+    });
+    let catalogue = Catalogue::for_policy(file, extension, &parsed.scratch_paths)?;
 
     if parsed.name.trim().is_empty() {
         return Err(ctx.err(ctx.find("name"), "name".into(), "must not be empty"));
@@ -905,6 +990,8 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
                     shell_args: op.shell_args,
                     path_args: op.path_args,
                     flag_args: op.flag_args,
+                    unknown_commands: op.unknown_commands,
+                    effects: op.effects,
                     executor: match op.executor {
                         None => None,
                         Some(name) if executors.contains_key(name.get_ref()) => {
@@ -1150,6 +1237,7 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
         flag_owner,
         patterns,
         executors,
+        catalogue,
         hash,
         file: file.to_string(),
         source: source.to_string(),

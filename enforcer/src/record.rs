@@ -156,6 +156,7 @@ fn rebuild(
         policy_name: policy.name.clone(),
         policy_hash: columns.policy_hash.to_string(),
         call_hash: columns.call_hash.to_string(),
+        commands: Vec::new(),
     };
     // An unknown tool or operation is denied before anything else is set.
     if let Some(operation) = policy
@@ -167,6 +168,7 @@ fn rebuild(
         decision.required_capabilities = operation.requires.clone();
         decision.interactive_only = operation.interactive_only;
         decision.executor = operation.executor.clone();
+        decision.commands = crate::decision::classify_commands(request, operation, policy);
         decision.ttl_secs = rule.request_ttl_secs;
         decision.approval_window_secs = rule.approval_window_secs;
         if action == Action::RequireApproval {

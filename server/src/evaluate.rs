@@ -118,10 +118,11 @@ pub fn evaluate_lines(
 pub fn describe_policy(path: &str, policy: &PolicySet) -> String {
     let operations: usize = policy.tools.values().map(|t| t.operations.len()).sum();
     format!(
-        "{path}: ok: policy `{}`, {} tools, {operations} operations, {} patterns, hash {}",
+        "{path}: ok: policy `{}`, {} tools, {operations} operations, {} patterns, {} commands in the catalogue, hash {}",
         policy.name,
         policy.tools.len(),
         policy.patterns.len(),
+        policy.catalogue.len(),
         policy.hash()
     )
 }

@@ -234,6 +234,7 @@ impl Portal {
                     text: m.text.clone(),
                 })
                 .collect(),
+            commands: app::approvals::CommandView::of(&decision.commands, &args),
             reasons: decision.reasons.clone(),
             required_capabilities: job.requested_capabilities.clone(),
             viewer_capabilities: user.capabilities.clone(),

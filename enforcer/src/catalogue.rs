@@ -1,0 +1,1529 @@
+//! What commands do: the command catalogue (`policies/commands/*.toml`) and the classification
+//! of one invocation by it.
+//!
+//! The catalogue is data. For each command it says what an invocation does (`read-only`, or an
+//! effect with a [`Category`]), and where it matters per subcommand, per flag or per argument
+//! pattern; which options and operands name paths the command writes; and, through the verbs
+//! file, how to read a subcommand it does not list. [`Catalogue::classify`] applies it to one
+//! [`Invocation`] and says, in a reviewer's words, what the invocation does and what decided
+//! it. Anything the catalogue cannot tell is marked *unknown*, so that the policy can ask.
+//!
+//! `policies/commands/README.md` describes the file format.
+
+use crate::analysis::Invocation;
+use crate::policy::{Category, PolicyError};
+use regex::{Regex, RegexSet};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
+
+/// The catalogue files built into the enforcer: (file name, text).
+pub const BUILTIN_FILES: &[(&str, &str)] = &[
+    (
+        "policies/commands/verbs.toml",
+        include_str!("../../policies/commands/verbs.toml"),
+    ),
+    (
+        "policies/commands/shell.toml",
+        include_str!("../../policies/commands/shell.toml"),
+    ),
+    (
+        "policies/commands/core.toml",
+        include_str!("../../policies/commands/core.toml"),
+    ),
+    (
+        "policies/commands/system.toml",
+        include_str!("../../policies/commands/system.toml"),
+    ),
+    (
+        "policies/commands/dev.toml",
+        include_str!("../../policies/commands/dev.toml"),
+    ),
+    (
+        "policies/commands/cloud.toml",
+        include_str!("../../policies/commands/cloud.toml"),
+    ),
+    (
+        "policies/commands/services.toml",
+        include_str!("../../policies/commands/services.toml"),
+    ),
+];
+
+/// Paths under which writing is no effect unless the policy says otherwise.
+pub const DEFAULT_SCRATCH: &[&str] = &["/tmp", "/var/tmp"];
+
+/// What one invocation does, as the catalogue tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Classification {
+    /// The argument the command was found in (`command`, or `command[2]`).
+    pub argument: String,
+    /// Byte span of the invocation in that argument.
+    pub span: Range<usize>,
+    /// The command as the catalogue knows it: `systemctl restart`, `kubectl rollout undo`.
+    pub command: String,
+    /// Nothing here means read-only (unless `unknown`).
+    pub effects: Vec<Effect>,
+    /// Paths it writes outside scratch.
+    #[serde(default)]
+    pub writes: Vec<String>,
+    /// The catalogue does not know what it does (an unknown command or subcommand).
+    #[serde(default)]
+    pub unknown: bool,
+    /// What decided: `catalogue: systemctl restart`, `verb: delete`, `redirection`, ...
+    pub decided_by: String,
+}
+
+impl Classification {
+    /// Read-only and known.
+    pub fn is_read_only(&self) -> bool {
+        self.effects.is_empty() && !self.unknown
+    }
+}
+
+/// One effect, with the words that explain it ("writes /etc/hosts").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Effect {
+    pub category: Category,
+    pub why: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file format (see policies/commands/README.md).
+
+/// The catalogue tables of a file: the built-in files, or a policy that extends them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CatalogueFile {
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub commands: BTreeMap<String, EntryFile>,
+    #[serde(default)]
+    pub verbs: Option<VerbsFile>,
+    #[serde(default)]
+    pub environment: Option<EnvironmentFile>,
+    #[serde(default)]
+    pub paths: Option<PathsFile>,
+}
+
+/// How commands treat the paths they are given.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PathsFile {
+    /// Commands that look at paths without reading what is in them (`ls`, `stat`): naming a
+    /// secret's path is no read of it.
+    #[serde(default)]
+    metadata_only: Vec<String>,
+}
+
+/// Environment variables that make programs run other code (`LESSOPEN`, `LD_PRELOAD`, ...).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EnvironmentFile {
+    #[serde(default)]
+    runs_code: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EntryFile {
+    #[serde(default)]
+    description: String,
+    effect: Option<String>,
+    why: Option<String>,
+    #[serde(default)]
+    rules: Vec<RuleFile>,
+    writes: Option<String>,
+    #[serde(default)]
+    output_flags: Vec<String>,
+    #[serde(default)]
+    output_keys: Vec<String>,
+    script_first: Option<Vec<String>>,
+    #[serde(default)]
+    value_flags: Vec<String>,
+    #[serde(default)]
+    subcommands: BTreeMap<String, SubFile>,
+    verb_category: Option<String>,
+    verb_depth: Option<usize>,
+    same_as: Option<String>,
+    #[serde(default)]
+    dry_run: Vec<String>,
+    alone: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum SubFile {
+    Effect(String),
+    Entry(Box<EntryFile>),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RuleFile {
+    #[serde(default)]
+    flags: Vec<String>,
+    args: Option<String>,
+    effect: Option<String>,
+    writes: Option<String>,
+    why: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VerbsFile {
+    #[serde(default)]
+    change: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    read: Words,
+    #[serde(default)]
+    secret: Words,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Words {
+    #[serde(default)]
+    words: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The compiled catalogue.
+
+/// An effect as the catalogue states it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stated {
+    ReadOnly,
+    Unknown,
+    Is(Category),
+}
+
+/// Which operands a command writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writes {
+    Operands,
+    LastOperand,
+    FlagValue,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    flags: Vec<String>,
+    args: Option<LazyRegex>,
+    effect: Option<Stated>,
+    writes: Option<Writes>,
+    why: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// `kubectl rollout restart`.
+    path: String,
+    effect: Stated,
+    why: Option<String>,
+    rules: Vec<Rule>,
+    writes: Option<Writes>,
+    output_flags: Vec<String>,
+    output_keys: Vec<String>,
+    script_first: Option<Vec<String>>,
+    subcommands: BTreeMap<String, Entry>,
+    verb_category: Option<Category>,
+    verb_depth: usize,
+    /// Another command this one is (`podman` is `docker`): the rest is classified as that.
+    same_as: Option<String>,
+    /// Flags that make the whole invocation a dry run (read-only).
+    dry_run: Vec<String>,
+    /// For a wrapper: the effect when it has no command to run (`env` alone).
+    alone: Option<Stated>,
+    /// Options that take the next word, of this entry and every subcommand below it (top level
+    /// only; empty below).
+    value_flags: BTreeSet<String>,
+}
+
+/// A regex checked when the catalogue loads and compiled when a command first needs it: the
+/// catalogue has well over a thousand, and most never meet a command that would run them.
+#[derive(Debug, Clone)]
+struct LazyRegex {
+    source: String,
+    compiled: Arc<OnceLock<Option<Regex>>>,
+}
+
+impl LazyRegex {
+    /// Checked now (the syntax the regex crate accepts), compiled later.
+    fn new(source: &str) -> Result<LazyRegex, String> {
+        regex_syntax::Parser::new()
+            .parse(source)
+            .map_err(|e| e.to_string())?;
+        Ok(LazyRegex {
+            source: source.to_string(),
+            compiled: Arc::new(OnceLock::new()),
+        })
+    }
+
+    /// Whether it matches; a regex too large to compile matches (the catalogue then errs on
+    /// the side of the effect).
+    fn is_match(&self, text: &str) -> bool {
+        self.compiled
+            .get_or_init(|| Regex::new(&self.source).ok())
+            .as_ref()
+            .is_none_or(|re| re.is_match(text))
+    }
+}
+
+/// Verbs that decide a subcommand the catalogue does not list.
+#[derive(Debug, Clone, Default)]
+struct Verbs {
+    change: HashMap<String, Category>,
+    read: BTreeSet<String>,
+    secret: BTreeSet<String>,
+}
+
+/// The whole catalogue: entries by command name, the verbs, and the sensitive paths.
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    commands: HashMap<String, Entry>,
+    code_variables: BTreeSet<String>,
+    metadata_only: BTreeSet<String>,
+    verbs: Verbs,
+    sensitive: RegexSet,
+    sensitive_what: Vec<&'static str>,
+    scratch: Vec<String>,
+}
+
+/// Files whose reading is the secret's effect, whatever the program: (regex, what it is).
+const SENSITIVE: &[(&str, &str)] = &[
+    (r"^(.*/)?etc/(g?shadow|security/opasswd)-?$", "the password hashes"),
+    (r"^(.*/)?etc/sudoers(\.d(/.*)?)?$", "the sudo rules"),
+    (r"(^|/)\.ssh/(id_[a-z0-9_]+|[^/]*_key|identity)$", "a private SSH key"),
+    (r"^(.*/)?etc/ssh/ssh_host_[a-z0-9_]+_key$", "a host's private SSH key"),
+    (r"\.(pem|key|p12|pfx|jks|keystore|kdbx|ppk|asc|gpg)$", "a key or key store"),
+    (r"(^|/)\.env(\.[A-Za-z0-9_.-]+)?$", "an environment file (secrets)"),
+    (r"(^|/)proc/([0-9]+|self|\*|\$[A-Za-z_]+)/(environ|mem|maps)$", "a process's environment or memory"),
+    (r"(^|/)\.aws/(credentials|config)$", "cloud credentials"),
+    (r"(^|/)\.config/gcloud(/|$)", "cloud credentials"),
+    (r"(^|/)\.azure(/|$)", "cloud credentials"),
+    (r"(^|/)\.kube/config$", "cluster credentials"),
+    (r"^(.*/)?etc/kubernetes/(admin|kubelet|controller-manager|scheduler)\.conf$", "cluster credentials"),
+    (r"(^|/)\.docker/config\.json$", "registry credentials"),
+    (r"(^|/)\.(netrc|pgpass|my\.cnf|git-credentials|npmrc|pypirc|vault-token)$", "stored credentials"),
+    (r"(^|/)\.gnupg(/|$)", "the GnuPG keyring"),
+    (r"(^|/)\.password-store(/|$)", "a password store"),
+    (r"^(.*/)?etc/ssl/private(/|$)", "TLS private keys"),
+    (r"^(.*/)?etc/letsencrypt/(live|archive|keys)(/|$)", "TLS private keys"),
+    (r"^(.*/)?(run|var/run)/secrets(/|$)", "mounted secrets"),
+    (r"(^|/)(credentials|secrets?)\.(json|ya?ml|toml|txt|ini)$", "a credentials file"),
+    (r"(^|/)\.(bash|zsh|python|mysql|psql)_history$", "a shell or client history"),
+    (r"^(.*/)?var/lib/sss/(db|secrets)(/|$)", "cached credentials"),
+    (r"^(.*/)?etc/(krb5\.keytab|.*\.keytab)$", "a Kerberos keytab"),
+];
+
+/// The built-in catalogue, parsed once.
+fn builtin() -> Result<&'static CatalogueFile, PolicyError> {
+    static BUILTIN: OnceLock<Result<CatalogueFile, PolicyError>> = OnceLock::new();
+    BUILTIN
+        .get_or_init(|| {
+            let mut all = CatalogueFile::default();
+            let mut defined: BTreeMap<String, &str> = BTreeMap::new();
+            for &(file, text) in BUILTIN_FILES {
+                let part: CatalogueFile = toml::from_str(text).map_err(|e| {
+                    let (line, column) =
+                        e.span().map_or((0, 0), |span| crate::policy::line_col(text, span.start));
+                    PolicyError {
+                        file: file.to_string(),
+                        line,
+                        column,
+                        field: None,
+                        message: e.message().trim().to_string(),
+                    }
+                })?;
+                let names = part
+                    .groups
+                    .values()
+                    .flatten()
+                    .chain(part.commands.keys())
+                    .cloned()
+                    .collect::<Vec<_>>();
+                for name in names {
+                    if let Some(first) = defined.insert(name.clone(), file) {
+                        return Err(PolicyError {
+                            file: file.to_string(),
+                            line: 0,
+                            column: 0,
+                            field: Some(format!("commands.{name}")),
+                            message: format!("`{name}` is already defined in {first}"),
+                        });
+                    }
+                }
+                all.merge(part);
+            }
+            Ok(all)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// SHA-256 of the built-in catalogue's files, part of every policy's hash.
+pub(crate) fn builtin_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        let mut all = String::new();
+        for (file, text) in BUILTIN_FILES {
+            all.push_str(file);
+            all.push('\n');
+            all.push_str(text);
+        }
+        crate::sha256_hex(all.as_bytes())
+    })
+}
+
+impl CatalogueFile {
+    /// Add `other`'s tables, replacing entries of the same name.
+    fn merge(&mut self, other: CatalogueFile) {
+        for (effect, names) in other.groups {
+            for name in &names {
+                self.commands.remove(name);
+                for list in self.groups.values_mut() {
+                    list.retain(|n| n != name);
+                }
+            }
+            self.groups.entry(effect).or_default().extend(names);
+        }
+        for (name, entry) in other.commands {
+            for list in self.groups.values_mut() {
+                list.retain(|n| n != &name);
+            }
+            self.commands.insert(name, entry);
+        }
+        if let Some(verbs) = other.verbs {
+            let mine = self.verbs.get_or_insert_with(VerbsFile::default);
+            for (category, words) in verbs.change {
+                mine.change.entry(category).or_default().extend(words);
+            }
+            mine.read.words.extend(verbs.read.words);
+            mine.secret.words.extend(verbs.secret.words);
+        }
+        if let Some(paths) = other.paths {
+            self.paths
+                .get_or_insert_with(PathsFile::default)
+                .metadata_only
+                .extend(paths.metadata_only);
+        }
+        if let Some(environment) = other.environment {
+            self.environment
+                .get_or_insert_with(EnvironmentFile::default)
+                .runs_code
+                .extend(environment.runs_code);
+        }
+    }
+}
+
+/// Where a catalogue error is reported.
+struct Place<'a> {
+    file: &'a str,
+}
+
+impl Place<'_> {
+    fn err(&self, field: String, message: impl Into<String>) -> PolicyError {
+        PolicyError {
+            file: self.file.to_string(),
+            line: 0,
+            column: 0,
+            field: Some(field),
+            message: message.into(),
+        }
+    }
+
+    fn stated(&self, text: &str, field: &str) -> Result<Stated, PolicyError> {
+        match text {
+            "read-only" => Ok(Stated::ReadOnly),
+            "unknown" => Ok(Stated::Unknown),
+            other => category(other).map(Stated::Is).ok_or_else(|| {
+                self.err(
+                    field.to_string(),
+                    format!("unknown effect `{other}`: read-only, unknown or a category (destructive, writes-files, system-config, ...)"),
+                )
+            }),
+        }
+    }
+
+    fn writes(&self, text: &str, field: &str, in_rule: bool) -> Result<Writes, PolicyError> {
+        match text {
+            "operands" => Ok(Writes::Operands),
+            "last-operand" => Ok(Writes::LastOperand),
+            "flag-value" if in_rule => Ok(Writes::FlagValue),
+            other => Err(self.err(
+                field.to_string(),
+                format!(
+                    "unknown `writes` value `{other}`: operands, last-operand{}",
+                    if in_rule { " or flag-value" } else { "" }
+                ),
+            )),
+        }
+    }
+
+    fn entry(
+        &self,
+        path: &str,
+        field: &str,
+        file: &EntryFile,
+        value_flags: &mut BTreeSet<String>,
+    ) -> Result<Entry, PolicyError> {
+        let effect = match &file.effect {
+            Some(text) => self.stated(text, &format!("{field}.effect"))?,
+            None => Stated::ReadOnly,
+        };
+        let mut rules = Vec::with_capacity(file.rules.len());
+        for (i, rule) in file.rules.iter().enumerate() {
+            let at = format!("{field}.rules[{i}]");
+            if rule.flags.is_empty() && rule.args.is_none() {
+                return Err(self.err(at, "a rule needs `flags` or `args`"));
+            }
+            if rule.effect.is_none() && rule.writes.is_none() {
+                return Err(self.err(at, "a rule needs an `effect` or `writes`"));
+            }
+            let args = match &rule.args {
+                Some(re) => Some(LazyRegex::new(re).map_err(|e| {
+                    self.err(
+                        format!("{at}.args"),
+                        format!("invalid regular expression: {e}"),
+                    )
+                })?),
+                None => None,
+            };
+            let writes = match &rule.writes {
+                Some(w) => Some(self.writes(w, &format!("{at}.writes"), true)?),
+                None => None,
+            };
+            if writes == Some(Writes::FlagValue) && rule.flags.is_empty() {
+                return Err(self.err(at, "`writes = \"flag-value\"` needs `flags`"));
+            }
+            let effect = match &rule.effect {
+                Some(e) => Some(self.stated(e, &format!("{at}.effect"))?),
+                None => None,
+            };
+            rules.push(Rule {
+                flags: rule.flags.iter().map(|f| dashless(f)).collect(),
+                args,
+                effect,
+                writes,
+                why: rule.why.clone(),
+            });
+        }
+        let writes = match &file.writes {
+            Some(w) => Some(self.writes(w, &format!("{field}.writes"), false)?),
+            None => None,
+        };
+        let verb_category = match &file.verb_category {
+            Some(text) => Some(category(text).ok_or_else(|| {
+                self.err(
+                    format!("{field}.verb_category"),
+                    format!("unknown category `{text}`"),
+                )
+            })?),
+            None => None,
+        };
+        value_flags.extend(file.value_flags.iter().map(|f| dashless(f)));
+        value_flags.extend(file.output_flags.iter().map(|f| dashless(f)));
+        let mut subcommands = BTreeMap::new();
+        for (name, sub) in &file.subcommands {
+            let sub_path = format!("{path} {name}");
+            let sub_field = format!("{field}.subcommands.{name}");
+            let entry = match sub {
+                SubFile::Effect(text) => Entry {
+                    path: sub_path,
+                    effect: self.stated(text, &sub_field)?,
+                    ..Entry::plain(String::new(), Stated::ReadOnly)
+                },
+                SubFile::Entry(inner) => self.entry(&sub_path, &sub_field, inner, value_flags)?,
+            };
+            subcommands.insert(name.to_ascii_lowercase(), entry);
+        }
+        Ok(Entry {
+            path: path.to_string(),
+            effect,
+            why: file.why.clone(),
+            rules,
+            writes,
+            output_flags: file.output_flags.iter().map(|f| dashless(f)).collect(),
+            output_keys: file.output_keys.clone(),
+            script_first: file
+                .script_first
+                .as_ref()
+                .map(|flags| flags.iter().map(|f| dashless(f)).collect()),
+            subcommands,
+            verb_category,
+            verb_depth: file.verb_depth.unwrap_or(1).clamp(1, 4),
+            same_as: file.same_as.as_ref().map(|s| s.to_ascii_lowercase()),
+            dry_run: file.dry_run.iter().map(|f| dashless(f)).collect(),
+            alone: match &file.alone {
+                Some(text) => Some(self.stated(text, &format!("{field}.alone"))?),
+                None => None,
+            },
+            value_flags: BTreeSet::new(),
+        })
+    }
+}
+
+impl Entry {
+    fn plain(path: String, effect: Stated) -> Entry {
+        Entry {
+            path,
+            effect,
+            why: None,
+            rules: Vec::new(),
+            writes: None,
+            output_flags: Vec::new(),
+            output_keys: Vec::new(),
+            script_first: None,
+            subcommands: BTreeMap::new(),
+            verb_category: None,
+            verb_depth: 1,
+            same_as: None,
+            dry_run: Vec::new(),
+            alone: None,
+            value_flags: BTreeSet::new(),
+        }
+    }
+}
+
+fn dashless(flag: &str) -> String {
+    flag.trim_start_matches('-').to_string()
+}
+
+/// A category by its name in a catalogue.
+fn category(text: &str) -> Option<Category> {
+    serde_json::from_value(serde_json::Value::String(text.to_string())).ok()
+}
+
+impl Catalogue {
+    /// The catalogue a policy uses: the built-in one (compiled once per process) or, when the
+    /// policy adds entries or names other scratch paths, one of its own.
+    pub(crate) fn for_policy(
+        file: &str,
+        extension: Option<CatalogueFile>,
+        scratch: &[String],
+    ) -> Result<Arc<Catalogue>, PolicyError> {
+        let default_scratch = scratch.is_empty()
+            || scratch
+                .iter()
+                .map(|p| p.trim_end_matches('/'))
+                .eq(DEFAULT_SCRATCH.iter().copied());
+        if extension.is_some() || !default_scratch {
+            return Catalogue::compile(file, extension, scratch).map(Arc::new);
+        }
+        static BUILTIN: OnceLock<Result<Arc<Catalogue>, PolicyError>> = OnceLock::new();
+        BUILTIN
+            .get_or_init(|| Catalogue::compile(file, None, &[]).map(Arc::new))
+            .clone()
+    }
+
+    /// The built-in catalogue, extended by a policy's own tables and with its scratch paths.
+    pub(crate) fn compile(
+        file: &str,
+        extension: Option<CatalogueFile>,
+        scratch: &[String],
+    ) -> Result<Catalogue, PolicyError> {
+        let mut all = builtin()?.clone();
+        let place_file = match &extension {
+            Some(_) => file,
+            None => "policies/commands",
+        };
+        if let Some(extension) = extension {
+            all.merge(extension);
+        }
+        let place = Place { file: place_file };
+        let mut commands = HashMap::new();
+        for (effect, names) in &all.groups {
+            let stated = place.stated(effect, &format!("groups.{effect}"))?;
+            for name in names {
+                commands.insert(name.to_ascii_lowercase(), Entry::plain(name.clone(), stated));
+            }
+        }
+        for (name, file) in &all.commands {
+            let mut value_flags = BTreeSet::new();
+            let mut entry =
+                place.entry(name, &format!("commands.{name}"), file, &mut value_flags)?;
+            entry.value_flags = value_flags;
+            commands.insert(name.to_ascii_lowercase(), entry);
+        }
+        for entry in commands.values() {
+            check_same_as(&place, entry, &commands)?;
+        }
+        let mut verbs = Verbs::default();
+        if let Some(file) = &all.verbs {
+            for (name, words) in &file.change {
+                let category = category(name).ok_or_else(|| {
+                    place.err(
+                        format!("verbs.change.{name}"),
+                        format!("unknown category `{name}`"),
+                    )
+                })?;
+                for word in words {
+                    verbs.change.insert(word.to_ascii_lowercase(), category);
+                }
+            }
+            verbs.read = file.read.words.iter().map(|w| w.to_ascii_lowercase()).collect();
+            verbs.secret = file
+                .secret
+                .words
+                .iter()
+                .map(|w| w.to_ascii_lowercase())
+                .collect();
+        }
+        let sensitive = RegexSet::new(SENSITIVE.iter().map(|(re, _)| *re))
+            .map_err(|e| place.err("sensitive".into(), e.to_string()))?;
+        let mut scratch: Vec<String> = scratch
+            .iter()
+            .map(|p| p.trim_end_matches('/').to_string())
+            .filter(|p| !p.is_empty())
+            .collect();
+        if scratch.is_empty() {
+            scratch = DEFAULT_SCRATCH.iter().map(|s| s.to_string()).collect();
+        }
+        let code_variables = all
+            .environment
+            .iter()
+            .flat_map(|e| e.runs_code.iter().cloned())
+            .collect();
+        let metadata_only = all
+            .paths
+            .iter()
+            .flat_map(|p| p.metadata_only.iter().map(|n| n.to_ascii_lowercase()))
+            .collect();
+        Ok(Catalogue {
+            commands,
+            code_variables,
+            metadata_only,
+            verbs,
+            sensitive,
+            sensitive_what: SENSITIVE.iter().map(|(_, what)| *what).collect(),
+            scratch,
+        })
+    }
+
+    /// How many commands it knows.
+    pub fn len(&self) -> usize {
+        self.commands.len()
+    }
+
+    /// Whether it knows no command.
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    /// Whether it knows the command `name` (a lowercased base name).
+    pub fn knows(&self, name: &str) -> bool {
+        self.lookup(name).is_some()
+    }
+
+    /// The entry of a command, also for versioned names (`python3.12`, `php8.2`, `pip3.11`).
+    fn lookup(&self, name: &str) -> Option<&Entry> {
+        self.commands.get(name).or_else(|| {
+            let base = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+            let base = base.strip_suffix('-').unwrap_or(base);
+            (base.len() < name.len() && !base.is_empty())
+                .then(|| self.commands.get(base))
+                .flatten()
+        })
+    }
+
+    /// What the invocation does.
+    pub fn classify(&self, argument: &str, invocation: &Invocation<'_>) -> Classification {
+        let name = invocation.name();
+        let words: Vec<&str> = invocation.arg_texts().collect();
+        let mut out = Classification {
+            argument: argument.to_string(),
+            span: invocation.span(),
+            command: name.to_string(),
+            effects: Vec::new(),
+            writes: Vec::new(),
+            unknown: false,
+            decided_by: String::new(),
+        };
+        // Variables that make programs run other code (`LESSOPEN=… less`, `LD_PRELOAD=…`).
+        for assignment in invocation.assignments() {
+            let variable = assignment.split_once('=').map_or(assignment, |(n, _)| n);
+            if self.code_variables.contains(variable) {
+                push_effect(
+                    &mut out,
+                    Category::RunsUnreviewedCode,
+                    format!("sets {variable}, which makes it run other code"),
+                );
+            }
+        }
+        // Redirections: writes, and reads of secrets.
+        let mut redirected = false;
+        for redirect in invocation.redirects() {
+            let op = invocation.redirect_op(redirect);
+            let target = invocation.text(&redirect.target);
+            if op.contains('>') {
+                // `2>&1` and `>&-` duplicate or close a descriptor; `>& file` writes a file.
+                let duplicates = op.ends_with('&') && is_fd(target);
+                if !duplicates {
+                    redirected |= self.write_path(target, &mut out);
+                }
+            } else if !op.contains("<<") && !op.ends_with('&') {
+                self.read_path(target, &mut out);
+            }
+        }
+        let reads_contents = !self.metadata_only.contains(name);
+        for word in words.iter().filter(|_| reads_contents) {
+            // `--file=/etc/shadow`, `if=/etc/shadow`, `@/etc/shadow`: the value is the path.
+            let value = word
+                .split_once('=')
+                .map_or(*word, |(_, v)| v)
+                .trim_start_matches('@');
+            self.read_path(value, &mut out);
+            if value != *word {
+                self.read_path(word, &mut out);
+            }
+        }
+        let redirection = if redirected { ", and a redirection" } else { "" };
+        match self.lookup(name) {
+            None => {
+                out.unknown = true;
+                out.decided_by = format!("not in the catalogue{redirection}");
+            }
+            Some(entry) => {
+                let decided = self.by_entry(entry, &words, invocation.wraps(), &mut out, 0);
+                out.decided_by = format!("{decided}{redirection}");
+            }
+        }
+        out
+    }
+
+    /// Classify `words` (the arguments) by `top` into `out`; what decided, in words.
+    fn by_entry(
+        &self,
+        top: &Entry,
+        words: &[&str],
+        wraps: bool,
+        out: &mut Classification,
+        depth: usize,
+    ) -> String {
+        let flags = Flags::of(words);
+        let parsed = Operands::read(words, &top.value_flags);
+        // Down the subcommands.
+        let mut levels: Vec<&Entry> = vec![top];
+        let mut level = top;
+        let mut at: usize = 0;
+        let mut verb: Option<(String, Stated)> = None;
+        loop {
+            if let Some(other) = &level.same_as {
+                // `podman` is `docker`; `k3s kubectl …` is `kubectl …`.
+                let rest = match at.checked_sub(1).and_then(|i| parsed.operands.get(i)) {
+                    Some(&(index, _)) => words.get(index + 1..).unwrap_or_default(),
+                    None => words,
+                };
+                match self.lookup(other).filter(|_| depth < 4) {
+                    Some(entry) => return self.by_entry(entry, rest, wraps, out, depth + 1),
+                    None => {
+                        out.unknown = true;
+                        return format!("catalogue: {} (as `{other}`, which it does not know)", level.path);
+                    }
+                }
+            }
+            if level.subcommands.is_empty() {
+                break;
+            }
+            let Some(&(_, word)) = parsed.operands.get(at) else {
+                break;
+            };
+            match level.subcommands.get(&word.to_ascii_lowercase()) {
+                Some(sub) => {
+                    level = sub;
+                    levels.push(sub);
+                    at += 1;
+                }
+                None => {
+                    let candidates: Vec<&str> = parsed
+                        .operands
+                        .iter()
+                        .skip(at)
+                        .take(level.verb_depth)
+                        .map(|&(_, w)| w)
+                        .collect();
+                    verb = Some(self.by_verb(&candidates, level.verb_category));
+                    break;
+                }
+            }
+        }
+        out.command = match &verb {
+            Some((word, _)) => format!("{} {word}", level.path),
+            None => level.path.clone(),
+        };
+        // Asking for help or the version runs nothing: `--help` before any operand that is not a
+        // subcommand (`python3 x.py --help` runs x.py), or `help` where a subcommand would be.
+        let free = parsed.operands.get(at).map_or(words.len(), |&(i, _)| i);
+        let asks_help = words
+            .iter()
+            .take(free)
+            .any(|w| matches!(*w, "--help" | "--version" | "--usage"))
+            || (levels.len() > 1
+                && verb.is_some()
+                && parsed.operands.len() == at + 1
+                && parsed.operands.get(at).is_some_and(|&(_, w)| w == "help"));
+        if asks_help {
+            return format!("catalogue: {} (help)", level.path);
+        }
+        // A dry run changes nothing.
+        if levels
+            .iter()
+            .any(|entry| entry.dry_run.iter().any(|f| flags.has(f)))
+        {
+            return format!("catalogue: {} (dry run)", level.path);
+        }
+        let joined = words.join(" ");
+        // Rules of every level; outputs of every level.
+        let mut final_rule_matched = false;
+        for (index, entry) in levels.iter().enumerate() {
+            let is_final = index + 1 == levels.len();
+            for rule in &entry.rules {
+                if !rule_matches(rule, &flags, &joined) {
+                    continue;
+                }
+                if is_final {
+                    final_rule_matched = true;
+                }
+                let why = rule.why.as_deref().or(entry.why.as_deref());
+                let mut wrote = false;
+                if let Some(writes) = rule.writes {
+                    let paths = match writes {
+                        Writes::FlagValue => flag_values(words, &rule.flags),
+                        other => parsed.written(other, entry.script_first.as_deref(), &flags),
+                    };
+                    for path in &paths {
+                        wrote = true;
+                        self.write_path(path, out);
+                    }
+                }
+                if !wrote || rule.writes.is_none() {
+                    match rule.effect {
+                        Some(Stated::Is(category)) => push_effect(
+                            out,
+                            category,
+                            why.unwrap_or(category_words(category)).to_string(),
+                        ),
+                        Some(Stated::Unknown) => out.unknown = true,
+                        _ => {}
+                    }
+                }
+            }
+            for path in flag_values(words, &entry.output_flags) {
+                self.write_path(&path, out);
+            }
+            for key in &entry.output_keys {
+                for word in words {
+                    if let Some(path) = word
+                        .strip_prefix(key.as_str())
+                        .and_then(|rest| rest.strip_prefix('='))
+                    {
+                        self.write_path(path, out);
+                    }
+                }
+            }
+            if let Some(writes) = entry.writes.filter(|_| is_final) {
+                for path in parsed.written(writes, entry.script_first.as_deref(), &flags) {
+                    self.write_path(&path, out);
+                }
+            }
+        }
+        if let (Some(alone), false) = (level.alone, wraps) {
+            // A wrapper with nothing to run: `env` prints the environment.
+            if !final_rule_matched {
+                self.apply(alone, level, "", out);
+                return format!("catalogue: {} (with no command to run)", level.path);
+            }
+        }
+        match verb {
+            Some((word, stated)) => {
+                if !final_rule_matched {
+                    self.apply(stated, level, &word, out);
+                }
+                format!("the verb of `{word}` ({})", level.path)
+            }
+            None => {
+                if !final_rule_matched && level.writes.is_none() {
+                    self.apply(level.effect, level, "", out);
+                }
+                format!("catalogue: {}", level.path)
+            }
+        }
+    }
+
+    /// Add what an entry (or a verb) states.
+    fn apply(&self, stated: Stated, level: &Entry, verb: &str, out: &mut Classification) {
+        match stated {
+            Stated::ReadOnly => {}
+            Stated::Unknown => out.unknown = true,
+            Stated::Is(category) => {
+                let why = if verb.is_empty() {
+                    level
+                        .why
+                        .clone()
+                        .unwrap_or_else(|| category_words(category).to_string())
+                } else {
+                    format!("`{verb}` {}", category_words(category))
+                };
+                push_effect(out, category, why);
+            }
+        }
+    }
+
+    /// Decide an unlisted subcommand by its verb: the first candidate word with one.
+    fn by_verb(&self, candidates: &[&str], verb_category: Option<Category>) -> (String, Stated) {
+        let first = candidates.first().copied().unwrap_or_default();
+        for word in candidates {
+            let lower = word.to_ascii_lowercase();
+            let parts: Vec<&str> = lower
+                .split(['-', '_', ':', '.'])
+                .filter(|p| !p.is_empty())
+                .collect();
+            if let Some(&category) = parts.iter().find_map(|p| self.verbs.change.get(*p)) {
+                let category = match verb_category {
+                    Some(chosen) if category != Category::Destructive => chosen,
+                    _ => category,
+                };
+                return ((*word).to_string(), Stated::Is(category));
+            }
+            if let Some(head) = parts.first() {
+                if self.verbs.read.contains(*head) {
+                    let secret = parts.iter().any(|p| self.verbs.secret.contains(*p))
+                        && !matches!(*head, "list" | "ls");
+                    return (
+                        (*word).to_string(),
+                        if secret {
+                            Stated::Is(Category::Secrets)
+                        } else {
+                            Stated::ReadOnly
+                        },
+                    );
+                }
+            }
+        }
+        (first.to_string(), Stated::Unknown)
+    }
+
+    /// Record a write of `path`; false when it is scratch (no effect).
+    fn write_path(&self, path: &str, out: &mut Classification) -> bool {
+        let Some(category) = self.path_category(path) else {
+            return false;
+        };
+        if !out.writes.iter().any(|p| p == path) {
+            out.writes.push(path.to_string());
+        }
+        let why = format!("writes {path} ({})", category_words(category));
+        push_effect(out, category, why);
+        true
+    }
+
+    /// Record a read of a secret, when `path` is one.
+    fn read_path(&self, path: &str, out: &mut Classification) {
+        if path.is_empty() || path.ends_with(".pub") {
+            return;
+        }
+        if let Some(index) = self.sensitive.matches(path).iter().next() {
+            let what = self.sensitive_what.get(index).copied().unwrap_or("a secret");
+            push_effect(out, Category::Secrets, format!("reads {path} ({what})"));
+        }
+    }
+
+    /// What writing `path` is: `None` for scratch.
+    fn path_category(&self, path: &str) -> Option<Category> {
+        let path = path.trim();
+        if path.is_empty()
+            || path == "-"
+            || matches!(path, "/dev/null" | "/dev/stdout" | "/dev/stderr" | "/dev/tty")
+            || path.starts_with("/dev/fd/")
+            || path.starts_with("/proc/self/fd/")
+        {
+            return None;
+        }
+        let normal = normalise(path);
+        if self
+            .scratch
+            .iter()
+            .any(|s| normal == *s || normal.starts_with(&format!("{s}/")))
+        {
+            return None;
+        }
+        if normal.starts_with("/dev/") {
+            return Some(Category::DeviceWrite);
+        }
+        if is_system_path(&normal) {
+            return Some(Category::SystemConfig);
+        }
+        Some(Category::WritesFiles)
+    }
+}
+
+/// Every `same_as` names a command the catalogue knows.
+fn check_same_as(
+    place: &Place<'_>,
+    entry: &Entry,
+    commands: &HashMap<String, Entry>,
+) -> Result<(), PolicyError> {
+    if let Some(other) = &entry.same_as {
+        if !commands.contains_key(other) {
+            return Err(place.err(
+                format!("commands.{}", entry.path.replace(' ', ".subcommands.")),
+                format!("`same_as = \"{other}\"` names a command the catalogue does not have"),
+            ));
+        }
+    }
+    for sub in entry.subcommands.values() {
+        check_same_as(place, sub, commands)?;
+    }
+    Ok(())
+}
+
+/// The flags of a list of arguments, read as the analysis reads them: `-xvf` is `x`, `v`, `f`
+/// (and the long name `xvf`, for `-name`-style options); `--force=yes` is `force`. Nothing after
+/// `--` is a flag.
+struct Flags<'w> {
+    short: BTreeSet<char>,
+    long: Vec<&'w str>,
+}
+
+impl<'w> Flags<'w> {
+    fn of(words: &[&'w str]) -> Self {
+        let mut flags = Flags {
+            short: BTreeSet::new(),
+            long: Vec::new(),
+        };
+        for word in words {
+            if *word == "--" {
+                break;
+            }
+            let Some(rest) = word.strip_prefix('-').filter(|r| !r.is_empty()) else {
+                continue;
+            };
+            let (dashes, rest) = match rest.strip_prefix('-') {
+                Some(long) => (2, long),
+                None => (1, rest),
+            };
+            let name = rest.split_once('=').map_or(rest, |(n, _)| n);
+            if name.is_empty() {
+                continue;
+            }
+            flags.long.push(name);
+            if dashes == 1 {
+                flags
+                    .short
+                    .extend(name.chars().filter(char::is_ascii_alphanumeric));
+            }
+        }
+        flags
+    }
+
+    /// Whether `name` was given: one character is a short flag, more a long name (ignoring
+    /// ASCII case).
+    fn has(&self, name: &str) -> bool {
+        let mut chars = name.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) => self.short.contains(&c),
+            _ => self.long.iter().any(|l| l.eq_ignore_ascii_case(name)),
+        }
+    }
+}
+
+/// `path` with `.` and `..` resolved textually (so `/tmp/../etc/x` is `/etc/x`).
+fn normalise(path: &str) -> String {
+    let absolute = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    let joined = parts.join("/");
+    if absolute {
+        format!("/{joined}")
+    } else {
+        joined
+    }
+}
+
+/// System locations: configuration, boot, programs, state, credentials and start-up files.
+fn is_system_path(path: &str) -> bool {
+    const ROOTS: &[&str] = &[
+        "/etc", "/boot", "/usr", "/var/lib", "/lib", "/lib64", "/lib32", "/bin", "/sbin",
+        "/opt", "/root", "/var/spool/cron", "/var/spool/anacron", "/sys", "/proc", "/efi",
+        "/var/www", "/srv/www", "/run/systemd",
+    ];
+    const HOME_FILES: &[&str] = &[
+        ".ssh", ".bashrc", ".bash_profile", ".profile", ".zshrc", ".zprofile", ".bash_login",
+        ".bash_logout", ".config/systemd", ".config/autostart", ".gitconfig", ".kube",
+        ".aws", ".docker", ".gnupg", ".netrc", ".pgpass", ".npmrc", ".pypirc", ".vimrc",
+        ".inputrc", ".xinitrc", ".xprofile", ".local/bin",
+    ];
+    if ROOTS
+        .iter()
+        .any(|root| path == *root || path.starts_with(&format!("{root}/")))
+    {
+        return true;
+    }
+    // `~/.ssh/…`, `$HOME/.bashrc`, `/home/deploy/.ssh/…`.
+    let in_home = path
+        .strip_prefix("~/")
+        .or_else(|| path.strip_prefix("$HOME/"))
+        .or_else(|| path.strip_prefix("${HOME}/"))
+        .or_else(|| {
+            path.strip_prefix("/home/")
+                .and_then(|rest| rest.split_once('/').map(|(_, r)| r))
+        });
+    in_home.is_some_and(|rest| {
+        HOME_FILES
+            .iter()
+            .any(|f| rest == *f || rest.starts_with(&format!("{f}/")))
+    })
+}
+
+/// A file descriptor number (`2>&1`), or `-` (close).
+fn is_fd(target: &str) -> bool {
+    target == "-" || (!target.is_empty() && target.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn push_effect(out: &mut Classification, category: Category, why: String) {
+    if !out
+        .effects
+        .iter()
+        .any(|e| e.category == category && e.why == why)
+    {
+        out.effects.push(Effect { category, why });
+    }
+}
+
+/// A category in a reviewer's words.
+pub fn category_words(category: Category) -> &'static str {
+    match category {
+        Category::Destructive => "deletes data",
+        Category::WritesFiles => "files",
+        Category::SystemConfig => "system configuration",
+        Category::ServiceDisruption => "disrupts a service",
+        Category::Packages => "changes packages",
+        Category::Permissions => "changes permissions or accounts",
+        Category::PrivilegeEscalation => "runs with elevated privileges",
+        Category::ProcessKill => "kills or signals processes",
+        Category::Firewall => "changes the firewall or network",
+        Category::NetworkExposure => "opens or sends to the network",
+        Category::RemoteCodeExecution => "runs code from elsewhere",
+        Category::RunsUnreviewedCode => "runs code nobody can review here",
+        Category::Secrets => "exposes secrets",
+        Category::RemoteState => "changes remote state",
+        Category::DeviceWrite => "a block device",
+        Category::ForceFlag => "forces without asking",
+    }
+}
+
+fn rule_matches(rule: &Rule, flags: &Flags<'_>, joined: &str) -> bool {
+    let flags_ok = rule.flags.is_empty() || rule.flags.iter().any(|f| flags.has(f));
+    let args_ok = rule.args.as_ref().is_none_or(|re| re.is_match(joined));
+    flags_ok && args_ok
+}
+
+/// The values of the given options: `-o FILE`, `-oFILE`, `--output FILE`, `--output=FILE`,
+/// and `-czf FILE` (the option last in a group of short flags).
+fn flag_values(words: &[&str], names: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    if names.is_empty() {
+        return out;
+    }
+    let short = |c: char| names.iter().any(|n| n.len() == 1 && n.starts_with(c));
+    let long = |n: &str| names.iter().any(|m| m.len() > 1 && m.eq_ignore_ascii_case(n));
+    let mut i = 0;
+    while i < words.len() {
+        let word = words.get(i).copied().unwrap_or_default();
+        let next = words.get(i + 1).copied();
+        i += 1;
+        if word == "--" {
+            break;
+        }
+        if let Some(rest) = word.strip_prefix("--") {
+            let (name, value) = match rest.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (rest, None),
+            };
+            if long(name) {
+                match value {
+                    Some(v) => out.push(v.to_string()),
+                    None => {
+                        if let Some(v) = next {
+                            out.push(v.to_string());
+                            i += 1;
+                        }
+                    }
+                }
+            }
+            continue;
+        }
+        let Some(rest) = word.strip_prefix('-').filter(|r| !r.is_empty()) else {
+            continue;
+        };
+        let (name, value) = match rest.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (rest, None),
+        };
+        if name.len() > 1 && long(name) {
+            match value {
+                Some(v) => out.push(v.to_string()),
+                None => {
+                    if let Some(v) = next {
+                        out.push(v.to_string());
+                        i += 1;
+                    }
+                }
+            }
+            continue;
+        }
+        // A group of short flags: the first that takes a value takes the rest of the group, or
+        // the next word.
+        for (at, c) in rest.char_indices() {
+            if !c.is_ascii_alphanumeric() {
+                break;
+            }
+            if short(c) {
+                let tail = rest.get(at + c.len_utf8()..).unwrap_or_default();
+                if tail.is_empty() {
+                    if let Some(v) = next {
+                        out.push(v.to_string());
+                        i += 1;
+                    }
+                } else {
+                    out.push(tail.trim_start_matches('=').to_string());
+                }
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// The operands of an invocation: the words that are not flags or the values of flags.
+struct Operands<'w> {
+    /// Each operand with its place among the arguments.
+    operands: Vec<(usize, &'w str)>,
+}
+
+impl<'w> Operands<'w> {
+    fn read(words: &[&'w str], value_flags: &BTreeSet<String>) -> Self {
+        let mut operands = Vec::new();
+        let mut i = 0;
+        let mut only_operands = false;
+        while let Some(&word) = words.get(i) {
+            i += 1;
+            if only_operands || word == "-" || !word.starts_with('-') {
+                operands.push((i - 1, word));
+                continue;
+            }
+            if word == "--" {
+                only_operands = true;
+                continue;
+            }
+            if word.contains('=') {
+                continue;
+            }
+            let name = word.trim_start_matches('-');
+            let takes = value_flags.contains(name)
+                || (!word.starts_with("--")
+                    && name.len() > 1
+                    && name
+                        .chars()
+                        .last()
+                        .is_some_and(|c| value_flags.contains(&c.to_string()))
+                    && name.chars().all(|c| c.is_ascii_alphabetic()));
+            if takes {
+                i += 1;
+            }
+        }
+        Operands { operands }
+    }
+
+    /// The operands a command writes: all of them or the last, without a leading script.
+    fn written(
+        &self,
+        writes: Writes,
+        script_first: Option<&[String]>,
+        flags: &Flags<'_>,
+    ) -> Vec<String> {
+        let mut operands: &[(usize, &str)] = &self.operands;
+        if let Some(script_flags) = script_first {
+            if !script_flags.iter().any(|f| flags.has(f)) {
+                operands = operands.get(1..).unwrap_or_default();
+            }
+        }
+        match writes {
+            Writes::Operands => operands.iter().map(|(_, s)| s.to_string()).collect(),
+            Writes::LastOperand => {
+                if operands.len() < 2 {
+                    Vec::new()
+                } else {
+                    operands
+                        .last()
+                        .map(|(_, s)| vec![s.to_string()])
+                        .unwrap_or_default()
+                }
+            }
+            Writes::FlagValue => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis;
+
+    fn catalogue() -> Catalogue {
+        match Catalogue::compile("test", None, &[]) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn classify(command: &str) -> Vec<Classification> {
+        let catalogue = catalogue();
+        let analysis = analysis::invocations(command);
+        analysis
+            .invocations()
+            .map(|inv| catalogue.classify("command", &inv))
+            .collect()
+    }
+
+    /// The categories of the whole command line, and whether anything was unknown.
+    fn effects(command: &str) -> (BTreeSet<&'static str>, bool) {
+        let all = classify(command);
+        let categories = all
+            .iter()
+            .flat_map(|c| c.effects.iter().map(|e| e.category.as_str()))
+            .collect();
+        (categories, all.iter().any(|c| c.unknown))
+    }
+
+    fn read_only(command: &str) {
+        let (categories, unknown) = effects(command);
+        assert!(
+            categories.is_empty() && !unknown,
+            "{command}: {categories:?} unknown={unknown} {:#?}",
+            classify(command)
+        );
+    }
+
+    fn has(command: &str, category: &str) {
+        let (categories, _) = effects(command);
+        assert!(
+            categories.contains(category),
+            "{command}: expected {category}, got {categories:?} {:#?}",
+            classify(command)
+        );
+    }
+
+    #[test]
+    fn the_builtin_catalogue_loads_and_is_large() {
+        let c = catalogue();
+        assert!(c.len() >= 600, "{} commands", c.len());
+    }
+
+    #[test]
+    fn reading_is_read_only() {
+        for command in [
+            "ls -la /var/log",
+            "cat /var/log/syslog | grep -i error | tail -n 50",
+            "systemctl status nginx",
+            "journalctl -u nginx --since today",
+            "df -h",
+            "git log --oneline -n 5",
+            "docker ps -a",
+            "kubectl get pods -n prod",
+            "echo hello > /tmp/out.txt",
+            "grep -r TODO /srv/app 2>/dev/null",
+            "sudo -l",
+        ] {
+            read_only(command);
+        }
+    }
+
+    #[test]
+    fn writes_are_judged_by_their_path() {
+        has("echo 1.2.3.4 web > /etc/hosts", "system-config");
+        has("echo x >> /srv/app/notes.txt", "writes-files");
+        has("echo x | tee /etc/cron.d/job", "system-config");
+        has("dd if=/dev/zero of=/dev/sdb bs=1M", "device-write");
+        has("curl -o /opt/app/app.conf https://example.com/x", "system-config");
+        has("sed -i s/a/b/ /srv/app/data.txt", "writes-files");
+        has("cp a.txt /tmp/../etc/passwd", "system-config");
+        read_only("curl -o /tmp/x https://example.com/");
+        read_only("tee /tmp/out.log");
+        read_only("sed s/a/b/ /srv/app/data.txt");
+    }
+
+    #[test]
+    fn sensitive_paths_are_secrets_whatever_the_program() {
+        has("uniq /etc/shadow", "secrets");
+        has("base64 ~/.ssh/id_ed25519", "secrets");
+        has("xxd /home/deploy/.ssh/id_rsa", "secrets");
+        has("cat /proc/1/environ", "secrets");
+        has("grep KEY /srv/app/.env", "secrets");
+        read_only("cat ~/.ssh/id_ed25519.pub");
+    }
+
+    #[test]
+    fn unknown_commands_and_subcommands_are_unknown() {
+        let (_, unknown) = effects("frobnicate --all");
+        assert!(unknown);
+        let (_, unknown) = effects("git frobnicate");
+        assert!(unknown);
+        let found = classify("frobnicate");
+        assert_eq!(found[0].decided_by, "not in the catalogue");
+    }
+
+    #[test]
+    fn verbs_decide_unlisted_subcommands() {
+        has("aws ec2 terminate-instances --instance-ids i-1", "destructive");
+        has("rails db:migrate", "remote-state");
+        read_only("aws ec2 describe-instances --region eu-west-1");
+    }
+
+    #[test]
+    fn subcommands_flags_and_runners() {
+        has("systemctl restart nginx", "service-disruption");
+        has("kubectl delete pod web-1", "destructive");
+        has("git push --force origin main", "destructive");
+        has("terraform destroy", "destructive");
+        has("helm uninstall web", "destructive");
+        has("find /srv -name '*.log' -delete", "destructive");
+        has("python3 /tmp/x.py", "runs-unreviewed-code");
+        has("bash deploy.sh", "runs-unreviewed-code");
+        has("npx cowsay hi", "runs-unreviewed-code");
+        has("pkill -f worker", "process-kill");
+        has("apt-get install -y nginx", "packages");
+        has("nc -lvp 4444", "network-exposure");
+        has("tar xzf backup.tar.gz", "writes-files");
+        read_only("python3 --version");
+        read_only("bash -c 'uptime'");
+    }
+
+    #[test]
+    fn flag_values_are_found_in_every_spelling() {
+        let names = vec!["o".to_string(), "output".to_string()];
+        let words = ["-o", "a", "-ob", "--output", "c", "--output=d", "-vo", "e"];
+        assert_eq!(flag_values(&words, &names), vec!["a", "b", "c", "d", "e"]);
+    }
+
+    #[test]
+    fn paths_are_normalised_before_they_are_judged() {
+        let c = catalogue();
+        assert_eq!(c.path_category("/tmp/x"), None);
+        assert_eq!(c.path_category("/tmp/../etc/x"), Some(Category::SystemConfig));
+        assert_eq!(c.path_category("/dev/null"), None);
+        assert_eq!(c.path_category("/dev/sda"), Some(Category::DeviceWrite));
+        assert_eq!(c.path_category("out.txt"), Some(Category::WritesFiles));
+        assert_eq!(c.path_category("~/.ssh/authorized_keys"), Some(Category::SystemConfig));
+        assert_eq!(c.path_category("/tmpfoo"), Some(Category::WritesFiles));
+    }
+}
