@@ -105,6 +105,9 @@ pub(crate) struct CatalogueFile {
     pub environment: Option<EnvironmentFile>,
     #[serde(default)]
     pub paths: Option<PathsFile>,
+    /// Named lists of rules that entries share (`uses = ["sql"]`).
+    #[serde(default)]
+    pub rulesets: BTreeMap<String, Vec<RuleFile>>,
 }
 
 /// How commands treat the paths they are given.
@@ -150,6 +153,10 @@ pub(crate) struct EntryFile {
     #[serde(default)]
     dry_run: Vec<String>,
     alone: Option<String>,
+    /// Rule sets whose rules follow the entry's own.
+    #[serde(default)]
+    uses: Vec<String>,
+    deletes: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -224,6 +231,8 @@ struct Entry {
     why: Option<String>,
     rules: Vec<Rule>,
     writes: Option<Writes>,
+    /// Operands the command deletes (`rm`): outside scratch, `destructive`.
+    deletes: Option<Writes>,
     output_flags: Vec<String>,
     output_keys: Vec<String>,
     script_first: Option<Vec<String>>,
@@ -403,6 +412,7 @@ impl CatalogueFile {
             mine.read.words.extend(verbs.read.words);
             mine.secret.words.extend(verbs.secret.words);
         }
+        self.rulesets.extend(other.rulesets);
         if let Some(paths) = other.paths {
             self.paths
                 .get_or_insert_with(PathsFile::default)
@@ -421,6 +431,7 @@ impl CatalogueFile {
 /// Where a catalogue error is reported.
 struct Place<'a> {
     file: &'a str,
+    rulesets: &'a BTreeMap<String, Vec<RuleFile>>,
 }
 
 impl Place<'_> {
@@ -473,9 +484,27 @@ impl Place<'_> {
             Some(text) => self.stated(text, &format!("{field}.effect"))?,
             None => Stated::ReadOnly,
         };
-        let mut rules = Vec::with_capacity(file.rules.len());
-        for (i, rule) in file.rules.iter().enumerate() {
-            let at = format!("{field}.rules[{i}]");
+        let mut all_rules: Vec<(String, &RuleFile)> = file
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| (format!("{field}.rules[{i}]"), rule))
+            .collect();
+        for name in &file.uses {
+            let set = self.rulesets.get(name).ok_or_else(|| {
+                self.err(
+                    format!("{field}.uses"),
+                    format!("no rule set `{name}` (add a [rulesets] entry)"),
+                )
+            })?;
+            all_rules.extend(
+                set.iter()
+                    .enumerate()
+                    .map(|(i, rule)| (format!("rulesets.{name}[{i}]"), rule)),
+            );
+        }
+        let mut rules = Vec::with_capacity(all_rules.len());
+        for (at, rule) in all_rules {
             if rule.flags.is_empty() && rule.args.is_none() {
                 return Err(self.err(at, "a rule needs `flags` or `args`"));
             }
@@ -514,6 +543,10 @@ impl Place<'_> {
             Some(w) => Some(self.writes(w, &format!("{field}.writes"), false)?),
             None => None,
         };
+        let deletes = match &file.deletes {
+            Some(w) => Some(self.writes(w, &format!("{field}.deletes"), false)?),
+            None => None,
+        };
         let verb_category = match &file.verb_category {
             Some(text) => Some(category(text).ok_or_else(|| {
                 self.err(
@@ -545,6 +578,7 @@ impl Place<'_> {
             why: file.why.clone(),
             rules,
             writes,
+            deletes,
             output_flags: file.output_flags.iter().map(|f| dashless(f)).collect(),
             output_keys: file.output_keys.clone(),
             script_first: file
@@ -573,6 +607,7 @@ impl Entry {
             why: None,
             rules: Vec::new(),
             writes: None,
+            deletes: None,
             output_flags: Vec::new(),
             output_keys: Vec::new(),
             script_first: None,
@@ -632,7 +667,10 @@ impl Catalogue {
         if let Some(extension) = extension {
             all.merge(extension);
         }
-        let place = Place { file: place_file };
+        let place = Place {
+            file: place_file,
+            rulesets: &all.rulesets,
+        };
         let mut commands = HashMap::new();
         for (effect, names) in &all.groups {
             let stated = place.stated(effect, &format!("groups.{effect}"))?;
@@ -928,6 +966,20 @@ impl Catalogue {
                     self.write_path(&path, out);
                 }
             }
+            if let Some(deletes) = entry.deletes.filter(|_| is_final && !final_rule_matched) {
+                let paths = parsed.written(deletes, entry.script_first.as_deref(), &flags);
+                if paths.is_empty() {
+                    self.apply(entry.effect, entry, "", out);
+                }
+                for path in paths {
+                    // Under scratch is no effect; the scratch directory itself is not.
+                    let whole_scratch = self.scratch.contains(&normalise(&path));
+                    if whole_scratch || self.path_category(&path).is_some() {
+                        let why = entry.why.as_deref().unwrap_or("deletes");
+                        push_effect(out, Category::Destructive, format!("{why} {path}"));
+                    }
+                }
+            }
         }
         if let (Some(alone), false) = (level.alone, wraps) {
             // A wrapper with nothing to run: `env` prints the environment.
@@ -944,7 +996,7 @@ impl Catalogue {
                 format!("the verb of `{word}` ({})", level.path)
             }
             None => {
-                if !final_rule_matched && level.writes.is_none() {
+                if !final_rule_matched && level.writes.is_none() && level.deletes.is_none() {
                     self.apply(level.effect, level, "", out);
                 }
                 format!("catalogue: {}", level.path)
@@ -964,7 +1016,11 @@ impl Catalogue {
                         .clone()
                         .unwrap_or_else(|| category_words(category).to_string())
                 } else {
-                    format!("`{verb}` {}", category_words(category))
+                    format!(
+                        "{}, by its verb `{verb}` ({})",
+                        category_words(category),
+                        category_name(category)
+                    )
                 };
                 push_effect(out, category, why);
             }
@@ -1013,7 +1069,7 @@ impl Catalogue {
         if !out.writes.iter().any(|p| p == path) {
             out.writes.push(path.to_string());
         }
-        let why = format!("writes {path} ({})", category_words(category));
+        let why = format!("writes {path} ({})", category_name(category));
         push_effect(out, category, why);
         true
     }
@@ -1196,6 +1252,29 @@ fn push_effect(out: &mut Classification, category: Category, why: String) {
         .any(|e| e.category == category && e.why == why)
     {
         out.effects.push(Effect { category, why });
+    }
+}
+
+/// A category as a short noun, for the parentheses of a reason: "restarts a unit (service
+/// disruption)".
+pub fn category_name(category: Category) -> &'static str {
+    match category {
+        Category::Destructive => "destructive",
+        Category::WritesFiles => "files",
+        Category::SystemConfig => "system configuration",
+        Category::ServiceDisruption => "service disruption",
+        Category::Packages => "packages",
+        Category::Permissions => "permissions and accounts",
+        Category::PrivilegeEscalation => "privilege escalation",
+        Category::ProcessKill => "processes",
+        Category::Firewall => "firewall and network",
+        Category::NetworkExposure => "network exposure",
+        Category::RemoteCodeExecution => "remote code execution",
+        Category::RunsUnreviewedCode => "unreviewed code",
+        Category::Secrets => "secrets",
+        Category::RemoteState => "remote state",
+        Category::DeviceWrite => "block device",
+        Category::ForceFlag => "force",
     }
 }
 

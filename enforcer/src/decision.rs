@@ -1,7 +1,7 @@
 //! The decision: one total function from a request, a principal and a policy to an answer.
 
 use crate::analysis::{self, Invocation};
-use crate::catalogue::{category_words, Classification};
+use crate::catalogue::{category_name, Classification};
 use crate::policy::{Category, Effects, InvocationFlags, Operation, Pattern, PolicySet, UnknownCommands};
 use crate::shell::{self, Warning};
 use crate::{Action, Risk};
@@ -299,14 +299,16 @@ fn what_commands_do(commands: &[Classification], operation: &Operation) -> Vec<S
     for command in commands {
         if operation.effects == Effects::RequireApproval {
             for effect in &command.effects {
-                let why = if effect.why.starts_with("writes ") || effect.why.starts_with("reads ") {
+                // "`systemctl restart` restarts a unit (service disruption)"; a path's effect
+                // already names its kind: "`tee` writes /etc/hosts (system configuration)".
+                let why = if effect.why.ends_with(')') {
                     format!("`{}` {}", command.command, effect.why)
                 } else {
                     format!(
                         "`{}` {} ({})",
                         command.command,
                         effect.why,
-                        category_words(effect.category)
+                        category_name(effect.category)
                     )
                 };
                 found.push((severity(effect.category), why));

@@ -176,6 +176,8 @@ struct PolicyFile {
     environment: Option<crate::catalogue::EnvironmentFile>,
     #[serde(default)]
     paths: Option<crate::catalogue::PathsFile>,
+    #[serde(default)]
+    rulesets: BTreeMap<String, Vec<crate::catalogue::RuleFile>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -912,13 +914,15 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
         || !parsed.commands.is_empty()
         || parsed.verbs.is_some()
         || parsed.environment.is_some()
-        || parsed.paths.is_some())
+        || parsed.paths.is_some()
+        || !parsed.rulesets.is_empty())
     .then(|| crate::catalogue::CatalogueFile {
         groups: parsed.groups.clone(),
         commands: parsed.commands.clone(),
         verbs: parsed.verbs.clone(),
         environment: parsed.environment.clone(),
         paths: parsed.paths.clone(),
+        rulesets: parsed.rulesets.clone(),
     });
     let catalogue = Catalogue::for_policy(file, extension, &parsed.scratch_paths)?;
 

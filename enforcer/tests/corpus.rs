@@ -1,5 +1,8 @@
 //! The JSON case corpus in `tests/cases/`: each case is a request and the decision expected for
-//! it against the shipped default policy (action, risk, and the exact set of pattern ids).
+//! it (action, risk, and the exact set of pattern ids). `action` is IT-MCP's own decision, which
+//! `policies/it-mcp-compatible.toml` must give exactly; the shipped default policy gives
+//! `default_action` where a case has one (it also asks on what the command catalogue finds:
+//! `kill`, `chmod`, `systemctl restart`, ...), and `action` otherwise.
 //!
 //! File shape: `{"defaults": {...}, "cases": [{...}, ...]}`. A case may give `tool`,
 //! `operation`, `args`, `target`, `caller` (a name from `callers.json`), or the shorthand
@@ -19,6 +22,7 @@ fn load(path: &Path) -> Value {
 fn corpus() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
     let policy = enforcer::default_policy().unwrap_or_else(|e| panic!("{e}"));
+    let compatible = enforcer::it_mcp_compatible_policy().unwrap_or_else(|e| panic!("{e}"));
     let callers: BTreeMap<String, Principal> =
         serde_json::from_value(load(&dir.join("callers.json"))).expect("callers.json");
 
@@ -74,11 +78,27 @@ fn corpus() {
                 file.file_name().and_then(|n| n.to_str()).unwrap_or("?"),
                 serde_json::to_string(&case).unwrap_or_default()
             );
-            let want_action = case.get("action").and_then(Value::as_str).expect("action");
+            let it_mcp_action = case.get("action").and_then(Value::as_str).expect("action");
+            let want_action = case
+                .get("default_action")
+                .and_then(Value::as_str)
+                .unwrap_or(it_mcp_action);
             if decision.action.as_str() != want_action {
                 failures.push(format!(
                     "{label}\n   action: want {want_action}, got {} ({:?})",
                     decision.action, decision.reasons
+                ));
+            }
+            let as_it_mcp = evaluate(&request, caller, &compatible);
+            if as_it_mcp.action.as_str() != it_mcp_action {
+                failures.push(format!(
+                    "{label}\n   it-mcp-compatible action: want {it_mcp_action}, got {} ({:?})",
+                    as_it_mcp.action, as_it_mcp.reasons
+                ));
+            }
+            if as_it_mcp.risk != decision.risk || as_it_mcp.matched_patterns != decision.matched_patterns {
+                failures.push(format!(
+                    "{label}\n   it-mcp-compatible: risk or patterns differ from the default policy's"
                 ));
             }
             if let Some(want_risk) = case.get("risk").and_then(Value::as_str) {
