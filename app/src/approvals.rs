@@ -91,6 +91,9 @@ pub struct CommandView {
     /// The invocation as written in the argument.
     pub text: String,
     pub effects: Vec<EffectView>,
+    /// Paths it writes or deletes only under the scratch paths.
+    #[serde(default)]
+    pub scratch: Vec<String>,
     /// Countersign does not know what it does.
     pub unknown: bool,
     /// What decided: the catalogue entry, a verb, a redirection.
@@ -114,7 +117,11 @@ impl CommandView {
         commands
             .iter()
             .map(|c| {
-                let value = match c.argument.strip_suffix(']').and_then(|a| a.rsplit_once('[')) {
+                let value = match c
+                    .argument
+                    .strip_suffix(']')
+                    .and_then(|a| a.rsplit_once('['))
+                {
                     Some((name, index)) => index
                         .parse::<usize>()
                         .ok()
@@ -138,6 +145,7 @@ impl CommandView {
                             why: e.why.clone(),
                         })
                         .collect(),
+                    scratch: c.scratch.clone(),
                     unknown: c.unknown,
                     decided_by: c.decided_by.clone(),
                 }
@@ -159,12 +167,21 @@ pub fn CommandsList(commands: Vec<CommandView>) -> impl IntoView {
                 } else {
                     "command effect"
                 };
-                let read_only = c.effects.is_empty() && !c.unknown;
+                let no_effect = c.effects.is_empty() && !c.unknown;
+                let read_only = no_effect && c.scratch.is_empty();
+                let scratch_only = (no_effect && !c.scratch.is_empty())
+                    .then(|| format!(" changes only scratch: {}", c.scratch.join(", ")));
                 view! {
                     <li class=class>
                         <code class="command-text">{c.text}</code>
                         <span class="command-effects">
                             {read_only.then(|| view! { <span class="effect-tag read-only">"read-only"</span> })}
+                            {scratch_only.map(|paths| view! {
+                                <span class="command-effect">
+                                    <span class="effect-tag read-only">"scratch"</span>
+                                    {paths}
+                                </span>
+                            })}
                             {c.effects.into_iter().map(|e| {
                                 let category = e.category.clone();
                                 view! {

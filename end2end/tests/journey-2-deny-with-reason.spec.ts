@@ -28,6 +28,9 @@ test('a HIGH rm -rf is highlighted, an auditor cannot vote, and a denial reason 
   const bob = new ApprovalDetailPage(page);
   await expect(bob.highlight('rm-recursive-force')).toHaveText('rm -rf /var/tmp/x');
   await expect(page.getByTestId('patterns')).toContainText('rm-recursive-force');
+  // What the command does, by the catalogue: a deletion under scratch only.
+  await expect(page.getByTestId('commands')).toContainText('rm -rf /var/tmp/x');
+  await expect(page.getByTestId('commands')).toContainText('changes only scratch: /var/tmp/x');
   await expect(bob.cannotVote).toContainText('approver');
   await expect(bob.approveButton).toHaveCount(0);
   await expect(bob.denyButton).toHaveCount(0);

@@ -38,6 +38,24 @@ test("the policy simulator decides in the browser exactly as the server's API do
     await expect(simulator.activePolicyHash).toHaveText(answer.decision.policy_hash);
     const ids = answer.decision.matched_patterns.map((m: { id: string }) => m.id);
     await expect(simulator.patterns).toHaveText(ids.join(', '));
+    // What each command does, as the server's decision classifies it: its text and its effects.
+    const commands = answer.decision.commands as {
+      argument: string;
+      span: { start: number; end: number };
+      effects: { category: string }[];
+      scratch?: string[];
+      unknown: boolean;
+    }[];
+    await expect(simulator.commands).toHaveCount(commands.length);
+    for (const [j, c] of commands.entries()) {
+      const row = simulator.commands.nth(j);
+      const text = String(call.args?.[c.argument] ?? '').slice(c.span.start, c.span.end);
+      await expect(row.locator('code.command-text')).toHaveText(text);
+      const tags = c.effects.map((e) => e.category);
+      if (c.unknown) tags.push('unknown');
+      if (tags.length === 0) tags.push((c.scratch ?? []).length > 0 ? 'scratch' : 'read-only');
+      await expect(row.locator('.effect-tag')).toHaveText(tags);
+    }
     await snap(page, testInfo, `${i + 1}-${call.tool}-${call.operation}`);
   }
 });

@@ -824,10 +824,11 @@ impl Analysis<'_> {
                 Kind::Find => self.find_exec(rest..own_end, upstream, depth),
                 Kind::Wrapper(wrapper) if std::ptr::eq(wrapper, &WATCH) && own_end + 1 == end => {
                     // `watch 'ps aux | grep x'`: watch runs its one word with `sh -c`.
-                    if let Some(payload) = self
-                        .word(own_end)
-                        .filter(|w| self.script.word_text(w).contains([' ', '\t', '|', ';', '&']))
-                    {
+                    if let Some(payload) = self.word(own_end).filter(|w| {
+                        self.script
+                            .word_text(w)
+                            .contains([' ', '\t', '|', ';', '&'])
+                    }) {
                         self.payload(payload.text, payload.span(), depth);
                         return innermost;
                     }

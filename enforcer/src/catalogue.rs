@@ -14,7 +14,9 @@ use crate::analysis::Invocation;
 use crate::policy::{Category, PolicyError};
 use regex::{Regex, RegexSet};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasherDefault;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
@@ -67,6 +69,9 @@ pub struct Classification {
     /// Paths it writes outside scratch.
     #[serde(default)]
     pub writes: Vec<String>,
+    /// Paths it writes or deletes under the scratch paths (no effect, shown for the record).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scratch: Vec<String>,
     /// The catalogue does not know what it does (an unknown command or subcommand).
     #[serde(default)]
     pub unknown: bool,
@@ -245,6 +250,12 @@ struct Entry {
     dry_run: Vec<String>,
     /// For a wrapper: the effect when it has no command to run (`env` alone).
     alone: Option<Stated>,
+    /// Looks at paths without reading them (`ls`): a secret's path is no read (`[paths]`).
+    metadata_only: bool,
+    /// Nothing but an effect: no rules, subcommands, writes or other options to look at.
+    plain: bool,
+    /// `catalogue: PATH`, what decided a plain invocation.
+    decided: String,
     /// Options that take the next word, of this entry and every subcommand below it (top level
     /// only; empty below).
     value_flags: BTreeSet<String>,
@@ -291,40 +302,128 @@ struct Verbs {
 /// The whole catalogue: entries by command name, the verbs, and the sensitive paths.
 #[derive(Debug, Clone)]
 pub struct Catalogue {
-    commands: HashMap<String, Entry>,
+    /// By command name (FNV: the keys are the catalogue's own, see `policy::Fnv`).
+    commands: HashMap<String, Entry, BuildHasherDefault<crate::policy::Fnv>>,
     code_variables: BTreeSet<String>,
-    metadata_only: BTreeSet<String>,
     verbs: Verbs,
     sensitive: RegexSet,
+    /// [`SENSITIVE_NEEDLES`] as one literal search.
+    sensitive_needles: Regex,
     sensitive_what: Vec<&'static str>,
     scratch: Vec<String>,
 }
 
 /// Files whose reading is the secret's effect, whatever the program: (regex, what it is).
 const SENSITIVE: &[(&str, &str)] = &[
-    (r"^(.*/)?etc/(g?shadow|security/opasswd)-?$", "the password hashes"),
+    (
+        r"^(.*/)?etc/(g?shadow|security/opasswd)-?$",
+        "the password hashes",
+    ),
     (r"^(.*/)?etc/sudoers(\.d(/.*)?)?$", "the sudo rules"),
-    (r"(^|/)\.ssh/(id_[a-z0-9_]+|[^/]*_key|identity)$", "a private SSH key"),
-    (r"^(.*/)?etc/ssh/ssh_host_[a-z0-9_]+_key$", "a host's private SSH key"),
-    (r"\.(pem|key|p12|pfx|jks|keystore|kdbx|ppk|asc|gpg)$", "a key or key store"),
-    (r"(^|/)\.env(\.[A-Za-z0-9_.-]+)?$", "an environment file (secrets)"),
-    (r"(^|/)proc/([0-9]+|self|\*|\$[A-Za-z_]+)/(environ|mem|maps)$", "a process's environment or memory"),
+    (
+        r"(^|/)\.ssh/(id_[a-z0-9_]+|[^/]*_key|identity)$",
+        "a private SSH key",
+    ),
+    (
+        r"^(.*/)?etc/ssh/ssh_host_[a-z0-9_]+_key$",
+        "a host's private SSH key",
+    ),
+    (
+        r"\.(pem|key|p12|pfx|jks|keystore|kdbx|ppk|asc|gpg)$",
+        "a key or key store",
+    ),
+    (
+        r"(^|/)\.env(\.[A-Za-z0-9_.-]+)?$",
+        "an environment file (secrets)",
+    ),
+    (
+        r"(^|/)proc/([0-9]+|self|\*|\$[A-Za-z_]+)/(environ|mem|maps)$",
+        "a process's environment or memory",
+    ),
     (r"(^|/)\.aws/(credentials|config)$", "cloud credentials"),
     (r"(^|/)\.config/gcloud(/|$)", "cloud credentials"),
     (r"(^|/)\.azure(/|$)", "cloud credentials"),
     (r"(^|/)\.kube/config$", "cluster credentials"),
-    (r"^(.*/)?etc/kubernetes/(admin|kubelet|controller-manager|scheduler)\.conf$", "cluster credentials"),
+    (
+        r"^(.*/)?etc/kubernetes/(admin|kubelet|controller-manager|scheduler)\.conf$",
+        "cluster credentials",
+    ),
     (r"(^|/)\.docker/config\.json$", "registry credentials"),
-    (r"(^|/)\.(netrc|pgpass|my\.cnf|git-credentials|npmrc|pypirc|vault-token)$", "stored credentials"),
+    (
+        r"(^|/)\.(netrc|pgpass|my\.cnf|git-credentials|npmrc|pypirc|vault-token)$",
+        "stored credentials",
+    ),
     (r"(^|/)\.gnupg(/|$)", "the GnuPG keyring"),
     (r"(^|/)\.password-store(/|$)", "a password store"),
     (r"^(.*/)?etc/ssl/private(/|$)", "TLS private keys"),
-    (r"^(.*/)?etc/letsencrypt/(live|archive|keys)(/|$)", "TLS private keys"),
+    (
+        r"^(.*/)?etc/letsencrypt/(live|archive|keys)(/|$)",
+        "TLS private keys",
+    ),
     (r"^(.*/)?(run|var/run)/secrets(/|$)", "mounted secrets"),
-    (r"(^|/)(credentials|secrets?)\.(json|ya?ml|toml|txt|ini)$", "a credentials file"),
-    (r"(^|/)\.(bash|zsh|python|mysql|psql)_history$", "a shell or client history"),
-    (r"^(.*/)?var/lib/sss/(db|secrets)(/|$)", "cached credentials"),
-    (r"^(.*/)?etc/(krb5\.keytab|.*\.keytab)$", "a Kerberos keytab"),
+    (
+        r"(^|/)(credentials|secrets?)\.(json|ya?ml|toml|txt|ini)$",
+        "a credentials file",
+    ),
+    (
+        r"(^|/)\.(bash|zsh|python|mysql|psql)_history$",
+        "a shell or client history",
+    ),
+    (
+        r"^(.*/)?var/lib/sss/(db|secrets)(/|$)",
+        "cached credentials",
+    ),
+    (
+        r"^(.*/)?etc/(krb5\.keytab|.*\.keytab)$",
+        "a Kerberos keytab",
+    ),
+];
+
+/// Words of which every [`SENSITIVE`] path has at least one (a test checks it): a path with
+/// none of them is no secret, and only the few that have one are matched against the set.
+const SENSITIVE_NEEDLES: &[&str] = &[
+    "shadow",
+    "opasswd",
+    "sudoers",
+    ".ssh/",
+    "identity",
+    "ssh_host_",
+    ".pem",
+    ".key",
+    ".p12",
+    ".pfx",
+    ".jks",
+    ".keystore",
+    ".kdbx",
+    ".ppk",
+    ".asc",
+    ".gpg",
+    ".env",
+    "environ",
+    "/mem",
+    "/maps",
+    ".aws/",
+    "gcloud",
+    ".azure",
+    ".kube/",
+    "kubernetes/",
+    ".docker/",
+    ".netrc",
+    ".pgpass",
+    ".my.cnf",
+    ".git-credentials",
+    ".npmrc",
+    ".pypirc",
+    ".vault-token",
+    ".gnupg",
+    ".password-store",
+    "ssl/private",
+    "letsencrypt/",
+    "secret",
+    "credentials",
+    "_history",
+    "sss/",
+    "keytab",
 ];
 
 /// The built-in catalogue, parsed once.
@@ -336,8 +435,9 @@ fn builtin() -> Result<&'static CatalogueFile, PolicyError> {
             let mut defined: BTreeMap<String, &str> = BTreeMap::new();
             for &(file, text) in BUILTIN_FILES {
                 let part: CatalogueFile = toml::from_str(text).map_err(|e| {
-                    let (line, column) =
-                        e.span().map_or((0, 0), |span| crate::policy::line_col(text, span.start));
+                    let (line, column) = e
+                        .span()
+                        .map_or((0, 0), |span| crate::policy::line_col(text, span.start));
                     PolicyError {
                         file: file.to_string(),
                         line,
@@ -563,11 +663,7 @@ impl Place<'_> {
             let sub_path = format!("{path} {name}");
             let sub_field = format!("{field}.subcommands.{name}");
             let entry = match sub {
-                SubFile::Effect(text) => Entry {
-                    path: sub_path,
-                    effect: self.stated(text, &sub_field)?,
-                    ..Entry::plain(String::new(), Stated::ReadOnly)
-                },
+                SubFile::Effect(text) => Entry::plain(sub_path, self.stated(text, &sub_field)?),
                 SubFile::Entry(inner) => self.entry(&sub_path, &sub_field, inner, value_flags)?,
             };
             subcommands.insert(name.to_ascii_lowercase(), entry);
@@ -594,15 +690,32 @@ impl Place<'_> {
                 Some(text) => Some(self.stated(text, &format!("{field}.alone"))?),
                 None => None,
             },
+            metadata_only: false,
+            plain: false,
+            decided: format!("catalogue: {path}"),
             value_flags: BTreeSet::new(),
-        })
+        }
+        .with_plainness())
     }
 }
 
 impl Entry {
+    /// Mark the entry plain when an effect is all it has.
+    fn with_plainness(mut self) -> Entry {
+        self.plain = self.rules.is_empty()
+            && self.subcommands.is_empty()
+            && self.writes.is_none()
+            && self.deletes.is_none()
+            && self.output_flags.is_empty()
+            && self.output_keys.is_empty()
+            && self.same_as.is_none()
+            && self.dry_run.is_empty()
+            && self.alone.is_none();
+        self
+    }
+
     fn plain(path: String, effect: Stated) -> Entry {
         Entry {
-            path,
             effect,
             why: None,
             rules: Vec::new(),
@@ -617,6 +730,10 @@ impl Entry {
             same_as: None,
             dry_run: Vec::new(),
             alone: None,
+            metadata_only: false,
+            plain: true,
+            decided: format!("catalogue: {path}"),
+            path,
             value_flags: BTreeSet::new(),
         }
     }
@@ -671,11 +788,15 @@ impl Catalogue {
             file: place_file,
             rulesets: &all.rulesets,
         };
-        let mut commands = HashMap::new();
+        let mut commands: HashMap<String, Entry, BuildHasherDefault<crate::policy::Fnv>> =
+            HashMap::default();
         for (effect, names) in &all.groups {
             let stated = place.stated(effect, &format!("groups.{effect}"))?;
             for name in names {
-                commands.insert(name.to_ascii_lowercase(), Entry::plain(name.clone(), stated));
+                commands.insert(
+                    name.to_ascii_lowercase(),
+                    Entry::plain(name.clone(), stated),
+                );
             }
         }
         for (name, file) in &all.commands {
@@ -701,7 +822,12 @@ impl Catalogue {
                     verbs.change.insert(word.to_ascii_lowercase(), category);
                 }
             }
-            verbs.read = file.read.words.iter().map(|w| w.to_ascii_lowercase()).collect();
+            verbs.read = file
+                .read
+                .words
+                .iter()
+                .map(|w| w.to_ascii_lowercase())
+                .collect();
             verbs.secret = file
                 .secret
                 .words
@@ -711,6 +837,14 @@ impl Catalogue {
         }
         let sensitive = RegexSet::new(SENSITIVE.iter().map(|(re, _)| *re))
             .map_err(|e| place.err("sensitive".into(), e.to_string()))?;
+        let sensitive_needles = Regex::new(
+            &SENSITIVE_NEEDLES
+                .iter()
+                .map(|n| regex::escape(n))
+                .collect::<Vec<_>>()
+                .join("|"),
+        )
+        .map_err(|e| place.err("sensitive".into(), e.to_string()))?;
         let mut scratch: Vec<String> = scratch
             .iter()
             .map(|p| p.trim_end_matches('/').to_string())
@@ -724,20 +858,26 @@ impl Catalogue {
             .iter()
             .flat_map(|e| e.runs_code.iter().cloned())
             .collect();
-        let metadata_only = all
-            .paths
-            .iter()
-            .flat_map(|p| p.metadata_only.iter().map(|n| n.to_ascii_lowercase()))
-            .collect();
+        for name in all.paths.iter().flat_map(|p| &p.metadata_only) {
+            if let Some(entry) = commands.get_mut(&name.to_ascii_lowercase()) {
+                entry.metadata_only = true;
+            }
+        }
         Ok(Catalogue {
             commands,
             code_variables,
-            metadata_only,
             verbs,
             sensitive,
+            sensitive_needles,
             sensitive_what: SENSITIVE.iter().map(|(_, what)| *what).collect(),
             scratch,
         })
+    }
+
+    /// Whether `text` could name a sensitive path at all (one search of the whole argument, so
+    /// that the words of an ordinary command are not each looked at).
+    pub fn may_name_secrets(&self, text: &str) -> bool {
+        self.sensitive_needles.is_match(text)
     }
 
     /// How many commands it knows.
@@ -767,15 +907,24 @@ impl Catalogue {
     }
 
     /// What the invocation does.
-    pub fn classify(&self, argument: &str, invocation: &Invocation<'_>) -> Classification {
+    ///
+    /// `may_name_secrets`: whether the argument's text has any of the words every sensitive path
+    /// has ([`Catalogue::may_name_secrets`]); when it has none, no word is looked at for one.
+    pub fn classify(
+        &self,
+        argument: &str,
+        invocation: &Invocation<'_>,
+        may_name_secrets: bool,
+    ) -> Classification {
         let name = invocation.name();
-        let words: Vec<&str> = invocation.arg_texts().collect();
+        let entry = self.lookup(name);
         let mut out = Classification {
             argument: argument.to_string(),
             span: invocation.span(),
-            command: name.to_string(),
+            command: String::new(),
             effects: Vec::new(),
             writes: Vec::new(),
+            scratch: Vec::new(),
             unknown: false,
             decided_by: String::new(),
         };
@@ -801,31 +950,54 @@ impl Catalogue {
                 if !duplicates {
                     redirected |= self.write_path(target, &mut out);
                 }
-            } else if !op.contains("<<") && !op.ends_with('&') {
+            } else if may_name_secrets && !op.contains("<<") && !op.ends_with('&') {
                 self.read_path(target, &mut out);
             }
         }
-        let reads_contents = !self.metadata_only.contains(name);
-        for word in words.iter().filter(|_| reads_contents) {
+        let reads_contents = may_name_secrets && !entry.is_some_and(|e| e.metadata_only);
+        for word in invocation.arg_texts().filter(|_| reads_contents) {
             // `--file=/etc/shadow`, `if=/etc/shadow`, `@/etc/shadow`: the value is the path.
             let value = word
                 .split_once('=')
-                .map_or(*word, |(_, v)| v)
+                .map_or(word, |(_, v)| v)
                 .trim_start_matches('@');
             self.read_path(value, &mut out);
-            if value != *word {
+            if value != word {
                 self.read_path(word, &mut out);
             }
         }
-        let redirection = if redirected { ", and a redirection" } else { "" };
-        match self.lookup(name) {
+        let redirection = if redirected {
+            ", and a redirection"
+        } else {
+            ""
+        };
+        match entry {
             None => {
                 out.unknown = true;
+                out.command = name.to_string();
                 out.decided_by = format!("not in the catalogue{redirection}");
             }
+            Some(entry) if entry.plain => {
+                // Most commands: one effect whatever the arguments (unless it is asked for help).
+                out.command = entry.path.clone();
+                let help = entry.effect != Stated::ReadOnly
+                    && invocation
+                        .arg_texts()
+                        .take_while(|w| w.starts_with('-'))
+                        .any(|w| matches!(w, "--help" | "--version" | "--usage"));
+                if help {
+                    out.decided_by = format!("catalogue: {} (help){redirection}", entry.path);
+                } else {
+                    self.apply(entry.effect, entry, "", &mut out);
+                    out.decided_by = entry.decided.clone();
+                    out.decided_by.push_str(redirection);
+                }
+            }
             Some(entry) => {
+                let words: Vec<&str> = invocation.arg_texts().collect();
                 let decided = self.by_entry(entry, &words, invocation.wraps(), &mut out, 0);
-                out.decided_by = format!("{decided}{redirection}");
+                out.decided_by = decided;
+                out.decided_by.push_str(redirection);
             }
         }
         out
@@ -843,7 +1015,8 @@ impl Catalogue {
         let flags = Flags::of(words);
         let parsed = Operands::read(words, &top.value_flags);
         // Down the subcommands.
-        let mut levels: Vec<&Entry> = vec![top];
+        let mut levels: Vec<&Entry> = Vec::with_capacity(4);
+        levels.push(top);
         let mut level = top;
         let mut at: usize = 0;
         let mut verb: Option<(String, Stated)> = None;
@@ -858,7 +1031,10 @@ impl Catalogue {
                     Some(entry) => return self.by_entry(entry, rest, wraps, out, depth + 1),
                     None => {
                         out.unknown = true;
-                        return format!("catalogue: {} (as `{other}`, which it does not know)", level.path);
+                        return format!(
+                            "catalogue: {} (as `{other}`, which it does not know)",
+                            level.path
+                        );
                     }
                 }
             }
@@ -912,7 +1088,15 @@ impl Catalogue {
         {
             return format!("catalogue: {} (dry run)", level.path);
         }
-        let joined = words.join(" ");
+        // The arguments as `args` regexes see them, joined only when some rule has one.
+        let joined = if levels
+            .iter()
+            .any(|entry| entry.rules.iter().any(|rule| rule.args.is_some()))
+        {
+            words.join(" ")
+        } else {
+            String::new()
+        };
         // Rules of every level; outputs of every level.
         let mut final_rule_matched = false;
         for (index, entry) in levels.iter().enumerate() {
@@ -973,10 +1157,12 @@ impl Catalogue {
                 }
                 for path in paths {
                     // Under scratch is no effect; the scratch directory itself is not.
-                    let whole_scratch = self.scratch.contains(&normalise(&path));
+                    let whole_scratch = self.scratch.iter().any(|s| *s == normalise(&path));
                     if whole_scratch || self.path_category(&path).is_some() {
                         let why = entry.why.as_deref().unwrap_or("deletes");
                         push_effect(out, Category::Destructive, format!("{why} {path}"));
+                    } else {
+                        note_scratch(&path, out);
                     }
                 }
             }
@@ -999,7 +1185,7 @@ impl Catalogue {
                 if !final_rule_matched && level.writes.is_none() && level.deletes.is_none() {
                     self.apply(level.effect, level, "", out);
                 }
-                format!("catalogue: {}", level.path)
+                level.decided.clone()
             }
         }
     }
@@ -1064,6 +1250,7 @@ impl Catalogue {
     /// Record a write of `path`; false when it is scratch (no effect).
     fn write_path(&self, path: &str, out: &mut Classification) -> bool {
         let Some(category) = self.path_category(path) else {
+            note_scratch(path, out);
             return false;
         };
         if !out.writes.iter().any(|p| p == path) {
@@ -1076,11 +1263,15 @@ impl Catalogue {
 
     /// Record a read of a secret, when `path` is one.
     fn read_path(&self, path: &str, out: &mut Classification) {
-        if path.is_empty() || path.ends_with(".pub") {
+        if path.is_empty() || path.ends_with(".pub") || !self.sensitive_needles.is_match(path) {
             return;
         }
         if let Some(index) = self.sensitive.matches(path).iter().next() {
-            let what = self.sensitive_what.get(index).copied().unwrap_or("a secret");
+            let what = self
+                .sensitive_what
+                .get(index)
+                .copied()
+                .unwrap_or("a secret");
             push_effect(out, Category::Secrets, format!("reads {path} ({what})"));
         }
     }
@@ -1090,18 +1281,17 @@ impl Catalogue {
         let path = path.trim();
         if path.is_empty()
             || path == "-"
-            || matches!(path, "/dev/null" | "/dev/stdout" | "/dev/stderr" | "/dev/tty")
+            || matches!(
+                path,
+                "/dev/null" | "/dev/stdout" | "/dev/stderr" | "/dev/tty"
+            )
             || path.starts_with("/dev/fd/")
             || path.starts_with("/proc/self/fd/")
         {
             return None;
         }
         let normal = normalise(path);
-        if self
-            .scratch
-            .iter()
-            .any(|s| normal == *s || normal.starts_with(&format!("{s}/")))
-        {
+        if self.scratch.iter().any(|s| is_under(&normal, s)) {
             return None;
         }
         if normal.starts_with("/dev/") {
@@ -1115,10 +1305,10 @@ impl Catalogue {
 }
 
 /// Every `same_as` names a command the catalogue knows.
-fn check_same_as(
+fn check_same_as<S: std::hash::BuildHasher>(
     place: &Place<'_>,
     entry: &Entry,
-    commands: &HashMap<String, Entry>,
+    commands: &HashMap<String, Entry, S>,
 ) -> Result<(), PolicyError> {
     if let Some(other) = &entry.same_as {
         if !commands.contains_key(other) {
@@ -1138,14 +1328,15 @@ fn check_same_as(
 /// (and the long name `xvf`, for `-name`-style options); `--force=yes` is `force`. Nothing after
 /// `--` is a flag.
 struct Flags<'w> {
-    short: BTreeSet<char>,
+    /// ASCII letters and digits given as short flags, one bit each.
+    short: u128,
     long: Vec<&'w str>,
 }
 
 impl<'w> Flags<'w> {
     fn of(words: &[&'w str]) -> Self {
         let mut flags = Flags {
-            short: BTreeSet::new(),
+            short: 0,
             long: Vec::new(),
         };
         for word in words {
@@ -1165,9 +1356,9 @@ impl<'w> Flags<'w> {
             }
             flags.long.push(name);
             if dashes == 1 {
-                flags
-                    .short
-                    .extend(name.chars().filter(char::is_ascii_alphanumeric));
+                for b in name.bytes().filter(u8::is_ascii_alphanumeric) {
+                    flags.short |= 1 << b;
+                }
             }
         }
         flags
@@ -1178,14 +1369,33 @@ impl<'w> Flags<'w> {
     fn has(&self, name: &str) -> bool {
         let mut chars = name.chars();
         match (chars.next(), chars.next()) {
-            (Some(c), None) => self.short.contains(&c),
+            (Some(c), None) => c.is_ascii_alphanumeric() && self.short & (1 << (c as u32)) != 0,
             _ => self.long.iter().any(|l| l.eq_ignore_ascii_case(name)),
         }
     }
 }
 
+/// Whether `path` is `root` or inside it.
+fn is_under(path: &str, root: &str) -> bool {
+    path.strip_prefix(root)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// `path` with `.` and `..` resolved textually (so `/tmp/../etc/x` is `/etc/x`).
-fn normalise(path: &str) -> String {
+fn normalise(path: &str) -> Cow<'_, str> {
+    let clean = !path.contains("//")
+        && !path.contains("/./")
+        && !path.contains("/../")
+        && !path.ends_with("/.")
+        && !path.ends_with("/..")
+        && !path.starts_with("./")
+        && !path.starts_with("../")
+        && (path.len() < 2 || !path.ends_with('/'))
+        && path != "."
+        && path != "..";
+    if clean {
+        return Cow::Borrowed(path);
+    }
     let absolute = path.starts_with('/');
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
@@ -1198,30 +1408,63 @@ fn normalise(path: &str) -> String {
         }
     }
     let joined = parts.join("/");
-    if absolute {
+    Cow::Owned(if absolute {
         format!("/{joined}")
     } else {
         joined
-    }
+    })
 }
 
 /// System locations: configuration, boot, programs, state, credentials and start-up files.
 fn is_system_path(path: &str) -> bool {
     const ROOTS: &[&str] = &[
-        "/etc", "/boot", "/usr", "/var/lib", "/lib", "/lib64", "/lib32", "/bin", "/sbin",
-        "/opt", "/root", "/var/spool/cron", "/var/spool/anacron", "/sys", "/proc", "/efi",
-        "/var/www", "/srv/www", "/run/systemd",
+        "/etc",
+        "/boot",
+        "/usr",
+        "/var/lib",
+        "/lib",
+        "/lib64",
+        "/lib32",
+        "/bin",
+        "/sbin",
+        "/opt",
+        "/root",
+        "/var/spool/cron",
+        "/var/spool/anacron",
+        "/sys",
+        "/proc",
+        "/efi",
+        "/var/www",
+        "/srv/www",
+        "/run/systemd",
     ];
     const HOME_FILES: &[&str] = &[
-        ".ssh", ".bashrc", ".bash_profile", ".profile", ".zshrc", ".zprofile", ".bash_login",
-        ".bash_logout", ".config/systemd", ".config/autostart", ".gitconfig", ".kube",
-        ".aws", ".docker", ".gnupg", ".netrc", ".pgpass", ".npmrc", ".pypirc", ".vimrc",
-        ".inputrc", ".xinitrc", ".xprofile", ".local/bin",
+        ".ssh",
+        ".bashrc",
+        ".bash_profile",
+        ".profile",
+        ".zshrc",
+        ".zprofile",
+        ".bash_login",
+        ".bash_logout",
+        ".config/systemd",
+        ".config/autostart",
+        ".gitconfig",
+        ".kube",
+        ".aws",
+        ".docker",
+        ".gnupg",
+        ".netrc",
+        ".pgpass",
+        ".npmrc",
+        ".pypirc",
+        ".vimrc",
+        ".inputrc",
+        ".xinitrc",
+        ".xprofile",
+        ".local/bin",
     ];
-    if ROOTS
-        .iter()
-        .any(|root| path == *root || path.starts_with(&format!("{root}/")))
-    {
+    if ROOTS.iter().any(|root| is_under(path, root)) {
         return true;
     }
     // `~/.ssh/…`, `$HOME/.bashrc`, `/home/deploy/.ssh/…`.
@@ -1233,16 +1476,22 @@ fn is_system_path(path: &str) -> bool {
             path.strip_prefix("/home/")
                 .and_then(|rest| rest.split_once('/').map(|(_, r)| r))
         });
-    in_home.is_some_and(|rest| {
-        HOME_FILES
-            .iter()
-            .any(|f| rest == *f || rest.starts_with(&format!("{f}/")))
-    })
+    in_home.is_some_and(|rest| HOME_FILES.iter().any(|f| is_under(rest, f)))
 }
 
 /// A file descriptor number (`2>&1`), or `-` (close).
 fn is_fd(target: &str) -> bool {
     target == "-" || (!target.is_empty() && target.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Record a path under scratch (not `/dev/null` and the like, which are no file at all).
+fn note_scratch(path: &str, out: &mut Classification) {
+    let path = path.trim();
+    let nothing =
+        path.is_empty() || path == "-" || path.starts_with("/dev/") || path.starts_with("/proc/");
+    if !nothing && !out.scratch.iter().any(|p| p == path) {
+        out.scratch.push(path.to_string());
+    }
 }
 
 fn push_effect(out: &mut Classification, category: Category, why: String) {
@@ -1314,7 +1563,11 @@ fn flag_values(words: &[&str], names: &[String]) -> Vec<String> {
         return out;
     }
     let short = |c: char| names.iter().any(|n| n.len() == 1 && n.starts_with(c));
-    let long = |n: &str| names.iter().any(|m| m.len() > 1 && m.eq_ignore_ascii_case(n));
+    let long = |n: &str| {
+        names
+            .iter()
+            .any(|m| m.len() > 1 && m.eq_ignore_ascii_case(n))
+    };
     let mut i = 0;
     while i < words.len() {
         let word = words.get(i).copied().unwrap_or_default();
@@ -1470,7 +1723,7 @@ mod tests {
         let analysis = analysis::invocations(command);
         analysis
             .invocations()
-            .map(|inv| catalogue.classify("command", &inv))
+            .map(|inv| catalogue.classify("command", &inv, true))
             .collect()
     }
 
@@ -1533,7 +1786,10 @@ mod tests {
         has("echo x >> /srv/app/notes.txt", "writes-files");
         has("echo x | tee /etc/cron.d/job", "system-config");
         has("dd if=/dev/zero of=/dev/sdb bs=1M", "device-write");
-        has("curl -o /opt/app/app.conf https://example.com/x", "system-config");
+        has(
+            "curl -o /opt/app/app.conf https://example.com/x",
+            "system-config",
+        );
         has("sed -i s/a/b/ /srv/app/data.txt", "writes-files");
         has("cp a.txt /tmp/../etc/passwd", "system-config");
         read_only("curl -o /tmp/x https://example.com/");
@@ -1563,7 +1819,10 @@ mod tests {
 
     #[test]
     fn verbs_decide_unlisted_subcommands() {
-        has("aws ec2 terminate-instances --instance-ids i-1", "destructive");
+        has(
+            "aws ec2 terminate-instances --instance-ids i-1",
+            "destructive",
+        );
         has("rails db:migrate", "remote-state");
         read_only("aws ec2 describe-instances --region eu-west-1");
     }
@@ -1598,11 +1857,17 @@ mod tests {
     fn paths_are_normalised_before_they_are_judged() {
         let c = catalogue();
         assert_eq!(c.path_category("/tmp/x"), None);
-        assert_eq!(c.path_category("/tmp/../etc/x"), Some(Category::SystemConfig));
+        assert_eq!(
+            c.path_category("/tmp/../etc/x"),
+            Some(Category::SystemConfig)
+        );
         assert_eq!(c.path_category("/dev/null"), None);
         assert_eq!(c.path_category("/dev/sda"), Some(Category::DeviceWrite));
         assert_eq!(c.path_category("out.txt"), Some(Category::WritesFiles));
-        assert_eq!(c.path_category("~/.ssh/authorized_keys"), Some(Category::SystemConfig));
+        assert_eq!(
+            c.path_category("~/.ssh/authorized_keys"),
+            Some(Category::SystemConfig)
+        );
         assert_eq!(c.path_category("/tmpfoo"), Some(Category::WritesFiles));
     }
 }

@@ -2,7 +2,9 @@
 
 use crate::analysis::{self, Invocation};
 use crate::catalogue::{category_name, Classification};
-use crate::policy::{Category, Effects, InvocationFlags, Operation, Pattern, PolicySet, UnknownCommands};
+use crate::policy::{
+    Category, Effects, InvocationFlags, Operation, Pattern, PolicySet, UnknownCommands,
+};
 use crate::shell::{self, Warning};
 use crate::{Action, Risk};
 use serde::{Deserialize, Serialize};
@@ -196,7 +198,9 @@ pub fn evaluate(request: &Request, principal: &Principal, policy: &PolicySet) ->
     if decision.risk == Risk::Critical {
         why_approval.push("CRITICAL operations always need approval".to_string());
     }
-    if operation.effects == Effects::RequireApproval || operation.unknown_commands == UnknownCommands::RequireApproval {
+    if operation.effects == Effects::RequireApproval
+        || operation.unknown_commands == UnknownCommands::RequireApproval
+    {
         why_approval.extend(what_commands_do(&decision.commands, operation));
     }
     if decision.risk == Risk::High {
@@ -274,7 +278,11 @@ pub(crate) fn classify_commands(
 ) -> Vec<Classification> {
     let mut out = Vec::new();
     for name in &operation.shell_args {
-        let Some(texts) = request.args.get(name).and_then(|value| labelled(name, value)) else {
+        let Some(texts) = request
+            .args
+            .get(name)
+            .and_then(|value| labelled(name, value))
+        else {
             continue;
         };
         for (label, text) in texts {
@@ -282,11 +290,12 @@ pub(crate) fn classify_commands(
                 continue;
             }
             let analysis = analysis::invocations(text);
-            out.extend(
-                analysis
-                    .invocations()
-                    .map(|invocation| policy.catalogue.classify(&label, &invocation)),
-            );
+            let may_name_secrets = policy.catalogue.may_name_secrets(text);
+            out.extend(analysis.invocations().map(|invocation| {
+                policy
+                    .catalogue
+                    .classify(&label, &invocation, may_name_secrets)
+            }));
         }
     }
     out
@@ -392,9 +401,14 @@ fn inspect(request: &Request, operation: &Operation, policy: &PolicySet) -> Insp
                     }
                     let analysis = analysis::invocations(text);
                     out.warnings.extend(analysis.warnings().iter().copied());
+                    out.commands.reserve(analysis.invocations().len());
+                    let may_name_secrets = policy.catalogue.may_name_secrets(text);
                     for invocation in analysis.invocations() {
-                        out.commands
-                            .push(policy.catalogue.classify(&label, &invocation));
+                        out.commands.push(policy.catalogue.classify(
+                            &label,
+                            &invocation,
+                            may_name_secrets,
+                        ));
                         match_invocation(
                             policy,
                             &label,

@@ -57,7 +57,10 @@ fn the_default_policy_asks_about_what_commands_do() {
     for (command, category) in [
         ("echo 10.0.0.5 db > /etc/hosts", Category::SystemConfig),
         ("terraform destroy -auto-approve", Category::Destructive),
-        ("kubectl scale deploy web --replicas=0", Category::RemoteState),
+        (
+            "kubectl scale deploy web --replicas=0",
+            Category::RemoteState,
+        ),
         ("python3 /tmp/x.py", Category::RunsUnreviewedCode),
         ("uniq /etc/shadow", Category::Secrets),
         ("socat TCP-LISTEN:4444 -", Category::NetworkExposure),
@@ -138,7 +141,11 @@ fn the_compatible_policy_decides_as_it_mcp_did() {
     let policy = default();
     // HIGH without a pattern, sudo or force flag: IT-MCP allowed it; the default asks.
     for command in ["systemctl restart nginx", "bash deploy.sh", "frobnicate"] {
-        assert_eq!(decide(&compatible, command).action, Action::Allow, "{command}");
+        assert_eq!(
+            decide(&compatible, command).action,
+            Action::Allow,
+            "{command}"
+        );
         assert_eq!(
             decide(&policy, command).action,
             Action::RequireApproval,
@@ -186,8 +193,14 @@ fn scratch_paths_come_from_the_policy() {
         Action::RequireApproval
     );
     let own = policy_with(r#"scratch_paths = ["/srv/scratch"]"#, settings);
-    assert_eq!(decide(&own, "echo x > /srv/scratch/a").action, Action::Allow);
-    assert_eq!(decide(&own, "echo x > /tmp/a").action, Action::RequireApproval);
+    assert_eq!(
+        decide(&own, "echo x > /srv/scratch/a").action,
+        Action::Allow
+    );
+    assert_eq!(
+        decide(&own, "echo x > /tmp/a").action,
+        Action::RequireApproval
+    );
     // Deleting under scratch is no effect; deleting scratch itself is.
     assert_eq!(
         decide(&default_scratch, "rm -r /tmp/build").action,
@@ -256,7 +269,10 @@ fn a_broken_catalogue_entry_is_refused_with_its_place() {
             "[commands.x]\nrules = [{ effect = \"destructive\" }]",
             "a rule needs `flags` or `args`",
         ),
-        ("[commands.x]\nwrites = \"everything\"", "unknown `writes` value"),
+        (
+            "[commands.x]\nwrites = \"everything\"",
+            "unknown `writes` value",
+        ),
         ("[commands.x]\nuses = [\"nope\"]", "no rule set `nope`"),
     ] {
         let text = format!(

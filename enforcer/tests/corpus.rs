@@ -96,7 +96,9 @@ fn corpus() {
                     as_it_mcp.action, as_it_mcp.reasons
                 ));
             }
-            if as_it_mcp.risk != decision.risk || as_it_mcp.matched_patterns != decision.matched_patterns {
+            if as_it_mcp.risk != decision.risk
+                || as_it_mcp.matched_patterns != decision.matched_patterns
+            {
                 failures.push(format!(
                     "{label}\n   it-mcp-compatible: risk or patterns differ from the default policy's"
                 ));

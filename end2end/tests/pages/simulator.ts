@@ -9,6 +9,8 @@ export class SimulatorPage {
   readonly policyHash: Locator;
   readonly patterns: Locator;
   readonly activePolicyHash: Locator;
+  /** "What it does": one row per command the arguments would run. */
+  readonly commands: Locator;
 
   constructor(readonly page: Page) {
     this.action = page.getByTestId('sim-action');
@@ -17,6 +19,7 @@ export class SimulatorPage {
     this.policyHash = page.getByTestId('sim-policy-hash');
     this.patterns = page.getByTestId('sim-patterns');
     this.activePolicyHash = page.getByTestId('policy-hash');
+    this.commands = page.getByTestId('sim-commands').locator('li.command');
   }
 
   async open() {
