@@ -434,18 +434,8 @@ fn builtin() -> Result<&'static CatalogueFile, PolicyError> {
             let mut all = CatalogueFile::default();
             let mut defined: BTreeMap<String, &str> = BTreeMap::new();
             for &(file, text) in BUILTIN_FILES {
-                let part: CatalogueFile = toml::from_str(text).map_err(|e| {
-                    let (line, column) = e
-                        .span()
-                        .map_or((0, 0), |span| crate::policy::line_col(text, span.start));
-                    PolicyError {
-                        file: file.to_string(),
-                        line,
-                        column,
-                        field: None,
-                        message: e.message().trim().to_string(),
-                    }
-                })?;
+                let part: CatalogueFile =
+                    toml::from_str(text).map_err(|e| crate::policy::toml_error(file, text, &e))?;
                 let names = part
                     .groups
                     .values()
@@ -1576,41 +1566,30 @@ fn flag_values(words: &[&str], names: &[String]) -> Vec<String> {
         if word == "--" {
             break;
         }
-        if let Some(rest) = word.strip_prefix("--") {
-            let (name, value) = match rest.split_once('=') {
-                Some((n, v)) => (n, Some(v)),
-                None => (rest, None),
-            };
-            if long(name) {
-                match value {
-                    Some(v) => out.push(v.to_string()),
-                    None => {
-                        if let Some(v) = next {
-                            out.push(v.to_string());
-                            i += 1;
-                        }
-                    }
-                }
-            }
-            continue;
-        }
-        let Some(rest) = word.strip_prefix('-').filter(|r| !r.is_empty()) else {
+        // `--output FILE`, `--output=FILE`, and `-exec`-style long names after one dash.
+        let dashes = if word.starts_with("--") { 2 } else { 1 };
+        let Some(rest) = word
+            .get(dashes..)
+            .filter(|r| word.starts_with('-') && !r.is_empty())
+        else {
             continue;
         };
         let (name, value) = match rest.split_once('=') {
             Some((n, v)) => (n, Some(v)),
             None => (rest, None),
         };
-        if name.len() > 1 && long(name) {
-            match value {
-                Some(v) => out.push(v.to_string()),
-                None => {
-                    if let Some(v) = next {
-                        out.push(v.to_string());
-                        i += 1;
-                    }
+        if (dashes == 2 || name.len() > 1) && long(name) {
+            match (value, next) {
+                (Some(v), _) => out.push(v.to_string()),
+                (None, Some(v)) => {
+                    out.push(v.to_string());
+                    i += 1;
                 }
+                (None, None) => {}
             }
+            continue;
+        }
+        if dashes == 2 {
             continue;
         }
         // A group of short flags: the first that takes a value takes the rest of the group, or
@@ -1805,6 +1784,45 @@ mod tests {
         has("cat /proc/1/environ", "secrets");
         has("grep KEY /srv/app/.env", "secrets");
         read_only("cat ~/.ssh/id_ed25519.pub");
+    }
+
+    #[test]
+    fn every_sensitive_path_has_a_needle() {
+        let c = catalogue();
+        // One example of each entry of SENSITIVE, in order.
+        let examples = [
+            "/etc/shadow",
+            "/etc/sudoers.d/deploy",
+            "/home/deploy/.ssh/id_ed25519",
+            "/etc/ssh/ssh_host_rsa_key",
+            "/srv/app/tls/server.key",
+            "/srv/app/.env.production",
+            "/proc/1/environ",
+            "~/.aws/credentials",
+            "/root/.config/gcloud/credentials.db",
+            "/root/.azure/accessTokens.json",
+            "/home/deploy/.kube/config",
+            "/etc/kubernetes/admin.conf",
+            "/root/.docker/config.json",
+            "/root/.pgpass",
+            "/root/.gnupg/private-keys-v1.d/x",
+            "/root/.password-store/db.gpg",
+            "/etc/ssl/private/site.pem",
+            "/etc/letsencrypt/live/example.com/privkey.pem",
+            "/run/secrets/db_password",
+            "/srv/app/config/secrets.yml",
+            "/root/.bash_history",
+            "/var/lib/sss/secrets/secrets.ldb",
+            "/etc/krb5.keytab",
+        ];
+        assert_eq!(examples.len(), SENSITIVE.len());
+        for (i, example) in examples.iter().enumerate() {
+            assert!(c.may_name_secrets(example), "{example}: no needle");
+            assert!(
+                c.sensitive.matches(example).matched(i),
+                "{example}: not matched by SENSITIVE[{i}]"
+            );
+        }
     }
 
     #[test]

@@ -330,7 +330,7 @@ fn what_commands_do(commands: &[Classification], operation: &Operation) -> Vec<S
             ));
         }
     }
-    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found.sort_by_key(|(severity, _)| *severity);
     let mut reasons: Vec<String> = Vec::new();
     for (_, why) in found {
         if !reasons.contains(&why) {

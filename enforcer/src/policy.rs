@@ -809,16 +809,8 @@ pub struct PolicySet {
 impl PolicySet {
     /// Parse and validate a policy. `file` names the source in error messages.
     pub fn load(file: &str, source: &str) -> Result<PolicySet, PolicyError> {
-        let parsed: PolicyFile = toml::from_str(source).map_err(|e| {
-            let (line, column) = e.span().map_or((0, 0), |span| line_col(source, span.start));
-            PolicyError {
-                file: file.to_string(),
-                line,
-                column,
-                field: None,
-                message: e.message().trim().to_string(),
-            }
-        })?;
+        let parsed: PolicyFile =
+            toml::from_str(source).map_err(|e| toml_error(file, source, &e))?;
         compile(file, source, parsed)
     }
 
@@ -848,6 +840,18 @@ impl PolicySet {
         self.operation(tool, operation)
             .and_then(|op| op.executor.as_deref())
             .and_then(|name| self.executors.get(name))
+    }
+}
+
+/// A TOML syntax or shape error in `file`, at its line and column.
+pub(crate) fn toml_error(file: &str, source: &str, e: &toml::de::Error) -> PolicyError {
+    let (line, column) = e.span().map_or((0, 0), |span| line_col(source, span.start));
+    PolicyError {
+        file: file.to_string(),
+        line,
+        column,
+        field: None,
+        message: e.message().trim().to_string(),
     }
 }
 

@@ -2,19 +2,14 @@
 //! what a command does, how it explains it, how `it-mcp-compatible.toml` keeps IT-MCP's rule,
 //! and how a policy extends the catalogue.
 
-use enforcer::{evaluate, Action, Category, Decision, PolicySet, Principal, Request};
-use serde_json::{json, Map, Value};
+use enforcer::{evaluate, Action, Category, Decision, PolicySet, Principal};
+use serde_json::json;
 
-fn request(command: &str) -> Request {
-    let mut args = Map::new();
-    args.insert("command".into(), Value::String(command.into()));
-    Request {
-        tool: "ssh-exec".into(),
-        operation: "executeCommand".into(),
-        args,
-        target: Some("web-01".into()),
-    }
-}
+// The bench's request: `ssh-exec executeCommand` on web-01.
+#[allow(dead_code)]
+#[path = "../benches/cases.rs"]
+mod cases;
+use cases::request;
 
 fn caller() -> Principal {
     Principal {
