@@ -154,6 +154,22 @@ impl CommandView {
     }
 }
 
+/// A sentence with `backticked` parts shown as code (the enforcer's reasons quote commands,
+/// roles and paths that way).
+#[component]
+pub fn CodeText(text: String) -> impl IntoView {
+    text.split('`')
+        .enumerate()
+        .map(|(i, part)| {
+            if i % 2 == 1 {
+                view! { <code>{part.to_string()}</code> }.into_any()
+            } else {
+                view! { <span>{part.to_string()}</span> }.into_any()
+            }
+        })
+        .collect_view()
+}
+
 /// What each command of a call does: read-only, its effects, or unknown, and what decided.
 #[component]
 pub fn CommandsList(commands: Vec<CommandView>) -> impl IntoView {
@@ -194,7 +210,7 @@ pub fn CommandsList(commands: Vec<CommandView>) -> impl IntoView {
                             {c.unknown.then(|| view! {
                                 <span class="command-effect">
                                     <span class="effect-tag unknown">"unknown"</span>
-                                    {format!(" Countersign does not know what `{}` does", c.command)}
+                                    " Countersign does not know what "<code>{c.command.clone()}</code>" does"
                                 </span>
                             })}
                         </span>
@@ -408,7 +424,7 @@ fn detail_view(d: ApprovalView) -> impl IntoView {
             <CommandsList commands=d.commands/>
         })}
         <h2>"Why it needs approval"</h2>
-        <ul class="reasons">{d.reasons.into_iter().map(|r| view! { <li>{r}</li> }).collect_view()}</ul>
+        <ul class="reasons">{d.reasons.into_iter().map(|r| view! { <li><CodeText text=r/></li> }).collect_view()}</ul>
         {(!d.patterns.is_empty()).then(|| view! {
             <h2>"Dangerous patterns"</h2>
             <ul class="patterns" data-testid="patterns">

@@ -248,7 +248,7 @@ fn Simulator(set: StoredValue<PolicySet>, tools: Vec<String>) -> impl IntoView {
                     } else {
                         view! { <crate::approvals::CommandsList commands=o.commands/> }.into_any()
                     }}</dd>
-                    <dt>"Reasons"</dt><dd><ul>{o.reasons.into_iter().map(|r| view! { <li>{r}</li> }).collect_view()}</ul></dd>
+                    <dt>"Reasons"</dt><dd><ul>{o.reasons.into_iter().map(|r| view! { <li><crate::approvals::CodeText text=r/></li> }).collect_view()}</ul></dd>
                     <dt>"Call hash"</dt><dd><code class="hash" data-testid="sim-call-hash">{o.call_hash}</code></dd>
                     <dt>"Policy hash"</dt><dd><code class="hash" data-testid="sim-policy-hash">{o.policy_hash}</code></dd>
                 </dl>

@@ -39,7 +39,7 @@ test('the approval page and the simulator say what each command does', async ({ 
   await expect(commands.nth(1)).toContainText('writes /etc/hosts');
   await expect(commands.nth(2)).toContainText('service-disruption');
   await expect(commands.nth(3)).toContainText('unknown');
-  await expect(page.locator('ul.reasons')).toContainText('Countersign does not know what `appctl` does');
+  await expect(page.locator('ul.reasons')).toContainText('Countersign does not know what appctl does');
   for (const view of VIEWS) {
     for (const scheme of ['light', 'dark'] as const) {
       await page.setViewportSize(view);
