@@ -32,6 +32,8 @@ struct Stored {
     before: (u32, u32),
     /// A wrapper with a command after it (`env uptime`, not `env`).
     wraps: bool,
+    /// A shell (`sh -c`, `su -c`) whose payload was found and read as commands of its own.
+    payload: bool,
 }
 
 /// Everything found in one shell argument.
@@ -120,6 +122,22 @@ impl<'s> Invocation<'s> {
             .iter()
             .map(move |w| script.word_text(w))
             .filter(|text| is_assignment(text.as_bytes()))
+    }
+
+    /// Whether this is a shell whose `-c` payload was found and read as commands of its own
+    /// (`bash -c 'uptime'`); a shell without one runs a script or its standard input.
+    pub fn has_payload(&self) -> bool {
+        self.stored.payload
+    }
+
+    /// The command word as written (`/tmp/ls`, `./deploy.sh`, `rm`), after quote removal.
+    pub fn command_word(&self) -> &'s str {
+        let (_, word) = self.stored.before;
+        let script = &self.analysis.script;
+        script
+            .word_slice(word as usize..word as usize + 1)
+            .first()
+            .map_or("", |w| script.word_text(w))
     }
 
     /// Whether this is a wrapper that runs a command after its own words (`sudo ls`, `env
@@ -783,6 +801,7 @@ impl Analysis<'_> {
                 upstream,
                 before: (to_u32(before), to_u32(rest)),
                 wraps: wraps && own_end < end,
+                payload: false,
             });
             innermost = Some(index);
             if let Kind::Plain = kind {
@@ -792,6 +811,9 @@ impl Analysis<'_> {
 
             if let Some(payload) = payload_flag.and_then(|i| self.word(i).filter(|_| i < end)) {
                 // `sh -c 'payload'`, `su -c 'payload'`: the payload is a command line of its own.
+                if let Some(stored) = self.invocations.get_mut(index as usize) {
+                    stored.payload = true;
+                }
                 self.payload(payload.text, payload.span(), depth);
             }
             match kind {
@@ -893,8 +915,17 @@ impl Analysis<'_> {
 
     /// Index (in the script's words) of the payload after `-c` in a shell's options, if any.
     fn find_payload(&self, words: Range<usize>, is_su: bool) -> Option<usize> {
+        let mut skip_value = false;
         for i in words {
             let text = self.word_text(i);
+            if std::mem::take(&mut skip_value) {
+                continue;
+            }
+            // Options whose value is the next word: `bash -o pipefail -c '…'`.
+            if matches!(text, "-o" | "+o" | "-O" | "+O" | "--rcfile" | "--init-file") {
+                skip_value = true;
+                continue;
+            }
             if text == "--command" && is_su {
                 return Some(i + 1);
             }

@@ -162,6 +162,9 @@ pub(crate) struct EntryFile {
     #[serde(default)]
     uses: Vec<String>,
     deletes: Option<String>,
+    /// A shell: when its `-c` payload was read, the payload is judged and the shell is not.
+    #[serde(default)]
+    payload: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -252,6 +255,8 @@ struct Entry {
     alone: Option<Stated>,
     /// Looks at paths without reading them (`ls`): a secret's path is no read (`[paths]`).
     metadata_only: bool,
+    /// A shell whose read `-c` payload is judged instead of it.
+    payload: bool,
     /// Nothing but an effect: no rules, subcommands, writes or other options to look at.
     plain: bool,
     /// `catalogue: PATH`, what decided a plain invocation.
@@ -281,13 +286,13 @@ impl LazyRegex {
         })
     }
 
-    /// Whether it matches; a regex too large to compile matches (the catalogue then errs on
-    /// the side of the effect).
-    fn is_match(&self, text: &str) -> bool {
+    /// Whether it matches; `None` when the regex could not be compiled (too large), which the
+    /// caller resolves towards asking.
+    fn is_match(&self, text: &str) -> Option<bool> {
         self.compiled
             .get_or_init(|| Regex::new(&self.source).ok())
             .as_ref()
-            .is_none_or(|re| re.is_match(text))
+            .map(|re| re.is_match(text))
     }
 }
 
@@ -323,6 +328,10 @@ const SENSITIVE: &[(&str, &str)] = &[
     (
         r"(^|/)\.ssh/(id_[a-z0-9_]+|[^/]*_key|identity)$",
         "a private SSH key",
+    ),
+    (
+        r"(^|/)\.(ssh|gnupg|aws|kube|password-store)(/x)?$",
+        "a directory of keys or credentials",
     ),
     (
         r"^(.*/)?etc/ssh/ssh_host_[a-z0-9_]+_key$",
@@ -385,7 +394,7 @@ const SENSITIVE_NEEDLES: &[&str] = &[
     "shadow",
     "opasswd",
     "sudoers",
-    ".ssh/",
+    ".ssh",
     "identity",
     "ssh_host_",
     ".pem",
@@ -402,10 +411,10 @@ const SENSITIVE_NEEDLES: &[&str] = &[
     "environ",
     "/mem",
     "/maps",
-    ".aws/",
+    ".aws",
     "gcloud",
     ".azure",
-    ".kube/",
+    ".kube",
     "kubernetes/",
     ".docker/",
     ".netrc",
@@ -681,6 +690,7 @@ impl Place<'_> {
                 None => None,
             },
             metadata_only: false,
+            payload: file.payload,
             plain: false,
             decided: format!("catalogue: {path}"),
             value_flags: BTreeSet::new(),
@@ -700,7 +710,8 @@ impl Entry {
             && self.output_keys.is_empty()
             && self.same_as.is_none()
             && self.dry_run.is_empty()
-            && self.alone.is_none();
+            && self.alone.is_none()
+            && !self.payload;
         self
     }
 
@@ -721,6 +732,7 @@ impl Entry {
             dry_run: Vec::new(),
             alone: None,
             metadata_only: false,
+            payload: false,
             plain: true,
             decided: format!("catalogue: {path}"),
             path,
@@ -867,7 +879,7 @@ impl Catalogue {
     /// Whether `text` could name a sensitive path at all (one search of the whole argument, so
     /// that the words of an ordinary command are not each looked at).
     pub fn may_name_secrets(&self, text: &str) -> bool {
-        self.sensitive_needles.is_match(text)
+        text.contains(['\'', '"', '\\', '$']) || self.sensitive_needles.is_match(text)
     }
 
     /// How many commands it knows.
@@ -918,8 +930,12 @@ impl Catalogue {
             unknown: false,
             decided_by: String::new(),
         };
-        // Variables that make programs run other code (`LESSOPEN=… less`, `LD_PRELOAD=…`).
-        for assignment in invocation.assignments() {
+        // Variables that make programs run other code (`LESSOPEN=… less`, `LD_PRELOAD=…`), set
+        // before the command or among its arguments (`env LD_PRELOAD=…`, `export PAGER=…`).
+        let named_in_args = invocation
+            .arg_texts()
+            .filter(|w| w.contains('=') && !w.starts_with('-'));
+        for assignment in invocation.assignments().chain(named_in_args) {
             let variable = assignment.split_once('=').map_or(assignment, |(n, _)| n);
             if self.code_variables.contains(variable) {
                 push_effect(
@@ -961,11 +977,35 @@ impl Catalogue {
         } else {
             ""
         };
+        // A program run from a path of its own (`./deploy.sh`, `/tmp/ls`) is whatever is there,
+        // not the command its name suggests.
+        let word = invocation.command_word();
+        if word.contains([' ', '\t', '\n', ';', '|', '&', '<', '>', '#']) {
+            // Not a program's name: a command line the reading took as one word (`flock f -c
+            // '…'`, `watch 'a; b' -x`). Nobody can tell what it runs.
+            out.unknown = true;
+        }
+        if let Some((dir, _)) = word.rsplit_once('/') {
+            if !is_program_dir(dir) {
+                push_effect(
+                    &mut out,
+                    Category::RunsUnreviewedCode,
+                    format!("runs the program at {word}, which nobody can review here"),
+                );
+            }
+        }
         match entry {
             None => {
                 out.unknown = true;
                 out.command = name.to_string();
                 out.decided_by = format!("not in the catalogue{redirection}");
+            }
+            Some(entry) if entry.payload && invocation.has_payload() => {
+                out.command = entry.path.clone();
+                out.decided_by = format!(
+                    "catalogue: {} (its -c payload is judged on its own){redirection}",
+                    entry.path
+                );
             }
             Some(entry) if entry.plain => {
                 // Most commands: one effect whatever the arguments (unless it is asked for help).
@@ -1057,24 +1097,28 @@ impl Catalogue {
             Some((word, _)) => format!("{} {word}", level.path),
             None => level.path.clone(),
         };
-        // Asking for help or the version runs nothing: `--help` before any operand that is not a
-        // subcommand (`python3 x.py --help` runs x.py), or `help` where a subcommand would be.
-        let free = parsed.operands.get(at).map_or(words.len(), |&(i, _)| i);
-        let asks_help = words
-            .iter()
-            .take(free)
-            .any(|w| matches!(*w, "--help" | "--version" | "--usage"))
-            || (levels.len() > 1
-                && verb.is_some()
-                && parsed.operands.len() == at + 1
-                && parsed.operands.get(at).is_some_and(|&(_, w)| w == "help"));
+        // Asking for help or the version runs nothing, when that is all the invocation says:
+        // its subcommands and then one `--help`, `--version`, `--usage` (or `help` where a
+        // subcommand would be). Anywhere else the word may be an option's value or be handed to
+        // code (`python3 -c '…' --help` runs the code).
+        let rest: &[&str] = match at.checked_sub(1).and_then(|i| parsed.operands.get(i)) {
+            Some(&(index, _)) => words.get(index + 1..).unwrap_or_default(),
+            None => words,
+        };
+        let asks_help = match rest {
+            [only] => {
+                matches!(*only, "--help" | "--version" | "--usage")
+                    || (*only == "help" && levels.len() > 1 && verb.is_some())
+            }
+            _ => false,
+        };
         if asks_help {
             return format!("catalogue: {} (help)", level.path);
         }
         // A dry run changes nothing.
         if levels
             .iter()
-            .any(|entry| entry.dry_run.iter().any(|f| flags.has(f)))
+            .any(|entry| dry_run_given(words, &entry.dry_run, &top.value_flags))
         {
             return format!("catalogue: {} (dry run)", level.path);
         }
@@ -1256,7 +1300,9 @@ impl Catalogue {
         if path.is_empty() || path.ends_with(".pub") || !self.sensitive_needles.is_match(path) {
             return;
         }
-        if let Some(index) = self.sensitive.matches(path).iter().next() {
+        // `/etc//shadow`, `/etc/./shadow`; a glob stands for any name (`~/.ssh/id_*`).
+        let normal = normalise(path).replace(['*', '?'], "x");
+        if let Some(index) = self.sensitive.matches(&normal).iter().next() {
             let what = self
                 .sensitive_what
                 .get(index)
@@ -1268,20 +1314,25 @@ impl Catalogue {
 
     /// What writing `path` is: `None` for scratch.
     fn path_category(&self, path: &str) -> Option<Category> {
-        let path = path.trim();
-        if path.is_empty()
-            || path == "-"
-            || matches!(
-                path,
-                "/dev/null" | "/dev/stdout" | "/dev/stderr" | "/dev/tty"
-            )
-            || path.starts_with("/dev/fd/")
-            || path.starts_with("/proc/self/fd/")
-        {
+        if path.is_empty() || path == "-" {
             return None;
         }
         let normal = normalise(path);
-        if self.scratch.iter().any(|s| is_under(&normal, s)) {
+        let stream = matches!(
+            normal.as_ref(),
+            "/dev/null" | "/dev/stdout" | "/dev/stderr" | "/dev/tty"
+        ) || ["/dev/fd/", "/proc/self/fd/"].iter().any(|prefix| {
+            normal
+                .strip_prefix(prefix)
+                .is_some_and(|fd| !fd.is_empty() && fd.bytes().all(|b| b.is_ascii_digit()))
+        });
+        if stream {
+            return None;
+        }
+        // A path the shell will still expand (`/tmp/$X`, `/tmp/{a,../etc/x}`, `/tmp/*`) may end
+        // anywhere: it is not scratch.
+        let expands = path.contains(['$', '`', '{', '*', '?', '[']);
+        if !expands && self.scratch.iter().any(|s| is_under(&normal, s)) {
             return None;
         }
         if normal.starts_with("/dev/") {
@@ -1365,10 +1416,77 @@ impl<'w> Flags<'w> {
     }
 }
 
+/// The directories programs are installed in: a command run from one of them is the command
+/// its name says.
+fn is_program_dir(dir: &str) -> bool {
+    matches!(
+        dir,
+        "/bin"
+            | "/sbin"
+            | "/usr/bin"
+            | "/usr/sbin"
+            | "/usr/local/bin"
+            | "/usr/local/sbin"
+            | "/snap/bin"
+            | "/usr/games"
+    ) || dir.starts_with("/usr/lib/")
+        || dir.starts_with("/usr/libexec/")
+}
+
 /// Whether `path` is `root` or inside it.
 fn is_under(path: &str, root: &str) -> bool {
     path.strip_prefix(root)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Whether one of the dry-run flags `names` is given as a flag of its own: `-n`, `--dry-run`,
+/// `--dry-run=true`, `-vn`; not `--dry-run=false` or `--dry-run=none`, and not a word that is
+/// another option's value (`--exclude -n`).
+fn dry_run_given(words: &[&str], names: &[String], value_flags: &BTreeSet<String>) -> bool {
+    if names.is_empty() {
+        return false;
+    }
+    let mut given = false;
+    let mut previous_takes_value = false;
+    for word in words {
+        if *word == "--" {
+            break;
+        }
+        let is_value = std::mem::replace(
+            &mut previous_takes_value,
+            word.starts_with('-')
+                && !word.contains('=')
+                && value_flags.contains(word.trim_start_matches('-')),
+        );
+        if is_value || !word.starts_with('-') {
+            continue;
+        }
+        let rest = word.trim_start_matches('-');
+        let (name, value) = match rest.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (rest, None),
+        };
+        let falsy = value.is_some_and(|v| {
+            matches!(
+                v.to_ascii_lowercase().as_str(),
+                "false" | "none" | "0" | "no" | "off" | ""
+            )
+        });
+        let long = names
+            .iter()
+            .any(|n| n.len() > 1 && n.eq_ignore_ascii_case(name));
+        let short = !word.starts_with("--")
+            && value.is_none()
+            && name.chars().all(|c| c.is_ascii_alphanumeric())
+            && names
+                .iter()
+                .any(|n| n.len() == 1 && name.contains(n.as_str()));
+        if long || short {
+            // The last time it is given decides (`--dry-run --dry-run=none` is a real run).
+            given = !falsy;
+        }
+    }
+    given
 }
 
 /// `path` with `.` and `..` resolved textually (so `/tmp/../etc/x` is `/etc/x`).
@@ -1541,7 +1659,13 @@ pub fn category_words(category: Category) -> &'static str {
 
 fn rule_matches(rule: &Rule, flags: &Flags<'_>, joined: &str) -> bool {
     let flags_ok = rule.flags.is_empty() || rule.flags.iter().any(|f| flags.has(f));
-    let args_ok = rule.args.as_ref().is_none_or(|re| re.is_match(joined));
+    // A regex that cannot be compiled matches a rule that adds an effect, and not one that
+    // clears it: either way towards asking.
+    let clears = rule.effect == Some(Stated::ReadOnly);
+    let args_ok = rule
+        .args
+        .as_ref()
+        .is_none_or(|re| re.is_match(joined).unwrap_or(!clears));
     flags_ok && args_ok
 }
 
@@ -1787,6 +1911,53 @@ mod tests {
     }
 
     #[test]
+    fn what_an_independent_review_found_now_asks() {
+        // A shell's payload behind an option with a value; a `-c` after a script operand.
+        has("bash -o pipefail -c 'rm -rf /srv/data'", "destructive");
+        has("bash /tmp/x.sh -c", "runs-unreviewed-code");
+        // A program run from a path of its own is not the command its name says.
+        has("/tmp/ls -la", "runs-unreviewed-code");
+        has("./deploy.sh", "runs-unreviewed-code");
+        read_only("/usr/bin/ls -la /var/log");
+        // Paths the shell still expands, and descriptors that are not one.
+        has("echo x > /tmp/$X", "writes-files");
+        has("rm -r /tmp/{../srv/data,x}", "destructive");
+        has("echo x > /dev/fd/../root/etc/cron.d/job", "device-write");
+        read_only("echo x > /dev/fd/2");
+        // `--help` only when it is all the invocation asks.
+        has("python3 -c 'import os' --help", "runs-unreviewed-code");
+        has("curl -d --help -X DELETE https://api.example.com/x", "remote-state");
+        read_only("docker container rm --help");
+        // Variables that run code, set as arguments.
+        has("env LD_PRELOAD=/tmp/x.so ls", "runs-unreviewed-code");
+        has("export PAGER='sh -c id'", "runs-unreviewed-code");
+        // Secrets however they are spelled.
+        has("cat /etc//shadow", "secrets");
+        has("cat ~/.ssh/id_*", "secrets");
+        has("tar c ~/.ssh", "secrets");
+        // Builtins that run code later.
+        has("trap 'rm -rf /srv' EXIT", "runs-unreviewed-code");
+        // A command line taken as one word is unknown.
+        let (_, unknown) = effects("flock /tmp/l -c 'rm -rf ~ #/ls'");
+        assert!(unknown);
+    }
+
+    #[test]
+    fn a_dry_run_is_a_flag_of_its_own() {
+        let names = vec!["n".to_string(), "dry-run".to_string()];
+        let values: BTreeSet<String> = ["exclude".to_string()].into();
+        let given = |words: &[&str]| dry_run_given(words, &names, &values);
+        assert!(given(&["-n", "src", "dst"]));
+        assert!(given(&["-avn", "src", "dst"]));
+        assert!(given(&["--dry-run", "x"]));
+        assert!(given(&["--dry-run=true"]));
+        assert!(!given(&["--dry-run=false"]));
+        assert!(!given(&["--dry-run", "--dry-run=none"]));
+        assert!(!given(&["--exclude", "-n", "src"]));
+        assert!(!given(&["src", "dst"]));
+    }
+
+    #[test]
     fn every_sensitive_path_has_a_needle() {
         let c = catalogue();
         // One example of each entry of SENSITIVE, in order.
@@ -1794,6 +1965,7 @@ mod tests {
             "/etc/shadow",
             "/etc/sudoers.d/deploy",
             "/home/deploy/.ssh/id_ed25519",
+            "/root/.ssh",
             "/etc/ssh/ssh_host_rsa_key",
             "/srv/app/tls/server.key",
             "/srv/app/.env.production",

@@ -294,3 +294,19 @@ fn decisions_keep_their_classification_through_the_audit_row() {
     assert!(!stored.contains("commands"), "stored whole: {stored}");
     assert_eq!(json!(decision.commands).as_array().map(Vec::len), Some(2));
 }
+
+#[test]
+fn quoting_does_not_hide_a_secret() {
+    let policy = default();
+    for command in ["cat /etc/sha''dow", "cat /etc/sha\\dow", "cat \"/etc/shadow\""] {
+        let decision = decide(&policy, command);
+        assert!(
+            decision
+                .commands
+                .iter()
+                .any(|c| c.effects.iter().any(|e| e.category == Category::Secrets)),
+            "{command}: {:#?}",
+            decision.commands
+        );
+    }
+}
