@@ -1926,7 +1926,10 @@ mod tests {
         read_only("echo x > /dev/fd/2");
         // `--help` only when it is all the invocation asks.
         has("python3 -c 'import os' --help", "runs-unreviewed-code");
-        has("curl -d --help -X DELETE https://api.example.com/x", "remote-state");
+        has(
+            "curl -d --help -X DELETE https://api.example.com/x",
+            "remote-state",
+        );
         read_only("docker container rm --help");
         // Variables that run code, set as arguments.
         has("env LD_PRELOAD=/tmp/x.so ls", "runs-unreviewed-code");

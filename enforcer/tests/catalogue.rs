@@ -298,7 +298,11 @@ fn decisions_keep_their_classification_through_the_audit_row() {
 #[test]
 fn quoting_does_not_hide_a_secret() {
     let policy = default();
-    for command in ["cat /etc/sha''dow", "cat /etc/sha\\dow", "cat \"/etc/shadow\""] {
+    for command in [
+        "cat /etc/sha''dow",
+        "cat /etc/sha\\dow",
+        "cat \"/etc/shadow\"",
+    ] {
         let decision = decide(&policy, command);
         assert!(
             decision
