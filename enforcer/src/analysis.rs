@@ -218,7 +218,7 @@ impl<'s> Invocation<'s> {
 
 /// Report one argument that starts with `-` to `found` (see [`Invocation::for_each_flag`]);
 /// false at `--`, after which nothing is a flag.
-fn flag_word<'s>(text: &'s str, found: &mut impl FnMut(u64, Option<&'s str>)) -> bool {
+pub(crate) fn flag_word<'s>(text: &'s str, found: &mut impl FnMut(u64, Option<&'s str>)) -> bool {
     if let &[b'-', letter] = text.as_bytes() {
         // `-l`, `-r`: the commonest flag word, one letter and no long name.
         if letter == b'-' {

@@ -203,6 +203,12 @@ pub(crate) struct Words {
     words: Vec<String>,
 }
 
+impl Words {
+    fn lowercased(&self) -> BTreeSet<String> {
+        self.words.iter().map(|w| w.to_ascii_lowercase()).collect()
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The compiled catalogue.
 
@@ -824,18 +830,8 @@ impl Catalogue {
                     verbs.change.insert(word.to_ascii_lowercase(), category);
                 }
             }
-            verbs.read = file
-                .read
-                .words
-                .iter()
-                .map(|w| w.to_ascii_lowercase())
-                .collect();
-            verbs.secret = file
-                .secret
-                .words
-                .iter()
-                .map(|w| w.to_ascii_lowercase())
-                .collect();
+            verbs.read = file.read.lowercased();
+            verbs.secret = file.secret.lowercased();
         }
         let sensitive = RegexSet::new(SENSITIVE.iter().map(|(re, _)| *re))
             .map_err(|e| place.err("sensitive".into(), e.to_string()))?;
@@ -890,11 +886,6 @@ impl Catalogue {
     /// Whether it knows no command.
     pub fn is_empty(&self) -> bool {
         self.commands.is_empty()
-    }
-
-    /// Whether it knows the command `name` (a lowercased base name).
-    pub fn knows(&self, name: &str) -> bool {
-        self.lookup(name).is_some()
     }
 
     /// The entry of a command, also for versioned names (`python3.12`, `php8.2`, `pip3.11`).
@@ -1365,12 +1356,14 @@ fn check_same_as<S: std::hash::BuildHasher>(
     Ok(())
 }
 
-/// The flags of a list of arguments, read as the analysis reads them: `-xvf` is `x`, `v`, `f`
-/// (and the long name `xvf`, for `-name`-style options); `--force=yes` is `force`. Nothing after
-/// `--` is a flag.
+/// The flags of a list of arguments, read by the analysis's own reader
+/// ([`crate::analysis::flag_word`]): `-xvf` is `x`, `v`, `f` (and the long name `xvf`, for
+/// `-name`-style options); `--force=yes` is `force`. Nothing after `--` is a flag. (The
+/// catalogue reads a slice of the arguments, after `same_as`, so it cannot use the
+/// invocation's own flag set.)
 struct Flags<'w> {
-    /// ASCII letters and digits given as short flags, one bit each.
-    short: u128,
+    /// Short flags, as [`crate::analysis::short_mask`] bits.
+    short: u64,
     long: Vec<&'w str>,
 }
 
@@ -1380,26 +1373,13 @@ impl<'w> Flags<'w> {
             short: 0,
             long: Vec::new(),
         };
-        for word in words {
-            if *word == "--" {
+        let mut found = |short: u64, long: Option<&'w str>| {
+            flags.short |= short;
+            flags.long.extend(long);
+        };
+        for word in words.iter().filter(|w| w.starts_with('-')) {
+            if !crate::analysis::flag_word(word, &mut found) {
                 break;
-            }
-            let Some(rest) = word.strip_prefix('-').filter(|r| !r.is_empty()) else {
-                continue;
-            };
-            let (dashes, rest) = match rest.strip_prefix('-') {
-                Some(long) => (2, long),
-                None => (1, rest),
-            };
-            let name = rest.split_once('=').map_or(rest, |(n, _)| n);
-            if name.is_empty() {
-                continue;
-            }
-            flags.long.push(name);
-            if dashes == 1 {
-                for b in name.bytes().filter(u8::is_ascii_alphanumeric) {
-                    flags.short |= 1 << b;
-                }
             }
         }
         flags
@@ -1410,7 +1390,7 @@ impl<'w> Flags<'w> {
     fn has(&self, name: &str) -> bool {
         let mut chars = name.chars();
         match (chars.next(), chars.next()) {
-            (Some(c), None) => c.is_ascii_alphanumeric() && self.short & (1 << (c as u32)) != 0,
+            (Some(c), None) => self.short & crate::analysis::short_mask([c]) != 0,
             _ => self.long.iter().any(|l| l.eq_ignore_ascii_case(name)),
         }
     }

@@ -73,14 +73,7 @@ async fn get(router: &Router, uri: &str) -> (StatusCode, String) {
         )
         .await
         .expect("router answers");
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    status_and_text(response).await
 }
 
 /// Sign in through the form endpoint; returns the session cookie (`name=value`).
@@ -90,6 +83,18 @@ async fn sign_in(
     password: &str,
 ) -> (StatusCode, Option<String>, String) {
     sign_in_from(router, user, password, None, None, "%2Faudit").await
+}
+
+/// A response's status and its body as text.
+async fn status_and_text(response: axum::response::Response) -> (StatusCode, String) {
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 async fn get_as(router: &Router, uri: &str, cookie: &str) -> (StatusCode, String) {
@@ -105,14 +110,7 @@ async fn get_as(router: &Router, uri: &str, cookie: &str) -> (StatusCode, String
         )
         .await
         .expect("router answers");
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    status_and_text(response).await
 }
 
 async fn alice(router: &Router) -> String {
@@ -826,14 +824,7 @@ async fn server_fn(router: &Router, path: &str, cookie: &str, body: &str) -> (St
         )
         .await
         .expect("answer");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, String::from_utf8_lossy(&bytes).into_owned())
+    status_and_text(response).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
