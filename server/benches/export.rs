@@ -59,11 +59,15 @@ fn main() {
         let db = Database::connect(&config).await.expect("connect");
         db.migrate().await.expect("migrate");
         common::seed(&db, rows).await;
-        let token =
-            server::auth::api_tokens::create(&db, "bench-auditor", &["auditor".into()], &[])
-                .await
-                .expect("token")
-                .1;
+        let token = server::services::identity::api_tokens::create(
+            &db,
+            "bench-auditor",
+            &["auditor".into()],
+            &[],
+        )
+        .await
+        .expect("token")
+        .1;
         db.close().await;
 
         // The server needs a site folder; an empty bundle file is enough for the API.

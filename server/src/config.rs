@@ -336,7 +336,7 @@ impl Config {
             }
         }
         if let Some(key) = &self.export_signing_key {
-            crate::reports::signing_key(key.expose())
+            crate::services::exports::signing_key(key.expose())
                 .map_err(|e| invalid("export_signing_key", e))?;
         }
         if self.audit_checkpoint_rows == 0 || self.audit_checkpoint_secs == 0 {
@@ -428,7 +428,7 @@ impl Config {
                 .notify_email_to
                 .as_deref()
                 .ok_or_else(|| invalid("notify_email_to", "is required with notify_smtp_url"))?;
-            let recipients = crate::integrations::sinks::parse_recipients(to)
+            let recipients = crate::services::notifications::sinks::parse_recipients(to)
                 .map_err(|e| invalid("notify_email_to", e))?;
             if recipients.is_empty() {
                 return Err(invalid("notify_email_to", "names no address"));
@@ -453,7 +453,7 @@ impl Config {
             return Err(invalid("siem_jsonl_keep", "must be at least 1"));
         }
         if let Some(url) = &self.siem_syslog_url {
-            crate::integrations::syslog::parse_target(url)
+            crate::services::notifications::syslog::parse_target(url)
                 .map_err(|e| invalid("siem_syslog_url", e))?;
         }
         if let Some(path) = &self.siem_syslog_ca_file {
@@ -470,9 +470,11 @@ impl Config {
     /// The notification events to send (all when `notify_events` is unset).
     pub fn notify_event_types(
         &self,
-    ) -> Result<std::collections::BTreeSet<crate::integrations::notify::EventType>, ConfigError>
-    {
-        use crate::integrations::notify::EventType;
+    ) -> Result<
+        std::collections::BTreeSet<crate::services::notifications::notify::EventType>,
+        ConfigError,
+    > {
+        use crate::services::notifications::notify::EventType;
         let Some(text) = &self.notify_events else {
             return Ok(EventType::ALL.into_iter().collect());
         };
@@ -584,12 +586,12 @@ impl Config {
                     )
                 })?;
                 let (from, to) = (from.trim(), to.trim());
-                if from.is_empty() || !crate::auth::accounts::ROLES.contains(&to) {
+                if from.is_empty() || !crate::vocab::ROLES.contains(&to) {
                     return Err(invalid(
                         "oidc_role_map",
                         format!(
                             "`{pair}`: the portal role must be one of {}",
-                            crate::auth::accounts::ROLES.join(", ")
+                            crate::vocab::ROLES.join(", ")
                         ),
                     ));
                 }
@@ -624,8 +626,8 @@ impl Config {
     }
 
     /// The reverse proxies whose `X-Forwarded-For` is believed (`trusted_proxies`).
-    pub fn trusted_proxies(&self) -> Result<crate::security::TrustedProxies, ConfigError> {
-        crate::security::TrustedProxies::parse(self.trusted_proxies.as_deref().unwrap_or(""))
+    pub fn trusted_proxies(&self) -> Result<crate::web::security::TrustedProxies, ConfigError> {
+        crate::web::security::TrustedProxies::parse(self.trusted_proxies.as_deref().unwrap_or(""))
             .map_err(|e| invalid("trusted_proxies", e))
     }
 

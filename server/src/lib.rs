@@ -1,39 +1,29 @@
 //! The `countersign` server: axum wiring for the portal, health probes and (later) the decision
 //! API. [`app`] builds the whole router so tests can drive it without a socket.
 
-/// Run the same sqlx call on whichever pool the database has (for SQL both dialects share).
-macro_rules! on_db {
-    ($db:expr, $pool:ident => $body:expr) => {
-        match $db {
-            $crate::Database::Sqlite($pool) => $body,
-            $crate::Database::Postgres($pool) => $body,
-        }
-    };
-}
-
 /// mimalloc for every binary built on this crate (the server, its tests and benchmarks alike).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+// The store first: its `on_db!` macro is visible to the modules below it.
+#[macro_use]
+pub mod store;
+// Edges: the router (this file), the JSON API, the portal's service, the sign-in and security
+// middleware, the command line, the agent and the executors.
 pub mod agent;
 pub mod api;
-pub mod approvals;
-pub mod auth;
-pub mod config;
-pub mod db;
-pub mod evaluate;
+pub mod cli;
 pub mod executors;
-pub mod import;
-pub mod integrations;
-pub mod listener;
-pub mod maintenance;
-pub mod metrics;
-pub mod policy_versions;
 pub mod portal;
-pub mod reports;
-pub mod security;
-pub mod store;
+pub mod web;
+// Services: the domain rules, over the core.
+pub mod services;
+// Core: the store (every query), configuration, metrics and the process's plumbing.
+pub mod config;
+pub mod listener;
+pub mod metrics;
 pub mod telemetry;
+pub mod vocab;
 
 use app::{shell, App};
 use axum::{
@@ -51,7 +41,7 @@ use std::{sync::Arc, time::Duration};
 use tower_http::trace::TraceLayer;
 
 pub use config::Config;
-pub use db::Database;
+pub use store::Database;
 
 /// How long `/readyz` waits for the database before reporting it unreachable.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -78,15 +68,15 @@ pub struct Shared {
     pub store: store::AnyStore,
     /// The one audit writer (group commit); nothing is acknowledged before it is durable.
     pub audit: store::AuditWriter,
-    pub throttle: auth::AddressThrottle,
+    pub throttle: web::auth::AddressThrottle,
     /// The identity provider (Keycloak), when one is configured.
-    pub oidc: Option<Arc<auth::oidc::Oidc>>,
+    pub oidc: Option<Arc<services::identity::oidc::Oidc>>,
     /// Whether local accounts may sign in with a password.
     pub local_sign_in: bool,
     /// Per-caller token buckets for the API.
     pub rate_limiter: api::RateLimiter,
     /// API tokens verified in the last few seconds.
-    pub token_cache: Arc<auth::api_tokens::TokenCache>,
+    pub token_cache: Arc<services::identity::api_tokens::TokenCache>,
     /// API callers that may act for people.
     pub delegating_callers: Arc<std::collections::BTreeSet<String>>,
     /// What `/metrics` reports.
@@ -99,9 +89,9 @@ pub struct Shared {
     /// Signs evidence bundles (from `COUNTERSIGN_EXPORT_SIGNING_KEY`).
     pub export_key: Option<Arc<ed25519_dalek::SigningKey>>,
     /// Exports under way on this replica (the Reports page shows their progress).
-    pub export_progress: Arc<reports::ProgressBoard>,
+    pub export_progress: Arc<services::exports::ProgressBoard>,
     /// How many refusals of unauthenticated requests are audited one by one.
-    pub refusal_budget: Arc<security::RefusalBudget>,
+    pub refusal_budget: Arc<web::security::RefusalBudget>,
     session_idle_secs: i64,
     https: bool,
 }
@@ -120,7 +110,8 @@ impl AppState {
         policy: Arc<PolicySet>,
     ) -> Result<AppState, config::ConfigError> {
         let oidc =
-            auth::oidc::Oidc::from_config(config, policy.capabilities.clone())?.map(Arc::new);
+            services::identity::oidc::Oidc::from_config(config, policy.capabilities.clone())?
+                .map(Arc::new);
         if let Some(oidc) = &oidc {
             oidc.spawn_discovery();
         }
@@ -132,26 +123,28 @@ impl AppState {
             Some(metrics.clone()),
         );
         let export_key = match &config.export_signing_key {
-            Some(key) => Some(Arc::new(reports::signing_key(key.expose()).map_err(
-                |e| config::ConfigError::Invalid {
-                    setting: "export_signing_key",
-                    message: e,
-                },
-            )?)),
+            Some(key) => Some(Arc::new(
+                services::exports::signing_key(key.expose()).map_err(|e| {
+                    config::ConfigError::Invalid {
+                        setting: "export_signing_key",
+                        message: e,
+                    }
+                })?,
+            )),
             None => None,
         };
         Ok(AppState(Arc::new(Shared {
             leptos: leptos_options(config),
             export_key,
             export_progress: Arc::default(),
-            refusal_budget: Arc::new(security::RefusalBudget::per_minute(
+            refusal_budget: Arc::new(web::security::RefusalBudget::per_minute(
                 config.audit_refusals_per_minute,
             )),
             db,
             policy,
             store,
             audit,
-            throttle: auth::AddressThrottle::new(config.trusted_proxies()?),
+            throttle: web::auth::AddressThrottle::new(config.trusted_proxies()?),
             oidc,
             local_sign_in: config.local_sign_in(),
             rate_limiter: api::RateLimiter::new(
@@ -159,7 +152,7 @@ impl AppState {
                 config.api_rate_limit_burst,
             ),
             delegating_callers: Arc::new(config.delegating_callers()),
-            token_cache: Arc::new(auth::api_tokens::TokenCache::new(
+            token_cache: Arc::new(services::identity::api_tokens::TokenCache::new(
                 config.api_token_cache_secs,
             )),
             job_events: tokio::sync::broadcast::channel(1_024).0,
@@ -213,11 +206,14 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .route("/auth/login", get(auth::login_page).post(auth::sign_in))
-        .route("/auth/callback", get(auth::callback))
-        .route("/auth/logout", axum::routing::post(auth::sign_out))
+        .route(
+            "/auth/login",
+            get(web::auth::login_page).post(web::auth::sign_in),
+        )
+        .route("/auth/callback", get(web::auth::callback))
+        .route("/auth/logout", axum::routing::post(web::auth::sign_out))
         .route("/events", get(portal_events))
-        .route("/reports/export", get(reports::portal_export))
+        .route("/reports/export", get(services::exports::portal_export))
         .merge(api::routes())
         .leptos_routes_with_context(&state, routes, provide_user(&state), {
             let options = state.leptos.clone();
@@ -226,7 +222,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            auth::gate,
+            web::auth::gate,
         ));
     let router = match &state.db {
         Database::Sqlite(pool) => router.layer(session_layer(
@@ -241,15 +237,15 @@ pub fn app(state: AppState) -> Router {
     router
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            security::same_origin,
+            web::security::same_origin,
         ))
-        .layer(axum::middleware::from_fn(security::headers))
+        .layer(axum::middleware::from_fn(web::security::headers))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
 /// Server-side sessions in the database: HttpOnly, SameSite=Lax, Secure and `__Host-` prefixed
-/// over https, ending after the idle timeout (the absolute lifetime is checked by `auth::gate`).
+/// over https, ending after the idle timeout (the absolute lifetime is checked by `web::auth::gate`).
 fn session_layer<S: tower_sessions::SessionStore + Clone>(
     store: S,
     state: &AppState,
@@ -270,7 +266,7 @@ fn session_layer<S: tower_sessions::SessionStore + Clone>(
         ))
 }
 
-/// Hand the signed-in person (put in the request by `auth::gate`) and the ways to sign in to the
+/// Hand the signed-in person (put in the request by `web::auth::gate`) and the ways to sign in to the
 /// portal's components and server functions.
 fn provide_user(state: &AppState) -> impl Fn() + Clone + Send + Sync + 'static {
     let options = app::AuthOptions {
@@ -286,7 +282,7 @@ fn provide_request_context(state: &AppState, options: app::AuthOptions) {
     use leptos::prelude::{provide_context, use_context};
     provide_context(options);
     let user = use_context::<axum::http::request::Parts>()
-        .and_then(|parts| parts.extensions.get::<auth::SignedIn>().cloned());
+        .and_then(|parts| parts.extensions.get::<web::auth::SignedIn>().cloned());
     if let Some(user) = &user {
         provide_context(app::UserView {
             username: user.username.clone(),
@@ -361,7 +357,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
 async fn audit_resumes(state: &AppState) -> bool {
     let event = store::NewAuditEvent::new(
         store::EventKind::PortalAction,
-        maintenance::SYSTEM_CALLER,
+        services::maintenance::SYSTEM_CALLER,
         "countersign",
         "audit.resumed",
         "allow",

@@ -3,8 +3,8 @@
 use clap::{Args, Parser, Subcommand};
 use server::store::{audit, AnyStore, AuditWriter, EventKind, NewAuditEvent};
 use server::{
-    app, checkpoint_policy, config::Config, evaluate, maintenance::Maintenance, telemetry,
-    AppState, Database,
+    app, checkpoint_policy, cli::evaluate, config::Config, services::maintenance::Maintenance,
+    telemetry, AppState, Database,
 };
 use std::io::{BufReader, Read, Write};
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
@@ -355,7 +355,7 @@ async fn audit_verify(config: Config) -> ExitCode {
 }
 
 fn verify_export(bundle: &std::path::Path, public_key: Option<&str>) -> ExitCode {
-    use server::reports::bundle;
+    use server::services::exports::bundle;
     let key = match public_key.map(bundle::read_public_key).transpose() {
         Ok(key) => key,
         Err(error) => {
@@ -403,7 +403,7 @@ fn verify_export(bundle: &std::path::Path, public_key: Option<&str>) -> ExitCode
 }
 
 fn keygen() -> ExitCode {
-    match server::reports::generate_key() {
+    match server::services::exports::generate_key() {
         Ok((private, public)) => {
             let mut out = std::io::stdout();
             if writeln!(
@@ -460,7 +460,7 @@ async fn import(
     let policy = evaluate::load_policy(config.policy_file.as_deref()).map_err(|e| e.to_string())?;
     let db = open_database(&config).await?;
     let store = AnyStore::new(&db);
-    let report = server::import::import(
+    let report = server::services::import::import(
         &store,
         &policy,
         audit_db.as_deref(),
@@ -486,7 +486,7 @@ fn read_password() -> Result<String, String> {
 }
 
 async fn user(config: Config, command: UserCommand) -> Result<(), String> {
-    use server::auth::accounts;
+    use server::services::identity::accounts;
     let db = open_database(&config).await?;
     let (summary, context) = match command {
         UserCommand::Add {
@@ -555,7 +555,7 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
 }
 
 async fn token(config: Config, command: TokenCommand) -> Result<(), String> {
-    use server::auth::api_tokens;
+    use server::services::identity::api_tokens;
     let db = open_database(&config).await?;
     let mut out = std::io::stdout();
     let audit_note = match command {
@@ -674,7 +674,7 @@ async fn serve(config: Config) -> Result<(), String> {
     tracing::info!(policy = %policy.name, hash = %policy.hash(), "policy loaded");
     let db = open_database(&config).await?;
     // Audit rows keep only what their policy cannot give back, so the policy is kept first.
-    server::policy_versions::record(&db, &policy)
+    server::services::policy_versions::record(&db, &policy)
         .await
         .map_err(|e| format!("cannot record the policy in the database: {e}"))?;
     let listener = tokio::net::TcpListener::bind(config.bind)
@@ -693,12 +693,12 @@ async fn serve(config: Config) -> Result<(), String> {
         db: Some(db.clone()),
     }
     .spawn();
-    server::auth::bootstrap_admin(&state, config.admin_password.as_ref().map(|p| p.expose()))
+    server::web::auth::bootstrap_admin(&state, config.admin_password.as_ref().map(|p| p.expose()))
         .await?;
     server::executors::check_secrets(&state.policy);
     server::executors::Dispatcher::new(state.clone())?.spawn();
-    server::integrations::start(&state, &config).await?;
-    server::security::spawn_refusal_summaries(&state);
+    server::services::notifications::start(&state, &config).await?;
+    server::web::security::spawn_refusal_summaries(&state);
     let router = app(state);
     tracing::info!(
         address = %config.bind,

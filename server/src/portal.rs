@@ -1,9 +1,9 @@
 //! The portal's services: what the approvals pages' server functions call. Each request gets
 //! one bound to the signed-in person (or to nobody, who sees and may do nothing).
 
-use crate::approvals::{self, VoteError};
-use crate::auth::SignedIn;
+use crate::services::approvals::{self, VoteError};
 use crate::store::{Job, Store, StoreError};
+use crate::web::auth::SignedIn;
 use crate::AppState;
 use app::approvals::{
     ApprovalView, ArgumentView, PatternView, PendingApproval, Segment, SimilarRow, VoteRow,
@@ -320,7 +320,7 @@ impl Portal {
 impl Portal {
     /// Notification deliveries for the dashboard: counts per sink and status, newest dead letters.
     async fn deliveries(state: &AppState, user: &SignedIn) -> Result<DeliveryView, String> {
-        use crate::integrations::notify;
+        use crate::services::notifications::notify;
         let failed = |error: sqlx::Error| {
             tracing::error!(%error, "portal: the notification outbox could not be read");
             "notification deliveries cannot be read right now; try again".to_string()
@@ -369,7 +369,7 @@ impl Portal {
             tracing::error!(%error, "portal: could not audit a notification retry");
             "the retry could not be recorded, so it was not done; try again".to_string()
         })?;
-        match crate::integrations::notify::retry(&state.db, id).await {
+        match crate::services::notifications::notify::retry(&state.db, id).await {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(format!("there is no dead letter {id}")),
             Err(error) => {
@@ -437,7 +437,7 @@ impl Portal {
         state: AppState,
         q: app::reports::ReportQuery,
     ) -> Result<app::reports::ReportPreview, String> {
-        use crate::reports::{rfc3339, ExportQuery, ExportSpec};
+        use crate::services::exports::{rfc3339, ExportQuery, ExportSpec};
         let spec = ExportSpec::parse(
             ExportQuery {
                 format: None,
@@ -453,7 +453,7 @@ impl Portal {
             Utc::now(),
         )
         .map_err(|e| e.message)?;
-        let preview = crate::reports::preview(&state.store, &spec)
+        let preview = crate::services::exports::preview(&state.store, &spec)
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "portal: the audit trail could not be counted");
@@ -612,7 +612,7 @@ async fn whole_decision(state: &AppState, e: &crate::store::NewAuditEvent) -> Op
         return None;
     }
     let hash = e.policy_hash.as_deref()?;
-    let policy = crate::policy_versions::find(&state.store, &state.policy, hash)
+    let policy = crate::services::policy_versions::find(&state.store, &state.policy, hash)
         .await
         .ok()
         .flatten()?;

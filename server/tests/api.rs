@@ -128,7 +128,7 @@ impl Api {
     async fn token(&self, name: &str, roles: &[&str], caps: &[&str]) -> String {
         let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
         let caps: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
-        server::auth::api_tokens::create(&self.db, name, &roles, &caps)
+        server::services::identity::api_tokens::create(&self.db, name, &roles, &caps)
             .await
             .expect("token")
             .1
@@ -1165,7 +1165,7 @@ fn person(id: &str, roles: &[&str], caps: &[&str]) -> enforcer::Principal {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn votes_follow_the_enforcers_rules_and_are_audited_first() {
     use enforcer::Verdict::{Approve, Deny};
-    use server::approvals::{vote, VoteError};
+    use server::services::approvals::{vote, VoteError};
     let api = sqlite_api(|_| {}).await;
     let token = api.token("it-mcp", &[], &OPS).await;
     let (_, pending) = api.decide(&token, sudo_ls()).await;
@@ -1335,7 +1335,7 @@ async fn votes_follow_the_enforcers_rules_and_are_audited_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_voted_when_the_vote_cannot_be_audited() {
-    use server::approvals::{vote, VoteError};
+    use server::services::approvals::{vote, VoteError};
     let api = sqlite_api(|_| {}).await;
     let token = api.token("it-mcp", &[], &OPS).await;
     let (_, pending) = api.decide(&token, sudo_ls()).await;
@@ -1394,7 +1394,7 @@ async fn a_waiting_agent_gets_the_job_the_moment_it_is_approved() {
         roles: ["approver".to_string()].into(),
         capabilities: ["ssh-linux".to_string(), "remote-exec".to_string()].into(),
     };
-    server::approvals::vote(
+    server::services::approvals::vote(
         &api.state,
         &voter,
         &job_id,
@@ -1475,7 +1475,7 @@ async fn a_revoked_token_stops_working_within_the_cache_time() {
     let api = sqlite_api(|c| c.api_token_cache_secs = 0).await;
     let token = api.token("it-mcp", &[], &OPS).await;
     assert_eq!(api.decide(&token, sudo_ls()).await.0, StatusCode::OK);
-    server::auth::api_tokens::revoke(&api.db, "it-mcp")
+    server::services::identity::api_tokens::revoke(&api.db, "it-mcp")
         .await
         .expect("revoke");
     assert_eq!(
@@ -1487,7 +1487,7 @@ async fn a_revoked_token_stops_working_within_the_cache_time() {
     let api = sqlite_api(|c| c.api_token_cache_secs = 3_600).await;
     let token = api.token("it-mcp", &[], &OPS).await;
     assert_eq!(api.decide(&token, sudo_ls()).await.0, StatusCode::OK);
-    server::auth::api_tokens::revoke(&api.db, "it-mcp")
+    server::services::identity::api_tokens::revoke(&api.db, "it-mcp")
         .await
         .expect("revoke");
     assert_eq!(api.decide(&token, sudo_ls()).await.0, StatusCode::OK);
@@ -1509,7 +1509,7 @@ async fn a_revoked_token_stops_working_within_the_cache_time() {
 /// the token's use is recorded (in the background, off their path).
 #[tokio::test]
 async fn a_burst_of_token_checks_passes_and_the_use_is_recorded() {
-    use server::auth::api_tokens::{self, TokenCache};
+    use server::services::identity::api_tokens::{self, TokenCache};
     let api = sqlite_api(|_| {}).await;
     let (_, presented) = api_tokens::create(&api.db, "burst", &[], &[])
         .await

@@ -354,11 +354,15 @@ async fn user_commands_manage_local_accounts_and_are_audited() {
         ..server::Config::default()
     };
     let db = server::Database::connect(&config).await.expect("db");
-    let refused =
-        server::auth::accounts::authenticate(&db, "dave", "a sufficiently long password").await;
+    let refused = server::services::identity::accounts::authenticate(
+        &db,
+        "dave",
+        "a sufficiently long password",
+    )
+    .await;
     assert!(matches!(
         refused,
-        Err(server::auth::accounts::AccountError::Disabled)
+        Err(server::services::identity::accounts::AccountError::Disabled)
     ));
     let mut conn = env.sql().await;
     let audited: i64 =

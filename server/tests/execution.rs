@@ -174,11 +174,15 @@ async fn harness() -> Harness {
         )
         .await
     });
-    let caller_token =
-        server::auth::api_tokens::create(&db, "it-mcp", &[], &["local-shell".to_string()])
-            .await
-            .expect("token")
-            .1;
+    let caller_token = server::services::identity::api_tokens::create(
+        &db,
+        "it-mcp",
+        &[],
+        &["local-shell".to_string()],
+    )
+    .await
+    .expect("token")
+    .1;
     Harness {
         state,
         base,
@@ -213,7 +217,7 @@ impl Harness {
             roles: ["approver".to_string()].into(),
             capabilities: ["local-shell".to_string()].into(),
         };
-        server::approvals::vote(
+        server::services::approvals::vote(
             &self.state,
             &voter,
             job_id,
@@ -363,16 +367,24 @@ async fn a_webhook_job_is_signed_retried_and_its_answer_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_binary_runs_the_jobs_assigned_to_it() {
     let h = harness().await;
-    let agent_token =
-        server::auth::api_tokens::create(&h.state.db, "agent-7", &["agent".to_string()], &[])
-            .await
-            .expect("token")
-            .1;
-    let other_token =
-        server::auth::api_tokens::create(&h.state.db, "agent-8", &["agent".to_string()], &[])
-            .await
-            .expect("token")
-            .1;
+    let agent_token = server::services::identity::api_tokens::create(
+        &h.state.db,
+        "agent-7",
+        &["agent".to_string()],
+        &[],
+    )
+    .await
+    .expect("token")
+    .1;
+    let other_token = server::services::identity::api_tokens::create(
+        &h.state.db,
+        "agent-8",
+        &["agent".to_string()],
+        &[],
+    )
+    .await
+    .expect("token")
+    .1;
     let job_id = h
         .queue("remote", json!({"message": "hello; rm -rf /"}))
         .await;

@@ -206,9 +206,10 @@ async fn when_the_disk_is_full_every_decision_is_denied_and_service_resumes_by_i
     })
     .await
     .expect("connect");
-    let (_, unused) = server::auth::api_tokens::create(&db, "it-mcp-2", &[], &["ssh-linux".into()])
-        .await
-        .expect("token");
+    let (_, unused) =
+        server::services::identity::api_tokens::create(&db, "it-mcp-2", &[], &["ssh-linux".into()])
+            .await
+            .expect("token");
     db.close().await;
 
     // The kernel refuses every write past the first byte of any file (RLIMIT_FSIZE): what
@@ -413,7 +414,7 @@ async fn ask_and_approve(
         roles: ["approver".to_string()].into(),
         capabilities: ["local-shell".to_string()].into(),
     };
-    server::approvals::vote(
+    server::services::approvals::vote(
         &state,
         &dave,
         &job_id,
@@ -459,7 +460,7 @@ async fn a_job_whose_agent_is_killed_mid_run_is_leased_again_and_never_runs_twic
         .await;
     let (job_id, state, db) = ask_and_approve(&env, &server, &policy_file, &policy).await;
     let (_, agent_token) =
-        server::auth::api_tokens::create(&db, "agent-7", &["agent".to_string()], &[])
+        server::services::identity::api_tokens::create(&db, "agent-7", &["agent".to_string()], &[])
             .await
             .expect("agent token");
     let agent = |max_jobs: Option<&str>| {
@@ -789,7 +790,7 @@ async fn one_vote_and_one_run_per_job(env: Env) {
     let mut agents = Vec::new();
     for name in ["agent-a", "agent-b"] {
         let (_, agent_token) =
-            server::auth::api_tokens::create(&db, name, &["agent".to_string()], &[])
+            server::services::identity::api_tokens::create(&db, name, &["agent".to_string()], &[])
                 .await
                 .expect("agent token");
         agents.push(Agent(

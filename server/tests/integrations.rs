@@ -239,7 +239,7 @@ async fn vote(state: &server::AppState, job_id: &str, approve: bool) {
     } else {
         enforcer::Verdict::Deny
     };
-    server::approvals::vote(state, &dave, job_id, verdict, Some("CHG-42"))
+    server::services::approvals::vote(state, &dave, job_id, verdict, Some("CHG-42"))
         .await
         .expect("vote");
 }
@@ -702,7 +702,7 @@ async fn dead_letters_and_cef_over_udp(env: Env) {
     let job = ask(&server, &env, 0).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let letter = loop {
-        let dead = server::integrations::notify::dead_letters(&db, 10)
+        let dead = server::services::notifications::notify::dead_letters(&db, 10)
             .await
             .expect("outbox");
         if let Some(letter) = dead.into_iter().next() {

@@ -1,7 +1,7 @@
 //! The background pass expires and reaps jobs, and audits each change.
 
 use chrono::{Duration, Utc};
-use server::maintenance::Maintenance;
+use server::services::maintenance::Maintenance;
 use server::store::{AnyStore, AuditWriter, JobStatus, NewJob, Store, VoteRecord};
 
 #[tokio::test]

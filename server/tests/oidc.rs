@@ -318,7 +318,7 @@ async fn rotated_keys_are_fetched_again_once_for_an_unknown_kid() {
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(provider.state.lock().expect("lock").jwks_fetches, fetches);
-    tokio::time::sleep(server::auth::oidc::JWKS_MIN_REFRESH).await;
+    tokio::time::sleep(server::services::identity::oidc::JWKS_MIN_REFRESH).await;
     assert_eq!(whoami(token("k-two")).await.status(), StatusCode::OK);
     assert_eq!(
         provider.state.lock().expect("lock").jwks_fetches,

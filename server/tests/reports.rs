@@ -10,7 +10,7 @@ use axum::{
 use chrono::{Duration, Utc};
 use http_body_util::BodyExt;
 use server::config::Secret;
-use server::reports::{self, bundle, ExportRow};
+use server::services::exports::{self as reports, bundle, ExportRow};
 use server::store::{AuditFilter, AuditRecord, EventKind, NewAuditEvent, Store};
 use server::{app, AppState, Config, Database};
 use std::io::{Read, Write};
@@ -59,7 +59,7 @@ async fn env_on(with_key: bool, database_url: Option<&str>) -> Env {
 impl Env {
     async fn token(&self, name: &str, roles: &[&str]) -> String {
         let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
-        server::auth::api_tokens::create(&self.db, name, &roles, &[])
+        server::services::identity::api_tokens::create(&self.db, name, &roles, &[])
             .await
             .expect("token")
             .1
@@ -164,7 +164,7 @@ impl Env {
         );
         sign_in.timestamp = now - Duration::minutes(5);
         events.push(sign_in);
-        server::policy_versions::record(&self.db, &self.state.policy)
+        server::services::policy_versions::record(&self.db, &self.state.policy)
             .await
             .expect("record the policy");
         self.state.store.append_audit(&events).await.expect("seed");

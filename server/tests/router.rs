@@ -44,7 +44,7 @@ async fn sqlite_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     configure(&mut config);
     let db = Database::connect(&config).await.expect("sqlite opens");
     db.migrate().await.expect("migrations apply");
-    server::auth::accounts::add(
+    server::services::identity::accounts::add(
         &db,
         "alice",
         PASSWORD,
@@ -464,7 +464,7 @@ async fn the_api_takes_api_tokens_and_refuses_everything_else() {
         server::store::AnyStore::Sqlite(s) => Database::Sqlite(s.pool().clone()),
         server::store::AnyStore::Postgres(s) => Database::Postgres(s.pool().clone()),
     };
-    let (_, token) = server::auth::api_tokens::create(
+    let (_, token) = server::services::identity::api_tokens::create(
         &db,
         "it-mcp",
         &[],
@@ -505,7 +505,7 @@ async fn the_api_takes_api_tokens_and_refuses_everything_else() {
             Some(b"Bearer".as_slice())
         );
     }
-    server::auth::api_tokens::revoke(&db, "it-mcp")
+    server::services::identity::api_tokens::revoke(&db, "it-mcp")
         .await
         .expect("revoke");
     // A verified token is remembered for `api_token_cache_secs` (tests/api.rs covers that);
@@ -831,9 +831,15 @@ async fn server_fn(router: &Router, path: &str, cookie: &str, body: &str) -> (St
 async fn the_audit_explorer_filters_pages_and_verifies_rows_for_auditors() {
     let _serial = SERIAL.lock().await;
     let test = sqlite_app().await;
-    server::auth::accounts::add(&test.state.db, "bob", PASSWORD, &["auditor".into()], &[])
-        .await
-        .expect("bob");
+    server::services::identity::accounts::add(
+        &test.state.db,
+        "bob",
+        PASSWORD,
+        &["auditor".into()],
+        &[],
+    )
+    .await
+    .expect("bob");
     let events: Vec<_> = (0..60)
         .map(|i| {
             server::store::NewAuditEvent::new(
@@ -1333,7 +1339,7 @@ async fn replicas_share_the_first_admin(url: &str) {
     let started = futures_util::future::join_all(
         replicas
             .iter()
-            .map(|state| server::auth::bootstrap_admin(state, Some(PASSWORD))),
+            .map(|state| server::web::auth::bootstrap_admin(state, Some(PASSWORD))),
     )
     .await;
     for result in &started {
@@ -1341,19 +1347,21 @@ async fn replicas_share_the_first_admin(url: &str) {
     }
     let db = &replicas[0].db;
     assert_eq!(
-        server::auth::accounts::count(db).await.expect("count"),
+        server::services::identity::accounts::count(db)
+            .await
+            .expect("count"),
         1,
         "one admin"
     );
     assert!(
-        server::auth::accounts::authenticate(db, "admin", PASSWORD)
+        server::services::identity::accounts::authenticate(db, "admin", PASSWORD)
             .await
             .is_ok(),
         "it signs in"
     );
     // A replica that finds the account created under it goes on too.
     assert!(
-        !server::auth::accounts::add_first_admin(db, PASSWORD)
+        !server::services::identity::accounts::add_first_admin(db, PASSWORD)
             .await
             .expect("another replica's admin is accepted"),
         "not created twice"
@@ -1383,9 +1391,15 @@ async fn the_dashboard_shows_audit_rows_only_to_those_who_may_read_the_trail() {
     let _serial = SERIAL.lock().await;
     let test = sqlite_app().await;
     for (name, role) in [("vic", "viewer"), ("bob", "auditor")] {
-        server::auth::accounts::add(&test.state.db, name, PASSWORD, &[role.into()], &[])
-            .await
-            .expect("account");
+        server::services::identity::accounts::add(
+            &test.state.db,
+            name,
+            PASSWORD,
+            &[role.into()],
+            &[],
+        )
+        .await
+        .expect("account");
     }
     let secret = server::store::NewAuditEvent::new(
         server::store::EventKind::Decision,

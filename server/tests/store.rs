@@ -1681,14 +1681,14 @@ async fn policy_versions_are_kept_once_and_found_by_hash<S: Store>(
     row.policy_hash = Some(earlier.hash().to_string());
     store.append_audit(&[row]).await.expect("append");
     assert!(
-        server::policy_versions::find(&store, &current, earlier.hash())
+        server::services::policy_versions::find(&store, &current, earlier.hash())
             .await
             .expect("find")
             .is_none(),
         "kept by hash alone: no text to load yet"
     );
     for policy in [&earlier, &current, &earlier] {
-        server::policy_versions::record(&db, policy)
+        server::services::policy_versions::record(&db, policy)
             .await
             .expect("record");
     }
@@ -1699,12 +1699,12 @@ async fn policy_versions_are_kept_once_and_found_by_hash<S: Store>(
     }
     .expect("count");
     assert_eq!(kept, 2, "each policy once");
-    let found = server::policy_versions::find(&store, &current, current.hash())
+    let found = server::services::policy_versions::find(&store, &current, current.hash())
         .await
         .expect("find")
         .expect("the loaded policy");
     assert!(std::sync::Arc::ptr_eq(&found, &current));
-    let found = server::policy_versions::find(&store, &current, earlier.hash())
+    let found = server::services::policy_versions::find(&store, &current, earlier.hash())
         .await
         .expect("find")
         .expect("the earlier policy");
@@ -1713,7 +1713,7 @@ async fn policy_versions_are_kept_once_and_found_by_hash<S: Store>(
         (earlier.hash(), earlier.name.as_str())
     );
     assert!(
-        server::policy_versions::find(&store, &current, &"0".repeat(64))
+        server::services::policy_versions::find(&store, &current, &"0".repeat(64))
             .await
             .expect("find")
             .is_none()

@@ -3,7 +3,7 @@
 
 use jsonwebtoken::{encode, jwk::JwkSet, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use server::auth::tokens::{identity, RoleMapping, TokenError, Verifier};
+use server::services::identity::tokens::{identity, RoleMapping, TokenError, Verifier};
 use std::collections::{BTreeSet, HashMap};
 
 const ISSUER: &str = "http://127.0.0.1:8080/realms/countersign";

@@ -5,8 +5,8 @@
 
 use super::schema::DecisionAnswer;
 use super::{idempotency, rate_limit, ApiError, BODY_LIMIT};
-use crate::auth::ApiCaller;
 use crate::store::{EventKind, NewAuditEvent, NewJob};
+use crate::web::auth::ApiCaller;
 use crate::AppState;
 use axum::{
     body::Body,

@@ -16,10 +16,11 @@
 
 use super::schema::{AuditReceiptView, ClaimedJob, JobEnded, LeaseAnswer};
 use super::{idempotency, rate_limit, ApiError, BODY_LIMIT};
-use crate::auth::{api_tokens::AGENT_ROLE, ApiCaller};
+use crate::services::identity::api_tokens::AGENT_ROLE;
 use crate::store::{
     EventKind, Job, JobOutcome, JobStatus, NewAuditEvent, Store, StoreError, SERVER_EXECUTOR_PREFIX,
 };
+use crate::web::auth::ApiCaller;
 use crate::AppState;
 use axum::{
     body::Body,
@@ -280,7 +281,7 @@ pub(crate) async fn lease_next(state: &AppState, owner: &str) -> Result<Option<J
                     .await?;
                 let mut event = execution_event(
                     &ended,
-                    crate::maintenance::SYSTEM_CALLER,
+                    crate::services::maintenance::SYSTEM_CALLER,
                     "failed",
                     &format!("not run: {reason}"),
                 );

@@ -4,7 +4,7 @@
 //! it gets the stored answer, and the same key with a different body gets 422. A request that
 //! fails releases its key so that the retry can succeed. Keys are kept for [`KEEP_SECS`].
 
-use crate::Database;
+use crate::store::Database;
 
 /// How long answers are kept for replay.
 pub const KEEP_SECS: i64 = 24 * 3_600;

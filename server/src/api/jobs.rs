@@ -4,8 +4,8 @@
 
 use super::schema::{JobView, VoteView};
 use super::{rate_limit, ApiError};
-use crate::auth::ApiCaller;
 use crate::store::{EventKind, Job, NewAuditEvent, Store, StoreError};
+use crate::web::auth::ApiCaller;
 use crate::AppState;
 use axum::{
     extract::{Path, Query, State},
@@ -26,7 +26,7 @@ const RECHECK: Duration = Duration::from_secs(1);
 async fn load(state: &AppState, id: &str, caller: &ApiCaller) -> Result<Job, ApiError> {
     match state.store.job(id).await {
         Ok(job)
-            if crate::approvals::may_see(
+            if crate::services::approvals::may_see(
                 &job,
                 &caller.id,
                 &caller.roles,
@@ -267,7 +267,7 @@ pub async fn vote(
     Path(id): Path<String>,
     body: axum::body::Body,
 ) -> Response {
-    use crate::approvals::VoteError;
+    use crate::services::approvals::VoteError;
     let result = async {
         rate_limit(&state, &caller)?;
         if caller.kind != "person" {
@@ -301,28 +301,34 @@ pub async fn vote(
         // A job the caller may not see does not exist for them; the attempt is audited.
         if let Err(error) = load(&state, &id, &caller).await {
             if error.status == StatusCode::NOT_FOUND {
-                crate::approvals::refused_unseen(&state, &caller.id, &id, input.verdict).await;
+                crate::services::approvals::refused_unseen(&state, &caller.id, &id, input.verdict)
+                    .await;
             }
             return Err(error);
         }
-        let job =
-            crate::approvals::vote(&state, &voter, &id, input.verdict, input.reason.as_deref())
-                .await
-                .map_err(|error| match error {
-                    VoteError::NotFound => ApiError::not_found(),
-                    VoteError::NotQueued(_) => {
-                        ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string())
-                    }
-                    VoteError::ReasonRequired(_) | VoteError::ReasonTooLong => {
-                        ApiError::bad_request("invalid_value", "reason", error.to_string())
-                    }
-                    VoteError::NotEligible(_) => {
-                        ApiError::new(StatusCode::FORBIDDEN, "not_eligible", error.to_string())
-                    }
-                    VoteError::Unavailable(e) => {
-                        ApiError::unavailable("the vote could not be recorded", &e)
-                    }
-                })?;
+        let job = crate::services::approvals::vote(
+            &state,
+            &voter,
+            &id,
+            input.verdict,
+            input.reason.as_deref(),
+        )
+        .await
+        .map_err(|error| match error {
+            VoteError::NotFound => ApiError::not_found(),
+            VoteError::NotQueued(_) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string())
+            }
+            VoteError::ReasonRequired(_) | VoteError::ReasonTooLong => {
+                ApiError::bad_request("invalid_value", "reason", error.to_string())
+            }
+            VoteError::NotEligible(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "not_eligible", error.to_string())
+            }
+            VoteError::Unavailable(e) => {
+                ApiError::unavailable("the vote could not be recorded", &e)
+            }
+        })?;
         Ok::<_, ApiError>(Json(view(&state, &job).await?).into_response())
     }
     .await;

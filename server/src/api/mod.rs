@@ -1,5 +1,5 @@
 //! The JSON API under `/api/v1` that IT-MCP, other tool servers and agents call. Every request
-//! is authenticated by a bearer token ([`crate::auth::ApiCaller`]), limited per caller (token
+//! is authenticated by a bearer token ([`crate::web::auth::ApiCaller`]), limited per caller (token
 //! bucket, 429 with `Retry-After`), and answered with JSON; errors carry a stable `error` code,
 //! a sentence, and the offending `field` where there is one. Nothing internal reaches a response.
 
@@ -9,7 +9,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod schema;
 
-use crate::auth::ApiCaller;
+use crate::web::auth::ApiCaller;
 use crate::AppState;
 use axum::{
     http::{header, HeaderValue, StatusCode},
@@ -159,7 +159,7 @@ pub fn rate_limit(state: &AppState, caller: &ApiCaller) -> Result<(), ApiError> 
 /// The API's routes (mounted by [`crate::app`]).
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/whoami", get(crate::auth::api_whoami))
+        .route("/api/v1/whoami", get(crate::web::auth::api_whoami))
         .route("/api/v1/decisions", post(decisions::decide))
         .route("/api/v1/jobs/{id}", get(jobs::status))
         .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
@@ -171,8 +171,14 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/agents/{agent_id}/claim", post(execution::claim))
         .route("/api/v1/jobs/{id}/heartbeat", post(execution::heartbeat))
         .route("/api/v1/jobs/{id}/result", post(execution::job_result))
-        .route("/api/v1/audit/export", get(crate::reports::api_export))
-        .route("/api/v1/audit/public-key", get(crate::reports::public_key))
+        .route(
+            "/api/v1/audit/export",
+            get(crate::services::exports::api_export),
+        )
+        .route(
+            "/api/v1/audit/public-key",
+            get(crate::services::exports::public_key),
+        )
         .route("/api/v1/openapi.json", get(schema::openapi_json))
         .route("/api/v1/docs", get(schema::docs_page))
 }

@@ -214,7 +214,7 @@ impl Modify for BearerAuth {
                        `ErrorBody` with a stable code; 429 answers carry `Retry-After`."
     ),
     paths(
-        crate::auth::api_whoami,
+        crate::web::auth::api_whoami,
         super::decisions::decide,
         super::jobs::status,
         super::jobs::cancel,
@@ -223,8 +223,8 @@ impl Modify for BearerAuth {
         super::execution::claim,
         super::execution::heartbeat,
         super::execution::job_result,
-        crate::reports::api_export,
-        crate::reports::public_key,
+        crate::services::exports::api_export,
+        crate::services::exports::public_key,
     ),
     components(schemas(
         ErrorBody,

@@ -4,7 +4,7 @@ use super::{
     audit, postgres::PgStore, sqlite::SqliteStore, AuditReceipt, AuditRecord, ImportSession,
     ImportedJob, Job, JobFilter, JobOutcome, NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
 };
-use crate::Database;
+use crate::store::Database;
 use chrono::{DateTime, Utc};
 
 #[derive(Debug, Clone)]

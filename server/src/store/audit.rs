@@ -742,13 +742,15 @@ mod tests {
     #[tokio::test]
     async fn a_writer_that_panics_is_started_again() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = crate::Config {
+        let config = crate::config::Config {
             database_url: format!("sqlite://{}", dir.path().join("w.db").display()),
-            ..crate::Config::default()
+            ..crate::config::Config::default()
         };
-        let db = crate::Database::connect(&config).await.expect("sqlite");
+        let db = crate::store::Database::connect(&config)
+            .await
+            .expect("sqlite");
         db.migrate().await.expect("migrate");
-        let crate::Database::Sqlite(pool) = db else {
+        let crate::store::Database::Sqlite(pool) = db else {
             panic!("sqlite expected")
         };
         let store = SqliteStore::new(pool);

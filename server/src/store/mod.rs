@@ -4,8 +4,19 @@
 //! both. Every job state change is one conditional UPDATE inside a transaction, so concurrent
 //! approvals or claims have exactly one winner.
 
+/// Run the same sqlx call on whichever pool the database has (for SQL both dialects share).
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::store::Database::Sqlite($pool) => $body,
+            $crate::store::Database::Postgres($pool) => $body,
+        }
+    };
+}
+
 pub mod any;
 pub mod audit;
+pub mod db;
 pub mod postgres;
 pub mod sqlite;
 
@@ -16,6 +27,7 @@ use thiserror::Error;
 
 pub use any::AnyStore;
 pub use audit::{AuditWriter, ChainReport};
+pub use db::Database;
 
 #[derive(Debug, Error)]
 pub enum StoreError {

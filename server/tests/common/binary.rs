@@ -46,7 +46,7 @@ impl Env {
         .await
         .expect("connect");
         db.migrate().await.expect("migrate");
-        let (_, token) = server::auth::api_tokens::create(
+        let (_, token) = server::services::identity::api_tokens::create(
             &db,
             "it-mcp",
             &[],

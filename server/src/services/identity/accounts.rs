@@ -2,7 +2,7 @@
 //! disabling, and per-account throttling of failed sign-ins. A name that is no account is
 //! throttled the same way (in memory, [`UnknownNames`]), so the answers never tell who exists.
 
-use crate::Database;
+use crate::store::Database;
 use argon2::{
     password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
     Argon2,
@@ -11,8 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// The portal roles.
-pub const ROLES: [&str; 4] = ["viewer", "approver", "auditor", "admin"];
+pub use crate::vocab::ROLES;
 
 /// Failures before an account is locked for a while, and the longest lock.
 const FREE_FAILURES: i32 = 5;

@@ -372,7 +372,7 @@ pub fn slack_text(n: &Notification, now: chrono::DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::integrations::notify::NotifiedVote;
+    use crate::services::notifications::notify::NotifiedVote;
 
     fn notification(event: EventType) -> Notification {
         let now = Utc::now();

@@ -14,9 +14,9 @@
 
 use super::{cursor, set_cursor, syslog, Backoff, Lease};
 use crate::config::{Config, SiemFormat, SiemStart};
-use crate::reports::ExportRow;
+use crate::services::exports::ExportRow;
+use crate::store::Database;
 use crate::store::{AnyStore, AuditRecord, Store};
-use crate::Database;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -15,7 +15,7 @@ pub struct Maintenance {
     pub audit_key: Option<Vec<u8>>,
     pub retention_secs: Option<u64>,
     /// Where answers kept for `Idempotency-Key` replays are purged after a day.
-    pub db: Option<crate::Database>,
+    pub db: Option<crate::store::Database>,
 }
 
 impl Maintenance {
@@ -80,7 +80,7 @@ impl Maintenance {
             if let Err(error) = crate::api::idempotency::purge_old(db).await {
                 tracing::warn!(%error, "could not purge old idempotency keys");
             }
-            if let Err(error) = crate::integrations::notify::purge_old(db).await {
+            if let Err(error) = crate::services::notifications::notify::purge_old(db).await {
                 tracing::warn!(%error, "could not purge old notifications");
             }
         }

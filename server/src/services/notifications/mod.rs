@@ -21,7 +21,7 @@ pub mod siem;
 pub mod sinks;
 pub mod syslog;
 
-use crate::Database;
+use crate::store::Database;
 use std::time::Duration;
 
 /// Unix milliseconds now.
@@ -143,7 +143,7 @@ impl Backoff {
 }
 
 /// Start every configured integration (none when nothing is configured).
-pub async fn start(state: &crate::AppState, config: &crate::Config) -> Result<(), String> {
+pub async fn start(state: &crate::AppState, config: &crate::config::Config) -> Result<(), String> {
     let owner = owner_id();
     notify::start(state, config, &owner).await?;
     siem::start(state, config, &owner).await?;

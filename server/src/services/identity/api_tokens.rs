@@ -2,7 +2,7 @@
 //! identity provider. Created by `countersign token create`, shown once, stored as a hash,
 //! revocable.
 
-use crate::Database;
+use crate::store::Database;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use serde::Serialize;
 

@@ -2,8 +2,8 @@
 //! an audit row's compact decision can be expanded whatever policy is loaded now. Audit rows
 //! name their policy by its id in this table.
 
+use crate::store::Database;
 use crate::store::{Store, StoreError};
-use crate::Database;
 use enforcer::PolicySet;
 
 // A policy first seen by the audit writer is kept by hash alone (see `policy_ids` in the store);

@@ -4,11 +4,7 @@
 //! pushed back as it is used (written at most once a refresh interval), never past its absolute
 //! lifetime. Every sign-in, refusal and sign-out is audited.
 
-pub mod accounts;
-pub mod api_tokens;
-pub mod oidc;
-pub mod tokens;
-
+use crate::services::identity::{accounts, api_tokens, oidc, tokens};
 use crate::store::{EventKind, NewAuditEvent};
 use crate::AppState;
 use axum::{
@@ -48,11 +44,11 @@ pub struct SignedIn {
 /// Failed sign-ins per client address, to slow down guessing across accounts; and per name
 /// that is no account (see [`accounts::UnknownNames`]). The client address is the peer's, or
 /// behind a trusted reverse proxy the one it forwarded (see
-/// [`crate::security::TrustedProxies`]).
+/// [`crate::web::security::TrustedProxies`]).
 #[derive(Clone, Default)]
 pub struct AddressThrottle {
     inner: Arc<Mutex<HashMap<String, (u32, Instant)>>>,
-    proxies: Arc<crate::security::TrustedProxies>,
+    proxies: Arc<crate::web::security::TrustedProxies>,
     unknown: Arc<accounts::UnknownNames>,
 }
 
@@ -62,7 +58,7 @@ const ADDRESS_MAX_FAILURES: u32 = 20;
 impl AddressThrottle {
     /// A throttle that believes `X-Forwarded-For` from these proxies (setting
     /// `trusted_proxies`; [`AddressThrottle::default`] believes nobody's).
-    pub fn new(proxies: crate::security::TrustedProxies) -> AddressThrottle {
+    pub fn new(proxies: crate::web::security::TrustedProxies) -> AddressThrottle {
         AddressThrottle {
             proxies: Arc::new(proxies),
             ..AddressThrottle::default()
@@ -231,11 +227,6 @@ fn carries_session_cookie(headers: &axum::http::HeaderMap) -> bool {
         .any(|(name, _)| name == "countersign" || name == "__Host-countersign")
 }
 
-/// Compare two secrets (hashes, `state` values) in time that depends only on their length.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Where to go after sign-in: `next` when it is a local path, else `/` (no open redirect).
 /// Followed only, in its normalised form: a path that starts with one `/` (not `//`, not
 /// `/\`), holds no backslash and no control character (tab, CR, LF, ...) as written nor once
@@ -344,7 +335,7 @@ async fn audit(
     event.context = context.to_string();
     // Anyone can make these happen: within the refusal budget.
     if action == "deny" && (who == "anonymous" || kind == EventKind::SignIn) {
-        crate::security::append_refusal(state, event).await;
+        crate::web::security::append_refusal(state, event).await;
     } else if let Err(error) = state.audit.append(event).await {
         tracing::error!(%error, "could not audit a sign-in event");
     }
@@ -1023,8 +1014,9 @@ mod tests {
 
     #[test]
     fn the_dummy_hash_is_a_real_argon2_hash() {
-        assert!(
-            argon2::password_hash::PasswordHash::new(super::accounts::DUMMY_HASH_FOR_TESTS).is_ok()
-        );
+        assert!(argon2::password_hash::PasswordHash::new(
+            crate::services::identity::accounts::DUMMY_HASH_FOR_TESTS
+        )
+        .is_ok());
     }
 }

@@ -1,7 +1,7 @@
 //! RFC 5424 syslog messages, and a client that sends them over UDP (one datagram each), TCP or
 //! TLS (octet-counted frames, RFC 6587 / RFC 5425).
 
-use crate::reports::rfc3339;
+use crate::services::exports::rfc3339;
 use crate::store::AuditRecord;
 use std::io;
 use std::sync::Arc;

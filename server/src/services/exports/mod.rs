@@ -1067,7 +1067,7 @@ async fn export_query(state: &AppState, who: &Requester, mut query: ExportQuery)
 )]
 pub async fn api_export(
     axum::extract::State(state): axum::extract::State<AppState>,
-    caller: crate::auth::ApiCaller,
+    caller: crate::web::auth::ApiCaller,
     axum::extract::Query(query): axum::extract::Query<ExportQuery>,
 ) -> Response {
     if let Err(e) = crate::api::rate_limit(&state, &caller) {
@@ -1084,7 +1084,7 @@ pub async fn api_export(
 /// download links).
 pub async fn portal_export(
     axum::extract::State(state): axum::extract::State<AppState>,
-    user: Option<axum::Extension<crate::auth::SignedIn>>,
+    user: Option<axum::Extension<crate::web::auth::SignedIn>>,
     axum::extract::Query(query): axum::extract::Query<ExportQuery>,
 ) -> Response {
     let Some(axum::Extension(user)) = user else {
