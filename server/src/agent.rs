@@ -6,8 +6,8 @@
 //! with the `process` executor, and reports the result. When the server cannot be reached it
 //! backs off (1 s doubling to 60 s) and tries again; a refused token stops it with the reason.
 
-use crate::api::execution::RunReport;
 use crate::executors::process;
+use crate::services::execution::RunReport;
 use enforcer::{Executor, ExecutorKind, JobCall, Request};
 use serde::Deserialize;
 use serde_json::{Map, Value};

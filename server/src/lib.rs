@@ -41,6 +41,7 @@ use std::{sync::Arc, time::Duration};
 use tower_http::trace::TraceLayer;
 
 pub use config::Config;
+pub use services::Core;
 pub use store::Database;
 
 /// How long `/readyz` waits for the database before reporting it unreachable.
@@ -59,15 +60,11 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// What [`AppState`] holds.
+/// What [`AppState`] holds: the services' [`Core`] (reached through `Deref`, so
+/// `state.store` is the core's store) and what only the edges use.
 pub struct Shared {
+    pub core: Arc<Core>,
     pub leptos: LeptosOptions,
-    pub db: Database,
-    /// The active policy, loaded and validated at start-up.
-    pub policy: Arc<PolicySet>,
-    pub store: store::AnyStore,
-    /// The one audit writer (group commit); nothing is acknowledged before it is durable.
-    pub audit: store::AuditWriter,
     pub throttle: web::auth::AddressThrottle,
     /// The identity provider (Keycloak), when one is configured.
     pub oidc: Option<Arc<services::identity::oidc::Oidc>>,
@@ -79,21 +76,19 @@ pub struct Shared {
     pub token_cache: Arc<services::identity::api_tokens::TokenCache>,
     /// API callers that may act for people.
     pub delegating_callers: Arc<std::collections::BTreeSet<String>>,
-    /// What `/metrics` reports.
-    pub metrics: Arc<metrics::Metrics>,
-    /// Job status changes on this replica (long-polls wait on it).
-    pub job_events: tokio::sync::broadcast::Sender<(String, store::JobStatus)>,
     pub session_lifetime_secs: i64,
-    /// How long a claim on a job lasts without a heartbeat (`COUNTERSIGN_JOB_LEASE_SECS`).
-    pub lease_secs: i64,
-    /// Signs evidence bundles (from `COUNTERSIGN_EXPORT_SIGNING_KEY`).
-    pub export_key: Option<Arc<ed25519_dalek::SigningKey>>,
-    /// Exports under way on this replica (the Reports page shows their progress).
-    pub export_progress: Arc<services::exports::ProgressBoard>,
     /// How many refusals of unauthenticated requests are audited one by one.
     pub refusal_budget: Arc<web::security::RefusalBudget>,
     session_idle_secs: i64,
     https: bool,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -133,17 +128,23 @@ impl AppState {
             )),
             None => None,
         };
-        Ok(AppState(Arc::new(Shared {
-            leptos: leptos_options(config),
-            export_key,
-            export_progress: Arc::default(),
-            refusal_budget: Arc::new(web::security::RefusalBudget::per_minute(
-                config.audit_refusals_per_minute,
-            )),
+        let core = Arc::new(Core {
             db,
             policy,
             store,
             audit,
+            metrics,
+            job_events: tokio::sync::broadcast::channel(1_024).0,
+            lease_secs: i64::try_from(config.job_lease_secs).unwrap_or(60),
+            export_key,
+            export_progress: Arc::default(),
+        });
+        Ok(AppState(Arc::new(Shared {
+            core,
+            leptos: leptos_options(config),
+            refusal_budget: Arc::new(web::security::RefusalBudget::per_minute(
+                config.audit_refusals_per_minute,
+            )),
             throttle: web::auth::AddressThrottle::new(config.trusted_proxies()?),
             oidc,
             local_sign_in: config.local_sign_in(),
@@ -155,25 +156,14 @@ impl AppState {
             token_cache: Arc::new(services::identity::api_tokens::TokenCache::new(
                 config.api_token_cache_secs,
             )),
-            job_events: tokio::sync::broadcast::channel(1_024).0,
-            metrics,
             session_lifetime_secs: i64::try_from(
                 config.session_lifetime_hours.saturating_mul(3_600),
             )
             .unwrap_or(i64::MAX),
             session_idle_secs: i64::try_from(config.session_idle_minutes.saturating_mul(60))
                 .unwrap_or(i64::MAX),
-            lease_secs: i64::try_from(config.job_lease_secs).unwrap_or(60),
             https: config.https(),
         })))
-    }
-}
-
-impl AppState {
-    /// Tell long-polling clients on this replica that a job changed.
-    pub fn notify_job(&self, job: &store::Job) {
-        // No receiver is fine: nobody is waiting.
-        let _ = self.job_events.send((job.job_id.clone(), job.status));
     }
 }
 
@@ -213,7 +203,7 @@ pub fn app(state: AppState) -> Router {
         .route("/auth/callback", get(web::auth::callback))
         .route("/auth/logout", axum::routing::post(web::auth::sign_out))
         .route("/events", get(portal_events))
-        .route("/reports/export", get(services::exports::portal_export))
+        .route("/reports/export", get(api::exports::portal_export))
         .merge(api::routes())
         .leptos_routes_with_context(&state, routes, provide_user(&state), {
             let options = state.leptos.clone();

@@ -690,14 +690,13 @@ async fn serve(config: Config) -> Result<(), String> {
         interval: std::time::Duration::from_secs(config.maintenance_interval_secs),
         audit_key: audit_key(&config),
         retention_secs: config.retention_secs().map_err(|e| e.to_string())?,
-        db: Some(db.clone()),
     }
     .spawn();
     server::web::auth::bootstrap_admin(&state, config.admin_password.as_ref().map(|p| p.expose()))
         .await?;
     server::executors::check_secrets(&state.policy);
     server::executors::Dispatcher::new(state.clone())?.spawn();
-    server::services::notifications::start(&state, &config).await?;
+    server::services::notifications::start(&state.core, &config).await?;
     server::web::security::spawn_refusal_summaries(&state);
     let router = app(state);
     tracing::info!(

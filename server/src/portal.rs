@@ -321,12 +321,12 @@ impl Portal {
     /// Notification deliveries for the dashboard: counts per sink and status, newest dead letters.
     async fn deliveries(state: &AppState, user: &SignedIn) -> Result<DeliveryView, String> {
         use crate::services::notifications::notify;
-        let failed = |error: sqlx::Error| {
+        let failed = |error: StoreError| {
             tracing::error!(%error, "portal: the notification outbox could not be read");
             "notification deliveries cannot be read right now; try again".to_string()
         };
-        let counts = notify::outbox_counts(&state.db).await.map_err(failed)?;
-        let dead = notify::dead_letters(&state.db, 20)
+        let counts = notify::outbox_counts(&state.store).await.map_err(failed)?;
+        let dead = notify::dead_letters(&state.store, 20)
             .await
             .map_err(failed)?
             .into_iter()
@@ -369,7 +369,7 @@ impl Portal {
             tracing::error!(%error, "portal: could not audit a notification retry");
             "the retry could not be recorded, so it was not done; try again".to_string()
         })?;
-        match crate::services::notifications::notify::retry(&state.db, id).await {
+        match crate::services::notifications::notify::retry(&state.store, id).await {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(format!("there is no dead letter {id}")),
             Err(error) => {

@@ -1008,7 +1008,10 @@ async fn a_policy_change_is_applied_before_running() {
     let job = api.state.store.job(&job_id).await.expect("job");
     let now = chrono::Utc::now();
     let current = enforcer::default_policy().expect("policy");
-    assert_eq!(server::api::execution::recheck(&current, &job, now), Ok(()));
+    assert_eq!(
+        server::services::execution::recheck(&current, &job, now),
+        Ok(())
+    );
 
     let source = include_str!("../../policies/default.toml");
     let stricter = source.replacen(
@@ -1018,14 +1021,15 @@ async fn a_policy_change_is_applied_before_running() {
     );
     assert_ne!(stricter, source, "the policy text was changed");
     let stricter = enforcer::PolicySet::load("stricter.toml", &stricter).expect("loads");
-    let refusal = server::api::execution::recheck(&stricter, &job, now).expect_err("denied now");
+    let refusal =
+        server::services::execution::recheck(&stricter, &job, now).expect_err("denied now");
     assert!(
         refusal.contains("policy changed") && refusal.contains("winrm"),
         "{refusal}"
     );
     let late = now + chrono::Duration::hours(2);
     assert_eq!(
-        server::api::execution::recheck(&current, &job, late),
+        server::services::execution::recheck(&current, &job, late),
         Err("the approval window has closed".to_string())
     );
 }

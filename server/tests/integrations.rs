@@ -702,9 +702,12 @@ async fn dead_letters_and_cef_over_udp(env: Env) {
     let job = ask(&server, &env, 0).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let letter = loop {
-        let dead = server::services::notifications::notify::dead_letters(&db, 10)
-            .await
-            .expect("outbox");
+        let dead = server::services::notifications::notify::dead_letters(
+            &server::store::AnyStore::new(&db),
+            10,
+        )
+        .await
+        .expect("outbox");
         if let Some(letter) = dead.into_iter().next() {
             break letter;
         }

@@ -66,7 +66,6 @@ async fn expired_requests_and_lapsed_leases_are_handled_and_audited() {
         interval: std::time::Duration::from_secs(60),
         audit_key: None,
         retention_secs: None,
-        db: None,
     };
     maintenance.tick().await.expect("tick");
 

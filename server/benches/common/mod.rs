@@ -33,7 +33,7 @@ pub const CLIENT_CAPABILITIES: [&str; 3] = ["ssh-linux", "remote-exec", "local-s
 /// The audit row the decision API writes for request `n` of [`body`]'s mix, by the same code.
 pub fn decision_row(policy: &enforcer::PolicySet, n: usize) -> server::store::NewAuditEvent {
     let input = server::api::decisions::parse(body(n).as_bytes()).expect("bench request");
-    let caller = server::web::auth::ApiCaller {
+    let caller = server::api::caller::ApiCaller {
         id: "load-client".into(),
         kind: "api-token",
         roles: Vec::new(),

@@ -4,9 +4,10 @@
 //! allowed (fail closed).
 
 use super::schema::DecisionAnswer;
-use super::{idempotency, rate_limit, ApiError, BODY_LIMIT};
+use super::{rate_limit, ApiError, BODY_LIMIT};
+use crate::api::caller::ApiCaller;
+use crate::services::idempotency;
 use crate::store::{EventKind, NewAuditEvent, NewJob};
-use crate::web::auth::ApiCaller;
 use crate::AppState;
 use axum::{
     body::Body,
@@ -177,7 +178,7 @@ async fn decide_inner(
         }
     };
     if let Some(key) = &key {
-        let claim = idempotency::claim(&state.db, &caller.id, key, &input.body_hash)
+        let claim = idempotency::claim(&state.store, &caller.id, key, &input.body_hash)
             .await
             .map_err(|e| ApiError::unavailable("the decision could not be recorded", &e))?;
         match claim {
@@ -211,16 +212,16 @@ async fn decide_inner(
     let answer = record(state, caller, &input, requester, capabilities, started).await;
     match (&key, answer) {
         (Some(key), Ok(body)) => {
-            if let Err(error) = idempotency::complete(&state.db, &caller.id, key, &body).await {
+            if let Err(error) = idempotency::complete(&state.store, &caller.id, key, &body).await {
                 // The decision is recorded; only a replay of it is not. Say so in the log.
                 tracing::error!(%error, "could not store the answer for an Idempotency-Key");
-                idempotency::release(&state.db, &caller.id, key).await;
+                idempotency::release(&state.store, &caller.id, key).await;
             }
             Ok(json_response(body))
         }
         (None, Ok(body)) => Ok(json_response(body)),
         (Some(key), Err(error)) => {
-            idempotency::release(&state.db, &caller.id, key).await;
+            idempotency::release(&state.store, &caller.id, key).await;
             Err(error)
         }
         (None, Err(error)) => Err(error),

@@ -4,8 +4,8 @@
 
 use super::schema::{JobView, VoteView};
 use super::{rate_limit, ApiError};
+use crate::api::caller::ApiCaller;
 use crate::store::{EventKind, Job, NewAuditEvent, Store, StoreError};
-use crate::web::auth::ApiCaller;
 use crate::AppState;
 use axum::{
     extract::{Path, Query, State},

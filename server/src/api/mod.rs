@@ -1,15 +1,17 @@
 //! The JSON API under `/api/v1` that IT-MCP, other tool servers and agents call. Every request
-//! is authenticated by a bearer token ([`crate::web::auth::ApiCaller`]), limited per caller (token
+//! is authenticated by a bearer token ([`crate::api::caller::ApiCaller`]), limited per caller (token
 //! bucket, 429 with `Retry-After`), and answered with JSON; errors carry a stable `error` code,
 //! a sentence, and the offending `field` where there is one. Nothing internal reaches a response.
 
+pub mod caller;
 pub mod decisions;
 pub mod execution;
-pub mod idempotency;
+pub mod exports;
 pub mod jobs;
 pub mod schema;
 
-use crate::web::auth::ApiCaller;
+use crate::api::caller::ApiCaller;
+use crate::services::ServiceError;
 use crate::AppState;
 use axum::{
     http::{header, HeaderValue, StatusCode},
@@ -70,6 +72,42 @@ impl ApiError {
                 "unavailable",
                 format!("{what}; try again shortly"),
             )
+        }
+    }
+}
+
+/// A service's refusal as the API answers it: the kind picks the status, the words stay.
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> ApiError {
+        match error {
+            ServiceError::NotFound { message } => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+            }
+            ServiceError::Forbidden { code, reason } => {
+                ApiError::new(StatusCode::FORBIDDEN, code, reason)
+            }
+            ServiceError::Conflict { code, message } => {
+                ApiError::new(StatusCode::CONFLICT, code, message)
+            }
+            ServiceError::Invalid {
+                code,
+                field,
+                message,
+            } => ApiError {
+                field,
+                ..ApiError::new(StatusCode::BAD_REQUEST, code, message)
+            },
+            ServiceError::NotConfigured { message } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_configured", message)
+            }
+            ServiceError::Unavailable { what } => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("{what}; try again shortly"),
+                )
+            },
         }
     }
 }
@@ -159,7 +197,7 @@ pub fn rate_limit(state: &AppState, caller: &ApiCaller) -> Result<(), ApiError> 
 /// The API's routes (mounted by [`crate::app`]).
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/whoami", get(crate::web::auth::api_whoami))
+        .route("/api/v1/whoami", get(crate::api::caller::api_whoami))
         .route("/api/v1/decisions", post(decisions::decide))
         .route("/api/v1/jobs/{id}", get(jobs::status))
         .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
@@ -171,14 +209,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/agents/{agent_id}/claim", post(execution::claim))
         .route("/api/v1/jobs/{id}/heartbeat", post(execution::heartbeat))
         .route("/api/v1/jobs/{id}/result", post(execution::job_result))
-        .route(
-            "/api/v1/audit/export",
-            get(crate::services::exports::api_export),
-        )
-        .route(
-            "/api/v1/audit/public-key",
-            get(crate::services::exports::public_key),
-        )
+        .route("/api/v1/audit/export", get(exports::api_export))
+        .route("/api/v1/audit/public-key", get(exports::public_key))
         .route("/api/v1/openapi.json", get(schema::openapi_json))
         .route("/api/v1/docs", get(schema::docs_page))
 }

@@ -214,7 +214,7 @@ impl Modify for BearerAuth {
                        `ErrorBody` with a stable code; 429 answers carry `Retry-After`."
     ),
     paths(
-        crate::web::auth::api_whoami,
+        crate::api::caller::api_whoami,
         super::decisions::decide,
         super::jobs::status,
         super::jobs::cancel,
@@ -223,8 +223,8 @@ impl Modify for BearerAuth {
         super::execution::claim,
         super::execution::heartbeat,
         super::execution::job_result,
-        crate::services::exports::api_export,
-        crate::services::exports::public_key,
+        super::exports::api_export,
+        super::exports::public_key,
     ),
     components(schemas(
         ErrorBody,
@@ -238,7 +238,7 @@ impl Modify for BearerAuth {
         AuditReceiptView,
         CallerView,
         super::jobs::VoteInput,
-        super::execution::RunReport,
+        crate::services::execution::RunReport,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

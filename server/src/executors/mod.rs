@@ -11,7 +11,9 @@
 pub mod process;
 pub mod webhook;
 
-use crate::api::execution::{audit_step, execution_event, lease_next, record_result, RunReport};
+use crate::services::execution::{
+    audit_step, execution_event, lease_next, record_result, RunReport,
+};
 use crate::store::{Job, JobStatus, Store, SERVER_EXECUTOR_PREFIX};
 use crate::AppState;
 use enforcer::{Executor, ExecutorKind, JobCall, PolicySet};

@@ -3,7 +3,7 @@
 //! timeout, and the output capped (the first 64 KiB kept, the SHA-256 of all of it recorded).
 //! The agent runs jobs with the same function.
 
-use crate::api::execution::{RunReport, OUTPUT_KEEP};
+use crate::services::execution::{RunReport, OUTPUT_KEEP};
 use enforcer::Executor;
 use sha2::{Digest, Sha256};
 use std::process::Stdio;

@@ -13,34 +13,19 @@
 //! are final. A 2xx answer may carry a run report (`status`, `output`, `exit_code`,
 //! `side_effects`, `error`); otherwise it means success and its body is kept as the output.
 
-use crate::api::execution::{cap_output, RunReport};
+use crate::services::execution::{cap_output, RunReport};
 use crate::store::{Job, VoteRecord};
 use enforcer::Executor;
-use hmac::{Hmac, Mac};
+
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::Sha256;
 use std::time::{Duration, Instant};
 
 /// First pause between attempts; it doubles each time, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// `sha256=<hex>` over `"{timestamp}.{body}"`.
-pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    // HMAC takes keys of any length.
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
-        return String::new();
-    };
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    let bytes = mac.finalize().into_bytes();
-    format!(
-        "sha256={}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
-}
+pub use crate::services::notifications::signature;
 
 /// What a receiver may answer (every field optional; unknown ones are ignored).
 #[derive(Debug, Default, Deserialize)]

@@ -4,10 +4,10 @@
 //! the vote is audited and long-polls and waiting agents are woken. Used by the API
 //! (`POST /api/v1/jobs/{id}/votes`) and by the portal.
 
+use super::Core;
 use crate::store::{
     EventKind, Job, JobStatus, NewAuditEvent, Store, StoreError, VoteRecord, VoteTally,
 };
-use crate::AppState;
 use chrono::Utc;
 use enforcer::{Principal, Verdict};
 
@@ -33,7 +33,7 @@ pub enum VoteError {
 /// Whether `voter` may vote on `job` now, by the enforcer's rules (shared by the vote itself and
 /// the approval page's buttons).
 pub fn eligibility(
-    state: &AppState,
+    core: &Core,
     voter: &Principal,
     job: &Job,
     votes: &[VoteRecord],
@@ -58,7 +58,7 @@ pub fn eligibility(
         &pending,
         &votes,
         now,
-        &state.policy.approvals.approver_role,
+        &core.policy.approvals.approver_role,
     )
 }
 
@@ -77,7 +77,7 @@ pub fn may_see(job: &Job, who: &str, roles: &[String], approver_role: &str) -> b
 /// row `vote.refused` with the job, the voter and why. The refusal stands whether or not the
 /// row could be written.
 async fn refused(
-    state: &AppState,
+    core: &Core,
     voter: &Principal,
     job: &Job,
     verdict: Verdict,
@@ -90,16 +90,16 @@ async fn refused(
     event.call_hash = Some(job.call_hash.clone());
     event.context =
         serde_json::json!({ "operation": job.operation, "verdict": verdict.as_str() }).to_string();
-    append_refusal(state, event).await;
+    append_refusal(core, event).await;
     error
 }
 
 /// Audit a vote on a job that does not exist or that the voter may not see (they are told
 /// "no such job" either way). The id is the caller's text, kept to its first 64 characters.
-pub async fn refused_unseen(state: &AppState, voter: &str, job_id: &str, verdict: Verdict) {
+pub async fn refused_unseen(core: &Core, voter: &str, job_id: &str, verdict: Verdict) {
     let mut event = refusal_event(voter, verdict, "no such job, or not one the voter may see");
     event.job_id = Some(job_id.chars().take(64).collect());
-    append_refusal(state, event).await;
+    append_refusal(core, event).await;
 }
 
 fn refusal_event(voter: &str, verdict: Verdict, why: &str) -> NewAuditEvent {
@@ -116,8 +116,8 @@ fn refusal_event(voter: &str, verdict: Verdict, why: &str) -> NewAuditEvent {
     event
 }
 
-async fn append_refusal(state: &AppState, event: NewAuditEvent) {
-    if let Err(error) = state.audit.append(event).await {
+async fn append_refusal(core: &Core, event: NewAuditEvent) {
+    if let Err(error) = core.audit.append(event).await {
         tracing::error!(%error, "could not audit a refused vote");
     }
 }
@@ -173,7 +173,7 @@ fn vote_event(
 
 /// Cast `voter`'s vote on a job.
 pub async fn vote(
-    state: &AppState,
+    core: &Core,
     voter: &Principal,
     job_id: &str,
     verdict: Verdict,
@@ -183,14 +183,14 @@ pub async fn vote(
     if reason.is_some_and(|r| r.chars().count() > MAX_REASON_CHARS) {
         return Err(VoteError::ReasonTooLong);
     }
-    let job = match state.store.job(job_id).await {
+    let job = match core.store.job(job_id).await {
         Ok(job) => job,
         Err(StoreError::NotFound) => return Err(VoteError::NotFound),
         Err(error) => return Err(VoteError::Unavailable(error)),
     };
     if job.status != JobStatus::Queued {
         let error = VoteError::NotQueued(job.status.as_str().to_string());
-        return Err(refused(state, voter, &job, verdict, error).await);
+        return Err(refused(core, voter, &job, verdict, error).await);
     }
     if verdict == Verdict::Deny && reason.is_none() {
         return Err(VoteError::ReasonRequired(
@@ -202,16 +202,16 @@ pub async fn vote(
             "approving a CRITICAL operation needs a comment",
         ));
     }
-    let votes = state
+    let votes = core
         .store
         .votes(job_id)
         .await
         .map_err(VoteError::Unavailable)?;
     let now = Utc::now();
-    let eligibility = eligibility(state, voter, &job, &votes, now);
+    let eligibility = eligibility(core, voter, &job, &votes, now);
     if !eligibility.allowed {
         let error = VoteError::NotEligible(eligibility.reasons);
-        return Err(refused(state, voter, &job, verdict, error).await);
+        return Err(refused(core, voter, &job, verdict, error).await);
     }
     // Fail closed: the vote's audit row is written in the vote's own transaction, from what the
     // store decided (the real quorum progress), so a vote counts only with its row and a vote
@@ -235,7 +235,7 @@ pub async fn vote(
         reason: reason.map(str::to_string),
         created_at: now,
     };
-    let updated = match state.store.vote(&record, audit).await {
+    let updated = match core.store.vote(&record, audit).await {
         Ok((updated, _)) => updated,
         Err(error) => {
             let error = match error {
@@ -251,9 +251,9 @@ pub async fn vote(
                 other => return Err(VoteError::Unavailable(other)),
             };
             // Another vote decided first: audited as a refusal, not as an approval.
-            return Err(refused(state, voter, &job, verdict, error).await);
+            return Err(refused(core, voter, &job, verdict, error).await);
         }
     };
-    state.notify_job(&updated);
+    core.notify_job(&updated);
     Ok(updated)
 }

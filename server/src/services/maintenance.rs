@@ -14,8 +14,6 @@ pub struct Maintenance {
     pub interval: StdDuration,
     pub audit_key: Option<Vec<u8>>,
     pub retention_secs: Option<u64>,
-    /// Where answers kept for `Idempotency-Key` replays are purged after a day.
-    pub db: Option<crate::store::Database>,
 }
 
 impl Maintenance {
@@ -76,13 +74,11 @@ impl Maintenance {
                 .append(job_event(&job, EventKind::Expiry, reason, None))
                 .await?;
         }
-        if let Some(db) = &self.db {
-            if let Err(error) = crate::api::idempotency::purge_old(db).await {
-                tracing::warn!(%error, "could not purge old idempotency keys");
-            }
-            if let Err(error) = crate::services::notifications::notify::purge_old(db).await {
-                tracing::warn!(%error, "could not purge old notifications");
-            }
+        if let Err(error) = super::idempotency::purge_old(&self.store).await {
+            tracing::warn!(%error, "could not purge old idempotency keys");
+        }
+        if let Err(error) = super::notifications::notify::purge_old(&self.store).await {
+            tracing::warn!(%error, "could not purge old notifications");
         }
         for job in self.store.reap_leases(now).await? {
             let (reason, status) = if job.status == JobStatus::Approved {

@@ -76,6 +76,9 @@ impl Store for AnyStore {
     async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         delegate!(self, s => s.job_counts())
     }
+    async fn audit_row(&self, id: &str) -> Result<Option<AuditRecord>, StoreError> {
+        delegate!(self, s => s.audit_row(id))
+    }
     async fn audit_for_job(&self, job_id: &str) -> Result<Vec<AuditRecord>, StoreError> {
         delegate!(self, s => s.audit_for_job(job_id))
     }
@@ -208,5 +211,102 @@ impl ImportSession for AnyImport {
             AnyImport::Sqlite(i) => i.rollback().await,
             AnyImport::Postgres(i) => i.rollback().await,
         }
+    }
+}
+
+impl super::IdempotencyStore for AnyStore {
+    async fn claim_key(
+        &self,
+        caller: &str,
+        key: &str,
+        request_hash: &str,
+        now_unix: i64,
+    ) -> Result<super::Claim, StoreError> {
+        delegate!(self, s => s.claim_key(caller, key, request_hash, now_unix))
+    }
+    async fn complete_key(
+        &self,
+        caller: &str,
+        key: &str,
+        response: &str,
+    ) -> Result<(), StoreError> {
+        delegate!(self, s => s.complete_key(caller, key, response))
+    }
+    async fn release_key(&self, caller: &str, key: &str) -> Result<(), StoreError> {
+        delegate!(self, s => s.release_key(caller, key))
+    }
+    async fn purge_keys(&self, cutoff_unix: i64) -> Result<u64, StoreError> {
+        delegate!(self, s => s.purge_keys(cutoff_unix))
+    }
+}
+
+impl super::IntegrationStore for AnyStore {
+    async fn hold_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<bool, StoreError> {
+        delegate!(self, s => s.hold_lease(name, owner, now_ms, expires_ms))
+    }
+    async fn cursor(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        delegate!(self, s => s.cursor(name))
+    }
+    async fn set_cursor(&self, name: &str, position: i64, now_ms: i64) -> Result<(), StoreError> {
+        delegate!(self, s => s.set_cursor(name, position, now_ms))
+    }
+    async fn transitions_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<super::TransitionRow>, StoreError> {
+        delegate!(self, s => s.transitions_after(after, limit))
+    }
+    async fn last_transition(&self) -> Result<Option<i64>, StoreError> {
+        delegate!(self, s => s.last_transition())
+    }
+    async fn enqueue(
+        &self,
+        messages: &[super::NewOutboxMessage<'_>],
+        cursor_to: Option<(&str, i64)>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        delegate!(self, s => s.enqueue(messages, cursor_to, now_ms))
+    }
+    async fn outbox_has(&self, key: &str) -> Result<bool, StoreError> {
+        delegate!(self, s => s.outbox_has(key))
+    }
+    async fn outbox_head(&self, sink: &str) -> Result<Option<super::OutboxRow>, StoreError> {
+        delegate!(self, s => s.outbox_head(sink))
+    }
+    async fn record_attempt(
+        &self,
+        id: i64,
+        attempts: i32,
+        attempt: &super::Attempt,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        delegate!(self, s => s.record_attempt(id, attempts, attempt, now_ms))
+    }
+    async fn purge_integrations(
+        &self,
+        delivered_before_ms: i64,
+        transitions_before_ms: i64,
+    ) -> Result<u64, StoreError> {
+        delegate!(self, s => s.purge_integrations(delivered_before_ms, transitions_before_ms))
+    }
+    async fn outbox_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        delegate!(self, s => s.outbox_counts())
+    }
+    async fn dead_letters(&self, limit: i64) -> Result<Vec<super::OutboxRow>, StoreError> {
+        delegate!(self, s => s.dead_letters(limit))
+    }
+    async fn retry_dead_letter(
+        &self,
+        id: i64,
+        now_ms: i64,
+    ) -> Result<Option<super::OutboxRow>, StoreError> {
+        delegate!(self, s => s.retry_dead_letter(id, now_ms))
     }
 }

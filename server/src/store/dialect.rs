@@ -680,6 +680,16 @@ impl Store for DialectStore {
         .await?)
     }
 
+    async fn audit_row(&self, id: &str) -> Result<Option<AuditRecord>, StoreError> {
+        sqlx::query("SELECT * FROM audit_trail WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(audit_row)
+            .transpose()
+    }
+
     async fn audit_for_job(&self, job_id: &str) -> Result<Vec<AuditRecord>, StoreError> {
         let rows =
             sqlx::query("SELECT * FROM audit_trail WHERE job_id = $1 ORDER BY seq LIMIT 1000")

@@ -17,6 +17,8 @@ macro_rules! on_db {
 pub mod any;
 pub mod audit;
 pub mod db;
+pub mod idempotency;
+pub mod integrations;
 pub mod postgres;
 pub mod sqlite;
 
@@ -28,6 +30,8 @@ use thiserror::Error;
 pub use any::AnyStore;
 pub use audit::{AuditWriter, ChainReport};
 pub use db::Database;
+pub use idempotency::{Claim, IdempotencyStore};
+pub use integrations::{Attempt, IntegrationStore, NewOutboxMessage, OutboxRow, TransitionRow};
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -518,6 +522,11 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// How many jobs are in each status.
     fn job_counts(&self) -> impl Future<Output = Result<Vec<(String, i64)>, StoreError>> + Send;
     /// A job's audit rows, in chain order (its timeline).
+    /// The audit row with this id, if any.
+    fn audit_row(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<AuditRecord>, StoreError>> + Send;
     fn audit_for_job(
         &self,
         job_id: &str,

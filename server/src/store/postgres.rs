@@ -56,3 +56,5 @@ impl PgStore {
 }
 
 include!("dialect.rs");
+include!("idempotency_sql.rs");
+include!("integrations_sql.rs");

@@ -143,3 +143,5 @@ async fn checkpoint_wal(pool: SqlitePool, writer: SqlitePool) {
 }
 
 include!("dialect.rs");
+include!("idempotency_sql.rs");
+include!("integrations_sql.rs");

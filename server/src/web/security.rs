@@ -4,6 +4,7 @@
 //! that unauthenticated clients cannot flood the audit trail. [`TrustedProxies`] tells which
 //! peers' `X-Forwarded-For` is believed when a client's address matters.
 
+use crate::config::TrustedProxies;
 use crate::store::{EventKind, NewAuditEvent};
 use crate::AppState;
 use axum::{
@@ -131,95 +132,7 @@ fn cross_origin_refusal(request: &Request, reason: &str) -> NewAuditEvent {
     event
 }
 
-/// Reverse proxies whose `X-Forwarded-For` is believed (setting `trusted_proxies`): IP
-/// addresses and CIDR ranges. A request from any other peer is taken to come from that peer,
-/// whatever it claims, so the header cannot be spoofed past them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies {
-    ranges: Vec<IpRange>,
-}
-
-/// One address (a full-length prefix) or CIDR range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct IpRange {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl IpRange {
-    fn parse(text: &str) -> Result<IpRange, String> {
-        let (address, prefix) = match text.split_once('/') {
-            Some((address, prefix)) => (address.trim(), Some(prefix.trim())),
-            None => (text, None),
-        };
-        let network: IpAddr = address.parse().map_err(|_| {
-            format!(
-                "`{text}` is not an IP address or CIDR range (e.g. 10.0.0.5, 10.0.0.0/8, fd00::/8)"
-            )
-        })?;
-        let max: u8 = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("`{text}`: the prefix length must be 0 to {max}"))?,
-        };
-        // Addresses are compared in their canonical form (an IPv4-mapped IPv6 peer is its IPv4
-        // address), so an IPv4 range written as mapped IPv6 (`::ffff:10.0.0.0/104`) is the IPv4
-        // range.
-        if let IpAddr::V6(v6) = network {
-            if let (Some(v4), true) = (v6.to_ipv4_mapped(), prefix >= 96) {
-                return Ok(IpRange {
-                    network: IpAddr::V4(v4),
-                    prefix: prefix - 96,
-                });
-            }
-        }
-        Ok(IpRange { network, prefix })
-    }
-
-    fn contains(&self, ip: IpAddr) -> bool {
-        match (self.network, ip.to_canonical()) {
-            (IpAddr::V4(network), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                (u32::from(network) & mask) == (u32::from(ip) & mask)
-            }
-            (IpAddr::V6(network), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                (u128::from(network) & mask) == (u128::from(ip) & mask)
-            }
-            _ => false,
-        }
-    }
-}
-
 impl TrustedProxies {
-    /// A comma-separated list of IP addresses and CIDR ranges; empty trusts nobody.
-    pub fn parse(text: &str) -> Result<TrustedProxies, String> {
-        let ranges = text
-            .split(',')
-            .map(str::trim)
-            .filter(|part| !part.is_empty())
-            .map(IpRange::parse)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(TrustedProxies { ranges })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
-    }
-
-    /// Whether `ip` is one of the trusted proxies.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        self.ranges.iter().any(|range| range.contains(ip))
-    }
-
     /// The address a request comes from: its peer, unless the peer is a trusted proxy; then
     /// the right-most `X-Forwarded-For` address that is not itself a trusted proxy (each proxy
     /// appends the address it was reached from, so everything left of that is the client's to

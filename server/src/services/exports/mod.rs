@@ -11,17 +11,12 @@ pub mod pdf;
 mod sqlite_rows;
 pub mod summary;
 
-use crate::api::ApiError;
+use super::{Core, ServiceError};
 use crate::store::{
     AnyStore, AuditFilter, AuditRecord, EventKind, NewAuditEvent, Store, StoreError,
 };
-use crate::AppState;
-use axum::{
-    body::{Body, Bytes},
-    http::{header, HeaderValue, StatusCode},
-    response::{IntoResponse, Response},
-};
 use base64::Engine;
+use bytes::Bytes;
 use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -693,43 +688,52 @@ pub async fn preview<S: Store>(store: &S, spec: &ExportSpec) -> Result<Preview, 
     })
 }
 
-/// The configured bundle-signing key, from its base64 seed.
-pub fn signing_key(text: &str) -> Result<ed25519_dalek::SigningKey, String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|_| "must be base64 (make one with `countersign audit keygen`)".to_string())?;
-    let seed: [u8; 32] = bytes.try_into().map_err(|_| {
-        "must be 32 bytes, base64-encoded (make one with `countersign audit keygen`)"
-    })?;
-    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
-}
+pub use crate::config::values::signing_key;
 
 /// A public key as the API serves it and the verifier takes it: base64 of its 32 bytes.
 pub fn public_key_text(key: &ed25519_dalek::VerifyingKey) -> String {
     base64::engine::general_purpose::STANDARD.encode(key.as_bytes())
 }
 
+/// An export under way, for an edge to send: its type, file name, and the chunks as they come
+/// (an error chunk when it stopped before its end, so the download fails visibly).
+pub struct Download {
+    pub content_type: &'static str,
+    pub file_name: String,
+    pub chunks: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+}
+
+/// Check an export request as it arrived (API or portal) and start it.
+pub async fn export_query(
+    core: &Core,
+    who: &Requester,
+    mut query: ExportQuery,
+) -> Result<Download, ServiceError> {
+    let progress = progress_token(query.progress.take())?;
+    let spec = ExportSpec::parse(query, Utc::now())
+        .map_err(|e| ServiceError::invalid("invalid_export", e.field, e.message))?;
+    export(core, who, spec, progress).await
+}
+
 /// Audit the export (fail closed), then stream it. The rows end at the export's own audit row.
 pub async fn export(
-    state: &AppState,
+    core: &Core,
     who: &Requester,
     spec: ExportSpec,
     progress: Option<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Download, ServiceError> {
     if !who.may_export() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
+        return Err(ServiceError::forbidden(
             "forbidden",
             "exports are for auditors and admins",
         ));
     }
     let key = match spec.format {
-        Format::Bundle => Some(state.export_key.clone().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_configured",
-                "evidence bundles need a signing key (COUNTERSIGN_EXPORT_SIGNING_KEY)",
-            )
+        Format::Bundle => Some(core.export_key.clone().ok_or_else(|| {
+            ServiceError::NotConfigured {
+                message: "evidence bundles need a signing key (COUNTERSIGN_EXPORT_SIGNING_KEY)"
+                    .to_string(),
+            }
         })?),
         _ => None,
     };
@@ -760,14 +764,14 @@ pub async fn export(
         "filters": filters,
     })
     .to_string();
-    let receipt = state
+    let receipt = core
         .audit
         .append(event)
         .await
-        .map_err(|e| ApiError::unavailable("the export could not be audited", &e))?;
+        .map_err(|e| ServiceError::unavailable("the export could not be audited", &e))?;
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    let store = state.store.clone();
-    let policy_hash = state.policy.hash().to_string();
+    let store = core.store.clone();
+    let policy_hash = core.policy.hash().to_string();
     let file_name = spec.file_name();
     let format = spec.format;
     let job = Job {
@@ -776,7 +780,7 @@ pub async fn export(
         generated_by: who.id.clone(),
         generated_at: Utc::now(),
         policy_hash,
-        progress: progress.map(|token| state.export_progress.start(&who.id, &token)),
+        progress: progress.map(|token| core.export_progress.start(&who.id, &token)),
     };
     tokio::spawn(async move {
         let result = match format {
@@ -801,20 +805,28 @@ pub async fn export(
                 .await;
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    let mut response = Body::from_stream(stream).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
-    );
-    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\"")) {
-        headers.insert(header::CONTENT_DISPOSITION, value);
-    }
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(Download {
+        content_type: format.content_type(),
+        file_name,
+        chunks: rx,
+    })
+}
+
+/// The key that verifies evidence bundles: `{algorithm, public_key, fingerprint}`.
+pub fn public_key(core: &Core) -> Result<serde_json::Value, ServiceError> {
+    let key = core
+        .export_key
+        .as_ref()
+        .ok_or_else(|| ServiceError::NotConfigured {
+            message: "no bundle-signing key is configured (COUNTERSIGN_EXPORT_SIGNING_KEY)"
+                .to_string(),
+        })?;
+    let public = key.verifying_key();
+    Ok(serde_json::json!({
+        "algorithm": "Ed25519",
+        "public_key": public_key_text(&public),
+        "fingerprint": crate::store::audit::hex(&<sha2::Sha256 as sha2::Digest>::digest(public.as_bytes())),
+    }))
 }
 
 /// How far one export has got: rows read, and whether it ended (well or not).
@@ -889,7 +901,7 @@ impl ProgressBoard {
 }
 
 /// A progress token: 8 to 64 letters, digits or dashes.
-fn progress_token(token: Option<String>) -> Result<Option<String>, ApiError> {
+fn progress_token(token: Option<String>) -> Result<Option<String>, ServiceError> {
     match given(token) {
         None => Ok(None),
         Some(t)
@@ -898,7 +910,7 @@ fn progress_token(token: Option<String>) -> Result<Option<String>, ApiError> {
         {
             Ok(Some(t))
         }
-        Some(_) => Err(ApiError::bad_request(
+        Some(_) => Err(ServiceError::invalid(
             "invalid_export",
             "progress",
             "progress must be 8 to 64 letters, digits or dashes",
@@ -1032,100 +1044,6 @@ fn csv_or_nothing(format: Format) -> Result<Vec<u8>, String> {
     match format {
         Format::Csv => csv_page(&[], true),
         _ => Ok(Vec::new()),
-    }
-}
-
-/// Check a request as it arrived (API or portal) and run the export, or answer why not.
-async fn export_query(state: &AppState, who: &Requester, mut query: ExportQuery) -> Response {
-    let checked = progress_token(query.progress.take()).and_then(|progress| {
-        ExportSpec::parse(query, Utc::now())
-            .map(|spec| (spec, progress))
-            .map_err(|e| ApiError::bad_request("invalid_export", e.field, e.message))
-    });
-    match checked {
-        Ok((spec, progress)) => export(state, who, spec, progress).await,
-        Err(e) => Err(e),
-    }
-    .unwrap_or_else(IntoResponse::into_response)
-}
-
-/// `GET /api/v1/audit/export?format=csv|jsonl|pdf|bundle&from=&to=&framework=&tool=&caller=&risk=&action=`
-/// for auditor and admin tokens.
-#[utoipa::path(
-    get,
-    path = "/api/v1/audit/export",
-    tag = "audit",
-    summary = "Export the audit trail of a period (auditors and admins); streamed",
-    params(ExportQuery),
-    responses(
-        (status = 200, description = "The export: text/csv, application/jsonl, application/pdf, or an evidence bundle (application/x-tar)"),
-        (status = 400, description = "A bad parameter (named in `field`)", body = crate::api::schema::ErrorBody),
-        (status = 403, description = "Not an auditor or admin", body = crate::api::schema::ErrorBody),
-        (status = 503, description = "The export could not be audited, or bundles have no signing key", body = crate::api::schema::ErrorBody),
-        (status = 401, description = "No valid bearer token", body = crate::api::schema::ErrorBody),
-    )
-)]
-pub async fn api_export(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    caller: crate::web::auth::ApiCaller,
-    axum::extract::Query(query): axum::extract::Query<ExportQuery>,
-) -> Response {
-    if let Err(e) = crate::api::rate_limit(&state, &caller) {
-        return e.into_response();
-    }
-    let who = Requester {
-        id: caller.id,
-        roles: caller.roles,
-    };
-    export_query(&state, &who, query).await
-}
-
-/// `GET /reports/export?...`: the same export for the signed-in portal user (the Reports page's
-/// download links).
-pub async fn portal_export(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    user: Option<axum::Extension<crate::web::auth::SignedIn>>,
-    axum::extract::Query(query): axum::extract::Query<ExportQuery>,
-) -> Response {
-    let Some(axum::Extension(user)) = user else {
-        return (StatusCode::UNAUTHORIZED, "sign-in required").into_response();
-    };
-    let who = Requester {
-        id: user.username,
-        roles: user.roles,
-    };
-    export_query(&state, &who, query).await
-}
-
-/// `GET /api/v1/audit/public-key`: the key that verifies evidence bundles (public).
-#[utoipa::path(
-    get,
-    path = "/api/v1/audit/public-key",
-    tag = "audit",
-    summary = "The Ed25519 public key that verifies evidence bundles (no token needed)",
-    security(()),
-    responses(
-        (status = 200, description = "`{algorithm, public_key (base64), fingerprint (SHA-256 hex)}`"),
-        (status = 404, description = "No signing key is configured", body = crate::api::schema::ErrorBody),
-    )
-)]
-pub async fn public_key(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    match &state.export_key {
-        None => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_configured",
-            "no bundle-signing key is configured (COUNTERSIGN_EXPORT_SIGNING_KEY)",
-        )
-        .into_response(),
-        Some(key) => {
-            let public = key.verifying_key();
-            axum::Json(serde_json::json!({
-                "algorithm": "Ed25519",
-                "public_key": public_key_text(&public),
-                "fingerprint": crate::store::audit::hex(&<sha2::Sha256 as sha2::Digest>::digest(public.as_bytes())),
-            }))
-            .into_response()
-        }
     }
 }
 

@@ -9,7 +9,7 @@
 
 use super::{csv_row, csv_writer, rfc3339, ExportRow, Format, Tracker, CSV_COLUMNS};
 use crate::store::{parse_ts, AuditFilter};
-use axum::body::Bytes;
+use bytes::Bytes;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags, Row};
 use std::borrow::Cow;

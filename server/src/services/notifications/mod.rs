@@ -21,7 +21,7 @@ pub mod siem;
 pub mod sinks;
 pub mod syslog;
 
-use crate::store::Database;
+use crate::store::{AnyStore, IntegrationStore, StoreError};
 use std::time::Duration;
 
 /// Unix milliseconds now.
@@ -36,7 +36,7 @@ const LEASE_MS: i64 = 15_000;
 /// it has lapsed.
 #[derive(Debug)]
 pub struct Lease {
-    db: Database,
+    store: AnyStore,
     name: String,
     owner: String,
     /// Until when this process is known to hold the lease (Unix ms; 0: not held).
@@ -44,9 +44,9 @@ pub struct Lease {
 }
 
 impl Lease {
-    pub fn new(db: &Database, name: &str, owner: &str) -> Lease {
+    pub fn new(store: &AnyStore, name: &str, owner: &str) -> Lease {
         Lease {
-            db: db.clone(),
+            store: store.clone(),
             name: name.to_string(),
             owner: owner.to_string(),
             held_until: std::sync::atomic::AtomicI64::new(0),
@@ -61,20 +61,12 @@ impl Lease {
         if self.held_until.load(Ordering::Relaxed) - now > LEASE_MS / 2 {
             return true;
         }
-        let result = on_db!(&self.db, pool => sqlx::query(
-            "INSERT INTO integration_leases (name, owner, expires_ms) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_ms = excluded.expires_ms \
-             WHERE integration_leases.owner = excluded.owner OR integration_leases.expires_ms < $4",
-        )
-        .bind(&self.name)
-        .bind(&self.owner)
-        .bind(now + LEASE_MS)
-        .bind(now)
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected()));
-        let held = match result {
-            Ok(rows) => rows == 1,
+        let held = match self
+            .store
+            .hold_lease(&self.name, &self.owner, now, now + LEASE_MS)
+            .await
+        {
+            Ok(held) => held,
             Err(error) => {
                 tracing::warn!(%error, worker = %self.name, "integration lease unavailable");
                 false
@@ -87,25 +79,13 @@ impl Lease {
 }
 
 /// Where the reader `name` has got to, if it has started.
-pub async fn cursor(db: &Database, name: &str) -> Result<Option<i64>, sqlx::Error> {
-    on_db!(db, pool => sqlx::query_scalar("SELECT position FROM integration_cursors WHERE name = $1")
-        .bind(name)
-        .fetch_optional(pool)
-        .await)
+pub async fn cursor(store: &AnyStore, name: &str) -> Result<Option<i64>, StoreError> {
+    store.cursor(name).await
 }
 
 /// Move the reader `name` to `position`.
-pub async fn set_cursor(db: &Database, name: &str, position: i64) -> Result<(), sqlx::Error> {
-    on_db!(db, pool => sqlx::query(
-        "INSERT INTO integration_cursors (name, position, updated_ms) VALUES ($1, $2, $3) \
-         ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_ms = excluded.updated_ms",
-    )
-    .bind(name)
-    .bind(position)
-    .bind(now_ms())
-    .execute(pool)
-    .await
-    .map(|_| ()))
+pub async fn set_cursor(store: &AnyStore, name: &str, position: i64) -> Result<(), StoreError> {
+    store.set_cursor(name, position, now_ms()).await
 }
 
 /// The machine's host name (empty when it cannot be read).
@@ -143,9 +123,30 @@ impl Backoff {
 }
 
 /// Start every configured integration (none when nothing is configured).
-pub async fn start(state: &crate::AppState, config: &crate::config::Config) -> Result<(), String> {
+pub async fn start(
+    core: &std::sync::Arc<crate::services::Core>,
+    config: &crate::config::Config,
+) -> Result<(), String> {
     let owner = owner_id();
-    notify::start(state, config, &owner).await?;
-    siem::start(state, config, &owner).await?;
+    notify::start(core, config, &owner).await?;
+    siem::start(core, config, &owner).await?;
     Ok(())
+}
+
+/// How Countersign signs what it posts to a webhook (notifications and the webhook executor):
+/// `sha256=<hex>` over `"{timestamp}.{body}"`.
+pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    // HMAC takes keys of any length.
+    use hmac::Mac;
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret) else {
+        return String::new();
+    };
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let bytes = mac.finalize().into_bytes();
+    format!(
+        "sha256={}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
 }

@@ -14,8 +14,11 @@
 use super::sinks::{Failure, Sink};
 use super::{cursor, now_ms, Lease};
 use crate::config::Config;
+use crate::services::Core;
+pub use crate::store::OutboxRow;
+use crate::store::{AnyStore, Attempt, IntegrationStore, NewOutboxMessage, StoreError};
 use crate::store::{Job, JobStatus, Store, VoteRecord};
-use crate::{AppState, Database};
+pub use crate::vocab::EventType;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -33,56 +36,7 @@ const MAX_ERROR_CHARS: usize = 500;
 /// How often workers look for work when nothing wakes them.
 const POLL: Duration = Duration::from_millis(500);
 
-/// What happened to a job; the `type` of a notification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum EventType {
-    #[serde(rename = "job.queued")]
-    Queued,
-    #[serde(rename = "job.approved")]
-    Approved,
-    #[serde(rename = "job.denied")]
-    Denied,
-    #[serde(rename = "job.executed")]
-    Executed,
-    #[serde(rename = "job.failed")]
-    Failed,
-    #[serde(rename = "job.expiring")]
-    Expiring,
-    #[serde(rename = "job.expired")]
-    Expired,
-    #[serde(rename = "job.cancelled")]
-    Cancelled,
-}
-
 impl EventType {
-    pub const ALL: [EventType; 8] = [
-        EventType::Queued,
-        EventType::Approved,
-        EventType::Denied,
-        EventType::Executed,
-        EventType::Failed,
-        EventType::Expiring,
-        EventType::Expired,
-        EventType::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Queued => "job.queued",
-            EventType::Approved => "job.approved",
-            EventType::Denied => "job.denied",
-            EventType::Executed => "job.executed",
-            EventType::Failed => "job.failed",
-            EventType::Expiring => "job.expiring",
-            EventType::Expired => "job.expired",
-            EventType::Cancelled => "job.cancelled",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<EventType> {
-        EventType::ALL.into_iter().find(|e| e.as_str() == text)
-    }
-
     /// The event a job status change is.
     pub fn for_status(status: JobStatus) -> Option<EventType> {
         match status {
@@ -271,62 +225,27 @@ struct Outgoing {
     payload: Arc<str>,
 }
 
-/// Run `$body` in a write transaction `$tx` on whichever database it is (SQLite: `BEGIN
-/// IMMEDIATE`, so the transaction never has to upgrade its lock), committing on success.
-macro_rules! in_write_tx {
-    ($db:expr, $tx:ident => $body:expr) => {
-        match $db {
-            Database::Sqlite(pool) => {
-                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                $body;
-                $tx.commit().await
-            }
-            Database::Postgres(pool) => {
-                let mut $tx = pool.begin().await?;
-                $body;
-                $tx.commit().await
-            }
-        }
-    };
-}
-
 /// Store `messages` (skipping keys already there) and, when given, move the cursor, in one
 /// transaction.
 async fn enqueue(
-    db: &Database,
+    store: &AnyStore,
     messages: &[Outgoing],
     cursor_to: Option<i64>,
-) -> Result<(), sqlx::Error> {
-    let now = now_ms();
-    in_write_tx!(db, tx => {
-        for m in messages {
-            sqlx::query(
-                "INSERT INTO notification_outbox (idempotency_key, sink, event_id, event_type, job_id, payload, \
-                 status, attempts, next_attempt_ms, created_ms) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7) \
-                 ON CONFLICT (idempotency_key) DO NOTHING",
-            )
-            .bind(&m.key)
-            .bind(m.sink)
-            .bind(&m.notification.id)
-            .bind(m.notification.event.as_str())
-            .bind(&m.notification.job_id)
-            .bind(&*m.payload)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(position) = cursor_to {
-            sqlx::query(
-                "INSERT INTO integration_cursors (name, position, updated_ms) VALUES ($1, $2, $3) \
-                 ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_ms = excluded.updated_ms",
-            )
-            .bind(CURSOR)
-            .bind(position)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-    })
+) -> Result<(), StoreError> {
+    let rows: Vec<NewOutboxMessage<'_>> = messages
+        .iter()
+        .map(|m| NewOutboxMessage {
+            key: &m.key,
+            sink: m.sink,
+            event_id: &m.notification.id,
+            event_type: m.notification.event.as_str(),
+            job_id: &m.notification.job_id,
+            payload: &m.payload,
+        })
+        .collect();
+    store
+        .enqueue(&rows, cursor_to.map(|p| (CURSOR, p)), now_ms())
+        .await
 }
 
 /// The outbox rows for one notification: one per sink that wants it.
@@ -350,26 +269,22 @@ fn outgoing(settings: &Settings, notification: Notification) -> Result<Vec<Outgo
 
 /// Turns job changes into outbox rows.
 pub struct Notifier {
-    pub state: AppState,
+    pub core: Arc<Core>,
     pub settings: Arc<Settings>,
 }
 
 impl Notifier {
     /// One pass over new transitions: returns how many were read (0: caught up).
     pub async fn pump(&self) -> Result<usize, String> {
-        let db = &self.state.db;
-        let after = cursor(db, CURSOR)
+        let store = &self.core.store;
+        let after = cursor(store, CURSOR)
             .await
             .map_err(|e| e.to_string())?
             .unwrap_or(0);
-        let rows: Vec<(i64, String, String, i64)> = on_db!(db, pool => sqlx::query_as(
-            "SELECT id, job_id, status, at_ms FROM job_transitions WHERE id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(after)
-        .bind(BATCH)
-        .fetch_all(pool)
-        .await)
-        .map_err(|e| e.to_string())?;
+        let rows = store
+            .transitions_after(after, BATCH)
+            .await
+            .map_err(|e| e.to_string())?;
         let Some(last) = rows.last().map(|r| r.0) else {
             return Ok(0);
         };
@@ -384,13 +299,13 @@ impl Notifier {
             if !self.settings.events.contains(&event) {
                 continue;
             }
-            let job = match self.state.store.job(job_id).await {
+            let job = match self.core.store.job(job_id).await {
                 Ok(job) => job,
                 Err(crate::store::StoreError::NotFound) => continue,
                 Err(error) => return Err(error.to_string()),
             };
             let votes = self
-                .state
+                .core
                 .store
                 .votes(job_id)
                 .await
@@ -407,7 +322,7 @@ impl Notifier {
             );
             messages.extend(outgoing(&self.settings, notification)?);
         }
-        enqueue(db, &messages, Some(last))
+        enqueue(store, &messages, Some(last))
             .await
             .map_err(|e| e.to_string())?;
         Ok(rows.len())
@@ -421,7 +336,7 @@ impl Notifier {
         let now = Utc::now();
         let horizon = now + chrono::Duration::seconds(self.settings.expiry_warning_secs);
         let jobs = self
-            .state
+            .core
             .store
             .pending_jobs(1_000)
             .await
@@ -440,7 +355,7 @@ impl Notifier {
                 continue;
             }
             let votes = self
-                .state
+                .core
                 .store
                 .votes(&job.job_id)
                 .await
@@ -458,7 +373,7 @@ impl Notifier {
         }
         let count = messages.len();
         if count > 0 {
-            enqueue(&self.state.db, &messages, None)
+            enqueue(&self.core.store, &messages, None)
                 .await
                 .map_err(|e| e.to_string())?;
         }
@@ -466,50 +381,15 @@ impl Notifier {
     }
 
     /// Whether the event `id` is already in the outbox for one of the sinks (by its unique key).
-    async fn queued_before(&self, id: &str) -> Result<bool, sqlx::Error> {
+    async fn queued_before(&self, id: &str) -> Result<bool, StoreError> {
         for sink in &self.settings.sinks {
             let key = format!("{id}/{}", sink.name());
-            let found: Option<i64> = on_db!(&self.state.db, pool => sqlx::query_scalar(
-                "SELECT id FROM notification_outbox WHERE idempotency_key = $1",
-            )
-            .bind(&key)
-            .fetch_optional(pool)
-            .await)?;
-            if found.is_some() {
+            if self.core.store.outbox_has(&key).await? {
                 return Ok(true);
             }
         }
         Ok(false)
     }
-}
-
-/// A message waiting in the outbox.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct OutboxRow {
-    pub id: i64,
-    pub idempotency_key: String,
-    pub sink: String,
-    pub event_type: String,
-    pub job_id: Option<String>,
-    pub payload: String,
-    pub status: String,
-    pub attempts: i32,
-    pub next_attempt_ms: i64,
-    pub last_error: Option<String>,
-    pub created_ms: i64,
-}
-
-const OUTBOX_COLUMNS: &str =
-    "id, idempotency_key, sink, event_type, job_id, payload, status, attempts, \
-     next_attempt_ms, last_error, created_ms";
-
-/// The oldest pending message of `sink`.
-async fn head(db: &Database, sink: &str) -> Result<Option<OutboxRow>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {OUTBOX_COLUMNS} FROM notification_outbox WHERE sink = $1 AND status = 'pending' \
-         ORDER BY id LIMIT 1"
-    );
-    on_db!(db, pool => sqlx::query_as(&sql).bind(sink).fetch_optional(pool).await)
 }
 
 /// The pause before retry number `attempts` (after that many failures).
@@ -520,47 +400,27 @@ pub fn retry_delay_ms(base_ms: i64, attempts: i32) -> i64 {
 
 /// Record how one attempt went.
 async fn record(
-    db: &Database,
+    store: &AnyStore,
     row: &OutboxRow,
     result: &Result<(), Failure>,
     settings: &Settings,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), StoreError> {
     let now = now_ms();
     let attempts = row.attempts.saturating_add(1);
-    let query = match result {
-        Ok(()) => on_db!(db, pool => sqlx::query(
-            "UPDATE notification_outbox SET status = 'delivered', attempts = $1, delivered_ms = $2, last_error = NULL \
-             WHERE id = $3 AND status = 'pending'",
-        )
-        .bind(attempts)
-        .bind(now)
-        .bind(row.id)
-        .execute(pool)
-        .await
-        .map(|_| ())),
-        Err(failure) => {
-            let dead = failure.permanent || attempts >= settings.max_attempts;
-            let error: String = failure.message.chars().take(MAX_ERROR_CHARS).collect();
-            on_db!(db, pool => sqlx::query(
-                "UPDATE notification_outbox SET status = $1, attempts = $2, next_attempt_ms = $3, last_error = $4 \
-                 WHERE id = $5 AND status = 'pending'",
-            )
-            .bind(if dead { "dead" } else { "pending" })
-            .bind(attempts)
-            .bind(now + retry_delay_ms(settings.retry_base_ms, attempts))
-            .bind(error)
-            .bind(row.id)
-            .execute(pool)
-            .await
-            .map(|_| ()))
-        }
+    let attempt = match result {
+        Ok(()) => Attempt::Delivered,
+        Err(failure) => Attempt::Failed {
+            dead: failure.permanent || attempts >= settings.max_attempts,
+            next_attempt_ms: now + retry_delay_ms(settings.retry_base_ms, attempts),
+            error: failure.message.chars().take(MAX_ERROR_CHARS).collect(),
+        },
     };
-    query
+    store.record_attempt(row.id, attempts, &attempt, now).await
 }
 
 /// Sends one sink's messages, oldest first.
 struct Deliverer {
-    db: Database,
+    store: AnyStore,
     sink: Arc<Sink>,
     settings: Arc<Settings>,
     http: reqwest::Client,
@@ -587,7 +447,7 @@ impl Deliverer {
         }
         // A bounded burst per step, so the lease is renewed regularly.
         for _ in 0..100 {
-            let row = match head(&self.db, self.sink.name()).await {
+            let row = match self.store.outbox_head(self.sink.name()).await {
                 Ok(Some(row)) => row,
                 Ok(None) => return POLL,
                 Err(error) => {
@@ -620,7 +480,7 @@ impl Deliverer {
                     );
                 }
             }
-            if let Err(error) = record(&self.db, &row, &result, &self.settings).await {
+            if let Err(error) = record(&self.store, &row, &result, &self.settings).await {
                 tracing::warn!(%error, "could not record a delivery attempt");
                 return POLL * 4;
             }
@@ -634,32 +494,27 @@ impl Deliverer {
 
 /// On the first start with a sink, the notifier begins at the newest job change: it announces
 /// what changes from then on, not the history. (Before the server takes requests.)
-async fn init_cursor(db: &Database) -> Result<(), String> {
-    if cursor(db, CURSOR)
+async fn init_cursor(store: &AnyStore) -> Result<(), String> {
+    if cursor(store, CURSOR)
         .await
         .map_err(|e| e.to_string())?
         .is_some()
     {
         return Ok(());
     }
-    let last: Option<i64> = on_db!(db, pool => sqlx::query_scalar(
-        "SELECT MAX(id) FROM job_transitions",
-    )
-    .fetch_one(pool)
-    .await)
-    .map_err(|e| e.to_string())?;
-    super::set_cursor(db, CURSOR, last.unwrap_or(0))
+    let last = store.last_transition().await.map_err(|e| e.to_string())?;
+    super::set_cursor(store, CURSOR, last.unwrap_or(0))
         .await
         .map_err(|e| e.to_string())
 }
 
 /// Start the notifier and one deliverer per sink (nothing without sinks).
-pub async fn start(state: &AppState, config: &Config, owner: &str) -> Result<(), String> {
+pub async fn start(core: &Arc<Core>, config: &Config, owner: &str) -> Result<(), String> {
     let settings = Arc::new(Settings::from_config(config)?);
     if settings.sinks.is_empty() {
         return Ok(());
     }
-    init_cursor(&state.db)
+    init_cursor(&core.store)
         .await
         .map_err(|e| format!("notifications: {e}"))?;
     let http = reqwest::Client::builder()
@@ -670,22 +525,22 @@ pub async fn start(state: &AppState, config: &Config, owner: &str) -> Result<(),
     let wake = Arc::new(tokio::sync::Notify::new());
     for sink in &settings.sinks {
         let deliverer = Deliverer {
-            db: state.db.clone(),
+            store: core.store.clone(),
             sink: sink.clone(),
             settings: settings.clone(),
             http: http.clone(),
-            lease: Lease::new(&state.db, &format!("notify:{}", sink.name()), owner),
+            lease: Lease::new(&core.store, &format!("notify:{}", sink.name()), owner),
             wake: wake.clone(),
-            metrics: state.metrics.clone(),
+            metrics: core.metrics.clone(),
         };
         tokio::spawn(deliverer.run());
     }
     let notifier = Notifier {
-        state: state.clone(),
+        core: core.clone(),
         settings: settings.clone(),
     };
-    let lease = Lease::new(&state.db, "notify:outbox", owner);
-    let mut changes = state.job_events.subscribe();
+    let lease = Lease::new(&core.store, "notify:outbox", owner);
+    let mut changes = core.job_events.subscribe();
     tracing::info!(
         sinks = %settings.sinks.iter().map(|s| s.name()).collect::<Vec<_>>().join(","),
         "notifications on"
@@ -728,45 +583,24 @@ const KEEP_TRANSITIONS_MS: i64 = 7 * 86_400_000;
 
 /// Forget delivered messages after 30 days and job transitions after 7 (maintenance runs it,
 /// with or without sinks); dead letters stay until retried. Returns the rows deleted.
-pub async fn purge_old(db: &Database) -> Result<u64, sqlx::Error> {
+pub async fn purge_old(store: &AnyStore) -> Result<u64, StoreError> {
     let now = now_ms();
-    let delivered = on_db!(db, pool => sqlx::query(
-        "DELETE FROM notification_outbox WHERE status = 'delivered' AND delivered_ms < $1",
-    )
-    .bind(now - KEEP_DELIVERED_MS)
-    .execute(pool)
-    .await?
-    .rows_affected());
-    let transitions = on_db!(db, pool => sqlx::query("DELETE FROM job_transitions WHERE at_ms < $1")
-        .bind(now - KEEP_TRANSITIONS_MS)
-        .execute(pool)
-        .await?
-        .rows_affected());
-    Ok(delivered + transitions)
+    store
+        .purge_integrations(now - KEEP_DELIVERED_MS, now - KEEP_TRANSITIONS_MS)
+        .await
 }
 
 /// Counts of messages per sink and status, for the dashboard and `/metrics`.
-pub async fn outbox_counts(db: &Database) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
-    on_db!(db, pool => sqlx::query_as(
-        "SELECT sink, status, COUNT(*) FROM notification_outbox GROUP BY sink, status ORDER BY sink, status",
-    )
-    .fetch_all(pool)
-    .await)
+pub async fn outbox_counts(store: &AnyStore) -> Result<Vec<(String, String, i64)>, StoreError> {
+    store.outbox_counts().await
 }
 
 /// The newest dead letters, at most `limit`.
-pub async fn dead_letters(db: &Database, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {OUTBOX_COLUMNS} FROM notification_outbox WHERE status = 'dead' ORDER BY id DESC LIMIT $1"
-    );
-    on_db!(db, pool => sqlx::query_as(&sql).bind(limit).fetch_all(pool).await)
+pub async fn dead_letters(store: &AnyStore, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+    store.dead_letters(limit).await
 }
 
-/// Put a dead letter back in the queue, due now; whether there was one with that id.
-pub async fn retry(db: &Database, id: i64) -> Result<Option<OutboxRow>, sqlx::Error> {
-    let sql = format!(
-        "UPDATE notification_outbox SET status = 'pending', attempts = 0, next_attempt_ms = $1 \
-         WHERE id = $2 AND status = 'dead' RETURNING {OUTBOX_COLUMNS}"
-    );
-    on_db!(db, pool => sqlx::query_as(&sql).bind(now_ms()).bind(id).fetch_optional(pool).await)
+/// Put a dead letter back in the queue, due now; the row when there was one with that id.
+pub async fn retry(store: &AnyStore, id: i64) -> Result<Option<OutboxRow>, StoreError> {
+    store.retry_dead_letter(id, now_ms()).await
 }

@@ -15,7 +15,6 @@
 use super::{cursor, set_cursor, syslog, Backoff, Lease};
 use crate::config::{Config, SiemFormat, SiemStart};
 use crate::services::exports::ExportRow;
-use crate::store::Database;
 use crate::store::{AnyStore, AuditRecord, Store};
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -357,7 +356,6 @@ impl Output {
 struct Feed {
     name: &'static str,
     store: AnyStore,
-    db: Database,
     output: Output,
     format: SiemFormat,
     start: SiemStart,
@@ -372,7 +370,7 @@ impl Feed {
 
     /// Where to continue: the saved cursor, or (first run) the start the configuration names.
     async fn position(&self) -> Result<i64, String> {
-        if let Some(position) = cursor(&self.db, &self.cursor_name())
+        if let Some(position) = cursor(&self.store, &self.cursor_name())
             .await
             .map_err(|e| e.to_string())?
         {
@@ -382,7 +380,7 @@ impl Feed {
             SiemStart::Beginning => 0,
             SiemStart::Now => self.store.audit_head().await.map_err(|e| e.to_string())?.0,
         };
-        set_cursor(&self.db, &self.cursor_name(), position)
+        set_cursor(&self.store, &self.cursor_name(), position)
             .await
             .map_err(|e| e.to_string())?;
         Ok(position)
@@ -400,7 +398,7 @@ impl Feed {
             return Ok(0);
         };
         self.output.write(self.format, &rows).await?;
-        set_cursor(&self.db, &self.cursor_name(), last)
+        set_cursor(&self.store, &self.cursor_name(), last)
             .await
             .map_err(|e| e.to_string())?;
         self.metrics.siem_written(self.name, rows.len());
@@ -430,7 +428,11 @@ impl Feed {
 }
 
 /// Start the configured feeds (each has its position before the server takes requests).
-pub async fn start(state: &crate::AppState, config: &Config, owner: &str) -> Result<(), String> {
+pub async fn start(
+    state: &std::sync::Arc<crate::services::Core>,
+    config: &Config,
+    owner: &str,
+) -> Result<(), String> {
     let hostname = super::hostname();
     let mut outputs: Vec<(&'static str, Output)> = Vec::new();
     if let Some(target) = &config.siem_jsonl {
@@ -461,11 +463,10 @@ pub async fn start(state: &crate::AppState, config: &Config, owner: &str) -> Res
         let feed = Feed {
             name,
             store: state.store.clone(),
-            db: state.db.clone(),
             output,
             format: config.siem_format,
             start: config.siem_start,
-            lease: Lease::new(&state.db, &format!("siem:{name}"), owner),
+            lease: Lease::new(&state.store, &format!("siem:{name}"), owner),
             metrics: state.metrics.clone(),
         };
         feed.position()

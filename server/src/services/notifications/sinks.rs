@@ -5,11 +5,11 @@
 //! (`X-Countersign-Delivery`, or the e-mail's Message-ID) so a receiver can drop a redelivery.
 
 use super::notify::{EventType, Notification};
+pub use crate::config::values::{parse_recipients, Recipient};
 use crate::config::Secret;
 use chrono::Utc;
 use lettre::message::{header::ContentType, Mailbox};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use std::collections::BTreeSet;
 
 /// Why a delivery did not happen; `permanent` ones are dead-lettered at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,44 +32,6 @@ impl Failure {
             permanent: true,
         }
     }
-}
-
-/// An approver's address and the capabilities they approve for (empty: every job).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recipient {
-    pub mailbox: Mailbox,
-    pub capabilities: BTreeSet<String>,
-}
-
-impl Recipient {
-    /// Whether this person may be asked about a job needing `required`.
-    fn covers(&self, required: &[String]) -> bool {
-        self.capabilities.is_empty() || required.iter().all(|c| self.capabilities.contains(c))
-    }
-}
-
-/// `ADDRESS` or `ADDRESS:CAP+CAP`, comma-separated (see `notify_email_to`).
-pub fn parse_recipients(text: &str) -> Result<Vec<Recipient>, String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|entry| !entry.is_empty())
-        .map(|entry| {
-            let (address, caps) = entry.split_once(':').unwrap_or((entry, ""));
-            let mailbox: Mailbox = address
-                .trim()
-                .parse()
-                .map_err(|e| format!("`{address}` is not an e-mail address: {e}"))?;
-            Ok(Recipient {
-                mailbox,
-                capabilities: caps
-                    .split('+')
-                    .map(str::trim)
-                    .filter(|c| !c.is_empty())
-                    .map(str::to_string)
-                    .collect(),
-            })
-        })
-        .collect()
 }
 
 pub struct Email {
@@ -146,11 +108,7 @@ impl Sink {
                 let body = serde_json::to_vec(notification)
                     .map_err(|e| Failure::permanent(e.to_string()))?;
                 let timestamp = Utc::now().timestamp();
-                let signature = crate::executors::webhook::signature(
-                    secret.expose().as_bytes(),
-                    timestamp,
-                    &body,
-                );
+                let signature = super::signature(secret.expose().as_bytes(), timestamp, &body);
                 let request = http
                     .post(url)
                     .header("content-type", "application/json")

@@ -1,6 +1,7 @@
 //! RFC 5424 syslog messages, and a client that sends them over UDP (one datagram each), TCP or
 //! TLS (octet-counted frames, RFC 6587 / RFC 5425).
 
+pub use crate::config::values::{parse_target, Target, Transport};
 use crate::services::exports::rfc3339;
 use crate::store::AuditRecord;
 use std::io;
@@ -18,48 +19,6 @@ const MAX_DATAGRAM: usize = 8_192;
 /// How long connecting (with the TLS handshake) or sending one batch may take: a collector that
 /// stops reading must not stall the feed for good.
 const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-    Tls,
-}
-
-/// Where the collector listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub transport: Transport,
-    pub host: String,
-    pub port: u16,
-}
-
-/// `udp://HOST[:514]`, `tcp://HOST[:601]` or `tls://HOST[:6514]`.
-pub fn parse_target(text: &str) -> Result<Target, String> {
-    let url = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
-    let (transport, default_port) = match url.scheme() {
-        "udp" => (Transport::Udp, 514),
-        "tcp" => (Transport::Tcp, 601),
-        "tls" => (Transport::Tls, 6514),
-        other => {
-            return Err(format!(
-                "scheme `{other}`: use udp://, tcp:// or tls:// followed by host[:port]"
-            ))
-        }
-    };
-    let host = url
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or("the URL names no host")?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    Ok(Target {
-        transport,
-        host,
-        port: url.port().unwrap_or(default_port),
-    })
-}
 
 /// Syslog severity for a row: warnings for denials and failed runs, notices for requests that
 /// wait for approval, informational otherwise.

@@ -5,6 +5,10 @@
 //! `bind`, and so on). Unknown keys are refused so that a typo never silently falls back to a
 //! default. [`Config::load`] validates everything and names the setting at fault.
 
+pub mod values;
+
+pub use values::TrustedProxies;
+
 use figment::{
     providers::{Env, Format, Serialized, Toml},
     Figment,
@@ -336,8 +340,7 @@ impl Config {
             }
         }
         if let Some(key) = &self.export_signing_key {
-            crate::services::exports::signing_key(key.expose())
-                .map_err(|e| invalid("export_signing_key", e))?;
+            values::signing_key(key.expose()).map_err(|e| invalid("export_signing_key", e))?;
         }
         if self.audit_checkpoint_rows == 0 || self.audit_checkpoint_secs == 0 {
             return Err(invalid(
@@ -428,8 +431,8 @@ impl Config {
                 .notify_email_to
                 .as_deref()
                 .ok_or_else(|| invalid("notify_email_to", "is required with notify_smtp_url"))?;
-            let recipients = crate::services::notifications::sinks::parse_recipients(to)
-                .map_err(|e| invalid("notify_email_to", e))?;
+            let recipients =
+                values::parse_recipients(to).map_err(|e| invalid("notify_email_to", e))?;
             if recipients.is_empty() {
                 return Err(invalid("notify_email_to", "names no address"));
             }
@@ -453,8 +456,7 @@ impl Config {
             return Err(invalid("siem_jsonl_keep", "must be at least 1"));
         }
         if let Some(url) = &self.siem_syslog_url {
-            crate::services::notifications::syslog::parse_target(url)
-                .map_err(|e| invalid("siem_syslog_url", e))?;
+            values::parse_target(url).map_err(|e| invalid("siem_syslog_url", e))?;
         }
         if let Some(path) = &self.siem_syslog_ca_file {
             if !path.is_file() {
@@ -470,11 +472,8 @@ impl Config {
     /// The notification events to send (all when `notify_events` is unset).
     pub fn notify_event_types(
         &self,
-    ) -> Result<
-        std::collections::BTreeSet<crate::services::notifications::notify::EventType>,
-        ConfigError,
-    > {
-        use crate::services::notifications::notify::EventType;
+    ) -> Result<std::collections::BTreeSet<crate::vocab::EventType>, ConfigError> {
+        use crate::vocab::EventType;
         let Some(text) = &self.notify_events else {
             return Ok(EventType::ALL.into_iter().collect());
         };
@@ -626,8 +625,8 @@ impl Config {
     }
 
     /// The reverse proxies whose `X-Forwarded-For` is believed (`trusted_proxies`).
-    pub fn trusted_proxies(&self) -> Result<crate::web::security::TrustedProxies, ConfigError> {
-        crate::web::security::TrustedProxies::parse(self.trusted_proxies.as_deref().unwrap_or(""))
+    pub fn trusted_proxies(&self) -> Result<TrustedProxies, ConfigError> {
+        TrustedProxies::parse(self.trusted_proxies.as_deref().unwrap_or(""))
             .map_err(|e| invalid("trusted_proxies", e))
     }
 
