@@ -5,6 +5,7 @@
 //!
 //! Server functions stay thin: the server provides a [`crate::service::PortalService`] in context.
 
+use crate::AppError;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
@@ -238,30 +239,28 @@ use crate::service::service;
 
 /// Requests waiting for approval.
 #[server(endpoint = "pending_approvals")]
-pub async fn pending_approvals() -> Result<Vec<PendingApproval>, ServerFnError> {
-    service()?.pending().await.map_err(ServerFnError::new)
+pub async fn pending_approvals() -> Result<Vec<PendingApproval>, AppError> {
+    service()?.pending().await
 }
 
 /// One request in full.
 #[server(endpoint = "approval_detail")]
-pub async fn approval_detail(job_id: String) -> Result<Option<ApprovalView>, ServerFnError> {
-    service()?
-        .approval(job_id)
-        .await
-        .map_err(ServerFnError::new)
+pub async fn approval_detail(job_id: String) -> Result<Option<ApprovalView>, AppError> {
+    service()?.approval(job_id).await
 }
 
 /// Approve or deny, then come back to the request (with the refusal, if any, in the address).
 #[server(endpoint = "cast_vote")]
-pub async fn cast_vote(
-    job_id: String,
-    verdict: String,
-    reason: String,
-) -> Result<(), ServerFnError> {
+pub async fn cast_vote(job_id: String, verdict: String, reason: String) -> Result<(), AppError> {
     let approve = match verdict.as_str() {
         "approve" => true,
         "deny" => false,
-        _ => return Err(ServerFnError::new("the verdict is approve or deny")),
+        _ => {
+            return Err(AppError::invalid(
+                "verdict",
+                "the verdict is approve or deny",
+            ))
+        }
     };
     let outcome = service()?.vote(job_id.clone(), approve, reason).await;
     let back = match outcome {
@@ -269,10 +268,10 @@ pub async fn cast_vote(
             "/approvals/{}?voted={verdict}",
             crate::encode_query(&job_id)
         ),
-        Err(message) => format!(
+        Err(error) => format!(
             "/approvals/{}?error={}",
             crate::encode_query(&job_id),
-            crate::encode_query(&message)
+            crate::encode_query(&error.to_string())
         ),
     };
     leptos_axum::redirect(&back);

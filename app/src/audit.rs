@@ -5,6 +5,7 @@
 
 #[cfg(feature = "ssr")]
 use crate::service::service;
+use crate::AppError;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
@@ -94,14 +95,14 @@ pub struct AuditRowDetail {
 /// A page of the audit trail. (JSON-encoded: the filters are one struct, which the URL-encoded
 /// form would drop when every field is empty.)
 #[server(endpoint = "search_audit", input = leptos::server_fn::codec::Json)]
-pub async fn search_audit(query: AuditQuery) -> Result<AuditList, ServerFnError> {
-    service()?.audit(query).await.map_err(ServerFnError::new)
+pub async fn search_audit(query: AuditQuery) -> Result<AuditList, AppError> {
+    service()?.audit(query).await
 }
 
 /// One audit row and its place in the chain.
 #[server(endpoint = "audit_row")]
-pub async fn audit_row(seq: i64) -> Result<Option<AuditRowDetail>, ServerFnError> {
-    service()?.audit_row(seq).await.map_err(ServerFnError::new)
+pub async fn audit_row(seq: i64) -> Result<Option<AuditRowDetail>, AppError> {
+    service()?.audit_row(seq).await
 }
 
 fn clean(value: Option<String>) -> Option<String> {

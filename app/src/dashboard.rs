@@ -6,6 +6,7 @@
 use crate::approvals::{duration, PendingApproval, RiskBadge};
 #[cfg(feature = "ssr")]
 use crate::service::service;
+use crate::AppError;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use serde::{Deserialize, Serialize};
@@ -67,12 +68,12 @@ pub struct DeadLetterRow {
 
 /// Put a dead letter back in the queue (admins), then come back to the dashboard.
 #[server(endpoint = "retry_delivery")]
-pub async fn retry_delivery(id: i64) -> Result<(), ServerFnError> {
+pub async fn retry_delivery(id: i64) -> Result<(), AppError> {
     let back = match service()?.retry_delivery(id).await {
         Ok(()) => format!("/?retried={id}#deliveries"),
-        Err(message) => format!(
+        Err(error) => format!(
             "/?delivery_error={}#deliveries",
-            crate::encode_query(&message)
+            crate::encode_query(&error.to_string())
         ),
     };
     leptos_axum::redirect(&back);
@@ -81,8 +82,8 @@ pub async fn retry_delivery(id: i64) -> Result<(), ServerFnError> {
 
 /// The dashboard's figures.
 #[server(endpoint = "dashboard")]
-pub async fn dashboard() -> Result<DashboardView, ServerFnError> {
-    service()?.dashboard().await.map_err(ServerFnError::new)
+pub async fn dashboard() -> Result<DashboardView, AppError> {
+    service()?.dashboard().await
 }
 
 const ACTIONS: [&str; 3] = ["allow", "require_approval", "deny"];

@@ -5,6 +5,7 @@
 use crate::approvals::{duration, RiskBadge};
 #[cfg(feature = "ssr")]
 use crate::service::service;
+use crate::AppError;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
@@ -83,17 +84,14 @@ pub struct JobDetail {
 pub async fn list_jobs(
     status: Option<String>,
     before: Option<String>,
-) -> Result<JobList, ServerFnError> {
-    service()?
-        .jobs(JobQuery { status, before })
-        .await
-        .map_err(ServerFnError::new)
+) -> Result<JobList, AppError> {
+    service()?.jobs(JobQuery { status, before }).await
 }
 
 /// One job in full.
 #[server(endpoint = "get_job")]
-pub async fn get_job(job_id: String) -> Result<Option<JobDetail>, ServerFnError> {
-    service()?.job(job_id).await.map_err(ServerFnError::new)
+pub async fn get_job(job_id: String) -> Result<Option<JobDetail>, AppError> {
+    service()?.job(job_id).await
 }
 
 fn jobs_href(status: Option<&str>, before: Option<&str>) -> String {

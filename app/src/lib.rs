@@ -48,13 +48,13 @@ pub struct AuthOptions {
 
 /// The ways to sign in, for the sign-in page.
 #[server(endpoint = "sign_in_options")]
-pub async fn sign_in_options() -> Result<AuthOptions, ServerFnError> {
+pub async fn sign_in_options() -> Result<AuthOptions, AppError> {
     Ok(use_context::<AuthOptions>().unwrap_or_default())
 }
 
 /// Who is signed in (the server puts them in context for each request).
 #[server(endpoint = "whoami")]
-pub async fn whoami() -> Result<Option<UserView>, ServerFnError> {
+pub async fn whoami() -> Result<Option<UserView>, AppError> {
     Ok(use_context::<UserView>())
 }
 

@@ -5,6 +5,7 @@
 
 #[cfg(feature = "ssr")]
 use crate::service::service;
+use crate::AppError;
 use enforcer::{PolicySet, Principal, Request};
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -20,8 +21,8 @@ pub struct PolicySource {
 
 /// The active policy.
 #[server(endpoint = "active_policy")]
-pub async fn active_policy() -> Result<PolicySource, ServerFnError> {
-    service()?.policy().await.map_err(ServerFnError::new)
+pub async fn active_policy() -> Result<PolicySource, AppError> {
+    service()?.policy().await
 }
 
 /// `/policies`.

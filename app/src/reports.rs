@@ -5,6 +5,7 @@
 
 #[cfg(feature = "ssr")]
 use crate::service::service;
+use crate::AppError;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
@@ -72,20 +73,14 @@ pub struct ExportProgress {
 
 /// How far the signed-in person's download `token` has got.
 #[server(endpoint = "export_progress")]
-pub async fn download_progress(token: String) -> Result<Option<ExportProgress>, ServerFnError> {
-    service()?
-        .export_progress(token)
-        .await
-        .map_err(ServerFnError::new)
+pub async fn download_progress(token: String) -> Result<Option<ExportProgress>, AppError> {
+    service()?.export_progress(token).await
 }
 
 /// Count what an export would hold.
 #[server(endpoint = "report_preview", input = leptos::server_fn::codec::Json)]
-pub async fn preview_report(query: ReportQuery) -> Result<ReportPreview, ServerFnError> {
-    service()?
-        .report_preview(query)
-        .await
-        .map_err(ServerFnError::new)
+pub async fn preview_report(query: ReportQuery) -> Result<ReportPreview, AppError> {
+    service()?.report_preview(query).await
 }
 
 fn clean(value: Option<String>) -> Option<String> {

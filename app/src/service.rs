@@ -14,6 +14,8 @@ use crate::policies::PolicySource;
 #[cfg(feature = "ssr")]
 use crate::reports::{ExportProgress, ReportPreview, ReportQuery};
 #[cfg(feature = "ssr")]
+use crate::AppError;
+#[cfg(feature = "ssr")]
 use leptos::prelude::*;
 
 #[cfg(feature = "ssr")]
@@ -22,26 +24,31 @@ pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 
 /// The portal's data and actions, implemented by the server.
 #[cfg(feature = "ssr")]
 pub trait PortalService: Send + Sync {
-    fn pending(&self) -> BoxFuture<Result<Vec<PendingApproval>, String>>;
-    fn approval(&self, job_id: String) -> BoxFuture<Result<Option<ApprovalView>, String>>;
+    fn pending(&self) -> BoxFuture<Result<Vec<PendingApproval>, AppError>>;
+    fn approval(&self, job_id: String) -> BoxFuture<Result<Option<ApprovalView>, AppError>>;
     /// Cast the signed-in person's vote.
-    fn vote(&self, job_id: String, approve: bool, reason: String) -> BoxFuture<Result<(), String>>;
-    fn jobs(&self, query: JobQuery) -> BoxFuture<Result<JobList, String>>;
-    fn job(&self, job_id: String) -> BoxFuture<Result<Option<JobDetail>, String>>;
-    fn dashboard(&self) -> BoxFuture<Result<DashboardView, String>>;
-    fn policy(&self) -> BoxFuture<Result<PolicySource, String>>;
-    fn audit(&self, query: AuditQuery) -> BoxFuture<Result<AuditList, String>>;
-    fn audit_row(&self, seq: i64) -> BoxFuture<Result<Option<AuditRowDetail>, String>>;
+    fn vote(
+        &self,
+        job_id: String,
+        approve: bool,
+        reason: String,
+    ) -> BoxFuture<Result<(), AppError>>;
+    fn jobs(&self, query: JobQuery) -> BoxFuture<Result<JobList, AppError>>;
+    fn job(&self, job_id: String) -> BoxFuture<Result<Option<JobDetail>, AppError>>;
+    fn dashboard(&self) -> BoxFuture<Result<DashboardView, AppError>>;
+    fn policy(&self) -> BoxFuture<Result<PolicySource, AppError>>;
+    fn audit(&self, query: AuditQuery) -> BoxFuture<Result<AuditList, AppError>>;
+    fn audit_row(&self, seq: i64) -> BoxFuture<Result<Option<AuditRowDetail>, AppError>>;
     /// What an export would hold (auditors and admins).
-    fn report_preview(&self, query: ReportQuery) -> BoxFuture<Result<ReportPreview, String>>;
+    fn report_preview(&self, query: ReportQuery) -> BoxFuture<Result<ReportPreview, AppError>>;
     /// How far the signed-in person's download `token` has got (on this replica).
-    fn export_progress(&self, token: String) -> BoxFuture<Result<Option<ExportProgress>, String>>;
+    fn export_progress(&self, token: String)
+        -> BoxFuture<Result<Option<ExportProgress>, AppError>>;
     /// Put a dead-lettered notification back in the queue (admins).
-    fn retry_delivery(&self, id: i64) -> BoxFuture<Result<(), String>>;
+    fn retry_delivery(&self, id: i64) -> BoxFuture<Result<(), AppError>>;
 }
 
 #[cfg(feature = "ssr")]
-pub fn service() -> Result<std::sync::Arc<dyn PortalService>, ServerFnError> {
-    use_context::<std::sync::Arc<dyn PortalService>>()
-        .ok_or_else(|| ServerFnError::new("the portal service is unavailable"))
+pub fn service() -> Result<std::sync::Arc<dyn PortalService>, AppError> {
+    use_context::<std::sync::Arc<dyn PortalService>>().ok_or(AppError::Internal)
 }

@@ -48,7 +48,7 @@ async fn run(label: &str, db: Database, config: &Config) {
     let clients = env_or("LOAD_CLIENTS", 64).max(1);
     let max = Duration::from_secs(env_or("LOAD_MAX_SECS", 60) as u64);
     let (_, token) = server::services::identity::api_tokens::create(
-        &db,
+        &db.store(),
         "load-client",
         &[],
         &CLIENT_CAPABILITIES.map(String::from),

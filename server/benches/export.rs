@@ -60,7 +60,7 @@ fn main() {
         db.migrate().await.expect("migrate");
         common::seed(&db, rows).await;
         let token = server::services::identity::api_tokens::create(
-            &db,
+            &db.store(),
             "bench-auditor",
             &["auditor".into()],
             &[],

@@ -99,9 +99,15 @@ async fn run(label: &str, db: Database, config: &Config) {
     // A time budget per page bounds the run whatever the machine.
     let max = Duration::from_secs(env_or("SSR_PAGE_SECS", 30) as u64);
     seed(&db, rows).await;
-    server::services::identity::accounts::add(&db, "bench", PASSWORD, &["admin".into()], &[])
-        .await
-        .expect("account");
+    server::services::identity::accounts::add(
+        &db.store(),
+        "bench",
+        PASSWORD,
+        &["admin".into()],
+        &[],
+    )
+    .await
+    .expect("account");
     let policy = Arc::new(enforcer::default_policy().expect("policy"));
     let state = AppState::new(config, db.clone(), policy).expect("state");
     let router = app(state);

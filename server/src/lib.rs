@@ -5,9 +5,6 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-// The store first: its `on_db!` macro is visible to the modules below it.
-#[macro_use]
-pub mod store;
 // Edges: the router (this file), the JSON API, the portal's service, the sign-in and security
 // middleware, the command line, the agent and the executors.
 pub mod agent;
@@ -22,6 +19,7 @@ pub mod services;
 pub mod config;
 pub mod listener;
 pub mod metrics;
+pub mod store;
 pub mod telemetry;
 pub mod vocab;
 
@@ -322,12 +320,8 @@ async fn portal_events(
 /// `/metrics`: Prometheus text format. The queue depth is read from the database at scrape time
 /// (shared by every replica); the rest is this process's own counts.
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    let queue: Result<Vec<(String, i64)>, sqlx::Error> = on_db!(&state.db, pool => sqlx::query_as(
-        "SELECT status, COUNT(*) FROM command_queue GROUP BY status ORDER BY status",
-    )
-    .fetch_all(pool)
-    .await);
-    let queue = queue.unwrap_or_else(|error| {
+    use store::Store;
+    let queue = state.store.job_counts().await.unwrap_or_else(|error| {
         tracing::warn!(%error, "metrics: queue depth unavailable");
         Vec::new()
     });

@@ -437,7 +437,7 @@ async fn audit_purge(config: Config, older_than: &str) -> Result<(), String> {
         .map_err(|e| format!("purge failed: {e}"))?;
     audit_cli_action(
         &config,
-        &db,
+        &store,
         "audit.purge",
         &format!("{deleted} rows older than {cutoff} purged; chain anchored at row {anchor}"),
         serde_json::json!({ "deleted": deleted, "anchor": anchor, "older_than": older_than }),
@@ -488,6 +488,7 @@ fn read_password() -> Result<String, String> {
 async fn user(config: Config, command: UserCommand) -> Result<(), String> {
     use server::services::identity::accounts;
     let db = open_database(&config).await?;
+    let store = AnyStore::new(&db);
     let (summary, context) = match command {
         UserCommand::Add {
             name,
@@ -500,7 +501,7 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
             } else {
                 (accounts::generate_password(), true)
             };
-            let account = accounts::add(&db, &name, &password, &roles, &capabilities)
+            let account = accounts::add(&store, &name, &password, &roles, &capabilities)
                 .await
                 .map_err(|e| e.to_string())?;
             let mut out = std::io::stdout();
@@ -520,7 +521,7 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
             )
         }
         UserCommand::Passwd { name } => {
-            accounts::set_password(&db, &name, &read_password()?)
+            accounts::set_password(&store, &name, &read_password()?)
                 .await
                 .map_err(|e| e.to_string())?;
             (
@@ -529,7 +530,7 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
             )
         }
         UserCommand::Disable { name } => {
-            accounts::set_disabled(&db, &name, true)
+            accounts::set_disabled(&store, &name, true)
                 .await
                 .map_err(|e| e.to_string())?;
             (
@@ -538,7 +539,7 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
             )
         }
         UserCommand::Enable { name } => {
-            accounts::set_disabled(&db, &name, false)
+            accounts::set_disabled(&store, &name, false)
                 .await
                 .map_err(|e| e.to_string())?;
             (
@@ -547,7 +548,7 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
             )
         }
     };
-    audit_cli_action(&config, &db, "user", &summary, context)
+    audit_cli_action(&config, &store, "user", &summary, context)
         .await
         .map_err(|e| format!("done, but {e}"))?;
     db.close().await;
@@ -557,6 +558,7 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
 async fn token(config: Config, command: TokenCommand) -> Result<(), String> {
     use server::services::identity::api_tokens;
     let db = open_database(&config).await?;
+    let store = AnyStore::new(&db);
     let mut out = std::io::stdout();
     let audit_note = match command {
         TokenCommand::Create {
@@ -579,7 +581,7 @@ async fn token(config: Config, command: TokenCommand) -> Result<(), String> {
                 (Some(name), None) => name,
                 (None, None) => return Err("give --name or --agent".into()),
             };
-            let (created, text) = api_tokens::create(&db, &name, &roles, &capabilities)
+            let (created, text) = api_tokens::create(&store, &name, &roles, &capabilities)
                 .await
                 .map_err(|e| e.to_string())?;
             writeln!(out, "{text}").map_err(|e| e.to_string())?;
@@ -590,7 +592,10 @@ async fn token(config: Config, command: TokenCommand) -> Result<(), String> {
             ))
         }
         TokenCommand::List => {
-            for t in api_tokens::list_all(&db).await.map_err(|e| e.to_string())? {
+            for t in api_tokens::list_all(&store)
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 let state = if t.revoked_at.is_some() {
                     "revoked"
                 } else {
@@ -609,7 +614,7 @@ async fn token(config: Config, command: TokenCommand) -> Result<(), String> {
             None
         }
         TokenCommand::Revoke { name } => {
-            api_tokens::revoke(&db, &name)
+            api_tokens::revoke(&store, &name)
                 .await
                 .map_err(|e| e.to_string())?;
             Some((
@@ -619,7 +624,7 @@ async fn token(config: Config, command: TokenCommand) -> Result<(), String> {
         }
     };
     if let Some((summary, context)) = audit_note {
-        audit_cli_action(&config, &db, "token", &summary, context)
+        audit_cli_action(&config, &store, "token", &summary, context)
             .await
             .map_err(|e| format!("done, but {e}"))?;
     }
@@ -630,12 +635,12 @@ async fn token(config: Config, command: TokenCommand) -> Result<(), String> {
 /// Record an operator's command-line action in the audit trail.
 async fn audit_cli_action(
     config: &Config,
-    db: &Database,
+    store: &AnyStore,
     operation: &str,
     summary: &str,
     context: serde_json::Value,
 ) -> Result<(), String> {
-    let writer = AuditWriter::spawn(AnyStore::new(db), checkpoint_policy(config));
+    let writer = AuditWriter::spawn(store.clone(), checkpoint_policy(config));
     let mut event = NewAuditEvent::new(
         EventKind::PortalAction,
         &operator(),
@@ -673,10 +678,6 @@ async fn serve(config: Config) -> Result<(), String> {
     let policy = evaluate::load_policy(config.policy_file.as_deref()).map_err(|e| e.to_string())?;
     tracing::info!(policy = %policy.name, hash = %policy.hash(), "policy loaded");
     let db = open_database(&config).await?;
-    // Audit rows keep only what their policy cannot give back, so the policy is kept first.
-    server::services::policy_versions::record(&db, &policy)
-        .await
-        .map_err(|e| format!("cannot record the policy in the database: {e}"))?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|e| format!("cannot listen on {} (setting bind): {e}", config.bind))?;
@@ -684,6 +685,10 @@ async fn serve(config: Config) -> Result<(), String> {
         tracing::warn!("COUNTERSIGN_AUDIT_KEY is not set: no keyed checkpoints, so cutting off the newest audit rows would go unnoticed");
     }
     let state = AppState::new(&config, db.clone(), Arc::new(policy)).map_err(|e| e.to_string())?;
+    // Audit rows keep only what their policy cannot give back, so the policy is kept first.
+    server::services::policy_versions::record(&state.store, &state.policy)
+        .await
+        .map_err(|e| format!("cannot record the policy in the database: {e}"))?;
     Maintenance {
         store: state.store.clone(),
         writer: state.audit.clone(),

@@ -12,6 +12,7 @@ use app::audit::{AuditList, AuditQuery, AuditRowDetail, AuditRowView};
 use app::dashboard::{DashboardView, DeadLetterRow, DeliveryView, RecentRow};
 use app::jobs::{JobDetail, JobList, JobQuery, JobRow, TimelineEntry};
 use app::service::{BoxFuture, PortalService};
+use app::AppError;
 use chrono::Utc;
 use enforcer::{Principal, Request, Verdict};
 use serde_json::{Map, Value};
@@ -110,7 +111,10 @@ fn arg_text(value: &Value) -> String {
 }
 
 impl Portal {
-    async fn pending_list(state: AppState, user: SignedIn) -> Result<Vec<PendingApproval>, String> {
+    async fn pending_list(
+        state: AppState,
+        user: SignedIn,
+    ) -> Result<Vec<PendingApproval>, AppError> {
         let jobs = state
             .store
             .pending_jobs(LIST_LIMIT)
@@ -137,7 +141,7 @@ impl Portal {
         state: AppState,
         user: SignedIn,
         job_id: String,
-    ) -> Result<Option<ApprovalView>, String> {
+    ) -> Result<Option<ApprovalView>, AppError> {
         let job = match state.store.job(&job_id).await {
             Ok(job) => job,
             Err(StoreError::NotFound) => return Ok(None),
@@ -255,7 +259,7 @@ impl Portal {
 }
 
 impl Portal {
-    async fn dashboard_of(state: AppState, user: SignedIn) -> Result<DashboardView, String> {
+    async fn dashboard_of(state: AppState, user: SignedIn) -> Result<DashboardView, AppError> {
         let now = Utc::now();
         let stats = state
             .store
@@ -319,11 +323,13 @@ impl Portal {
 
 impl Portal {
     /// Notification deliveries for the dashboard: counts per sink and status, newest dead letters.
-    async fn deliveries(state: &AppState, user: &SignedIn) -> Result<DeliveryView, String> {
+    async fn deliveries(state: &AppState, user: &SignedIn) -> Result<DeliveryView, AppError> {
         use crate::services::notifications::notify;
         let failed = |error: StoreError| {
             tracing::error!(%error, "portal: the notification outbox could not be read");
-            "notification deliveries cannot be read right now; try again".to_string()
+            AppError::Unavailable(
+                "notification deliveries cannot be read right now; try again".into(),
+            )
         };
         let counts = notify::outbox_counts(&state.store).await.map_err(failed)?;
         let dead = notify::dead_letters(&state.store, 20)
@@ -350,10 +356,12 @@ impl Portal {
     }
 
     /// Put a dead letter back in the queue: admins only, audited before it happens.
-    async fn retry_delivery_of(state: AppState, user: SignedIn, id: i64) -> Result<(), String> {
+    async fn retry_delivery_of(state: AppState, user: SignedIn, id: i64) -> Result<(), AppError> {
         use crate::store::{EventKind, NewAuditEvent};
         if !user.roles.iter().any(|r| r == "admin") {
-            return Err("retrying a notification is for admins".into());
+            return Err(AppError::Forbidden {
+                reason: "retrying a notification is for admins".into(),
+            });
         }
         let mut event = NewAuditEvent::new(
             EventKind::PortalAction,
@@ -367,14 +375,18 @@ impl Portal {
         event.context = serde_json::json!({ "outbox_id": id }).to_string();
         state.audit.append(event).await.map_err(|error| {
             tracing::error!(%error, "portal: could not audit a notification retry");
-            "the retry could not be recorded, so it was not done; try again".to_string()
+            AppError::Unavailable(
+                "the retry could not be recorded, so it was not done; try again".into(),
+            )
         })?;
         match crate::services::notifications::notify::retry(&state.store, id).await {
             Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(format!("there is no dead letter {id}")),
+            Ok(None) => Err(AppError::NotFound(format!("there is no dead letter {id}"))),
             Err(error) => {
                 tracing::error!(%error, "portal: could not retry a notification");
-                Err("the notification could not be queued again; try again".into())
+                Err(AppError::Unavailable(
+                    "the notification could not be queued again; try again".into(),
+                ))
             }
         }
     }
@@ -384,16 +396,18 @@ impl Portal {
 const AUDIT_PAGE: i64 = 50;
 
 /// The audit trail is for auditors and admins.
-fn auditor(user: &SignedIn) -> Result<(), String> {
+fn auditor(user: &SignedIn) -> Result<(), AppError> {
     if user.roles.iter().any(|r| r == "auditor" || r == "admin") {
         Ok(())
     } else {
-        Err("the audit trail is for auditors and admins".into())
+        Err(AppError::Forbidden {
+            reason: "the audit trail is for auditors and admins".into(),
+        })
     }
 }
 
 /// `2026-11-25`, `2026-11-25T10:00`, `2026-11-25 10:00:00` or full RFC 3339; UTC unless given.
-fn parse_when(field: &str, text: &str) -> Result<chrono::DateTime<Utc>, String> {
+fn parse_when(field: &str, text: &str) -> Result<chrono::DateTime<Utc>, AppError> {
     let text = text.trim();
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
@@ -411,8 +425,9 @@ fn parse_when(field: &str, text: &str) -> Result<chrono::DateTime<Utc>, String> 
     if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         return Ok(d.and_time(chrono::NaiveTime::MIN).and_utc());
     }
-    Err(format!(
-        "`{field}` is not a date or time (use 2026-11-25 or 2026-11-25T10:00)"
+    Err(AppError::invalid(
+        field,
+        "not a date or time (use 2026-11-25 or 2026-11-25T10:00)",
     ))
 }
 
@@ -436,7 +451,7 @@ impl Portal {
     async fn preview_of(
         state: AppState,
         q: app::reports::ReportQuery,
-    ) -> Result<app::reports::ReportPreview, String> {
+    ) -> Result<app::reports::ReportPreview, AppError> {
         use crate::services::exports::{rfc3339, ExportQuery, ExportSpec};
         let spec = ExportSpec::parse(
             ExportQuery {
@@ -452,12 +467,14 @@ impl Portal {
             },
             Utc::now(),
         )
-        .map_err(|e| e.message)?;
+        .map_err(|e| AppError::invalid(e.field, e.message))?;
         let preview = crate::services::exports::preview(&state.store, &spec)
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "portal: the audit trail could not be counted");
-                "the audit trail cannot be counted right now; try again".to_string()
+                AppError::Unavailable(
+                    "the audit trail cannot be counted right now; try again".into(),
+                )
             })?;
         Ok(app::reports::ReportPreview {
             from: rfc3339(spec.from),
@@ -470,7 +487,7 @@ impl Portal {
         })
     }
 
-    async fn audit_list(state: AppState, q: AuditQuery) -> Result<AuditList, String> {
+    async fn audit_list(state: AppState, q: AuditQuery) -> Result<AuditList, AppError> {
         let filter = crate::store::AuditFilter {
             from: q
                 .from
@@ -487,13 +504,16 @@ impl Portal {
             kind: match q.kind.as_deref() {
                 None => None,
                 Some(k) => Some(crate::store::EventKind::parse(k).ok_or_else(|| {
-                    format!(
-                        "unknown event kind `{k}` (one of: {})",
-                        crate::store::EventKind::ALL
-                            .iter()
-                            .map(|k| k.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                    AppError::invalid(
+                        "kind",
+                        format!(
+                            "unknown event kind `{k}` (one of: {})",
+                            crate::store::EventKind::ALL
+                                .iter()
+                                .map(|k| k.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
                     )
                 })?),
             },
@@ -501,7 +521,7 @@ impl Portal {
                 None => None,
                 Some(b) => Some(
                     b.parse::<i64>()
-                        .map_err(|_| "the page cursor is not valid")?,
+                        .map_err(|_| AppError::invalid("before", "the page cursor is not valid"))?,
                 ),
             },
             after_seq: None,
@@ -524,7 +544,7 @@ impl Portal {
         })
     }
 
-    async fn audit_detail(state: AppState, seq: i64) -> Result<Option<AuditRowDetail>, String> {
+    async fn audit_detail(state: AppState, seq: i64) -> Result<Option<AuditRowDetail>, AppError> {
         if seq < 1 {
             return Ok(None);
         }
@@ -589,7 +609,7 @@ impl Portal {
         // How the caller of a decision signed in (its context names it unless an API token).
         if e.kind == crate::store::EventKind::Decision {
             if let Ok(context) = serde_json::from_str::<serde_json::Value>(&e.context) {
-                let kind = crate::api::decisions::caller_kind(&context).to_string();
+                let kind = crate::services::decisions::caller_kind(&context).to_string();
                 fields.push(("caller kind".to_string(), kind));
             }
         }
@@ -616,7 +636,7 @@ async fn whole_decision(state: &AppState, e: &crate::store::NewAuditEvent) -> Op
         .await
         .ok()
         .flatten()?;
-    let decision = crate::api::decisions::full_decision(e, &policy)?;
+    let decision = crate::services::decisions::full_decision(e, &policy)?;
     serde_json::to_string(&decision).ok()
 }
 
@@ -650,22 +670,29 @@ fn parse_cursor(text: &str) -> Option<(chrono::DateTime<Utc>, String)> {
 }
 
 impl Portal {
-    async fn job_list(state: AppState, user: SignedIn, query: JobQuery) -> Result<JobList, String> {
+    async fn job_list(
+        state: AppState,
+        user: SignedIn,
+        query: JobQuery,
+    ) -> Result<JobList, AppError> {
         let role = &state.policy.approvals.approver_role;
         let sees_all = user
             .roles
             .iter()
             .any(|r| r == role || r == "auditor" || r == "admin");
-        let status = match query.status.as_deref() {
-            None => None,
-            Some(text) => Some(
-                crate::store::JobStatus::parse(text)
-                    .ok_or_else(|| format!("unknown status `{text}`"))?,
-            ),
-        };
+        let status =
+            match query.status.as_deref() {
+                None => None,
+                Some(text) => Some(crate::store::JobStatus::parse(text).ok_or_else(|| {
+                    AppError::invalid("status", format!("unknown status `{text}`"))
+                })?),
+            };
         let before = match query.before.as_deref() {
             None => None,
-            Some(text) => Some(parse_cursor(text).ok_or("the page cursor is not valid")?),
+            Some(text) => Some(
+                parse_cursor(text)
+                    .ok_or_else(|| AppError::invalid("before", "the page cursor is not valid"))?,
+            ),
         };
         let filter = crate::store::JobFilter {
             status,
@@ -700,7 +727,7 @@ impl Portal {
         state: AppState,
         user: SignedIn,
         job_id: String,
-    ) -> Result<Option<JobDetail>, String> {
+    ) -> Result<Option<JobDetail>, AppError> {
         let job = match state.store.job(&job_id).await {
             Ok(job) => job,
             Err(StoreError::NotFound) => return Ok(None),
@@ -755,13 +782,13 @@ impl Portal {
     }
 }
 
-fn unavailable(error: &StoreError) -> String {
+fn unavailable(error: &StoreError) -> AppError {
     tracing::error!(%error, "portal: the store could not be read");
-    "the approval queue cannot be read right now; try again".to_string()
+    AppError::Unavailable("the approval queue cannot be read right now; try again".into())
 }
 
-fn signed_out() -> String {
-    "sign in first".to_string()
+fn signed_out() -> AppError {
+    AppError::Unauthenticated
 }
 
 impl Portal {
@@ -769,9 +796,9 @@ impl Portal {
     fn signed_in<T, F>(
         &self,
         work: impl FnOnce(AppState, SignedIn) -> F + Send + 'static,
-    ) -> BoxFuture<Result<T, String>>
+    ) -> BoxFuture<Result<T, AppError>>
     where
-        F: std::future::Future<Output = Result<T, String>> + Send + 'static,
+        F: std::future::Future<Output = Result<T, AppError>> + Send + 'static,
         T: 'static,
     {
         let (state, user) = (self.state.clone(), self.user.clone());
@@ -780,7 +807,7 @@ impl Portal {
 }
 
 impl PortalService for Portal {
-    fn policy(&self) -> BoxFuture<Result<app::policies::PolicySource, String>> {
+    fn policy(&self) -> BoxFuture<Result<app::policies::PolicySource, AppError>> {
         self.signed_in(|state, _| async move {
             Ok(app::policies::PolicySource {
                 file: state.policy.file().to_string(),
@@ -790,14 +817,14 @@ impl PortalService for Portal {
         })
     }
 
-    fn audit(&self, query: AuditQuery) -> BoxFuture<Result<AuditList, String>> {
+    fn audit(&self, query: AuditQuery) -> BoxFuture<Result<AuditList, AppError>> {
         self.signed_in(|state, user| async move {
             auditor(&user)?;
             Portal::audit_list(state, query).await
         })
     }
 
-    fn audit_row(&self, seq: i64) -> BoxFuture<Result<Option<AuditRowDetail>, String>> {
+    fn audit_row(&self, seq: i64) -> BoxFuture<Result<Option<AuditRowDetail>, AppError>> {
         self.signed_in(move |state, user| async move {
             auditor(&user)?;
             Portal::audit_detail(state, seq).await
@@ -807,7 +834,7 @@ impl PortalService for Portal {
     fn report_preview(
         &self,
         query: app::reports::ReportQuery,
-    ) -> BoxFuture<Result<app::reports::ReportPreview, String>> {
+    ) -> BoxFuture<Result<app::reports::ReportPreview, AppError>> {
         self.signed_in(|state, user| async move {
             auditor(&user)?;
             Portal::preview_of(state, query).await
@@ -817,7 +844,7 @@ impl PortalService for Portal {
     fn export_progress(
         &self,
         token: String,
-    ) -> BoxFuture<Result<Option<app::reports::ExportProgress>, String>> {
+    ) -> BoxFuture<Result<Option<app::reports::ExportProgress>, AppError>> {
         self.signed_in(move |state, user| async move {
             Ok(state.export_progress.get(&user.username, &token).map(|p| {
                 app::reports::ExportProgress {
@@ -829,31 +856,36 @@ impl PortalService for Portal {
         })
     }
 
-    fn dashboard(&self) -> BoxFuture<Result<DashboardView, String>> {
+    fn dashboard(&self) -> BoxFuture<Result<DashboardView, AppError>> {
         self.signed_in(Portal::dashboard_of)
     }
 
-    fn retry_delivery(&self, id: i64) -> BoxFuture<Result<(), String>> {
+    fn retry_delivery(&self, id: i64) -> BoxFuture<Result<(), AppError>> {
         self.signed_in(move |state, user| Portal::retry_delivery_of(state, user, id))
     }
 
-    fn jobs(&self, query: JobQuery) -> BoxFuture<Result<JobList, String>> {
+    fn jobs(&self, query: JobQuery) -> BoxFuture<Result<JobList, AppError>> {
         self.signed_in(|state, user| Portal::job_list(state, user, query))
     }
 
-    fn job(&self, job_id: String) -> BoxFuture<Result<Option<JobDetail>, String>> {
+    fn job(&self, job_id: String) -> BoxFuture<Result<Option<JobDetail>, AppError>> {
         self.signed_in(|state, user| Portal::job_detail(state, user, job_id))
     }
 
-    fn pending(&self) -> BoxFuture<Result<Vec<PendingApproval>, String>> {
+    fn pending(&self) -> BoxFuture<Result<Vec<PendingApproval>, AppError>> {
         self.signed_in(Portal::pending_list)
     }
 
-    fn approval(&self, job_id: String) -> BoxFuture<Result<Option<ApprovalView>, String>> {
+    fn approval(&self, job_id: String) -> BoxFuture<Result<Option<ApprovalView>, AppError>> {
         self.signed_in(|state, user| Portal::detail_of(state, user, job_id))
     }
 
-    fn vote(&self, job_id: String, approve: bool, reason: String) -> BoxFuture<Result<(), String>> {
+    fn vote(
+        &self,
+        job_id: String,
+        approve: bool,
+        reason: String,
+    ) -> BoxFuture<Result<(), AppError>> {
         self.signed_in(move |state, user| async move {
             let verdict = if approve {
                 Verdict::Approve
@@ -865,9 +897,20 @@ impl PortalService for Portal {
                 Ok(_) => Ok(()),
                 Err(VoteError::Unavailable(error)) => {
                     tracing::error!(%error, "portal vote could not be recorded");
-                    Err("the vote could not be recorded; nothing changed — try again".into())
+                    Err(AppError::Unavailable(
+                        "the vote could not be recorded; nothing changed — try again".into(),
+                    ))
                 }
-                Err(other) => Err(other.to_string()),
+                Err(VoteError::NotFound) => Err(AppError::NotFound("no such request".into())),
+                Err(conflict @ VoteError::NotQueued(_)) => {
+                    Err(AppError::Conflict(conflict.to_string()))
+                }
+                Err(refused @ VoteError::NotEligible(_)) => Err(AppError::Forbidden {
+                    reason: refused.to_string(),
+                }),
+                Err(invalid @ (VoteError::ReasonRequired(_) | VoteError::ReasonTooLong)) => {
+                    Err(AppError::invalid("reason", invalid.to_string()))
+                }
             }
         })
     }

@@ -128,7 +128,7 @@ impl Api {
     async fn token(&self, name: &str, roles: &[&str], caps: &[&str]) -> String {
         let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
         let caps: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
-        server::services::identity::api_tokens::create(&self.db, name, &roles, &caps)
+        server::services::identity::api_tokens::create(&self.db.store(), name, &roles, &caps)
             .await
             .expect("token")
             .1
@@ -1479,7 +1479,7 @@ async fn a_revoked_token_stops_working_within_the_cache_time() {
     let api = sqlite_api(|c| c.api_token_cache_secs = 0).await;
     let token = api.token("it-mcp", &[], &OPS).await;
     assert_eq!(api.decide(&token, sudo_ls()).await.0, StatusCode::OK);
-    server::services::identity::api_tokens::revoke(&api.db, "it-mcp")
+    server::services::identity::api_tokens::revoke(&api.db.store(), "it-mcp")
         .await
         .expect("revoke");
     assert_eq!(
@@ -1491,7 +1491,7 @@ async fn a_revoked_token_stops_working_within_the_cache_time() {
     let api = sqlite_api(|c| c.api_token_cache_secs = 3_600).await;
     let token = api.token("it-mcp", &[], &OPS).await;
     assert_eq!(api.decide(&token, sudo_ls()).await.0, StatusCode::OK);
-    server::services::identity::api_tokens::revoke(&api.db, "it-mcp")
+    server::services::identity::api_tokens::revoke(&api.db.store(), "it-mcp")
         .await
         .expect("revoke");
     assert_eq!(api.decide(&token, sudo_ls()).await.0, StatusCode::OK);
@@ -1515,14 +1515,15 @@ async fn a_revoked_token_stops_working_within_the_cache_time() {
 async fn a_burst_of_token_checks_passes_and_the_use_is_recorded() {
     use server::services::identity::api_tokens::{self, TokenCache};
     let api = sqlite_api(|_| {}).await;
-    let (_, presented) = api_tokens::create(&api.db, "burst", &[], &[])
+    let (_, presented) = api_tokens::create(&api.db.store(), "burst", &[], &[])
         .await
         .expect("token");
     let cache = Arc::new(TokenCache::new(5));
+    let store = api.db.store();
     let checks: Vec<_> = (0..32)
         .map(|_| {
-            let (cache, db, presented) = (cache.clone(), api.db.clone(), presented.clone());
-            tokio::spawn(async move { cache.authenticate(&db, &presented).await })
+            let (cache, store, presented) = (cache.clone(), store.clone(), presented.clone());
+            tokio::spawn(async move { cache.authenticate(&store, &presented).await })
         })
         .collect();
     for check in checks {
@@ -1531,7 +1532,7 @@ async fn a_burst_of_token_checks_passes_and_the_use_is_recorded() {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     let recorded = loop {
-        let tokens = api_tokens::list_all(&api.db).await.expect("list");
+        let tokens = api_tokens::list_all(&api.db.store()).await.expect("list");
         if let Some(at) = tokens[0].last_used_at {
             break at;
         }
@@ -1541,7 +1542,7 @@ async fn a_burst_of_token_checks_passes_and_the_use_is_recorded() {
     assert!((chrono::Utc::now().timestamp() - recorded).abs() < 60);
     // A wrong secret is still refused, cached success or not.
     let wrong = format!("{}x", &presented[..presented.len() - 1]);
-    assert!(cache.authenticate(&api.db, &wrong).await.is_err());
+    assert!(cache.authenticate(&store, &wrong).await.is_err());
 }
 
 /// A vote without an audit row: these tests drive the job machine, not the approval service

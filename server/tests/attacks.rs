@@ -958,14 +958,22 @@ async fn only_an_agent_token_claims_jobs_and_reports_runs() {
     })
     .await
     .expect("connect");
-    let (_, viewer) =
-        server::services::identity::api_tokens::create(&db, "viewer-tok", &["viewer".into()], &[])
-            .await
-            .expect("viewer token");
-    let (_, agent) =
-        server::services::identity::api_tokens::create(&db, "agent-1", &["agent".into()], &[])
-            .await
-            .expect("agent token");
+    let (_, viewer) = server::services::identity::api_tokens::create(
+        &db.store(),
+        "viewer-tok",
+        &["viewer".into()],
+        &[],
+    )
+    .await
+    .expect("viewer token");
+    let (_, agent) = server::services::identity::api_tokens::create(
+        &db.store(),
+        "agent-1",
+        &["agent".into()],
+        &[],
+    )
+    .await
+    .expect("agent token");
     db.close().await;
     let job = suite.job("single").await;
     let dave = suite

@@ -355,7 +355,7 @@ async fn user_commands_manage_local_accounts_and_are_audited() {
     };
     let db = server::Database::connect(&config).await.expect("db");
     let refused = server::services::identity::accounts::authenticate(
-        &db,
+        &db.store(),
         "dave",
         "a sufficiently long password",
     )

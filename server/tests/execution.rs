@@ -175,7 +175,7 @@ async fn harness() -> Harness {
         .await
     });
     let caller_token = server::services::identity::api_tokens::create(
-        &db,
+        &db.store(),
         "it-mcp",
         &[],
         &["local-shell".to_string()],
@@ -368,7 +368,7 @@ async fn a_webhook_job_is_signed_retried_and_its_answer_recorded() {
 async fn the_agent_binary_runs_the_jobs_assigned_to_it() {
     let h = harness().await;
     let agent_token = server::services::identity::api_tokens::create(
-        &h.state.db,
+        &h.state.store,
         "agent-7",
         &["agent".to_string()],
         &[],
@@ -377,7 +377,7 @@ async fn the_agent_binary_runs_the_jobs_assigned_to_it() {
     .expect("token")
     .1;
     let other_token = server::services::identity::api_tokens::create(
-        &h.state.db,
+        &h.state.store,
         "agent-8",
         &["agent".to_string()],
         &[],

@@ -206,10 +206,14 @@ async fn when_the_disk_is_full_every_decision_is_denied_and_service_resumes_by_i
     })
     .await
     .expect("connect");
-    let (_, unused) =
-        server::services::identity::api_tokens::create(&db, "it-mcp-2", &[], &["ssh-linux".into()])
-            .await
-            .expect("token");
+    let (_, unused) = server::services::identity::api_tokens::create(
+        &db.store(),
+        "it-mcp-2",
+        &[],
+        &["ssh-linux".into()],
+    )
+    .await
+    .expect("token");
     db.close().await;
 
     // The kernel refuses every write past the first byte of any file (RLIMIT_FSIZE): what
@@ -459,10 +463,14 @@ async fn a_job_whose_agent_is_killed_mid_run_is_leased_again_and_never_runs_twic
         )
         .await;
     let (job_id, state, db) = ask_and_approve(&env, &server, &policy_file, &policy).await;
-    let (_, agent_token) =
-        server::services::identity::api_tokens::create(&db, "agent-7", &["agent".to_string()], &[])
-            .await
-            .expect("agent token");
+    let (_, agent_token) = server::services::identity::api_tokens::create(
+        &db.store(),
+        "agent-7",
+        &["agent".to_string()],
+        &[],
+    )
+    .await
+    .expect("agent token");
     let agent = |max_jobs: Option<&str>| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_countersign"));
         command
@@ -789,10 +797,14 @@ async fn one_vote_and_one_run_per_job(env: Env) {
     .expect("connect");
     let mut agents = Vec::new();
     for name in ["agent-a", "agent-b"] {
-        let (_, agent_token) =
-            server::services::identity::api_tokens::create(&db, name, &["agent".to_string()], &[])
-                .await
-                .expect("agent token");
+        let (_, agent_token) = server::services::identity::api_tokens::create(
+            &db.store(),
+            name,
+            &["agent".to_string()],
+            &[],
+        )
+        .await
+        .expect("agent token");
         agents.push(Agent(
             Command::new(env!("CARGO_BIN_EXE_countersign"))
                 .args(["agent", "--server", &server.base, "--id", name])

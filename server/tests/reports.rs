@@ -59,7 +59,7 @@ async fn env_on(with_key: bool, database_url: Option<&str>) -> Env {
 impl Env {
     async fn token(&self, name: &str, roles: &[&str]) -> String {
         let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
-        server::services::identity::api_tokens::create(&self.db, name, &roles, &[])
+        server::services::identity::api_tokens::create(&self.db.store(), name, &roles, &[])
             .await
             .expect("token")
             .1
@@ -164,7 +164,7 @@ impl Env {
         );
         sign_in.timestamp = now - Duration::minutes(5);
         events.push(sign_in);
-        server::services::policy_versions::record(&self.db, &self.state.policy)
+        server::services::policy_versions::record(&self.db.store(), &self.state.policy)
             .await
             .expect("record the policy");
         self.state.store.append_audit(&events).await.expect("seed");

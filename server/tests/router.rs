@@ -45,7 +45,7 @@ async fn sqlite_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let db = Database::connect(&config).await.expect("sqlite opens");
     db.migrate().await.expect("migrations apply");
     server::services::identity::accounts::add(
-        &db,
+        &db.store(),
         "alice",
         PASSWORD,
         &["approver".into()],
@@ -465,7 +465,7 @@ async fn the_api_takes_api_tokens_and_refuses_everything_else() {
         server::store::AnyStore::Postgres(s) => Database::Postgres(s.pool().clone()),
     };
     let (_, token) = server::services::identity::api_tokens::create(
-        &db,
+        &db.store(),
         "it-mcp",
         &[],
         &["ssh-linux".into(), "remote-exec".into()],
@@ -505,7 +505,7 @@ async fn the_api_takes_api_tokens_and_refuses_everything_else() {
             Some(b"Bearer".as_slice())
         );
     }
-    server::services::identity::api_tokens::revoke(&db, "it-mcp")
+    server::services::identity::api_tokens::revoke(&db.store(), "it-mcp")
         .await
         .expect("revoke");
     // A verified token is remembered for `api_token_cache_secs` (tests/api.rs covers that);
@@ -832,7 +832,7 @@ async fn the_audit_explorer_filters_pages_and_verifies_rows_for_auditors() {
     let _serial = SERIAL.lock().await;
     let test = sqlite_app().await;
     server::services::identity::accounts::add(
-        &test.state.db,
+        &test.state.store,
         "bob",
         PASSWORD,
         &["auditor".into()],
@@ -878,7 +878,7 @@ async fn the_audit_explorer_filters_pages_and_verifies_rows_for_auditors() {
     let (_, html) = get_as(&test.router, "/audit?kind=bogus", &cookie).await;
     assert!(html.contains("unknown event kind"), "{html}");
     let (_, html) = get_as(&test.router, "/audit?from=yesterday", &cookie).await;
-    assert!(html.contains("is not a date or time"), "{html}");
+    assert!(html.contains("from: not a date or time"), "{html}");
 
     let (status, html) = get_as(&test.router, "/audit/2", &cookie).await;
     assert_eq!(status, StatusCode::OK);
@@ -1347,21 +1347,21 @@ async fn replicas_share_the_first_admin(url: &str) {
     }
     let db = &replicas[0].db;
     assert_eq!(
-        server::services::identity::accounts::count(db)
+        server::services::identity::accounts::count(&db.store())
             .await
             .expect("count"),
         1,
         "one admin"
     );
     assert!(
-        server::services::identity::accounts::authenticate(db, "admin", PASSWORD)
+        server::services::identity::accounts::authenticate(&db.store(), "admin", PASSWORD)
             .await
             .is_ok(),
         "it signs in"
     );
     // A replica that finds the account created under it goes on too.
     assert!(
-        !server::services::identity::accounts::add_first_admin(db, PASSWORD)
+        !server::services::identity::accounts::add_first_admin(&db.store(), PASSWORD)
             .await
             .expect("another replica's admin is accepted"),
         "not created twice"
@@ -1392,7 +1392,7 @@ async fn the_dashboard_shows_audit_rows_only_to_those_who_may_read_the_trail() {
     let test = sqlite_app().await;
     for (name, role) in [("vic", "viewer"), ("bob", "auditor")] {
         server::services::identity::accounts::add(
-            &test.state.db,
+            &test.state.store,
             name,
             PASSWORD,
             &[role.into()],

@@ -5,8 +5,9 @@
 use chrono::{Duration, Utc};
 use enforcer::Verdict;
 use server::store::{
-    audit, postgres::PgStore, sqlite::SqliteStore, AuditWriter, EventKind, JobOutcome, JobStatus,
-    NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
+    audit, postgres::PgStore, sqlite::SqliteStore, Attempt, AuditWriter, Claim, EventKind,
+    IdempotencyStore, IdentityStore, IntegrationStore, JobOutcome, JobStatus, NewAuditEvent,
+    NewJob, NewOutboxMessage, NewUser, Store, StoreError, TokenRow, VoteRecord,
 };
 
 mod common;
@@ -1225,6 +1226,341 @@ impl Tamper for PgStore {
     }
 }
 
+// ------------------------------------------------------------------------------------------
+// What the services keep beside the audit trail and the queue: idempotency keys, integration
+// leases, cursors and the outbox, accounts and tokens, kept policies, rows by id.
+
+async fn idempotency_keys_claim_replay_and_release<S: Store + IdempotencyStore>(store: &S) {
+    let now = 1_700_000_000;
+    assert_eq!(
+        store
+            .claim_key("it-mcp", "k1", "h1", now)
+            .await
+            .expect("claim"),
+        Claim::Fresh
+    );
+    assert_eq!(
+        store
+            .claim_key("it-mcp", "k1", "h1", now)
+            .await
+            .expect("again"),
+        Claim::InFlight,
+        "no answer yet"
+    );
+    assert_eq!(
+        store
+            .claim_key("it-mcp", "k1", "h2", now)
+            .await
+            .expect("other body"),
+        Claim::Mismatch
+    );
+    assert_eq!(
+        store
+            .claim_key("other", "k1", "h2", now)
+            .await
+            .expect("other caller"),
+        Claim::Fresh,
+        "keys are per caller"
+    );
+    store
+        .complete_key("it-mcp", "k1", "{\"answer\":1}")
+        .await
+        .expect("complete");
+    assert_eq!(
+        store
+            .claim_key("it-mcp", "k1", "h1", now)
+            .await
+            .expect("replay"),
+        Claim::Replay("{\"answer\":1}".into())
+    );
+    // A released key (no answer) is fresh again; an answered one is not released.
+    store.release_key("other", "k1").await.expect("release");
+    store
+        .release_key("it-mcp", "k1")
+        .await
+        .expect("release answered");
+    assert_eq!(
+        store
+            .claim_key("other", "k1", "h3", now)
+            .await
+            .expect("claim"),
+        Claim::Fresh
+    );
+    assert!(matches!(
+        store
+            .claim_key("it-mcp", "k1", "h1", now)
+            .await
+            .expect("replay"),
+        Claim::Replay(_)
+    ));
+    store
+        .claim_key("old", "k0", "h", now - 100_000)
+        .await
+        .expect("old key");
+    assert_eq!(store.purge_keys(now - 50_000).await.expect("purge"), 1);
+    assert_eq!(
+        store.claim_key("old", "k0", "h", now).await.expect("claim"),
+        Claim::Fresh
+    );
+}
+
+async fn integrations_keep_leases_cursors_and_the_outbox<S: Store + IntegrationStore>(store: &S) {
+    // Leases: one owner at a time; the holder renews; a lapsed one is taken over.
+    assert!(store
+        .hold_lease("notify", "a", 1_000, 16_000)
+        .await
+        .expect("take"));
+    assert!(!store
+        .hold_lease("notify", "b", 2_000, 17_000)
+        .await
+        .expect("held"));
+    assert!(store
+        .hold_lease("notify", "a", 3_000, 18_000)
+        .await
+        .expect("renew"));
+    assert!(store
+        .hold_lease("notify", "b", 18_001, 33_000)
+        .await
+        .expect("lapsed"));
+    // Cursors.
+    assert_eq!(store.cursor("siem:jsonl").await.expect("cursor"), None);
+    store.set_cursor("siem:jsonl", 7, 1).await.expect("set");
+    store.set_cursor("siem:jsonl", 9, 2).await.expect("move");
+    assert_eq!(store.cursor("siem:jsonl").await.expect("cursor"), Some(9));
+    // Job changes are logged as jobs move, and read in order.
+    assert_eq!(store.last_transition().await.expect("last"), None);
+    let job = store.insert_job(&new_job(1)).await.expect("job");
+    let changes = store.transitions_after(0, 10).await.expect("changes");
+    assert_eq!(changes.len(), 1);
+    assert_eq!(
+        (changes[0].1.as_str(), changes[0].2.as_str()),
+        (job.job_id.as_str(), "queued")
+    );
+    assert_eq!(
+        store.last_transition().await.expect("last"),
+        Some(changes[0].0)
+    );
+    // The outbox: keys are unique; the cursor moves with the messages.
+    let message = |key: &'static str, sink: &'static str| NewOutboxMessage {
+        key,
+        sink,
+        event_id: "transition-1",
+        event_type: "job.queued",
+        job_id: "j-1",
+        payload: "{}",
+    };
+    let batch = [
+        message("e1/webhook", "webhook"),
+        message("e1/email", "email"),
+    ];
+    store
+        .enqueue(&batch, Some(("notify", changes[0].0)), 5_000)
+        .await
+        .expect("enqueue");
+    store
+        .enqueue(&batch[..1], None, 6_000)
+        .await
+        .expect("again: skipped");
+    assert_eq!(
+        store.cursor("notify").await.expect("cursor"),
+        Some(changes[0].0)
+    );
+    assert!(store.outbox_has("e1/webhook").await.expect("has"));
+    assert!(!store.outbox_has("e2/webhook").await.expect("has not"));
+    let head = store
+        .outbox_head("webhook")
+        .await
+        .expect("head")
+        .expect("a message");
+    assert_eq!((head.status.as_str(), head.attempts), ("pending", 0));
+    let failed = Attempt::Failed {
+        dead: false,
+        next_attempt_ms: 9_000,
+        error: "refused".into(),
+    };
+    store
+        .record_attempt(head.id, 1, &failed, 7_000)
+        .await
+        .expect("failed");
+    let again = store
+        .outbox_head("webhook")
+        .await
+        .expect("head")
+        .expect("still pending");
+    assert_eq!(
+        (
+            again.attempts,
+            again.next_attempt_ms,
+            again.last_error.as_deref()
+        ),
+        (1, 9_000, Some("refused"))
+    );
+    let dead = Attempt::Failed {
+        dead: true,
+        next_attempt_ms: 0,
+        error: "gone".into(),
+    };
+    store
+        .record_attempt(head.id, 2, &dead, 9_500)
+        .await
+        .expect("dead");
+    assert!(store.outbox_head("webhook").await.expect("head").is_none());
+    let letters = store.dead_letters(10).await.expect("dead letters");
+    assert_eq!(letters.iter().map(|l| l.id).collect::<Vec<_>>(), [head.id]);
+    let retried = store
+        .retry_dead_letter(head.id, 10_000)
+        .await
+        .expect("retry");
+    assert_eq!(
+        retried.map(|r| (r.status, r.attempts)),
+        Some(("pending".into(), 0))
+    );
+    assert!(store
+        .retry_dead_letter(head.id, 10_000)
+        .await
+        .expect("retry")
+        .is_none());
+    store
+        .record_attempt(head.id, 1, &Attempt::Delivered, 11_000)
+        .await
+        .expect("delivered");
+    let counts = store.outbox_counts().await.expect("counts");
+    assert_eq!(
+        counts,
+        [
+            ("email".to_string(), "pending".to_string(), 1),
+            ("webhook".to_string(), "delivered".to_string(), 1)
+        ]
+    );
+    // Purging: delivered messages and old job changes go, pending ones stay.
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let purged = store
+        .purge_integrations(11_001, now_ms + 1)
+        .await
+        .expect("purge");
+    assert_eq!(purged, 2, "one delivered message and one job change");
+    assert_eq!(store.outbox_counts().await.expect("counts").len(), 1);
+}
+
+async fn accounts_and_tokens_are_kept<S: Store + IdentityStore>(store: &S) {
+    assert_eq!(store.count_users().await.expect("count"), 0);
+    let user = NewUser {
+        username: "alice",
+        password_hash: "$argon2id$hash",
+        roles: "[\"approver\"]",
+        capabilities: "[]",
+        created_at: 1,
+    };
+    store.insert_user(&user).await.expect("insert");
+    assert!(matches!(
+        store.insert_user(&user).await,
+        Err(StoreError::Duplicate(name)) if name == "alice"
+    ));
+    assert_eq!(store.count_users().await.expect("count"), 1);
+    let row = store.user("alice").await.expect("user").expect("alice");
+    assert_eq!(
+        (row.display_name.as_str(), row.roles.as_str(), row.disabled),
+        ("alice", "[\"approver\"]", false)
+    );
+    assert!(store.user("bob").await.expect("user").is_none());
+    store
+        .set_failures("alice", 5, Some(99))
+        .await
+        .expect("failures");
+    let creds = store
+        .credentials("alice")
+        .await
+        .expect("creds")
+        .expect("alice");
+    assert_eq!((creds.failed_attempts, creds.locked_until), (5, Some(99)));
+    assert!(store
+        .set_password_hash("alice", "$argon2id$new")
+        .await
+        .expect("password"));
+    let creds = store
+        .credentials("alice")
+        .await
+        .expect("creds")
+        .expect("alice");
+    assert_eq!(
+        (
+            creds.password_hash.as_str(),
+            creds.failed_attempts,
+            creds.locked_until
+        ),
+        ("$argon2id$new", 0, None),
+        "a new password clears the lock"
+    );
+    assert!(!store.set_password_hash("bob", "x").await.expect("no bob"));
+    assert!(store.set_disabled("alice", true).await.expect("disable"));
+    assert!(
+        store
+            .credentials("alice")
+            .await
+            .expect("creds")
+            .expect("alice")
+            .disabled
+    );
+    // Tokens.
+    let token = TokenRow {
+        id: "0a1b2c".into(),
+        name: "it-mcp".into(),
+        roles: "[]".into(),
+        capabilities: "[\"ssh-linux\"]".into(),
+        created_at: 10,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    store.insert_token(&token, "sha").await.expect("token");
+    assert!(matches!(
+        store
+            .insert_token(
+                &TokenRow {
+                    id: "ffffff".into(),
+                    ..token.clone()
+                },
+                "sha"
+            )
+            .await,
+        Err(StoreError::Duplicate(_))
+    ));
+    assert_eq!(
+        store.token_with_secret("0a1b2c").await.expect("token"),
+        Some((token.clone(), "sha".to_string()))
+    );
+    store.token_used("0a1b2c", 20).await.expect("used");
+    assert!(store.revoke_token("it-mcp", 30).await.expect("revoke"));
+    assert!(!store
+        .revoke_token("it-mcp", 31)
+        .await
+        .expect("revoked once"));
+    let listed = store.tokens().await.expect("tokens");
+    assert_eq!(
+        listed
+            .iter()
+            .map(|t| (t.name.as_str(), t.last_used_at, t.revoked_at))
+            .collect::<Vec<_>>(),
+        [("it-mcp", Some(20), Some(30))]
+    );
+}
+
+async fn audit_rows_are_found_by_id<S: Store>(store: &S) {
+    let receipts = store
+        .append_audit(&[event(1), event(2)])
+        .await
+        .expect("append");
+    let row = store
+        .audit_row(&receipts[1].id)
+        .await
+        .expect("row")
+        .expect("found");
+    assert_eq!(
+        (row.seq, row.event.caller_id.as_str()),
+        (receipts[1].seq, "caller-2")
+    );
+    assert!(store.audit_row("no-such-row").await.expect("row").is_none());
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite {
@@ -1269,6 +1605,10 @@ conformance!(
     checkpoints_catch_truncation,
     purge_keeps_the_chain_verifiable,
     status_changes_are_logged_with_them,
+    idempotency_keys_claim_replay_and_release,
+    integrations_keep_leases_cursors_and_the_outbox,
+    accounts_and_tokens_are_kept,
+    audit_rows_are_found_by_id,
 );
 
 // ------------------------------------------------------------------------------------------
@@ -1688,7 +2028,7 @@ async fn policy_versions_are_kept_once_and_found_by_hash<S: Store>(
         "kept by hash alone: no text to load yet"
     );
     for policy in [&earlier, &current, &earlier] {
-        server::services::policy_versions::record(&db, policy)
+        server::services::policy_versions::record(&store, policy)
             .await
             .expect("record");
     }

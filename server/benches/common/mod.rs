@@ -46,7 +46,9 @@ pub fn decision_row(policy: &enforcer::PolicySet, n: usize) -> server::store::Ne
     };
     let request = input.request();
     let decision = enforcer::evaluate(&request, &principal, policy);
-    server::api::decisions::decision_event(&caller, &input, &request, &caller.id, &decision, policy)
+    server::services::decisions::decision_event(
+        &caller, &input, &request, &caller.id, &decision, policy,
+    )
 }
 
 pub fn env_or(name: &str, default: usize) -> usize {

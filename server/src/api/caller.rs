@@ -101,7 +101,11 @@ impl axum::extract::FromRequestParts<AppState> for ApiCaller {
                 }
             };
         }
-        match state.token_cache.authenticate(&state.db, &presented).await {
+        match state
+            .token_cache
+            .authenticate(&state.store, &presented)
+            .await
+        {
             Ok(token) => Ok(ApiCaller {
                 id: token.name,
                 kind: "api-token",

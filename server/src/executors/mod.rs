@@ -27,17 +27,7 @@ pub const SLOTS: usize = 8;
 /// How often approved jobs are looked for without an event (other replicas, retries).
 const SWEEP: Duration = Duration::from_secs(5);
 
-/// Who should run a job of this operation: `executor:NAME` for the server's own executors, an
-/// agent's id, or `None` for any agent.
-pub fn assignment(policy: &PolicySet, tool: &str, operation: &str) -> Option<String> {
-    let executor = policy.executor_for(tool, operation)?;
-    match executor.kind {
-        ExecutorKind::Process | ExecutorKind::Webhook => {
-            Some(format!("{SERVER_EXECUTOR_PREFIX}{}", executor.name))
-        }
-        ExecutorKind::Agent => executor.agent.clone(),
-    }
-}
+pub use crate::services::execution::assignment;
 
 /// Fill an executor's argv for a job.
 pub fn command_for(executor: &Executor, job: &Job) -> Result<Vec<String>, String> {

@@ -16,9 +16,21 @@ use crate::store::{
     EventKind, Job, JobOutcome, JobStatus, NewAuditEvent, Store, StoreError, SERVER_EXECUTOR_PREFIX,
 };
 use chrono::{DateTime, Utc};
-use enforcer::{Action, PolicySet, Principal, Request};
+use enforcer::{Action, ExecutorKind, PolicySet, Principal, Request};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+
+/// Who should run a job of this operation: `executor:NAME` for the server's own executors, an
+/// agent's id, or `None` for any agent.
+pub fn assignment(policy: &PolicySet, tool: &str, operation: &str) -> Option<String> {
+    let executor = policy.executor_for(tool, operation)?;
+    match executor.kind {
+        ExecutorKind::Process | ExecutorKind::Webhook => {
+            Some(format!("{SERVER_EXECUTOR_PREFIX}{}", executor.name))
+        }
+        ExecutorKind::Agent => executor.agent.clone(),
+    }
+}
 
 /// Jobs failing the re-check that one claim clears before giving up for now.
 const MAX_SKIPS: usize = 16;

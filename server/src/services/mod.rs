@@ -3,6 +3,7 @@
 //! and the configuration). Services hold no axum or leptos types.
 
 pub mod approvals;
+pub mod decisions;
 pub mod execution;
 pub mod exports;
 pub mod idempotency;
@@ -129,6 +130,10 @@ impl From<crate::store::StoreError> for ServiceError {
                 code: "invalid",
                 field: None,
                 message,
+            },
+            duplicate @ StoreError::Duplicate(_) => ServiceError::Conflict {
+                code: "exists",
+                message: duplicate.to_string(),
             },
             other @ (StoreError::Database(_) | StoreError::WriterGone) => {
                 ServiceError::unavailable("the store is unavailable", &other)

@@ -61,6 +61,15 @@ impl Store for AnyStore {
     async fn policy_version(&self, hash: &str) -> Result<Option<super::KeptPolicy>, StoreError> {
         delegate!(self, s => s.policy_version(hash))
     }
+    async fn keep_policy(
+        &self,
+        hash: &str,
+        name: &str,
+        source: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        delegate!(self, s => s.keep_policy(hash, name, source, at))
+    }
     async fn insert_job(&self, job: &NewJob) -> Result<Job, StoreError> {
         delegate!(self, s => s.insert_job(job))
     }
@@ -308,5 +317,56 @@ impl super::IntegrationStore for AnyStore {
         now_ms: i64,
     ) -> Result<Option<super::OutboxRow>, StoreError> {
         delegate!(self, s => s.retry_dead_letter(id, now_ms))
+    }
+}
+
+impl super::IdentityStore for AnyStore {
+    async fn count_users(&self) -> Result<i64, StoreError> {
+        delegate!(self, s => s.count_users())
+    }
+    async fn insert_user(&self, user: &super::NewUser<'_>) -> Result<(), StoreError> {
+        delegate!(self, s => s.insert_user(user))
+    }
+    async fn user(&self, username: &str) -> Result<Option<super::UserRow>, StoreError> {
+        delegate!(self, s => s.user(username))
+    }
+    async fn credentials(&self, username: &str) -> Result<Option<super::Credentials>, StoreError> {
+        delegate!(self, s => s.credentials(username))
+    }
+    async fn set_password_hash(&self, username: &str, hash: &str) -> Result<bool, StoreError> {
+        delegate!(self, s => s.set_password_hash(username, hash))
+    }
+    async fn set_disabled(&self, username: &str, disabled: bool) -> Result<bool, StoreError> {
+        delegate!(self, s => s.set_disabled(username, disabled))
+    }
+    async fn set_failures(
+        &self,
+        username: &str,
+        failures: i32,
+        locked_until: Option<i64>,
+    ) -> Result<(), StoreError> {
+        delegate!(self, s => s.set_failures(username, failures, locked_until))
+    }
+    async fn insert_token(
+        &self,
+        token: &super::TokenRow,
+        secret_sha256: &str,
+    ) -> Result<(), StoreError> {
+        delegate!(self, s => s.insert_token(token, secret_sha256))
+    }
+    async fn tokens(&self) -> Result<Vec<super::TokenRow>, StoreError> {
+        delegate!(self, s => s.tokens())
+    }
+    async fn token_with_secret(
+        &self,
+        id: &str,
+    ) -> Result<Option<(super::TokenRow, String)>, StoreError> {
+        delegate!(self, s => s.token_with_secret(id))
+    }
+    async fn revoke_token(&self, name: &str, at: i64) -> Result<bool, StoreError> {
+        delegate!(self, s => s.revoke_token(name, at))
+    }
+    async fn token_used(&self, id: &str, at: i64) -> Result<(), StoreError> {
+        delegate!(self, s => s.token_used(id, at))
     }
 }

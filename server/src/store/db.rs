@@ -24,6 +24,20 @@ pub enum Database {
 }
 
 impl Database {
+    /// A store on this database for one short piece of work beside the server's own (tests'
+    /// setup, a command-line tool): see [`super::sqlite::SqliteStore::brief`]. The server
+    /// itself makes one [`super::AnyStore::new`] and shares it.
+    pub fn store(&self) -> super::AnyStore {
+        match self {
+            Database::Sqlite(pool) => {
+                super::AnyStore::Sqlite(super::sqlite::SqliteStore::brief(pool.clone()))
+            }
+            Database::Postgres(pool) => {
+                super::AnyStore::Postgres(super::postgres::PgStore::new(pool.clone()))
+            }
+        }
+    }
+
     /// Open the configured database. SQLite files are created if missing and run in WAL mode
     /// with full fsync (an acknowledged audit row must survive power loss), foreign keys on.
     pub async fn connect(config: &Config) -> Result<Database, sqlx::Error> {

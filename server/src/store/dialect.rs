@@ -630,6 +630,29 @@ impl Store for DialectStore {
         )
     }
 
+    async fn keep_policy(
+        &self,
+        hash: &str,
+        name: &str,
+        source: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO policy_versions (policy_hash, name, source, first_used_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (policy_hash) DO UPDATE \
+             SET name = excluded.name, source = excluded.source \
+             WHERE policy_versions.source IS NULL",
+        )
+        .bind(hash)
+        .bind(name)
+        .bind(source)
+        .bind(ts(at))
+        .execute(&mut *tx)
+        .await?;
+        Ok(tx.commit().await?)
+    }
+
     async fn insert_job(&self, job: &NewJob) -> Result<Job, StoreError> {
         let (job_id, caps) = prepare_job(job)?;
         let mut tx = self.write().await?;

@@ -4,20 +4,12 @@
 //! both. Every job state change is one conditional UPDATE inside a transaction, so concurrent
 //! approvals or claims have exactly one winner.
 
-/// Run the same sqlx call on whichever pool the database has (for SQL both dialects share).
-macro_rules! on_db {
-    ($db:expr, $pool:ident => $body:expr) => {
-        match $db {
-            $crate::store::Database::Sqlite($pool) => $body,
-            $crate::store::Database::Postgres($pool) => $body,
-        }
-    };
-}
-
 pub mod any;
 pub mod audit;
 pub mod db;
+pub mod export_rows;
 pub mod idempotency;
+pub mod identity;
 pub mod integrations;
 pub mod postgres;
 pub mod sqlite;
@@ -31,6 +23,7 @@ pub use any::AnyStore;
 pub use audit::{AuditWriter, ChainReport};
 pub use db::Database;
 pub use idempotency::{Claim, IdempotencyStore};
+pub use identity::{Credentials, IdentityStore, NewUser, TokenRow, UserRow};
 pub use integrations::{Attempt, IntegrationStore, NewOutboxMessage, OutboxRow, TransitionRow};
 
 #[derive(Debug, Error)]
@@ -50,6 +43,9 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("the audit writer has stopped")]
     WriterGone,
+    /// A unique name is taken.
+    #[error("`{0}` already exists")]
+    Duplicate(String),
 }
 
 /// What kind of event an audit row records.
@@ -506,6 +502,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         hash: &str,
     ) -> impl Future<Output = Result<Option<KeptPolicy>, StoreError>> + Send;
 
+    /// Keep a policy's name and text by its hash (idempotent; a row the audit writer made by
+    /// hash alone gets them, a complete row is never changed).
+    fn keep_policy(
+        &self,
+        hash: &str,
+        name: &str,
+        source: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn insert_job(&self, job: &NewJob) -> impl Future<Output = Result<Job, StoreError>> + Send;
     fn job(&self, job_id: &str) -> impl Future<Output = Result<Job, StoreError>> + Send;
     fn votes(

@@ -58,3 +58,4 @@ impl PgStore {
 include!("dialect.rs");
 include!("idempotency_sql.rs");
 include!("integrations_sql.rs");
+include!("identity_sql.rs");

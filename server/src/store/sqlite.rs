@@ -50,9 +50,22 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub fn new(pool: SqlitePool) -> SqliteStore {
+        SqliteStore::open(pool, true)
+    }
+
+    /// A store for one short piece of work beside the server's (a test's setup, a command
+    /// line tool's few rows): SQLite's own automatic checkpoints stay on and no background
+    /// task is started.
+    pub fn brief(pool: SqlitePool) -> SqliteStore {
+        SqliteStore::open(pool, false)
+    }
+
+    fn open(pool: SqlitePool, own_checkpoints: bool) -> SqliteStore {
         let mut options = (*pool.connect_options()).clone();
         // Without a runtime (nothing to run the checkpoints on) SQLite's own stay on.
-        let runtime = tokio::runtime::Handle::try_current().ok();
+        let runtime = tokio::runtime::Handle::try_current()
+            .ok()
+            .filter(|_| own_checkpoints);
         if runtime.is_some() {
             // The write connection does not copy the WAL into the database itself (SQLite's
             // automatic checkpoint runs inside the COMMIT that crosses 1,000 pages, and every
@@ -145,3 +158,4 @@ async fn checkpoint_wal(pool: SqlitePool, writer: SqlitePool) {
 include!("dialect.rs");
 include!("idempotency_sql.rs");
 include!("integrations_sql.rs");
+include!("identity_sql.rs");

@@ -385,7 +385,7 @@ pub async fn sign_in(
         return back("throttled");
     }
     match accounts::authenticate_guarded(
-        &state.db,
+        &state.store,
         &form.username,
         &form.password,
         &state.throttle.unknown,
@@ -682,7 +682,7 @@ pub async fn sign_out(State(state): State<AppState>, session: Session) -> Respon
 /// With no account at all, create `admin` from COUNTERSIGN_ADMIN_PASSWORD, or with a generated
 /// password printed once on standard error (never logged).
 pub async fn bootstrap_admin(state: &AppState, configured: Option<&str>) -> Result<(), String> {
-    if accounts::count(&state.db)
+    if accounts::count(&state.store)
         .await
         .map_err(|e| e.to_string())?
         > 0
@@ -695,7 +695,7 @@ pub async fn bootstrap_admin(state: &AppState, configured: Option<&str>) -> Resu
     };
     // Replicas starting together on an empty database race here: one creates `admin`, and the
     // others take that one and serve.
-    let created = accounts::add_first_admin(&state.db, &password)
+    let created = accounts::add_first_admin(&state.store, &password)
         .await
         .map_err(|e| format!("cannot create the first admin (setting admin_password): {e}"))?;
     if !created {

@@ -47,7 +47,7 @@ impl Env {
         .expect("connect");
         db.migrate().await.expect("migrate");
         let (_, token) = server::services::identity::api_tokens::create(
-            &db,
+            &db.store(),
             "it-mcp",
             &[],
             &[

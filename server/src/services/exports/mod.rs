@@ -17,7 +17,7 @@ use crate::store::{
 };
 use base64::Engine;
 use bytes::Bytes;
-use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -391,118 +391,7 @@ impl ExportSpec {
     }
 }
 
-/// An RFC 3339 time in UTC with milliseconds, as every export writes times.
-pub fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// One audit row as the CSV and JSON Lines exports write it: every column, hashes included.
-/// Owned text by default; the SQLite export writes rows that borrow the database's text.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExportRow<S = String> {
-    pub seq: i64,
-    pub id: S,
-    pub timestamp: S,
-    pub event_kind: S,
-    pub caller_id: S,
-    pub tool: S,
-    pub operation: S,
-    pub decision_action: S,
-    pub decision_reason: S,
-    pub risk_level: S,
-    pub requires_approval: bool,
-    pub execution_status: Option<S>,
-    pub execution_duration_ms: Option<i64>,
-    pub side_effects: Option<S>,
-    pub error: Option<S>,
-    pub approver: Option<S>,
-    pub approved_at: Option<S>,
-    pub context: S,
-    pub decision: S,
-    pub job_id: Option<S>,
-    pub policy_hash: Option<S>,
-    pub call_hash: Option<S>,
-    pub prev_hash: S,
-    pub row_hash: S,
-}
-
-impl From<&AuditRecord> for ExportRow {
-    fn from(r: &AuditRecord) -> ExportRow {
-        let e = &r.event;
-        ExportRow {
-            seq: r.seq,
-            id: r.id.clone(),
-            timestamp: rfc3339(e.timestamp),
-            event_kind: e.kind.as_str().to_string(),
-            caller_id: e.caller_id.clone(),
-            tool: e.tool.clone(),
-            operation: e.operation.clone(),
-            decision_action: e.decision_action.clone(),
-            decision_reason: e.decision_reason.clone(),
-            risk_level: e.risk_level.clone(),
-            requires_approval: e.requires_approval,
-            execution_status: e.execution_status.clone(),
-            execution_duration_ms: e.execution_duration_ms,
-            side_effects: e.side_effects.clone(),
-            error: e.error.clone(),
-            approver: e.approver.clone(),
-            approved_at: e.approved_at.map(rfc3339),
-            context: e.context.clone(),
-            decision: e.decision.clone(),
-            job_id: e.job_id.clone(),
-            policy_hash: e.policy_hash.clone(),
-            call_hash: e.call_hash.clone(),
-            prev_hash: r.prev_hash.clone(),
-            row_hash: r.row_hash.clone(),
-        }
-    }
-}
-
-impl ExportRow {
-    /// The stored row back (to recompute its hash offline).
-    pub fn to_record(&self) -> Result<AuditRecord, String> {
-        let time = |field: &str, text: &str| {
-            DateTime::parse_from_rfc3339(text)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| format!("row {}: {field} is not an RFC 3339 time", self.seq))
-        };
-        let kind = EventKind::parse(&self.event_kind)
-            .ok_or_else(|| format!("row {}: unknown event kind {:?}", self.seq, self.event_kind))?;
-        Ok(AuditRecord {
-            id: self.id.clone(),
-            seq: self.seq,
-            event: NewAuditEvent {
-                id: Some(self.id.clone()),
-                timestamp: time("timestamp", &self.timestamp)?,
-                kind,
-                caller_id: self.caller_id.clone(),
-                tool: self.tool.clone(),
-                operation: self.operation.clone(),
-                decision_action: self.decision_action.clone(),
-                decision_reason: self.decision_reason.clone(),
-                risk_level: self.risk_level.clone(),
-                requires_approval: self.requires_approval,
-                execution_status: self.execution_status.clone(),
-                execution_duration_ms: self.execution_duration_ms,
-                side_effects: self.side_effects.clone(),
-                error: self.error.clone(),
-                approver: self.approver.clone(),
-                approved_at: self
-                    .approved_at
-                    .as_deref()
-                    .map(|t| time("approved_at", t))
-                    .transpose()?,
-                context: self.context.clone(),
-                decision: self.decision.clone(),
-                job_id: self.job_id.clone(),
-                policy_hash: self.policy_hash.clone(),
-                call_hash: self.call_hash.clone(),
-            },
-            prev_hash: self.prev_hash.clone(),
-            row_hash: self.row_hash.clone(),
-        })
-    }
-}
+pub use crate::store::export_rows::{rfc3339, ExportRow, CSV_COLUMNS};
 
 /// Reads the rows of a filter in chain order, a page at a time.
 pub struct Rows<'a, S: Store> {
@@ -611,34 +500,6 @@ fn csv_writer<W: std::io::Write>(out: W, header: bool) -> csv::Writer<W> {
         .terminator(csv::Terminator::CRLF)
         .from_writer(out)
 }
-
-/// The CSV columns, in order (the field names of [`ExportRow`]).
-pub const CSV_COLUMNS: [&str; 24] = [
-    "seq",
-    "id",
-    "timestamp",
-    "event_kind",
-    "caller_id",
-    "tool",
-    "operation",
-    "decision_action",
-    "decision_reason",
-    "risk_level",
-    "requires_approval",
-    "execution_status",
-    "execution_duration_ms",
-    "side_effects",
-    "error",
-    "approver",
-    "approved_at",
-    "context",
-    "decision",
-    "job_id",
-    "policy_hash",
-    "call_hash",
-    "prev_hash",
-    "row_hash",
-];
 
 /// One page of rows as JSON Lines.
 pub fn jsonl_page(rows: &[AuditRecord]) -> Result<Vec<u8>, String> {

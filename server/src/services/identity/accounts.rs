@@ -2,7 +2,7 @@
 //! disabling, and per-account throttling of failed sign-ins. A name that is no account is
 //! throttled the same way (in memory, [`UnknownNames`]), so the answers never tell who exists.
 
-use crate::store::Database;
+use crate::store::{Credentials, IdentityStore, NewUser, StoreError};
 use argon2::{
     password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
     Argon2,
@@ -40,8 +40,8 @@ pub enum AccountError {
     NoSuchUser(String),
     #[error("user `{0}` already exists")]
     Exists(String),
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 pub fn hash_password(password: &str) -> Result<String, AccountError> {
@@ -102,12 +102,12 @@ fn json(list: &[String]) -> String {
     serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
 }
 
-pub async fn count(db: &Database) -> Result<i64, AccountError> {
-    Ok(on_db!(db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(pool).await?))
+pub async fn count(store: &impl IdentityStore) -> Result<i64, AccountError> {
+    Ok(store.count_users().await?)
 }
 
 pub async fn add(
-    db: &Database,
+    store: &impl IdentityStore,
     username: &str,
     password: &str,
     roles: &[String],
@@ -117,23 +117,18 @@ pub async fn add(
     check_password(password)?;
     check_roles(roles, capabilities)?;
     let hash = hash_password(password)?;
-    let insert = on_db!(db, pool => sqlx::query(
-        "INSERT INTO users (username, password_hash, display_name, roles, capabilities, disabled, failed_attempts, created_at) \
-         VALUES ($1, $2, $1, $3, $4, FALSE, 0, $5)",
-    )
-    .bind(username)
-    .bind(&hash)
-    .bind(json(roles))
-    .bind(json(capabilities))
-    .bind(now())
-    .execute(pool)
-    .await
-    .map(|r| r.rows_affected()));
-    match insert {
-        Ok(_) => get(db, username).await,
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            Err(AccountError::Exists(username.to_string()))
-        }
+    let inserted = store
+        .insert_user(&NewUser {
+            username,
+            password_hash: &hash,
+            roles: &json(roles),
+            capabilities: &json(capabilities),
+            created_at: now(),
+        })
+        .await;
+    match inserted {
+        Ok(()) => get(store, username).await,
+        Err(StoreError::Duplicate(_)) => Err(AccountError::Exists(username.to_string())),
         Err(e) => Err(e.into()),
     }
 }
@@ -141,64 +136,51 @@ pub async fn add(
 /// The first account, `admin`, when the database has none. Several replicas starting at once
 /// on an empty database all try; the first insert wins and the others find its admin there and
 /// go on. `Ok(true)`: this call created it; `Ok(false)`: another process had.
-pub async fn add_first_admin(db: &Database, password: &str) -> Result<bool, AccountError> {
-    match add(db, "admin", password, &["admin".to_string()], &[]).await {
+pub async fn add_first_admin(
+    store: &impl IdentityStore,
+    password: &str,
+) -> Result<bool, AccountError> {
+    match add(store, "admin", password, &["admin".to_string()], &[]).await {
         Ok(_) => Ok(true),
-        Err(AccountError::Exists(_)) => get(db, "admin").await.map(|_| false),
+        Err(AccountError::Exists(_)) => get(store, "admin").await.map(|_| false),
         Err(error) => Err(error),
     }
 }
 
-pub async fn get(db: &Database, username: &str) -> Result<Account, AccountError> {
-    let row: Option<(String, String, String, String, bool)> = on_db!(db, pool => sqlx::query_as(
-        "SELECT username, display_name, roles, capabilities, disabled FROM users WHERE username = $1",
-    )
-    .bind(username)
-    .fetch_optional(pool)
-    .await?);
-    let (username, display_name, roles, capabilities, disabled) =
-        row.ok_or_else(|| AccountError::NoSuchUser(username.to_string()))?;
+pub async fn get(store: &impl IdentityStore, username: &str) -> Result<Account, AccountError> {
+    let row = store
+        .user(username)
+        .await?
+        .ok_or_else(|| AccountError::NoSuchUser(username.to_string()))?;
     let list = |text: &str| serde_json::from_str::<Vec<String>>(text).unwrap_or_default();
     Ok(Account {
-        username,
-        display_name,
-        roles: list(&roles),
-        capabilities: list(&capabilities),
-        disabled,
+        roles: list(&row.roles),
+        capabilities: list(&row.capabilities),
+        username: row.username,
+        display_name: row.display_name,
+        disabled: row.disabled,
     })
 }
 
 pub async fn set_password(
-    db: &Database,
+    store: &impl IdentityStore,
     username: &str,
     password: &str,
 ) -> Result<(), AccountError> {
     check_password(password)?;
     let hash = hash_password(password)?;
-    let done = on_db!(db, pool => sqlx::query("UPDATE users SET password_hash = $1, failed_attempts = 0, locked_until = NULL WHERE username = $2")
-        .bind(&hash)
-        .bind(username)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected())?);
-    if done == 0 {
+    if !store.set_password_hash(username, &hash).await? {
         return Err(AccountError::NoSuchUser(username.to_string()));
     }
     Ok(())
 }
 
 pub async fn set_disabled(
-    db: &Database,
+    store: &impl IdentityStore,
     username: &str,
     disabled: bool,
 ) -> Result<(), AccountError> {
-    let done = on_db!(db, pool => sqlx::query("UPDATE users SET disabled = $1 WHERE username = $2")
-        .bind(disabled)
-        .bind(username)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected())?);
-    if done == 0 {
+    if !store.set_disabled(username, disabled).await? {
         return Err(AccountError::NoSuchUser(username.to_string()));
     }
     Ok(())
@@ -208,11 +190,11 @@ pub async fn set_disabled(
 /// growing while (30 s, 60 s, ... up to 15 min). An unknown user costs the same hashing time,
 /// but its failures are not remembered: the sign-in form uses [`authenticate_guarded`].
 pub async fn authenticate(
-    db: &Database,
+    store: &impl IdentityStore,
     username: &str,
     password: &str,
 ) -> Result<Account, AccountError> {
-    authenticate_guarded(db, username, password, &UnknownNames::default()).await
+    authenticate_guarded(store, username, password, &UnknownNames::default()).await
 }
 
 /// [`authenticate`], with the failures of names that are no account counted in `unknown` and
@@ -220,32 +202,27 @@ pub async fn authenticate(
 /// an account would (the same message, the lock after the same number of failures, for as
 /// long), and every answer costs one password hash.
 pub async fn authenticate_guarded(
-    db: &Database,
+    store: &impl IdentityStore,
     username: &str,
     password: &str,
     unknown: &UnknownNames,
 ) -> Result<Account, AccountError> {
-    let row: Option<(String, bool, i32, Option<i64>)> = on_db!(db, pool => sqlx::query_as(
-        "SELECT password_hash, disabled, failed_attempts, locked_until FROM users WHERE username = $1",
-    )
-    .bind(username)
-    .fetch_optional(pool)
-    .await?);
+    let row = store.credentials(username).await?;
     let now = now();
-    let Some((hash, disabled, failures, locked_until)) = row else {
+    let Some(Credentials {
+        password_hash: hash,
+        disabled,
+        failed_attempts: failures,
+        locked_until,
+    }) = row
+    else {
         // Spend the time a real check would, so response times do not reveal who exists: the
         // password hash, and the same statement a real account's failure runs (it matches no
         // row here).
         let _ = verify(password, DUMMY_HASH);
         let error = unknown.failed(username, now);
         if matches!(error, AccountError::BadCredentials) {
-            on_db!(db, pool => sqlx::query("UPDATE users SET failed_attempts = $1, locked_until = $2 WHERE username = $3")
-            .bind(1_i32)
-            .bind(None::<i64>)
-            .bind(username)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())?);
+            store.set_failures(username, 1, None).await?;
         }
         return Err(error);
     };
@@ -257,24 +234,14 @@ pub async fn authenticate_guarded(
     if !verify(password, &hash) {
         let failures = failures.saturating_add(1);
         let lock = lock_after(failures, now);
-        on_db!(db, pool => sqlx::query("UPDATE users SET failed_attempts = $1, locked_until = $2 WHERE username = $3")
-            .bind(failures)
-            .bind(lock)
-            .bind(username)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())?);
+        store.set_failures(username, failures, lock).await?;
         return Err(AccountError::BadCredentials);
     }
     if disabled {
         return Err(AccountError::Disabled);
     }
-    on_db!(db, pool => sqlx::query("UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE username = $1")
-        .bind(username)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected())?);
-    get(db, username).await
+    store.set_failures(username, 0, None).await?;
+    get(store, username).await
 }
 
 /// Until when a name is locked after its `failures`-th failure in a row at `now`: not before

@@ -2,7 +2,7 @@
 //! identity provider. Created by `countersign token create`, shown once, stored as a hash,
 //! revocable.
 
-use crate::store::Database;
+use crate::store::{IdentityStore, StoreError, TokenRow};
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use serde::Serialize;
 
@@ -25,8 +25,8 @@ pub enum TokenStoreError {
     NotFound(String),
     #[error("invalid or revoked API token")]
     Refused,
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The role of an execution agent's token (`countersign token create --agent NAME`): it may
@@ -46,7 +46,7 @@ fn list(text: &str) -> Vec<String> {
 
 /// Create a token; returns it with the full token text, which is not stored anywhere.
 pub async fn create(
-    db: &Database,
+    store: &impl IdentityStore,
     name: &str,
     roles: &[String],
     capabilities: &[String],
@@ -76,89 +76,52 @@ pub async fn create(
     let secret = random_hex(32);
     let now = chrono::Utc::now().timestamp();
     let json = |l: &[String]| serde_json::to_string(l).unwrap_or_else(|_| "[]".into());
-    let inserted = on_db!(db, pool => sqlx::query(
-        "INSERT INTO api_tokens (id, name, secret_sha256, roles, capabilities, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&id)
-    .bind(name)
-    .bind(enforcer::sha256_hex(secret.as_bytes()))
-    .bind(json(roles))
-    .bind(json(capabilities))
-    .bind(now)
-    .execute(pool)
-    .await
-    .map(|r| r.rows_affected()));
-    match inserted {
-        Ok(_) => {}
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+    let row = TokenRow {
+        id: id.clone(),
+        name: name.into(),
+        roles: json(roles),
+        capabilities: json(capabilities),
+        created_at: now,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    match store
+        .insert_token(&row, &enforcer::sha256_hex(secret.as_bytes()))
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::Duplicate(_)) => {
             return Err(TokenStoreError::Invalid(format!(
                 "a token named `{name}` already exists"
             )))
         }
         Err(e) => return Err(e.into()),
     }
-    let token = ApiToken {
-        id: id.clone(),
-        name: name.into(),
-        roles: roles.to_vec(),
-        capabilities: capabilities.to_vec(),
-        created_at: now,
-        revoked_at: None,
-        last_used_at: None,
-    };
+    let token = token(row);
     Ok((token, format!("cs_{id}_{secret}")))
 }
 
-type RowWithSecret = (
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    String,
-);
-type Row = (
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<i64>,
-    Option<i64>,
-);
-
-fn token(row: Row) -> ApiToken {
-    let (id, name, roles, capabilities, created_at, revoked_at, last_used_at) = row;
+fn token(row: TokenRow) -> ApiToken {
     ApiToken {
-        id,
-        name,
-        roles: list(&roles),
-        capabilities: list(&capabilities),
-        created_at,
-        revoked_at,
-        last_used_at,
+        id: row.id,
+        name: row.name,
+        roles: list(&row.roles),
+        capabilities: list(&row.capabilities),
+        created_at: row.created_at,
+        revoked_at: row.revoked_at,
+        last_used_at: row.last_used_at,
     }
 }
 
-pub async fn list_all(db: &Database) -> Result<Vec<ApiToken>, TokenStoreError> {
-    let rows: Vec<Row> = on_db!(db, pool => sqlx::query_as(
-        "SELECT id, name, roles, capabilities, created_at, revoked_at, last_used_at FROM api_tokens ORDER BY name",
-    )
-    .fetch_all(pool)
-    .await?);
-    Ok(rows.into_iter().map(token).collect())
+pub async fn list_all(store: &impl IdentityStore) -> Result<Vec<ApiToken>, TokenStoreError> {
+    Ok(store.tokens().await?.into_iter().map(token).collect())
 }
 
-pub async fn revoke(db: &Database, name: &str) -> Result<(), TokenStoreError> {
-    let done = on_db!(db, pool => sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL")
-        .bind(chrono::Utc::now().timestamp())
-        .bind(name)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected())?);
-    if done == 0 {
+pub async fn revoke(store: &impl IdentityStore, name: &str) -> Result<(), TokenStoreError> {
+    let revoked = store
+        .revoke_token(name, chrono::Utc::now().timestamp())
+        .await?;
+    if !revoked {
         return Err(TokenStoreError::NotFound(name.into()));
     }
     Ok(())
@@ -179,51 +142,28 @@ fn use_is_stale(token: &ApiToken, now: i64) -> bool {
 /// database write in front of every API call. Best effort: a store that cannot write (a full
 /// disk) does not make a valid token invalid; what the request then does is refused on its own
 /// if it must write.
-async fn record_use(db: &Database, token: &ApiToken, now: i64) {
-    let recorded: Result<(), sqlx::Error> = on_db!(db, pool => sqlx::query(
-        "UPDATE api_tokens SET last_used_at = $1 WHERE id = $2",
-    )
-    .bind(now)
-    .bind(&token.id)
-    .execute(pool)
-    .await
-    .map(|_| ()));
-    if let Err(error) = recorded {
+async fn record_use(store: &impl IdentityStore, token: &ApiToken, now: i64) {
+    if let Err(error) = store.token_used(&token.id, now).await {
         tracing::warn!(%error, token = %token.name, "could not record when an API token was last used");
     }
 }
 
 /// Check a presented token against the database, writing nothing. Unknown, malformed, wrong or
 /// revoked tokens get the same refusal.
-async fn verify(db: &Database, presented: &str) -> Result<ApiToken, TokenStoreError> {
+async fn verify(store: &impl IdentityStore, presented: &str) -> Result<ApiToken, TokenStoreError> {
     let mut parts = presented.splitn(3, '_');
     let (Some("cs"), Some(id), Some(secret)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(TokenStoreError::Refused);
     };
-    let row: Option<RowWithSecret> = on_db!(db, pool => sqlx::query_as(
-        "SELECT id, name, roles, capabilities, created_at, revoked_at, last_used_at, secret_sha256 FROM api_tokens WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?);
-    let Some((id, name, roles, capabilities, created_at, revoked_at, last_used_at, stored)) = row
-    else {
+    let Some((row, stored)) = store.token_with_secret(id).await? else {
         return Err(TokenStoreError::Refused);
     };
     let presented_hash = enforcer::sha256_hex(secret.as_bytes());
     let same = super::constant_time_eq(stored.as_bytes(), presented_hash.as_bytes());
-    if !same || revoked_at.is_some() {
+    if !same || row.revoked_at.is_some() {
         return Err(TokenStoreError::Refused);
     }
-    Ok(token((
-        id,
-        name,
-        roles,
-        capabilities,
-        created_at,
-        revoked_at,
-        last_used_at,
-    )))
+    Ok(token(row))
 }
 
 /// Verified API tokens, remembered for a few seconds so that a busy caller does not cost a
@@ -255,7 +195,7 @@ impl TokenCache {
 
     /// Record `token`'s use in the background, unless it is fresh or this process set out to
     /// record it less than the precision ago.
-    fn record_use_later(&self, db: &Database, token: &ApiToken) {
+    fn record_use_later<S: IdentityStore + Clone + 'static>(&self, store: &S, token: &ApiToken) {
         let now = chrono::Utc::now().timestamp();
         if !use_is_stale(token, now) {
             return;
@@ -273,20 +213,20 @@ impl TokenCache {
             recording.clear();
         }
         recording.insert(token.id.clone(), now);
-        let (db, token) = (db.clone(), token.clone());
-        tokio::spawn(async move { record_use(&db, &token, now).await });
+        let (store, token) = (store.clone(), token.clone());
+        tokio::spawn(async move { record_use(&store, &token, now).await });
     }
 
     /// Check a presented token, answered from memory while a success is fresh, and record its
     /// use (in the background).
-    pub async fn authenticate(
+    pub async fn authenticate<S: IdentityStore + Clone + 'static>(
         &self,
-        db: &Database,
+        store: &S,
         presented: &str,
     ) -> Result<ApiToken, TokenStoreError> {
         if self.ttl.is_zero() {
-            let token = verify(db, presented).await?;
-            self.record_use_later(db, &token);
+            let token = verify(store, presented).await?;
+            self.record_use_later(store, &token);
             return Ok(token);
         }
         let key = enforcer::sha256_hex(presented.as_bytes());
@@ -297,8 +237,8 @@ impl TokenCache {
                 }
             }
         }
-        let token = verify(db, presented).await?;
-        self.record_use_later(db, &token);
+        let token = verify(store, presented).await?;
+        self.record_use_later(store, &token);
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= CACHE_CAP {
                 entries.clear();

@@ -1,0 +1,470 @@
+//! Deciding a tool call: the enforcer decides, the decision is in the audit trail (durable)
+//! before anyone hears it, and a call that needs approval becomes a queued job in the same
+//! transaction. If the audit write fails, the answer is an error and nothing is allowed (fail
+//! closed).
+
+use super::{Caller, Core, ServiceError};
+use crate::store::{AuditReceipt, EventKind, Job, NewAuditEvent, NewJob};
+use enforcer::record::REASON_SEPARATOR;
+use enforcer::wire::DecisionInput;
+use enforcer::{Action, Principal, Risk};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+/// A recorded decision: what the enforcer said, its audit row, and the job it queued.
+#[derive(Debug)]
+pub struct Decided {
+    pub decision: enforcer::Decision,
+    pub receipt: AuditReceipt,
+    pub job: Option<Job>,
+}
+
+/// How urgent a queued job is, from its risk.
+pub fn priority(risk: Risk) -> &'static str {
+    match risk {
+        Risk::Critical => "urgent",
+        Risk::High => "high",
+        Risk::Medium => "normal",
+        Risk::Low => "low",
+    }
+}
+
+/// Decide `input` for `requester` (the caller, or the person a delegating caller acts for)
+/// with `capabilities`, and record it: the audit row, and for `require_approval` the queued
+/// job, in one transaction.
+pub async fn decide(
+    core: &Core,
+    caller: &Caller,
+    input: &DecisionInput,
+    requester: &str,
+    capabilities: BTreeSet<String>,
+) -> Result<Decided, ServiceError> {
+    let request = input.request();
+    let principal = Principal {
+        id: requester.to_string(),
+        roles: caller.roles.iter().cloned().collect(),
+        capabilities,
+    };
+    let decision = enforcer::evaluate(&request, &principal, &core.policy);
+    let needs_job = decision.action == Action::RequireApproval;
+    let now = chrono::Utc::now();
+    // Time-ordered ids: new rows land at the right edge of the id indexes, so a batch of
+    // decisions dirties a few index pages rather than one per row.
+    let audit_id = uuid::Uuid::now_v7().to_string();
+    let job_id = needs_job.then(|| uuid::Uuid::now_v7().to_string());
+
+    let mut event = decision_event(caller, input, &request, requester, &decision, &core.policy);
+    event.id = Some(audit_id.clone());
+    event.timestamp = now;
+    event.job_id = job_id.clone();
+    // A decision that needs approval is recorded together with its job, in one transaction.
+    let job = job_id.as_ref().map(|job_id| {
+        let ttl = i64::try_from(decision.ttl_secs).unwrap_or(i64::MAX / 2);
+        NewJob {
+            job_id: Some(job_id.clone()),
+            tool_name: input.tool.clone(),
+            operation: input.operation.clone(),
+            params: enforcer::canonical_json(&Value::Object(input.args.clone())),
+            requested_capabilities: decision.required_capabilities.iter().cloned().collect(),
+            target: input.target.clone(),
+            target_agent_id: super::execution::assignment(
+                &core.policy,
+                &input.tool,
+                &input.operation,
+            ),
+            priority: priority(decision.risk).to_string(),
+            requester: requester.to_string(),
+            requester_reason: input.reason.clone(),
+            risk: decision.risk.as_str().to_string(),
+            call_hash: decision.call_hash.clone(),
+            policy_hash: Some(decision.policy_hash.clone()),
+            approvals_required: i32::try_from(decision.approvals_required.max(1)).unwrap_or(1),
+            created_at: now,
+            expires_at: now + chrono::Duration::seconds(ttl),
+            approval_window_secs: i64::try_from(decision.approval_window_secs).unwrap_or(3_600),
+            max_retries: 2,
+            decision_audit_id: Some(audit_id.clone()),
+            submitted_by: Some(caller.id.clone()),
+        }
+    });
+    // Fail closed: no answer (so nothing allowed) unless the row (and job) is durable.
+    let written = match job {
+        Some(job) => core
+            .audit
+            .append_with_job(event, job)
+            .await
+            .map(|(receipt, job)| (receipt, Some(job))),
+        None => core
+            .audit
+            .append(event)
+            .await
+            .map(|receipt| (receipt, None)),
+    };
+    let (receipt, stored) = written.map_err(|e| {
+        ServiceError::unavailable(
+            "the decision could not be recorded, so the call is denied",
+            &e,
+        )
+    })?;
+    if let Some(job) = &stored {
+        core.notify_job(job);
+    }
+    Ok(Decided {
+        decision,
+        receipt,
+        job: stored,
+    })
+}
+
+/// The row's `context`: who asked, for whom, why and with what. Fields the call left out are
+/// left out here too (no `null`s stored in every row); tool and operation have their columns,
+/// and so does the caller when it is the requester (`caller_id`): `caller` is there only when
+/// a service asked on someone's behalf. `caller_kind` is there only when the caller did not
+/// use a token Countersign issued (`countersign token create`), i.e. for the identity
+/// provider's `service` accounts and `person`s: [`caller_kind`] reads it back.
+fn stored_context(caller: &Caller, input: &DecisionInput, requester: &str) -> String {
+    let mut context = input.to_json();
+    if let Value::Object(map) = &mut context {
+        map.remove("tool");
+        map.remove("operation");
+        if caller.id != requester {
+            map.insert("caller".into(), json!(caller.id));
+        }
+        if caller.kind != DEFAULT_CALLER_KIND {
+            map.insert("caller_kind".into(), json!(caller.kind));
+        }
+    }
+    context.to_string()
+}
+
+/// The kind of caller a decision row's context names when it names none.
+const DEFAULT_CALLER_KIND: &str = "api-token";
+
+/// How the caller of a decision row authenticated (`api-token`, `service` or `person`), from
+/// the row's stored context.
+pub fn caller_kind(context: &Value) -> &str {
+    context["caller_kind"]
+        .as_str()
+        .unwrap_or(DEFAULT_CALLER_KIND)
+}
+
+/// The whole decision of a decision row, made under `policy` (the one whose hash the row
+/// holds): the row keeps only what the policy, the call and its columns cannot give back (see
+/// [`enforcer::record`]). Rows written before that kept more, and are read as they are. `None`
+/// when the row is not one the decision API wrote or `policy` is not the row's.
+pub fn full_decision(
+    row: &NewAuditEvent,
+    policy: &enforcer::PolicySet,
+) -> Option<enforcer::Decision> {
+    let context: Value = serde_json::from_str(&row.context).ok()?;
+    let request = enforcer::Request {
+        tool: row.tool.clone(),
+        operation: row.operation.clone(),
+        args: context["args"].as_object().cloned().unwrap_or_default(),
+        target: context["target"].as_str().map(str::to_string),
+    };
+    let columns = enforcer::record::Columns {
+        action: &row.decision_action,
+        risk: &row.risk_level,
+        reason: &row.decision_reason,
+        policy_hash: row.policy_hash.as_deref()?,
+        call_hash: row.call_hash.as_deref()?,
+    };
+    enforcer::record::expand(&row.decision, &request, &columns, policy)
+        .or_else(|| earlier_decision(row))
+}
+
+/// A decision row as written from 2026-12-03 until the compact form: the decision less its
+/// columns, every field but the reasons present.
+fn earlier_decision(row: &NewAuditEvent) -> Option<enforcer::Decision> {
+    let Value::Object(mut stored) = serde_json::from_str(&row.decision).ok()? else {
+        return None;
+    };
+    stored.get("policy_name")?;
+    let mut put = |field: &str, value: Value| {
+        stored.entry(field.to_string()).or_insert(value);
+    };
+    put("action", json!(row.decision_action));
+    put("risk", json!(row.risk_level));
+    put("policy_hash", json!(row.policy_hash.as_ref()?));
+    put("call_hash", json!(row.call_hash.as_ref()?));
+    let reasons: Vec<&str> = if row.decision_reason.is_empty() {
+        Vec::new()
+    } else {
+        row.decision_reason.split(REASON_SEPARATOR).collect()
+    };
+    put("reasons", json!(reasons));
+    serde_json::from_value(Value::Object(stored)).ok()
+}
+
+/// The audit row of a decision, as the API writes it (the audit id, time and job id are the
+/// caller's to set). Public so that benchmarks store exactly these rows.
+pub fn decision_event(
+    caller: &Caller,
+    input: &DecisionInput,
+    request: &enforcer::Request,
+    requester: &str,
+    decision: &enforcer::Decision,
+    policy: &enforcer::PolicySet,
+) -> NewAuditEvent {
+    let mut event = NewAuditEvent::new(
+        EventKind::Decision,
+        requester,
+        &input.tool,
+        &input.operation,
+        decision.action.as_str(),
+        &enforcer::record::joined_reasons(decision),
+        decision.risk.as_str(),
+    );
+    event.context = stored_context(caller, input, requester);
+    event.decision = enforcer::record::compact(decision, request, policy);
+    event.policy_hash = Some(decision.policy_hash.clone());
+    event.call_hash = Some(decision.call_hash.clone());
+    event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use enforcer::wire::parse_decision as parse;
+
+    fn decide(body: &str, capabilities: &[&str]) -> (DecisionInput, enforcer::Decision) {
+        let policy = policy();
+        let input = parse(body.as_bytes()).expect("valid body");
+        let principal = Principal {
+            id: "alice".into(),
+            roles: BTreeSet::new(),
+            capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+        };
+        let decision = enforcer::evaluate(&input.request(), &principal, &policy);
+        (input, decision)
+    }
+
+    fn policy() -> enforcer::PolicySet {
+        enforcer::default_policy().expect("default policy")
+    }
+
+    /// The row the API writes for `decision`, asked by `caller` for `requester`.
+    fn row_of(
+        caller: &Caller,
+        input: &DecisionInput,
+        requester: &str,
+        decision: &enforcer::Decision,
+    ) -> NewAuditEvent {
+        decision_event(
+            caller,
+            input,
+            &input.request(),
+            requester,
+            decision,
+            &policy(),
+        )
+    }
+
+    fn caller(id: &str) -> Caller {
+        Caller {
+            id: id.into(),
+            kind: "api-token",
+            roles: Vec::new(),
+            capabilities: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_decision_row_gives_back_the_whole_decision() {
+        let shell = ["ssh-linux", "remote-exec", "local-sudo", "local-shell"];
+        let cases = [
+            (
+                r#"{"tool":"ssh-exec","operation":"executeCommand","args":{"command":"sudo rm -rf /var/tmp/x"},"target":"web-01"}"#,
+                &shell[..],
+                Action::RequireApproval,
+            ),
+            (
+                r#"{"tool":"ssh-exec","operation":"executeCommand","args":{"command":"uptime"}}"#,
+                &shell[..],
+                Action::Allow,
+            ),
+            (
+                r#"{"tool":"system-overview","operation":"getOverview"}"#,
+                &shell[..],
+                Action::Allow,
+            ),
+            (
+                r#"{"tool":"ssh-exec","operation":"executeSudoCommand","args":{"command":"id"}}"#,
+                &shell[..],
+                Action::RequireApproval,
+            ),
+            (
+                r#"{"tool":"ssh-exec","operation":"executeCommand","args":{"command":"uptime"}}"#,
+                &["ssh-linux"][..],
+                Action::Deny,
+            ),
+            (
+                r#"{"tool":"ssh-exec","operation":"executeCommand","args":{"command":7}}"#,
+                &shell[..],
+                Action::Deny,
+            ),
+            (
+                r#"{"tool":"no-such-tool","operation":"x"}"#,
+                &shell[..],
+                Action::Deny,
+            ),
+        ];
+        for (body, capabilities, action) in cases {
+            let (input, decision) = decide(body, capabilities);
+            assert_eq!(decision.action, action, "{body}");
+            let row = row_of(&caller("alice"), &input, "alice", &decision);
+            assert_eq!(
+                full_decision(&row, &policy()).as_ref(),
+                Some(&decision),
+                "{body}"
+            );
+            if action == Action::Allow {
+                assert_eq!(row.decision, "{}", "{body}");
+            }
+            // What the columns hold is not stored again, and neither are defaults.
+            let stored: Value = serde_json::from_str(&row.decision).expect("JSON");
+            for repeated in ["action", "risk", "policy_hash", "call_hash", "reasons"] {
+                assert!(stored.get(repeated).is_none(), "{repeated} in {stored}");
+            }
+            for (field, value) in stored.as_object().expect("an object") {
+                assert!(
+                    !matches!(value, Value::Null | Value::Bool(false))
+                        && value != &json!(0)
+                        && value != &json!([]),
+                    "{field} is stored at its default in {stored}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reasons_that_the_reason_column_cannot_give_back_are_stored() {
+        let (input, mut decision) = decide(
+            r#"{"tool":"ssh-exec","operation":"executeCommand","args":{"command":"uptime"}}"#,
+            &["ssh-linux", "remote-exec"],
+        );
+        for reasons in [
+            vec!["one; two".to_string(), "three".into()],
+            vec![String::new()],
+        ] {
+            decision.reasons = reasons;
+            let row = row_of(&caller("alice"), &input, "alice", &decision);
+            assert!(row.decision.contains("\"reasons\""), "{}", row.decision);
+            assert_eq!(full_decision(&row, &policy()).as_ref(), Some(&decision));
+        }
+        // Not a decision row: no hashes, or text that is not a decision.
+        let mut row = row_of(&caller("alice"), &input, "alice", &decision);
+        row.decision = "[]".into();
+        assert_eq!(full_decision(&row, &policy()), None);
+        row.decision = "{}".into();
+        row.call_hash = None;
+        assert_eq!(full_decision(&row, &policy()), None);
+    }
+
+    #[test]
+    fn rows_written_before_the_compact_form_read_back_whole() {
+        let (input, decision) = decide(
+            r#"{"tool":"ssh-exec","operation":"executeCommand","args":{"command":"sudo rm -rf /x"}}"#,
+            &["ssh-linux", "remote-exec"],
+        );
+        let mut row = row_of(&caller("alice"), &input, "alice", &decision);
+        // As written on 2026-12-03: everything but the columns' fields and the reasons.
+        let mut earlier = serde_json::to_value(&decision).expect("JSON");
+        for column in ["action", "risk", "policy_hash", "call_hash", "reasons"] {
+            earlier.as_object_mut().expect("object").remove(column);
+        }
+        row.decision = earlier.to_string();
+        assert_eq!(full_decision(&row, &policy()).as_ref(), Some(&decision));
+        // Before that, the whole decision.
+        row.decision = serde_json::to_string(&decision).expect("JSON");
+        assert_eq!(full_decision(&row, &policy()).as_ref(), Some(&decision));
+    }
+
+    #[test]
+    fn the_context_names_the_caller_only_when_it_is_not_the_requester() {
+        let (input, decision) = decide(
+            r#"{"tool":"ssh-exec","operation":"executeCommand","args":{"command":"uptime"},"reason":"load check"}"#,
+            &["ssh-linux", "remote-exec"],
+        );
+        let own: Value =
+            serde_json::from_str(&row_of(&caller("alice"), &input, "alice", &decision).context)
+                .expect("JSON");
+        assert_eq!(
+            own,
+            json!({"args": {"command": "uptime"}, "reason": "load check"})
+        );
+        assert_eq!(caller_kind(&own), "api-token");
+        let delegated: Value =
+            serde_json::from_str(&row_of(&caller("it-mcp"), &input, "alice", &decision).context)
+                .expect("JSON");
+        assert_eq!(delegated["caller"], "it-mcp");
+        // A caller signed in through the identity provider is named as such.
+        let service = Caller {
+            kind: "service",
+            ..caller("it-mcp")
+        };
+        let context: Value =
+            serde_json::from_str(&row_of(&service, &input, "it-mcp", &decision).context)
+                .expect("JSON");
+        assert_eq!(
+            (context["caller_kind"].as_str(), caller_kind(&context)),
+            (Some("service"), "service")
+        );
+    }
+
+    fn code(body: &str) -> (&'static str, Option<String>) {
+        let error = parse(body.as_bytes()).expect_err("refused");
+        (error.code, error.field)
+    }
+
+    #[test]
+    fn a_good_body_parses() {
+        let input = parse(
+            br#"{"tool":"ssh-exec","operation":"executeCommand","args":{"command":"uptime"},"target":"web-1","reason":"check load"}"#,
+        )
+        .expect("valid");
+        assert_eq!(input.tool, "ssh-exec");
+        assert_eq!(input.args["command"], "uptime");
+        assert_eq!(input.target.as_deref(), Some("web-1"));
+        let same = parse(
+            br#"{ "reason":"check load", "target":"web-1", "args":{"command":"uptime"}, "operation":"executeCommand", "tool":"ssh-exec" }"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            input.body_hash, same.body_hash,
+            "key order and spacing do not matter"
+        );
+    }
+
+    #[test]
+    fn every_bad_body_names_its_problem() {
+        assert_eq!(code("{"), ("malformed_json", None));
+        assert_eq!(code("[]"), ("invalid_body", None));
+        assert_eq!(
+            code(r#"{"tool":"t","operation":"o","argz":{}}"#),
+            ("unknown_field", Some("argz".into()))
+        );
+        assert_eq!(
+            code(r#"{"operation":"o"}"#),
+            ("missing_field", Some("tool".into()))
+        );
+        assert_eq!(
+            code(r#"{"tool":"t","operation":"o","args":[1]}"#),
+            ("invalid_type", Some("args".into()))
+        );
+        assert_eq!(
+            code(r#"{"tool":7,"operation":"o"}"#),
+            ("invalid_type", Some("tool".into()))
+        );
+        assert_eq!(
+            code(r#"{"tool":" ","operation":"o"}"#),
+            ("invalid_value", Some("tool".into()))
+        );
+        let long = format!(
+            r#"{{"tool":"t","operation":"o","reason":"{}"}}"#,
+            "x".repeat(2_001)
+        );
+        assert_eq!(code(&long), ("invalid_value", Some("reason".into())));
+    }
+}
