@@ -252,29 +252,8 @@ pub async fn approval_detail(job_id: String) -> Result<Option<ApprovalView>, App
 /// Approve or deny, then come back to the request (with the refusal, if any, in the address).
 #[server(endpoint = "cast_vote")]
 pub async fn cast_vote(job_id: String, verdict: String, reason: String) -> Result<(), AppError> {
-    let approve = match verdict.as_str() {
-        "approve" => true,
-        "deny" => false,
-        _ => {
-            return Err(AppError::invalid(
-                "verdict",
-                "the verdict is approve or deny",
-            ))
-        }
-    };
-    let outcome = service()?.vote(job_id.clone(), approve, reason).await;
-    let back = match outcome {
-        Ok(()) => format!(
-            "/approvals/{}?voted={verdict}",
-            crate::encode_query(&job_id)
-        ),
-        Err(error) => format!(
-            "/approvals/{}?error={}",
-            crate::encode_query(&job_id),
-            crate::encode_query(&error.to_string())
-        ),
-    };
-    leptos_axum::redirect(&back);
+    let next = service()?.vote(job_id, verdict, reason).await;
+    leptos_axum::redirect(&next);
     Ok(())
 }
 

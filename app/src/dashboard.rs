@@ -69,14 +69,8 @@ pub struct DeadLetterRow {
 /// Put a dead letter back in the queue (admins), then come back to the dashboard.
 #[server(endpoint = "retry_delivery")]
 pub async fn retry_delivery(id: i64) -> Result<(), AppError> {
-    let back = match service()?.retry_delivery(id).await {
-        Ok(()) => format!("/?retried={id}#deliveries"),
-        Err(error) => format!(
-            "/?delivery_error={}#deliveries",
-            crate::encode_query(&error.to_string())
-        ),
-    };
-    leptos_axum::redirect(&back);
+    let next = service()?.retry_delivery(id).await;
+    leptos_axum::redirect(&next);
     Ok(())
 }
 

@@ -160,14 +160,24 @@ fn simulate(
     args: &str,
     target: &str,
     capabilities: &str,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, AppError> {
     let args = if args.trim().is_empty() {
         serde_json::Map::new()
     } else {
         match serde_json::from_str::<serde_json::Value>(args) {
             Ok(serde_json::Value::Object(map)) => map,
-            Ok(_) => return Err("the arguments must be a JSON object".into()),
-            Err(e) => return Err(format!("the arguments are not valid JSON: {e}")),
+            Ok(_) => {
+                return Err(AppError::invalid(
+                    "args",
+                    "the arguments must be a JSON object",
+                ))
+            }
+            Err(e) => {
+                return Err(AppError::invalid(
+                    "args",
+                    format!("the arguments are not valid JSON: {e}"),
+                ))
+            }
         }
     };
     let request = Request {
@@ -206,7 +216,7 @@ fn Simulator(set: StoredValue<PolicySet>, tools: Vec<String>) -> impl IntoView {
     let args = RwSignal::new(r#"{"command": "rm -rf /var/tmp/x"}"#.to_string());
     let target = RwSignal::new(String::new());
     let caps = RwSignal::new("ssh-linux, remote-exec".to_string());
-    let outcome = RwSignal::new(None::<Result<Outcome, String>>);
+    let outcome = RwSignal::new(None::<Result<Outcome, AppError>>);
     let run = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let result = set.with_value(|s| {
@@ -237,7 +247,7 @@ fn Simulator(set: StoredValue<PolicySet>, tools: Vec<String>) -> impl IntoView {
             <noscript><p class="muted">"The simulator runs the enforcer in your browser and needs JavaScript."</p></noscript>
         </form>
         {move || outcome.get().map(|result| match result {
-            Err(message) => view! { <p class="error" role="alert" data-testid="sim-error">{message}</p> }.into_any(),
+            Err(error) => view! { <p class="error" role="alert" data-testid="sim-error">{error.to_string()}</p> }.into_any(),
             Ok(o) => view! {
                 <dl class="facts" data-testid="sim-result">
                     <dt>"Decision"</dt><dd data-testid="sim-action">{o.action}</dd>

@@ -26,13 +26,9 @@ pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 
 pub trait PortalService: Send + Sync {
     fn pending(&self) -> BoxFuture<Result<Vec<PendingApproval>, AppError>>;
     fn approval(&self, job_id: String) -> BoxFuture<Result<Option<ApprovalView>, AppError>>;
-    /// Cast the signed-in person's vote.
-    fn vote(
-        &self,
-        job_id: String,
-        approve: bool,
-        reason: String,
-    ) -> BoxFuture<Result<(), AppError>>;
+    /// Cast the signed-in person's vote (`approve` or `deny`); where the page goes next: the
+    /// request, with the outcome or the refusal in its address (forms work without WASM).
+    fn vote(&self, job_id: String, verdict: String, reason: String) -> BoxFuture<String>;
     fn jobs(&self, query: JobQuery) -> BoxFuture<Result<JobList, AppError>>;
     fn job(&self, job_id: String) -> BoxFuture<Result<Option<JobDetail>, AppError>>;
     fn dashboard(&self) -> BoxFuture<Result<DashboardView, AppError>>;
@@ -45,7 +41,8 @@ pub trait PortalService: Send + Sync {
     fn export_progress(&self, token: String)
         -> BoxFuture<Result<Option<ExportProgress>, AppError>>;
     /// Put a dead-lettered notification back in the queue (admins).
-    fn retry_delivery(&self, id: i64) -> BoxFuture<Result<(), AppError>>;
+    /// Where the dashboard goes next: with the retry's outcome, or why it was refused.
+    fn retry_delivery(&self, id: i64) -> BoxFuture<String>;
 }
 
 #[cfg(feature = "ssr")]

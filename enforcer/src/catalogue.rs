@@ -282,10 +282,10 @@ struct LazyRegex {
 
 impl LazyRegex {
     /// Checked now (the syntax the regex crate accepts), compiled later.
-    fn new(source: &str) -> Result<LazyRegex, String> {
+    fn new(source: &str) -> Result<LazyRegex, Box<regex_syntax::Error>> {
         regex_syntax::Parser::new()
             .parse(source)
-            .map_err(|e| e.to_string())?;
+            .map_err(Box::new)?;
         Ok(LazyRegex {
             source: source.to_string(),
             compiled: Arc::new(OnceLock::new()),

@@ -93,6 +93,19 @@ pub struct JobCall<'a> {
     pub args: &'a Map<String, Value>,
 }
 
+/// Why a command template, or its filling for one job, is refused: a sentence for the
+/// policy's author (at load) or the job's record (at run time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError(pub String);
+
+impl std::fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TemplateError {}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Text(String),
@@ -100,7 +113,7 @@ enum Piece {
 }
 
 /// Split one template element into literal text and placeholders.
-fn pieces(element: &str) -> Result<Vec<Piece>, String> {
+fn pieces(element: &str) -> Result<Vec<Piece>, TemplateError> {
     let mut out = Vec::new();
     let mut text = String::new();
     let mut chars = element.chars().peekable();
@@ -120,7 +133,7 @@ fn pieces(element: &str) -> Result<Vec<Piece>, String> {
                     match chars.next() {
                         Some('}') => break,
                         Some(c) => name.push(c),
-                        None => return Err(format!("unclosed `{{` in `{element}`")),
+                        None => return Err(TemplateError(format!("unclosed `{{` in `{element}`"))),
                     }
                 }
                 let (name, quote) = match name.strip_suffix(":q") {
@@ -134,16 +147,20 @@ fn pieces(element: &str) -> Result<Vec<Piece>, String> {
                     .strip_prefix("args.")
                     .is_some_and(|arg| !arg.is_empty() && !arg.contains(['{', '}']));
                 if !known {
-                    return Err(format!(
+                    return Err(TemplateError(format!(
                         "unknown placeholder `{{{name}}}` (use tool, operation, target, job_id, args_json or args.NAME)"
-                    ));
+                    )));
                 }
                 if !text.is_empty() {
                     out.push(Piece::Text(std::mem::take(&mut text)));
                 }
                 out.push(Piece::Field { name, quote });
             }
-            '}' => return Err(format!("stray `}}` in `{element}` (write `}}}}`)")),
+            '}' => {
+                return Err(TemplateError(format!(
+                    "stray `}}` in `{element}` (write `}}}}`)"
+                )))
+            }
             c => text.push(c),
         }
     }
@@ -154,7 +171,7 @@ fn pieces(element: &str) -> Result<Vec<Piece>, String> {
 }
 
 /// Check a template's syntax; `Err` says what is wrong.
-pub fn check_template(argv: &[String]) -> Result<(), String> {
+pub fn check_template(argv: &[String]) -> Result<(), TemplateError> {
     argv.iter()
         .try_for_each(|element| pieces(element).map(drop))
 }
@@ -181,33 +198,32 @@ fn scalar(value: &Value) -> Option<String> {
 }
 
 /// The values one placeholder stands for (several only for a list argument).
-fn values(name: &str, call: &JobCall<'_>) -> Result<Vec<String>, String> {
+fn values(name: &str, call: &JobCall<'_>) -> Result<Vec<String>, TemplateError> {
     let one = |v: &str| Ok(vec![v.to_string()]);
     match name {
         "tool" => one(call.tool),
         "operation" => one(call.operation),
         "job_id" => one(call.job_id),
-        "target" => call
-            .target
-            .map(|t| vec![t.to_string()])
-            .ok_or_else(|| "the job names no target, which this executor needs".to_string()),
+        "target" => call.target.map(|t| vec![t.to_string()]).ok_or_else(|| {
+            TemplateError("the job names no target, which this executor needs".into())
+        }),
         "args_json" => one(&crate::canonical_json(&Value::Object(call.args.clone()))),
         _ => {
             let arg = name.strip_prefix("args.").unwrap_or(name);
             match call.args.get(arg) {
-                None | Some(Value::Null) => Err(format!(
+                None | Some(Value::Null) => Err(TemplateError(format!(
                     "the job has no argument `{arg}`, which this executor needs"
-                )),
+                ))),
                 Some(Value::Array(items)) => items
                     .iter()
                     .map(|item| {
                         scalar(item).ok_or_else(|| {
-                            format!("argument `{arg}` holds a list of something other than text, numbers or booleans")
+                            TemplateError(format!("argument `{arg}` holds a list of something other than text, numbers or booleans"))
                         })
                     })
                     .collect(),
                 Some(value) => scalar(value).map(|v| vec![v]).ok_or_else(|| {
-                    format!("argument `{arg}` is an object; a template can only use text, numbers, booleans or lists of them")
+                    TemplateError(format!("argument `{arg}` is an object; a template can only use text, numbers, booleans or lists of them"))
                 }),
             }
         }
@@ -216,7 +232,7 @@ fn values(name: &str, call: &JobCall<'_>) -> Result<Vec<String>, String> {
 
 /// Fill a template from a job. Each element yields one argument, except an element that is a
 /// single list-valued `{args.NAME}`, which yields one per item. Values are never re-split.
-pub fn fill(argv: &[String], call: &JobCall<'_>) -> Result<Vec<String>, String> {
+pub fn fill(argv: &[String], call: &JobCall<'_>) -> Result<Vec<String>, TemplateError> {
     let mut out = Vec::with_capacity(argv.len());
     for element in argv {
         let parts = pieces(element)?;
@@ -247,19 +263,19 @@ pub fn fill(argv: &[String], call: &JobCall<'_>) -> Result<Vec<String>, String> 
         out.push(text);
     }
     if out.first().is_none_or(|p| p.is_empty()) {
-        return Err("the filled template names no program".into());
+        return Err(TemplateError("the filled template names no program".into()));
     }
     Ok(out)
 }
 
 impl Executor {
     /// The argv this executor runs for a job.
-    pub fn command(&self, call: &JobCall<'_>) -> Result<Vec<String>, String> {
+    pub fn command(&self, call: &JobCall<'_>) -> Result<Vec<String>, TemplateError> {
         if self.kind == ExecutorKind::Webhook {
-            return Err(format!(
+            return Err(TemplateError(format!(
                 "executor `{}` is a webhook and runs no program",
                 self.name
-            ));
+            )));
         }
         fill(&self.argv, call)
     }
@@ -364,6 +380,7 @@ mod tests {
         };
         assert!(fill(&t(&["x", "{args.missing}"]), &c)
             .expect_err("missing")
+            .0
             .contains("`missing`"));
         assert!(fill(&t(&["x", "{target}"]), &c).is_err());
         assert!(fill(&t(&["x", "{args.o}"]), &c).is_err());

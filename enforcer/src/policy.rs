@@ -1311,7 +1311,7 @@ fn compile_executors(
                             .into(),
                     ));
                 };
-                check_template(&file.argv).map_err(|m| err("argv", m))?;
+                check_template(&file.argv).map_err(|m| err("argv", m.to_string()))?;
                 if program.contains('{') {
                     return Err(err(
                         "argv",

@@ -14,6 +14,11 @@ use serde_json::{Map, Value};
 use std::future::Future;
 use std::time::Duration;
 
+message_error!(
+    /// Why the agent stopped or could not run a job.
+    AgentError
+);
+
 /// How long one claim waits on the server for a job.
 const CLAIM_WAIT_SECS: u64 = 30;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -51,12 +56,13 @@ struct Agent {
 
 /// Run the agent until `shutdown` completes (a job in progress is finished first) or
 /// `max_jobs` are done. Errors only for what retrying cannot fix (bad options, refused token).
-pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+pub async fn run(
+    options: AgentOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
     let base = options.server.trim_end_matches('/').to_string();
     if !(base.starts_with("http://") || base.starts_with("https://")) {
-        return Err(format!(
-            "--server must be an http:// or https:// URL, not {base:?}"
-        ));
+        return Err(format!("--server must be an http:// or https:// URL, not {base:?}").into());
     }
     if !enforcer::executor::is_agent_id(&options.id) {
         return Err("--id must be 1 to 128 letters, digits, `-`, `_` or `.`".into());
@@ -97,7 +103,7 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
                 backoff = Duration::from_secs(1);
                 continue;
             }
-            Err(ClaimError::Refused(message)) => return Err(message),
+            Err(ClaimError::Refused(message)) => return Err(message.into()),
             Err(ClaimError::RetryAfter(wait)) => wait,
             Err(ClaimError::Unavailable(message)) => {
                 tracing::warn!(error = %message, retry_in = ?backoff, "cannot claim jobs");
@@ -171,7 +177,7 @@ impl Agent {
     }
 
     /// POST to the job's endpoint; the status code, or why it could not be sent.
-    async fn post(&self, path: &str, body: Option<&Value>) -> Result<u16, String> {
+    async fn post(&self, path: &str, body: Option<&Value>) -> Result<u16, AgentError> {
         let mut request = self
             .client
             .post(self.url(path))
@@ -184,7 +190,7 @@ impl Agent {
             .send()
             .await
             .map(|r| r.status().as_u16())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string().into())
     }
 
     /// Check, run and report one job.
@@ -240,7 +246,7 @@ impl Agent {
     }
 
     /// The executor and filled argv, after checking the job against its call hash.
-    fn prepare(&self, job: &Claimed) -> Result<(Executor, Vec<String>), String> {
+    fn prepare(&self, job: &Claimed) -> Result<(Executor, Vec<String>), AgentError> {
         let args: Map<String, Value> = job
             .args
             .as_object()
@@ -260,13 +266,15 @@ impl Agent {
             .clone()
             .filter(|e| e.kind == ExecutorKind::Agent)
             .ok_or("the policy names no agent executor for this operation")?;
-        let argv = executor.command(&JobCall {
-            job_id: &job.job_id,
-            tool: &request.tool,
-            operation: &request.operation,
-            target: request.target.as_deref(),
-            args: &request.args,
-        })?;
+        let argv = executor
+            .command(&JobCall {
+                job_id: &job.job_id,
+                tool: &request.tool,
+                operation: &request.operation,
+                target: request.target.as_deref(),
+                args: &request.args,
+            })
+            .map_err(|e| AgentError(e.0))?;
         Ok((executor, argv))
     }
 

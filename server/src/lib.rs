@@ -1,6 +1,29 @@
 //! The `countersign` server: axum wiring for the portal, health probes and (later) the decision
 //! API. [`app`] builds the whole router so tests can drive it without a socket.
 
+/// Declare an error that is one sentence for a person (what failed and why), with `From` for
+/// the text that builds it, so `?` turns a message into it.
+macro_rules! message_error {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+        #[error("{0}")]
+        pub struct $name(pub String);
+
+        impl From<String> for $name {
+            fn from(message: String) -> $name {
+                $name(message)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(message: &str) -> $name {
+                $name(message.to_string())
+            }
+        }
+    };
+}
+
 /// mimalloc for every binary built on this crate (the server, its tests and benchmarks alike).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -120,7 +143,7 @@ impl AppState {
                 services::exports::signing_key(key.expose()).map_err(|e| {
                     config::ConfigError::Invalid {
                         setting: "export_signing_key",
-                        message: e,
+                        message: e.to_string(),
                     }
                 })?,
             )),

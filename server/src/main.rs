@@ -203,29 +203,40 @@ async fn main() -> ExitCode {
         Command::Import { audit_db, queue_db } => import(config, audit_db, queue_db).await,
         Command::User(command) => user(config, command).await,
         Command::Token(command) => token(config, command).await,
-        Command::Agent(args) => {
-            server::agent::run(
-                server::agent::AgentOptions {
-                    server: args.server,
-                    token: args.token,
-                    id: args.id,
-                    max_jobs: args.max_jobs,
-                },
-                shutdown_signal(),
-            )
-            .await
-        }
+        Command::Agent(args) => server::agent::run(
+            server::agent::AgentOptions {
+                server: args.server,
+                token: args.token,
+                id: args.id,
+                max_jobs: args.max_jobs,
+            },
+            shutdown_signal(),
+        )
+        .await
+        .map_err(Failure::from),
         Command::Evaluate(_)
         | Command::Policy(_)
         | Command::Audit(AuditCommand::VerifyExport { .. } | AuditCommand::Keygen) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
+        Err(Failure(message)) => {
             tracing::error!("{message}");
             eprintln!("countersign: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Why a command failed: the sentence `countersign` prints before it exits. Any error turns
+/// into one with `?` (it is deliberately not an error type itself, so that blanket conversion
+/// is possible).
+#[derive(Debug)]
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(error: E) -> Failure {
+        Failure(error.to_string())
     }
 }
 
@@ -295,7 +306,7 @@ fn policy_check(file: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn open_database(config: &Config) -> Result<Database, String> {
+async fn open_database(config: &Config) -> Result<Database, Failure> {
     let db = Database::connect(config)
         .await
         .map_err(|e| format!("cannot open database (setting database_url): {e}"))?;
@@ -315,7 +326,7 @@ fn audit_key(config: &Config) -> Option<Vec<u8>> {
 async fn audit_verify(config: Config) -> ExitCode {
     let db = match open_database(&config).await {
         Ok(db) => db,
-        Err(message) => {
+        Err(Failure(message)) => {
             eprintln!("countersign: {message}");
             return ExitCode::FAILURE;
         }
@@ -423,7 +434,7 @@ fn keygen() -> ExitCode {
     }
 }
 
-async fn audit_purge(config: Config, older_than: &str) -> Result<(), String> {
+async fn audit_purge(config: Config, older_than: &str) -> Result<(), Failure> {
     let secs = enforcer::policy::parse_duration(older_than)
         .ok_or_else(|| format!("--older-than {older_than:?} is not a duration (use e.g. 90d)"))?;
     let key = audit_key(&config)
@@ -443,7 +454,7 @@ async fn audit_purge(config: Config, older_than: &str) -> Result<(), String> {
         serde_json::json!({ "deleted": deleted, "anchor": anchor, "older_than": older_than }),
     )
     .await
-    .map_err(|e| format!("purged, but {e}"))?;
+    .map_err(|Failure(e)| format!("purged, but {e}"))?;
     tracing::info!(deleted, anchor, "audit rows purged");
     db.close().await;
     Ok(())
@@ -453,14 +464,14 @@ async fn import(
     config: Config,
     audit_db: Option<PathBuf>,
     queue_db: Option<PathBuf>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     if audit_db.is_none() && queue_db.is_none() {
         return Err("nothing to import: give --audit-db and/or --queue-db".into());
     }
     let policy = evaluate::load_policy(config.policy_file.as_deref()).map_err(|e| e.to_string())?;
     let db = open_database(&config).await?;
     let store = AnyStore::new(&db);
-    let report = server::services::import::import(
+    let report = server::store::it_mcp_import::import(
         &store,
         &policy,
         audit_db.as_deref(),
@@ -474,10 +485,10 @@ async fn import(
         "imported {} of {} audit rows and {} of {} jobs (the rest were already here)",
         report.audit_rows_added, report.audit_rows_read, report.jobs_added, report.jobs_read
     );
-    writeln!(std::io::stdout(), "{line}").map_err(|e| e.to_string())
+    Ok(writeln!(std::io::stdout(), "{line}")?)
 }
 
-fn read_password() -> Result<String, String> {
+fn read_password() -> Result<String, Failure> {
     let mut line = String::new();
     std::io::stdin()
         .read_line(&mut line)
@@ -485,7 +496,7 @@ fn read_password() -> Result<String, String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
-async fn user(config: Config, command: UserCommand) -> Result<(), String> {
+async fn user(config: Config, command: UserCommand) -> Result<(), Failure> {
     use server::services::identity::accounts;
     let db = open_database(&config).await?;
     let store = AnyStore::new(&db);
@@ -550,12 +561,12 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
     };
     audit_cli_action(&config, &store, "user", &summary, context)
         .await
-        .map_err(|e| format!("done, but {e}"))?;
+        .map_err(|Failure(e)| format!("done, but {e}"))?;
     db.close().await;
     Ok(())
 }
 
-async fn token(config: Config, command: TokenCommand) -> Result<(), String> {
+async fn token(config: Config, command: TokenCommand) -> Result<(), Failure> {
     use server::services::identity::api_tokens;
     let db = open_database(&config).await?;
     let store = AnyStore::new(&db);
@@ -626,7 +637,7 @@ async fn token(config: Config, command: TokenCommand) -> Result<(), String> {
     if let Some((summary, context)) = audit_note {
         audit_cli_action(&config, &store, "token", &summary, context)
             .await
-            .map_err(|e| format!("done, but {e}"))?;
+            .map_err(|Failure(e)| format!("done, but {e}"))?;
     }
     db.close().await;
     Ok(())
@@ -639,7 +650,7 @@ async fn audit_cli_action(
     operation: &str,
     summary: &str,
     context: serde_json::Value,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let writer = AuditWriter::spawn(store.clone(), checkpoint_policy(config));
     let mut event = NewAuditEvent::new(
         EventKind::PortalAction,
@@ -655,7 +666,7 @@ async fn audit_cli_action(
         .append(event)
         .await
         .map(|_| ())
-        .map_err(|e| format!("could not audit it: {e}"))
+        .map_err(|e| Failure(format!("could not audit it: {e}")))
 }
 
 /// Who runs a command-line action, for the audit trail.
@@ -666,14 +677,14 @@ fn operator() -> String {
     format!("cli:{user}")
 }
 
-async fn migrate(config: Config) -> Result<(), String> {
+async fn migrate(config: Config) -> Result<(), Failure> {
     let db = open_database(&config).await?;
     tracing::info!(database = ?db.kind(), "migrations applied");
     db.close().await;
     Ok(())
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(config: Config) -> Result<(), Failure> {
     config.check_site_root().map_err(|e| e.to_string())?;
     let policy = evaluate::load_policy(config.policy_file.as_deref()).map_err(|e| e.to_string())?;
     tracing::info!(policy = %policy.name, hash = %policy.hash(), "policy loaded");

@@ -860,8 +860,17 @@ impl PortalService for Portal {
         self.signed_in(Portal::dashboard_of)
     }
 
-    fn retry_delivery(&self, id: i64) -> BoxFuture<Result<(), AppError>> {
-        self.signed_in(move |state, user| Portal::retry_delivery_of(state, user, id))
+    fn retry_delivery(&self, id: i64) -> BoxFuture<String> {
+        let done = self.signed_in(move |state, user| Portal::retry_delivery_of(state, user, id));
+        Box::pin(async move {
+            match done.await {
+                Ok(()) => format!("/?retried={id}#deliveries"),
+                Err(error) => format!(
+                    "/?delivery_error={}#deliveries",
+                    app::encode_query(&error.to_string())
+                ),
+            }
+        })
     }
 
     fn jobs(&self, query: JobQuery) -> BoxFuture<Result<JobList, AppError>> {
@@ -880,21 +889,22 @@ impl PortalService for Portal {
         self.signed_in(|state, user| Portal::detail_of(state, user, job_id))
     }
 
-    fn vote(
-        &self,
-        job_id: String,
-        approve: bool,
-        reason: String,
-    ) -> BoxFuture<Result<(), AppError>> {
-        self.signed_in(move |state, user| async move {
-            let verdict = if approve {
-                Verdict::Approve
-            } else {
-                Verdict::Deny
+    fn vote(&self, job_id: String, verdict: String, reason: String) -> BoxFuture<String> {
+        let page = format!("/approvals/{}", app::encode_query(&job_id));
+        let done = self.signed_in(move |state, user| async move {
+            let verdict = match verdict.as_str() {
+                "approve" => Verdict::Approve,
+                "deny" => Verdict::Deny,
+                _ => {
+                    return Err(AppError::invalid(
+                        "verdict",
+                        "the verdict is approve or deny",
+                    ))
+                }
             };
             match approvals::vote(&state, &principal(&user), &job_id, verdict, Some(&reason)).await
             {
-                Ok(_) => Ok(()),
+                Ok(_) => Ok(verdict),
                 Err(VoteError::Unavailable(error)) => {
                     tracing::error!(%error, "portal vote could not be recorded");
                     Err(AppError::Unavailable(
@@ -911,6 +921,12 @@ impl PortalService for Portal {
                 Err(invalid @ (VoteError::ReasonRequired(_) | VoteError::ReasonTooLong)) => {
                     Err(AppError::invalid("reason", invalid.to_string()))
                 }
+            }
+        });
+        Box::pin(async move {
+            match done.await {
+                Ok(verdict) => format!("{page}?voted={}", verdict.as_str()),
+                Err(error) => format!("{page}?error={}", app::encode_query(&error.to_string())),
             }
         })
     }

@@ -1024,13 +1024,15 @@ async fn a_policy_change_is_applied_before_running() {
     let refusal =
         server::services::execution::recheck(&stricter, &job, now).expect_err("denied now");
     assert!(
-        refusal.contains("policy changed") && refusal.contains("winrm"),
+        refusal.0.contains("policy changed") && refusal.0.contains("winrm"),
         "{refusal}"
     );
     let late = now + chrono::Duration::hours(2);
     assert_eq!(
         server::services::execution::recheck(&current, &job, late),
-        Err("the approval window has closed".to_string())
+        Err(server::services::execution::Refusal(
+            "the approval window has closed".to_string()
+        ))
     );
 }
 

@@ -615,7 +615,7 @@ async fn evidence_bundles_verify_and_tampering_is_named() {
         b[at] = if b[at] == b'1' { b'2' } else { b'1' };
     });
     let why = bundle::verify(&bad, Some(&key)).expect_err("a changed CSV fails");
-    assert!(why.starts_with("events.csv:"), "{why}");
+    assert!(why.0.starts_with("events.csv:"), "{why}");
     let (ok, out) = cli_verify(&bad, Some(&env.public_key));
     assert!(!ok && out.contains("FAILED: events.csv"), "{out}");
 
@@ -624,7 +624,7 @@ async fn evidence_bundles_verify_and_tampering_is_named() {
         *b = text.into_bytes();
     });
     let why = bundle::verify(&bad, Some(&key)).expect_err("a changed chain fails");
-    assert!(why.starts_with("chain.jsonl"), "{why}");
+    assert!(why.0.starts_with("chain.jsonl"), "{why}");
 
     tamper(&path, &bad, "policies.jsonl", |b| {
         let text = String::from_utf8_lossy(b).replacen("approver_role", "approver_rolE", 1);
@@ -632,7 +632,7 @@ async fn evidence_bundles_verify_and_tampering_is_named() {
     });
     let why = bundle::verify(&bad, Some(&key)).expect_err("a changed policy text fails");
     assert!(
-        why.starts_with("policies.jsonl: the text of policy"),
+        why.0.starts_with("policies.jsonl: the text of policy"),
         "{why}"
     );
 
@@ -641,12 +641,15 @@ async fn evidence_bundles_verify_and_tampering_is_named() {
         *b = text.into_bytes();
     });
     let why = bundle::verify(&bad, Some(&key)).expect_err("a changed manifest fails");
-    assert!(why.starts_with("signature:"), "{why}");
+    assert!(why.0.starts_with("signature:"), "{why}");
 
     let (_, other) = reports::generate_key().expect("key");
     let other = bundle::read_public_key(&other).expect("other key");
     let why = bundle::verify(&path, Some(&other)).expect_err("another signer fails");
-    assert!(why.contains("not signed by the given public key"), "{why}");
+    assert!(
+        why.0.contains("not signed by the given public key"),
+        "{why}"
+    );
 }
 
 #[tokio::test]

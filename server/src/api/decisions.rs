@@ -116,11 +116,8 @@ pub async fn decide(
     caller: ApiCaller,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    match decide_inner(&state, &caller, &headers, body).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    }
+) -> Result<Response, ApiError> {
+    decide_inner(&state, &caller, &headers, body).await
 }
 
 async fn decide_inner(

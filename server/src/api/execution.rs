@@ -56,46 +56,42 @@ pub async fn claim(
     caller: ApiCaller,
     Path(agent_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let result = async {
-        rate_limit(&state, &caller)?;
-        if !enforcer::executor::is_agent_id(&agent_id) {
-            return Err(ApiError::bad_request(
-                "invalid_value",
-                "agent_id",
-                "an agent id is 1 to 128 letters, digits, `-`, `_` or `.`",
-            ));
+) -> Result<Response, ApiError> {
+    rate_limit(&state, &caller)?;
+    if !enforcer::executor::is_agent_id(&agent_id) {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            "agent_id",
+            "an agent id is 1 to 128 letters, digits, `-`, `_` or `.`",
+        ));
+    }
+    execution::require_agent(&state, &caller, Some(&agent_id), "claim", None).await?;
+    let wait = match query.get("wait") {
+        None => 0,
+        Some(text) => text.parse::<u64>().map_err(|_| {
+            ApiError::bad_request("invalid_value", "wait", "`wait` must be whole seconds")
+        })?,
+    }
+    .min(super::jobs::MAX_WAIT_SECS);
+    // Subscribe before looking, so an approval landing in between is not missed.
+    let mut changes = state.job_events.subscribe();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
+    loop {
+        if let Some(response) = try_claim(&state, &agent_id).await? {
+            return Ok(response);
         }
-        execution::require_agent(&state, &caller, Some(&agent_id), "claim", None).await?;
-        let wait = match query.get("wait") {
-            None => 0,
-            Some(text) => text.parse::<u64>().map_err(|_| {
-                ApiError::bad_request("invalid_value", "wait", "`wait` must be whole seconds")
-            })?,
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(StatusCode::NO_CONTENT.into_response());
         }
-        .min(super::jobs::MAX_WAIT_SECS);
-        // Subscribe before looking, so an approval landing in between is not missed.
-        let mut changes = state.job_events.subscribe();
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
-        loop {
-            if let Some(response) = try_claim(&state, &agent_id).await? {
-                return Ok(response);
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Ok(StatusCode::NO_CONTENT.into_response());
-            }
-            // Woken at once when a job is approved on this replica; other replicas' approvals
-            // are found by looking again every second.
-            let tick = (deadline - now).min(std::time::Duration::from_secs(1));
-            tokio::select! {
-                _ = changes.recv() => {}
-                () = tokio::time::sleep(tick) => {}
-            }
+        // Woken at once when a job is approved on this replica; other replicas' approvals
+        // are found by looking again every second.
+        let tick = (deadline - now).min(std::time::Duration::from_secs(1));
+        tokio::select! {
+            _ = changes.recv() => {}
+            () = tokio::time::sleep(tick) => {}
         }
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Lease the next job for an agent and describe it, with the executor that says how to run it.
@@ -144,21 +140,15 @@ pub async fn heartbeat(
     State(state): State<AppState>,
     caller: ApiCaller,
     Path(job_id): Path<String>,
-) -> Response {
-    let result = async {
-        rate_limit(&state, &caller)?;
-        let job = execution::heartbeat(&state, &caller, &job_id).await?;
-        Ok::<_, ApiError>(
-            Json(LeaseAnswer {
-                status: job.status.as_str().to_string(),
-                job_id: job.job_id,
-                lease_expires_at: job.lease_expires_at,
-            })
-            .into_response(),
-        )
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    rate_limit(&state, &caller)?;
+    let job = execution::heartbeat(&state, &caller, &job_id).await?;
+    Ok(Json(LeaseAnswer {
+        status: job.status.as_str().to_string(),
+        job_id: job.job_id,
+        lease_expires_at: job.lease_expires_at,
+    })
+    .into_response())
 }
 
 async fn read_report(body: Body) -> Result<(RunReport, JobStatus, String), ApiError> {
@@ -221,21 +211,15 @@ pub async fn job_result(
     caller: ApiCaller,
     Path(job_id): Path<String>,
     body: Body,
-) -> Response {
-    let result = async {
-        rate_limit(&state, &caller)?;
-        let (report, status, _) = read_report(body).await?;
-        let job = execution::agent_result(&state, &caller, &job_id, &report, status).await?;
-        Ok::<_, ApiError>(
-            Json(JobEnded {
-                status: job.status.as_str().to_string(),
-                job_id: job.job_id,
-            })
-            .into_response(),
-        )
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    rate_limit(&state, &caller)?;
+    let (report, status, _) = read_report(body).await?;
+    let job = execution::agent_result(&state, &caller, &job_id, &report, status).await?;
+    Ok(Json(JobEnded {
+        status: job.status.as_str().to_string(),
+        job_id: job.job_id,
+    })
+    .into_response())
 }
 
 /// `POST /api/v1/decisions/{audit_id}/result`: the tool server that asked reports how the
@@ -263,14 +247,10 @@ pub async fn decision_result(
     caller: ApiCaller,
     Path(audit_id): Path<String>,
     body: Body,
-) -> Response {
-    let result = async {
-        rate_limit(&state, &caller)?;
-        let (report, _, report_hash) = read_report(body).await?;
-        let answer =
-            execution::decision_result(&state, &caller, &audit_id, &report, &report_hash).await?;
-        Ok::<_, ApiError>(super::decisions::json_response(answer))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    rate_limit(&state, &caller)?;
+    let (report, _, report_hash) = read_report(body).await?;
+    let answer =
+        execution::decision_result(&state, &caller, &audit_id, &report, &report_hash).await?;
+    Ok(super::decisions::json_response(answer))
 }

@@ -113,49 +113,45 @@ pub async fn status(
     caller: ApiCaller,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let result = async {
-        rate_limit(&state, &caller)?;
-        let wait = match query.get("wait") {
-            None => 0,
-            Some(text) => text.parse::<u64>().map_err(|_| {
-                ApiError::bad_request("invalid_value", "wait", "`wait` must be whole seconds")
-            })?,
-        }
-        .min(MAX_WAIT_SECS);
-        // Subscribe before reading, so a change between the read and the wait is not missed.
-        let mut changes = state.job_events.subscribe();
-        let job = load(&state, &id, &caller).await?;
-        let initial = job.status;
-        let mut current = job;
-        if wait > 0 && !initial.is_final() {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
-            loop {
-                let now = tokio::time::Instant::now();
-                if now >= deadline {
+) -> Result<Response, ApiError> {
+    rate_limit(&state, &caller)?;
+    let wait = match query.get("wait") {
+        None => 0,
+        Some(text) => text.parse::<u64>().map_err(|_| {
+            ApiError::bad_request("invalid_value", "wait", "`wait` must be whole seconds")
+        })?,
+    }
+    .min(MAX_WAIT_SECS);
+    // Subscribe before reading, so a change between the read and the wait is not missed.
+    let mut changes = state.job_events.subscribe();
+    let job = load(&state, &id, &caller).await?;
+    let initial = job.status;
+    let mut current = job;
+    if wait > 0 && !initial.is_final() {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let tick = (deadline - now).min(RECHECK);
+            let changed = tokio::select! {
+                message = changes.recv() => match message {
+                    Ok((job_id, status)) => job_id == id && status != initial,
+                    // Missed messages or shutting down: read the job to be sure.
+                    Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => true,
+                },
+                () = tokio::time::sleep(tick) => true,
+            };
+            if changed {
+                current = load(&state, &id, &caller).await?;
+                if current.status != initial {
                     break;
-                }
-                let tick = (deadline - now).min(RECHECK);
-                let changed = tokio::select! {
-                    message = changes.recv() => match message {
-                        Ok((job_id, status)) => job_id == id && status != initial,
-                        // Missed messages or shutting down: read the job to be sure.
-                        Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => true,
-                    },
-                    () = tokio::time::sleep(tick) => true,
-                };
-                if changed {
-                    current = load(&state, &id, &caller).await?;
-                    if current.status != initial {
-                        break;
-                    }
                 }
             }
         }
-        Ok::<_, ApiError>(Json(view(&state, &current).await?).into_response())
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    Ok(Json(view(&state, &current).await?).into_response())
 }
 
 /// `POST /api/v1/jobs/{id}/cancel`: the requester (or the service that submitted the job for
@@ -178,55 +174,51 @@ pub async fn cancel(
     State(state): State<AppState>,
     caller: ApiCaller,
     Path(id): Path<String>,
-) -> Response {
-    let result = async {
-        rate_limit(&state, &caller)?;
-        let job = load(&state, &id, &caller).await?;
-        if job.requester != caller.id && job.submitted_by.as_deref() != Some(caller.id.as_str()) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "not_requester",
-                "only the requester can cancel a job",
-            ));
-        }
-        let now = chrono::Utc::now();
-        let cancelled = match state.store.cancel(&id, &job.requester, now).await {
-            Ok(job) => job,
-            Err(StoreError::Conflict { actual, .. }) => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    format!("the job is {actual} and can no longer be cancelled"),
-                ))
-            }
-            Err(StoreError::NotFound) => return Err(ApiError::not_found()),
-            Err(error) => {
-                return Err(ApiError::unavailable(
-                    "the job could not be cancelled",
-                    &error,
-                ))
-            }
-        };
-        let mut event = NewAuditEvent::new(
-            EventKind::PortalAction,
-            &caller.id,
-            &cancelled.tool_name,
-            &cancelled.operation,
-            "cancel",
-            "job cancelled by its requester",
-            &cancelled.risk,
-        );
-        event.job_id = Some(cancelled.job_id.clone());
-        event.call_hash = Some(cancelled.call_hash.clone());
-        event.context = json!({ "requester": cancelled.requester }).to_string();
-        if let Err(error) = state.audit.append(event).await {
-            tracing::error!(%error, "could not audit a cancellation");
-        }
-        state.notify_job(&cancelled);
-        Ok(Json(view(&state, &cancelled).await?).into_response())
+) -> Result<Response, ApiError> {
+    rate_limit(&state, &caller)?;
+    let job = load(&state, &id, &caller).await?;
+    if job.requester != caller.id && job.submitted_by.as_deref() != Some(caller.id.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_requester",
+            "only the requester can cancel a job",
+        ));
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    let now = chrono::Utc::now();
+    let cancelled = match state.store.cancel(&id, &job.requester, now).await {
+        Ok(job) => job,
+        Err(StoreError::Conflict { actual, .. }) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("the job is {actual} and can no longer be cancelled"),
+            ))
+        }
+        Err(StoreError::NotFound) => return Err(ApiError::not_found()),
+        Err(error) => {
+            return Err(ApiError::unavailable(
+                "the job could not be cancelled",
+                &error,
+            ))
+        }
+    };
+    let mut event = NewAuditEvent::new(
+        EventKind::PortalAction,
+        &caller.id,
+        &cancelled.tool_name,
+        &cancelled.operation,
+        "cancel",
+        "job cancelled by its requester",
+        &cancelled.risk,
+    );
+    event.job_id = Some(cancelled.job_id.clone());
+    event.call_hash = Some(cancelled.call_hash.clone());
+    event.context = json!({ "requester": cancelled.requester }).to_string();
+    if let Err(error) = state.audit.append(event).await {
+        tracing::error!(%error, "could not audit a cancellation");
+    }
+    state.notify_job(&cancelled);
+    Ok(Json(view(&state, &cancelled).await?).into_response())
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
@@ -266,71 +258,65 @@ pub async fn vote(
     caller: ApiCaller,
     Path(id): Path<String>,
     body: axum::body::Body,
-) -> Response {
+) -> Result<Response, ApiError> {
     use crate::services::approvals::VoteError;
-    let result = async {
-        rate_limit(&state, &caller)?;
-        if caller.kind != "person" {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "people_only",
-                "only people vote: call with your own access token from the identity provider",
-            ));
-        }
-        let bytes = axum::body::to_bytes(body, super::BODY_LIMIT)
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    "the body must be at most 64 KiB",
-                )
-            })?;
-        let input: VoteInput = serde_json::from_slice(&bytes).map_err(|e| {
+    rate_limit(&state, &caller)?;
+    if caller.kind != "person" {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "people_only",
+            "only people vote: call with your own access token from the identity provider",
+        ));
+    }
+    let bytes = axum::body::to_bytes(body, super::BODY_LIMIT)
+        .await
+        .map_err(|_| {
             ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                format!("not a vote: {e}"),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the body must be at most 64 KiB",
             )
         })?;
-        let voter = enforcer::Principal {
-            id: caller.id.clone(),
-            roles: caller.roles.iter().cloned().collect(),
-            capabilities: caller.capabilities.iter().cloned().collect(),
-        };
-        // A job the caller may not see does not exist for them; the attempt is audited.
-        if let Err(error) = load(&state, &id, &caller).await {
-            if error.status == StatusCode::NOT_FOUND {
-                crate::services::approvals::refused_unseen(&state, &caller.id, &id, input.verdict)
-                    .await;
-            }
-            return Err(error);
-        }
-        let job = crate::services::approvals::vote(
-            &state,
-            &voter,
-            &id,
-            input.verdict,
-            input.reason.as_deref(),
+    let input: VoteInput = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("not a vote: {e}"),
         )
-        .await
-        .map_err(|error| match error {
-            VoteError::NotFound => ApiError::not_found(),
-            VoteError::NotQueued(_) => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string())
-            }
-            VoteError::ReasonRequired(_) | VoteError::ReasonTooLong => {
-                ApiError::bad_request("invalid_value", "reason", error.to_string())
-            }
-            VoteError::NotEligible(_) => {
-                ApiError::new(StatusCode::FORBIDDEN, "not_eligible", error.to_string())
-            }
-            VoteError::Unavailable(e) => {
-                ApiError::unavailable("the vote could not be recorded", &e)
-            }
-        })?;
-        Ok::<_, ApiError>(Json(view(&state, &job).await?).into_response())
+    })?;
+    let voter = enforcer::Principal {
+        id: caller.id.clone(),
+        roles: caller.roles.iter().cloned().collect(),
+        capabilities: caller.capabilities.iter().cloned().collect(),
+    };
+    // A job the caller may not see does not exist for them; the attempt is audited.
+    if let Err(error) = load(&state, &id, &caller).await {
+        if error.status == StatusCode::NOT_FOUND {
+            crate::services::approvals::refused_unseen(&state, &caller.id, &id, input.verdict)
+                .await;
+        }
+        return Err(error);
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    let job = crate::services::approvals::vote(
+        &state,
+        &voter,
+        &id,
+        input.verdict,
+        input.reason.as_deref(),
+    )
+    .await
+    .map_err(|error| match error {
+        VoteError::NotFound => ApiError::not_found(),
+        VoteError::NotQueued(_) => {
+            ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string())
+        }
+        VoteError::ReasonRequired(_) | VoteError::ReasonTooLong => {
+            ApiError::bad_request("invalid_value", "reason", error.to_string())
+        }
+        VoteError::NotEligible(_) => {
+            ApiError::new(StatusCode::FORBIDDEN, "not_eligible", error.to_string())
+        }
+        VoteError::Unavailable(e) => ApiError::unavailable("the vote could not be recorded", &e),
+    })?;
+    Ok(Json(view(&state, &job).await?).into_response())
 }

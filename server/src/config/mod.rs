@@ -665,10 +665,10 @@ impl Config {
     }
 }
 
-fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
+fn invalid(setting: &'static str, message: impl std::fmt::Display) -> ConfigError {
     ConfigError::Invalid {
         setting,
-        message: message.into(),
+        message: message.to_string(),
     }
 }
 

@@ -5,6 +5,11 @@ use lettre::message::Mailbox;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+message_error!(
+    /// Why a setting's value is not valid.
+    InvalidValue
+);
+
 /// Reverse proxies whose `X-Forwarded-For` is believed (setting `trusted_proxies`): IP
 /// addresses and CIDR ranges. A request from any other peer is taken to come from that peer,
 /// whatever it claims, so the header cannot be spoofed past them.
@@ -21,7 +26,7 @@ struct IpRange {
 }
 
 impl IpRange {
-    fn parse(text: &str) -> Result<IpRange, String> {
+    fn parse(text: &str) -> Result<IpRange, InvalidValue> {
         let (address, prefix) = match text.split_once('/') {
             Some((address, prefix)) => (address.trim(), Some(prefix.trim())),
             None => (text, None),
@@ -75,7 +80,7 @@ impl IpRange {
 
 impl TrustedProxies {
     /// A comma-separated list of IP addresses and CIDR ranges; empty trusts nobody.
-    pub fn parse(text: &str) -> Result<TrustedProxies, String> {
+    pub fn parse(text: &str) -> Result<TrustedProxies, InvalidValue> {
         let ranges = text
             .split(',')
             .map(str::trim)
@@ -111,7 +116,7 @@ pub struct Target {
 }
 
 /// `udp://HOST[:514]`, `tcp://HOST[:601]` or `tls://HOST[:6514]`.
-pub fn parse_target(text: &str) -> Result<Target, String> {
+pub fn parse_target(text: &str) -> Result<Target, InvalidValue> {
     let url = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
     let (transport, default_port) = match url.scheme() {
         "udp" => (Transport::Udp, 514),
@@ -120,7 +125,8 @@ pub fn parse_target(text: &str) -> Result<Target, String> {
         other => {
             return Err(format!(
                 "scheme `{other}`: use udp://, tcp:// or tls:// followed by host[:port]"
-            ))
+            )
+            .into())
         }
     };
     let host = url
@@ -152,7 +158,7 @@ impl Recipient {
 }
 
 /// `ADDRESS` or `ADDRESS:CAP+CAP`, comma-separated (see `notify_email_to`).
-pub fn parse_recipients(text: &str) -> Result<Vec<Recipient>, String> {
+pub fn parse_recipients(text: &str) -> Result<Vec<Recipient>, InvalidValue> {
     text.split(',')
         .map(str::trim)
         .filter(|entry| !entry.is_empty())
@@ -176,7 +182,7 @@ pub fn parse_recipients(text: &str) -> Result<Vec<Recipient>, String> {
 }
 
 /// The configured bundle-signing key, from its base64 seed.
-pub fn signing_key(text: &str) -> Result<ed25519_dalek::SigningKey, String> {
+pub fn signing_key(text: &str) -> Result<ed25519_dalek::SigningKey, InvalidValue> {
     use base64::Engine;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text.trim())

@@ -16,6 +16,7 @@ use crate::services::execution::{
 };
 use crate::store::{Job, JobStatus, Store, SERVER_EXECUTOR_PREFIX};
 use crate::AppState;
+use enforcer::executor::TemplateError;
 use enforcer::{Executor, ExecutorKind, JobCall, PolicySet};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -30,9 +31,9 @@ const SWEEP: Duration = Duration::from_secs(5);
 pub use crate::services::execution::assignment;
 
 /// Fill an executor's argv for a job.
-pub fn command_for(executor: &Executor, job: &Job) -> Result<Vec<String>, String> {
+pub fn command_for(executor: &Executor, job: &Job) -> Result<Vec<String>, TemplateError> {
     let args: Map<String, Value> = serde_json::from_str(&job.params)
-        .map_err(|_| "the job's arguments are not a JSON object".to_string())?;
+        .map_err(|_| TemplateError("the job's arguments are not a JSON object".into()))?;
     executor.command(&JobCall {
         job_id: &job.job_id,
         tool: &job.tool_name,
@@ -67,12 +68,11 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(state: AppState) -> Result<Dispatcher, String> {
+    pub fn new(state: AppState) -> Result<Dispatcher, reqwest::Error> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("countersign/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the webhook client: {e}"))?;
+            .build()?;
         Ok(Dispatcher {
             state,
             client,

@@ -20,6 +20,11 @@ use enforcer::{Action, ExecutorKind, PolicySet, Principal, Request};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+message_error!(
+    /// Why an approved job must not run now (it ends failed, with this reason).
+    Refusal
+);
+
 /// Who should run a job of this operation: `executor:NAME` for the server's own executors, an
 /// agent's id, or `None` for any agent.
 pub fn assignment(policy: &PolicySet, tool: &str, operation: &str) -> Option<String> {
@@ -38,7 +43,7 @@ const MAX_SKIPS: usize = 16;
 pub const OUTPUT_KEEP: usize = 64 * 1024;
 
 /// Check an approved job again just before it runs. `Err` says why it must not.
-pub fn recheck(policy: &PolicySet, job: &Job, now: DateTime<Utc>) -> Result<(), String> {
+pub fn recheck(policy: &PolicySet, job: &Job, now: DateTime<Utc>) -> Result<(), Refusal> {
     if job.approval_expires_at.is_some_and(|t| t <= now) {
         return Err("the approval window has closed".into());
     }
@@ -66,7 +71,8 @@ pub fn recheck(policy: &PolicySet, job: &Job, now: DateTime<Utc>) -> Result<(), 
                 return Err(format!(
                     "the policy changed and now denies this call: {}",
                     decision.reasons.join("; ")
-                ))
+                )
+                .into())
             }
             Action::RequireApproval
                 if i64::from(decision.approvals_required) > i64::from(job.approvals_required) =>
@@ -74,7 +80,8 @@ pub fn recheck(policy: &PolicySet, job: &Job, now: DateTime<Utc>) -> Result<(), 
                 return Err(format!(
                     "the policy changed and now needs {} approvals",
                     decision.approvals_required
-                ))
+                )
+                .into())
             }
             _ => {}
         }
@@ -191,7 +198,7 @@ pub async fn lease_next(core: &Core, owner: &str) -> Result<Option<Job>, StoreEr
                     &format!("not run: {reason}"),
                 );
                 event.decision_action = "deny".into();
-                event.error = Some(reason);
+                event.error = Some(reason.0);
                 audit_step(core, event).await;
                 core.notify_job(&ended);
             }

@@ -8,7 +8,6 @@ pub mod execution;
 pub mod exports;
 pub mod idempotency;
 pub mod identity;
-pub mod import;
 pub mod maintenance;
 pub mod notifications;
 pub mod policy_versions;

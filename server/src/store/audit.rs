@@ -455,25 +455,30 @@ struct Pending {
     reply: Reply,
 }
 
+/// Why a batch could not be written, told to every caller waiting on it (so it is cloned).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WriteFailed(pub String);
+
 /// What a caller waits for: its row's receipt, or the receipt and the job its decision queued
 /// (committed in the same transaction).
 enum Reply {
-    Row(oneshot::Sender<Result<AuditReceipt, String>>),
+    Row(oneshot::Sender<Result<AuditReceipt, WriteFailed>>),
     WithJob(
         Box<NewJob>,
-        oneshot::Sender<Result<(AuditReceipt, Job), String>>,
+        oneshot::Sender<Result<(AuditReceipt, Job), WriteFailed>>,
     ),
 }
 
 /// Where a reply goes once the batch is committed (the job has moved into the batch).
 enum Answer {
-    Row(oneshot::Sender<Result<AuditReceipt, String>>),
-    WithJob(oneshot::Sender<Result<(AuditReceipt, Job), String>>),
+    Row(oneshot::Sender<Result<AuditReceipt, WriteFailed>>),
+    WithJob(oneshot::Sender<Result<(AuditReceipt, Job), WriteFailed>>),
 }
 
 impl Answer {
     /// A caller that stopped waiting needs no answer, so a closed channel is not an error.
-    fn fail(self, message: String) {
+    fn fail(self, message: WriteFailed) {
         match self {
             Answer::Row(reply) => {
                 let _ = reply.send(Err(message));
@@ -558,8 +563,10 @@ async fn write_batches<S: Store>(
                             Answer::WithJob(reply) => {
                                 let _ = reply.send(
                                     stored.next().map(|job| (receipt, job)).ok_or_else(|| {
-                                        "the store returned fewer jobs than it was given"
-                                            .to_string()
+                                        WriteFailed(
+                                            "the store returned fewer jobs than it was given"
+                                                .to_string(),
+                                        )
                                     }),
                                 );
                             }
@@ -570,7 +577,7 @@ async fn write_batches<S: Store>(
                     failed.store(true, std::sync::atomic::Ordering::Relaxed);
                     tracing::error!(%error, rows = replies.len(), "audit write failed; callers fail closed");
                     for answer in replies {
-                        answer.fail(error.to_string());
+                        answer.fail(WriteFailed(error.to_string()));
                     }
                 }
             }
@@ -700,7 +707,7 @@ impl AuditWriter {
         &self,
         event: NewAuditEvent,
         reply: Reply,
-        answer: oneshot::Receiver<Result<T, String>>,
+        answer: oneshot::Receiver<Result<T, WriteFailed>>,
     ) -> Result<T, StoreError> {
         check_hashes(&event)?;
         self.tx

@@ -16,6 +16,11 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::time::Duration;
 
+message_error!(
+    /// Why the rows of an export could not be read from the SQLite file.
+    ReadError
+);
+
 /// Rows per statement. Each page reads its own snapshot, so a slow download never holds one
 /// read transaction (and the WAL checkpoint behind it) for the whole export.
 const PAGE: usize = 20_000;
@@ -120,7 +125,7 @@ impl From<&AuditRecord> for ExportRow {
 
 impl ExportRow {
     /// The stored row back (to recompute its hash offline).
-    pub fn to_record(&self) -> Result<AuditRecord, String> {
+    pub fn to_record(&self) -> Result<AuditRecord, ReadError> {
         let time = |field: &str, text: &str| {
             DateTime::parse_from_rfc3339(text)
                 .map(|t| t.with_timezone(&Utc))
@@ -172,9 +177,9 @@ pub fn read_sqlite(
     file: &Path,
     period: &AuditFilter,
     (first, last): (i64, i64),
-    mut row: impl FnMut(&ExportRow<Cow<'_, str>>) -> Result<(), String>,
+    mut row: impl FnMut(&ExportRow<Cow<'_, str>>) -> Result<(), ReadError>,
     mut page: impl FnMut(usize),
-) -> Result<u64, String> {
+) -> Result<u64, ReadError> {
     let db = Connection::open_with_flags(
         file,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -238,10 +243,11 @@ fn query(period: &AuditFilter, last: i64) -> (String, Vec<Value>) {
 }
 
 /// One row of the page query, borrowing its text.
-fn export_row<'r>(row: &'r Row<'_>) -> Result<ExportRow<Cow<'r, str>>, String> {
+fn export_row<'r>(row: &'r Row<'_>) -> Result<ExportRow<Cow<'r, str>>, ReadError> {
     let seq = integer(row, 0)?.ok_or("a row without a sequence number")?;
-    let text = |i: usize| -> Result<Cow<'r, str>, String> {
-        optional_text(row, i, seq)?.ok_or_else(|| format!("row {seq}: {} is NULL", CSV_COLUMNS[i]))
+    let text = |i: usize| -> Result<Cow<'r, str>, ReadError> {
+        optional_text(row, i, seq)?
+            .ok_or_else(|| ReadError(format!("row {seq}: {} is NULL", CSV_COLUMNS[i])))
     };
     let opt = |i: usize| optional_text(row, i, seq);
     Ok(ExportRow {
@@ -275,40 +281,45 @@ fn export_row<'r>(row: &'r Row<'_>) -> Result<ExportRow<Cow<'r, str>>, String> {
 }
 
 /// A hash column: stored as 32 bytes, exported as lowercase hex.
-fn optional_hash<'r>(row: &'r Row<'_>, i: usize, seq: i64) -> Result<Option<Cow<'r, str>>, String> {
+fn optional_hash<'r>(
+    row: &'r Row<'_>,
+    i: usize,
+    seq: i64,
+) -> Result<Option<Cow<'r, str>>, ReadError> {
     match row.get_ref(i).map_err(|e| e.to_string())? {
         ValueRef::Null => Ok(None),
         ValueRef::Blob(bytes) => audit::hash_text(bytes)
             .map(|hex| Some(Cow::Owned(hex)))
-            .map_err(|e| format!("row {seq}: {}: {e}", CSV_COLUMNS[i])),
-        _ => Err(format!(
-            "row {seq}: {} is not a stored hash",
-            CSV_COLUMNS[i]
-        )),
+            .map_err(|e| ReadError(format!("row {seq}: {}: {e}", CSV_COLUMNS[i]))),
+        _ => Err(format!("row {seq}: {} is not a stored hash", CSV_COLUMNS[i]).into()),
     }
 }
 
-fn optional_text<'r>(row: &'r Row<'_>, i: usize, seq: i64) -> Result<Option<Cow<'r, str>>, String> {
+fn optional_text<'r>(
+    row: &'r Row<'_>,
+    i: usize,
+    seq: i64,
+) -> Result<Option<Cow<'r, str>>, ReadError> {
     match row.get_ref(i).map_err(|e| e.to_string())? {
         ValueRef::Null => Ok(None),
         ValueRef::Text(bytes) => std::str::from_utf8(bytes)
             .map(|t| Some(Cow::Borrowed(t)))
-            .map_err(|_| format!("row {seq}: {} is not UTF-8", CSV_COLUMNS[i])),
-        _ => Err(format!("row {seq}: {} is not text", CSV_COLUMNS[i])),
+            .map_err(|_| ReadError(format!("row {seq}: {} is not UTF-8", CSV_COLUMNS[i]))),
+        _ => Err(format!("row {seq}: {} is not text", CSV_COLUMNS[i]).into()),
     }
 }
 
-fn integer(row: &Row<'_>, i: usize) -> Result<Option<i64>, String> {
+fn integer(row: &Row<'_>, i: usize) -> Result<Option<i64>, ReadError> {
     match row.get_ref(i).map_err(|e| e.to_string())? {
         ValueRef::Null => Ok(None),
         ValueRef::Integer(n) => Ok(Some(n)),
-        _ => Err(format!("{} is not an integer", CSV_COLUMNS[i])),
+        _ => Err(format!("{} is not an integer", CSV_COLUMNS[i]).into()),
     }
 }
 
 /// A stored time as the exports write it. The store writes `YYYY-MM-DD HH:MM:SS.mmmZ`; the
 /// export's RFC 3339 form differs only by the `T`. Anything else is parsed and written anew.
-fn export_time(stored: Cow<'_, str>, seq: i64) -> Result<Cow<'static, str>, String> {
+fn export_time(stored: Cow<'_, str>, seq: i64) -> Result<Cow<'static, str>, ReadError> {
     const SHAPE: &[u8; 24] = b"0000-00-00 00:00:00.000Z";
     let bytes = stored.as_bytes();
     let stored_form = bytes.len() == SHAPE.len()
@@ -323,7 +334,7 @@ fn export_time(stored: Cow<'_, str>, seq: i64) -> Result<Cow<'static, str>, Stri
     }
     parse_ts(&stored)
         .map(|t| Cow::Owned(rfc3339(t)))
-        .map_err(|_| format!("row {seq}: a time is not RFC 3339"))
+        .map_err(|_| ReadError(format!("row {seq}: a time is not RFC 3339")))
 }
 
 #[cfg(test)]
@@ -346,6 +357,7 @@ mod tests {
         }
         assert!(export_time(Cow::Borrowed("yesterday"), 7)
             .expect_err("not a time")
+            .0
             .contains("row 7"));
     }
 }

@@ -11,6 +11,7 @@ pub mod export_rows;
 pub mod idempotency;
 pub mod identity;
 pub mod integrations;
+pub mod it_mcp_import;
 pub mod postgres;
 pub mod sqlite;
 

@@ -679,9 +679,17 @@ pub async fn sign_out(State(state): State<AppState>, session: Session) -> Respon
     (StatusCode::SEE_OTHER, [(header::LOCATION, target)]).into_response()
 }
 
+message_error!(
+    /// Why the first admin account could not be made (the server does not start).
+    BootstrapError
+);
+
 /// With no account at all, create `admin` from COUNTERSIGN_ADMIN_PASSWORD, or with a generated
 /// password printed once on standard error (never logged).
-pub async fn bootstrap_admin(state: &AppState, configured: Option<&str>) -> Result<(), String> {
+pub async fn bootstrap_admin(
+    state: &AppState,
+    configured: Option<&str>,
+) -> Result<(), BootstrapError> {
     if accounts::count(&state.store)
         .await
         .map_err(|e| e.to_string())?

@@ -420,7 +420,7 @@ mod tests {
             "1.2.3.4:80",
         ] {
             let error = TrustedProxies::parse(bad).expect_err(bad);
-            assert!(error.contains(bad), "{bad}: {error}");
+            assert!(error.0.contains(bad), "{bad}: {error}");
         }
     }
 

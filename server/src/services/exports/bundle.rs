@@ -19,6 +19,7 @@
 //! listed without a name or text.
 
 use super::summary::{walk, ChainCheck};
+use super::StreamError;
 use super::{csv_row, pdf, ExportRow, Job, CSV_COLUMNS};
 use crate::store::audit::{hex, row_hash};
 use crate::store::Store;
@@ -125,7 +126,7 @@ impl<R: Read> Read for Hashing<R> {
 }
 
 /// Finish a hashed file: flush it and say what it holds.
-fn entry(name: &str, mut writer: Hashing<BufWriter<File>>) -> Result<FileEntry, String> {
+fn entry(name: &str, mut writer: Hashing<BufWriter<File>>) -> Result<FileEntry, StreamError> {
     writer.flush().map_err(|e| e.to_string())?;
     Ok(FileEntry {
         name: name.to_string(),
@@ -134,7 +135,7 @@ fn entry(name: &str, mut writer: Hashing<BufWriter<File>>) -> Result<FileEntry, 
     })
 }
 
-fn create(dir: &Path, name: &str) -> Result<Hashing<BufWriter<File>>, String> {
+fn create(dir: &Path, name: &str) -> Result<Hashing<BufWriter<File>>, StreamError> {
     let file = File::create(dir.join(name)).map_err(|e| e.to_string())?;
     Ok(Hashing::new(BufWriter::with_capacity(256 * 1024, file)))
 }
@@ -172,7 +173,7 @@ pub async fn stream<S: Store>(
     job: &Job,
     key: &SigningKey,
     tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
-) -> Result<(), String> {
+) -> Result<(), StreamError> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut chain = create(dir.path(), "chain.jsonl")?;
     let mut jsonl = create(dir.path(), "events.jsonl")?;
@@ -188,9 +189,9 @@ pub async fn stream<S: Store>(
             }
         }
         let export = ExportRow::from(row);
-        let line = |out: &mut Hashing<BufWriter<File>>| -> Result<(), String> {
+        let line = |out: &mut Hashing<BufWriter<File>>| -> Result<(), StreamError> {
             serde_json::to_writer(&mut *out, &export).map_err(|e| e.to_string())?;
-            out.write_all(b"\n").map_err(|e| e.to_string())
+            out.write_all(b"\n").map_err(|e| e.to_string().into())
         };
         line(&mut chain)?;
         if selected {
@@ -270,12 +271,12 @@ pub async fn stream<S: Store>(
     );
     let tx = tx.clone();
     let names: Vec<String> = manifest.files.iter().map(|f| f.name.clone()).collect();
-    tokio::task::spawn_blocking(move || -> Result<(), String> {
+    tokio::task::spawn_blocking(move || -> Result<(), StreamError> {
         let mut archive = tar::Builder::new(ChannelWriter {
             tx,
             buf: Vec::with_capacity(256 * 1024),
         });
-        let mut add_bytes = |name: &str, bytes: &[u8]| -> Result<(), String> {
+        let mut add_bytes = |name: &str, bytes: &[u8]| -> Result<(), StreamError> {
             let mut header = tar::Header::new_ustar();
             header.set_size(bytes.len() as u64);
             header.set_mode(0o644);
@@ -283,7 +284,7 @@ pub async fn stream<S: Store>(
             header.set_cksum();
             archive
                 .append_data(&mut header, name, bytes)
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string().into())
         };
         add_bytes("manifest.json", &manifest_bytes)?;
         add_bytes("manifest.sig", signature_text.as_bytes())?;
@@ -294,7 +295,7 @@ pub async fn stream<S: Store>(
                 .map_err(|e| e.to_string())?;
         }
         let mut out = archive.into_inner().map_err(|e| e.to_string())?;
-        out.flush().map_err(|e| e.to_string())
+        out.flush().map_err(|e| e.to_string().into())
     })
     .await
     .map_err(|e| e.to_string())?
@@ -309,9 +310,14 @@ pub struct Verified {
     pub trusted_key: bool,
 }
 
+message_error!(
+    /// Why an evidence bundle does not verify (`countersign audit verify-export`).
+    VerifyError
+);
+
 /// Read a public key: base64 text, or a file holding it (or the JSON `/api/v1/audit/public-key`
 /// serves).
-pub fn read_public_key(text: &str) -> Result<VerifyingKey, String> {
+pub fn read_public_key(text: &str) -> Result<VerifyingKey, VerifyError> {
     let content = match std::fs::read_to_string(text) {
         Ok(content) => content,
         Err(_) => text.to_string(),
@@ -335,7 +341,7 @@ pub fn read_public_key(text: &str) -> Result<VerifyingKey, String> {
 }
 
 /// What is done with each line of a JSON Lines file while it is hashed.
-type LineCheck<'a> = &'a mut dyn FnMut(&[u8]) -> Result<(), String>;
+type LineCheck<'a> = &'a mut dyn FnMut(&[u8]) -> Result<(), VerifyError>;
 
 /// The checks made while reading one file of the archive.
 #[derive(Default)]
@@ -345,7 +351,7 @@ struct FileRead {
 }
 
 /// Hash a reader, handing it line by line to `each` (for the JSON Lines files) when given.
-fn read_entry(reader: impl Read, mut each: Option<LineCheck<'_>>) -> Result<FileRead, String> {
+fn read_entry(reader: impl Read, mut each: Option<LineCheck<'_>>) -> Result<FileRead, VerifyError> {
     let mut reader = BufReader::with_capacity(256 * 1024, reader);
     let mut hash = Sha256::new();
     let mut bytes = 0u64;
@@ -373,14 +379,15 @@ fn read_entry(reader: impl Read, mut each: Option<LineCheck<'_>>) -> Result<File
     })
 }
 
-fn parse_row(file: &str, line: &[u8]) -> Result<crate::store::AuditRecord, String> {
+fn parse_row(file: &str, line: &[u8]) -> Result<crate::store::AuditRecord, VerifyError> {
     let row: ExportRow = serde_json::from_slice(line)
         .map_err(|e| format!("{file}: a line is not an audit row ({e})"))?;
-    row.to_record().map_err(|e| format!("{file}: {e}"))
+    row.to_record()
+        .map_err(|e| VerifyError(format!("{file}: {e}")))
 }
 
 /// A listed policy's text, when it has one, loads and hashes to the hash it is listed under.
-fn check_policy_text(policy: &PolicyEntry) -> Result<(), String> {
+fn check_policy_text(policy: &PolicyEntry) -> Result<(), VerifyError> {
     let Some(source) = &policy.source else {
         return Ok(());
     };
@@ -389,15 +396,17 @@ fn check_policy_text(policy: &PolicyEntry) -> Result<(), String> {
         Ok(loaded) if loaded.hash() == hash => Ok(()),
         Ok(_) => Err(format!(
             "policies.jsonl: the text of policy {hash} does not hash to it (it was changed)"
-        )),
+        )
+        .into()),
         Err(_) => Err(format!(
             "policies.jsonl: the text of policy {hash} does not load (it was changed)"
-        )),
+        )
+        .into()),
     }
 }
 
 /// Verify a bundle offline. Errors name what failed.
-pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, String> {
+pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, VerifyError> {
     let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let mut archive = tar::Archive::new(file);
     let mut manifest_bytes: Option<Vec<u8>> = None;
@@ -411,7 +420,7 @@ pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, Strin
     let mut events: Vec<(i64, String)> = Vec::new();
     let mut event_rows = 0u64;
     // The CSV's data rows, or why it is not CSV (reported after the hash checks).
-    let mut csv_rows: Option<Result<u64, String>> = None;
+    let mut csv_rows: Option<Result<u64, VerifyError>> = None;
     let mut seen: HashSet<String> = HashSet::new();
     let entries = archive
         .entries()
@@ -424,7 +433,7 @@ pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, Strin
             .to_string_lossy()
             .to_string();
         if !seen.insert(name.clone()) {
-            return Err(format!("{name} appears twice in the archive"));
+            return Err(format!("{name} appears twice in the archive").into());
         }
         match name.as_str() {
             "manifest.json" => {
@@ -442,7 +451,7 @@ pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, Strin
                 signature_text = Some(text);
             }
             "chain.jsonl" => {
-                let mut each = |line: &[u8]| -> Result<(), String> {
+                let mut each = |line: &[u8]| -> Result<(), VerifyError> {
                     let row = parse_row("chain.jsonl", line)?;
                     chain.push(&row);
                     if let Some(hash) = row.event.policy_hash {
@@ -456,7 +465,7 @@ pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, Strin
             }
             "policies.jsonl" => {
                 let listed = listed_policies.insert(HashSet::new());
-                let mut each = |line: &[u8]| -> Result<(), String> {
+                let mut each = |line: &[u8]| -> Result<(), VerifyError> {
                     let policy: PolicyEntry = serde_json::from_slice(line)
                         .map_err(|e| format!("policies.jsonl: a line is not a policy ({e})"))?;
                     check_policy_text(&policy)?;
@@ -467,13 +476,14 @@ pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, Strin
                 read.insert(name, got);
             }
             "events.jsonl" => {
-                let mut each = |line: &[u8]| -> Result<(), String> {
+                let mut each = |line: &[u8]| -> Result<(), VerifyError> {
                     let row = parse_row("events.jsonl", line)?;
                     if row_hash(&row.id, row.seq, &row.event, &row.prev_hash) != row.row_hash {
                         return Err(format!(
                             "events.jsonl: row {} does not match its hash (it was changed)",
                             row.seq
-                        ));
+                        )
+                        .into());
                     }
                     event_rows += 1;
                     events.push((row.seq, row.row_hash));
@@ -493,7 +503,7 @@ pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, Strin
                     .map_err(|e| format!("events.csv is not valid CSV: {e}"));
                 std::io::copy(&mut reader, &mut std::io::sink())
                     .map_err(|e| format!("cannot read the archive: {e}"))?;
-                csv_rows = Some(parsed);
+                csv_rows = Some(parsed.map_err(VerifyError));
                 read.insert(
                     name,
                     FileRead {
@@ -516,7 +526,8 @@ pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, Strin
         return Err(format!(
             "manifest.json: unknown format {:?} (expected {MANIFEST_FORMAT})",
             manifest.format
-        ));
+        )
+        .into());
     }
     // 1. The signature over the manifest's exact bytes.
     let embedded = read_public_key(&manifest.public_key)
@@ -546,14 +557,15 @@ pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, Strin
             return Err(format!(
                 "{}: its SHA-256 does not match the manifest (the file was changed)",
                 listed.name
-            ));
+            )
+            .into());
         }
     }
     if let Some(extra) = read
         .keys()
         .find(|name| !manifest.files.iter().any(|f| &f.name == *name))
     {
-        return Err(format!("{extra}: in the archive but not in the manifest"));
+        return Err(format!("{extra}: in the archive but not in the manifest").into());
     }
     // 3. The chain segment: links and hashes, from the manifest's start to its end.
     match (&manifest.chain, chain.rows) {
@@ -562,7 +574,7 @@ pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, Strin
         (Some(_), 0) => return Err("chain.jsonl: the manifest lists rows but it has none".into()),
         (Some(info), _) => {
             if let Some((seq, why)) = &chain.problem {
-                return Err(format!("chain.jsonl: row {seq}: {why}"));
+                return Err(format!("chain.jsonl: row {seq}: {why}").into());
             }
             if chain.first_seq != info.first_seq
                 || chain.last_seq != info.last_seq
@@ -571,7 +583,8 @@ pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, Strin
                 return Err(format!(
                     "chain.jsonl: holds rows {} to {} but the manifest says {} to {}",
                     chain.first_seq, chain.last_seq, info.first_seq, info.last_seq
-                ));
+                )
+                .into());
             }
             if chain.prev_hash != info.prev_hash || chain.last_hash != info.last_hash {
                 return Err(
@@ -588,20 +601,20 @@ pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, Strin
         if let Some(hash) = missing.first() {
             return Err(format!(
                 "policies.jsonl: policy {hash}, which rows of the chain name, is not listed"
-            ));
+            )
+            .into());
         }
     }
     // 5. The filtered events are rows of that segment, as many as the manifest says.
     if let Some((seq, _)) = events.iter().find(|(_, hash)| !chain_hashes.contains(hash)) {
-        return Err(format!(
-            "events.jsonl: row {seq} is not in the chain segment"
-        ));
+        return Err(format!("events.jsonl: row {seq} is not in the chain segment").into());
     }
     if event_rows != manifest.events {
         return Err(format!(
             "events.jsonl: {event_rows} rows but the manifest says {}",
             manifest.events
-        ));
+        )
+        .into());
     }
     if let Some(parsed) = csv_rows {
         let csv_rows = parsed?;
@@ -609,7 +622,8 @@ pub fn verify(path: &Path, key: Option<&VerifyingKey>) -> Result<Verified, Strin
             return Err(format!(
                 "events.csv: {csv_rows} rows but the manifest says {}",
                 manifest.events
-            ));
+            )
+            .into());
         }
     }
     Ok(Verified {

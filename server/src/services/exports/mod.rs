@@ -26,6 +26,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
+message_error!(
+    /// Why an export stopped before its end (logged; the download fails visibly).
+    StreamError
+);
+
 /// Rows read per database round trip.
 pub const PAGE: i64 = 2_000;
 /// The longest period one export covers.
@@ -429,7 +434,7 @@ impl<'a, S: Store> Rows<'a, S> {
 }
 
 /// The CSV header and one page of rows as CSV text.
-pub fn csv_page(rows: &[AuditRecord], header: bool) -> Result<Vec<u8>, String> {
+pub fn csv_page(rows: &[AuditRecord], header: bool) -> Result<Vec<u8>, StreamError> {
     let mut writer = csv_writer(Vec::with_capacity(rows.len() * 512), header);
     if header && rows.is_empty() {
         writer
@@ -441,7 +446,7 @@ pub fn csv_page(rows: &[AuditRecord], header: bool) -> Result<Vec<u8>, String> {
             .serialize(csv_row(&ExportRow::from(row)))
             .map_err(|e| e.to_string())?;
     }
-    writer.into_inner().map_err(|e| e.to_string())
+    writer.into_inner().map_err(|e| e.to_string().into())
 }
 
 /// A CSV cell a spreadsheet will not run as a formula: text starting with `=`, `+`, `-`, `@`,
@@ -502,7 +507,7 @@ fn csv_writer<W: std::io::Write>(out: W, header: bool) -> csv::Writer<W> {
 }
 
 /// One page of rows as JSON Lines.
-pub fn jsonl_page(rows: &[AuditRecord]) -> Result<Vec<u8>, String> {
+pub fn jsonl_page(rows: &[AuditRecord]) -> Result<Vec<u8>, StreamError> {
     let mut out = Vec::with_capacity(rows.len() * 768);
     for row in rows {
         serde_json::to_writer(&mut out, &ExportRow::from(row)).map_err(|e| e.to_string())?;
@@ -652,7 +657,7 @@ pub async fn export(
             },
             Format::Bundle => match key {
                 Some(key) => bundle::stream(&store, &job, &key, &tx).await,
-                None => Err("no signing key".to_string()),
+                None => Err("no signing key".to_string().into()),
             },
         };
         if let Some(t) = &job.progress {
@@ -810,10 +815,10 @@ impl Job {
 async fn send(
     tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
     bytes: Vec<u8>,
-) -> Result<(), String> {
+) -> Result<(), StreamError> {
     tx.send(Ok(Bytes::from(bytes)))
         .await
-        .map_err(|_| "the client went away".to_string())
+        .map_err(|_| "the client went away".to_string().into())
 }
 
 /// CSV or JSON Lines: straight from the file on SQLite, through the store otherwise.
@@ -821,7 +826,7 @@ async fn stream_table(
     store: &AnyStore,
     job: &Job,
     tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
-) -> Result<(), String> {
+) -> Result<(), StreamError> {
     // The period's first and last rows once (its hours' `seq` range from `audit_hours`, then
     // the rows at either end); then pages by sequence number (the primary key, or a filter's
     // (column, seq) index) with the period checked per row.
@@ -848,7 +853,7 @@ async fn stream_rows<S: Store>(
     job: &Job,
     bounds: Option<(i64, i64)>,
     tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
-) -> Result<(), String> {
+) -> Result<(), StreamError> {
     let period = job.filter();
     let mut rows = match bounds {
         Some((first, last)) => Some(Rows::new(
@@ -901,7 +906,7 @@ async fn stream_rows<S: Store>(
 }
 
 /// What an export with no rows holds: the CSV header, or nothing.
-fn csv_or_nothing(format: Format) -> Result<Vec<u8>, String> {
+fn csv_or_nothing(format: Format) -> Result<Vec<u8>, StreamError> {
     match format {
         Format::Csv => csv_page(&[], true),
         _ => Ok(Vec::new()),
@@ -909,7 +914,7 @@ fn csv_or_nothing(format: Format) -> Result<Vec<u8>, String> {
 }
 
 /// A new bundle-signing key: (private seed, public key), both base64.
-pub fn generate_key() -> Result<(String, String), String> {
+pub fn generate_key() -> Result<(String, String), StreamError> {
     let mut seed = [0u8; 32];
     getrandom::getrandom(&mut seed).map_err(|e| format!("no randomness available: {e}"))?;
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);

@@ -3,8 +3,10 @@
 //! the output. The bytes are the ones the store path writes (`stream_rows`, which PostgreSQL
 //! and in-memory SQLite use); a test holds the two equal.
 
+use super::StreamError;
 use super::{csv_row, csv_writer, ExportRow, Format, Tracker, CSV_COLUMNS};
-use crate::store::{export_rows, AuditFilter};
+use crate::store::export_rows::{self, ReadError};
+use crate::store::AuditFilter;
 use bytes::Bytes;
 use std::borrow::Cow;
 use std::io::Write;
@@ -54,18 +56,20 @@ enum Out {
 }
 
 impl Out {
-    fn row(&mut self, row: &ExportRow<Cow<'_, str>>) -> Result<(), String> {
+    fn row(&mut self, row: &ExportRow<Cow<'_, str>>) -> Result<(), StreamError> {
         match self {
-            Out::Csv(writer) => writer.serialize(csv_row(row)).map_err(|e| e.to_string()),
+            Out::Csv(writer) => writer
+                .serialize(csv_row(row))
+                .map_err(|e| e.to_string().into()),
             Out::Jsonl(chunks) => {
                 serde_json::to_writer(&mut *chunks, row).map_err(|e| e.to_string())?;
-                chunks.write_all(b"\n").map_err(|e| e.to_string())
+                chunks.write_all(b"\n").map_err(|e| e.to_string().into())
             }
         }
     }
 
     /// The end: a CSV with no rows still has its header.
-    fn finish(self, rows: u64) -> Result<(), String> {
+    fn finish(self, rows: u64) -> Result<(), StreamError> {
         match self {
             Out::Csv(mut writer) => {
                 if rows == 0 {
@@ -73,9 +77,9 @@ impl Out {
                         .write_record(CSV_COLUMNS)
                         .map_err(|e| e.to_string())?;
                 }
-                writer.flush().map_err(|e| e.to_string())
+                writer.flush().map_err(|e| e.to_string().into())
             }
-            Out::Jsonl(mut chunks) => chunks.flush().map_err(|e| e.to_string()),
+            Out::Jsonl(mut chunks) => chunks.flush().map_err(|e| e.to_string().into()),
         }
     }
 }
@@ -90,7 +94,7 @@ pub fn write(
     format: Format,
     progress: Option<&Tracker>,
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
-) -> Result<(), String> {
+) -> Result<(), StreamError> {
     let started = Instant::now();
     let chunks = Chunks {
         buf: Vec::with_capacity(CHUNK + 4_096),
@@ -105,13 +109,14 @@ pub fn write(
             file,
             period,
             bounds,
-            |row| out.row(row),
+            |row| out.row(row).map_err(|e| ReadError(e.0)),
             |read| {
                 if let Some(progress) = progress {
                     progress.advance(read);
                 }
             },
-        )?,
+        )
+        .map_err(|e| StreamError(e.0))?,
         None => 0,
     };
     out.finish(rows)?;

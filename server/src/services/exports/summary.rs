@@ -6,6 +6,7 @@
 //! rows that pass the export's filters. Lists are capped so that the report stays readable and
 //! memory stays flat; the totals are always complete.
 
+use super::StreamError;
 use super::{Job, Rows};
 use crate::store::audit::row_problem;
 use crate::store::{AuditFilter, AuditRecord, EventKind, Store, StoreError};
@@ -297,8 +298,8 @@ pub async fn segment_bounds<S: Store>(
 pub async fn walk<S: Store>(
     store: &S,
     job: &Job,
-    mut each: impl FnMut(&AuditRecord, bool) -> Result<(), String>,
-) -> Result<Summary, String> {
+    mut each: impl FnMut(&AuditRecord, bool) -> Result<(), StreamError>,
+) -> Result<Summary, StreamError> {
     let mut summary = Summary {
         spec: Some(job.spec.clone()),
         generated_by: job.generated_by.clone(),
@@ -343,7 +344,7 @@ pub async fn walk<S: Store>(
 }
 
 /// The summary alone (for the PDF).
-pub async fn summarise<S: Store>(store: &S, job: &Job) -> Result<Summary, String> {
+pub async fn summarise<S: Store>(store: &S, job: &Job) -> Result<Summary, StreamError> {
     walk(store, job, |_, _| Ok(())).await
 }
 

@@ -24,6 +24,11 @@ pub mod syslog;
 use crate::store::{AnyStore, IntegrationStore, StoreError};
 use std::time::Duration;
 
+message_error!(
+    /// Why an integration (notifications, the SIEM feed) could not start or do its work.
+    IntegrationError
+);
+
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -126,7 +131,7 @@ impl Backoff {
 pub async fn start(
     core: &std::sync::Arc<crate::services::Core>,
     config: &crate::config::Config,
-) -> Result<(), String> {
+) -> Result<(), IntegrationError> {
     let owner = owner_id();
     notify::start(core, config, &owner).await?;
     siem::start(core, config, &owner).await?;

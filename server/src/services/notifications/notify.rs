@@ -12,6 +12,7 @@
 //! goes. A receiver's permanent refusal (a 4xx other than 408, 425 or 429) dead-letters at once.
 
 use super::sinks::{Failure, Sink};
+use super::IntegrationError;
 use super::{cursor, now_ms, Lease};
 use crate::config::Config;
 use crate::services::Core;
@@ -121,7 +122,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn from_config(config: &Config) -> Result<Settings, String> {
+    pub fn from_config(config: &Config) -> Result<Settings, IntegrationError> {
         let mut sinks = Vec::new();
         if let Some(url) = &config.notify_webhook_url {
             let secret = config
@@ -249,7 +250,10 @@ async fn enqueue(
 }
 
 /// The outbox rows for one notification: one per sink that wants it.
-fn outgoing(settings: &Settings, notification: Notification) -> Result<Vec<Outgoing>, String> {
+fn outgoing(
+    settings: &Settings,
+    notification: Notification,
+) -> Result<Vec<Outgoing>, IntegrationError> {
     let payload: Arc<str> = serde_json::to_string(&notification)
         .map_err(|e| e.to_string())?
         .into();
@@ -275,7 +279,7 @@ pub struct Notifier {
 
 impl Notifier {
     /// One pass over new transitions: returns how many were read (0: caught up).
-    pub async fn pump(&self) -> Result<usize, String> {
+    pub async fn pump(&self) -> Result<usize, IntegrationError> {
         let store = &self.core.store;
         let after = cursor(store, CURSOR)
             .await
@@ -302,7 +306,7 @@ impl Notifier {
             let job = match self.core.store.job(job_id).await {
                 Ok(job) => job,
                 Err(crate::store::StoreError::NotFound) => continue,
-                Err(error) => return Err(error.to_string()),
+                Err(error) => return Err(error.to_string().into()),
             };
             let votes = self
                 .core
@@ -329,7 +333,7 @@ impl Notifier {
     }
 
     /// Warn about queued jobs that expire within the warning time (once per job).
-    pub async fn expiring(&self) -> Result<usize, String> {
+    pub async fn expiring(&self) -> Result<usize, IntegrationError> {
         if !self.settings.events.contains(&EventType::Expiring) {
             return Ok(0);
         }
@@ -494,7 +498,7 @@ impl Deliverer {
 
 /// On the first start with a sink, the notifier begins at the newest job change: it announces
 /// what changes from then on, not the history. (Before the server takes requests.)
-async fn init_cursor(store: &AnyStore) -> Result<(), String> {
+async fn init_cursor(store: &AnyStore) -> Result<(), IntegrationError> {
     if cursor(store, CURSOR)
         .await
         .map_err(|e| e.to_string())?
@@ -505,11 +509,11 @@ async fn init_cursor(store: &AnyStore) -> Result<(), String> {
     let last = store.last_transition().await.map_err(|e| e.to_string())?;
     super::set_cursor(store, CURSOR, last.unwrap_or(0))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string().into())
 }
 
 /// Start the notifier and one deliverer per sink (nothing without sinks).
-pub async fn start(core: &Arc<Core>, config: &Config, owner: &str) -> Result<(), String> {
+pub async fn start(core: &Arc<Core>, config: &Config, owner: &str) -> Result<(), IntegrationError> {
     let settings = Arc::new(Settings::from_config(config)?);
     if settings.sinks.is_empty() {
         return Ok(());

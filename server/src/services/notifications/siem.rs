@@ -12,6 +12,7 @@
 //! tore (no newline) is cut off when the file is opened, before anything is appended: the next
 //! batch starts on a line of its own, and the torn rows come again from the cursor.
 
+use super::IntegrationError;
 use super::{cursor, set_cursor, syslog, Backoff, Lease};
 use crate::config::{Config, SiemFormat, SiemStart};
 use crate::services::exports::ExportRow;
@@ -317,7 +318,11 @@ enum Output {
 }
 
 impl Output {
-    async fn write(&mut self, format: SiemFormat, rows: &[AuditRecord]) -> Result<(), String> {
+    async fn write(
+        &mut self,
+        format: SiemFormat,
+        rows: &[AuditRecord],
+    ) -> Result<(), IntegrationError> {
         match self {
             Output::Stdout => {
                 use tokio::io::AsyncWriteExt;
@@ -326,7 +331,7 @@ impl Output {
                 out.write_all(text.as_bytes())
                     .await
                     .map_err(|e| e.to_string())?;
-                out.flush().await.map_err(|e| e.to_string())
+                out.flush().await.map_err(|e| e.to_string().into())
             }
             Output::File(slot) => {
                 let mut file = slot.take().ok_or("the feed's file is busy")?;
@@ -338,7 +343,7 @@ impl Output {
                 .await
                 .map_err(|e| e.to_string())?;
                 *slot = Some(file);
-                result.map_err(|e| e.to_string())
+                result.map_err(|e| e.to_string().into())
             }
             Output::Syslog { client, hostname } => {
                 let pid = std::process::id();
@@ -346,7 +351,10 @@ impl Output {
                     .iter()
                     .map(|r| syslog::message(r, hostname, pid, &render(format, r)))
                     .collect();
-                client.send(&messages).await.map_err(|e| e.to_string())
+                client
+                    .send(&messages)
+                    .await
+                    .map_err(|e| e.to_string().into())
             }
         }
     }
@@ -369,7 +377,7 @@ impl Feed {
     }
 
     /// Where to continue: the saved cursor, or (first run) the start the configuration names.
-    async fn position(&self) -> Result<i64, String> {
+    async fn position(&self) -> Result<i64, IntegrationError> {
         if let Some(position) = cursor(&self.store, &self.cursor_name())
             .await
             .map_err(|e| e.to_string())?
@@ -387,7 +395,7 @@ impl Feed {
     }
 
     /// Write the next batch: how many rows went (0: caught up).
-    async fn step(&mut self) -> Result<usize, String> {
+    async fn step(&mut self) -> Result<usize, IntegrationError> {
         let position = self.position().await?;
         let rows = self
             .store
@@ -432,7 +440,7 @@ pub async fn start(
     state: &std::sync::Arc<crate::services::Core>,
     config: &Config,
     owner: &str,
-) -> Result<(), String> {
+) -> Result<(), IntegrationError> {
     let hostname = super::hostname();
     let mut outputs: Vec<(&'static str, Output)> = Vec::new();
     if let Some(target) = &config.siem_jsonl {

@@ -5,6 +5,7 @@
 //! (`X-Countersign-Delivery`, or the e-mail's Message-ID) so a receiver can drop a redelivery.
 
 use super::notify::{EventType, Notification};
+use super::IntegrationError;
 pub use crate::config::values::{parse_recipients, Recipient};
 use crate::config::Secret;
 use chrono::Utc;
@@ -60,7 +61,11 @@ impl Sink {
 
     /// E-mail through the SMTP server at `url` (`smtp://` with optional `?tls=required` for
     /// STARTTLS, or `smtps://`; user and password in the URL).
-    pub fn email(url: &Secret, from: Option<&str>, to: Option<&str>) -> Result<Sink, String> {
+    pub fn email(
+        url: &Secret,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Sink, IntegrationError> {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
             .map_err(|e| format!("notify_smtp_url is not a usable SMTP URL: {e}"))?
             .timeout(Some(std::time::Duration::from_secs(10)))
@@ -69,7 +74,8 @@ impl Sink {
             .ok_or("notify_email_from is required with notify_smtp_url")?
             .parse::<Mailbox>()
             .map_err(|e| format!("notify_email_from is not an e-mail address: {e}"))?;
-        let to = parse_recipients(to.ok_or("notify_email_to is required with notify_smtp_url")?)?;
+        let to = parse_recipients(to.ok_or("notify_email_to is required with notify_smtp_url")?)
+            .map_err(|e| IntegrationError(e.0))?;
         if to.is_empty() {
             return Err("notify_email_to names no address".into());
         }

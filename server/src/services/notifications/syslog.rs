@@ -1,6 +1,7 @@
 //! RFC 5424 syslog messages, and a client that sends them over UDP (one datagram each), TCP or
 //! TLS (octet-counted frames, RFC 6587 / RFC 5425).
 
+use super::IntegrationError;
 pub use crate::config::values::{parse_target, Target, Transport};
 use crate::services::exports::rfc3339;
 use crate::store::AuditRecord;
@@ -105,7 +106,10 @@ pub struct Client {
 impl Client {
     /// A client for `target`; TLS trusts the CA certificates in `ca_file` (PEM) or, without
     /// one, the system's.
-    pub fn new(target: Target, ca_file: Option<&std::path::Path>) -> Result<Client, String> {
+    pub fn new(
+        target: Target,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Client, IntegrationError> {
         let tls = match target.transport {
             Transport::Tls => Some(tls_connector(ca_file)?),
             _ => None,
@@ -197,7 +201,9 @@ async fn write_frames<W: tokio::io::AsyncWrite + Unpin>(
     out.flush().await
 }
 
-fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<tokio_rustls::TlsConnector, String> {
+fn tls_connector(
+    ca_file: Option<&std::path::Path>,
+) -> Result<tokio_rustls::TlsConnector, IntegrationError> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {

@@ -2,9 +2,11 @@
 //! (`mcp_audit.db`, `mcp_command_queue.db`, the schemas of IT-MCP's policy-enforcement note)
 //! into Countersign's store. Ids and timestamps are kept, every imported row is chained,
 //! `queued` jobs become pending approvals, the import is audited, and it is all one
-//! transaction: a malformed file imports nothing. Running it again adds nothing new.
+//! transaction: a malformed file imports nothing. Running it again adds nothing new. IT-MCP's
+//! schemas are the compatibility contract, so reading them is the store's: this is the one
+//! place that queries a database Countersign did not make.
 
-use crate::store::{
+use super::{
     any::AnyImport, parse_ts, AnyStore, EventKind, ImportSession, ImportedJob, JobStatus,
     NewAuditEvent, NewJob, Store, StoreError,
 };
@@ -97,7 +99,7 @@ fn sha256_file(path: &Path) -> Result<String, ImportError> {
         }
         hasher.update(&buffer[..n]);
     }
-    Ok(crate::store::audit::hex(&hasher.finalize()))
+    Ok(super::audit::hex(&hasher.finalize()))
 }
 
 /// IT-MCP's audit columns, and the row's own id in its file (`cs_rowid`).
