@@ -81,22 +81,22 @@ pub struct Decision {
 
 /// SHA-256 over the canonical JSON of the call (object keys sorted, no whitespace).
 pub fn call_hash(request: &Request) -> String {
-    use crate::JsonOut as _;
+    use crate::canonical::{write_canonical_map, write_json_str, HashWriter};
     use std::fmt::Write as _;
     // The canonical JSON of {"args", "operation", "target", "tool"} (keys in sorted order),
     // streamed into the hash without copying the arguments.
-    let mut hasher = crate::HashWriter::default();
+    let mut hasher = HashWriter::default();
     let _ = hasher.write_str("{\"args\":");
-    crate::write_canonical_map(&request.args, &mut hasher);
+    write_canonical_map(&request.args, &mut hasher);
     let _ = hasher.write_str(",\"operation\":");
-    let _ = hasher.json_str(&request.operation);
+    let _ = write_json_str(&request.operation, &mut hasher);
     let _ = hasher.write_str(",\"target\":");
     let _ = match &request.target {
-        Some(target) => hasher.json_str(target),
+        Some(target) => write_json_str(target, &mut hasher),
         None => hasher.write_str("null"),
     };
     let _ = hasher.write_str(",\"tool\":");
-    let _ = hasher.json_str(&request.tool);
+    let _ = write_json_str(&request.tool, &mut hasher);
     let _ = hasher.write_str("}");
     hasher.finish()
 }

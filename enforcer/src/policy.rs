@@ -790,7 +790,7 @@ pub struct PolicySet {
     source: String,
     /// Shell patterns by exact command name (the `*` patterns included, sorted, so a lookup
     /// is the whole candidate list); `mkfs.*`-style prefixes; `*` patterns.
-    pub(crate) by_command: HashMap<String, Candidates, BuildHasherDefault<Fnv>>,
+    pub(crate) by_command: ByCommand,
     pub(crate) by_prefix: Vec<(String, usize)>,
     pub(crate) any_command: Candidates,
     /// The long flag names the shell patterns look for.
@@ -903,18 +903,88 @@ impl Ctx<'_> {
     }
 }
 
+/// Compile a parsed policy file, phase by phase: its hash, the command catalogue it extends,
+/// capabilities, executors, tools, approval rules, patterns, and the index that finds the
+/// patterns for a command.
 fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, PolicyError> {
     let ctx = Ctx { file, source };
-    // The built-in command catalogue decides too, so its files are part of the hash.
-    let hash = sha256_hex(
+    let hash = policy_hash(&parsed);
+    let catalogue =
+        Catalogue::for_policy(file, catalogue_extension(&parsed), &parsed.scratch_paths)?;
+    if parsed.name.trim().is_empty() {
+        return Err(ctx.err(ctx.find("name"), "name".into(), "must not be empty"));
+    }
+    let capabilities = compile_capabilities(&ctx, &parsed.capabilities)?;
+    let executors = compile_executors(&ctx, &parsed.executors)?;
+    let tools = compile_tools(&ctx, parsed.tools, &capabilities, &executors)?;
+    let by_risk = compile_approvals(&ctx, &parsed.approvals)?;
+    let compiled = compile_patterns(&ctx, parsed.patterns)?;
+    let CompiledPatterns {
+        patterns,
+        long_flags,
+        path_res,
+        path_owner,
+        flag_res,
+        flag_owner,
+    } = compiled;
+    let set = |res: &[String], what: &str| {
+        RegexSetBuilder::new(res).build().map_err(|e| PolicyError {
+            file: file.to_string(),
+            line: 0,
+            column: 0,
+            field: Some(format!("patterns ({what})")),
+            message: e.to_string(),
+        })
+    };
+    let (by_command, by_prefix, any_command) = index_by_command(&patterns);
+    Ok(PolicySet {
+        escalating: patterns
+            .iter()
+            .filter_map(|p| p.escalate.map(|risk| (p.id.clone(), risk)))
+            .collect(),
+        long_flags,
+        by_command,
+        by_prefix,
+        any_command,
+        name: parsed.name,
+        description: parsed.description,
+        capabilities,
+        tools,
+        approvals: ApprovalRules {
+            approver_role: parsed.approvals.approver_role,
+            by_risk,
+        },
+        path_set: set(&path_res, "path values")?,
+        path_owner,
+        flag_set: set(&flag_res, "flag values")?,
+        flag_owner,
+        patterns,
+        executors,
+        catalogue,
+        hash,
+        file: file.to_string(),
+        source: source.to_string(),
+    })
+}
+
+/// The policy's content hash. The built-in command catalogue decides too, so its files are part
+/// of it.
+fn policy_hash(parsed: &PolicyFile) -> String {
+    let file = serde_json::to_value(parsed)
+        .expect("a parsed policy file is plain data and always serialises");
+    sha256_hex(
         format!(
             "{}\n{}",
-            canonical_json(&serde_json::to_value(&parsed).unwrap_or_default()),
+            canonical_json(&file),
             crate::catalogue::builtin_hash()
         )
         .as_bytes(),
-    );
-    let extension = (!parsed.groups.is_empty()
+    )
+}
+
+/// What a policy adds to (or replaces in) the built-in command catalogue, if anything.
+fn catalogue_extension(parsed: &PolicyFile) -> Option<crate::catalogue::CatalogueFile> {
+    (!parsed.groups.is_empty()
         || !parsed.commands.is_empty()
         || parsed.verbs.is_some()
         || parsed.environment.is_some()
@@ -927,31 +997,39 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
         environment: parsed.environment.clone(),
         paths: parsed.paths.clone(),
         rulesets: parsed.rulesets.clone(),
-    });
-    let catalogue = Catalogue::for_policy(file, extension, &parsed.scratch_paths)?;
+    })
+}
 
-    if parsed.name.trim().is_empty() {
-        return Err(ctx.err(ctx.find("name"), "name".into(), "must not be empty"));
-    }
+/// The built-in capabilities and the policy's own (each a valid name).
+fn compile_capabilities(ctx: &Ctx<'_>, extra: &[String]) -> Result<BTreeSet<String>, PolicyError> {
     let mut capabilities: BTreeSet<String> =
         BUILTIN_CAPABILITIES.iter().map(|c| c.to_string()).collect();
-    for extra in &parsed.capabilities {
+    for extra in extra {
         if !is_identifier(extra) {
             return Err(ctx.err(ctx.find(extra), "capabilities".into(), format!("`{extra}` is not a valid capability name (lowercase letters, digits and dashes)")));
         }
         capabilities.insert(extra.clone());
     }
+    Ok(capabilities)
+}
 
-    let executors = compile_executors(&ctx, &parsed.executors)?;
+/// The tools and their operations: every capability known, every argument of one kind, every
+/// executor defined.
+fn compile_tools(
+    ctx: &Ctx<'_>,
+    parsed_tools: BTreeMap<String, ToolFile>,
+    capabilities: &BTreeSet<String>,
+    executors: &BTreeMap<String, Executor>,
+) -> Result<BTreeMap<String, Tool>, PolicyError> {
     let mut tools = BTreeMap::new();
-    if parsed.tools.is_empty() {
+    if parsed_tools.is_empty() {
         return Err(ctx.err(
             None,
             "tools".into(),
             "a policy must describe at least one tool",
         ));
     }
-    for (tool_name, tool) in parsed.tools {
+    for (tool_name, tool) in parsed_tools {
         if tool.operations.is_empty() {
             return Err(ctx.err(
                 ctx.find(&tool_name),
@@ -1028,11 +1106,18 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
             },
         );
     }
+    Ok(tools)
+}
 
+/// The approval rules per risk: the defaults, with the policy's quorum and times over them.
+fn compile_approvals(
+    ctx: &Ctx<'_>,
+    approvals: &ApprovalsFile,
+) -> Result<BTreeMap<Risk, RiskRule>, PolicyError> {
     let mut by_risk = BTreeMap::new();
     for risk in Risk::ALL {
         let mut rule = default_rule(risk);
-        if let Some(file_rule) = parsed.approvals.risk.get(&risk) {
+        if let Some(file_rule) = approvals.risk.get(&risk) {
             let field = format!("approvals.risk.{risk}");
             if let Some(q) = &file_rule.quorum {
                 if *q.get_ref() == 0 {
@@ -1065,20 +1150,37 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
         }
         by_risk.insert(risk, rule);
     }
-    if parsed.approvals.approver_role.trim().is_empty() {
+    if approvals.approver_role.trim().is_empty() {
         return Err(ctx.err(
             ctx.find("approver_role"),
             "approvals.approver_role".into(),
             "must not be empty",
         ));
     }
+    Ok(by_risk)
+}
 
+/// Patterns checked and compiled, with the regular expressions of path and flag values (and
+/// the pattern each belongs to) for their regex sets.
+struct CompiledPatterns {
+    patterns: Vec<Pattern>,
+    long_flags: LongFlags,
+    path_res: Vec<String>,
+    path_owner: Vec<usize>,
+    flag_res: Vec<String>,
+    flag_owner: Vec<usize>,
+}
+
+fn compile_patterns(
+    ctx: &Ctx<'_>,
+    parsed_patterns: Vec<PatternFile>,
+) -> Result<CompiledPatterns, PolicyError> {
     let mut patterns = Vec::new();
     let mut long_flags = LongFlags::default();
     let mut ids = BTreeSet::new();
     let (mut path_res, mut path_owner) = (Vec::new(), Vec::new());
     let (mut flag_res, mut flag_owner) = (Vec::new(), Vec::new());
-    for (index, p) in parsed.patterns.into_iter().enumerate() {
+    for (index, p) in parsed_patterns.into_iter().enumerate() {
         let id = p.id.get_ref().clone();
         let field = format!("patterns[{index}] ({id})");
         if !is_identifier(&id) {
@@ -1185,16 +1287,22 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
             args_re,
         });
     }
+    Ok(CompiledPatterns {
+        patterns,
+        long_flags,
+        path_res,
+        path_owner,
+        flag_res,
+        flag_owner,
+    })
+}
 
-    let set = |res: &[String], what: &str| {
-        RegexSetBuilder::new(res).build().map_err(|e| PolicyError {
-            file: file.to_string(),
-            line: 0,
-            column: 0,
-            field: Some(format!("patterns ({what})")),
-            message: e.to_string(),
-        })
-    };
+/// Candidate patterns by exact command name.
+type ByCommand = HashMap<String, Candidates, BuildHasherDefault<Fnv>>;
+
+/// The shell patterns that may match a command: by its exact name, by a name prefix (`mkfs*`),
+/// and those for any command (which every named list includes too).
+fn index_by_command(patterns: &[Pattern]) -> (ByCommand, Vec<(String, usize)>, Candidates) {
     let (mut by_command, mut by_prefix, mut any_command) = (
         HashMap::<String, Vec<usize>, BuildHasherDefault<Fnv>>::default(),
         Vec::new(),
@@ -1218,38 +1326,11 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
             candidates.extend(any_command.iter().copied());
             candidates.sort_unstable();
             candidates.dedup();
-            (name, Candidates::new(&candidates, &patterns))
+            (name, Candidates::new(&candidates, patterns))
         })
         .collect();
-    let any_command = Candidates::new(&any_command, &patterns);
-    Ok(PolicySet {
-        escalating: patterns
-            .iter()
-            .filter_map(|p| p.escalate.map(|risk| (p.id.clone(), risk)))
-            .collect(),
-        long_flags,
-        by_command,
-        by_prefix,
-        any_command,
-        name: parsed.name,
-        description: parsed.description,
-        capabilities,
-        tools,
-        approvals: ApprovalRules {
-            approver_role: parsed.approvals.approver_role,
-            by_risk,
-        },
-        path_set: set(&path_res, "path values")?,
-        path_owner,
-        flag_set: set(&flag_res, "flag values")?,
-        flag_owner,
-        patterns,
-        executors,
-        catalogue,
-        hash,
-        file: file.to_string(),
-        source: source.to_string(),
-    })
+    let any_command = Candidates::new(&any_command, patterns);
+    (by_command, by_prefix, any_command)
 }
 
 fn compile_executors(

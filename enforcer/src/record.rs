@@ -82,7 +82,10 @@ pub fn joined_reasons(decision: &Decision) -> String {
 /// The text a row keeps of `decision`, made by `policy` for `request`: see the module
 /// documentation. [`expand`] gives the decision back.
 pub fn compact(decision: &Decision, request: &Request, policy: &PolicySet) -> String {
-    let whole = || serde_json::to_string(decision).unwrap_or_default();
+    let whole = || {
+        serde_json::to_string(decision)
+            .expect("a decision is plain data (strings, numbers, lists) and always serialises")
+    };
     let joined = joined_reasons(decision);
     let split_back = split_reasons(&joined) == decision.reasons;
     let stored = Compact {

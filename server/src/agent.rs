@@ -281,7 +281,8 @@ impl Agent {
     /// Send the result, retrying while the server is unreachable (the lease keeps the job ours
     /// for a while; after that the server's retry rules decide).
     async fn report(&self, job_id: &str, report: &RunReport) {
-        let body = serde_json::to_value(report).unwrap_or(Value::Null);
+        let body =
+            serde_json::to_value(report).expect("a run report is plain data and always serialises");
         let mut backoff = Duration::from_secs(1);
         for _ in 0..8 {
             match self

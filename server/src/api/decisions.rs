@@ -16,7 +16,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use enforcer::wire::DecisionInput;
-use serde_json::Value;
 use std::collections::BTreeSet;
 
 /// Header carrying the person's own access token when a service acts for them.
@@ -247,7 +246,8 @@ async fn record(
         action: decision.action.as_str().to_string(),
         risk: decision.risk.as_str().to_string(),
         reasons: decision.reasons.clone(),
-        decision: serde_json::to_value(&decision).unwrap_or(Value::Null),
+        decision: serde_json::to_value(&decision)
+            .expect("a decision is plain data and always serialises"),
         audit_id: receipt.id,
         audit_seq: receipt.seq,
         requester,
@@ -270,5 +270,5 @@ async fn record(
         decision.risk.as_str(),
         started.elapsed(),
     );
-    Ok(serde_json::to_string(&answer).unwrap_or_default())
+    Ok(serde_json::to_string(&answer).expect("an answer is plain data and always serialises"))
 }

@@ -29,7 +29,8 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// One audit row as a JSON line (the JSON Lines export's row).
 pub fn json_line(row: &AuditRecord) -> String {
-    serde_json::to_string(&ExportRow::from(row)).unwrap_or_default()
+    serde_json::to_string(&ExportRow::from(row))
+        .expect("an export row is plain text and numbers and always serialises")
 }
 
 /// A CEF header field: `\` and `|` escaped, and line breaks (which CEF allows in extension
