@@ -1,3 +1,7 @@
-//! The command line's own work, beside the `countersign` binary's argument parsing.
+//! The command line: `countersign serve`, `migrate`, `audit`, `import`, `user`, `token`,
+//! `agent`, `evaluate`, `policy check`.
 
+mod commands;
 pub mod evaluate;
+
+pub use commands::run;
