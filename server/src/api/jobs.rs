@@ -5,7 +5,7 @@
 use super::schema::{JobView, VoteView};
 use super::{rate_limit, ApiError};
 use crate::api::caller::ApiCaller;
-use crate::store::{EventKind, Job, NewAuditEvent, Store, StoreError};
+use crate::store::{EventKind, Job, JobSummary, NewAuditEvent, Store, StoreError};
 use crate::AppState;
 use axum::{
     extract::{Path, Query, State},
@@ -61,24 +61,13 @@ async fn view(state: &AppState, job: &Job) -> Result<JobView, ApiError> {
         })
         .collect();
     Ok(JobView {
-        job_id: job.job_id.clone(),
+        job: JobSummary::from(job),
         status: job.status.as_str().to_string(),
         is_final: job.status.is_final(),
-        tool: job.tool_name.clone(),
-        operation: job.operation.clone(),
-        target: job.target.clone(),
-        risk: job.risk.clone(),
-        priority: job.priority.clone(),
-        requester: job.requester.clone(),
-        requester_reason: job.requester_reason.clone(),
         submitted_by: job.submitted_by.clone(),
-        call_hash: job.call_hash.clone(),
-        approvals_required: job.approvals_required,
         approvals: views.clone(),
         votes: views,
         denial_reason,
-        created_at: job.created_at,
-        expires_at: job.expires_at,
         approved_at: job.approved_at,
         approval_expires_at: job.approval_expires_at,
         picked_at: job.picked_at,

@@ -2,6 +2,7 @@
 //! handlers' `#[utoipa::path]` annotations: `GET /api/v1/openapi.json`, rendered for people at
 //! `GET /api/v1/docs`.
 
+use crate::store::JobSummary;
 use axum::{
     http::header,
     response::{Html, IntoResponse, Response},
@@ -92,23 +93,15 @@ pub struct VoteView {
 /// A job as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobView {
-    pub job_id: String,
+    #[serde(flatten)]
+    pub job: JobSummary,
     /// queued, approved, picked, executing, completed, failed, timeout, denied, expired,
     /// cancelled.
     pub status: String,
     /// Whether the status can no longer change.
     #[serde(rename = "final")]
     pub is_final: bool,
-    pub tool: String,
-    pub operation: String,
-    pub target: Option<String>,
-    pub risk: String,
-    pub priority: String,
-    pub requester: String,
-    pub requester_reason: Option<String>,
     pub submitted_by: Option<String>,
-    pub call_hash: String,
-    pub approvals_required: i32,
     /// Every vote, approving or denying, oldest first.
     pub votes: Vec<VoteView>,
     /// The same list as `votes`, under its first name (kept so existing callers go on working;
@@ -117,8 +110,6 @@ pub struct JobView {
     pub approvals: Vec<VoteView>,
     /// The reviewer's reason, when the job was denied (tell the person why).
     pub denial_reason: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: Option<DateTime<Utc>>,
     pub approved_at: Option<DateTime<Utc>>,
     pub approval_expires_at: Option<DateTime<Utc>>,
     pub picked_at: Option<DateTime<Utc>>,

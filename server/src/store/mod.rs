@@ -404,6 +404,46 @@ pub struct Job {
     pub submitted_by: Option<String>,
 }
 
+/// What every view of a job shows about it (the API's job, a notification): the call, who
+/// asked and why, its risk, quorum and deadlines. One mapping from [`Job`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobSummary {
+    pub job_id: String,
+    pub tool: String,
+    pub operation: String,
+    pub target: Option<String>,
+    /// LOW, MEDIUM, HIGH or CRITICAL.
+    pub risk: String,
+    /// urgent, high, normal or low.
+    pub priority: String,
+    pub requester: String,
+    pub requester_reason: Option<String>,
+    /// The SHA-256 of the call: an approval is bound to it.
+    pub call_hash: String,
+    pub approvals_required: i32,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Job> for JobSummary {
+    fn from(job: &Job) -> JobSummary {
+        JobSummary {
+            job_id: job.job_id.clone(),
+            tool: job.tool_name.clone(),
+            operation: job.operation.clone(),
+            target: job.target.clone(),
+            risk: job.risk.clone(),
+            priority: job.priority.clone(),
+            requester: job.requester.clone(),
+            requester_reason: job.requester_reason.clone(),
+            call_hash: job.call_hash.clone(),
+            approvals_required: job.approvals_required,
+            created_at: job.created_at,
+            expires_at: job.expires_at,
+        }
+    }
+}
+
 /// One vote on a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoteRecord {

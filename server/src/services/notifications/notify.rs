@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::services::Core;
 pub use crate::store::OutboxRow;
 use crate::store::{AnyStore, Attempt, IntegrationStore, NewOutboxMessage, StoreError};
-use crate::store::{Job, JobStatus, Store, VoteRecord};
+use crate::store::{Job, JobStatus, JobSummary, Store, VoteRecord};
 pub use crate::vocab::EventType;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -75,23 +75,13 @@ pub struct Notification {
     #[serde(rename = "type")]
     pub event: EventType,
     pub occurred_at: DateTime<Utc>,
-    pub job_id: String,
+    /// The job (its `call_hash`: the approval page shows the same one, so an approver can check
+    /// that a message and the page are about the same call).
+    #[serde(flatten)]
+    pub job: JobSummary,
     /// The job's status this event is about (not necessarily its status now).
     pub status: String,
-    pub tool: String,
-    pub operation: String,
-    pub target: Option<String>,
-    pub risk: String,
-    pub priority: String,
-    pub requester: String,
-    pub requester_reason: Option<String>,
     pub required_capabilities: Vec<String>,
-    pub approvals_required: i32,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: Option<DateTime<Utc>>,
-    /// The SHA-256 of the call: the approval page shows the same one, so an approver can check
-    /// that a message and the page are about the same call.
-    pub call_hash: String,
     pub policy_hash: Option<String>,
     /// The call's arguments, only with `notify_include_args` (otherwise null).
     pub args: Option<serde_json::Value>,
@@ -106,7 +96,9 @@ pub struct Notification {
 impl Notification {
     /// Seconds left before the request expires (queued jobs), at `now`.
     pub fn seconds_left(&self, now: DateTime<Utc>) -> Option<i64> {
-        self.expires_at.map(|at| (at - now).num_seconds().max(0))
+        self.job
+            .expires_at
+            .map(|at| (at - now).num_seconds().max(0))
     }
 }
 
@@ -178,20 +170,9 @@ pub fn build(
         id,
         event,
         occurred_at: at,
-        job_id: job.job_id.clone(),
+        job: JobSummary::from(job),
         status: status.as_str().to_string(),
-        tool: job.tool_name.clone(),
-        operation: job.operation.clone(),
-        target: job.target.clone(),
-        risk: job.risk.clone(),
-        priority: job.priority.clone(),
-        requester: job.requester.clone(),
-        requester_reason: job.requester_reason.clone(),
         required_capabilities: job.requested_capabilities.clone(),
-        approvals_required: job.approvals_required,
-        created_at: job.created_at,
-        expires_at: job.expires_at,
-        call_hash: job.call_hash.clone(),
         policy_hash: job.policy_hash.clone(),
         args: settings
             .include_args
@@ -240,7 +221,7 @@ async fn enqueue(
             sink: m.sink,
             event_id: &m.notification.id,
             event_type: m.notification.event.as_str(),
-            job_id: &m.notification.job_id,
+            job_id: &m.notification.job.job_id,
             payload: &m.payload,
         })
         .collect();

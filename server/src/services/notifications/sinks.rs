@@ -224,18 +224,19 @@ pub fn time_left(secs: i64) -> String {
 pub fn headline(n: &Notification, now: chrono::DateTime<Utc>) -> String {
     let what = format!(
         "{} {}{}",
-        n.tool,
-        n.operation,
-        n.target
+        n.job.tool,
+        n.job.operation,
+        n.job
+            .target
             .as_deref()
             .map(|t| format!(" on {t}"))
             .unwrap_or_default()
     );
     match n.event {
-        EventType::Queued => format!("{} approval needed: {what}", n.risk),
+        EventType::Queued => format!("{} approval needed: {what}", n.job.risk),
         EventType::Expiring => format!(
             "{} request expires in {}: {what}",
-            n.risk,
+            n.job.risk,
             time_left(n.seconds_left(now).unwrap_or(0))
         ),
         EventType::Approved => format!("Approved: {what}"),
@@ -250,14 +251,14 @@ pub fn headline(n: &Notification, now: chrono::DateTime<Utc>) -> String {
 /// The facts every readable message lists, as (label, value).
 fn facts(n: &Notification, now: chrono::DateTime<Utc>) -> Vec<(&'static str, String)> {
     let mut out = vec![
-        ("Risk", n.risk.clone()),
-        ("Tool", format!("{} · {}", n.tool, n.operation)),
-        ("Requested by", n.requester.clone()),
+        ("Risk", n.job.risk.clone()),
+        ("Tool", format!("{} · {}", n.job.tool, n.job.operation)),
+        ("Requested by", n.job.requester.clone()),
     ];
-    if let Some(reason) = &n.requester_reason {
+    if let Some(reason) = &n.job.requester_reason {
         out.push(("Reason given", reason.clone()));
     }
-    if let Some(target) = &n.target {
+    if let Some(target) = &n.job.target {
         out.push(("Target", target.clone()));
     }
     if n.event.asks_for_a_vote() {
@@ -286,8 +287,8 @@ fn facts(n: &Notification, now: chrono::DateTime<Utc>) -> Vec<(&'static str, Str
             None => "redacted (check them on the approval page)".to_string(),
         },
     ));
-    out.push(("Call hash", n.call_hash.clone()));
-    out.push(("Job", n.job_id.clone()));
+    out.push(("Call hash", n.job.call_hash.clone()));
+    out.push(("Job", n.job.job_id.clone()));
     out
 }
 
@@ -344,20 +345,22 @@ mod tests {
             id: "transition-7".into(),
             event,
             occurred_at: now,
-            job_id: "job-1".into(),
+            job: crate::store::JobSummary {
+                job_id: "job-1".into(),
+                tool: "ssh-exec".into(),
+                operation: "executeCommand".into(),
+                target: Some("web-01".into()),
+                risk: "HIGH".into(),
+                priority: "normal".into(),
+                requester: "assistant <@here> & co".into(),
+                requester_reason: Some("disk <https://evil.example|full>".into()),
+                call_hash: "ab".repeat(32),
+                approvals_required: 1,
+                created_at: now,
+                expires_at: Some(now + chrono::Duration::seconds(14 * 60 + 30)),
+            },
             status: "queued".into(),
-            tool: "ssh-exec".into(),
-            operation: "executeCommand".into(),
-            target: Some("web-01".into()),
-            risk: "HIGH".into(),
-            priority: "normal".into(),
-            requester: "assistant <@here> & co".into(),
-            requester_reason: Some("disk <https://evil.example|full>".into()),
             required_capabilities: vec!["ssh-linux".into()],
-            approvals_required: 1,
-            created_at: now,
-            expires_at: Some(now + chrono::Duration::seconds(14 * 60 + 30)),
-            call_hash: "ab".repeat(32),
             policy_hash: None,
             args: None,
             args_redacted: true,
