@@ -822,6 +822,11 @@ async fn only_an_agent_token_claims_jobs_or_reports_runs() {
             format!("/api/v1/jobs/{job_id}/result"),
             Some(report.clone()),
         ),
+        // Who may report is checked before the body is read: a malformed one changes nothing.
+        (
+            format!("/api/v1/jobs/{job_id}/result"),
+            Some("{not json".to_string()),
+        ),
     ] {
         let (status, _, value) = api.call("POST", &path, &viewer, body, &[]).await;
         assert_eq!(
@@ -849,7 +854,7 @@ async fn only_an_agent_token_claims_jobs_or_reports_runs() {
         .filter(|r| r.event.operation == "agent.refused")
         .map(|r| r.event.decision_action.as_str())
         .collect();
-    assert_eq!(attempts, ["deny"; 4], "every attempt is audited");
+    assert_eq!(attempts, ["deny"; 5], "every attempt is audited");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

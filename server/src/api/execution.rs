@@ -213,6 +213,8 @@ pub async fn job_result(
     body: Body,
 ) -> Result<Response, ApiError> {
     rate_limit(&state, &caller)?;
+    // Who may report comes first: others learn nothing from how their body would be read.
+    execution::admit_agent(&state, &caller, "result", &job_id).await?;
     let (report, status, _) = read_report(body).await?;
     let job = execution::agent_result(&state, &caller, &job_id, &report, status).await?;
     Ok(Json(JobEnded {

@@ -326,6 +326,19 @@ fn lease_error(error: StoreError, what: &'static str) -> ServiceError {
     }
 }
 
+/// Admit an agent's call about job `job_id` (`what`: heartbeat, result) before anything else is
+/// read: never a lease of the server's own executors, and only an agent acting as itself
+/// (refusals audited).
+pub async fn admit_agent(
+    core: &Core,
+    caller: &Caller,
+    what: &str,
+    job_id: &str,
+) -> Result<(), ServiceError> {
+    refuse_server_owner(caller)?;
+    require_agent(core, caller, None, what, Some(job_id)).await
+}
+
 /// The job `job_id` when `caller` (an agent acting as itself) holds its lease.
 async fn leased_to(
     core: &Core,
@@ -333,8 +346,7 @@ async fn leased_to(
     job_id: &str,
     what: &str,
 ) -> Result<Job, ServiceError> {
-    refuse_server_owner(caller)?;
-    require_agent(core, caller, None, what, Some(job_id)).await?;
+    admit_agent(core, caller, what, job_id).await?;
     // A job not leased to this agent is one it cannot see: not found, and nothing about its
     // state.
     let job = core
