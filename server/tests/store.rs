@@ -1550,7 +1550,7 @@ async fn audit_rows_are_found_by_id<S: Store>(store: &S) {
         .await
         .expect("append");
     let row = store
-        .audit_row(&receipts[1].id)
+        .audit_row(&receipts[1].id, EventKind::Decision)
         .await
         .expect("row")
         .expect("found");
@@ -1558,7 +1558,19 @@ async fn audit_rows_are_found_by_id<S: Store>(store: &S) {
         (row.seq, row.event.caller_id.as_str()),
         (receipts[1].seq, "caller-2")
     );
-    assert!(store.audit_row("no-such-row").await.expect("row").is_none());
+    assert!(store
+        .audit_row("no-such-row", EventKind::Decision)
+        .await
+        .expect("row")
+        .is_none());
+    assert!(
+        store
+            .audit_row(&receipts[1].id, EventKind::Execution)
+            .await
+            .expect("row")
+            .is_none(),
+        "a row of another kind is not found"
+    );
 }
 
 macro_rules! conformance {

@@ -426,10 +426,9 @@ pub async fn decision_result(
     let no_such_decision = || ServiceError::not_found("no such decision");
     let row = core
         .store
-        .audit_row(audit_id)
+        .audit_row(audit_id, EventKind::Decision)
         .await
         .map_err(|e| ServiceError::unavailable("the decision could not be read", &e))?
-        .filter(|row| row.event.kind == EventKind::Decision)
         .ok_or_else(no_such_decision)?;
     let decision = row.event;
     // The context names the service that asked when it asked for someone else; otherwise the

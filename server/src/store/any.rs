@@ -85,8 +85,12 @@ impl Store for AnyStore {
     async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         delegate!(self, s => s.job_counts())
     }
-    async fn audit_row(&self, id: &str) -> Result<Option<AuditRecord>, StoreError> {
-        delegate!(self, s => s.audit_row(id))
+    async fn audit_row(
+        &self,
+        id: &str,
+        kind: super::EventKind,
+    ) -> Result<Option<AuditRecord>, StoreError> {
+        delegate!(self, s => s.audit_row(id, kind))
     }
     async fn audit_for_job(&self, job_id: &str) -> Result<Vec<AuditRecord>, StoreError> {
         delegate!(self, s => s.audit_for_job(job_id))

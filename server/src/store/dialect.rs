@@ -703,9 +703,10 @@ impl Store for DialectStore {
         .await?)
     }
 
-    async fn audit_row(&self, id: &str) -> Result<Option<AuditRecord>, StoreError> {
-        sqlx::query("SELECT * FROM audit_trail WHERE id = $1")
+    async fn audit_row(&self, id: &str, kind: EventKind) -> Result<Option<AuditRecord>, StoreError> {
+        sqlx::query("SELECT * FROM audit_trail WHERE id = $1 AND event_kind = $2")
             .bind(id)
+            .bind(kind.as_str())
             .fetch_optional(&self.pool)
             .await?
             .as_ref()

@@ -568,10 +568,11 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// How many jobs are in each status.
     fn job_counts(&self) -> impl Future<Output = Result<Vec<(String, i64)>, StoreError>> + Send;
     /// A job's audit rows, in chain order (its timeline).
-    /// The audit row with this id, if any.
+    /// The audit row of this kind with this id, if any (a row of another kind is not read).
     fn audit_row(
         &self,
         id: &str,
+        kind: EventKind,
     ) -> impl Future<Output = Result<Option<AuditRecord>, StoreError>> + Send;
     fn audit_for_job(
         &self,
