@@ -6,27 +6,22 @@
 //! Server functions stay thin: the server provides a [`crate::service::PortalService`] in context.
 
 use crate::AppError;
+use enforcer::{JobStatus, JobSummary, Risk, Verdict};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 use serde::{Deserialize, Serialize};
 
-/// One request waiting for approval, as the list shows it.
+/// One request waiting for approval, as the list shows it: the job's summary and where it
+/// stands now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingApproval {
-    pub job_id: String,
-    pub tool: String,
-    pub operation: String,
-    pub target: Option<String>,
-    pub risk: String,
-    pub priority: String,
-    pub requester: String,
-    pub requester_reason: Option<String>,
+    #[serde(flatten)]
+    pub job: JobSummary,
     pub age_secs: i64,
     /// Seconds until the request expires (negative: overdue, about to be expired).
     pub expires_in_secs: Option<i64>,
     pub approvals: u32,
-    pub approvals_required: i32,
 }
 
 /// A run of argument text, marked when a dangerous pattern matched it.
@@ -56,7 +51,7 @@ pub struct PatternView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoteRow {
     pub approver: String,
-    pub verdict: String,
+    pub verdict: Verdict,
     pub reason: Option<String>,
     pub at: String,
 }
@@ -65,8 +60,7 @@ pub struct VoteRow {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalView {
     pub summary: PendingApproval,
-    pub status: String,
-    pub call_hash: String,
+    pub status: JobStatus,
     pub arguments: Vec<ArgumentView>,
     pub patterns: Vec<PatternView>,
     /// What each command in the call does.
@@ -276,9 +270,9 @@ pub(crate) fn duration(secs: i64) -> String {
 }
 
 #[component]
-pub(crate) fn RiskBadge(risk: String) -> impl IntoView {
-    let class = format!("badge risk-{}", risk.to_ascii_lowercase());
-    view! { <span class=class>{risk}</span> }
+pub(crate) fn RiskBadge(risk: Risk) -> impl IntoView {
+    let class = format!("badge risk-{}", risk.as_str().to_ascii_lowercase());
+    view! { <span class=class>{risk.as_str()}</span> }
 }
 
 /// `/approvals`: the pending list.
@@ -307,17 +301,17 @@ pub fn Approvals() -> impl IntoView {
                             </tr></thead>
                             <tbody>
                                 {list.into_iter().map(|p| {
-                                    let href = format!("/approvals/{}", p.job_id);
+                                    let href = format!("/approvals/{}", p.job.job_id);
                                     view! {
-                                        <tr data-job=p.job_id.clone()>
-                                            <td><RiskBadge risk=p.risk.clone()/></td>
-                                            <td><a href=href>{p.tool.clone()}</a></td>
-                                            <td>{p.operation.clone()}</td>
-                                            <td>{p.target.clone().unwrap_or_default()}</td>
-                                            <td>{p.requester.clone()}</td>
+                                        <tr data-job=p.job.job_id.clone()>
+                                            <td><RiskBadge risk=p.job.risk/></td>
+                                            <td><a href=href>{p.job.tool.clone()}</a></td>
+                                            <td>{p.job.operation.clone()}</td>
+                                            <td>{p.job.target.clone().unwrap_or_default()}</td>
+                                            <td>{p.job.requester.clone()}</td>
                                             <td>{duration(p.age_secs)}</td>
                                             <td>{p.expires_in_secs.map(duration).unwrap_or_default()}</td>
-                                            <td>{format!("{}/{}", p.approvals, p.approvals_required)}</td>
+                                            <td>{format!("{}/{}", p.approvals, p.job.approvals_required)}</td>
                                         </tr>
                                     }
                                 }).collect_view()}
@@ -346,7 +340,11 @@ pub fn ApprovalPage() -> impl IntoView {
                 )
             } else {
                 q.get("voted").map(|v| {
-                    let text = if v == "deny" { "Denied." } else { "Approved." };
+                    let text = if v == Verdict::Deny.as_str() {
+                        "Denied."
+                    } else {
+                        "Approved."
+                    };
                     view! { <p class="notice" role="status" data-testid="vote-done">{text}</p> }
                         .into_any()
                 })
@@ -371,19 +369,19 @@ pub fn ApprovalPage() -> impl IntoView {
 
 fn detail_view(d: ApprovalView) -> impl IntoView {
     let s = d.summary.clone();
-    let critical = s.risk == "CRITICAL";
-    let title = format!("{} · {}", s.tool, s.operation);
+    let critical = s.job.risk == Risk::Critical;
+    let title = format!("{} · {}", s.job.tool, s.job.operation);
     view! {
-        <h1 data-testid="approval-title">{title}" "<RiskBadge risk=s.risk.clone()/></h1>
+        <h1 data-testid="approval-title">{title}" "<RiskBadge risk=s.job.risk/></h1>
         <dl class="facts">
-            <dt>"Status"</dt><dd data-testid="approval-status">{d.status.clone()}</dd>
-            <dt>"Target"</dt><dd>{s.target.clone().unwrap_or_else(|| "—".into())}</dd>
-            <dt>"Requester"</dt><dd>{s.requester.clone()}</dd>
-            <dt>"Their reason"</dt><dd>{s.requester_reason.clone().unwrap_or_else(|| "—".into())}</dd>
+            <dt>"Status"</dt><dd data-testid="approval-status">{d.status.as_str()}</dd>
+            <dt>"Target"</dt><dd>{s.job.target.clone().unwrap_or_else(|| "—".into())}</dd>
+            <dt>"Requester"</dt><dd>{s.job.requester.clone()}</dd>
+            <dt>"Their reason"</dt><dd>{s.job.requester_reason.clone().unwrap_or_else(|| "—".into())}</dd>
             <dt>"Waiting"</dt><dd>{duration(s.age_secs)}</dd>
             <dt>"Expires in"</dt><dd>{s.expires_in_secs.map(duration).unwrap_or_default()}</dd>
-            <dt>"Quorum"</dt><dd data-testid="quorum">{format!("{}/{}", s.approvals, s.approvals_required)}</dd>
-            <dt>"Call hash"</dt><dd><code class="hash">{d.call_hash.clone()}</code></dd>
+            <dt>"Quorum"</dt><dd data-testid="quorum">{format!("{}/{}", s.approvals, s.job.approvals_required)}</dd>
+            <dt>"Call hash"</dt><dd><code class="hash">{s.job.call_hash.clone()}</code></dd>
         </dl>
         <h2>"The call"</h2>
         <div class="arguments">
@@ -430,17 +428,17 @@ fn detail_view(d: ApprovalView) -> impl IntoView {
         } else {
             view! {
                 <ul class="votes" data-testid="votes">{d.votes.into_iter().map(|v| view! {
-                    <li>{v.approver}" — "<strong>{v.verdict}</strong>{v.reason.map(|r| format!(": {r}")).unwrap_or_default()}" ("<crate::layout::When at=v.at/>")"</li>
+                    <li>{v.approver}" — "<strong>{v.verdict.as_str()}</strong>{v.reason.map(|r| format!(": {r}")).unwrap_or_default()}" ("<crate::layout::When at=v.at/>")"</li>
                 }).collect_view()}</ul>
             }.into_any()
         }}
         {if d.may_vote {
-            let job = s.job_id.clone();
+            let job = s.job.job_id.clone();
             view! {
                 <div class="vote-forms">
                     <form method="post" action="/api/cast_vote" class="vote approve">
                         <input type="hidden" name="job_id" value=job.clone()/>
-                        <input type="hidden" name="verdict" value="approve"/>
+                        <input type="hidden" name="verdict" value=Verdict::Approve.as_str()/>
                         <label>{if critical { "Comment (required for CRITICAL)" } else { "Comment" }}
                             <textarea name="reason" required=critical maxlength="2000"></textarea>
                         </label>
@@ -448,7 +446,7 @@ fn detail_view(d: ApprovalView) -> impl IntoView {
                     </form>
                     <form method="post" action="/api/cast_vote" class="vote deny">
                         <input type="hidden" name="job_id" value=job/>
-                        <input type="hidden" name="verdict" value="deny"/>
+                        <input type="hidden" name="verdict" value=Verdict::Deny.as_str()/>
                         <label>"Reason (the AI assistant is told it)"
                             <textarea name="reason" required=true maxlength="2000"></textarea>
                         </label>

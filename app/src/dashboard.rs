@@ -7,6 +7,7 @@ use crate::approvals::{duration, PendingApproval, RiskBadge};
 #[cfg(feature = "ssr")]
 use crate::service::service;
 use crate::AppError;
+use enforcer::{Action, Risk};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use serde::{Deserialize, Serialize};
@@ -80,43 +81,43 @@ pub async fn dashboard() -> Result<DashboardView, AppError> {
     service()?.dashboard().await
 }
 
-const ACTIONS: [&str; 3] = ["allow", "require_approval", "deny"];
-const RISKS: [&str; 4] = ["LOW", "MEDIUM", "HIGH", "CRITICAL"];
+/// The chart's bars, top to bottom.
+const ACTIONS: [Action; 3] = [Action::Allow, Action::RequireApproval, Action::Deny];
 
 /// The chart fill for a risk level (a class: the colours follow the light or dark theme).
-fn risk_color(risk: &str) -> &'static str {
+fn risk_color(risk: Risk) -> &'static str {
     match risk {
-        "LOW" => "fill-low",
-        "MEDIUM" => "fill-medium",
-        "HIGH" => "fill-high",
-        _ => "fill-critical",
+        Risk::Low => "fill-low",
+        Risk::Medium => "fill-medium",
+        Risk::High => "fill-high",
+        Risk::Critical => "fill-critical",
     }
 }
 
 /// Decisions of the last 24 h: one horizontal bar per action, split by risk.
 fn action_risk_chart(data: &[(String, String, i64)]) -> impl IntoView {
-    let count = |a: &str, r: &str| {
+    let count = |a: Action, r: Risk| {
         data.iter()
-            .find(|(x, y, _)| x == a && y == r)
+            .find(|(x, y, _)| x == a.as_str() && y == r.as_str())
             .map_or(0, |(_, _, n)| *n)
     };
     let widest = ACTIONS
-        .iter()
-        .map(|a| RISKS.iter().map(|r| count(a, r)).sum::<i64>())
+        .into_iter()
+        .map(|a| Risk::ALL.into_iter().map(|r| count(a, r)).sum::<i64>())
         .max()
         .unwrap_or(0)
         .max(1);
     let (label_w, bar_w, row_h) = (130.0, 340.0, 28.0);
     let bars = ACTIONS
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, action)| {
             let y = i as f64 * row_h + 4.0;
             let mut x = label_w;
-            let total: i64 = RISKS.iter().map(|r| count(action, r)).sum();
-            let segments = RISKS
-                .iter()
-                .filter(|r| count(action, r) > 0)
+            let total: i64 = Risk::ALL.into_iter().map(|r| count(action, r)).sum();
+            let segments = Risk::ALL
+                .into_iter()
+                .filter(|r| count(action, *r) > 0)
                 .map(|risk| {
                     let n = count(action, risk);
                     let w = bar_w * n as f64 / widest as f64;
@@ -132,15 +133,15 @@ fn action_risk_chart(data: &[(String, String, i64)]) -> impl IntoView {
                 .collect_view();
             view! {
                 <g>
-                    <text x="0" y=format!("{:.1}", y + 15.0) class="chart-label">{action.replace('_', " ")}</text>
+                    <text x="0" y=format!("{:.1}", y + 15.0) class="chart-label">{action.as_str().replace('_', " ")}</text>
                     {segments}
                     <text x=format!("{:.1}", x + 6.0) y=format!("{:.1}", y + 15.0) class="chart-value">{total}</text>
                 </g>
             }
         })
         .collect_view();
-    let legend = RISKS
-        .iter()
+    let legend = Risk::ALL
+        .into_iter()
         .enumerate()
         .map(|(i, risk)| {
             let x = label_w + i as f64 * 90.0;
@@ -180,18 +181,18 @@ fn trend_chart(daily: &[(String, String, i64)]) -> impl IntoView {
             let x = 10.0 + i as f64 * 70.0;
             let mut top = 100.0;
             let parts = ACTIONS
-                .iter()
+                .into_iter()
                 .map(|action| {
                     let n = daily
                         .iter()
-                        .find(|(d, a, _)| d == day && a == action)
+                        .find(|(d, a, _)| d == day && a == action.as_str())
                         .map_or(0, |(_, _, n)| *n);
                     let h = 90.0 * n as f64 / tallest as f64;
                     top -= h;
-                    let color = match *action {
-                        "allow" => "fill-low",
-                        "deny" => "fill-critical",
-                        _ => "fill-medium",
+                    let color = match action {
+                        Action::Allow => "fill-low",
+                        Action::Deny => "fill-critical",
+                        Action::RequireApproval => "fill-medium",
                     };
                     view! {
                         <rect x=format!("{x:.1}") y=format!("{top:.1}") width="40" height=format!("{h:.1}") class=color>
@@ -396,9 +397,9 @@ fn dashboard_view(d: DashboardView) -> impl IntoView {
                         <ul class="pending" data-testid="dashboard-pending">
                             {d.pending.iter().map(|p| view! {
                                 <li>
-                                    <RiskBadge risk=p.risk.clone()/>" "
-                                    <a href=format!("/approvals/{}", p.job_id)>{format!("{} · {}", p.tool, p.operation)}</a>
-                                    {format!(" by {}, {} ago", p.requester, duration(p.age_secs))}
+                                    <RiskBadge risk=p.job.risk/>" "
+                                    <a href=format!("/approvals/{}", p.job.job_id)>{format!("{} · {}", p.job.tool, p.job.operation)}</a>
+                                    {format!(" by {}, {} ago", p.job.requester, duration(p.age_secs))}
                                 </li>
                             }).collect_view()}
                         </ul>

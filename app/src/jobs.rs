@@ -6,24 +6,11 @@ use crate::approvals::{duration, RiskBadge};
 #[cfg(feature = "ssr")]
 use crate::service::service;
 use crate::AppError;
+use enforcer::{JobStatus, JobSummary};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
 use serde::{Deserialize, Serialize};
-
-/// The statuses a job can have, in the order the filter shows them.
-pub const STATUSES: [&str; 10] = [
-    "queued",
-    "approved",
-    "picked",
-    "executing",
-    "completed",
-    "failed",
-    "timeout",
-    "denied",
-    "expired",
-    "cancelled",
-];
 
 /// What the job list asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,13 +22,9 @@ pub struct JobQuery {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRow {
-    pub job_id: String,
-    pub tool: String,
-    pub operation: String,
-    pub target: Option<String>,
-    pub risk: String,
-    pub status: String,
-    pub requester: String,
+    #[serde(flatten)]
+    pub job: JobSummary,
+    pub status: JobStatus,
     pub age_secs: i64,
 }
 
@@ -67,7 +50,6 @@ pub struct TimelineEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobDetail {
     pub row: JobRow,
-    pub call_hash: String,
     pub arguments: String,
     pub timeline: Vec<TimelineEntry>,
     pub exit_code: Option<i64>,
@@ -148,9 +130,9 @@ fn job_list_view(list: JobList, current: Option<String>) -> impl IntoView {
     let total: i64 = list.counts.iter().map(|(_, n)| n).sum();
     let filters = std::iter::once((None, format!("all ({total})")))
         .chain(
-            STATUSES
+            JobStatus::ALL
                 .iter()
-                .map(|s| (Some(*s), format!("{s} ({})", count(s)))),
+                .map(|s| (Some(s.as_str()), format!("{s} ({})", count(s.as_str())))),
         )
         .map(|(status, label)| {
             let active = status.map(str::to_string) == current;
@@ -176,13 +158,13 @@ fn job_list_view(list: JobList, current: Option<String>) -> impl IntoView {
                     </tr></thead>
                     <tbody>
                         {list.rows.into_iter().map(|r| view! {
-                            <tr data-job=r.job_id.clone()>
-                                <td><span class=format!("status status-{}", r.status)>{r.status.clone()}</span></td>
-                                <td><RiskBadge risk=r.risk.clone()/></td>
-                                <td><a href=format!("/jobs/{}", r.job_id)>{r.tool.clone()}</a></td>
-                                <td>{r.operation.clone()}</td>
-                                <td>{r.target.clone().unwrap_or_default()}</td>
-                                <td>{r.requester.clone()}</td>
+                            <tr data-job=r.job.job_id.clone()>
+                                <td><span class=format!("status status-{}", r.status)>{r.status.as_str()}</span></td>
+                                <td><RiskBadge risk=r.job.risk/></td>
+                                <td><a href=format!("/jobs/{}", r.job.job_id)>{r.job.tool.clone()}</a></td>
+                                <td>{r.job.operation.clone()}</td>
+                                <td>{r.job.target.clone().unwrap_or_default()}</td>
+                                <td>{r.job.requester.clone()}</td>
                                 <td>{duration(r.age_secs)}</td>
                             </tr>
                         }).collect_view()}
@@ -216,19 +198,19 @@ pub fn JobPage() -> impl IntoView {
 }
 
 fn job_view(d: JobDetail) -> impl IntoView {
-    let r = d.row.clone();
-    let approval_link = (r.status == "queued").then(|| {
+    let JobRow { job: r, status, .. } = d.row;
+    let approval_link = (status == JobStatus::Queued).then(|| {
         view! { <p><a href=format!("/approvals/{}", r.job_id)>"Review this request →"</a></p> }
     });
     view! {
-        <h1>{format!("{} · {}", r.tool, r.operation)}" "<RiskBadge risk=r.risk.clone()/></h1>
+        <h1>{format!("{} · {}", r.tool, r.operation)}" "<RiskBadge risk=r.risk/></h1>
         <dl class="facts">
-            <dt>"Status"</dt><dd data-testid="job-status">{r.status.clone()}</dd>
+            <dt>"Status"</dt><dd data-testid="job-status">{status.as_str()}</dd>
             <dt>"Target"</dt><dd>{r.target.clone().unwrap_or_else(|| "—".into())}</dd>
             <dt>"Requester"</dt><dd>{r.requester.clone()}</dd>
             <dt>"Duration"</dt><dd data-testid="job-duration">{d.duration_ms.map(|ms| format!("{ms} ms")).unwrap_or_else(|| "—".into())}</dd>
             <dt>"Exit code"</dt><dd>{d.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "—".into())}</dd>
-            <dt>"Call hash"</dt><dd><code class="hash">{d.call_hash.clone()}</code></dd>
+            <dt>"Call hash"</dt><dd><code class="hash">{r.call_hash.clone()}</code></dd>
         </dl>
         {approval_link}
         <h2>"Arguments"</h2>

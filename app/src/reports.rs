@@ -6,47 +6,22 @@
 #[cfg(feature = "ssr")]
 use crate::service::service;
 use crate::AppError;
+use enforcer::{AuditAction, Risk};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 use serde::{Deserialize, Serialize};
 
-/// The report form's fields (as typed; the server checks them).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReportQuery {
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub framework: Option<String>,
-    pub tool: Option<String>,
-    pub caller: Option<String>,
-    pub risk: Option<String>,
-    pub action: Option<String>,
-}
+/// The report form's fields, as typed (the server checks them): the export API's own query.
+pub use enforcer::wire::ReportQuery;
 
-impl ReportQuery {
-    fn pairs(&self) -> Vec<(&'static str, &String)> {
-        [
-            ("from", &self.from),
-            ("to", &self.to),
-            ("framework", &self.framework),
-            ("tool", &self.tool),
-            ("caller", &self.caller),
-            ("risk", &self.risk),
-            ("action", &self.action),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
-        .collect()
+/// The download link of one format.
+pub fn export_href(query: &ReportQuery, format: &str) -> String {
+    let mut href = format!("/reports/export?format={format}");
+    for (name, value) in query.pairs() {
+        href.push_str(&format!("&{name}={}", crate::encode_query(value)));
     }
-
-    /// The download link of one format.
-    pub fn export_href(&self, format: &str) -> String {
-        let mut href = format!("/reports/export?format={format}");
-        for (name, value) in self.pairs() {
-            href.push_str(&format!("&{name}={}", crate::encode_query(value)));
-        }
-        href
-    }
+    href
 }
 
 /// What an export of the chosen period and filters would hold.
@@ -95,15 +70,12 @@ const FRAMEWORKS: [(&str, &str); 4] = [
     ("soc2", "SOC 2 — CC6.1, CC6.3, CC7.2"),
     ("iso27001", "ISO/IEC 27001:2022 — A.8.15, A.8.16, A.5.18"),
 ];
-const RISKS: [&str; 5] = ["", "LOW", "MEDIUM", "HIGH", "CRITICAL"];
-const ACTIONS: [&str; 6] = [
-    "",
-    "allow",
-    "deny",
-    "require_approval",
-    "approve",
-    "execute",
-];
+/// A select's choices: "Any" (empty), then each word of a vocabulary.
+fn any_of(words: impl IntoIterator<Item = &'static str>) -> Vec<(&'static str, &'static str)> {
+    std::iter::once(("", ""))
+        .chain(words.into_iter().map(|w| (w, w)))
+        .collect()
+}
 
 /// A `<select>` keeping the chosen value.
 fn select(
@@ -163,8 +135,8 @@ pub fn Reports() -> impl IntoView {
                         <label for="report-caller">"Caller"
                             <input id="report-caller" name="caller" value=q.caller.clone().unwrap_or_default()/>
                         </label>
-                        {select("report-risk", "Risk", RISKS.iter().map(|r| (*r, *r)).collect(), q.risk.clone())}
-                        {select("report-action", "Action", ACTIONS.iter().map(|a| (*a, *a)).collect(), q.action.clone())}
+                        {select("report-risk", "Risk", any_of(Risk::ALL.map(Risk::as_str)), q.risk.clone())}
+                        {select("report-action", "Action", any_of(AuditAction::ALL.map(AuditAction::as_str)), q.action.clone())}
                     }
                 }}
                 <button type="submit">"Preview"</button>
@@ -194,7 +166,7 @@ fn preview_view(p: ReportPreview, q: ReportQuery) -> impl IntoView {
     let status = RwSignal::new(None::<String>);
     let total = p.total;
     let link = move |format: &'static str, text: &'static str| {
-        let base = q.export_href(format);
+        let base = export_href(&q, format);
         let href = move || match token.get() {
             Some(t) => format!("{base}&progress={t}"),
             None => base.clone(),

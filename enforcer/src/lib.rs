@@ -19,6 +19,7 @@ pub mod canonical;
 pub mod catalogue;
 pub mod decision;
 pub mod executor;
+pub mod job;
 pub mod policy;
 pub mod record;
 pub mod shell;
@@ -29,6 +30,7 @@ pub use canonical::{canonical_json, canonical_sha256, sha256_hex};
 pub use catalogue::{Catalogue, Classification, Effect};
 pub use decision::{call_hash, evaluate, Decision, PatternMatch, Principal, Request};
 pub use executor::{Executor, ExecutorKind, JobCall};
+pub use job::{JobStatus, JobSummary, Priority};
 pub use policy::{
     ArgKind, Category, Effects, Operation, Pattern, PolicyError, PolicySet, Tool, UnknownCommands,
 };
@@ -55,6 +57,7 @@ pub fn it_mcp_compatible_policy() -> Result<PolicySet, PolicyError> {
 
 /// How dangerous an operation is, in IT-MCP's words (`LOW` .. `CRITICAL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Risk {
     Low,
@@ -76,6 +79,10 @@ impl Risk {
             Risk::Critical => "CRITICAL",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Risk> {
+        Risk::ALL.into_iter().find(|r| r.as_str() == text)
+    }
 }
 
 impl fmt::Display for Risk {
@@ -86,6 +93,7 @@ impl fmt::Display for Risk {
 
 /// What the enforcer says about a call, in IT-MCP's `decision_action` words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Allow,
@@ -102,9 +110,74 @@ impl Action {
             Action::RequireApproval => "require_approval",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Action> {
+        [Action::Allow, Action::Deny, Action::RequireApproval]
+            .into_iter()
+            .find(|a| a.as_str() == text)
+    }
 }
 
 impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an audit row says was done (`audit_logs.decision_action`): the enforcer's three answers,
+/// a person's approval, a run, or a withdrawal. Rows are written with these; rows read back keep the
+/// column's text, because trails imported from IT-MCP or written by older versions hold other
+/// words too (`error`), which reports still read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    Allow,
+    Deny,
+    RequireApproval,
+    Approve,
+    Execute,
+    /// A requester withdrew their job.
+    Cancel,
+}
+
+impl AuditAction {
+    pub const ALL: [AuditAction; 6] = [
+        AuditAction::Allow,
+        AuditAction::Deny,
+        AuditAction::RequireApproval,
+        AuditAction::Approve,
+        AuditAction::Execute,
+        AuditAction::Cancel,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Allow => "allow",
+            AuditAction::Deny => "deny",
+            AuditAction::RequireApproval => "require_approval",
+            AuditAction::Approve => "approve",
+            AuditAction::Execute => "execute",
+            AuditAction::Cancel => "cancel",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<AuditAction> {
+        AuditAction::ALL.into_iter().find(|a| a.as_str() == text)
+    }
+}
+
+impl From<Action> for AuditAction {
+    fn from(action: Action) -> Self {
+        match action {
+            Action::Allow => AuditAction::Allow,
+            Action::Deny => AuditAction::Deny,
+            Action::RequireApproval => AuditAction::RequireApproval,
+        }
+    }
+}
+
+impl fmt::Display for AuditAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }

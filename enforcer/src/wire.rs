@@ -1,8 +1,49 @@
-//! The decision request as IT-MCP sends it: a JSON object decoded field by field, so every
-//! refusal names its field and a stable code. Shared by the server's API and the fuzz target
-//! `api_decoding`; the HTTP status is the server's business.
+//! Request shapes shared across Countersign's edges.
+//!
+//! - [`DecisionInput`]: the decision request as IT-MCP sends it, a JSON object decoded field by
+//!   field, so every refusal names its field and a stable code. Shared by the server's API and the
+//!   fuzz target `api_decoding`; the HTTP status is the server's business.
+//! - [`ReportQuery`]: which part of the audit trail a report or export covers, as the Reports
+//!   page's form and the export API's query string carry it (text as typed; the server checks
+//!   it and names the field at fault).
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+/// Which part of the audit trail a report covers: a period and equality filters, as typed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportQuery {
+    /// Start of the period: `YYYY-MM-DD` (UTC) or RFC 3339; default 30 days before `to`.
+    pub from: Option<String>,
+    /// End of the period, exclusive; a date means the end of that day. Default: now.
+    pub to: Option<String>,
+    /// `pci-dss`, `soc2` or `iso27001`: the controls a PDF maps its evidence to.
+    pub framework: Option<String>,
+    pub tool: Option<String>,
+    pub caller: Option<String>,
+    /// LOW, MEDIUM, HIGH or CRITICAL.
+    pub risk: Option<String>,
+    /// allow, deny, require_approval, approve, execute or cancel.
+    pub action: Option<String>,
+}
+
+impl ReportQuery {
+    /// The fields that are set, as (query-string name, value), in the form's order.
+    pub fn pairs(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("from", &self.from),
+            ("to", &self.to),
+            ("framework", &self.framework),
+            ("tool", &self.tool),
+            ("caller", &self.caller),
+            ("risk", &self.risk),
+            ("action", &self.action),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+        .collect()
+    }
+}
 
 /// The fields a decision request may have; any other is refused.
 pub const FIELDS: [&str; 7] = [

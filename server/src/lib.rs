@@ -46,6 +46,7 @@ pub mod store;
 pub mod telemetry;
 pub mod vocab;
 
+use crate::store::{AuditAction, Risk};
 use app::{shell, App};
 use axum::{
     extract::{FromRef, State},
@@ -367,9 +368,9 @@ async fn audit_resumes(state: &AppState) -> bool {
         services::maintenance::SYSTEM_CALLER,
         "countersign",
         "audit.resumed",
-        "allow",
+        AuditAction::Allow,
         "the audit trail accepts writes again after a failed write",
-        "LOW",
+        Risk::Low,
     );
     matches!(
         tokio::time::timeout(READY_TIMEOUT, state.audit.append(event)).await,

@@ -2,12 +2,12 @@
 //! audit write latency and batch size, executions by status, and (read at scrape time) the
 //! approval queue's depth by status. Counters are atomics; recording never blocks or fails.
 
+use enforcer::{Action, Risk};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-const ACTIONS: [&str; 3] = ["allow", "deny", "require_approval"];
-const RISKS: [&str; 4] = ["LOW", "MEDIUM", "HIGH", "CRITICAL"];
+const ACTIONS: [Action; 3] = [Action::Allow, Action::Deny, Action::RequireApproval];
 const EXECUTION_STATUSES: [&str; 6] = [
     "picked",
     "executing",
@@ -113,7 +113,7 @@ const SIEM_FEEDS: [&str; 2] = ["jsonl", "syslog"];
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            decisions: (0..ACTIONS.len() * RISKS.len())
+            decisions: (0..ACTIONS.len() * Risk::ALL.len())
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             decision_seconds: Histogram::new(LATENCY_BOUNDS),
@@ -132,12 +132,12 @@ impl Default for Metrics {
 
 impl Metrics {
     /// One decision answered (after its audit row was written), and how long it took.
-    pub fn decision(&self, action: &str, risk: &str, took: Duration) {
+    pub fn decision(&self, action: Action, risk: Risk, took: Duration) {
         if let (Some(a), Some(r)) = (
             ACTIONS.iter().position(|x| *x == action),
-            RISKS.iter().position(|x| *x == risk),
+            Risk::ALL.iter().position(|x| *x == risk),
         ) {
-            self.decisions[a * RISKS.len() + r].fetch_add(1, Ordering::Relaxed);
+            self.decisions[a * Risk::ALL.len() + r].fetch_add(1, Ordering::Relaxed);
         }
         self.decision_seconds.observe(took.as_secs_f64());
     }
@@ -181,11 +181,11 @@ impl Metrics {
         let mut out = String::with_capacity(4_096);
         out.push_str("# HELP countersign_decisions_total Decisions answered, by action and risk.\n# TYPE countersign_decisions_total counter\n");
         for (a, action) in ACTIONS.iter().enumerate() {
-            for (r, risk) in RISKS.iter().enumerate() {
+            for (r, risk) in Risk::ALL.iter().enumerate() {
                 let _ = writeln!(
                     out,
                     "countersign_decisions_total{{action=\"{action}\",risk=\"{risk}\"}} {}",
-                    self.decisions[a * RISKS.len() + r].load(Ordering::Relaxed)
+                    self.decisions[a * Risk::ALL.len() + r].load(Ordering::Relaxed)
                 );
             }
         }
@@ -251,9 +251,9 @@ mod tests {
     #[test]
     fn counts_and_buckets_render_in_the_text_format() {
         let m = Metrics::default();
-        m.decision("allow", "HIGH", Duration::from_millis(3));
-        m.decision("allow", "HIGH", Duration::from_millis(30));
-        m.decision("nonsense", "HIGH", Duration::from_millis(1));
+        m.decision(Action::Allow, Risk::High, Duration::from_millis(3));
+        m.decision(Action::Allow, Risk::High, Duration::from_millis(30));
+        m.decision(Action::Deny, Risk::Low, Duration::from_millis(1));
         m.audit_batch(40, Duration::from_millis(2));
         m.execution("success");
         m.notification_sent("webhook", false);

@@ -2,7 +2,7 @@
 //! one bound to the signed-in person (or to nobody, who sees and may do nothing).
 
 use crate::services::approvals::{self, VoteError};
-use crate::store::{Job, Store, StoreError};
+use crate::store::{AuditAction, Job, JobSummary, Risk, Store, StoreError};
 use crate::web::auth::SignedIn;
 use crate::AppState;
 use app::approvals::{
@@ -49,18 +49,10 @@ fn may_see(user: &SignedIn, job: &Job, approver_role: &str) -> bool {
 fn summary(job: &Job, approvals: u32) -> PendingApproval {
     let now = Utc::now();
     PendingApproval {
-        job_id: job.job_id.clone(),
-        tool: job.tool_name.clone(),
-        operation: job.operation.clone(),
-        target: job.target.clone(),
-        risk: job.risk.clone(),
-        priority: job.priority.clone(),
-        requester: job.requester.clone(),
-        requester_reason: job.requester_reason.clone(),
+        job: JobSummary::from(job),
         age_secs: (now - job.created_at).num_seconds(),
         expires_in_secs: job.expires_at.map(|t| (t - now).num_seconds()),
         approvals,
-        approvals_required: job.approvals_required,
     }
 }
 
@@ -224,8 +216,7 @@ impl Portal {
         }
         Ok(Some(ApprovalView {
             summary: summary(&job, u32::try_from(approvals).unwrap_or(u32::MAX)),
-            status: job.status.as_str().to_string(),
-            call_hash: job.call_hash.clone(),
+            status: job.status,
             arguments,
             patterns: decision
                 .matched_patterns
@@ -246,7 +237,7 @@ impl Portal {
                 .iter()
                 .map(|v| VoteRow {
                     approver: v.approver.clone(),
-                    verdict: v.verdict.as_str().to_string(),
+                    verdict: v.verdict,
                     reason: v.reason.clone(),
                     at: instant(v.created_at),
                 })
@@ -286,9 +277,10 @@ impl Portal {
         let pending = Portal::pending_list(state.clone(), user).await?;
         let mut by_priority: Vec<(String, i64)> = Vec::new();
         for p in &pending {
-            match by_priority.iter_mut().find(|(name, _)| *name == p.priority) {
+            let priority = p.job.priority.as_str();
+            match by_priority.iter_mut().find(|(name, _)| name == priority) {
                 Some((_, n)) => *n += 1,
-                None => by_priority.push((p.priority.clone(), 1)),
+                None => by_priority.push((priority.to_string(), 1)),
             }
         }
         Ok(DashboardView {
@@ -368,9 +360,9 @@ impl Portal {
             &user.username,
             "countersign",
             "notification.retry",
-            "allow",
+            AuditAction::Allow,
             &format!("retry of dead-lettered notification {id} requested"),
-            "LOW",
+            Risk::Low,
         );
         event.context = serde_json::json!({ "outbox_id": id }).to_string();
         state.audit.append(event).await.map_err(|error| {
@@ -455,15 +447,8 @@ impl Portal {
         use crate::services::exports::{rfc3339, ExportQuery, ExportSpec};
         let spec = ExportSpec::parse(
             ExportQuery {
-                format: None,
-                from: q.from,
-                to: q.to,
-                framework: q.framework,
-                tool: q.tool,
-                caller: q.caller,
-                risk: q.risk,
-                action: q.action,
-                progress: None,
+                report: q,
+                ..ExportQuery::default()
             },
             Utc::now(),
         )
@@ -498,8 +483,30 @@ impl Portal {
             caller_id: q.caller,
             tool: q.tool,
             operation: q.operation,
-            action: q.action,
-            risk: q.risk.map(|r| r.to_ascii_uppercase()),
+            action: match q.action.as_deref() {
+                None => None,
+                Some(a) => Some(AuditAction::parse(a).ok_or_else(|| {
+                    AppError::invalid(
+                        "action",
+                        format!(
+                            "unknown action `{a}` (one of: {})",
+                            words(AuditAction::ALL.map(AuditAction::as_str))
+                        ),
+                    )
+                })?),
+            },
+            risk: match q.risk.as_deref() {
+                None => None,
+                Some(r) => Some(Risk::parse(&r.to_ascii_uppercase()).ok_or_else(|| {
+                    AppError::invalid(
+                        "risk",
+                        format!(
+                            "unknown risk `{r}` (one of: {})",
+                            words(Risk::ALL.map(Risk::as_str))
+                        ),
+                    )
+                })?),
+            },
             execution_status: q.status,
             kind: match q.kind.as_deref() {
                 None => None,
@@ -508,11 +515,9 @@ impl Portal {
                         "kind",
                         format!(
                             "unknown event kind `{k}` (one of: {})",
-                            crate::store::EventKind::ALL
-                                .iter()
-                                .map(|k| k.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            words(
+                                crate::store::EventKind::ALL.map(crate::store::EventKind::as_str)
+                            )
                         ),
                     )
                 })?),
@@ -645,15 +650,15 @@ const JOB_PAGE: i64 = 50;
 
 fn job_row(job: &Job) -> JobRow {
     JobRow {
-        job_id: job.job_id.clone(),
-        tool: job.tool_name.clone(),
-        operation: job.operation.clone(),
-        target: job.target.clone(),
-        risk: job.risk.clone(),
-        status: job.status.as_str().to_string(),
-        requester: job.requester.clone(),
+        job: JobSummary::from(job),
+        status: job.status,
         age_secs: (Utc::now() - job.created_at).num_seconds(),
     }
+}
+
+/// A vocabulary listed for an error message: `a, b, c`.
+fn words<const N: usize>(list: [&str; N]) -> String {
+    list.join(", ")
 }
 
 /// `created_at|job_id` of the last row on a page: where the next page starts.
@@ -762,7 +767,6 @@ impl Portal {
         let args: Value = serde_json::from_str(&job.params).unwrap_or(Value::Null);
         Ok(Some(JobDetail {
             row: job_row(&job),
-            call_hash: job.call_hash.clone(),
             arguments: serde_json::to_string_pretty(&args).unwrap_or_else(|_| job.params.clone()),
             timeline,
             exit_code: result["exit_code"].as_i64(),

@@ -235,7 +235,7 @@ async fn decisions_are_audited_and_queued(api: &Api) {
     }
     let job = api.state.store.job(&job_id).await.expect("job");
     assert_eq!(job.status, JobStatus::Queued);
-    assert_eq!(job.risk, "HIGH");
+    assert_eq!(job.risk, server::store::Risk::High);
     assert_eq!(job.submitted_by.as_deref(), Some("it-mcp"));
     assert_eq!(
         job.requester_reason.as_deref(),

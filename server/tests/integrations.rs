@@ -9,7 +9,7 @@ mod common;
 use common::binary::{Env, Server};
 use common::provider::{cookies, location};
 use hmac::{Hmac, Mac};
-use server::store::Store;
+use server::store::{AuditAction, Risk, Store};
 use server::{Config, Database};
 use sha2::Sha256;
 use std::collections::{BTreeMap, HashSet};
@@ -640,9 +640,9 @@ async fn dead_letters_and_cef_over_udp(env: Env) {
         "test",
         "countersign",
         "before.siem",
-        "allow",
+        AuditAction::Allow,
         "a row written before the SIEM feed starts",
-        "LOW",
+        Risk::Low,
     );
     before.context = "{}".into();
     state.audit.append(before).await.expect("a row before");

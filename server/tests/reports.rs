@@ -11,7 +11,7 @@ use chrono::{Duration, Utc};
 use http_body_util::BodyExt;
 use server::config::Secret;
 use server::services::exports::{self as reports, bundle, ExportRow};
-use server::store::{AuditFilter, AuditRecord, EventKind, NewAuditEvent, Store};
+use server::store::{AuditAction, AuditFilter, AuditRecord, EventKind, NewAuditEvent, Risk, Store};
 use server::{app, AppState, Config, Database};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -96,8 +96,12 @@ impl Env {
         let now = Utc::now();
         let mut events = Vec::new();
         let tools = ["ssh-exec", "ubuntu-admin", "firewall", "system-overview"];
-        let actions = ["allow", "deny", "require_approval"];
-        let risks = ["LOW", "MEDIUM", "HIGH", "CRITICAL"];
+        let actions = [
+            AuditAction::Allow,
+            AuditAction::Deny,
+            AuditAction::RequireApproval,
+        ];
+        let risks = Risk::ALL;
         for i in 0..120i64 {
             let mut e = NewAuditEvent::new(
                 EventKind::Decision,
@@ -115,7 +119,7 @@ impl Env {
             } else {
                 self.state.policy.hash().to_string()
             });
-            if actions[(i % 3) as usize] == "require_approval" {
+            if actions[(i % 3) as usize] == AuditAction::RequireApproval {
                 e.job_id = Some(format!("job-{i}"));
             }
             events.push(e);
@@ -125,7 +129,7 @@ impl Env {
                     "dave",
                     tools[(i % 4) as usize],
                     "executeCommand",
-                    "approve",
+                    AuditAction::Approve,
                     "approved; the quorum is reached",
                     risks[(i / 3 % 4) as usize],
                 );
@@ -139,7 +143,7 @@ impl Env {
                     "it-mcp",
                     tools[(i % 4) as usize],
                     "executeCommand",
-                    "execute",
+                    AuditAction::Execute,
                     "agent-1 reported",
                     risks[(i / 3 % 4) as usize],
                 );
@@ -158,9 +162,9 @@ impl Env {
             "bob",
             "countersign",
             "sign-in",
-            "allow",
+            AuditAction::Allow,
             "signed in",
-            "LOW",
+            Risk::Low,
         );
         sign_in.timestamp = now - Duration::minutes(5);
         events.push(sign_in);
@@ -189,7 +193,7 @@ impl Env {
 fn ssh_high() -> AuditFilter {
     AuditFilter {
         tool: Some("ssh-exec".into()),
-        risk: Some("HIGH".into()),
+        risk: Some(Risk::High),
         ..AuditFilter::default()
     }
 }
@@ -331,7 +335,7 @@ async fn exports_equal_the_rows(env: &Env) {
                     .expect("time")
                     .into(),
             ),
-            action: Some("deny".into()),
+            action: Some(AuditAction::Deny),
             ..AuditFilter::default()
         })
         .await;
@@ -663,9 +667,9 @@ async fn the_export_api_streams_a_large_trail_in_order() {
                 "it-mcp",
                 "dns-lookup",
                 "lookup",
-                "allow",
+                AuditAction::Allow,
                 "ok",
-                "LOW",
+                Risk::Low,
             );
             e.timestamp = now - Duration::seconds(10_000 - i);
             e
@@ -705,9 +709,9 @@ async fn csv_cells_a_spreadsheet_would_run_are_neutralised_and_jsonl_keeps_them_
             "@mallory",
             TOOL,
             "+cmd|' /C calc'!A0",
-            "allow",
+            AuditAction::Allow,
             "-1 looks like a number",
-            "LOW",
+            Risk::Low,
         );
         e.context = r#"{"on_behalf_of":"=1+1"}"#.into();
         e.execution_duration_ms = Some(-3);

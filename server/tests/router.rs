@@ -8,6 +8,7 @@ use axum::{
     Router,
 };
 use http_body_util::BodyExt;
+use server::store::{AuditAction, Risk};
 use server::{app, AppState, Config, Database};
 use std::sync::Arc;
 use tower::ServiceExt;
@@ -540,10 +541,10 @@ async fn queue_job(test: &TestApp) -> String {
         requested_capabilities: vec!["ssh-linux".into()],
         target: Some("web-01".into()),
         target_agent_id: None,
-        priority: "high".into(),
+        priority: server::store::Priority::High,
         requester: "bob".into(),
         requester_reason: Some("clean the old site".into()),
-        risk: "HIGH".into(),
+        risk: server::store::Risk::High,
         call_hash: "ab".repeat(32),
         policy_hash: None,
         approvals_required: 1,
@@ -598,9 +599,9 @@ async fn approvals_are_listed_explained_and_voted_on_without_wasm() {
         "carol",
         "ssh-exec",
         "executeCommand",
-        "deny",
+        AuditAction::Deny,
         "an earlier try without capabilities",
-        "HIGH",
+        Risk::High,
     );
     server::store::Store::append_audit(&test.store, &[earlier])
         .await
@@ -697,7 +698,11 @@ async fn the_dashboard_counts_and_charts_on_the_server() {
     let test = sqlite_app().await;
     let job_id = queue_job(&test).await;
     let mut events = Vec::new();
-    for (action, risk) in [("allow", "LOW"), ("allow", "HIGH"), ("deny", "CRITICAL")] {
+    for (action, risk) in [
+        (AuditAction::Allow, Risk::Low),
+        (AuditAction::Allow, Risk::High),
+        (AuditAction::Deny, Risk::Critical),
+    ] {
         events.push(server::store::NewAuditEvent::new(
             server::store::EventKind::Decision,
             "it-mcp",
@@ -847,9 +852,9 @@ async fn the_audit_explorer_filters_pages_and_verifies_rows_for_auditors() {
                 "it-mcp",
                 if i % 2 == 0 { "dns-lookup" } else { "ssh-exec" },
                 "op",
-                "allow",
+                AuditAction::Allow,
                 &format!("row {i}"),
-                "LOW",
+                Risk::Low,
             )
         })
         .collect();
@@ -1406,9 +1411,9 @@ async fn the_dashboard_shows_audit_rows_only_to_those_who_may_read_the_trail() {
         "it-mcp",
         "ssh-exec",
         "secret-operation-name",
-        "deny",
+        AuditAction::Deny,
         "test",
-        "CRITICAL",
+        Risk::Critical,
     );
     server::store::Store::append_audit(&test.store, &[secret])
         .await

@@ -5,9 +5,10 @@
 use chrono::{Duration, Utc};
 use enforcer::Verdict;
 use server::store::{
-    audit, postgres::PgStore, sqlite::SqliteStore, Attempt, AuditWriter, Claim, EventKind,
-    IdempotencyStore, IdentityStore, IntegrationStore, JobOutcome, JobStatus, NewAuditEvent,
-    NewJob, NewOutboxMessage, NewUser, Store, StoreError, TokenRow, VoteRecord,
+    audit, postgres::PgStore, sqlite::SqliteStore, Attempt, AuditAction, AuditWriter, Claim,
+    EventKind, IdempotencyStore, IdentityStore, IntegrationStore, JobOutcome, JobStatus,
+    NewAuditEvent, NewJob, NewOutboxMessage, NewUser, Priority, Risk, Store, StoreError, TokenRow,
+    VoteRecord,
 };
 
 mod common;
@@ -76,9 +77,9 @@ fn event(n: usize) -> NewAuditEvent {
         &format!("caller-{}", n % 3),
         "ssh-exec",
         "executeCommand",
-        "allow",
+        AuditAction::Allow,
         "ok",
-        "HIGH",
+        Risk::High,
     );
     e.context = format!(r#"{{"n":{n}}}"#);
     e
@@ -94,10 +95,10 @@ fn new_job(quorum: i32) -> NewJob {
         requested_capabilities: vec!["ssh-linux".into(), "local-sudo".into()],
         target: Some("web-01".into()),
         target_agent_id: None,
-        priority: "high".into(),
+        priority: server::store::Priority::High,
         requester: "alice".into(),
         requester_reason: Some("nginx is stuck".into()),
-        risk: "CRITICAL".into(),
+        risk: server::store::Risk::Critical,
         call_hash: "ab".repeat(32),
         policy_hash: Some("cd".repeat(32)),
         approvals_required: quorum,
@@ -397,14 +398,14 @@ fn tally_row(
         who,
         &job.tool_name,
         &job.operation,
-        "approve",
+        AuditAction::Approve,
         &format!(
             "{} of {} ({})",
             tally.approvals,
             tally.required,
             tally.status.as_str()
         ),
-        &job.risk,
+        job.risk,
     );
     e.job_id = Some(job.job_id.clone());
     e
@@ -611,7 +612,7 @@ async fn pending_jobs_are_urgent_first_then_oldest<S: Store>(store: &S) {
     let mut ids = Vec::new();
     for (priority, minutes_ago) in [("normal", 30), ("urgent", 5), ("normal", 60), ("high", 1)] {
         let mut job = new_job(1);
-        job.priority = priority.into();
+        job.priority = Priority::parse(priority).expect("a priority");
         job.created_at = Utc::now() - Duration::minutes(minutes_ago);
         ids.push(store.insert_job(&job).await.expect("insert").job_id);
     }
@@ -706,6 +707,8 @@ async fn jobs_are_paged_newest_first_by_keyset<S: Store>(store: &S) {
 async fn dashboard_counts_the_last_day_week_and_hour<S: Store>(store: &S) {
     let now = Utc::now();
     let at = |minutes_ago: i64, action: &str, risk: &str, tool: &str, caller: &str| {
+        let action = AuditAction::parse(action).expect("an action");
+        let risk = Risk::parse(risk).expect("a risk");
         let mut e = NewAuditEvent::new(EventKind::Decision, caller, tool, "op", action, "r", risk);
         e.timestamp = now - Duration::minutes(minutes_ago);
         e
@@ -853,9 +856,9 @@ async fn audit_search_filters_and_pages<S: Store>(store: &S) {
         "dave",
         "ssh-exec",
         "executeSudoCommand",
-        "deny",
+        AuditAction::Deny,
         "no",
-        "CRITICAL",
+        Risk::Critical,
     );
     denial.timestamp = Utc::now() - Duration::days(3);
     store.append_audit(&[denial]).await.expect("append");
@@ -883,8 +886,8 @@ async fn audit_search_filters_and_pages<S: Store>(store: &S) {
     );
     let denials = server::store::AuditFilter {
         kind: Some(EventKind::Denial),
-        risk: Some("CRITICAL".into()),
-        action: Some("deny".into()),
+        risk: Some(Risk::Critical),
+        action: Some(AuditAction::Deny),
         ..all.clone()
     };
     let found = store.audit_search(&denials, 100).await.expect("denials");
@@ -1781,9 +1784,9 @@ async fn it_mcp_monitoring_queries_run_unchanged() {
             caller,
             "ssh-exec",
             "executeCommand",
-            action,
+            AuditAction::parse(action).expect("an action"),
             "r",
-            risk,
+            Risk::parse(risk).expect("a risk"),
         );
         e.timestamp = now - Duration::minutes(minutes_ago);
         events.push(e);
@@ -1794,9 +1797,9 @@ async fn it_mcp_monitoring_queries_run_unchanged() {
             "ai-3",
             "ubuntu-admin",
             "stopService",
-            "deny",
+            AuditAction::Deny,
             "missing required capabilities",
-            "CRITICAL",
+            Risk::Critical,
         );
         e.timestamp = now - Duration::minutes(n + 1);
         events.push(e);
@@ -1804,7 +1807,7 @@ async fn it_mcp_monitoring_queries_run_unchanged() {
     db.store.append_audit(&events).await.expect("append");
     for priority in ["high", "urgent", "low"] {
         let mut job = new_job(1);
-        job.priority = priority.into();
+        job.priority = Priority::parse(priority).expect("a priority");
         db.store.insert_job(&job).await.expect("job");
     }
     let pool = db.store.pool();

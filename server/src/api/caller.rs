@@ -2,7 +2,7 @@
 //! (`cs_…`) or an access token from the identity provider. Every refusal is audited.
 
 use crate::services::identity::{api_tokens, oidc, tokens};
-use crate::store::EventKind;
+use crate::store::{AuditAction, EventKind};
 use crate::web::auth::audit;
 use crate::AppState;
 use axum::{
@@ -66,7 +66,7 @@ impl axum::extract::FromRequestParts<AppState> for ApiCaller {
                     state,
                     EventKind::PortalAction,
                     "anonymous",
-                    "deny",
+                    AuditAction::Deny,
                     &format!("API request refused: {reason}"),
                     serde_json::json!({ "path": path }),
                 )

@@ -243,8 +243,8 @@ async fn record(
         job,
     } = decided;
     let mut answer = DecisionAnswer {
-        action: decision.action.as_str().to_string(),
-        risk: decision.risk.as_str().to_string(),
+        action: decision.action,
+        risk: decision.risk,
         reasons: decision.reasons.clone(),
         decision: serde_json::to_value(&decision)
             .expect("a decision is plain data and always serialises"),
@@ -259,16 +259,14 @@ async fn record(
         approvals_required: None,
     };
     if let Some(stored) = job {
-        answer.status = Some(stored.status.as_str().to_string());
+        answer.status = Some(stored.status);
         answer.status_url = Some(format!("/api/v1/jobs/{}", stored.job_id));
         answer.expires_at = stored.expires_at;
         answer.approvals_required = Some(stored.approvals_required);
         answer.job_id = Some(stored.job_id);
     }
-    state.metrics.decision(
-        decision.action.as_str(),
-        decision.risk.as_str(),
-        started.elapsed(),
-    );
+    state
+        .metrics
+        .decision(decision.action, decision.risk, started.elapsed());
     Ok(serde_json::to_string(&answer).expect("an answer is plain data and always serialises"))
 }

@@ -18,7 +18,7 @@ use super::caller::ApiCaller;
 use super::schema::{ClaimedJob, JobEnded, LeaseAnswer};
 use super::{rate_limit, ApiError, BODY_LIMIT};
 use crate::services::execution::{self, RunReport, OUTPUT_KEEP};
-use crate::store::JobStatus;
+use crate::store::{JobStatus, JobSummary};
 use crate::AppState;
 use axum::{
     body::Body,
@@ -104,13 +104,7 @@ async fn try_claim(state: &AppState, agent_id: &str) -> Result<Option<Response>,
                 .policy
                 .executor_for(&job.tool_name, &job.operation)
                 .and_then(|e| serde_json::to_value(e).ok()),
-            job_id: job.job_id,
-            tool: job.tool_name,
-            operation: job.operation,
-            target: job.target,
-            risk: job.risk,
-            requester: job.requester,
-            call_hash: job.call_hash,
+            job: JobSummary::from(&job),
             lease_expires_at: job.lease_expires_at,
             lease_secs: state.lease_secs,
             retry: job.retry_count,
@@ -144,7 +138,7 @@ pub async fn heartbeat(
     rate_limit(&state, &caller)?;
     let job = execution::heartbeat(&state, &caller, &job_id).await?;
     Ok(Json(LeaseAnswer {
-        status: job.status.as_str().to_string(),
+        status: job.status,
         job_id: job.job_id,
         lease_expires_at: job.lease_expires_at,
     })
@@ -218,7 +212,7 @@ pub async fn job_result(
     let (report, status, _) = read_report(body).await?;
     let job = execution::agent_result(&state, &caller, &job_id, &report, status).await?;
     Ok(Json(JobEnded {
-        status: job.status.as_str().to_string(),
+        status: job.status,
         job_id: job.job_id,
     })
     .into_response())

@@ -48,7 +48,17 @@ async fn export(state: &AppState, who: &Requester, query: ExportQuery) -> Respon
     path = "/api/v1/audit/export",
     tag = "audit",
     summary = "Export the audit trail of a period (auditors and admins); streamed",
-    params(ExportQuery),
+    params(
+        ("format" = Option<String>, Query, description = "`csv` (default), `jsonl`, `pdf` or `bundle`"),
+        ("from" = Option<String>, Query, description = "Start of the period: `YYYY-MM-DD` (UTC) or RFC 3339; default 30 days before `to`"),
+        ("to" = Option<String>, Query, description = "End of the period, exclusive; a date means the end of that day. Default: now"),
+        ("framework" = Option<String>, Query, description = "`pci-dss`, `soc2` or `iso27001`: the controls the PDF maps its evidence to"),
+        ("tool" = Option<String>, Query, description = "Only this tool"),
+        ("caller" = Option<String>, Query, description = "Only this caller"),
+        ("risk" = Option<String>, Query, description = "LOW, MEDIUM, HIGH or CRITICAL"),
+        ("action" = Option<String>, Query, description = "allow, deny, require_approval, approve, execute or cancel"),
+        ("progress" = Option<String>, Query, description = "A token to follow the download's progress by"),
+    ),
     responses(
         (status = 200, description = "The export: text/csv, application/jsonl, application/pdf, or an evidence bundle (application/x-tar)"),
         (status = 400, description = "A bad parameter (named in `field`)", body = super::schema::ErrorBody),

@@ -5,6 +5,7 @@
 use super::schema::{JobView, VoteView};
 use super::{rate_limit, ApiError};
 use crate::api::caller::ApiCaller;
+use crate::store::AuditAction;
 use crate::store::{EventKind, Job, JobSummary, NewAuditEvent, Store, StoreError};
 use crate::AppState;
 use axum::{
@@ -55,14 +56,14 @@ async fn view(state: &AppState, job: &Job) -> Result<JobView, ApiError> {
         .iter()
         .map(|v| VoteView {
             approver: v.approver.clone(),
-            verdict: v.verdict.as_str().to_string(),
+            verdict: v.verdict,
             reason: v.reason.clone(),
             at: v.created_at,
         })
         .collect();
     Ok(JobView {
         job: JobSummary::from(job),
-        status: job.status.as_str().to_string(),
+        status: job.status,
         is_final: job.status.is_final(),
         submitted_by: job.submitted_by.clone(),
         approvals: views.clone(),
@@ -196,9 +197,9 @@ pub async fn cancel(
         &caller.id,
         &cancelled.tool_name,
         &cancelled.operation,
-        "cancel",
+        AuditAction::Cancel,
         "job cancelled by its requester",
-        &cancelled.risk,
+        cancelled.risk,
     );
     event.job_id = Some(cancelled.job_id.clone());
     event.call_hash = Some(cancelled.call_hash.clone());
@@ -213,8 +214,7 @@ pub async fn cancel(
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VoteInput {
-    /// `approve` or `deny`.
-    #[schema(value_type = String, example = "approve")]
+    #[schema(example = "approve")]
     pub verdict: enforcer::Verdict,
     /// Required for a denial (the assistant is told it) and to approve CRITICAL operations.
     #[serde(default)]

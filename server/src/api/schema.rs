@@ -2,12 +2,13 @@
 //! handlers' `#[utoipa::path]` annotations: `GET /api/v1/openapi.json`, rendered for people at
 //! `GET /api/v1/docs`.
 
-use crate::store::JobSummary;
+use crate::store::{Action, JobStatus, JobSummary, Risk};
 use axum::{
     http::header,
     response::{Html, IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
+use enforcer::Verdict;
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::OnceLock;
@@ -52,10 +53,8 @@ pub struct DecisionRequest {
 /// The enforcer's answer, recorded before it is given.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DecisionAnswer {
-    /// `allow`, `deny` or `require_approval`.
-    pub action: String,
-    /// `LOW`, `MEDIUM`, `HIGH` or `CRITICAL`.
-    pub risk: String,
+    pub action: Action,
+    pub risk: Risk,
     pub reasons: Vec<String>,
     /// The complete decision: matched patterns, capabilities, call hash, policy hash.
     #[schema(value_type = Object)]
@@ -70,7 +69,7 @@ pub struct DecisionAnswer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
+    pub status: Option<JobStatus>,
     /// Long-poll this for the outcome.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_url: Option<String>,
@@ -84,8 +83,7 @@ pub struct DecisionAnswer {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct VoteView {
     pub approver: String,
-    /// `approve` or `deny`.
-    pub verdict: String,
+    pub verdict: Verdict,
     pub reason: Option<String>,
     pub at: DateTime<Utc>,
 }
@@ -95,9 +93,7 @@ pub struct VoteView {
 pub struct JobView {
     #[serde(flatten)]
     pub job: JobSummary,
-    /// queued, approved, picked, executing, completed, failed, timeout, denied, expired,
-    /// cancelled.
-    pub status: String,
+    pub status: JobStatus,
     /// Whether the status can no longer change.
     #[serde(rename = "final")]
     pub is_final: bool,
@@ -123,16 +119,11 @@ pub struct JobView {
 /// A job leased to an agent.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ClaimedJob {
-    pub job_id: String,
-    pub tool: String,
-    pub operation: String,
+    /// The job; check its `call_hash` against the arguments before running.
+    #[serde(flatten)]
+    pub job: JobSummary,
     #[schema(value_type = Object)]
     pub args: Value,
-    pub target: Option<String>,
-    pub risk: String,
-    pub requester: String,
-    /// Check it against the arguments before running.
-    pub call_hash: String,
     pub lease_expires_at: Option<DateTime<Utc>>,
     /// Heartbeat well within this.
     pub lease_secs: i64,
@@ -147,7 +138,7 @@ pub struct ClaimedJob {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LeaseAnswer {
     pub job_id: String,
-    pub status: String,
+    pub status: JobStatus,
     pub lease_expires_at: Option<DateTime<Utc>>,
 }
 
@@ -155,7 +146,7 @@ pub struct LeaseAnswer {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobEnded {
     pub job_id: String,
-    pub status: String,
+    pub status: JobStatus,
 }
 
 /// Where a reported result was written in the audit trail.

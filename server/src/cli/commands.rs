@@ -2,6 +2,7 @@
 //! binary (`main.rs`) only runs [`run`].
 
 use crate::store::{audit, AnyStore, AuditWriter, EventKind, NewAuditEvent};
+use crate::store::{AuditAction, Risk};
 use crate::{
     app, checkpoint_policy, cli::evaluate, config::Config, services::maintenance::Maintenance,
     telemetry, AppState, Database,
@@ -658,9 +659,9 @@ async fn audit_cli_action(
         &operator(),
         "countersign",
         operation,
-        "allow",
+        AuditAction::Allow,
         summary,
-        "LOW",
+        Risk::Low,
     );
     event.context = context.to_string();
     writer

@@ -5,6 +5,7 @@
 //! (`POST /api/v1/jobs/{id}/votes`) and by the portal.
 
 use super::Core;
+use crate::store::{AuditAction, Risk};
 use crate::store::{
     EventKind, Job, JobStatus, NewAuditEvent, Store, StoreError, VoteRecord, VoteTally,
 };
@@ -85,7 +86,7 @@ async fn refused(
 ) -> VoteError {
     let mut event = refusal_event(&voter.id, verdict, &error.to_string());
     event.tool = job.tool_name.clone();
-    event.risk_level = job.risk.clone();
+    event.risk_level = job.risk.as_str().to_string();
     event.job_id = Some(job.job_id.clone());
     event.call_hash = Some(job.call_hash.clone());
     event.context =
@@ -108,9 +109,9 @@ fn refusal_event(voter: &str, verdict: Verdict, why: &str) -> NewAuditEvent {
         voter,
         "countersign",
         "vote.refused",
-        "deny",
+        AuditAction::Deny,
         &format!("{} refused: {why}", verdict.as_str()),
-        "LOW",
+        Risk::Low,
     );
     event.context = serde_json::json!({ "verdict": verdict.as_str() }).to_string();
     event
@@ -132,8 +133,8 @@ fn vote_event(
     now: chrono::DateTime<Utc>,
 ) -> NewAuditEvent {
     let (kind, action) = match verdict {
-        Verdict::Approve => (EventKind::Approval, "approve"),
-        Verdict::Deny => (EventKind::Denial, "deny"),
+        Verdict::Approve => (EventKind::Approval, AuditAction::Approve),
+        Verdict::Deny => (EventKind::Denial, AuditAction::Deny),
     };
     let summary = match verdict {
         Verdict::Approve if tally.status == JobStatus::Approved => format!(
@@ -153,7 +154,7 @@ fn vote_event(
         &job.operation,
         action,
         &summary,
-        &job.risk,
+        job.risk,
     );
     event.job_id = Some(job.job_id.clone());
     event.call_hash = Some(job.call_hash.clone());
@@ -197,7 +198,7 @@ pub async fn vote(
             "a denial needs a reason: it is what the AI assistant is told",
         ));
     }
-    if verdict == Verdict::Approve && job.risk == "CRITICAL" && reason.is_none() {
+    if verdict == Verdict::Approve && job.risk == Risk::Critical && reason.is_none() {
         return Err(VoteError::ReasonRequired(
             "approving a CRITICAL operation needs a comment",
         ));

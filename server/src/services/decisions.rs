@@ -4,10 +4,10 @@
 //! closed).
 
 use super::{Caller, Core, ServiceError};
-use crate::store::{AuditReceipt, EventKind, Job, NewAuditEvent, NewJob};
+use crate::store::{AuditReceipt, EventKind, Job, NewAuditEvent, NewJob, Priority};
 use enforcer::record::REASON_SEPARATOR;
 use enforcer::wire::DecisionInput;
-use enforcer::{Action, Principal, Risk};
+use enforcer::{Action, Principal};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
@@ -17,16 +17,6 @@ pub struct Decided {
     pub decision: enforcer::Decision,
     pub receipt: AuditReceipt,
     pub job: Option<Job>,
-}
-
-/// How urgent a queued job is, from its risk.
-pub fn priority(risk: Risk) -> &'static str {
-    match risk {
-        Risk::Critical => "urgent",
-        Risk::High => "high",
-        Risk::Medium => "normal",
-        Risk::Low => "low",
-    }
 }
 
 /// Decide `input` for `requester` (the caller, or the person a delegating caller acts for)
@@ -72,10 +62,10 @@ pub async fn decide(
                 &input.tool,
                 &input.operation,
             ),
-            priority: priority(decision.risk).to_string(),
+            priority: Priority::for_risk(decision.risk),
             requester: requester.to_string(),
             requester_reason: input.reason.clone(),
-            risk: decision.risk.as_str().to_string(),
+            risk: decision.risk,
             call_hash: decision.call_hash.clone(),
             policy_hash: Some(decision.policy_hash.clone()),
             approvals_required: i32::try_from(decision.approvals_required.max(1)).unwrap_or(1),
@@ -212,9 +202,9 @@ pub fn decision_event(
         requester,
         &input.tool,
         &input.operation,
-        decision.action.as_str(),
+        decision.action.into(),
         &enforcer::record::joined_reasons(decision),
-        decision.risk.as_str(),
+        decision.risk,
     );
     event.context = stored_context(caller, input, requester);
     event.decision = enforcer::record::compact(decision, request, policy);

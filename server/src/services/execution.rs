@@ -12,6 +12,7 @@
 use super::idempotency::{self, Claim};
 use super::{Caller, Core, ServiceError};
 use crate::services::identity::api_tokens::AGENT_ROLE;
+use crate::store::{AuditAction, Risk};
 use crate::store::{
     EventKind, Job, JobOutcome, JobStatus, NewAuditEvent, Store, StoreError, SERVER_EXECUTOR_PREFIX,
 };
@@ -95,9 +96,9 @@ pub fn execution_event(job: &Job, actor: &str, status: &str, reason: &str) -> Ne
         actor,
         &job.tool_name,
         &job.operation,
-        "execute",
+        AuditAction::Execute,
         reason,
-        &job.risk,
+        job.risk,
     );
     event.execution_status = Some(status.to_string());
     event.job_id = Some(job.job_id.clone());
@@ -143,9 +144,9 @@ pub async fn require_agent(
         &caller.id,
         "countersign",
         "agent.refused",
-        "deny",
+        AuditAction::Deny,
         &format!("{what} refused: {why}"),
-        "MEDIUM",
+        Risk::Medium,
     );
     event.job_id = job_id.map(|id| id.chars().take(64).collect());
     event.context = json!({
@@ -443,7 +444,7 @@ pub async fn decision_result(
     if asked_by.as_deref() != Some(caller.id.as_str()) {
         return Err(no_such_decision());
     }
-    if decision.decision_action != Action::Allow.as_str() {
+    if decision.action() != Some(AuditAction::Allow) {
         return Err(ServiceError::Conflict {
             code: "not_allowed",
             message: format!(
@@ -474,9 +475,11 @@ pub async fn decision_result(
         &decision.caller_id,
         &decision.tool,
         &decision.operation,
-        "execute",
+        AuditAction::Execute,
         &format!("{} reported {}", caller.id, report.status),
-        &decision.risk_level,
+        // Decision rows hold one of the four levels (imports are checked); a damaged one is
+        // recorded at the top.
+        decision.risk().unwrap_or(Risk::Critical),
     );
     event.execution_status = Some(report.status.clone());
     event.call_hash = decision.call_hash;

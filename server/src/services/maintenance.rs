@@ -2,6 +2,7 @@
 //! (when configured) purge audit rows past the retention period. Every change is audited.
 
 use crate::store::{audit, AnyStore, AuditWriter, EventKind, Job, JobStatus, NewAuditEvent, Store};
+use crate::store::{AuditAction, Risk};
 use chrono::{Duration, Utc};
 use std::time::Duration as StdDuration;
 
@@ -45,9 +46,9 @@ impl Maintenance {
                                 SYSTEM_CALLER,
                                 "countersign",
                                 "audit.purge",
-                                "allow",
+                                AuditAction::Allow,
                                 &format!("retention: {deleted} rows older than {cutoff} purged; chain anchored at row {anchor}"),
-                                "LOW",
+                                Risk::Low,
                             );
                             event.context = serde_json::json!({ "deleted": deleted, "anchor": anchor, "cutoff": cutoff }).to_string();
                             if let Err(error) = self.writer.append(event).await {
@@ -115,9 +116,9 @@ fn job_event(
         SYSTEM_CALLER,
         &job.tool_name,
         &job.operation,
-        "deny",
+        AuditAction::Deny,
         reason,
-        &job.risk,
+        job.risk,
     );
     event.requires_approval = true;
     event.job_id = Some(job.job_id.clone());

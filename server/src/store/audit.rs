@@ -727,7 +727,7 @@ impl AuditWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{sqlite::SqliteStore, EventKind};
+    use crate::store::{sqlite::SqliteStore, AuditAction, EventKind, Risk};
 
     /// An event from this caller makes the writer panic (tests only).
     pub(super) const PANIC_THE_WRITER: &str = "test:panic-the-writer";
@@ -738,9 +738,9 @@ mod tests {
             caller,
             "ssh-exec",
             "executeCommand",
-            "allow",
+            AuditAction::Allow,
             "ok",
-            "LOW",
+            Risk::Low,
         )
     }
 

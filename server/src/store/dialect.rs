@@ -88,8 +88,17 @@ fn audit_row(row: &DbRow) -> Result<AuditRecord, StoreError> {
     })
 }
 
+/// A column holding one of a vocabulary's words; any other text is a damaged row.
+fn read_word<T>(
+    row: &DbRow,
+    column: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T, StoreError> {
+    let text: String = row.try_get(column)?;
+    parse(&text).ok_or_else(|| StoreError::Invalid(format!("unknown job {column} {text:?}")))
+}
+
 fn job_row(row: &DbRow) -> Result<Job, StoreError> {
-    let status: String = row.try_get("status")?;
     let caps: String = row.try_get("requested_capabilities")?;
     Ok(Job {
         job_id: row.try_get("job_id")?,
@@ -99,12 +108,11 @@ fn job_row(row: &DbRow) -> Result<Job, StoreError> {
         requested_capabilities: serde_json::from_str(&caps).unwrap_or_default(),
         target: row.try_get("target")?,
         target_agent_id: row.try_get("target_agent_id")?,
-        status: JobStatus::parse(&status)
-            .ok_or_else(|| StoreError::Invalid(format!("unknown job status {status:?}")))?,
-        priority: row.try_get("priority")?,
+        status: read_word(row, "status", JobStatus::parse)?,
+        priority: read_word(row, "priority", Priority::parse)?,
         requester: row.try_get("requester")?,
         requester_reason: row.try_get("requester_reason")?,
-        risk: row.try_get("risk")?,
+        risk: read_word(row, "risk", Risk::parse)?,
         call_hash: row.try_get("call_hash")?,
         policy_hash: row.try_get("policy_hash")?,
         approvals_required: row.try_get("approvals_required")?,
@@ -441,14 +449,14 @@ async fn insert_job_in(
         .bind(&job.params)
         .bind(caps)
         .bind(&job.target_agent_id)
-        .bind(&job.priority)
+        .bind(job.priority.as_str())
         .bind(ts(job.created_at))
         .bind(job.max_retries)
         .bind(&job.operation)
         .bind(&job.target)
         .bind(&job.requester)
         .bind(&job.requester_reason)
-        .bind(&job.risk)
+        .bind(job.risk.as_str())
         .bind(&job.call_hash)
         .bind(&job.policy_hash)
         .bind(job.approvals_required)

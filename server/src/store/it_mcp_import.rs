@@ -7,11 +7,11 @@
 //! place that queries a database Countersign did not make.
 
 use super::{
-    any::AnyImport, parse_ts, AnyStore, EventKind, ImportSession, ImportedJob, JobStatus,
-    NewAuditEvent, NewJob, Store, StoreError,
+    any::AnyImport, parse_ts, AnyStore, AuditAction, EventKind, ImportSession, ImportedJob,
+    JobStatus, NewAuditEvent, NewJob, Priority, Risk, Store, StoreError,
 };
 use chrono::{DateTime, Duration, Utc};
-use enforcer::PolicySet;
+use enforcer::{Action, PolicySet};
 use rusqlite::{Connection as Source, OpenFlags, Row as SourceRow};
 use serde_json::{json, Map, Value};
 use std::path::Path;
@@ -119,7 +119,7 @@ fn audit_event(path: &Path, row: &SourceRow<'_>) -> Result<NewAuditEvent, Import
     let id = required("id")?;
     let what = |column: &str| format!("audit row {id}, {column}");
     let action = required("decision_action")?;
-    if !matches!(action.as_str(), "allow" | "deny" | "require_approval") {
+    if Action::parse(&action).is_none() {
         return Err(source_err(
             path,
             format!(
@@ -129,7 +129,7 @@ fn audit_event(path: &Path, row: &SourceRow<'_>) -> Result<NewAuditEvent, Import
         ));
     }
     let risk = required("risk_level")?;
-    if !matches!(risk.as_str(), "LOW" | "MEDIUM" | "HIGH" | "CRITICAL") {
+    if Risk::parse(&risk).is_none() {
         return Err(source_err(
             path,
             format!("{}: {risk:?} is not a risk level", what("risk_level")),
@@ -138,7 +138,7 @@ fn audit_event(path: &Path, row: &SourceRow<'_>) -> Result<NewAuditEvent, Import
     let requires_approval = row
         .get::<_, Option<bool>>("requires_approval")
         .map_err(|e| source_err(path, format!("{}: {e}", what("requires_approval"))))?
-        .unwrap_or(action == "require_approval");
+        .unwrap_or(action == Action::RequireApproval.as_str());
     let duration = row
         .get::<_, Option<i64>>("execution_duration_ms")
         .map_err(|e| source_err(path, format!("{}: {e}", what("execution_duration_ms"))))?;
@@ -257,16 +257,16 @@ fn queued_job(
         )
     })?;
     let status_text = get("status")?.unwrap_or_default();
-    let priority = get("priority")?.unwrap_or_default();
-    if !matches!(priority.as_str(), "low" | "normal" | "high" | "urgent") {
+    let priority_text = get("priority")?.unwrap_or_default();
+    let Some(priority) = Priority::parse(&priority_text) else {
         return Err(source_err(
             path,
             format!(
-                "{}: {priority:?} is not low, normal, high or urgent",
+                "{}: {priority_text:?} is not low, normal, high or urgent",
                 what("priority")
             ),
         ));
-    }
+    };
     // IT-MCP's in-flight states cannot be resumed here: they end as failed, never re-run.
     let (status, error_note) = match status_text.as_str() {
         "queued" => (JobStatus::Queued, None),
@@ -322,7 +322,7 @@ fn queued_job(
             priority,
             requester: "it-mcp (imported)".into(),
             requester_reason: None,
-            risk: risk.as_str().into(),
+            risk,
             call_hash: enforcer::call_hash(&request),
             policy_hash: Some(policy.hash().to_string()),
             approvals_required: i32::try_from(rule.quorum).unwrap_or(2),
@@ -476,12 +476,12 @@ pub async fn import(
         actor,
         "countersign",
         "import",
-        "allow",
+        AuditAction::Allow,
         &format!(
             "imported IT-MCP data: {} audit rows and {} jobs read",
             report.audit_rows_read, report.jobs_read
         ),
-        "LOW",
+        Risk::Low,
     );
     note.timestamp = now;
     note.context = json!({ "files_sha256": files, "audit_rows_read": report.audit_rows_read, "jobs_read": report.jobs_read }).to_string();

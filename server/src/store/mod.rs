@@ -23,6 +23,7 @@ use thiserror::Error;
 pub use any::AnyStore;
 pub use audit::{AuditWriter, ChainReport};
 pub use db::Database;
+pub use enforcer::{Action, AuditAction, JobStatus, JobSummary, Priority, Risk};
 pub use idempotency::{Claim, IdempotencyStore};
 pub use identity::{Credentials, IdentityStore, NewUser, TokenRow, UserRow};
 pub use integrations::{Attempt, IntegrationStore, NewOutboxMessage, OutboxRow, TransitionRow};
@@ -132,9 +133,9 @@ impl NewAuditEvent {
         caller_id: &str,
         tool: &str,
         operation: &str,
-        action: &str,
+        action: AuditAction,
         reason: &str,
-        risk: &str,
+        risk: Risk,
     ) -> Self {
         NewAuditEvent {
             id: None,
@@ -143,10 +144,10 @@ impl NewAuditEvent {
             caller_id: caller_id.to_string(),
             tool: tool.to_string(),
             operation: operation.to_string(),
-            decision_action: action.to_string(),
+            decision_action: action.as_str().to_string(),
             decision_reason: reason.to_string(),
-            risk_level: risk.to_string(),
-            requires_approval: action == "require_approval",
+            risk_level: risk.as_str().to_string(),
+            requires_approval: action == AuditAction::RequireApproval,
             execution_status: None,
             execution_duration_ms: None,
             side_effects: None,
@@ -159,6 +160,16 @@ impl NewAuditEvent {
             policy_hash: None,
             call_hash: None,
         }
+    }
+
+    /// The row's action, when it is one of today's words (see [`AuditAction`]).
+    pub fn action(&self) -> Option<AuditAction> {
+        AuditAction::parse(&self.decision_action)
+    }
+
+    /// The row's risk level, when it is one of IT-MCP's four.
+    pub fn risk(&self) -> Option<Risk> {
+        Risk::parse(&self.risk_level)
     }
 }
 
@@ -181,82 +192,6 @@ pub struct AuditReceipt {
     pub row_hash: String,
 }
 
-/// The job states, in IT-MCP's words extended (see the module docs of `JobStatus::can_become`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobStatus {
-    Queued,
-    Approved,
-    Picked,
-    Executing,
-    Completed,
-    Failed,
-    Timeout,
-    Denied,
-    Expired,
-    Cancelled,
-}
-
-impl JobStatus {
-    pub const ALL: [JobStatus; 10] = [
-        JobStatus::Queued,
-        JobStatus::Approved,
-        JobStatus::Picked,
-        JobStatus::Executing,
-        JobStatus::Completed,
-        JobStatus::Failed,
-        JobStatus::Timeout,
-        JobStatus::Denied,
-        JobStatus::Expired,
-        JobStatus::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Queued => "queued",
-            JobStatus::Approved => "approved",
-            JobStatus::Picked => "picked",
-            JobStatus::Executing => "executing",
-            JobStatus::Completed => "completed",
-            JobStatus::Failed => "failed",
-            JobStatus::Timeout => "timeout",
-            JobStatus::Denied => "denied",
-            JobStatus::Expired => "expired",
-            JobStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<JobStatus> {
-        JobStatus::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-
-    /// The legal transitions: queued → approved → picked → executing → completed | failed |
-    /// timeout; queued → denied | expired | cancelled; approved → expired | cancelled; a lapsed
-    /// lease returns picked or executing to approved (retry) or ends it failed or timeout.
-    pub fn can_become(self, next: JobStatus) -> bool {
-        use JobStatus::*;
-        matches!(
-            (self, next),
-            (Queued, Approved | Denied | Expired | Cancelled)
-                | (Approved, Picked | Expired | Cancelled)
-                | (Picked, Executing | Approved | Failed | Timeout)
-                | (Executing, Completed | Failed | Timeout | Approved)
-        )
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Completed
-                | JobStatus::Failed
-                | JobStatus::Timeout
-                | JobStatus::Denied
-                | JobStatus::Expired
-                | JobStatus::Cancelled
-        )
-    }
-}
-
 /// A job to queue for approval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewJob {
@@ -267,10 +202,10 @@ pub struct NewJob {
     pub requested_capabilities: Vec<String>,
     pub target: Option<String>,
     pub target_agent_id: Option<String>,
-    pub priority: String,
+    pub priority: Priority,
     pub requester: String,
     pub requester_reason: Option<String>,
-    pub risk: String,
+    pub risk: Risk,
     pub call_hash: String,
     pub policy_hash: Option<String>,
     pub approvals_required: i32,
@@ -295,8 +230,8 @@ pub struct AuditFilter {
     pub caller_id: Option<String>,
     pub tool: Option<String>,
     pub operation: Option<String>,
-    pub action: Option<String>,
-    pub risk: Option<String>,
+    pub action: Option<AuditAction>,
+    pub risk: Option<Risk>,
     pub execution_status: Option<String>,
     pub kind: Option<EventKind>,
     /// Keyset cursor: only rows with a smaller sequence number.
@@ -314,8 +249,8 @@ impl AuditFilter {
             ("caller_id", self.caller_id.as_deref()),
             ("tool", self.tool.as_deref()),
             ("operation", self.operation.as_deref()),
-            ("decision_action", self.action.as_deref()),
-            ("risk_level", self.risk.as_deref()),
+            ("decision_action", self.action.map(AuditAction::as_str)),
+            ("risk_level", self.risk.map(Risk::as_str)),
             ("execution_status", self.execution_status.as_deref()),
             ("event_kind", self.kind.map(EventKind::as_str)),
         ]
@@ -332,8 +267,8 @@ impl AuditFilter {
             && same(&self.caller_id, &e.caller_id)
             && same(&self.tool, &e.tool)
             && same(&self.operation, &e.operation)
-            && same(&self.action, &e.decision_action)
-            && same(&self.risk, &e.risk_level)
+            && self.action.is_none_or(|a| e.decision_action == a.as_str())
+            && self.risk.is_none_or(|r| e.risk_level == r.as_str())
             && self
                 .execution_status
                 .as_deref()
@@ -380,10 +315,10 @@ pub struct Job {
     pub target: Option<String>,
     pub target_agent_id: Option<String>,
     pub status: JobStatus,
-    pub priority: String,
+    pub priority: Priority,
     pub requester: String,
     pub requester_reason: Option<String>,
-    pub risk: String,
+    pub risk: Risk,
     pub call_hash: String,
     pub policy_hash: Option<String>,
     pub approvals_required: i32,
@@ -404,27 +339,6 @@ pub struct Job {
     pub submitted_by: Option<String>,
 }
 
-/// What every view of a job shows about it (the API's job, a notification): the call, who
-/// asked and why, its risk, quorum and deadlines. One mapping from [`Job`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct JobSummary {
-    pub job_id: String,
-    pub tool: String,
-    pub operation: String,
-    pub target: Option<String>,
-    /// LOW, MEDIUM, HIGH or CRITICAL.
-    pub risk: String,
-    /// urgent, high, normal or low.
-    pub priority: String,
-    pub requester: String,
-    pub requester_reason: Option<String>,
-    /// The SHA-256 of the call: an approval is bound to it.
-    pub call_hash: String,
-    pub approvals_required: i32,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
 impl From<&Job> for JobSummary {
     fn from(job: &Job) -> JobSummary {
         JobSummary {
@@ -432,8 +346,8 @@ impl From<&Job> for JobSummary {
             tool: job.tool_name.clone(),
             operation: job.operation.clone(),
             target: job.target.clone(),
-            risk: job.risk.clone(),
-            priority: job.priority.clone(),
+            risk: job.risk,
+            priority: job.priority,
             requester: job.requester.clone(),
             requester_reason: job.requester_reason.clone(),
             call_hash: job.call_hash.clone(),

@@ -8,7 +8,7 @@ use super::{
     JobStatus, NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
 };
 use chrono::{DateTime, Duration, Utc};
-use enforcer::Verdict;
+use enforcer::{Priority, Risk, Verdict};
 use sqlx::{postgres::PgRow, PgPool, Postgres, Row, Transaction};
 
 type Db = Postgres;

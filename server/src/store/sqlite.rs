@@ -10,7 +10,7 @@ use super::{
     JobOutcome, JobStatus, NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
 };
 use chrono::{DateTime, Duration, Utc};
-use enforcer::Verdict;
+use enforcer::{Priority, Risk, Verdict};
 use sqlx::{sqlite::SqliteRow, Row, Sqlite, SqlitePool, Transaction};
 
 type Db = Sqlite;

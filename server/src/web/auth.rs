@@ -5,6 +5,7 @@
 //! lifetime. Every sign-in, refusal and sign-out is audited.
 
 use crate::services::identity::{accounts, oidc};
+use crate::store::{AuditAction, Risk};
 use crate::store::{EventKind, NewAuditEvent};
 use crate::AppState;
 use axum::{
@@ -134,7 +135,7 @@ pub async fn gate(
             &state,
             EventKind::PortalAction,
             "anonymous",
-            "deny",
+            AuditAction::Deny,
             "request refused: its session cookie is no session (expired, signed out or forged)",
             serde_json::json!({ "path": path, "method": request.method().as_str() }),
         )
@@ -319,7 +320,7 @@ pub(crate) async fn audit(
     state: &AppState,
     kind: EventKind,
     who: &str,
-    action: &str,
+    action: AuditAction,
     reason: &str,
     context: serde_json::Value,
 ) {
@@ -330,11 +331,11 @@ pub(crate) async fn audit(
         kind.as_str(),
         action,
         reason,
-        "LOW",
+        Risk::Low,
     );
     event.context = context.to_string();
     // Anyone can make these happen: within the refusal budget.
-    if action == "deny" && (who == "anonymous" || kind == EventKind::SignIn) {
+    if action == AuditAction::Deny && (who == "anonymous" || kind == EventKind::SignIn) {
         crate::web::security::append_refusal(state, event).await;
     } else if let Err(error) = state.audit.append(event).await {
         tracing::error!(%error, "could not audit a sign-in event");
@@ -365,7 +366,7 @@ pub async fn sign_in(
             &state,
             EventKind::SignIn,
             &form.username,
-            "deny",
+            AuditAction::Deny,
             "sign-in refused: local accounts are switched off (sign in through the identity provider)",
             serde_json::json!({ "address": address }),
         )
@@ -377,7 +378,7 @@ pub async fn sign_in(
             &state,
             EventKind::SignIn,
             &form.username,
-            "deny",
+            AuditAction::Deny,
             "sign-in refused: too many failures from this address",
             serde_json::json!({ "address": address }),
         )
@@ -407,7 +408,7 @@ pub async fn sign_in(
                 &state,
                 EventKind::SignIn,
                 &account.username,
-                "allow",
+                AuditAction::Allow,
                 "signed in with a local account",
                 serde_json::json!({ "address": address, "roles": user.roles }),
             )
@@ -429,7 +430,7 @@ pub async fn sign_in(
                 &state,
                 EventKind::SignIn,
                 &form.username,
-                "deny",
+                AuditAction::Deny,
                 &format!("sign-in refused: {reason}"),
                 serde_json::json!({ "address": address }),
             )
@@ -562,7 +563,7 @@ pub async fn callback(
                 &state,
                 EventKind::SignIn,
                 "anonymous",
-                "deny",
+                AuditAction::Deny,
                 &format!("sign-in through the identity provider refused: {reason}"),
                 serde_json::json!({ "address": address, "issuer": oidc_issuer(&state) }),
             )
@@ -623,7 +624,7 @@ pub async fn callback(
                 &state,
                 EventKind::SignIn,
                 &user.username,
-                "allow",
+                AuditAction::Allow,
                 &format!("signed in through {}", oidc.provider_name()),
                 serde_json::json!({
                     "address": address,
@@ -662,7 +663,7 @@ pub async fn sign_out(State(state): State<AppState>, session: Session) -> Respon
             &state,
             EventKind::SignOut,
             &user.username,
-            "allow",
+            AuditAction::Allow,
             "signed out",
             serde_json::json!({}),
         )
@@ -714,7 +715,7 @@ pub async fn bootstrap_admin(
         state,
         EventKind::PortalAction,
         "countersign",
-        "allow",
+        AuditAction::Allow,
         "first admin account created",
         serde_json::json!({ "username": "admin", "generated_password": generated }),
     )

@@ -5,6 +5,7 @@
 //! peers' `X-Forwarded-For` is believed when a client's address matters.
 
 use crate::config::TrustedProxies;
+use crate::store::{AuditAction, Risk};
 use crate::store::{EventKind, NewAuditEvent};
 use crate::AppState;
 use axum::{
@@ -122,9 +123,9 @@ fn cross_origin_refusal(request: &Request, reason: &str) -> NewAuditEvent {
         "anonymous",
         "countersign",
         "csrf.refused",
-        "deny",
+        AuditAction::Deny,
         &format!("{} {path} refused: {reason}", request.method()),
-        "LOW",
+        Risk::Low,
     );
     event.context =
         serde_json::json!({ "path": path, "origin": origin, "method": request.method().as_str() })
@@ -266,14 +267,14 @@ impl RefusalBudget {
             "anonymous",
             "countersign",
             "refusals.suppressed",
-            "deny",
+            AuditAction::Deny,
             &format!(
                 "{suppressed} more refused requests from unauthenticated clients in {} s were over \
                  the audit budget ({} a window): counted here, not recorded one by one",
                 self.window.as_secs(),
                 self.per_window
             ),
-            "LOW",
+            Risk::Low,
         );
         event.context = serde_json::json!({
             "suppressed": suppressed,

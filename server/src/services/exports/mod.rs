@@ -15,9 +15,11 @@ use super::{Core, ServiceError};
 use crate::store::{
     AnyStore, AuditFilter, AuditRecord, EventKind, NewAuditEvent, Store, StoreError,
 };
+use crate::store::{AuditAction, Risk};
 use base64::Engine;
 use bytes::Bytes;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+pub use enforcer::wire::ReportQuery;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -216,24 +218,14 @@ impl Framework {
     }
 }
 
-/// An export request as it arrives (query string or form); [`ExportSpec::parse`] checks it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+/// An export request as it arrives (query string or form): the report's period and filters, the
+/// format, and a progress token. [`ExportSpec::parse`] checks it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportQuery {
     /// `csv` (default), `jsonl`, `pdf` or `bundle`.
     pub format: Option<String>,
-    /// Start of the period: `YYYY-MM-DD` (UTC) or RFC 3339; default 30 days before `to`.
-    pub from: Option<String>,
-    /// End of the period, exclusive; a date means the end of that day. Default: now.
-    pub to: Option<String>,
-    /// `pci-dss`, `soc2` or `iso27001`: the controls the PDF maps its evidence to.
-    pub framework: Option<String>,
-    pub tool: Option<String>,
-    pub caller: Option<String>,
-    /// LOW, MEDIUM, HIGH or CRITICAL.
-    pub risk: Option<String>,
-    /// allow, deny, require_approval, approve or execute.
-    pub action: Option<String>,
+    #[serde(flatten)]
+    pub report: ReportQuery,
     /// A token the Reports page picks so that it can show how far the download has got.
     pub progress: Option<String>,
 }
@@ -247,8 +239,8 @@ pub struct ExportSpec {
     pub framework: Option<Framework>,
     pub tool: Option<String>,
     pub caller: Option<String>,
-    pub risk: Option<String>,
-    pub action: Option<String>,
+    pub risk: Option<Risk>,
+    pub action: Option<AuditAction>,
 }
 
 /// A bad export request: the field at fault and a sentence.
@@ -302,7 +294,12 @@ fn given(value: Option<String>) -> Option<String> {
 impl ExportSpec {
     /// Check a request. The period defaults to the 30 days before `now`; `to` is exclusive.
     pub fn parse(query: ExportQuery, now: DateTime<Utc>) -> Result<ExportSpec, SpecError> {
-        let format = match given(query.format) {
+        let ExportQuery {
+            format,
+            report: query,
+            ..
+        } = query;
+        let format = match given(format) {
             None => Format::Csv,
             Some(f) => Format::parse(&f)
                 .ok_or_else(|| bad("format", "format must be csv, jsonl, pdf or bundle"))?,
@@ -331,22 +328,22 @@ impl ExportSpec {
                     bad("framework", "framework must be pci-dss, soc2 or iso27001")
                 })?),
             };
-        let risk = given(query.risk).map(|r| r.to_ascii_uppercase());
-        if let Some(r) = &risk {
-            if !["LOW", "MEDIUM", "HIGH", "CRITICAL"].contains(&r.as_str()) {
-                return Err(bad("risk", "risk must be LOW, MEDIUM, HIGH or CRITICAL"));
-            }
-        }
-        let action = given(query.action);
-        if let Some(a) = &action {
-            const ACTIONS: [&str; 5] = ["allow", "deny", "require_approval", "approve", "execute"];
-            if !ACTIONS.contains(&a.as_str()) {
-                return Err(bad(
+        let risk = match given(query.risk) {
+            None => None,
+            Some(r) => Some(
+                Risk::parse(&r.to_ascii_uppercase())
+                    .ok_or_else(|| bad("risk", "risk must be LOW, MEDIUM, HIGH or CRITICAL"))?,
+            ),
+        };
+        let action = match given(query.action) {
+            None => None,
+            Some(a) => Some(AuditAction::parse(&a).ok_or_else(|| {
+                bad(
                     "action",
-                    "action must be allow, deny, require_approval, approve or execute",
-                ));
-            }
-        }
+                    "action must be allow, deny, require_approval, approve, execute or cancel",
+                )
+            })?),
+        };
         Ok(ExportSpec {
             format,
             from,
@@ -366,8 +363,8 @@ impl ExportSpec {
             to: Some(self.to),
             caller_id: self.caller.clone(),
             tool: self.tool.clone(),
-            action: self.action.clone(),
-            risk: self.risk.clone(),
+            action: self.action,
+            risk: self.risk,
             ..AuditFilter::default()
         }
     }
@@ -375,13 +372,13 @@ impl ExportSpec {
     /// The filters as `name=value` pairs (for the manifest, the report and the audit row).
     pub fn filters(&self) -> Vec<(&'static str, String)> {
         [
-            ("tool", &self.tool),
-            ("caller", &self.caller),
-            ("risk", &self.risk),
-            ("action", &self.action),
+            ("tool", self.tool.clone()),
+            ("caller", self.caller.clone()),
+            ("risk", self.risk.map(|r| r.as_str().to_string())),
+            ("action", self.action.map(|a| a.as_str().to_string())),
         ]
         .into_iter()
-        .filter_map(|(name, value)| value.clone().map(|v| (name, v)))
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
         .collect()
     }
 
@@ -613,14 +610,14 @@ pub async fn export(
         &who.id,
         "countersign",
         "export",
-        "allow",
+        AuditAction::Allow,
         &format!(
             "exported the audit trail as {} for {} to {}",
             spec.format.as_str(),
             rfc3339(spec.from),
             rfc3339(spec.to)
         ),
-        "LOW",
+        Risk::Low,
     );
     event.context = serde_json::json!({
         "format": spec.format.as_str(),
@@ -995,9 +992,9 @@ mod tests {
             "@caller",
             "=HYPERLINK(\"http://x\",\"y\")",
             "+cmd|' /C calc'!A0",
-            "allow",
+            AuditAction::Allow,
             "-reason",
-            "LOW",
+            Risk::Low,
         );
         event.execution_duration_ms = Some(-5);
         event.error = Some("=1+1".into());

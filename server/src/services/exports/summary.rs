@@ -9,7 +9,7 @@
 use super::StreamError;
 use super::{Job, Rows};
 use crate::store::audit::row_problem;
-use crate::store::{AuditFilter, AuditRecord, EventKind, Store, StoreError};
+use crate::store::{AuditAction, AuditFilter, AuditRecord, EventKind, Store, StoreError};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap};
 
@@ -172,7 +172,7 @@ impl Summary {
                 bump(&mut self.by_action, &e.decision_action);
                 bump(&mut self.by_risk, &e.risk_level);
                 bump(&mut self.by_tool, &e.tool);
-                if e.decision_action == "deny" {
+                if e.action() == Some(AuditAction::Deny) {
                     self.deny(row, &e.decision_reason);
                 }
             }
@@ -191,7 +191,7 @@ impl Summary {
                     self.approvals.remove(at);
                 }
             }
-            EventKind::Approval if e.decision_action == "approve" => {
+            EventKind::Approval if e.action() == Some(AuditAction::Approve) => {
                 self.approvals_total += 1;
                 if self.approvals.len() < LIST_CAP {
                     let secs = e
@@ -210,7 +210,7 @@ impl Summary {
                     });
                 }
             }
-            EventKind::Denial if e.decision_action == "deny" => {
+            EventKind::Denial if e.action() == Some(AuditAction::Deny) => {
                 let reason = e
                     .decision_reason
                     .strip_prefix("denied: ")
@@ -328,7 +328,7 @@ pub async fn walk<S: Store>(
         for row in &page {
             summary.chain.push(row);
             let e = &row.event;
-            if e.kind == EventKind::Decision && e.decision_action == "require_approval" {
+            if e.kind == EventKind::Decision && e.action() == Some(AuditAction::RequireApproval) {
                 if let Some(job_id) = &e.job_id {
                     requested.insert(job_id.clone(), e.timestamp);
                 }
@@ -351,18 +351,20 @@ pub async fn summarise<S: Store>(store: &S, job: &Job) -> Result<Summary, Stream
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::NewAuditEvent;
+    use crate::store::{NewAuditEvent, Risk};
 
+    /// A row as stored: `action` is the column's text, which older trails hold other words in.
     fn row(seq: i64, kind: EventKind, action: &str) -> AuditRecord {
         let mut event = NewAuditEvent::new(
             kind,
             "bob",
             "ssh-exec",
             "executeCommand",
-            action,
+            AuditAction::Allow,
             "approved; the quorum is reached",
-            "HIGH",
+            Risk::High,
         );
+        event.decision_action = action.to_string();
         event.job_id = Some("job-1".into());
         AuditRecord {
             id: format!("row-{seq}"),

@@ -16,7 +16,7 @@ use super::IntegrationError;
 use super::{cursor, set_cursor, syslog, Backoff, Lease};
 use crate::config::{Config, SiemFormat, SiemStart};
 use crate::services::exports::ExportRow;
-use crate::store::{AnyStore, AuditRecord, Store};
+use crate::store::{AnyStore, AuditAction, AuditRecord, Risk, Store};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,14 +52,14 @@ fn cef_value(text: &str) -> String {
 
 /// CEF severity (0-10) from the risk level; a denial is one step more severe.
 fn cef_severity(row: &AuditRecord) -> u8 {
-    let base = match row.event.risk_level.as_str() {
-        "LOW" => 3,
-        "MEDIUM" => 5,
-        "HIGH" => 7,
-        "CRITICAL" => 9,
+    let base = match row.event.risk() {
+        Some(Risk::Low) => 3,
+        Some(Risk::Medium) => 5,
+        Some(Risk::High) => 7,
+        Some(Risk::Critical) => 9,
         _ => 5,
     };
-    if row.event.decision_action == "deny" {
+    if row.event.action() == Some(AuditAction::Deny) {
         base + 1
     } else {
         base
@@ -497,9 +497,9 @@ mod tests {
             "agent-1",
             "ssh-exec",
             "executeCommand",
-            "allow",
+            AuditAction::Allow,
             "ran: a=b | c\\d\nnext",
-            "CRITICAL",
+            Risk::Critical,
         );
         event.job_id = Some("job-9".into());
         event.execution_status = Some("failure".into());

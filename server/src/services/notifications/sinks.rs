@@ -251,7 +251,7 @@ pub fn headline(n: &Notification, now: chrono::DateTime<Utc>) -> String {
 /// The facts every readable message lists, as (label, value).
 fn facts(n: &Notification, now: chrono::DateTime<Utc>) -> Vec<(&'static str, String)> {
     let mut out = vec![
-        ("Risk", n.job.risk.clone()),
+        ("Risk", n.job.risk.to_string()),
         ("Tool", format!("{} · {}", n.job.tool, n.job.operation)),
         ("Requested by", n.job.requester.clone()),
     ];
@@ -350,8 +350,8 @@ mod tests {
                 tool: "ssh-exec".into(),
                 operation: "executeCommand".into(),
                 target: Some("web-01".into()),
-                risk: "HIGH".into(),
-                priority: "normal".into(),
+                risk: crate::store::Risk::High,
+                priority: crate::store::Priority::Normal,
                 requester: "assistant <@here> & co".into(),
                 requester_reason: Some("disk <https://evil.example|full>".into()),
                 call_hash: "ab".repeat(32),

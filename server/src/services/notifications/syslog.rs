@@ -4,7 +4,7 @@
 use super::IntegrationError;
 pub use crate::config::values::{parse_target, Target, Transport};
 use crate::services::exports::rfc3339;
-use crate::store::AuditRecord;
+use crate::store::{AuditAction, AuditRecord};
 use std::io;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -29,9 +29,9 @@ fn severity(row: &AuditRecord) -> u8 {
         e.execution_status.as_deref(),
         Some("failure" | "failed" | "timeout")
     );
-    if e.decision_action == "deny" || failed {
+    if e.action() == Some(AuditAction::Deny) || failed {
         4
-    } else if e.decision_action == "require_approval" {
+    } else if e.action() == Some(AuditAction::RequireApproval) {
         5
     } else {
         6
@@ -242,7 +242,7 @@ fn tls_connector(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{EventKind, NewAuditEvent};
+    use crate::store::{EventKind, NewAuditEvent, Risk};
 
     #[test]
     fn targets_parse_with_default_ports() {
@@ -272,9 +272,9 @@ mod tests {
             "it-mcp \"bot\"",
             "ssh-exec",
             "executeCommand",
-            "deny",
+            AuditAction::Deny,
             "dangerous argument",
-            "HIGH",
+            Risk::High,
         );
         event.timestamp = crate::store::parse_ts("2026-12-02 10:00:00.250Z").expect("time");
         let row = AuditRecord {
