@@ -20,6 +20,7 @@ pub mod catalogue;
 pub mod decision;
 pub mod executor;
 pub mod job;
+pub mod mcp;
 pub mod policy;
 pub mod record;
 pub mod shell;

@@ -178,6 +178,10 @@ struct PolicyFile {
     paths: Option<crate::catalogue::PathsFile>,
     #[serde(default)]
     rulesets: BTreeMap<String, Vec<crate::catalogue::RuleFile>>,
+    /// How MCP tool servers' tools map onto the tools above (`crate::mcp`). Left out of the
+    /// hash's input when empty, so policies without it keep their hashes.
+    #[serde(default, skip_serializing_if = "crate::mcp::McpFile::is_empty")]
+    mcp: crate::mcp::McpFile,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -784,6 +788,8 @@ pub struct PolicySet {
     pub executors: BTreeMap<String, Executor>,
     /// What commands do: the built-in catalogue with the policy's additions.
     pub catalogue: std::sync::Arc<Catalogue>,
+    /// MCP tool servers' tools, by upstream name (`[mcp.upstreams.NAME]`).
+    pub mcp: BTreeMap<String, crate::mcp::UpstreamPolicy>,
     hash: String,
     /// Where it was loaded from and its text (the portal hands it to the browser's enforcer).
     file: String,
@@ -917,6 +923,7 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
     let capabilities = compile_capabilities(&ctx, &parsed.capabilities)?;
     let executors = compile_executors(&ctx, &parsed.executors)?;
     let tools = compile_tools(&ctx, parsed.tools, &capabilities, &executors)?;
+    let mcp = compile_mcp(&ctx, &parsed.mcp, &tools)?;
     let by_risk = compile_approvals(&ctx, &parsed.approvals)?;
     let compiled = compile_patterns(&ctx, parsed.patterns)?;
     let CompiledPatterns {
@@ -961,6 +968,7 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
         patterns,
         executors,
         catalogue,
+        mcp,
         hash,
         file: file.to_string(),
         source: source.to_string(),
@@ -998,6 +1006,37 @@ fn catalogue_extension(parsed: &PolicyFile) -> Option<crate::catalogue::Catalogu
         paths: parsed.paths.clone(),
         rulesets: parsed.rulesets.clone(),
     })
+}
+
+/// The MCP tables: every mapping names a tool and operation the policy has.
+fn compile_mcp(
+    ctx: &Ctx<'_>,
+    file: &crate::mcp::McpFile,
+    tools: &BTreeMap<String, Tool>,
+) -> Result<BTreeMap<String, crate::mcp::UpstreamPolicy>, PolicyError> {
+    let mut out = BTreeMap::new();
+    for (upstream, table) in &file.upstreams {
+        let compile = |name: &str, map: &crate::mcp::ToolMapFile, key: String| {
+            crate::mcp::compile_tool_map(map, tools).map_err(|(setting, message)| {
+                ctx.err(
+                    ctx.find(&map.tool),
+                    format!("{key}.{setting}"),
+                    format!("MCP tool `{name}`: {message}"),
+                )
+            })
+        };
+        let mut policy = crate::mcp::UpstreamPolicy::default();
+        for (name, map) in &table.tools {
+            let key = format!("mcp.upstreams.{upstream}.tools.{name}");
+            policy.tools.insert(name.clone(), compile(name, map, key)?);
+        }
+        if let Some(map) = &table.unknown_tools {
+            let key = format!("mcp.upstreams.{upstream}.unknown_tools");
+            policy.unknown_tools = Some(compile("(unknown tools)", map, key)?);
+        }
+        out.insert(upstream.clone(), policy);
+    }
+    Ok(out)
 }
 
 /// The built-in capabilities and the policy's own (each a valid name).

@@ -34,6 +34,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod executors;
+pub mod mcp;
 pub mod portal;
 pub mod web;
 // Services: the domain rules, over the core.
@@ -101,6 +102,8 @@ pub struct Shared {
     pub session_lifetime_secs: i64,
     /// How many refusals of unauthenticated requests are audited one by one.
     pub refusal_budget: Arc<web::security::RefusalBudget>,
+    /// The MCP gateway's upstreams and timings.
+    pub mcp: config::McpSettings,
     session_idle_secs: i64,
     https: bool,
 }
@@ -164,6 +167,7 @@ impl AppState {
         Ok(AppState(Arc::new(Shared {
             core,
             leptos: leptos_options(config),
+            mcp: config.mcp_settings(),
             refusal_budget: Arc::new(web::security::RefusalBudget::per_minute(
                 config.audit_refusals_per_minute,
             )),
@@ -226,6 +230,11 @@ pub fn app(state: AppState) -> Router {
         .route("/auth/logout", axum::routing::post(web::auth::sign_out))
         .route("/events", get(portal_events))
         .route("/reports/export", get(api::exports::portal_export))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(mcp::protected_resource),
+        )
+        .merge(mcp::routes(&state, &state.mcp))
         .merge(api::routes())
         .leptos_routes_with_context(&state, routes, provide_user(&state), {
             let options = state.leptos.clone();

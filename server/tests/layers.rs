@@ -3,7 +3,7 @@
 //! form a cycle. A part is a top-level module, or one service under `services/`.
 //!
 //! ```text
-//! edges      lib (router)  api  portal  web  cli  agent  executors
+//! edges      lib (router)  api  portal  web  cli  agent  executors  mcp
 //! services   services::{decisions, approvals, execution, exports, notifications, identity, …}
 //! core       store  config  metrics  telemetry  listener  vocab
 //! ```
@@ -20,6 +20,7 @@ const EDGES: &[&str] = &[
     "cli",
     "agent",
     "executors",
+    "mcp",
 ];
 const CORE: &[&str] = &[
     "store",

@@ -267,6 +267,65 @@ async fn denial_and_cancel<S: Store>(store: &S) {
     );
 }
 
+/// A repeated call finds the requester's open job for it: queued or approved, never a final
+/// one, never another requester's or another call's; the newest when there are several.
+async fn repeated_calls_find_their_open_job<S: Store>(store: &S) {
+    let hash = "ef".repeat(32);
+    let for_call = |requester: &str, hash: &str| {
+        let mut job = new_job(1);
+        job.requester = requester.into();
+        job.call_hash = hash.into();
+        job
+    };
+    assert!(store
+        .open_job_for_call("alice", &hash)
+        .await
+        .expect("none yet")
+        .is_none());
+    let older = store
+        .insert_job(&for_call("alice", &hash))
+        .await
+        .expect("insert");
+    let mut newer = for_call("alice", &hash);
+    newer.created_at = older.created_at + Duration::seconds(1);
+    let newer = store.insert_job(&newer).await.expect("insert");
+    store
+        .insert_job(&for_call("bob", &hash))
+        .await
+        .expect("insert");
+    store
+        .insert_job(&for_call("alice", &"01".repeat(32)))
+        .await
+        .expect("insert");
+    let found = |store: &S| {
+        let hash = hash.clone();
+        async move {
+            store
+                .open_job_for_call("alice", &hash)
+                .await
+                .expect("read")
+                .map(|j| (j.job_id, j.status))
+        }
+    };
+    assert_eq!(found(store).await, Some((newer.job_id.clone(), JobStatus::Queued)));
+    // Approved still counts (it waits to be run); a final job does not.
+    store
+        .vote_plain(&vote(&newer.job_id, "bob", Verdict::Approve))
+        .await
+        .expect("approve");
+    assert_eq!(found(store).await, Some((newer.job_id.clone(), JobStatus::Approved)));
+    store
+        .cancel(&newer.job_id, "alice", Utc::now())
+        .await
+        .expect("cancel");
+    assert_eq!(found(store).await, Some((older.job_id.clone(), JobStatus::Queued)));
+    store
+        .vote_plain(&vote(&older.job_id, "bob", Verdict::Deny))
+        .await
+        .expect("deny");
+    assert_eq!(found(store).await, None);
+}
+
 async fn expiry_and_leases<S: Store>(store: &S) {
     let now = Utc::now();
     let mut stale = new_job(1);
@@ -593,6 +652,11 @@ async fn claims_respect_assignments<S: Store>(store: &S) {
             .map(|j| j.job_id)
     };
     assert_eq!(claimed("executor:other").await, None);
+    assert_eq!(
+        claimed("mcp:someone-else").await,
+        None,
+        "the MCP gateway claims only its own job"
+    );
     assert!(
         store.pending_jobs(10).await.expect("pending").is_empty(),
         "approved jobs are no longer pending"
@@ -1624,6 +1688,7 @@ conformance!(
     integrations_keep_leases_cursors_and_the_outbox,
     accounts_and_tokens_are_kept,
     audit_rows_are_found_by_id,
+    repeated_calls_find_their_open_job,
 );
 
 // ------------------------------------------------------------------------------------------

@@ -231,7 +231,14 @@ async fn record(
     capabilities: BTreeSet<String>,
     started: std::time::Instant,
 ) -> Result<String, ApiError> {
-    let decided = decisions::decide(state, caller, input, &requester, capabilities)
+    let decided = decisions::decide(
+        state,
+        caller,
+        input,
+        &requester,
+        capabilities,
+        decisions::Route::Policy,
+    )
         .await
         .map_err(|e| ApiError {
             action: Some("deny"),

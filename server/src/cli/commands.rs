@@ -48,6 +48,9 @@ enum Command {
     Token(TokenCommand),
     /// Run as an execution agent: claim approved jobs, run them, report the results.
     Agent(AgentArgs),
+    /// Be an MCP server on standard input and output (what a desktop MCP client starts) that
+    /// passes every tool call of the upstream tool servers through Countersign.
+    Mcp(McpArgs),
     /// Import an existing IT-MCP installation's SQLite databases (idempotent, all or nothing).
     Import {
         /// IT-MCP's audit database (mcp_audit.db).
@@ -174,6 +177,16 @@ enum PolicyCommand {
     },
 }
 
+#[derive(Debug, Args)]
+struct McpArgs {
+    /// An upstream from `mcp_upstreams` to pass calls to (repeat for several; default all).
+    #[arg(long = "upstream", value_name = "NAME")]
+    upstreams: Vec<String>,
+    /// The caller's API token (`countersign token create`); calls are decided for its holder.
+    #[arg(long, env = "COUNTERSIGN_MCP_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    token: String,
+}
+
 /// Parse the arguments and run the command; the process's exit status.
 pub async fn run() -> ExitCode {
     let cli = Cli::parse();
@@ -205,6 +218,7 @@ pub async fn run() -> ExitCode {
         Command::Import { audit_db, queue_db } => import(config, audit_db, queue_db).await,
         Command::User(command) => user(config, command).await,
         Command::Token(command) => token(config, command).await,
+        Command::Mcp(args) => mcp(config, args).await,
         Command::Agent(args) => crate::agent::run(
             crate::agent::AgentOptions {
                 server: args.server,
@@ -683,6 +697,21 @@ async fn migrate(config: Config) -> Result<(), Failure> {
     let db = open_database(&config).await?;
     tracing::info!(database = ?db.kind(), "migrations applied");
     db.close().await;
+    Ok(())
+}
+
+/// `countersign mcp`: the gateway on stdio, deciding in this process against the same database
+/// as the server (which shows the held calls to approvers).
+async fn mcp(config: Config, args: McpArgs) -> Result<(), Failure> {
+    let policy = evaluate::load_policy(config.policy_file.as_deref()).map_err(|e| e.to_string())?;
+    let db = open_database(&config).await?;
+    let state = AppState::new(&config, db, Arc::new(policy)).map_err(|e| e.to_string())?;
+    crate::services::policy_versions::record(&state.store, &state.policy)
+        .await
+        .map_err(|e| format!("cannot record the policy in the database: {e}"))?;
+    let caller = crate::mcp::authenticate(&state, &args.token).await?;
+    let gateway = crate::mcp::Gateway::new(state, &config.mcp_settings(), &args.upstreams, Some(caller))?;
+    gateway.serve_stdio().await?;
     Ok(())
 }
 

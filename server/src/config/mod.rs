@@ -151,6 +151,46 @@ pub struct Config {
     pub siem_format: SiemFormat,
     /// Where a new feed starts: `beginning` (the whole trail) or `now` (new rows only).
     pub siem_start: SiemStart,
+    /// MCP gateway: how long a tool call that needs approval is held open (with progress
+    /// notifications) before its result says where it waits, in seconds.
+    pub mcp_hold_secs: u64,
+    /// ...and how often a held call reports progress, in seconds.
+    pub mcp_progress_secs: u64,
+    /// The MCP tool servers the gateway passes calls to (`[[mcp_upstreams]]` in the file).
+    pub mcp_upstreams: Vec<McpUpstream>,
+}
+
+/// The MCP gateway's settings, taken from the configuration once.
+#[derive(Debug, Clone, Default)]
+pub struct McpSettings {
+    pub upstreams: Vec<McpUpstream>,
+    /// How long a held call waits, and how often it reports progress.
+    pub hold: std::time::Duration,
+    pub every: std::time::Duration,
+    /// Where people approve (the portal's address, no trailing `/`).
+    pub portal: String,
+    pub public_url: Option<String>,
+}
+
+/// One MCP tool server behind the gateway: a command the gateway starts, speaking MCP on its
+/// standard input and output. The policy's `[mcp.upstreams.NAME]` says what its tools are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpUpstream {
+    /// The upstream's name, as the policy and `countersign mcp --upstream` use it.
+    pub name: String,
+    /// The program to start, talking MCP on its standard input and output...
+    pub command: String,
+    /// ...its arguments...
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// ...and the environment variables it gets from the gateway's (no others).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Put before each of its tool names (e.g. `it-mcp.`), to keep several upstreams' tools
+    /// apart; empty keeps the names.
+    #[serde(default)]
+    pub prefix: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,6 +290,9 @@ impl Default for Config {
             siem_syslog_ca_file: None,
             siem_format: SiemFormat::Json,
             siem_start: SiemStart::Beginning,
+            mcp_hold_secs: 50,
+            mcp_progress_secs: 5,
+            mcp_upstreams: Vec::new(),
         }
     }
 }
@@ -304,6 +347,7 @@ impl Config {
                 "agent_server",
                 "agent_token",
                 "agent_id",
+                "mcp_token",
             ])))
     }
 
@@ -383,7 +427,53 @@ impl Config {
         self.trusted_proxies()?;
         self.validate_oidc()?;
         self.validate_integrations()?;
+        self.validate_mcp()?;
         Ok(())
+    }
+
+    fn validate_mcp(&self) -> Result<(), ConfigError> {
+        if !(1..=3600).contains(&self.mcp_hold_secs) {
+            return Err(invalid("mcp_hold_secs", "must be between 1 and 3600 seconds"));
+        }
+        if !(1..=60).contains(&self.mcp_progress_secs) {
+            return Err(invalid("mcp_progress_secs", "must be between 1 and 60 seconds"));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for upstream in &self.mcp_upstreams {
+            let name = upstream.name.trim();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return Err(invalid(
+                    "mcp_upstreams",
+                    format!("{:?} is not a name (letters, digits, `-`, `_`, `.`)", upstream.name),
+                ));
+            }
+            if !names.insert(name) {
+                return Err(invalid("mcp_upstreams", format!("`{name}` is named twice")));
+            }
+            if upstream.command.trim().is_empty() {
+                return Err(invalid(
+                    "mcp_upstreams",
+                    format!("`{name}`: command is empty (the program to start)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// What the MCP gateway needs from the configuration.
+    pub fn mcp_settings(&self) -> McpSettings {
+        McpSettings {
+            upstreams: self.mcp_upstreams.clone(),
+            hold: std::time::Duration::from_secs(self.mcp_hold_secs),
+            every: std::time::Duration::from_secs(self.mcp_progress_secs),
+            portal: self
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", self.bind))
+                .trim_end_matches('/')
+                .to_string(),
+            public_url: self.public_url.clone(),
+        }
     }
 
     fn validate_integrations(&self) -> Result<(), ConfigError> {
@@ -918,5 +1008,42 @@ mod tests {
             assert!(missing.to_string().contains("nope.toml"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn mcp_upstreams_are_read_and_checked() {
+        let load = |text: &str| {
+            let mut out = Err(String::new());
+            Jail::expect_with(|jail| {
+                jail.clear_env();
+                jail.create_file("countersign.toml", text)?;
+                out = Config::load(Some(Path::new("countersign.toml"))).map_err(|e| e.to_string());
+                Ok(())
+            });
+            out
+        };
+        let config = load(
+            "mcp_hold_secs = 20\n[[mcp_upstreams]]\nname = \"it-mcp\"\ncommand = \"node\"\n\
+             args = [\"index.js\"]\nenv = [\"PATH\"]\nprefix = \"it.\"\n",
+        )
+        .expect("loads");
+        let settings = config.mcp_settings();
+        assert_eq!(settings.hold, std::time::Duration::from_secs(20));
+        assert_eq!(settings.upstreams.len(), 1);
+        assert_eq!(settings.upstreams[0].prefix, "it.");
+        assert_eq!(settings.portal, "http://127.0.0.1:3000");
+        for (text, says) in [
+            ("[[mcp_upstreams]]\nname = \"a b\"\ncommand = \"x\"\n", "is not a name"),
+            (
+                "[[mcp_upstreams]]\nname = \"a\"\ncommand = \"x\"\n[[mcp_upstreams]]\nname = \"a\"\ncommand = \"y\"\n",
+                "named twice",
+            ),
+            ("[[mcp_upstreams]]\nname = \"a\"\ncommand = \" \"\n", "command is empty"),
+            ("[[mcp_upstreams]]\nname = \"a\"\ncommand = \"x\"\nurl = \"http://x\"\n", "url"),
+            ("mcp_hold_secs = 0\n", "mcp_hold_secs"),
+        ] {
+            let error = load(text).expect_err(says);
+            assert!(error.contains(says), "{error}");
+        }
     }
 }

@@ -4,7 +4,9 @@
 //! closed).
 
 use super::{Caller, Core, ServiceError};
-use crate::store::{AuditReceipt, EventKind, Job, NewAuditEvent, NewJob, Priority};
+use crate::store::{
+    AuditReceipt, EventKind, Job, NewAuditEvent, NewJob, Priority, MCP_GATEWAY_PREFIX,
+};
 use enforcer::record::REASON_SEPARATOR;
 use enforcer::wire::DecisionInput;
 use enforcer::{Action, Principal};
@@ -19,15 +21,25 @@ pub struct Decided {
     pub job: Option<Job>,
 }
 
+/// Who runs the job a `require_approval` decision queues, once it is approved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// The executor or agent the policy names for the operation (or any agent).
+    Policy,
+    /// The MCP gateway that asked: it runs the approved call itself, upstream.
+    McpGateway,
+}
+
 /// Decide `input` for `requester` (the caller, or the person a delegating caller acts for)
 /// with `capabilities`, and record it: the audit row, and for `require_approval` the queued
-/// job, in one transaction.
+/// job (run as `route` says), in one transaction.
 pub async fn decide(
     core: &Core,
     caller: &Caller,
     input: &DecisionInput,
     requester: &str,
     capabilities: BTreeSet<String>,
+    route: Route,
 ) -> Result<Decided, ServiceError> {
     let request = input.request();
     let principal = Principal {
@@ -57,11 +69,12 @@ pub async fn decide(
             params: enforcer::canonical_json(&Value::Object(input.args.clone())),
             requested_capabilities: decision.required_capabilities.iter().cloned().collect(),
             target: input.target.clone(),
-            target_agent_id: super::execution::assignment(
-                &core.policy,
-                &input.tool,
-                &input.operation,
-            ),
+            target_agent_id: match route {
+                Route::Policy => {
+                    super::execution::assignment(&core.policy, &input.tool, &input.operation)
+                }
+                Route::McpGateway => Some(format!("{MCP_GATEWAY_PREFIX}{job_id}")),
+            },
             priority: Priority::for_risk(decision.risk),
             requester: requester.to_string(),
             requester_reason: input.reason.clone(),

@@ -14,7 +14,7 @@ use super::{Caller, Core, ServiceError};
 use crate::services::identity::api_tokens::AGENT_ROLE;
 use crate::store::{AuditAction, Risk};
 use crate::store::{
-    EventKind, Job, JobOutcome, JobStatus, NewAuditEvent, Store, StoreError, SERVER_EXECUTOR_PREFIX,
+    EventKind, Job, JobOutcome, JobStatus, NewAuditEvent, Store, StoreError, MCP_GATEWAY_PREFIX, SERVER_EXECUTOR_PREFIX,
 };
 use chrono::{DateTime, Utc};
 use enforcer::{Action, ExecutorKind, PolicySet, Principal, Request};
@@ -131,10 +131,16 @@ pub async fn require_agent(
 ) -> Result<(), ServiceError> {
     let is_agent = caller.roles.iter().any(|r| r == AGENT_ROLE);
     let same = agent_id.is_none_or(|id| id == caller.id);
-    if is_agent && same {
+    // Names the server's executors and the MCP gateway claim under are never an agent's.
+    let reserved = [SERVER_EXECUTOR_PREFIX, MCP_GATEWAY_PREFIX]
+        .iter()
+        .any(|prefix| caller.id.starts_with(prefix));
+    if is_agent && same && !reserved {
         return Ok(());
     }
-    let why = if is_agent {
+    let why = if reserved {
+        "that name is reserved for the server's own executors and the MCP gateway"
+    } else if is_agent {
         "an agent claims jobs as itself (its token's name)"
     } else {
         "only an execution agent's token (`countersign token create --agent NAME`) may do this"
@@ -305,7 +311,7 @@ pub async fn record_result(
 /// Leases held by the server's own executors are never touched from outside (whatever a
 /// caller's identity provider lets it be called): such a job is one the caller cannot see.
 fn refuse_server_owner(caller: &Caller) -> Result<(), ServiceError> {
-    if caller.id.starts_with(SERVER_EXECUTOR_PREFIX) {
+    if caller.id.starts_with(SERVER_EXECUTOR_PREFIX) || caller.id.starts_with(MCP_GATEWAY_PREFIX) {
         return Err(no_such_job());
     }
     Ok(())

@@ -6,6 +6,7 @@ pub mod approvals;
 pub mod decisions;
 pub mod execution;
 pub mod exports;
+pub mod gateway;
 pub mod idempotency;
 pub mod identity;
 pub mod maintenance;

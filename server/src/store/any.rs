@@ -76,6 +76,13 @@ impl Store for AnyStore {
     async fn job(&self, job_id: &str) -> Result<Job, StoreError> {
         delegate!(self, s => s.job(job_id))
     }
+    async fn open_job_for_call(
+        &self,
+        requester: &str,
+        call_hash: &str,
+    ) -> Result<Option<Job>, StoreError> {
+        delegate!(self, s => s.open_job_for_call(requester, call_hash))
+    }
     async fn votes(&self, job_id: &str) -> Result<Vec<VoteRecord>, StoreError> {
         delegate!(self, s => s.votes(job_id))
     }

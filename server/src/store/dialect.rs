@@ -682,6 +682,22 @@ impl Store for DialectStore {
         job_row(&row)
     }
 
+    async fn open_job_for_call(
+        &self,
+        requester: &str,
+        call_hash: &str,
+    ) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query(
+            "SELECT * FROM command_queue WHERE requester = $1 AND call_hash = $2 \
+             AND status IN ('queued', 'approved') ORDER BY created_at DESC, job_id DESC LIMIT 1",
+        )
+        .bind(requester)
+        .bind(call_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(job_row).transpose()
+    }
+
     async fn jobs_page(&self, filter: &JobFilter, limit: i64) -> Result<Vec<Job>, StoreError> {
         let (before_ts, before_id) = match &filter.before {
             Some((at, id)) => (Some(ts(*at)), Some(id.clone())),
@@ -989,7 +1005,7 @@ impl Store for DialectStore {
         let result: Result<Option<Job>, StoreError> = async {
             let candidate: Option<String> = sqlx::query_scalar(&format!(
                 "SELECT job_id FROM command_queue WHERE status = 'approved' \
-                 AND (target_agent_id = $1 OR (target_agent_id IS NULL AND $1 NOT LIKE 'executor:%')) \
+                 AND (target_agent_id = $1 OR (target_agent_id IS NULL AND $1 NOT LIKE 'executor:%' AND $1 NOT LIKE 'mcp:%')) \
                  AND (approval_expires_at IS NULL OR approval_expires_at > $2) \
                  ORDER BY {PRIORITY_ORDER}, created_at LIMIT 1{CLAIM_LOCK}"
             ))

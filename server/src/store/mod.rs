@@ -468,6 +468,13 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn insert_job(&self, job: &NewJob) -> impl Future<Output = Result<Job, StoreError>> + Send;
     fn job(&self, job_id: &str) -> impl Future<Output = Result<Job, StoreError>> + Send;
+    /// The newest job of `requester` for the call `call_hash` that is still open (queued or
+    /// approved): the one a repeated call attaches to instead of asking again.
+    fn open_job_for_call(
+        &self,
+        requester: &str,
+        call_hash: &str,
+    ) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;
     fn votes(
         &self,
         job_id: &str,
@@ -525,8 +532,9 @@ pub trait Store: Clone + Send + Sync + 'static {
         audit: impl VoteAudit,
     ) -> impl Future<Output = Result<(Job, VoteTally), StoreError>> + Send;
     /// Lease the oldest, most urgent approved job (for `agent_id`, or unassigned). The server's
-    /// own executors claim as `executor:NAME` ([`SERVER_EXECUTOR_PREFIX`]) and take only the
-    /// jobs assigned to them, never unassigned ones (those are for agents).
+    /// own executors claim as `executor:NAME` ([`SERVER_EXECUTOR_PREFIX`]) and the MCP gateway
+    /// as `mcp:JOB_ID` ([`MCP_GATEWAY_PREFIX`]); they take only the jobs assigned to them, never
+    /// unassigned ones (those are for agents).
     fn claim(
         &self,
         agent_id: &str,
@@ -624,6 +632,9 @@ pub fn parse_ts(text: &str) -> Result<DateTime<Utc>, StoreError> {
 /// Lease owners (and job assignments) of the server's own executors start with this; agent ids
 /// cannot contain `:`, so no agent can claim such a job. The claim query spells it too.
 pub const SERVER_EXECUTOR_PREFIX: &str = "executor:";
+/// The MCP gateway runs the jobs it asked for itself: each is assigned to `mcp:JOB_ID`, which
+/// only the gateway claims (and which never takes an unassigned job).
+pub const MCP_GATEWAY_PREFIX: &str = "mcp:";
 
 /// The zero hash that precedes the first row of a chain.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

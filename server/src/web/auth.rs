@@ -98,6 +98,10 @@ fn is_public(path: &str) -> bool {
         || path.starts_with("/auth/")
         // The JSON API authenticates each request by bearer token instead (see `ApiCaller`).
         || path.starts_with("/api/v1/")
+        // So is the MCP gateway (see `mcp::routes`).
+        || path == "/mcp"
+        || path.starts_with("/mcp/")
+        || path == "/.well-known/oauth-protected-resource"
         || path.starts_with("/pkg/")
         || matches!(
             path,

@@ -1,0 +1,613 @@
+//! The MCP gateway's protocol edge: Countersign speaks MCP to assistants (over stdio for
+//! `countersign mcp`, or Streamable HTTP at `/mcp`) and to the tool servers behind it (the
+//! upstreams, started as child processes), with the official Rust SDK (`rmcp`).
+//!
+//! `tools/list` shows the upstreams' tools the policy knows (with their risk); `tools/call` is
+//! decided by [`crate::services::gateway`]: allowed calls go upstream and their results come
+//! back unchanged; denied ones come back as a tool error with the reasons; calls that need
+//! approval are held open with progress notifications until people decide, then run once.
+
+use crate::config::{McpSettings, McpUpstream};
+use crate::services::execution::RunReport;
+use crate::services::gateway::{self, Admission, ToolCall, Waiting};
+use crate::services::{Caller, ServiceError};
+use crate::store::{Job, JobStatus};
+use crate::AppState;
+use enforcer::mcp::OperationSource;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, MetaObject, PaginatedRequestParams, ProgressNotificationParam,
+    ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::{Peer, RequestContext, RunningService};
+use rmcp::{ErrorData as McpError, RoleClient, RoleServer, ServerHandler, ServiceExt};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+/// Longest an allowed or approved call may run upstream before the gateway gives up on it.
+const UPSTREAM_CALL_LIMIT: Duration = Duration::from_secs(600);
+
+/// Why the gateway could not start or reach an upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("no MCP upstream is named `{0}` in the configuration (mcp_upstreams)")]
+    UnknownUpstream(String),
+    #[error("the MCP upstream `{name}` could not be started: {reason}")]
+    Start { name: String, reason: String },
+    #[error("the MCP upstream `{name}` did not answer: {reason}")]
+    Unreachable { name: String, reason: String },
+    #[error("the MCP client could not be served: {0}")]
+    Serve(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// One tool server behind the gateway, started on first use and kept running.
+struct Upstream {
+    config: McpUpstream,
+    running: OnceCell<RunningService<RoleClient, ()>>,
+}
+
+impl Upstream {
+    async fn peer(&self) -> Result<Peer<RoleClient>, GatewayError> {
+        let running = self
+            .running
+            .get_or_try_init(|| start(&self.config))
+            .await?;
+        Ok(running.peer().clone())
+    }
+}
+
+/// Start an upstream's command with only the allowed environment, and greet it.
+async fn start(config: &McpUpstream) -> Result<RunningService<RoleClient, ()>, GatewayError> {
+    let fail = |reason: String| GatewayError::Start {
+        name: config.name.clone(),
+        reason,
+    };
+    let program = config.command.as_str();
+    let mut command = tokio::process::Command::new(program);
+    command.args(&config.args).env_clear();
+    for name in &config.env {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    let transport = rmcp::transport::TokioChildProcess::new(command)
+        .map_err(|e| fail(format!("`{program}`: {e}")))?;
+    ().serve(transport)
+        .await
+        .map_err(|e| fail(format!("it did not complete the MCP handshake: {e}")))
+}
+
+/// The gateway: what every MCP session shares (cheap to clone: one per HTTP session).
+#[derive(Clone)]
+pub struct Gateway {
+    state: AppState,
+    upstreams: Arc<Vec<Upstream>>,
+    /// The caller of a stdio session (a desktop client's token); HTTP sessions carry theirs.
+    caller: Option<Caller>,
+    portal: Arc<str>,
+    hold: Duration,
+    every: Duration,
+}
+
+impl Gateway {
+    /// A gateway to the upstreams `names` (every configured one when empty), for `caller`
+    /// (stdio) or for the caller each HTTP request carries (`None`).
+    pub fn new(
+        state: AppState,
+        settings: &McpSettings,
+        names: &[String],
+        caller: Option<Caller>,
+    ) -> Result<Gateway, GatewayError> {
+        for name in names {
+            if !settings.upstreams.iter().any(|u| &u.name == name) {
+                return Err(GatewayError::UnknownUpstream(name.clone()));
+            }
+        }
+        Ok(Gateway::from_settings(state, settings, names, caller))
+    }
+
+    fn from_settings(
+        state: AppState,
+        settings: &McpSettings,
+        names: &[String],
+        caller: Option<Caller>,
+    ) -> Gateway {
+        let upstreams = settings
+            .upstreams
+            .iter()
+            .filter(|u| names.is_empty() || names.contains(&u.name))
+            .map(|config| Upstream {
+                config: config.clone(),
+                running: OnceCell::new(),
+            })
+            .collect();
+        Gateway {
+            state,
+            upstreams: Arc::new(upstreams),
+            caller,
+            portal: settings.portal.as_str().into(),
+            hold: settings.hold,
+            every: settings.every,
+        }
+    }
+
+    /// Serve one client on standard input and output until it goes away.
+    pub async fn serve_stdio(self) -> Result<(), GatewayError> {
+        let running = self
+            .clone()
+            .serve(rmcp::transport::stdio())
+            .await
+            .map_err(|e| GatewayError::Serve(e.to_string()))?;
+        running
+            .waiting()
+            .await
+            .map_err(|e| GatewayError::Serve(e.to_string()))?;
+        self.shut_down();
+        Ok(())
+    }
+
+    /// Stop the upstreams this gateway started.
+    pub fn shut_down(&self) {
+        for upstream in self.upstreams.iter() {
+            if let Some(running) = upstream.running.get() {
+                running.cancellation_token().cancel();
+            }
+        }
+    }
+
+    fn approval_url(&self, job_id: &str) -> String {
+        format!("{}/approvals/{job_id}", self.portal)
+    }
+
+    /// Who is calling: the stdio session's token holder, or the HTTP request's (the `/mcp`
+    /// route lets no request through without one).
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Result<Caller, McpError> {
+        if let Some(caller) = &self.caller {
+            return Ok(caller.clone());
+        }
+        context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Caller>())
+            .cloned()
+            .ok_or_else(|| McpError::invalid_request("a bearer token is required", None))
+    }
+
+    /// Every upstream's tools that the policy knows, under the names clients see, with the
+    /// upstream and its own name for each.
+    async fn catalogue(&self) -> Result<Vec<(usize, Tool)>, McpError> {
+        let mut out = Vec::new();
+        for (index, upstream) in self.upstreams.iter().enumerate() {
+            let peer = upstream.peer().await.map_err(internal)?;
+            let tools = tokio::time::timeout(UPSTREAM_CALL_LIMIT, peer.list_all_tools())
+                .await
+                .map_err(|_| internal("an upstream did not list its tools in time"))?
+                .map_err(|e| {
+                    internal(GatewayError::Unreachable {
+                        name: upstream.config.name.clone(),
+                        reason: e.to_string(),
+                    })
+                })?;
+            let policy = self.state.policy.mcp.get(&upstream.config.name);
+            for tool in tools {
+                if policy.and_then(|p| p.tool(&tool.name)).is_some() {
+                    out.push((index, tool));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The upstream and upstream tool name a client's tool name stands for.
+    fn route(&self, name: &str) -> Option<(usize, String)> {
+        self.upstreams.iter().enumerate().find_map(|(index, upstream)| {
+            let own = name.strip_prefix(upstream.config.prefix.as_str())?;
+            let policy = self.state.policy.mcp.get(&upstream.config.name)?;
+            policy.tool(own).map(|_| (index, own.to_string()))
+        })
+    }
+
+    /// Pass a call upstream and time it.
+    async fn forward(
+        &self,
+        index: usize,
+        tool: &str,
+        arguments: &Map<String, Value>,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<(CallToolResult, Duration), McpError> {
+        let upstream = &self.upstreams[index];
+        let peer = upstream.peer().await.map_err(internal)?;
+        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments.clone());
+        let started = Instant::now();
+        tokio::select! {
+            answer = tokio::time::timeout(UPSTREAM_CALL_LIMIT, peer.call_tool(params)) => {
+                let result = answer
+                    .map_err(|_| internal("the tool server did not answer in time"))?
+                    .map_err(|e| internal(GatewayError::Unreachable {
+                        name: upstream.config.name.clone(),
+                        reason: e.to_string(),
+                    }))?;
+                Ok((result, started.elapsed()))
+            }
+            () = context.ct.cancelled() => Err(McpError::internal_error("the call was cancelled", None)),
+        }
+    }
+
+    /// Tell the client how a held call is doing, when it asked for progress.
+    async fn progress(&self, context: &RequestContext<RoleServer>, step: u32, job: &Job, approvals: u32) {
+        let Some(token) = context.meta.get_progress_token() else {
+            return;
+        };
+        let required = u32::try_from(job.approvals_required.max(1)).unwrap_or(1);
+        let message = format!(
+            "waiting for {} of {required} approvals — {}",
+            required.saturating_sub(approvals),
+            self.approval_url(&job.job_id)
+        );
+        let param = ProgressNotificationParam::new(token, f64::from(step)).with_message(message);
+        if let Err(error) = context.peer.notify_progress(param).await {
+            tracing::debug!(%error, "a progress notification could not be sent");
+        }
+    }
+
+    /// A held call: wait for people, then run it here once, or say why not.
+    async fn held(
+        &self,
+        index: usize,
+        call: &ToolCall<'_>,
+        job: Job,
+        attached: bool,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let mut step = 0u32;
+        let waited = tokio::select! {
+            waited = gateway::wait(&self.state.core, &job.job_id, self.hold, self.every, |job, approvals| {
+                step += 1;
+                let step = step;
+                async move { self.progress(context, step, &job, approvals).await }
+            }) => waited.map_err(service_error)?,
+            () = context.ct.cancelled() => {
+                return Err(McpError::internal_error("the call was cancelled; the request for approval stays open", None));
+            }
+        };
+        match waited {
+            Waiting::Approved(job) => self.run_approved(index, call, job, context).await,
+            Waiting::Ended(job) => Ok(self.ended(&job).await),
+            Waiting::StillQueued { job, approvals } => Ok(text_error(format!(
+                "This call needs approval and is waiting for people ({approvals} of {} approvals so far): {}. \
+                 It has not run. Calling this tool again with the same arguments continues this request \
+                 (it is not asked for twice){}.",
+                job.approvals_required,
+                self.approval_url(&job.job_id),
+                if attached { "; this call was attached to the open request" } else { "" }
+            ))),
+        }
+    }
+
+    /// Run an approved job upstream, exactly once, and record the run.
+    async fn run_approved(
+        &self,
+        index: usize,
+        call: &ToolCall<'_>,
+        job: Job,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        if !gateway::same_call(&self.state.core, &job, call) {
+            return Ok(text_error(
+                "The approved request is for other arguments than this call; it was not run.".into(),
+            ));
+        }
+        let Some(claimed) = gateway::claim(&self.state.core, &job).await.map_err(service_error)? else {
+            // Another call collected it first, or the re-check refused it: say how it ended.
+            let now = self
+                .state
+                .store
+                .job(&job.job_id)
+                .await
+                .map_err(|e| internal(format!("the job could not be read: {e}")))?;
+            return Ok(self.ended(&now).await);
+        };
+        match self.forward(index, call.tool, call.arguments, context).await {
+            Ok((result, took)) => {
+                let report = report_of(&result, took);
+                if let Err(error) = gateway::finish(&self.state.core, &claimed, &report).await {
+                    tracing::error!(%error, job = %claimed.job_id, "the MCP gateway could not record a run");
+                }
+                Ok(result)
+            }
+            Err(error) => {
+                let report = RunReport {
+                    status: "failure".into(),
+                    error: Some(error.message.to_string()),
+                    ..RunReport::default()
+                };
+                if let Err(error) = gateway::finish(&self.state.core, &claimed, &report).await {
+                    tracing::error!(%error, job = %claimed.job_id, "the MCP gateway could not record a failed run");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// What a call that found its job ended is told.
+    async fn ended(&self, job: &Job) -> CallToolResult {
+        let url = self.approval_url(&job.job_id);
+        match job.status {
+            JobStatus::Denied => {
+                let reason = gateway::denial_reason(&self.state.core, &job.job_id)
+                    .await
+                    .unwrap_or_else(|| "no reason given".into());
+                text_error(format!("A reviewer denied this call: {reason}. It did not run ({url})."))
+            }
+            JobStatus::Expired => text_error(format!(
+                "The request for approval expired before anyone decided; the call did not run ({url})."
+            )),
+            JobStatus::Cancelled => text_error(format!(
+                "The request for approval was withdrawn; the call did not run ({url})."
+            )),
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Timeout => {
+                let output = job
+                    .result
+                    .as_deref()
+                    .and_then(|r| serde_json::from_str::<Value>(r).ok())
+                    .and_then(|r| r["output"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let what = format!(
+                    "This approved call already ran once ({}), from an earlier call with the same arguments; it is not run twice.",
+                    job.status
+                );
+                let text = if output.is_empty() { what } else { format!("{what}\n\n{output}") };
+                if job.status == JobStatus::Completed {
+                    CallToolResult::success(vec![ContentBlock::text(text)])
+                } else {
+                    text_error(text)
+                }
+            }
+            _ => text_error(format!(
+                "The approved call is being run by another call right now; it is not run twice ({url})."
+            )),
+        }
+    }
+}
+
+impl ServerHandler for Gateway {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("countersign", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Countersign passes these tools on to the tool servers behind it. Calls the policy \
+                 allows run at once; some wait for people to approve them (you get progress while \
+                 they wait); denied calls return the reasons.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        self.caller(&context)?;
+        let mut tools = Vec::new();
+        for (index, mut tool) in self.catalogue().await? {
+            let upstream = &self.upstreams[index].config;
+            let risk = self
+                .state
+                .policy
+                .mcp
+                .get(&upstream.name)
+                .and_then(|p| p.tool(&tool.name))
+                .map(|map| risk_of(&self.state.policy, &map.tool, &map.operation))
+                .unwrap_or_default();
+            tool.name = format!("{}{}", upstream.prefix, tool.name).into();
+            let meta = tool.meta.get_or_insert_with(MetaObject::new);
+            meta.insert("countersign/risk".into(), Value::String(risk.clone()));
+            meta.insert("countersign/upstream".into(), Value::String(upstream.name.clone()));
+            let note = format!("[Countersign: risk {risk}; a call may wait for people to approve it]");
+            tool.description = Some(match tool.description.as_deref() {
+                Some(text) if !text.is_empty() => format!("{text}\n\n{note}").into(),
+                _ => note.into(),
+            });
+            tools.push(tool);
+        }
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let caller = self.caller(&context)?;
+        let arguments = request.arguments.clone().unwrap_or_default();
+        // A tool no upstream offers under this name is put to the policy as an unknown tool of
+        // the first upstream, so the refusal is decided and audited like every other.
+        let (index, tool) = self
+            .route(&request.name)
+            .unwrap_or_else(|| (0, request.name.to_string()));
+        let Some(upstream) = self.upstreams.get(index) else {
+            return Ok(text_error("No tool server is configured behind this gateway.".into()).into());
+        };
+        let call = ToolCall {
+            upstream: &upstream.config.name,
+            tool: &tool,
+            arguments: &arguments,
+            session: None,
+        };
+        let admission = gateway::admit(&self.state.core, &caller, &call)
+            .await
+            .map_err(service_error)?;
+        let result = match admission {
+            Admission::Denied { reasons } => text_error(format!(
+                "Countersign denied this call: {}",
+                reasons.join("; ")
+            )),
+            Admission::Run { audit_id } => {
+                let (result, took) = self.forward(index, &tool, &arguments, &context).await?;
+                let report = report_of(&result, took);
+                if let Err(error) =
+                    gateway::report_allowed(&self.state.core, &caller, &audit_id, &report).await
+                {
+                    tracing::error!(%error, %audit_id, "the MCP gateway could not record a run");
+                }
+                result
+            }
+            Admission::Held { job, attached } => {
+                self.held(index, &call, job, attached, &context).await?
+            }
+        };
+        Ok(result.into())
+    }
+}
+
+/// The risk `tools/list` shows: the operation's, or for a tool whose operation comes from an
+/// argument, the range of its operations'.
+fn risk_of(policy: &enforcer::PolicySet, tool: &str, operation: &OperationSource) -> String {
+    match operation {
+        OperationSource::Fixed(op) => policy
+            .operation(tool, op)
+            .map(|o| o.risk.as_str().to_string())
+            .unwrap_or_default(),
+        OperationSource::Argument(_) => {
+            let risks: Vec<_> = policy
+                .tools
+                .get(tool)
+                .map(|t| t.operations.values().map(|o| o.risk).collect())
+                .unwrap_or_default();
+            match (risks.iter().min(), risks.iter().max()) {
+                (Some(low), Some(high)) if low == high => low.as_str().to_string(),
+                (Some(low), Some(high)) => format!("{low}–{high} by operation"),
+                _ => String::new(),
+            }
+        }
+    }
+}
+
+/// A run's report from an upstream's result: its text content, and whether it said it failed.
+fn report_of(result: &CallToolResult, took: Duration) -> RunReport {
+    let text: Vec<&str> = result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
+        .collect();
+    gateway::run_report(&text.join("\n"), result.is_error == Some(true), took)
+}
+
+fn text_error(text: String) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(text)])
+}
+
+fn internal(error: impl std::fmt::Display) -> McpError {
+    tracing::error!(%error, "MCP gateway");
+    McpError::internal_error(error.to_string(), None)
+}
+
+/// A service's refusal in the protocol's words (details are logged, not sent).
+fn service_error(error: ServiceError) -> McpError {
+    match &error {
+        ServiceError::Unavailable { .. } | ServiceError::NotConfigured { .. } => {
+            McpError::internal_error(format!("{error}; the call did not run"), None)
+        }
+        _ => McpError::invalid_request(error.to_string(), None),
+    }
+}
+
+/// `/mcp`: the gateway over Streamable HTTP. Every request carries a bearer token (an API token
+/// or the identity provider's access token), checked like the JSON API's; the caller rides in
+/// the request to the session's handler.
+pub fn routes(state: &AppState, config: &crate::config::McpSettings) -> axum::Router<AppState> {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+    let gateway = Gateway::from_settings(state.clone(), config, &[], None);
+    let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    if let Some(host) = config
+        .public_url
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| u.host_str().map(str::to_string))
+    {
+        hosts.push(host);
+    }
+    let service = StreamableHttpService::new(
+        move || Ok(gateway.clone()),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default().with_allowed_hosts(hosts),
+    );
+    axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_caller,
+        ))
+}
+
+/// Let a request to `/mcp` in only with a valid bearer token; refusals are audited (by the
+/// token check) and answered 401 with the challenge the MCP authorization spec asks for.
+async fn require_caller(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::extract::FromRequestParts;
+    use axum::response::IntoResponse;
+    let (mut parts, body) = request.into_parts();
+    match crate::api::caller::ApiCaller::from_request_parts(&mut parts, &state).await {
+        Ok(caller) => {
+            parts.extensions.insert(caller);
+            next.run(axum::extract::Request::from_parts(parts, body)).await
+        }
+        Err(refusal) => {
+            let mut response = refusal.into_response();
+            if response.status() == axum::http::StatusCode::UNAUTHORIZED {
+                if let Ok(value) = axum::http::HeaderValue::from_str(&format!(
+                    "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource\"",
+                    state.mcp.portal
+                )) {
+                    response
+                        .headers_mut()
+                        .insert(axum::http::header::WWW_AUTHENTICATE, value);
+                }
+            }
+            response
+        }
+    }
+}
+
+/// `GET /.well-known/oauth-protected-resource`: where an MCP client gets a token for `/mcp`
+/// (RFC 9728): the identity provider, when one is configured.
+pub async fn protected_resource(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::Json<Value> {
+    let issuer = state.oidc.as_ref().map(|o| o.issuer().to_string());
+    axum::Json(serde_json::json!({
+        "resource": format!("{}/mcp", state.mcp.portal),
+        "authorization_servers": issuer.into_iter().collect::<Vec<_>>(),
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Countersign MCP gateway",
+    }))
+}
+
+/// The caller a stdio gateway acts for: its token, checked (and refusals audited) exactly as a
+/// bearer token on the API is.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, GatewayError> {
+    use axum::extract::FromRequestParts;
+    let request = axum::http::Request::builder()
+        .uri("/mcp")
+        .header(axum::http::header::AUTHORIZATION, format!("Bearer {}", token.trim()))
+        .body(())
+        .map_err(|_| GatewayError::Refused("the token is not usable as a header value".into()))?;
+    let (mut parts, ()) = request.into_parts();
+    crate::api::caller::ApiCaller::from_request_parts(&mut parts, state)
+        .await
+        .map_err(|refusal| {
+            GatewayError::Refused(match refusal {
+                crate::api::caller::Unauthenticated::Refused(why) => {
+                    format!("the MCP token was refused: {why}")
+                }
+                crate::api::caller::Unauthenticated::Unavailable(why) => why.to_string(),
+            })
+        })
+}

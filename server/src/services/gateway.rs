@@ -1,0 +1,287 @@
+//! The MCP gateway's rules, free of the protocol: what a tool call from an assistant becomes
+//! (a decision, or the open job of the same call), how a held call waits for people, and how
+//! the gateway runs an approved call exactly once and records every run.
+//!
+//! The protocol edge (`crate::mcp`) speaks MCP to clients and upstreams and calls these.
+
+use super::decisions::{self, Route};
+use super::execution::{self, RunReport};
+use super::{Caller, Core, ServiceError};
+use crate::store::{Job, JobStatus, Store, MCP_GATEWAY_PREFIX};
+use enforcer::mcp::UpstreamPolicy;
+use enforcer::wire::DecisionInput;
+use enforcer::Action;
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// What the gateway does with a tool call.
+#[derive(Debug)]
+pub enum Admission {
+    /// Allowed: pass it on, then report the run against this decision.
+    Run { audit_id: String },
+    /// Denied: tell the assistant why.
+    Denied { reasons: Vec<String> },
+    /// Held for people: a new job, or the open job of the same call (`attached`).
+    Held { job: Job, attached: bool },
+}
+
+/// A tool call as the gateway received it.
+pub struct ToolCall<'a> {
+    pub upstream: &'a str,
+    /// The upstream's own name of the tool.
+    pub tool: &'a str,
+    pub arguments: &'a Map<String, Value>,
+    /// The assistant's session, kept with the audit row.
+    pub session: Option<String>,
+}
+
+/// The policy request a call is decided as. A tool the policy does not know becomes a request
+/// for the tool `mcp:UPSTREAM`, which no policy has, so the enforcer denies it and the audit
+/// trail records it like any unknown tool; `refusal` says why in the gateway's words.
+pub fn policy_input(policy: Option<&UpstreamPolicy>, call: &ToolCall<'_>) -> (DecisionInput, Option<String>) {
+    let mapped = match policy {
+        None => Err(enforcer::mcp::McpRefusal::UnknownUpstream {
+            upstream: call.upstream.to_string(),
+        }),
+        Some(upstream) => match upstream.tool(call.tool) {
+            None => Err(enforcer::mcp::McpRefusal::UnknownTool {
+                upstream: call.upstream.to_string(),
+                tool: call.tool.to_string(),
+            }),
+            Some(map) => map.request(call.tool, call.arguments),
+        },
+    };
+    let (request, refusal) = match mapped {
+        Ok(request) => (request, None),
+        Err(refusal) => (
+            enforcer::Request {
+                tool: format!("{MCP_GATEWAY_PREFIX}{}", call.upstream),
+                operation: call.tool.to_string(),
+                args: call.arguments.clone(),
+                target: None,
+            },
+            Some(refusal.to_string()),
+        ),
+    };
+    let input = DecisionInput {
+        body_hash: String::new(),
+        tool: request.tool,
+        operation: request.operation,
+        args: request.args,
+        target: request.target,
+        reason: None,
+        on_behalf_of: None,
+        session: call.session.clone(),
+    };
+    (input, refusal)
+}
+
+/// Decide a tool call for `caller`, or attach it to the open job of the same call (same
+/// requester, same call hash): an assistant's retry never queues a second request.
+pub async fn admit(core: &Core, caller: &Caller, call: &ToolCall<'_>) -> Result<Admission, ServiceError> {
+    let (input, refusal) = policy_input(core.policy.mcp.get(call.upstream), call);
+    if refusal.is_none() {
+        let hash = enforcer::call_hash(&input.request());
+        let open = core
+            .store
+            .open_job_for_call(&caller.id, &hash)
+            .await
+            .map_err(|e| ServiceError::unavailable("the approval queue could not be read", &e))?;
+        if let Some(job) = open {
+            return Ok(Admission::Held {
+                job,
+                attached: true,
+            });
+        }
+    }
+    let capabilities = caller.capabilities.iter().cloned().collect();
+    let decided = decisions::decide(core, caller, &input, &caller.id, capabilities, Route::McpGateway).await?;
+    Ok(match (decided.decision.action, decided.job) {
+        (Action::Allow, _) => Admission::Run {
+            audit_id: decided.receipt.id,
+        },
+        (Action::RequireApproval, Some(job)) => Admission::Held {
+            job,
+            attached: false,
+        },
+        (Action::RequireApproval, None) => {
+            return Err(ServiceError::unavailable(
+                "the request for approval could not be queued",
+                &"a require_approval decision came back without its job",
+            ))
+        }
+        (Action::Deny, _) => Admission::Denied {
+            reasons: refusal
+                .into_iter()
+                .chain(decided.decision.reasons.iter().cloned())
+                .collect(),
+        },
+    })
+}
+
+/// Where a held call stands.
+#[derive(Debug)]
+pub enum Waiting {
+    /// Approved: the gateway may claim and run it now.
+    Approved(Job),
+    /// It ended without running here: denied, expired, cancelled, or already run or running
+    /// (by another call that collected it).
+    Ended(Job),
+    /// Still waiting for people after the hold; `approvals` counted so far.
+    StillQueued { job: Job, approvals: u32 },
+}
+
+/// The reviewer's reason, when a job was denied.
+pub async fn denial_reason(core: &Core, job_id: &str) -> Option<String> {
+    let votes = core.store.votes(job_id).await.ok()?;
+    votes
+        .into_iter()
+        .find(|v| v.verdict == enforcer::Verdict::Deny)
+        .and_then(|v| v.reason)
+}
+
+/// How many approvals a queued job has.
+pub async fn approvals_of(core: &Core, job_id: &str) -> Result<u32, ServiceError> {
+    let votes = core
+        .store
+        .votes(job_id)
+        .await
+        .map_err(|e| ServiceError::unavailable("the votes could not be read", &e))?;
+    let approvals = votes
+        .iter()
+        .filter(|v| v.verdict == enforcer::Verdict::Approve)
+        .count();
+    Ok(u32::try_from(approvals).unwrap_or(u32::MAX))
+}
+
+/// Wait until the job is no longer queued or `hold` has passed, calling `progress` with the
+/// approvals so far every `every`. Status changes on this replica wake it at once; other
+/// replicas' (and other processes') are seen by reading the job again each second.
+pub async fn wait<F, Fut>(
+    core: &Core,
+    job_id: &str,
+    hold: Duration,
+    every: Duration,
+    mut progress: F,
+) -> Result<Waiting, ServiceError>
+where
+    F: FnMut(Job, u32) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let deadline = tokio::time::Instant::now() + hold;
+    let mut next_progress = tokio::time::Instant::now();
+    let mut events = core.job_events.subscribe();
+    loop {
+        let job = core
+            .store
+            .job(job_id)
+            .await
+            .map_err(|e| ServiceError::unavailable("the job could not be read", &e))?;
+        match job.status {
+            JobStatus::Queued => {}
+            JobStatus::Approved => return Ok(Waiting::Approved(job)),
+            _ => return Ok(Waiting::Ended(job)),
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            let approvals = approvals_of(core, job_id).await?;
+            return Ok(Waiting::StillQueued { job, approvals });
+        }
+        if now >= next_progress {
+            let approvals = approvals_of(core, job_id).await?;
+            progress(job, approvals).await;
+            next_progress = now + every;
+        }
+        let pause = Duration::from_secs(1)
+            .min(deadline.saturating_duration_since(now))
+            .min(next_progress.saturating_duration_since(now).max(Duration::from_millis(50)));
+        let _ = tokio::time::timeout(pause, async {
+            loop {
+                match events.recv().await {
+                    Ok((id, _)) if id == job_id => return,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await
+                    }
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Claim an approved job for this gateway to run: exactly one claim wins, whichever call (or
+/// gateway process) collects it. `None`: someone else claimed it, or the re-check refused it
+/// (then it ended failed, audited).
+pub async fn claim(core: &Core, job: &Job) -> Result<Option<Job>, ServiceError> {
+    let owner = owner(&job.job_id);
+    if job.target_agent_id.as_deref() != Some(owner.as_str()) {
+        return Err(ServiceError::Conflict {
+            code: "not_the_gateways",
+            message: "this request is run by an executor or agent, not by the MCP gateway".into(),
+        });
+    }
+    let claimed = execution::lease_next(core, &owner)
+        .await
+        .map_err(|e| ServiceError::unavailable("the job could not be claimed", &e))?;
+    Ok(claimed.filter(|claimed| claimed.job_id == job.job_id))
+}
+
+/// The lease owner the gateway runs a job as.
+pub fn owner(job_id: &str) -> String {
+    format!("{MCP_GATEWAY_PREFIX}{job_id}")
+}
+
+/// Check that the call in hand is the approved one before running it.
+pub fn same_call(core: &Core, job: &Job, call: &ToolCall<'_>) -> bool {
+    let (input, refusal) = policy_input(core.policy.mcp.get(call.upstream), call);
+    refusal.is_none() && enforcer::call_hash(&input.request()) == job.call_hash
+}
+
+/// Record how an approved job's run went, and end the job.
+pub async fn finish(core: &Core, job: &Job, report: &RunReport) -> Result<Job, ServiceError> {
+    let status = report.job_status().unwrap_or(JobStatus::Failed);
+    let owner = owner(&job.job_id);
+    execution::record_result(
+        core,
+        &job.job_id,
+        &owner,
+        report,
+        status,
+        &format!("the MCP gateway ran it upstream: {}", report.status),
+    )
+    .await
+    .map_err(|e| ServiceError::unavailable("the run could not be recorded", &e))
+}
+
+/// Record how an allowed call's run went (once, against its decision).
+pub async fn report_allowed(
+    core: &Core,
+    caller: &Caller,
+    audit_id: &str,
+    report: &RunReport,
+) -> Result<(), ServiceError> {
+    let hash = enforcer::canonical_sha256(
+        &serde_json::to_value(report).unwrap_or(Value::Null),
+    );
+    execution::decision_result(core, caller, audit_id, report, &hash)
+        .await
+        .map(|_| ())
+}
+
+/// A run's report from an upstream's answer: its text (digested, at most 64 KiB kept), how
+/// long it took, and whether the upstream said it failed.
+pub fn run_report(output: &str, failed: bool, took: Duration) -> RunReport {
+    RunReport {
+        status: if failed { "failure" } else { "success" }.to_string(),
+        duration_ms: Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX)),
+        exit_code: None,
+        output: Some(execution::cap_output(output)),
+        output_digest: Some(enforcer::sha256_hex(output.as_bytes())),
+        output_bytes: (output.len() > execution::OUTPUT_KEEP)
+            .then(|| u64::try_from(output.len()).unwrap_or(u64::MAX)),
+        side_effects: Vec::new(),
+        error: None,
+    }
+}

@@ -1,0 +1,498 @@
+//! The MCP gateway against real peers: the official Rust SDK (`rmcp`) as the assistant's client,
+//! starting `countersign mcp` over stdio as a desktop client does, and the official filesystem
+//! server from npm (`@modelcontextprotocol/server-filesystem`, installed by
+//! `scripts/setup.sh e2e`) as the upstream. Approvers vote in this process, through the same
+//! service the portal uses, on the same database.
+
+use rmcp::model::{CallToolRequestParams, CallToolResult, ProgressNotificationParam};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde_json::{json, Map, Value};
+use server::config::Config;
+use server::store::{JobStatus, Store};
+use server::{AppState, Database};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const POLICY: &str = r#"
+name = "mcp-gateway-test"
+capabilities = ["files-read", "files-write"]
+
+[approvals.risk.CRITICAL]
+quorum = 1
+request_ttl = "1h"
+approval_window = "15m"
+
+[tools.files]
+description = "Files, through an MCP file server"
+[tools.files.operations.read]
+risk = "LOW"
+requires = ["files-read"]
+description = "Read a file"
+path_args = ["path"]
+[tools.files.operations.list]
+risk = "LOW"
+requires = ["files-read"]
+description = "List a folder"
+[tools.files.operations.write]
+risk = "CRITICAL"
+requires = ["files-write"]
+description = "Write a file"
+path_args = ["path"]
+
+[mcp.upstreams.fs.tools.read_text_file]
+tool = "files"
+operation = "read"
+[mcp.upstreams.fs.tools.list_directory]
+tool = "files"
+operation = "list"
+[mcp.upstreams.fs.tools.write_file]
+tool = "files"
+operation = "write"
+target_arg = "path"
+"#;
+
+/// The npm filesystem server's entry point.
+fn filesystem_server() -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../end2end/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `bash scripts/setup.sh e2e` (it installs the end2end npm packages)",
+        path.display()
+    );
+    path
+}
+
+/// Counts the progress notifications the gateway sends.
+#[derive(Clone, Default)]
+struct Assistant {
+    progress: Arc<AtomicUsize>,
+    last_message: Arc<std::sync::Mutex<String>>,
+}
+
+impl ClientHandler for Assistant {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.progress.fetch_add(1, Ordering::SeqCst);
+        if let (Some(message), Ok(mut last)) = (params.message, self.last_message.lock()) {
+            *last = message;
+        }
+    }
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    state: AppState,
+    client: RunningService<RoleClient, Assistant>,
+    assistant: Assistant,
+}
+
+impl Env {
+    async fn start(hold_secs: u64) -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = dir.path().join("files");
+        std::fs::create_dir(&files).expect("files dir");
+        std::fs::write(files.join("hello.txt"), "hello from the upstream\n").expect("file");
+        let policy_path = dir.path().join("policy.toml");
+        std::fs::write(&policy_path, POLICY).expect("policy");
+        let config_path = dir.path().join("countersign.toml");
+        let config_text = format!(
+            r#"
+database_url = "sqlite://{db}"
+policy_file = "{policy}"
+mcp_hold_secs = {hold_secs}
+mcp_progress_secs = 1
+log_level = "warn"
+
+[[mcp_upstreams]]
+name = "fs"
+command = "node"
+args = ["{server}", "{files}"]
+env = ["PATH", "HOME"]
+"#,
+            db = dir.path().join("countersign.db").display(),
+            policy = policy_path.display(),
+            server = filesystem_server().display(),
+            files = files.display(),
+        );
+        std::fs::write(&config_path, config_text).expect("config");
+        let config = Config::load(Some(&config_path)).expect("config loads");
+        let db = Database::connect(&config).await.expect("sqlite opens");
+        db.migrate().await.expect("migrations apply");
+        let (_, token) = server::services::identity::api_tokens::create(
+            &db.store(),
+            "assistant",
+            &[],
+            &["files-read".into(), "files-write".into()],
+        )
+        .await
+        .expect("token");
+        let policy = enforcer::PolicySet::load("policy.toml", POLICY).expect("policy loads");
+        let state = AppState::new(&config, db, Arc::new(policy)).expect("state");
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign"));
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .args(["mcp", "--upstream", "fs"])
+            .env("COUNTERSIGN_MCP_TOKEN", token);
+        let assistant = Assistant::default();
+        let client = assistant
+            .clone()
+            .serve(rmcp::transport::TokioChildProcess::new(command).expect("spawn gateway"))
+            .await
+            .expect("the gateway completes the MCP handshake");
+        Env {
+            dir,
+            state,
+            client,
+            assistant,
+        }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join("files").join(name)
+    }
+
+    async fn call(&self, tool: &str, arguments: Value) -> CallToolResult {
+        let arguments: Map<String, Value> = arguments.as_object().cloned().unwrap_or_default();
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            self.client
+                .peer()
+                .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(arguments)),
+        )
+        .await
+        .expect("the gateway answers in time")
+        .expect("a tool result")
+    }
+
+    /// The one job waiting for approval (waits for the gateway to queue it).
+    async fn pending_job(&self) -> server::store::Job {
+        for _ in 0..100 {
+            let pending = self.state.store.pending_jobs(10).await.expect("pending");
+            if let Some(job) = pending.into_iter().next() {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no job was queued");
+    }
+
+    async fn vote(&self, job_id: &str, verdict: enforcer::Verdict, reason: &str) {
+        let dave = enforcer::Principal {
+            id: "dave".into(),
+            roles: ["approver".to_string()].into(),
+            capabilities: ["files-write".to_string()].into(),
+        };
+        server::services::approvals::vote(&self.state.core, &dave, job_id, verdict, Some(reason))
+            .await
+            .expect("the vote counts");
+    }
+}
+
+fn text(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_list_shows_what_the_policy_knows_with_its_risk() {
+    let env = Env::start(30).await;
+    let tools = env.client.peer().list_all_tools().await.expect("tools/list");
+    let mut names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["list_directory", "read_text_file", "write_file"]);
+    let write = tools
+        .iter()
+        .find(|t| t.name == "write_file")
+        .expect("write_file");
+    let meta = write.meta.as_ref().expect("_meta");
+    assert_eq!(meta.get("countersign/risk"), Some(&json!("CRITICAL")));
+    let description = write.description.as_deref().unwrap_or_default();
+    assert!(description.contains("risk CRITICAL"), "{description}");
+    // The upstream's own description and schema pass through.
+    assert!(write.input_schema.contains_key("properties"));
+    assert!(description.len() > 60, "{description}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_call_returns_the_upstreams_result_unchanged_and_is_audited() {
+    let env = Env::start(30).await;
+    let path = env.file("hello.txt").display().to_string();
+    let through = env
+        .call("read_text_file", json!({ "path": path }))
+        .await;
+    assert_ne!(through.is_error, Some(true), "{}", text(&through));
+    assert!(text(&through).contains("hello from the upstream"));
+
+    // The same call made to the filesystem server directly gives the same result.
+    let mut direct = tokio::process::Command::new("node");
+    direct
+        .arg(filesystem_server())
+        .arg(env.dir.path().join("files"));
+    let direct = ()
+        .serve(rmcp::transport::TokioChildProcess::new(direct).expect("spawn"))
+        .await
+        .expect("handshake");
+    let arguments = json!({ "path": path }).as_object().cloned().unwrap_or_default();
+    let straight = direct
+        .peer()
+        .call_tool(CallToolRequestParams::new("read_text_file").with_arguments(arguments))
+        .await
+        .expect("direct call");
+    assert_eq!(
+        serde_json::to_value(&through).expect("json"),
+        serde_json::to_value(&straight).expect("json")
+    );
+    let _ = direct.cancel().await;
+
+    // The decision and the run are in the audit trail.
+    let rows = env
+        .state
+        .store
+        .audit_search(
+            &server::store::AuditFilter {
+                caller_id: Some("assistant".into()),
+                after_seq: Some(0),
+                ..Default::default()
+            },
+            100,
+        )
+        .await
+        .expect("audit");
+    let kinds: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.event.kind.as_str(), r.event.decision_action.as_str()))
+        .collect();
+    assert_eq!(kinds, [("decision", "allow"), ("execution", "execute")]);
+    assert_eq!(rows[1].event.execution_status.as_deref(), Some("success"));
+    assert_eq!(rows[0].event.tool, "files");
+    assert_eq!(rows[0].event.operation, "read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_the_policy_does_not_know_is_denied_with_the_reason() {
+    let env = Env::start(30).await;
+    let moved = env
+        .call(
+            "move_file",
+            json!({ "source": env.file("hello.txt"), "destination": env.file("gone.txt") }),
+        )
+        .await;
+    assert_eq!(moved.is_error, Some(true));
+    assert!(
+        text(&moved).contains("does not know the tool `move_file`"),
+        "{}",
+        text(&moved)
+    );
+    assert!(env.file("hello.txt").exists(), "nothing was moved");
+    let rows = env
+        .state
+        .store
+        .audit_search(
+            &server::store::AuditFilter {
+                caller_id: Some("assistant".into()),
+                after_seq: Some(0),
+                ..Default::default()
+            },
+            100,
+        )
+        .await
+        .expect("audit");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].event.decision_action, "deny");
+    assert_eq!(rows[0].event.tool, "mcp:fs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_call_waits_with_progress_and_runs_once_approved() {
+    let env = Env::start(30).await;
+    let target = env.file("notes.txt");
+    let call = env.call(
+        "write_file",
+        json!({ "path": target, "content": "approved text\n" }),
+    );
+    let approve = async {
+        let job = env.pending_job().await;
+        assert_eq!(job.tool_name, "files");
+        assert_eq!(job.operation, "write");
+        assert_eq!(job.target.as_deref(), Some(target.to_str().unwrap_or_default()));
+        // Let it report progress first.
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        assert!(!target.exists(), "nothing runs before the approval");
+        env.vote(&job.job_id, enforcer::Verdict::Approve, "looks right")
+            .await;
+        job
+    };
+    let (result, job) = tokio::join!(call, approve);
+    assert_ne!(result.is_error, Some(true), "{}", text(&result));
+    assert_eq!(
+        std::fs::read_to_string(&target).expect("written"),
+        "approved text\n"
+    );
+    assert!(env.assistant.progress.load(Ordering::SeqCst) >= 2);
+    let message = env
+        .assistant
+        .last_message
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("waiting for 1 of 1 approvals") && message.contains(&job.job_id),
+        "{message}"
+    );
+    let done = env.state.store.job(&job.job_id).await.expect("job");
+    assert_eq!(done.status, JobStatus::Completed);
+    assert_eq!(done.lease_owner.as_deref(), Some(format!("mcp:{}", job.job_id).as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_its_hold_is_continued_by_the_same_call_never_asked_twice() {
+    let env = Env::start(2).await;
+    let target = env.file("later.txt");
+    let arguments = json!({ "path": target, "content": "second try\n" });
+    let first = env.call("write_file", arguments.clone()).await;
+    assert_eq!(first.is_error, Some(true));
+    let said = text(&first);
+    assert!(said.contains("waiting for people") && said.contains("same arguments"), "{said}");
+    let job = env.pending_job().await;
+
+    // The retry attaches to the same request; approving it while the retry waits runs it.
+    let again = env.call("write_file", arguments.clone());
+    let approve = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        env.vote(&job.job_id, enforcer::Verdict::Approve, "fine")
+            .await;
+    };
+    let (again, ()) = tokio::join!(again, approve);
+    assert_ne!(again.is_error, Some(true), "{}", text(&again));
+    assert_eq!(std::fs::read_to_string(&target).expect("written"), "second try\n");
+    let jobs = env
+        .state
+        .store
+        .jobs_page(&server::store::JobFilter::default(), 10)
+        .await
+        .expect("jobs");
+    assert_eq!(jobs.len(), 1, "one request for one call");
+
+    // A third identical call finds it ran and does not run it again.
+    std::fs::write(&target, "changed since\n").expect("rewrite");
+    let third = env.call("write_file", arguments).await;
+    assert_eq!(
+        std::fs::read_to_string(&target).expect("file"),
+        "changed since\n",
+        "an approved call runs once"
+    );
+    // It is a new call (the old job is final), so it asks again.
+    assert_eq!(third.is_error, Some(true));
+    assert!(text(&third).contains("waiting for people"), "{}", text(&third));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_call_tells_the_assistant_the_reviewers_reason() {
+    let env = Env::start(30).await;
+    let target = env.file("denied.txt");
+    let call = env.call("write_file", json!({ "path": target, "content": "no\n" }));
+    let deny = async {
+        let job = env.pending_job().await;
+        env.vote(&job.job_id, enforcer::Verdict::Deny, "not on a Friday")
+            .await;
+    };
+    let (result, ()) = tokio::join!(call, deny);
+    assert_eq!(result.is_error, Some(true));
+    assert!(text(&result).contains("not on a Friday"), "{}", text(&result));
+    assert!(!target.exists());
+}
+
+/// Over Streamable HTTP at `/mcp`: no token, no entry (with the challenge the MCP
+/// authorization spec describes); with one, the MCP handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_endpoint_asks_for_a_bearer_token_and_then_speaks_mcp() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt as _;
+    let env = Env::start(30).await;
+    let router = server::app(env.state.clone());
+    let initialize = json!({
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": { "name": "test", "version": "1" }
+        }
+    });
+    let request = |token: Option<&str>| {
+        let mut builder = axum::http::Request::builder()
+            .method("POST")
+            .uri("/mcp")
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        builder
+            .body(axum::body::Body::from(initialize.to_string()))
+            .expect("request")
+    };
+    let refused = router.clone().oneshot(request(None)).await.expect("answer");
+    assert_eq!(refused.status(), 401);
+    let challenge = refused
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        challenge.contains("resource_metadata=") && challenge.contains("/.well-known/oauth-protected-resource"),
+        "{challenge}"
+    );
+
+    let (_, token) = server::services::identity::api_tokens::create(
+        &env.state.db.store(),
+        "remote-assistant",
+        &[],
+        &["files-read".into()],
+    )
+    .await
+    .expect("token");
+    let answer = router.clone().oneshot(request(Some(&token))).await.expect("answer");
+    assert_eq!(answer.status(), 200);
+    let body = answer.into_body().collect().await.expect("body").to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    let message: Value = text
+        .lines()
+        .find_map(|line| line.strip_prefix("data:").map(str::trim))
+        .or(Some(text.trim()))
+        .and_then(|data| serde_json::from_str(data).ok())
+        .expect("a JSON-RPC answer");
+    assert_eq!(message["result"]["serverInfo"]["name"], "countersign", "{message}");
+
+    let metadata = router
+        .oneshot(
+            axum::http::Request::builder()
+                .uri("/.well-known/oauth-protected-resource")
+                .body(axum::body::Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(metadata.status(), 200);
+    let body = metadata.into_body().collect().await.expect("body").to_bytes();
+    let document: Value = serde_json::from_slice(&body).expect("json");
+    assert!(
+        document["resource"].as_str().is_some_and(|r| r.ends_with("/mcp")),
+        "{document}"
+    );
+}
