@@ -138,7 +138,11 @@ impl ToolMap {
     /// The policy request for a call with these arguments: the policy's tool, the operation
     /// (fixed, or read from its argument), the arguments under the policy's names, and the
     /// target.
-    pub fn request(&self, tool_name: &str, arguments: &Map<String, Value>) -> Result<Request, McpRefusal> {
+    pub fn request(
+        &self,
+        tool_name: &str,
+        arguments: &Map<String, Value>,
+    ) -> Result<Request, McpRefusal> {
         let operation = match &self.operation {
             OperationSource::Fixed(operation) => operation.clone(),
             OperationSource::Argument(argument) => arguments
@@ -182,7 +186,10 @@ pub(crate) fn compile_tool_map(
     let Some(tool) = tools.get(&file.tool) else {
         return Err((
             "tool",
-            format!("names the tool `{}`, which the policy does not have", file.tool),
+            format!(
+                "names the tool `{}`, which the policy does not have",
+                file.tool
+            ),
         ));
     };
     let operation = match (&file.operation, &file.operation_arg) {
@@ -254,7 +261,11 @@ mod tests {
             .request("ubuntu", &args(json!({ "operation": "restartService" })))
             .expect("maps");
         assert_eq!(request.operation, "restartService");
-        for missing in [json!({}), json!({ "operation": 3 }), json!({ "operation": "" })] {
+        for missing in [
+            json!({}),
+            json!({ "operation": 3 }),
+            json!({ "operation": "" }),
+        ] {
             assert_eq!(
                 by_arg.request("ubuntu", &args(missing)),
                 Err(McpRefusal::NoOperation {
@@ -268,9 +279,10 @@ mod tests {
     #[test]
     fn unknown_tools_go_where_the_upstream_says() {
         let mut upstream = UpstreamPolicy::default();
-        upstream
-            .tools
-            .insert("run".into(), map(OperationSource::Fixed("executeCommand".into())));
+        upstream.tools.insert(
+            "run".into(),
+            map(OperationSource::Fixed("executeCommand".into())),
+        );
         assert!(upstream.tool("run").is_some());
         assert!(upstream.tool("rm").is_none());
         upstream.unknown_tools = Some(map(OperationSource::Fixed("anything".into())));
@@ -299,9 +311,21 @@ requires = []
         assert!(fs.tool("read_text_file").is_some());
         assert!(fs.tool("write_file").is_none());
         for (table, field, says) in [
-            ("tool = \"nope\"\noperation = \"read\"", "tools.t.tool", "does not have"),
-            ("tool = \"files\"\noperation = \"write\"", "tools.t.operation", "does not have"),
-            ("tool = \"files\"", "tools.t.operation", "say which operation"),
+            (
+                "tool = \"nope\"\noperation = \"read\"",
+                "tools.t.tool",
+                "does not have",
+            ),
+            (
+                "tool = \"files\"\noperation = \"write\"",
+                "tools.t.operation",
+                "does not have",
+            ),
+            (
+                "tool = \"files\"",
+                "tools.t.operation",
+                "say which operation",
+            ),
             (
                 "tool = \"files\"\noperation = \"read\"\noperation_arg = \"op\"",
                 "tools.t.operation",
@@ -327,7 +351,9 @@ requires = []
         assert_eq!(plain.hash(), empty.hash(), "an empty [mcp] is no change");
         let mapped = crate::PolicySet::load(
             "p.toml",
-            &format!("{POLICY}\n[mcp.upstreams.fs.tools.r]\ntool = \"files\"\noperation = \"read\"\n"),
+            &format!(
+                "{POLICY}\n[mcp.upstreams.fs.tools.r]\ntool = \"files\"\noperation = \"read\"\n"
+            ),
         )
         .expect("loads");
         assert_ne!(plain.hash(), mapped.hash(), "the mapping decides too");

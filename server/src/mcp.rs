@@ -52,10 +52,7 @@ struct Upstream {
 
 impl Upstream {
     async fn peer(&self) -> Result<Peer<RoleClient>, GatewayError> {
-        let running = self
-            .running
-            .get_or_try_init(|| start(&self.config))
-            .await?;
+        let running = self.running.get_or_try_init(|| start(&self.config)).await?;
         Ok(running.peer().clone())
     }
 }
@@ -204,11 +201,14 @@ impl Gateway {
 
     /// The upstream and upstream tool name a client's tool name stands for.
     fn route(&self, name: &str) -> Option<(usize, String)> {
-        self.upstreams.iter().enumerate().find_map(|(index, upstream)| {
-            let own = name.strip_prefix(upstream.config.prefix.as_str())?;
-            let policy = self.state.policy.mcp.get(&upstream.config.name)?;
-            policy.tool(own).map(|_| (index, own.to_string()))
-        })
+        self.upstreams
+            .iter()
+            .enumerate()
+            .find_map(|(index, upstream)| {
+                let own = name.strip_prefix(upstream.config.prefix.as_str())?;
+                let policy = self.state.policy.mcp.get(&upstream.config.name)?;
+                policy.tool(own).map(|_| (index, own.to_string()))
+            })
     }
 
     /// Pass a call upstream and time it.
@@ -238,7 +238,13 @@ impl Gateway {
     }
 
     /// Tell the client how a held call is doing, when it asked for progress.
-    async fn progress(&self, context: &RequestContext<RoleServer>, step: u32, job: &Job, approvals: u32) {
+    async fn progress(
+        &self,
+        context: &RequestContext<RoleServer>,
+        step: u32,
+        job: &Job,
+        approvals: u32,
+    ) {
         let Some(token) = context.meta.get_progress_token() else {
             return;
         };
@@ -298,20 +304,24 @@ impl Gateway {
     ) -> Result<CallToolResult, McpError> {
         if !gateway::same_call(&self.state.core, &job, call) {
             return Ok(text_error(
-                "The approved request is for other arguments than this call; it was not run.".into(),
+                "The approved request is for other arguments than this call; it was not run."
+                    .into(),
             ));
         }
-        let Some(claimed) = gateway::claim(&self.state.core, &job).await.map_err(service_error)? else {
+        let Some(claimed) = gateway::claim(&self.state.core, &job)
+            .await
+            .map_err(service_error)?
+        else {
             // Another call collected it first, or the re-check refused it: say how it ended.
-            let now = self
-                .state
-                .store
-                .job(&job.job_id)
+            let now = gateway::current(&self.state.core, &job.job_id)
                 .await
-                .map_err(|e| internal(format!("the job could not be read: {e}")))?;
+                .map_err(service_error)?;
             return Ok(self.ended(&now).await);
         };
-        match self.forward(index, call.tool, call.arguments, context).await {
+        match self
+            .forward(index, call.tool, call.arguments, context)
+            .await
+        {
             Ok((result, took)) => {
                 let report = report_of(&result, took);
                 if let Err(error) = gateway::finish(&self.state.core, &claimed, &report).await {
@@ -405,8 +415,12 @@ impl ServerHandler for Gateway {
             tool.name = format!("{}{}", upstream.prefix, tool.name).into();
             let meta = tool.meta.get_or_insert_with(MetaObject::new);
             meta.insert("countersign/risk".into(), Value::String(risk.clone()));
-            meta.insert("countersign/upstream".into(), Value::String(upstream.name.clone()));
-            let note = format!("[Countersign: risk {risk}; a call may wait for people to approve it]");
+            meta.insert(
+                "countersign/upstream".into(),
+                Value::String(upstream.name.clone()),
+            );
+            let note =
+                format!("[Countersign: risk {risk}; a call may wait for people to approve it]");
             tool.description = Some(match tool.description.as_deref() {
                 Some(text) if !text.is_empty() => format!("{text}\n\n{note}").into(),
                 _ => note.into(),
@@ -429,7 +443,9 @@ impl ServerHandler for Gateway {
             .route(&request.name)
             .unwrap_or_else(|| (0, request.name.to_string()));
         let Some(upstream) = self.upstreams.get(index) else {
-            return Ok(text_error("No tool server is configured behind this gateway.".into()).into());
+            return Ok(
+                text_error("No tool server is configured behind this gateway.".into()).into(),
+            );
         };
         let call = ToolCall {
             upstream: &upstream.config.name,
@@ -456,7 +472,7 @@ impl ServerHandler for Gateway {
                 result
             }
             Admission::Held { job, attached } => {
-                self.held(index, &call, job, attached, &context).await?
+                self.held(index, &call, *job, attached, &context).await?
             }
         };
         Ok(result.into())
@@ -522,7 +538,11 @@ pub fn routes(state: &AppState, config: &crate::config::McpSettings) -> axum::Ro
     use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
     use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
     let gateway = Gateway::from_settings(state.clone(), config, &[], None);
-    let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let mut hosts = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     if let Some(host) = config
         .public_url
         .as_deref()
@@ -557,7 +577,8 @@ async fn require_caller(
     match crate::api::caller::ApiCaller::from_request_parts(&mut parts, &state).await {
         Ok(caller) => {
             parts.extensions.insert(caller);
-            next.run(axum::extract::Request::from_parts(parts, body)).await
+            next.run(axum::extract::Request::from_parts(parts, body))
+                .await
         }
         Err(refusal) => {
             let mut response = refusal.into_response();
@@ -596,7 +617,10 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, Gatew
     use axum::extract::FromRequestParts;
     let request = axum::http::Request::builder()
         .uri("/mcp")
-        .header(axum::http::header::AUTHORIZATION, format!("Bearer {}", token.trim()))
+        .header(
+            axum::http::header::AUTHORIZATION,
+            format!("Bearer {}", token.trim()),
+        )
         .body(())
         .map_err(|_| GatewayError::Refused("the token is not usable as a header value".into()))?;
     let (mut parts, ()) = request.into_parts();

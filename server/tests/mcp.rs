@@ -208,7 +208,12 @@ fn text(result: &CallToolResult) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tools_list_shows_what_the_policy_knows_with_its_risk() {
     let env = Env::start(30).await;
-    let tools = env.client.peer().list_all_tools().await.expect("tools/list");
+    let tools = env
+        .client
+        .peer()
+        .list_all_tools()
+        .await
+        .expect("tools/list");
     let mut names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
     names.sort();
     assert_eq!(names, ["list_directory", "read_text_file", "write_file"]);
@@ -229,9 +234,7 @@ async fn tools_list_shows_what_the_policy_knows_with_its_risk() {
 async fn an_allowed_call_returns_the_upstreams_result_unchanged_and_is_audited() {
     let env = Env::start(30).await;
     let path = env.file("hello.txt").display().to_string();
-    let through = env
-        .call("read_text_file", json!({ "path": path }))
-        .await;
+    let through = env.call("read_text_file", json!({ "path": path })).await;
     assert_ne!(through.is_error, Some(true), "{}", text(&through));
     assert!(text(&through).contains("hello from the upstream"));
 
@@ -240,11 +243,14 @@ async fn an_allowed_call_returns_the_upstreams_result_unchanged_and_is_audited()
     direct
         .arg(filesystem_server())
         .arg(env.dir.path().join("files"));
-    let direct = ()
-        .serve(rmcp::transport::TokioChildProcess::new(direct).expect("spawn"))
-        .await
-        .expect("handshake");
-    let arguments = json!({ "path": path }).as_object().cloned().unwrap_or_default();
+    let direct =
+        ().serve(rmcp::transport::TokioChildProcess::new(direct).expect("spawn"))
+            .await
+            .expect("handshake");
+    let arguments = json!({ "path": path })
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     let straight = direct
         .peer()
         .call_tool(CallToolRequestParams::new("read_text_file").with_arguments(arguments))
@@ -326,7 +332,10 @@ async fn a_held_call_waits_with_progress_and_runs_once_approved() {
         let job = env.pending_job().await;
         assert_eq!(job.tool_name, "files");
         assert_eq!(job.operation, "write");
-        assert_eq!(job.target.as_deref(), Some(target.to_str().unwrap_or_default()));
+        assert_eq!(
+            job.target.as_deref(),
+            Some(target.to_str().unwrap_or_default())
+        );
         // Let it report progress first.
         tokio::time::sleep(Duration::from_millis(2_500)).await;
         assert!(!target.exists(), "nothing runs before the approval");
@@ -353,7 +362,10 @@ async fn a_held_call_waits_with_progress_and_runs_once_approved() {
     );
     let done = env.state.store.job(&job.job_id).await.expect("job");
     assert_eq!(done.status, JobStatus::Completed);
-    assert_eq!(done.lease_owner.as_deref(), Some(format!("mcp:{}", job.job_id).as_str()));
+    assert_eq!(
+        done.lease_owner.as_deref(),
+        Some(format!("mcp:{}", job.job_id).as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,7 +376,10 @@ async fn a_call_past_its_hold_is_continued_by_the_same_call_never_asked_twice() 
     let first = env.call("write_file", arguments.clone()).await;
     assert_eq!(first.is_error, Some(true));
     let said = text(&first);
-    assert!(said.contains("waiting for people") && said.contains("same arguments"), "{said}");
+    assert!(
+        said.contains("waiting for people") && said.contains("same arguments"),
+        "{said}"
+    );
     let job = env.pending_job().await;
 
     // The retry attaches to the same request; approving it while the retry waits runs it.
@@ -376,7 +391,10 @@ async fn a_call_past_its_hold_is_continued_by_the_same_call_never_asked_twice() 
     };
     let (again, ()) = tokio::join!(again, approve);
     assert_ne!(again.is_error, Some(true), "{}", text(&again));
-    assert_eq!(std::fs::read_to_string(&target).expect("written"), "second try\n");
+    assert_eq!(
+        std::fs::read_to_string(&target).expect("written"),
+        "second try\n"
+    );
     let jobs = env
         .state
         .store
@@ -395,7 +413,11 @@ async fn a_call_past_its_hold_is_continued_by_the_same_call_never_asked_twice() 
     );
     // It is a new call (the old job is final), so it asks again.
     assert_eq!(third.is_error, Some(true));
-    assert!(text(&third).contains("waiting for people"), "{}", text(&third));
+    assert!(
+        text(&third).contains("waiting for people"),
+        "{}",
+        text(&third)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,7 +432,11 @@ async fn a_denied_call_tells_the_assistant_the_reviewers_reason() {
     };
     let (result, ()) = tokio::join!(call, deny);
     assert_eq!(result.is_error, Some(true));
-    assert!(text(&result).contains("not on a Friday"), "{}", text(&result));
+    assert!(
+        text(&result).contains("not on a Friday"),
+        "{}",
+        text(&result)
+    );
     assert!(!target.exists());
 }
 
@@ -455,7 +481,8 @@ async fn the_http_endpoint_asks_for_a_bearer_token_and_then_speaks_mcp() {
         .unwrap_or_default()
         .to_string();
     assert!(
-        challenge.contains("resource_metadata=") && challenge.contains("/.well-known/oauth-protected-resource"),
+        challenge.contains("resource_metadata=")
+            && challenge.contains("/.well-known/oauth-protected-resource"),
         "{challenge}"
     );
 
@@ -467,17 +494,26 @@ async fn the_http_endpoint_asks_for_a_bearer_token_and_then_speaks_mcp() {
     )
     .await
     .expect("token");
-    let answer = router.clone().oneshot(request(Some(&token))).await.expect("answer");
+    let answer = router
+        .clone()
+        .oneshot(request(Some(&token)))
+        .await
+        .expect("answer");
     assert_eq!(answer.status(), 200);
     let body = answer.into_body().collect().await.expect("body").to_bytes();
     let text = String::from_utf8_lossy(&body);
+    // An SSE stream (its first event may be an empty priming one) or plain JSON.
     let message: Value = text
         .lines()
-        .find_map(|line| line.strip_prefix("data:").map(str::trim))
-        .or(Some(text.trim()))
-        .and_then(|data| serde_json::from_str(data).ok())
-        .expect("a JSON-RPC answer");
-    assert_eq!(message["result"]["serverInfo"]["name"], "countersign", "{message}");
+        .filter_map(|line| line.strip_prefix("data:").map(str::trim))
+        .chain([text.trim()])
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .find(|m| m.get("id").is_some())
+        .unwrap_or_else(|| panic!("a JSON-RPC answer in {text:?}"));
+    assert_eq!(
+        message["result"]["serverInfo"]["name"], "countersign",
+        "{message}"
+    );
 
     let metadata = router
         .oneshot(
@@ -489,10 +525,17 @@ async fn the_http_endpoint_asks_for_a_bearer_token_and_then_speaks_mcp() {
         .await
         .expect("answer");
     assert_eq!(metadata.status(), 200);
-    let body = metadata.into_body().collect().await.expect("body").to_bytes();
+    let body = metadata
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     let document: Value = serde_json::from_slice(&body).expect("json");
     assert!(
-        document["resource"].as_str().is_some_and(|r| r.ends_with("/mcp")),
+        document["resource"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("/mcp")),
         "{document}"
     );
 }

@@ -297,33 +297,39 @@ async fn repeated_calls_find_their_open_job<S: Store>(store: &S) {
         .insert_job(&for_call("alice", &"01".repeat(32)))
         .await
         .expect("insert");
-    let found = |store: &S| {
-        let hash = hash.clone();
-        async move {
-            store
-                .open_job_for_call("alice", &hash)
-                .await
-                .expect("read")
-                .map(|j| (j.job_id, j.status))
-        }
-    };
-    assert_eq!(found(store).await, Some((newer.job_id.clone(), JobStatus::Queued)));
+    async fn found<S: Store>(store: &S, hash: &str) -> Option<(String, JobStatus)> {
+        store
+            .open_job_for_call("alice", hash)
+            .await
+            .expect("read")
+            .map(|j| (j.job_id, j.status))
+    }
+    assert_eq!(
+        found(store, &hash).await,
+        Some((newer.job_id.clone(), JobStatus::Queued))
+    );
     // Approved still counts (it waits to be run); a final job does not.
     store
         .vote_plain(&vote(&newer.job_id, "bob", Verdict::Approve))
         .await
         .expect("approve");
-    assert_eq!(found(store).await, Some((newer.job_id.clone(), JobStatus::Approved)));
+    assert_eq!(
+        found(store, &hash).await,
+        Some((newer.job_id.clone(), JobStatus::Approved))
+    );
     store
         .cancel(&newer.job_id, "alice", Utc::now())
         .await
         .expect("cancel");
-    assert_eq!(found(store).await, Some((older.job_id.clone(), JobStatus::Queued)));
+    assert_eq!(
+        found(store, &hash).await,
+        Some((older.job_id.clone(), JobStatus::Queued))
+    );
     store
         .vote_plain(&vote(&older.job_id, "bob", Verdict::Deny))
         .await
         .expect("deny");
-    assert_eq!(found(store).await, None);
+    assert_eq!(found(store, &hash).await, None);
 }
 
 async fn expiry_and_leases<S: Store>(store: &S) {

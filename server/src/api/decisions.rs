@@ -239,11 +239,11 @@ async fn record(
         capabilities,
         decisions::Route::Policy,
     )
-        .await
-        .map_err(|e| ApiError {
-            action: Some("deny"),
-            ..ApiError::from(e)
-        })?;
+    .await
+    .map_err(|e| ApiError {
+        action: Some("deny"),
+        ..ApiError::from(e)
+    })?;
     let Decided {
         decision,
         receipt,

@@ -183,7 +183,12 @@ struct McpArgs {
     #[arg(long = "upstream", value_name = "NAME")]
     upstreams: Vec<String>,
     /// The caller's API token (`countersign token create`); calls are decided for its holder.
-    #[arg(long, env = "COUNTERSIGN_MCP_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "COUNTERSIGN_MCP_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     token: String,
 }
 
@@ -710,7 +715,8 @@ async fn mcp(config: Config, args: McpArgs) -> Result<(), Failure> {
         .await
         .map_err(|e| format!("cannot record the policy in the database: {e}"))?;
     let caller = crate::mcp::authenticate(&state, &args.token).await?;
-    let gateway = crate::mcp::Gateway::new(state, &config.mcp_settings(), &args.upstreams, Some(caller))?;
+    let gateway =
+        crate::mcp::Gateway::new(state, &config.mcp_settings(), &args.upstreams, Some(caller))?;
     gateway.serve_stdio().await?;
     Ok(())
 }

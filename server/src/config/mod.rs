@@ -433,18 +433,31 @@ impl Config {
 
     fn validate_mcp(&self) -> Result<(), ConfigError> {
         if !(1..=3600).contains(&self.mcp_hold_secs) {
-            return Err(invalid("mcp_hold_secs", "must be between 1 and 3600 seconds"));
+            return Err(invalid(
+                "mcp_hold_secs",
+                "must be between 1 and 3600 seconds",
+            ));
         }
         if !(1..=60).contains(&self.mcp_progress_secs) {
-            return Err(invalid("mcp_progress_secs", "must be between 1 and 60 seconds"));
+            return Err(invalid(
+                "mcp_progress_secs",
+                "must be between 1 and 60 seconds",
+            ));
         }
         let mut names = std::collections::BTreeSet::new();
         for upstream in &self.mcp_upstreams {
             let name = upstream.name.trim();
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
                 return Err(invalid(
                     "mcp_upstreams",
-                    format!("{:?} is not a name (letters, digits, `-`, `_`, `.`)", upstream.name),
+                    format!(
+                        "{:?} is not a name (letters, digits, `-`, `_`, `.`)",
+                        upstream.name
+                    ),
                 ));
             }
             if !names.insert(name) {

@@ -14,7 +14,8 @@ use super::{Caller, Core, ServiceError};
 use crate::services::identity::api_tokens::AGENT_ROLE;
 use crate::store::{AuditAction, Risk};
 use crate::store::{
-    EventKind, Job, JobOutcome, JobStatus, NewAuditEvent, Store, StoreError, MCP_GATEWAY_PREFIX, SERVER_EXECUTOR_PREFIX,
+    EventKind, Job, JobOutcome, JobStatus, NewAuditEvent, Store, StoreError, MCP_GATEWAY_PREFIX,
+    SERVER_EXECUTOR_PREFIX,
 };
 use chrono::{DateTime, Utc};
 use enforcer::{Action, ExecutorKind, PolicySet, Principal, Request};

@@ -22,7 +22,7 @@ pub enum Admission {
     /// Denied: tell the assistant why.
     Denied { reasons: Vec<String> },
     /// Held for people: a new job, or the open job of the same call (`attached`).
-    Held { job: Job, attached: bool },
+    Held { job: Box<Job>, attached: bool },
 }
 
 /// A tool call as the gateway received it.
@@ -38,7 +38,10 @@ pub struct ToolCall<'a> {
 /// The policy request a call is decided as. A tool the policy does not know becomes a request
 /// for the tool `mcp:UPSTREAM`, which no policy has, so the enforcer denies it and the audit
 /// trail records it like any unknown tool; `refusal` says why in the gateway's words.
-pub fn policy_input(policy: Option<&UpstreamPolicy>, call: &ToolCall<'_>) -> (DecisionInput, Option<String>) {
+pub fn policy_input(
+    policy: Option<&UpstreamPolicy>,
+    call: &ToolCall<'_>,
+) -> (DecisionInput, Option<String>) {
     let mapped = match policy {
         None => Err(enforcer::mcp::McpRefusal::UnknownUpstream {
             upstream: call.upstream.to_string(),
@@ -78,7 +81,11 @@ pub fn policy_input(policy: Option<&UpstreamPolicy>, call: &ToolCall<'_>) -> (De
 
 /// Decide a tool call for `caller`, or attach it to the open job of the same call (same
 /// requester, same call hash): an assistant's retry never queues a second request.
-pub async fn admit(core: &Core, caller: &Caller, call: &ToolCall<'_>) -> Result<Admission, ServiceError> {
+pub async fn admit(
+    core: &Core,
+    caller: &Caller,
+    call: &ToolCall<'_>,
+) -> Result<Admission, ServiceError> {
     let (input, refusal) = policy_input(core.policy.mcp.get(call.upstream), call);
     if refusal.is_none() {
         let hash = enforcer::call_hash(&input.request());
@@ -89,19 +96,27 @@ pub async fn admit(core: &Core, caller: &Caller, call: &ToolCall<'_>) -> Result<
             .map_err(|e| ServiceError::unavailable("the approval queue could not be read", &e))?;
         if let Some(job) = open {
             return Ok(Admission::Held {
-                job,
+                job: Box::new(job),
                 attached: true,
             });
         }
     }
     let capabilities = caller.capabilities.iter().cloned().collect();
-    let decided = decisions::decide(core, caller, &input, &caller.id, capabilities, Route::McpGateway).await?;
+    let decided = decisions::decide(
+        core,
+        caller,
+        &input,
+        &caller.id,
+        capabilities,
+        Route::McpGateway,
+    )
+    .await?;
     Ok(match (decided.decision.action, decided.job) {
         (Action::Allow, _) => Admission::Run {
             audit_id: decided.receipt.id,
         },
         (Action::RequireApproval, Some(job)) => Admission::Held {
-            job,
+            job: Box::new(job),
             attached: false,
         },
         (Action::RequireApproval, None) => {
@@ -129,6 +144,14 @@ pub enum Waiting {
     Ended(Job),
     /// Still waiting for people after the hold; `approvals` counted so far.
     StillQueued { job: Job, approvals: u32 },
+}
+
+/// The job as it is now.
+pub async fn current(core: &Core, job_id: &str) -> Result<Job, ServiceError> {
+    core.store
+        .job(job_id)
+        .await
+        .map_err(|e| ServiceError::unavailable("the job could not be read", &e))
 }
 
 /// The reviewer's reason, when a job was denied.
@@ -194,7 +217,11 @@ where
         }
         let pause = Duration::from_secs(1)
             .min(deadline.saturating_duration_since(now))
-            .min(next_progress.saturating_duration_since(now).max(Duration::from_millis(50)));
+            .min(
+                next_progress
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(50)),
+            );
         let _ = tokio::time::timeout(pause, async {
             loop {
                 match events.recv().await {
@@ -262,9 +289,7 @@ pub async fn report_allowed(
     audit_id: &str,
     report: &RunReport,
 ) -> Result<(), ServiceError> {
-    let hash = enforcer::canonical_sha256(
-        &serde_json::to_value(report).unwrap_or(Value::Null),
-    );
+    let hash = enforcer::canonical_sha256(&serde_json::to_value(report).unwrap_or(Value::Null));
     execution::decision_result(core, caller, audit_id, report, &hash)
         .await
         .map(|_| ())
