@@ -20,6 +20,12 @@ impl Verdict {
             Verdict::Deny => "deny",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Verdict> {
+        [Verdict::Approve, Verdict::Deny]
+            .into_iter()
+            .find(|v| v.as_str() == text)
+    }
 }
 
 /// One vote already cast on a job.

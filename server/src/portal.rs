@@ -896,16 +896,8 @@ impl PortalService for Portal {
     fn vote(&self, job_id: String, verdict: String, reason: String) -> BoxFuture<String> {
         let page = format!("/approvals/{}", app::encode_query(&job_id));
         let done = self.signed_in(move |state, user| async move {
-            let verdict = match verdict.as_str() {
-                "approve" => Verdict::Approve,
-                "deny" => Verdict::Deny,
-                _ => {
-                    return Err(AppError::invalid(
-                        "verdict",
-                        "the verdict is approve or deny",
-                    ))
-                }
-            };
+            let verdict = Verdict::parse(&verdict)
+                .ok_or_else(|| AppError::invalid("verdict", "the verdict is approve or deny"))?;
             match approvals::vote(&state, &principal(&user), &job_id, verdict, Some(&reason)).await
             {
                 Ok(_) => Ok(verdict),

@@ -1,8 +1,7 @@
 //! The `countersign` command line: its arguments (clap) and what each command does. The
 //! binary (`main.rs`) only runs [`run`].
 
-use crate::store::{audit, AnyStore, AuditWriter, EventKind, NewAuditEvent};
-use crate::store::{AuditAction, Risk};
+use crate::store::{audit, AnyStore, AuditAction, AuditWriter, EventKind, NewAuditEvent, Risk};
 use crate::{
     app, checkpoint_policy, cli::evaluate, config::Config, services::maintenance::Maintenance,
     telemetry, AppState, Database,

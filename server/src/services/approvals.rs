@@ -5,9 +5,9 @@
 //! (`POST /api/v1/jobs/{id}/votes`) and by the portal.
 
 use super::Core;
-use crate::store::{AuditAction, Risk};
 use crate::store::{
-    EventKind, Job, JobStatus, NewAuditEvent, Store, StoreError, VoteRecord, VoteTally,
+    AuditAction, EventKind, Job, JobStatus, NewAuditEvent, Risk, Store, StoreError, VoteRecord,
+    VoteTally,
 };
 use chrono::Utc;
 use enforcer::{Principal, Verdict};

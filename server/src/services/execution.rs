@@ -12,10 +12,9 @@
 use super::idempotency::{self, Claim};
 use super::{Caller, Core, ServiceError};
 use crate::services::identity::api_tokens::AGENT_ROLE;
-use crate::store::{AuditAction, Risk};
 use crate::store::{
-    EventKind, Job, JobOutcome, JobStatus, NewAuditEvent, Store, StoreError, MCP_GATEWAY_PREFIX,
-    SERVER_EXECUTOR_PREFIX,
+    AuditAction, EventKind, Job, JobOutcome, JobStatus, NewAuditEvent, Risk, Store, StoreError,
+    MCP_GATEWAY_PREFIX, SERVER_EXECUTOR_PREFIX,
 };
 use chrono::{DateTime, Utc};
 use enforcer::{Action, ExecutorKind, PolicySet, Principal, Request};
@@ -205,7 +204,7 @@ pub async fn lease_next(core: &Core, owner: &str) -> Result<Option<Job>, StoreEr
                     "failed",
                     &format!("not run: {reason}"),
                 );
-                event.decision_action = "deny".into();
+                event.decision_action = AuditAction::Deny.as_str().into();
                 event.error = Some(reason.0);
                 audit_step(core, event).await;
                 core.notify_job(&ended);

@@ -1,8 +1,10 @@
 //! Background work: expire jobs past their TTL or approval window, return lapsed leases, and
 //! (when configured) purge audit rows past the retention period. Every change is audited.
 
-use crate::store::{audit, AnyStore, AuditWriter, EventKind, Job, JobStatus, NewAuditEvent, Store};
-use crate::store::{AuditAction, Risk};
+use crate::store::{
+    audit, AnyStore, AuditAction, AuditWriter, EventKind, Job, JobStatus, NewAuditEvent, Risk,
+    Store,
+};
 use chrono::{Duration, Utc};
 use std::time::Duration as StdDuration;
 

@@ -882,11 +882,9 @@ impl Store for DialectStore {
                 Ok(VoteRecord {
                     job_id: row.try_get("job_id")?,
                     approver: row.try_get("approver")?,
-                    verdict: if verdict == "deny" {
-                        Verdict::Deny
-                    } else {
-                        Verdict::Approve
-                    },
+                    verdict: Verdict::parse(&verdict).ok_or_else(|| {
+                        StoreError::Invalid(format!("unknown vote verdict {verdict:?}"))
+                    })?,
                     reason: row.try_get("reason")?,
                     created_at: read_ts(row, "created_at")?,
                 })
@@ -911,10 +909,7 @@ impl Store for DialectStore {
                     action: "vote",
                 });
             }
-            let verdict = match vote.verdict {
-                Verdict::Approve => "approve",
-                Verdict::Deny => "deny",
-            };
+            let verdict = vote.verdict.as_str();
             let now = ts(vote.created_at);
             sqlx::query("INSERT INTO approvals (job_id, approver, verdict, reason, created_at) VALUES ($1, $2, $3, $4, $5)")
                 .bind(&vote.job_id)

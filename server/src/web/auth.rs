@@ -5,8 +5,7 @@
 //! lifetime. Every sign-in, refusal and sign-out is audited.
 
 use crate::services::identity::{accounts, oidc};
-use crate::store::{AuditAction, Risk};
-use crate::store::{EventKind, NewAuditEvent};
+use crate::store::{AuditAction, EventKind, NewAuditEvent, Risk};
 use crate::AppState;
 use axum::{
     extract::{ConnectInfo, Request, State},

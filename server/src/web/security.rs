@@ -5,8 +5,7 @@
 //! peers' `X-Forwarded-For` is believed when a client's address matters.
 
 use crate::config::TrustedProxies;
-use crate::store::{AuditAction, Risk};
-use crate::store::{EventKind, NewAuditEvent};
+use crate::store::{AuditAction, EventKind, NewAuditEvent, Risk};
 use crate::AppState;
 use axum::{
     extract::{Request, State},

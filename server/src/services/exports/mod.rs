@@ -13,9 +13,9 @@ pub mod summary;
 
 use super::{Core, ServiceError};
 use crate::store::{
-    AnyStore, AuditFilter, AuditRecord, EventKind, NewAuditEvent, Store, StoreError,
+    AnyStore, AuditAction, AuditFilter, AuditRecord, EventKind, NewAuditEvent, Risk, Store,
+    StoreError,
 };
-use crate::store::{AuditAction, Risk};
 use base64::Engine;
 use bytes::Bytes;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
