@@ -184,6 +184,22 @@ env = ["PATH", "HOME"]
         panic!("no job was queued");
     }
 
+    /// The assistant's audit rows, oldest first.
+    async fn assistants_rows(&self) -> Vec<server::store::AuditRecord> {
+        self.state
+            .store
+            .audit_search(
+                &server::store::AuditFilter {
+                    caller_id: Some("assistant".into()),
+                    after_seq: Some(0),
+                    ..Default::default()
+                },
+                100,
+            )
+            .await
+            .expect("audit")
+    }
+
     async fn vote(&self, job_id: &str, verdict: enforcer::Verdict, reason: &str) {
         let dave = enforcer::Principal {
             id: "dave".into(),
@@ -263,19 +279,7 @@ async fn an_allowed_call_returns_the_upstreams_result_unchanged_and_is_audited()
     let _ = direct.cancel().await;
 
     // The decision and the run are in the audit trail.
-    let rows = env
-        .state
-        .store
-        .audit_search(
-            &server::store::AuditFilter {
-                caller_id: Some("assistant".into()),
-                after_seq: Some(0),
-                ..Default::default()
-            },
-            100,
-        )
-        .await
-        .expect("audit");
+    let rows = env.assistants_rows().await;
     let kinds: Vec<(&str, &str)> = rows
         .iter()
         .map(|r| (r.event.kind.as_str(), r.event.decision_action.as_str()))
@@ -302,19 +306,7 @@ async fn a_tool_the_policy_does_not_know_is_denied_with_the_reason() {
         text(&moved)
     );
     assert!(env.file("hello.txt").exists(), "nothing was moved");
-    let rows = env
-        .state
-        .store
-        .audit_search(
-            &server::store::AuditFilter {
-                caller_id: Some("assistant".into()),
-                after_seq: Some(0),
-                ..Default::default()
-            },
-            100,
-        )
-        .await
-        .expect("audit");
+    let rows = env.assistants_rows().await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].event.decision_action, "deny");
     assert_eq!(rows[0].event.tool, "mcp:fs");

@@ -469,7 +469,10 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn insert_job(&self, job: &NewJob) -> impl Future<Output = Result<Job, StoreError>> + Send;
     fn job(&self, job_id: &str) -> impl Future<Output = Result<Job, StoreError>> + Send;
     /// The newest job of `requester` for the call `call_hash` that is still open (queued or
-    /// approved): the one a repeated call attaches to instead of asking again.
+    /// approved): the one a repeated call attaches to instead of asking again. It reads the open
+    /// jobs through the status index; an index of its own (on the call hash) was measured to
+    /// cost the decision API about a tenth of its throughput, since every queued job would
+    /// write to it at a random place (BENCHMARKS.md, "The MCP gateway").
     fn open_job_for_call(
         &self,
         requester: &str,
