@@ -5,11 +5,11 @@
 
 #[cfg(feature = "ssr")]
 use crate::service::service;
+use crate::views::{AuditList, AuditQuery, AuditRowDetail};
 use crate::AppError;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
-use serde::{Deserialize, Serialize};
 
 /// The filter form's fields (as typed; the server checks them).
 pub const FILTERS: [(&str, &str); 9] = [
@@ -24,76 +24,6 @@ pub const FILTERS: [(&str, &str); 9] = [
     ("kind", "Event kind"),
 ];
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditQuery {
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub caller: Option<String>,
-    pub tool: Option<String>,
-    pub operation: Option<String>,
-    pub action: Option<String>,
-    pub risk: Option<String>,
-    pub status: Option<String>,
-    pub kind: Option<String>,
-    pub before: Option<String>,
-}
-
-impl AuditQuery {
-    fn get(&self, name: &str) -> Option<&String> {
-        match name {
-            "from" => self.from.as_ref(),
-            "to" => self.to.as_ref(),
-            "caller" => self.caller.as_ref(),
-            "tool" => self.tool.as_ref(),
-            "operation" => self.operation.as_ref(),
-            "action" => self.action.as_ref(),
-            "risk" => self.risk.as_ref(),
-            "status" => self.status.as_ref(),
-            "kind" => self.kind.as_ref(),
-            _ => self.before.as_ref(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditRowView {
-    pub seq: i64,
-    pub id: String,
-    pub at: String,
-    pub kind: String,
-    pub caller: String,
-    pub tool: String,
-    pub operation: String,
-    pub action: String,
-    pub risk: String,
-    pub status: Option<String>,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditList {
-    pub rows: Vec<AuditRowView>,
-    /// The sequence number the next (older) page starts below.
-    pub next: Option<i64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditRowDetail {
-    pub row: AuditRowView,
-    /// Every stored field, as name and text.
-    pub fields: Vec<(String, String)>,
-    pub prev_hash: String,
-    pub row_hash: String,
-    /// The row's hash recomputed from its content matches.
-    pub hash_ok: bool,
-    /// Its `prev_hash` is the previous row's hash (None: the previous row was purged).
-    pub prev_ok: Option<bool>,
-    /// The next row's `prev_hash` is this row's hash (None: this is the head).
-    pub next_ok: Option<bool>,
-}
-
-/// A page of the audit trail. (JSON-encoded: the filters are one struct, which the URL-encoded
-/// form would drop when every field is empty.)
 #[server(endpoint = "search_audit", input = leptos::server_fn::codec::Json)]
 pub async fn search_audit(query: AuditQuery) -> Result<AuditList, AppError> {
     service()?.audit(query).await

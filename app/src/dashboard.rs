@@ -3,71 +3,15 @@
 //! 7-day trend, the reference note's denied-operation alert, top tools and recent activity.
 //! Once hydrated it listens to `/events` (server-sent events) and refreshes when jobs change.
 
-use crate::approvals::{duration, PendingApproval, RiskBadge};
+use crate::components::{duration, live_refresh, RiskBadge};
 #[cfg(feature = "ssr")]
 use crate::service::service;
+use crate::views::{DashboardView, DeliveryView};
 use crate::AppError;
 use enforcer::{Action, Risk};
 use leptos::prelude::*;
 use leptos_meta::Title;
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecentRow {
-    pub seq: i64,
-    pub at: String,
-    pub kind: String,
-    pub caller: String,
-    pub tool: String,
-    pub operation: String,
-    pub action: String,
-    pub risk: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DashboardView {
-    /// The most urgent pending requests (at most 5) and how many wait per priority.
-    pub pending: Vec<PendingApproval>,
-    pub pending_total: usize,
-    pub pending_by_priority: Vec<(String, i64)>,
-    /// Jobs per status.
-    pub queue: Vec<(String, i64)>,
-    /// Decisions of the last 24 h: (action, risk, count).
-    pub by_action_risk: Vec<(String, String, i64)>,
-    /// Decisions per day, last 7 days: (day, action, count).
-    pub daily: Vec<(String, String, i64)>,
-    /// More than 5 denials in an hour: (caller, tool, operation, count).
-    pub alerts: Vec<(String, String, String, i64)>,
-    pub top_tools: Vec<(String, i64)>,
-    /// The newest audit rows (auditors and admins only: the trail is theirs to read).
-    pub recent: Option<Vec<RecentRow>>,
-    /// Notification deliveries (auditors and admins only).
-    pub deliveries: Option<DeliveryView>,
-}
-
-/// How notifications are getting out: messages per sink and status, and the newest dead
-/// letters (given up after the last retry, or refused by the receiver).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeliveryView {
-    /// (sink, status, count); status is pending, delivered or dead.
-    pub counts: Vec<(String, String, i64)>,
-    pub dead: Vec<DeadLetterRow>,
-    /// Whether the signed-in person may put dead letters back in the queue (admins).
-    pub may_retry: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadLetterRow {
-    pub id: i64,
-    pub sink: String,
-    pub event: String,
-    pub job_id: Option<String>,
-    pub attempts: i32,
-    pub error: String,
-    pub created_at: String,
-}
-
-/// Put a dead letter back in the queue (admins), then come back to the dashboard.
 #[server(endpoint = "retry_delivery")]
 pub async fn retry_delivery(id: i64) -> Result<(), AppError> {
     let next = service()?.retry_delivery(id).await;
@@ -237,47 +181,6 @@ pub fn Dashboard() -> impl IntoView {
             </Transition>
         </section>
     }
-}
-
-/// After hydration: refetch `data` whenever the server says something changed (`/events`).
-#[allow(unused_variables)]
-pub(crate) fn live_refresh<T>(data: Resource<T>)
-where
-    T: Send + Sync + Serialize + for<'de> Deserialize<'de> + 'static,
-{
-    #[cfg(feature = "hydrate")]
-    Effect::new(move |_| {
-        use wasm_bindgen::{closure::Closure, JsCast};
-        let Ok(source) = web_sys::EventSource::new("/events") else {
-            return;
-        };
-        use std::sync::atomic::{AtomicBool, Ordering};
-        // When the page goes away (client-side navigation) the stream is closed at its next
-        // message and the (disposed) resource is never touched again.
-        let alive = std::sync::Arc::new(AtomicBool::new(true));
-        {
-            let alive = alive.clone();
-            on_cleanup(move || alive.store(false, Ordering::Relaxed));
-        }
-        let stream = source.clone();
-        let on_change = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_| {
-            if alive.load(Ordering::Relaxed) {
-                data.refetch();
-            } else {
-                stream.close();
-            }
-        });
-        source.set_onmessage(Some(on_change.as_ref().unchecked_ref()));
-        // The handler lives as long as the stream (JavaScript owns both from here).
-        on_change.forget();
-        let _ = document_attr();
-    });
-}
-
-#[cfg(feature = "hydrate")]
-fn document_attr() -> Option<()> {
-    let body = web_sys::window()?.document()?.body()?;
-    body.set_attribute("data-live", "true").ok()
 }
 
 /// The notification deliveries panel: counts per sink, and the dead letters with a retry button.

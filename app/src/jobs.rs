@@ -2,65 +2,16 @@
 //! with its timeline (requested, votes, picked, executing, result), output, duration and side
 //! effects. Plain links and server rendering: they work before (and without) WASM.
 
-use crate::approvals::{duration, RiskBadge};
+use crate::components::{duration, RiskBadge};
 #[cfg(feature = "ssr")]
 use crate::service::service;
+use crate::views::{JobDetail, JobList, JobQuery, JobRow};
 use crate::AppError;
-use enforcer::{JobStatus, JobSummary};
+use enforcer::JobStatus;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
-use serde::{Deserialize, Serialize};
 
-/// What the job list asks for.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobQuery {
-    pub status: Option<String>,
-    /// Keyset cursor from the previous page (`next`).
-    pub before: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobRow {
-    #[serde(flatten)]
-    pub job: JobSummary,
-    pub status: JobStatus,
-    pub age_secs: i64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobList {
-    pub rows: Vec<JobRow>,
-    /// The cursor for the next (older) page, when there is one.
-    pub next: Option<String>,
-    /// Jobs per status (all jobs, not only this page).
-    pub counts: Vec<(String, i64)>,
-}
-
-/// One step of a job's life, from its audit rows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TimelineEntry {
-    pub at: String,
-    pub kind: String,
-    pub who: String,
-    pub what: String,
-    pub seq: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobDetail {
-    pub row: JobRow,
-    pub arguments: String,
-    pub timeline: Vec<TimelineEntry>,
-    pub exit_code: Option<i64>,
-    pub duration_ms: Option<i64>,
-    pub output: Option<String>,
-    pub output_digest: Option<String>,
-    pub side_effects: Vec<String>,
-    pub error: Option<String>,
-}
-
-/// A page of jobs. (Flat optional arguments: an empty nested struct would not survive the
 /// URL-encoded form server functions are called with.)
 #[server(endpoint = "list_jobs")]
 pub async fn list_jobs(

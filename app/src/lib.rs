@@ -5,6 +5,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod components;
 pub mod dashboard;
 pub mod error;
 pub mod jobs;
@@ -13,6 +14,7 @@ mod pages;
 pub mod policies;
 pub mod reports;
 pub mod service;
+pub mod views;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Link, Meta, MetaTags, Stylesheet, Title};

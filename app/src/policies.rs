@@ -3,23 +3,15 @@
 //! browser with the same enforcer crate, compiled to wasm, loaded from the very text the server
 //! loaded (so the policy hash matches the server's).
 
+use crate::components::{CodeText, CommandsList};
 #[cfg(feature = "ssr")]
 use crate::service::service;
+use crate::views::{CommandView, PolicySource};
 use crate::AppError;
 use enforcer::{PolicySet, Principal, Request};
 use leptos::prelude::*;
 use leptos_meta::Title;
-use serde::{Deserialize, Serialize};
 
-/// The active policy's text, as the server loaded it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PolicySource {
-    pub file: String,
-    pub source: String,
-    pub hash: String,
-}
-
-/// The active policy.
 #[server(endpoint = "active_policy")]
 pub async fn active_policy() -> Result<PolicySource, AppError> {
     service()?.policy().await
@@ -146,7 +138,7 @@ struct Outcome {
     risk: String,
     reasons: Vec<String>,
     patterns: Vec<String>,
-    commands: Vec<crate::approvals::CommandView>,
+    commands: Vec<CommandView>,
     call_hash: String,
     policy_hash: String,
     approvals: u32,
@@ -202,7 +194,7 @@ fn simulate(
         risk: d.risk.as_str().to_string(),
         reasons: d.reasons,
         patterns: d.matched_patterns.iter().map(|m| m.id.clone()).collect(),
-        commands: crate::approvals::CommandView::of(&d.commands, &request.args),
+        commands: CommandView::of(&d.commands, &request.args),
         call_hash: d.call_hash,
         policy_hash: d.policy_hash,
         approvals: d.approvals_required,
@@ -257,9 +249,9 @@ fn Simulator(set: StoredValue<PolicySet>, tools: Vec<String>) -> impl IntoView {
                     <dt>"What it does"</dt><dd data-testid="sim-commands">{if o.commands.is_empty() {
                         view! { <span class="muted">"No shell command to read."</span> }.into_any()
                     } else {
-                        view! { <crate::approvals::CommandsList commands=o.commands/> }.into_any()
+                        view! { <CommandsList commands=o.commands/> }.into_any()
                     }}</dd>
-                    <dt>"Reasons"</dt><dd><ul>{o.reasons.into_iter().map(|r| view! { <li><crate::approvals::CodeText text=r/></li> }).collect_view()}</ul></dd>
+                    <dt>"Reasons"</dt><dd><ul>{o.reasons.into_iter().map(|r| view! { <li><CodeText text=r/></li> }).collect_view()}</ul></dd>
                     <dt>"Call hash"</dt><dd><code class="hash" data-testid="sim-call-hash">{o.call_hash}</code></dd>
                     <dt>"Policy hash"</dt><dd><code class="hash" data-testid="sim-policy-hash">{o.policy_hash}</code></dd>
                 </dl>

@@ -5,15 +5,12 @@
 
 #[cfg(feature = "ssr")]
 use crate::service::service;
+use crate::views::{ExportProgress, ReportPreview, ReportQuery};
 use crate::AppError;
 use enforcer::{AuditAction, Risk};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
-use serde::{Deserialize, Serialize};
-
-/// The report form's fields, as typed (the server checks them): the export API's own query.
-pub use enforcer::wire::ReportQuery;
 
 /// The download link of one format.
 pub fn export_href(query: &ReportQuery, format: &str) -> String {
@@ -22,28 +19,6 @@ pub fn export_href(query: &ReportQuery, format: &str) -> String {
         href.push_str(&format!("&{name}={}", crate::encode_query(value)));
     }
     href
-}
-
-/// What an export of the chosen period and filters would hold.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReportPreview {
-    /// The period as the server understood it (RFC 3339, end exclusive).
-    pub from: String,
-    pub to: String,
-    pub framework: Option<String>,
-    pub total: i64,
-    pub by_kind: Vec<(String, i64)>,
-    pub by_action: Vec<(String, i64)>,
-    /// Whether evidence bundles can be made (a signing key is configured).
-    pub bundles: bool,
-}
-
-/// How far a download has got.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExportProgress {
-    pub rows: u64,
-    pub done: bool,
-    pub failed: bool,
 }
 
 /// How far the signed-in person's download `token` has got.

@@ -2,17 +2,10 @@
 //! service bound to the signed-in person. Errors are sentences to show them.
 
 #[cfg(feature = "ssr")]
-use crate::approvals::{ApprovalView, PendingApproval};
-#[cfg(feature = "ssr")]
-use crate::audit::{AuditList, AuditQuery, AuditRowDetail};
-#[cfg(feature = "ssr")]
-use crate::dashboard::DashboardView;
-#[cfg(feature = "ssr")]
-use crate::jobs::{JobDetail, JobList, JobQuery};
-#[cfg(feature = "ssr")]
-use crate::policies::PolicySource;
-#[cfg(feature = "ssr")]
-use crate::reports::{ExportProgress, ReportPreview, ReportQuery};
+use crate::views::{
+    ApprovalView, AuditList, AuditQuery, AuditRowDetail, DashboardView, ExportProgress, JobDetail,
+    JobList, JobQuery, PendingApproval, PolicySource, ReportPreview, ReportQuery,
+};
 #[cfg(feature = "ssr")]
 use crate::AppError;
 #[cfg(feature = "ssr")]

@@ -11,7 +11,9 @@
 //! `policies/commands/README.md` describes the file format.
 
 use crate::analysis::Invocation;
-use crate::policy::{Category, PolicyError};
+use crate::category::Category;
+use crate::error::{toml_error, PolicyError};
+use crate::fnv::Fnv;
 use regex::{Regex, RegexSet};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -313,8 +315,8 @@ struct Verbs {
 /// The whole catalogue: entries by command name, the verbs, and the sensitive paths.
 #[derive(Debug, Clone)]
 pub struct Catalogue {
-    /// By command name (FNV: the keys are the catalogue's own, see `policy::Fnv`).
-    commands: HashMap<String, Entry, BuildHasherDefault<crate::policy::Fnv>>,
+    /// By command name (FNV: the keys are the catalogue's own, see `crate::fnv::Fnv`).
+    commands: HashMap<String, Entry, BuildHasherDefault<Fnv>>,
     code_variables: BTreeSet<String>,
     verbs: Verbs,
     sensitive: RegexSet,
@@ -450,7 +452,7 @@ fn builtin() -> Result<&'static CatalogueFile, PolicyError> {
             let mut defined: BTreeMap<String, &str> = BTreeMap::new();
             for &(file, text) in BUILTIN_FILES {
                 let part: CatalogueFile =
-                    toml::from_str(text).map_err(|e| crate::policy::toml_error(file, text, &e))?;
+                    toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
                 let names = part
                     .groups
                     .values()
@@ -796,8 +798,7 @@ impl Catalogue {
             file: place_file,
             rulesets: &all.rulesets,
         };
-        let mut commands: HashMap<String, Entry, BuildHasherDefault<crate::policy::Fnv>> =
-            HashMap::default();
+        let mut commands: HashMap<String, Entry, BuildHasherDefault<Fnv>> = HashMap::default();
         for (effect, names) in &all.groups {
             let stated = place.stated(effect, &format!("groups.{effect}"))?;
             for name in names {

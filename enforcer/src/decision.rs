@@ -5,38 +5,15 @@ use crate::catalogue::{category_name, Classification};
 use crate::policy::{
     Category, Effects, InvocationFlags, Operation, Pattern, PolicySet, UnknownCommands,
 };
+pub use crate::request::{Principal, Request};
 use crate::shell::{self, Warning};
 use crate::{Action, Risk};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::ops::Range;
-
-/// A tool call someone wants to make.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Request {
-    pub tool: String,
-    pub operation: String,
-    #[serde(default)]
-    pub args: Map<String, Value>,
-    /// The host or resource the call acts on, when the tool names one.
-    #[serde(default)]
-    pub target: Option<String>,
-}
-
-/// Who asks: an identity with roles and capabilities (from Keycloak or a local account).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Principal {
-    pub id: String,
-    #[serde(default)]
-    pub roles: BTreeSet<String>,
-    #[serde(default)]
-    pub capabilities: BTreeSet<String>,
-}
 
 /// A dangerous pattern found in an argument.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,12 +17,16 @@ pub mod analysis;
 pub mod approval;
 pub mod canonical;
 pub mod catalogue;
+pub mod category;
 pub mod decision;
+pub mod error;
 pub mod executor;
+mod fnv;
 pub mod job;
 pub mod mcp;
 pub mod policy;
 pub mod record;
+pub mod request;
 pub mod shell;
 pub mod wire;
 

@@ -24,8 +24,7 @@
 //! (`unknown_tools = { tool = "mcp-unknown", operation = "call" }`), which the policy then
 //! decides like any other, typically CRITICAL.
 
-use crate::decision::Request;
-use crate::policy::Tool;
+use crate::request::Request;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -175,53 +174,6 @@ impl ToolMap {
             target,
         })
     }
-}
-
-/// Check one `[mcp.upstreams.U.tools.T]` table against the policy's tools. `Err` is the
-/// setting at fault and why.
-pub(crate) fn compile_tool_map(
-    file: &ToolMapFile,
-    tools: &BTreeMap<String, Tool>,
-) -> Result<ToolMap, (&'static str, String)> {
-    let Some(tool) = tools.get(&file.tool) else {
-        return Err((
-            "tool",
-            format!(
-                "names the tool `{}`, which the policy does not have",
-                file.tool
-            ),
-        ));
-    };
-    let operation = match (&file.operation, &file.operation_arg) {
-        (Some(op), None) => {
-            if !tool.operations.contains_key(op) {
-                return Err((
-                    "operation",
-                    format!("names `{op}`, which the tool `{}` does not have", file.tool),
-                ));
-            }
-            OperationSource::Fixed(op.clone())
-        }
-        (None, Some(arg)) if !arg.trim().is_empty() => OperationSource::Argument(arg.clone()),
-        (Some(_), Some(_)) => {
-            return Err((
-                "operation",
-                "give `operation` or `operation_arg`, not both".into(),
-            ))
-        }
-        _ => {
-            return Err((
-                "operation",
-                "say which operation this is: `operation = \"NAME\"`, or `operation_arg = \"ARGUMENT\"` when an argument carries it".into(),
-            ))
-        }
-    };
-    Ok(ToolMap {
-        tool: file.tool.clone(),
-        operation,
-        target_arg: file.target_arg.clone().filter(|a| !a.trim().is_empty()),
-        rename: file.args.clone(),
-    })
 }
 
 #[cfg(test)]

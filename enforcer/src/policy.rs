@@ -5,40 +5,20 @@
 
 use crate::analysis::Invocation;
 use crate::catalogue::Catalogue;
+pub use crate::category::Category;
+pub use crate::error::PolicyError;
+use crate::error::{line_col, toml_error};
 use crate::executor::{
     check_template, is_agent_id, is_env_name, is_shell, Executor, ExecutorKind,
     DEFAULT_TIMEOUT_SECS, DEFAULT_WEBHOOK_ATTEMPTS,
 };
+use crate::fnv::Fnv;
+use crate::mcp::{OperationSource, ToolMap, ToolMapFile};
 use crate::{canonical_json, sha256_hex, Risk};
 use regex::{Regex, RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasherDefault;
-
-/// FNV-1a, for the by-command pattern index. Command names are a few bytes, and the keys are
-/// the policy's own (a lookup never inserts), so SipHash's resistance to crafted keys buys
-/// nothing there and costs more than the rest of the lookup.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-use std::fmt;
 use std::ops::Range;
 use toml::Spanned;
 
@@ -55,80 +35,6 @@ pub const BUILTIN_CAPABILITIES: [&str; 10] = [
     "remote-exec",
     "macos-wireless",
 ];
-
-/// Why a policy file was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyError {
-    pub file: String,
-    /// 1-based; 0 when the error concerns the file as a whole.
-    pub line: usize,
-    pub column: usize,
-    /// Dotted path of the setting at fault, when known (`tools.ssh-exec.operations.run.risk`).
-    pub field: Option<String>,
-    pub message: String,
-}
-
-impl fmt::Display for PolicyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file)?;
-        if self.line > 0 {
-            write!(f, ":{}:{}", self.line, self.column)?;
-        }
-        if let Some(field) = &self.field {
-            write!(f, ": {field}")?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-impl std::error::Error for PolicyError {}
-
-/// The kinds of danger a pattern can describe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Category {
-    Destructive,
-    ServiceDisruption,
-    /// Firewall rules, routes, interfaces, DNS (`firewall-network` in the command catalogue).
-    #[serde(alias = "firewall-network")]
-    Firewall,
-    RemoteCodeExecution,
-    Permissions,
-    ForceFlag,
-    PrivilegeEscalation,
-    WritesFiles,
-    SystemConfig,
-    Packages,
-    ProcessKill,
-    NetworkExposure,
-    RunsUnreviewedCode,
-    Secrets,
-    RemoteState,
-    DeviceWrite,
-}
-
-impl Category {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::Destructive => "destructive",
-            Category::ServiceDisruption => "service-disruption",
-            Category::Firewall => "firewall",
-            Category::RemoteCodeExecution => "remote-code-execution",
-            Category::Permissions => "permissions",
-            Category::ForceFlag => "force-flag",
-            Category::PrivilegeEscalation => "privilege-escalation",
-            Category::WritesFiles => "writes-files",
-            Category::SystemConfig => "system-config",
-            Category::Packages => "packages",
-            Category::ProcessKill => "process-kill",
-            Category::NetworkExposure => "network-exposure",
-            Category::RunsUnreviewedCode => "runs-unreviewed-code",
-            Category::Secrets => "secrets",
-            Category::RemoteState => "remote-state",
-            Category::DeviceWrite => "device-write",
-        }
-    }
-}
 
 /// What kind of operation argument a pattern inspects.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -849,26 +755,6 @@ impl PolicySet {
     }
 }
 
-/// A TOML syntax or shape error in `file`, at its line and column.
-pub(crate) fn toml_error(file: &str, source: &str, e: &toml::de::Error) -> PolicyError {
-    let (line, column) = e.span().map_or((0, 0), |span| line_col(source, span.start));
-    PolicyError {
-        file: file.to_string(),
-        line,
-        column,
-        field: None,
-        message: e.message().trim().to_string(),
-    }
-}
-
-pub(crate) fn line_col(source: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(source.len());
-    let before = source.get(..offset).unwrap_or(source);
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
 struct Ctx<'a> {
     file: &'a str,
     source: &'a str,
@@ -1017,7 +903,7 @@ fn compile_mcp(
     let mut out = BTreeMap::new();
     for (upstream, table) in &file.upstreams {
         let compile = |name: &str, map: &crate::mcp::ToolMapFile, key: String| {
-            crate::mcp::compile_tool_map(map, tools).map_err(|(setting, message)| {
+            compile_tool_map(map, tools).map_err(|(setting, message)| {
                 ctx.err(
                     ctx.find(&map.tool),
                     format!("{key}.{setting}"),
@@ -1037,6 +923,53 @@ fn compile_mcp(
         out.insert(upstream.clone(), policy);
     }
     Ok(out)
+}
+
+/// Check one `[mcp.upstreams.U.tools.T]` table against the policy's tools. `Err` is the
+/// setting at fault and why.
+fn compile_tool_map(
+    file: &ToolMapFile,
+    tools: &BTreeMap<String, Tool>,
+) -> Result<ToolMap, (&'static str, String)> {
+    let Some(tool) = tools.get(&file.tool) else {
+        return Err((
+            "tool",
+            format!(
+                "names the tool `{}`, which the policy does not have",
+                file.tool
+            ),
+        ));
+    };
+    let operation = match (&file.operation, &file.operation_arg) {
+        (Some(op), None) => {
+            if !tool.operations.contains_key(op) {
+                return Err((
+                    "operation",
+                    format!("names `{op}`, which the tool `{}` does not have", file.tool),
+                ));
+            }
+            OperationSource::Fixed(op.clone())
+        }
+        (None, Some(arg)) if !arg.trim().is_empty() => OperationSource::Argument(arg.clone()),
+        (Some(_), Some(_)) => {
+            return Err((
+                "operation",
+                "give `operation` or `operation_arg`, not both".into(),
+            ))
+        }
+        _ => {
+            return Err((
+                "operation",
+                "say which operation this is: `operation = \"NAME\"`, or `operation_arg = \"ARGUMENT\"` when an argument carries it".into(),
+            ))
+        }
+    };
+    Ok(ToolMap {
+        tool: file.tool.clone(),
+        operation,
+        target_arg: file.target_arg.clone().filter(|a| !a.trim().is_empty()),
+        rename: file.args.clone(),
+    })
 }
 
 /// The built-in capabilities and the policy's own (each a valid name).

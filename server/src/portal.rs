@@ -5,13 +5,12 @@ use crate::services::approvals::{self, VoteError};
 use crate::store::{AuditAction, Job, JobSummary, Risk, Store, StoreError};
 use crate::web::auth::SignedIn;
 use crate::AppState;
-use app::approvals::{
-    ApprovalView, ArgumentView, PatternView, PendingApproval, Segment, SimilarRow, VoteRow,
-};
-use app::audit::{AuditList, AuditQuery, AuditRowDetail, AuditRowView};
-use app::dashboard::{DashboardView, DeadLetterRow, DeliveryView, RecentRow};
-use app::jobs::{JobDetail, JobList, JobQuery, JobRow, TimelineEntry};
 use app::service::{BoxFuture, PortalService};
+use app::views::{
+    ApprovalView, ArgumentView, AuditList, AuditQuery, AuditRowDetail, AuditRowView, DashboardView,
+    DeadLetterRow, DeliveryView, JobDetail, JobList, JobQuery, JobRow, PatternView,
+    PendingApproval, RecentRow, Segment, SimilarRow, TimelineEntry, VoteRow,
+};
 use app::AppError;
 use chrono::Utc;
 use enforcer::{Principal, Request, Verdict};
@@ -229,7 +228,7 @@ impl Portal {
                     text: m.text.clone(),
                 })
                 .collect(),
-            commands: app::approvals::CommandView::of(&decision.commands, &args),
+            commands: app::views::CommandView::of(&decision.commands, &args),
             reasons: decision.reasons.clone(),
             required_capabilities: job.requested_capabilities.clone(),
             viewer_capabilities: user.capabilities.clone(),
@@ -442,8 +441,8 @@ fn row_view(r: &crate::store::AuditRecord) -> AuditRowView {
 impl Portal {
     async fn preview_of(
         state: AppState,
-        q: app::reports::ReportQuery,
-    ) -> Result<app::reports::ReportPreview, AppError> {
+        q: app::views::ReportQuery,
+    ) -> Result<app::views::ReportPreview, AppError> {
         use crate::services::exports::{rfc3339, ExportQuery, ExportSpec};
         let spec = ExportSpec::parse(
             ExportQuery {
@@ -461,7 +460,7 @@ impl Portal {
                     "the audit trail cannot be counted right now; try again".into(),
                 )
             })?;
-        Ok(app::reports::ReportPreview {
+        Ok(app::views::ReportPreview {
             from: rfc3339(spec.from),
             to: rfc3339(spec.to),
             framework: spec.framework.map(|f| f.title().to_string()),
@@ -811,9 +810,9 @@ impl Portal {
 }
 
 impl PortalService for Portal {
-    fn policy(&self) -> BoxFuture<Result<app::policies::PolicySource, AppError>> {
+    fn policy(&self) -> BoxFuture<Result<app::views::PolicySource, AppError>> {
         self.signed_in(|state, _| async move {
-            Ok(app::policies::PolicySource {
+            Ok(app::views::PolicySource {
                 file: state.policy.file().to_string(),
                 source: state.policy.source().to_string(),
                 hash: state.policy.hash().to_string(),
@@ -837,8 +836,8 @@ impl PortalService for Portal {
 
     fn report_preview(
         &self,
-        query: app::reports::ReportQuery,
-    ) -> BoxFuture<Result<app::reports::ReportPreview, AppError>> {
+        query: app::views::ReportQuery,
+    ) -> BoxFuture<Result<app::views::ReportPreview, AppError>> {
         self.signed_in(|state, user| async move {
             auditor(&user)?;
             Portal::preview_of(state, query).await
@@ -848,10 +847,10 @@ impl PortalService for Portal {
     fn export_progress(
         &self,
         token: String,
-    ) -> BoxFuture<Result<Option<app::reports::ExportProgress>, AppError>> {
+    ) -> BoxFuture<Result<Option<app::views::ExportProgress>, AppError>> {
         self.signed_in(move |state, user| async move {
             Ok(state.export_progress.get(&user.username, &token).map(|p| {
-                app::reports::ExportProgress {
+                app::views::ExportProgress {
                     rows: p.rows,
                     done: p.done,
                     failed: p.failed,

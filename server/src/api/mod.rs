@@ -8,6 +8,7 @@ pub mod decisions;
 pub mod execution;
 pub mod exports;
 pub mod jobs;
+pub mod openapi;
 pub mod schema;
 
 use crate::api::caller::ApiCaller;
@@ -211,8 +212,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/jobs/{id}/result", post(execution::job_result))
         .route("/api/v1/audit/export", get(exports::api_export))
         .route("/api/v1/audit/public-key", get(exports::public_key))
-        .route("/api/v1/openapi.json", get(schema::openapi_json))
-        .route("/api/v1/docs", get(schema::docs_page))
+        .route("/api/v1/openapi.json", get(openapi::openapi_json))
+        .route("/api/v1/docs", get(openapi::docs_page))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! With several replicas (PostgreSQL), a lease in `integration_leases` gives each worker to one
 //! replica at a time.
 
+pub mod message;
 pub mod notify;
 pub mod siem;
 pub mod sinks;

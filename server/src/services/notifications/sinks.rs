@@ -4,7 +4,7 @@
 //! whose capabilities cover the job. Every message carries its idempotency key
 //! (`X-Countersign-Delivery`, or the e-mail's Message-ID) so a receiver can drop a redelivery.
 
-use super::notify::{EventType, Notification};
+use super::message::{EventType, Notification};
 use super::IntegrationError;
 pub use crate::config::values::{parse_recipients, Recipient};
 use crate::config::Secret;
@@ -337,7 +337,7 @@ pub fn slack_text(n: &Notification, now: chrono::DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::services::notifications::notify::NotifiedVote;
+    use crate::services::notifications::message::NotifiedVote;
 
     fn notification(event: EventType) -> Notification {
         let now = Utc::now();
