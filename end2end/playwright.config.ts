@@ -37,7 +37,54 @@ const localSudo = [
 ].join('\n');
 const e2ePolicy = shipped.replace(/\[executors\.ssh-sudo\][\s\S]*?\n(?=\n)/, localSudo);
 if (e2ePolicy === shipped) throw new Error('policies/default.toml has no [executors.ssh-sudo] block to replace');
-fs.writeFileSync(policyFile, e2ePolicy);
+// The MCP gateway's journey: the official filesystem server from npm behind `/mcp`, its tools
+// mapped to a `files` policy tool (reading LOW, writing CRITICAL), serving a scratch folder.
+// The runner makes the folder; its workers (which load this file again) find it in the env.
+const mcpFilesRoot = process.env.E2E_MCP_FILES ?? path.join(dataDir, 'mcp-files');
+if (!fs.existsSync(mcpFilesRoot)) {
+  fs.mkdirSync(mcpFilesRoot);
+  fs.writeFileSync(path.join(mcpFilesRoot, 'motd.txt'), 'served by the npm filesystem server\n');
+}
+const mcpPolicy = [
+  '',
+  '[tools.files]',
+  'description = "Files, through the MCP filesystem server (e2e)"',
+  '[tools.files.operations.read]',
+  'risk = "LOW"',
+  'requires = ["ssh-linux"]',
+  'description = "Read a file"',
+  'path_args = ["path"]',
+  '[tools.files.operations.write]',
+  'risk = "CRITICAL"',
+  'requires = ["local-sudo"]',
+  'description = "Write a file"',
+  'path_args = ["path"]',
+  '',
+  '[mcp.upstreams.files.tools.read_text_file]',
+  'tool = "files"',
+  'operation = "read"',
+  '[mcp.upstreams.files.tools.write_file]',
+  'tool = "files"',
+  'operation = "write"',
+  'target_arg = "path"',
+  '',
+].join('\n');
+fs.writeFileSync(policyFile, e2ePolicy + mcpPolicy);
+const configFile = path.join(dataDir, 'countersign.toml');
+fs.writeFileSync(
+  configFile,
+  [
+    'mcp_hold_secs = 80',
+    'mcp_progress_secs = 1',
+    '[[mcp_upstreams]]',
+    'name = "files"',
+    'command = "node"',
+    `args = [${JSON.stringify(path.join(__dirname, 'node_modules', '@modelcontextprotocol', 'server-filesystem', 'dist', 'index.js'))}, ${JSON.stringify(mcpFilesRoot)}]`,
+    'env = ["PATH", "HOME"]',
+    '',
+  ].join('\n'),
+);
+process.env.E2E_MCP_FILES = mcpFilesRoot; // the tests' workers inherit it
 process.env.E2E_OIDC_PORT = String(oidcPort); // the tests' workers inherit it
 // A fresh evidence-bundle signing key per run (the tests verify with the served public key).
 const exportSigningKey = crypto.randomBytes(32).toString('base64');
@@ -88,6 +135,7 @@ export default defineConfig({
       stdout: 'pipe',
       stderr: 'pipe',
       env: {
+        COUNTERSIGN_CONFIG: configFile,
         COUNTERSIGN_BIND: `127.0.0.1:${port}`,
         COUNTERSIGN_DATABASE_URL: `sqlite://${path.join(dataDir, 'e2e.db')}`,
         COUNTERSIGN_LOG_LEVEL: 'info',

@@ -24,10 +24,15 @@ use rmcp::{ErrorData as McpError, RoleClient, RoleServer, ServerHandler, Service
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::OnceCell;
 
 /// Longest an allowed or approved call may run upstream before the gateway gives up on it.
 const UPSTREAM_CALL_LIMIT: Duration = Duration::from_secs(600);
+/// Longest an upstream may take to start and complete the MCP handshake.
+const UPSTREAM_START_LIMIT: Duration = Duration::from_secs(60);
+/// Longest pause before starting again an upstream that keeps failing.
+const MAX_RESTART_PAUSE: Duration = Duration::from_secs(30);
+/// An upstream that ran this long before it stopped counts as healthy: its next start is at once.
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
 /// Why the gateway could not start or reach an upstream.
 #[derive(Debug, thiserror::Error)]
@@ -38,22 +43,127 @@ pub enum GatewayError {
     Start { name: String, reason: String },
     #[error("the MCP upstream `{name}` did not answer: {reason}")]
     Unreachable { name: String, reason: String },
+    #[error("the MCP upstream `{name}` stopped and is started again in {secs} s")]
+    Restarting { name: String, secs: u64 },
     #[error("the MCP client could not be served: {0}")]
     Serve(String),
     #[error("{0}")]
     Refused(String),
 }
 
-/// One tool server behind the gateway, started on first use and kept running.
+/// One tool server behind the gateway: started on first use and started again when it stops.
+/// Each failed start, and each stop soon after a start, makes the next start wait longer (at
+/// once, then 1, 2, 4 … at most 30 s), so a server that cannot run is not restarted in a tight
+/// loop; calls meanwhile are answered at once with a tool error saying so, never held.
 struct Upstream {
     config: McpUpstream,
-    running: OnceCell<RunningService<RoleClient, ()>>,
+    slot: tokio::sync::Mutex<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// The running server and when it was started.
+    running: Option<(RunningService<RoleClient, ()>, Instant)>,
+    /// Failed starts and early stops in a row.
+    failures: u32,
+    /// No start before this.
+    not_before: Option<Instant>,
+}
+
+impl Slot {
+    /// The running server stopped: forget it and say when the next start may be.
+    fn stopped(&mut self, name: &str) {
+        let ran = self
+            .running
+            .take()
+            .map_or(Duration::ZERO, |(_, started)| started.elapsed());
+        tracing::warn!(
+            upstream = %name,
+            ran_secs = ran.as_secs(),
+            "an MCP upstream stopped; it is started again"
+        );
+        if ran >= HEALTHY_AFTER {
+            self.failures = 0;
+        }
+        self.failures += 1;
+        self.not_before = Some(Instant::now() + restart_pause(self.failures));
+    }
+}
+
+/// The pause before the next start after `failures` failures in a row.
+fn restart_pause(failures: u32) -> Duration {
+    match failures {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_secs(1u64 << (n - 2).min(5)).min(MAX_RESTART_PAUSE),
+    }
 }
 
 impl Upstream {
+    fn new(config: McpUpstream) -> Upstream {
+        Upstream {
+            config,
+            slot: tokio::sync::Mutex::new(Slot::default()),
+        }
+    }
+
+    /// The running server's peer, starting it (again) when it is not running.
     async fn peer(&self) -> Result<Peer<RoleClient>, GatewayError> {
-        let running = self.running.get_or_try_init(|| start(&self.config)).await?;
-        Ok(running.peer().clone())
+        let mut slot = self.slot.lock().await;
+        if let Some((running, _)) = &slot.running {
+            if !running.is_closed() {
+                return Ok(running.peer().clone());
+            }
+            slot.stopped(&self.config.name);
+        }
+        if let Some(at) = slot.not_before {
+            let now = Instant::now();
+            if at > now {
+                return Err(GatewayError::Restarting {
+                    name: self.config.name.clone(),
+                    secs: (at - now).as_secs().max(1),
+                });
+            }
+        }
+        let started = tokio::time::timeout(UPSTREAM_START_LIMIT, start(&self.config))
+            .await
+            .unwrap_or_else(|_| {
+                Err(GatewayError::Start {
+                    name: self.config.name.clone(),
+                    reason: format!(
+                        "it did not complete the MCP handshake within {} s",
+                        UPSTREAM_START_LIMIT.as_secs()
+                    ),
+                })
+            });
+        match started {
+            Ok(running) => {
+                let peer = running.peer().clone();
+                slot.running = Some((running, Instant::now()));
+                slot.not_before = None;
+                Ok(peer)
+            }
+            Err(error) => {
+                slot.failures += 1;
+                slot.not_before = Some(Instant::now() + restart_pause(slot.failures));
+                Err(error)
+            }
+        }
+    }
+
+    /// The connection to the server broke during a call: stop it, to be started again.
+    async fn lost(&self) {
+        let mut slot = self.slot.lock().await;
+        if let Some((running, _)) = &slot.running {
+            running.cancellation_token().cancel();
+            slot.stopped(&self.config.name);
+        }
+    }
+
+    /// Stop the server, if it runs.
+    async fn stop(&self) {
+        if let Some((running, _)) = &self.slot.lock().await.running {
+            running.cancellation_token().cancel();
+        }
     }
 }
 
@@ -117,10 +227,7 @@ impl Gateway {
             .upstreams
             .iter()
             .filter(|u| names.is_empty() || names.contains(&u.name))
-            .map(|config| Upstream {
-                config: config.clone(),
-                running: OnceCell::new(),
-            })
+            .map(|config| Upstream::new(config.clone()))
             .collect();
         Gateway {
             state,
@@ -143,16 +250,14 @@ impl Gateway {
             .waiting()
             .await
             .map_err(|e| GatewayError::Serve(e.to_string()))?;
-        self.shut_down();
+        self.shut_down().await;
         Ok(())
     }
 
     /// Stop the upstreams this gateway started.
-    pub fn shut_down(&self) {
+    pub async fn shut_down(&self) {
         for upstream in self.upstreams.iter() {
-            if let Some(running) = upstream.running.get() {
-                running.cancellation_token().cancel();
-            }
+            upstream.stop().await;
         }
     }
 
@@ -211,28 +316,64 @@ impl Gateway {
             })
     }
 
-    /// Pass a call upstream and time it.
+    /// Pass a call upstream: its result and the run's report. An upstream that cannot be
+    /// started, fails during the call or does not answer in time gives a tool error saying so
+    /// (and a failed run); only the client's own cancellation is a protocol error.
     async fn forward(
         &self,
         index: usize,
         tool: &str,
         arguments: &Map<String, Value>,
         context: &RequestContext<RoleServer>,
-    ) -> Result<(CallToolResult, Duration), McpError> {
+    ) -> Result<(CallToolResult, RunReport), McpError> {
         let upstream = &self.upstreams[index];
-        let peer = upstream.peer().await.map_err(internal)?;
-        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments.clone());
+        let name = &upstream.config.name;
         let started = Instant::now();
-        tokio::select! {
-            answer = tokio::time::timeout(UPSTREAM_CALL_LIMIT, peer.call_tool(params)) => {
-                let result = answer
-                    .map_err(|_| internal("the tool server did not answer in time"))?
-                    .map_err(|e| internal(GatewayError::Unreachable {
-                        name: upstream.config.name.clone(),
-                        reason: e.to_string(),
-                    }))?;
-                Ok((result, started.elapsed()))
+        let peer = match upstream.peer().await {
+            Ok(peer) => peer,
+            Err(error) => {
+                tracing::warn!(%error, "an MCP call could not reach its upstream");
+                let message = match error {
+                    GatewayError::Restarting { .. } => format!("{error}; the call did not run."),
+                    _ => format!(
+                        "The tool server `{name}` could not be started; the call did not run."
+                    ),
+                };
+                return Ok(failed(message, "failure", started));
             }
+        };
+        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments.clone());
+        tokio::select! {
+            answer = tokio::time::timeout(UPSTREAM_CALL_LIMIT, peer.call_tool(params)) => Ok(match answer {
+                Err(_) => failed(
+                    format!(
+                        "The tool server `{name}` did not answer within {} s; the call may or may not have taken effect.",
+                        UPSTREAM_CALL_LIMIT.as_secs()
+                    ),
+                    "timeout",
+                    started,
+                ),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, upstream = %name, "an MCP upstream failed during a call");
+                    if matches!(
+                        error,
+                        rmcp::ServiceError::TransportClosed | rmcp::ServiceError::TransportSend(_)
+                    ) {
+                        upstream.lost().await;
+                    }
+                    failed(
+                        format!(
+                            "The tool server `{name}` stopped or failed during the call; it may or may not have taken effect."
+                        ),
+                        "failure",
+                        started,
+                    )
+                }
+                Ok(Ok(result)) => {
+                    let report = report_of(&result, started.elapsed());
+                    (result, report)
+                }
+            }),
             () = context.ct.cancelled() => Err(McpError::internal_error("the call was cancelled", None)),
         }
     }
@@ -318,29 +459,21 @@ impl Gateway {
                 .map_err(service_error)?;
             return Ok(self.ended(&now).await);
         };
-        match self
+        let forwarded = self
             .forward(index, call.tool, call.arguments, context)
-            .await
-        {
-            Ok((result, took)) => {
-                let report = report_of(&result, took);
-                if let Err(error) = gateway::finish(&self.state.core, &claimed, &report).await {
-                    tracing::error!(%error, job = %claimed.job_id, "the MCP gateway could not record a run");
-                }
-                Ok(result)
-            }
-            Err(error) => {
-                let report = RunReport {
-                    status: "failure".into(),
-                    error: Some(error.message.to_string()),
-                    ..RunReport::default()
-                };
-                if let Err(error) = gateway::finish(&self.state.core, &claimed, &report).await {
-                    tracing::error!(%error, job = %claimed.job_id, "the MCP gateway could not record a failed run");
-                }
-                Err(error)
-            }
+            .await;
+        let report = match &forwarded {
+            Ok((_, report)) => report.clone(),
+            Err(error) => RunReport {
+                status: "failure".into(),
+                error: Some(error.message.to_string()),
+                ..RunReport::default()
+            },
+        };
+        if let Err(error) = gateway::finish(&self.state.core, &claimed, &report).await {
+            tracing::error!(%error, job = %claimed.job_id, "the MCP gateway could not record a run");
         }
+        forwarded.map(|(result, _)| result)
     }
 
     /// What a call that found its job ended is told.
@@ -462,8 +595,7 @@ impl ServerHandler for Gateway {
                 reasons.join("; ")
             )),
             Admission::Run { audit_id } => {
-                let (result, took) = self.forward(index, &tool, &arguments, &context).await?;
-                let report = report_of(&result, took);
+                let (result, report) = self.forward(index, &tool, &arguments, &context).await?;
                 if let Err(error) =
                     gateway::report_allowed(&self.state.core, &caller, &audit_id, &report).await
                 {
@@ -510,6 +642,17 @@ fn report_of(result: &CallToolResult, took: Duration) -> RunReport {
         .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
         .collect();
     gateway::run_report(&text.join("\n"), result.is_error == Some(true), took)
+}
+
+/// A call the upstream did not complete: the tool error the assistant reads, and the run's report.
+fn failed(message: String, status: &str, started: Instant) -> (CallToolResult, RunReport) {
+    let report = RunReport {
+        status: status.to_string(),
+        duration_ms: Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
+        error: Some(message.clone()),
+        ..RunReport::default()
+    };
+    (text_error(message), report)
 }
 
 fn text_error(text: String) -> CallToolResult {

@@ -42,6 +42,24 @@ requires = ["files-write"]
 description = "Write a file"
 path_args = ["path"]
 
+[tools.demo]
+description = "The MCP reference server's demonstration tools"
+[tools.demo.operations.echo]
+risk = "LOW"
+requires = ["files-read"]
+description = "Echo a message"
+[tools.demo.operations.slow]
+risk = "LOW"
+requires = ["files-read"]
+description = "A long-running operation"
+
+[mcp.upstreams.everything.tools.echo]
+tool = "demo"
+operation = "echo"
+[mcp.upstreams.everything.tools.trigger-long-running-operation]
+tool = "demo"
+operation = "slow"
+
 [mcp.upstreams.fs.tools.read_text_file]
 tool = "files"
 operation = "read"
@@ -64,6 +82,39 @@ fn filesystem_server() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The npm reference server's entry point (`@modelcontextprotocol/server-everything`).
+fn everything_server() -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../end2end/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `bash scripts/setup.sh e2e` (it installs the end2end npm packages)",
+        path.display()
+    );
+    path
+}
+
+/// The processes whose parent is `pid` (read from /proc).
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let parent = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .map(str::trim);
+        if parent == Some(pid.to_string().as_str()) {
+            out.push(child);
+        }
+    }
+    out
 }
 
 /// Counts the progress notifications the gateway sends.
@@ -91,10 +142,17 @@ struct Env {
     state: AppState,
     client: RunningService<RoleClient, Assistant>,
     assistant: Assistant,
+    /// The `countersign mcp` process.
+    gateway_pid: u32,
 }
 
 impl Env {
     async fn start(hold_secs: u64) -> Env {
+        Env::start_with(hold_secs, "fs").await
+    }
+
+    /// A gateway in front of the upstream `upstream` (`fs` or `everything`).
+    async fn start_with(hold_secs: u64, upstream: &str) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = dir.path().join("files");
         std::fs::create_dir(&files).expect("files dir");
@@ -115,11 +173,18 @@ name = "fs"
 command = "node"
 args = ["{server}", "{files}"]
 env = ["PATH", "HOME"]
+
+[[mcp_upstreams]]
+name = "everything"
+command = "node"
+args = ["{everything}", "stdio"]
+env = ["PATH", "HOME"]
 "#,
             db = dir.path().join("countersign.db").display(),
             policy = policy_path.display(),
             server = filesystem_server().display(),
             files = files.display(),
+            everything = everything_server().display(),
         );
         std::fs::write(&config_path, config_text).expect("config");
         let config = Config::load(Some(&config_path)).expect("config loads");
@@ -139,12 +204,14 @@ env = ["PATH", "HOME"]
         command
             .arg("--config")
             .arg(&config_path)
-            .args(["mcp", "--upstream", "fs"])
+            .args(["mcp", "--upstream", upstream])
             .env("COUNTERSIGN_MCP_TOKEN", token);
         let assistant = Assistant::default();
+        let transport = rmcp::transport::TokioChildProcess::new(command).expect("spawn gateway");
+        let gateway_pid = transport.id().expect("the gateway's pid");
         let client = assistant
             .clone()
-            .serve(rmcp::transport::TokioChildProcess::new(command).expect("spawn gateway"))
+            .serve(transport)
             .await
             .expect("the gateway completes the MCP handshake");
         Env {
@@ -152,6 +219,7 @@ env = ["PATH", "HOME"]
             state,
             client,
             assistant,
+            gateway_pid,
         }
     }
 
@@ -529,5 +597,73 @@ async fn the_http_endpoint_asks_for_a_bearer_token_and_then_speaks_mcp() {
             .as_str()
             .is_some_and(|r| r.ends_with("/mcp")),
         "{document}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_dies_mid_call_gives_a_failed_result_and_is_started_again() {
+    let env = Env::start_with(30, "everything").await;
+    let echoed = env
+        .call("echo", json!({ "message": "before the crash" }))
+        .await;
+    assert!(
+        text(&echoed).contains("before the crash"),
+        "{}",
+        text(&echoed)
+    );
+    let first = children_of(env.gateway_pid);
+    assert_eq!(first.len(), 1, "one upstream process: {first:?}");
+
+    // A slow call; the upstream is killed while it runs.
+    let slow = env.call(
+        "trigger-long-running-operation",
+        json!({ "duration": 30, "steps": 30 }),
+    );
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let killed = std::process::Command::new("kill")
+            .args(["-9", &first[0].to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+    };
+    let started = std::time::Instant::now();
+    let (result, ()) = tokio::join!(slow, kill);
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the call ended when its upstream died, not when the operation would have"
+    );
+    assert_eq!(result.is_error, Some(true), "{}", text(&result));
+    assert!(
+        text(&result).contains("stopped or failed during the call"),
+        "{}",
+        text(&result)
+    );
+
+    // The next call starts the upstream again and goes through.
+    let again = env
+        .call("echo", json!({ "message": "after the crash" }))
+        .await;
+    assert_ne!(again.is_error, Some(true), "{}", text(&again));
+    assert!(text(&again).contains("after the crash"), "{}", text(&again));
+    let second = children_of(env.gateway_pid);
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_ne!(second, first, "a new upstream process");
+
+    // Every run is in the trail, the failed one as a failure.
+    let statuses: Vec<Option<String>> = env
+        .assistants_rows()
+        .await
+        .iter()
+        .filter(|r| r.event.kind == server::store::EventKind::Execution)
+        .map(|r| r.event.execution_status.clone())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            Some("success".to_string()),
+            Some("failure".to_string()),
+            Some("success".to_string())
+        ]
     );
 }

@@ -1,0 +1,126 @@
+import { test, expect } from '@playwright/test';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { Portal } from './pages/portal';
+import { ApprovalDetailPage } from './pages/approvals';
+import { serviceToken } from './pages/realm';
+import { snap } from './pages/evidence';
+
+// Journey 7: an assistant's MCP client (the official TypeScript SDK) talks to Countersign's
+// `/mcp` with a bearer token from the OpenID provider; behind it runs the official filesystem
+// server from npm. A read is allowed and comes back unchanged; a write is CRITICAL: the client's
+// request stays open with progress naming the approval page, dave and erin approve in the
+// browser, and the pending request completes with the upstream's own result: the file is
+// written, and the job is completed.
+
+const filesRoot = () => {
+  const root = process.env.E2E_MCP_FILES;
+  if (!root) throw new Error('E2E_MCP_FILES is not set (playwright.config.ts sets it)');
+  return fs.realpathSync(root);
+};
+
+async function connect(baseURL: string) {
+  const token = await serviceToken();
+  const client = new Client({ name: 'countersign-e2e-assistant', version: '1.0.0' });
+  const transport = new StreamableHTTPClientTransport(new URL('/mcp', baseURL), {
+    requestInit: { headers: { authorization: `Bearer ${token}` } },
+  });
+  await client.connect(transport);
+  return client;
+}
+
+type Content = { type: string; text?: string }[];
+const textOf = (result: { content?: unknown }) =>
+  ((result.content ?? []) as Content).map((c) => c.text ?? '').join('\n');
+
+test('an MCP client without a token is refused with the protected-resource challenge', async ({ request }) => {
+  const answer = await request.post('/mcp', {
+    headers: { accept: 'application/json, text/event-stream', 'content-type': 'application/json' },
+    data: { jsonrpc: '2.0', id: 1, method: 'initialize', params: {} },
+  });
+  expect(answer.status()).toBe(401);
+  expect(answer.headers()['www-authenticate']).toContain('resource_metadata=');
+  const metadata = await request.get('/.well-known/oauth-protected-resource');
+  expect(metadata.status()).toBe(200);
+  expect((await metadata.json()).authorization_servers?.length).toBeGreaterThan(0);
+});
+
+test('an MCP write is held for two approvers in the portal, then runs once and answers the waiting client', async ({ browser, baseURL, request }, testInfo) => {
+  test.setTimeout(120_000);
+  const root = filesRoot();
+  const client = await connect(baseURL!);
+  try {
+    // tools/list: the upstream's tools the policy maps, with their risk.
+    const { tools } = await client.listTools();
+    const names = tools.map((t) => t.name);
+    expect(names).toContain('read_text_file');
+    expect(names).toContain('write_file');
+    expect(names).not.toContain('move_file'); // not mapped: hidden
+    expect(tools.find((t) => t.name === 'write_file')?.description).toContain('CRITICAL');
+
+    // A read is allowed and comes back as the upstream wrote it.
+    const read = await client.callTool({ name: 'read_text_file', arguments: { path: path.join(root, 'motd.txt') } });
+    expect(read.isError).toBeFalsy();
+    expect(textOf(read)).toContain('served by the npm filesystem server');
+
+    // A tool the policy does not map is denied with the reason, as a tool error.
+    const moved = await client.callTool({
+      name: 'move_file',
+      arguments: { source: path.join(root, 'motd.txt'), destination: path.join(root, 'gone.txt') },
+    });
+    expect(moved.isError).toBe(true);
+    expect(textOf(moved)).toContain('denied');
+    expect(fs.existsSync(path.join(root, 'motd.txt'))).toBe(true);
+
+    // A write needs two approvals: the call stays open, with progress naming the page.
+    const target = path.join(root, `e2e-${Date.now().toString(36)}.txt`);
+    const progress: string[] = [];
+    const pending = client.callTool(
+      { name: 'write_file', arguments: { path: target, content: 'approved content\n' } },
+      undefined,
+      {
+        onprogress: (p) => progress.push(p.message ?? ''),
+        timeout: 110_000,
+        resetTimeoutOnProgress: true,
+      },
+    );
+    await expect.poll(() => progress.find((m) => m.includes('/approvals/')), { timeout: 15_000 }).toBeTruthy();
+    const message = progress.find((m) => m.includes('/approvals/'))!;
+    expect(message).toMatch(/waiting for 2 of 2 approvals/);
+    const jobId = message.match(/\/approvals\/([^\s/]+)/)![1];
+    expect(fs.existsSync(target)).toBe(false);
+
+    // Dave and erin approve in the browser.
+    for (const [who, reason, quorum] of [
+      ['dave', 'the e2e scratch folder: fine', '1/2'],
+      ['erin', 'second pair of eyes', '2/2'],
+    ] as const) {
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      await new Portal(page).signInWithProvider(who, `/approvals/${jobId}`);
+      const detail = new ApprovalDetailPage(page);
+      await expect(page.getByTestId('approval-title')).toContainText('files');
+      await detail.approve(reason);
+      await expect(detail.quorum).toHaveText(quorum);
+      await snap(page, testInfo, `${who}-approved-${quorum.replace('/', '-of-')}`);
+      await context.close();
+    }
+
+    // The client's own request completes with the filesystem server's answer.
+    const written = await pending;
+    expect(written.isError).toBeFalsy();
+    expect(textOf(written)).toContain('Successfully wrote');
+    expect(fs.readFileSync(target, 'utf8')).toBe('approved content\n');
+
+    // The job ran once, by the gateway, and says so.
+    const job = await request.get(`/api/v1/jobs/${jobId}`, {
+      headers: { authorization: `Bearer ${await serviceToken()}` },
+    });
+    expect(job.status()).toBe(200);
+    expect(await job.json()).toMatchObject({ job_id: jobId, status: 'completed' });
+  } finally {
+    await client.close();
+  }
+});
