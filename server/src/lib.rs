@@ -163,6 +163,7 @@ impl AppState {
             lease_secs: i64::try_from(config.job_lease_secs).unwrap_or(60),
             export_key,
             export_progress: Arc::default(),
+            admissions: services::gateway::AdmissionLocks::default(),
         });
         Ok(AppState(Arc::new(Shared {
             core,

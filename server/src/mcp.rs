@@ -453,8 +453,9 @@ impl Gateway {
             .await
             .map_err(service_error)?
         else {
-            // Another call collected it first, or the re-check refused it: say how it ended.
-            let now = gateway::current(&self.state.core, &job.job_id)
+            // Another call collected it first (wait for its run and tell its outcome), or the
+            // re-check refused it: say how it ended.
+            let now = gateway::until_ended(&self.state.core, &job.job_id, self.hold)
                 .await
                 .map_err(service_error)?;
             return Ok(self.ended(&now).await);

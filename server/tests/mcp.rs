@@ -667,3 +667,79 @@ async fn an_upstream_that_dies_mid_call_gives_a_failed_result_and_is_started_aga
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_identical_calls_at_once_make_one_request_and_it_runs_once() {
+    let env = Env::start(3).await;
+    let target = env.file("twice.txt");
+    let arguments = json!({ "path": target, "content": "once\n" });
+    // Both arrive together and wait out the hold: one request, both pointing at it.
+    let (first, second) = tokio::join!(
+        env.call("write_file", arguments.clone()),
+        env.call("write_file", arguments.clone())
+    );
+    let pending = env.state.store.pending_jobs(10).await.expect("pending");
+    assert_eq!(pending.len(), 1, "one request for two identical calls");
+    let job = &pending[0];
+    for result in [&first, &second] {
+        assert_eq!(result.is_error, Some(true));
+        assert!(text(result).contains(&job.job_id), "{}", text(result));
+    }
+    let decisions = env
+        .assistants_rows()
+        .await
+        .iter()
+        .filter(|r| r.event.kind == server::store::EventKind::Decision)
+        .count();
+    assert_eq!(
+        decisions, 1,
+        "the second call attached to the first's request"
+    );
+
+    // Approved, then collected by two calls at once: it runs once, and both hear how it went.
+    env.vote(&job.job_id, enforcer::Verdict::Approve, "fine")
+        .await;
+    let (a, b) = tokio::join!(
+        env.call("write_file", arguments.clone()),
+        env.call("write_file", arguments.clone())
+    );
+    let rows = env
+        .state
+        .store
+        .audit_for_job(&job.job_id)
+        .await
+        .expect("job rows");
+    let runs: Vec<_> = rows
+        .iter()
+        .filter(|r| r.event.kind == server::store::EventKind::Execution)
+        .map(|r| {
+            (
+                r.event.decision_action.clone(),
+                r.event.execution_status.clone(),
+            )
+        })
+        .collect();
+    // One claim and one result: a single run.
+    assert_eq!(
+        runs,
+        [
+            ("execute".to_string(), Some("picked".to_string())),
+            ("execute".to_string(), Some("success".to_string()))
+        ],
+        "{} / {}",
+        text(&a),
+        text(&b)
+    );
+    // The call that did not run it heard how the run went.
+    let (ran, heard) = if text(&a).contains("already ran once") {
+        (&b, &a)
+    } else {
+        (&a, &b)
+    };
+    assert_ne!(ran.is_error, Some(true), "{}", text(ran));
+    assert!(text(heard).contains("already ran once"), "{}", text(heard));
+    assert_ne!(heard.is_error, Some(true), "{}", text(heard));
+    assert_eq!(std::fs::read_to_string(&target).expect("written"), "once\n");
+    let done = env.state.store.job(&job.job_id).await.expect("job");
+    assert_eq!(done.status, JobStatus::Completed);
+}

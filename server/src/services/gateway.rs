@@ -12,7 +12,28 @@ use enforcer::mcp::UpstreamPolicy;
 use enforcer::wire::DecisionInput;
 use enforcer::Action;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
+
+/// The calls being admitted in this process, by caller and call hash: identical calls that
+/// arrive together are admitted one after the other, so the second finds the first's request
+/// and attaches to it instead of asking again.
+#[derive(Default)]
+pub struct AdmissionLocks(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl AdmissionLocks {
+    /// Wait for this call's turn; it lasts as long as the guard.
+    async fn turn(&self, key: String) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            // Only calls being admitted right now hold a lock: forget the others.
+            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+            locks.entry(key).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
 
 /// What the gateway does with a tool call.
 #[derive(Debug)]
@@ -87,8 +108,10 @@ pub async fn admit(
     call: &ToolCall<'_>,
 ) -> Result<Admission, ServiceError> {
     let (input, refusal) = policy_input(core.policy.mcp.get(call.upstream), call);
+    let mut _turn = None;
     if refusal.is_none() {
         let hash = enforcer::call_hash(&input.request());
+        _turn = Some(core.admissions.turn(format!("{}\n{hash}", caller.id)).await);
         let open = core
             .store
             .open_job_for_call(&caller.id, &hash)
@@ -235,6 +258,21 @@ where
             }
         })
         .await;
+    }
+}
+
+/// Wait until a job that another call is running has ended, or `limit` has passed: the job as
+/// it is then.
+pub async fn until_ended(core: &Core, job_id: &str, limit: Duration) -> Result<Job, ServiceError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut events = core.job_events.subscribe();
+    loop {
+        let job = current(core, job_id).await?;
+        if job.status.is_final() || tokio::time::Instant::now() >= deadline {
+            return Ok(job);
+        }
+        // Woken by a change on this replica; other processes' changes are read every 500 ms.
+        let _ = tokio::time::timeout(Duration::from_millis(500), events.recv()).await;
     }
 }
 

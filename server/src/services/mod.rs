@@ -47,6 +47,8 @@ pub struct Core {
     pub export_key: Option<Arc<ed25519_dalek::SigningKey>>,
     /// Exports under way on this replica (the Reports page shows their progress).
     pub export_progress: Arc<exports::ProgressBoard>,
+    /// The MCP gateway's calls being admitted here (identical ones take turns).
+    pub admissions: gateway::AdmissionLocks,
 }
 
 impl Core {
