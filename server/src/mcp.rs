@@ -54,16 +54,25 @@ pub enum GatewayError {
 /// One tool server behind the gateway: started on first use and started again when it stops.
 /// Each failed start, and each stop soon after a start, makes the next start wait longer (at
 /// once, then 1, 2, 4 … at most 30 s), so a server that cannot run is not restarted in a tight
-/// loop; calls meanwhile are answered at once with a tool error saying so, never held.
+/// loop; calls meanwhile are answered at once with a tool error saying so. (Calls to an upstream
+/// that is being started wait for that start, at most a minute.)
 struct Upstream {
     config: McpUpstream,
     slot: tokio::sync::Mutex<Slot>,
 }
 
+/// The running server, when it was started, and which start it was.
+struct Running {
+    service: RunningService<RoleClient, ()>,
+    started: Instant,
+    generation: u64,
+}
+
 #[derive(Default)]
 struct Slot {
-    /// The running server and when it was started.
-    running: Option<(RunningService<RoleClient, ()>, Instant)>,
+    running: Option<Running>,
+    /// Starts so far (each running server's number).
+    starts: u64,
     /// Failed starts and early stops in a row.
     failures: u32,
     /// No start before this.
@@ -76,7 +85,7 @@ impl Slot {
         let ran = self
             .running
             .take()
-            .map_or(Duration::ZERO, |(_, started)| started.elapsed());
+            .map_or(Duration::ZERO, |running| running.started.elapsed());
         tracing::warn!(
             upstream = %name,
             ran_secs = ran.as_secs(),
@@ -85,7 +94,7 @@ impl Slot {
         if ran >= HEALTHY_AFTER {
             self.failures = 0;
         }
-        self.failures += 1;
+        self.failures = self.failures.saturating_add(1);
         self.not_before = Some(Instant::now() + restart_pause(self.failures));
     }
 }
@@ -106,12 +115,14 @@ impl Upstream {
         }
     }
 
-    /// The running server's peer, starting it (again) when it is not running.
-    async fn peer(&self) -> Result<Peer<RoleClient>, GatewayError> {
+    /// The running server's peer and its start's number, starting it (again) when it is not
+    /// running. (A server that exited leaves its transport closed; `is_closed` alone does not
+    /// say so.)
+    async fn peer(&self) -> Result<(Peer<RoleClient>, u64), GatewayError> {
         let mut slot = self.slot.lock().await;
-        if let Some((running, _)) = &slot.running {
-            if !running.is_closed() {
-                return Ok(running.peer().clone());
+        if let Some(running) = &slot.running {
+            if !running.service.is_closed() && !running.service.peer().is_transport_closed() {
+                return Ok((running.service.peer().clone(), running.generation));
             }
             slot.stopped(&self.config.name);
         }
@@ -136,33 +147,42 @@ impl Upstream {
                 })
             });
         match started {
-            Ok(running) => {
-                let peer = running.peer().clone();
-                slot.running = Some((running, Instant::now()));
+            Ok(service) => {
+                let peer = service.peer().clone();
+                slot.starts += 1;
+                let generation = slot.starts;
+                slot.running = Some(Running {
+                    service,
+                    started: Instant::now(),
+                    generation,
+                });
                 slot.not_before = None;
-                Ok(peer)
+                Ok((peer, generation))
             }
             Err(error) => {
-                slot.failures += 1;
+                slot.failures = slot.failures.saturating_add(1);
                 slot.not_before = Some(Instant::now() + restart_pause(slot.failures));
                 Err(error)
             }
         }
     }
 
-    /// The connection to the server broke during a call: stop it, to be started again.
-    async fn lost(&self) {
+    /// The connection to start number `generation` broke during a call: stop it, to be started
+    /// again (unless it has been already: a newer server is left alone).
+    async fn lost(&self, generation: u64) {
         let mut slot = self.slot.lock().await;
-        if let Some((running, _)) = &slot.running {
-            running.cancellation_token().cancel();
-            slot.stopped(&self.config.name);
+        if let Some(running) = &slot.running {
+            if running.generation == generation {
+                running.service.cancellation_token().cancel();
+                slot.stopped(&self.config.name);
+            }
         }
     }
 
     /// Stop the server, if it runs.
     async fn stop(&self) {
-        if let Some((running, _)) = &self.slot.lock().await.running {
-            running.cancellation_token().cancel();
+        if let Some(running) = &self.slot.lock().await.running {
+            running.service.cancellation_token().cancel();
         }
     }
 }
@@ -284,16 +304,32 @@ impl Gateway {
     async fn catalogue(&self) -> Result<Vec<(usize, Tool)>, McpError> {
         let mut out = Vec::new();
         for (index, upstream) in self.upstreams.iter().enumerate() {
-            let peer = upstream.peer().await.map_err(internal)?;
-            let tools = tokio::time::timeout(UPSTREAM_CALL_LIMIT, peer.list_all_tools())
-                .await
-                .map_err(|_| internal("an upstream did not list its tools in time"))?
-                .map_err(|e| {
-                    internal(GatewayError::Unreachable {
-                        name: upstream.config.name.clone(),
-                        reason: e.to_string(),
-                    })
-                })?;
+            // An upstream that cannot be reached lists nothing (logged); the others still do.
+            let (peer, generation) = match upstream.peer().await {
+                Ok(found) => found,
+                Err(error) => {
+                    tracing::warn!(%error, "an MCP upstream's tools could not be listed");
+                    continue;
+                }
+            };
+            let tools = match tokio::time::timeout(UPSTREAM_CALL_LIMIT, peer.list_all_tools()).await
+            {
+                Ok(Ok(tools)) => tools,
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, upstream = %upstream.config.name, "an MCP upstream's tools could not be listed");
+                    if matches!(
+                        error,
+                        rmcp::ServiceError::TransportClosed | rmcp::ServiceError::TransportSend(_)
+                    ) {
+                        upstream.lost(generation).await;
+                    }
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!(upstream = %upstream.config.name, "an MCP upstream did not list its tools in time");
+                    continue;
+                }
+            };
             let policy = self.state.policy.mcp.get(&upstream.config.name);
             for tool in tools {
                 if policy.and_then(|p| p.tool(&tool.name)).is_some() {
@@ -329,8 +365,8 @@ impl Gateway {
         let upstream = &self.upstreams[index];
         let name = &upstream.config.name;
         let started = Instant::now();
-        let peer = match upstream.peer().await {
-            Ok(peer) => peer,
+        let (peer, generation) = match upstream.peer().await {
+            Ok(found) => found,
             Err(error) => {
                 tracing::warn!(%error, "an MCP call could not reach its upstream");
                 let message = match error {
@@ -359,7 +395,7 @@ impl Gateway {
                         error,
                         rmcp::ServiceError::TransportClosed | rmcp::ServiceError::TransportSend(_)
                     ) {
-                        upstream.lost().await;
+                        upstream.lost(generation).await;
                     }
                     failed(
                         format!(
@@ -410,6 +446,13 @@ impl Gateway {
         attached: bool,
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
+        if matches!(job.status, JobStatus::Picked | JobStatus::Executing) {
+            // Another call is running it now: wait for that run and tell its outcome.
+            let now = gateway::until_ended(&self.state.core, &job.job_id, self.hold)
+                .await
+                .map_err(service_error)?;
+            return Ok(self.ended(&now).await);
+        }
         let mut step = 0u32;
         let waited = tokio::select! {
             waited = gateway::wait(&self.state.core, &job.job_id, self.hold, self.every, |job, approvals| {
@@ -460,9 +503,17 @@ impl Gateway {
                 .map_err(service_error)?;
             return Ok(self.ended(&now).await);
         };
+        let keeper = {
+            let core = self.state.core.clone();
+            let job_id = claimed.job_id.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                gateway::keep_leased(&core, &job_id).await;
+            }))
+        };
         let forwarded = self
             .forward(index, call.tool, call.arguments, context)
             .await;
+        drop(keeper);
         let report = match &forwarded {
             Ok((_, report)) => report.clone(),
             Err(error) => RunReport {
@@ -645,6 +696,15 @@ fn report_of(result: &CallToolResult, took: Duration) -> RunReport {
     gateway::run_report(&text.join("\n"), result.is_error == Some(true), took)
 }
 
+/// Stops a background task when dropped (also when the call that started it is dropped).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A call the upstream did not complete: the tool error the assistant reads, and the run's report.
 fn failed(message: String, status: &str, started: Instant) -> (CallToolResult, RunReport) {
     let report = RunReport {
@@ -658,11 +718,6 @@ fn failed(message: String, status: &str, started: Instant) -> (CallToolResult, R
 
 fn text_error(text: String) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(text)])
-}
-
-fn internal(error: impl std::fmt::Display) -> McpError {
-    tracing::error!(%error, "MCP gateway");
-    McpError::internal_error(error.to_string(), None)
 }
 
 /// A service's refusal in the protocol's words (details are logged, not sent).

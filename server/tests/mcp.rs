@@ -650,6 +650,30 @@ async fn an_upstream_that_dies_mid_call_gives_a_failed_result_and_is_started_aga
     assert_eq!(second.len(), 1, "{second:?}");
     assert_ne!(second, first, "a new upstream process");
 
+    // Killed again while idle, soon after its start: the gateway notices, and as it keeps
+    // failing the next start waits a second, which the assistant is told at once.
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &second[0].to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let paused = env.call("echo", json!({ "message": "too soon" })).await;
+    assert_eq!(paused.is_error, Some(true), "{}", text(&paused));
+    assert!(
+        text(&paused).contains("started again in") && text(&paused).contains("did not run"),
+        "{}",
+        text(&paused)
+    );
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let later = env
+        .call("echo", json!({ "message": "after the pause" }))
+        .await;
+    assert!(text(&later).contains("after the pause"), "{}", text(&later));
+    let third = children_of(env.gateway_pid);
+    assert_eq!(third.len(), 1, "{third:?}");
+    assert_ne!(third, second, "a new upstream process");
+
     // Every run is in the trail, the failed one as a failure.
     let statuses: Vec<Option<String>> = env
         .assistants_rows()
@@ -661,6 +685,8 @@ async fn an_upstream_that_dies_mid_call_gives_a_failed_result_and_is_started_aga
     assert_eq!(
         statuses,
         [
+            Some("success".to_string()),
+            Some("failure".to_string()),
             Some("success".to_string()),
             Some("failure".to_string()),
             Some("success".to_string())

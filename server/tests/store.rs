@@ -330,6 +330,25 @@ async fn repeated_calls_find_their_open_job<S: Store>(store: &S) {
         .await
         .expect("deny");
     assert_eq!(found(store, &hash).await, None);
+    // A job being run still counts: a repeated call hears its outcome instead of asking again.
+    let running = store
+        .insert_job(&for_call("alice", &hash))
+        .await
+        .expect("insert");
+    store
+        .vote_plain(&vote(&running.job_id, "bob", Verdict::Approve))
+        .await
+        .expect("approve");
+    let leased = store
+        .claim("agent-1", 60, Utc::now())
+        .await
+        .expect("claim")
+        .expect("a job to run");
+    assert_eq!(leased.job_id, running.job_id);
+    assert_eq!(
+        found(store, &hash).await,
+        Some((running.job_id.clone(), JobStatus::Picked))
+    );
 }
 
 async fn expiry_and_leases<S: Store>(store: &S) {

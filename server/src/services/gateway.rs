@@ -271,8 +271,18 @@ pub async fn until_ended(core: &Core, job_id: &str, limit: Duration) -> Result<J
         if job.status.is_final() || tokio::time::Instant::now() >= deadline {
             return Ok(job);
         }
-        // Woken by a change on this replica; other processes' changes are read every 500 ms.
-        let _ = tokio::time::timeout(Duration::from_millis(500), events.recv()).await;
+        // Woken by a change of this job on this replica; other processes' changes are read
+        // every 500 ms.
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                match events.recv().await {
+                    Ok((id, _)) if id == job_id => return,
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        })
+        .await;
     }
 }
 
@@ -291,6 +301,24 @@ pub async fn claim(core: &Core, job: &Job) -> Result<Option<Job>, ServiceError> 
         .await
         .map_err(|e| ServiceError::unavailable("the job could not be claimed", &e))?;
     Ok(claimed.filter(|claimed| claimed.job_id == job.job_id))
+}
+
+/// Keep the gateway's lease on a job it is running (renewed every third of the lease) for as
+/// long as this future runs: a long upstream call is not taken for a dead runner, so the job is
+/// never handed out again while it runs.
+pub async fn keep_leased(core: &Core, job_id: &str) {
+    let owner = owner(job_id);
+    let every = Duration::from_secs(u64::try_from(core.lease_secs / 3).unwrap_or(1).max(1));
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(error) = core
+            .store
+            .extend_lease(job_id, &owner, core.lease_secs, chrono::Utc::now())
+            .await
+        {
+            tracing::warn!(%error, job = %job_id, "the MCP gateway could not extend its lease");
+        }
+    }
 }
 
 /// The lease owner the gateway runs a job as.

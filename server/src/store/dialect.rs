@@ -689,7 +689,7 @@ impl Store for DialectStore {
     ) -> Result<Option<Job>, StoreError> {
         let row = sqlx::query(
             "SELECT * FROM command_queue WHERE requester = $1 AND call_hash = $2 \
-             AND status IN ('queued', 'approved') ORDER BY created_at DESC, job_id DESC LIMIT 1",
+             AND status IN ('queued', 'approved', 'picked', 'executing') ORDER BY created_at DESC, job_id DESC LIMIT 1",
         )
         .bind(requester)
         .bind(call_hash)

@@ -468,8 +468,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn insert_job(&self, job: &NewJob) -> impl Future<Output = Result<Job, StoreError>> + Send;
     fn job(&self, job_id: &str) -> impl Future<Output = Result<Job, StoreError>> + Send;
-    /// The newest job of `requester` for the call `call_hash` that is still open (queued or
-    /// approved): the one a repeated call attaches to instead of asking again. It reads the open
+    /// The newest job of `requester` for the call `call_hash` that is still open (queued,
+    /// approved, or being run): the one a repeated call attaches to instead of asking again. It reads the open
     /// jobs through the status index; an index of its own (on the call hash) was measured to
     /// cost the decision API about a tenth of its throughput, since every queued job would
     /// write to it at a random place (BENCHMARKS.md, "The MCP gateway").
