@@ -317,10 +317,7 @@ impl Gateway {
                 Ok(Ok(tools)) => tools,
                 Ok(Err(error)) => {
                     tracing::warn!(%error, upstream = %upstream.config.name, "an MCP upstream's tools could not be listed");
-                    if matches!(
-                        error,
-                        rmcp::ServiceError::TransportClosed | rmcp::ServiceError::TransportSend(_)
-                    ) {
+                    if connection_broke(&error) {
                         upstream.lost(generation).await;
                     }
                     continue;
@@ -391,10 +388,7 @@ impl Gateway {
                 ),
                 Ok(Err(error)) => {
                     tracing::warn!(%error, upstream = %name, "an MCP upstream failed during a call");
-                    if matches!(
-                        error,
-                        rmcp::ServiceError::TransportClosed | rmcp::ServiceError::TransportSend(_)
-                    ) {
+                    if connection_broke(&error) {
                         upstream.lost(generation).await;
                     }
                     failed(
@@ -694,6 +688,14 @@ fn report_of(result: &CallToolResult, took: Duration) -> RunReport {
         .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
         .collect();
     gateway::run_report(&text.join("\n"), result.is_error == Some(true), took)
+}
+
+/// Whether a failed request means the connection to the upstream is gone (not just this call).
+fn connection_broke(error: &rmcp::ServiceError) -> bool {
+    matches!(
+        error,
+        rmcp::ServiceError::TransportClosed | rmcp::ServiceError::TransportSend(_)
+    )
 }
 
 /// Stops a background task when dropped (also when the call that started it is dropped).

@@ -245,20 +245,29 @@ where
                     .saturating_duration_since(now)
                     .max(Duration::from_millis(50)),
             );
-        let _ = tokio::time::timeout(pause, async {
-            loop {
-                match events.recv().await {
-                    Ok((id, _)) if id == job_id => return,
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                        std::future::pending::<()>().await
-                    }
+        job_changed(&mut events, job_id, pause).await;
+    }
+}
+
+/// Wait until `job_id` changes on this replica (or events were missed), at most `pause`.
+async fn job_changed(
+    events: &mut tokio::sync::broadcast::Receiver<(String, JobStatus)>,
+    job_id: &str,
+    pause: Duration,
+) {
+    let _ = tokio::time::timeout(pause, async {
+        loop {
+            match events.recv().await {
+                Ok((id, _)) if id == job_id => return,
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    std::future::pending::<()>().await
                 }
             }
-        })
-        .await;
-    }
+        }
+    })
+    .await;
 }
 
 /// Wait until a job that another call is running has ended, or `limit` has passed: the job as
@@ -273,16 +282,7 @@ pub async fn until_ended(core: &Core, job_id: &str, limit: Duration) -> Result<J
         }
         // Woken by a change of this job on this replica; other processes' changes are read
         // every 500 ms.
-        let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            loop {
-                match events.recv().await {
-                    Ok((id, _)) if id == job_id => return,
-                    Ok(_) => {}
-                    Err(_) => return,
-                }
-            }
-        })
-        .await;
+        job_changed(&mut events, job_id, Duration::from_millis(500)).await;
     }
 }
 
