@@ -89,6 +89,32 @@ process.env.E2E_OIDC_PORT = String(oidcPort); // the tests' workers inherit it
 // A fresh evidence-bundle signing key per run (the tests verify with the served public key).
 const exportSigningKey = crypto.randomBytes(32).toString('base64');
 
+// The server's settings. The runner's are the ones in force: its workers (which load this file
+// again, with other folders) read them from the environment, to start `countersign mcp` on the
+// same database (journey 7).
+const serverEnv: Record<string, string> = process.env.E2E_SERVER_ENV
+  ? JSON.parse(process.env.E2E_SERVER_ENV)
+  : {
+      COUNTERSIGN_CONFIG: configFile,
+      COUNTERSIGN_BIND: `127.0.0.1:${port}`,
+      COUNTERSIGN_DATABASE_URL: `sqlite://${path.join(dataDir, 'e2e.db')}`,
+      COUNTERSIGN_LOG_LEVEL: 'info',
+      COUNTERSIGN_ADMIN_PASSWORD: ADMIN_PASSWORD,
+      COUNTERSIGN_PUBLIC_URL: baseURL,
+      COUNTERSIGN_OIDC_ISSUER: issuer,
+      COUNTERSIGN_OIDC_CLIENT_ID: realm.clients.portal.id,
+      COUNTERSIGN_OIDC_CLIENT_SECRET: realm.clients.portal.secret,
+      // Both ways to sign in, so one server serves the Keycloak and the local-account tests.
+      COUNTERSIGN_LOCAL_SIGN_IN: 'true',
+      COUNTERSIGN_POLICY_FILE: policyFile,
+      COUNTERSIGN_EXPORT_SIGNING_KEY: exportSigningKey,
+      // IT-MCP's client asks on behalf of the person talking to the assistant.
+      COUNTERSIGN_API_DELEGATING_CALLERS: realm.clients.itMcp.id,
+      LEPTOS_SITE_ROOT: path.join(root, 'target', 'site'),
+    };
+process.env.E2E_SERVER_ENV = JSON.stringify(serverEnv);
+process.env.E2E_BINARY_PATH = binary;
+
 export default defineConfig({
   testDir: './tests',
   timeout: 30_000,
@@ -134,24 +160,7 @@ export default defineConfig({
       timeout: 60_000,
       stdout: 'pipe',
       stderr: 'pipe',
-      env: {
-        COUNTERSIGN_CONFIG: configFile,
-        COUNTERSIGN_BIND: `127.0.0.1:${port}`,
-        COUNTERSIGN_DATABASE_URL: `sqlite://${path.join(dataDir, 'e2e.db')}`,
-        COUNTERSIGN_LOG_LEVEL: 'info',
-        COUNTERSIGN_ADMIN_PASSWORD: ADMIN_PASSWORD,
-        COUNTERSIGN_PUBLIC_URL: baseURL,
-        COUNTERSIGN_OIDC_ISSUER: issuer,
-        COUNTERSIGN_OIDC_CLIENT_ID: realm.clients.portal.id,
-        COUNTERSIGN_OIDC_CLIENT_SECRET: realm.clients.portal.secret,
-        // Both ways to sign in, so one server serves the Keycloak and the local-account tests.
-        COUNTERSIGN_LOCAL_SIGN_IN: 'true',
-        COUNTERSIGN_POLICY_FILE: policyFile,
-        COUNTERSIGN_EXPORT_SIGNING_KEY: exportSigningKey,
-        // IT-MCP's client asks on behalf of the person talking to the assistant.
-        COUNTERSIGN_API_DELEGATING_CALLERS: realm.clients.itMcp.id,
-        LEPTOS_SITE_ROOT: path.join(root, 'target', 'site'),
-      },
+      env: serverEnv,
     },
   ],
 });

@@ -3,6 +3,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { Portal } from './pages/portal';
 import { ApprovalDetailPage } from './pages/approvals';
 import { serviceToken } from './pages/realm';
@@ -123,4 +126,98 @@ test('an MCP write is held for two approvers in the portal, then runs once and a
   } finally {
     await client.close();
   }
+});
+
+/** `countersign mcp` over stdio, as a desktop client starts it: the server's settings (same
+ * database and policy), IT-MCP's client token, acting for `person`. */
+async function connectStdio(person: string, holdSecs: number) {
+  const serverEnv = JSON.parse(process.env.E2E_SERVER_ENV ?? '{}') as Record<string, string>;
+  const binary = process.env.E2E_BINARY_PATH;
+  if (!binary || !serverEnv.COUNTERSIGN_DATABASE_URL) throw new Error('playwright.config.ts sets E2E_SERVER_ENV and E2E_BINARY_PATH');
+  const transport = new StdioClientTransport({
+    command: binary,
+    args: ['mcp', '--upstream', 'files', '--on-behalf-of', person],
+    env: {
+      ...serverEnv,
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: process.env.HOME ?? '/tmp',
+      COUNTERSIGN_LOG_LEVEL: 'warn',
+      COUNTERSIGN_MCP_HOLD_SECS: String(holdSecs),
+      COUNTERSIGN_MCP_TOKEN: await serviceToken(),
+    },
+    stderr: 'inherit',
+  });
+  const client = new Client({ name: 'countersign-e2e-desktop', version: '1.0.0' });
+  await client.connect(transport);
+  return client;
+}
+
+test('a desktop client starts the gateway over stdio for a person; a reviewer denies the held write and the waiting call says why', async ({ browser, request }, testInfo) => {
+  test.setTimeout(90_000);
+  const root = filesRoot();
+  const client = await connectStdio('carol', 60);
+  try {
+    const { tools } = await client.listTools();
+    expect(tools.map((t) => t.name)).toEqual(expect.arrayContaining(['read_text_file', 'write_file']));
+    const read = await client.callTool({ name: 'read_text_file', arguments: { path: path.join(root, 'motd.txt') } });
+    expect(read.isError).toBeFalsy();
+    expect(textOf(read)).toContain('served by the npm filesystem server');
+
+    const target = path.join(root, `stdio-${Date.now().toString(36)}.txt`);
+    const progress: string[] = [];
+    const pending = client.callTool(
+      { name: 'write_file', arguments: { path: target, content: 'never written\n' } },
+      undefined,
+      { onprogress: (p) => progress.push(p.message ?? ''), timeout: 80_000, resetTimeoutOnProgress: true },
+    );
+    await expect.poll(() => progress.find((m) => m.includes('/approvals/')), { timeout: 15_000 }).toBeTruthy();
+    const jobId = progress.find((m) => m.includes('/approvals/'))!.match(/\/approvals\/([^\s/]+)/)![1];
+
+    // The request is the person's, made through IT-MCP's client.
+    const job = await request.get(`/api/v1/jobs/${jobId}`, {
+      headers: { authorization: `Bearer ${await serviceToken()}` },
+    });
+    expect(await job.json()).toMatchObject({ job_id: jobId, status: 'queued', requester: 'carol' });
+
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await new Portal(page).signInWithProvider('dave', `/approvals/${jobId}`);
+    await expect(page.locator('main')).toContainText('carol');
+    await new ApprovalDetailPage(page).deny('not from a desktop session');
+    await snap(page, testInfo, 'dave-denied-stdio-write');
+    await context.close();
+
+    const denied = await pending;
+    expect(denied.isError).toBe(true);
+    expect(textOf(denied)).toContain('not from a desktop session');
+    expect(fs.existsSync(target)).toBe(false);
+  } finally {
+    await client.close();
+  }
+});
+
+test('the MCP Inspector CLI lists and calls tools through /mcp with a bearer token', async ({ baseURL }) => {
+  const root = filesRoot();
+  const inspector = path.join(__dirname, '..', 'node_modules', '.bin', 'mcp-inspector');
+  const run = async (...args: string[]) => {
+    const { stdout } = await promisify(execFile)(
+      inspector,
+      ['--cli', new URL('/mcp', baseURL).toString(), '--transport', 'http', '--header', `Authorization: Bearer ${await serviceToken()}`, ...args],
+      { timeout: 30_000 },
+    );
+    return JSON.parse(stdout.slice(stdout.indexOf('{'))) as { tools?: { name: string; description?: string }[]; content?: Content; isError?: boolean };
+  };
+  const listed = await run('--method', 'tools/list');
+  const names = (listed.tools ?? []).map((t) => t.name);
+  expect(names).toEqual(expect.arrayContaining(['read_text_file', 'write_file']));
+  expect(names).not.toContain('move_file');
+  const read = await run('--method', 'tools/call', '--tool-name', 'read_text_file', '--tool-arg', `path=${path.join(root, 'motd.txt')}`);
+  expect(read.isError).toBeFalsy();
+  expect(textOf(read)).toContain('served by the npm filesystem server');
+  const moved = await run(
+    '--method', 'tools/call', '--tool-name', 'move_file',
+    '--tool-arg', `source=${path.join(root, 'motd.txt')}`, '--tool-arg', `destination=${path.join(root, 'x.txt')}`,
+  );
+  expect(moved.isError).toBe(true);
+  expect(textOf(moved)).toContain('denied');
 });

@@ -97,13 +97,13 @@ pub struct Shared {
     pub rate_limiter: api::RateLimiter,
     /// API tokens verified in the last few seconds.
     pub token_cache: Arc<services::identity::api_tokens::TokenCache>,
-    /// API callers that may act for people.
-    pub delegating_callers: Arc<std::collections::BTreeSet<String>>,
     pub session_lifetime_secs: i64,
     /// How many refusals of unauthenticated requests are audited one by one.
     pub refusal_budget: Arc<web::security::RefusalBudget>,
     /// The MCP gateway's upstreams and timings.
     pub mcp: config::McpSettings,
+    /// The connections to the MCP upstreams, shared by `/mcp` sessions and the `mcp` executor.
+    pub upstreams: Arc<mcp::Upstreams>,
     session_idle_secs: i64,
     https: bool,
 }
@@ -164,11 +164,13 @@ impl AppState {
             export_key,
             export_progress: Arc::default(),
             admissions: services::gateway::AdmissionLocks::default(),
+            delegating_callers: Arc::new(config.delegating_callers()),
         });
         Ok(AppState(Arc::new(Shared {
             core,
             leptos: leptos_options(config),
             mcp: config.mcp_settings(),
+            upstreams: Arc::new(mcp::Upstreams::new(&config.mcp_upstreams)),
             refusal_budget: Arc::new(web::security::RefusalBudget::per_minute(
                 config.audit_refusals_per_minute,
             )),
@@ -179,7 +181,6 @@ impl AppState {
                 config.api_rate_limit_per_sec,
                 config.api_rate_limit_burst,
             ),
-            delegating_callers: Arc::new(config.delegating_callers()),
             token_cache: Arc::new(services::identity::api_tokens::TokenCache::new(
                 config.api_token_cache_secs,
             )),

@@ -60,6 +60,10 @@ operation = "echo"
 tool = "demo"
 operation = "slow"
 
+[mcp.upstreams.remote.tools.echo]
+tool = "demo"
+operation = "echo"
+
 [mcp.upstreams.fs.tools.read_text_file]
 tool = "files"
 operation = "read"
@@ -146,6 +150,17 @@ struct Env {
     gateway_pid: u32,
 }
 
+/// How a test's gateway is set up, beyond the defaults.
+#[derive(Default)]
+struct Setup<'a> {
+    /// More configuration (more upstreams, settings).
+    config: &'a str,
+    /// Environment variables for the `countersign mcp` process.
+    env: Vec<(&'a str, String)>,
+    /// `--on-behalf-of`.
+    on_behalf_of: Option<&'a str>,
+}
+
 impl Env {
     async fn start(hold_secs: u64) -> Env {
         Env::start_with(hold_secs, "fs").await
@@ -153,6 +168,13 @@ impl Env {
 
     /// A gateway in front of the upstream `upstream` (`fs` or `everything`).
     async fn start_with(hold_secs: u64, upstream: &str) -> Env {
+        Env::start_setup(hold_secs, upstream, Setup::default())
+            .await
+            .expect("the gateway completes the MCP handshake")
+    }
+
+    /// A gateway as `setup` says; the error when it does not come up.
+    async fn start_setup(hold_secs: u64, upstream: &str, setup: Setup<'_>) -> Result<Env, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = dir.path().join("files");
         std::fs::create_dir(&files).expect("files dir");
@@ -179,7 +201,9 @@ name = "everything"
 command = "node"
 args = ["{everything}", "stdio"]
 env = ["PATH", "HOME"]
+{extra}
 "#,
+            extra = setup.config,
             db = dir.path().join("countersign.db").display(),
             policy = policy_path.display(),
             server = filesystem_server().display(),
@@ -205,21 +229,46 @@ env = ["PATH", "HOME"]
             .arg("--config")
             .arg(&config_path)
             .args(["mcp", "--upstream", upstream])
-            .env("COUNTERSIGN_MCP_TOKEN", token);
+            .env("COUNTERSIGN_MCP_TOKEN", token)
+            .envs(setup.env);
+        if let Some(person) = setup.on_behalf_of {
+            command.args(["--on-behalf-of", person]);
+        }
         let assistant = Assistant::default();
-        let transport = rmcp::transport::TokioChildProcess::new(command).expect("spawn gateway");
+        let transport = rmcp::transport::TokioChildProcess::builder(command)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn gateway");
+        let (transport, stderr) = transport;
         let gateway_pid = transport.id().expect("the gateway's pid");
-        let client = assistant
-            .clone()
-            .serve(transport)
-            .await
-            .expect("the gateway completes the MCP handshake");
-        Env {
-            dir,
-            state,
-            client,
-            assistant,
-            gateway_pid,
+        match assistant.clone().serve(transport).await {
+            Ok(client) => {
+                // What the gateway logs goes on to the test's output (and never fills the pipe).
+                if let Some(mut stderr) = stderr {
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut stderr, &mut tokio::io::stderr()).await;
+                    });
+                }
+                Ok(Env {
+                    dir,
+                    state,
+                    client,
+                    assistant,
+                    gateway_pid,
+                })
+            }
+            Err(error) => {
+                let mut said = String::new();
+                if let Some(mut stderr) = stderr {
+                    use tokio::io::AsyncReadExt;
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        stderr.read_to_string(&mut said),
+                    )
+                    .await;
+                }
+                Err(format!("{error}: {said}"))
+            }
         }
     }
 
@@ -768,4 +817,398 @@ async fn two_identical_calls_at_once_make_one_request_and_it_runs_once() {
     assert_eq!(std::fs::read_to_string(&target).expect("written"), "once\n");
     let done = env.state.store.job(&job.job_id).await.expect("job");
     assert_eq!(done.status, JobStatus::Completed);
+}
+
+/// A free port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The npm reference server speaking Streamable HTTP on 127.0.0.1:`port` (stopped on drop).
+async fn everything_over_http(port: u16) -> tokio::process::Child {
+    let preload = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/loopback-only.cjs");
+    let child = tokio::process::Command::new("node")
+        .arg("--require")
+        .arg(preload)
+        .arg(everything_server())
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the reference server over HTTP");
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the reference server did not listen on 127.0.0.1:{port}");
+}
+
+/// An upstream reached by URL (Streamable HTTP): its tools are listed and called through the
+/// gateway like a started one's, and its answer comes back unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_reached_over_http_is_listed_and_called() {
+    let port = free_port();
+    let _upstream = everything_over_http(port).await;
+    let config = format!(
+        "[[mcp_upstreams]]\nname = \"remote\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n\
+         headers = {{ X-Team = \"ops\" }}\nheaders_env = {{ Authorization = \"REMOTE_MCP_AUTH\" }}\n"
+    );
+    let env = Env::start_setup(
+        30,
+        "remote",
+        Setup {
+            config: &config,
+            env: vec![(
+                "REMOTE_MCP_AUTH",
+                "Bearer reference-server-ignores-it".into(),
+            )],
+            ..Setup::default()
+        },
+    )
+    .await
+    .expect("the gateway starts");
+    let tools = env
+        .client
+        .peer()
+        .list_all_tools()
+        .await
+        .expect("tools/list");
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    assert_eq!(names, ["echo"], "only the mapped tool is shown");
+    let echoed = env.call("echo", json!({ "message": "over http" })).await;
+    assert_ne!(echoed.is_error, Some(true), "{}", text(&echoed));
+    assert!(text(&echoed).contains("over http"), "{}", text(&echoed));
+    let rows = env.assistants_rows().await;
+    assert!(
+        rows.iter()
+            .any(|r| r.event.decision_action == "allow" && r.event.tool == "demo"),
+        "the allowed call is audited"
+    );
+}
+
+/// The headers reach the upstream (the credential from the environment, not the file), and an
+/// upstream whose credential is missing is a tool error, never a call without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_upstream_gets_its_headers_and_a_missing_credential_is_a_tool_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let port = listener.local_addr().expect("address").port();
+    // A server that writes down each request's head and refuses it.
+    let heads = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut buffer = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => head.extend_from_slice(&buffer[..read]),
+                }
+            }
+            if let Ok(mut heads) = seen.lock() {
+                heads.push(String::from_utf8_lossy(&head).to_ascii_lowercase());
+            }
+            let _ = socket
+                .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    let config = format!(
+        "[[mcp_upstreams]]\nname = \"remote\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n\
+         headers = {{ X-Team = \"ops\" }}\nheaders_env = {{ Authorization = \"REMOTE_MCP_AUTH\" }}\n"
+    );
+    let env = Env::start_setup(
+        30,
+        "remote",
+        Setup {
+            config: &config,
+            env: vec![(
+                "REMOTE_MCP_AUTH",
+                "Bearer s3cret-from-the-environment".into(),
+            )],
+            ..Setup::default()
+        },
+    )
+    .await
+    .expect("the gateway starts");
+    let failed = env.call("echo", json!({ "message": "x" })).await;
+    assert_eq!(failed.is_error, Some(true));
+    assert!(
+        text(&failed).contains("could not be started"),
+        "{}",
+        text(&failed)
+    );
+    let head = heads
+        .lock()
+        .expect("heads")
+        .first()
+        .cloned()
+        .expect("the upstream was asked");
+    assert!(head.starts_with("post /mcp "), "{head}");
+    assert!(
+        head.contains("authorization: bearer s3cret-from-the-environment"),
+        "{head}"
+    );
+    assert!(head.contains("x-team: ops"), "{head}");
+    // This gateway goes away (and any retry of its own with it) before the next one starts.
+    drop(env);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked = heads.lock().expect("heads").len();
+
+    // Without the variable the gateway does not connect at all: the call says why, and the
+    // secret's absence is named by the variable, not guessed at.
+    let unset = Env::start_setup(
+        30,
+        "remote",
+        Setup {
+            config: &config,
+            ..Setup::default()
+        },
+    )
+    .await
+    .expect("the gateway starts");
+    let failed = unset.call("echo", json!({ "message": "x" })).await;
+    assert_eq!(failed.is_error, Some(true));
+    assert!(
+        text(&failed).contains("could not be started"),
+        "{}",
+        text(&failed)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        heads.lock().expect("heads").len(),
+        asked,
+        "no request goes out without its credential"
+    );
+}
+
+/// `--on-behalf-of`: a caller allowed to act for people makes the person the requester (the
+/// held request is theirs, audited with the caller); one that is not allowed does not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_behalf_of_makes_the_person_the_requester_only_for_a_delegating_caller() {
+    let refused = Env::start_setup(
+        30,
+        "fs",
+        Setup {
+            on_behalf_of: Some("erin"),
+            ..Setup::default()
+        },
+    )
+    .await
+    .err()
+    .expect("a caller that may not act for people is refused");
+    assert!(
+        refused.contains("may not act on behalf of people"),
+        "{refused}"
+    );
+
+    let env = Env::start_setup(
+        1,
+        "fs",
+        Setup {
+            on_behalf_of: Some("erin"),
+            env: vec![("COUNTERSIGN_API_DELEGATING_CALLERS", "assistant".into())],
+            ..Setup::default()
+        },
+    )
+    .await
+    .expect("a delegating caller starts");
+    let target = env.file("for-erin.txt");
+    let arguments = json!({ "path": target.display().to_string(), "content": "x" });
+    let held = env.call("write_file", arguments.clone()).await;
+    assert_eq!(held.is_error, Some(true), "{}", text(&held));
+    let job = env.pending_job().await;
+    assert_eq!(job.requester, "erin", "the person is the requester");
+    let again = env.call("write_file", arguments).await;
+    assert!(text(&again).contains("attached"), "{}", text(&again));
+    assert_eq!(
+        env.state
+            .store
+            .pending_jobs(10)
+            .await
+            .expect("pending")
+            .len(),
+        1
+    );
+    // The audit row is erin's (IT-MCP's `caller_id` is the requester) and names the caller.
+    let rows = env
+        .state
+        .store
+        .audit_search(
+            &server::store::AuditFilter {
+                caller_id: Some("erin".into()),
+                after_seq: Some(0),
+                ..Default::default()
+            },
+            100,
+        )
+        .await
+        .expect("audit");
+    let decision = rows
+        .iter()
+        .find(|r| r.event.decision_action == "require_approval")
+        .expect("the decision row");
+    let context: Value = serde_json::from_str(&decision.event.context).expect("context");
+    assert_eq!(context["caller"], "assistant", "{context}");
+    assert!(!target.exists());
+}
+
+/// The server's `/mcp` on a loopback port (in this process, on the test's state), and an
+/// assistant's client of it holding a token of its own.
+async fn http_client(env: &Env) -> RunningService<RoleClient, Assistant> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let address = listener.local_addr().expect("address");
+    let router = server::app(env.state.clone());
+    tokio::spawn(server::listener::serve(
+        listener,
+        router,
+        Duration::from_secs(10),
+        std::future::pending(),
+    ));
+    let (_, token) = server::services::identity::api_tokens::create(
+        &env.state.db.store(),
+        "remote-assistant",
+        &[],
+        &["files-read".into(), "files-write".into()],
+    )
+    .await
+    .expect("token");
+    // rmcp's HTTP client takes the process's TLS provider (ring, as the server's).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_config(
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+            format!("http://{address}/mcp"),
+        )
+        .auth_header(token),
+    );
+    Assistant::default()
+        .serve(transport)
+        .await
+        .expect("/mcp completes the MCP handshake")
+}
+
+/// Approved after the call stopped waiting: the server's `mcp` executor runs a call that came
+/// to its `/mcp`, once, through the server's own connection to the upstream (after a grace in
+/// which a call could collect it), and records the run; a second sweep runs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_nobody_waits_for_is_run_once_by_the_mcp_executor() {
+    let env = Env::start(1).await;
+    let client = http_client(&env).await;
+    let target = env.file("unattended.txt");
+    let arguments = json!({ "path": target.display().to_string(), "content": "ran unattended\n" });
+    let held = client
+        .peer()
+        .call_tool(
+            CallToolRequestParams::new("write_file")
+                .with_arguments(arguments.as_object().cloned().unwrap_or_default()),
+        )
+        .await
+        .expect("a tool result");
+    assert!(
+        text(&held).contains("Countersign runs it then"),
+        "{}",
+        text(&held)
+    );
+    let job = env.pending_job().await;
+    env.vote(&job.job_id, enforcer::Verdict::Approve, "fine, run it")
+        .await;
+    let dispatcher = server::executors::Dispatcher::new(env.state.clone()).expect("dispatcher");
+    // Within the grace a waiting call would collect it: the executor leaves it alone.
+    dispatcher.sweep().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        env.state.store.job(&job.job_id).await.expect("job").status,
+        JobStatus::Approved
+    );
+    tokio::time::sleep(server::services::gateway::COLLECT_GRACE).await;
+    dispatcher.sweep().await;
+    let mut done = None;
+    for _ in 0..300 {
+        let now = env.state.store.job(&job.job_id).await.expect("job");
+        if now.status.is_final() {
+            done = Some(now);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let done = done.expect("the executor ran it");
+    assert_eq!(done.status, JobStatus::Completed, "{:?}", done.error);
+    assert_eq!(
+        std::fs::read_to_string(&target).expect("written"),
+        "ran unattended\n"
+    );
+    // Once: a second sweep (given time to act) runs nothing more.
+    dispatcher.sweep().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let executions = env
+        .state
+        .store
+        .audit_for_job(&job.job_id)
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|r| r.event.kind == server::store::EventKind::Execution)
+        .filter_map(|r| r.event.execution_status)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        executions
+            .iter()
+            .filter(|s| s.as_str() == "success")
+            .count(),
+        1,
+        "{executions:?}"
+    );
+    let _ = client.cancel().await;
+    env.state.upstreams.stop_all().await;
+}
+
+/// A desktop's `countersign mcp` call is not run by the server's executor (its upstreams may be
+/// the desktop's own): approved while nobody waits, it stays approved until a call collects it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desktop_gateways_approval_waits_for_its_call() {
+    let env = Env::start(1).await;
+    let target = env.file("desktop.txt");
+    let arguments = json!({ "path": target.display().to_string(), "content": "collected\n" });
+    let held = env.call("write_file", arguments.clone()).await;
+    assert!(
+        text(&held).contains("runs when this tool is called again"),
+        "{}",
+        text(&held)
+    );
+    let job = env.pending_job().await;
+    env.vote(&job.job_id, enforcer::Verdict::Approve, "fine")
+        .await;
+    tokio::time::sleep(server::services::gateway::COLLECT_GRACE).await;
+    let dispatcher = server::executors::Dispatcher::new(env.state.clone()).expect("dispatcher");
+    dispatcher.sweep().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        env.state.store.job(&job.job_id).await.expect("job").status,
+        JobStatus::Approved
+    );
+    assert!(!target.exists());
+    let collected = env.call("write_file", arguments).await;
+    assert_ne!(collected.is_error, Some(true), "{}", text(&collected));
+    assert_eq!(
+        std::fs::read_to_string(&target).expect("written"),
+        "collected\n"
+    );
 }

@@ -267,6 +267,73 @@ async fn denial_and_cancel<S: Store>(store: &S) {
     );
 }
 
+/// The `mcp` executor's work: approved gateway jobs no call has collected, approved before the
+/// given time, with their approval window still open; never queued, claimed or other
+/// executors' jobs.
+async fn unattended_gateway_jobs_are_approved_and_uncollected<S: Store>(store: &S) {
+    let gateway_job = |id: &str| {
+        let mut job = new_job(1);
+        job.job_id = Some(id.into());
+        job.target_agent_id = Some(format!("mcp:{id}"));
+        job
+    };
+    let approve = |id: &str| vote(id, "bob", Verdict::Approve);
+    let left = store
+        .insert_job(&gateway_job("gw-left"))
+        .await
+        .expect("insert");
+    store
+        .vote_plain(&approve(&left.job_id))
+        .await
+        .expect("approve");
+    store
+        .insert_job(&gateway_job("gw-queued"))
+        .await
+        .expect("insert");
+    let collected = store
+        .insert_job(&gateway_job("gw-collected"))
+        .await
+        .expect("insert");
+    store
+        .vote_plain(&approve(&collected.job_id))
+        .await
+        .expect("approve");
+    assert!(store
+        .claim("mcp:gw-collected", 60, Utc::now())
+        .await
+        .expect("claim")
+        .is_some());
+    let mut executor_job = new_job(1);
+    executor_job.target_agent_id = Some("executor:deploy".into());
+    let executor_job = store.insert_job(&executor_job).await.expect("insert");
+    store
+        .vote_plain(&approve(&executor_job.job_id))
+        .await
+        .expect("approve");
+
+    let now = Utc::now();
+    let ids =
+        |jobs: Vec<server::store::Job>| jobs.into_iter().map(|j| j.job_id).collect::<Vec<_>>();
+    let found = store
+        .unattended_gateway_jobs(now + Duration::seconds(1), now, 10)
+        .await
+        .expect("read");
+    assert_eq!(ids(found), ["gw-left"]);
+    // Approved just now: a waiting call may still collect it.
+    let found = store
+        .unattended_gateway_jobs(now - Duration::minutes(5), now, 10)
+        .await
+        .expect("read");
+    assert!(found.is_empty());
+    // The approval window (15 minutes) has closed.
+    let later = now + Duration::hours(1);
+    let found = store
+        .unattended_gateway_jobs(later, later, 10)
+        .await
+        .expect("read");
+    assert!(found.is_empty());
+}
+
 /// A repeated call finds the requester's open job for it: queued or approved, never a final
 /// one, never another requester's or another call's; the newest when there are several.
 async fn repeated_calls_find_their_open_job<S: Store>(store: &S) {
@@ -275,10 +342,12 @@ async fn repeated_calls_find_their_open_job<S: Store>(store: &S) {
         let mut job = new_job(1);
         job.requester = requester.into();
         job.call_hash = hash.into();
+        job.submitted_by = Some("assistant".into());
+        job.target_agent_id = Some(format!("mcp:{}", uuid::Uuid::now_v7()));
         job
     };
     assert!(store
-        .open_job_for_call("alice", &hash)
+        .open_job_for_call("alice", "assistant", &hash)
         .await
         .expect("none yet")
         .is_none());
@@ -297,9 +366,16 @@ async fn repeated_calls_find_their_open_job<S: Store>(store: &S) {
         .insert_job(&for_call("alice", &"01".repeat(32)))
         .await
         .expect("insert");
+    // Another caller's request for alice, and a job the policy's executor runs, are not joined.
+    let mut other_caller = for_call("alice", &hash);
+    other_caller.submitted_by = Some("another-assistant".into());
+    store.insert_job(&other_caller).await.expect("insert");
+    let mut not_the_gateways = for_call("alice", &hash);
+    not_the_gateways.target_agent_id = Some("executor:deploy".into());
+    store.insert_job(&not_the_gateways).await.expect("insert");
     async fn found<S: Store>(store: &S, hash: &str) -> Option<(String, JobStatus)> {
         store
-            .open_job_for_call("alice", hash)
+            .open_job_for_call("alice", "assistant", hash)
             .await
             .expect("read")
             .map(|j| (j.job_id, j.status))
@@ -339,8 +415,9 @@ async fn repeated_calls_find_their_open_job<S: Store>(store: &S) {
         .vote_plain(&vote(&running.job_id, "bob", Verdict::Approve))
         .await
         .expect("approve");
+    let owner = running.target_agent_id.clone().expect("the gateway's job");
     let leased = store
-        .claim("agent-1", 60, Utc::now())
+        .claim(&owner, 60, Utc::now())
         .await
         .expect("claim")
         .expect("a job to run");
@@ -1714,6 +1791,7 @@ conformance!(
     accounts_and_tokens_are_kept,
     audit_rows_are_found_by_id,
     repeated_calls_find_their_open_job,
+    unattended_gateway_jobs_are_approved_and_uncollected,
 );
 
 // ------------------------------------------------------------------------------------------

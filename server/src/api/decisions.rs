@@ -41,16 +41,10 @@ async fn requester(
     let Some(person) = &input.on_behalf_of else {
         return Ok((caller.id.clone(), capabilities));
     };
-    if !state.delegating_callers.contains(&caller.id) {
-        return Err(ApiError {
-            field: Some("on_behalf_of".into()),
-            ..ApiError::new(
-                StatusCode::FORBIDDEN,
-                "delegation_not_allowed",
-                "this caller may not act on behalf of people (setting api_delegating_callers)",
-            )
-        });
-    }
+    decisions::may_act_for(&state.core, caller, person).map_err(|error| ApiError {
+        field: Some("on_behalf_of".into()),
+        ..ApiError::from(error)
+    })?;
     if let Some(token) = headers.get(PERSON_TOKEN_HEADER) {
         let Some(oidc) = &state.oidc else {
             return Err(ApiError::new(

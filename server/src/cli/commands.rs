@@ -189,6 +189,10 @@ struct McpArgs {
         value_name = "TOKEN"
     )]
     token: String,
+    /// The person the calls are made for (the token's holder must be allowed to act for people:
+    /// `api_delegating_callers`); default `mcp_on_behalf_of` from the configuration.
+    #[arg(long, env = "COUNTERSIGN_MCP_ON_BEHALF_OF", value_name = "PERSON")]
+    on_behalf_of: Option<String>,
 }
 
 /// Parse the arguments and run the command; the process's exit status.
@@ -714,8 +718,14 @@ async fn mcp(config: Config, args: McpArgs) -> Result<(), Failure> {
         .await
         .map_err(|e| format!("cannot record the policy in the database: {e}"))?;
     let caller = crate::mcp::authenticate(&state, &args.token).await?;
-    let gateway =
-        crate::mcp::Gateway::new(state, &config.mcp_settings(), &args.upstreams, Some(caller))?;
+    let on_behalf_of = args.on_behalf_of.or(config.mcp_on_behalf_of.clone());
+    let gateway = crate::mcp::Gateway::new(
+        state,
+        &config.mcp_settings(),
+        &args.upstreams,
+        caller,
+        on_behalf_of.as_deref(),
+    )?;
     gateway.serve_stdio().await?;
     Ok(())
 }

@@ -158,6 +158,9 @@ pub struct Config {
     pub mcp_progress_secs: u64,
     /// The MCP tool servers the gateway passes calls to (`[[mcp_upstreams]]` in the file).
     pub mcp_upstreams: Vec<McpUpstream>,
+    /// The person `countersign mcp` makes calls for by default (its token's holder must be in
+    /// `api_delegating_callers`); `--on-behalf-of` overrides it.
+    pub mcp_on_behalf_of: Option<String>,
 }
 
 /// The MCP gateway's settings, taken from the configuration once.
@@ -172,14 +175,16 @@ pub struct McpSettings {
     pub public_url: Option<String>,
 }
 
-/// One MCP tool server behind the gateway: a command the gateway starts, speaking MCP on its
-/// standard input and output. The policy's `[mcp.upstreams.NAME]` says what its tools are.
+/// One MCP tool server behind the gateway: either a command the gateway starts, speaking MCP on
+/// its standard input and output, or a server the gateway reaches over Streamable HTTP at `url`.
+/// The policy's `[mcp.upstreams.NAME]` says what its tools are.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct McpUpstream {
     /// The upstream's name, as the policy and `countersign mcp --upstream` use it.
     pub name: String,
     /// The program to start, talking MCP on its standard input and output...
+    #[serde(default)]
     pub command: String,
     /// ...its arguments...
     #[serde(default)]
@@ -187,10 +192,128 @@ pub struct McpUpstream {
     /// ...and the environment variables it gets from the gateway's (no others).
     #[serde(default)]
     pub env: Vec<String>,
+    /// ...or the address of a server speaking Streamable HTTP (`https://host/mcp`)...
+    #[serde(default)]
+    pub url: Option<String>,
+    /// ...with these headers on every request (written here: nothing secret)...
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// ...and these, each read from the named environment variable (credentials such as
+    /// `Authorization` belong here, never in the file).
+    #[serde(default)]
+    pub headers_env: std::collections::BTreeMap<String, String>,
     /// Put before each of its tool names (e.g. `it-mcp.`), to keep several upstreams' tools
     /// apart; empty keeps the names.
     #[serde(default)]
     pub prefix: String,
+}
+
+/// Headers that carry credentials: refused in `headers`, where they would sit in the file.
+const CREDENTIAL_HEADERS: [&str; 9] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "api-key",
+    "x-auth-token",
+    "x-api-token",
+    "private-token",
+    "x-access-token",
+];
+
+/// Headers the MCP transport sets itself: refused in `headers` and `headers_env`.
+const TRANSPORT_HEADERS: [&str; 5] = [
+    "accept",
+    "content-type",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+];
+
+impl McpUpstream {
+    /// Check one upstream's transport settings; the message names what is wrong.
+    fn check(&self, name: &str) -> Result<(), String> {
+        let stdio = !self.command.trim().is_empty();
+        match (stdio, &self.url) {
+            (true, Some(_)) => {
+                return Err(format!(
+                    "`{name}`: give either command (a program to start) or url (a server to reach), not both"
+                ))
+            }
+            (false, None) => {
+                return Err(format!(
+                    "`{name}`: command is empty (the program to start), and no url is given"
+                ))
+            }
+            (false, Some(url)) => {
+                let parsed = url::Url::parse(url)
+                    .map_err(|e| format!("`{name}`: url is not a URL: {e}"))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(format!("`{name}`: url must start with http:// or https://"));
+                }
+                if !parsed.username().is_empty() || parsed.password().is_some() {
+                    return Err(format!(
+                        "`{name}`: url must not hold credentials; put them in headers_env"
+                    ));
+                }
+                let loopback = match parsed.host() {
+                    Some(url::Host::Domain(host)) => host == "localhost",
+                    Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                    Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                    None => false,
+                };
+                if parsed.scheme() == "http" && !loopback && !self.headers_env.is_empty() {
+                    return Err(format!(
+                        "`{name}`: credentials (headers_env) go only over https:// (or http:// to this machine)"
+                    ));
+                }
+                if !self.args.is_empty() || !self.env.is_empty() {
+                    return Err(format!(
+                        "`{name}`: args and env are for upstreams started by command, not reached by url"
+                    ));
+                }
+            }
+            (true, None) => {
+                if !self.headers.is_empty() || !self.headers_env.is_empty() {
+                    return Err(format!(
+                        "`{name}`: headers are for upstreams reached by url, not started by command"
+                    ));
+                }
+            }
+        }
+        for header in self.headers.keys().chain(self.headers_env.keys()) {
+            if TRANSPORT_HEADERS.contains(&header.to_ascii_lowercase().as_str()) {
+                return Err(format!(
+                    "`{name}`: the header {header} is set by the MCP transport itself"
+                ));
+            }
+        }
+        for (header, value) in &self.headers {
+            if CREDENTIAL_HEADERS.contains(&header.to_ascii_lowercase().as_str()) {
+                return Err(format!(
+                    "`{name}`: the header {header} carries a credential; name the environment variable holding it in headers_env instead"
+                ));
+            }
+            axum::http::HeaderName::from_bytes(header.as_bytes())
+                .map_err(|_| format!("`{name}`: {header:?} is not a header name"))?;
+            axum::http::HeaderValue::from_str(value)
+                .map_err(|_| format!("`{name}`: the value of {header} is not a header value"))?;
+        }
+        for (header, variable) in &self.headers_env {
+            axum::http::HeaderName::from_bytes(header.as_bytes())
+                .map_err(|_| format!("`{name}`: {header:?} is not a header name"))?;
+            if variable.is_empty()
+                || !variable
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(format!(
+                    "`{name}`: {variable:?} (for {header}) is not an environment variable's name"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -293,6 +416,7 @@ impl Default for Config {
             mcp_hold_secs: 50,
             mcp_progress_secs: 5,
             mcp_upstreams: Vec::new(),
+            mcp_on_behalf_of: None,
         }
     }
 }
@@ -463,12 +587,9 @@ impl Config {
             if !names.insert(name) {
                 return Err(invalid("mcp_upstreams", format!("`{name}` is named twice")));
             }
-            if upstream.command.trim().is_empty() {
-                return Err(invalid(
-                    "mcp_upstreams",
-                    format!("`{name}`: command is empty (the program to start)"),
-                ));
-            }
+            upstream
+                .check(name)
+                .map_err(|message| invalid("mcp_upstreams", message))?;
         }
         Ok(())
     }
@@ -1045,6 +1166,14 @@ mod tests {
         assert_eq!(settings.upstreams.len(), 1);
         assert_eq!(settings.upstreams[0].prefix, "it.");
         assert_eq!(settings.portal, "http://127.0.0.1:3000");
+        let remote = load(
+            "[[mcp_upstreams]]\nname = \"it-mcp\"\nurl = \"https://it-mcp.example/mcp\"\n\
+             headers = { X-Team = \"ops\" }\nheaders_env = { Authorization = \"IT_MCP_AUTH\" }\n",
+        )
+        .expect("an upstream reached by url loads");
+        let upstream = &remote.mcp_settings().upstreams[0];
+        assert_eq!(upstream.url.as_deref(), Some("https://it-mcp.example/mcp"));
+        assert_eq!(upstream.headers_env["Authorization"], "IT_MCP_AUTH");
         for (text, says) in [
             ("[[mcp_upstreams]]\nname = \"a b\"\ncommand = \"x\"\n", "is not a name"),
             (
@@ -1052,7 +1181,37 @@ mod tests {
                 "named twice",
             ),
             ("[[mcp_upstreams]]\nname = \"a\"\ncommand = \" \"\n", "command is empty"),
-            ("[[mcp_upstreams]]\nname = \"a\"\ncommand = \"x\"\nurl = \"http://x\"\n", "url"),
+            ("[[mcp_upstreams]]\nname = \"a\"\ncommand = \"x\"\nurl = \"http://x\"\n", "not both"),
+            ("[[mcp_upstreams]]\nname = \"a\"\nurl = \"ftp://x\"\n", "must start with http"),
+            ("[[mcp_upstreams]]\nname = \"a\"\nurl = \"http://u:p@x/mcp\"\n", "must not hold credentials"),
+            (
+                "[[mcp_upstreams]]\nname = \"a\"\nurl = \"http://x/mcp\"\nheaders = { Authorization = \"Bearer s\" }\n",
+                "headers_env instead",
+            ),
+            (
+                "[[mcp_upstreams]]\nname = \"a\"\nurl = \"https://x/mcp\"\nheaders_env = { Authorization = \"A-B\" }\n",
+                "not an environment variable",
+            ),
+            (
+                "[[mcp_upstreams]]\nname = \"a\"\ncommand = \"x\"\nheaders = { X-Team = \"ops\" }\n",
+                "reached by url",
+            ),
+            (
+                "[[mcp_upstreams]]\nname = \"a\"\nurl = \"http://x/mcp\"\nheaders = { Private-Token = \"t\" }\n",
+                "headers_env instead",
+            ),
+            (
+                "[[mcp_upstreams]]\nname = \"a\"\nurl = \"http://x/mcp\"\nheaders = { Accept = \"*/*\" }\n",
+                "set by the MCP transport",
+            ),
+            (
+                "[[mcp_upstreams]]\nname = \"a\"\nurl = \"http://mcp.example/mcp\"\nheaders_env = { Authorization = \"T\" }\n",
+                "only over https",
+            ),
+            (
+                "[[mcp_upstreams]]\nname = \"a\"\nurl = \"https://x/mcp\"\nargs = [\"y\"]\n",
+                "started by command",
+            ),
             ("mcp_hold_secs = 0\n", "mcp_hold_secs"),
         ] {
             let error = load(text).expect_err(says);

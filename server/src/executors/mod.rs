@@ -1,4 +1,6 @@
-//! Running approved jobs on the server: the `process` and `webhook` executors.
+//! Running approved jobs on the server: the `process` and `webhook` executors, and the `mcp`
+//! executor, which runs approved MCP gateway calls that no call collected (the assistant's
+//! client stopped waiting) through the server's own connection to the upstream.
 //!
 //! A job is assigned when it is queued ([`assignment`]): to `executor:NAME` when the policy's
 //! executor for its operation runs on the server, to the named agent (or to any agent) when it
@@ -14,6 +16,7 @@ pub mod webhook;
 use crate::services::execution::{
     audit_step, execution_event, lease_next, record_result, RunReport,
 };
+use crate::services::gateway;
 use crate::store::{Job, JobStatus, Store, SERVER_EXECUTOR_PREFIX};
 use crate::AppState;
 use enforcer::executor::TemplateError;
@@ -25,6 +28,10 @@ use tokio::sync::{broadcast::error::RecvError, OwnedSemaphorePermit, Semaphore};
 
 /// Jobs the server runs at once (further approved jobs wait for a slot).
 pub const SLOTS: usize = 8;
+/// Approved MCP calls the `mcp` executor runs at once, apart from the other executors' slots.
+pub const MCP_SLOTS: usize = 8;
+/// Approved MCP calls looked at per sweep.
+const MCP_BATCH: i64 = 200;
 /// How often approved jobs are looked for without an event (other replicas, retries).
 const SWEEP: Duration = Duration::from_secs(5);
 
@@ -64,6 +71,7 @@ pub struct Dispatcher {
     state: AppState,
     client: reqwest::Client,
     slots: Arc<Semaphore>,
+    mcp_slots: Arc<Semaphore>,
     secrets: SecretLookup,
 }
 
@@ -77,6 +85,7 @@ impl Dispatcher {
             state,
             client,
             slots: Arc::new(Semaphore::new(SLOTS)),
+            mcp_slots: Arc::new(Semaphore::new(MCP_SLOTS)),
             secrets: Arc::new(|name: &str| std::env::var(name).ok()),
         })
     }
@@ -123,6 +132,7 @@ impl Dispatcher {
 
     /// Look for approved jobs of every server-side executor.
     pub async fn sweep(&self) {
+        self.run_uncollected_mcp_calls().await;
         let names: Vec<String> = self
             .state
             .policy
@@ -133,6 +143,80 @@ impl Dispatcher {
             .collect();
         for name in names {
             self.drain(&name).await;
+        }
+    }
+
+    /// The `mcp` executor: approved gateway calls that came to this server's `/mcp`, that no
+    /// call collected within the grace, run here once each (the claim decides who runs it),
+    /// through the server's connection to the upstream, with the assistant's own arguments.
+    async fn run_uncollected_mcp_calls(&self) {
+        let jobs = match gateway::unattended(&self.state.core, MCP_BATCH).await {
+            Ok(jobs) => jobs,
+            Err(error) => {
+                tracing::warn!(%error, "could not look for approved MCP calls");
+                return;
+            }
+        };
+        for job in jobs {
+            let call = match gateway::upstream_call(&self.state.core, &job).await {
+                Ok(call) if call.unattended && self.state.upstreams.knows(&call.upstream) => call,
+                // A desktop gateway's call (a repeated call there collects it), or one from an
+                // older version or for an upstream this server does not have: left alone.
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::debug!(%error, job_id = %job.job_id, "an approved MCP call the server does not run");
+                    continue;
+                }
+            };
+            let Ok(permit) = self.mcp_slots.clone().try_acquire_owned() else {
+                return; // All slots busy; the sweep comes back.
+            };
+            let this = self.clone();
+            tokio::spawn(async move { this.run_mcp_call(job, call, permit).await });
+        }
+    }
+
+    async fn run_mcp_call(
+        &self,
+        job: Job,
+        call: gateway::UpstreamCall,
+        _slot: OwnedSemaphorePermit,
+    ) {
+        let core = &self.state.core;
+        let tool_call = gateway::ToolCall {
+            upstream: &call.upstream,
+            tool: &call.tool,
+            arguments: &call.arguments,
+            session: None,
+            on_behalf_of: None,
+            unattended: true,
+        };
+        if !gateway::same_call(core, &job, &tool_call) {
+            tracing::error!(job_id = %job.job_id, "an approved MCP call's recorded arguments do not match its call hash; not run");
+            return;
+        }
+        let claimed = match gateway::claim(core, &job).await {
+            Ok(Some(claimed)) => claimed,
+            Ok(None) => return, // A call collected it first, or the re-check ended it.
+            Err(error) => {
+                tracing::warn!(%error, job_id = %job.job_id, "could not claim an approved MCP call");
+                return;
+            }
+        };
+        let keeper = {
+            let (core, job_id) = (self.state.core.clone(), claimed.job_id.clone());
+            tokio::spawn(async move { gateway::keep_leased(&core, &job_id).await })
+        };
+        let (_, report) = self
+            .state
+            .upstreams
+            .call(&call.upstream, &call.tool, &call.arguments)
+            .await;
+        keeper.abort();
+        if let Err(error) =
+            gateway::finish(core, &claimed, &report, gateway::Runner::Executor).await
+        {
+            tracing::error!(%error, job_id = %claimed.job_id, "could not record an MCP call's run");
         }
     }
 

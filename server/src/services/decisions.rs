@@ -23,11 +23,41 @@ pub struct Decided {
 
 /// Who runs the job a `require_approval` decision queues, once it is approved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub enum Route<'a> {
     /// The executor or agent the policy names for the operation (or any agent).
     Policy,
-    /// The MCP gateway that asked: it runs the approved call itself, upstream.
-    McpGateway,
+    /// The MCP gateway that asked: the call goes to `tool` of the upstream `upstream` with the
+    /// assistant's own `arguments` (all kept in the decision's context), run by the gateway call
+    /// that collects the approval or, for a call that came over HTTP (`unattended`) and that no
+    /// call collects, by the server's `mcp` executor.
+    McpGateway {
+        upstream: &'a str,
+        tool: &'a str,
+        arguments: &'a serde_json::Map<String, Value>,
+        unattended: bool,
+    },
+}
+
+/// Check that `caller` may act for `person` (a delegating service, named in
+/// `api_delegating_callers`): the decision is then the person's, with the caller's capabilities.
+/// The name is taken exactly: one with spaces or control characters around or in it is refused
+/// (it would not match the person's own name when they vote).
+pub fn may_act_for(core: &Core, caller: &Caller, person: &str) -> Result<(), ServiceError> {
+    if person.is_empty() || person.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ServiceError::Invalid {
+            code: "invalid_on_behalf_of",
+            field: Some("on_behalf_of".into()),
+            message: "name the person the call is made for, without spaces".into(),
+        });
+    }
+    if !core.delegating_callers.contains(&caller.id) {
+        return Err(ServiceError::Forbidden {
+            code: "delegation_not_allowed",
+            reason: "this caller may not act on behalf of people (setting api_delegating_callers)"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 /// Decide `input` for `requester` (the caller, or the person a delegating caller acts for)
@@ -39,7 +69,7 @@ pub async fn decide(
     input: &DecisionInput,
     requester: &str,
     capabilities: BTreeSet<String>,
-    route: Route,
+    route: Route<'_>,
 ) -> Result<Decided, ServiceError> {
     let request = input.request();
     let principal = Principal {
@@ -59,6 +89,15 @@ pub async fn decide(
     event.id = Some(audit_id.clone());
     event.timestamp = now;
     event.job_id = job_id.clone();
+    if let Route::McpGateway {
+        upstream,
+        tool,
+        arguments,
+        unattended,
+    } = route
+    {
+        event.context = with_mcp_call(&event.context, upstream, tool, arguments, unattended);
+    }
     // A decision that needs approval is recorded together with its job, in one transaction.
     let job = job_id.as_ref().map(|job_id| {
         let ttl = i64::try_from(decision.ttl_secs).unwrap_or(i64::MAX / 2);
@@ -73,7 +112,7 @@ pub async fn decide(
                 Route::Policy => {
                     super::execution::assignment(&core.policy, &input.tool, &input.operation)
                 }
-                Route::McpGateway => Some(format!("{MCP_GATEWAY_PREFIX}{job_id}")),
+                Route::McpGateway { .. } => Some(format!("{MCP_GATEWAY_PREFIX}{job_id}")),
             },
             priority: Priority::for_risk(decision.risk),
             requester: requester.to_string(),
@@ -85,7 +124,13 @@ pub async fn decide(
             created_at: now,
             expires_at: now + chrono::Duration::seconds(ttl),
             approval_window_secs: i64::try_from(decision.approval_window_secs).unwrap_or(3_600),
-            max_retries: 2,
+            // An MCP call may have taken effect even if its runner vanished: it is never
+            // handed out again (at most once); other jobs may be retried twice.
+            max_retries: if matches!(route, Route::McpGateway { .. }) {
+                0
+            } else {
+                2
+            },
             decision_audit_id: Some(audit_id.clone()),
             submitted_by: Some(caller.id.clone()),
         }
@@ -138,6 +183,39 @@ fn stored_context(caller: &Caller, input: &DecisionInput, requester: &str) -> St
         }
     }
     context.to_string()
+}
+
+/// A decision row's context with the MCP call it came from: `"mcp": {"upstream", "tool",
+/// "arguments"}` (the assistant's arguments as sent, before the policy's renames) and
+/// `"unattended": true` when the server may run it with no call waiting.
+fn with_mcp_call(
+    context: &str,
+    upstream: &str,
+    tool: &str,
+    arguments: &serde_json::Map<String, Value>,
+    unattended: bool,
+) -> String {
+    let mut value: Value = serde_json::from_str(context).unwrap_or_else(|_| json!({}));
+    if let Value::Object(map) = &mut value {
+        let mut call = json!({ "upstream": upstream, "tool": tool, "arguments": arguments });
+        if unattended {
+            call["unattended"] = json!(true);
+        }
+        map.insert("mcp".into(), call);
+    }
+    value.to_string()
+}
+
+/// The MCP call a decision row's context names: upstream, tool, the assistant's arguments, and
+/// whether the server may run it unattended (`None` for other decisions).
+pub fn mcp_call_of(context: &Value) -> Option<(&str, &str, &serde_json::Map<String, Value>, bool)> {
+    let call = &context["mcp"];
+    Some((
+        call["upstream"].as_str()?,
+        call["tool"].as_str()?,
+        call["arguments"].as_object()?,
+        call["unattended"].as_bool().unwrap_or(false),
+    ))
 }
 
 /// The kind of caller a decision row's context names when it names none.

@@ -54,6 +54,19 @@ pub struct ToolCall<'a> {
     pub arguments: &'a Map<String, Value>,
     /// The assistant's session, kept with the audit row.
     pub session: Option<String>,
+    /// The person a delegating caller makes the call for (`countersign mcp --on-behalf-of`).
+    pub on_behalf_of: Option<&'a str>,
+    /// Whether the server's `mcp` executor may run it once approved when no call is waiting:
+    /// for calls that came to the server itself (`/mcp`), whose upstreams it serves; not for a
+    /// desktop's `countersign mcp`, whose upstreams may be the desktop's own.
+    pub unattended: bool,
+}
+
+impl ToolCall<'_> {
+    /// Whose call it is: the person named, or the caller.
+    pub fn requester<'c>(&'c self, caller: &'c Caller) -> &'c str {
+        self.on_behalf_of.unwrap_or(&caller.id)
+    }
 }
 
 /// The policy request a call is decided as. A tool the policy does not know becomes a request
@@ -94,27 +107,36 @@ pub fn policy_input(
         args: request.args,
         target: request.target,
         reason: None,
-        on_behalf_of: None,
+        on_behalf_of: call.on_behalf_of.map(str::to_string),
         session: call.session.clone(),
     };
     (input, refusal)
 }
 
-/// Decide a tool call for `caller`, or attach it to the open job of the same call (same
-/// requester, same call hash): an assistant's retry never queues a second request.
+/// Decide a tool call for `caller` (or for the person it names, when the caller may act for
+/// people), or attach it to the open job of the same call (same requester, same call hash): an
+/// assistant's retry never queues a second request.
 pub async fn admit(
     core: &Core,
     caller: &Caller,
     call: &ToolCall<'_>,
 ) -> Result<Admission, ServiceError> {
+    if let Some(person) = call.on_behalf_of {
+        decisions::may_act_for(core, caller, person)?;
+    }
+    let requester = call.requester(caller);
     let (input, refusal) = policy_input(core.policy.mcp.get(call.upstream), call);
     let mut _turn = None;
     if refusal.is_none() {
         let hash = enforcer::call_hash(&input.request());
-        _turn = Some(core.admissions.turn(format!("{}\n{hash}", caller.id)).await);
+        _turn = Some(
+            core.admissions
+                .turn(format!("{}\n{requester}\n{hash}", caller.id))
+                .await,
+        );
         let open = core
             .store
-            .open_job_for_call(&caller.id, &hash)
+            .open_job_for_call(requester, &caller.id, &hash)
             .await
             .map_err(|e| ServiceError::unavailable("the approval queue could not be read", &e))?;
         if let Some(job) = open {
@@ -129,9 +151,14 @@ pub async fn admit(
         core,
         caller,
         &input,
-        &caller.id,
+        requester,
         capabilities,
-        Route::McpGateway,
+        Route::McpGateway {
+            upstream: call.upstream,
+            tool: call.tool,
+            arguments: call.arguments,
+            unattended: call.unattended,
+        },
     )
     .await?;
     Ok(match (decided.decision.action, decided.job) {
@@ -332,20 +359,90 @@ pub fn same_call(core: &Core, job: &Job, call: &ToolCall<'_>) -> bool {
     refusal.is_none() && enforcer::call_hash(&input.request()) == job.call_hash
 }
 
+/// Who ran an approved gateway job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runner {
+    /// The call that collected the approval (the waiting client's, or a repeated one).
+    Call,
+    /// The server's `mcp` executor: no call collected the approval in time.
+    Executor,
+}
+
 /// Record how an approved job's run went, and end the job.
-pub async fn finish(core: &Core, job: &Job, report: &RunReport) -> Result<Job, ServiceError> {
+pub async fn finish(
+    core: &Core,
+    job: &Job,
+    report: &RunReport,
+    runner: Runner,
+) -> Result<Job, ServiceError> {
     let status = report.job_status().unwrap_or(JobStatus::Failed);
     let owner = owner(&job.job_id);
+    let by = match runner {
+        Runner::Call => "the MCP gateway ran it upstream for the waiting call",
+        Runner::Executor => "the mcp executor ran it upstream (no call was waiting)",
+    };
     execution::record_result(
         core,
         &job.job_id,
         &owner,
         report,
         status,
-        &format!("the MCP gateway ran it upstream: {}", report.status),
+        &format!("{by}: {}", report.status),
     )
     .await
     .map_err(|e| ServiceError::unavailable("the run could not be recorded", &e))
+}
+
+/// How long an approved gateway job waits for a call to collect it before the server's `mcp`
+/// executor runs it instead.
+pub const COLLECT_GRACE: Duration = Duration::from_secs(5);
+
+/// Approved gateway jobs no call has collected within [`COLLECT_GRACE`], never retried (at
+/// most `limit`).
+pub async fn unattended(core: &Core, limit: i64) -> Result<Vec<Job>, ServiceError> {
+    let now = chrono::Utc::now();
+    let grace =
+        chrono::Duration::from_std(COLLECT_GRACE).unwrap_or_else(|_| chrono::Duration::zero());
+    core.store
+        .unattended_gateway_jobs(now - grace, now, limit)
+        .await
+        .map_err(|e| ServiceError::unavailable("the approved MCP calls could not be read", &e))
+}
+
+/// An approved gateway call as the server's `mcp` executor runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamCall {
+    pub upstream: String,
+    pub tool: String,
+    /// The assistant's arguments as it sent them.
+    pub arguments: Map<String, Value>,
+    /// Whether the call came to the server itself, so the server may run it unattended.
+    pub unattended: bool,
+}
+
+/// The MCP call an approved gateway job stands for (from the job's decision row, as the
+/// gateway recorded it).
+pub async fn upstream_call(core: &Core, job: &Job) -> Result<UpstreamCall, ServiceError> {
+    let missing = || ServiceError::Conflict {
+        code: "not_an_mcp_call",
+        message: "the job's decision does not name the MCP tool it was asked for".into(),
+    };
+    let audit_id = job.decision_audit_id.as_deref().ok_or_else(missing)?;
+    let row = core
+        .store
+        .audit_row(audit_id, crate::store::EventKind::Decision)
+        .await
+        .map_err(|e| ServiceError::unavailable("the job's decision could not be read", &e))?
+        .ok_or_else(missing)?;
+    let context: Value = serde_json::from_str(&row.event.context).map_err(|_| missing())?;
+    let (upstream, tool, arguments, unattended) =
+        decisions::mcp_call_of(&context).ok_or_else(missing)?;
+    Ok(UpstreamCall {
+        upstream: upstream.to_string(),
+        tool: tool.to_string(),
+        arguments: arguments.clone(),
+        unattended,
+    })
 }
 
 /// Record how an allowed call's run went (once, against its decision).

@@ -49,6 +49,8 @@ pub struct Core {
     pub export_progress: Arc<exports::ProgressBoard>,
     /// The MCP gateway's calls being admitted here (identical ones take turns).
     pub admissions: gateway::AdmissionLocks,
+    /// Callers that may act for people (`api_delegating_callers`).
+    pub delegating_callers: Arc<std::collections::BTreeSet<String>>,
 }
 
 impl Core {

@@ -79,9 +79,18 @@ impl Store for AnyStore {
     async fn open_job_for_call(
         &self,
         requester: &str,
+        submitted_by: &str,
         call_hash: &str,
     ) -> Result<Option<Job>, StoreError> {
-        delegate!(self, s => s.open_job_for_call(requester, call_hash))
+        delegate!(self, s => s.open_job_for_call(requester, submitted_by, call_hash))
+    }
+    async fn unattended_gateway_jobs(
+        &self,
+        approved_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Job>, StoreError> {
+        delegate!(self, s => s.unattended_gateway_jobs(approved_before, now, limit))
     }
     async fn votes(&self, job_id: &str) -> Result<Vec<VoteRecord>, StoreError> {
         delegate!(self, s => s.votes(job_id))

@@ -685,17 +685,42 @@ impl Store for DialectStore {
     async fn open_job_for_call(
         &self,
         requester: &str,
+        submitted_by: &str,
         call_hash: &str,
     ) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query(
+        let row = sqlx::query(&format!(
             "SELECT * FROM command_queue WHERE requester = $1 AND call_hash = $2 \
-             AND status IN ('queued', 'approved', 'picked', 'executing') ORDER BY created_at DESC, job_id DESC LIMIT 1",
-        )
+             AND status IN ('queued', 'approved', 'picked', 'executing') \
+             AND submitted_by = $3 AND target_agent_id LIKE '{}%' \
+             ORDER BY created_at DESC, job_id DESC LIMIT 1",
+            super::MCP_GATEWAY_PREFIX
+        ))
         .bind(requester)
         .bind(call_hash)
+        .bind(submitted_by)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(job_row).transpose()
+    }
+
+    async fn unattended_gateway_jobs(
+        &self,
+        approved_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM command_queue WHERE status = 'approved' AND target_agent_id LIKE '{MCP_GATEWAY_PREFIX}%' \
+             AND approved_at <= $1 AND (approval_expires_at IS NULL OR approval_expires_at > $2) AND retry_count = 0 \
+             ORDER BY approved_at, job_id LIMIT $3",
+            MCP_GATEWAY_PREFIX = super::MCP_GATEWAY_PREFIX
+        ))
+        .bind(ts(approved_before))
+        .bind(ts(now))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_row).collect()
     }
 
     async fn jobs_page(&self, filter: &JobFilter, limit: i64) -> Result<Vec<Job>, StoreError> {

@@ -468,16 +468,29 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn insert_job(&self, job: &NewJob) -> impl Future<Output = Result<Job, StoreError>> + Send;
     fn job(&self, job_id: &str) -> impl Future<Output = Result<Job, StoreError>> + Send;
-    /// The newest job of `requester` for the call `call_hash` that is still open (queued,
-    /// approved, or being run): the one a repeated call attaches to instead of asking again. It reads the open
+    /// The newest MCP gateway job (`mcp:JOB_ID`) of `requester`, submitted by the same caller
+    /// `submitted_by`, for the call `call_hash` that is still open (queued, approved, or being
+    /// run): the one a repeated call attaches to instead of asking again (another caller's
+    /// request for the same person is never joined). It reads the open
     /// jobs through the status index; an index of its own (on the call hash) was measured to
     /// cost the decision API about a tenth of its throughput, since every queued job would
     /// write to it at a random place (BENCHMARKS.md, "The MCP gateway").
     fn open_job_for_call(
         &self,
         requester: &str,
+        submitted_by: &str,
         call_hash: &str,
     ) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;
+    /// Approved jobs of the MCP gateway (`mcp:JOB_ID`) that no call has collected since
+    /// `approved_before`, never handed out before (no retries), and whose approval window is
+    /// still open at `now`, oldest approval first, at most `limit`: the server's `mcp` executor
+    /// runs them.
+    fn unattended_gateway_jobs(
+        &self,
+        approved_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
     fn votes(
         &self,
         job_id: &str,

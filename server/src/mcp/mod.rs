@@ -1,11 +1,16 @@
 //! The MCP gateway's protocol edge: Countersign speaks MCP to assistants (over stdio for
 //! `countersign mcp`, or Streamable HTTP at `/mcp`) and to the tool servers behind it (the
-//! upstreams, started as child processes), with the official Rust SDK (`rmcp`).
+//! upstreams: child processes on stdio, or servers reached over Streamable HTTP), with the
+//! official Rust SDK (`rmcp`).
 //!
 //! `tools/list` shows the upstreams' tools the policy knows (with their risk); `tools/call` is
 //! decided by [`crate::services::gateway`]: allowed calls go upstream and their results come
 //! back unchanged; denied ones come back as a tool error with the reasons; calls that need
 //! approval are held open with progress notifications until people decide, then run once.
+
+pub mod upstreams;
+
+pub use upstreams::{GatewayError, Upstreams};
 
 use crate::config::{McpSettings, McpUpstream};
 use crate::services::execution::RunReport;
@@ -19,222 +24,51 @@ use rmcp::model::{
     ListToolsResult, MetaObject, PaginatedRequestParams, ProgressNotificationParam,
     ServerCapabilities, ServerConfig, Tool,
 };
-use rmcp::service::{Peer, RequestContext, RunningService};
-use rmcp::{ErrorData as McpError, RoleClient, RoleServer, ServerHandler, ServiceExt};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Longest an allowed or approved call may run upstream before the gateway gives up on it.
-const UPSTREAM_CALL_LIMIT: Duration = Duration::from_secs(600);
-/// Longest an upstream may take to start and complete the MCP handshake.
-const UPSTREAM_START_LIMIT: Duration = Duration::from_secs(60);
-/// Longest pause before starting again an upstream that keeps failing.
-const MAX_RESTART_PAUSE: Duration = Duration::from_secs(30);
-/// An upstream that ran this long before it stopped counts as healthy: its next start is at once.
-const HEALTHY_AFTER: Duration = Duration::from_secs(60);
-
-/// Why the gateway could not start or reach an upstream.
-#[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
-    #[error("no MCP upstream is named `{0}` in the configuration (mcp_upstreams)")]
-    UnknownUpstream(String),
-    #[error("the MCP upstream `{name}` could not be started: {reason}")]
-    Start { name: String, reason: String },
-    #[error("the MCP upstream `{name}` did not answer: {reason}")]
-    Unreachable { name: String, reason: String },
-    #[error("the MCP upstream `{name}` stopped and is started again in {secs} s")]
-    Restarting { name: String, secs: u64 },
-    #[error("the MCP client could not be served: {0}")]
-    Serve(String),
-    #[error("{0}")]
-    Refused(String),
-}
-
-/// One tool server behind the gateway: started on first use and started again when it stops.
-/// Each failed start, and each stop soon after a start, makes the next start wait longer (at
-/// once, then 1, 2, 4 … at most 30 s), so a server that cannot run is not restarted in a tight
-/// loop; calls meanwhile are answered at once with a tool error saying so. (Calls to an upstream
-/// that is being started wait for that start, at most a minute.)
-struct Upstream {
-    config: McpUpstream,
-    slot: tokio::sync::Mutex<Slot>,
-}
-
-/// The running server, when it was started, and which start it was.
-struct Running {
-    service: RunningService<RoleClient, ()>,
-    started: Instant,
-    generation: u64,
-}
-
-#[derive(Default)]
-struct Slot {
-    running: Option<Running>,
-    /// Starts so far (each running server's number).
-    starts: u64,
-    /// Failed starts and early stops in a row.
-    failures: u32,
-    /// No start before this.
-    not_before: Option<Instant>,
-}
-
-impl Slot {
-    /// The running server stopped: forget it and say when the next start may be.
-    fn stopped(&mut self, name: &str) {
-        let ran = self
-            .running
-            .take()
-            .map_or(Duration::ZERO, |running| running.started.elapsed());
-        tracing::warn!(
-            upstream = %name,
-            ran_secs = ran.as_secs(),
-            "an MCP upstream stopped; it is started again"
-        );
-        if ran >= HEALTHY_AFTER {
-            self.failures = 0;
-        }
-        self.failures = self.failures.saturating_add(1);
-        self.not_before = Some(Instant::now() + restart_pause(self.failures));
-    }
-}
-
-/// The pause before the next start after `failures` failures in a row.
-fn restart_pause(failures: u32) -> Duration {
-    match failures {
-        0 | 1 => Duration::ZERO,
-        n => Duration::from_secs(1u64 << (n - 2).min(5)).min(MAX_RESTART_PAUSE),
-    }
-}
-
-impl Upstream {
-    fn new(config: McpUpstream) -> Upstream {
-        Upstream {
-            config,
-            slot: tokio::sync::Mutex::new(Slot::default()),
-        }
-    }
-
-    /// The running server's peer and its start's number, starting it (again) when it is not
-    /// running. (A server that exited leaves its transport closed; `is_closed` alone does not
-    /// say so.)
-    async fn peer(&self) -> Result<(Peer<RoleClient>, u64), GatewayError> {
-        let mut slot = self.slot.lock().await;
-        if let Some(running) = &slot.running {
-            if !running.service.is_closed() && !running.service.peer().is_transport_closed() {
-                return Ok((running.service.peer().clone(), running.generation));
-            }
-            slot.stopped(&self.config.name);
-        }
-        if let Some(at) = slot.not_before {
-            let now = Instant::now();
-            if at > now {
-                return Err(GatewayError::Restarting {
-                    name: self.config.name.clone(),
-                    secs: (at - now).as_secs().max(1),
-                });
-            }
-        }
-        let started = tokio::time::timeout(UPSTREAM_START_LIMIT, start(&self.config))
-            .await
-            .unwrap_or_else(|_| {
-                Err(GatewayError::Start {
-                    name: self.config.name.clone(),
-                    reason: format!(
-                        "it did not complete the MCP handshake within {} s",
-                        UPSTREAM_START_LIMIT.as_secs()
-                    ),
-                })
-            });
-        match started {
-            Ok(service) => {
-                let peer = service.peer().clone();
-                slot.starts += 1;
-                let generation = slot.starts;
-                slot.running = Some(Running {
-                    service,
-                    started: Instant::now(),
-                    generation,
-                });
-                slot.not_before = None;
-                Ok((peer, generation))
-            }
-            Err(error) => {
-                slot.failures = slot.failures.saturating_add(1);
-                slot.not_before = Some(Instant::now() + restart_pause(slot.failures));
-                Err(error)
-            }
-        }
-    }
-
-    /// The connection to start number `generation` broke during a call: stop it, to be started
-    /// again (unless it has been already: a newer server is left alone).
-    async fn lost(&self, generation: u64) {
-        let mut slot = self.slot.lock().await;
-        if let Some(running) = &slot.running {
-            if running.generation == generation {
-                running.service.cancellation_token().cancel();
-                slot.stopped(&self.config.name);
-            }
-        }
-    }
-
-    /// Stop the server, if it runs.
-    async fn stop(&self) {
-        if let Some(running) = &self.slot.lock().await.running {
-            running.service.cancellation_token().cancel();
-        }
-    }
-}
-
-/// Start an upstream's command with only the allowed environment, and greet it.
-async fn start(config: &McpUpstream) -> Result<RunningService<RoleClient, ()>, GatewayError> {
-    let fail = |reason: String| GatewayError::Start {
-        name: config.name.clone(),
-        reason,
-    };
-    let program = config.command.as_str();
-    let mut command = tokio::process::Command::new(program);
-    command.args(&config.args).env_clear();
-    for name in &config.env {
-        if let Some(value) = std::env::var_os(name) {
-            command.env(name, value);
-        }
-    }
-    let transport = rmcp::transport::TokioChildProcess::new(command)
-        .map_err(|e| fail(format!("`{program}`: {e}")))?;
-    ().serve(transport)
-        .await
-        .map_err(|e| fail(format!("it did not complete the MCP handshake: {e}")))
-}
 
 /// The gateway: what every MCP session shares (cheap to clone: one per HTTP session).
 #[derive(Clone)]
 pub struct Gateway {
     state: AppState,
-    upstreams: Arc<Vec<Upstream>>,
+    /// The upstreams this gateway passes calls to (their connections are the state's).
+    upstreams: Arc<Vec<McpUpstream>>,
     /// The caller of a stdio session (a desktop client's token); HTTP sessions carry theirs.
     caller: Option<Caller>,
+    /// The person a stdio session's caller acts for (`--on-behalf-of`), through the delegation
+    /// rules: the requester of its calls.
+    on_behalf_of: Option<Arc<str>>,
     portal: Arc<str>,
     hold: Duration,
     every: Duration,
 }
 
 impl Gateway {
-    /// A gateway to the upstreams `names` (every configured one when empty), for `caller`
-    /// (stdio) or for the caller each HTTP request carries (`None`).
+    /// A stdio gateway to the upstreams `names` (every configured one when empty) for `caller`,
+    /// acting for the person `on_behalf_of` when given (the caller must be allowed to act for
+    /// people: `api_delegating_callers`).
     pub fn new(
         state: AppState,
         settings: &McpSettings,
         names: &[String],
-        caller: Option<Caller>,
+        caller: Caller,
+        on_behalf_of: Option<&str>,
     ) -> Result<Gateway, GatewayError> {
         for name in names {
             if !settings.upstreams.iter().any(|u| &u.name == name) {
                 return Err(GatewayError::UnknownUpstream(name.clone()));
             }
         }
-        Ok(Gateway::from_settings(state, settings, names, caller))
+        if let Some(person) = on_behalf_of {
+            crate::services::decisions::may_act_for(&state.core, &caller, person)
+                .map_err(|e| GatewayError::Refused(format!("--on-behalf-of {person}: {e}")))?;
+        }
+        let mut gateway = Gateway::from_settings(state, settings, names, Some(caller));
+        gateway.on_behalf_of = on_behalf_of.map(Arc::from);
+        Ok(gateway)
     }
 
     fn from_settings(
@@ -247,12 +81,13 @@ impl Gateway {
             .upstreams
             .iter()
             .filter(|u| names.is_empty() || names.contains(&u.name))
-            .map(|config| Upstream::new(config.clone()))
+            .cloned()
             .collect();
         Gateway {
             state,
             upstreams: Arc::new(upstreams),
             caller,
+            on_behalf_of: None,
             portal: settings.portal.as_str().into(),
             hold: settings.hold,
             every: settings.every,
@@ -274,11 +109,9 @@ impl Gateway {
         Ok(())
     }
 
-    /// Stop the upstreams this gateway started.
+    /// Stop the upstreams this process started.
     pub async fn shut_down(&self) {
-        for upstream in self.upstreams.iter() {
-            upstream.stop().await;
-        }
+        self.state.upstreams.stop_all().await;
     }
 
     fn approval_url(&self, job_id: &str) -> String {
@@ -300,41 +133,22 @@ impl Gateway {
     }
 
     /// Every upstream's tools that the policy knows, under the names clients see, with the
-    /// upstream and its own name for each.
-    async fn catalogue(&self) -> Result<Vec<(usize, Tool)>, McpError> {
+    /// upstream and its own name for each. An upstream that cannot be reached lists nothing
+    /// (logged); the others still do.
+    async fn catalogue(&self) -> Vec<(usize, Tool)> {
         let mut out = Vec::new();
         for (index, upstream) in self.upstreams.iter().enumerate() {
-            // An upstream that cannot be reached lists nothing (logged); the others still do.
-            let (peer, generation) = match upstream.peer().await {
-                Ok(found) => found,
-                Err(error) => {
-                    tracing::warn!(%error, "an MCP upstream's tools could not be listed");
-                    continue;
-                }
+            let Some(tools) = self.state.upstreams.tools(&upstream.name).await else {
+                continue;
             };
-            let tools = match tokio::time::timeout(UPSTREAM_CALL_LIMIT, peer.list_all_tools()).await
-            {
-                Ok(Ok(tools)) => tools,
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, upstream = %upstream.config.name, "an MCP upstream's tools could not be listed");
-                    if connection_broke(&error) {
-                        upstream.lost(generation).await;
-                    }
-                    continue;
-                }
-                Err(_) => {
-                    tracing::warn!(upstream = %upstream.config.name, "an MCP upstream did not list its tools in time");
-                    continue;
-                }
-            };
-            let policy = self.state.policy.mcp.get(&upstream.config.name);
+            let policy = self.state.policy.mcp.get(&upstream.name);
             for tool in tools {
                 if policy.and_then(|p| p.tool(&tool.name)).is_some() {
                     out.push((index, tool));
                 }
             }
         }
-        Ok(out)
+        out
     }
 
     /// The upstream and upstream tool name a client's tool name stands for.
@@ -343,15 +157,15 @@ impl Gateway {
             .iter()
             .enumerate()
             .find_map(|(index, upstream)| {
-                let own = name.strip_prefix(upstream.config.prefix.as_str())?;
-                let policy = self.state.policy.mcp.get(&upstream.config.name)?;
+                let own = name.strip_prefix(upstream.prefix.as_str())?;
+                let policy = self.state.policy.mcp.get(&upstream.name)?;
                 policy.tool(own).map(|_| (index, own.to_string()))
             })
     }
 
-    /// Pass a call upstream: its result and the run's report. An upstream that cannot be
-    /// started, fails during the call or does not answer in time gives a tool error saying so
-    /// (and a failed run); only the client's own cancellation is a protocol error.
+    /// Pass a call upstream: its result and the run's report (failures are tool errors and
+    /// failed runs, see [`Upstreams::call`]); only the client's own cancellation is a protocol
+    /// error.
     async fn forward(
         &self,
         index: usize,
@@ -359,51 +173,9 @@ impl Gateway {
         arguments: &Map<String, Value>,
         context: &RequestContext<RoleServer>,
     ) -> Result<(CallToolResult, RunReport), McpError> {
-        let upstream = &self.upstreams[index];
-        let name = &upstream.config.name;
-        let started = Instant::now();
-        let (peer, generation) = match upstream.peer().await {
-            Ok(found) => found,
-            Err(error) => {
-                tracing::warn!(%error, "an MCP call could not reach its upstream");
-                let message = match error {
-                    GatewayError::Restarting { .. } => format!("{error}; the call did not run."),
-                    _ => format!(
-                        "The tool server `{name}` could not be started; the call did not run."
-                    ),
-                };
-                return Ok(failed(message, "failure", started));
-            }
-        };
-        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments.clone());
+        let name = &self.upstreams[index].name;
         tokio::select! {
-            answer = tokio::time::timeout(UPSTREAM_CALL_LIMIT, peer.call_tool(params)) => Ok(match answer {
-                Err(_) => failed(
-                    format!(
-                        "The tool server `{name}` did not answer within {} s; the call may or may not have taken effect.",
-                        UPSTREAM_CALL_LIMIT.as_secs()
-                    ),
-                    "timeout",
-                    started,
-                ),
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, upstream = %name, "an MCP upstream failed during a call");
-                    if connection_broke(&error) {
-                        upstream.lost(generation).await;
-                    }
-                    failed(
-                        format!(
-                            "The tool server `{name}` stopped or failed during the call; it may or may not have taken effect."
-                        ),
-                        "failure",
-                        started,
-                    )
-                }
-                Ok(Ok(result)) => {
-                    let report = report_of(&result, started.elapsed());
-                    (result, report)
-                }
-            }),
+            done = self.state.upstreams.call(name, tool, arguments) => Ok(done),
             () = context.ct.cancelled() => Err(McpError::internal_error("the call was cancelled", None)),
         }
     }
@@ -463,11 +235,16 @@ impl Gateway {
             Waiting::Ended(job) => Ok(self.ended(&job).await),
             Waiting::StillQueued { job, approvals } => Ok(text_error(format!(
                 "This call needs approval and is waiting for people ({approvals} of {} approvals so far): {}. \
-                 It has not run. Calling this tool again with the same arguments continues this request \
-                 (it is not asked for twice){}.",
+                 It has not run. Calling this tool again with the same arguments waits for this same request \
+                 (it is not asked for twice){}{}",
                 job.approvals_required,
                 self.approval_url(&job.job_id),
-                if attached { "; this call was attached to the open request" } else { "" }
+                if attached { "; this call was attached to the open request" } else { "" },
+                if call.unattended {
+                    "; if it is approved while nobody waits, Countersign runs it then, once, and its result is on that page."
+                } else {
+                    "; once approved, it runs when this tool is called again with the same arguments."
+                }
             ))),
         }
     }
@@ -516,7 +293,9 @@ impl Gateway {
                 ..RunReport::default()
             },
         };
-        if let Err(error) = gateway::finish(&self.state.core, &claimed, &report).await {
+        if let Err(error) =
+            gateway::finish(&self.state.core, &claimed, &report, gateway::Runner::Call).await
+        {
             tracing::error!(%error, job = %claimed.job_id, "the MCP gateway could not record a run");
         }
         forwarded.map(|(result, _)| result)
@@ -546,7 +325,7 @@ impl Gateway {
                     .and_then(|r| r["output"].as_str().map(str::to_string))
                     .unwrap_or_default();
                 let what = format!(
-                    "This approved call already ran once ({}), from an earlier call with the same arguments; it is not run twice.",
+                    "This approved call already ran once ({}), for an earlier call with the same arguments; it is not run twice.",
                     job.status
                 );
                 let text = if output.is_empty() { what } else { format!("{what}\n\n{output}") };
@@ -581,8 +360,8 @@ impl ServerHandler for Gateway {
     ) -> Result<ListToolsResult, McpError> {
         self.caller(&context)?;
         let mut tools = Vec::new();
-        for (index, mut tool) in self.catalogue().await? {
-            let upstream = &self.upstreams[index].config;
+        for (index, mut tool) in self.catalogue().await {
+            let upstream = &self.upstreams[index];
             let risk = self
                 .state
                 .policy
@@ -627,10 +406,14 @@ impl ServerHandler for Gateway {
             );
         };
         let call = ToolCall {
-            upstream: &upstream.config.name,
+            upstream: &upstream.name,
             tool: &tool,
             arguments: &arguments,
             session: None,
+            on_behalf_of: self.on_behalf_of.as_deref(),
+            // Calls to the server's own `/mcp` may be run by its `mcp` executor; a desktop's
+            // `countersign mcp` serves upstreams the server may not have.
+            unattended: self.caller.is_none(),
         };
         let admission = gateway::admit(&self.state.core, &caller, &call)
             .await
@@ -688,14 +471,6 @@ fn report_of(result: &CallToolResult, took: Duration) -> RunReport {
         .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
         .collect();
     gateway::run_report(&text.join("\n"), result.is_error == Some(true), took)
-}
-
-/// Whether a failed request means the connection to the upstream is gone (not just this call).
-fn connection_broke(error: &rmcp::ServiceError) -> bool {
-    matches!(
-        error,
-        rmcp::ServiceError::TransportClosed | rmcp::ServiceError::TransportSend(_)
-    )
 }
 
 /// Stops a background task when dropped (also when the call that started it is dropped).
@@ -816,6 +591,17 @@ pub async fn protected_resource(
 /// bearer token on the API is.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, GatewayError> {
     use axum::extract::FromRequestParts;
+    // A desktop client has just started this process: a provider's token is checked once the
+    // provider's keys are known (waiting for them, briefly), not refused for being early.
+    if let Some(oidc) = &state.oidc {
+        if !oidc.is_ready() && !token.trim().starts_with("cs_") {
+            if let Ok(Err(error)) =
+                tokio::time::timeout(Duration::from_secs(15), oidc.discover()).await
+            {
+                tracing::warn!(%error, "the identity provider could not be reached");
+            }
+        }
+    }
     let request = axum::http::Request::builder()
         .uri("/mcp")
         .header(
