@@ -29,14 +29,15 @@ use rmcp::service::RunningService;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{json, Map};
 use server::store::Store;
-use std::path::{Path, PathBuf};
+use shared::npm_mcp::{everything_over_http, everything_server as everything, free_port};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const POLICY: &str = r#"
 name = "mcp-gateway-bench"
 capabilities = ["local-shell"]
 
-[approvals.risk.HIGH]
+[approvals.risk.CRITICAL]
 quorum = 1
 request_ttl = "1h"
 approval_window = "15m"
@@ -48,7 +49,7 @@ risk = "LOW"
 requires = ["local-shell"]
 description = "Echo a message"
 [tools.demo.operations.echo-held]
-risk = "HIGH"
+risk = "CRITICAL"
 requires = ["local-shell"]
 description = "Echo a message, once a person approves"
 
@@ -68,53 +69,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn manifest() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn everything() -> PathBuf {
-    let path = manifest()
-        .join("../end2end/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `bash scripts/setup.sh e2e`",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// The reference server over Streamable HTTP on 127.0.0.1 only (stopped on drop).
-async fn everything_over_http(port: u16) -> tokio::process::Child {
-    let child = tokio::process::Command::new("node")
-        .arg("--require")
-        .arg(manifest().join("tests/support/loopback-only.cjs"))
-        .arg(everything())
-        .arg("streamableHttp")
-        .env("PORT", port.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the reference server");
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the reference server did not listen");
 }
 
 type Client = RunningService<RoleClient, ()>;

@@ -11,10 +11,14 @@ use serde_json::{json, Map, Value};
 use server::config::Config;
 use server::store::{JobStatus, Store};
 use server::{AppState, Database};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+mod common;
+
+use common::npm_mcp::{everything_over_http, everything_server, filesystem_server, free_port};
 
 const POLICY: &str = r#"
 name = "mcp-gateway-test"
@@ -75,30 +79,6 @@ tool = "files"
 operation = "write"
 target_arg = "path"
 "#;
-
-/// The npm filesystem server's entry point.
-fn filesystem_server() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../end2end/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `bash scripts/setup.sh e2e` (it installs the end2end npm packages)",
-        path.display()
-    );
-    path
-}
-
-/// The npm reference server's entry point (`@modelcontextprotocol/server-everything`).
-fn everything_server() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../end2end/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `bash scripts/setup.sh e2e` (it installs the end2end npm packages)",
-        path.display()
-    );
-    path
-}
 
 /// The processes whose parent is `pid` (read from /proc).
 fn children_of(pid: u32) -> Vec<u32> {
@@ -395,8 +375,16 @@ async fn an_allowed_call_returns_the_upstreams_result_unchanged_and_is_audited()
     );
     let _ = direct.cancel().await;
 
-    // The decision and the run are in the audit trail.
-    let rows = env.assistants_rows().await;
+    // The decision and the run are in the audit trail (the run's row is written beside the
+    // answer, so it may land a moment later).
+    let mut rows = env.assistants_rows().await;
+    for _ in 0..50 {
+        if rows.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        rows = env.assistants_rows().await;
+    }
     let kinds: Vec<(&str, &str)> = rows
         .iter()
         .map(|r| (r.event.kind.as_str(), r.event.decision_action.as_str()))
@@ -817,40 +805,6 @@ async fn two_identical_calls_at_once_make_one_request_and_it_runs_once() {
     assert_eq!(std::fs::read_to_string(&target).expect("written"), "once\n");
     let done = env.state.store.job(&job.job_id).await.expect("job");
     assert_eq!(done.status, JobStatus::Completed);
-}
-
-/// A free port on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// The npm reference server speaking Streamable HTTP on 127.0.0.1:`port` (stopped on drop).
-async fn everything_over_http(port: u16) -> tokio::process::Child {
-    let preload = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/loopback-only.cjs");
-    let child = tokio::process::Command::new("node")
-        .arg("--require")
-        .arg(preload)
-        .arg(everything_server())
-        .arg("streamableHttp")
-        .env("PORT", port.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the reference server over HTTP");
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the reference server did not listen on 127.0.0.1:{port}");
 }
 
 /// An upstream reached by URL (Streamable HTTP): its tools are listed and called through the

@@ -425,11 +425,16 @@ impl ServerHandler for Gateway {
             )),
             Admission::Run { audit_id } => {
                 let (result, report) = self.forward(index, &tool, &arguments, &context).await?;
-                if let Err(error) =
-                    gateway::report_allowed(&self.state.core, &caller, &audit_id, &report).await
-                {
-                    tracing::error!(%error, %audit_id, "the MCP gateway could not record a run");
-                }
+                // The decision was durable before the call went upstream; how the run went is
+                // recorded beside the answer, not before it.
+                let core = self.state.core.clone();
+                tokio::spawn(async move {
+                    if let Err(error) =
+                        gateway::report_allowed(&core, &caller, &audit_id, &report).await
+                    {
+                        tracing::error!(%error, %audit_id, "the MCP gateway could not record a run");
+                    }
+                });
                 result
             }
             Admission::Held { job, attached } => {

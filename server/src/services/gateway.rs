@@ -127,7 +127,9 @@ pub async fn admit(
     let requester = call.requester(caller);
     let (input, refusal) = policy_input(core.policy.mcp.get(call.upstream), call);
     let mut _turn = None;
-    if refusal.is_none() {
+    // Only a call that needs approval can have an open request to join (the enforcer's answer
+    // is a microsecond; the lookup is a query): allowed and denied calls go straight on.
+    if refusal.is_none() && needs_approval(core, caller, requester, &input) {
         let hash = enforcer::call_hash(&input.request());
         _turn = Some(
             core.admissions
@@ -182,6 +184,17 @@ pub async fn admit(
                 .collect(),
         },
     })
+}
+
+/// Whether the policy would hold this call for people (decided again, and recorded, by
+/// [`decisions::decide`]).
+fn needs_approval(core: &Core, caller: &Caller, requester: &str, input: &DecisionInput) -> bool {
+    let principal = enforcer::Principal {
+        id: requester.to_string(),
+        roles: caller.roles.iter().cloned().collect(),
+        capabilities: caller.capabilities.iter().cloned().collect(),
+    };
+    enforcer::evaluate(&input.request(), &principal, &core.policy).action == Action::RequireApproval
 }
 
 /// Where a held call stands.

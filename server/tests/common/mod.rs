@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod npm_mcp;
 pub mod provider;
 
 use sqlx::postgres::PgConnectOptions;
