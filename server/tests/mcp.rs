@@ -297,6 +297,26 @@ env = ["PATH", "HOME"]
             .expect("audit")
     }
 
+    /// The statuses of the assistant's execution rows, oldest first, once there are at least
+    /// `count` of them (or after 5 s).
+    async fn execution_statuses(&self, count: usize) -> Vec<Option<String>> {
+        let mut statuses = Vec::new();
+        for _ in 0..50 {
+            statuses = self
+                .assistants_rows()
+                .await
+                .iter()
+                .filter(|r| r.event.kind == server::store::EventKind::Execution)
+                .map(|r| r.event.execution_status.clone())
+                .collect();
+            if statuses.len() >= count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        statuses
+    }
+
     async fn vote(&self, job_id: &str, verdict: enforcer::Verdict, reason: &str) {
         let dave = enforcer::Principal {
             id: "dave".into(),
@@ -711,14 +731,9 @@ async fn an_upstream_that_dies_mid_call_gives_a_failed_result_and_is_started_aga
     assert_eq!(third.len(), 1, "{third:?}");
     assert_ne!(third, second, "a new upstream process");
 
-    // Every run is in the trail, the failed one as a failure.
-    let statuses: Vec<Option<String>> = env
-        .assistants_rows()
-        .await
-        .iter()
-        .filter(|r| r.event.kind == server::store::EventKind::Execution)
-        .map(|r| r.event.execution_status.clone())
-        .collect();
+    // Every run is in the trail, the failed one as a failure (an allowed call's run is
+    // recorded beside its answer, so the last may land a moment later).
+    let statuses = env.execution_statuses(5).await;
     assert_eq!(
         statuses,
         [
