@@ -822,27 +822,38 @@ async fn two_identical_calls_at_once_make_one_request_and_it_runs_once() {
     assert_eq!(done.status, JobStatus::Completed);
 }
 
+/// The configuration of the upstream `remote`, reached over Streamable HTTP at 127.0.0.1:`port`
+/// with a header from the file and `Authorization` from `REMOTE_MCP_AUTH`.
+fn remote_upstream(port: u16) -> String {
+    format!(
+        "[[mcp_upstreams]]\nname = \"remote\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n\
+         headers = {{ X-Team = \"ops\" }}\nheaders_env = {{ Authorization = \"REMOTE_MCP_AUTH\" }}\n"
+    )
+}
+
+/// A gateway setup with `config`, and `REMOTE_MCP_AUTH` set to `authorization` when given.
+fn remote_setup<'a>(config: &'a str, authorization: Option<&str>) -> Setup<'a> {
+    Setup {
+        config,
+        env: authorization
+            .map(|value| ("REMOTE_MCP_AUTH", value.to_string()))
+            .into_iter()
+            .collect(),
+        ..Setup::default()
+    }
+}
+
 /// An upstream reached by URL (Streamable HTTP): its tools are listed and called through the
 /// gateway like a started one's, and its answer comes back unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_reached_over_http_is_listed_and_called() {
     let port = free_port();
     let _upstream = everything_over_http(port).await;
-    let config = format!(
-        "[[mcp_upstreams]]\nname = \"remote\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n\
-         headers = {{ X-Team = \"ops\" }}\nheaders_env = {{ Authorization = \"REMOTE_MCP_AUTH\" }}\n"
-    );
+    let config = remote_upstream(port);
     let env = Env::start_setup(
         30,
         "remote",
-        Setup {
-            config: &config,
-            env: vec![(
-                "REMOTE_MCP_AUTH",
-                "Bearer reference-server-ignores-it".into(),
-            )],
-            ..Setup::default()
-        },
+        remote_setup(&config, Some("Bearer reference-server-ignores-it")),
     )
     .await
     .expect("the gateway starts");
@@ -898,21 +909,11 @@ async fn an_http_upstream_gets_its_headers_and_a_missing_credential_is_a_tool_er
                 .await;
         }
     });
-    let config = format!(
-        "[[mcp_upstreams]]\nname = \"remote\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n\
-         headers = {{ X-Team = \"ops\" }}\nheaders_env = {{ Authorization = \"REMOTE_MCP_AUTH\" }}\n"
-    );
+    let config = remote_upstream(port);
     let env = Env::start_setup(
         30,
         "remote",
-        Setup {
-            config: &config,
-            env: vec![(
-                "REMOTE_MCP_AUTH",
-                "Bearer s3cret-from-the-environment".into(),
-            )],
-            ..Setup::default()
-        },
+        remote_setup(&config, Some("Bearer s3cret-from-the-environment")),
     )
     .await
     .expect("the gateway starts");
@@ -942,16 +943,9 @@ async fn an_http_upstream_gets_its_headers_and_a_missing_credential_is_a_tool_er
 
     // Without the variable the gateway does not connect at all: the call says why, and the
     // secret's absence is named by the variable, not guessed at.
-    let unset = Env::start_setup(
-        30,
-        "remote",
-        Setup {
-            config: &config,
-            ..Setup::default()
-        },
-    )
-    .await
-    .expect("the gateway starts");
+    let unset = Env::start_setup(30, "remote", remote_setup(&config, None))
+        .await
+        .expect("the gateway starts");
     let failed = unset.call("echo", json!({ "message": "x" })).await;
     assert_eq!(failed.is_error, Some(true));
     assert!(

@@ -28,8 +28,6 @@ pub enum GatewayError {
     UnknownUpstream(String),
     #[error("the MCP upstream `{name}` could not be started: {reason}")]
     Start { name: String, reason: String },
-    #[error("the MCP upstream `{name}` did not answer: {reason}")]
-    Unreachable { name: String, reason: String },
     #[error("the MCP upstream `{name}` stopped and is started again in {secs} s")]
     Restarting { name: String, secs: u64 },
     #[error("the MCP client could not be served: {0}")]
@@ -274,7 +272,6 @@ impl Upstreams {
     /// The upstream `name`'s tools (all pages); `None` when it cannot be reached now (logged).
     pub async fn tools(&self, name: &str) -> Option<Vec<Tool>> {
         let upstream = self.get(name)?;
-        // An upstream that cannot be reached lists nothing (logged); the others still do.
         let (peer, generation) = match upstream.peer().await {
             Ok(found) => found,
             Err(error) => {
