@@ -14,7 +14,7 @@ import Provider from 'oidc-provider';
 import { readFileSync } from 'node:fs';
 
 const data = JSON.parse(readFileSync(new URL('./realm.json', import.meta.url), 'utf8'));
-const { realm: REALM, users: USERS, clients: CLIENTS, apiResource: API_RESOURCE, apiAudience: API_AUDIENCE, serviceRoles: SERVICE_ROLES } = data;
+const { realm: REALM, users: USERS, clients: CLIENTS, assistant: ASSISTANT, apiResource: API_RESOURCE, apiAudience: API_AUDIENCE, serviceRoles: SERVICE_ROLES } = data;
 /** Test-only passwords: `<user>-e2e-password`. */
 const passwordOf = (user) => `${user}-e2e-password`;
 
@@ -74,6 +74,15 @@ const provider = new Provider(issuer, {
       response_types: [],
       grant_types: ['client_credentials'],
       token_endpoint_auth_method: 'client_secret_basic',
+    },
+    // An MCP client (an assistant's app) signing its person in, as the MCP authorization spec
+    // describes: a public client with PKCE and a loopback redirect.
+    {
+      client_id: ASSISTANT.id,
+      redirect_uris: [ASSISTANT.redirect],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
     },
   ],
   jwks: { keys: [signingKey] },
@@ -178,6 +187,10 @@ async function loginActions(req, res, uid) {
     : new provider.Grant({ accountId: username, clientId: details.params.client_id });
   grant.addOIDCScope('openid profile email');
   grant.addResourceScope(API_RESOURCE, 'api');
+  // An MCP client names the server it wants a token for (RFC 8707 `resource`): the token is
+  // Countersign's (audience `countersign`), as Keycloak's audience mapper would make it.
+  const resource = details.params.resource;
+  if (typeof resource === 'string' && resource !== API_RESOURCE) grant.addResourceScope(resource, 'api');
   const grantId = await grant.save();
   await provider.interactionFinished(
     req,

@@ -4,11 +4,14 @@ import * as path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { UnauthorizedError, type OAuthClientProvider } from '@modelcontextprotocol/sdk/client/auth.js';
+import type { OAuthClientInformation, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
+import { ElicitRequestSchema, ElicitationCompleteNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Portal } from './pages/portal';
 import { ApprovalDetailPage } from './pages/approvals';
-import { serviceToken } from './pages/realm';
+import { issuer, providerLogin, realm, serviceToken } from './pages/realm';
 import { snap } from './pages/evidence';
 
 // Journey 7: an assistant's MCP client (the official TypeScript SDK) talks to Countersign's
@@ -123,6 +126,134 @@ test('an MCP write is held for two approvers in the portal, then runs once and a
     });
     expect(job.status()).toBe(200);
     expect(await job.json()).toMatchObject({ job_id: jobId, status: 'completed' });
+  } finally {
+    await client.close();
+  }
+});
+
+/** What an MCP client application keeps to sign its person in (the SDK's OAuth provider
+ * interface): a public client of the realm, PKCE, a loopback redirect the browser never
+ * reaches (the test reads the code off it). */
+class AssistantSignIn implements OAuthClientProvider {
+  authorizationUrl?: URL;
+  private verifier = '';
+  private saved?: OAuthTokens;
+  get redirectUrl() {
+    return realm.assistant.redirect;
+  }
+  get clientMetadata() {
+    return {
+      client_name: 'Countersign e2e assistant',
+      redirect_uris: [realm.assistant.redirect],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+    };
+  }
+  clientInformation(): OAuthClientInformation {
+    return { client_id: realm.assistant.id };
+  }
+  tokens() {
+    return this.saved;
+  }
+  saveTokens(tokens: OAuthTokens) {
+    this.saved = tokens;
+  }
+  redirectToAuthorization(url: URL) {
+    this.authorizationUrl = url;
+  }
+  saveCodeVerifier(verifier: string) {
+    this.verifier = verifier;
+  }
+  codeVerifier() {
+    return this.verifier;
+  }
+}
+
+test('a person signs an MCP client in through the realm; their held write links to the approval page by URL elicitation, and a denial ends it', async ({ browser, baseURL, request }, testInfo) => {
+  test.setTimeout(90_000);
+  const root = filesRoot();
+  const endpoint = new URL('/mcp', baseURL);
+  const signIn = new AssistantSignIn();
+  const client = new Client(
+    { name: 'countersign-e2e-signed-in-assistant', version: '1.0.0' },
+    { capabilities: { elicitation: { url: {} } } },
+  );
+  const links: { url: string; elicitationId: string; message: string }[] = [];
+  client.setRequestHandler(ElicitRequestSchema, async (elicit) => {
+    const params = elicit.params as { mode?: string; url?: string; elicitationId?: string; message: string };
+    if (params.mode === 'url') links.push({ url: params.url!, elicitationId: params.elicitationId!, message: params.message });
+    return { action: 'accept' };
+  });
+  const completed: string[] = [];
+  client.setNotificationHandler(ElicitationCompleteNotificationSchema, (done) => {
+    completed.push(done.params.elicitationId);
+  });
+
+  // No token yet: the SDK follows the challenge to the protected-resource metadata, then to
+  // the realm, and asks for the person to sign in.
+  await expect(client.connect(new StreamableHTTPClientTransport(endpoint, { authProvider: signIn }))).rejects.toThrow(UnauthorizedError);
+  expect(signIn.authorizationUrl?.toString()).toContain(`${issuer()}/protocol/openid-connect/auth`);
+  expect(signIn.authorizationUrl?.searchParams.get('resource')).toBe(endpoint.toString());
+  expect(signIn.authorizationUrl?.searchParams.get('code_challenge_method')).toBe('S256');
+
+  // Alice signs in at the realm in a browser; the code comes back to the client's redirect.
+  const browserContext = await browser.newContext();
+  const page = await browserContext.newPage();
+  let code: string | null = null;
+  await page.route(`${realm.assistant.redirect}**`, async (route) => {
+    code = new URL(route.request().url()).searchParams.get('code');
+    await route.fulfill({ contentType: 'text/plain', body: 'You may close this window.' });
+  });
+  await page.goto(signIn.authorizationUrl!.toString());
+  await providerLogin(page, 'alice');
+  await expect.poll(() => code, { timeout: 15_000 }).toBeTruthy();
+  await browserContext.close();
+  const transport = new StreamableHTTPClientTransport(endpoint, { authProvider: signIn });
+  await transport.finishAuth(code!);
+  await client.connect(new StreamableHTTPClientTransport(endpoint, { authProvider: signIn }));
+  try {
+    // The person's own token: a read runs as alice.
+    const read = await client.callTool({ name: 'read_text_file', arguments: { path: path.join(root, 'motd.txt') } });
+    expect(read.isError).toBeFalsy();
+    expect(textOf(read)).toContain('served by the npm filesystem server');
+
+    // A write is held; the client is handed the approval page to show its person.
+    const target = path.join(root, `signed-in-${Date.now().toString(36)}.txt`);
+    const pending = client.callTool(
+      { name: 'write_file', arguments: { path: target, content: 'never written\n' } },
+      undefined,
+      { timeout: 80_000 },
+    );
+    await expect.poll(() => links.length, { timeout: 15_000 }).toBe(1);
+    const link = links[0];
+    expect(link.message).toContain('write_file');
+    expect(link.message).toContain('2 people');
+    const jobId = link.url.match(/\/approvals\/([^\s/?#]+)$/)![1];
+    expect(new URL(link.url).origin).toBe(new URL(baseURL!).origin);
+
+    // The request is alice's, not a service's.
+    const job = await request.get(`/api/v1/jobs/${jobId}`, {
+      headers: { authorization: `Bearer ${await serviceToken()}` },
+    });
+    expect(await job.json()).toMatchObject({ job_id: jobId, status: 'queued', requester: 'alice' });
+    expect(completed).toEqual([]);
+
+    // Dave opens the link and denies; the waiting call ends with his reason, and the client
+    // is told the linked interaction is over.
+    const reviewer = await browser.newContext();
+    const reviewPage = await reviewer.newPage();
+    await new Portal(reviewPage).signInWithProvider('dave', new URL(link.url).pathname);
+    await expect(reviewPage.locator('main')).toContainText('alice');
+    await new ApprovalDetailPage(reviewPage).deny('write it from the change ticket instead');
+    await snap(reviewPage, testInfo, 'dave-denied-signed-in-write');
+    await reviewer.close();
+
+    const denied = await pending;
+    expect(denied.isError).toBe(true);
+    expect(textOf(denied)).toContain('write it from the change ticket instead');
+    await expect.poll(() => completed, { timeout: 10_000 }).toEqual([link.elicitationId]);
+    expect(fs.existsSync(target)).toBe(false);
   } finally {
     await client.close();
   }

@@ -6,7 +6,8 @@
 //! - **HTTP**: the client speaks Streamable HTTP to `countersign serve` at `/mcp` (which reaches the
 //!   reference server over Streamable HTTP) versus the client reaching the reference server directly.
 //!
-//! Each sends `MCP_BENCH_CALLS` (default 500) `echo` calls one after another after a warm-up and
+//! Each sends `MCP_BENCH_CALLS` (default 500) `echo` calls one after another (`MCP_BENCH_PAUSE_MS`
+//! apart, default 0: back to back) after a warm-up and
 //! prints p50 / p90 / p99 and the p50 the gateway adds (its decision, the audit row made durable,
 //! and the run's report included: the policy allows `echo`). Then **held calls**: `MCP_BENCH_HELD`
 //! (default 1,000) calls that need approval, all sent at once through one stdio gateway; it prints
@@ -87,13 +88,16 @@ async fn echo(client: &Client, n: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Sequential echo calls: their latencies, sorted.
-async fn timed(client: &Client, calls: usize) -> Vec<Duration> {
+/// Sequential echo calls, `pause` apart (not timed): their latencies, sorted.
+async fn timed(client: &Client, calls: usize, pause: Duration) -> Vec<Duration> {
     for n in 0..20 {
         echo(client, n).await.expect("warm-up call");
     }
     let mut out = Vec::with_capacity(calls);
     for n in 0..calls {
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
         let started = Instant::now();
         echo(client, n).await.expect("echo");
         out.push(started.elapsed());
@@ -196,6 +200,10 @@ fn peak_mib(pid: u32) -> f64 {
 async fn main() {
     let calls = env_or("MCP_BENCH_CALLS", 500);
     let held = env_or("MCP_BENCH_HELD", 1_000);
+    // An assistant's calls come seconds apart (the model thinks between them); back to back,
+    // each call's run report (written after its answer) is still being made durable when the
+    // next call's decision must be.
+    let pause = Duration::from_millis(env_or("MCP_BENCH_PAUSE_MS", 0) as u64);
     // rmcp's HTTP client takes the process's TLS provider (ring, as the server's).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http_port = free_port();
@@ -211,12 +219,12 @@ async fn main() {
         ().serve(rmcp::transport::TokioChildProcess::new(command).expect("spawn"))
             .await
             .expect("the reference server greets");
-    let stdio_direct = timed(&direct, calls).await;
+    let stdio_direct = timed(&direct, calls, pause).await;
     row("stdio, direct to the reference server", &stdio_direct);
     let _ = direct.cancel().await;
     // stdio, through `countersign mcp`.
     let (gateway, _) = setup.stdio_gateway(&["everything"]).await;
-    let stdio_gateway = timed(&gateway, calls).await;
+    let stdio_gateway = timed(&gateway, calls, pause).await;
     row("stdio, through `countersign mcp`", &stdio_gateway);
     let _ = gateway.cancel().await;
     // HTTP, direct.
@@ -226,7 +234,7 @@ async fn main() {
         ))
         .await
         .expect("the reference server greets over HTTP");
-    let http_direct = timed(&direct, calls).await;
+    let http_direct = timed(&direct, calls, pause).await;
     row(
         "Streamable HTTP, direct to the reference server",
         &http_direct,
@@ -244,7 +252,7 @@ async fn main() {
         .auth_header(setup.env.token.clone()),
     );
     let through = ().serve(transport).await.expect("/mcp greets");
-    let http_gateway = timed(&through, calls).await;
+    let http_gateway = timed(&through, calls, pause).await;
     row(
         "Streamable HTTP, through `countersign serve` at /mcp",
         &http_gateway,

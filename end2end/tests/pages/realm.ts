@@ -7,6 +7,8 @@ export const realm = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..',
   realm: string;
   users: Record<string, { name: string; roles: string[] }>;
   clients: Record<'portal' | 'itMcp', { id: string; secret: string }>;
+  /** A public client an MCP client uses to sign its person in (PKCE, loopback redirect). */
+  assistant: { id: string; redirect: string };
   serviceRoles: string[];
 };
 

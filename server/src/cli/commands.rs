@@ -760,6 +760,7 @@ async fn serve(config: Config) -> Result<(), Failure> {
     crate::executors::Dispatcher::new(state.clone())?.spawn();
     crate::services::notifications::start(&state.core, &config).await?;
     crate::web::security::spawn_refusal_summaries(&state);
+    let upstreams = state.upstreams.clone();
     let router = app(state);
     tracing::info!(
         address = %config.bind,
@@ -775,6 +776,8 @@ async fn serve(config: Config) -> Result<(), Failure> {
         shutdown_signal(),
     )
     .await;
+    // The MCP upstreams this server started exit with it.
+    upstreams.stop_all().await;
     db.close().await;
     tracing::info!("countersign stopped");
     Ok(())

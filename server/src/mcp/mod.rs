@@ -219,6 +219,9 @@ impl Gateway {
                 .map_err(service_error)?;
             return Ok(self.ended(&now).await);
         }
+        // A client that can open a link for its user (URL elicitation) is offered the approval
+        // page as well; what the user answers changes nothing: people decide in the portal.
+        let link = self.offer_link(call, &job, context);
         let mut step = 0u32;
         let waited = tokio::select! {
             waited = gateway::wait(&self.state.core, &job.job_id, self.hold, self.every, |job, approvals| {
@@ -230,6 +233,12 @@ impl Gateway {
                 return Err(McpError::internal_error("the call was cancelled; the request for approval stays open", None));
             }
         };
+        if !matches!(waited, Waiting::StillQueued { .. }) {
+            // People decided: the link's interaction is over.
+            if let Some(link) = link {
+                link.completed(context).await;
+            }
+        }
         match waited {
             Waiting::Approved(job) => self.run_approved(index, call, job, context).await,
             Waiting::Ended(job) => Ok(self.ended(&job).await),
@@ -247,6 +256,55 @@ impl Gateway {
                 }
             ))),
         }
+    }
+
+    /// Offer the held call's approval page to a client that declared URL elicitation: an
+    /// `elicitation/create` request (mode `url`) sent beside the wait, which it does not hold
+    /// up. `None` when the client cannot take it (it gets the link in progress notifications and
+    /// in the result, as every client does).
+    fn offer_link(
+        &self,
+        call: &ToolCall<'_>,
+        job: &Job,
+        context: &RequestContext<RoleServer>,
+    ) -> Option<LinkOffer> {
+        use rmcp::service::ElicitationMode;
+        if job.status != JobStatus::Queued
+            || !context
+                .peer
+                .supported_elicitation_modes()
+                .contains(&ElicitationMode::Url)
+        {
+            return None;
+        }
+        let url = url::Url::parse(&self.approval_url(&job.job_id)).ok()?;
+        let id = format!(
+            "countersign-{}-{}",
+            job.job_id,
+            uuid::Uuid::new_v4().simple()
+        );
+        let required = job.approvals_required.max(1);
+        let message = format!(
+            "Countersign holds the call to {} until {} approve it. Open the approval page to see              the request and how it stands; the call continues by itself once people decide.",
+            call.tool,
+            if required == 1 { "a person".to_string() } else { format!("{required} people") },
+        );
+        let peer = context.peer.clone();
+        let hold = self.hold;
+        let elicitation_id = id.clone();
+        let offer = tokio::spawn(async move {
+            match peer
+                .elicit_url_with_timeout(message, url, elicitation_id, Some(hold))
+                .await
+            {
+                Ok(action) => tracing::debug!(?action, "the client answered the approval link"),
+                Err(error) => tracing::debug!(%error, "the approval link was not shown"),
+            }
+        });
+        Some(LinkOffer {
+            id,
+            _offer: AbortOnDrop(offer),
+        })
     }
 
     /// Run an approved job upstream, exactly once, and record the run.
@@ -445,6 +503,32 @@ impl ServerHandler for Gateway {
     }
 }
 
+/// An approval link offered to the client by URL elicitation (the request is withdrawn when the
+/// call ends).
+struct LinkOffer {
+    id: String,
+    _offer: AbortOnDrop,
+}
+
+impl LinkOffer {
+    /// Tell the client the out-of-band interaction is over (`notifications/elicitation/complete`).
+    async fn completed(self, context: &RequestContext<RoleServer>) {
+        let notification = rmcp::model::CustomNotification::new(
+            "notifications/elicitation/complete",
+            Some(serde_json::json!({ "elicitationId": self.id })),
+        );
+        if let Err(error) = context
+            .peer
+            .send_notification(rmcp::model::ServerNotification::CustomNotification(
+                notification,
+            ))
+            .await
+        {
+            tracing::debug!(%error, "the end of the approval link could not be sent");
+        }
+    }
+}
+
 /// The risk `tools/list` shows: the operation's, or for a tool whose operation comes from an
 /// argument, the range of its operations'.
 fn risk_of(policy: &enforcer::PolicySet, tool: &str, operation: &OperationSource) -> String {
@@ -588,6 +672,8 @@ pub async fn protected_resource(
         "resource": format!("{}/mcp", state.mcp.portal),
         "authorization_servers": issuer.into_iter().collect::<Vec<_>>(),
         "bearer_methods_supported": ["header"],
+        // A person's token needs the person's name and roles in it: Keycloak's profile scope.
+        "scopes_supported": ["openid", "profile"],
         "resource_name": "Countersign MCP gateway",
     }))
 }

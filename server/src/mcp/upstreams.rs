@@ -20,6 +20,9 @@ const UPSTREAM_START_LIMIT: Duration = Duration::from_secs(60);
 const MAX_RESTART_PAUSE: Duration = Duration::from_secs(30);
 /// An upstream that ran this long before it stopped counts as healthy: its next start is at once.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// Longest the gateway waits, when it shuts down, for an upstream to close (a child process is
+/// asked to exit, then sent SIGTERM, then killed).
+const UPSTREAM_STOP_LIMIT: Duration = Duration::from_secs(15);
 
 /// Why the gateway could not start or reach an upstream.
 #[derive(Debug, thiserror::Error)]
@@ -164,10 +167,24 @@ impl Upstream {
         }
     }
 
-    /// Stop the server, if it runs.
+    /// Stop the server, if it runs, and wait until it has (a child process has exited).
     async fn stop(&self) {
-        if let Some(running) = &self.slot.lock().await.running {
-            running.service.cancellation_token().cancel();
+        let running = self.slot.lock().await.running.take();
+        if let Some(mut running) = running {
+            match running
+                .service
+                .close_with_timeout(UPSTREAM_STOP_LIMIT)
+                .await
+            {
+                Ok(Some(_)) => {}
+                Ok(None) => tracing::warn!(
+                    upstream = %self.config.name,
+                    "an MCP upstream did not stop in time; it is left to be killed"
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, upstream = %self.config.name, "an MCP upstream's connection ended badly")
+                }
+            }
         }
     }
 }
@@ -243,9 +260,24 @@ async fn start_http(
     let transport = rmcp::transport::StreamableHttpClientTransport::from_config(
         StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers),
     );
-    ().serve(transport)
-        .await
-        .map_err(|e| fail(format!("it did not complete the MCP handshake: {e}")))
+    ().serve(transport).await.map_err(|e| {
+        fail(without_query(
+            url,
+            format!("it did not complete the MCP handshake: {e}"),
+        ))
+    })
+}
+
+/// `text` (an error, which may quote the URL) without the URL's query string, which may hold a
+/// token: errors are logged and shown.
+fn without_query(url: &str, text: String) -> String {
+    let query = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.query().map(str::to_string));
+    match query {
+        Some(query) if !query.is_empty() => text.replace(&query, "…"),
+        _ => text,
+    }
 }
 
 /// Every configured upstream, by name: one connection each, whoever calls.
@@ -355,11 +387,9 @@ impl Upstreams {
         }
     }
 
-    /// Stop every upstream that runs.
+    /// Stop every upstream that runs (all at once), and wait until they have.
     pub async fn stop_all(&self) {
-        for upstream in &self.list {
-            upstream.stop().await;
-        }
+        futures_util::future::join_all(self.list.iter().map(Upstream::stop)).await;
     }
 }
 
@@ -369,4 +399,38 @@ fn connection_broke(error: &rmcp::ServiceError) -> bool {
         error,
         rmcp::ServiceError::TransportClosed | rmcp::ServiceError::TransportSend(_)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_error_never_shows_the_urls_query() {
+        let url = "https://tools.example.test/mcp?token=s3cr%C3%A9t&x=1";
+        let error = format!(
+            "error sending request for url ({})",
+            url::Url::parse(url)
+                .map(|u| u.to_string())
+                .unwrap_or_default()
+        );
+        let shown = without_query(url, error);
+        assert!(!shown.contains("s3cr"), "{shown}");
+        assert!(
+            shown.contains("https://tools.example.test/mcp?…"),
+            "{shown}"
+        );
+        assert_eq!(
+            without_query("http://127.0.0.1:9/mcp", "refused".into()),
+            "refused"
+        );
+    }
+
+    #[test]
+    fn restarts_back_off_up_to_thirty_seconds() {
+        assert_eq!(restart_pause(1), Duration::ZERO);
+        assert_eq!(restart_pause(2), Duration::from_secs(1));
+        assert_eq!(restart_pause(4), Duration::from_secs(4));
+        assert_eq!(restart_pause(40), MAX_RESTART_PAUSE);
+    }
 }
