@@ -163,7 +163,8 @@ impl AppState {
             lease_secs: i64::try_from(config.job_lease_secs).unwrap_or(60),
             export_key,
             export_progress: Arc::default(),
-            admissions: services::gateway::AdmissionLocks::default(),
+            admissions: services::decisions::AdmissionLocks::default(),
+            max_pending_requests: i64::from(config.max_pending_requests),
             delegating_callers: Arc::new(config.delegating_callers()),
         });
         Ok(AppState(Arc::new(Shared {

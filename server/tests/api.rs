@@ -523,6 +523,146 @@ async fn a_service_acts_for_a_person_only_when_allowed() {
     );
 }
 
+/// `sudo ls DIR` on web-1: needs approval (HIGH).
+fn sudo_ls_in(dir: &str) -> Value {
+    let mut body = sudo_ls();
+    body["args"]["command"] = json!(format!("sudo ls {dir}"));
+    body
+}
+
+/// One request per call: the same caller's repeated call for the same requester joins the
+/// request that still waits (the answer names the job and says `attached`; its audit row points
+/// at that job); identical calls at once make one job; a decided request is not joined.
+async fn repeated_calls_join_the_pending_request(api: &Api) {
+    let token = api.token("it-mcp", &[], &OPS).await;
+    let (_, first) = api.decide(&token, sudo_ls()).await;
+    let job_id = first["job_id"].as_str().expect("a job").to_string();
+    assert!(first.get("attached").is_none(), "{first}");
+
+    let mut again = sudo_ls();
+    again["reason"] = json!("the assistant asked again");
+    let (status, second) = api.decide(&token, again).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (
+            second["action"].as_str(),
+            second["job_id"].as_str(),
+            second["attached"].as_bool()
+        ),
+        (Some("require_approval"), Some(job_id.as_str()), Some(true)),
+        "{second}"
+    );
+    assert_eq!(second["status"], "queued");
+    let rows = api.audit_rows().await;
+    let row = rows
+        .iter()
+        .find(|r| r.id == second["audit_id"].as_str().unwrap_or_default())
+        .expect("the repeated call's row");
+    assert_eq!(row.event.job_id.as_deref(), Some(job_id.as_str()));
+    let context: Value = serde_json::from_str(&row.event.context).expect("context");
+    assert_eq!(context["attached"], true);
+
+    // Other arguments, or another caller: their own requests.
+    let (_, other_args) = api.decide(&token, sudo_ls_in("/etc")).await;
+    assert_ne!(other_args["job_id"].as_str(), Some(job_id.as_str()));
+    let other = api.token("other-tool", &[], &OPS).await;
+    let (_, other_caller) = api.decide(&other, sudo_ls()).await;
+    assert_ne!(other_caller["job_id"].as_str(), Some(job_id.as_str()));
+    assert!(other_caller.get("attached").is_none());
+
+    // Decided: the next identical call is a new request.
+    approve(api, &job_id).await;
+    let (_, after) = api.decide(&token, sudo_ls()).await;
+    let after_id = after["job_id"].as_str().expect("a new job");
+    assert_ne!(after_id, job_id);
+    assert!(after.get("attached").is_none(), "{after}");
+
+    // Eight identical calls at once: one job, seven attached.
+    let body = sudo_ls_in("/var/log");
+    let answers =
+        futures_util::future::join_all((0..8).map(|_| api.decide(&token, body.clone()))).await;
+    let jobs: std::collections::BTreeSet<_> = answers
+        .iter()
+        .map(|(_, a)| a["job_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(jobs.len(), 1, "{answers:?}");
+    let attached = answers
+        .iter()
+        .filter(|(_, a)| a["attached"].as_bool() == Some(true))
+        .count();
+    assert_eq!(attached, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_calls_join_the_pending_request_on_sqlite() {
+    repeated_calls_join_the_pending_request(&sqlite_api(|_| {}).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_calls_join_the_pending_request_on_postgres() {
+    let api = postgres_api().await;
+    repeated_calls_join_the_pending_request(&api).await;
+    api.drop_schema().await;
+}
+
+/// A caller with `max_pending_requests` requests waiting for a requester gets 429
+/// `pending_limit` naming the limit for a new one; a repeat of a waiting one still joins it,
+/// another requester is not held up, and a decided request frees a place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_pending_requests_get_429_naming_the_limit() {
+    let api = sqlite_api(|c| {
+        c.max_pending_requests = 2;
+        c.api_delegating_callers = Some("it-mcp".into());
+    })
+    .await;
+    let token = api.token("it-mcp", &[], &OPS).await;
+    let (_, first) = api.decide(&token, sudo_ls_in("/a")).await;
+    let (_, second) = api.decide(&token, sudo_ls_in("/b")).await;
+    assert!(first["job_id"].is_string() && second["job_id"].is_string());
+    let (status, headers, refused) = api
+        .call(
+            "POST",
+            "/api/v1/decisions",
+            &token,
+            Some(sudo_ls_in("/c").to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("pending_limit")),
+        "{refused}"
+    );
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("max_pending_requests") && message.contains("limit is 2"),
+        "{message}"
+    );
+    assert!(headers.contains_key("retry-after"));
+    let jobs_before = api.audit_rows().await.len();
+    // A repeat of a waiting request joins it, at the limit too.
+    let (status, repeat) = api.decide(&token, sudo_ls_in("/a")).await;
+    assert_eq!(
+        (
+            status,
+            repeat["job_id"].clone(),
+            repeat["attached"].as_bool()
+        ),
+        (StatusCode::OK, first["job_id"].clone(), Some(true))
+    );
+    assert_eq!(api.audit_rows().await.len(), jobs_before + 1);
+    // The limit is per requester: the same caller asking for alice is not held up.
+    let mut for_alice = sudo_ls_in("/c");
+    for_alice["on_behalf_of"] = json!("alice");
+    let (status, _) = api.decide(&token, for_alice).await;
+    assert_eq!(status, StatusCode::OK);
+    // A decision frees a place.
+    approve(&api, first["job_id"].as_str().unwrap_or_default()).await;
+    let (status, third) = api.decide(&token, sudo_ls_in("/c")).await;
+    assert_eq!(status, StatusCode::OK, "{third}");
+    assert!(third["job_id"].is_string());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_over_their_rate_get_429_with_retry_after() {
     let api = sqlite_api(|c| {

@@ -720,6 +720,8 @@ async fn one_vote_and_one_run_per_job(env: Env) {
             &provider.settings(&[
                 ("COUNTERSIGN_POLICY_FILE", policy_file.display().to_string()),
                 ("COUNTERSIGN_API_RATE_LIMIT_PER_SEC", "0".into()),
+                // 1,000 requests of one caller wait at once.
+                ("COUNTERSIGN_MAX_PENDING_REQUESTS", "0".into()),
             ]),
         )
         .await,
@@ -729,7 +731,8 @@ async fn one_vote_and_one_run_per_job(env: Env) {
     let limit = Arc::new(tokio::sync::Semaphore::new(32));
 
     let mut asks = tokio::task::JoinSet::new();
-    for _ in 0..RACE_JOBS {
+    // 1,000 different calls (`n`): identical ones would join one request.
+    for n in 0..RACE_JOBS {
         let (server, token, limit, file) = (
             server.clone(),
             token.clone(),
@@ -742,7 +745,7 @@ async fn one_vote_and_one_run_per_job(env: Env) {
                 .post(
                     &token,
                     "/api/v1/decisions",
-                    &serde_json::json!({ "tool": "deploy", "operation": "note", "args": { "file": file } }),
+                    &serde_json::json!({ "tool": "deploy", "operation": "note", "args": { "file": file, "n": n } }),
                 )
                 .await;
             assert_eq!(

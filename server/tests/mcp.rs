@@ -763,14 +763,26 @@ async fn two_identical_calls_at_once_make_one_request_and_it_runs_once() {
         assert_eq!(result.is_error, Some(true));
         assert!(text(result).contains(&job.job_id), "{}", text(result));
     }
-    let decisions = env
+    // Each call has its decision row, both naming the one job; the second says it joined it.
+    let decisions: Vec<_> = env
         .assistants_rows()
         .await
-        .iter()
+        .into_iter()
         .filter(|r| r.event.kind == server::store::EventKind::Decision)
+        .collect();
+    assert_eq!(decisions.len(), 2, "a row for each call");
+    assert!(decisions
+        .iter()
+        .all(|r| r.event.job_id.as_deref() == Some(job.job_id.as_str())));
+    let attached = decisions
+        .iter()
+        .filter(|r| {
+            serde_json::from_str::<serde_json::Value>(&r.event.context)
+                .is_ok_and(|c| c["attached"] == true)
+        })
         .count();
     assert_eq!(
-        decisions, 1,
+        attached, 1,
         "the second call attached to the first's request"
     );
 

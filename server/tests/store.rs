@@ -7,8 +7,8 @@ use enforcer::Verdict;
 use server::store::{
     audit, postgres::PgStore, sqlite::SqliteStore, Attempt, AuditAction, AuditWriter, Claim,
     EventKind, IdempotencyStore, IdentityStore, IntegrationStore, JobOutcome, JobStatus,
-    NewAuditEvent, NewJob, NewOutboxMessage, NewUser, Priority, Risk, Store, StoreError, TokenRow,
-    VoteRecord,
+    NewAuditEvent, NewJob, NewOutboxMessage, NewUser, OpenCallScope, Priority, Risk, Store,
+    StoreError, TokenRow, VoteRecord,
 };
 
 mod common;
@@ -347,7 +347,7 @@ async fn repeated_calls_find_their_open_job<S: Store>(store: &S) {
         job
     };
     assert!(store
-        .open_job_for_call("alice", "assistant", &hash)
+        .open_job_for_call("alice", "assistant", &hash, OpenCallScope::Gateway)
         .await
         .expect("none yet")
         .is_none());
@@ -375,7 +375,7 @@ async fn repeated_calls_find_their_open_job<S: Store>(store: &S) {
     store.insert_job(&not_the_gateways).await.expect("insert");
     async fn found<S: Store>(store: &S, hash: &str) -> Option<(String, JobStatus)> {
         store
-            .open_job_for_call("alice", "assistant", hash)
+            .open_job_for_call("alice", "assistant", hash, OpenCallScope::Gateway)
             .await
             .expect("read")
             .map(|j| (j.job_id, j.status))
@@ -426,6 +426,72 @@ async fn repeated_calls_find_their_open_job<S: Store>(store: &S) {
         found(store, &hash).await,
         Some((running.job_id.clone(), JobStatus::Picked))
     );
+}
+
+/// A repeated decision API call joins the same caller's request for the same requester and
+/// call while it waits for people (queued), never a gateway job, a decided one, or another
+/// caller's; the pending count is per caller and requester, queued jobs only.
+async fn repeated_api_calls_find_their_pending_job<S: Store>(store: &S) {
+    let hash = "5a".repeat(32);
+    let for_call = |submitted_by: &str, requester: &str, hash: &str| {
+        let mut job = new_job(1);
+        job.requester = requester.into();
+        job.call_hash = hash.into();
+        job.submitted_by = Some(submitted_by.into());
+        job.target_agent_id = Some("executor:deploy".into());
+        job
+    };
+    let found = |hash: String| async move {
+        store
+            .open_job_for_call("carol", "it-mcp", &hash, OpenCallScope::Pending)
+            .await
+            .expect("read")
+            .map(|j| j.job_id)
+    };
+    let pending = || async {
+        store
+            .pending_requests("it-mcp", "carol")
+            .await
+            .expect("count")
+    };
+    assert_eq!(found(hash.clone()).await, None);
+    assert_eq!(pending().await, 0);
+    // Not joined: another caller's, another requester's, another call's, the gateway's.
+    store
+        .insert_job(&for_call("other-service", "carol", &hash))
+        .await
+        .expect("insert");
+    store
+        .insert_job(&for_call("it-mcp", "dave", &hash))
+        .await
+        .expect("insert");
+    let other_call = store
+        .insert_job(&for_call("it-mcp", "carol", &"6b".repeat(32)))
+        .await
+        .expect("insert");
+    let mut gateway = for_call("it-mcp", "carol", &hash);
+    gateway.target_agent_id = Some(format!("mcp:{}", uuid::Uuid::now_v7()));
+    store.insert_job(&gateway).await.expect("insert");
+    assert_eq!(found(hash.clone()).await, None);
+    assert_eq!(pending().await, 2, "the other call's job and the gateway's");
+    // An unassigned job (any agent) is joined while it waits.
+    let mut unassigned = for_call("it-mcp", "carol", &hash);
+    unassigned.target_agent_id = None;
+    let unassigned = store.insert_job(&unassigned).await.expect("insert");
+    assert_eq!(found(hash.clone()).await, Some(unassigned.job_id.clone()));
+    assert_eq!(pending().await, 3);
+    // Approved is no longer pending: a new request is made (and counted) instead.
+    store
+        .vote_plain(&vote(&unassigned.job_id, "bob", Verdict::Approve))
+        .await
+        .expect("approve");
+    assert_eq!(found(hash.clone()).await, None);
+    assert_eq!(pending().await, 2);
+    store
+        .vote_plain(&vote(&other_call.job_id, "bob", Verdict::Deny))
+        .await
+        .expect("deny");
+    assert_eq!(pending().await, 1);
 }
 
 async fn expiry_and_leases<S: Store>(store: &S) {
@@ -1791,6 +1857,7 @@ conformance!(
     accounts_and_tokens_are_kept,
     audit_rows_are_found_by_id,
     repeated_calls_find_their_open_job,
+    repeated_api_calls_find_their_pending_job,
     unattended_gateway_jobs_are_approved_and_uncollected,
 );
 

@@ -100,7 +100,7 @@ async fn requester(
         (status = 413, description = "Body over 64 KiB", body = super::schema::ErrorBody),
         (status = 415, description = "Not application/json", body = super::schema::ErrorBody),
         (status = 422, description = "Idempotency-Key reused with another body", body = super::schema::ErrorBody),
-        (status = 429, description = "Over the caller's rate (see Retry-After)", body = super::schema::ErrorBody),
+        (status = 429, description = "Over the caller's rate, or (`pending_limit`) too many of its requests already wait for approval for this requester (see Retry-After)", body = super::schema::ErrorBody),
         (status = 503, description = "The store is unavailable; retry", body = super::schema::ErrorBody),
     )
 )]
@@ -242,6 +242,7 @@ async fn record(
         decision,
         receipt,
         job,
+        attached,
     } = decided;
     let mut answer = DecisionAnswer {
         action: decision.action,
@@ -258,6 +259,7 @@ async fn record(
         status_url: None,
         expires_at: None,
         approvals_required: None,
+        attached,
     };
     if let Some(stored) = job {
         answer.status = Some(stored.status);

@@ -101,6 +101,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotConfigured { message } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_configured", message)
             }
+            ServiceError::Limit { code, message } => ApiError {
+                retry_after: Some(60),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+            },
             ServiceError::Unavailable { what } => ApiError {
                 retry_after: Some(1),
                 ..ApiError::new(

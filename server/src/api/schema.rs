@@ -70,6 +70,10 @@ pub struct DecisionAnswer {
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approvals_required: Option<i32>,
+    /// `true` when the same caller's request for this call (same requester, same call hash)
+    /// was already waiting: this call joined it (`job_id`) instead of queuing another.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub attached: bool,
 }
 
 /// One vote on a job.

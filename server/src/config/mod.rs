@@ -103,6 +103,10 @@ pub struct Config {
     pub api_rate_limit_per_sec: u32,
     /// ...and in a burst.
     pub api_rate_limit_burst: u32,
+    /// Most requests for approval a caller may have waiting for one requester at once; the next
+    /// is refused with 429 `pending_limit` (0: no limit). A repeated call joins its open request
+    /// and does not count twice.
+    pub max_pending_requests: u32,
     /// Seconds a verified API token is remembered before the database is asked again (so a
     /// revocation takes effect within this); 0 asks every time.
     pub api_token_cache_secs: u64,
@@ -393,6 +397,7 @@ impl Default for Config {
             api_delegating_callers: None,
             api_rate_limit_per_sec: 1_000,
             api_rate_limit_burst: 2_000,
+            max_pending_requests: 50,
             api_token_cache_secs: 5,
             audit_refusals_per_minute: 600,
             notify_webhook_url: None,

@@ -241,6 +241,13 @@ impl Gateway {
         }
         match waited {
             Waiting::Approved(job) => self.run_approved(index, call, job, context).await,
+            Waiting::Ended(job) if matches!(job.status, JobStatus::Picked | JobStatus::Executing) => {
+                // Another call collected it meanwhile: wait for that run and tell its outcome.
+                let now = gateway::until_ended(&self.state.core, &job.job_id, self.hold)
+                    .await
+                    .map_err(service_error)?;
+                Ok(self.ended(&now).await)
+            }
             Waiting::Ended(job) => Ok(self.ended(&job).await),
             Waiting::StillQueued { job, approvals } => Ok(text_error(format!(
                 "This call needs approval and is waiting for people ({approvals} of {} approvals so far): {}. \
@@ -473,9 +480,14 @@ impl ServerHandler for Gateway {
             // `countersign mcp` serves upstreams the server may not have.
             unattended: self.caller.is_none(),
         };
-        let admission = gateway::admit(&self.state.core, &caller, &call)
-            .await
-            .map_err(service_error)?;
+        let admission = match gateway::admit(&self.state.core, &caller, &call).await {
+            Ok(admission) => admission,
+            // Too many requests waiting: the assistant is told, as a tool error, to stop asking.
+            Err(ServiceError::Limit { message, .. }) => {
+                return Ok(text_error(format!("Countersign did not ask again: {message}")).into())
+            }
+            Err(error) => return Err(service_error(error)),
+        };
         let result = match admission {
             Admission::Denied { reasons } => text_error(format!(
                 "Countersign denied this call: {}",

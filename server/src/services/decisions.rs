@@ -5,20 +5,43 @@
 
 use super::{Caller, Core, ServiceError};
 use crate::store::{
-    AuditReceipt, EventKind, Job, NewAuditEvent, NewJob, Priority, MCP_GATEWAY_PREFIX,
+    AuditReceipt, EventKind, Job, NewAuditEvent, NewJob, OpenCallScope, Priority, Store,
+    MCP_GATEWAY_PREFIX,
 };
 use enforcer::record::REASON_SEPARATOR;
 use enforcer::wire::DecisionInput;
 use enforcer::{Action, Principal};
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, PoisonError};
 
-/// A recorded decision: what the enforcer said, its audit row, and the job it queued.
+/// A recorded decision: what the enforcer said, its audit row, and the job it queued or, for a
+/// call whose request was already open, the job it joined (`attached`).
 #[derive(Debug)]
 pub struct Decided {
     pub decision: enforcer::Decision,
     pub receipt: AuditReceipt,
     pub job: Option<Job>,
+    pub attached: bool,
+}
+
+/// The calls needing approval being decided in this process, by caller, requester and call
+/// hash: identical calls that arrive together are decided one after the other, so the second
+/// finds the first's request and joins it instead of asking again.
+#[derive(Default)]
+pub struct AdmissionLocks(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl AdmissionLocks {
+    /// Wait for this call's turn; it lasts as long as the guard.
+    async fn turn(&self, key: String) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            // Only calls being decided right now hold a lock: forget the others.
+            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+            locks.entry(key).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
 }
 
 /// Who runs the job a `require_approval` decision queues, once it is approved.
@@ -63,6 +86,12 @@ pub fn may_act_for(core: &Core, caller: &Caller, person: &str) -> Result<(), Ser
 /// Decide `input` for `requester` (the caller, or the person a delegating caller acts for)
 /// with `capabilities`, and record it: the audit row, and for `require_approval` the queued
 /// job (run as `route` says), in one transaction.
+///
+/// One request per call: a call that needs approval while the same caller's request for the
+/// same requester and call hash is open joins that job instead of queuing another (its row
+/// names the job and says `"attached": true`), so an assistant's retries and loops do not stack
+/// requests. A new request is refused ([`ServiceError::Limit`]) when the caller already has
+/// `max_pending_requests` of them waiting for this requester.
 pub async fn decide(
     core: &Core,
     caller: &Caller,
@@ -78,7 +107,22 @@ pub async fn decide(
         capabilities,
     };
     let decision = enforcer::evaluate(&request, &principal, &core.policy);
-    let needs_job = decision.action == Action::RequireApproval;
+    let mut needs_job = decision.action == Action::RequireApproval;
+    // Identical calls take turns from here until their rows are written.
+    let mut _turn = None;
+    let mut joined = None;
+    if needs_job {
+        _turn = Some(
+            core.admissions
+                .turn(format!(
+                    "{}\n{requester}\n{}",
+                    caller.id, decision.call_hash
+                ))
+                .await,
+        );
+        joined = open_request(core, caller, requester, &decision.call_hash, route).await?;
+        needs_job = joined.is_none();
+    }
     let now = chrono::Utc::now();
     // Time-ordered ids: new rows land at the right edge of the id indexes, so a batch of
     // decisions dirties a few index pages rather than one per row.
@@ -89,6 +133,10 @@ pub async fn decide(
     event.id = Some(audit_id.clone());
     event.timestamp = now;
     event.job_id = job_id.clone();
+    if let Some(open) = &joined {
+        event.job_id = Some(open.job_id.clone());
+        event.context = with_attached(&event.context);
+    }
     if let Route::McpGateway {
         upstream,
         tool,
@@ -157,11 +205,65 @@ pub async fn decide(
     if let Some(job) = &stored {
         core.notify_job(job);
     }
+    let attached = joined.is_some();
     Ok(Decided {
         decision,
         receipt,
-        job: stored,
+        job: stored.or(joined),
+        attached,
     })
+}
+
+/// The open request a call needing approval joins (see [`decide`]), or `None` when it is a new
+/// one; a new one over the caller's limit of pending requests for the requester is refused.
+async fn open_request(
+    core: &Core,
+    caller: &Caller,
+    requester: &str,
+    call_hash: &str,
+    route: Route<'_>,
+) -> Result<Option<Job>, ServiceError> {
+    let unreadable = |e: crate::store::StoreError| {
+        ServiceError::unavailable("the approval queue could not be read", &e)
+    };
+    let scope = match route {
+        Route::Policy => OpenCallScope::Pending,
+        Route::McpGateway { .. } => OpenCallScope::Gateway,
+    };
+    let open = core
+        .store
+        .open_job_for_call(requester, &caller.id, call_hash, scope)
+        .await
+        .map_err(unreadable)?;
+    if open.is_some() || core.max_pending_requests == 0 {
+        return Ok(open);
+    }
+    let pending = core
+        .store
+        .pending_requests(&caller.id, requester)
+        .await
+        .map_err(unreadable)?;
+    if pending >= core.max_pending_requests {
+        tracing::warn!(caller = %caller.id, %requester, pending, "a request for approval was refused: too many pending");
+        return Err(ServiceError::Limit {
+            code: "pending_limit",
+            message: format!(
+                "{} already has {pending} requests waiting for approval for {requester}; the limit is {} \
+                 (max_pending_requests). Wait for people to decide, or withdraw some, before asking again.",
+                caller.id, core.max_pending_requests
+            ),
+        });
+    }
+    Ok(None)
+}
+
+/// A decision row's context for a call that joined an open request.
+fn with_attached(context: &str) -> String {
+    let mut value: Value = serde_json::from_str(context).unwrap_or_else(|_| json!({}));
+    if let Value::Object(map) = &mut value {
+        map.insert("attached".into(), json!(true));
+    }
+    value.to_string()
 }
 
 /// The row's `context`: who asked, for whom, why and with what. Fields the call left out are

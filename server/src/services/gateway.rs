@@ -12,28 +12,7 @@ use enforcer::mcp::UpstreamPolicy;
 use enforcer::wire::DecisionInput;
 use enforcer::Action;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
-use std::sync::{Arc, PoisonError};
 use std::time::Duration;
-
-/// The calls being admitted in this process, by caller and call hash: identical calls that
-/// arrive together are admitted one after the other, so the second finds the first's request
-/// and attaches to it instead of asking again.
-#[derive(Default)]
-pub struct AdmissionLocks(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
-
-impl AdmissionLocks {
-    /// Wait for this call's turn; it lasts as long as the guard.
-    async fn turn(&self, key: String) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            // Only calls being admitted right now hold a lock: forget the others.
-            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
-            locks.entry(key).or_default().clone()
-        };
-        lock.lock_owned().await
-    }
-}
 
 /// What the gateway does with a tool call.
 #[derive(Debug)]
@@ -126,28 +105,6 @@ pub async fn admit(
     }
     let requester = call.requester(caller);
     let (input, refusal) = policy_input(core.policy.mcp.get(call.upstream), call);
-    let mut _turn = None;
-    // Only a call that needs approval can have an open request to join (the enforcer's answer
-    // is a microsecond; the lookup is a query): allowed and denied calls go straight on.
-    if refusal.is_none() && needs_approval(core, caller, requester, &input) {
-        let hash = enforcer::call_hash(&input.request());
-        _turn = Some(
-            core.admissions
-                .turn(format!("{}\n{requester}\n{hash}", caller.id))
-                .await,
-        );
-        let open = core
-            .store
-            .open_job_for_call(requester, &caller.id, &hash)
-            .await
-            .map_err(|e| ServiceError::unavailable("the approval queue could not be read", &e))?;
-        if let Some(job) = open {
-            return Ok(Admission::Held {
-                job: Box::new(job),
-                attached: true,
-            });
-        }
-    }
     let capabilities = caller.capabilities.iter().cloned().collect();
     let decided = decisions::decide(
         core,
@@ -169,7 +126,7 @@ pub async fn admit(
         },
         (Action::RequireApproval, Some(job)) => Admission::Held {
             job: Box::new(job),
-            attached: false,
+            attached: decided.attached,
         },
         (Action::RequireApproval, None) => {
             return Err(ServiceError::unavailable(
@@ -184,17 +141,6 @@ pub async fn admit(
                 .collect(),
         },
     })
-}
-
-/// Whether the policy would hold this call for people (decided again, and recorded, by
-/// [`decisions::decide`]).
-fn needs_approval(core: &Core, caller: &Caller, requester: &str, input: &DecisionInput) -> bool {
-    let principal = enforcer::Principal {
-        id: requester.to_string(),
-        roles: caller.roles.iter().cloned().collect(),
-        capabilities: caller.capabilities.iter().cloned().collect(),
-    };
-    enforcer::evaluate(&input.request(), &principal, &core.policy).action == Action::RequireApproval
 }
 
 /// Where a held call stands.

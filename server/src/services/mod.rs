@@ -47,8 +47,11 @@ pub struct Core {
     pub export_key: Option<Arc<ed25519_dalek::SigningKey>>,
     /// Exports under way on this replica (the Reports page shows their progress).
     pub export_progress: Arc<exports::ProgressBoard>,
-    /// The MCP gateway's calls being admitted here (identical ones take turns).
-    pub admissions: gateway::AdmissionLocks,
+    /// Calls needing approval being decided here (identical ones take turns).
+    pub admissions: decisions::AdmissionLocks,
+    /// Most requests a caller may have waiting for approval for one requester
+    /// (`max_pending_requests`; 0: no limit).
+    pub max_pending_requests: i64,
     /// Callers that may act for people (`api_delegating_callers`).
     pub delegating_callers: Arc<std::collections::BTreeSet<String>>,
 }
@@ -82,6 +85,9 @@ pub enum ServiceError {
         field: Option<String>,
         message: String,
     },
+    /// Over a limit the configuration sets (`code` names it); waiting may help.
+    #[error("{message}")]
+    Limit { code: &'static str, message: String },
     /// Something this needs is not configured (a signing key, an identity provider).
     #[error("{message}")]
     NotConfigured { message: String },

@@ -2,7 +2,8 @@
 
 use super::{
     audit, postgres::PgStore, sqlite::SqliteStore, AuditReceipt, AuditRecord, ImportSession,
-    ImportedJob, Job, JobFilter, JobOutcome, NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
+    ImportedJob, Job, JobFilter, JobOutcome, NewAuditEvent, NewJob, OpenCallScope, Store,
+    StoreError, VoteRecord,
 };
 use crate::store::Database;
 use chrono::{DateTime, Utc};
@@ -81,8 +82,16 @@ impl Store for AnyStore {
         requester: &str,
         submitted_by: &str,
         call_hash: &str,
+        scope: OpenCallScope,
     ) -> Result<Option<Job>, StoreError> {
-        delegate!(self, s => s.open_job_for_call(requester, submitted_by, call_hash))
+        delegate!(self, s => s.open_job_for_call(requester, submitted_by, call_hash, scope))
+    }
+    async fn pending_requests(
+        &self,
+        submitted_by: &str,
+        requester: &str,
+    ) -> Result<i64, StoreError> {
+        delegate!(self, s => s.pending_requests(submitted_by, requester))
     }
     async fn unattended_gateway_jobs(
         &self,

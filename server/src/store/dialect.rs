@@ -687,20 +687,40 @@ impl Store for DialectStore {
         requester: &str,
         submitted_by: &str,
         call_hash: &str,
+        scope: OpenCallScope,
     ) -> Result<Option<Job>, StoreError> {
+        let gateway = format!("target_agent_id LIKE '{}%'", super::MCP_GATEWAY_PREFIX);
+        let which = match scope {
+            OpenCallScope::Gateway => gateway,
+            OpenCallScope::Pending => {
+                format!("status = 'queued' AND (target_agent_id IS NULL OR NOT {gateway})")
+            }
+        };
+        // The status list is the partial index's own condition, so both databases use it.
         let row = sqlx::query(&format!(
-            "SELECT * FROM command_queue WHERE requester = $1 AND call_hash = $2 \
+            "SELECT * FROM command_queue WHERE submitted_by = $1 AND requester = $2 \
              AND status IN ('queued', 'approved', 'picked', 'executing') \
-             AND submitted_by = $3 AND target_agent_id LIKE '{}%' \
-             ORDER BY created_at DESC, job_id DESC LIMIT 1",
-            super::MCP_GATEWAY_PREFIX
+             AND call_hash = $3 AND {which} \
+             ORDER BY created_at DESC, job_id DESC LIMIT 1"
         ))
+        .bind(submitted_by)
         .bind(requester)
         .bind(call_hash)
-        .bind(submitted_by)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(job_row).transpose()
+    }
+
+    async fn pending_requests(&self, submitted_by: &str, requester: &str) -> Result<i64, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM command_queue WHERE submitted_by = $1 AND requester = $2 \
+             AND status IN ('queued', 'approved', 'picked', 'executing') AND status = 'queued'",
+        )
+        .bind(submitted_by)
+        .bind(requester)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count)
     }
 
     async fn unattended_gateway_jobs(

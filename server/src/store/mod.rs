@@ -468,19 +468,28 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn insert_job(&self, job: &NewJob) -> impl Future<Output = Result<Job, StoreError>> + Send;
     fn job(&self, job_id: &str) -> impl Future<Output = Result<Job, StoreError>> + Send;
-    /// The newest MCP gateway job (`mcp:JOB_ID`) of `requester`, submitted by the same caller
-    /// `submitted_by`, for the call `call_hash` that is still open (queued, approved, or being
-    /// run): the one a repeated call attaches to instead of asking again (another caller's
-    /// request for the same person is never joined). It reads the open
-    /// jobs through the status index; an index of its own (on the call hash) was measured to
-    /// cost the decision API about a tenth of its throughput, since every queued job would
-    /// write to it at a random place (BENCHMARKS.md, "The MCP gateway").
+    /// The newest open job of `requester`, submitted by the same caller `submitted_by`, for the
+    /// call `call_hash`: the one a repeated call attaches to instead of asking again (another
+    /// caller's request for the same person is never joined). `scope` says which jobs count:
+    /// the MCP gateway's (`mcp:JOB_ID`) while queued, approved or being run (a repeated call
+    /// collects an approved one), or the others while queued (pending). It reads the caller's
+    /// open jobs for the requester through their partial index (`command_queue_open_requests`);
+    /// an index on the call hash was measured to cost the decision API about a tenth of its
+    /// throughput, since every queued job would write to it at a random place (BENCHMARKS.md,
+    /// "The MCP gateway").
     fn open_job_for_call(
         &self,
         requester: &str,
         submitted_by: &str,
         call_hash: &str,
+        scope: OpenCallScope,
     ) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;
+    /// How many requests `submitted_by` made for `requester` still wait for people (queued).
+    fn pending_requests(
+        &self,
+        submitted_by: &str,
+        requester: &str,
+    ) -> impl Future<Output = Result<i64, StoreError>> + Send;
     /// Approved jobs of the MCP gateway (`mcp:JOB_ID`) that no call has collected since
     /// `approved_before`, never handed out before (no retries), and whose approval window is
     /// still open at `now`, oldest approval first, at most `limit`: the server's `mcp` executor
@@ -651,6 +660,15 @@ pub const SERVER_EXECUTOR_PREFIX: &str = "executor:";
 /// The MCP gateway runs the jobs it asked for itself: each is assigned to `mcp:JOB_ID`, which
 /// only the gateway claims (and which never takes an unassigned job).
 pub const MCP_GATEWAY_PREFIX: &str = "mcp:";
+
+/// Which open jobs a repeated call may join ([`Store::open_job_for_call`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenCallScope {
+    /// The MCP gateway's jobs, queued, approved or being run.
+    Gateway,
+    /// Every other job, while it waits for people (queued).
+    Pending,
+}
 
 /// The zero hash that precedes the first row of a chain.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

@@ -5,7 +5,7 @@
 
 use super::{
     audit, truncate, AuditReceipt, AuditRecord, EventKind, ImportedJob, Job, JobFilter, JobOutcome,
-    JobStatus, NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
+    JobStatus, NewAuditEvent, NewJob, OpenCallScope, Store, StoreError, VoteRecord,
 };
 use chrono::{DateTime, Duration, Utc};
 use enforcer::{Priority, Risk, Verdict};

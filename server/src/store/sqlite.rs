@@ -7,7 +7,7 @@
 
 use super::{
     audit, format_ts, parse_ts, AuditReceipt, AuditRecord, EventKind, ImportedJob, Job, JobFilter,
-    JobOutcome, JobStatus, NewAuditEvent, NewJob, Store, StoreError, VoteRecord,
+    JobOutcome, JobStatus, NewAuditEvent, NewJob, OpenCallScope, Store, StoreError, VoteRecord,
 };
 use chrono::{DateTime, Duration, Utc};
 use enforcer::{Priority, Risk, Verdict};
