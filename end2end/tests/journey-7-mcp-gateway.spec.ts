@@ -192,7 +192,8 @@ test('a person signs an MCP client in through the realm; their held write links 
 
   // No token yet: the SDK follows the challenge to the protected-resource metadata, then to
   // the realm, and asks for the person to sign in.
-  await expect(client.connect(new StreamableHTTPClientTransport(endpoint, { authProvider: signIn }))).rejects.toThrow(UnauthorizedError);
+  const first = new StreamableHTTPClientTransport(endpoint, { authProvider: signIn });
+  await expect(client.connect(first)).rejects.toThrow(UnauthorizedError);
   expect(signIn.authorizationUrl?.toString()).toContain(`${issuer()}/protocol/openid-connect/auth`);
   expect(signIn.authorizationUrl?.searchParams.get('resource')).toBe(endpoint.toString());
   expect(signIn.authorizationUrl?.searchParams.get('code_challenge_method')).toBe('S256');
@@ -209,8 +210,8 @@ test('a person signs an MCP client in through the realm; their held write links 
   await providerLogin(page, 'alice');
   await expect.poll(() => code, { timeout: 15_000 }).toBeTruthy();
   await browserContext.close();
-  const transport = new StreamableHTTPClientTransport(endpoint, { authProvider: signIn });
-  await transport.finishAuth(code!);
+  // The transport that met the challenge trades the code for the person's tokens.
+  await first.finishAuth(code!);
   await client.connect(new StreamableHTTPClientTransport(endpoint, { authProvider: signIn }));
   try {
     // The person's own token: a read runs as alice.
@@ -232,9 +233,9 @@ test('a person signs an MCP client in through the realm; their held write links 
     const jobId = link.url.match(/\/approvals\/([^\s/?#]+)$/)![1];
     expect(new URL(link.url).origin).toBe(new URL(baseURL!).origin);
 
-    // The request is alice's, not a service's.
+    // The request is alice's, not a service's: she sees it with her own token.
     const job = await request.get(`/api/v1/jobs/${jobId}`, {
-      headers: { authorization: `Bearer ${await serviceToken()}` },
+      headers: { authorization: `Bearer ${signIn.tokens()!.access_token}` },
     });
     expect(await job.json()).toMatchObject({ job_id: jobId, status: 'queued', requester: 'alice' });
     expect(completed).toEqual([]);

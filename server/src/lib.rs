@@ -233,6 +233,12 @@ pub fn app(state: AppState) -> Router {
         .route("/auth/logout", axum::routing::post(web::auth::sign_out))
         .route("/events", get(portal_events))
         .route("/reports/export", get(api::exports::portal_export))
+        // RFC 9728: the metadata of the resource `/mcp` is at the well-known path with the
+        // resource's path after it; the bare path is kept for clients that read only that.
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(mcp::protected_resource),
+        )
         .route(
             "/.well-known/oauth-protected-resource",
             get(mcp::protected_resource),

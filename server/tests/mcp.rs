@@ -599,7 +599,7 @@ async fn the_http_endpoint_asks_for_a_bearer_token_and_then_speaks_mcp() {
         .to_string();
     assert!(
         challenge.contains("resource_metadata=")
-            && challenge.contains("/.well-known/oauth-protected-resource"),
+            && challenge.contains("/.well-known/oauth-protected-resource/mcp\""),
         "{challenge}"
     );
 
@@ -632,13 +632,28 @@ async fn the_http_endpoint_asks_for_a_bearer_token_and_then_speaks_mcp() {
         "{message}"
     );
 
+    // Where the challenge points (RFC 9728: the resource's path after the well-known one); other
+    // metadata a client may probe for is not found, never a sign-in page.
+    let get = |uri: &str| {
+        axum::http::Request::builder()
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .expect("request")
+    };
+    let missing = router
+        .clone()
+        .oneshot(get("/.well-known/oauth-authorization-server"))
+        .await
+        .expect("answer");
+    assert_eq!(missing.status(), 404);
+    let bare = router
+        .clone()
+        .oneshot(get("/.well-known/oauth-protected-resource"))
+        .await
+        .expect("answer");
+    assert_eq!(bare.status(), 200);
     let metadata = router
-        .oneshot(
-            axum::http::Request::builder()
-                .uri("/.well-known/oauth-protected-resource")
-                .body(axum::body::Body::empty())
-                .expect("request"),
-        )
+        .oneshot(get("/.well-known/oauth-protected-resource/mcp"))
         .await
         .expect("answer");
     assert_eq!(metadata.status(), 200);
@@ -1047,6 +1062,185 @@ async fn on_behalf_of_makes_the_person_the_requester_only_for_a_delegating_calle
 /// The server's `/mcp` on a loopback port (in this process, on the test's state), and an
 /// assistant's client of it holding a token of its own.
 async fn http_client(env: &Env) -> RunningService<RoleClient, Assistant> {
+    http_client_with(env, Assistant::default(), None).await
+}
+
+/// An MCP client (MCP 2026-07-28, rmcp's default) that can show its person a link (URL
+/// elicitation): it keeps the links it is given and answers them with `answer`.
+#[derive(Clone)]
+struct LinkTaker {
+    links: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    answer: rmcp::model::ElicitationAction,
+}
+
+impl LinkTaker {
+    fn new(answer: rmcp::model::ElicitationAction) -> LinkTaker {
+        LinkTaker {
+            links: Arc::default(),
+            answer,
+        }
+    }
+
+    fn links(&self) -> Vec<(String, String)> {
+        self.links.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+impl ClientHandler for LinkTaker {
+    fn get_info(&self) -> rmcp::model::ClientInfo {
+        let capabilities: rmcp::model::ClientCapabilities =
+            serde_json::from_value(json!({ "elicitation": { "url": {} } })).expect("capabilities");
+        rmcp::model::ClientInfo::new(
+            capabilities,
+            rmcp::model::Implementation::new("link-taker", "1.0.0"),
+        )
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        if let rmcp::model::ElicitRequestParams::UrlElicitationParams { url, message, .. } = request
+        {
+            if let Ok(mut links) = self.links.lock() {
+                links.push((url, message));
+            }
+        }
+        Ok(rmcp::model::ElicitResult::new(self.answer.clone()))
+    }
+}
+
+/// A client that can show links, on MCP 2026-07-28 (where servers send no requests), gets the
+/// held call's approval page at once as an input-required result; its retries (the SDK makes
+/// them) wait for the same request, never a second one, and the last one returns the upstream's
+/// result once it is approved. A client whose person dismisses the link is told the call waits.
+/// On MCP 2025-11-25 the link comes as an elicitation request beside the hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_taking_input_required_results_gets_the_link_and_continues_by_itself() {
+    let env = Env::start(2).await;
+    let taker = LinkTaker::new(rmcp::model::ElicitationAction::Accept);
+    // The SDK's high-level `call_tool` drives the input-required rounds.
+    let client = Arc::new(http_client_with(&env, taker.clone(), modern()).await);
+    let target = env.file("linked.txt");
+    let arguments = json!({ "path": target.display().to_string(), "content": "linked\n" });
+    let call = {
+        let client = client.clone();
+        let arguments = arguments.as_object().cloned().unwrap_or_default();
+        tokio::spawn(async move {
+            client
+                .call_tool(CallToolRequestParams::new("write_file").with_arguments(arguments))
+                .await
+        })
+    };
+    // The link comes at once, before any hold.
+    let mut waited = 0;
+    while taker.links().is_empty() && waited < 50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    let job = env.pending_job().await;
+    let (url, message) = taker.links().first().cloned().expect("the approval link");
+    assert!(
+        url.ends_with(&format!("/approvals/{}", job.job_id)),
+        "{url}"
+    );
+    assert!(message.contains("write_file"), "{message}");
+    // Past a hold (2 s), the client has been given the link again and asked again: still one job.
+    let mut waited = 0;
+    while taker.links().len() < 2 && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    if taker.links().len() < 2 && call.is_finished() {
+        panic!("the call ended after one link: {:?}", call.await);
+    }
+    assert!(taker.links().len() >= 2, "{:?}", taker.links());
+    assert!(taker.links().iter().all(|(u, _)| u == &url));
+    let pending = env.state.store.pending_jobs(10).await.expect("pending");
+    assert_eq!(pending.len(), 1, "one request, however many rounds");
+    assert!(!target.exists());
+
+    env.vote(&job.job_id, enforcer::Verdict::Approve, "fine")
+        .await;
+    let result = tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .expect("the call ends")
+        .expect("joined")
+        .expect("a tool result");
+    assert_ne!(result.is_error, Some(true), "{}", text(&result));
+    assert_eq!(
+        std::fs::read_to_string(&target).expect("written"),
+        "linked\n"
+    );
+    assert_eq!(
+        env.state.store.job(&job.job_id).await.expect("job").status,
+        JobStatus::Completed
+    );
+
+    // A person who dismisses the link: the call stops waiting and says where the request is.
+    let dismisser = LinkTaker::new(rmcp::model::ElicitationAction::Cancel);
+    let client = http_client_with(&env, dismisser.clone(), modern()).await;
+    let other = env.file("dismissed.txt");
+    let result = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.call_tool(
+            CallToolRequestParams::new("write_file").with_arguments(
+                json!({ "path": other.display().to_string(), "content": "no\n" })
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+        ),
+    )
+    .await
+    .expect("answered without a hold")
+    .expect("a tool result");
+    assert_eq!(dismisser.links().len(), 1);
+    assert_eq!(result.is_error, Some(true));
+    assert!(
+        text(&result).contains("waiting for people"),
+        "{}",
+        text(&result)
+    );
+    assert!(!other.exists());
+
+    // MCP 2025-11-25 (an `initialize` session): the link comes as an `elicitation/create`
+    // request during the hold, which goes on; after it the call says where the request waits.
+    let older = LinkTaker::new(rmcp::model::ElicitationAction::Accept);
+    let client = http_client_with(&env, older.clone(), None).await;
+    let third = env.file("older.txt");
+    let result = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.call_tool(
+            CallToolRequestParams::new("write_file").with_arguments(
+                json!({ "path": third.display().to_string(), "content": "older\n" })
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+        ),
+    )
+    .await
+    .expect("answered after the hold")
+    .expect("a tool result");
+    let links = older.links();
+    assert_eq!(links.len(), 1, "{links:?}");
+    assert!(text(&result).contains(&links[0].0), "{}", text(&result));
+    assert!(
+        text(&result).contains("waiting for people"),
+        "{}",
+        text(&result)
+    );
+}
+
+/// [`http_client`] with another client handler, starting its session as `lifecycle` says
+/// (`None`: the `initialize` handshake).
+async fn http_client_with<H: ClientHandler>(
+    env: &Env,
+    handler: H,
+    lifecycle: Option<rmcp::service::ClientLifecycleMode>,
+) -> RunningService<RoleClient, H> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("listen");
@@ -1058,9 +1252,10 @@ async fn http_client(env: &Env) -> RunningService<RoleClient, Assistant> {
         Duration::from_secs(10),
         std::future::pending(),
     ));
+    // Each client holds a token of its own.
     let (_, token) = server::services::identity::api_tokens::create(
         &env.state.db.store(),
-        "remote-assistant",
+        &format!("remote-assistant-{}", uuid::Uuid::new_v4().simple()),
         &[],
         &["files-read".into(), "files-write".into()],
     )
@@ -1074,10 +1269,21 @@ async fn http_client(env: &Env) -> RunningService<RoleClient, Assistant> {
         )
         .auth_header(token),
     );
-    Assistant::default()
-        .serve(transport)
-        .await
-        .expect("/mcp completes the MCP handshake")
+    match lifecycle {
+        None => handler.serve(transport).await,
+        Some(lifecycle) => {
+            use rmcp::service::ClientServiceExt;
+            handler.serve_with_lifecycle(transport, lifecycle).await
+        }
+    }
+    .expect("/mcp completes the MCP handshake")
+}
+
+/// MCP 2026-07-28: `server/discover` and per-request metadata, no `initialize`.
+fn modern() -> Option<rmcp::service::ClientLifecycleMode> {
+    Some(rmcp::service::ClientLifecycleMode::Discover {
+        preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+    })
 }
 
 /// Approved after the call stopped waiting: the server's `mcp` executor runs a call that came

@@ -210,18 +210,36 @@ impl Gateway {
         call: &ToolCall<'_>,
         job: Job,
         attached: bool,
+        round: &Round,
         context: &RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, McpError> {
+    ) -> Result<CallToolResponse, McpError> {
         if matches!(job.status, JobStatus::Picked | JobStatus::Executing) {
             // Another call is running it now: wait for that run and tell its outcome.
             let now = gateway::until_ended(&self.state.core, &job.job_id, self.hold)
                 .await
                 .map_err(service_error)?;
-            return Ok(self.ended(&now).await);
+            return Ok(self.ended(&now).await.into());
+        }
+        let channel = LinkChannel::of(context);
+        if channel == LinkChannel::InputRequired && job.status == JobStatus::Queued {
+            if round.declined {
+                // The person chose not to open the link: the call stops waiting here.
+                return Ok(self.still_queued(call, &job, 0, attached).into());
+            }
+            if round.request_state.as_deref() != Some(job.job_id.as_str()) {
+                // First round: the link at once, for the client to show its person.
+                return Ok(CallToolResponse::InputRequired(
+                    self.approval_input(call, &job),
+                ));
+            }
         }
         // A client that can open a link for its user (URL elicitation) is offered the approval
         // page as well; what the user answers changes nothing: people decide in the portal.
-        let link = self.offer_link(call, &job, context);
+        let link = if channel == LinkChannel::Elicitation {
+            self.offer_link(call, &job, context)
+        } else {
+            None
+        };
         let mut step = 0u32;
         let waited = tokio::select! {
             waited = gateway::wait(&self.state.core, &job.job_id, self.hold, self.every, |job, approvals| {
@@ -239,17 +257,38 @@ impl Gateway {
                 link.completed(context).await;
             }
         }
-        match waited {
-            Waiting::Approved(job) => self.run_approved(index, call, job, context).await,
-            Waiting::Ended(job) if matches!(job.status, JobStatus::Picked | JobStatus::Executing) => {
+        Ok(match waited {
+            Waiting::Approved(job) => self.run_approved(index, call, job, context).await?.into(),
+            Waiting::Ended(job)
+                if matches!(job.status, JobStatus::Picked | JobStatus::Executing) =>
+            {
                 // Another call collected it meanwhile: wait for that run and tell its outcome.
                 let now = gateway::until_ended(&self.state.core, &job.job_id, self.hold)
                     .await
                     .map_err(service_error)?;
-                Ok(self.ended(&now).await)
+                self.ended(&now).await.into()
             }
-            Waiting::Ended(job) => Ok(self.ended(&job).await),
-            Waiting::StillQueued { job, approvals } => Ok(text_error(format!(
+            Waiting::Ended(job) => self.ended(&job).await.into(),
+            // A client that takes input-required results carries on by itself: the link again,
+            // and its retry (the same call) waits for the same request.
+            Waiting::StillQueued { job, .. } if channel == LinkChannel::InputRequired => {
+                CallToolResponse::InputRequired(self.approval_input(call, &job))
+            }
+            Waiting::StillQueued { job, approvals } => {
+                self.still_queued(call, &job, approvals, attached).into()
+            }
+        })
+    }
+
+    /// What a call is told when the hold ends before people decide.
+    fn still_queued(
+        &self,
+        call: &ToolCall<'_>,
+        job: &Job,
+        approvals: u32,
+        attached: bool,
+    ) -> CallToolResult {
+        text_error(format!(
                 "This call needs approval and is waiting for people ({approvals} of {} approvals so far): {}. \
                  It has not run. Calling this tool again with the same arguments waits for this same request \
                  (it is not asked for twice){}{}",
@@ -261,8 +300,28 @@ impl Gateway {
                 } else {
                     "; once approved, it runs when this tool is called again with the same arguments."
                 }
-            ))),
-        }
+            ))
+    }
+
+    /// The approval page as an input-required result (MCP 2026-07-28): a URL elicitation the
+    /// client shows its person, and the job as the state the client sends back with its retry
+    /// (only a marker that the link was shown: the retry is decided again, and joins the job by
+    /// its call hash, never by this state).
+    fn approval_input(&self, call: &ToolCall<'_>, job: &Job) -> rmcp::model::InputRequiredResult {
+        use rmcp::model::{ElicitRequest, ElicitRequestParams, InputRequest, InputRequests};
+        let mut requests = InputRequests::new();
+        requests.insert(
+            APPROVAL_INPUT.to_string(),
+            InputRequest::Elicitation(ElicitRequest::new(
+                ElicitRequestParams::UrlElicitationParams {
+                    meta: None,
+                    message: approval_message(call, job),
+                    url: self.approval_url(&job.job_id),
+                    elicitation_id: format!("countersign-{}", job.job_id),
+                },
+            )),
+        );
+        rmcp::model::InputRequiredResult::new(Some(requests), Some(job.job_id.clone()))
     }
 
     /// Offer the held call's approval page to a client that declared URL elicitation: an
@@ -275,13 +334,7 @@ impl Gateway {
         job: &Job,
         context: &RequestContext<RoleServer>,
     ) -> Option<LinkOffer> {
-        use rmcp::service::ElicitationMode;
-        if job.status != JobStatus::Queued
-            || !context
-                .peer
-                .supported_elicitation_modes()
-                .contains(&ElicitationMode::Url)
-        {
+        if job.status != JobStatus::Queued {
             return None;
         }
         let url = url::Url::parse(&self.approval_url(&job.job_id)).ok()?;
@@ -290,12 +343,7 @@ impl Gateway {
             job.job_id,
             uuid::Uuid::new_v4().simple()
         );
-        let required = job.approvals_required.max(1);
-        let message = format!(
-            "Countersign holds the call to {} until {} approve it. Open the approval page to see              the request and how it stands; the call continues by itself once people decide.",
-            call.tool,
-            if required == 1 { "a person".to_string() } else { format!("{required} people") },
-        );
+        let message = approval_message(call, job);
         let peer = context.peer.clone();
         let hold = self.hold;
         let elicitation_id = id.clone();
@@ -508,10 +556,85 @@ impl ServerHandler for Gateway {
                 result
             }
             Admission::Held { job, attached } => {
-                self.held(index, &call, *job, attached, &context).await?
+                return self
+                    .held(index, &call, *job, attached, &Round::of(&request), &context)
+                    .await;
             }
         };
         Ok(result.into())
+    }
+}
+
+/// The key of the approval link in an input-required result.
+const APPROVAL_INPUT: &str = "countersign_approval";
+
+/// The sentence that comes with the approval link.
+fn approval_message(call: &ToolCall<'_>, job: &Job) -> String {
+    let required = job.approvals_required.max(1);
+    format!(
+        "Countersign holds the call to {} until {}. Open the approval page to see the request \
+         and how it stands; the call continues by itself once people decide.",
+        call.tool,
+        if required == 1 {
+            "a person approves it".to_string()
+        } else {
+            format!("{required} people approve it")
+        },
+    )
+}
+
+/// Where this client's call has got to in the input-required rounds (MCP 2026-07-28): the state
+/// it sent back, and whether its person declined or dismissed the approval link.
+#[derive(Debug, Default)]
+struct Round {
+    request_state: Option<String>,
+    declined: bool,
+}
+
+impl Round {
+    fn of(request: &CallToolRequestParams) -> Round {
+        let declined = request
+            .input_responses
+            .as_ref()
+            .and_then(|responses| responses.get(APPROVAL_INPUT))
+            .and_then(|response| response.get("action"))
+            .and_then(Value::as_str)
+            .is_some_and(|action| action != "accept");
+        Round {
+            request_state: request.request_state.clone(),
+            declined,
+        }
+    }
+}
+
+/// How a held call's approval link reaches the client, besides progress and the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkChannel {
+    /// The client takes no links.
+    None,
+    /// An `elicitation/create` request in mode `url` (MCP 2025-11-25).
+    Elicitation,
+    /// An input-required result with a URL elicitation (MCP 2026-07-28, where servers send
+    /// clients no requests).
+    InputRequired,
+}
+
+impl LinkChannel {
+    fn of(context: &RequestContext<RoleServer>) -> LinkChannel {
+        let takes_urls = context
+            .client_capabilities()
+            .and_then(|c| c.elicitation)
+            .is_some_and(|e| e.url.is_some());
+        if !takes_urls {
+            LinkChannel::None
+        } else if context
+            .protocol_version()
+            .is_some_and(|v| v >= rmcp::model::ProtocolVersion::V_2026_07_28)
+        {
+            LinkChannel::InputRequired
+        } else {
+            LinkChannel::Elicitation
+        }
     }
 }
 
@@ -661,7 +784,7 @@ async fn require_caller(
             let mut response = refusal.into_response();
             if response.status() == axum::http::StatusCode::UNAUTHORIZED {
                 if let Ok(value) = axum::http::HeaderValue::from_str(&format!(
-                    "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource\"",
+                    "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
                     state.mcp.portal
                 )) {
                     response

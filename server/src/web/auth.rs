@@ -100,7 +100,9 @@ fn is_public(path: &str) -> bool {
         // So is the MCP gateway (see `mcp::routes`).
         || path == "/mcp"
         || path.starts_with("/mcp/")
-        || path == "/.well-known/oauth-protected-resource"
+        // Metadata for clients that have not signed in yet (others are not found, never a
+        // sign-in page: a client reading metadata follows no redirect to a form).
+        || path.starts_with("/.well-known/")
         || path.starts_with("/pkg/")
         || matches!(
             path,
