@@ -1087,10 +1087,10 @@ impl LinkTaker {
 }
 
 impl ClientHandler for LinkTaker {
-    fn get_info(&self) -> rmcp::model::ClientInfo {
+    fn get_info(&self) -> rmcp::model::ClientConfig {
         let capabilities: rmcp::model::ClientCapabilities =
             serde_json::from_value(json!({ "elicitation": { "url": {} } })).expect("capabilities");
-        rmcp::model::ClientInfo::new(
+        rmcp::model::ClientConfig::new(
             capabilities,
             rmcp::model::Implementation::new("link-taker", "1.0.0"),
         )
