@@ -1234,6 +1234,143 @@ async fn a_client_taking_input_required_results_gets_the_link_and_continues_by_i
     );
 }
 
+/// An MCP client that takes tasks (the SEP-2663 extension).
+#[derive(Clone, Default)]
+struct TaskTaker;
+
+impl ClientHandler for TaskTaker {
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        rmcp::model::ClientConfig::new(
+            rmcp::model::ClientCapabilities::builder()
+                .enable_tasks()
+                .build(),
+            rmcp::model::Implementation::new("task-taker", "1.0.0"),
+        )
+    }
+}
+
+/// A client that takes tasks gets a held call back at once as a task; `tasks/get` says it waits
+/// for people (with the approval page) and, once approved, that it completed with the
+/// upstream's own result, run once by the gateway. Another caller cannot see the task; a task
+/// whose request its client withdraws (`tasks/cancel`) ends cancelled and never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_taking_tasks_polls_a_held_call_to_its_result() {
+    use rmcp::model::{CallToolResponse, CancelTaskParams, GetTaskParams, TaskStatus};
+    let env = Env::start(30).await;
+    let client = http_client_with(&env, TaskTaker, None).await;
+    let target = env.file("tasked.txt");
+    let call = |path: &PathBuf, content: &str| {
+        CallToolRequestParams::new("write_file").with_arguments(
+            json!({ "path": path.display().to_string(), "content": content })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        )
+    };
+    let started = std::time::Instant::now();
+    let response = client
+        .call_tool_once(call(&target, "tasked\n"))
+        .await
+        .expect("an answer");
+    let CallToolResponse::Task(created) = response else {
+        panic!("a task, not {response:?}");
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "at once, not after the hold"
+    );
+    let job = env.pending_job().await;
+    assert_eq!(created.task.task_id, job.job_id);
+    assert_eq!(created.task.status, TaskStatus::Working);
+    let get = |id: String| GetTaskParams::new(id);
+    let working = client
+        .peer()
+        .get_task(get(job.job_id.clone()))
+        .await
+        .expect("tasks/get");
+    assert_eq!(working.task.status(), TaskStatus::Working);
+    let message = working.task.task.status_message.clone().unwrap_or_default();
+    assert!(
+        message.contains("waiting for 1 of 1 approvals") && message.contains(&job.job_id),
+        "{message}"
+    );
+    // Another caller's client is told there is no such task.
+    let stranger = http_client_with(&env, TaskTaker, None).await;
+    assert!(stranger
+        .peer()
+        .get_task(get(job.job_id.clone()))
+        .await
+        .is_err());
+    assert!(!target.exists());
+
+    env.vote(&job.job_id, enforcer::Verdict::Approve, "fine")
+        .await;
+    let mut done = None;
+    for _ in 0..100 {
+        let now = client
+            .peer()
+            .get_task(get(job.job_id.clone()))
+            .await
+            .expect("tasks/get");
+        if now.task.status() == TaskStatus::Completed {
+            done = Some(now);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let done = done.expect("the task completes once approved");
+    let rmcp::model::TaskPayload::Completed { result } = &done.task.payload else {
+        panic!("a result: {done:?}");
+    };
+    let result: CallToolResult =
+        serde_json::from_value(Value::Object(result.clone())).expect("a tool result");
+    assert_ne!(result.is_error, Some(true), "{}", text(&result));
+    assert!(
+        text(&result).contains("Successfully wrote"),
+        "{}",
+        text(&result)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&target).expect("written"),
+        "tasked\n"
+    );
+    assert_eq!(
+        env.state.store.job(&job.job_id).await.expect("job").status,
+        JobStatus::Completed
+    );
+
+    // Withdrawn through tasks/cancel: cancelled, never run.
+    let other = env.file("withdrawn.txt");
+    let CallToolResponse::Task(created) = client
+        .call_tool_once(call(&other, "never\n"))
+        .await
+        .expect("an answer")
+    else {
+        panic!("a task");
+    };
+    client
+        .peer()
+        .cancel_task(CancelTaskParams::new(created.task.task_id.clone()))
+        .await
+        .expect("tasks/cancel");
+    let cancelled = client
+        .peer()
+        .get_task(get(created.task.task_id.clone()))
+        .await
+        .expect("tasks/get");
+    assert_eq!(cancelled.task.status(), TaskStatus::Cancelled);
+    assert_eq!(
+        env.state
+            .store
+            .job(&created.task.task_id)
+            .await
+            .expect("job")
+            .status,
+        JobStatus::Cancelled
+    );
+    assert!(!other.exists());
+}
+
 /// [`http_client`] with another client handler, starting its session as `lifecycle` says
 /// (`None`: the `initialize` handshake).
 async fn http_client_with<H: ClientHandler>(

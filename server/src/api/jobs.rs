@@ -5,8 +5,7 @@
 use super::schema::{JobView, VoteView};
 use super::{rate_limit, ApiError};
 use crate::api::caller::ApiCaller;
-use crate::store::AuditAction;
-use crate::store::{EventKind, Job, JobSummary, NewAuditEvent, Store, StoreError};
+use crate::store::{Job, JobSummary, Store, StoreError};
 use crate::AppState;
 use axum::{
     extract::{Path, Query, State},
@@ -14,7 +13,6 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -166,48 +164,9 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     rate_limit(&state, &caller)?;
-    let job = load(&state, &id, &caller).await?;
-    if job.requester != caller.id && job.submitted_by.as_deref() != Some(caller.id.as_str()) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "not_requester",
-            "only the requester can cancel a job",
-        ));
-    }
-    let now = chrono::Utc::now();
-    let cancelled = match state.store.cancel(&id, &job.requester, now).await {
-        Ok(job) => job,
-        Err(StoreError::Conflict { actual, .. }) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("the job is {actual} and can no longer be cancelled"),
-            ))
-        }
-        Err(StoreError::NotFound) => return Err(ApiError::not_found()),
-        Err(error) => {
-            return Err(ApiError::unavailable(
-                "the job could not be cancelled",
-                &error,
-            ))
-        }
-    };
-    let mut event = NewAuditEvent::new(
-        EventKind::PortalAction,
-        &caller.id,
-        &cancelled.tool_name,
-        &cancelled.operation,
-        AuditAction::Cancel,
-        "job cancelled by its requester",
-        cancelled.risk,
-    );
-    event.job_id = Some(cancelled.job_id.clone());
-    event.call_hash = Some(cancelled.call_hash.clone());
-    event.context = json!({ "requester": cancelled.requester }).to_string();
-    if let Err(error) = state.audit.append(event).await {
-        tracing::error!(%error, "could not audit a cancellation");
-    }
-    state.notify_job(&cancelled);
+    // A job the caller may not see is not found (not forbidden).
+    load(&state, &id, &caller).await?;
+    let cancelled = crate::services::approvals::withdraw(&state, &caller.id, &id).await?;
     Ok(Json(view(&state, &cancelled).await?).into_response())
 }
 

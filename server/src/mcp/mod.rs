@@ -44,6 +44,8 @@ pub struct Gateway {
     portal: Arc<str>,
     hold: Duration,
     every: Duration,
+    /// Held calls run as tasks (for clients that take tasks), shared by all sessions.
+    tasks: Arc<TaskBook>,
 }
 
 impl Gateway {
@@ -91,6 +93,7 @@ impl Gateway {
             portal: settings.portal.as_str().into(),
             hold: settings.hold,
             every: settings.every,
+            tasks: Arc::default(),
         }
     }
 
@@ -171,12 +174,12 @@ impl Gateway {
         index: usize,
         tool: &str,
         arguments: &Map<String, Value>,
-        context: &RequestContext<RoleServer>,
+        cancelled: impl std::future::Future<Output = ()>,
     ) -> Result<(CallToolResult, RunReport), McpError> {
         let name = &self.upstreams[index].name;
         tokio::select! {
             done = self.state.upstreams.call(name, tool, arguments) => Ok(done),
-            () = context.ct.cancelled() => Err(McpError::internal_error("the call was cancelled", None)),
+            () = cancelled => Err(McpError::internal_error("the call was cancelled", None)),
         }
     }
 
@@ -220,6 +223,21 @@ impl Gateway {
                 .map_err(service_error)?;
             return Ok(self.ended(&now).await.into());
         }
+        // A client that takes tasks gets one at once: it polls `tasks/get` while people decide,
+        // and this gateway runs the call once it is approved.
+        if context
+            .client_capabilities()
+            .is_some_and(|c| c.supports_tasks())
+            && matches!(job.status, JobStatus::Queued | JobStatus::Approved)
+        {
+            self.run_as_task(index, call, &job);
+            let approvals = gateway::approvals_of(&self.state.core, &job.job_id)
+                .await
+                .map_err(service_error)?;
+            return Ok(CallToolResponse::Task(rmcp::model::CreateTaskResult::new(
+                self.task_of(&job, approvals),
+            )));
+        }
         let channel = LinkChannel::of(context);
         if channel == LinkChannel::InputRequired && job.status == JobStatus::Queued {
             if round.declined {
@@ -258,7 +276,10 @@ impl Gateway {
             }
         }
         Ok(match waited {
-            Waiting::Approved(job) => self.run_approved(index, call, job, context).await?.into(),
+            Waiting::Approved(job) => self
+                .run_approved(index, call, job, context.ct.cancelled())
+                .await?
+                .into(),
             Waiting::Ended(job)
                 if matches!(job.status, JobStatus::Picked | JobStatus::Executing) =>
             {
@@ -368,7 +389,7 @@ impl Gateway {
         index: usize,
         call: &ToolCall<'_>,
         job: Job,
-        context: &RequestContext<RoleServer>,
+        cancelled: impl std::future::Future<Output = ()>,
     ) -> Result<CallToolResult, McpError> {
         if !gateway::same_call(&self.state.core, &job, call) {
             return Ok(text_error(
@@ -395,7 +416,7 @@ impl Gateway {
             }))
         };
         let forwarded = self
-            .forward(index, call.tool, call.arguments, context)
+            .forward(index, call.tool, call.arguments, cancelled)
             .await;
         drop(keeper);
         let report = match &forwarded {
@@ -412,6 +433,119 @@ impl Gateway {
             tracing::error!(%error, job = %claimed.job_id, "the MCP gateway could not record a run");
         }
         forwarded.map(|(result, _)| result)
+    }
+
+    /// Run a held call as a task: in the background, wait for people (as long as the request
+    /// lives), run it here once approved, and keep its result for `tasks/get`. One runner per
+    /// job in this process; the claim makes sure it runs once whoever else collects it.
+    fn run_as_task(&self, index: usize, call: &ToolCall<'_>, job: &Job) {
+        let job_id = job.job_id.clone();
+        if !self.tasks.start(&job_id) {
+            return;
+        }
+        let gateway = self.clone();
+        let (upstream, tool, arguments) = (
+            call.upstream.to_string(),
+            call.tool.to_string(),
+            call.arguments.clone(),
+        );
+        let (on_behalf_of, unattended) = (call.on_behalf_of.map(str::to_string), call.unattended);
+        tokio::spawn(async move {
+            let call = ToolCall {
+                upstream: &upstream,
+                tool: &tool,
+                arguments: &arguments,
+                session: None,
+                on_behalf_of: on_behalf_of.as_deref(),
+                unattended,
+            };
+            let result = loop {
+                let waited = gateway::wait(
+                    &gateway.state.core,
+                    &job_id,
+                    TASK_WAIT,
+                    TASK_WAIT,
+                    |_, _| async {},
+                )
+                .await;
+                match waited {
+                    Ok(Waiting::StillQueued { .. }) => continue,
+                    Ok(Waiting::Approved(job)) => {
+                        break gateway
+                            .run_approved(index, &call, job, std::future::pending())
+                            .await
+                            .ok()
+                    }
+                    Ok(Waiting::Ended(_)) => break None,
+                    Err(error) => {
+                        tracing::warn!(%error, job = %job_id, "an MCP task stopped waiting");
+                        break None;
+                    }
+                }
+            };
+            gateway.tasks.finish(&job_id, result);
+        });
+    }
+
+    /// A task's state, from its job (`tasks/get`): working while people decide or it runs;
+    /// completed with the upstream's result (or the tool error that says why it did not run);
+    /// cancelled when the request was withdrawn.
+    fn task_of(&self, job: &Job, approvals: u32) -> rmcp::model::Task {
+        use rmcp::model::{Task, TaskStatus};
+        let status = match job.status {
+            JobStatus::Cancelled => TaskStatus::Cancelled,
+            status if status.is_final() => TaskStatus::Completed,
+            _ => TaskStatus::Working,
+        };
+        let message = match job.status {
+            JobStatus::Queued => {
+                let required = u32::try_from(job.approvals_required.max(1)).unwrap_or(1);
+                format!(
+                    "waiting for {} of {required} approvals — {}",
+                    required.saturating_sub(approvals),
+                    self.approval_url(&job.job_id)
+                )
+            }
+            JobStatus::Approved | JobStatus::Picked | JobStatus::Executing => {
+                "approved; running".to_string()
+            }
+            status => status.to_string(),
+        };
+        let task = Task::new(
+            job.job_id.clone(),
+            status,
+            job.created_at.to_rfc3339(),
+            chrono::Utc::now().to_rfc3339(),
+        )
+        .with_status_message(message)
+        .with_poll_interval_ms(TASK_POLL_MS);
+        // Kept as long as the request for approval lives.
+        match job
+            .expires_at
+            .and_then(|at| u64::try_from((at - job.created_at).num_milliseconds()).ok())
+        {
+            Some(ttl) => task.with_ttl_ms(ttl),
+            None => task,
+        }
+    }
+
+    /// The job behind task `task_id`, if it is one of this caller's gateway calls (others are
+    /// not found, as on the API).
+    async fn task_job(&self, task_id: &str, caller: &Caller) -> Result<Job, McpError> {
+        let not_found = || McpError::invalid_params("no such task", None);
+        let job = gateway::current(&self.state.core, task_id)
+            .await
+            .map_err(|_| not_found())?;
+        let ours = job.submitted_by.as_deref() == Some(caller.id.as_str())
+            && job
+                .target_agent_id
+                .as_deref()
+                .is_some_and(|a| a.starts_with(crate::store::MCP_GATEWAY_PREFIX));
+        if ours {
+            Ok(job)
+        } else {
+            Err(not_found())
+        }
     }
 
     /// What a call that found its job ended is told.
@@ -457,13 +591,21 @@ impl Gateway {
 
 impl ServerHandler for Gateway {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("countersign", env!("CARGO_PKG_VERSION")))
-            .with_instructions(
-                "Countersign passes these tools on to the tool servers behind it. Calls the policy \
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tasks()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            "countersign",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(
+            "Countersign passes these tools on to the tool servers behind it. Calls the policy \
                  allows run at once; some wait for people to approve them (you get progress while \
                  they wait); denied calls return the reasons.",
-            )
+        )
     }
 
     async fn list_tools(
@@ -499,6 +641,63 @@ impl ServerHandler for Gateway {
             tools.push(tool);
         }
         Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn get_task(
+        &self,
+        request: rmcp::model::GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetTaskResult, McpError> {
+        use rmcp::model::{DetailedTask, GetTaskResult, TaskPayload, TaskStatus};
+        let caller = self.caller(&context)?;
+        let job = self.task_job(&request.task_id, &caller).await?;
+        let approvals = gateway::approvals_of(&self.state.core, &job.job_id)
+            .await
+            .map_err(service_error)?;
+        let task = self.task_of(&job, approvals);
+        let payload = match task.status {
+            TaskStatus::Cancelled => TaskPayload::Cancelled,
+            TaskStatus::Completed => {
+                // The upstream's own result when this process ran it; otherwise what the job
+                // says (denied, expired, or run elsewhere).
+                let result = match self.tasks.result(&job.job_id) {
+                    Some(result) => result,
+                    None => self.ended(&job).await,
+                };
+                let result = match serde_json::to_value(result) {
+                    Ok(Value::Object(map)) => map,
+                    _ => Map::new(),
+                };
+                TaskPayload::Completed { result }
+            }
+            _ => TaskPayload::Working,
+        };
+        Ok(GetTaskResult::new(DetailedTask::new(task, payload)))
+    }
+
+    async fn update_task(
+        &self,
+        _request: rmcp::model::UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        // A gateway task asks its client for nothing: there is nothing to update.
+        self.caller(&context)?;
+        Ok(())
+    }
+
+    async fn cancel_task(
+        &self,
+        request: rmcp::model::CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let caller = self.caller(&context)?;
+        let job = self.task_job(&request.task_id, &caller).await?;
+        // Withdrawing the request ends the task (its runner sees the job cancelled); a call
+        // that has started cannot be taken back.
+        crate::services::approvals::withdraw(&self.state.core, &caller.id, &job.job_id)
+            .await
+            .map(|_| ())
+            .map_err(service_error)
     }
 
     async fn call_tool(
@@ -542,7 +741,9 @@ impl ServerHandler for Gateway {
                 reasons.join("; ")
             )),
             Admission::Run { audit_id } => {
-                let (result, report) = self.forward(index, &tool, &arguments, &context).await?;
+                let (result, report) = self
+                    .forward(index, &tool, &arguments, context.ct.cancelled())
+                    .await?;
                 // The decision was durable before the call went upstream; how the run went is
                 // recorded beside the answer, not before it.
                 let core = self.state.core.clone();
@@ -562,6 +763,47 @@ impl ServerHandler for Gateway {
             }
         };
         Ok(result.into())
+    }
+}
+
+/// How long a task's runner waits between looks at its job (it is also woken at once by a
+/// change on this replica), and how often clients are asked to poll.
+const TASK_WAIT: Duration = Duration::from_secs(30);
+const TASK_POLL_MS: u64 = 2_000;
+
+/// The tasks this process runs (by job id) and, once run here, the upstream's results.
+#[derive(Default)]
+struct TaskBook(std::sync::Mutex<std::collections::HashMap<String, Option<CallToolResult>>>);
+
+impl TaskBook {
+    /// Note a runner for `job_id`: `false` when one is already at work.
+    fn start(&self, job_id: &str) -> bool {
+        let mut book = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if book.contains_key(job_id) {
+            return false;
+        }
+        book.insert(job_id.to_string(), None);
+        true
+    }
+
+    /// The runner ended: keep the result it got, if it ran the call.
+    fn finish(&self, job_id: &str, result: Option<CallToolResult>) {
+        let mut book = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        book.insert(job_id.to_string(), result);
+    }
+
+    fn result(&self, job_id: &str) -> Option<CallToolResult> {
+        let book = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        book.get(job_id).cloned().flatten()
     }
 }
 

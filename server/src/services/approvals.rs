@@ -258,3 +258,63 @@ pub async fn vote(
     core.notify_job(&updated);
     Ok(updated)
 }
+
+/// Withdraw a request that has not started: only its requester, or the service that submitted
+/// it for them (`caller_id`), may; audited, and waiting long-polls are woken. A job that runs or
+/// ended is a conflict; one the caller may not see is not found.
+pub async fn withdraw(
+    core: &Core,
+    caller_id: &str,
+    job_id: &str,
+) -> Result<Job, super::ServiceError> {
+    use super::ServiceError;
+    let job = match core.store.job(job_id).await {
+        Ok(job) => job,
+        Err(StoreError::NotFound) => return Err(ServiceError::not_found("no such job")),
+        Err(error) => {
+            return Err(ServiceError::unavailable(
+                "the job could not be read",
+                &error,
+            ))
+        }
+    };
+    if job.requester != caller_id && job.submitted_by.as_deref() != Some(caller_id) {
+        return Err(ServiceError::forbidden(
+            "not_requester",
+            "only the requester can cancel a job",
+        ));
+    }
+    let cancelled = match core.store.cancel(job_id, &job.requester, Utc::now()).await {
+        Ok(job) => job,
+        Err(StoreError::Conflict { actual, .. }) => {
+            return Err(ServiceError::Conflict {
+                code: "conflict",
+                message: format!("the job is {actual} and can no longer be cancelled"),
+            })
+        }
+        Err(StoreError::NotFound) => return Err(ServiceError::not_found("no such job")),
+        Err(error) => {
+            return Err(ServiceError::unavailable(
+                "the job could not be cancelled",
+                &error,
+            ))
+        }
+    };
+    let mut event = NewAuditEvent::new(
+        EventKind::PortalAction,
+        caller_id,
+        &cancelled.tool_name,
+        &cancelled.operation,
+        AuditAction::Cancel,
+        "job cancelled by its requester",
+        cancelled.risk,
+    );
+    event.job_id = Some(cancelled.job_id.clone());
+    event.call_hash = Some(cancelled.call_hash.clone());
+    event.context = serde_json::json!({ "requester": cancelled.requester }).to_string();
+    if let Err(error) = core.audit.append(event).await {
+        tracing::error!(%error, "could not audit a cancellation");
+    }
+    core.notify_job(&cancelled);
+    Ok(cancelled)
+}
