@@ -1123,15 +1123,9 @@ async fn a_client_taking_input_required_results_gets_the_link_and_continues_by_i
     // The SDK's high-level `call_tool` drives the input-required rounds.
     let client = Arc::new(http_client_with(&env, taker.clone(), modern()).await);
     let target = env.file("linked.txt");
-    let arguments = json!({ "path": target.display().to_string(), "content": "linked\n" });
     let call = {
-        let client = client.clone();
-        let arguments = arguments.as_object().cloned().unwrap_or_default();
-        tokio::spawn(async move {
-            client
-                .call_tool(CallToolRequestParams::new("write_file").with_arguments(arguments))
-                .await
-        })
+        let (client, params) = (client.clone(), write_call(&target, "linked\n"));
+        tokio::spawn(async move { client.call_tool(params).await })
     };
     // The link comes at once, before any hold.
     let mut waited = 0;
@@ -1184,14 +1178,7 @@ async fn a_client_taking_input_required_results_gets_the_link_and_continues_by_i
     let other = env.file("dismissed.txt");
     let result = tokio::time::timeout(
         Duration::from_secs(30),
-        client.call_tool(
-            CallToolRequestParams::new("write_file").with_arguments(
-                json!({ "path": other.display().to_string(), "content": "no\n" })
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default(),
-            ),
-        ),
+        client.call_tool(write_call(&other, "no\n")),
     )
     .await
     .expect("answered without a hold")
@@ -1212,14 +1199,7 @@ async fn a_client_taking_input_required_results_gets_the_link_and_continues_by_i
     let third = env.file("older.txt");
     let result = tokio::time::timeout(
         Duration::from_secs(30),
-        client.call_tool(
-            CallToolRequestParams::new("write_file").with_arguments(
-                json!({ "path": third.display().to_string(), "content": "older\n" })
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default(),
-            ),
-        ),
+        client.call_tool(write_call(&third, "older\n")),
     )
     .await
     .expect("answered after the hold")
@@ -1232,6 +1212,78 @@ async fn a_client_taking_input_required_results_gets_the_link_and_continues_by_i
         "{}",
         text(&result)
     );
+}
+
+/// A client that goes away while its call is held leaves the request open: approved later, it is
+/// collected by the same caller's next identical call and run once; a call after that is a new
+/// request, never a second run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_while_held_leaves_the_request_to_be_collected_once() {
+    let env = Env::start(30).await;
+    let token = remote_token(&env).await;
+    let target = env.file("after-disconnect.txt");
+    let first = http_client_holding(&env, Assistant::default(), None, token.clone()).await;
+    let held = {
+        let peer = first.peer().clone();
+        let params = write_call(&target, "once\n");
+        tokio::spawn(async move { peer.call_tool(params).await })
+    };
+    let job = env.pending_job().await;
+    // The client goes away mid-hold.
+    let _ = first.cancel().await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), held).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        env.state.store.job(&job.job_id).await.expect("job").status,
+        JobStatus::Queued,
+        "the request stays open"
+    );
+    assert!(!target.exists());
+
+    env.vote(&job.job_id, enforcer::Verdict::Approve, "fine")
+        .await;
+    let again = http_client_holding(&env, Assistant::default(), None, token).await;
+    let collected = tokio::time::timeout(
+        Duration::from_secs(30),
+        again.peer().call_tool(write_call(&target, "once\n")),
+    )
+    .await
+    .expect("answered")
+    .expect("a tool result");
+    assert_ne!(collected.is_error, Some(true), "{}", text(&collected));
+    assert!(
+        text(&collected).contains("Successfully wrote"),
+        "{}",
+        text(&collected)
+    );
+    assert_eq!(
+        env.state.store.job(&job.job_id).await.expect("job").status,
+        JobStatus::Completed
+    );
+    // The same call once more: a new request (waiting), not a second run.
+    std::fs::write(&target, "changed since\n").expect("write");
+    let third = {
+        let (peer, params) = (again.peer().clone(), write_call(&target, "once\n"));
+        tokio::spawn(async move { peer.call_tool(params).await })
+    };
+    let fresh = env.pending_job().await;
+    assert_ne!(fresh.job_id, job.job_id, "a new request");
+    third.abort();
+    assert_eq!(
+        std::fs::read_to_string(&target).expect("file"),
+        "changed since\n",
+        "the approved call ran once"
+    );
+}
+
+/// The filesystem server's `write_file` of `content` to `path`.
+fn write_call(path: &std::path::Path, content: &str) -> CallToolRequestParams {
+    CallToolRequestParams::new("write_file").with_arguments(
+        json!({ "path": path.display().to_string(), "content": content })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    )
 }
 
 /// An MCP client that takes tasks (the SEP-2663 extension).
@@ -1259,17 +1311,9 @@ async fn a_client_taking_tasks_polls_a_held_call_to_its_result() {
     let env = Env::start(30).await;
     let client = http_client_with(&env, TaskTaker, None).await;
     let target = env.file("tasked.txt");
-    let call = |path: &PathBuf, content: &str| {
-        CallToolRequestParams::new("write_file").with_arguments(
-            json!({ "path": path.display().to_string(), "content": content })
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-        )
-    };
     let started = std::time::Instant::now();
     let response = client
-        .call_tool_once(call(&target, "tasked\n"))
+        .call_tool_once(write_call(&target, "tasked\n"))
         .await
         .expect("an answer");
     let CallToolResponse::Task(created) = response else {
@@ -1296,11 +1340,12 @@ async fn a_client_taking_tasks_polls_a_held_call_to_its_result() {
     );
     // Another caller's client is told there is no such task.
     let stranger = http_client_with(&env, TaskTaker, None).await;
-    assert!(stranger
+    let refused = stranger
         .peer()
         .get_task(get(job.job_id.clone()))
         .await
-        .is_err());
+        .expect_err("not the stranger's task");
+    assert!(refused.to_string().contains("no such task"), "{refused}");
     assert!(!target.exists());
 
     env.vote(&job.job_id, enforcer::Verdict::Approve, "fine")
@@ -1325,8 +1370,9 @@ async fn a_client_taking_tasks_polls_a_held_call_to_its_result() {
     let result: CallToolResult =
         serde_json::from_value(Value::Object(result.clone())).expect("a tool result");
     assert_ne!(result.is_error, Some(true), "{}", text(&result));
+    // The upstream's own result, not the account of a run elsewhere.
     assert!(
-        text(&result).contains("Successfully wrote"),
+        text(&result).starts_with("Successfully wrote") && !text(&result).contains("already ran"),
         "{}",
         text(&result)
     );
@@ -1342,7 +1388,7 @@ async fn a_client_taking_tasks_polls_a_held_call_to_its_result() {
     // Withdrawn through tasks/cancel: cancelled, never run.
     let other = env.file("withdrawn.txt");
     let CallToolResponse::Task(created) = client
-        .call_tool_once(call(&other, "never\n"))
+        .call_tool_once(write_call(&other, "never\n"))
         .await
         .expect("an answer")
     else {
@@ -1378,6 +1424,31 @@ async fn http_client_with<H: ClientHandler>(
     handler: H,
     lifecycle: Option<rmcp::service::ClientLifecycleMode>,
 ) -> RunningService<RoleClient, H> {
+    // Each client holds a token of its own.
+    let token = remote_token(env).await;
+    http_client_holding(env, handler, lifecycle, token).await
+}
+
+/// A new API token for an assistant reaching `/mcp` (files-read, files-write).
+async fn remote_token(env: &Env) -> String {
+    server::services::identity::api_tokens::create(
+        &env.state.db.store(),
+        &format!("remote-assistant-{}", uuid::Uuid::new_v4().simple()),
+        &[],
+        &["files-read".into(), "files-write".into()],
+    )
+    .await
+    .expect("token")
+    .1
+}
+
+/// [`http_client_with`] holding `token`.
+async fn http_client_holding<H: ClientHandler>(
+    env: &Env,
+    handler: H,
+    lifecycle: Option<rmcp::service::ClientLifecycleMode>,
+    token: String,
+) -> RunningService<RoleClient, H> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("listen");
@@ -1389,15 +1460,6 @@ async fn http_client_with<H: ClientHandler>(
         Duration::from_secs(10),
         std::future::pending(),
     ));
-    // Each client holds a token of its own.
-    let (_, token) = server::services::identity::api_tokens::create(
-        &env.state.db.store(),
-        &format!("remote-assistant-{}", uuid::Uuid::new_v4().simple()),
-        &[],
-        &["files-read".into(), "files-write".into()],
-    )
-    .await
-    .expect("token");
     // rmcp's HTTP client takes the process's TLS provider (ring, as the server's).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let transport = rmcp::transport::StreamableHttpClientTransport::from_config(

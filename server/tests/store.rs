@@ -347,7 +347,13 @@ async fn repeated_calls_find_their_open_job<S: Store>(store: &S) {
         job
     };
     assert!(store
-        .open_job_for_call("alice", "assistant", &hash, OpenCallScope::Gateway)
+        .open_job_for_call(
+            "alice",
+            "assistant",
+            &hash,
+            OpenCallScope::Gateway,
+            Utc::now()
+        )
         .await
         .expect("none yet")
         .is_none());
@@ -375,7 +381,13 @@ async fn repeated_calls_find_their_open_job<S: Store>(store: &S) {
     store.insert_job(&not_the_gateways).await.expect("insert");
     async fn found<S: Store>(store: &S, hash: &str) -> Option<(String, JobStatus)> {
         store
-            .open_job_for_call("alice", "assistant", hash, OpenCallScope::Gateway)
+            .open_job_for_call(
+                "alice",
+                "assistant",
+                hash,
+                OpenCallScope::Gateway,
+                Utc::now(),
+            )
             .await
             .expect("read")
             .map(|j| (j.job_id, j.status))
@@ -443,14 +455,14 @@ async fn repeated_api_calls_find_their_pending_job<S: Store>(store: &S) {
     };
     let found = |hash: String| async move {
         store
-            .open_job_for_call("carol", "it-mcp", &hash, OpenCallScope::Pending)
+            .open_job_for_call("carol", "it-mcp", &hash, OpenCallScope::Pending, Utc::now())
             .await
             .expect("read")
             .map(|j| j.job_id)
     };
     let pending = || async {
         store
-            .pending_requests("it-mcp", "carol")
+            .pending_requests("it-mcp", "carol", Utc::now())
             .await
             .expect("count")
     };
@@ -472,6 +484,11 @@ async fn repeated_api_calls_find_their_pending_job<S: Store>(store: &S) {
     let mut gateway = for_call("it-mcp", "carol", &hash);
     gateway.target_agent_id = Some(format!("mcp:{}", uuid::Uuid::now_v7()));
     store.insert_job(&gateway).await.expect("insert");
+    // Expired but not swept yet: neither joined nor counted.
+    let mut expired = for_call("it-mcp", "carol", &hash);
+    expired.created_at = Utc::now() - Duration::hours(2);
+    expired.expires_at = Utc::now() - Duration::hours(1);
+    store.insert_job(&expired).await.expect("insert");
     assert_eq!(found(hash.clone()).await, None);
     assert_eq!(pending().await, 2, "the other call's job and the gateway's");
     // An unassigned job (any agent) is joined while it waits.

@@ -101,7 +101,9 @@ impl Gateway {
     pub async fn serve_stdio(self) -> Result<(), GatewayError> {
         let running = self
             .clone()
-            .serve(rmcp::transport::stdio())
+            // Non-blocking pipes (as desktop clients start it): no hand-off to a blocking
+            // thread for each message; a terminal or file falls back to the blocking handles.
+            .serve(rmcp::transport::stdio_pipes())
             .await
             .map_err(|e| GatewayError::Serve(e.to_string()))?;
         running
@@ -408,6 +410,18 @@ impl Gateway {
                 .map_err(service_error)?;
             return Ok(self.ended(&now).await);
         };
+        self.run_claimed(index, call, claimed, cancelled).await
+    }
+
+    /// Run a job this gateway has claimed: upstream, once, with its lease kept while it runs,
+    /// and record the run.
+    async fn run_claimed(
+        &self,
+        index: usize,
+        call: &ToolCall<'_>,
+        claimed: Job,
+        cancelled: impl std::future::Future<Output = ()>,
+    ) -> Result<CallToolResult, McpError> {
         let keeper = {
             let core = self.state.core.clone();
             let job_id = claimed.job_id.clone();
@@ -435,6 +449,27 @@ impl Gateway {
         forwarded.map(|(result, _)| result)
     }
 
+    /// The ended request an input-required retry (`round`) names, when it is this caller's
+    /// gateway request for this very call (the state the client echoes is checked, never
+    /// trusted: another caller's or another call's job is ignored).
+    async fn ended_round(
+        &self,
+        round: &Round,
+        caller: &Caller,
+        call: &ToolCall<'_>,
+    ) -> Option<Job> {
+        let job_id = round.request_state.as_deref()?;
+        let job = gateway::current(&self.state.core, job_id).await.ok()?;
+        let ours = job.submitted_by.as_deref() == Some(caller.id.as_str())
+            && job.requester == call.requester(caller)
+            && job
+                .target_agent_id
+                .as_deref()
+                .is_some_and(|a| a.starts_with(crate::store::MCP_GATEWAY_PREFIX))
+            && gateway::same_call(&self.state.core, &job, call);
+        (ours && job.status.is_final()).then_some(job)
+    }
+
     /// Run a held call as a task: in the background, wait for people (as long as the request
     /// lives), run it here once approved, and keep its result for `tasks/get`. One runner per
     /// job in this process; the claim makes sure it runs once whoever else collects it.
@@ -459,6 +494,7 @@ impl Gateway {
                 on_behalf_of: on_behalf_of.as_deref(),
                 unattended,
             };
+            let mut failures = 0u32;
             let result = loop {
                 let waited = gateway::wait(
                     &gateway.state.core,
@@ -469,22 +505,71 @@ impl Gateway {
                 )
                 .await;
                 match waited {
-                    Ok(Waiting::StillQueued { .. }) => continue,
+                    Ok(Waiting::StillQueued { .. }) => failures = 0,
                     Ok(Waiting::Approved(job)) => {
-                        break gateway
-                            .run_approved(index, &call, job, std::future::pending())
-                            .await
-                            .ok()
+                        break gateway.run_for_task(index, &call, job).await
                     }
                     Ok(Waiting::Ended(_)) => break None,
+                    // The store is unreachable: try again a little later (a `tasks/get` starts
+                    // a new runner if this one gives up).
+                    Err(error) if failures < TASK_RETRIES => {
+                        failures += 1;
+                        tracing::warn!(%error, job = %job_id, "an MCP task could not read its job; trying again");
+                        tokio::time::sleep(Duration::from_secs(u64::from(failures.min(6)) * 5))
+                            .await;
+                    }
                     Err(error) => {
-                        tracing::warn!(%error, job = %job_id, "an MCP task stopped waiting");
+                        tracing::error!(%error, job = %job_id, "an MCP task stopped waiting for its job");
                         break None;
                     }
                 }
             };
             gateway.tasks.finish(&job_id, result);
         });
+    }
+
+    /// Run an approved job for its task: `Some` with the upstream's result only when this
+    /// runner ran it (not when another call or the executor collected it, or it was refused).
+    async fn run_for_task(
+        &self,
+        index: usize,
+        call: &ToolCall<'_>,
+        job: Job,
+    ) -> Option<CallToolResult> {
+        if !gateway::same_call(&self.state.core, &job, call) {
+            return None;
+        }
+        let claimed = gateway::claim(&self.state.core, &job)
+            .await
+            .ok()
+            .flatten()?;
+        self.run_claimed(index, call, claimed, std::future::pending())
+            .await
+            .ok()
+    }
+
+    /// Start a runner for an open task none runs in this process (this gateway was started
+    /// again, or its runner gave up), from the call its decision row keeps.
+    async fn resume_task(&self, job: &Job) {
+        let Ok(upstream) = gateway::upstream_call(&self.state.core, job).await else {
+            return;
+        };
+        let Some(index) = self
+            .upstreams
+            .iter()
+            .position(|u| u.name == upstream.upstream)
+        else {
+            return;
+        };
+        let call = ToolCall {
+            upstream: &upstream.upstream,
+            tool: &upstream.tool,
+            arguments: &upstream.arguments,
+            session: None,
+            on_behalf_of: self.on_behalf_of.as_deref(),
+            unattended: upstream.unattended,
+        };
+        self.run_as_task(index, &call, job);
     }
 
     /// A task's state, from its job (`tasks/get`): working while people decide or it runs;
@@ -533,10 +618,14 @@ impl Gateway {
     /// not found, as on the API).
     async fn task_job(&self, task_id: &str, caller: &Caller) -> Result<Job, McpError> {
         let not_found = || McpError::invalid_params("no such task", None);
-        let job = gateway::current(&self.state.core, task_id)
-            .await
-            .map_err(|_| not_found())?;
+        let job = match gateway::current(&self.state.core, task_id).await {
+            Ok(job) => job,
+            Err(ServiceError::NotFound { .. }) => return Err(not_found()),
+            Err(error) => return Err(service_error(error)),
+        };
+        let requester = self.on_behalf_of.as_deref().unwrap_or(&caller.id);
         let ours = job.submitted_by.as_deref() == Some(caller.id.as_str())
+            && job.requester == requester
             && job
                 .target_agent_id
                 .as_deref()
@@ -654,13 +743,22 @@ impl ServerHandler for Gateway {
         let approvals = gateway::approvals_of(&self.state.core, &job.job_id)
             .await
             .map_err(service_error)?;
-        let task = self.task_of(&job, approvals);
+        let mut task = self.task_of(&job, approvals);
+        let (running, ran) = self.tasks.state(&job.job_id);
+        if !running && matches!(job.status, JobStatus::Queued | JobStatus::Approved) {
+            self.resume_task(&job).await;
+        }
+        if running && task.status == TaskStatus::Completed {
+            // The run has ended but its runner has not handed over the result yet.
+            task.status = TaskStatus::Working;
+            task.status_message = Some("approved; running".into());
+        }
         let payload = match task.status {
             TaskStatus::Cancelled => TaskPayload::Cancelled,
             TaskStatus::Completed => {
                 // The upstream's own result when this process ran it; otherwise what the job
                 // says (denied, expired, or run elsewhere).
-                let result = match self.tasks.result(&job.job_id) {
+                let result = match ran {
                     Some(result) => result,
                     None => self.ended(&job).await,
                 };
@@ -727,6 +825,12 @@ impl ServerHandler for Gateway {
             // `countersign mcp` serves upstreams the server may not have.
             unattended: self.caller.is_none(),
         };
+        // An input-required round's retry whose request has ended meanwhile (denied, expired,
+        // or run by the executor) hears how it ended instead of asking again.
+        let round = Round::of(&request);
+        if let Some(job) = self.ended_round(&round, &caller, &call).await {
+            return Ok(self.ended(&job).await.into());
+        }
         let admission = match gateway::admit(&self.state.core, &caller, &call).await {
             Ok(admission) => admission,
             // Too many requests waiting: the assistant is told, as a tool error, to stop asking.
@@ -758,7 +862,7 @@ impl ServerHandler for Gateway {
             }
             Admission::Held { job, attached } => {
                 return self
-                    .held(index, &call, *job, attached, &Round::of(&request), &context)
+                    .held(index, &call, *job, attached, &round, &context)
                     .await;
             }
         };
@@ -771,39 +875,54 @@ impl ServerHandler for Gateway {
 const TASK_WAIT: Duration = Duration::from_secs(30);
 const TASK_POLL_MS: u64 = 2_000;
 
-/// The tasks this process runs (by job id) and, once run here, the upstream's results.
+/// Times a task's runner tries again to read its job before it gives up.
+const TASK_RETRIES: u32 = 20;
+/// How long a finished task's result is kept for `tasks/get`.
+const TASK_KEEP: Duration = Duration::from_secs(3_600);
+
+/// Where a task's runner in this process has got to.
+enum TaskRun {
+    Running,
+    /// Ended at this time, with the upstream's result if it ran the call.
+    Ended(Instant, Option<CallToolResult>),
+}
+
+/// The tasks this process runs (by job id) and, once run here, the upstream's results (kept
+/// for an hour).
 #[derive(Default)]
-struct TaskBook(std::sync::Mutex<std::collections::HashMap<String, Option<CallToolResult>>>);
+struct TaskBook(std::sync::Mutex<std::collections::HashMap<String, TaskRun>>);
 
 impl TaskBook {
+    fn book(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, TaskRun>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Note a runner for `job_id`: `false` when one is already at work.
     fn start(&self, job_id: &str) -> bool {
-        let mut book = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if book.contains_key(job_id) {
+        let mut book = self.book();
+        book.retain(|_, run| !matches!(run, TaskRun::Ended(at, _) if at.elapsed() > TASK_KEEP));
+        if matches!(book.get(job_id), Some(TaskRun::Running)) {
             return false;
         }
-        book.insert(job_id.to_string(), None);
+        book.insert(job_id.to_string(), TaskRun::Running);
         true
     }
 
     /// The runner ended: keep the result it got, if it ran the call.
     fn finish(&self, job_id: &str, result: Option<CallToolResult>) {
-        let mut book = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        book.insert(job_id.to_string(), result);
+        self.book()
+            .insert(job_id.to_string(), TaskRun::Ended(Instant::now(), result));
     }
 
-    fn result(&self, job_id: &str) -> Option<CallToolResult> {
-        let book = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        book.get(job_id).cloned().flatten()
+    /// Whether a runner is at work here, and the result it got if it ran the call.
+    fn state(&self, job_id: &str) -> (bool, Option<CallToolResult>) {
+        match self.book().get(job_id) {
+            Some(TaskRun::Running) => (true, None),
+            Some(TaskRun::Ended(_, result)) => (false, result.clone()),
+            None => (false, None),
+        }
     }
 }
 

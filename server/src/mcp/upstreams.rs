@@ -271,13 +271,18 @@ async fn start_http(
 /// `text` (an error, which may quote the URL) without the URL's query string, which may hold a
 /// token: errors are logged and shown.
 fn without_query(url: &str, text: String) -> String {
-    let query = url::Url::parse(url)
+    // As configured, and as the URL parser writes it back (which errors quote).
+    let raw = url
+        .split_once('?')
+        .map(|(_, rest)| rest.split('#').next().unwrap_or_default().to_string());
+    let parsed = url::Url::parse(url)
         .ok()
         .and_then(|u| u.query().map(str::to_string));
-    match query {
-        Some(query) if !query.is_empty() => text.replace(&query, "…"),
-        _ => text,
-    }
+    [raw, parsed]
+        .into_iter()
+        .flatten()
+        .filter(|query| !query.is_empty())
+        .fold(text, |text, query| text.replace(&query, "…"))
 }
 
 /// Every configured upstream, by name: one connection each, whoever calls.
@@ -424,6 +429,10 @@ mod tests {
             without_query("http://127.0.0.1:9/mcp", "refused".into()),
             "refused"
         );
+        // Written as configured (the parser would encode the space and the quote).
+        let raw = "https://tools.example.test/mcp?key=a b\"c#frag";
+        let shown = without_query(raw, format!("bad url {raw}"));
+        assert!(!shown.contains("a b"), "{shown}");
     }
 
     #[test]

@@ -232,7 +232,7 @@ async fn open_request(
     };
     let open = core
         .store
-        .open_job_for_call(requester, &caller.id, call_hash, scope)
+        .open_job_for_call(requester, &caller.id, call_hash, scope, chrono::Utc::now())
         .await
         .map_err(unreadable)?;
     if open.is_some() || core.max_pending_requests == 0 {
@@ -240,7 +240,7 @@ async fn open_request(
     }
     let pending = core
         .store
-        .pending_requests(&caller.id, requester)
+        .pending_requests(&caller.id, requester, chrono::Utc::now())
         .await
         .map_err(unreadable)?;
     if pending >= core.max_pending_requests {

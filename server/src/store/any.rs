@@ -83,15 +83,17 @@ impl Store for AnyStore {
         submitted_by: &str,
         call_hash: &str,
         scope: OpenCallScope,
+        now: DateTime<Utc>,
     ) -> Result<Option<Job>, StoreError> {
-        delegate!(self, s => s.open_job_for_call(requester, submitted_by, call_hash, scope))
+        delegate!(self, s => s.open_job_for_call(requester, submitted_by, call_hash, scope, now))
     }
     async fn pending_requests(
         &self,
         submitted_by: &str,
         requester: &str,
+        now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
-        delegate!(self, s => s.pending_requests(submitted_by, requester))
+        delegate!(self, s => s.pending_requests(submitted_by, requester, now))
     }
     async fn unattended_gateway_jobs(
         &self,

@@ -688,6 +688,7 @@ impl Store for DialectStore {
         submitted_by: &str,
         call_hash: &str,
         scope: OpenCallScope,
+        now: DateTime<Utc>,
     ) -> Result<Option<Job>, StoreError> {
         let gateway = format!("target_agent_id LIKE '{}%'", super::MCP_GATEWAY_PREFIX);
         let which = match scope {
@@ -701,23 +702,32 @@ impl Store for DialectStore {
             "SELECT * FROM command_queue WHERE submitted_by = $1 AND requester = $2 \
              AND status IN ('queued', 'approved', 'picked', 'executing') \
              AND call_hash = $3 AND {which} \
+             AND (status <> 'queued' OR expires_at IS NULL OR expires_at > $4) \
              ORDER BY created_at DESC, job_id DESC LIMIT 1"
         ))
         .bind(submitted_by)
         .bind(requester)
         .bind(call_hash)
+        .bind(ts(now))
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(job_row).transpose()
     }
 
-    async fn pending_requests(&self, submitted_by: &str, requester: &str) -> Result<i64, StoreError> {
+    async fn pending_requests(
+        &self,
+        submitted_by: &str,
+        requester: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
         let count: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM command_queue WHERE submitted_by = $1 AND requester = $2 \
-             AND status IN ('queued', 'approved', 'picked', 'executing') AND status = 'queued'",
+             AND status IN ('queued', 'approved', 'picked', 'executing') AND status = 'queued' \
+             AND (expires_at IS NULL OR expires_at > $3)",
         )
         .bind(submitted_by)
         .bind(requester)
+        .bind(ts(now))
         .fetch_one(&self.pool)
         .await?;
         Ok(count)

@@ -472,7 +472,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// call `call_hash`: the one a repeated call attaches to instead of asking again (another
     /// caller's request for the same person is never joined). `scope` says which jobs count:
     /// the MCP gateway's (`mcp:JOB_ID`) while queued, approved or being run (a repeated call
-    /// collects an approved one), or the others while queued (pending). It reads the caller's
+    /// collects an approved one), or the others while queued (pending); never one expired at
+    /// `now` (not yet swept), which a new request replaces. It reads the caller's
     /// open jobs for the requester through their partial index (`command_queue_open_requests`);
     /// an index on the call hash was measured to cost the decision API about a tenth of its
     /// throughput, since every queued job would write to it at a random place (BENCHMARKS.md,
@@ -483,12 +484,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         submitted_by: &str,
         call_hash: &str,
         scope: OpenCallScope,
+        now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;
-    /// How many requests `submitted_by` made for `requester` still wait for people (queued).
+    /// How many requests `submitted_by` made for `requester` still wait for people (queued, and
+    /// not expired at `now`).
     fn pending_requests(
         &self,
         submitted_by: &str,
         requester: &str,
+        now: DateTime<Utc>,
     ) -> impl Future<Output = Result<i64, StoreError>> + Send;
     /// Approved jobs of the MCP gateway (`mcp:JOB_ID`) that no call has collected since
     /// `approved_before`, never handed out before (no retries), and whose approval window is
