@@ -496,20 +496,11 @@ impl Gateway {
             };
             let mut failures = 0u32;
             let result = loop {
-                let waited = gateway::wait(
-                    &gateway.state.core,
-                    &job_id,
-                    TASK_WAIT,
-                    TASK_WAIT,
-                    |_, _| async {},
-                )
-                .await;
-                match waited {
-                    Ok(Waiting::StillQueued { .. }) => failures = 0,
-                    Ok(Waiting::Approved(job)) => {
+                match gateway::until_decided(&gateway.state.core, &job_id, TASK_POLL).await {
+                    Ok(job) if job.status == JobStatus::Approved => {
                         break gateway.run_for_task(index, &call, job).await
                     }
-                    Ok(Waiting::Ended(_)) => break None,
+                    Ok(_) => break None,
                     // The store is unreachable: try again a little later (a `tasks/get` starts
                     // a new runner if this one gives up).
                     Err(error) if failures < TASK_RETRIES => {
@@ -870,9 +861,9 @@ impl ServerHandler for Gateway {
     }
 }
 
-/// How long a task's runner waits between looks at its job (it is also woken at once by a
+/// How often a task's runner reads its job for changes made elsewhere (it is woken at once by a
 /// change on this replica), and how often clients are asked to poll.
-const TASK_WAIT: Duration = Duration::from_secs(30);
+const TASK_POLL: Duration = Duration::from_secs(5);
 const TASK_POLL_MS: u64 = 2_000;
 
 /// Times a task's runner tries again to read its job before it gives up.

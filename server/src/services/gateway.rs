@@ -256,6 +256,20 @@ async fn job_changed(
     .await;
 }
 
+/// Wait, as long as it takes, until people have decided `job_id` (it is no longer queued): the
+/// job as it is then. Woken at once by a change on this replica; others' changes are read every
+/// `poll` (for a task's runner, which may wait hours: a few seconds, not every second).
+pub async fn until_decided(core: &Core, job_id: &str, poll: Duration) -> Result<Job, ServiceError> {
+    let mut events = core.job_events.subscribe();
+    loop {
+        let job = current(core, job_id).await?;
+        if job.status != JobStatus::Queued {
+            return Ok(job);
+        }
+        job_changed(&mut events, job_id, poll).await;
+    }
+}
+
 /// Wait until a job that another call is running has ended, or `limit` has passed: the job as
 /// it is then.
 pub async fn until_ended(core: &Core, job_id: &str, limit: Duration) -> Result<Job, ServiceError> {
