@@ -220,10 +220,7 @@ impl Gateway {
     ) -> Result<CallToolResponse, McpError> {
         if matches!(job.status, JobStatus::Picked | JobStatus::Executing) {
             // Another call is running it now: wait for that run and tell its outcome.
-            let now = gateway::until_ended(&self.state.core, &job.job_id, self.hold)
-                .await
-                .map_err(service_error)?;
-            return Ok(self.ended(&now).await.into());
+            return Ok(self.outcome_of_run(&job.job_id).await?.into());
         }
         // A client that takes tasks gets one at once: it polls `tasks/get` while people decide,
         // and this gateway runs the call once it is approved.
@@ -286,10 +283,7 @@ impl Gateway {
                 if matches!(job.status, JobStatus::Picked | JobStatus::Executing) =>
             {
                 // Another call collected it meanwhile: wait for that run and tell its outcome.
-                let now = gateway::until_ended(&self.state.core, &job.job_id, self.hold)
-                    .await
-                    .map_err(service_error)?;
-                self.ended(&now).await.into()
+                self.outcome_of_run(&job.job_id).await?.into()
             }
             Waiting::Ended(job) => self.ended(&job).await.into(),
             // A client that takes input-required results carries on by itself: the link again,
@@ -405,10 +399,7 @@ impl Gateway {
         else {
             // Another call collected it first (wait for its run and tell its outcome), or the
             // re-check refused it: say how it ended.
-            let now = gateway::until_ended(&self.state.core, &job.job_id, self.hold)
-                .await
-                .map_err(service_error)?;
-            return Ok(self.ended(&now).await);
+            return self.outcome_of_run(&job.job_id).await;
         };
         self.run_claimed(index, call, claimed, cancelled).await
     }
@@ -460,12 +451,7 @@ impl Gateway {
     ) -> Option<Job> {
         let job_id = round.request_state.as_deref()?;
         let job = gateway::current(&self.state.core, job_id).await.ok()?;
-        let ours = job.submitted_by.as_deref() == Some(caller.id.as_str())
-            && job.requester == call.requester(caller)
-            && job
-                .target_agent_id
-                .as_deref()
-                .is_some_and(|a| a.starts_with(crate::store::MCP_GATEWAY_PREFIX))
+        let ours = gateway::is_callers(&job, caller, call.requester(caller))
             && gateway::same_call(&self.state.core, &job, call);
         (ours && job.status.is_final()).then_some(job)
     }
@@ -615,17 +601,20 @@ impl Gateway {
             Err(error) => return Err(service_error(error)),
         };
         let requester = self.on_behalf_of.as_deref().unwrap_or(&caller.id);
-        let ours = job.submitted_by.as_deref() == Some(caller.id.as_str())
-            && job.requester == requester
-            && job
-                .target_agent_id
-                .as_deref()
-                .is_some_and(|a| a.starts_with(crate::store::MCP_GATEWAY_PREFIX));
-        if ours {
+        if gateway::is_callers(&job, caller, requester) {
             Ok(job)
         } else {
             Err(not_found())
         }
+    }
+
+    /// Wait (up to the hold) for the run another call or the executor is making of `job_id`,
+    /// and tell how it went.
+    async fn outcome_of_run(&self, job_id: &str) -> Result<CallToolResult, McpError> {
+        let now = gateway::until_ended(&self.state.core, job_id, self.hold)
+            .await
+            .map_err(service_error)?;
+        Ok(self.ended(&now).await)
     }
 
     /// What a call that found its job ended is told.

@@ -256,6 +256,17 @@ async fn job_changed(
     .await;
 }
 
+/// Whether `job` is a gateway call `caller` made for `requester`: the only jobs a caller's
+/// tasks and input-required retries may name (any other is as good as not there).
+pub fn is_callers(job: &Job, caller: &Caller, requester: &str) -> bool {
+    job.submitted_by.as_deref() == Some(caller.id.as_str())
+        && job.requester == requester
+        && job
+            .target_agent_id
+            .as_deref()
+            .is_some_and(|a| a.starts_with(MCP_GATEWAY_PREFIX))
+}
+
 /// Wait, as long as it takes, until people have decided `job_id` (it is no longer queued): the
 /// job as it is then. Woken at once by a change on this replica; others' changes are read every
 /// `poll` (for a task's runner, which may wait hours: a few seconds, not every second).
