@@ -6,7 +6,7 @@
 use crate::components::{duration, live_refresh, RiskBadge};
 #[cfg(feature = "ssr")]
 use crate::service::service;
-use crate::views::{DashboardView, DeliveryView};
+use crate::views::{DashboardView, DeliveryView, ShadowView};
 use crate::AppError;
 use enforcer::{Action, Risk};
 use leptos::prelude::*;
@@ -256,6 +256,87 @@ fn deliveries_view(d: DeliveryView) -> impl IntoView {
     }
 }
 
+/// What shadow mode let through that enforcing would have held: by operation (with its risk),
+/// by dangerous pattern and by the pattern's category, so an administrator can switch an
+/// operation to enforce knowing how many requests people would have seen.
+fn shadow_view(s: ShadowView) -> impl IntoView {
+    let per_day = |n: i64| {
+        let days = i64::from(s.days.max(1));
+        if n == 0 {
+            "none".to_string()
+        } else if n < days {
+            format!("{n} in {days} days")
+        } else {
+            format!("≈ {} a day", (n + days / 2) / days)
+        }
+    };
+    let read_note = (s.rows_read < s.total).then(|| {
+        format!(
+            "Patterns and categories are counted over the newest {} of these calls.",
+            s.rows_read
+        )
+    });
+    view! {
+        <section class="panel shadow" id="shadow" data-testid="shadow">
+            <h2>{format!("Shadow mode: what enforcing would have held ({} days)", s.days)}</h2>
+            <p>
+                <span class="figure" data-testid="shadow-total">{s.total}</span>
+                {format!(
+                    " call{} allowed that would have waited for approval ({}).",
+                    if s.total == 1 { "" } else { "s" },
+                    per_day(s.total)
+                )}
+            </p>
+            {if s.in_shadow.is_empty() {
+                view! { <p class="muted">"No operation is in shadow mode now: these calls were decided under an earlier policy."</p> }.into_any()
+            } else {
+                view! {
+                    <p class="muted" data-testid="shadow-operations">
+                        "In shadow mode now: "
+                        {s.in_shadow.iter().map(|op| view! { <code>{op.clone()}</code>" " }).collect_view()}
+                    </p>
+                }.into_any()
+            }}
+            {(!s.by_operation.is_empty()).then(|| view! {
+                <table class="dense" data-testid="shadow-by-operation">
+                    <thead><tr><th>"Tool · operation"</th><th>"Risk"</th><th>"Would have asked"</th></tr></thead>
+                    <tbody>
+                        {s.by_operation.iter().map(|(tool, op, risk, n)| view! {
+                            <tr>
+                                <td>{format!("{tool} · {op}")}</td>
+                                <td>{Risk::parse(risk).map(|risk| view! { <RiskBadge risk=risk/> })}</td>
+                                <td>{per_day(*n)}" ("{*n}")"</td>
+                            </tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            })}
+            {(s.total > 0).then(|| view! {
+                <div class="shadow-why">
+                    <div>
+                        <h3>"By pattern"</h3>
+                        <ol data-testid="shadow-by-pattern">
+                            {s.by_pattern.iter().map(|(pattern, category, n)| view! {
+                                <li><code>{pattern.clone()}</code>{format!(" ({category}): {n}")}</li>
+                            }).collect_view()}
+                            {(s.without_pattern > 0).then(|| view! {
+                                <li class="muted">{format!("no dangerous pattern (the operation's risk or what its commands do): {}", s.without_pattern)}</li>
+                            })}
+                        </ol>
+                    </div>
+                    <div>
+                        <h3>"By category"</h3>
+                        <ol data-testid="shadow-by-category">
+                            {s.by_category.iter().map(|(category, n)| view! { <li>{format!("{category}: {n}")}</li> }).collect_view()}
+                        </ol>
+                    </div>
+                </div>
+            })}
+            {read_note.map(|note| view! { <p class="muted">{note}</p> })}
+        </section>
+    }
+}
+
 fn dashboard_view(d: DashboardView) -> impl IntoView {
     let queue_total: i64 = d.queue.iter().map(|(_, n)| n).sum();
     let decisions_24h: i64 = d.by_action_risk.iter().map(|(_, _, n)| n).sum();
@@ -324,6 +405,7 @@ fn dashboard_view(d: DashboardView) -> impl IntoView {
                 </ol>
             </section>
         </div>
+        {d.shadow.map(shadow_view)}
         {d.deliveries.map(deliveries_view)}
         {d.recent.map(|recent| view! {
             <h2>"Recent activity"</h2>

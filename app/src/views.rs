@@ -258,6 +258,28 @@ pub struct DashboardView {
     pub recent: Option<Vec<RecentRow>>,
     /// Notification deliveries (auditors and admins only).
     pub deliveries: Option<DeliveryView>,
+    /// What shadow mode let through that enforcing would have held, last 7 days (auditors and
+    /// admins, when the policy has operations in shadow mode or the week has such calls).
+    #[serde(default)]
+    pub shadow: Option<ShadowView>,
+}
+
+/// What shadow mode allowed that enforcing would have held.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowView {
+    pub days: u32,
+    pub total: i64,
+    /// (tool, operation, risk, count), most first.
+    pub by_operation: Vec<(String, String, String, i64)>,
+    /// (pattern, category, count), most first.
+    pub by_pattern: Vec<(String, String, i64)>,
+    /// (category, count), most first.
+    pub by_category: Vec<(String, i64)>,
+    pub without_pattern: i64,
+    /// How many rows the pattern figures were read from.
+    pub rows_read: i64,
+    /// `tool.operation` of the operations in shadow mode now.
+    pub in_shadow: Vec<String>,
 }
 
 /// How notifications are getting out: messages per sink and status, and the newest dead

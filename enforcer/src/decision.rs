@@ -3,8 +3,9 @@
 use crate::analysis::{self, Invocation};
 use crate::catalogue::{category_name, Classification};
 use crate::policy::{
-    Category, Effects, InvocationFlags, Operation, Pattern, PolicySet, UnknownCommands,
+    Category, Effects, InvocationFlags, Mode, Operation, Pattern, PolicySet, UnknownCommands,
 };
+
 pub use crate::request::{Principal, Request};
 use crate::shell::{self, Warning};
 use crate::{Action, Risk};
@@ -54,6 +55,14 @@ pub struct Decision {
     /// What each command in the shell arguments does, by the command catalogue.
     #[serde(default)]
     pub commands: Vec<Classification>,
+    /// Shadow mode allowed a call that enforcing would have held for approval: the reasons say
+    /// why it would have been held (see [`crate::policy::Mode`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub would_block: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// SHA-256 over the canonical JSON of the call (object keys sorted, no whitespace).
@@ -96,6 +105,7 @@ pub fn evaluate(request: &Request, principal: &Principal, policy: &PolicySet) ->
         policy_hash: policy.hash().to_string(),
         call_hash: call_hash(request),
         commands: Vec::new(),
+        would_block: false,
     };
     let Some(tool) = policy.tools.get(&request.tool) else {
         decision.reasons.push(format!(
@@ -225,6 +235,18 @@ pub fn evaluate(request: &Request, principal: &Principal, policy: &PolicySet) ->
             ),
             _ => "HIGH risk with no dangerous pattern, sudo or force flag: allowed".to_string(),
         });
+    } else if operation.mode == Mode::Shadow && !operation.interactive_only {
+        // Shadow mode: allowed, and the reasons say what enforcing would have asked for.
+        decision.action = Action::Allow;
+        decision.would_block = true;
+        decision.reasons.insert(
+            0,
+            format!(
+                "shadow mode: allowed, but enforcing would hold it for {} approval{}",
+                rule.quorum,
+                if rule.quorum == 1 { "" } else { "s" },
+            ),
+        );
     } else {
         decision.action = Action::RequireApproval;
         decision.approvals_required = rule.quorum;

@@ -37,7 +37,8 @@ pub use decision::{call_hash, evaluate, Decision, PatternMatch, Principal, Reque
 pub use executor::{Executor, ExecutorKind, JobCall};
 pub use job::{JobStatus, JobSummary, Priority};
 pub use policy::{
-    ArgKind, Category, Effects, Operation, Pattern, PolicyError, PolicySet, Tool, UnknownCommands,
+    ArgKind, Category, Effects, Mode, Operation, Pattern, PolicyError, PolicySet, Tool,
+    UnknownCommands,
 };
 
 use serde::{Deserialize, Serialize};

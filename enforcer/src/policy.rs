@@ -88,6 +88,10 @@ struct PolicyFile {
     /// hash's input when empty, so policies without it keep their hashes.
     #[serde(default, skip_serializing_if = "crate::mcp::McpFile::is_empty")]
     mcp: crate::mcp::McpFile,
+    /// `enforce` (the default) or `shadow` for every tool that does not say (see [`Mode`]).
+    /// Left out of the hash's input when not given, like the per-tool and per-operation ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mode: Option<Mode>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,6 +150,8 @@ struct ToolFile {
     #[serde(default)]
     description: String,
     operations: BTreeMap<String, OperationFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mode: Option<Mode>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -169,6 +175,22 @@ struct OperationFile {
     unknown_commands: UnknownCommands,
     #[serde(default)]
     effects: Effects,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mode: Option<Mode>,
+}
+
+/// Whether an operation's decisions hold calls for people (`enforce`) or only record what they
+/// would have held (`shadow`): a rollout decides in shadow first and switches to enforce with
+/// the figures in hand. Shadow mode only ever turns `require_approval` into `allow` (noting
+/// `would_block`); it never allows what is denied (unknown tools and operations, missing
+/// capabilities, malformed arguments) nor an interactive-only operation, which always asks.
+/// An operation's own `mode` wins over its tool's, which wins over the policy's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Shadow,
 }
 
 /// What an operation does with a command the catalogue does not know.
@@ -233,6 +255,8 @@ pub struct Operation {
     pub executor: Option<String>,
     pub unknown_commands: UnknownCommands,
     pub effects: Effects,
+    /// The mode in force for the operation (its own, its tool's or the policy's).
+    pub mode: Mode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -808,7 +832,8 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
     }
     let capabilities = compile_capabilities(&ctx, &parsed.capabilities)?;
     let executors = compile_executors(&ctx, &parsed.executors)?;
-    let tools = compile_tools(&ctx, parsed.tools, &capabilities, &executors)?;
+    let mode = parsed.mode.unwrap_or_default();
+    let tools = compile_tools(&ctx, parsed.tools, mode, &capabilities, &executors)?;
     let mcp = compile_mcp(&ctx, &parsed.mcp, &tools)?;
     let by_risk = compile_approvals(&ctx, &parsed.approvals)?;
     let compiled = compile_patterns(&ctx, parsed.patterns)?;
@@ -990,6 +1015,7 @@ fn compile_capabilities(ctx: &Ctx<'_>, extra: &[String]) -> Result<BTreeSet<Stri
 fn compile_tools(
     ctx: &Ctx<'_>,
     parsed_tools: BTreeMap<String, ToolFile>,
+    policy_mode: Mode,
     capabilities: &BTreeSet<String>,
     executors: &BTreeMap<String, Executor>,
 ) -> Result<BTreeMap<String, Tool>, PolicyError> {
@@ -1050,6 +1076,8 @@ fn compile_tools(
                     flag_args: op.flag_args,
                     unknown_commands: op.unknown_commands,
                     effects: op.effects,
+                    mode: op.mode.or(tool.mode).unwrap_or(policy_mode),
+
                     executor: match op.executor {
                         None => None,
                         Some(name) if executors.contains_key(name.get_ref()) => {

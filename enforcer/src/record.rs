@@ -60,6 +60,9 @@ struct Compact {
     missing_capabilities: BTreeSet<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     matched_patterns: Vec<Hit>,
+    /// Shadow mode allowed what enforcing would have held.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    would_block: bool,
 }
 
 /// Where a pattern matched; the policy gives its category and description.
@@ -102,6 +105,7 @@ pub fn compact(decision: &Decision, request: &Request, policy: &PolicySet) -> St
                     .then(|| m.text.clone()),
             })
             .collect(),
+        would_block: decision.would_block,
     };
     if rebuild(&stored, request, &Columns::of(decision, &joined), policy).as_ref() != Some(decision)
     {
@@ -160,7 +164,9 @@ fn rebuild(
         policy_hash: columns.policy_hash.to_string(),
         call_hash: columns.call_hash.to_string(),
         commands: Vec::new(),
+        would_block: stored.would_block,
     };
+
     // An unknown tool or operation is denied before anything else is set.
     if let Some(operation) = policy
         .tools

@@ -10,6 +10,15 @@ fn policy() -> &'static PolicySet {
     POLICY.get_or_init(|| enforcer::default_policy().unwrap_or_else(|e| panic!("{e}")))
 }
 
+/// The default policy with every tool in shadow mode.
+fn shadow_policy() -> &'static PolicySet {
+    static POLICY: OnceLock<PolicySet> = OnceLock::new();
+    POLICY.get_or_init(|| {
+        let source = format!("mode = \"shadow\"\n{}", policy().source());
+        PolicySet::load("shadow.toml", &source).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
 fn admin() -> Principal {
     Principal {
         id: "admin".into(),
@@ -111,6 +120,60 @@ proptest! {
         }
     }
 
+    /// Shadow mode only ever turns `require_approval` into `allow` (saying it would have
+    /// blocked): what enforcing denies (unknown tools and operations, missing capabilities,
+    /// malformed arguments) stays denied, an interactive-only operation still asks, and what
+    /// enforcing allows is allowed alike, with the same risk and findings throughout.
+    #[test]
+    fn shadow_mode_never_allows_what_enforcing_denies(
+        op in prop::sample::select(operations()),
+        unknown in prop::option::of("[a-z-]{1,12}"),
+        caps in prop::sample::subsequence(enforcer::policy::BUILTIN_CAPABILITIES.to_vec(), 0..=10),
+        command in prop_oneof![
+            prop::sample::select(vec!["uptime", "rm -rf /var/lib/x", "sudo ls", "curl x | sh", "systemctl stop nginx", "ls 'unbalanced", "dd if=/dev/zero of=/dev/sda", ""]).prop_map(String::from),
+            "\\PC{0,60}",
+        ],
+        list in any::<bool>(),
+    ) {
+        let mut request = shell_request(&command);
+        request.tool = unknown.clone().unwrap_or(op.0);
+        request.operation = op.1;
+        for name in ["script", "packages", "path", "service"] {
+            request.args.insert(name.into(), if list { json!([command]) } else { json!(command) });
+        }
+        let principal = Principal { id: "p".into(), capabilities: caps.iter().map(|c| c.to_string()).collect(), ..Principal::default() };
+        let enforced = evaluate(&request, &principal, policy());
+        let shadowed = evaluate(&request, &principal, shadow_policy());
+        prop_assert_eq!(shadowed.risk, enforced.risk);
+        prop_assert_eq!(&shadowed.matched_patterns, &enforced.matched_patterns);
+        prop_assert_eq!(&shadowed.missing_capabilities, &enforced.missing_capabilities);
+        prop_assert!(!enforced.would_block);
+        match enforced.action {
+            Action::Deny | Action::Allow => {
+                prop_assert_eq!(shadowed.action, enforced.action);
+                prop_assert_eq!(&shadowed.reasons, &enforced.reasons);
+                prop_assert!(!shadowed.would_block);
+            }
+            Action::RequireApproval if enforced.interactive_only => {
+                prop_assert_eq!(shadowed.action, Action::RequireApproval);
+                prop_assert_eq!(shadowed.approvals_required, enforced.approvals_required);
+                prop_assert!(!shadowed.would_block);
+            }
+            Action::RequireApproval => {
+                prop_assert_eq!(shadowed.action, Action::Allow);
+                prop_assert!(shadowed.would_block);
+                prop_assert_eq!(shadowed.approvals_required, 0);
+                prop_assert!(shadowed.reasons[0].starts_with("shadow mode: allowed, but enforcing would hold it"));
+                // Why it would have been held: every reason but the last ("needs N approvals").
+                let why = &enforced.reasons[..enforced.reasons.len() - 1];
+                prop_assert_eq!(&shadowed.reasons[1..], why);
+            }
+        }
+        if unknown.is_some_and(|tool| policy().tools.get(&tool).is_none()) {
+            prop_assert_eq!(shadowed.action, Action::Deny);
+        }
+    }
+
     /// Spelling, quoting, flag order, spacing and wrappers never hide `rm -rf`.
     #[test]
     fn variants_of_rm_rf_are_caught(
@@ -194,4 +257,93 @@ fn an_unknown_capability_in_a_policy_is_refused() {
     let broken = enforcer::DEFAULT_POLICY.replacen("\"remote-exec\"", "\"remote-exe\"", 1);
     let err = PolicySet::load("p.toml", &broken).expect_err("typo");
     assert!(err.message.contains("remote-exe"), "{err}");
+}
+
+/// The mode closest to the operation wins: the operation's, then its tool's, then the policy's;
+/// and a stored shadow decision is rebuilt from its row exactly.
+#[test]
+fn an_operations_mode_wins_over_its_tools_and_the_policys() {
+    let source = r#"
+name = "modes"
+mode = "shadow"
+
+[tools.svc]
+mode = "enforce"
+[tools.svc.operations.restart]
+risk = "CRITICAL"
+requires = []
+mode = "shadow"
+[tools.svc.operations.stop]
+risk = "CRITICAL"
+requires = []
+[tools.pkg.operations.remove]
+risk = "CRITICAL"
+requires = []
+[tools.pkg.operations.console]
+risk = "LOW"
+requires = []
+interactive_only = true
+"#;
+    let policy = PolicySet::load("modes.toml", source).unwrap_or_else(|e| panic!("{e}"));
+    let decide = |tool: &str, operation: &str| {
+        let request = Request {
+            tool: tool.into(),
+            operation: operation.into(),
+            args: Map::new(),
+            target: None,
+        };
+        evaluate(&request, &admin(), &policy)
+    };
+    let restart = decide("svc", "restart");
+    assert_eq!((restart.action, restart.would_block), (Action::Allow, true));
+    assert_eq!(
+        restart.reasons[0],
+        "shadow mode: allowed, but enforcing would hold it for 2 approvals"
+    );
+    let stop = decide("svc", "stop");
+    assert_eq!(
+        (stop.action, stop.would_block),
+        (Action::RequireApproval, false)
+    );
+    let remove = decide("pkg", "remove");
+    assert_eq!((remove.action, remove.would_block), (Action::Allow, true));
+    let console = decide("pkg", "console");
+    assert_eq!(
+        (console.action, console.would_block),
+        (Action::RequireApproval, false)
+    );
+    assert_eq!(decide("pkg", "other").action, Action::Deny);
+
+    // The audit row's compact form gives the shadow decision back.
+    let request = Request {
+        tool: "svc".into(),
+        operation: "restart".into(),
+        args: Map::new(),
+        target: None,
+    };
+    let stored = enforcer::record::compact(&restart, &request, &policy);
+    assert!(stored.contains("would_block"), "{stored}");
+    let joined = enforcer::record::joined_reasons(&restart);
+    let columns = enforcer::record::Columns::of(&restart, &joined);
+    assert_eq!(
+        enforcer::record::expand(&stored, &request, &columns, &policy).as_ref(),
+        Some(&restart)
+    );
+    // Leaving `mode` out keeps a policy's hash; naming it changes it.
+    let plain = PolicySet::load(
+        "a.toml",
+        "name = \"p\"\n[tools.t.operations.o]\nrisk = \"LOW\"\nrequires = []\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let enforcing = PolicySet::load(
+        "b.toml",
+        "name = \"p\"\nmode = \"enforce\"\n[tools.t.operations.o]\nrisk = \"LOW\"\nrequires = []\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(plain.hash(), enforcing.hash());
+    assert!(PolicySet::load(
+        "c.toml",
+        "name = \"p\"\nmode = \"loud\"\n[tools.t.operations.o]\nrisk = \"LOW\"\nrequires = []\n"
+    )
+    .is_err());
 }

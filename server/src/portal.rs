@@ -9,7 +9,7 @@ use app::service::{BoxFuture, PortalService};
 use app::views::{
     ApprovalView, ArgumentView, AuditList, AuditQuery, AuditRowDetail, AuditRowView, DashboardView,
     DeadLetterRow, DeliveryView, JobDetail, JobList, JobQuery, JobRow, PatternView,
-    PendingApproval, RecentRow, Segment, SimilarRow, TimelineEntry, VoteRow,
+    PendingApproval, RecentRow, Segment, ShadowView, SimilarRow, TimelineEntry, VoteRow,
 };
 use app::AppError;
 use chrono::Utc;
@@ -249,6 +249,37 @@ impl Portal {
 }
 
 impl Portal {
+    /// The week's shadow-mode figures, when there is anything to say: operations in shadow mode,
+    /// or calls that were let through.
+    async fn shadow_of(state: &AppState, user: &SignedIn) -> Result<Option<ShadowView>, AppError> {
+        let report = crate::services::shadow::report(state, &user.roles, 7).await?;
+        if report.total == 0 && report.in_shadow.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(ShadowView {
+            days: report.days,
+            total: report.total,
+            by_operation: report
+                .by_operation
+                .into_iter()
+                .map(|c| (c.tool, c.operation, c.risk, c.count))
+                .collect(),
+            by_pattern: report
+                .by_pattern
+                .into_iter()
+                .map(|p| (p.pattern, p.category, p.count))
+                .collect(),
+            by_category: report
+                .by_category
+                .into_iter()
+                .map(|c| (c.category, c.count))
+                .collect(),
+            without_pattern: report.without_pattern,
+            rows_read: report.rows_read,
+            in_shadow: report.in_shadow,
+        }))
+    }
+
     async fn dashboard_of(state: AppState, user: SignedIn) -> Result<DashboardView, AppError> {
         let now = Utc::now();
         let stats = state
@@ -273,6 +304,11 @@ impl Portal {
         } else {
             None
         };
+        let shadow = if reads_trail {
+            Portal::shadow_of(&state, &user).await?
+        } else {
+            None
+        };
         let pending = Portal::pending_list(state.clone(), user).await?;
         let mut by_priority: Vec<(String, i64)> = Vec::new();
         for p in &pending {
@@ -283,6 +319,7 @@ impl Portal {
             }
         }
         Ok(DashboardView {
+            shadow,
             deliveries,
             pending_total: pending.len(),
             pending: pending.into_iter().take(5).collect(),
@@ -788,6 +825,34 @@ impl Portal {
 fn unavailable(error: &StoreError) -> AppError {
     tracing::error!(%error, "portal: the store could not be read");
     AppError::Unavailable("the approval queue cannot be read right now; try again".into())
+}
+
+/// A service's refusal in the portal's words (the service already logged anything internal).
+impl From<crate::services::ServiceError> for AppError {
+    fn from(error: crate::services::ServiceError) -> AppError {
+        use crate::services::ServiceError;
+        match error {
+            ServiceError::NotFound { message } => AppError::NotFound(message),
+            ServiceError::Forbidden { reason, .. } => AppError::Forbidden { reason },
+            ServiceError::Conflict { message, .. } => AppError::Conflict(message),
+            ServiceError::Invalid {
+                field: Some(field),
+                message,
+                ..
+            } => AppError::invalid(&field, message),
+            ServiceError::Invalid {
+                field: None,
+                message,
+                ..
+            } => AppError::Conflict(message),
+            ServiceError::Limit { message, .. } | ServiceError::NotConfigured { message } => {
+                AppError::Unavailable(message)
+            }
+            ServiceError::Unavailable { what } => {
+                AppError::Unavailable(format!("{what}; try again"))
+            }
+        }
+    }
 }
 
 fn signed_out() -> AppError {

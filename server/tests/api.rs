@@ -34,6 +34,10 @@ fn policy() -> Arc<enforcer::PolicySet> {
 }
 
 async fn sqlite_api(tune: impl FnOnce(&mut Config)) -> Api {
+    sqlite_api_on(policy(), tune).await
+}
+
+async fn sqlite_api_on(policy: Arc<enforcer::PolicySet>, tune: impl FnOnce(&mut Config)) -> Api {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config {
         database_url: format!("sqlite://{}", dir.path().join("api.db").display()),
@@ -42,7 +46,7 @@ async fn sqlite_api(tune: impl FnOnce(&mut Config)) -> Api {
     tune(&mut config);
     let db = Database::connect(&config).await.expect("sqlite");
     db.migrate().await.expect("migrate");
-    let state = AppState::new(&config, db.clone(), policy()).expect("state");
+    let state = AppState::new(&config, db.clone(), policy).expect("state");
     Api {
         router: app(state.clone()),
         state,
@@ -661,6 +665,116 @@ async fn too_many_pending_requests_get_429_naming_the_limit() {
     let (status, third) = api.decide(&token, sudo_ls_in("/c")).await;
     assert_eq!(status, StatusCode::OK, "{third}");
     assert!(third["job_id"].is_string());
+}
+
+/// ssh-exec in shadow mode: a call enforcing would hold is allowed, says `would_block`, and its
+/// row is `allow` with `requires_approval`; what enforcing denies stays denied; the figures
+/// count it by operation, pattern and category, for auditors and admins only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_mode_allows_records_and_counts_what_it_would_have_held() {
+    let source = enforcer::default_policy()
+        .expect("policy")
+        .source()
+        .replace(
+            "[tools.ssh-exec.operations.executeCommand]",
+            "[tools.ssh-exec.operations.executeCommand]\nmode = \"shadow\"",
+        );
+    assert!(
+        source.contains("mode = \"shadow\""),
+        "the policy names the operation"
+    );
+    let shadow = enforcer::PolicySet::load("shadow.toml", &source).expect("shadow policy");
+    let api = sqlite_api_on(Arc::new(shadow), |_| {}).await;
+    let token = api.token("it-mcp", &[], &OPS).await;
+
+    let (status, answer) = api.decide(&token, sudo_ls()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["action"], "allow", "{answer}");
+    assert_eq!(answer["would_block"], true, "{answer}");
+    assert!(
+        answer.get("job_id").is_none(),
+        "no request is queued: {answer}"
+    );
+    let reasons = answer["reasons"].to_string();
+    assert!(
+        reasons.contains("shadow mode: allowed, but enforcing would hold it")
+            && reasons.contains("sudo"),
+        "{reasons}"
+    );
+    // Without the capability it is denied, shadow mode or not.
+    let weak = api.token("weak", &[], &[]).await;
+    let (_, denied) = api.decide(&weak, sudo_ls()).await;
+    assert_eq!(denied["action"], "deny", "{denied}");
+    assert!(denied.get("would_block").is_none(), "{denied}");
+    // An operation not in shadow mode still asks.
+    let admin = api
+        .token(
+            "it-mcp-admin",
+            &[],
+            &["ssh-linux", "local-sudo", "system-modify"],
+        )
+        .await;
+    let (_, held) = api
+        .decide(
+            &admin,
+            json!({ "tool": "ubuntu-admin", "operation": "removePackage", "args": { "packages": ["nginx"] } }),
+        )
+        .await;
+    assert_eq!(held["action"], "require_approval", "{held}");
+
+    let rows = api.audit_rows().await;
+    let row = rows
+        .iter()
+        .find(|r| r.event.id.as_deref() == answer["audit_id"].as_str())
+        .expect("the decision's row");
+    assert_eq!(row.event.decision_action, "allow");
+    assert!(
+        row.event.requires_approval,
+        "the row says enforcing would have held it"
+    );
+    assert!(
+        row.event.decision.contains("would_block"),
+        "{}",
+        row.event.decision
+    );
+    assert!(rows
+        .iter()
+        .all(|r| r.event.job_id.is_none() || r.event.tool == "ubuntu-admin"));
+
+    let auditor = api.token("ann", &["auditor"], &[]).await;
+    let (status, _, report) = api.call("GET", "/api/v1/shadow", &auditor, None, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["days"], 7);
+    assert_eq!(report["total"], 1, "{report}");
+    assert_eq!(
+        report["by_operation"],
+        json!([{ "tool": "ssh-exec", "operation": "executeCommand", "risk": "HIGH", "count": 1 }])
+    );
+    assert_eq!(
+        report["by_category"][0]["category"], "privilege-escalation",
+        "{report}"
+    );
+    assert_eq!(report["by_pattern"][0]["count"], 1, "{report}");
+    assert_eq!(report["in_shadow"], json!(["ssh-exec.executeCommand"]));
+    // Bad input is named; the figures are not for everyone.
+    let (status, _, bad) = api
+        .call("GET", "/api/v1/shadow?days=0", &auditor, None, &[])
+        .await;
+    assert_eq!(
+        (status, bad["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("days")),
+        "{bad}"
+    );
+    let (status, _, bad) = api
+        .call("GET", "/api/v1/shadow?days=week", &auditor, None, &[])
+        .await;
+    assert_eq!(
+        (status, bad["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_days")),
+        "{bad}"
+    );
+    let (status, _, refused) = api.call("GET", "/api/v1/shadow", &token, None, &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1021,6 +1021,82 @@ async fn dashboard_counts_the_last_day_week_and_hour<S: Store>(store: &S) {
 /// Time ranges are answered through `audit_hours` (each hour's seq range): rows whose times are
 /// out of chain order (as imports write them) are still found by every range, exactly as the
 /// filter's own per-row check finds them, before and after the oldest rows are purged.
+/// Shadow mode's rows (`allow` with `requires_approval`) are counted per operation and risk and
+/// read newest first; other decisions, other kinds of row and older rows are not.
+async fn shadow_decisions_are_counted_and_read_newest_first<S: Store>(store: &S) {
+    let now = Utc::now();
+    let row =
+        |minutes_ago: i64, operation: &str, action: AuditAction, shadow: bool, decision: &str| {
+            let mut e = NewAuditEvent::new(
+                EventKind::Decision,
+                "it-mcp",
+                "ssh-exec",
+                operation,
+                action,
+                "r",
+                Risk::High,
+            );
+            e.timestamp = now - Duration::minutes(minutes_ago);
+            e.requires_approval = shadow || action == AuditAction::RequireApproval;
+            e.decision = decision.to_string();
+            e
+        };
+    let mut approval = row(3, "executeCommand", AuditAction::Approve, true, "{}");
+    approval.kind = EventKind::Approval;
+    store
+        .append_audit(&[
+            row(30, "executeCommand", AuditAction::Allow, true, r#"{"n":1}"#),
+            row(20, "executeCommand", AuditAction::Allow, true, r#"{"n":2}"#),
+            row(10, "restart", AuditAction::Allow, true, r#"{"n":3}"#),
+            row(5, "executeCommand", AuditAction::Allow, false, "{}"),
+            row(
+                4,
+                "executeCommand",
+                AuditAction::RequireApproval,
+                false,
+                "{}",
+            ),
+            row(
+                60 * 24 * 3,
+                "executeCommand",
+                AuditAction::Allow,
+                true,
+                r#"{"n":0}"#,
+            ),
+            approval,
+        ])
+        .await
+        .expect("append");
+    let found = store
+        .shadow_decisions(now - Duration::days(1), 2)
+        .await
+        .expect("shadow rows");
+    assert_eq!(
+        found.counts,
+        vec![
+            (
+                "ssh-exec".to_string(),
+                "executeCommand".to_string(),
+                "HIGH".to_string(),
+                2
+            ),
+            (
+                "ssh-exec".to_string(),
+                "restart".to_string(),
+                "HIGH".to_string(),
+                1
+            ),
+        ]
+    );
+    let newest: Vec<&str> = found.newest.iter().map(|(_, _, d)| d.as_str()).collect();
+    assert_eq!(newest, vec![r#"{"n":3}"#, r#"{"n":2}"#]);
+    let week = store
+        .shadow_decisions(now - Duration::days(7), 10)
+        .await
+        .expect("shadow rows");
+    assert_eq!(week.newest.len(), 4);
+}
+
 async fn time_ranges_find_rows_written_out_of_order<S: Store>(store: &S) {
     // Whole milliseconds: the store keeps times (and compares bounds) to the millisecond.
     let base = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("now")
@@ -1864,6 +1940,7 @@ conformance!(
     pending_jobs_are_urgent_first_then_oldest,
     jobs_are_paged_newest_first_by_keyset,
     dashboard_counts_the_last_day_week_and_hour,
+    shadow_decisions_are_counted_and_read_newest_first,
     audit_search_filters_and_pages,
     time_ranges_find_rows_written_out_of_order,
     checkpoints_catch_truncation,

@@ -260,7 +260,9 @@ async fn record(
         expires_at: None,
         approvals_required: None,
         attached,
+        would_block: decision.would_block,
     };
+
     if let Some(stored) = job {
         answer.status = Some(stored.status);
         answer.status_url = Some(format!("/api/v1/jobs/{}", stored.job_id));

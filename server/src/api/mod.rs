@@ -10,6 +10,7 @@ pub mod exports;
 pub mod jobs;
 pub mod openapi;
 pub mod schema;
+pub mod shadow;
 
 use crate::api::caller::ApiCaller;
 use crate::services::ServiceError;
@@ -216,6 +217,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/jobs/{id}/result", post(execution::job_result))
         .route("/api/v1/audit/export", get(exports::api_export))
         .route("/api/v1/audit/public-key", get(exports::public_key))
+        .route("/api/v1/shadow", get(shadow::report))
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/api/v1/docs", get(openapi::docs_page))
 }

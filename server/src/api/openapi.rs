@@ -55,6 +55,7 @@ impl Modify for BearerAuth {
         super::execution::job_result,
         super::exports::api_export,
         super::exports::public_key,
+        super::shadow::report,
     ),
     components(schemas(
         ErrorBody,
@@ -69,6 +70,10 @@ impl Modify for BearerAuth {
         CallerView,
         super::jobs::VoteInput,
         crate::services::execution::RunReport,
+        crate::services::shadow::ShadowReport,
+        crate::services::shadow::ShadowCount,
+        crate::services::shadow::PatternCount,
+        crate::services::shadow::CategoryCount,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

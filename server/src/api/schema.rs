@@ -74,6 +74,10 @@ pub struct DecisionAnswer {
     /// was already waiting: this call joined it (`job_id`) instead of queuing another.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub attached: bool,
+    /// `true` when the operation is in shadow mode and enforcing would have held this call for
+    /// approval: the call is allowed, and the audit row says it would have been held.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub would_block: bool,
 }
 
 /// One vote on a job.

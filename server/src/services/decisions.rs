@@ -399,8 +399,12 @@ pub fn decision_event(
         &enforcer::record::joined_reasons(decision),
         decision.risk,
     );
+    // A call shadow mode allowed is `allow` with `requires_approval` set: what the caller got,
+    // and that enforcing would have held it (the stored decision says `would_block` too).
+    event.requires_approval = decision.action == Action::RequireApproval || decision.would_block;
     event.context = stored_context(caller, input, requester);
     event.decision = enforcer::record::compact(decision, request, policy);
+
     event.policy_hash = Some(decision.policy_hash.clone());
     event.call_hash = Some(decision.call_hash.clone());
     event

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod maintenance;
 pub mod notifications;
 pub mod policy_versions;
+pub mod shadow;
 
 use crate::metrics::Metrics;
 use crate::store::{AnyStore, AuditWriter, Database, Job, JobStatus};

@@ -95,13 +95,21 @@ impl Store for AnyStore {
     ) -> Result<i64, StoreError> {
         delegate!(self, s => s.pending_requests(submitted_by, requester, now))
     }
+    async fn shadow_decisions(
+        &self,
+        since: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<super::ShadowDecisions, StoreError> {
+        delegate!(self, s => s.shadow_decisions(since, limit))
+    }
     async fn unattended_gateway_jobs(
         &self,
         approved_before: DateTime<Utc>,
         now: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<Job>, StoreError> {
-        delegate!(self, s => s.unattended_gateway_jobs(approved_before, now, limit))
+        delegate!
+(self, s => s.unattended_gateway_jobs(approved_before, now, limit))
     }
     async fn votes(&self, job_id: &str) -> Result<Vec<VoteRecord>, StoreError> {
         delegate!(self, s => s.votes(job_id))

@@ -733,8 +733,37 @@ impl Store for DialectStore {
         Ok(count)
     }
 
+    async fn shadow_decisions(
+        &self,
+        since: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<super::ShadowDecisions, StoreError> {
+        // Both queries read the partial index `audit_logs_shadow`, whose condition they repeat.
+        let counts = sqlx::query_as(
+            "SELECT tool, operation, risk_level, COUNT(*) FROM audit_logs \
+             WHERE decision_action = 'allow' AND requires_approval AND timestamp >= $1 \
+             AND event_kind = 'decision' \
+             GROUP BY tool, operation, risk_level ORDER BY 4 DESC, 1, 2, 3",
+        )
+        .bind(ts(since))
+        .fetch_all(&self.pool)
+        .await?;
+        let newest = sqlx::query_as(
+            "SELECT tool, operation, decision FROM audit_logs \
+             WHERE decision_action = 'allow' AND requires_approval AND timestamp >= $1 \
+             AND event_kind = 'decision' \
+             ORDER BY timestamp DESC LIMIT $2",
+        )
+        .bind(ts(since))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(super::ShadowDecisions { counts, newest })
+    }
+
     async fn unattended_gateway_jobs(
         &self,
+
         approved_before: DateTime<Utc>,
         now: DateTime<Utc>,
         limit: i64,

@@ -295,7 +295,17 @@ pub struct DashboardStats {
     pub recent: Vec<AuditRecord>,
 }
 
+/// What shadow mode let through that enforcing would have held ([`Store::shadow_decisions`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShadowDecisions {
+    /// (tool, operation, risk, count), most first.
+    pub counts: Vec<(String, String, String, i64)>,
+    /// The newest rows: (tool, operation, stored decision), newest first.
+    pub newest: Vec<(String, String, String)>,
+}
+
 /// Which jobs a page of the job list shows.
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFilter {
     pub status: Option<JobStatus>,
@@ -486,6 +496,14 @@ pub trait Store: Clone + Send + Sync + 'static {
         scope: OpenCallScope,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;
+    /// The decisions shadow mode allowed although enforcing would have held them (`allow` with
+    /// `requires_approval`) since `since`: per tool, operation and risk, how many (all of them),
+    /// and the newest `limit` rows themselves (for their patterns), newest first.
+    fn shadow_decisions(
+        &self,
+        since: DateTime<Utc>,
+        limit: i64,
+    ) -> impl Future<Output = Result<ShadowDecisions, StoreError>> + Send;
     /// How many requests `submitted_by` made for `requester` still wait for people (queued, and
     /// not expired at `now`).
     fn pending_requests(
