@@ -37,6 +37,10 @@ const localSudo = [
 ].join('\n');
 const e2ePolicy = shipped.replace(/\[executors\.ssh-sudo\][\s\S]*?\n(?=\n)/, localSudo);
 if (e2ePolicy === shipped) throw new Error('policies/default.toml has no [executors.ssh-sudo] block to replace');
+// Debian hosts are being moved over in shadow mode (shadow-mode.spec.ts): their calls are
+// decided and recorded, and let through.
+const shadowPolicy = e2ePolicy.replace('[tools.debian-admin]\n', '[tools.debian-admin]\nmode = "shadow"\n');
+if (shadowPolicy === e2ePolicy) throw new Error('policies/default.toml has no [tools.debian-admin] table');
 // The MCP gateway's journey: the official filesystem server from npm behind `/mcp`, its tools
 // mapped to a `files` policy tool (reading LOW, writing CRITICAL), serving a scratch folder.
 // The runner makes the folder; its workers (which load this file again) find it in the env.
@@ -69,7 +73,7 @@ const mcpPolicy = [
   'target_arg = "path"',
   '',
 ].join('\n');
-fs.writeFileSync(policyFile, e2ePolicy + mcpPolicy);
+fs.writeFileSync(policyFile, shadowPolicy + mcpPolicy);
 const configFile = path.join(dataDir, 'countersign.toml');
 fs.writeFileSync(
   configFile,

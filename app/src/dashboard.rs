@@ -259,32 +259,25 @@ fn deliveries_view(d: DeliveryView) -> impl IntoView {
 /// What shadow mode let through that enforcing would have held: by operation (with its risk),
 /// by dangerous pattern and by the pattern's category, so an administrator can switch an
 /// operation to enforce knowing how many requests people would have seen.
-fn shadow_view(s: ShadowView) -> impl IntoView {
-    let per_day = |n: i64| {
-        let days = i64::from(s.days.max(1));
-        if n == 0 {
-            "none".to_string()
-        } else if n < days {
-            format!("{n} in {days} days")
-        } else {
-            format!("≈ {} a day", (n + days / 2) / days)
-        }
-    };
+fn shadow_view(s: ShadowView) -> AnyView {
+    let days = i64::from(s.days.max(1));
+    let rate = move |n: i64| (n >= days).then(|| format!(" (≈ {} a day)", (n + days / 2) / days));
     let read_note = (s.rows_read < s.total).then(|| {
         format!(
             "Patterns and categories are counted over the newest {} of these calls.",
             s.rows_read
         )
     });
+    let has_patterns = !s.by_pattern.is_empty();
     view! {
         <section class="panel shadow" id="shadow" data-testid="shadow">
             <h2>{format!("Shadow mode: what enforcing would have held ({} days)", s.days)}</h2>
             <p>
                 <span class="figure" data-testid="shadow-total">{s.total}</span>
                 {format!(
-                    " call{} allowed that would have waited for approval ({}).",
+                    " call{} let through that would have waited for approval{}.",
                     if s.total == 1 { "" } else { "s" },
-                    per_day(s.total)
+                    rate(s.total).unwrap_or_default()
                 )}
             </p>
             {if s.in_shadow.is_empty() {
@@ -299,19 +292,19 @@ fn shadow_view(s: ShadowView) -> impl IntoView {
             }}
             {(!s.by_operation.is_empty()).then(|| view! {
                 <table class="dense" data-testid="shadow-by-operation">
-                    <thead><tr><th>"Tool · operation"</th><th>"Risk"</th><th>"Would have asked"</th></tr></thead>
+                    <thead><tr><th>"Tool · operation"</th><th>"Risk"</th><th>"Let through"</th></tr></thead>
                     <tbody>
                         {s.by_operation.iter().map(|(tool, op, risk, n)| view! {
                             <tr>
                                 <td>{format!("{tool} · {op}")}</td>
                                 <td>{Risk::parse(risk).map(|risk| view! { <RiskBadge risk=risk/> })}</td>
-                                <td>{per_day(*n)}" ("{*n}")"</td>
+                                <td>{*n}{rate(*n)}</td>
                             </tr>
                         }).collect_view()}
                     </tbody>
                 </table>
             })}
-            {(s.total > 0).then(|| view! {
+            {(s.total > 0 && has_patterns).then(|| view! {
                 <div class="shadow-why">
                     <div>
                         <h3>"By pattern"</h3>
@@ -319,9 +312,6 @@ fn shadow_view(s: ShadowView) -> impl IntoView {
                             {s.by_pattern.iter().map(|(pattern, category, n)| view! {
                                 <li><code>{pattern.clone()}</code>{format!(" ({category}): {n}")}</li>
                             }).collect_view()}
-                            {(s.without_pattern > 0).then(|| view! {
-                                <li class="muted">{format!("no dangerous pattern (the operation's risk or what its commands do): {}", s.without_pattern)}</li>
-                            })}
                         </ol>
                     </div>
                     <div>
@@ -332,9 +322,16 @@ fn shadow_view(s: ShadowView) -> impl IntoView {
                     </div>
                 </div>
             })}
+            {(s.without_pattern > 0).then(|| view! {
+                <p class="muted" data-testid="shadow-without-pattern">{format!(
+                    "{} would have been held for no dangerous pattern: for the operation's risk, or for what the commands do.",
+                    if s.without_pattern == 1 { "1 call".to_string() } else { format!("{} calls", s.without_pattern) },
+                )}</p>
+            })}
             {read_note.map(|note| view! { <p class="muted">{note}</p> })}
         </section>
     }
+    .into_any()
 }
 
 fn dashboard_view(d: DashboardView) -> impl IntoView {

@@ -52,7 +52,11 @@ fn policy_view(set: PolicySet) -> impl IntoView {
                         <td>{op.clone()}</td>
                         <td><span class=format!("badge risk-{}", o.risk.as_str().to_ascii_lowercase())>{o.risk.as_str()}</span></td>
                         <td>{o.requires.iter().cloned().collect::<Vec<_>>().join(", ")}</td>
-                        <td>{if o.interactive_only { "always" } else { "" }}</td>
+                        <td>{if o.interactive_only { "always" } else { "" }}
+                            {(o.mode == enforcer::Mode::Shadow && !o.interactive_only).then(|| view! {
+                                <span class="badge shadow-mode" title="Decided, recorded, and allowed: calls that would need approval are let through and counted on the dashboard">"shadow"</span>
+                            })}
+                        </td>
                         <td>{o.executor.clone().unwrap_or_default()}</td>
                     </tr>
                 }
@@ -142,6 +146,7 @@ struct Outcome {
     call_hash: String,
     policy_hash: String,
     approvals: u32,
+    would_block: bool,
 }
 
 /// Decide a call with the enforcer (in the browser once hydrated).
@@ -198,6 +203,7 @@ fn simulate(
         call_hash: d.call_hash,
         policy_hash: d.policy_hash,
         approvals: d.approvals_required,
+        would_block: d.would_block,
     })
 }
 
@@ -243,6 +249,9 @@ fn Simulator(set: StoredValue<PolicySet>, tools: Vec<String>) -> impl IntoView {
             Ok(o) => view! {
                 <dl class="facts" data-testid="sim-result">
                     <dt>"Decision"</dt><dd data-testid="sim-action">{o.action}</dd>
+                    {o.would_block.then(|| view! {
+                        <dt>"Shadow mode"</dt><dd data-testid="sim-shadow">"Allowed now; enforcing would hold it for approval."</dd>
+                    })}
                     <dt>"Risk"</dt><dd data-testid="sim-risk">{o.risk}</dd>
                     <dt>"Approvals needed"</dt><dd>{o.approvals}</dd>
                     <dt>"Patterns"</dt><dd data-testid="sim-patterns">{o.patterns.join(", ")}</dd>

@@ -200,10 +200,10 @@ impl Portal {
             .filter(|r| job.decision_audit_id.as_deref() != Some(r.id.as_str()))
             .take(6)
             .map(|r| SimilarRow {
+                action: shown_action(&r.event),
                 seq: r.seq,
                 at: instant(r.event.timestamp),
                 caller: r.event.caller_id,
-                action: r.event.decision_action,
                 risk: r.event.risk_level,
                 reason: r.event.decision_reason,
             })
@@ -276,7 +276,7 @@ impl Portal {
                 .collect(),
             without_pattern: report.without_pattern,
             rows_read: report.rows_read,
-            in_shadow: report.in_shadow,
+            in_shadow: shadow_scope(&report.in_shadow, &state.policy),
         }))
     }
 
@@ -334,13 +334,13 @@ impl Portal {
                     .recent
                     .into_iter()
                     .map(|r| RecentRow {
+                        action: shown_action(&r.event),
                         seq: r.seq,
                         at: instant(r.event.timestamp),
                         kind: r.event.kind.as_str().to_string(),
                         caller: r.event.caller_id,
                         tool: r.event.tool,
                         operation: r.event.operation,
-                        action: r.event.decision_action,
                         risk: r.event.risk_level,
                     })
                     .collect()
@@ -459,6 +459,19 @@ fn parse_when(field: &str, text: &str) -> Result<chrono::DateTime<Utc>, AppError
     ))
 }
 
+/// A row's action as people read it: a decision shadow mode let through (stored as `allow` with
+/// `requires_approval`) says so.
+fn shown_action(e: &crate::store::NewAuditEvent) -> String {
+    if e.kind == crate::store::EventKind::Decision
+        && e.requires_approval
+        && e.decision_action == enforcer::Action::Allow.as_str()
+    {
+        format!("{} (shadow mode)", e.decision_action)
+    } else {
+        e.decision_action.clone()
+    }
+}
+
 fn row_view(r: &crate::store::AuditRecord) -> AuditRowView {
     AuditRowView {
         seq: r.seq,
@@ -468,7 +481,7 @@ fn row_view(r: &crate::store::AuditRecord) -> AuditRowView {
         caller: r.event.caller_id.clone(),
         tool: r.event.tool.clone(),
         operation: r.event.operation.clone(),
-        action: r.event.decision_action.clone(),
+        action: shown_action(&r.event),
         risk: r.event.risk_level.clone(),
         status: r.event.execution_status.clone(),
         reason: r.event.decision_reason.clone(),
@@ -825,6 +838,30 @@ impl Portal {
 fn unavailable(error: &StoreError) -> AppError {
     tracing::error!(%error, "portal: the store could not be read");
     AppError::Unavailable("the approval queue cannot be read right now; try again".into())
+}
+
+/// The operations in shadow mode, said briefly: a tool whose every operation is in shadow mode
+/// once (`debian-admin (every operation)`), others as `tool.operation`.
+fn shadow_scope(in_shadow: &[String], policy: &enforcer::PolicySet) -> Vec<String> {
+    let mut said = Vec::new();
+    for (name, tool) in &policy.tools {
+        let listed: Vec<&String> = in_shadow
+            .iter()
+            .filter(|op| {
+                op.strip_prefix(name.as_str())
+                    .is_some_and(|rest| rest.starts_with('.'))
+            })
+            .collect();
+        if listed.is_empty() {
+            continue;
+        }
+        if listed.len() == tool.operations.len() && listed.len() > 1 {
+            said.push(format!("{name} (every operation)"));
+        } else {
+            said.extend(listed.into_iter().cloned());
+        }
+    }
+    said
 }
 
 /// A service's refusal in the portal's words (the service already logged anything internal).
