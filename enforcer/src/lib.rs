@@ -22,6 +22,7 @@ pub mod decision;
 pub mod error;
 pub mod executor;
 mod fnv;
+pub mod grant;
 pub mod job;
 pub mod mcp;
 pub mod policy;

@@ -121,6 +121,10 @@ struct ApprovalsFile {
     approver_role: String,
     #[serde(default)]
     risk: BTreeMap<Risk, RiskRuleFile>,
+    /// Categories whose effects are never remembered (standing grants); left out of the hash's
+    /// input when not given, so policies without it keep their hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    never_remember: Option<BTreeSet<Category>>,
 }
 
 impl Default for ApprovalsFile {
@@ -128,9 +132,20 @@ impl Default for ApprovalsFile {
         ApprovalsFile {
             approver_role: default_approver_role(),
             risk: BTreeMap::new(),
+            never_remember: None,
         }
     }
 }
+
+/// What is never remembered unless a policy says otherwise: deleting data, writing to block
+/// devices, gaining privileges, running code from elsewhere, and touching secrets.
+pub const DEFAULT_NEVER_REMEMBER: [Category; 5] = [
+    Category::Destructive,
+    Category::DeviceWrite,
+    Category::PrivilegeEscalation,
+    Category::RemoteCodeExecution,
+    Category::Secrets,
+];
 
 fn default_approver_role() -> String {
     "approver".to_string()
@@ -280,6 +295,8 @@ pub struct RiskRule {
 pub struct ApprovalRules {
     pub approver_role: String,
     pub by_risk: BTreeMap<Risk, RiskRule>,
+    /// Categories of effect a standing grant never covers (`approvals.never_remember`).
+    pub never_remember: BTreeSet<Category>,
 }
 
 impl ApprovalRules {
@@ -871,7 +888,12 @@ fn compile(file: &str, source: &str, parsed: PolicyFile) -> Result<PolicySet, Po
         approvals: ApprovalRules {
             approver_role: parsed.approvals.approver_role,
             by_risk,
+            never_remember: parsed
+                .approvals
+                .never_remember
+                .unwrap_or_else(|| DEFAULT_NEVER_REMEMBER.into_iter().collect()),
         },
+
         path_set: set(&path_res, "path values")?,
         path_owner,
         flag_set: set(&flag_res, "flag values")?,

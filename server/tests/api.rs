@@ -643,6 +643,21 @@ async fn too_many_pending_requests_get_429_naming_the_limit() {
         "{message}"
     );
     assert!(headers.contains_key("retry-after"));
+    // The refusal is in the trail: a decision row saying deny, the limit's sentence first.
+    let rows = api.audit_rows().await;
+    let row = rows
+        .iter()
+        .find(|r| r.event.context.contains(r#""refused":"pending_limit""#))
+        .expect("the refusal's row");
+    assert_eq!(row.event.decision_action, "deny");
+    assert!(
+        row.event
+            .decision_reason
+            .starts_with("it-mcp already has 2 requests waiting for approval"),
+        "{}",
+        row.event.decision_reason
+    );
+    assert!(row.event.job_id.is_none());
     let jobs_before = api.audit_rows().await.len();
     // A repeat of a waiting request joins it, at the limit too.
     let (status, repeat) = api.decide(&token, sudo_ls_in("/a")).await;
@@ -1813,4 +1828,243 @@ fn no_audit(
     _: &server::store::VoteTally,
 ) -> Option<server::store::NewAuditEvent> {
     None
+}
+
+/// Remembered approvals: an approver who approved `systemctl restart nginx` on web-1 remembers
+/// its shape (any unit) for two uses; the next restart of another unit runs without a request
+/// and names the grant; other verbs, targets and sudo still ask; the third use asks again;
+/// revoked, it allows nothing. What may not be remembered is refused with the field at fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_approval_allows_the_next_calls_like_it_until_spent_or_revoked() {
+    use server::services::grants::{self, RememberRequest};
+    use server::services::ServiceError;
+    let api = sqlite_api(|_| {}).await;
+    let token = api.token("it-mcp", &[], &OPS).await;
+    let restart = |command: &str, target: &str| {
+        json!({ "tool": "ssh-exec", "operation": "executeCommand",
+                "args": { "command": command }, "target": target })
+    };
+    let (_, held) = api
+        .decide(&token, restart("systemctl restart nginx", "web-1"))
+        .await;
+    assert_eq!(held["action"], "require_approval", "{held}");
+    let job_id = held["job_id"].as_str().unwrap_or_default().to_string();
+    let dave = person("dave", &["approver"], &OPS);
+    let shape = RememberRequest {
+        scope: Some("shape".into()),
+        generalise: vec!["command[2]".into()],
+        max_uses: Some(2),
+        ..RememberRequest::default()
+    };
+    // Not before it is approved, and only by who approved it.
+    let early = grants::remember(&api.state, &dave, &job_id, &shape).await;
+    assert!(
+        matches!(early, Err(ServiceError::Forbidden { .. })),
+        "{early:?}"
+    );
+    approve(&api, &job_id).await;
+    let erin = person("erin", &["approver"], &OPS);
+    let theirs = grants::remember(&api.state, &erin, &job_id, &shape).await;
+    assert!(
+        matches!(
+            theirs,
+            Err(ServiceError::Forbidden {
+                code: "not_your_approval",
+                ..
+            })
+        ),
+        "{theirs:?}"
+    );
+    // Over 7 days is refused, not shortened; a shape that matches any command is refused.
+    let long = RememberRequest {
+        ttl_secs: Some(8 * 24 * 3_600),
+        ..shape.clone()
+    };
+    let refused = grants::remember(&api.state, &dave, &job_id, &long).await;
+    assert!(
+        matches!(&refused, Err(ServiceError::Invalid { field: Some(f), .. }) if f == "ttl_secs"),
+        "{refused:?}"
+    );
+    let anything = RememberRequest {
+        generalise: vec!["command".into()],
+        ..shape.clone()
+    };
+    let refused = grants::remember(&api.state, &dave, &job_id, &anything).await;
+    assert!(
+        matches!(&refused, Err(ServiceError::Invalid { field: Some(f), .. }) if f == "command"),
+        "{refused:?}"
+    );
+    let wide = RememberRequest {
+        target: Some("db-*".into()),
+        ..shape.clone()
+    };
+    let refused = grants::remember(&api.state, &dave, &job_id, &wide).await;
+    assert!(
+        matches!(&refused, Err(ServiceError::Invalid { field: Some(f), .. }) if f == "target"),
+        "{refused:?}"
+    );
+
+    let grant = grants::remember(&api.state, &dave, &job_id, &shape)
+        .await
+        .expect("remembered");
+    assert!(grant.active());
+
+    let (status, allowed) = api
+        .decide(&token, restart("systemctl restart apache2", "web-1"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(allowed["action"], "allow", "{allowed}");
+    assert_eq!(allowed["grant_id"], grant.id.as_str());
+    assert!(allowed["reasons"][0]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with(&format!(
+            "allowed by standing grant {} (remembered by dave",
+            grant.id
+        )));
+    assert!(allowed.get("job_id").is_none());
+    let row = api
+        .audit_rows()
+        .await
+        .into_iter()
+        .find(|r| r.event.id.as_deref() == allowed["audit_id"].as_str())
+        .expect("the decision's row");
+    assert!(
+        row.event
+            .context
+            .contains(&format!(r#""grant":"{}""#, grant.id)),
+        "{}",
+        row.event.context
+    );
+    assert!(!row.event.requires_approval);
+
+    // Outside the shape, the target or what may be remembered: people are asked.
+    for (command, target) in [
+        ("systemctl stop nginx", "web-1"),
+        ("systemctl restart nginx", "web-2"),
+        ("sudo systemctl restart nginx", "web-1"),
+        ("systemctl restart nginx; reboot", "web-1"),
+    ] {
+        let (_, asked) = api.decide(&token, restart(command, target)).await;
+        assert_eq!(
+            asked["action"], "require_approval",
+            "{command} on {target}: {asked}"
+        );
+        assert!(asked.get("grant_id").is_none());
+    }
+    // The second use is the last.
+    let (_, second) = api
+        .decide(&token, restart("systemctl restart php-fpm", "web-1"))
+        .await;
+    assert_eq!(second["grant_id"], grant.id.as_str(), "{second}");
+    let (_, third) = api
+        .decide(&token, restart("systemctl restart redis", "web-1"))
+        .await;
+    assert_eq!(third["action"], "require_approval", "{third}");
+
+    let approver = api.token("dave-token", &["approver"], &[]).await;
+    let (status, _, listed) = api
+        .call("GET", "/api/v1/grants", &approver, None, &[])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed[0]["id"], grant.id.as_str());
+    assert_eq!(listed[0]["uses"], 2);
+    assert_eq!(listed[0]["standing"], false, "spent");
+    assert_eq!(listed[0]["scope"]["covers"]["kind"], "shape");
+    let (status, _, _) = api.call("GET", "/api/v1/grants", &token, None, &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Only people remember or revoke over the API.
+    let (status, _, body) = api
+        .call(
+            "POST",
+            &format!("/api/v1/jobs/{job_id}/remember"),
+            &approver,
+            Some("{}".into()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("people_only"))
+    );
+
+    // A fresh exact-call grant, revoked: the same call asks again.
+    let (_, again) = api
+        .decide(&token, restart("systemctl restart redis", "web-1"))
+        .await;
+    let redis_job = again["job_id"].as_str().unwrap_or_default().to_string();
+    assert_eq!(
+        redis_job,
+        third["job_id"].as_str().unwrap_or_default(),
+        "joined the open request"
+    );
+    approve(&api, &redis_job).await;
+    let exact = grants::remember(&api.state, &dave, &redis_job, &RememberRequest::default())
+        .await
+        .expect("remembered");
+    let (_, ran) = api
+        .decide(&token, restart("systemctl restart redis", "web-1"))
+        .await;
+    assert_eq!(ran["grant_id"], exact.id.as_str(), "{ran}");
+    let revoked = grants::revoke(&api.state, &dave, &exact.id)
+        .await
+        .expect("revoked");
+    assert_eq!(revoked.revoked_by.as_deref(), Some("dave"));
+    let (_, asked) = api
+        .decide(&token, restart("systemctl restart redis", "web-1"))
+        .await;
+    assert_eq!(asked["action"], "require_approval", "{asked}");
+    let again = grants::revoke(&api.state, &dave, &exact.id).await;
+    assert!(
+        matches!(
+            again,
+            Err(ServiceError::Conflict {
+                code: "already_revoked",
+                ..
+            })
+        ),
+        "{again:?}"
+    );
+    // Creation, use (the decision rows) and revocation are in the trail.
+    let trail = api.state.store.audit_page(0, 1_000).await.expect("audit");
+    let grant_rows = trail
+        .iter()
+        .filter(|r| r.event.context.contains(r#""event":"grant."#))
+        .count();
+    assert_eq!(grant_rows, 3, "two creations and a revocation");
+
+    // A shape never stretches to what is never remembered: copying any file to the web root
+    // was remembered, but copying a secret still asks.
+    let (_, copy) = api
+        .decide(
+            &token,
+            restart("cp /tmp/report.txt /srv/www/report.txt", "web-1"),
+        )
+        .await;
+    assert_eq!(copy["action"], "require_approval", "{copy}");
+    let copy_job = copy["job_id"].as_str().unwrap_or_default().to_string();
+    approve(&api, &copy_job).await;
+    let any_source = RememberRequest {
+        scope: Some("shape".into()),
+        generalise: vec!["command[1]".into()],
+        ..RememberRequest::default()
+    };
+    let copies = grants::remember(&api.state, &dave, &copy_job, &any_source)
+        .await
+        .expect("remembered");
+    let (_, other) = api
+        .decide(
+            &token,
+            restart("cp /tmp/summary.txt /srv/www/report.txt", "web-1"),
+        )
+        .await;
+    assert_eq!(other["grant_id"], copies.id.as_str(), "{other}");
+    let (_, secret) = api
+        .decide(
+            &token,
+            restart("cp /etc/shadow /srv/www/report.txt", "web-1"),
+        )
+        .await;
+    assert_eq!(secret["action"], "require_approval", "{secret}");
+    assert!(secret.get("grant_id").is_none(), "{secret}");
 }

@@ -6,9 +6,9 @@ use chrono::{Duration, Utc};
 use enforcer::Verdict;
 use server::store::{
     audit, postgres::PgStore, sqlite::SqliteStore, Attempt, AuditAction, AuditWriter, Claim,
-    EventKind, IdempotencyStore, IdentityStore, IntegrationStore, JobOutcome, JobStatus,
-    NewAuditEvent, NewJob, NewOutboxMessage, NewUser, OpenCallScope, Priority, Risk, Store,
-    StoreError, TokenRow, VoteRecord,
+    EventKind, GrantRecord, IdempotencyStore, IdentityStore, IntegrationStore, JobOutcome,
+    JobStatus, NewAuditEvent, NewJob, NewOutboxMessage, NewUser, OpenCallScope, Priority, Risk,
+    Store, StoreError, TokenRow, VoteRecord,
 };
 
 mod common;
@@ -1097,6 +1097,165 @@ async fn shadow_decisions_are_counted_and_read_newest_first<S: Store>(store: &S)
     assert_eq!(week.newest.len(), 4);
 }
 
+fn grant_record(id: &str, needed: i32, max_uses: Option<i32>, expires_in: Duration) -> GrantRecord {
+    let now = Utc::now();
+    GrantRecord {
+        id: id.to_string(),
+        tool: "ssh-exec".into(),
+        operation: "executeCommand".into(),
+        scope: r#"{"tool":"ssh-exec"}"#.into(),
+        subject_kind: "person".into(),
+        subject: "alice".into(),
+        job_id: format!("job-{id}"),
+        approvals_needed: needed,
+        approvers: vec!["dave".into()],
+        created_at: now,
+        expires_at: now + expires_in,
+        max_uses,
+        uses: 0,
+        last_used_at: None,
+        revoked_at: None,
+        revoked_by: None,
+    }
+}
+
+fn grant_audit(what: &str) -> NewAuditEvent {
+    NewAuditEvent::new(
+        EventKind::PortalAction,
+        "dave",
+        "ssh-exec",
+        "executeCommand",
+        AuditAction::Approve,
+        what,
+        Risk::High,
+    )
+}
+
+/// Standing grants: kept with their audit row, active once every approver needed remembered
+/// them, listed for their operation while they stand, spent one use at a time (the last use
+/// once, however many spend it at the same moment), and revoked once.
+async fn grants_are_kept_spent_once_and_revoked<S: Store>(store: &S) {
+    let now = Utc::now();
+    let rows_before = store.audit_page(0, 10_000).await.expect("audit").len();
+    let single = store
+        .create_grant(
+            &grant_record("g-single", 1, Some(1), Duration::hours(1)),
+            &grant_audit("created"),
+        )
+        .await
+        .expect("create");
+    assert!(single.active());
+    assert_eq!(single.approvers, vec!["dave".to_string()]);
+    let pair = store
+        .create_grant(
+            &grant_record("g-pair", 2, None, Duration::hours(1)),
+            &grant_audit("created"),
+        )
+        .await
+        .expect("create");
+    assert!(!pair.active());
+    // Not standing yet: nothing to spend.
+    assert!(!store.spend_grant("g-pair", now).await.expect("spend"));
+    assert!(matches!(
+        store
+            .add_grant_approver("g-pair", "dave", &grant_audit("again"))
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    let pair = store
+        .add_grant_approver("g-pair", "erin", &grant_audit("second"))
+        .await
+        .expect("second approver");
+    assert!(pair.active());
+    assert_eq!(pair.approvers, vec!["dave".to_string(), "erin".to_string()]);
+    store
+        .create_grant(
+            &grant_record("g-old", 1, None, Duration::seconds(-5)),
+            &grant_audit("created"),
+        )
+        .await
+        .expect("create");
+    let standing: Vec<String> = store
+        .grants_for("ssh-exec", "executeCommand", now)
+        .await
+        .expect("grants")
+        .into_iter()
+        .map(|g| g.id)
+        .collect();
+    assert!(standing.contains(&"g-single".to_string()) && standing.contains(&"g-pair".to_string()));
+    assert!(
+        !standing.contains(&"g-old".to_string()),
+        "expired grants are not offered"
+    );
+    assert!(store
+        .grants_for("ssh-exec", "other", now)
+        .await
+        .expect("grants")
+        .is_empty());
+    assert!(
+        !store.spend_grant("g-old", now).await.expect("spend"),
+        "expired"
+    );
+
+    // The last use, spent by eight at once: one wins.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.spend_grant("g-single", Utc::now()).await
+        }));
+    }
+    let mut spent = 0;
+    for task in tasks {
+        if task.await.expect("join").expect("spend") {
+            spent += 1;
+        }
+    }
+    assert_eq!(spent, 1);
+    let single = store.grant("g-single").await.expect("grant");
+    assert_eq!(single.uses, 1);
+    assert!(single.last_used_at.is_some());
+
+    let revoked = store
+        .revoke_grant("g-pair", "erin", now, &grant_audit("revoked"))
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.revoked_by.as_deref(), Some("erin"));
+    assert!(
+        !store
+            .spend_grant("g-pair", Utc::now())
+            .await
+            .expect("spend"),
+        "revoked"
+    );
+    assert!(matches!(
+        store
+            .revoke_grant("g-pair", "erin", now, &grant_audit("again"))
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store
+            .revoke_grant("g-none", "erin", now, &grant_audit("none"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store
+        .grants_for("ssh-exec", "executeCommand", now)
+        .await
+        .expect("grants")
+        .iter()
+        .all(|g| g.id != "g-pair"));
+    assert_eq!(store.grants_page(10).await.expect("page").len(), 3);
+    // Every change wrote its row: three creations, one second approver, one revocation.
+    let rows = store.audit_page(0, 10_000).await.expect("audit").len();
+    assert_eq!(rows - rows_before, 5);
+    assert!(
+        audit::verify(store, None).await.expect("verify").ok(),
+        "the chain still verifies"
+    );
+}
+
 async fn time_ranges_find_rows_written_out_of_order<S: Store>(store: &S) {
     // Whole milliseconds: the store keeps times (and compares bounds) to the millisecond.
     let base = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("now")
@@ -1941,6 +2100,7 @@ conformance!(
     jobs_are_paged_newest_first_by_keyset,
     dashboard_counts_the_last_day_week_and_hour,
     shadow_decisions_are_counted_and_read_newest_first,
+    grants_are_kept_spent_once_and_revoked,
     audit_search_filters_and_pages,
     time_ranges_find_rows_written_out_of_order,
     checkpoints_catch_truncation,

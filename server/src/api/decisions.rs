@@ -243,6 +243,7 @@ async fn record(
         receipt,
         job,
         attached,
+        grant,
     } = decided;
     let mut answer = DecisionAnswer {
         action: decision.action,
@@ -261,6 +262,7 @@ async fn record(
         approvals_required: None,
         attached,
         would_block: decision.would_block,
+        grant_id: grant,
     };
 
     if let Some(stored) = job {

@@ -7,6 +7,7 @@ pub mod caller;
 pub mod decisions;
 pub mod execution;
 pub mod exports;
+pub mod grants;
 pub mod jobs;
 pub mod openapi;
 pub mod schema;
@@ -218,6 +219,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/audit/export", get(exports::api_export))
         .route("/api/v1/audit/public-key", get(exports::public_key))
         .route("/api/v1/shadow", get(shadow::report))
+        .route("/api/v1/jobs/{id}/remember", post(grants::remember))
+        .route("/api/v1/grants", get(grants::list))
+        .route("/api/v1/grants/{id}/revoke", post(grants::revoke))
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/api/v1/docs", get(openapi::docs_page))
 }

@@ -56,6 +56,9 @@ impl Modify for BearerAuth {
         super::exports::api_export,
         super::exports::public_key,
         super::shadow::report,
+        super::grants::remember,
+        super::grants::list,
+        super::grants::revoke,
     ),
     components(schemas(
         ErrorBody,
@@ -74,6 +77,8 @@ impl Modify for BearerAuth {
         crate::services::shadow::ShadowCount,
         crate::services::shadow::PatternCount,
         crate::services::shadow::CategoryCount,
+        crate::services::grants::RememberRequest,
+        super::grants::GrantView,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

@@ -78,6 +78,9 @@ pub struct DecisionAnswer {
     /// approval: the call is allowed, and the audit row says it would have been held.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub would_block: bool,
+    /// The standing grant that allowed this call in place of people's approval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<String>,
 }
 
 /// One vote on a job.

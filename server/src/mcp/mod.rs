@@ -824,7 +824,7 @@ impl ServerHandler for Gateway {
                 "Countersign denied this call: {}",
                 reasons.join("; ")
             )),
-            Admission::Run { audit_id } => {
+            Admission::Run { allowed } => {
                 let (result, report) = self
                     .forward(index, &tool, &arguments, context.ct.cancelled())
                     .await?;
@@ -833,9 +833,9 @@ impl ServerHandler for Gateway {
                 let core = self.state.core.clone();
                 tokio::spawn(async move {
                     if let Err(error) =
-                        gateway::report_allowed(&core, &caller, &audit_id, &report).await
+                        gateway::report_allowed(&core, &caller, &allowed, &report).await
                     {
-                        tracing::error!(%error, %audit_id, "the MCP gateway could not record a run");
+                        tracing::error!(%error, audit_id = %allowed.audit_id, "the MCP gateway could not record a run");
                     }
                 });
                 result

@@ -23,6 +23,8 @@ pub struct Decided {
     pub receipt: AuditReceipt,
     pub job: Option<Job>,
     pub attached: bool,
+    /// The standing grant that allowed the call in place of people's approval.
+    pub grant: Option<String>,
 }
 
 /// The calls needing approval being decided in this process, by caller, requester and call
@@ -106,7 +108,14 @@ pub async fn decide(
         roles: caller.roles.iter().cloned().collect(),
         capabilities,
     };
-    let decision = enforcer::evaluate(&request, &principal, &core.policy);
+    let mut decision = enforcer::evaluate(&request, &principal, &core.policy);
+    // A standing grant that covers the call stands in for people's approval (its use spent).
+    let grant = super::grants::grant_for(core, &request, &principal, &decision).await?;
+    if let Some(grant) = &grant {
+        decision.action = Action::Allow;
+        decision.approvals_required = 0;
+        decision.reasons.insert(0, granted_because(grant));
+    }
     let mut needs_job = decision.action == Action::RequireApproval;
     // Identical calls take turns from here until their rows are written.
     let mut _turn = None;
@@ -120,7 +129,19 @@ pub async fn decide(
                 ))
                 .await,
         );
-        joined = open_request(core, caller, requester, &decision.call_hash, route).await?;
+        joined = match open_request(core, caller, requester, &decision.call_hash, route).await {
+            Ok(joined) => joined,
+            Err(refusal @ ServiceError::Limit { .. }) => {
+                let refused = Refused {
+                    caller,
+                    input,
+                    requester,
+                    route,
+                };
+                return Err(refused.record(core, decision, refusal).await);
+            }
+            Err(other) => return Err(other),
+        };
         needs_job = joined.is_none();
     }
     let now = chrono::Utc::now();
@@ -136,6 +157,9 @@ pub async fn decide(
     if let Some(open) = &joined {
         event.job_id = Some(open.job_id.clone());
         event.context = with_attached(&event.context);
+    }
+    if let Some(grant) = &grant {
+        event.context = with_grant(&event.context, &grant.id);
     }
     if let Route::McpGateway {
         upstream,
@@ -211,7 +235,68 @@ pub async fn decide(
         receipt,
         job: stored.or(joined),
         attached,
+        grant: grant.map(|g| g.id),
     })
+}
+
+/// A call refused for the caller's limit of pending requests, before anyone was asked.
+struct Refused<'a> {
+    caller: &'a Caller,
+    input: &'a DecisionInput,
+    requester: &'a str,
+    route: Route<'a>,
+}
+
+impl Refused<'_> {
+    /// Record it: a decision row that says `deny` (the call is not made, and nobody is asked)
+    /// with the limit's sentence first, then the enforcer's reasons. Gives back the refusal,
+    /// or, should the row not be written, that the decision could not be recorded (either way
+    /// nothing is allowed).
+    async fn record(
+        self,
+        core: &Core,
+        mut decision: enforcer::Decision,
+        refusal: ServiceError,
+    ) -> ServiceError {
+        decision.action = Action::Deny;
+        decision.approvals_required = 0;
+        decision.reasons.insert(0, refusal.to_string());
+        let request = self.input.request();
+        let mut event = decision_event(
+            self.caller,
+            self.input,
+            &request,
+            self.requester,
+            &decision,
+            &core.policy,
+        );
+        event.context = with_refused_for(&event.context, "pending_limit");
+        if let Route::McpGateway {
+            upstream,
+            tool,
+            arguments,
+            unattended,
+        } = self.route
+        {
+            event.context = with_mcp_call(&event.context, upstream, tool, arguments, unattended);
+        }
+        match core.audit.append(event).await {
+            Ok(_) => refusal,
+            Err(e) => ServiceError::unavailable(
+                "the decision could not be recorded, so the call is denied",
+                &e,
+            ),
+        }
+    }
+}
+
+/// A decision row's context for a call Countersign refused before asking anyone (`code`).
+fn with_refused_for(context: &str, code: &str) -> String {
+    let mut value: Value = serde_json::from_str(context).unwrap_or_else(|_| json!({}));
+    if let Value::Object(map) = &mut value {
+        map.insert("refused".into(), json!(code));
+    }
+    value.to_string()
 }
 
 /// The open request a call needing approval joins (see [`decide`]), or `None` when it is a new
@@ -255,6 +340,34 @@ async fn open_request(
         });
     }
     Ok(None)
+}
+
+/// The first reason of a call a standing grant allowed.
+fn granted_because(grant: &crate::store::GrantRecord) -> String {
+    let left = grant
+        .max_uses
+        .map(|max| {
+            let left = (max - grant.uses - 1).max(0);
+            format!(", {left} use{} left", if left == 1 { "" } else { "s" })
+        })
+        .unwrap_or_default();
+    format!(
+        "allowed by standing grant {} (remembered by {} until {}{left})",
+        grant.id,
+        grant.approvers.join(" and "),
+        grant
+            .expires_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
+}
+
+/// A decision row's context for a call a standing grant allowed.
+fn with_grant(context: &str, grant: &str) -> String {
+    let mut value: Value = serde_json::from_str(context).unwrap_or_else(|_| json!({}));
+    if let Value::Object(map) = &mut value {
+        map.insert("grant".into(), json!(grant));
+    }
+    value.to_string()
 }
 
 /// A decision row's context for a call that joined an open request.

@@ -265,6 +265,65 @@ fn kept_output(output: Option<&str>) -> Option<String> {
     output.map(cap_output)
 }
 
+/// An allowed call whose run is reported: what its decision row says of it.
+#[derive(Debug, Clone)]
+pub struct AllowedCall {
+    /// The decision's audit row.
+    pub audit_id: String,
+    pub requester: String,
+    pub tool: String,
+    pub operation: String,
+    pub risk: Risk,
+    pub call_hash: Option<String>,
+    pub policy_hash: Option<String>,
+}
+
+impl AllowedCall {
+    /// The execution row of its run, as `reported_by` reported it.
+    fn run_event(&self, reported_by: &str, report: &RunReport) -> NewAuditEvent {
+        let mut event = NewAuditEvent::new(
+            EventKind::Execution,
+            &self.requester,
+            &self.tool,
+            &self.operation,
+            AuditAction::Execute,
+            &format!("{reported_by} reported {}", report.status),
+            self.risk,
+        );
+        event.execution_status = Some(report.status.clone());
+        event.call_hash = self.call_hash.clone();
+        event.policy_hash = self.policy_hash.clone();
+        report_event(&mut event, report);
+        event.context = json!({
+            "decision_audit_id": self.audit_id,
+            "reported_by": reported_by,
+            "exit_code": report.exit_code,
+            "output_digest": report.output_digest,
+        })
+        .to_string();
+        event
+    }
+}
+
+/// Record the run of a call this process allowed and ran itself (the MCP gateway): one
+/// execution row, like [`decision_result`]'s, from what the gateway already knows of the
+/// decision. Nothing is read first and no idempotency key is kept: the gateway reports each of
+/// its runs exactly once, so the row goes to the audit writer's next batch, beside the next
+/// call's decision, instead of four transactions in a row on the one write connection.
+pub async fn record_allowed_run(
+    core: &Core,
+    reported_by: &str,
+    allowed: &AllowedCall,
+    report: &RunReport,
+) -> Result<(), ServiceError> {
+    core.metrics.execution(&report.status);
+    core.audit
+        .append(allowed.run_event(reported_by, report))
+        .await
+        .map(|_| ())
+        .map_err(|e| ServiceError::unavailable("the result could not be recorded", &e))
+}
+
 fn report_event(event: &mut NewAuditEvent, report: &RunReport) {
     event.execution_duration_ms = report.duration_ms.and_then(|d| i64::try_from(d).ok());
     event.side_effects = Some(json!(report.side_effects).to_string());
@@ -476,28 +535,18 @@ pub async fn decision_result(
             })
         }
     }
-    let mut event = NewAuditEvent::new(
-        EventKind::Execution,
-        &decision.caller_id,
-        &decision.tool,
-        &decision.operation,
-        AuditAction::Execute,
-        &format!("{} reported {}", caller.id, report.status),
+    let allowed = AllowedCall {
         // Decision rows hold one of the four levels (imports are checked); a damaged one is
         // recorded at the top.
-        decision.risk().unwrap_or(Risk::Critical),
-    );
-    event.execution_status = Some(report.status.clone());
-    event.call_hash = decision.call_hash;
-    event.policy_hash = decision.policy_hash;
-    report_event(&mut event, report);
-    event.context = json!({
-        "decision_audit_id": audit_id,
-        "reported_by": caller.id,
-        "exit_code": report.exit_code,
-        "output_digest": report.output_digest,
-    })
-    .to_string();
+        risk: decision.risk().unwrap_or(Risk::Critical),
+        audit_id: audit_id.to_string(),
+        requester: decision.caller_id,
+        tool: decision.tool,
+        operation: decision.operation,
+        call_hash: decision.call_hash,
+        policy_hash: decision.policy_hash,
+    };
+    let event = allowed.run_event(&caller.id, report);
     core.metrics.execution(&report.status);
     match core.audit.append(event).await {
         Ok(receipt) => {

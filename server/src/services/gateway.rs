@@ -18,7 +18,7 @@ use std::time::Duration;
 #[derive(Debug)]
 pub enum Admission {
     /// Allowed: pass it on, then report the run against this decision.
-    Run { audit_id: String },
+    Run { allowed: execution::AllowedCall },
     /// Denied: tell the assistant why.
     Denied { reasons: Vec<String> },
     /// Held for people: a new job, or the open job of the same call (`attached`).
@@ -122,7 +122,15 @@ pub async fn admit(
     .await?;
     Ok(match (decided.decision.action, decided.job) {
         (Action::Allow, _) => Admission::Run {
-            audit_id: decided.receipt.id,
+            allowed: execution::AllowedCall {
+                audit_id: decided.receipt.id,
+                requester: requester.to_string(),
+                tool: input.tool.clone(),
+                operation: input.operation.clone(),
+                risk: decided.decision.risk,
+                call_hash: Some(decided.decision.call_hash.clone()),
+                policy_hash: Some(decided.decision.policy_hash.clone()),
+            },
         },
         (Action::RequireApproval, Some(job)) => Admission::Held {
             job: Box::new(job),
@@ -429,17 +437,15 @@ pub async fn upstream_call(core: &Core, job: &Job) -> Result<UpstreamCall, Servi
     })
 }
 
-/// Record how an allowed call's run went (once, against its decision).
+/// Record the run of a call the gateway allowed and ran (see
+/// [`execution::record_allowed_run`]).
 pub async fn report_allowed(
     core: &Core,
     caller: &Caller,
-    audit_id: &str,
+    allowed: &execution::AllowedCall,
     report: &RunReport,
 ) -> Result<(), ServiceError> {
-    let hash = enforcer::canonical_sha256(&serde_json::to_value(report).unwrap_or(Value::Null));
-    execution::decision_result(core, caller, audit_id, report, &hash)
-        .await
-        .map(|_| ())
+    execution::record_allowed_run(core, &caller.id, allowed, report).await
 }
 
 /// A run's report from an upstream's answer: its text (digested, at most 64 KiB kept), how

@@ -7,6 +7,7 @@ pub mod decisions;
 pub mod execution;
 pub mod exports;
 pub mod gateway;
+pub mod grants;
 pub mod idempotency;
 pub mod identity;
 pub mod maintenance;

@@ -102,6 +102,48 @@ impl Store for AnyStore {
     ) -> Result<super::ShadowDecisions, StoreError> {
         delegate!(self, s => s.shadow_decisions(since, limit))
     }
+    async fn create_grant(
+        &self,
+        grant: &super::GrantRecord,
+        audit: &NewAuditEvent,
+    ) -> Result<super::GrantRecord, StoreError> {
+        delegate!(self, s => s.create_grant(grant, audit))
+    }
+    async fn add_grant_approver(
+        &self,
+        id: &str,
+        approver: &str,
+        audit: &NewAuditEvent,
+    ) -> Result<super::GrantRecord, StoreError> {
+        delegate!(self, s => s.add_grant_approver(id, approver, audit))
+    }
+    async fn grant(&self, id: &str) -> Result<super::GrantRecord, StoreError> {
+        delegate!(self, s => s.grant(id))
+    }
+    async fn grants_for(
+        &self,
+        tool: &str,
+        operation: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<super::GrantRecord>, StoreError> {
+        delegate!(self, s => s.grants_for(tool, operation, now))
+    }
+    async fn grants_page(&self, limit: i64) -> Result<Vec<super::GrantRecord>, StoreError> {
+        delegate!(self, s => s.grants_page(limit))
+    }
+    async fn spend_grant(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        delegate!(self, s => s.spend_grant(id, now))
+    }
+    async fn revoke_grant(
+        &self,
+        id: &str,
+        by: &str,
+        now: DateTime<Utc>,
+        audit: &NewAuditEvent,
+    ) -> Result<super::GrantRecord, StoreError> {
+        delegate!(self, s => s.revoke_grant(id, by, now, audit))
+    }
+
     async fn unattended_gateway_jobs(
         &self,
         approved_before: DateTime<Utc>,

@@ -98,6 +98,41 @@ fn read_word<T>(
     parse(&text).ok_or_else(|| StoreError::Invalid(format!("unknown job {column} {text:?}")))
 }
 
+fn grant_row(row: &DbRow) -> Result<super::GrantRecord, StoreError> {
+    let approvers: String = row.try_get("approvers")?;
+    Ok(super::GrantRecord {
+        id: row.try_get("id")?,
+        tool: row.try_get("tool")?,
+        operation: row.try_get("operation")?,
+        scope: row.try_get("scope")?,
+        subject_kind: row.try_get("subject_kind")?,
+        subject: row.try_get("subject")?,
+        job_id: row.try_get("job_id")?,
+        approvals_needed: row.try_get("approvals_needed")?,
+        approvers: serde_json::from_str(&approvers)
+            .map_err(|e| StoreError::Invalid(format!("a grant's approvers are damaged: {e}")))?,
+        created_at: read_ts(row, "created_at")?,
+        expires_at: read_ts(row, "expires_at")?,
+        max_uses: row.try_get("max_uses")?,
+        uses: row.try_get("uses")?,
+        last_used_at: read_opt_ts(row, "last_used_at")?,
+        revoked_at: read_opt_ts(row, "revoked_at")?,
+        revoked_by: row.try_get("revoked_by")?,
+    })
+}
+
+async fn load_grant(
+    tx: &mut Transaction<'static, Db>,
+    id: &str,
+) -> Result<super::GrantRecord, StoreError> {
+    let row = sqlx::query(concat!("SELECT * FROM grants WHERE id = $1", lock!()))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    grant_row(&row)
+}
+
 fn job_row(row: &DbRow) -> Result<Job, StoreError> {
     let caps: String = row.try_get("requested_capabilities")?;
     Ok(Job {
@@ -761,8 +796,167 @@ impl Store for DialectStore {
         Ok(super::ShadowDecisions { counts, newest })
     }
 
+    async fn create_grant(
+        &self,
+        grant: &super::GrantRecord,
+        audit: &NewAuditEvent,
+    ) -> Result<super::GrantRecord, StoreError> {
+        audit::check_hashes(audit)?;
+        let approvers = serde_json::to_string(&grant.approvers)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut tx = self.write().await?;
+        let result = async {
+            sqlx::query(
+                "INSERT INTO grants (id, tool, operation, scope, subject_kind, subject, job_id, \
+                 approvals_needed, approvals, approvers, created_at, expires_at, max_uses, uses) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0)",
+            )
+            .bind(&grant.id)
+            .bind(&grant.tool)
+            .bind(&grant.operation)
+            .bind(&grant.scope)
+            .bind(&grant.subject_kind)
+            .bind(&grant.subject)
+            .bind(&grant.job_id)
+            .bind(grant.approvals_needed)
+            .bind(i32::try_from(grant.approvers.len()).unwrap_or(i32::MAX))
+            .bind(&approvers)
+            .bind(ts(grant.created_at))
+            .bind(ts(grant.expires_at))
+            .bind(grant.max_uses)
+            .execute(&mut *tx)
+            .await?;
+            append_in(&mut tx, std::slice::from_ref(audit)).await?;
+            load_grant(&mut tx, &grant.id).await
+        }
+        .await;
+        finish(tx, result).await
+    }
+
+    async fn add_grant_approver(
+        &self,
+        id: &str,
+        approver: &str,
+        audit: &NewAuditEvent,
+    ) -> Result<super::GrantRecord, StoreError> {
+        audit::check_hashes(audit)?;
+        let mut tx = self.write().await?;
+        let result = async {
+            let mut grant = load_grant(&mut tx, id).await?;
+            if grant.revoked_at.is_some() {
+                return Err(StoreError::Invalid("the grant was revoked".into()));
+            }
+            if grant.approvers.iter().any(|a| a == approver) {
+                return Err(StoreError::Invalid(format!(
+                    "{approver} already remembered this grant"
+                )));
+            }
+            grant.approvers.push(approver.to_string());
+            let approvers = serde_json::to_string(&grant.approvers)
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            sqlx::query("UPDATE grants SET approvers = $1, approvals = $2 WHERE id = $3")
+                .bind(&approvers)
+                .bind(i32::try_from(grant.approvers.len()).unwrap_or(i32::MAX))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            append_in(&mut tx, std::slice::from_ref(audit)).await?;
+            load_grant(&mut tx, id).await
+        }
+        .await;
+        finish(tx, result).await
+    }
+
+    async fn grant(&self, id: &str) -> Result<super::GrantRecord, StoreError> {
+        let row = sqlx::query("SELECT * FROM grants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        grant_row(&row)
+    }
+
+    async fn grants_for(
+        &self,
+        tool: &str,
+        operation: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<super::GrantRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM grants WHERE tool = $1 AND operation = $2 AND revoked_at IS NULL \
+             AND expires_at > $3 ORDER BY created_at DESC, id DESC LIMIT 100",
+        )
+        .bind(tool)
+        .bind(operation)
+        .bind(ts(now))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(grant_row)
+        .collect()
+    }
+
+    async fn grants_page(&self, limit: i64) -> Result<Vec<super::GrantRecord>, StoreError> {
+        sqlx::query("SELECT * FROM grants ORDER BY created_at DESC, id DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(grant_row)
+            .collect()
+    }
+
+    async fn spend_grant(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        let result = async {
+            let spent = sqlx::query(
+                "UPDATE grants SET uses = uses + 1, last_used_at = $2 WHERE id = $1 \
+                 AND revoked_at IS NULL AND expires_at > $2 AND approvals >= approvals_needed \
+                 AND (max_uses IS NULL OR uses < max_uses)",
+            )
+            .bind(id)
+            .bind(ts(now))
+            .execute(&mut *tx)
+            .await?;
+            Ok(spent.rows_affected() == 1)
+        }
+        .await;
+        finish(tx, result).await
+    }
+
+    async fn revoke_grant(
+        &self,
+        id: &str,
+        by: &str,
+        now: DateTime<Utc>,
+        audit: &NewAuditEvent,
+    ) -> Result<super::GrantRecord, StoreError> {
+        audit::check_hashes(audit)?;
+        let mut tx = self.write().await?;
+        let result = async {
+            let revoked = sqlx::query(
+                "UPDATE grants SET revoked_at = $2, revoked_by = $3 WHERE id = $1 \
+                 AND revoked_at IS NULL",
+            )
+            .bind(id)
+            .bind(ts(now))
+            .bind(by)
+            .execute(&mut *tx)
+            .await?;
+            if revoked.rows_affected() != 1 {
+                load_grant(&mut tx, id).await?;
+                return Err(StoreError::Invalid("the grant was already revoked".into()));
+            }
+            append_in(&mut tx, std::slice::from_ref(audit)).await?;
+            load_grant(&mut tx, id).await
+        }
+        .await;
+        finish(tx, result).await
+    }
+
     async fn unattended_gateway_jobs(
         &self,
+
 
         approved_before: DateTime<Utc>,
         now: DateTime<Utc>,

@@ -295,6 +295,38 @@ pub struct DashboardStats {
     pub recent: Vec<AuditRecord>,
 }
 
+/// A standing grant as the store keeps it (`migrations/*/20261208000002_grants.sql`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    pub id: String,
+    pub tool: String,
+    pub operation: String,
+    /// What it covers: the enforcer's `GrantScope` as JSON.
+    pub scope: String,
+    /// `person` or `group`.
+    pub subject_kind: String,
+    pub subject: String,
+    /// The approved job it was made from.
+    pub job_id: String,
+    pub approvals_needed: i32,
+    /// The approvers who remembered it, in order (the first made it).
+    pub approvers: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub max_uses: Option<i32>,
+    pub uses: i32,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_by: Option<String>,
+}
+
+impl GrantRecord {
+    /// Enough approvers have remembered it.
+    pub fn active(&self) -> bool {
+        i32::try_from(self.approvers.len()).unwrap_or(i32::MAX) >= self.approvals_needed
+    }
+}
+
 /// What shadow mode let through that enforcing would have held ([`Store::shadow_decisions`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ShadowDecisions {
@@ -504,8 +536,53 @@ pub trait Store: Clone + Send + Sync + 'static {
         since: DateTime<Utc>,
         limit: i64,
     ) -> impl Future<Output = Result<ShadowDecisions, StoreError>> + Send;
+    /// Keep a new standing grant and its audit row, in one transaction.
+    fn create_grant(
+        &self,
+        grant: &GrantRecord,
+        audit: &NewAuditEvent,
+    ) -> impl Future<Output = Result<GrantRecord, StoreError>> + Send;
+    /// Add an approver to a grant not revoked that does not list them yet, with its audit row,
+    /// in one transaction ([`StoreError::Invalid`] otherwise).
+    fn add_grant_approver(
+        &self,
+        id: &str,
+        approver: &str,
+        audit: &NewAuditEvent,
+    ) -> impl Future<Output = Result<GrantRecord, StoreError>> + Send;
+    fn grant(&self, id: &str) -> impl Future<Output = Result<GrantRecord, StoreError>> + Send;
+    /// The grants a call of `tool` and `operation` may use at `now`: not revoked, not expired,
+    /// newest first (at most 100).
+    fn grants_for(
+        &self,
+        tool: &str,
+        operation: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<GrantRecord>, StoreError>> + Send;
+    /// Every grant, newest first, at most `limit`.
+    fn grants_page(
+        &self,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<GrantRecord>, StoreError>> + Send;
+    /// Spend one use of a grant, if it still stands at `now` (active, not revoked, not expired,
+    /// uses left): one conditional update, so the last use is spent once. `false` when it no
+    /// longer stands.
+    fn spend_grant(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Revoke a grant not yet revoked, with its audit row, in one transaction.
+    fn revoke_grant(
+        &self,
+        id: &str,
+        by: &str,
+        now: DateTime<Utc>,
+        audit: &NewAuditEvent,
+    ) -> impl Future<Output = Result<GrantRecord, StoreError>> + Send;
     /// How many requests `submitted_by` made for `requester` still wait for people (queued, and
     /// not expired at `now`).
+
     fn pending_requests(
         &self,
         submitted_by: &str,
