@@ -93,7 +93,22 @@ pub fn ApprovalPage() -> impl IntoView {
     let detail = Resource::new(job_id, approval_detail);
     let notice = move || {
         query.with(|q| {
-            if let Some(error) = q.get("error") {
+            if let Some(error) = q.get("remember_error") {
+                Some(
+                    view! { <p class="error" role="alert" data-testid="remember-error">{error}</p> }
+                        .into_any(),
+                )
+            } else if let Some(grant) = q.get("remembered") {
+                Some(
+                    view! {
+                        <p class="notice" role="status" data-testid="remembered">
+                            {format!("Remembered as grant {grant}. ")}
+                            <a href="/grants">"See every grant"</a>
+                        </p>
+                    }
+                    .into_any(),
+                )
+            } else if let Some(error) = q.get("error") {
                 Some(
                     view! { <p class="error" role="alert" data-testid="vote-error">{error}</p> }
                         .into_any(),
@@ -125,6 +140,55 @@ pub fn ApprovalPage() -> impl IntoView {
             </Suspense>
         </section>
     }
+}
+
+/// Remembering an approval the viewer gave: the form, or why it cannot be remembered.
+fn remember_view(job_id: String, offer: crate::views::RememberOffer) -> AnyView {
+    if let Some(why) = offer.refusal {
+        return view! {
+            <p class="muted" data-testid="cannot-remember">"This approval cannot be remembered: "<CodeText text=why/></p>
+        }
+        .into_any();
+    }
+    if let Some(grant) = offer.remembered {
+        return view! {
+            <p class="muted" data-testid="already-remembered">{format!("You remembered this approval (grant {grant}). ")}<a href="/grants">"Grants"</a></p>
+        }
+        .into_any();
+    }
+    view! {
+        <form method="post" action="/api/remember_approval" class="remember" data-testid="remember">
+            <h2>"Remember this approval"</h2>
+            <p class="muted">{format!("Allow the next calls like this one for {} without asking again, for a while. Every use is recorded and names the grant; it can be revoked at once.", offer.requester)}</p>
+            <input type="hidden" name="job_id" value=job_id/>
+            <label>"Which calls"
+                <select name="generalise" data-testid="remember-generalise">
+                    <option value="">"This exact call only"</option>
+                    {offer.choices.into_iter().map(|(field, words)| view! { <option value=field>{words}</option> }).collect_view()}
+                </select>
+            </label>
+            <label>"On target (* matches any run of characters)"
+                <input name="target" value=offer.target.clone().unwrap_or_default() disabled=offer.target.is_none()/>
+            </label>
+            <label>"For (a role, or empty for the requester only)"
+                <input name="group" placeholder=offer.requester.clone()/>
+            </label>
+            <label>"For how long"
+                <select name="ttl_secs">
+                    <option value="3600">"1 hour"</option>
+                    <option value="28800">"8 hours"</option>
+                    <option value="86400" selected=true>"24 hours"</option>
+                    <option value="259200">"3 days"</option>
+                    <option value="604800">"7 days (the longest)"</option>
+                </select>
+            </label>
+            <label>"At most this many calls (empty: no limit)"
+                <input name="max_uses" type="number" min="1" inputmode="numeric"/>
+            </label>
+            <button type="submit" data-testid="remember-submit">"Remember"</button>
+        </form>
+    }
+    .into_any()
 }
 
 fn detail_view(d: ApprovalView) -> impl IntoView {
@@ -192,6 +256,7 @@ fn detail_view(d: ApprovalView) -> impl IntoView {
                 }).collect_view()}</ul>
             }.into_any()
         }}
+        {d.remember.map(|offer| remember_view(s.job.job_id.clone(), offer))}
         {if d.may_vote {
             let job = s.job.job_id.clone();
             view! {

@@ -103,13 +103,14 @@ pub fn When(#[prop(into)] at: String) -> impl IntoView {
 }
 
 /// The sections of the portal, in navigation order.
-const SECTIONS: [(&str, &str); 6] = [
+const SECTIONS: [(&str, &str); 7] = [
     ("/", "Dashboard"),
     ("/approvals", "Approvals"),
     ("/jobs", "Jobs"),
     ("/audit", "Audit"),
     ("/reports", "Reports"),
     ("/policies", "Policies"),
+    ("/grants", "Grants"),
 ];
 
 #[component]

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod components;
 pub mod dashboard;
 pub mod error;
+pub mod grants;
 pub mod jobs;
 mod layout;
 mod pages;
@@ -149,6 +150,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/audit/:seq") view=audit::AuditRowPage ssr=SsrMode::InOrder/>
                     <Route path=path!("/reports") view=reports::Reports ssr=SsrMode::InOrder/>
                     <Route path=path!("/policies") view=policies::Policies ssr=SsrMode::InOrder/>
+                    <Route path=path!("/grants") view=grants::Grants ssr=SsrMode::InOrder/>
                     <Route path=path!("/sign-in") view=pages::SignIn ssr=SsrMode::InOrder/>
                     <Route path=path!("/profile") view=pages::Profile ssr=SsrMode::InOrder/>
                 </Routes>

@@ -3,8 +3,8 @@
 
 #[cfg(feature = "ssr")]
 use crate::views::{
-    ApprovalView, AuditList, AuditQuery, AuditRowDetail, DashboardView, ExportProgress, JobDetail,
-    JobList, JobQuery, PendingApproval, PolicySource, ReportPreview, ReportQuery,
+    ApprovalView, AuditList, AuditQuery, AuditRowDetail, DashboardView, ExportProgress, GrantList,
+    JobDetail, JobList, JobQuery, PendingApproval, PolicySource, ReportPreview, ReportQuery,
 };
 #[cfg(feature = "ssr")]
 use crate::AppError;
@@ -36,6 +36,28 @@ pub trait PortalService: Send + Sync {
     /// Put a dead-lettered notification back in the queue (admins).
     /// Where the dashboard goes next: with the retry's outcome, or why it was refused.
     fn retry_delivery(&self, id: i64) -> BoxFuture<String>;
+    /// Every standing grant (approvers, auditors and admins).
+    fn grants(&self) -> BoxFuture<Result<GrantList, AppError>>;
+    /// Remember the signed-in approver's approval of a job; where the page goes next (the
+    /// request, with the grant or the refusal in its address).
+    fn remember(&self, form: RememberForm) -> BoxFuture<String>;
+    /// Revoke a grant; where the page goes next (the Grants page, with the outcome).
+    fn revoke_grant(&self, id: String) -> BoxFuture<String>;
+}
+
+/// The approval page's "remember" form, as posted.
+#[cfg(feature = "ssr")]
+#[derive(Debug, Clone, Default)]
+pub struct RememberForm {
+    pub job_id: String,
+    /// Empty: this exact call; else the one field generalised (`command[2]`, `service`).
+    pub generalise: String,
+    pub target: String,
+    /// Empty: the requester; else a role.
+    pub group: String,
+    pub ttl_secs: String,
+    /// Empty: no limit.
+    pub max_uses: String,
 }
 
 #[cfg(feature = "ssr")]

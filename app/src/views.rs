@@ -69,6 +69,56 @@ pub struct ApprovalView {
     pub why_not: Vec<String>,
     /// Recent decisions on the same tool and operation (for context).
     pub similar: Vec<SimilarRow>,
+    /// For an approver who approved it, once it is approved: remembering the approval.
+    #[serde(default)]
+    pub remember: Option<RememberOffer>,
+}
+
+/// What the approval page offers the approver who approved a request: remembering it for the
+/// next calls like it (a standing grant).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RememberOffer {
+    /// Why it cannot be remembered (CRITICAL, an effect never remembered), when it cannot.
+    pub refusal: Option<String>,
+    /// What may be generalised: (field, words for people): `command[2]`, "any word in place of
+    /// `nginx`".
+    pub choices: Vec<(String, String)>,
+    /// The request's target, the grant's by default.
+    pub target: Option<String>,
+    pub requester: String,
+    /// Whether the viewer already remembered it (a grant waiting for a second approver, or
+    /// standing).
+    pub remembered: Option<String>,
+}
+
+/// One standing grant on the Grants page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRow {
+    pub id: String,
+    pub tool: String,
+    pub operation: String,
+    /// What it covers, in words: "this exact call" or the shape (`systemctl restart *`).
+    pub covers: String,
+    pub target: Option<String>,
+    /// "alice", or "anyone with role ops".
+    pub subject: String,
+    /// standing, spent, expired, revoked, or waiting for a second approver.
+    pub state: String,
+    pub uses: i32,
+    pub max_uses: Option<i32>,
+    pub last_used_at: Option<String>,
+    pub created_at: String,
+    pub expires_at: String,
+    pub approvers: Vec<String>,
+    pub job_id: String,
+    pub revoked_by: Option<String>,
+}
+
+/// The Grants page: every grant, newest first, and whether the viewer may revoke.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantList {
+    pub rows: Vec<GrantRow>,
+    pub may_revoke: bool,
 }
 
 /// What one command in the call does, as the command catalogue tells it.

@@ -7,7 +7,7 @@ import { Portal, ADMIN_PASSWORD } from './pages/portal';
 // hydration, so they reserve the width of their longer form; the failure message names the
 // elements that moved. Live updates are held off (the `/events` stream is refused): other tests
 // running alongside change the data, and new rows arriving are not hydration moving things.
-const SECTIONS = ['/', '/approvals', '/jobs', '/audit', '/reports', '/policies', '/profile'];
+const SECTIONS = ['/', '/approvals', '/jobs', '/audit', '/reports', '/policies', '/grants', '/profile'];
 
 // Sign in as the admin, land on `path` with live updates held off, and wait for hydration.
 async function hydratedAt(page: Page, path: string) {

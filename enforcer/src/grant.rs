@@ -290,8 +290,8 @@ fn arg_fits(shape: &ArgShape, value: &Value, shell: bool) -> bool {
 
 /// The words of `text` when it is one plain command: no pipes, lists, redirections,
 /// substitutions or warnings, and every word written plainly (no quoting, escapes, variables or
-/// globs).
-fn plain_words(text: &str) -> Option<Vec<String>> {
+/// globs). Only such a command can be remembered as a shape.
+pub fn plain_words(text: &str) -> Option<Vec<String>> {
     let script = shell::parse(text);
     let [command] = script.commands() else {
         return None;

@@ -2,6 +2,7 @@
 //! one bound to the signed-in person (or to nobody, who sees and may do nothing).
 
 use crate::services::approvals::{self, VoteError};
+use crate::services::grants::RememberRequest;
 use crate::store::{AuditAction, Job, JobSummary, Risk, Store, StoreError};
 use crate::web::auth::SignedIn;
 use crate::AppState;
@@ -9,8 +10,10 @@ use app::service::{BoxFuture, PortalService};
 use app::views::{
     ApprovalView, ArgumentView, AuditList, AuditQuery, AuditRowDetail, AuditRowView, DashboardView,
     DeadLetterRow, DeliveryView, JobDetail, JobList, JobQuery, JobRow, PatternView,
-    PendingApproval, RecentRow, Segment, ShadowView, SimilarRow, TimelineEntry, VoteRow,
+    PendingApproval, RecentRow, RememberOffer, Segment, ShadowView, SimilarRow, TimelineEntry,
+    VoteRow,
 };
+use app::views::{GrantList, GrantRow};
 use app::AppError;
 use chrono::Utc;
 use enforcer::{Principal, Request, Verdict};
@@ -208,12 +211,22 @@ impl Portal {
                 reason: r.event.decision_reason,
             })
             .collect();
+        let remember = crate::services::grants::offer(&state, &job, &user.username, &votes)
+            .await?
+            .map(|offer| RememberOffer {
+                refusal: offer.refusal,
+                choices: offer.choices,
+                target: offer.target,
+                requester: offer.requester,
+                remembered: offer.remembered,
+            });
         let queued = job.status == crate::store::JobStatus::Queued;
         let mut why_not = eligibility.reasons.clone();
         if !queued {
             why_not.insert(0, format!("the request is {}", job.status.as_str()));
         }
         Ok(Some(ApprovalView {
+            remember,
             summary: summary(&job, u32::try_from(approvals).unwrap_or(u32::MAX)),
             status: job.status,
             arguments,
@@ -994,6 +1007,46 @@ impl PortalService for Portal {
         self.signed_in(|state, user| Portal::detail_of(state, user, job_id))
     }
 
+    fn grants(&self) -> BoxFuture<Result<GrantList, AppError>> {
+        self.signed_in(Portal::grant_rows)
+    }
+
+    fn remember(&self, form: app::service::RememberForm) -> BoxFuture<String> {
+        let page = format!("/approvals/{}", app::encode_query(&form.job_id));
+        let done = self.signed_in(move |state, user| async move {
+            let ask = remember_request(&form)?;
+            let grant =
+                crate::services::grants::remember(&state, &principal(&user), &form.job_id, &ask)
+                    .await?;
+            Ok(grant.id)
+        });
+        Box::pin(async move {
+            match done.await {
+                Ok(id) => format!("{page}?remembered={}", app::encode_query(&id)),
+                Err(error) => format!(
+                    "{page}?remember_error={}",
+                    app::encode_query(&error.to_string())
+                ),
+            }
+        })
+    }
+
+    fn revoke_grant(&self, id: String) -> BoxFuture<String> {
+        let done = self.signed_in(move |state, user| async move {
+            crate::services::grants::revoke(&state, &principal(&user), &id).await?;
+            Ok(id)
+        });
+        Box::pin(async move {
+            match done.await {
+                Ok(id) => format!("/grants?revoked={}", app::encode_query(&id)),
+                Err(error) => format!(
+                    "/grants?revoke_error={}",
+                    app::encode_query(&error.to_string())
+                ),
+            }
+        })
+    }
+
     fn vote(&self, job_id: String, verdict: String, reason: String) -> BoxFuture<String> {
         let page = format!("/approvals/{}", app::encode_query(&job_id));
         let done = self.signed_in(move |state, user| async move {
@@ -1027,6 +1080,115 @@ impl PortalService for Portal {
             }
         })
     }
+}
+
+impl Portal {
+    async fn grant_rows(state: AppState, user: SignedIn) -> Result<GrantList, AppError> {
+        let grants = crate::services::grants::list(&state, &user.roles).await?;
+        let approver = &state.policy.approvals.approver_role;
+        let now = Utc::now();
+        Ok(GrantList {
+            may_revoke: user.roles.iter().any(|r| r == approver || r == "admin"),
+            rows: grants.into_iter().map(|g| grant_row(g, now)).collect(),
+        })
+    }
+}
+
+/// A grant as the Grants page shows it.
+fn grant_row(g: crate::store::GrantRecord, now: chrono::DateTime<Utc>) -> GrantRow {
+    let state = if g.revoked_at.is_some() {
+        "revoked"
+    } else if g.expires_at <= now {
+        "expired"
+    } else if !g.active() {
+        "waiting for a second approver"
+    } else if g.max_uses.is_some_and(|max| g.uses >= max) {
+        "spent"
+    } else {
+        "standing"
+    };
+    let scope = serde_json::from_str::<enforcer::grant::GrantScope>(&g.scope).ok();
+    GrantRow {
+        covers: scope
+            .as_ref()
+            .map_or_else(|| "(unreadable)".to_string(), covers_in_words),
+        target: scope.and_then(|s| s.target),
+        subject: if g.subject_kind == "group" {
+            format!("anyone with role {}", g.subject)
+        } else {
+            g.subject.clone()
+        },
+        state: state.to_string(),
+        uses: g.uses,
+        max_uses: g.max_uses,
+        last_used_at: g.last_used_at.map(instant),
+        created_at: instant(g.created_at),
+        expires_at: instant(g.expires_at),
+        approvers: g.approvers,
+        job_id: g.job_id,
+        revoked_by: g.revoked_by,
+        id: g.id,
+        tool: g.tool,
+        operation: g.operation,
+    }
+}
+
+/// What a grant covers, as people read it: "this exact call", or the shape with `*` for each
+/// generalised word and `<any>` for each generalised argument.
+fn covers_in_words(scope: &enforcer::grant::GrantScope) -> String {
+    use enforcer::grant::{ArgShape, Covers};
+    match &scope.covers {
+        Covers::Call { .. } => "this exact call".to_string(),
+        Covers::Shape { args } => args
+            .iter()
+            .map(|(name, shape)| match shape {
+                ArgShape::Words { words } => words
+                    .iter()
+                    .map(|w| w.as_deref().unwrap_or("*"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                ArgShape::Any => format!("{name}: <any>"),
+                ArgShape::Exact { value } => match value {
+                    Value::String(text) => format!("{name}: {text}"),
+                    other => format!("{name}: {other}"),
+                },
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+/// The approval page's "remember" form as the grants service takes it; bad input named.
+fn remember_request(form: &app::service::RememberForm) -> Result<RememberRequest, AppError> {
+    let generalise = form.generalise.trim();
+    let number = |field: &str, text: &str| -> Result<Option<u64>, AppError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse::<u64>()
+            .map(Some)
+            .map_err(|_| AppError::invalid(field, "a whole number, please"))
+    };
+    Ok(RememberRequest {
+        scope: Some(
+            if generalise.is_empty() {
+                "call"
+            } else {
+                "shape"
+            }
+            .to_string(),
+        ),
+        generalise: if generalise.is_empty() {
+            Vec::new()
+        } else {
+            vec![generalise.to_string()]
+        },
+        target: Some(form.target.trim().to_string()).filter(|t| !t.is_empty()),
+        group: Some(form.group.trim().to_string()).filter(|g| !g.is_empty()),
+        ttl_secs: number("ttl_secs", &form.ttl_secs)?,
+        max_uses: number("max_uses", &form.max_uses)?.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+    })
 }
 
 /// A time for the portal's `When` component: RFC 3339 in UTC, to the second.

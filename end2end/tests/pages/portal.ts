@@ -3,7 +3,7 @@ import { providerLogin } from './realm';
 
 export const ADMIN_PASSWORD = 'e2e-admin-password-0123';
 
-export const SECTIONS = ['Dashboard', 'Approvals', 'Jobs', 'Audit', 'Reports', 'Policies'] as const;
+export const SECTIONS = ['Dashboard', 'Approvals', 'Jobs', 'Audit', 'Reports', 'Policies', 'Grants'] as const;
 
 /** The portal's frame: navigation, heading and the header's time-zone switch. */
 export class Portal {

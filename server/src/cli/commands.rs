@@ -45,6 +45,16 @@ enum Command {
     /// Manage API tokens for tool servers and agents.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Remembered approvals (standing grants): list them, revoke one.
+    #[command(subcommand)]
+    Grants(GrantsCommand),
+    /// What shadow mode let through that enforcing would have held, by operation, pattern and
+    /// category.
+    Shadow {
+        /// How many days back, 1 to 90.
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+    },
     /// Run as an execution agent: claim approved jobs, run them, report the results.
     Agent(AgentArgs),
     /// Be an MCP server on standard input and output (what a desktop MCP client starts) that
@@ -103,6 +113,19 @@ enum TokenCommand {
     List,
     /// Revoke a token by name.
     Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum GrantsCommand {
+    /// Every grant, newest first: what it covers, for whom, its uses, and whether it stands.
+    List,
+    /// Revoke a grant at once (audited under the name given).
+    Revoke {
+        id: String,
+        /// Who revokes it, as the audit trail should name them.
+        #[arg(long = "by", value_name = "NAME")]
+        by: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,6 +249,8 @@ pub async fn run() -> ExitCode {
         Command::Import { audit_db, queue_db } => import(config, audit_db, queue_db).await,
         Command::User(command) => user(config, command).await,
         Command::Token(command) => token(config, command).await,
+        Command::Grants(command) => grants(config, command).await,
+        Command::Shadow { days } => shadow(config, days).await,
         Command::Mcp(args) => mcp(config, args).await,
         Command::Agent(args) => crate::agent::run(
             crate::agent::AgentOptions {
@@ -710,10 +735,84 @@ async fn migrate(config: Config) -> Result<(), Failure> {
 
 /// `countersign mcp`: the gateway on stdio, deciding in this process against the same database
 /// as the server (which shows the held calls to approvers).
-async fn mcp(config: Config, args: McpArgs) -> Result<(), Failure> {
+/// The services over the configured database and policy, for commands that use them.
+async fn services(config: &Config) -> Result<AppState, Failure> {
     let policy = evaluate::load_policy(config.policy_file.as_deref()).map_err(|e| e.to_string())?;
-    let db = open_database(&config).await?;
-    let state = AppState::new(&config, db, Arc::new(policy)).map_err(|e| e.to_string())?;
+    let db = open_database(config).await?;
+    AppState::new(config, db, Arc::new(policy)).map_err(|e| e.to_string().into())
+}
+
+async fn grants(config: Config, command: GrantsCommand) -> Result<(), Failure> {
+    use crate::services::grants;
+    let state = services(&config).await?;
+    // Whoever runs this on the database's host administers Countersign.
+    let operator = |name: &str| enforcer::Principal {
+        id: name.to_string(),
+        roles: ["admin".to_string()].into(),
+        capabilities: Default::default(),
+    };
+    let mut out = std::io::stdout();
+    match command {
+        GrantsCommand::List => {
+            let now = chrono::Utc::now();
+            let all = grants::list(&state, &["admin".to_string()])
+                .await
+                .map_err(|e| e.to_string())?;
+            if all.is_empty() {
+                eprintln!("no standing grants");
+            }
+            for g in all {
+                let state_word = if g.revoked_at.is_some() {
+                    "revoked"
+                } else if g.expires_at <= now {
+                    "expired"
+                } else if !g.active() {
+                    "waiting for a second approver"
+                } else if g.max_uses.is_some_and(|max| g.uses >= max) {
+                    "spent"
+                } else {
+                    "standing"
+                };
+                writeln!(
+                    out,
+                    "{}  {state_word}  {}.{}  {}  for {} {}  uses {}{}  until {}  by {}",
+                    g.id,
+                    g.tool,
+                    g.operation,
+                    g.scope,
+                    g.subject_kind,
+                    g.subject,
+                    g.uses,
+                    g.max_uses.map(|m| format!("/{m}")).unwrap_or_default(),
+                    g.expires_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    g.approvers.join(", "),
+                )
+                .map_err(|e| e.to_string())?;
+            }
+        }
+        GrantsCommand::Revoke { id, by } => {
+            let revoked = grants::revoke(&state, &operator(&by), &id)
+                .await
+                .map_err(|e| e.to_string())?;
+            eprintln!("grant {} revoked by {by}", revoked.id);
+        }
+    }
+    Ok(())
+}
+
+async fn shadow(config: Config, days: u32) -> Result<(), Failure> {
+    let state = services(&config).await?;
+    let report = crate::services::shadow::report(&state, &["admin".to_string()], days)
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    writeln!(std::io::stdout(), "{text}").map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+async fn mcp(config: Config, args: McpArgs) -> Result<(), Failure> {
+    let state = services(&config).await?;
     crate::services::policy_versions::record(&state.store, &state.policy)
         .await
         .map_err(|e| format!("cannot record the policy in the database: {e}"))?;

@@ -284,6 +284,106 @@ pub async fn remember(
         .map_err(write_failed)
 }
 
+/// What the approval page offers an approver who approved a request (see [`offer`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Offer {
+    /// Why it cannot be remembered, when it cannot.
+    pub refusal: Option<String>,
+    /// What may be generalised: (field, words for people).
+    pub choices: Vec<(String, String)>,
+    pub target: Option<String>,
+    pub requester: String,
+    /// The grant the viewer already made or joined from this request.
+    pub remembered: Option<String>,
+}
+
+/// Remembering `job` for `viewer`, who approved it, once it is approved: what may be
+/// generalised, or why it cannot be remembered. `None` when the viewer did not approve it or it
+/// is not approved.
+pub async fn offer(
+    core: &Core,
+    job: &Job,
+    viewer: &str,
+    votes: &[crate::store::VoteRecord],
+) -> Result<Option<Offer>, ServiceError> {
+    let approved_it = votes
+        .iter()
+        .any(|v| v.approver == viewer && v.verdict == Verdict::Approve);
+    if !approved_it
+        || matches!(
+            job.status,
+            JobStatus::Queued | JobStatus::Denied | JobStatus::Expired | JobStatus::Cancelled
+        )
+    {
+        return Ok(None);
+    }
+    let mut offer = Offer {
+        target: job.target.clone(),
+        requester: job.requester.clone(),
+        ..Offer::default()
+    };
+    let request = match request_of(job) {
+        Ok(request) => request,
+        Err(error) => {
+            offer.refusal = Some(error.to_string());
+            return Ok(Some(offer));
+        }
+    };
+    let (decision, operation) = match (
+        judged(core, &request),
+        core.policy.operation(&job.tool_name, &job.operation),
+    ) {
+        (Ok(decision), Some(operation)) => (decision, operation),
+        (Err(error), _) => {
+            offer.refusal = Some(error.to_string());
+            return Ok(Some(offer));
+        }
+        (_, None) => {
+            offer.refusal = Some("the operation is no longer in the policy".into());
+            return Ok(Some(offer));
+        }
+    };
+    offer.refusal = if job.risk == Risk::Critical {
+        Some("CRITICAL operations are never remembered: each one needs its approvals".into())
+    } else {
+        grant::why_not_remembered(&decision, &core.policy)
+    };
+    for (name, value) in &request.args {
+        if operation.shell_args.contains(name) {
+            let Some(words) = value.as_str().and_then(grant::plain_words) else {
+                continue;
+            };
+            let command = words.join(" ");
+            for (i, word) in words.iter().enumerate().skip(1) {
+                if !word.starts_with('-') {
+                    offer.choices.push((
+                        format!("{name}[{i}]"),
+                        format!("`{command}` with any word in place of `{word}`"),
+                    ));
+                }
+            }
+        } else {
+            let shown = match value {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            offer
+                .choices
+                .push((name.clone(), format!("any `{name}` (this one: {shown})")));
+        }
+    }
+    let now = Utc::now();
+    offer.remembered = core
+        .store
+        .grants_for(&job.tool_name, &job.operation, now)
+        .await
+        .map_err(|e| ServiceError::unavailable("the standing grants could not be read", &e))?
+        .into_iter()
+        .find(|g| g.job_id == job.job_id && g.approvers.iter().any(|a| a == viewer))
+        .map(|g| g.id);
+    Ok(Some(offer))
+}
+
 /// The audit row of a grant's creation, second approver or revocation (`what`).
 fn grant_event(
     grant: &GrantRecord,
