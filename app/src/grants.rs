@@ -96,15 +96,15 @@ fn grants_table(list: GrantList) -> impl IntoView {
                     let state_class = format!("badge grant-{}", g.state.split(' ').next().unwrap_or("other"));
                     view! {
                         <tr data-grant=g.id.clone()>
-                            <td><span class=state_class>{g.state.clone()}</span></td>
-                            <td>{format!("{} · {}", g.tool, g.operation)}</td>
-                            <td><code>{g.covers}</code></td>
-                            <td>{g.subject}</td>
-                            <td>{g.target.unwrap_or_else(|| "—".into())}</td>
-                            <td>{match g.max_uses { Some(max) => format!("{} of {max}", g.uses), None => g.uses.to_string() }}</td>
-                            <td>{match g.last_used_at { Some(at) => view! { <crate::layout::When at=at/> }.into_any(), None => view! { <span class="muted">"never"</span> }.into_any() }}</td>
-                            <td><crate::layout::When at=g.expires_at/></td>
-                            <td>{g.approvers.join(", ")}" · "<a href=format!("/approvals/{}", g.job_id)>"request"</a></td>
+                            <td data-label="State"><span class=state_class>{g.state.clone()}</span></td>
+                            <td data-label="Tool · operation">{format!("{} · {}", g.tool, g.operation)}</td>
+                            <td data-label="Covers"><code>{g.covers}</code></td>
+                            <td data-label="For">{g.subject}</td>
+                            <td data-label="Target">{g.target.unwrap_or_else(|| "—".into())}</td>
+                            <td data-label="Uses">{match g.max_uses { Some(max) => format!("{} of {max}", g.uses), None => g.uses.to_string() }}</td>
+                            <td data-label="Last used">{match g.last_used_at { Some(at) => view! { <crate::layout::When at=at/> }.into_any(), None => view! { <span class="muted">"never"</span> }.into_any() }}</td>
+                            <td data-label="Until"><crate::layout::When at=g.expires_at/></td>
+                            <td data-label="Remembered by">{g.approvers.join(", ")}" · "<a href=format!("/approvals/{}", g.job_id)>"request"</a></td>
                             <td>{(may_revoke && (standing || g.state.starts_with("waiting"))).then(|| view! {
                                 <form method="post" action="/api/revoke_grant">
                                     <input type="hidden" name="id" value=g.id.clone()/>

@@ -36,7 +36,7 @@ test('an approval remembered from the approval page lets the next call like it r
   const generalise = page.getByTestId('remember-generalise');
   await expect(generalise.locator('option')).toHaveText([
     'This exact call only',
-    '`systemctl restart e2e-grant-a.service` with any word in place of `e2e-grant-a.service`',
+    '`systemctl restart *`: any word for `e2e-grant-a.service`',
   ]);
   await generalise.selectOption('command[2]');
   await form.locator('input[name=max_uses]').fill('5');

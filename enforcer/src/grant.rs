@@ -138,12 +138,51 @@ impl std::fmt::Display for ShapeError {
     }
 }
 
+/// How many words of a shell argument name the command as the catalogue knows it
+/// (`systemctl restart` → 2, an unknown program → 1): they are never generalised.
+fn command_words(request: &Request, operation: &Operation, policy: &PolicySet, arg: &str) -> usize {
+    crate::decision::classify_commands(request, operation, policy)
+        .iter()
+        .find(|c| c.argument == arg)
+        .map_or(1, |c| c.command.split_whitespace().count().max(1))
+}
+
+/// The words of the call's shell arguments that a shape may generalise, as (field, word): the
+/// arguments of a single plain command after its name and subcommands as the catalogue knows
+/// them (`nginx` in `systemctl restart nginx` is `command[2]`), never a flag.
+pub fn generalisable_words(
+    request: &Request,
+    operation: &Operation,
+    policy: &PolicySet,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for name in &operation.shell_args {
+        let Some(words) = request
+            .args
+            .get(name)
+            .and_then(Value::as_str)
+            .and_then(plain_words)
+        else {
+            continue;
+        };
+        let fixed = command_words(request, operation, policy, name);
+        for (i, word) in words.iter().enumerate().skip(fixed) {
+            if !word.starts_with('-') {
+                out.push((format!("{name}[{i}]"), word.clone()));
+            }
+        }
+    }
+    out
+}
+
 /// The shape of an approved call with the arguments in `generalise` made any: an argument's
 /// name (`service`: any value; never a shell argument) or a word of a shell argument
-/// (`command[2]`: any plain word in that place, never the command's name or a flag).
+/// (`command[2]`: any plain word in that place; never the command's name or subcommands as the
+/// catalogue knows them, never a flag).
 pub fn shape_of(
     request: &Request,
     operation: &Operation,
+    policy: &PolicySet,
     generalise: &[String],
 ) -> Result<Covers, ShapeError> {
     let mut args = BTreeMap::new();
@@ -207,10 +246,13 @@ pub fn shape_of(
                         message: format!("`{name}` has no word {index}"),
                     })
                 }
-                Some(_) if index == 0 => {
+                Some(_) if index < command_words(request, operation, policy, name) => {
                     return Err(ShapeError {
                         field: Some(g.clone()),
-                        message: "the command's name is never generalised".into(),
+                        message: format!(
+                            "`{}` names the command: only its arguments are generalised",
+                            words[..command_words(request, operation, policy, name)].join(" ")
+                        ),
                     })
                 }
                 Some(word) if word.starts_with('-') => {

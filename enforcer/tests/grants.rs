@@ -33,6 +33,7 @@ fn restart_any_unit() -> GrantScope {
     let covers = grant::shape_of(
         &shell("systemctl restart nginx", Some("web-1")),
         operation(),
+        policy(),
         &["command[2]".to_string()],
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -112,7 +113,7 @@ fn shapes_are_refused_where_they_would_cover_too_much() {
     let op = operation();
     let refuse = |command: &str, generalise: &[&str]| {
         let generalise: Vec<String> = generalise.iter().map(|g| g.to_string()).collect();
-        grant::shape_of(&shell(command, None), op, &generalise)
+        grant::shape_of(&shell(command, None), op, policy(), &generalise)
             .err()
             .unwrap_or_else(|| panic!("{command} {generalise:?} was shaped"))
     };

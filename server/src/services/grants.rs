@@ -164,13 +164,15 @@ pub async fn remember(
                 "only a shape generalises arguments: set scope to `shape`",
             ))
         }
-        "shape" => grant::shape_of(&request, operation, &ask.generalise).map_err(|e| {
-            invalid(
-                "invalid_shape",
-                e.field.as_deref().unwrap_or("generalise"),
-                e.message,
-            )
-        })?,
+        "shape" => {
+            grant::shape_of(&request, operation, &core.policy, &ask.generalise).map_err(|e| {
+                invalid(
+                    "invalid_shape",
+                    e.field.as_deref().unwrap_or("generalise"),
+                    e.message,
+                )
+            })?
+        }
         other => {
             return Err(invalid(
                 "invalid_scope",
@@ -348,21 +350,30 @@ pub async fn offer(
     } else {
         grant::why_not_remembered(&decision, &core.policy)
     };
+    for (field, word) in grant::generalisable_words(&request, operation, &core.policy) {
+        // The shape as it would read: the command with `*` in the generalised place.
+        let (name, index) = field.split_once('[').unwrap_or((field.as_str(), ""));
+        let index: usize = index.trim_end_matches(']').parse().unwrap_or(usize::MAX);
+        let shape = request
+            .args
+            .get(name)
+            .and_then(Value::as_str)
+            .and_then(grant::plain_words)
+            .map(|words| {
+                words
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| if i == index { "*" } else { w.as_str() })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        offer
+            .choices
+            .push((field, format!("`{shape}`: any word for `{word}`")));
+    }
     for (name, value) in &request.args {
-        if operation.shell_args.contains(name) {
-            let Some(words) = value.as_str().and_then(grant::plain_words) else {
-                continue;
-            };
-            let command = words.join(" ");
-            for (i, word) in words.iter().enumerate().skip(1) {
-                if !word.starts_with('-') {
-                    offer.choices.push((
-                        format!("{name}[{i}]"),
-                        format!("`{command}` with any word in place of `{word}`"),
-                    ));
-                }
-            }
-        } else {
+        if !operation.shell_args.contains(name) {
             let shown = match value {
                 Value::String(text) => text.clone(),
                 other => other.to_string(),
