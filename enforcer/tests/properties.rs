@@ -169,7 +169,7 @@ proptest! {
                 prop_assert_eq!(&shadowed.reasons[1..], why);
             }
         }
-        if unknown.is_some_and(|tool| policy().tools.get(&tool).is_none()) {
+        if unknown.is_some_and(|tool| !policy().tools.contains_key(&tool)) {
             prop_assert_eq!(shadowed.action, Action::Deny);
         }
     }

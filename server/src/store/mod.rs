@@ -582,7 +582,6 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<GrantRecord, StoreError>> + Send;
     /// How many requests `submitted_by` made for `requester` still wait for people (queued, and
     /// not expired at `now`).
-
     fn pending_requests(
         &self,
         submitted_by: &str,
