@@ -6,7 +6,7 @@
 use crate::components::{CodeText, CommandsList};
 #[cfg(feature = "ssr")]
 use crate::service::service;
-use crate::views::{CommandView, PolicySource};
+use crate::views::{CommandView, GrantRow, PolicySource};
 use crate::AppError;
 use enforcer::{PolicySet, Principal, Request};
 use leptos::prelude::*;
@@ -21,6 +21,9 @@ pub async fn active_policy() -> Result<PolicySource, AppError> {
 #[component]
 pub fn Policies() -> impl IntoView {
     let source = Resource::new(|| (), |_| active_policy());
+    // The standing grants, for the simulator to say whether one would apply (empty for those
+    // who may not read them).
+    let grants = Resource::new(|| (), |_| crate::grants::standing_grants());
     view! {
         <Title text="Policies"/>
         <section class="page">
@@ -31,7 +34,14 @@ pub fn Policies() -> impl IntoView {
                     Err(error) => view! { <p class="error" role="alert">{error.to_string()}</p> }.into_any(),
                     Ok(src) => match PolicySet::load(&src.file, &src.source) {
                         Err(error) => view! { <p class="error" role="alert">{error.to_string()}</p> }.into_any(),
-                        Ok(set) => policy_view(set).into_any(),
+                        Ok(set) => {
+                            let standing: Vec<GrantRow> = grants
+                                .get()
+                                .and_then(Result::ok)
+                                .map(|list| list.rows.into_iter().filter(|g| g.state == "standing").collect())
+                                .unwrap_or_default();
+                            policy_view(set, standing).into_any()
+                        }
                     },
                 })}
             </Suspense>
@@ -39,7 +49,7 @@ pub fn Policies() -> impl IntoView {
     }
 }
 
-fn policy_view(set: PolicySet) -> impl IntoView {
+fn policy_view(set: PolicySet, grants: Vec<GrantRow>) -> impl IntoView {
     let hash = set.hash().to_string();
     let tools = set
         .tools
@@ -111,7 +121,7 @@ fn policy_view(set: PolicySet) -> impl IntoView {
         <p>"Policy "<strong>{set.name.clone()}</strong>" — "{set.description.clone()}</p>
         <p>"Hash: "<code class="hash" data-testid="policy-hash">{hash}</code></p>
         <h2>"Simulator"</h2>
-        <Simulator set=stored tools=tool_names/>
+        <Simulator set=stored tools=tool_names grants=StoredValue::new(grants)/>
         <h2>"Tools and operations"</h2>
         <table class="dense" data-testid="policy-operations">
             <thead><tr><th>"Tool"</th><th>"Operation"</th><th>"Risk"</th><th>"Requires"</th><th>"Approval"</th><th>"Executor"</th></tr></thead>
@@ -147,6 +157,8 @@ struct Outcome {
     policy_hash: String,
     approvals: u32,
     would_block: bool,
+    /// For a call that needs approval: the standing grant that would allow it instead, if any.
+    grant: Option<String>,
 }
 
 /// Decide a call with the enforcer (in the browser once hydrated).
@@ -157,6 +169,7 @@ fn simulate(
     args: &str,
     target: &str,
     capabilities: &str,
+    grants: &[GrantRow],
 ) -> Result<Outcome, AppError> {
     let args = if args.trim().is_empty() {
         serde_json::Map::new()
@@ -194,7 +207,9 @@ fn simulate(
             .collect(),
     };
     let d = enforcer::evaluate(&request, &principal, set);
+    let grant = grant_that_applies(set, &request, &d, grants);
     Ok(Outcome {
+        grant,
         action: d.action.as_str().to_string(),
         risk: d.risk.as_str().to_string(),
         reasons: d.reasons,
@@ -207,8 +222,39 @@ fn simulate(
     })
 }
 
+/// The standing grant that would allow a call the enforcer holds, in words: the same check the
+/// server makes (the decision may be remembered, and the grant's scope covers the call), for
+/// whomever the grant is for.
+fn grant_that_applies(
+    set: &PolicySet,
+    request: &Request,
+    decision: &enforcer::Decision,
+    grants: &[GrantRow],
+) -> Option<String> {
+    use enforcer::grant;
+    if decision.action != enforcer::Action::RequireApproval
+        || grant::why_not_remembered(decision, set).is_some()
+    {
+        return None;
+    }
+    let operation = set.operation(&request.tool, &request.operation)?;
+    grants.iter().find_map(|g| {
+        let scope: grant::GrantScope = serde_json::from_str(&g.scope).ok()?;
+        grant::covers(&scope, request, &decision.call_hash, operation).then(|| {
+            format!(
+                "grant {} would allow it for {} (covers {}; until {})",
+                g.id, g.subject, g.covers, g.expires_at
+            )
+        })
+    })
+}
+
 #[component]
-fn Simulator(set: StoredValue<PolicySet>, tools: Vec<String>) -> impl IntoView {
+fn Simulator(
+    set: StoredValue<PolicySet>,
+    tools: Vec<String>,
+    grants: StoredValue<Vec<GrantRow>>,
+) -> impl IntoView {
     let tool = RwSignal::new("ssh-exec".to_string());
     let operation = RwSignal::new("executeCommand".to_string());
     let args = RwSignal::new(r#"{"command": "rm -rf /var/tmp/x"}"#.to_string());
@@ -225,6 +271,7 @@ fn Simulator(set: StoredValue<PolicySet>, tools: Vec<String>) -> impl IntoView {
                 &args.get_untracked(),
                 &target.get_untracked(),
                 &caps.get_untracked(),
+                &grants.read_value(),
             )
         });
         outcome.set(Some(result));
@@ -248,7 +295,11 @@ fn Simulator(set: StoredValue<PolicySet>, tools: Vec<String>) -> impl IntoView {
             Err(error) => view! { <p class="error" role="alert" data-testid="sim-error">{error.to_string()}</p> }.into_any(),
             Ok(o) => view! {
                 <dl class="facts" data-testid="sim-result">
-                    <dt>"Decision"</dt><dd data-testid="sim-action">{o.action}</dd>
+                    <dt>"Decision"</dt><dd data-testid="sim-action">{o.action.clone()}</dd>
+                    {(o.action == "require_approval").then(|| view! {
+                        <dt>"Standing grant"</dt>
+                        <dd data-testid="sim-grant">{o.grant.clone().unwrap_or_else(|| "none would apply".to_string())}</dd>
+                    })}
                     {o.would_block.then(|| view! {
                         <dt>"Shadow mode"</dt><dd data-testid="sim-shadow">"Allowed now; enforcing would hold it for approval."</dd>
                     })}

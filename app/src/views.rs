@@ -112,6 +112,10 @@ pub struct GrantRow {
     pub approvers: Vec<String>,
     pub job_id: String,
     pub revoked_by: Option<String>,
+    /// What it covers, as the enforcer reads it (`enforcer::grant::GrantScope` as JSON): the
+    /// policies page's simulator checks calls against it in the browser.
+    #[serde(default)]
+    pub scope: String,
 }
 
 /// The Grants page: every grant, newest first, and whether the viewer may revoke.

@@ -3,6 +3,7 @@ import { Portal } from './pages/portal';
 import { ApprovalDetailPage } from './pages/approvals';
 import { ItMcp } from './pages/itmcp';
 import { snap } from './pages/evidence';
+import { SimulatorPage } from './pages/simulator';
 
 // Journey 8: remembered approvals. Alice approves IT-MCP's `systemctl restart` and remembers it
 // for any unit name on that host, five uses; the next restart of another unit runs without a
@@ -66,6 +67,16 @@ test('an approval remembered from the approval page lets the next call like it r
   const stop = await itMcp.decide({ ...restart('e2e-grant-b.service'), args: { command: 'systemctl stop e2e-grant-b.service' } });
   expect(stop.action).toBe('require_approval');
   await request.post(`/api/v1/jobs/${stop.job_id}/cancel`, { headers: { authorization: `Bearer ${itMcp.token}` } });
+
+  // The policies page's simulator says which grant would allow a call, and none for another verb.
+  await page.goto('/policies');
+  await new Portal(page).hydrated();
+  const simulator = new SimulatorPage(page);
+  await simulator.simulate(restart('e2e-grant-z.service'), ['ssh-linux', 'remote-exec']);
+  await expect(simulator.action).toHaveText('require_approval');
+  await expect(page.getByTestId('sim-grant')).toContainText(`grant ${grantId} would allow it for it-mcp`);
+  await simulator.simulate({ ...restart('x.service'), args: { command: 'systemctl stop x.service' } }, ['ssh-linux', 'remote-exec']);
+  await expect(page.getByTestId('sim-grant')).toHaveText('none would apply');
 
   await page.goto('/grants');
   const row = page.locator(`tr[data-grant="${grantId}"]`);

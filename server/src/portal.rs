@@ -1127,6 +1127,7 @@ fn grant_row(g: crate::store::GrantRecord, now: chrono::DateTime<Utc>) -> GrantR
         approvers: g.approvers,
         job_id: g.job_id,
         revoked_by: g.revoked_by,
+        scope: g.scope,
         id: g.id,
         tool: g.tool,
         operation: g.operation,
