@@ -1096,17 +1096,7 @@ impl Portal {
 
 /// A grant as the Grants page shows it.
 fn grant_row(g: crate::store::GrantRecord, now: chrono::DateTime<Utc>) -> GrantRow {
-    let state = if g.revoked_at.is_some() {
-        "revoked"
-    } else if g.expires_at <= now {
-        "expired"
-    } else if !g.active() {
-        "waiting for a second approver"
-    } else if g.max_uses.is_some_and(|max| g.uses >= max) {
-        "spent"
-    } else {
-        "standing"
-    };
+    let state = crate::services::grants::state_of(&g, now);
     let scope = serde_json::from_str::<enforcer::grant::GrantScope>(&g.scope).ok();
     GrantRow {
         covers: scope

@@ -50,10 +50,7 @@ pub struct GrantView {
 
 impl GrantView {
     pub fn of(grant: GrantRecord, now: DateTime<Utc>) -> GrantView {
-        let standing = grant.active()
-            && grant.revoked_at.is_none()
-            && grant.expires_at > now
-            && grant.max_uses.is_none_or(|max| grant.uses < max);
+        let standing = grants::state_of(&grant, now) == "standing";
         GrantView {
             scope: serde_json::from_str(&grant.scope).unwrap_or(Value::Null),
             subject: serde_json::json!({ "kind": grant.subject_kind, "name": grant.subject }),
@@ -105,6 +102,8 @@ fn person(caller: &ApiCaller) -> Result<enforcer::Principal, ApiError> {
         (status = 403, description = "Not your approval, or never remembered (CRITICAL, interactive-only, never_remember effects)", body = super::schema::ErrorBody),
         (status = 404, description = "No such job", body = super::schema::ErrorBody),
         (status = 409, description = "The job is not approved", body = super::schema::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = super::schema::ErrorBody),
+        (status = 429, description = "Over the caller's rate (see Retry-After)", body = super::schema::ErrorBody),
         (status = 503, description = "The grant could not be written; nothing changed", body = super::schema::ErrorBody),
     )
 )]
@@ -148,6 +147,7 @@ pub async fn remember(
         (status = 200, description = "The grants, with their uses", body = [GrantView]),
         (status = 401, description = "No valid bearer token", body = super::schema::ErrorBody),
         (status = 403, description = "Not an approver, auditor or admin", body = super::schema::ErrorBody),
+        (status = 429, description = "Over the caller's rate (see Retry-After)", body = super::schema::ErrorBody),
         (status = 503, description = "The store is unavailable; retry", body = super::schema::ErrorBody),
     )
 )]
@@ -176,6 +176,7 @@ pub async fn list(
         (status = 403, description = "Not an approver or admin", body = super::schema::ErrorBody),
         (status = 404, description = "No such grant", body = super::schema::ErrorBody),
         (status = 409, description = "Already revoked", body = super::schema::ErrorBody),
+        (status = 429, description = "Over the caller's rate (see Retry-After)", body = super::schema::ErrorBody),
         (status = 503, description = "The revocation could not be written; nothing changed", body = super::schema::ErrorBody),
     )
 )]

@@ -27,6 +27,7 @@ const DEFAULT_DAYS: u32 = 7;
         (status = 400, description = "`days` out of range", body = super::schema::ErrorBody),
         (status = 401, description = "No valid bearer token", body = super::schema::ErrorBody),
         (status = 403, description = "Not an auditor or admin", body = super::schema::ErrorBody),
+        (status = 429, description = "Over the caller's rate (see Retry-After)", body = super::schema::ErrorBody),
         (status = 503, description = "The store is unavailable; retry", body = super::schema::ErrorBody),
     )
 )]

@@ -762,17 +762,7 @@ async fn grants(config: Config, command: GrantsCommand) -> Result<(), Failure> {
                 eprintln!("no standing grants");
             }
             for g in all {
-                let state_word = if g.revoked_at.is_some() {
-                    "revoked"
-                } else if g.expires_at <= now {
-                    "expired"
-                } else if !g.active() {
-                    "waiting for a second approver"
-                } else if g.max_uses.is_some_and(|max| g.uses >= max) {
-                    "spent"
-                } else {
-                    "standing"
-                };
+                let state_word = grants::state_of(&g, now);
                 writeln!(
                     out,
                     "{}  {state_word}  {}.{}  {}  for {} {}  uses {}{}  until {}  by {}",

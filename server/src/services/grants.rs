@@ -495,6 +495,22 @@ pub async fn grant_for(
     Ok(None)
 }
 
+/// Where a grant stands at `now`, in words: `standing`, `spent`, `expired`, `revoked`, or
+/// `waiting for a second approver`.
+pub fn state_of(grant: &GrantRecord, now: DateTime<Utc>) -> &'static str {
+    if grant.revoked_at.is_some() {
+        "revoked"
+    } else if grant.expires_at <= now {
+        "expired"
+    } else if !grant.active() {
+        "waiting for a second approver"
+    } else if grant.max_uses.is_some_and(|max| grant.uses >= max) {
+        "spent"
+    } else {
+        "standing"
+    }
+}
+
 /// A stored grant's terms, as the enforcer reads them.
 pub fn terms_of(record: &GrantRecord) -> GrantTerms {
     GrantTerms {
