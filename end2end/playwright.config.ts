@@ -37,10 +37,22 @@ const localSudo = [
 ].join('\n');
 const e2ePolicy = shipped.replace(/\[executors\.ssh-sudo\][\s\S]*?\n(?=\n)/, localSudo);
 if (e2ePolicy === shipped) throw new Error('policies/default.toml has no [executors.ssh-sudo] block to replace');
-// Debian hosts are being moved over in shadow mode (shadow-mode.spec.ts): their calls are
-// decided and recorded, and let through.
-const shadowPolicy = e2ePolicy.replace('[tools.debian-admin]\n', '[tools.debian-admin]\nmode = "shadow"\n');
-if (shadowPolicy === e2ePolicy) throw new Error('policies/default.toml has no [tools.debian-admin] table');
+// Staging hosts are being moved over in shadow mode (shadow-mode.spec.ts): their calls are
+// decided and recorded, and let through unless CRITICAL.
+const shadowPolicy = e2ePolicy + [
+  '',
+  '[tools.staging-exec]',
+  'description = "Run a command on a staging host (e2e: in shadow mode while it is tuned)"',
+  'mode = "shadow"',
+  '[tools.staging-exec.operations.run]',
+  'risk = "HIGH"',
+  'requires = ["ssh-linux"]',
+  'description = "Run a shell command"',
+  'shell_args = ["command"]',
+  'effects = "require_approval"',
+  'unknown_commands = "require_approval"',
+  '',
+].join('\n');
 // The MCP gateway's journey: the official filesystem server from npm behind `/mcp`, its tools
 // mapped to a `files` policy tool (reading LOW, writing CRITICAL), serving a scratch folder.
 // The runner makes the folder; its workers (which load this file again) find it in the env.

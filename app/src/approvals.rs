@@ -168,7 +168,7 @@ fn remember_view(job_id: String, offer: crate::views::RememberOffer) -> AnyView 
                 </select>
             </label>
             <label>"On target (* matches any run of characters)"
-                <input name="target" value=offer.target.clone().unwrap_or_default() disabled=offer.target.is_none()/>
+                <input name="target" value=offer.target.clone().unwrap_or_default() readonly=offer.target.is_none()/>
             </label>
             <label>"For (a role, or empty for the requester only)"
                 <input name="group" placeholder=offer.requester.clone()/>

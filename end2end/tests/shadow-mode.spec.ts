@@ -3,10 +3,10 @@ import { Portal } from './pages/portal';
 import { serviceToken } from './pages/realm';
 import { snap } from './pages/evidence';
 
-// Shadow mode (the e2e policy has `debian-admin` in shadow mode): IT-MCP's call that enforcing
-// would hold is allowed and says so; the same call to `ubuntu-admin` (enforced) is held; an
-// auditor finds the let-through call counted on the dashboard, by operation and pattern, and
-// the policies page marks the tool. Photographed at a laptop's and a phone's width, light and dark.
+// Shadow mode (the e2e policy has a `staging-exec` tool in shadow mode): IT-MCP's call that
+// enforcing would hold is allowed and says so; the same call through `ssh-exec` (enforced) is
+// held; a CRITICAL one is held in shadow mode too; an auditor finds the let-through call counted
+// on the dashboard, and the policies page marks the tool. Photographed at a laptop's and a phone's width, light and dark.
 const VIEWS = [
   { width: 1280, height: 900 },
   { width: 390, height: 844 },
@@ -14,23 +14,29 @@ const VIEWS = [
 
 test('shadow mode lets a call through, says it would have been held, and counts it for the auditor', async ({ page, request, browser }, testInfo) => {
   const headers = { authorization: `Bearer ${await serviceToken()}` };
-  const call = (tool: string) => ({
+  const call = (tool: string, command = 'systemctl restart nginx') => ({
     tool,
-    operation: 'removePackage',
-    args: { packages: ['apache2'] },
-    target: 'deb-1',
-    reason: 'nginx replaces it',
+    operation: tool === 'staging-exec' ? 'run' : 'executeCommand',
+    args: { command },
+    target: 'stage-1',
+    reason: 'pick up the new configuration',
     on_behalf_of: 'alice',
   });
-  const shadowed = await request.post('/api/v1/decisions', { headers, data: call('debian-admin') });
+  const shadowed = await request.post('/api/v1/decisions', { headers, data: call('staging-exec') });
   expect(shadowed.status()).toBe(200);
   const allowed = await shadowed.json();
   expect(allowed.action).toBe('allow');
   expect(allowed.would_block).toBe(true);
   expect(allowed.job_id).toBeUndefined();
-  expect(allowed.reasons[0]).toContain('shadow mode: allowed, but enforcing would hold it for 2 approvals');
+  expect(allowed.reasons[0]).toContain('shadow mode: allowed, but enforcing would hold it for 1 approval');
+  // CRITICAL is held in shadow mode too.
+  const critical = await request.post('/api/v1/decisions', { headers, data: call('staging-exec', 'rm -rf /') });
+  const heldAnyway = await critical.json();
+  expect(heldAnyway.action).toBe('require_approval');
+  expect(heldAnyway.would_block).toBeUndefined();
+  await request.post(`/api/v1/jobs/${heldAnyway.job_id}/cancel`, { headers });
 
-  const enforced = await request.post('/api/v1/decisions', { headers, data: call('ubuntu-admin') });
+  const enforced = await request.post('/api/v1/decisions', { headers, data: call('ssh-exec') });
   expect(enforced.status()).toBe(200);
   const held = await enforced.json();
   expect(held.action).toBe('require_approval');
@@ -43,10 +49,10 @@ test('shadow mode lets a call through, says it would have been held, and counts 
   const panel = page.getByTestId('shadow');
   await expect(panel).toBeVisible();
   await expect(panel.getByRole('heading', { name: /Shadow mode: what enforcing would have held/ })).toBeVisible();
-  await expect(page.getByTestId('shadow-operations')).toContainText('debian-admin (every operation)');
+  await expect(page.getByTestId('shadow-operations')).toContainText('staging-exec.run');
   await expect(page.getByTestId('shadow-without-pattern')).toContainText('held for no dangerous pattern');
-  const row = page.getByTestId('shadow-by-operation').getByRole('row', { name: /debian-admin · removePackage/ });
-  await expect(row).toContainText('CRITICAL');
+  const row = page.getByTestId('shadow-by-operation').getByRole('row', { name: /staging-exec · run/ });
+  await expect(row).toContainText('HIGH');
   expect(Number(await page.getByTestId('shadow-total').textContent())).toBeGreaterThanOrEqual(1);
   await expect(page.getByTestId('recent')).toContainText('allow (shadow mode)');
   for (const view of VIEWS) {
@@ -67,5 +73,5 @@ test('shadow mode lets a call through, says it would have been held, and counts 
 
   await page.setViewportSize(VIEWS[0]);
   await page.goto('/policies');
-  await expect(page.getByRole('row', { name: /debian-admin removePackage/ }).locator('.shadow-mode')).toHaveText('shadow');
+  await expect(page.getByRole('row', { name: /staging-exec run/ }).locator('.shadow-mode')).toHaveText('shadow');
 });

@@ -87,10 +87,9 @@ fn run_day(
         }
         let may_remember = grant::why_not_remembered(&decision, policy).is_none();
         let hash = call_hash(&request);
-        if may_remember
-            && grants
-                .iter()
-                .any(|g| grant::covers(g, &request, &hash, operation))
+        if grants
+            .iter()
+            .any(|g| grant::allows(g, &request, &decision, operation, policy))
         {
             f.covered += 1;
             continue;
@@ -123,6 +122,7 @@ fn run_day(
             operation: request.operation.clone(),
             covers,
             target: request.target.clone(),
+            ceiling: Some(grant::Ceiling::of(&decision)),
         });
     }
     f

@@ -235,8 +235,12 @@ pub fn evaluate(request: &Request, principal: &Principal, policy: &PolicySet) ->
             ),
             _ => "HIGH risk with no dangerous pattern, sudo or force flag: allowed".to_string(),
         });
-    } else if operation.mode == Mode::Shadow && !operation.interactive_only {
-        // Shadow mode: allowed, and the reasons say what enforcing would have asked for.
+    } else if operation.mode == Mode::Shadow
+        && !operation.interactive_only
+        && decision.risk != Risk::Critical
+    {
+        // Shadow mode: allowed, and the reasons say what enforcing would have asked for. A
+        // CRITICAL call (by the operation, or raised by what its arguments do) still asks.
         decision.action = Action::Allow;
         decision.would_block = true;
         decision.reasons.insert(

@@ -54,15 +54,63 @@ pub enum Subject {
     Group(String),
 }
 
-/// What a grant says about calls: the tool and operation, what it covers, and on which target
+/// What a grant says about calls: the tool and operation, what it covers, on which target
 /// (`None`: calls with no target; otherwise the exact name or a pattern where `*` stands for
-/// any run of characters).
+/// any run of characters), and the most a covered call may do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantScope {
     pub tool: String,
     pub operation: String,
     pub covers: Covers,
     pub target: Option<String>,
+    /// The approved call's risk and effects: a covered call may not go beyond them.
+    #[serde(default)]
+    pub ceiling: Option<Ceiling>,
+}
+
+/// What the approved call did, as the enforcer judged it: a call a grant covers must not be
+/// riskier, need more approvals, or have an effect (or dangerous pattern) of another category,
+/// or run a command Countersign does not know where the approved one did not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ceiling {
+    pub risk: Risk,
+    pub approvals: u32,
+    pub categories: std::collections::BTreeSet<Category>,
+    pub unknown: bool,
+}
+
+impl Ceiling {
+    /// The ceiling a decision sets.
+    pub fn of(decision: &Decision) -> Ceiling {
+        Ceiling {
+            risk: decision.risk,
+            approvals: decision.approvals_required,
+            categories: categories_of(decision),
+            unknown: decision.commands.iter().any(|c| c.unknown),
+        }
+    }
+
+    /// Whether `decision` stays within it.
+    pub fn holds(&self, decision: &Decision) -> bool {
+        decision.risk <= self.risk
+            && decision.approvals_required <= self.approvals
+            && categories_of(decision).is_subset(&self.categories)
+            && (self.unknown || !decision.commands.iter().any(|c| c.unknown))
+    }
+}
+
+fn categories_of(decision: &Decision) -> std::collections::BTreeSet<Category> {
+    decision
+        .matched_patterns
+        .iter()
+        .map(|m| m.category)
+        .chain(
+            decision
+                .commands
+                .iter()
+                .flat_map(|c| c.effects.iter().map(|e| e.category)),
+        )
+        .collect()
 }
 
 /// A grant's standing at a moment: for whom, until when (Unix seconds), and its uses.
@@ -138,13 +186,30 @@ impl std::fmt::Display for ShapeError {
     }
 }
 
-/// How many words of a shell argument name the command as the catalogue knows it
-/// (`systemctl restart` → 2, an unknown program → 1): they are never generalised.
-fn command_words(request: &Request, operation: &Operation, policy: &PolicySet, arg: &str) -> usize {
-    crate::decision::classify_commands(request, operation, policy)
-        .iter()
-        .find(|c| c.argument == arg)
-        .map_or(1, |c| c.command.split_whitespace().count().max(1))
+/// How many of a shell argument's words name the command as the catalogue knows it
+/// (`systemctl restart` → 2, an unknown program → 1): they are never generalised. `None` when
+/// the argument is not one command whose name and subcommands come first, word for word (a
+/// wrapper such as `nohup`, an assignment, or an option before the subcommand): such a command
+/// is never remembered as a shape.
+fn command_words(
+    request: &Request,
+    operation: &Operation,
+    policy: &PolicySet,
+    arg: &str,
+    words: &[String],
+) -> Option<usize> {
+    let classified = crate::decision::classify_commands(request, operation, policy);
+    let mut ours = classified.iter().filter(|c| c.argument == arg);
+    let (Some(only), None) = (ours.next(), ours.next()) else {
+        return None;
+    };
+    let name: Vec<&str> = only.command.split_whitespace().collect();
+    let fixed = name.len().max(1);
+    (words.len() >= fixed
+        && words.iter().zip(&name).all(|(word, part)| {
+            word == part || (word.ends_with(&format!("/{part}")) && !part.contains('/'))
+        }))
+    .then_some(fixed)
 }
 
 /// The words of the call's shell arguments that a shape may generalise, as (field, word): the
@@ -165,7 +230,9 @@ pub fn generalisable_words(
         else {
             continue;
         };
-        let fixed = command_words(request, operation, policy, name);
+        let Some(fixed) = command_words(request, operation, policy, name, &words) else {
+            continue;
+        };
         for (i, word) in words.iter().enumerate().skip(fixed) {
             if !word.starts_with('-') {
                 out.push((format!("{name}[{i}]"), word.clone()));
@@ -190,6 +257,14 @@ pub fn shape_of(
         let shell = operation.shell_args.contains(name);
         if !shell {
             let any = generalise.iter().any(|g| g == name);
+            if any && (operation.path_args.contains(name) || operation.flag_args.contains(name)) {
+                return Err(ShapeError {
+                    field: Some(name.clone()),
+                    message: format!(
+                        "`{name}` is a path or a flag: paths and flags are never generalised"
+                    ),
+                });
+            }
             args.insert(
                 name.clone(),
                 if any {
@@ -218,6 +293,7 @@ pub fn shape_of(
             });
         };
         let mut shaped: Vec<Option<String>> = words.iter().map(|w| Some(w.clone())).collect();
+        let fixed = command_words(request, operation, policy, name, &words);
         for g in generalise {
             if g == name {
                 return Err(ShapeError {
@@ -246,12 +322,21 @@ pub fn shape_of(
                         message: format!("`{name}` has no word {index}"),
                     })
                 }
-                Some(_) if index < command_words(request, operation, policy, name) => {
+                Some(_) if fixed.is_none() => {
+                    return Err(ShapeError {
+                        field: Some(g.clone()),
+                        message: "only one command whose name and subcommands come first (no \
+                                  wrapper, assignment or option before them) is remembered as a \
+                                  shape: remember this exact call instead"
+                            .into(),
+                    })
+                }
+                Some(_) if index < fixed.unwrap_or(usize::MAX) => {
                     return Err(ShapeError {
                         field: Some(g.clone()),
                         message: format!(
                             "`{}` names the command: only its arguments are generalised",
-                            words[..command_words(request, operation, policy, name)].join(" ")
+                            words[..fixed.unwrap_or(0).min(words.len())].join(" ")
                         ),
                     })
                 }
@@ -282,6 +367,23 @@ pub fn shape_of(
     Ok(Covers::Shape { args })
 }
 
+/// Whether a standing grant of `scope` allows a call the enforcer holds, as `decision` says:
+/// the decision may be remembered, the scope covers the call, and the call stays within the
+/// approved call's ceiling (a scope without one allows nothing). Who the grant is for, its time
+/// and uses are [`GrantTerms`]'.
+pub fn allows(
+    scope: &GrantScope,
+    request: &Request,
+    decision: &Decision,
+    operation: &Operation,
+    policy: &PolicySet,
+) -> bool {
+    decision.action == crate::Action::RequireApproval
+        && why_not_remembered(decision, policy).is_none()
+        && covers(scope, request, &decision.call_hash, operation)
+        && scope.ceiling.as_ref().is_some_and(|c| c.holds(decision))
+}
+
 /// Whether `scope` covers `request` (whose call hash is `call_hash`) of `operation`.
 pub fn covers(
     scope: &GrantScope,
@@ -306,17 +408,23 @@ pub fn covers(
             args.len() == request.args.len()
                 && request.args.iter().all(|(name, value)| {
                     args.get(name).is_some_and(|shape| {
-                        arg_fits(shape, value, operation.shell_args.contains(name))
+                        arg_fits(
+                            shape,
+                            value,
+                            operation.shell_args.contains(name),
+                            operation.path_args.contains(name)
+                                || operation.flag_args.contains(name),
+                        )
                     })
                 })
         }
     }
 }
 
-fn arg_fits(shape: &ArgShape, value: &Value, shell: bool) -> bool {
+fn arg_fits(shape: &ArgShape, value: &Value, shell: bool, path_or_flag: bool) -> bool {
     match shape {
         ArgShape::Exact { value: want } => want == value,
-        ArgShape::Any => !shell,
+        ArgShape::Any => !shell && !path_or_flag,
         ArgShape::Words { words } => {
             let Some(found) = value.as_str().and_then(plain_words) else {
                 return false;

@@ -198,7 +198,8 @@ struct OperationFile {
 /// would have held (`shadow`): a rollout decides in shadow first and switches to enforce with
 /// the figures in hand. Shadow mode only ever turns `require_approval` into `allow` (noting
 /// `would_block`); it never allows what is denied (unknown tools and operations, missing
-/// capabilities, malformed arguments) nor an interactive-only operation, which always asks.
+/// capabilities, malformed arguments), an interactive-only operation, or a CRITICAL call
+/// (`rm -rf /` raised by its pattern included): those always ask.
 /// An operation's own `mode` wins over its tool's, which wins over the policy's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -42,6 +42,7 @@ fn restart_any_unit() -> GrantScope {
         operation: "executeCommand".into(),
         covers,
         target: Some("web-*".into()),
+        ceiling: None,
     }
 }
 
@@ -106,6 +107,79 @@ fn a_shape_generalises_only_the_word_chosen() {
     let mut extra = shell("systemctl restart nginx", Some("web-1"));
     extra.args.insert("timeout".into(), json!(5));
     assert!(!covered(&scope, &extra));
+}
+
+#[test]
+fn a_grant_allows_nothing_beyond_what_was_approved() {
+    let admin = Principal {
+        id: "ops".into(),
+        roles: Default::default(),
+        capabilities: enforcer::policy::BUILTIN_CAPABILITIES
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+    };
+    let approved = shell("cp /tmp/a.txt /srv/www/a.txt", Some("web-1"));
+    let decision = evaluate(&approved, &admin, policy());
+    let covers = grant::shape_of(&approved, operation(), policy(), &["command[1]".into()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let scope = GrantScope {
+        tool: "ssh-exec".into(),
+        operation: "executeCommand".into(),
+        covers,
+        target: Some("web-1".into()),
+        ceiling: Some(grant::Ceiling::of(&decision)),
+    };
+    let allows = |command: &str| {
+        let request = shell(command, Some("web-1"));
+        let decision = evaluate(&request, &admin, policy());
+        grant::allows(&scope, &request, &decision, operation(), policy())
+    };
+    assert!(allows("cp /tmp/b.txt /srv/www/a.txt"));
+    // A source that reads a secret is another category, and never remembered besides.
+    assert!(!allows("cp /etc/shadow /srv/www/a.txt"));
+    // Without a ceiling, nothing.
+    let bare = GrantScope {
+        ceiling: None,
+        ..scope.clone()
+    };
+    let request = shell("cp /tmp/b.txt /srv/www/a.txt", Some("web-1"));
+    let decision = evaluate(&request, &admin, policy());
+    assert!(!grant::allows(
+        &bare,
+        &request,
+        &decision,
+        operation(),
+        policy()
+    ));
+}
+
+#[test]
+fn wrapped_or_optioned_commands_are_never_shapes() {
+    let op = operation();
+    for command in [
+        "nohup systemctl restart nginx",
+        "systemctl --no-block restart nginx",
+        "FOO=1 systemctl restart nginx",
+        "timeout 5 systemctl restart nginx",
+    ] {
+        assert!(
+            grant::generalisable_words(&shell(command, None), op, policy()).is_empty(),
+            "{command}"
+        );
+        for i in 1..4 {
+            assert!(
+                grant::shape_of(
+                    &shell(command, None),
+                    op,
+                    policy(),
+                    &[format!("command[{i}]")]
+                )
+                .is_err(),
+                "{command} [{i}]"
+            );
+        }
+    }
 }
 
 #[test]
@@ -275,6 +349,7 @@ proptest! {
             operation: "executeCommand".into(),
             covers: Covers::Call { call_hash: call_hash(&approved) },
             target: Some("web-1".into()),
+            ceiling: None,
         };
         let request = shell(&asked, Some(target));
         prop_assert_eq!(covered(&scope, &request), call_hash(&request) == call_hash(&approved));

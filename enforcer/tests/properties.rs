@@ -122,7 +122,8 @@ proptest! {
 
     /// Shadow mode only ever turns `require_approval` into `allow` (saying it would have
     /// blocked): what enforcing denies (unknown tools and operations, missing capabilities,
-    /// malformed arguments) stays denied, an interactive-only operation still asks, and what
+    /// malformed arguments) stays denied, an interactive-only operation or a CRITICAL call still
+    /// asks, and what
     /// enforcing allows is allowed alike, with the same risk and findings throughout.
     #[test]
     fn shadow_mode_never_allows_what_enforcing_denies(
@@ -154,7 +155,7 @@ proptest! {
                 prop_assert_eq!(&shadowed.reasons, &enforced.reasons);
                 prop_assert!(!shadowed.would_block);
             }
-            Action::RequireApproval if enforced.interactive_only => {
+            Action::RequireApproval if enforced.interactive_only || enforced.risk == enforcer::Risk::Critical => {
                 prop_assert_eq!(shadowed.action, Action::RequireApproval);
                 prop_assert_eq!(shadowed.approvals_required, enforced.approvals_required);
                 prop_assert!(!shadowed.would_block);
@@ -273,12 +274,21 @@ mode = "enforce"
 risk = "CRITICAL"
 requires = []
 mode = "shadow"
+[tools.svc.operations.reload]
+risk = "HIGH"
+requires = []
+interactive_only = false
+shell_args = ["command"]
+effects = "require_approval"
+mode = "shadow"
 [tools.svc.operations.stop]
 risk = "CRITICAL"
 requires = []
 [tools.pkg.operations.remove]
-risk = "CRITICAL"
+risk = "HIGH"
 requires = []
+shell_args = ["command"]
+effects = "require_approval"
 [tools.pkg.operations.console]
 risk = "LOW"
 requires = []
@@ -286,19 +296,27 @@ interactive_only = true
 "#;
     let policy = PolicySet::load("modes.toml", source).unwrap_or_else(|e| panic!("{e}"));
     let decide = |tool: &str, operation: &str| {
+        let mut args = Map::new();
+        args.insert("command".into(), json!("systemctl restart nginx"));
         let request = Request {
             tool: tool.into(),
             operation: operation.into(),
-            args: Map::new(),
+            args,
             target: None,
         };
         evaluate(&request, &admin(), &policy)
     };
-    let restart = decide("svc", "restart");
+    // CRITICAL asks, shadow mode or not.
+    let critical = decide("svc", "restart");
+    assert_eq!(
+        (critical.action, critical.would_block),
+        (Action::RequireApproval, false)
+    );
+    let restart = decide("svc", "reload");
     assert_eq!((restart.action, restart.would_block), (Action::Allow, true));
     assert_eq!(
         restart.reasons[0],
-        "shadow mode: allowed, but enforcing would hold it for 2 approvals"
+        "shadow mode: allowed, but enforcing would hold it for 1 approval"
     );
     let stop = decide("svc", "stop");
     assert_eq!(
@@ -315,10 +333,12 @@ interactive_only = true
     assert_eq!(decide("pkg", "other").action, Action::Deny);
 
     // The audit row's compact form gives the shadow decision back.
+    let mut args = Map::new();
+    args.insert("command".into(), json!("systemctl restart nginx"));
     let request = Request {
         tool: "svc".into(),
-        operation: "restart".into(),
-        args: Map::new(),
+        operation: "reload".into(),
+        args,
         target: None,
     };
     let stored = enforcer::record::compact(&restart, &request, &policy);

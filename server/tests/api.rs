@@ -2067,4 +2067,34 @@ async fn a_remembered_approval_allows_the_next_calls_like_it_until_spent_or_revo
         .await;
     assert_eq!(secret["action"], "require_approval", "{secret}");
     assert!(secret.get("grant_id").is_none(), "{secret}");
+
+    // A grant for a role covers others with the role, never one of its own approvers.
+    let (_, cache) = api
+        .decide(&token, restart("systemctl restart memcached", "web-1"))
+        .await;
+    let cache_job = cache["job_id"].as_str().unwrap_or_default().to_string();
+    approve(&api, &cache_job).await;
+    let for_ops = RememberRequest {
+        group: Some("auditor".into()),
+        ..RememberRequest::default()
+    };
+    let ops = grants::remember(&api.state, &dave, &cache_job, &for_ops)
+        .await
+        .expect("remembered");
+    let ann = api.token("ann", &["auditor"], &OPS).await;
+    let (_, theirs) = api
+        .decide(&ann, restart("systemctl restart memcached", "web-1"))
+        .await;
+    assert_eq!(theirs["grant_id"], ops.id.as_str(), "{theirs}");
+    let own = api.token("dave", &["auditor"], &OPS).await;
+    let (_, own_call) = api
+        .decide(&own, restart("systemctl restart memcached", "web-1"))
+        .await;
+    assert_eq!(own_call["action"], "require_approval", "{own_call}");
+    // Someone without the role is not covered.
+    let bare = api.token("bob", &[], &OPS).await;
+    let (_, no_role) = api
+        .decide(&bare, restart("systemctl restart memcached", "web-1"))
+        .await;
+    assert_eq!(no_role["action"], "require_approval", "{no_role}");
 }

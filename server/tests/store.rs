@@ -1158,16 +1158,28 @@ async fn grants_are_kept_spent_once_and_revoked<S: Store>(store: &S) {
     assert!(!store.spend_grant("g-pair", now).await.expect("spend"));
     assert!(matches!(
         store
-            .add_grant_approver("g-pair", "dave", &grant_audit("again"))
+            .add_grant_approver(
+                "g-pair",
+                "dave",
+                now + Duration::hours(1),
+                &grant_audit("again")
+            )
             .await,
         Err(StoreError::Invalid(_))
     ));
     let pair = store
-        .add_grant_approver("g-pair", "erin", &grant_audit("second"))
+        .add_grant_approver(
+            "g-pair",
+            "erin",
+            now + Duration::minutes(30),
+            &grant_audit("second"),
+        )
         .await
         .expect("second approver");
     assert!(pair.active());
     assert_eq!(pair.approvers, vec!["dave".to_string(), "erin".to_string()]);
+    // The second approver's shorter time wins.
+    assert!(pair.expires_at <= now + Duration::minutes(30) + Duration::seconds(1));
     store
         .create_grant(
             &grant_record("g-old", 1, None, Duration::seconds(-5)),

@@ -110,7 +110,17 @@ pub async fn decide(
     };
     let mut decision = enforcer::evaluate(&request, &principal, &core.policy);
     // A standing grant that covers the call stands in for people's approval (its use spent).
-    let grant = super::grants::grant_for(core, &request, &principal, &decision).await?;
+    // Group grants match the requester's roles: known only when the caller is the requester.
+    let grantee = Principal {
+        id: requester.to_string(),
+        roles: if caller.id == requester {
+            principal.roles.clone()
+        } else {
+            Default::default()
+        },
+        capabilities: Default::default(),
+    };
+    let grant = super::grants::grant_for(core, &request, &grantee, &decision).await?;
     if let Some(grant) = &grant {
         decision.action = Action::Allow;
         decision.approvals_required = 0;

@@ -223,6 +223,7 @@ pub async fn remember(
         operation: request.operation.clone(),
         covers,
         target,
+        ceiling: Some(grant::Ceiling::of(&decision)),
     };
     let scope_text = serde_json::to_string(&scope)
         .map_err(|e| ServiceError::unavailable("the grant could not be written", &e))?;
@@ -239,7 +240,10 @@ pub async fn remember(
         StoreError::NotFound => ServiceError::not_found("no such grant"),
         other => ServiceError::unavailable("the grant could not be written", &other),
     };
-    // A second approver of a job that needed two remembers the same grant: it stands now.
+    let expires_at = now + chrono::Duration::seconds(i64::try_from(ttl).unwrap_or(i64::MAX / 2));
+    let max_uses = ask.max_uses.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
+    // A second approver of a job that needed two remembers the same grant (same scope, person
+    // or role, and uses): it stands now, until the earlier of the two ends asked for.
     let open = core
         .store
         .grants_for(&request.tool, &request.operation, now)
@@ -252,12 +256,23 @@ pub async fn remember(
                 && g.scope == scope_text
                 && g.subject_kind == subject_kind
                 && g.subject == subject_name
+                && g.max_uses == max_uses
         });
     if let Some(open) = open {
-        let event = grant_event(&open, &job, &approver.id, "grant.approve", now);
+        let expires_at = expires_at.min(open.expires_at);
+        let event = grant_event(
+            &GrantRecord {
+                expires_at,
+                ..open.clone()
+            },
+            &job,
+            &approver.id,
+            "grant.approve",
+            now,
+        );
         return core
             .store
-            .add_grant_approver(&open.id, &approver.id, &event)
+            .add_grant_approver(&open.id, &approver.id, expires_at, &event)
             .await
             .map_err(write_failed);
     }
@@ -272,8 +287,8 @@ pub async fn remember(
         approvals_needed: job.approvals_required.max(1),
         approvers: vec![approver.id.clone()],
         created_at: now,
-        expires_at: now + chrono::Duration::seconds(i64::try_from(ttl).unwrap_or(i64::MAX / 2)),
-        max_uses: ask.max_uses.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+        expires_at,
+        max_uses,
         uses: 0,
         last_used_at: None,
         revoked_at: None,
@@ -373,7 +388,10 @@ pub async fn offer(
             .push((field, format!("`{shape}`: any word for `{word}`")));
     }
     for (name, value) in &request.args {
-        if !operation.shell_args.contains(name) {
+        let never = operation.shell_args.contains(name)
+            || operation.path_args.contains(name)
+            || operation.flag_args.contains(name);
+        if !never {
             let shown = match value {
                 Value::String(text) => text.clone(),
                 other => other.to_string(),
@@ -449,8 +467,10 @@ fn grant_event(
 }
 
 /// The grant that allows a call the enforcer would hold, with its use spent, if one covers it:
-/// for `principal`, the call's `request` and fresh `decision`. `None` when the decision may not
-/// be remembered or no standing grant covers the call.
+/// for `principal` (the requester; with the caller's roles only when the caller is the
+/// requester, so a service acting for someone never matches a group grant by its own roles),
+/// the call's `request` and fresh `decision`. A grant never allows a call of one of its own
+/// approvers. `None` when the decision may not be remembered or no standing grant allows it.
 pub async fn grant_for(
     core: &Core,
     request: &Request,
@@ -478,8 +498,9 @@ pub async fn grant_for(
             tracing::warn!(grant = %candidate.id, "a grant's scope cannot be read; it is skipped");
             continue;
         };
-        if !terms_of(&candidate).stands_for(principal, now.timestamp())
-            || !grant::covers(&scope, request, &decision.call_hash, operation)
+        if candidate.approvers.contains(&principal.id)
+            || !terms_of(&candidate).stands_for(principal, now.timestamp())
+            || !grant::allows(&scope, request, decision, operation, &core.policy)
         {
             continue;
         }

@@ -113,9 +113,10 @@ impl Store for AnyStore {
         &self,
         id: &str,
         approver: &str,
+        expires_at: DateTime<Utc>,
         audit: &NewAuditEvent,
     ) -> Result<super::GrantRecord, StoreError> {
-        delegate!(self, s => s.add_grant_approver(id, approver, audit))
+        delegate!(self, s => s.add_grant_approver(id, approver, expires_at, audit))
     }
     async fn grant(&self, id: &str) -> Result<super::GrantRecord, StoreError> {
         delegate!(self, s => s.grant(id))

@@ -837,6 +837,7 @@ impl Store for DialectStore {
         &self,
         id: &str,
         approver: &str,
+        expires_at: DateTime<Utc>,
         audit: &NewAuditEvent,
     ) -> Result<super::GrantRecord, StoreError> {
         audit::check_hashes(audit)?;
@@ -854,10 +855,14 @@ impl Store for DialectStore {
             grant.approvers.push(approver.to_string());
             let approvers = serde_json::to_string(&grant.approvers)
                 .map_err(|e| StoreError::Invalid(e.to_string()))?;
-            sqlx::query("UPDATE grants SET approvers = $1, approvals = $2 WHERE id = $3")
-                .bind(&approvers)
-                .bind(i32::try_from(grant.approvers.len()).unwrap_or(i32::MAX))
-                .bind(id)
+            let expires_at = expires_at.min(grant.expires_at);
+            sqlx::query(
+                "UPDATE grants SET approvers = $1, approvals = $2, expires_at = $3 WHERE id = $4",
+            )
+            .bind(&approvers)
+            .bind(i32::try_from(grant.approvers.len()).unwrap_or(i32::MAX))
+            .bind(ts(expires_at))
+            .bind(id)
                 .execute(&mut *tx)
                 .await?;
             append_in(&mut tx, std::slice::from_ref(audit)).await?;

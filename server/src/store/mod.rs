@@ -542,12 +542,14 @@ pub trait Store: Clone + Send + Sync + 'static {
         grant: &GrantRecord,
         audit: &NewAuditEvent,
     ) -> impl Future<Output = Result<GrantRecord, StoreError>> + Send;
-    /// Add an approver to a grant not revoked that does not list them yet, with its audit row,
-    /// in one transaction ([`StoreError::Invalid`] otherwise).
+    /// Add an approver to a grant not revoked that does not list them yet, ending it at
+    /// `expires_at` if that is sooner, with its audit row, in one transaction
+    /// ([`StoreError::Invalid`] otherwise).
     fn add_grant_approver(
         &self,
         id: &str,
         approver: &str,
+        expires_at: DateTime<Utc>,
         audit: &NewAuditEvent,
     ) -> impl Future<Output = Result<GrantRecord, StoreError>> + Send;
     fn grant(&self, id: &str) -> impl Future<Output = Result<GrantRecord, StoreError>> + Send;
