@@ -1858,6 +1858,19 @@ async fn a_remembered_approval_allows_the_next_calls_like_it_until_spent_or_revo
     };
     // Not before it is approved, and only by who approved it.
     let early = grants::remember(&api.state, &dave, &job_id, &shape).await;
+    // Without the approver role (any more), nobody remembers.
+    let former = person("dave", &["viewer"], &OPS);
+    let refused = grants::remember(&api.state, &former, &job_id, &shape).await;
+    assert!(
+        matches!(
+            refused,
+            Err(ServiceError::Forbidden {
+                code: "not_approver",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
     assert!(
         matches!(early, Err(ServiceError::Forbidden { .. })),
         "{early:?}"

@@ -1045,9 +1045,35 @@ async fn shadow_decisions_are_counted_and_read_newest_first<S: Store>(store: &S)
     approval.kind = EventKind::Approval;
     store
         .append_audit(&[
-            row(30, "executeCommand", AuditAction::Allow, true, r#"{"n":1}"#),
-            row(20, "executeCommand", AuditAction::Allow, true, r#"{"n":2}"#),
-            row(10, "restart", AuditAction::Allow, true, r#"{"n":3}"#),
+            row(
+                30,
+                "executeCommand",
+                AuditAction::Allow,
+                true,
+                r#"{"n":1,"would_block":true}"#,
+            ),
+            row(
+                20,
+                "executeCommand",
+                AuditAction::Allow,
+                true,
+                r#"{"n":2,"would_block":true}"#,
+            ),
+            row(
+                10,
+                "restart",
+                AuditAction::Allow,
+                true,
+                r#"{"n":3,"would_block":true}"#,
+            ),
+            // The same shape from elsewhere (an imported IT-MCP row): not shadow mode's.
+            row(
+                8,
+                "executeCommand",
+                AuditAction::Allow,
+                true,
+                r#"{"imported":true}"#,
+            ),
             row(5, "executeCommand", AuditAction::Allow, false, "{}"),
             row(
                 4,
@@ -1061,7 +1087,7 @@ async fn shadow_decisions_are_counted_and_read_newest_first<S: Store>(store: &S)
                 "executeCommand",
                 AuditAction::Allow,
                 true,
-                r#"{"n":0}"#,
+                r#"{"n":0,"would_block":true}"#,
             ),
             approval,
         ])
@@ -1089,7 +1115,13 @@ async fn shadow_decisions_are_counted_and_read_newest_first<S: Store>(store: &S)
         ]
     );
     let newest: Vec<&str> = found.newest.iter().map(|(_, _, d)| d.as_str()).collect();
-    assert_eq!(newest, vec![r#"{"n":3}"#, r#"{"n":2}"#]);
+    assert_eq!(
+        newest,
+        vec![
+            r#"{"n":3,"would_block":true}"#,
+            r#"{"n":2,"would_block":true}"#
+        ]
+    );
     let week = store
         .shadow_decisions(now - Duration::days(7), 10)
         .await

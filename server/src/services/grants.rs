@@ -99,6 +99,14 @@ pub async fn remember(
         Err(StoreError::NotFound) => return Err(ServiceError::not_found("no such request")),
         Err(e) => return Err(unreadable(e)),
     };
+    // Only someone who still holds the approver role remembers (roles change after a vote).
+    let approver_role = &core.policy.approvals.approver_role;
+    if !approver.roles.contains(approver_role) {
+        return Err(ServiceError::forbidden(
+            "not_approver",
+            format!("only people with the `{approver_role}` role remember approvals"),
+        ));
+    }
     let votes = core.store.votes(job_id).await.map_err(unreadable)?;
     let approved_it = votes
         .iter()

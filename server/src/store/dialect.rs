@@ -773,11 +773,14 @@ impl Store for DialectStore {
         since: DateTime<Utc>,
         limit: i64,
     ) -> Result<super::ShadowDecisions, StoreError> {
-        // Both queries read the partial index `audit_logs_shadow`, whose condition they repeat.
+        // Both queries read the partial index `audit_logs_shadow`, whose condition they repeat;
+        // the stored decision saying `would_block` leaves out rows of the same shape that
+        // shadow mode did not write (an imported IT-MCP history has `allow` rows that required
+        // approval).
         let counts = sqlx::query_as(
             "SELECT tool, operation, risk_level, COUNT(*) FROM audit_logs \
              WHERE decision_action = 'allow' AND requires_approval AND timestamp >= $1 \
-             AND event_kind = 'decision' \
+             AND event_kind = 'decision' AND decision LIKE '%\"would_block\":true%' \
              GROUP BY tool, operation, risk_level ORDER BY 4 DESC, 1, 2, 3",
         )
         .bind(ts(since))
@@ -786,7 +789,7 @@ impl Store for DialectStore {
         let newest = sqlx::query_as(
             "SELECT tool, operation, decision FROM audit_logs \
              WHERE decision_action = 'allow' AND requires_approval AND timestamp >= $1 \
-             AND event_kind = 'decision' \
+             AND event_kind = 'decision' AND decision LIKE '%\"would_block\":true%' \
              ORDER BY timestamp DESC LIMIT $2",
         )
         .bind(ts(since))
