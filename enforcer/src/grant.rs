@@ -100,17 +100,17 @@ impl Ceiling {
 }
 
 fn categories_of(decision: &Decision) -> std::collections::BTreeSet<Category> {
-    decision
-        .matched_patterns
-        .iter()
-        .map(|m| m.category)
-        .chain(
-            decision
-                .commands
-                .iter()
-                .flat_map(|c| c.effects.iter().map(|e| e.category)),
-        )
-        .collect()
+    categories_in_order(decision).collect()
+}
+
+/// The categories of a decision's dangerous patterns, then of its commands' effects.
+fn categories_in_order(decision: &Decision) -> impl Iterator<Item = Category> + '_ {
+    decision.matched_patterns.iter().map(|m| m.category).chain(
+        decision
+            .commands
+            .iter()
+            .flat_map(|c| c.effects.iter().map(|e| e.category)),
+    )
 }
 
 /// A grant's standing at a moment: for whom, until when (Unix seconds), and its uses.
@@ -153,17 +153,7 @@ pub fn why_not_remembered(decision: &Decision, policy: &PolicySet) -> Option<Str
         return Some("interactive-only operations are never remembered".into());
     }
     let never = &policy.approvals.never_remember;
-    let found = decision
-        .matched_patterns
-        .iter()
-        .map(|m| m.category)
-        .chain(
-            decision
-                .commands
-                .iter()
-                .flat_map(|c| c.effects.iter().map(|e| e.category)),
-        )
-        .find(|category| never.contains(category));
+    let found = categories_in_order(decision).find(|category| never.contains(category));
     found.map(|category| {
         format!(
             "{} effects are never remembered (approvals.never_remember)",

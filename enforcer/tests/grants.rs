@@ -50,6 +50,18 @@ fn covered(scope: &GrantScope, request: &Request) -> bool {
     grant::covers(scope, request, &call_hash(request), operation())
 }
 
+/// A caller with every capability: decisions are about the call, not who may make it.
+fn admin() -> Principal {
+    Principal {
+        id: "ops".into(),
+        roles: Default::default(),
+        capabilities: enforcer::policy::BUILTIN_CAPABILITIES
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+    }
+}
+
 fn person(id: &str, roles: &[&str]) -> Principal {
     Principal {
         id: id.into(),
@@ -111,14 +123,7 @@ fn a_shape_generalises_only_the_word_chosen() {
 
 #[test]
 fn a_grant_allows_nothing_beyond_what_was_approved() {
-    let admin = Principal {
-        id: "ops".into(),
-        roles: Default::default(),
-        capabilities: enforcer::policy::BUILTIN_CAPABILITIES
-            .iter()
-            .map(|c| c.to_string())
-            .collect(),
-    };
+    let admin = admin();
     let approved = shell("cp /tmp/a.txt /srv/www/a.txt", Some("web-1"));
     let decision = evaluate(&approved, &admin, policy());
     let covers = grant::shape_of(&approved, operation(), policy(), &["command[1]".into()])
@@ -216,14 +221,7 @@ fn shapes_are_refused_where_they_would_cover_too_much() {
 
 #[test]
 fn critical_and_never_remembered_effects_are_never_remembered() {
-    let admin = Principal {
-        id: "ops".into(),
-        roles: Default::default(),
-        capabilities: enforcer::policy::BUILTIN_CAPABILITIES
-            .iter()
-            .map(|c| c.to_string())
-            .collect(),
-    };
+    let admin = admin();
     let judge = |command: &str| evaluate(&shell(command, None), &admin, policy());
     let restart = judge("systemctl restart nginx");
     assert_eq!(restart.action, enforcer::Action::RequireApproval);
